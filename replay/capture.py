@@ -1,0 +1,195 @@
+"""Capture files: JSON Lines (optionally gzip), one received frame per line.
+
+Line contract (README "Capture file")::
+
+    {"ts_ms": <receive time, int ms UTC>, "venue": "<venue id>",
+     "channel": "<channel as the venue names it>", "raw": <frame JSON as sent>}
+
+Reading is lenient per line (a bad line is handed on as a :class:`BadLine` so the
+caller can dead-letter it) and strict per file (a file that is not a capture raises
+:class:`CaptureError` with a one-line reason before anything is replayed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "BadLine",
+    "CaptureError",
+    "CaptureLine",
+    "iter_capture",
+    "open_capture",
+    "write_capture",
+]
+
+#: Frames larger than this are dead-lettered as ``oversize`` (the biggest venue
+#: frames, full 1000-level depth snapshots, stay well under it).
+MAX_LINE_BYTES = 1 << 20
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CaptureError(Exception):
+    """The file is not a readable capture (missing, empty, binary, not JSON Lines)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureLine:
+    """One line of a capture, already split into its envelope fields."""
+
+    line_no: int
+    ts_ms: int
+    venue: str
+    channel: str
+    raw: Any
+    raw_bytes: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """A line that could not be read as a capture envelope."""
+
+    line_no: int
+    reason: str
+    detail: str
+    raw_bytes: bytes
+
+
+def open_capture(path: Path) -> IO[bytes]:
+    """Open a capture for binary reading, transparently gunzipping; validate the head.
+
+    Raises :class:`CaptureError` for a missing path, a directory, an empty file, or a
+    file whose first line is not a JSON object with the envelope keys.
+    """
+    if not path.exists():
+        raise CaptureError(f"capture file not found: {path}")
+    if path.is_dir():
+        raise CaptureError(f"capture path is a directory, not a file: {path}")
+    try:
+        with path.open("rb") as probe:
+            head = probe.read(2)
+    except OSError as exc:
+        raise CaptureError(f"cannot read capture {path}: {exc.strerror}") from None
+    if not head:
+        raise CaptureError(f"capture file is empty: {path}")
+    stream: IO[bytes]
+    if head == _GZIP_MAGIC:
+        stream = gzip.open(path, "rb")
+    else:
+        stream = path.open("rb")
+    try:
+        first = stream.readline(MAX_LINE_BYTES + 1)
+    except (OSError, EOFError) as exc:
+        stream.close()
+        raise CaptureError(f"capture {path} is not readable: {exc}") from None
+    if not first.strip():
+        stream.close()
+        raise CaptureError(f"capture file is empty: {path}")
+    try:
+        obj = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        stream.close()
+        raise CaptureError(
+            f"{path} is not a capture file (first line is not JSON; expected JSON Lines "
+            '{"ts_ms", "venue", "channel", "raw"})'
+        ) from None
+    if not isinstance(obj, dict) or not {"ts_ms", "venue", "channel", "raw"} <= obj.keys():
+        stream.close()
+        raise CaptureError(
+            f"{path} is not a capture file (first line lacks ts_ms/venue/channel/raw)"
+        )
+    # Re-open so the caller reads from the first line.
+    stream.close()
+    if head == _GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def _split(line_no: int, line: bytes) -> CaptureLine | BadLine:
+    if len(line) > MAX_LINE_BYTES:
+        return BadLine(line_no, "oversize", f"line of {len(line)} bytes > {MAX_LINE_BYTES}", line)
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return BadLine(line_no, "invalid_json", str(exc), line)
+    if not isinstance(obj, dict):
+        return BadLine(line_no, "invalid_envelope", "line is not a JSON object", line)
+    ts_ms = obj.get("ts_ms")
+    venue = obj.get("venue")
+    channel = obj.get("channel")
+    if "raw" not in obj:
+        return BadLine(line_no, "missing_field", "envelope has no 'raw'", line)
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, int):
+        return BadLine(line_no, "invalid_timestamp", f"ts_ms must be an integer, got {ts_ms!r}", line)
+    if not isinstance(venue, str) or not venue:
+        return BadLine(line_no, "missing_field", "envelope has no venue string", line)
+    if not isinstance(channel, str) or not channel:
+        return BadLine(line_no, "missing_field", "envelope has no channel string", line)
+    return CaptureLine(line_no, ts_ms, venue, channel, obj["raw"], line)
+
+
+def iter_capture(path: Path) -> Iterator[CaptureLine | BadLine]:
+    """Yield every non-blank line of a capture as a CaptureLine or a BadLine."""
+    stream = open_capture(path)
+    with stream:
+        line_no = 0
+        while True:
+            try:
+                line = stream.readline(MAX_LINE_BYTES + 1)
+            except (OSError, EOFError) as exc:
+                # A truncated gzip member: report it and stop, keeping what was read.
+                yield BadLine(line_no + 1, "truncated_file", str(exc), b"")
+                return
+            if not line:
+                return
+            line_no += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                # Consume the rest of an oversize line so the next line starts clean.
+                rest = line
+                while rest and not rest.endswith(b"\n"):
+                    rest = stream.readline(MAX_LINE_BYTES + 1)
+                yield BadLine(line_no, "oversize", f"line longer than {MAX_LINE_BYTES} bytes", line[:4096])
+                continue
+            stripped = line.strip()
+            if not stripped:
+                continue
+            yield _split(line_no, stripped)
+
+
+def dumps_line(ts_ms: int, venue: str, channel: str, raw: Any) -> bytes:
+    """Serialise one capture line (no trailing newline), byte-stable for equal input."""
+    return orjson.dumps({"ts_ms": ts_ms, "venue": venue, "channel": channel, "raw": raw})
+
+
+def write_capture(path: Path, lines: Iterable[tuple[int, str, str, Any]]) -> int:
+    """Write ``(ts_ms, venue, channel, raw)`` tuples; gzip when the name ends in .gz.
+
+    Gzip output is written with mtime 0 so the same frames give the same bytes.
+    Returns the number of lines written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("wb") as fh:
+        out: IO[bytes]
+        if path.suffix == ".gz":
+            out = gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0)
+        else:
+            out = fh
+        buf = io.BufferedWriter(out) if out is not fh else fh  # type: ignore[arg-type]
+        for ts_ms, venue, channel, raw in lines:
+            buf.write(dumps_line(ts_ms, venue, channel, raw))
+            buf.write(b"\n")
+            count += 1
+        buf.flush()
+        if out is not fh:
+            out.close()
+    return count
