@@ -1,0 +1,324 @@
+"""Risk-model parameters (RISK_MODEL.md sections 2, 3 and 7) as frozen, strict config models.
+
+Every default is the public figure quoted in RISK_MODEL.md. Where no public figure was found
+the default is *assumed*; the dotted path of each such default is listed in
+``ASSUMED_DEFAULTS`` so a run report can say which assumed numbers it used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ASSUMED_DEFAULTS",
+    "AaveV3Params",
+    "BracketTier",
+    "EModeParams",
+    "HyperliquidParams",
+    "LadderParams",
+    "MorphoBlueParams",
+    "RiskParams",
+    "ShockSpec",
+    "SpiralParams",
+    "TieredRate",
+    "UnifiedAccountParams",
+    "UnifiedVenueParams",
+]
+
+AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class EModeParams(_Frozen):
+    """One Aave v3 efficiency-mode category (RISK_MODEL §2)."""
+
+    ltv_ratio: float = Field(ge=0, le=1)
+    liquidation_threshold_ratio: float = Field(gt=0, le=1)
+    liquidation_bonus_ratio: float = Field(ge=0, le=1)
+
+
+class AaveV3Params(_Frozen):
+    """Aave v3 (Ethereum, 2025) e-modes and close-factor rules (RISK_MODEL §2)."""
+
+    e_modes: dict[str, EModeParams] = Field(
+        default_factory=lambda: {
+            "usde-stablecoin": EModeParams(
+                ltv_ratio=0.90, liquidation_threshold_ratio=0.93, liquidation_bonus_ratio=0.02
+            ),
+            "susde-stablecoins": EModeParams(
+                ltv_ratio=0.90, liquidation_threshold_ratio=0.92, liquidation_bonus_ratio=0.04
+            ),
+        }
+    )
+    usde_outside_emode: EModeParams = EModeParams(
+        ltv_ratio=0.72, liquidation_threshold_ratio=0.75, liquidation_bonus_ratio=0.085
+    )
+    protocol_fee_of_bonus_ratio: float = Field(default=0.10, ge=0, le=1)
+    close_factor_ratio: float = Field(default=0.5, gt=0, le=1)
+    full_close_health_factor: float = Field(default=0.95, gt=0)
+    full_close_reserve_usd: float = Field(default=2_000.0, ge=0)
+    # *assumed*: bonus for positions that give none and are in no known e-mode
+    default_liquidation_bonus_ratio: float = Field(default=0.05, ge=0, le=1)
+
+
+class MorphoBlueParams(_Frozen):
+    """Morpho Blue liquidation incentive LIF = min(max, 1 / (cursor × LLTV + 1 − cursor))."""
+
+    max_lif: float = Field(default=1.15, ge=1)
+    lif_cursor: float = Field(default=0.3, gt=0, lt=1)
+
+
+TieredRate = tuple[tuple[float, float], ...]
+"""Collateral-rate tiers ((usd_floor, rate), ...): value above each floor gets that rate."""
+
+
+class BracketTier(_Frozen):
+    """One USDⓈ-M leverage bracket: notional floor and maintenance-margin rate."""
+
+    floor_usd: float = Field(ge=0)
+    mmr_ratio: float = Field(gt=0, lt=1)
+
+
+def _brackets(rows: Sequence[tuple[float, float]]) -> tuple[BracketTier, ...]:
+    return tuple(BracketTier(floor_usd=f, mmr_ratio=m) for f, m in rows)
+
+
+# RISK_MODEL §3, exactly.
+_BTCUSDT: list[tuple[float, float]] = [
+    (0, 0.004), (50_000, 0.005), (600_000, 0.0065), (3_000_000, 0.01), (12_000_000, 0.02),
+    (70_000_000, 0.025), (100_000_000, 0.05), (230_000_000, 0.10), (480_000_000, 0.125),
+    (600_000_000, 0.15), (800_000_000, 0.25), (1_200_000_000, 0.50),
+]
+# *assumed* (shape of Binance's published tables, not copied from them)
+_ETHUSDT: list[tuple[float, float]] = [
+    (0, 0.005), (50_000, 0.0065), (600_000, 0.01), (3_000_000, 0.02), (12_000_000, 0.025),
+    (50_000_000, 0.05), (100_000_000, 0.10), (200_000_000, 0.125), (400_000_000, 0.15),
+    (600_000_000, 0.25), (800_000_000, 0.50),
+]
+_ALT: list[tuple[float, float]] = [
+    (0, 0.01), (10_000, 0.015), (50_000, 0.02), (250_000, 0.05), (1_000_000, 0.10),
+    (5_000_000, 0.125), (10_000_000, 0.15), (20_000_000, 0.25), (50_000_000, 0.50),
+]
+
+
+class UnifiedVenueParams(_Frozen):
+    """Thresholds, haircuts and brackets of one unified/cross-margin account model (§3).
+
+    Ratios are always adjusted_equity / maintenance_margin (higher is safer); a venue that
+    publishes the inverse (Bybit's account MM rate) is converted.
+    """
+
+    margin_call_ratio: float = Field(gt=0)
+    reduce_only_ratio: float = Field(gt=0)
+    liquidation_ratio: float = Field(gt=0)
+    target_ratio: float = Field(gt=0)
+    collateral_rates: dict[str, TieredRate] = Field(default_factory=dict)
+    unlisted_collateral_rate: float = Field(default=0.10, ge=0, le=1)
+    margin_loan_mmr_ratio: float = Field(default=0.05, ge=0, lt=1)
+    perp_brackets: dict[str, tuple[BracketTier, ...]] = Field(default_factory=dict)
+    default_perp_brackets: tuple[BracketTier, ...] = Field(default_factory=lambda: _brackets(_ALT))
+    sell_order: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> UnifiedVenueParams:
+        if not (self.margin_call_ratio >= self.reduce_only_ratio >= self.liquidation_ratio):
+            raise ValueError("need margin_call_ratio >= reduce_only_ratio >= liquidation_ratio")
+        for name, tiers in self.collateral_rates.items():
+            _check_tiers(name, tiers)
+        for name, br in {**self.perp_brackets, "default": self.default_perp_brackets}.items():
+            floors = [b.floor_usd for b in br]
+            if not br or floors[0] != 0 or floors != sorted(floors):
+                raise ValueError(f"brackets {name}: floors must start at 0 and increase")
+        return self
+
+
+def _check_tiers(name: str, tiers: TieredRate) -> None:
+    floors = [f for f, _ in tiers]
+    if not tiers or floors[0] != 0 or floors != sorted(floors):
+        raise ValueError(f"collateral rate {name}: floors must start at 0 and increase")
+    if any(not 0 <= r <= 1 for _, r in tiers):
+        raise ValueError(f"collateral rate {name}: rates must be within [0, 1]")
+
+
+def _binance() -> UnifiedVenueParams:
+    return UnifiedVenueParams(
+        margin_call_ratio=1.5,
+        reduce_only_ratio=1.2,
+        liquidation_ratio=1.05,
+        target_ratio=1.2,  # *assumed*: engine stops selling once out of reduce-only
+        collateral_rates={
+            "USDT": ((0, 1.0),),
+            "USDC": ((0, 1.0),),
+            "BTC": ((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
+            "ETH": ((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
+            "BNB": ((0, 0.95), (1_000_000, 0.8)),  # *assumed*
+            "SOL": ((0, 0.9), (1_000_000, 0.7)),  # *assumed*
+            "USDe": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+            "BNSOL": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+            "WBETH": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+        },
+        unlisted_collateral_rate=0.10,
+        margin_loan_mmr_ratio=0.05,  # *assumed*
+        perp_brackets={"BTCUSDT": _brackets(_BTCUSDT), "ETHUSDT": _brackets(_ETHUSDT)},
+        default_perp_brackets=_brackets(_ALT),  # *assumed*
+        sell_order=(),  # *assumed*: largest USD holding first
+    )
+
+
+def _bybit() -> UnifiedVenueParams:
+    return UnifiedVenueParams(
+        margin_call_ratio=1.0 / 0.7,  # *assumed*: warn at account MM rate 70%
+        reduce_only_ratio=1.0 / 0.9,  # *assumed*
+        liquidation_ratio=1.0,  # account MM rate 100%
+        target_ratio=1.0 / 0.9,  # *assumed*
+        collateral_rates={
+            "USDT": ((0, 1.0),),
+            "USDC": ((0, 1.0),),
+            "BTC": ((0, 0.95), (10_000_000, 0.9)),  # *assumed*
+            "ETH": ((0, 0.95), (10_000_000, 0.9)),  # *assumed*
+            "USDe": ((0, 0.9), (1_000_000, 0.7)),  # *assumed*
+        },
+        unlisted_collateral_rate=0.0,  # *assumed*: unlisted coins give no margin
+        margin_loan_mmr_ratio=0.05,  # *assumed*
+        perp_brackets={"BTCUSDT": _brackets(_BTCUSDT), "ETHUSDT": _brackets(_ETHUSDT)},
+    )
+
+
+def _okx() -> UnifiedVenueParams:
+    return UnifiedVenueParams(
+        margin_call_ratio=3.0,  # *assumed*: OKX warns at margin ratio 300%
+        reduce_only_ratio=1.5,  # *assumed*
+        liquidation_ratio=1.0,
+        target_ratio=1.5,  # *assumed*
+        collateral_rates={
+            "USDT": ((0, 1.0),),
+            "USDC": ((0, 1.0),),
+            "BTC": ((0, 0.98), (5_000_000, 0.95)),  # *assumed*
+            "ETH": ((0, 0.98), (5_000_000, 0.95)),  # *assumed*
+            "USDe": ((0, 0.9), (1_000_000, 0.6)),  # *assumed*
+        },
+        unlisted_collateral_rate=0.0,  # *assumed*
+        margin_loan_mmr_ratio=0.05,  # *assumed*
+        perp_brackets={"BTC-USDT-SWAP": _brackets(_BTCUSDT)},  # *assumed*
+    )
+
+
+class HyperliquidParams(_Frozen):
+    """Hyperliquid cross margin: MM = IM at max leverage / 2; backstop below 2/3 of MM (§3)."""
+
+    max_leverage: dict[str, float] = Field(
+        default_factory=lambda: {"BTC": 40.0, "ETH": 25.0, "SOL": 20.0}
+    )
+    default_max_leverage: float = Field(default=10.0, gt=0)  # *assumed*
+    backstop_equity_of_mm_ratio: float = Field(default=2.0 / 3.0, gt=0, le=1)
+    venue: UnifiedVenueParams = Field(
+        default_factory=lambda: UnifiedVenueParams(
+            margin_call_ratio=1.5,  # *assumed*
+            reduce_only_ratio=1.0,
+            liquidation_ratio=1.0,
+            target_ratio=1.0,
+            collateral_rates={"USDC": ((0, 1.0),)},
+            unlisted_collateral_rate=0.0,  # only USDC backs perp margin
+            margin_loan_mmr_ratio=0.0,
+        )
+    )
+
+
+class UnifiedAccountParams(_Frozen):
+    """Per-model parameters of unified accounts (RISK_MODEL §3)."""
+
+    binance_pm: UnifiedVenueParams = Field(default_factory=_binance)
+    bybit_uta: UnifiedVenueParams = Field(default_factory=_bybit)
+    okx_mc: UnifiedVenueParams = Field(default_factory=_okx)
+    hyperliquid: HyperliquidParams = Field(default_factory=HyperliquidParams)
+
+    def venue(self, model: str) -> UnifiedVenueParams:
+        """Venue parameters for an account model id (binance-pm, bybit-uta, ...)."""
+        if model == "binance-pm":
+            return self.binance_pm
+        if model == "bybit-uta":
+            return self.bybit_uta
+        if model == "okx-mc":
+            return self.okx_mc
+        if model == "hyperliquid":
+            return self.hyperliquid.venue
+        raise ValueError(f"unknown account model {model!r}")
+
+
+class LadderParams(_Frozen):
+    """Adverse moves (in %) at which liquidation ladders are reported."""
+
+    steps_pct: tuple[float, ...] = (1, 2, 3, 5, 7, 10, 15, 20, 25, 30, 40, 50)
+
+    @model_validator(mode="after")
+    def _check(self) -> LadderParams:
+        s = list(self.steps_pct)
+        if not s or s != sorted(set(s)) or s[0] <= 0 or s[-1] >= 100:
+            raise ValueError("steps_pct must be strictly increasing within (0, 100)")
+        return self
+
+
+class ShockSpec(_Frozen):
+    """A named shock: price key -> relative move (−0.05 = −5%)."""
+
+    name: str
+    moves: dict[str, float]
+
+    @model_validator(mode="after")
+    def _check(self) -> ShockSpec:
+        if any(m <= -1 for m in self.moves.values()):
+            raise ValueError("a move must be greater than -100%")
+        return self
+
+
+class SpiralParams(_Frozen):
+    """Spiral estimate (RISK_MODEL §7)."""
+
+    max_rounds: int = Field(default=25, ge=1)
+    # Liquidators sell the seized collateral at once (*assumed*: worst case for the book).
+    liquidator_sell_ratio: float = Field(default=1.0, ge=0, le=1)
+    standard_shocks: tuple[ShockSpec, ...] = (
+        ShockSpec(name="usde-binance-local-depeg", moves={"USDe@binance": -0.35}),
+        ShockSpec(name="usde-depeg-5pct", moves={"USDe": -0.05}),
+        ShockSpec(name="eth-minus-10pct", moves={"ETH": -0.10}),
+        ShockSpec(name="btc-minus-10pct", moves={"BTC": -0.10}),
+        ShockSpec(name="macro-minus-20pct", moves={"BTC": -0.20, "ETH": -0.20, "SOL": -0.25}),
+    )
+
+
+class RiskParams(_Frozen):
+    """All risk-maths parameters; nested in the app config as ``risk``."""
+
+    aave_v3: AaveV3Params = Field(default_factory=AaveV3Params)
+    morpho_blue: MorphoBlueParams = Field(default_factory=MorphoBlueParams)
+    unified: UnifiedAccountParams = Field(default_factory=UnifiedAccountParams)
+    ladder: LadderParams = Field(default_factory=LadderParams)
+    spiral: SpiralParams = Field(default_factory=SpiralParams)
+
+    def config_id(self) -> str:
+        """Stable 16-hex-digit id of these parameters (sha256 of the canonical JSON)."""
+        raw = self.model_dump_json().encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+
+ASSUMED_DEFAULTS: tuple[str, ...] = (
+    "aave_v3.default_liquidation_bonus_ratio",
+    "unified.binance_pm.target_ratio",
+    "unified.binance_pm.collateral_rates.{BTC,ETH,BNB,SOL,USDe,BNSOL,WBETH}",
+    "unified.binance_pm.margin_loan_mmr_ratio",
+    "unified.binance_pm.perp_brackets.ETHUSDT",
+    "unified.binance_pm.default_perp_brackets",
+    "unified.binance_pm.sell_order (largest USD holding first)",
+    "unified.bybit_uta (all but liquidation_ratio)",
+    "unified.okx_mc (all but liquidation_ratio)",
+    "unified.hyperliquid.default_max_leverage",
+    "unified.hyperliquid.venue.margin_call_ratio",
+    "spiral.liquidator_sell_ratio",
+)
