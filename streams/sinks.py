@@ -39,6 +39,7 @@ from typing import Any, Protocol, TextIO
 import aiohttp
 
 __all__ = [
+    "ALERT_ID_HEADER",
     "SEVERITY_RANK",
     "Alert",
     "AlertKey",
