@@ -125,6 +125,8 @@ class UnifiedVenueParams(_Frozen):
     perp_brackets: dict[str, tuple[BracketTier, ...]] = Field(default_factory=dict)
     default_perp_brackets: tuple[BracketTier, ...] = Field(default_factory=lambda: _brackets(_ALT))
     sell_order: tuple[str, ...] = ()
+    settlement_asset: str = "USDT"
+    sells_collateral: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> UnifiedVenueParams:
@@ -227,6 +229,8 @@ class HyperliquidParams(_Frozen):
             collateral_rates={"USDC": ((0, 1.0),)},
             unlisted_collateral_rate=0.0,  # only USDC backs perp margin
             margin_loan_mmr_ratio=0.0,
+            settlement_asset="USDC",
+            sells_collateral=False,  # the engine closes perps; it does not sell spot
         )
     )
 

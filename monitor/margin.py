@@ -1,0 +1,487 @@
+"""Unified (cross-margin / portfolio-margin) accounts: equity, maintenance margin, status,
+effective leverage and the liquidation engine's forced sells (RISK_MODEL.md §3)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from monitor.risk_params import (
+    BracketTier,
+    HyperliquidParams,
+    RiskParams,
+    TieredRate,
+    UnifiedVenueParams,
+)
+
+__all__ = [
+    "Account",
+    "AccountModel",
+    "AccountResult",
+    "AccountStatus",
+    "Balance",
+    "ForcedSell",
+    "Perp",
+    "account_status",
+    "asset_equity_usd",
+    "bracket_for_notional",
+    "collateral_tiers",
+    "evaluate_account",
+    "hyperliquid_mmr",
+    "isolated_long_liquidation_price",
+    "isolated_short_liquidation_price",
+    "liquidate_account",
+    "perp_maintenance_margin_usd",
+    "tiered_collateral_value_usd",
+]
+
+AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
+AccountStatus = Literal["normal", "margin_call", "reduce_only", "liquidation"]
+
+_RATIO_NAMES: dict[str, str] = {
+    "binance-pm": "uni_mmr",
+    "bybit-uta": "account_mm_rate",
+    "okx-mc": "margin_ratio",
+    "hyperliquid": "equity_to_maintenance",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class Balance(_Model):
+    """Net balance of one asset; negative = borrowed (margin loan)."""
+
+    asset: str = Field(min_length=1)
+    amount: float
+    price_key: str = Field(min_length=1)
+    loan_mmr: float | None = Field(default=None, ge=0, lt=1)
+
+
+class Perp(_Model):
+    """A perpetual position; negative qty = short."""
+
+    symbol: str = Field(min_length=1)
+    qty: float
+    entry_price: float = Field(gt=0)
+    price_key: str = Field(min_length=1)
+    mmr: float | None = Field(default=None, gt=0, lt=1)
+    cum: float | None = Field(default=None, ge=0)
+
+
+class Account(_Model):
+    """One unified account at one venue."""
+
+    account_id: str = Field(min_length=1)
+    venue: str = Field(min_length=1)
+    model: AccountModel
+    balances: tuple[Balance, ...] = ()
+    perps: tuple[Perp, ...] = ()
+    collateral_rates: dict[str, TieredRate] | None = None
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> Account:
+        for asset, tiers in (self.collateral_rates or {}).items():
+            floors = [f for f, _ in tiers]
+            if not tiers or floors[0] != 0 or floors != sorted(floors):
+                raise ValueError(f"collateral_rates.{asset}: floors must start at 0 and increase")
+            if any(not 0 <= r <= 1 for _, r in tiers):
+                raise ValueError(f"collateral_rates.{asset}: rates must be within [0, 1]")
+        return self
+
+    def price_keys(self) -> set[str]:
+        """All price keys this account needs."""
+        return {b.price_key for b in self.balances} | {p.price_key for p in self.perps}
+
+
+class ForcedSell(_Model):
+    """One action of the liquidation engine, in USD at the evaluation price."""
+
+    asset: str
+    price_key: str
+    side: Literal["sell", "buy"]
+    usd: float
+    kind: Literal["collateral", "perp"]
+
+
+class AccountResult(_Model):
+    """Evaluation of one account; ratio fields are adjusted_equity / MM (higher is safer)."""
+
+    account_id: str
+    venue: str
+    model: AccountModel
+    adjusted_equity_usd: float
+    maintenance_margin_usd: float
+    uni_mmr: float | None
+    venue_ratio_name: str
+    venue_ratio: float | None
+    status: AccountStatus
+    backstop: bool
+    gross_notional_usd: float
+    effective_leverage: float | None
+    effective_leverage_change: float | None
+    driving_asset: str | None
+    equity_by_asset_usd: dict[str, float]
+    forced_sells: tuple[ForcedSell, ...]
+    uncovered_shortfall_usd: float
+
+
+@functools.cache
+def _default_params() -> RiskParams:
+    return RiskParams()
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def tiered_collateral_value_usd(value_usd: float, tiers: TieredRate) -> float:
+    """Σ_tier (value in tier) × rate, tiers as (usd_floor, rate) (Binance tiered ratio, §3)."""
+    total = 0.0
+    for i, (floor, rate) in enumerate(tiers):
+        cap = tiers[i + 1][0] if i + 1 < len(tiers) else math.inf
+        if value_usd <= floor:
+            break
+        total += (min(value_usd, cap) - floor) * rate
+    return total
+
+
+def collateral_tiers(asset: str, account: Account, venue: UnifiedVenueParams) -> TieredRate:
+    """Rate tiers of an asset: account override, else venue table, else unlisted default."""
+    if account.collateral_rates and asset in account.collateral_rates:
+        return account.collateral_rates[asset]
+    if asset in venue.collateral_rates:
+        return venue.collateral_rates[asset]
+    return ((0.0, venue.unlisted_collateral_rate),)
+
+
+def asset_equity_usd(amount: float, price: float, tiers: TieredRate) -> float:
+    """min(bal×px×rate, bal×px); haircut on positive balances only (Binance uniMMR, §3)."""
+    value = amount * price
+    if value <= 0:
+        return value
+    return min(tiered_collateral_value_usd(value, tiers), value)
+
+
+def bracket_for_notional(
+    notional_usd: float, brackets: tuple[BracketTier, ...]
+) -> tuple[float, float]:
+    """(MMR, cum) of the bracket; cum_n = cum_(n−1) + floor_n × (MMR_n − MMR_(n−1)) (§3)."""
+    cum = 0.0
+    mmr = brackets[0].mmr_ratio
+    for prev, tier in itertools.pairwise(brackets):
+        if notional_usd <= tier.floor_usd:
+            break
+        cum += tier.floor_usd * (tier.mmr_ratio - prev.mmr_ratio)
+        mmr = tier.mmr_ratio
+    return mmr, cum
+
+
+def perp_maintenance_margin_usd(
+    notional_usd: float, brackets: tuple[BracketTier, ...]
+) -> float:
+    """MM = notional × MMR_tier − cum_tier (Binance USDⓈ-M brackets, §3)."""
+    mmr, cum = bracket_for_notional(notional_usd, brackets)
+    return max(0.0, notional_usd * mmr - cum)
+
+
+def isolated_long_liquidation_price(
+    entry_price: float, leverage: float, qty: float, mmr: float, cum: float = 0.0
+) -> float:
+    """Isolated long: (EP × (1 − 1/L) − cum/Q) / (1 − MMR) (RISK_MODEL §3)."""
+    return (entry_price * (1.0 - 1.0 / leverage) - cum / qty) / (1.0 - mmr)
+
+
+def isolated_short_liquidation_price(
+    entry_price: float, leverage: float, qty: float, mmr: float, cum: float = 0.0
+) -> float:
+    """Isolated short, mirror of the long formula: (EP × (1 + 1/L) + cum/Q) / (1 + MMR)."""
+    return (entry_price * (1.0 + 1.0 / leverage) + cum / abs(qty)) / (1.0 + mmr)
+
+
+def _hl_coin(symbol: str) -> str:
+    base = symbol.upper().split("-")[0].split("/")[0]
+    for quote in ("USDT", "USDC", "USD", "PERP"):
+        if base.endswith(quote) and len(base) > len(quote):
+            return base[: -len(quote)]
+    return base
+
+
+def hyperliquid_mmr(symbol: str, params: HyperliquidParams) -> float:
+    """MM rate = 1 / (2 × max leverage) (Hyperliquid docs, RISK_MODEL §3; BTC 40x → 1.25%)."""
+    lev = params.max_leverage.get(_hl_coin(symbol), params.default_max_leverage)
+    return 1.0 / (2.0 * lev)
+
+
+def _perp_mm(perp: Perp, notional: float, account: Account, params: RiskParams) -> float:
+    if perp.mmr is not None:
+        return max(0.0, notional * perp.mmr - (perp.cum or 0.0))
+    if account.model == "hyperliquid":
+        return notional * hyperliquid_mmr(perp.symbol, params.unified.hyperliquid)
+    venue = params.unified.venue(account.model)
+    brackets = venue.perp_brackets.get(perp.symbol, venue.default_perp_brackets)
+    return perp_maintenance_margin_usd(notional, brackets)
+
+
+def account_status(
+    ratio: float | None, adjusted_equity_usd: float, venue: UnifiedVenueParams
+) -> AccountStatus:
+    """Thresholds on equity/MM: >1.5 normal, 1.2–1.5 call, 1.05–1.2 reduce-only (Binance, §3)."""
+    if adjusted_equity_usd < 0:
+        return "liquidation"
+    if ratio is None:
+        return "normal"
+    if ratio < venue.liquidation_ratio:
+        return "liquidation"
+    if ratio < venue.reduce_only_ratio:
+        return "reduce_only"
+    if ratio < venue.margin_call_ratio:
+        return "margin_call"
+    return "normal"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _Figures:
+    __slots__ = ("by_asset", "equity", "gross", "haircut", "mm", "perp_mm")
+
+    def __init__(self) -> None:
+        self.equity = 0.0
+        self.mm = 0.0
+        self.gross = 0.0
+        self.by_asset: dict[str, float] = {}
+        self.haircut: dict[str, float] = {}
+        self.perp_mm: list[float] = []
+
+
+def _figures(account: Account, prices: Mapping[str, float], params: RiskParams) -> _Figures:
+    venue = params.unified.venue(account.model)
+    f = _Figures()
+    for b in account.balances:
+        px = prices[b.price_key]
+        eq = asset_equity_usd(b.amount, px, collateral_tiers(b.asset, account, venue))
+        f.equity += eq
+        f.by_asset[b.asset] = f.by_asset.get(b.asset, 0.0) + eq
+        if b.amount > 0:
+            f.haircut[b.asset] = f.haircut.get(b.asset, 0.0) + b.amount * px - eq
+        else:
+            loan = -b.amount * px
+            mmr = b.loan_mmr if b.loan_mmr is not None else venue.margin_loan_mmr_ratio
+            f.mm += loan * mmr
+            f.gross += loan
+    for p in account.perps:
+        px = prices[p.price_key]
+        notional = abs(p.qty) * px
+        f.equity += p.qty * (px - p.entry_price)
+        mm = _perp_mm(p, notional, account, params)
+        f.perp_mm.append(mm)
+        f.mm += mm
+        f.gross += notional
+    return f
+
+
+def evaluate_account(
+    account: Account,
+    prices: Mapping[str, float],
+    params: RiskParams | None = None,
+    previous: AccountResult | None = None,
+) -> AccountResult:
+    """uniMMR-style evaluation of one account (RISK_MODEL §3), forced sells when liquidating.
+
+    Bybit's account MM rate (MM / (margin balance − haircut loss)) is reported as
+    ``venue_ratio``; ``uni_mmr`` is always adjusted_equity / MM for comparability.
+    """
+    p = params or _default_params()
+    venue = p.unified.venue(account.model)
+    f = _figures(account, prices, p)
+    ratio = f.equity / f.mm if f.mm > 0 else None
+    status = account_status(ratio, f.equity, venue)
+    if account.model == "bybit-uta":
+        venue_ratio = f.mm / f.equity if f.equity > 0 else None
+    else:
+        venue_ratio = ratio
+    backstop = (
+        account.model == "hyperliquid"
+        and f.mm > 0
+        and f.equity < p.unified.hyperliquid.backstop_equity_of_mm_ratio * f.mm
+    )
+    leverage = f.gross / f.equity if f.equity > 0 else None
+    change = None
+    if leverage is not None and previous is not None and previous.effective_leverage is not None:
+        change = leverage - previous.effective_leverage
+    driver: str | None = None
+    if previous is not None:
+        drops = {
+            a: previous.equity_by_asset_usd.get(a, 0.0) - v
+            for a, v in f.by_asset.items()
+            if v > 0 or previous.equity_by_asset_usd.get(a, 0.0) > 0
+        }
+        positive = {a: d for a, d in drops.items() if d > 0}
+        if positive:
+            driver = max(sorted(positive), key=lambda a: positive[a])
+    if driver is None and f.haircut:
+        driver = max(sorted(f.haircut), key=lambda a: f.haircut[a])
+    sells: tuple[ForcedSell, ...] = ()
+    uncovered = 0.0
+    if status == "liquidation":
+        _, sell_list, uncovered = liquidate_account(account, prices, p)
+        sells = tuple(sell_list)
+    return AccountResult(
+        account_id=account.account_id,
+        venue=account.venue,
+        model=account.model,
+        adjusted_equity_usd=f.equity,
+        maintenance_margin_usd=f.mm,
+        uni_mmr=ratio,
+        venue_ratio_name=_RATIO_NAMES[account.model],
+        venue_ratio=venue_ratio,
+        status=status,
+        backstop=backstop,
+        gross_notional_usd=f.gross,
+        effective_leverage=leverage,
+        effective_leverage_change=change,
+        driving_asset=driver,
+        equity_by_asset_usd=f.by_asset,
+        forced_sells=sells,
+        uncovered_shortfall_usd=uncovered,
+    )
+
+
+# --------------------------------------------------------------------------- liquidation engine
+
+
+def liquidate_account(
+    account: Account, prices: Mapping[str, float], params: RiskParams | None = None
+) -> tuple[Account, list[ForcedSell], float]:
+    """Engine model (§3): sell any liquid collateral, then close perps, to reach the target.
+
+    1. Sell collateral (venue order, else largest USD holding first) to repay margin loans;
+       each USD sold adds (1 − rate) of equity and frees loan_mmr × T of MM.
+    2. If still below target ratio T, close perps (largest MM first) by the MM to free.
+    3. Realised perp losses become a settlement-asset debt, repaid by selling collateral.
+    Returns (account after the engine, actions, uncovered shortfall in USD). Rates of tiered
+    assets are taken at their average over the holding (an approximation).
+    """
+    p = params or _default_params()
+    venue = p.unified.venue(account.model)
+    f = _figures(account, prices, p)
+    target = venue.target_ratio
+    equity, mm = f.equity, f.mm
+    bal = [b.amount for b in account.balances]
+    keys = [b.price_key for b in account.balances]
+    assets = [b.asset for b in account.balances]
+    px = [prices[k] for k in keys]
+    order_rank = {a: i for i, a in enumerate(venue.sell_order)}
+    coll_idx = sorted(
+        (i for i, a in enumerate(bal) if a > 0 and px[i] > 0),
+        key=lambda i: (order_rank.get(assets[i], len(order_rank)), -bal[i] * px[i], i),
+    )
+    if not venue.sells_collateral:
+        coll_idx = [i for i in coll_idx if assets[i] == venue.settlement_asset]
+    rate = {
+        i: asset_equity_usd(bal[i], px[i], collateral_tiers(assets[i], account, venue))
+        / (bal[i] * px[i])
+        for i in coll_idx
+    }
+    mmr_of: dict[int, float] = {}
+    for i, b in enumerate(account.balances):
+        mmr_of[i] = b.loan_mmr if b.loan_mmr is not None else venue.margin_loan_mmr_ratio
+    sold: dict[int, float] = {}
+
+    def repay(liab: list[int], until_target: bool) -> None:
+        nonlocal equity, mm
+        for c in coll_idx:
+            for j in liab:
+                if until_target and equity >= target * mm:
+                    return
+                if bal[c] <= 0 or bal[j] >= 0 or c == j:
+                    continue
+                s = min(bal[c] * px[c], -bal[j] * px[j])
+                mmr_j = mmr_of[j]
+                gain = (1.0 - rate[c]) + target * mmr_j
+                if until_target:
+                    if gain <= 0:
+                        continue
+                    s = min(s, (target * mm - equity) / gain)
+                if s <= 0:
+                    continue
+                bal[c] -= s / px[c]
+                bal[j] += s / px[j]
+                equity += s * (1.0 - rate[c])
+                mm -= s * mmr_j
+                if assets[c] != assets[j]:
+                    sold[c] = sold.get(c, 0.0) + s
+
+    loans = sorted((i for i, a in enumerate(bal) if a < 0), key=lambda i: (-mmr_of[i], i))
+    repay(loans, until_target=True)
+    actions: list[ForcedSell] = []
+    perps = list(account.perps)
+    new_perps: list[Perp] = []
+    realised = 0.0
+    need = mm - max(equity, 0.0) / target if equity < target * mm else 0.0
+    perp_order = sorted(range(len(perps)), key=lambda i: (-f.perp_mm[i], i))
+    close_frac = [0.0] * len(perps)
+    for i in perp_order:
+        if need <= 0 or f.perp_mm[i] <= 0:
+            continue
+        frac = 1.0 if equity <= 0 else min(1.0, need / f.perp_mm[i])
+        close_frac[i] = frac
+        need -= frac * f.perp_mm[i]
+        mm -= frac * f.perp_mm[i]
+    for i, perp in enumerate(perps):
+        frac = close_frac[i]
+        if frac > 0:
+            ppx = prices[perp.price_key]
+            realised += frac * perp.qty * (ppx - perp.entry_price)
+            actions.append(
+                ForcedSell(
+                    asset=perp.symbol,
+                    price_key=perp.price_key,
+                    side="sell" if perp.qty > 0 else "buy",
+                    usd=frac * abs(perp.qty) * ppx,
+                    kind="perp",
+                )
+            )
+        if frac < 1.0:
+            new_perps.append(perp.model_copy(update={"qty": perp.qty * (1.0 - frac)})
+                             if frac > 0 else perp)
+    if realised != 0.0:
+        settle = venue.settlement_asset
+        if settle in assets:
+            j = assets.index(settle)
+        else:
+            assets.append(settle)
+            keys.append(settle)
+            px.append(prices.get(settle, 1.0))
+            bal.append(0.0)
+            mmr_of[len(bal) - 1] = venue.margin_loan_mmr_ratio
+            j = len(bal) - 1
+        bal[j] += realised / px[j]
+        if bal[j] < 0:
+            repay([j], until_target=False)
+    coll_sells = [
+        ForcedSell(asset=assets[c], price_key=keys[c], side="sell", usd=sold[c], kind="collateral")
+        for c in coll_idx
+        if sold.get(c, 0.0) > 0
+    ]
+    actions = coll_sells + actions
+    new_balances = tuple(
+        Balance(
+            asset=assets[i],
+            amount=bal[i],
+            price_key=keys[i],
+            loan_mmr=account.balances[i].loan_mmr if i < len(account.balances) else None,
+        )
+        for i in range(len(bal))
+    )
+    after = account.model_copy(update={"balances": new_balances, "perps": tuple(new_perps)})
+    fa = _figures(after, {**prices, **dict(zip(keys, px, strict=True))}, p)
+    # negative equity after the engine is bad debt left to the insurance fund
+    uncovered = -fa.equity if fa.equity < 0 else max(0.0, target * fa.mm - fa.equity)
+    return after, actions, uncovered
