@@ -1,0 +1,255 @@
+"""Spiral estimate (RISK_MODEL.md §7): shock → liquidations → forced sells walked down the
+current bid ladders → new prices → repeat until nothing new is liquidated."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from monitor.lending import (
+    Position,
+    close_factor_ratio,
+    health_factor,
+    liquidation_bonus_ratio,
+)
+from monitor.margin import Account, evaluate_account, liquidate_account
+from monitor.risk_params import RiskParams
+
+__all__ = [
+    "STAGE_ONCHAIN",
+    "STAGE_UNIFIED",
+    "BidBook",
+    "SpiralResult",
+    "apply_shocks",
+    "route_book_key",
+    "run_spiral",
+    "walk_bids",
+]
+
+STAGE_ONCHAIN = 5
+STAGE_UNIFIED = 7
+_DUST_USD = 1e-6
+
+BidBook = Sequence[Sequence[float]]
+"""Bids as [[price, qty], ...]; any order (sorted best first internally)."""
+
+
+class SpiralResult(BaseModel):
+    """Outcome of one spiral run (all notionals in USD at the price of the round)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rounds: int
+    converged: bool
+    liquidated_usd_by_stage: dict[str, float]
+    liquidated_usd_by_venue: dict[str, float]
+    debt_repaid_usd: float
+    positions_liquidated: list[str]
+    accounts_liquidated: list[str]
+    sold_qty_by_book: dict[str, float]
+    final_prices: dict[str, float]
+    price_change_pct: dict[str, float]
+    books_exhausted: list[str]
+    unfilled_qty_by_book: dict[str, float]
+    unrouted_sells_usd: dict[str, float]
+
+
+@functools.cache
+def _default_params() -> RiskParams:
+    return RiskParams()
+
+
+def apply_shocks(prices: Mapping[str, float], shocks: Mapping[str, float]) -> dict[str, float]:
+    """Shocked prices: price_k × (1 + move_k) (RISK_MODEL §7)."""
+    out = dict(prices)
+    for key, move in shocks.items():
+        if key not in out:
+            raise KeyError(f"shock on unknown price key {key!r}")
+        if not move > -1.0:
+            raise ValueError(f"shock on {key!r} must be greater than -100%")
+        out[key] = out[key] * (1.0 + move)
+    return out
+
+
+def route_book_key(asset: str, price_key: str, books: Mapping[str, object]) -> str | None:
+    """Book a sale goes to: the price key's book, else the asset index, else ASSET@venue."""
+    if price_key in books:
+        return price_key
+    if asset in books:
+        return asset
+    venues = sorted(k for k in books if k.startswith(asset + "@"))
+    return venues[0] if venues else None
+
+
+def walk_bids(levels: list[list[float]], qty: float) -> tuple[float, float, float | None]:
+    """Sell ``qty`` into best-first bids (consumed in place): (filled, unfilled, last price)."""
+    filled = 0.0
+    last: float | None = None
+    for level in levels:
+        if qty - filled <= 0:
+            break
+        if level[1] <= 0:
+            continue
+        take = min(level[1], qty - filled)
+        level[1] -= take
+        filled += take
+        last = level[0]
+    return filled, max(0.0, qty - filled), last
+
+
+def _liquidate_position(
+    pos: Position, prices: Mapping[str, float], params: RiskParams
+) -> tuple[Position, float, list[tuple[str, str, float, float]]]:
+    """One liquidation call: (position after, debt repaid USD, [(asset, key, qty, usd)] seized)."""
+    debt_total = math.fsum(d.amount * prices[d.price_key] for d in pos.debt)
+    coll_total = math.fsum(c.amount * prices[c.price_key] for c in pos.collateral)
+    bonus = liquidation_bonus_ratio(pos, params)
+    cf = close_factor_ratio(pos, prices, params)
+    seize_usd = min(cf * debt_total * (1.0 + bonus), coll_total)
+    repay_usd = seize_usd / (1.0 + bonus)
+    new_debt = []
+    left = repay_usd
+    for d in sorted(pos.debt, key=lambda d: -d.amount * prices[d.price_key]):
+        usd = d.amount * prices[d.price_key]
+        take = min(left, usd)
+        left -= take
+        amount = max(0.0, d.amount - take / prices[d.price_key])
+        new_debt.append(d.model_copy(update={"amount": amount}))
+    seized: list[tuple[str, str, float, float]] = []
+    new_coll = []
+    left = seize_usd
+    for c in sorted(pos.collateral, key=lambda c: -c.amount * prices[c.price_key]):
+        usd = c.amount * prices[c.price_key]
+        take = min(left, usd)
+        left -= take
+        qty = min(c.amount, take / prices[c.price_key])
+        if qty > 0:
+            seized.append((c.asset, c.price_key, qty, take))
+        new_coll.append(c.model_copy(update={"amount": max(0.0, c.amount - qty)}))
+    after = pos.model_copy(update={"collateral": tuple(new_coll), "debt": tuple(new_debt)})
+    return after, repay_usd, seized
+
+
+def run_spiral(
+    positions: Sequence[Position],
+    accounts: Sequence[Account],
+    prices: Mapping[str, float],
+    books: Mapping[str, BidBook],
+    *,
+    shocks: Mapping[str, float] | None = None,
+    params: RiskParams | None = None,
+) -> SpiralResult:
+    """Iterate liquidations and forced sells against the bid ladders until nothing new (§7).
+
+    On-chain positions (stage 5): liquidators repay close-factor × debt, seize collateral with
+    the bonus and sell it. Unified accounts (stage 7): the engine's forced sells. Sales hit
+    the book of the collateral's price key, else of its asset index, else ``ASSET@venue``;
+    a book's key takes the best remaining bid (never rises). Buys (short closes) are not
+    walked; a key without a book keeps its price and the sale is reported as unrouted.
+    """
+    p = params or _default_params()
+    start = dict(prices)
+    px = apply_shocks(prices, shocks or {})
+    for key, book in books.items():
+        px.setdefault(key, max((lvl[0] for lvl in book), default=0.0))
+    for venue in (p.unified.binance_pm, p.unified.bybit_uta, p.unified.okx_mc,
+                  p.unified.hyperliquid.venue):
+        px.setdefault(venue.settlement_asset, 1.0)
+    levels = {
+        k: sorted(([float(a), float(b)] for a, b in book), key=lambda lv: -lv[0])
+        for k, book in books.items()
+    }
+    pos_state = list(positions)
+    acct_state = list(accounts)
+    by_stage = {str(STAGE_ONCHAIN): 0.0, str(STAGE_UNIFIED): 0.0}
+    by_venue: dict[str, float] = {}
+    repaid_total = 0.0
+    liq_pos: set[str] = set()
+    liq_acct: set[str] = set()
+    sold: dict[str, float] = {}
+    unfilled: dict[str, float] = {}
+    unrouted: dict[str, float] = {}
+    rounds = 0
+    converged = False
+    to_sell: dict[str, float] = {}
+
+    def queue(asset: str, key: str, qty: float, usd: float) -> None:
+        book_key = route_book_key(asset, key, levels)
+        if book_key is None:
+            unrouted[key] = unrouted.get(key, 0.0) + usd
+            return
+        # books are quoted in units of the asset, whatever key valued the collateral
+        to_sell[book_key] = to_sell.get(book_key, 0.0) + qty
+
+    for _ in range(p.spiral.max_rounds):
+        to_sell.clear()
+        events = 0
+
+        for i, pos in enumerate(pos_state):
+            debt = math.fsum(d.amount * px[d.price_key] for d in pos.debt)
+            if debt <= _DUST_USD or health_factor(pos, px, p) >= 1.0:
+                continue
+            after, repaid, seized = _liquidate_position(pos, px, p)
+            if not seized:
+                continue
+            events += 1
+            pos_state[i] = after
+            liq_pos.add(pos.position_id)
+            repaid_total += repaid
+            for asset, key, qty, usd in seized:
+                by_stage[str(STAGE_ONCHAIN)] += usd
+                by_venue[pos.protocol] = by_venue.get(pos.protocol, 0.0) + usd
+                queue(asset, key, qty * p.spiral.liquidator_sell_ratio,
+                      usd * p.spiral.liquidator_sell_ratio)
+        for i, acct in enumerate(acct_state):
+            res = evaluate_account(acct, px, p)
+            if res.status != "liquidation":
+                continue
+            after_acct, actions, _ = liquidate_account(acct, px, p)
+            if not actions:
+                continue
+            events += 1
+            acct_state[i] = after_acct
+            liq_acct.add(acct.account_id)
+            for act in actions:
+                by_stage[str(STAGE_UNIFIED)] += act.usd
+                by_venue[acct.venue] = by_venue.get(acct.venue, 0.0) + act.usd
+                if act.side == "sell":
+                    qty = act.usd / px[act.price_key]
+                    asset = act.asset if act.kind == "collateral" else act.price_key
+                    queue(asset, act.price_key, qty, act.usd)
+        if events == 0:
+            converged = True
+            break
+        rounds += 1
+        for key, qty in to_sell.items():
+            filled, rest, _ = walk_bids(levels[key], qty)
+            sold[key] = sold.get(key, 0.0) + filled
+            if rest > 0:
+                unfilled[key] = unfilled.get(key, 0.0) + rest
+            remaining = [lv[0] for lv in levels[key] if lv[1] > 0]
+            new_px = remaining[0] if remaining else levels[key][-1][0] if levels[key] else px[key]
+            px[key] = min(px[key], new_px)
+    exhausted = sorted(k for k, lv in levels.items() if lv and all(x[1] <= 0 for x in lv))
+    change = {
+        k: (px[k] / start[k] - 1.0) * 100.0 for k in sorted(start) if start[k] > 0
+    }
+    return SpiralResult(
+        rounds=rounds,
+        converged=converged,
+        liquidated_usd_by_stage=by_stage,
+        liquidated_usd_by_venue=dict(sorted(by_venue.items())),
+        debt_repaid_usd=repaid_total,
+        positions_liquidated=sorted(liq_pos),
+        accounts_liquidated=sorted(liq_acct),
+        sold_qty_by_book=dict(sorted(sold.items())),
+        final_prices={k: px[k] for k in sorted(px)},
+        price_change_pct=change,
+        books_exhausted=exhausted,
+        unfilled_qty_by_book=dict(sorted(unfilled.items())),
+        unrouted_sells_usd=dict(sorted(unrouted.items())),
+    )
+
