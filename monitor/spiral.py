@@ -149,6 +149,7 @@ def run_spiral(
     the book of the collateral's price key, else of its asset index, else ``ASSET@venue``;
     a book's key takes the best remaining bid (never rises). Buys (short closes) are not
     walked; a key without a book keeps its price and the sale is reported as unrouted.
+    A shocked key's bid ladder is scaled by the same move before the first round.
     """
     p = params or _default_params()
     start = dict(prices)
@@ -158,8 +159,13 @@ def run_spiral(
     for venue in (p.unified.binance_pm, p.unified.bybit_uta, p.unified.okx_mc,
                   p.unified.hyperliquid.venue):
         px.setdefault(venue.settlement_asset, 1.0)
+    # a shocked key's whole ladder moves with it: the shock is the new level of the market
+    moves = shocks or {}
     levels = {
-        k: sorted(([float(a), float(b)] for a, b in book), key=lambda lv: -lv[0])
+        k: sorted(
+            ([float(a) * (1.0 + moves.get(k, 0.0)), float(b)] for a, b in book),
+            key=lambda lv: -lv[0],
+        )
         for k, book in books.items()
     }
     pos_state = list(positions)

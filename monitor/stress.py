@@ -1,0 +1,286 @@
+"""Core of ``liqmon stress``: validate decoded inputs, evaluate positions and accounts at
+shocked prices, aggregate, and run the spiral estimate (RISK_MODEL.md §2, §3, §7).
+
+Pure: takes already-decoded JSON values; file reading lives in ``streams.stress_cmd``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from monitor.lending import (
+    LoopBook,
+    Position,
+    close_factor_ratio,
+    collateral_usd,
+    debt_usd,
+    driving_price_key,
+    health_factor,
+    liquidation_bonus_ratio,
+    liquidation_drop_pct,
+)
+from monitor.margin import Account, AccountResult, evaluate_account
+from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
+from monitor.spiral import apply_shocks, run_spiral
+
+__all__ = [
+    "StressInputError",
+    "check_price_keys",
+    "parse_account",
+    "parse_books",
+    "parse_position",
+    "parse_prices",
+    "parse_shock",
+    "run_stress",
+]
+
+
+class StressInputError(ValueError):
+    """An input problem, located by source file, line (0 = whole file) and field."""
+
+    def __init__(self, source: str, line: int, field: str, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.field = field
+        self.message = message
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _from_validation(exc: ValidationError, source: str, line: int) -> StressInputError:
+    err = exc.errors()[0]
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return StressInputError(source, line, _loc(err["loc"]) or "(line)", msg)
+
+
+def parse_position(obj: Any, source: str, line: int, params: RiskParams) -> Position:
+    """Validate one position line (strict schema, finite non-negative amounts, known e-mode)."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, line, "(line)", "expected a JSON object")
+    try:
+        pos = Position.model_validate(obj)
+    except ValidationError as exc:
+        raise _from_validation(exc, source, line) from None
+    if pos.e_mode is not None and pos.e_mode not in params.aave_v3.e_modes:
+        known = ", ".join(sorted(params.aave_v3.e_modes))
+        raise StressInputError(source, line, "e_mode", f"unknown e-mode (known: {known})")
+    return pos
+
+
+def parse_account(obj: Any, source: str, line: int) -> Account:
+    """Validate one account line (strict schema, finite numbers)."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, line, "(line)", "expected a JSON object")
+    try:
+        return Account.model_validate(obj)
+    except ValidationError as exc:
+        raise _from_validation(exc, source, line) from None
+
+
+def _finite_positive(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def parse_prices(obj: Any, source: str) -> dict[str, float]:
+    """Validate {"PRICE_KEY": price_usd} with finite positive prices."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, 0, "(file)", "expected a JSON object of prices")
+    out: dict[str, float] = {}
+    for key, value in obj.items():
+        if not _finite_positive(value):
+            raise StressInputError(source, 0, key, "price must be a finite number > 0")
+        out[key] = float(value)
+    return out
+
+
+def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
+    """Validate {"PRICE_KEY": [[price, qty], ...]} bids with finite positive numbers."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, 0, "(file)", "expected a JSON object of bid ladders")
+    out: dict[str, list[list[float]]] = {}
+    for key, levels in obj.items():
+        if not isinstance(levels, list):
+            raise StressInputError(source, 0, key, "expected a list of [price, qty]")
+        rows: list[list[float]] = []
+        for i, lvl in enumerate(levels):
+            if not (isinstance(lvl, list) and len(lvl) == 2):
+                raise StressInputError(source, 0, f"{key}[{i}]", "expected [price, qty]")
+            if not (_finite_positive(lvl[0]) and _finite_positive(lvl[1])):
+                raise StressInputError(
+                    source, 0, f"{key}[{i}]", "price and qty must be finite numbers > 0"
+                )
+            rows.append([float(lvl[0]), float(lvl[1])])
+        out[key] = rows
+    return out
+
+
+def parse_shock(text: str) -> tuple[str, float]:
+    """``KEY=-35%`` (or ``KEY=-0.35``) → (key, −0.35)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise StressInputError("--shock", 0, text, "expected KEY=PCT, e.g. USDe@binance=-35%")
+    raw = raw.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise StressInputError("--shock", 0, key, f"not a number: {raw!r}") from None
+    if not math.isfinite(value) or value <= -1.0:
+        raise StressInputError("--shock", 0, key, "move must be finite and above -100%")
+    return key, value
+
+
+def check_price_keys(
+    positions: Sequence[tuple[int, Position]],
+    accounts: Sequence[tuple[int, Account]],
+    prices: Mapping[str, float],
+    *,
+    positions_source: str,
+    accounts_source: str,
+    prices_source: str,
+) -> None:
+    """Every price key used by an input line must have a price."""
+
+    def missing(key: str) -> str:
+        return f"no price for {key!r} in {prices_source}"
+
+    for line, pos in positions:
+        for i, c in enumerate(pos.collateral):
+            if c.price_key not in prices:
+                raise StressInputError(
+                    positions_source, line, f"collateral[{i}].price_key", missing(c.price_key)
+                )
+        for i, d in enumerate(pos.debt):
+            if d.price_key not in prices:
+                raise StressInputError(
+                    positions_source, line, f"debt[{i}].price_key", missing(d.price_key)
+                )
+    for line, acct in accounts:
+        for i, b in enumerate(acct.balances):
+            if b.price_key not in prices:
+                raise StressInputError(
+                    accounts_source, line, f"balances[{i}].price_key", missing(b.price_key)
+                )
+        for i, p in enumerate(acct.perps):
+            if p.price_key not in prices:
+                raise StressInputError(
+                    accounts_source, line, f"perps[{i}].price_key", missing(p.price_key)
+                )
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _position_row(pos: Position, prices: Mapping[str, float], params: RiskParams) -> dict[str, Any]:
+    hf = health_factor(pos, prices, params)
+    liquidatable = hf < 1.0
+    return {
+        "position_id": pos.position_id,
+        "protocol": pos.protocol,
+        "health_factor": hf if math.isfinite(hf) else None,
+        "liquidatable": liquidatable,
+        "liquidation_drop_pct": liquidation_drop_pct(pos, prices, params),
+        "driving_price_key": driving_price_key(pos, prices),
+        "collateral_usd": collateral_usd(pos, prices),
+        "debt_usd": debt_usd(pos, prices),
+        "liquidation_bonus_ratio": liquidation_bonus_ratio(pos, params),
+        "close_factor_ratio": close_factor_ratio(pos, prices, params) if liquidatable else None,
+    }
+
+
+def _account_row(res: AccountResult) -> dict[str, Any]:
+    return {
+        "account_id": res.account_id,
+        "venue": res.venue,
+        "model": res.model,
+        "uni_mmr": res.uni_mmr,
+        "venue_ratio_name": res.venue_ratio_name,
+        "venue_ratio": res.venue_ratio,
+        "adjusted_equity_usd": res.adjusted_equity_usd,
+        "maintenance_margin_usd": res.maintenance_margin_usd,
+        "status": res.status,
+        "backstop": res.backstop,
+        "gross_notional_usd": res.gross_notional_usd,
+        "effective_leverage": res.effective_leverage,
+        "effective_leverage_change": res.effective_leverage_change,
+        "driving_asset": res.driving_asset,
+        "forced_sells": [s.model_dump() for s in res.forced_sells],
+        "uncovered_shortfall_usd": res.uncovered_shortfall_usd,
+    }
+
+
+def run_stress(
+    positions: Sequence[Position],
+    accounts: Sequence[Account],
+    prices: Mapping[str, float],
+    *,
+    shocks: Mapping[str, float] | None = None,
+    books: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    params: RiskParams | None = None,
+) -> dict[str, Any]:
+    """One stress report: positions and accounts at shocked prices, aggregates, spiral."""
+    p = params or RiskParams()
+    shocks = dict(shocks or {})
+    shocked = apply_shocks(prices, shocks)
+    pos_rows = [_position_row(pos, shocked, p) for pos in positions]
+    acct_rows: list[dict[str, Any]] = []
+    by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
+    sells_by_asset: dict[str, float] = {}
+    for acct in accounts:
+        before = evaluate_account(acct, prices, p)
+        res = evaluate_account(acct, shocked, p, previous=before)
+        acct_rows.append(_account_row(res))
+        by_status[res.status] += 1
+        for s in res.forced_sells:
+            if s.side == "sell":
+                sells_by_asset[s.asset] = sells_by_asset.get(s.asset, 0.0) + s.usd
+    lending = LoopBook.from_positions(positions, shocked, p).aggregates() if positions else []
+    report: dict[str, Any] = {
+        "config_id": p.config_id(),
+        "assumed_parameters": list(ASSUMED_DEFAULTS),
+        "shocks_pct": {k: v * 100.0 for k, v in shocks.items()},
+        "prices": dict(sorted(shocked.items())),
+        "positions": pos_rows,
+        "accounts": acct_rows,
+        "aggregates": {
+            "positions": len(pos_rows),
+            "positions_liquidatable": sum(1 for r in pos_rows if r["liquidatable"]),
+            "positions_liquidatable_debt_usd": math.fsum(
+                r["debt_usd"] for r in pos_rows if r["liquidatable"]
+            ),
+            "lending": lending,
+            "accounts": len(acct_rows),
+            "accounts_by_status": by_status,
+            "forced_sells_usd_by_asset": dict(sorted(sells_by_asset.items())),
+        },
+    }
+    if books is not None:
+        spiral = run_spiral(positions, accounts, prices, books, shocks=shocks, params=p)
+        report["spiral"] = spiral.model_dump()
+    cleaned: dict[str, Any] = _clean(report)
+    return cleaned

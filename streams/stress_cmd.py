@@ -1,0 +1,157 @@
+"""``liqmon stress``: read positions, accounts, prices (and optional books), apply shocks and
+print one JSON report. Input problems exit with code 2 and one line naming file, line, field.
+
+Run standalone: ``python -m streams.stress_cmd --positions P.jsonl --prices PRICES.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor.lending import Position
+from monitor.margin import Account
+from monitor.risk_params import RiskParams
+from monitor.stress import (
+    StressInputError,
+    check_price_keys,
+    parse_account,
+    parse_books,
+    parse_position,
+    parse_prices,
+    parse_shock,
+    run_stress,
+)
+
+__all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
+
+EXIT_OK = 0
+EXIT_INPUT_ERROR = 2
+_PROG = "liqmon stress"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--positions", metavar="P.jsonl", help="lending positions, one per line")
+    parser.add_argument("--accounts", metavar="A.jsonl", help="unified accounts, one per line")
+    parser.add_argument("--prices", metavar="PRICES.json", required=True,
+                        help='{"PRICE_KEY": price_usd}')
+    parser.add_argument("--shock", action="append", default=[], metavar="KEY=PCT",
+                        help="multiply KEY by (1 + PCT), e.g. USDe@binance=-35%% (repeatable)")
+    parser.add_argument("--books", metavar="BOOKS.json",
+                        help='bids {"PRICE_KEY": [[price, qty], ...]}; enables the spiral')
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``stress`` sub-command on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "stress",
+        help="apply price shocks to positions and accounts, estimate the spiral",
+        description=__doc__,
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _load_json(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", 0)
+        raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
+
+
+def _load_jsonl(path: str) -> list[tuple[int, Any]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
+    out: list[tuple[int, Any]] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            out.append((n, json.loads(raw, parse_constant=_reject_constant)))
+        except ValueError as exc:
+            raise StressInputError(path, n, "", f"invalid JSON: {exc}") from None
+    return out
+
+
+def _build_report(args: argparse.Namespace) -> dict[str, Any]:
+    params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
+    prices = parse_prices(_load_json(args.prices), args.prices)
+    positions: list[tuple[int, Position]] = []
+    seen: set[str] = set()
+    if args.positions:
+        for line, obj in _load_jsonl(args.positions):
+            pos = parse_position(obj, args.positions, line, params)
+            if pos.position_id in seen:
+                raise StressInputError(args.positions, line, "position_id", "duplicate id")
+            seen.add(pos.position_id)
+            positions.append((line, pos))
+    accounts: list[tuple[int, Account]] = []
+    seen = set()
+    if args.accounts:
+        for line, obj in _load_jsonl(args.accounts):
+            acct = parse_account(obj, args.accounts, line)
+            if acct.account_id in seen:
+                raise StressInputError(args.accounts, line, "account_id", "duplicate id")
+            seen.add(acct.account_id)
+            accounts.append((line, acct))
+    check_price_keys(
+        positions,
+        accounts,
+        prices,
+        positions_source=args.positions or "",
+        accounts_source=args.accounts or "",
+        prices_source=args.prices,
+    )
+    shocks: dict[str, float] = {}
+    for text in args.shock:
+        key, move = parse_shock(text)
+        if key not in prices:
+            raise StressInputError("--shock", 0, key, f"no price for this key in {args.prices}")
+        shocks[key] = move
+    books = parse_books(_load_json(args.books), args.books) if args.books else None
+    return run_stress(
+        [p for _, p in positions],
+        [a for _, a in accounts],
+        prices,
+        shocks=shocks,
+        books=books,
+        params=params,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``liqmon stress``; print the JSON report; 0 on success, 2 on bad input."""
+    try:
+        report = _build_report(args)
+    except StressInputError as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    json.dump(report, sys.stdout, indent=2, allow_nan=False)
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point with the same arguments as the sub-command."""
+    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

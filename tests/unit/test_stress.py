@@ -1,0 +1,115 @@
+"""Pure core of ``liqmon stress``: parsing, validation and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.lending import Position
+from monitor.margin import Account
+from monitor.risk_params import RiskParams
+from monitor.stress import (
+    StressInputError,
+    check_price_keys,
+    parse_account,
+    parse_books,
+    parse_position,
+    parse_prices,
+    parse_shock,
+    run_stress,
+)
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "stress"
+PARAMS = RiskParams()
+
+
+def _lines(name: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (FIX / name).read_text().splitlines() if x.strip()]
+
+
+def _inputs() -> tuple[list[Position], list[Account], dict[str, float]]:
+    positions = [parse_position(o, "p", i, PARAMS) for i, o in enumerate(_lines("positions.jsonl"))]
+    accounts = [parse_account(o, "a", i) for i, o in enumerate(_lines("accounts.jsonl"))]
+    prices = parse_prices(json.loads((FIX / "prices.json").read_text()), "prices.json")
+    return positions, accounts, prices
+
+
+def test_parse_shock() -> None:
+    key, move = parse_shock("USDe@binance=-35%")
+    assert key == "USDe@binance"
+    assert move == pytest.approx(-0.35)
+    key, move = parse_shock("ETH=-0.1")
+    assert key == "ETH"
+    assert move == pytest.approx(-0.1)
+    for bad in ("ETH", "=-1%", "ETH=abc", "ETH=-100%", "ETH=nan"):
+        with pytest.raises(StressInputError):
+            parse_shock(bad)
+
+
+def test_parse_errors_name_file_line_and_field() -> None:
+    obj = _lines("positions.jsonl")[1]
+    obj["collateral"][0]["amount"] = -1
+    with pytest.raises(StressInputError) as ei:
+        parse_position(obj, "P.jsonl", 7, PARAMS)
+    assert str(ei.value).startswith("P.jsonl:7: collateral[0].amount:")
+    obj = {**_lines("positions.jsonl")[0], "colour": "red"}
+    with pytest.raises(StressInputError, match=r"P.jsonl:3: colour: unknown key"):
+        parse_position(obj, "P.jsonl", 3, PARAMS)
+    obj = {**_lines("positions.jsonl")[0], "e_mode": "nope"}
+    with pytest.raises(StressInputError, match="e_mode: unknown e-mode"):
+        parse_position(obj, "P.jsonl", 1, PARAMS)
+    acct = _lines("accounts.jsonl")[0]
+    acct["perps"][0]["entry_price"] = math.inf
+    with pytest.raises(StressInputError, match=r"A.jsonl:2: perps\[0\].entry_price"):
+        parse_account(acct, "A.jsonl", 2)
+    with pytest.raises(StressInputError, match=r"prices\.json: ETH: price must be"):
+        parse_prices({"ETH": float("nan")}, "prices.json")
+    with pytest.raises(StressInputError, match=r"B.json: ETH\[1\]"):
+        parse_books({"ETH": [[1.0, 1.0], [1.0, -2.0]]}, "B.json")
+
+
+def test_missing_price_is_reported_with_field() -> None:
+    positions, accounts, prices = _inputs()
+    del prices["BNSOL"]
+    with pytest.raises(StressInputError, match=r"A.jsonl:1: balances\[1\].price_key: no price"):
+        check_price_keys(
+            list(enumerate(positions, 1)), list(enumerate(accounts, 1)), prices,
+            positions_source="P.jsonl", accounts_source="A.jsonl", prices_source="prices.json",
+        )
+
+
+def test_report_shape_and_values() -> None:
+    positions, accounts, prices = _inputs()
+    report = run_stress(positions, accounts, prices,
+                        shocks={"USDe@binance": -0.35, "ETH": -0.10}, books=None, params=PARAMS)
+    assert "spiral" not in report
+    rows = {r["position_id"]: r for r in report["positions"]}
+    assert rows["supply-only"]["health_factor"] is None
+    assert rows["aave-usde-loop"]["liquidatable"] is False  # priced with USDT: untouched
+    assert rows["aave-usde-loop"]["health_factor"] == pytest.approx(368_928 * 0.93 / 268_928)
+    eth = rows["aave-eth-loop"]
+    assert eth["health_factor"] == pytest.approx(92.232 * 3_600 * 0.83 / 268_928)
+    accts = {a["account_id"]: a for a in report["accounts"]}
+    borrower = accts["pm-borrower"]
+    assert borrower["status"] == "liquidation"
+    assert borrower["adjusted_equity_usd"] == pytest.approx(500_000 * 0.65 * 0.9 - 300_000)
+    assert borrower["uni_mmr"] == pytest.approx(borrower["adjusted_equity_usd"] / 15_000)
+    assert borrower["forced_sells"][0]["asset"] == "USDe"
+    assert report["aggregates"]["accounts_by_status"]["liquidation"] == 1
+    assert report["config_id"] == PARAMS.config_id()
+    json.dumps(report, allow_nan=False)
+
+
+def test_report_with_books_has_spiral() -> None:
+    positions, accounts, prices = _inputs()
+    books = parse_books(json.loads((FIX / "books.json").read_text()), "books.json")
+    report = run_stress(positions, accounts, prices, shocks={"USDe@binance": -0.35},
+                        books=books, params=PARAMS)
+    spiral = report["spiral"]
+    assert spiral["converged"]
+    assert spiral["liquidated_usd_by_stage"]["7"] > 0
+    assert spiral["final_prices"]["USDe@binance"] < 0.65

@@ -1,0 +1,107 @@
+"""``liqmon stress`` command: argument handling, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams import stress_cmd
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "stress"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _args(*extra: str, positions: Path | None = None, accounts: Path | None = None,
+          prices: Path | None = None) -> list[str]:
+    return [
+        "--positions", str(positions or FIX / "positions.jsonl"),
+        "--accounts", str(accounts or FIX / "accounts.jsonl"),
+        "--prices", str(prices or FIX / "prices.json"),
+        *extra,
+    ]
+
+
+def test_main_prints_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = stress_cmd.main(_args("--shock", "USDe@binance=-35%", "--books", str(FIX / "books.json")))
+    out = capsys.readouterr()
+    assert rc == 0
+    doc = json.loads(out.out)
+    assert set(doc) >= {"positions", "accounts", "aggregates", "spiral"}
+    assert out.err == ""
+
+
+def test_sub_command_registration() -> None:
+    parser = argparse.ArgumentParser(prog="liqmon")
+    sub = parser.add_subparsers(dest="command")
+    stress_cmd.add_parser(sub)
+    ns = parser.parse_args(["stress", *_args("--shock", "ETH=-10%")])
+    assert ns.func is stress_cmd.run
+    assert ns.shock == ["ETH=-10%"]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "expected"),
+    [
+        ("positions", '{"position_id": "x", "protocol": "aave-v3", "collateral": [], "zz": 1}\n',
+         "P.jsonl:1: zz: unknown key"),
+        ("positions", '\n{"position_id": "x", "protocol": "aave-v3", "collateral": '
+         '[{"asset": "ETH", "amount": -1, "liquidation_threshold": 0.8, "price_key": "ETH"}]}\n',
+         "P.jsonl:2: collateral[0].amount:"),
+        ("positions", '{"position_id": "x", "protocol": "aave-v3", "collateral": '
+         '[{"asset": "ETH", "amount": NaN, "liquidation_threshold": 0.8, "price_key": "ETH"}]}\n',
+         "P.jsonl:1: invalid JSON"),
+        ("positions", '{"position_id": "x", "protocol": "aave-v3", "collateral": '
+         '[{"asset": "X", "amount": 1, "liquidation_threshold": 0.8, "price_key": "NOPE"}]}\n',
+         "P.jsonl:1: collateral[0].price_key: no price for 'NOPE'"),
+        ("accounts", '{"account_id": "a", "venue": "v", "model": "ftx", "balances": []}\n',
+         "A.jsonl:1: model:"),
+        ("prices", '{"ETH": Infinity}', "PRICES.json: invalid JSON"),
+        ("prices", '{"ETH": -4}', "PRICES.json: ETH: price must be"),
+    ],
+)
+def test_input_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, content: str, expected: str
+) -> None:
+    names = {"positions": "P.jsonl", "accounts": "A.jsonl", "prices": "PRICES.json"}
+    path = _write(tmp_path, names[kind], content)
+    rc = stress_cmd.main(_args(**{kind: path}))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert expected in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_shock_on_unknown_key_and_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert stress_cmd.main(_args("--shock", "DOGE=-50%")) == 2
+    assert "DOGE" in capsys.readouterr().err
+    assert stress_cmd.main(_args(prices=Path("/nonexistent/prices.json"))) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_subprocess_module_entry_point() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.stress_cmd", *_args("--shock", "ETH=-10%")],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["shocks_pct"] == {"ETH": pytest.approx(-10.0)}
+    bad = subprocess.run(
+        [sys.executable, "-m", "streams.stress_cmd", "--prices", str(FIX / "prices.json"),
+         "--shock", "ETH"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0
