@@ -1,0 +1,68 @@
+"""The alert contract (README "Alert") and its deterministic id."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Alert", "alert_id", "make_alert"]
+
+Severity = Literal["info", "warning", "high", "critical"]
+
+
+class Alert(BaseModel):
+    """One alert; ``alert_id`` is a pure function of config, kind, subject and transition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alert_id: str
+    ts_ms: int
+    kind: str
+    severity: Severity
+    venue: str | None
+    asset: str | None
+    stage: int | None
+    message: str
+    evidence: dict[str, Any]
+    config_hash: str
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: the same alert always serialises identically."""
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+def alert_id(config_hash: str, kind: str, venue: str | None, asset: str | None, identity: str) -> str:
+    """sha256 over the alert's subject and transition; re-delivery keeps the id."""
+    text = f"{config_hash}|{kind}|{venue or ''}|{asset or ''}|{identity}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def make_alert(
+    *,
+    kind: str,
+    ts_ms: int,
+    severity: Severity,
+    venue: str | None,
+    asset: str | None,
+    message: str,
+    evidence: dict[str, Any],
+    config_hash: str,
+    identity: str,
+    stage: int | None = None,
+) -> Alert:
+    """Build an alert whose id is derived from ``identity`` (the transition it reports)."""
+    return Alert(
+        alert_id=alert_id(config_hash, kind, venue, asset, f"{ts_ms}|{identity}"),
+        ts_ms=ts_ms,
+        kind=kind,
+        severity=severity,
+        venue=venue,
+        asset=asset,
+        stage=stage,
+        message=message,
+        evidence=evidence,
+        config_hash=config_hash,
+    )

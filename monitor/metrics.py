@@ -1,0 +1,55 @@
+"""The metric catalogue: every liqmon metric, built on an injected registry.
+
+Label sets are closed (venue, asset, symbol, stage, kind, severity from configured or
+fixed lists); never an account or position id. Units are in the names. Latency is in
+seconds with millisecond-scale buckets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LATENCY_BUCKETS_S", "Metrics"]
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """All metrics of one process, registered on ``registry`` (never the global one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        # Peg (RISK_MODEL §5)
+        self.peg_deviation_bps = Gauge(
+            "liqmon_peg_deviation_bps", "Peg deviation of the venue mid in USD, bps",
+            ["asset", "venue"], registry=r)
+        self.peg_level = Gauge(
+            "liqmon_peg_level", "Peg band level: 0 normal, 1 info, 2 warning, 3 high, 4 critical",
+            ["asset", "venue"], registry=r)
+        # Pipeline health
+        self.events_total = Counter(
+            "liqmon_events", "Market events processed, by source venue", ["source"], registry=r)
+        self.deadletter_total = Counter(
+            "liqmon_deadletter", "Records sent to the dead-letter topic, by reason",
+            ["reason"], registry=r)
+        self.alerts_total = Counter(
+            "liqmon_alerts", "Alerts emitted, by kind and severity", ["kind", "severity"],
+            registry=r)
+        self.topic_records_total = Counter(
+            "liqmon_topic_records", "Kafka records handled, by topic and direction (in/out)",
+            ["topic", "direction"], registry=r)
+        self.consumer_lag = Gauge(
+            "liqmon_consumer_lag", "Records behind the log end, by topic", ["topic"], registry=r)
+        self.processing_latency_seconds = Histogram(
+            "liqmon_processing_latency_seconds",
+            "Receive-to-processed latency of market events, seconds", ["agent"],
+            buckets=LATENCY_BUCKETS_S, registry=r)
+        self.agent_last_event_timestamp_seconds = Gauge(
+            "liqmon_agent_last_event_timestamp_seconds",
+            "Wall time of the last record an agent processed, unix seconds", ["agent"],
+            registry=r)
+        self.worker_up = Gauge("liqmon_worker_up", "1 while the worker runs", registry=r)
+        self.unpriced_total = Counter(
+            "liqmon_unpriced_events", "Events whose quote currency has no USD price",
+            ["source"], registry=r)

@@ -1,0 +1,99 @@
+"""Shared field checks for the wire parsers: every failure is a WireError with a reason."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "MAX_TS_MS",
+    "MIN_TS_MS",
+    "WireError",
+    "field",
+    "finite_float",
+    "positive_price",
+    "split_symbol",
+    "timestamp_ms",
+]
+
+#: 2009-01-01 and 2100-01-01 in ms: anything outside is not a market timestamp.
+MIN_TS_MS = 1_230_768_000_000
+MAX_TS_MS = 4_102_444_800_000
+
+
+class WireError(ValueError):
+    """A frame that cannot become an event; ``reason`` is a short stable label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def field(obj: Mapping[str, Any], name: str) -> Any:
+    """``obj[name]`` or a ``missing_field`` error."""
+    try:
+        return obj[name]
+    except KeyError:
+        raise WireError("missing_field", f"field '{name}' is missing") from None
+
+
+def finite_float(value: Any, name: str) -> float:
+    """A finite float from a JSON number or numeric string (venues send both)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise WireError("wrong_type", f"field '{name}' must be a number, got {type(value).__name__}")
+    try:
+        out = float(value)
+    except ValueError:
+        raise WireError("wrong_type", f"field '{name}' is not numeric: {value!r:.40}") from None
+    if not math.isfinite(out):
+        raise WireError("non_finite", f"field '{name}' is {value!r}")
+    return out
+
+
+def positive_price(value: Any, name: str) -> float:
+    """A finite price > 0."""
+    out = finite_float(value, name)
+    if out <= 0.0:
+        raise WireError("non_positive_price", f"field '{name}' is {out}")
+    return out
+
+
+def non_negative(value: Any, name: str) -> float:
+    """A finite quantity ≥ 0."""
+    out = finite_float(value, name)
+    if out < 0.0:
+        raise WireError("negative_quantity", f"field '{name}' is {out}")
+    return out
+
+
+def timestamp_ms(value: Any, name: str, recv_ts_ms: int, max_future_skew_ms: int) -> int:
+    """An integer ms timestamp within sane bounds and not far after receive time."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WireError("wrong_type", f"timestamp '{name}' must be an integer, got {value!r:.40}")
+    if not MIN_TS_MS <= value <= MAX_TS_MS:
+        raise WireError("timestamp_out_of_range", f"timestamp '{name}' = {value}")
+    if value - recv_ts_ms > max_future_skew_ms:
+        raise WireError(
+            "timestamp_future",
+            f"timestamp '{name}' is {(value - recv_ts_ms) / 1000:.0f} s after receive time",
+        )
+    return value
+
+
+_QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
+
+
+def split_symbol(symbol: str, aliases: Mapping[str, str]) -> tuple[str, str]:
+    """Split an exchange ticker ('USDEUSDT', 'BTC-USDT', 'ETH_USDC') into (base, quote)."""
+    sym = symbol.upper()
+    for sep in ("-", "_", "/"):
+        if sep in sym:
+            base, quote = sym.split(sep)[:2]
+            return aliases.get(base, base), quote
+    for quote in _QUOTES:
+        if sym.endswith(quote) and len(sym) > len(quote):
+            base = sym[: -len(quote)]
+            return aliases.get(base, base), quote
+    raise WireError("unknown_symbol", f"cannot split symbol {symbol!r} into base and quote")

@@ -1,0 +1,89 @@
+"""What a replay writes: ``alerts.jsonl``, ``summary.json``, and the printed timeline."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from monitor.alerts import Alert
+from replay.replayer import ReplayStats
+
+__all__ = ["format_alert_line", "ordered_alerts", "write_alerts", "write_summary"]
+
+_SEV_MARK = {"info": "INFO", "warning": "WARN", "high": "HIGH", "critical": "CRIT"}
+
+
+def ordered_alerts(alerts: Iterable[Alert]) -> list[Alert]:
+    """De-duplicated by alert_id and ordered by (event time, id): byte-stable output."""
+    unique = {a.alert_id: a for a in alerts}
+    return sorted(unique.values(), key=lambda a: (a.ts_ms, a.alert_id))
+
+
+def write_alerts(path: Path, alerts: Iterable[Alert]) -> list[Alert]:
+    ordered = ordered_alerts(alerts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        for alert in ordered:
+            fh.write(alert.to_json())
+            fh.write(b"\n")
+    return ordered
+
+
+def utc(ts_ms: int | None) -> str | None:
+    if ts_ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_alert_line(alert: Alert) -> str:
+    """One human line: time, severity, kind, subject, message."""
+    when = utc(alert.ts_ms)
+    subject = "/".join(x for x in (alert.asset, alert.venue) if x) or "-"
+    return f"{when}  {_SEV_MARK[alert.severity]:4}  {alert.kind:18} {subject:24} {alert.message}"
+
+
+def write_summary(
+    path: Path,
+    *,
+    capture: Path,
+    mode: str,
+    config_hash: str,
+    stats: ReplayStats,
+    alerts: list[Alert],
+    worker_deadletters: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    by_kind = Counter(f"{a.kind}:{a.severity}" for a in alerts)
+    deadletters = sum(stats.deadletters.values()) + worker_deadletters
+    summary: dict[str, Any] = {
+        "capture": str(capture),
+        "mode": mode,
+        "config_hash": config_hash,
+        "frames": stats.frames,
+        "events": stats.events,
+        "batches": stats.batches,
+        "events_by_source": dict(sorted(stats.events_by_source.items())),
+        "deadletters": deadletters,
+        "deadletters_by_reason": dict(sorted(stats.deadletters.items())),
+        "worker_deadletters": worker_deadletters,
+        "alerts": len(alerts),
+        "alerts_by_kind_severity": dict(sorted(by_kind.items())),
+        "first_event_utc": utc(stats.first_ts_ms),
+        "last_event_utc": utc(stats.last_ts_ms),
+        "event_span_s": None
+        if stats.first_ts_ms is None or stats.last_ts_ms is None
+        else (stats.last_ts_ms - stats.first_ts_ms) / 1000,
+        "wall_s": round(stats.wall_s, 3),
+        "events_per_s": round(stats.events / stats.wall_s, 1) if stats.wall_s > 0 else None,
+        "interrupted": stats.interrupted,
+    }
+    if extra:
+        summary.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    return summary

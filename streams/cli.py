@@ -1,0 +1,258 @@
+"""The ``liqmon`` command line: replay, worker, broker, bench, stress, import, live."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from monitor.alerts import Alert
+from replay.capture import CaptureError, open_capture
+from replay.outputs import format_alert_line, utc, write_alerts, write_summary
+from streams.settings import ConfigFileError, Settings, load_engine_config
+
+__all__ = ["main"]
+
+TIMELINE_MAX_LINES = 200
+
+
+class UsageError(Exception):
+    """A user error worth one line and exit code 2."""
+
+
+def _parse_speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be 'max' or a number, got {text!r}") from None
+    if not speed > 0:
+        raise argparse.ArgumentTypeError("speed must be > 0")
+    return speed
+
+
+def _parse_time(text: str) -> int:
+    """UTC time as 'YYYY-mm-dd HH:MM[:SS]', ISO 8601, or integer ms."""
+    import datetime as dt
+
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use 2025-10-10T21:00 or ms)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``liqmon worker`` as a child process; always stopped on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _progress_printer(enabled: bool) -> Callable[[int, int, int], None] | None:
+    if not enabled:
+        return None
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+    last_line = [0.0]
+
+    def show(ts_ms: int, frames: int, alerts: int) -> None:
+        now = time.monotonic()
+        if not tty and now - last_line[0] < 5.0:
+            return
+        last_line[0] = now
+        rate = frames / max(now - started, 1e-9)
+        text = f"event time {utc(ts_ms) or '-'} UTC | {frames:,} frames | {rate:,.0f} frames/s | {alerts} alerts"
+        print(("\r" + text + "   ") if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _print_timeline(alerts: list[Alert]) -> None:
+    print(f"\nliqmon: {len(alerts)} alerts")
+    shown = alerts if len(alerts) <= TIMELINE_MAX_LINES else [a for a in alerts if a.severity != "info"]
+    for alert in shown[:TIMELINE_MAX_LINES]:
+        print(format_alert_line(alert))
+    if len(shown) < len(alerts) or len(shown) > TIMELINE_MAX_LINES:
+        print(f"... {len(alerts) - min(len(shown), TIMELINE_MAX_LINES)} more in alerts.jsonl")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = Settings()
+    config = load_engine_config(args.config or settings.config)
+    capture: Path = args.capture
+    try:
+        open_capture(capture).close()
+    except CaptureError as exc:
+        raise UsageError(str(exc)) from None
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = _progress_printer(not args.quiet)
+    worker_deadletters = 0
+    if args.inline:
+        from replay.replayer import replay_inline
+
+        inline = asyncio.run(
+            replay_inline(capture, config, args.speed, args.from_ms, args.to_ms, progress)
+        )
+        alerts, stats, mode = inline.alerts, inline.stats, "inline"
+    else:
+        from streams.kafka_replay import ensure_topics, replay_kafka
+        from streams.worker import resolve_bootstrap
+
+        with resolve_bootstrap(settings) as (bootstrap, effective):
+            asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))
+            env = {
+                "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
+                "LIQMON_BROKER_KIND": effective.broker_kind,
+                "LIQMON_METRICS_PORT": str(args.metrics_port if args.metrics_port is not None else effective.metrics_port),
+                "LIQMON_PARTITIONS": str(effective.partitions),
+            }
+            if args.config or settings.config:
+                env["LIQMON_CONFIG"] = str(args.config or settings.config)
+            stack = contextlib.ExitStack()
+            with stack:
+                alive: Callable[[], bool] | None = None
+                if not args.no_worker:
+                    proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))
+                    alive = lambda: proc.poll() is None  # noqa: E731
+                kafka = asyncio.run(
+                    replay_kafka(
+                        capture, config, bootstrap, args.speed, args.from_ms, args.to_ms,
+                        progress, alive=alive,
+                    )
+                )
+        alerts, stats, mode = kafka.alerts, kafka.stats, "kafka"
+        worker_deadletters = kafka.worker_deadletters
+    if progress is not None and sys.stderr.isatty():
+        print(file=sys.stderr)
+    ordered = write_alerts(out_dir / "alerts.jsonl", alerts)
+    summary = write_summary(
+        out_dir / "summary.json", capture=capture, mode=mode, config_hash=config.config_hash,
+        stats=stats, alerts=ordered, worker_deadletters=worker_deadletters,
+    )
+    if not args.quiet:
+        _print_timeline(ordered)
+        print(
+            f"\n{summary['events']:,} events from {summary['frames']:,} frames in {summary['wall_s']} s; "
+            f"{summary['deadletters']} dead letters; config {config.config_hash}; outputs in {out_dir}/"
+        )
+    return 130 if stats.interrupted else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(Settings())
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import start_broker
+
+    broker = start_broker(port=args.port)
+    print(f"liqmon: embedded broker listening on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
+    print(f"export LIQMON_KAFKA_BOOTSTRAP={broker.bootstrap} LIQMON_BROKER_KIND=tansu", flush=True)
+    try:
+        while broker.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liqmon", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("replay", help="replay a capture through Kafka (or --inline) and report alerts")
+    rp.add_argument("--capture", type=Path, required=True, help="capture file (.jsonl or .jsonl.gz)")
+    rp.add_argument("--speed", type=_parse_speed, default=None, help="'max' (default) or N× real time")
+    rp.add_argument("--out", type=Path, default=Path("out/replay"), help="output directory")
+    rp.add_argument("--from", dest="from_ms", type=_parse_time, default=None, help="start (UTC)")
+    rp.add_argument("--to", dest="to_ms", type=_parse_time, default=None, help="end (UTC, exclusive)")
+    rp.add_argument("--inline", action="store_true", help="no broker: call the engine directly")
+    rp.add_argument("--config", type=Path, default=None, help="engine config TOML")
+    rp.add_argument("--no-worker", action="store_true", help="use workers already running")
+    rp.add_argument("--metrics-port", type=int, default=None, help="worker /metrics port (0 = off)")
+    rp.add_argument("--quiet", action="store_true", help="no progress and no timeline")
+    rp.set_defaults(func=cmd_replay)
+
+    wp = sub.add_parser("worker", help="run a faust worker against LIQMON_KAFKA_BOOTSTRAP")
+    wp.set_defaults(func=cmd_worker)
+
+    bp = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    bp.add_argument("--port", type=int, default=None)
+    bp.set_defaults(func=cmd_broker)
+
+    bench = sub.add_parser("bench", help="measure throughput and latency")
+    bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
+    bench.add_argument("--latency-seconds", type=float, default=10.0)
+    bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
+    bench.add_argument("--only", default=None, help="comma list of sections to run")
+    bench.set_defaults(func=cmd_bench)
+
+    for module in ("streams.stress_cmd", "replay.importers"):
+        with contextlib.suppress(ImportError):
+            mod = __import__(module, fromlist=["add_parser"])
+            adder = getattr(mod, "add_parser", None) or getattr(mod, "add_import_parser", None)
+            if adder is not None:
+                adder(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (UsageError, ConfigFileError, CaptureError) as exc:
+        print(f"liqmon: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("liqmon: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

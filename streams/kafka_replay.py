@@ -1,0 +1,191 @@
+"""Replay a capture through Kafka: publish routed batches, then collect the workers' alerts.
+
+Bookkeeping without guesswork: after the last batch the replayer writes an ``end``
+control record to every partition of the market topic; each worker acknowledges it on
+``control.acks`` once everything before it is processed, with the number of alerts it
+emitted. The replayer then reads ``alerts.cascade`` until it has at least that many
+records and de-duplicates by ``alert_id`` (at-least-once delivery may repeat one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from monitor.alerts import Alert
+from monitor.batch import Control
+from monitor.config import EngineConfig
+from monitor.ingest import DeadLetter, Ingest
+from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
+from streams import topics
+
+__all__ = ["KafkaReplayError", "KafkaReplayResult", "ensure_topics", "replay_kafka"]
+
+
+class KafkaReplayError(RuntimeError):
+    """The workers did not acknowledge the end of the replay in time."""
+
+
+@dataclass
+class KafkaReplayResult:
+    alerts: list[Alert]
+    stats: ReplayStats
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    worker_deadletters: int = 0
+
+
+async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
+    """Create the pipeline's topics if they do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(topics.MARKET, partitions, replication),
+            NewTopic(topics.ALERTS, 1, replication),
+            NewTopic(topics.DEADLETTER, 1, replication),
+            NewTopic(topics.ACKS, 1, replication),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def _topic_partitions(producer: AIOKafkaProducer, topic: str) -> list[int]:
+    for _ in range(100):
+        parts = await producer.partitions_for(topic)
+        if parts:
+            return sorted(parts)
+        await asyncio.sleep(0.1)
+    raise KafkaReplayError(f"topic {topic} has no partitions")
+
+
+async def replay_kafka(
+    path: Path,
+    config: EngineConfig,
+    bootstrap: str,
+    speed: float | None = None,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    progress: ProgressFn | None = None,
+    on_alert: Callable[[Alert], None] | None = None,
+    idle_timeout_s: float = 180.0,
+    alive: Callable[[], bool] | None = None,
+) -> KafkaReplayResult:
+    """Publish a capture to the market topic and gather the alerts the workers raise."""
+    run_id = uuid.uuid4().hex
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20
+    )
+    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await producer.start()
+    await collector.start()
+    ingest = Ingest(config)
+    stats = ReplayStats()
+    alerts: dict[str, Alert] = {}
+    raw_alert_records = 0
+    acks: dict[int, dict[str, Any]] = {}
+    started = time.monotonic()
+    try:
+        partitions = await _topic_partitions(producer, topics.MARKET)
+        n_parts = len(partitions)
+        watch = [
+            TopicPartition(topic, p)
+            for topic in (topics.ALERTS, topics.ACKS)
+            for p in await _topic_partitions(producer, topic)
+        ]
+        collector.assign(watch)
+        await collector.seek_to_end(*watch)
+        for tp in watch:
+            await collector.position(tp)
+
+        async def drain(timeout_ms: int) -> None:
+            nonlocal raw_alert_records
+            batches = await collector.getmany(timeout_ms=timeout_ms, max_records=10_000)
+            for tp, records in batches.items():
+                for rec in records:
+                    if tp.topic == topics.ALERTS:
+                        raw_alert_records += 1
+                        alert = Alert.model_validate_json(rec.value)
+                        if alert.alert_id not in alerts:
+                            alerts[alert.alert_id] = alert
+                            if on_alert is not None:
+                                on_alert(alert)
+                    else:
+                        ack = orjson.loads(rec.value)
+                        if ack.get("run") == run_id:
+                            acks[int(ack["partition"])] = ack
+
+        pacer = Pacer(speed)
+        next_check = time.monotonic()
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            for ts, item in route_capture(path, ingest, from_ms, to_ms, stats):
+                await pacer.wait(ts)
+                if isinstance(item, DeadLetter):
+                    pending.append(await producer.send(topics.DEADLETTER, item.encode(), key=item.reason.encode()))
+                    continue
+                value = item.batch.encode()
+                key = item.batch.asset.encode()
+                stats.batches += 1
+                if item.broadcast:
+                    for p in partitions:
+                        pending.append(await producer.send(topics.MARKET, value, key=key, partition=p))
+                else:
+                    part = partitions[partition_for(item.batch.asset, n_parts)]
+                    pending.append(await producer.send(topics.MARKET, value, key=key, partition=part))
+                if len(pending) > 5_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 0.25
+                    await drain(0)
+                    if progress is not None:
+                        progress(ts, ingest.stats.frames, len(alerts))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            stats.interrupted = True
+        await asyncio.gather(*pending)
+        for p in partitions:
+            await producer.send_and_wait(topics.MARKET, Control("end", run_id, p).encode(), key=b"", partition=p)
+        stats.absorb(ingest)
+        # Wait for every partition's ack, then for every alert the acks announce.
+        last_progress = time.monotonic()
+        seen = (len(acks), raw_alert_records)
+        while len(acks) < n_parts or raw_alert_records < sum(int(a["alerts"]) for a in acks.values()):
+            await drain(200)
+            if progress is not None:
+                progress(stats.last_ts_ms or 0, stats.frames, len(alerts))
+            if alive is not None and not alive():
+                raise KafkaReplayError("the worker exited before the replay finished (see worker.log)")
+            now_seen = (len(acks), raw_alert_records)
+            if now_seen != seen:
+                seen, last_progress = now_seen, time.monotonic()
+            elif time.monotonic() - last_progress > idle_timeout_s:
+                raise KafkaReplayError(
+                    f"workers acknowledged {len(acks)}/{n_parts} partitions and {raw_alert_records} "
+                    f"alert records; nothing new for {idle_timeout_s:.0f} s (is a worker running?)"
+                )
+    finally:
+        await collector.stop()
+        await producer.stop()
+    stats.wall_s = time.monotonic() - started
+    return KafkaReplayResult(
+        alerts=list(alerts.values()),
+        stats=stats,
+        acks=[acks[p] for p in sorted(acks)],
+        worker_deadletters=sum(int(a.get("deadletters", 0)) for a in acks.values()),
+    )

@@ -1,0 +1,64 @@
+"""Process settings from the environment (the only module that reads it).
+
+``LIQMON_KAFKA_BOOTSTRAP`` unset means: run on the embedded broker. Thresholds and
+other engine parameters come from a TOML file (``LIQMON_CONFIG`` or ``--config``),
+validated by :class:`monitor.config.EngineConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from monitor.config import EngineConfig, load_config_text
+
+__all__ = ["ConfigFileError", "Settings", "load_engine_config"]
+
+
+class ConfigFileError(Exception):
+    """The engine config file is missing or invalid (one-line message)."""
+
+
+class Settings(BaseSettings):
+    """Environment settings, prefix ``LIQMON_``."""
+
+    model_config = SettingsConfigDict(env_prefix="LIQMON_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str | None = None
+    #: "tansu" when the bootstrap points at the embedded broker (enables its workarounds).
+    broker_kind: str = "kafka"
+    config: Path | None = None
+    app_id: str = "liqmon"
+    partitions: int = Field(default=8, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    metrics_addr: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0)
+    live_metrics_port: int = Field(default=9465, ge=0)
+    replay_metrics_port: int = Field(default=9466, ge=0)
+    data_dir: Path | None = None
+    rebalance_timeout_s: float | None = None
+    webhook_url: str | None = None
+    alertmanager_url: str | None = None
+    log_level: str = "warn"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_kind == "tansu"
+
+
+def load_engine_config(path: Path | None) -> EngineConfig:
+    """Read the engine TOML (or the shipped defaults when ``path`` is None)."""
+    if path is None:
+        return EngineConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return load_config_text(text)
+    except Exception as exc:  # tomllib or pydantic: both worth one clear line
+        first = str(exc).splitlines()
+        detail = "; ".join(line.strip() for line in first[:4])
+        raise ConfigFileError(f"invalid config {path}: {detail}") from None

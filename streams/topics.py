@@ -1,0 +1,22 @@
+"""The topic catalogue (names, partitions) shared by producers, workers and deploy/."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACKS",
+    "ALERTS",
+    "DEADLETTER",
+    "MARKET",
+    "RISK_SNAPSHOTS",
+]
+
+#: Market data, one record = a batch of one asset's events (key: asset).
+MARKET = "market.batches"
+#: Alerts (key: alert_id), the contract in the README.
+ALERTS = "alerts.cascade"
+#: Records that failed validation, with reason and raw bytes.
+DEADLETTER = "deadletter"
+#: End-of-run acknowledgements from workers (replay bookkeeping).
+ACKS = "control.acks"
+#: Risk state snapshots (key: asset / account / position).
+RISK_SNAPSHOTS = "risk.snapshots"
