@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from monitor.events import MarketEvent
+from monitor.events import ROW_LENGTHS, MarketEvent
 
 __all__ = ["WIRE_VERSION", "Batch", "BatchError", "Batcher", "Control", "decode_record"]
 
@@ -56,7 +56,10 @@ class Batch:
             idx = len(self.sources)
             self._src_index[key] = idx
             self.sources.append(key)
-        self.rows.append([ev.kind, idx, ev.ts_ms, ev.recv_ts_ms, ev.f1, ev.f2, ev.f3, ev.f4])
+        row: list[float] = [ev.kind, idx, ev.ts_ms, ev.recv_ts_ms, ev.f1, ev.f2, ev.f3, ev.f4]
+        if ev.bands:
+            row.extend(ev.bands)
+        self.rows.append(row)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -76,10 +79,12 @@ class Batch:
 
     def events(self) -> Iterator[MarketEvent]:
         """The batch's events as MarketEvent records (tests, tooling; the engine reads rows)."""
-        for kind, idx, ts, rts, f1, f2, f3, f4 in self.rows:
+        for row in self.rows:
+            kind, idx, ts, rts, f1, f2, f3, f4 = row[:8]
             venue, symbol, quote = self.sources[int(idx)]
             yield MarketEvent(
-                int(kind), venue, symbol, self.asset, quote, int(ts), int(rts), f1, f2, f3, f4
+                int(kind), venue, symbol, self.asset, quote, int(ts), int(rts), f1, f2, f3, f4,
+                tuple(row[8:]),
             )
 
 
@@ -101,11 +106,17 @@ def _check_rows(rows: Any, n_sources: int) -> list[list[float]]:
     if not isinstance(rows, list):
         raise BatchError("invalid_batch", "'e' must be a list")
     for row in rows:
-        if not isinstance(row, list) or len(row) != 8:
-            raise BatchError("invalid_batch", "each event row must be a list of 8 numbers")
+        if not isinstance(row, list) or len(row) < 8:
+            raise BatchError("invalid_batch", "each event row must be a list of at least 8 numbers")
         kind, idx = row[0], row[1]
-        if kind not in (0, 1, 2) or not isinstance(idx, int) or not 0 <= idx < n_sources:
-            raise BatchError("invalid_batch", f"bad kind/source in row {row!r:.80}")
+        expected = ROW_LENGTHS.get(kind) if isinstance(kind, int) else None
+        if expected is None or len(row) != expected:
+            raise BatchError("invalid_batch", f"unknown kind or wrong row length in {row!r:.80}")
+        if not isinstance(idx, int) or not 0 <= idx < n_sources:
+            raise BatchError("invalid_batch", f"source index out of range in {row!r:.80}")
+        for x in row:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise BatchError("invalid_batch", f"non-numeric value in {row!r:.80}")
     return rows
 
 

@@ -82,7 +82,8 @@ class Engine:
             quote_usd = [self.quote_usd.get(q) for q in quotes]
             out = result.alerts
             on_price = peg.on_price
-            for kind, idx, ts, _rts, f1, f2, f3, f4 in batch.rows:
+            for row in batch.rows:
+                kind, idx, ts, _rts, f1, f2, f3, f4 = row[:8]
                 i = int(idx)
                 counts[i] += 1
                 q = quote_usd[i]
@@ -104,8 +105,9 @@ class Engine:
 
     def _process_quote_asset(self, batch: Batch, counts: list[int], result: BatchResult) -> None:
         # A quote currency's own feed (e.g. USDT/USD): its USD price converts every quote.
-        for kind, idx, _ts, _rts, f1, f2, _f3, _f4 in batch.rows:
-            i = int(idx)
+        for row in batch.rows:
+            kind, idx, f1 = row[0], int(row[1]), row[4]
+            i = idx
             counts[i] += 1
             quote = batch.sources[i][2]
             q = 1.0 if quote == "USD" else self.quote_usd.get(quote)
@@ -113,15 +115,15 @@ class Engine:
                 result.unpriced += 1
                 continue
             if kind == KIND_QUOTE:
-                self.quote_usd[batch.asset] = (f1 + f2) * 0.5 * q
+                self.quote_usd[batch.asset] = (f1 + row[5]) * 0.5 * q
                 result.state_changed = True
             elif kind == KIND_PRICE:
                 self.quote_usd[batch.asset] = f1 * q
                 result.state_changed = True
 
     def _track_mids(self, batch: Batch, counts: list[int], result: BatchResult) -> None:
-        for kind, idx, _ts, _rts, f1, f2, _f3, _f4 in batch.rows:
-            i = int(idx)
+        for row in batch.rows:
+            kind, i, f1, f2 = row[0], int(row[1]), row[4], row[5]
             counts[i] += 1
             venue, _symbol, quote = batch.sources[i]
             q = self.quote_usd.get(quote)
