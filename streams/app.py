@@ -92,7 +92,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
     config_hash = config.config_hash
 
     async def dead_letter(partition: int, dl: DeadLetter) -> None:
-        metrics.deadletter_total.labels(dl.reason).inc()
+        # Counted by the dead-letter agent below, like every other producer's dead letters.
         state.deadletters_since_ack[partition] += 1
         await deadletter_topic.send(key=dl.reason.encode(), value=dl.encode())
 
@@ -189,5 +189,13 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             last_event.set(now)
             if message.timestamp:
                 latency.observe(max(now - float(message.timestamp), 0.0))
+
+    @app.agent(deadletter_topic, name="deadletter", supervisor_strategy=CrashingSupervisor)
+    async def count_dead_letters(stream: faust.StreamT[bytes]) -> None:
+        """One place counts dead letters from every producer (ingest, feeds, workers)."""
+        async for key in stream.keys():
+            reason = key.decode("utf-8", "replace") if isinstance(key, bytes) else "unknown"
+            metrics.deadletter_total.labels(reason or "unknown").inc()
+            metrics.topic_records_total.labels(topics.DEADLETTER, "in").inc()
 
     return app

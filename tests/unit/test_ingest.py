@@ -1,0 +1,178 @@
+"""Ingest validation: every bad frame becomes a dead letter with a reason; batching is deterministic."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from monitor.batch import BatchError, Control, decode_record
+from monitor.config import EngineConfig, IngestConfig
+from monitor.engine import Engine
+from monitor.ingest import DeadLetter, Ingest, Routed
+from replay.capture import CaptureError, iter_capture, open_capture, write_capture
+
+T0 = 1_760_130_000_000  # 2025-10-10 21:00 UTC
+
+
+def ticker(b: Any = "0.99990", a: Any = "1.00010", **over: Any) -> dict[str, Any]:
+    raw = {"u": 1, "s": "USDEUSDT", "b": b, "B": "1000", "a": a, "A": "1000"}
+    raw.update(over)
+    return raw
+
+
+def feed_one(ingest: Ingest, raw: Any, channel: str = "usdeusdt@bookTicker", venue: str = "binance-spot",
+             ts: int = T0, raw_bytes: bytes | None = None) -> list[Routed | DeadLetter]:
+    data = raw_bytes if raw_bytes is not None else orjson.dumps(raw)
+    return list(ingest.feed(venue, channel, raw, ts, data))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (ticker(b="nan"), "non_finite"),
+        (ticker(a="inf"), "non_finite"),
+        (ticker(b="-1"), "non_positive_price"),
+        (ticker(b="0"), "non_positive_price"),
+        (ticker(b="1.2", a="1.1"), "crossed_book"),
+        (ticker(b=None), "wrong_type"),
+        (ticker(b=[1]), "wrong_type"),
+        (ticker(b="abc"), "wrong_type"),
+        ({"u": 1, "s": "USDEUSDT", "b": "1", "B": "1", "A": "1"}, "missing_field"),
+        ([1, 2, 3], "wrong_type"),
+        (ticker(E=T0 + 3_600_000), "timestamp_future"),
+        (ticker(E="soon"), "wrong_type"),
+        (ticker(B="-5"), "negative_quantity"),
+        (ticker(s="???"), "unknown_symbol"),
+    ],
+)
+def test_bad_book_ticker_is_dead_lettered(raw: Any, reason: str) -> None:
+    ingest = Ingest(EngineConfig())
+    out = feed_one(ingest, raw)
+    assert len(out) == 1 and isinstance(out[0], DeadLetter)
+    assert out[0].reason == reason
+    assert out[0].raw == orjson.dumps(raw)
+    assert ingest.stats.deadletters[reason] == 1
+    assert ingest.stats.events == 0
+
+
+def test_generic_price_validation() -> None:
+    ingest = Ingest(EngineConfig())
+    for raw, reason in [
+        ({"base": "USDe", "quote": "USDT"}, "missing_field"),
+        ({"base": "USDe", "quote": "USDT", "price": -0.5}, "non_positive_price"),
+        ({"base": "USDe", "quote": "USDT", "price": "NaN"}, "non_finite"),
+        ({"base": 5, "quote": "USDT", "price": 1.0}, "wrong_type"),
+        ("1.0", "wrong_type"),
+    ]:
+        out = feed_one(ingest, raw, channel="price", venue="curve")
+        assert isinstance(out[0], DeadLetter) and out[0].reason == reason, raw
+
+
+def test_oversize_and_unknown_channel_and_timestamps() -> None:
+    ingest = Ingest(EngineConfig(ingest=IngestConfig(max_frame_bytes=100)))
+    big = ticker(pad="x" * 500)
+    assert feed_one(ingest, big)[0].reason == "oversize"  # type: ignore[union-attr]
+    assert feed_one(ingest, ticker(), channel="usdeusdt@kline_1m")[0].reason == "unknown_channel"  # type: ignore[union-attr]
+    assert feed_one(ingest, ticker(), ts=42)[0].reason == "timestamp_out_of_range"  # type: ignore[union-attr]
+    assert feed_one(ingest, ticker(), ts=T0) == []  # accepted, batched
+    far = T0 + 30 * 86_400_000
+    assert feed_one(ingest, ticker(), ts=far)[0].reason == "timestamp_future"  # type: ignore[union-attr]
+    assert sum(ingest.stats.deadletters.values()) == 4
+
+
+def test_batches_close_on_size_and_span_and_keep_order() -> None:
+    cfg = EngineConfig(ingest=IngestConfig(batch_max_events=3, batch_max_span_ms=1000))
+    ingest = Ingest(cfg)
+    routed: list[Routed] = []
+    for i in range(7):
+        for item in feed_one(ingest, ticker(u=i), ts=T0 + i * 100):
+            assert isinstance(item, Routed)
+            routed.append(item)
+    routed.extend(ingest.finish())
+    sizes = [len(r.batch) for r in routed]
+    assert sizes == [3, 3, 1]
+    ts = [int(row[2]) for r in routed for row in r.batch.rows]
+    assert ts == sorted(ts) and len(ts) == 7
+    far = list(ingest.feed("binance-spot", "usdeusdt@bookTicker", ticker(), T0 + 5000, b"{}"))
+    assert far == []
+
+
+def test_quote_currency_price_is_a_broadcast_barrier() -> None:
+    ingest = Ingest(EngineConfig())
+    assert feed_one(ingest, ticker()) == []
+    out = feed_one(ingest, {"base": "USDT", "quote": "USD", "price": 0.998}, channel="price", venue="kraken")
+    assert [type(o).__name__ for o in out] == ["Routed", "Routed"]
+    assert isinstance(out[0], Routed) and not out[0].broadcast and out[0].batch.asset == "USDe"
+    assert isinstance(out[1], Routed) and out[1].broadcast and out[1].batch.asset == "USDT"
+
+
+def test_usdt_wobble_is_not_a_usde_depeg() -> None:
+    """USDe/USDT quotes convert with the USDT price key: USDT at 0.97 makes USDe/USDT 1.03 = USD 1.0."""
+    cfg = EngineConfig()
+    ingest, engine = Ingest(cfg), Engine(cfg)
+    alerts = []
+    frames: list[tuple[str, str, Any, int]] = [("kraken", "price", {"base": "USDT", "quote": "USD", "price": 0.97}, T0)]
+    for s in range(0, 900, 5):
+        frames.append(("binance-spot", "usdeusdt@bookTicker", ticker(b="1.03090", a="1.03100"), T0 + s * 1000))
+    for venue, channel, raw, ts in frames:
+        for item in ingest.feed(venue, channel, raw, ts, orjson.dumps(raw)):
+            assert isinstance(item, Routed)
+            alerts += engine.process(item.batch).alerts
+    for item in ingest.finish():
+        alerts += engine.process(item.batch).alerts
+    assert engine.quote_usd["USDT"] == pytest.approx(0.97)
+    assert alerts == []
+    tracker = engine.pegs["USDe"].trackers["binance-spot"]
+    assert abs(tracker.last_dev_bps) < 5
+
+
+def test_decode_record_rejects_garbage() -> None:
+    for value, reason in [
+        (b"\x89PNG", "invalid_json"),
+        (b"{}", "invalid_batch"),
+        (b'{"v": 1, "asset": "USDe", "src": [["a","b","c"]], "e": [[0, 3, 1, 1, 1, 1, 1, 1]]}', "invalid_batch"),
+        (b'{"v": 1, "asset": "USDe", "src": [["a","b","c"]], "e": [[9, 0, 1, 1, 1, 1, 1, 1]]}', "invalid_batch"),
+        (b'{"v": 1, "asset": "USDe", "src": [["a","b","c"]], "e": [[0, 0, 1, 1, "x", 1, 1, 1]]}', "invalid_batch"),
+    ]:
+        with pytest.raises(BatchError) as exc:
+            decode_record(value)
+        assert exc.value.reason == reason
+    ctl = decode_record(Control("end", "r1", 3).encode())
+    assert ctl == Control("end", "r1", 3)
+
+
+def test_capture_round_trip_and_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl.gz"
+    write_capture(path, [(T0, "binance-spot", "usdeusdt@bookTicker", ticker())])
+    with gzip.open(path, "ab") as fh:
+        fh.write(b"not json\n")
+        fh.write(b'{"ts_ms": "x", "venue": "v", "channel": "c", "raw": {}}\n')
+        fh.write(b"[1]\n\n")
+    items = list(iter_capture(path))
+    assert [getattr(i, "reason", "ok") for i in items] == ["ok", "invalid_json", "invalid_timestamp", "invalid_envelope"]
+    again = tmp_path / "d.jsonl.gz"
+    write_capture(again, [(T0, "binance-spot", "usdeusdt@bookTicker", ticker())])
+    first = tmp_path / "e.jsonl.gz"
+    write_capture(first, [(T0, "binance-spot", "usdeusdt@bookTicker", ticker())])
+    assert again.read_bytes() == first.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a capture"),
+        (b'{"a": 1}\n', "lacks ts_ms"),
+    ],
+)
+def test_not_a_capture(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "x.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CaptureError, match=message):
+        open_capture(path)
