@@ -193,7 +193,8 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
     @app.agent(deadletter_topic, name="deadletter", supervisor_strategy=CrashingSupervisor)
     async def count_dead_letters(stream: faust.StreamT[bytes]) -> None:
         """One place counts dead letters from every producer (ingest, feeds, workers)."""
-        async for key in stream.keys():
+        async for event in stream.events():
+            key = event.key
             reason = key.decode("utf-8", "replace") if isinstance(key, bytes) else "unknown"
             metrics.deadletter_total.labels(reason or "unknown").inc()
             metrics.topic_records_total.labels(topics.DEADLETTER, "in").inc()

@@ -1,0 +1,205 @@
+"""The foundation end to end: capture → Kafka (embedded broker) → faust worker → alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from replay.capture import write_capture
+from replay.importers import import_file, iter_file, merge_captures
+from streams.broker import embedded_broker, free_port
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
+
+T0 = 1_760_130_000_000
+
+
+def liqmon(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, check=False,
+    )
+
+
+def utc_ms(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp() * 1000)
+
+
+@pytest.fixture(scope="module")
+def real_usde_capture(oct10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("capture") / "usde-oct10.jsonl.gz"
+    files = [oct10_dir / "usde_usdt_binance_1m.csv", oct10_dir / "usde_usdt_uniswap_v3_blocks.csv"]
+    write_capture(out, merge_captures([iter_file(f) for f in files]))
+    return out
+
+
+def read_alerts(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def check_real_usde_alerts(alerts: list[dict[str, Any]]) -> None:
+    local = [a for a in alerts if a["kind"] == "venue_local_depeg" and a["asset"] == "USDe"
+             and a["venue"] == "binance-spot" and not a["evidence"]["resolved"]]
+    assert local, "no venue_local_depeg for USDe on binance-spot"
+    first = min(a["ts_ms"] for a in local)
+    assert utc_ms("2025-10-10 21:20") <= first <= utc_ms("2025-10-10 21:46")
+    critical = [a for a in local if a["severity"] == "critical"]
+    assert critical and min(a["ts_ms"] for a in critical) <= utc_ms("2025-10-10 21:46")
+    order = {"info": 0, "warning": 1, "high": 2, "critical": 3}
+    pool = [a for a in alerts if a["venue"] == "uniswap-v3"]
+    assert all(order[a["severity"]] <= order["warning"] for a in pool)
+    for a in alerts:
+        assert set(a) == {"alert_id", "ts_ms", "kind", "severity", "venue", "asset", "stage",
+                          "message", "evidence", "config_hash"}
+
+
+def test_real_usde_replay_through_kafka_is_deterministic(real_usde_capture: Path, tmp_path: Path) -> None:
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        proc = liqmon("replay", "--capture", str(real_usde_capture), "--out", str(out), "--metrics-port", "0")
+        assert proc.returncode == 0, proc.stderr[-3000:] + (out / "worker.log").read_text()[-3000:]
+        assert "venue_local_depeg" in proc.stdout  # the printed timeline
+        runs.append((out / "alerts.jsonl").read_bytes())
+        summary = orjson.loads((out / "summary.json").read_bytes())
+        assert summary["mode"] == "kafka" and summary["deadletters"] == 0
+        assert summary["events"] == 10_184
+    assert runs[0] == runs[1]
+    check_real_usde_alerts(read_alerts(tmp_path / "run0" / "alerts.jsonl"))
+    inline = tmp_path / "inline"
+    proc = liqmon("replay", "--capture", str(real_usde_capture), "--out", str(inline), "--inline", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert (inline / "alerts.jsonl").read_bytes() == runs[0]
+
+
+def bad_capture(path: Path) -> dict[str, int]:
+    good = {"u": 1, "s": "USDEUSDT", "b": "0.79990", "B": "10", "a": "0.80010", "A": "10"}
+    lines: list[bytes] = []
+    expected: dict[str, int] = {}
+
+    def add(raw: Any, reason: str | None, ts: int, channel: str = "usdeusdt@bookTicker") -> None:
+        lines.append(orjson.dumps({"ts_ms": ts, "venue": "binance-spot", "channel": channel, "raw": raw}))
+        if reason:
+            expected[reason] = expected.get(reason, 0) + 1
+
+    for i in range(0, 400):
+        ts = T0 + i * 1000
+        add(good, None, ts)
+        lines.append(orjson.dumps({"ts_ms": ts, "venue": "curve", "channel": "price",
+                                   "raw": {"base": "USDe", "quote": "USDT", "price": 0.9996}}))
+        if i == 10:
+            add({**good, "b": "NaN"}, "non_finite", ts)
+            add({**good, "b": "-0.8"}, "non_positive_price", ts)
+            add({**good, "b": "0.9", "a": "0.8"}, "crossed_book", ts)
+            add({**good, "a": 0.8, "b": True}, "wrong_type", ts)
+            add({"u": 1, "s": "USDEUSDT"}, "missing_field", ts)
+            add({**good, "E": ts + 86_400_000}, "timestamp_future", ts)
+            add({**good, "pad": "x" * 70_000}, "oversize", ts)
+            lines.append(b"{this is not json")
+            expected["invalid_json"] = 1
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return expected
+
+
+async def read_topic(bootstrap: str, topic: str, n: int, timeout_s: float = 30) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < n and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_bad_input_is_dead_lettered_counted_and_the_run_goes_on(tmp_path: Path) -> None:
+    capture = tmp_path / "bad.jsonl"
+    expected = bad_capture(capture)
+    port = free_port()
+    with embedded_broker() as broker:
+        env = {"LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
+               "LIQMON_METRICS_PORT": str(port)}
+        log = (tmp_path / "worker.log").open("wb")
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log,
+                                  env={**os.environ, **env})
+        try:
+            proc = liqmon("replay", "--capture", str(capture), "--out", str(tmp_path / "out"),
+                          "--no-worker", "--quiet", env=env)
+            assert proc.returncode == 0, proc.stderr
+            summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
+            assert summary["deadletters"] == sum(expected.values())
+            assert summary["deadletters_by_reason"] == expected
+            alerts = read_alerts(tmp_path / "out" / "alerts.jsonl")
+            assert any(a["kind"] == "venue_local_depeg" for a in alerts), "the run did not go on"
+            records = asyncio.run(read_topic(broker.bootstrap, "deadletter", sum(expected.values())))
+            reasons: dict[str, int] = {}
+            for rec in records:
+                body = orjson.loads(rec.value)
+                assert rec.key.decode() == body["reason"]
+                assert body["raw_b64"] and body["detail"]
+                reasons[body["reason"]] = reasons.get(body["reason"], 0) + 1
+            assert reasons == expected
+            deadline = time.monotonic() + 30
+            text = ""
+            while time.monotonic() < deadline:
+                text = scrape(port)
+                if all(f'liqmon_deadletter_total{{reason="{r}"}} {float(n)}' in text for r, n in expected.items()):
+                    break
+                time.sleep(0.5)
+            for reason, n in expected.items():
+                assert f'liqmon_deadletter_total{{reason="{reason}"}} {float(n)}' in text
+            assert 'liqmon_peg_deviation_bps{asset="USDe",venue="binance-spot"}' in text
+            assert 'liqmon_events_total{source="binance-spot"} 400.0' in text
+            assert 'liqmon_alerts_total{kind="venue_local_depeg",severity="critical"} 1.0' in text
+            assert worker.poll() is None, "the worker must survive bad input"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=20)
+            log.close()
+
+
+@pytest.mark.parametrize("content", [None, b"", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_replay_refuses_what_is_not_a_capture(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "capture.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    proc = liqmon("replay", "--capture", str(path), "--out", str(tmp_path / "o"), timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("liqmon: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_import_then_replay_cli(oct10_dir: Path, tmp_path: Path) -> None:
+    capture = tmp_path / "usde.jsonl.gz"
+    n = import_file(oct10_dir / "usde_usdt_binance_1m.csv", capture)
+    assert n == 4 * 1801
+    proc = liqmon("replay", "--capture", str(capture), "--out", str(tmp_path / "o"), "--inline", "--quiet",
+                  "--from", "2025-10-10T21:00", "--to", "2025-10-10T22:00", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summary = orjson.loads((tmp_path / "o" / "summary.json").read_bytes())
+    assert summary["first_event_utc"] == "2025-10-10 21:00:00"
+    assert summary["last_event_utc"] < "2025-10-10 22:00:00"
