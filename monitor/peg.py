@@ -371,7 +371,7 @@ class AssetPeg:
             "reference_deviation_bps": None if ref_dev is None else round(ref_dev, 2),
             "reference_venues": others,
             "venue_level": _LEVEL_NAMES[tracker.level],
-            "price_key": f"{self.asset}@{venue.split('-')[0]}",
+            "price_key": f"{self.asset}@{venue.split('-', 1)[0]}",
             "resolved": active == 0,
         }
         return make_alert(

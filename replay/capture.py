@@ -81,11 +81,7 @@ def open_capture(path: Path) -> IO[bytes]:
         raise CaptureError(f"cannot read capture {path}: {exc.strerror}") from None
     if not head:
         raise CaptureError(f"capture file is empty: {path}")
-    stream: IO[bytes]
-    if head == _GZIP_MAGIC:
-        stream = gzip.open(path, "rb")
-    else:
-        stream = path.open("rb")
+    stream: IO[bytes] = gzip.open(path, "rb") if head == _GZIP_MAGIC else path.open("rb")  # noqa: SIM115
     try:
         first = stream.readline(MAX_LINE_BYTES + 1)
     except (OSError, EOFError) as exc:

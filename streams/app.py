@@ -50,6 +50,8 @@ class WorkerState:
     alerts_since_ack: Counter[int] = field(default_factory=Counter)
     deadletters_since_ack: Counter[int] = field(default_factory=Counter)
     events_since_ack: Counter[int] = field(default_factory=Counter)
+    #: Wall time of the first record each partition processed since its last ack (bench).
+    first_wall_s: dict[int, float] = field(default_factory=dict)
 
 
 def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -81,11 +83,12 @@ def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
 def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics: Metrics) -> faust.App:
     """Build the faust app with its topics, table and agent."""
     app = faust.App(settings.app_id, **_faust_settings(settings, bootstrap))
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    market = app.topic(topics.MARKET, partitions=settings.partitions, **raw)
-    alerts_topic = app.topic(topics.ALERTS, **raw)
-    deadletter_topic = app.topic(topics.DEADLETTER, **raw)
-    acks_topic = app.topic(topics.ACKS, **raw)
+    market = app.topic(
+        topics.MARKET, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
+    )
+    alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
+    deadletter_topic = app.topic(topics.DEADLETTER, key_serializer="raw", value_serializer="raw")
+    acks_topic = app.topic(topics.ACKS, key_serializer="raw", value_serializer="raw")
     state_table = app.Table("engine-state", default=None, partitions=settings.partitions)
     state = WorkerState(engine=Engine(config), metrics=metrics)
     app.liqmon_state = state  # type: ignore[attr-defined]
@@ -132,6 +135,8 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             "deadletters": state.deadletters_since_ack.pop(partition, 0),
             "events": state.events_since_ack.pop(partition, 0),
             "config_hash": config_hash,
+            "first_wall_s": state.first_wall_s.pop(partition, None),
+            "ack_wall_s": time.time(),
         }
         await acks_topic.send(key=ctl.run.encode(), value=orjson.dumps(ack))
         await app.producer.flush()
@@ -148,6 +153,8 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             partition = message.partition
             value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
             records_in.inc()
+            if partition not in state.first_wall_s:
+                state.first_wall_s[partition] = time.time()
             try:
                 record = decode_record(value)
             except BatchError as exc:

@@ -128,7 +128,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Embed
     try:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_set_pdeathsig,
+            preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - runs before any thread exists in the child
         )
     finally:
         if log_path and not isinstance(log, int):

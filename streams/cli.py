@@ -137,7 +137,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             env = {
                 "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
                 "LIQMON_BROKER_KIND": effective.broker_kind,
-                "LIQMON_METRICS_PORT": str(args.metrics_port if args.metrics_port is not None else effective.metrics_port),
+                "LIQMON_METRICS_PORT": str(
+                    args.metrics_port if args.metrics_port is not None else effective.metrics_port
+                ),
                 "LIQMON_PARTITIONS": str(effective.partitions),
             }
             if args.config or settings.config:

@@ -50,7 +50,9 @@ def run_worker(settings: Settings) -> int:
         app = create_app(effective, config, bootstrap, metrics)
         level = effective.log_level.lower()
         logging.basicConfig(level=logging.WARNING)
-        worker = Worker(app, loglevel=level if level in {"crit", "error", "warn", "info", "debug"} else "warn", quiet=True)
+        if level not in {"crit", "error", "warn", "info", "debug"}:
+            level = "warn"
+        worker = Worker(app, loglevel=level, quiet=True)
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         try:
             worker.execute_from_commandline()
