@@ -199,7 +199,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench import run_bench
 
-    return run_bench(args)
+    code: int = run_bench(args)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
     bench.add_argument("--latency-seconds", type=float, default=10.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
-    bench.add_argument("--only", default=None, help="comma list of sections to run")
+    bench.add_argument("--only", default=None, help="comma list: pipeline,latency,loops,parsers")
+    bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 
     for module in ("streams.stress_cmd", "replay.importers"):

@@ -1,0 +1,394 @@
+"""``liqmon bench``: throughput, latency and scale figures, measured on this machine.
+
+Sections (``--only`` picks some):
+
+- ``pipeline``: N market events are produced (as the real wire unit, batches built by
+  :class:`monitor.ingest.Ingest`) to the market topic of a fresh embedded broker; then
+  (a) a bare aiokafka consumer reads and JSON-decodes every record, and (b) a real faust
+  worker (subprocess, same code as production) consumes them through the peg engine,
+  state table and metrics. Prints events/s for both and the ratio b/a.
+- ``latency``: a steady stream at ``--latency-rate`` events/s with wall-clock event
+  times, prices crossing peg bands so alerts fire; p50/p99 from an event's ``ts_ms`` to
+  the moment its alert is read back from ``alerts.cascade``.
+- ``loops``: one USDe price tick against 1,000,000 loop positions (LoopBook), median
+  and p99 per tick, memory per position.
+- ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from monitor.batch import Control
+from monitor.config import EngineConfig
+from monitor.ingest import Ingest, Routed
+from replay.replayer import partition_for
+from streams import topics
+from streams.broker import EmbeddedBroker, embedded_broker
+from streams.kafka_replay import ensure_topics
+
+__all__ = ["run_bench"]
+
+T0_MS = 1_760_130_000_000
+PARTITIONS = 4
+#: Assets and venues of the synthetic load: a USDe peg book on three venues plus majors.
+_LOAD = [
+    ("USDe", "USDEUSDT", "binance-spot", 1.0),
+    ("USDe", "USDEUSDT", "binance-usdm", 1.0),
+    ("USDe", "USDe/USDT", "curve", 1.0),
+    ("BTC", "BTCUSDT", "binance-spot", 116_800.0),
+    ("ETH", "ETHUSDT", "binance-spot", 4_390.0),
+    ("SOL", "SOLUSDT", "binance-spot", 224.5),
+]
+
+
+def _frames(n: int, start_ms: int, step_us: int) -> Iterator[tuple[str, str, dict[str, Any], int]]:
+    """Synthetic bookTicker frames; USDe on one venue wanders out of band now and then."""
+    for i in range(n):
+        asset, symbol, venue, px = _LOAD[i % len(_LOAD)]
+        ts = start_ms + (i * step_us) // 1000
+        if asset == "USDe" and venue == "binance-spot" and (i // 50_000) % 4 == 3:
+            px = 0.97
+        wobble = ((i * 7919) % 1000 - 500) * 1e-7 * px
+        yield (*_frame(venue, symbol, px + wobble, i), ts)
+
+
+def _frame(venue: str, symbol: str, mid: float, seq: int) -> tuple[str, str, dict[str, Any]]:
+    if venue == "curve":
+        return venue, "price", {"base": "USDe", "quote": "USDT", "price": round(mid, 8), "depth_usd": 5e7}
+    raw = {"u": seq, "s": symbol, "b": f"{mid * 0.99995:.8f}", "B": "12.5", "a": f"{mid * 1.00005:.8f}", "A": "9.75"}
+    return venue, f"{symbol.lower()}@bookTicker", raw
+
+
+async def _produce_batches(bootstrap: str, n_events: int) -> tuple[int, int]:
+    ingest = Ingest(EngineConfig())
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    await producer.start()
+    records = 0
+    try:
+        pending = []
+        for venue, channel, raw, ts in _frames(n_events, T0_MS, 500):
+            for item in ingest.feed(venue, channel, raw, ts, b""):
+                assert isinstance(item, Routed)
+                part = partition_for(item.batch.asset, PARTITIONS)
+                pending.append(await producer.send(topics.MARKET, item.batch.encode(),
+                                                   key=item.batch.asset.encode(), partition=part))
+                records += 1
+            if len(pending) > 2000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        for routed in ingest.finish():
+            part = partition_for(routed.batch.asset, PARTITIONS)
+            pending.append(await producer.send(topics.MARKET, routed.batch.encode(), partition=part))
+            records += 1
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return records, ingest.stats.events
+
+
+async def _bare_consume(bootstrap: str, n_records: int) -> tuple[int, float]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20)
+    await consumer.start()
+    tps = [TopicPartition(topics.MARKET, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    events = 0
+    seen = 0
+    started = time.perf_counter()
+    try:
+        while seen < n_records:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for rec in records:
+                    obj = orjson.loads(rec.value)
+                    events += len(obj["e"])
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return events, time.perf_counter() - started
+
+
+async def _wait_acks(bootstrap: str, run_id: str, n_parts: int, timeout_s: float) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(topics.ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    acks: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(acks) < n_parts and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for rec in records:
+                    ack = orjson.loads(rec.value)
+                    if ack.get("run") == run_id:
+                        acks[int(ack["partition"])] = ack
+    finally:
+        await consumer.stop()
+    if len(acks) < n_parts:
+        raise RuntimeError(f"worker acknowledged {len(acks)}/{n_parts} partitions in {timeout_s:.0f} s")
+    return list(acks.values())
+
+
+async def _send_end(bootstrap: str, run_id: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for p in range(PARTITIONS):
+            await producer.send_and_wait(topics.MARKET, Control("end", run_id, p).encode(), partition=p)
+    finally:
+        await producer.stop()
+
+
+def _worker_env(broker: EmbeddedBroker, config_path: Path | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    env.update({
+        "LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "LIQMON_BROKER_KIND": "tansu",
+        "LIQMON_PARTITIONS": str(PARTITIONS),
+        "LIQMON_METRICS_PORT": "0",
+        "LIQMON_APP_ID": "liqmon-bench",
+    })
+    if config_path is not None:
+        env["LIQMON_CONFIG"] = str(config_path)
+    return env
+
+
+def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench_pipeline(n_events: int, workdir: Path) -> dict[str, Any]:
+    with embedded_broker() as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS))
+        t = time.perf_counter()
+        n_records, n_produced = asyncio.run(_produce_batches(broker.bootstrap, n_events))
+        produce_s = time.perf_counter() - t
+        bare_events, bare_s = asyncio.run(_bare_consume(broker.bootstrap, n_records))
+        run_id = "bench-pipeline"
+        asyncio.run(_send_end(broker.bootstrap, run_id))
+        worker = _start_worker(_worker_env(broker), workdir / "worker-pipeline.log")
+        try:
+            acks = asyncio.run(_wait_acks(broker.bootstrap, run_id, PARTITIONS, timeout_s=900))
+        finally:
+            _stop(worker)
+    processed = sum(int(a["events"]) for a in acks)
+    firsts = [float(a["first_wall_s"]) for a in acks if a.get("first_wall_s")]
+    span_s = max(float(a["ack_wall_s"]) for a in acks) - min(firsts)
+    bare_rate = bare_events / bare_s
+    full_rate = processed / span_s
+    return {
+        "events": n_produced,
+        "records": n_records,
+        "events_per_record": round(n_produced / n_records, 1),
+        "produce_events_per_s": round(n_produced / produce_s),
+        "a_bare_consume_decode_events_per_s": round(bare_rate),
+        "b_full_pipeline_events_per_s": round(full_rate),
+        "b_over_a": round(full_rate / bare_rate, 3),
+        "pipeline_events_processed": processed,
+        "alerts": sum(int(a["alerts"]) for a in acks),
+    }
+
+
+_LATENCY_CONFIG = """
+[peg]
+clear_duration_ms = 0
+[[peg.bands]]
+severity = "info"
+threshold_bps = 50.0
+min_duration_ms = 0
+[[peg.bands]]
+severity = "warning"
+threshold_bps = 100.0
+min_duration_ms = 0
+[[peg.bands]]
+severity = "high"
+threshold_bps = 300.0
+min_duration_ms = 0
+[[peg.bands]]
+severity = "critical"
+threshold_bps = 1000.0
+min_duration_ms = 0
+[ingest]
+batch_max_events = 64
+batch_max_span_ms = 10
+"""
+
+
+async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
+    from monitor.config import load_config_text
+
+    cfg = load_config_text(_LATENCY_CONFIG)
+    ingest = Ingest(cfg)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    consumer = AIOKafkaConsumer(topics.ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    latencies_ms: list[float] = []
+    stop = asyncio.Event()
+
+    async def collect() -> None:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            now_ms = time.time() * 1000
+            for records in batches.values():
+                for rec in records:
+                    alert = orjson.loads(rec.value)
+                    latencies_ms.append(now_ms - alert["ts_ms"])
+
+    async def send(item: Routed) -> None:
+        part = partition_for(item.batch.asset, PARTITIONS)
+        await producer.send(topics.MARKET, item.batch.encode(), key=item.batch.asset.encode(), partition=part)
+
+    collector = asyncio.create_task(collect())
+    await asyncio.sleep(1.0)  # consumer positioned at the end
+    try:
+        tick_s = 0.01
+        per_tick = max(int(rate * tick_s), 1)
+        started = time.monotonic()
+        i = 0
+        next_tick = started
+        while time.monotonic() - started < seconds:
+            now_ms = int(time.time() * 1000)
+            for _ in range(per_tick):
+                asset, symbol, venue, px = _LOAD[i % len(_LOAD)]
+                if asset == "USDe" and venue == "binance-spot" and (now_ms // 250) % 2:
+                    px = 0.95  # crosses the bands four times a second
+                venue_id, channel, raw = _frame(venue, symbol, px, i)
+                for item in ingest.feed(venue_id, channel, raw, now_ms, b""):
+                    assert isinstance(item, Routed)
+                    await send(item)
+                i += 1
+            for item in ingest.finish():  # the live publisher's 10 ms linger
+                await send(item)
+            next_tick += tick_s
+            delay = next_tick - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent_s = time.monotonic() - started
+        await producer.flush()
+        await asyncio.sleep(2.0)
+    finally:
+        stop.set()
+        await collector
+        await consumer.stop()
+        await producer.stop()
+    latencies_ms.sort()
+    if not latencies_ms:
+        raise RuntimeError("no alerts came back during the latency run")
+
+    def pct(q: float) -> float:
+        return round(latencies_ms[min(int(q * len(latencies_ms)), len(latencies_ms) - 1)], 1)
+
+    return {
+        "rate_target_events_per_s": rate,
+        "rate_achieved_events_per_s": round(i / sent_s),
+        "alerts": len(latencies_ms),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(latencies_ms[-1], 1),
+    }
+
+
+def bench_latency(rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
+    config_path = workdir / "latency.toml"
+    config_path.write_text(_LATENCY_CONFIG)
+    with embedded_broker() as broker:
+        asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS))
+        worker = _start_worker(_worker_env(broker, config_path), workdir / "worker-latency.log")
+        try:
+            # Warm-up: wait until the worker has joined and answers an end marker.
+            asyncio.run(_send_end(broker.bootstrap, "warmup"))
+            asyncio.run(_wait_acks(broker.bootstrap, "warmup", PARTITIONS, timeout_s=120))
+            return asyncio.run(_latency_run(broker.bootstrap, rate, seconds))
+        finally:
+            _stop(worker)
+
+
+def bench_loops(n_positions: int = 1_000_000, ticks: int = 200) -> dict[str, Any]:
+    from monitor.lending import LoopBook
+
+    gc.collect()
+    tracemalloc.start()
+    t = time.perf_counter()
+    book = LoopBook.synthetic(n_positions, seed=1)
+    build_s = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    times_ms = []
+    price = 1.0
+    for k in range(ticks):
+        price = 1.0 - 0.0005 * (k % 100)  # USDe walking down 0 → −5% and back
+        t = time.perf_counter()
+        book.update_price("USDe@binance", price)
+        times_ms.append((time.perf_counter() - t) * 1000)
+    times_ms.sort()
+    return {
+        "positions": n_positions,
+        "build_s": round(build_s, 2),
+        "tick_median_ms": round(statistics.median(times_ms), 4),
+        "tick_p99_ms": round(times_ms[int(0.99 * (len(times_ms) - 1))], 4),
+        "bytes_per_position": round(current / n_positions, 1),
+        "peak_bytes_per_position_during_build": round(peak / n_positions, 1),
+    }
+
+
+def bench_parsers() -> dict[str, Any]:
+    try:
+        from streams.feeds.bench import parser_throughput  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return {"skipped": "feed parsers not installed"}
+    result: dict[str, Any] = parser_throughput(1.0)
+    return {k: round(v) for k, v in result.items()}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    sections = set((args.only or "pipeline,latency,loops,parsers").split(","))
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    with tempfile.TemporaryDirectory(prefix="liqmon-bench-") as tmp:
+        work = Path(tmp)
+        if "pipeline" in sections:
+            print(f"bench: pipeline with {args.events:,} events ...", file=sys.stderr, flush=True)
+            results["pipeline"] = bench_pipeline(args.events, work)
+        if "latency" in sections:
+            print(f"bench: latency at {args.latency_rate:,.0f} events/s ...", file=sys.stderr, flush=True)
+            results["latency"] = bench_latency(args.latency_rate, args.latency_seconds, work)
+        if "loops" in sections:
+            print("bench: 1M loop positions ...", file=sys.stderr, flush=True)
+            results["loops"] = bench_loops()
+        if "parsers" in sections:
+            results["parsers"] = bench_parsers()
+    text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
+    print(text)
+    if getattr(args, "json", None):
+        Path(args.json).write_text(text + "\n")
+    return 0
