@@ -2,6 +2,16 @@
 
 Shared by the replayer and the live feeds, so both validate and batch identically.
 Pure: the caller supplies frames (with their receive time) and sends the outputs.
+
+Order-book channels go through stateful local books kept here, one
+:class:`monitor.orderbook.BookSync` per (venue, symbol): a valid book emits a
+``KIND_BOOK`` summary at most once per ``book_throttle_ms`` of its event time, and at once
+when it is (re)synchronised; a sequence gap emits ``KIND_BOOK_INVALID`` and the book feeds
+nothing until a snapshot arrives. REST snapshots and connection resets are frames too
+(channels ``<symbol>@depthSnapshot`` and ``book_reset``), so a recorded live session
+replays to the same books. What the live connector must act on (fetch a snapshot, count
+a gap or a resync) is queued as :class:`monitor.orderbook.BookNotice` records, read with
+:meth:`Ingest.drain_notices`.
 """
 
 from __future__ import annotations
@@ -16,10 +26,18 @@ import orjson
 
 from monitor.batch import Batch, Batcher
 from monitor.config import EngineConfig
-from monitor.wire import WireError, normalize
+from monitor.events import MarketEvent
+from monitor.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice, BookSync
+from monitor.wire import WireError, normalize, parse_book
 from monitor.wire._common import MAX_TS_MS, MIN_TS_MS
 
-__all__ = ["DeadLetter", "Ingest", "IngestStats"]
+__all__ = ["BOOK_RESET_CHANNEL", "DEFAULT_BOOK_THROTTLE_MS", "DeadLetter", "Ingest", "IngestStats"]
+
+#: Channel of the frame a live connector records when a connection carrying books drops:
+#: raw ``{"symbols": ["BTCUSDT", ...], "reason": "..."}``.
+BOOK_RESET_CHANNEL = "book_reset"
+#: At most one book summary per book per this much event time (plus one on every resync).
+DEFAULT_BOOK_THROTTLE_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,9 @@ class IngestStats:
     events: int = 0
     events_by_source: Counter[str] = field(default_factory=Counter)
     deadletters: Counter[str] = field(default_factory=Counter)
+    #: Sequence gaps and resynchronisations of local books, by venue.
+    book_gaps: Counter[str] = field(default_factory=Counter)
+    book_resyncs: Counter[str] = field(default_factory=Counter)
 
 
 #: An ingest output: a batch for one partition, a batch for every partition
@@ -67,7 +88,7 @@ class Routed:
 class Ingest:
     """Validates frames and groups their events into batches (deterministically)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, book_throttle_ms: int = DEFAULT_BOOK_THROTTLE_MS) -> None:
         cfg = config.ingest
         self.max_frame_bytes = cfg.max_frame_bytes
         self.max_future_skew_ms = cfg.max_future_skew_ms
@@ -77,6 +98,47 @@ class Ingest:
         self.batcher = Batcher(cfg.batch_max_events, cfg.batch_max_span_ms)
         self.watermark_ms: int | None = None
         self.stats = IngestStats()
+        self.book_throttle_ms = book_throttle_ms
+        self.books: dict[tuple[str, str], BookSync] = {}
+        self._notices: list[BookNotice] = []
+
+    # -- books ---------------------------------------------------------------------------
+    def drain_notices(self) -> list[BookNotice]:
+        """Book notices queued since the last call (gaps, resyncs, snapshot requests)."""
+        out, self._notices = self._notices, []
+        return out
+
+    def book(self, venue: str, symbol: str) -> BookSync | None:
+        return self.books.get((venue, symbol))
+
+    def _apply_books(self, venue: str, frames: list[BookFrame], recv_ts_ms: int) -> list[MarketEvent]:
+        events: list[MarketEvent] = []
+        notices: list[BookNotice] = []
+        for frame in frames:
+            key = (venue, frame.symbol)
+            sync = self.books.get(key)
+            if sync is None:
+                sync = BookSync(venue, frame.symbol, frame.base, frame.quote, frame.rule, self.book_throttle_ms)
+                self.books[key] = sync
+            sync.apply(frame, recv_ts_ms, events, notices)
+        for notice in notices:
+            if notice.kind == NOTICE_GAP:
+                self.stats.book_gaps[venue] += 1
+            elif notice.kind == NOTICE_RESYNCED:
+                self.stats.book_resyncs[venue] += 1
+        self._notices.extend(notices)
+        return events
+
+    def _reset_books(self, venue: str, raw: Any, recv_ts_ms: int) -> list[MarketEvent]:
+        symbols = raw.get("symbols") if isinstance(raw, dict) else None
+        if not isinstance(symbols, list) or not all(isinstance(x, str) for x in symbols):
+            raise WireError("wrong_type", "book_reset needs 'symbols': a list of strings")
+        events: list[MarketEvent] = []
+        wanted = {s.upper() for s in symbols}
+        for (book_venue, symbol), sync in self.books.items():
+            if book_venue == venue and symbol.upper() in wanted:
+                sync.reset(recv_ts_ms, recv_ts_ms, events)
+        return events
 
     def _dead(self, reason: str, detail: str, raw: bytes, **where: Any) -> DeadLetter:
         self.stats.deadletters[reason] += 1
@@ -115,7 +177,14 @@ class Ingest:
                 raw_bytes, **where)
             return
         try:
-            events = normalize(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms)
+            if channel == BOOK_RESET_CHANNEL:
+                events = self._reset_books(venue, raw, recv_ts_ms)
+            else:
+                frames = parse_book(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms)
+                if frames is None:
+                    events = normalize(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms)
+                else:
+                    events = self._apply_books(venue, frames, recv_ts_ms)
         except WireError as exc:
             yield self._dead(exc.reason, exc.detail, raw_bytes, **where)
             return

@@ -53,3 +53,16 @@ class Metrics:
         self.unpriced_total = Counter(
             "liqmon_unpriced_events", "Events whose quote currency has no USD price",
             ["source"], registry=r)
+        # Live feeds (streams/feeds): staleness, book gaps, resyncs, reconnects
+        self.feed_last_event_age_seconds = Gauge(
+            "liqmon_feed_last_event_age_seconds",
+            "Receive-time age of the newest frame on a subscribed channel, seconds",
+            ["venue", "channel"], registry=r)
+        self.feed_gaps_total = Counter(
+            "liqmon_feed_gaps", "Order-book sequence gaps detected, by venue", ["venue"],
+            registry=r)
+        self.feed_resyncs_total = Counter(
+            "liqmon_feed_resyncs", "Order books re-synchronised from a snapshot, by venue",
+            ["venue"], registry=r)
+        self.feed_reconnects_total = Counter(
+            "liqmon_feed_reconnects", "Websocket reconnections, by venue", ["venue"], registry=r)

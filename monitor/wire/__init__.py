@@ -1,34 +1,88 @@
 """Pure parsers from venue wire frames to :class:`monitor.events.MarketEvent`.
 
-:func:`normalize` is the single entry point used by the replayer and the live feeds.
-A frame that cannot become an event raises :class:`WireError` with a stable ``reason``
-(the dead-letter label) and a human ``detail``.
+:func:`normalize` is the single entry point for stateless channels (quotes, trades,
+prices, liquidations); :func:`parse_book` decodes order-book channels into
+:class:`monitor.orderbook.BookFrame` records, which :class:`monitor.ingest.Ingest` applies
+to its local books. Both are used by the replayer and the live feeds alike. A frame that
+cannot be decoded raises :class:`WireError` with a stable ``reason`` (the dead-letter
+label) and a human ``detail``.
+
+Channels are matched per venue prefix with an anchored pattern on the lower-cased
+channel name (the name the venue uses: Binance stream names, Bybit topics, OKX and
+Hyperliquid channel names).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from monitor.events import MarketEvent
-from monitor.wire import binance, generic
+from monitor.orderbook import BookFrame
+from monitor.wire import binance, bybit, generic, hyperliquid, okx
 from monitor.wire._common import WireError
 
-__all__ = ["WireError", "normalize", "register_parser"]
+__all__ = ["BookParser", "Parser", "WireError", "is_book_channel", "normalize", "parse_book", "register_parser"]
 
 Parser = Callable[[str, Any, int, Mapping[str, str], int], MarketEvent | list[MarketEvent] | None]
+#: (venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms) → book frames.
+BookParser = Callable[[str, str, Any, int, Mapping[str, str], int], list[BookFrame]]
 
-#: (venue prefix or "*", channel suffix) → parser. Checked in order.
-_PARSERS: list[tuple[str, str, Parser]] = [
-    ("binance", "@bookticker", binance.parse_book_ticker),
-    ("binance", "@aggtrade", binance.parse_agg_trade),
-    ("*", "price", generic.parse_price),
+#: (venue prefix or "*", anchored channel pattern, parser). Checked in order.
+_PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
+    ("binance", re.compile(r"@bookticker$"), binance.parse_book_ticker),
+    ("binance", re.compile(r"@aggtrade$"), binance.parse_agg_trade),
+    ("binance", re.compile(r"(@markprice|markprice@arr)(@1s)?$"), binance.parse_mark_price),
+    ("binance", re.compile(r"(@forceorder|forceorder@arr)$"), binance.parse_force_order),
+    ("bybit", re.compile(r"^allliquidation\."), bybit.parse_all_liquidation),
+    ("bybit", re.compile(r"^publictrade\."), bybit.parse_public_trade),
+    ("okx", re.compile(r"^liquidation-orders$"), okx.parse_liquidations),
+    ("okx", re.compile(r"^trades$"), okx.parse_trades),
+    ("hyperliquid", re.compile(r"^trades$"), hyperliquid.parse_trades),
+    ("*", re.compile(r"^price$"), generic.parse_price),
+]
+
+_BOOK_PARSERS: list[tuple[str, re.Pattern[str], BookParser]] = [
+    ("binance", re.compile(r"@depth(@\d+ms)?$"), binance.parse_depth_diff),
+    ("binance", re.compile(r"@depthsnapshot$"), binance.parse_depth_snapshot),
+    ("bybit", re.compile(r"^orderbook\.\d+\."), bybit.parse_orderbook),
+    ("okx", re.compile(r"^books$"), okx.parse_books),
+    ("hyperliquid", re.compile(r"^l2book$"), hyperliquid.parse_l2_book),
 ]
 
 
 def register_parser(venue_prefix: str, channel_suffix: str, parser: Parser) -> None:
     """Add a parser for channels ending in ``channel_suffix`` on venues starting with ``venue_prefix``."""
-    _PARSERS.insert(len(_PARSERS) - 1, (venue_prefix, channel_suffix.lower(), parser))
+    pattern = re.compile(re.escape(channel_suffix.lower()) + "$")
+    _PARSERS.insert(len(_PARSERS) - 1, (venue_prefix, pattern, parser))
+
+
+def _book_parser(venue: str, chan: str) -> BookParser | None:
+    for prefix, pattern, parser in _BOOK_PARSERS:
+        if venue.startswith(prefix) and pattern.search(chan):
+            return parser
+    return None
+
+
+def is_book_channel(venue: str, channel: str) -> bool:
+    """True when ``channel`` of ``venue`` carries order-book snapshots or diffs."""
+    return _book_parser(venue, channel.lower()) is not None
+
+
+def parse_book(
+    venue: str,
+    channel: str,
+    raw: Any,
+    recv_ts_ms: int,
+    aliases: Mapping[str, str],
+    max_future_skew_ms: int,
+) -> list[BookFrame] | None:
+    """Book frames carried by one frame, or None when ``channel`` is not a book channel."""
+    parser = _book_parser(venue, channel.lower())
+    if parser is None:
+        return None
+    return parser(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms)
 
 
 def normalize(
@@ -41,10 +95,8 @@ def normalize(
 ) -> list[MarketEvent]:
     """Events carried by one frame (empty for control frames such as subscription acks)."""
     chan = channel.lower()
-    for prefix, suffix, parser in _PARSERS:
-        if (prefix == "*" or venue.startswith(prefix)) and (
-            chan.endswith(suffix) if prefix != "*" else chan == suffix
-        ):
+    for prefix, pattern, parser in _PARSERS:
+        if (prefix == "*" or venue.startswith(prefix)) and pattern.search(chan):
             out = parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms)
             if out is None:
                 return []

@@ -1,0 +1,107 @@
+"""Bybit v5 public frames (FEEDS.md "Bybit v5"): orderbook, allLiquidation, publicTrade.
+
+Every data frame is ``{topic, type, ts, data, [cts]}``; the capture channel is the topic
+(``orderbook.50.BTCUSDT``, ``allLiquidation.BTCUSDT``, ``publicTrade.BTCUSDT``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from monitor.events import KIND_LIQUIDATION, KIND_TRADE, MarketEvent
+from monitor.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_BYBIT, BookFrame
+from monitor.wire._common import (
+    WireError,
+    field,
+    non_negative,
+    positive_price,
+    split_symbol,
+    timestamp_ms,
+)
+from monitor.wire.binance import int_field, levels, text_field
+
+__all__ = ["parse_all_liquidation", "parse_orderbook", "parse_public_trade"]
+
+
+def _frame(raw: Any) -> Mapping[str, Any]:
+    if not isinstance(raw, dict):
+        raise WireError("wrong_type", f"frame must be a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def _items(frame: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    data = field(frame, "data")
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise WireError("wrong_type", "field 'data' must be a list of objects")
+    return data
+
+
+def parse_orderbook(
+    venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
+    max_future_skew_ms: int,
+) -> list[BookFrame]:
+    """``orderbook.{depth}.{symbol}``: snapshot resets (also ``u = 1`` restarts); delta applies."""
+    frame = _frame(raw)
+    kind = field(frame, "type")
+    if kind not in (ACTION_SNAPSHOT, ACTION_DELTA):
+        raise WireError("wrong_value", f"field 'type' must be snapshot or delta, got {kind!r:.20}")
+    data = field(frame, "data")
+    if not isinstance(data, dict):
+        raise WireError("wrong_type", "field 'data' must be an object")
+    symbol = text_field(data, "s")
+    ts = timestamp_ms(field(frame, "ts"), "ts", recv_ts_ms, max_future_skew_ms)
+    base, quote = split_symbol(symbol, aliases)
+    return [
+        BookFrame(
+            RULE_BYBIT, symbol, base, quote, kind, ts,
+            levels(field(data, "b"), "b"), levels(field(data, "a"), "a"),
+            last_id=int_field(field(data, "u"), "u"),
+        )
+    ]
+
+
+def parse_all_liquidation(
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+) -> list[MarketEvent]:
+    """``allLiquidation.{symbol}``: ``data: [{T, s, S, v, p}]``; ``S = Buy`` liquidates a long.
+
+    ``v`` is in base units for linear contracts, ``p`` the bankruptcy price; notional = v × p.
+    """
+    out: list[MarketEvent] = []
+    for item in _items(_frame(raw)):
+        symbol = text_field(item, "s")
+        side = field(item, "S")
+        if side not in ("Buy", "Sell"):
+            raise WireError("wrong_value", f"field 'S' must be Buy or Sell, got {side!r:.20}")
+        qty = non_negative(field(item, "v"), "v")
+        price = positive_price(field(item, "p"), "p")
+        ts = timestamp_ms(field(item, "T"), "T", recv_ts_ms, max_future_skew_ms)
+        base, quote = split_symbol(symbol, aliases)
+        long_liquidated = 1.0 if side == "Buy" else -1.0
+        out.append(MarketEvent(
+            KIND_LIQUIDATION, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
+            long_liquidated, price * qty,
+        ))
+    return out
+
+
+def parse_public_trade(
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+) -> list[MarketEvent]:
+    """``publicTrade.{symbol}``: ``data: [{T, s, S, v, p, ...}]``; ``S`` is the taker side."""
+    out: list[MarketEvent] = []
+    for item in _items(_frame(raw)):
+        symbol = text_field(item, "s")
+        side = field(item, "S")
+        if side not in ("Buy", "Sell"):
+            raise WireError("wrong_value", f"field 'S' must be Buy or Sell, got {side!r:.20}")
+        price = positive_price(field(item, "p"), "p")
+        qty = non_negative(field(item, "v"), "v")
+        ts = timestamp_ms(field(item, "T"), "T", recv_ts_ms, max_future_skew_ms)
+        base, quote = split_symbol(symbol, aliases)
+        out.append(MarketEvent(
+            KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
+            1.0 if side == "Buy" else -1.0, 0.0,
+        ))
+    return out

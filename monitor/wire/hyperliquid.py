@@ -1,0 +1,90 @@
+"""Hyperliquid frames (FEEDS.md "Hyperliquid"): ``l2Book`` snapshots and ``trades``.
+
+Frames are ``{"channel": ..., "data": ...}``; the capture channel is ``channel``. Perp
+coins (``BTC``) are quoted in USDC; spot pairs are named ``BASE/QUOTE``. There is no
+public all-market liquidation stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from monitor.events import KIND_TRADE, MarketEvent
+from monitor.orderbook import ACTION_SNAPSHOT, RULE_SNAPSHOTS, BookFrame
+from monitor.wire._common import (
+    WireError,
+    field,
+    non_negative,
+    positive_price,
+    split_symbol,
+    timestamp_ms,
+)
+from monitor.wire.binance import levels, text_field
+
+__all__ = ["PERP_QUOTE", "coin_pair", "parse_l2_book", "parse_trades"]
+
+#: Settlement currency of Hyperliquid perps.
+PERP_QUOTE = "USDC"
+
+
+def coin_pair(coin: str, aliases: Mapping[str, str]) -> tuple[str, str]:
+    """(base, quote) of a Hyperliquid coin: ``BTC`` → (BTC, USDC); ``PURR/USDC`` splits."""
+    if "/" in coin:
+        return split_symbol(coin, aliases)
+    if coin.startswith("@"):
+        raise WireError("unknown_symbol", f"spot index {coin!r} has no name; subscribe by pair")
+    upper = coin.upper()
+    return aliases.get(upper, upper), PERP_QUOTE
+
+
+def _data(raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise WireError("wrong_type", f"frame must be a JSON object, got {type(raw).__name__}")
+    return field(raw, "data")
+
+
+def parse_l2_book(
+    venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
+    max_future_skew_ms: int,
+) -> list[BookFrame]:
+    """``l2Book``: ``{coin, levels: [bids, asks], time}``, each level ``{px, sz, n}``; a full book."""
+    data = _data(raw)
+    if not isinstance(data, dict):
+        raise WireError("wrong_type", "field 'data' must be an object")
+    coin = text_field(data, "coin")
+    sides = field(data, "levels")
+    if not isinstance(sides, list) or len(sides) != 2:
+        raise WireError("wrong_type", "field 'levels' must be [bids, asks]")
+    ts = timestamp_ms(field(data, "time"), "time", recv_ts_ms, max_future_skew_ms)
+    base, quote = coin_pair(coin, aliases)
+    return [
+        BookFrame(
+            RULE_SNAPSHOTS, coin, base, quote, ACTION_SNAPSHOT, ts,
+            levels(sides[0], "levels[0]"), levels(sides[1], "levels[1]"),
+        )
+    ]
+
+
+def parse_trades(
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+) -> list[MarketEvent]:
+    """``trades``: ``[{coin, side, px, sz, hash, time, tid, users}]``; ``side`` B = buy aggressor."""
+    data = _data(raw)
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise WireError("wrong_type", "field 'data' must be a list of trades")
+    out: list[MarketEvent] = []
+    for item in data:
+        coin = text_field(item, "coin")
+        side = field(item, "side")
+        if side not in ("B", "A"):
+            raise WireError("wrong_value", f"field 'side' must be B or A, got {side!r:.10}")
+        price = positive_price(field(item, "px"), "px")
+        qty = non_negative(field(item, "sz"), "sz")
+        ts = timestamp_ms(field(item, "time"), "time", recv_ts_ms, max_future_skew_ms)
+        base, quote = coin_pair(coin, aliases)
+        out.append(MarketEvent(
+            KIND_TRADE, venue, coin, base, quote, ts, recv_ts_ms, price, qty,
+            1.0 if side == "B" else -1.0, 0.0,
+        ))
+    return out

@@ -1,0 +1,170 @@
+"""OKX v5 public frames (FEEDS.md "OKX v5"): books, liquidation-orders, trades.
+
+Frames are ``{arg: {channel, instId|instType}, [action], data: [...]}``; the capture
+channel is ``arg.channel``. Swap and futures sizes are in contracts: they are converted
+to base units with :data:`DEFAULT_CONTRACT_VALUES` (``ctVal``/``ctValCcy`` of
+``GET /api/v5/public/instruments``), keyed by instrument family. Linear contracts have
+``ctValCcy`` = base (qty = sz × ctVal); inverse ones ``ctValCcy`` = USD
+(qty = sz × ctVal / price). A derivative without a known contract value is rejected
+(``unknown_contract_value``) rather than guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from monitor.events import KIND_LIQUIDATION, KIND_TRADE, MarketEvent
+from monitor.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_OKX, BookFrame
+from monitor.wire._common import (
+    WireError,
+    field,
+    non_negative,
+    positive_price,
+    split_symbol,
+    timestamp_ms,
+)
+from monitor.wire.binance import int_field, levels, text_field
+
+__all__ = [
+    "DEFAULT_CONTRACT_VALUES",
+    "ContractValues",
+    "contract_qty",
+    "parse_books",
+    "parse_liquidations",
+    "parse_trades",
+]
+
+#: Instrument family → (ctVal, ctValCcy). Values from OKX's public instruments endpoint
+#: (SWAP and FUTURES of a family share them); extend for new instruments.
+ContractValues = Mapping[str, tuple[float, str]]
+DEFAULT_CONTRACT_VALUES: ContractValues = {
+    "BTC-USDT": (0.01, "BTC"),
+    "ETH-USDT": (0.1, "ETH"),
+    "SOL-USDT": (1.0, "SOL"),
+    "BTC-USD": (100.0, "USD"),
+    "ETH-USD": (10.0, "USD"),
+}
+
+
+def _is_derivative(inst_id: str) -> bool:
+    return inst_id.count("-") >= 2
+
+
+def contract_qty(inst_id: str, sz: float, price: float, table: ContractValues) -> float:
+    """Base quantity of ``sz``: contracts × ctVal (linear) or × ctVal / price (inverse)."""
+    if not _is_derivative(inst_id):
+        return sz
+    family = "-".join(inst_id.upper().split("-")[:2])
+    entry = table.get(family)
+    if entry is None:
+        raise WireError("unknown_contract_value", f"no contract value for {inst_id}")
+    ct_val, ct_ccy = entry
+    base = family.split("-")[0]
+    return sz * ct_val if ct_ccy.upper() == base else sz * ct_val / price
+
+
+def _frame(raw: Any) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
+    if not isinstance(raw, dict):
+        raise WireError("wrong_type", f"frame must be a JSON object, got {type(raw).__name__}")
+    arg = field(raw, "arg")
+    if not isinstance(arg, dict):
+        raise WireError("wrong_type", "field 'arg' must be an object")
+    data = field(raw, "data")
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise WireError("wrong_type", "field 'data' must be a list of objects")
+    return arg, data
+
+
+def _ts(value: Any, name: str, recv_ts_ms: int, max_future_skew_ms: int) -> int:
+    return timestamp_ms(int_field(value, name), name, recv_ts_ms, max_future_skew_ms)
+
+
+def _contract_levels(
+    inst_id: str, value: Any, name: str, table: ContractValues
+) -> tuple[tuple[float, float], ...]:
+    return tuple((px, contract_qty(inst_id, sz, px, table)) for px, sz in levels(value, name))
+
+
+def parse_books(
+    venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
+    max_future_skew_ms: int, contract_values: ContractValues = DEFAULT_CONTRACT_VALUES,
+) -> list[BookFrame]:
+    """``books``: ``action`` snapshot/update, ``data: [{asks, bids, ts, checksum, seqId, prevSeqId}]``."""
+    arg, data = _frame(raw)
+    inst_id = text_field(arg, "instId")
+    action = field(raw, "action")
+    if action not in ("snapshot", "update"):
+        raise WireError("wrong_value", f"field 'action' must be snapshot or update, got {action!r:.20}")
+    base, quote = split_symbol(inst_id, aliases)
+    out: list[BookFrame] = []
+    for item in data:
+        out.append(BookFrame(
+            RULE_OKX, inst_id, base, quote,
+            ACTION_SNAPSHOT if action == "snapshot" else ACTION_DELTA,
+            _ts(field(item, "ts"), "ts", recv_ts_ms, max_future_skew_ms),
+            _contract_levels(inst_id, field(item, "bids"), "bids", contract_values),
+            _contract_levels(inst_id, field(item, "asks"), "asks", contract_values),
+            last_id=int_field(field(item, "seqId"), "seqId"),
+            prev_id=int_field(item.get("prevSeqId", -1), "prevSeqId"),
+        ))
+    return out
+
+
+def parse_liquidations(
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = DEFAULT_CONTRACT_VALUES,
+) -> list[MarketEvent]:
+    """``liquidation-orders``: ``data: [{instId, details: [{side, posSide, bkPx, sz, ts}]}]``.
+
+    ``posSide`` long/short names the liquidated position; in net mode a ``sell`` order
+    closes a long. Notional = base qty × bankruptcy price.
+    """
+    _arg, data = _frame(raw)
+    out: list[MarketEvent] = []
+    for item in data:
+        inst_id = text_field(item, "instId")
+        details = field(item, "details")
+        if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
+            raise WireError("wrong_type", "field 'details' must be a list of objects")
+        base, quote = split_symbol(inst_id, aliases)
+        for d in details:
+            pos_side = d.get("posSide", "net")
+            side = field(d, "side")
+            if pos_side == "long" or (pos_side in ("net", "") and side == "sell"):
+                long_liquidated = 1.0
+            elif pos_side == "short" or (pos_side in ("net", "") and side == "buy"):
+                long_liquidated = -1.0
+            else:
+                raise WireError("wrong_value", f"posSide {pos_side!r:.10} / side {side!r:.10}")
+            price = positive_price(field(d, "bkPx"), "bkPx")
+            qty = contract_qty(inst_id, non_negative(field(d, "sz"), "sz"), price, contract_values)
+            ts = _ts(field(d, "ts"), "ts", recv_ts_ms, max_future_skew_ms)
+            out.append(MarketEvent(
+                KIND_LIQUIDATION, venue, inst_id, base, quote, ts, recv_ts_ms, price, qty,
+                long_liquidated, price * qty,
+            ))
+    return out
+
+
+def parse_trades(
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = DEFAULT_CONTRACT_VALUES,
+) -> list[MarketEvent]:
+    """``trades``: ``data: [{instId, tradeId, px, sz, side, ts}]``; ``side`` is the taker side."""
+    _arg, data = _frame(raw)
+    out: list[MarketEvent] = []
+    for item in data:
+        inst_id = text_field(item, "instId")
+        side = field(item, "side")
+        if side not in ("buy", "sell"):
+            raise WireError("wrong_value", f"field 'side' must be buy or sell, got {side!r:.20}")
+        price = positive_price(field(item, "px"), "px")
+        qty = contract_qty(inst_id, non_negative(field(item, "sz"), "sz"), price, contract_values)
+        ts = _ts(field(item, "ts"), "ts", recv_ts_ms, max_future_skew_ms)
+        base, quote = split_symbol(inst_id, aliases)
+        out.append(MarketEvent(
+            KIND_TRADE, venue, inst_id, base, quote, ts, recv_ts_ms, price, qty,
+            1.0 if side == "buy" else -1.0, 0.0,
+        ))
+    return out
