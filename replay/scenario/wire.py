@@ -1,0 +1,216 @@
+"""Venue-native frames for the synthetic day: book ladders, diffs and message shapes.
+
+Book snapshots a live connector would fetch over REST are recorded as one frame on
+channel ``<symbol lower>@depthSnapshot`` (Binance; raw = the REST ``/depth`` response:
+``{"lastUpdateId", "bids", "asks"}``, futures add ``E`` and ``T``), emitted just before
+the first diff of that book. Bybit and OKX send their own snapshot messages; Hyperliquid
+``l2Book`` is always a full snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Level distances from mid (bps) for the part of the book market makers withdraw...
+NEAR_BPS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 400)
+NEAR_WEIGHTS = (0.03, 0.05, 0.08, 0.09, 0.1, 0.1, 0.11, 0.12, 0.11, 0.11, 0.1)
+#: ...and the far bids/asks that stay ("bids only 4–10% from mid").
+FAR_BPS = (450, 500, 700, 1000)
+
+
+def decimals(step: float) -> int:
+    """Decimal places needed to print multiples of step."""
+    text = f"{step:.12f}".rstrip("0")
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+@dataclass
+class Book:
+    """One book: static shape plus the last emitted ladder and sequence numbers."""
+
+    venue: str
+    symbol: str
+    tick: float
+    qty_step: float
+    depth5_usd: float
+    far_usd: float
+    base_spread_bps: float
+    contract_size: float = 1.0
+    seq: int = 1_000_000
+    bids: dict[str, str] = field(default_factory=dict)
+    asks: dict[str, str] = field(default_factory=dict)
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        self.pd = decimals(self.tick)
+        self.qd = decimals(self.qty_step)
+
+    def px(self, value: float, up: bool) -> str:
+        ticks = value / self.tick
+        n = int(ticks + 0.999999) if up else int(ticks + 1e-9)
+        return f"{max(n, 1) * self.tick:.{self.pd}f}"
+
+    def ladder(self, mid: float, liquidity: float) -> tuple[dict[str, str], dict[str, str]]:
+        """Bid and ask ladders ({price: qty}) for a mid and a liquidity factor in (0, 1]."""
+        spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
+        half = max(spread_bps / 2e4, 0.5 * self.tick / mid)
+        bids: dict[str, str] = {}
+        asks: dict[str, str] = {}
+        levels = [
+            (max(b / 1e4, half), w * self.depth5_usd * liquidity)
+            for b, w in zip(NEAR_BPS, NEAR_WEIGHTS, strict=True)
+        ] + [(b / 1e4, self.far_usd) for b in FAR_BPS]
+        first = True
+        for dist, usd in levels:
+            d = half if first else dist
+            first = False
+            if d < half:
+                continue
+            bp = self.px(mid * (1 - d), up=False)
+            ap = self.px(mid * (1 + d), up=True)
+            price_b = float(bp)
+            q = usd / max(price_b, self.tick) / self.contract_size
+            qs = f"{q:.{self.qd}f}"
+            if float(qs) > 0 and bp not in bids and price_b > 0:
+                bids[bp] = qs
+            qa = usd / float(ap) / self.contract_size
+            qas = f"{qa:.{self.qd}f}"
+            if float(qas) > 0 and ap not in asks:
+                asks[ap] = qas
+        return bids, asks
+
+    def diff(
+        self, bids: dict[str, str], asks: dict[str, str]
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        """Changed levels since the last ladder (qty "0" removes a level); stores the new one."""
+        db = [[p, q] for p, q in bids.items() if self.bids.get(p) != q]
+        db += [[p, "0"] for p in self.bids if p not in bids]
+        da = [[p, q] for p, q in asks.items() if self.asks.get(p) != q]
+        da += [[p, "0"] for p in self.asks if p not in asks]
+        self.bids, self.asks = bids, asks
+        return db, da
+
+    def best(self) -> tuple[str, str, str, str]:
+        """Best bid price, qty, best ask price, qty of the stored ladder."""
+        bp = max(self.bids, key=float)
+        ap = min(self.asks, key=float)
+        return bp, self.bids[bp], ap, self.asks[ap]
+
+
+def _sorted_levels(side: dict[str, str], desc: bool) -> list[list[str]]:
+    return [[p, side[p]] for p in sorted(side, key=float, reverse=desc)]
+
+
+def binance_depth(
+    book: Book, ts: int, mid: float, liquidity: float, futures: bool
+) -> list[tuple[int, str, str, Any]]:
+    """A Binance depth@100ms diff (preceded, the first time, by the REST snapshot frame)."""
+    bids, asks = book.ladder(mid, liquidity)
+    out: list[tuple[int, str, str, Any]] = []
+    sym = book.symbol
+    if not book.started:
+        book.started = True
+        book.bids, book.asks = bids, asks
+        snap: dict[str, Any] = {"lastUpdateId": book.seq}
+        if futures:
+            snap.update({"E": ts, "T": ts})
+        snap["bids"] = _sorted_levels(bids, True)
+        snap["asks"] = _sorted_levels(asks, False)
+        out.append((ts, book.venue, f"{sym.lower()}@depthSnapshot", snap))
+        return out
+    db, da = book.diff(bids, asks)
+    if not db and not da:
+        return out
+    first = book.seq + 1
+    last = book.seq + len(db) + len(da)
+    raw: dict[str, Any] = {"e": "depthUpdate", "E": ts}
+    if futures:
+        raw["T"] = ts
+    raw.update({"s": sym, "U": first, "u": last})
+    if futures:
+        raw["pu"] = book.seq
+    raw["b"] = db
+    raw["a"] = da
+    book.seq = last
+    out.append((ts, book.venue, f"{sym.lower()}@depth@100ms", raw))
+    return out
+
+
+def binance_book_ticker(book: Book, ts: int, futures: bool) -> dict[str, Any]:
+    """bookTicker from the book's stored ladder (futures add e, E, T)."""
+    bp, bq, ap, aq = book.best()
+    raw: dict[str, Any] = {}
+    if futures:
+        raw.update({"e": "bookTicker", "u": book.seq, "s": book.symbol})
+    else:
+        raw.update({"u": book.seq, "s": book.symbol})
+    raw.update({"b": bp, "B": bq, "a": ap, "A": aq})
+    if futures:
+        raw.update({"T": ts, "E": ts})
+    return raw
+
+
+def bybit_book(book: Book, ts: int, mid: float, liquidity: float) -> dict[str, Any]:
+    """Bybit v5 orderbook.50 snapshot (first) or delta."""
+    bids, asks = book.ladder(mid, liquidity)
+    book.seq += 1
+    topic = f"orderbook.50.{book.symbol}"
+    if not book.started:
+        book.started = True
+        book.bids, book.asks = bids, asks
+        kind = "snapshot"
+        db, da = _sorted_levels(bids, True), _sorted_levels(asks, False)
+    else:
+        kind = "delta"
+        db, da = book.diff(bids, asks)
+    return {
+        "topic": topic,
+        "type": kind,
+        "ts": ts,
+        "data": {"s": book.symbol, "b": db, "a": da, "u": book.seq, "seq": book.seq * 7},
+        "cts": ts - 3,
+    }
+
+
+def okx_book(book: Book, ts: int, mid: float, liquidity: float) -> dict[str, Any]:
+    """OKX v5 books snapshot (first, prevSeqId −1) or update (sizes in contracts)."""
+    bids, asks = book.ladder(mid, liquidity)
+    prev = book.seq
+    book.seq += 3
+    if not book.started:
+        book.started = True
+        book.bids, book.asks = bids, asks
+        action, prev = "snapshot", -1
+        db, da = _sorted_levels(bids, True), _sorted_levels(asks, False)
+    else:
+        action = "update"
+        db, da = book.diff(bids, asks)
+    return {
+        "arg": {"channel": "books", "instId": book.symbol},
+        "action": action,
+        "data": [
+            {
+                "asks": [[p, q, "0", "1" if q != "0" else "0"] for p, q in da],
+                "bids": [[p, q, "0", "1" if q != "0" else "0"] for p, q in db],
+                "ts": str(ts),
+                "checksum": 0,
+                "seqId": book.seq,
+                "prevSeqId": prev,
+            }
+        ],
+    }
+
+
+def hyperliquid_l2(book: Book, ts: int, mid: float, liquidity: float) -> dict[str, Any]:
+    """Hyperliquid l2Book full snapshot {coin, levels: [bids, asks], time}."""
+    bids, asks = book.ladder(mid, liquidity)
+    book.bids, book.asks = bids, asks
+    return {
+        "coin": book.symbol,
+        "levels": [
+            [{"px": p, "sz": q, "n": 1} for p, q in _sorted_levels(bids, True)],
+            [{"px": p, "sz": q, "n": 1} for p, q in _sorted_levels(asks, False)],
+        ],
+        "time": ts,
+    }

@@ -1,0 +1,159 @@
+"""Synthetic 10 Oct scenario: calibration, determinism, presets, output contracts."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from replay.calibration import calibrate, format_table, scan_capture
+from replay.capture import CaptureLine, iter_capture
+from replay.scenario import DEFAULT_SEED, PRESETS, ScenarioResult, generate
+from replay.scenario.config import knobs_for
+
+SHORT = {"duration_s": 1800}  # 20:00-20:30: the shock has not started yet
+
+
+@pytest.fixture(scope="module")
+def oct10(tmp_path_factory: pytest.TempPathFactory) -> ScenarioResult:
+    return generate("oct10", DEFAULT_SEED, tmp_path_factory.mktemp("oct10"))
+
+
+@pytest.mark.slow
+def test_default_seed_passes_every_calibration_row(oct10: ScenarioResult) -> None:
+    rows = calibrate(oct10)
+    table = format_table(rows)
+    assert len(rows) == 15
+    failed = [r.figure for r in rows if not r.passed]
+    assert not failed, table
+    assert f"{len(rows)}/{len(rows)} within tolerance" in table
+
+
+@pytest.mark.slow
+def test_full_run_size_and_time_budget(oct10: ScenarioResult) -> None:
+    assert 300_000 <= oct10.frames <= 2_000_000
+    assert oct10.generation_s < 120  # budget 60 s on one core; generous for CI noise
+    expected_venues = {"binance-spot", "binance-usdm", "bybit-linear", "bybit-spot", "okx",
+                       "hyperliquid", "curve", "uniswap-v3", "chainlink", "binance-rate"}
+    assert set(oct10.frames_by_venue) == expected_venues
+
+
+@pytest.mark.slow
+def test_capture_is_ordered_and_native(oct10: ScenarioResult) -> None:
+    last = -1
+    channels: dict[tuple[str, str], Any] = {}
+    for line in iter_capture(oct10.capture_path):
+        assert isinstance(line, CaptureLine)
+        assert line.ts_ms >= last
+        last = line.ts_ms
+        key = (line.venue, line.channel.split(".")[0] if line.venue.startswith("bybit")
+               else line.channel)
+        channels.setdefault(key, line.raw)
+    force = channels[("binance-usdm", "!forceOrder@arr")]
+    assert force["e"] == "forceOrder" and {"s", "S", "q", "p", "ap", "X", "T"} <= force["o"].keys()
+    mark = channels[("binance-usdm", "btcusdt@markPrice@1s")]
+    assert mark["e"] == "markPriceUpdate" and {"p", "i", "r", "T"} <= mark.keys()
+    diff = channels[("binance-spot", "usdeusdt@depth@100ms")]
+    assert {"e", "E", "s", "U", "u", "b", "a"} <= diff.keys()
+    fut = channels[("binance-usdm", "btcusdt@depth@100ms")]
+    assert {"pu", "T"} <= fut.keys()
+    assert channels[("bybit-linear", "allLiquidation")]["data"][0]["S"] in ("Buy", "Sell")
+    assert channels[("bybit-linear", "orderbook")]["type"] == "snapshot"
+    assert channels[("okx", "books")]["data"][0]["prevSeqId"] == -1
+    assert channels[("okx", "liquidation-orders")]["data"][0]["details"][0]["posSide"]
+    assert set(channels[("hyperliquid", "l2Book")]) == {"coin", "levels", "time"}
+    assert channels[("hyperliquid", "trades")][0]["users"]
+    assert channels[("chainlink", "price")] == {"base": "USDT", "quote": "USD", "price": 1.0}
+    assert channels[("curve", "price")]["base"] == "USDe"
+
+
+@pytest.mark.slow
+def test_binance_depth_diffs_are_contiguous(oct10: ScenarioResult) -> None:
+    last_u: dict[tuple[str, str], int] = {}
+    checked = 0
+    for line in iter_capture(oct10.capture_path):
+        assert isinstance(line, CaptureLine)
+        if not line.venue.startswith("binance"):
+            continue
+        key = (line.venue, line.channel.split("@")[0])
+        if line.channel.endswith("@depthSnapshot"):
+            last_u[key] = line.raw["lastUpdateId"]
+        elif line.channel.endswith("@depth@100ms"):
+            raw = line.raw
+            assert raw["U"] == last_u[key] + 1
+            if "pu" in raw:
+                assert raw["pu"] == last_u[key]
+            last_u[key] = raw["u"]
+            checked += 1
+    assert checked > 10_000
+
+
+@pytest.mark.slow
+def test_populations_written(oct10: ScenarioResult) -> None:
+    positions = [orjson.loads(x) for x in oct10.positions_path.read_bytes().splitlines()]
+    accounts = [orjson.loads(x) for x in oct10.accounts_path.read_bytes().splitlines()]
+    loops = [p for p in positions if p["collateral"][0]["asset"] == "USDe"]
+    assert loops and {p["collateral"][0]["price_key"] for p in loops} == {"USDT"}
+    assert {"position_id", "protocol", "collateral", "debt", "liquidation_bonus", "e_mode"} <= (
+        loops[0].keys())
+    assert all(p["e_mode"] == "USDe Stablecoin" for p in loops)
+    usde_keys = {b["price_key"] for a in accounts for b in a["balances"] if b["asset"] == "USDe"}
+    assert usde_keys == {"USDe@binance"}
+    assert {a["model"] for a in accounts} == {"binance-pm"}
+    mm = next(a for a in accounts if a["account_id"].startswith("bn-mm-"))
+    assert {"USDe", "wBETH", "BNSOL"} <= {b["asset"] for b in mm["balances"]}
+    whale = next(a for a in accounts if a["account_id"].startswith("bn-whale-"))
+    assert whale["perps"] and whale["perps"][0]["price_key"].endswith("@binance-usdm")
+
+
+def test_same_seed_is_byte_identical(tmp_path: Path) -> None:
+    a = generate("oct10", 7, tmp_path / "a", SHORT)
+    b = generate("oct10", 7, tmp_path / "b", SHORT)
+    for name in ("capture.jsonl.gz", "positions.jsonl", "accounts.jsonl",
+                 "liquidations.jsonl", "scenario.json"):
+        assert (a.out_dir / name).read_bytes() == (b.out_dir / name).read_bytes(), name
+    c = generate("oct10", 8, tmp_path / "c", SHORT)
+    assert (c.out_dir / "capture.jsonl.gz").read_bytes() != (
+        a.out_dir / "capture.jsonl.gz").read_bytes()
+    with gzip.open(a.capture_path) as fh:  # gzip header carries mtime 0
+        assert fh.read(1)
+    assert a.capture_path.read_bytes()[4:8] == b"\x00\x00\x00\x00"
+
+
+def test_calm_day_stays_calm(tmp_path: Path) -> None:
+    result = generate("calm", DEFAULT_SEED, tmp_path / "calm")
+    stats = scan_capture(result.capture_path)
+    usde = stats.mids[("binance-spot", "USDEUSDT")]
+    assert len(usde) > 1000
+    assert max(abs(v - 1) for _, v in usde) <= 0.0020
+    for (venue, sym), series in stats.mids.items():
+        values = [v for _, v in series]
+        high = values[0]
+        worst = 0.0
+        for v in values:
+            high = max(high, v)
+            worst = max(worst, 1 - v / high)
+        assert worst <= 0.05, (venue, sym, worst)
+    liqs = result.liquidations_path.read_bytes().splitlines()
+    assert not any(orjson.loads(x)["venue"] == "binance" for x in liqs)
+
+
+def test_presets_change_pricing_keys(tmp_path: Path) -> None:
+    fix = generate("oct10-post-fix-index", 3, tmp_path / "fix", SHORT)
+    accounts = [orjson.loads(x) for x in fix.accounts_path.read_bytes().splitlines()]
+    keys = {b["asset"]: b["price_key"] for a in accounts for b in a["balances"]}
+    assert keys["USDe"] == "rate:USDE/USD" and keys["wBETH"] == "rate:WBETH/ETH*ETH"
+    mtm = generate("oct10-aave-mtm", 3, tmp_path / "mtm", SHORT)
+    positions = [orjson.loads(x) for x in mtm.positions_path.read_bytes().splitlines()]
+    assert "USDe@binance" in {p["collateral"][0]["price_key"] for p in positions}
+
+
+def test_knobs_are_validated() -> None:
+    assert set(PRESETS) == {"oct10", "oct10-post-fix-index", "oct10-aave-mtm", "calm"}
+    with pytest.raises(ValueError, match="unknown scenario"):
+        knobs_for("oct11")
+    with pytest.raises(ValueError, match="duration_sec"):
+        knobs_for("oct10", {"duration_sec": 10})
