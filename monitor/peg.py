@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from monitor.alerts import Alert, make_alert
 from monitor.config import SEVERITIES, PegConfig, Severity
 
@@ -263,6 +266,68 @@ class AssetPeg:
                     out.append(self._level_alert(INDEX_VENUE, idx_tracker, idx_prev, ts_ms, index[0]))
         if self.elevated or self.venue_local:
             self._check_venue_local(ts_ms, out)
+
+    def try_calm_batch(
+        self,
+        venues: list[str],
+        src: NDArray[np.int64],
+        ts_ms: NDArray[np.int64],
+        price_usd: NDArray[np.float64],
+        depth_usd: NDArray[np.float64],
+    ) -> bool:
+        """Apply a whole batch at once when every price is inside the first band.
+
+        Exactly equivalent to feeding the events one by one through :meth:`on_price`
+        when no tracker has anything pending: then no event can change a level, and only
+        the last price, depth and deviation of each venue (and of the index) survive.
+        Returns False, changing nothing, when the batch needs the per-event path.
+        """
+        rules = self.rules
+        if not len(src):
+            return True
+        dev = (price_usd / rules.peg_usd - 1.0) * 10_000.0
+        if float(np.abs(dev).max()) >= rules.thresholds_bps[0]:
+            return False
+        for tracker in self.trackers.values():
+            if tracker.level or tracker.above_since_ms[0] is not None:
+                return False
+        # Last event of each venue (several symbols may quote one venue).
+        last_row: dict[str, int] = {}
+        last_depth_row: dict[str, int] = {}
+        nonzero_depth = depth_usd != 0.0
+        for i in np.unique(src).tolist():
+            rows = np.flatnonzero(src == i)
+            venue = venues[i]
+            last = int(rows[-1])
+            if last > last_row.get(venue, -1):
+                last_row[venue] = last
+            with_depth = rows[nonzero_depth[rows]]
+            if len(with_depth) and int(with_depth[-1]) > last_depth_row.get(venue, -1):
+                last_depth_row[venue] = int(with_depth[-1])
+        for venue in sorted(last_row, key=last_row.__getitem__):
+            row = last_row[venue]
+            ts = int(ts_ms[row])
+            vp = self.prices.get(venue)
+            depth_row = last_depth_row.get(venue)
+            if vp is None:
+                depth = float(depth_usd[depth_row]) if depth_row is not None else rules.default_depth_usd
+                self.prices[venue] = VenuePrice(float(price_usd[row]), depth, ts)
+            else:
+                vp.price_usd = float(price_usd[row])
+                if depth_row is not None:
+                    vp.depth_usd = float(depth_usd[depth_row])
+                vp.ts_ms = ts
+            tracker = self._tracker(venue)
+            tracker.last_dev_bps = float(dev[row])
+            tracker.last_ts_ms = ts
+        if len(self.prices) > 1:
+            ts_last = int(ts_ms[-1])
+            index = self.index_price(ts_last)
+            if index is not None:
+                idx_tracker = self._tracker(INDEX_VENUE)
+                idx_tracker.last_dev_bps = (index[0] / rules.peg_usd - 1.0) * 10_000.0
+                idx_tracker.last_ts_ms = ts_last
+        return True
 
     def _level_alert(
         self, venue: str, tracker: PegTracker, previous: int, ts_ms: int, price_usd: float

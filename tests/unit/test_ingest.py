@@ -131,12 +131,20 @@ def test_usdt_wobble_is_not_a_usde_depeg() -> None:
 
 
 def test_decode_record_rejects_garbage() -> None:
+    base = {"v": 2, "asset": "USDe", "src": [["a", "b", "c"]], "k": [0], "i": [0], "t": [1], "r": [1],
+            "f": [1.0, 1.0, 1.0, 1.0], "x": []}
+    decode_record(orjson.dumps(base))  # the valid one
     for value, reason in [
         (b"\x89PNG", "invalid_json"),
         (b"{}", "invalid_batch"),
-        (b'{"v": 1, "asset": "USDe", "src": [["a","b","c"]], "e": [[0, 3, 1, 1, 1, 1, 1, 1]]}', "invalid_batch"),
-        (b'{"v": 1, "asset": "USDe", "src": [["a","b","c"]], "e": [[9, 0, 1, 1, 1, 1, 1, 1]]}', "invalid_batch"),
-        (b'{"v": 1, "asset": "USDe", "src": [["a","b","c"]], "e": [[0, 0, 1, 1, "x", 1, 1, 1]]}', "invalid_batch"),
+        (orjson.dumps({**base, "v": 1}), "invalid_batch"),
+        (orjson.dumps({**base, "i": [3]}), "invalid_batch"),
+        (orjson.dumps({**base, "k": [9]}), "invalid_batch"),
+        (orjson.dumps({**base, "f": [1.0, "x", 1.0, 1.0]}), "invalid_batch"),
+        (orjson.dumps({**base, "f": [1.0, 1.0, 1.0]}), "invalid_batch"),
+        (orjson.dumps({**base, "t": ["soon"]}), "invalid_batch"),
+        (orjson.dumps({**base, "k": [3]}), "invalid_batch"),  # a book event without its bands
+        (orjson.dumps({**base, "src": [["a", "b"]]}), "invalid_batch"),
     ]:
         with pytest.raises(BatchError) as exc:
             decode_record(value)
