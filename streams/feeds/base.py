@@ -1,0 +1,398 @@
+"""The websocket loop, written once for every venue (STYLE.md "Feeds").
+
+A :class:`VenueAdapter` says what is venue-specific (endpoints and sharding, subscribe
+messages, how to tell a data frame's channel, app-level ping, limits); a
+:class:`FeedConnection` runs one websocket with it:
+
+* subscribe at most ``max_msgs_per_s`` messages per second (Binance: 10 incoming
+  messages/s per connection, so we stay well under it);
+* a staleness watchdog per subscribed channel on *receive* time: a channel with no frame
+  for its timeout is reported (``feed_stale``) and the connection is re-opened;
+* a planned reconnect before the venue's connection-life limit (Binance: 24 h);
+* capped exponential backoff with jitter between attempts, reset after a healthy period;
+* a failure in the downstream handler is reported and the loop goes on: it is never
+  turned into a reconnect.
+
+Time comes from an injectable :class:`Clock`, so tests measure the spacing of attempts
+without waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import websockets
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Backoff",
+    "BackoffPolicy",
+    "Clock",
+    "ConnectionPlan",
+    "FeedConnection",
+    "FeedHandler",
+    "FrameRoute",
+    "SystemClock",
+    "VenueAdapter",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    """Monotonic seconds for timers, wall milliseconds for receive stamps, and sleep."""
+
+    def monotonic(self) -> float: ...
+
+    def wall_ms(self) -> int: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class BackoffPolicy(BaseModel):
+    """Reconnect backoff: delay_n = min(max_s, initial_s × factor^n) × (1 − jitter_ratio × U[0,1))."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+    factor: float = Field(default=2.0, ge=1.0)
+    jitter_ratio: float = Field(default=0.25, ge=0.0, le=1.0)
+    #: A connection that delivered data for this long resets the backoff.
+    healthy_after_s: float = Field(default=60.0, ge=0.0)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter (AWS "exponential backoff and jitter", subtractive)."""
+
+    def __init__(self, policy: BackoffPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """Delay before the next attempt: capped exponential, minus up to jitter_ratio of it."""
+        p = self.policy
+        base = min(p.max_s, p.initial_s * p.factor ** min(self.attempt, 64))
+        self.attempt += 1
+        return base * (1.0 - p.jitter_ratio * self.rng.random())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRoute:
+    """Where a data frame belongs: capture ``channel`` and staleness ``watch`` key."""
+
+    channel: str
+    watch: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPlan:
+    """One websocket: its URL and the streams (venue-native names) it carries."""
+
+    url: str
+    streams: tuple[str, ...]
+
+
+class VenueAdapter(ABC):
+    """What differs per venue; everything else is in :class:`FeedConnection`."""
+
+    venue: str = ""
+    #: Streams per connection (Binance: 1024).
+    max_streams_per_connection: int = 200
+    #: Outgoing messages per second on one connection (subscribe, ping).
+    max_msgs_per_s: float = 5.0
+    #: Planned reconnect after this long (None: no limit).
+    max_connection_life_s: float | None = None
+    #: Application-level ping period (None: rely on protocol pings).
+    ping_interval_s: float | None = None
+    #: Streams per subscribe message.
+    streams_per_message: int = 10
+
+    def __init__(self, ws_url: str, rest_url: str | None = None) -> None:
+        self.ws_url = ws_url.rstrip("/")
+        self.rest_url = rest_url.rstrip("/") if rest_url else None
+
+    def plan(self, streams: Sequence[str]) -> list[ConnectionPlan]:
+        """Connections for ``streams``: grouped by endpoint, at most the stream cap each."""
+        by_url: dict[str, list[str]] = {}
+        for stream in streams:
+            by_url.setdefault(self.endpoint(stream), []).append(stream)
+        out: list[ConnectionPlan] = []
+        cap = self.max_streams_per_connection
+        for url, group in by_url.items():
+            for i in range(0, len(group), cap):
+                out.append(ConnectionPlan(url, tuple(group[i : i + cap])))
+        return out
+
+    def endpoint(self, stream: str) -> str:
+        """Websocket URL serving ``stream``."""
+        return self.ws_url
+
+    @abstractmethod
+    def subscribe_messages(self, streams: Sequence[str]) -> list[str]:
+        """Subscribe messages (JSON text) for ``streams``."""
+
+    def unsubscribe_messages(self, streams: Sequence[str]) -> list[str]:
+        """Unsubscribe messages for ``streams`` (used to force a fresh book snapshot)."""
+        return []
+
+    @abstractmethod
+    def route(self, msg: Any) -> FrameRoute | None:
+        """The route of a decoded data frame; None for control frames (acks, pongs)."""
+
+    def ping_message(self) -> str | None:
+        return None
+
+    def is_control_text(self, text: str) -> bool:
+        """Non-JSON control text a venue sends (OKX ``pong``)."""
+        return False
+
+    def book_symbol(self, stream: str) -> str | None:
+        """Symbol of the local book fed by ``stream`` (upper case), None if not a book stream."""
+        return None
+
+    def book_stream(self, symbol: str, streams: Sequence[str]) -> str | None:
+        """The book stream of ``symbol`` among ``streams``."""
+        for stream in streams:
+            if self.book_symbol(stream) == symbol.upper():
+                return stream
+        return None
+
+    def stale_after_s(self, stream: str, default_s: float, liquidation_s: float) -> float:
+        """Staleness timeout of ``stream`` (liquidation streams are quiet in calm markets)."""
+        return liquidation_s if "liquidation" in stream.lower() or "forceorder" in stream.lower() else default_s
+
+    #: REST snapshot needed to start a book (Binance depth); None when books snapshot in-band.
+    def snapshot_request(self, symbol: str) -> tuple[str, dict[str, str]] | None:
+        return None
+
+
+class FeedHandler(Protocol):
+    """The downstream side of a connection (the live runner)."""
+
+    def on_frame(self, venue: str, channel: str, raw: Any, raw_bytes: bytes, recv_ts_ms: int) -> None: ...
+
+    def on_garbage(self, venue: str, raw_bytes: bytes, reason: str, detail: str, recv_ts_ms: int) -> None: ...
+
+    def on_stale(self, venue: str, watch: str, age_s: float, ts_ms: int) -> None: ...
+
+    def on_age(self, venue: str, watch: str, age_s: float) -> None: ...
+
+    def on_connected(self, conn: FeedConnection) -> None: ...
+
+    def on_disconnected(self, conn: FeedConnection, reason: str, ts_ms: int) -> None: ...
+
+    def on_handler_error(self, venue: str, exc: BaseException) -> None: ...
+
+
+@dataclass
+class _Watch:
+    timeout_s: float
+    last_rx: float
+    stale: bool = False
+
+
+@dataclass
+class FeedConnection:
+    """One websocket of one venue, reconnecting forever until ``stop()``."""
+
+    adapter: VenueAdapter
+    plan: ConnectionPlan
+    handler: FeedHandler
+    clock: Clock
+    backoff: Backoff
+    stale_after_s: float = 30.0
+    liquidation_stale_after_s: float = 900.0
+    #: Watchdog and gauge period.
+    tick_s: float = 1.0
+    max_frame_bytes: int = 4 << 20
+    attempts: list[float] = field(default_factory=list)
+    #: Why each connection ended ("stale", "planned", "closed: ...", "error: ...").
+    endings: list[str] = field(default_factory=list)
+    connects: int = 0
+    _ws: Any = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _watches: dict[str, _Watch] = field(default_factory=dict)
+    _last_send: float = -1e18
+
+    @property
+    def venue(self) -> str:
+        return self.adapter.venue
+
+    def stop(self) -> None:
+        """Ask the loop to end (it notices within one watchdog tick)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Connect, subscribe, receive; on any failure back off and do it again."""
+        while not self._stop.is_set():
+            started = self.clock.monotonic()
+            self.attempts.append(started)
+            got_data = False
+            reason = "stopped"
+            try:
+                async with websockets.connect(
+                    self.plan.url, proxy=None, open_timeout=10, max_size=self.max_frame_bytes,
+                    compression=None,
+                ) as ws:
+                    self._ws = ws
+                    self.connects += 1
+                    self._safe(self.handler.on_connected, self)
+                    await self._send_all(ws, self.adapter.subscribe_messages(self.plan.streams))
+                    now = self.clock.monotonic()
+                    timeout = self.adapter.stale_after_s
+                    self._watches = {
+                        s: _Watch(timeout(s, self.stale_after_s, self.liquidation_stale_after_s), now)
+                        for s in self.plan.streams
+                    }
+                    reason, got_data = await self._receive(ws, started)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+                reason = f"error: {type(exc).__name__}: {exc}"
+            finally:
+                self._ws = None
+            self.endings.append(reason)
+            if self.connects:
+                self._safe(self.handler.on_disconnected, self, reason, self.clock.wall_ms())
+            if self._stop.is_set():
+                break
+            healthy = got_data and self.clock.monotonic() - started >= self.backoff.policy.healthy_after_s
+            if healthy or reason == "planned":
+                self.backoff.reset()
+            delay = 0.0 if reason == "planned" else self.backoff.next_delay()
+            log.warning("%s: connection ended (%s); reconnecting in %.2f s", self.venue, reason, delay)
+            await self._sleep(delay)
+
+    async def resubscribe(self, streams: Sequence[str]) -> None:
+        """Unsubscribe and subscribe again (Bybit/OKX send a fresh book snapshot)."""
+        ws = self._ws
+        if ws is None:
+            return
+        msgs = self.adapter.unsubscribe_messages(streams) + self.adapter.subscribe_messages(streams)
+        with contextlib.suppress(websockets.WebSocketException, OSError):
+            await self._send_all(ws, msgs)
+
+    # -- internals ----------------------------------------------------------------------
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+
+    async def _send_all(self, ws: Any, messages: Sequence[str]) -> None:
+        spacing = 1.0 / self.adapter.max_msgs_per_s
+        for msg in messages:
+            wait = self._last_send + spacing - self.clock.monotonic()
+            if wait > 0:
+                await self.clock.sleep(wait)
+            await ws.send(msg)
+            self._last_send = self.clock.monotonic()
+
+    def _safe(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # a downstream bug: report it, keep the feed
+            log.exception("%s: handler failed", self.venue)
+            with contextlib.suppress(Exception):
+                self.handler.on_handler_error(self.venue, exc)
+
+    def _housekeeping(self, now: float, started: float) -> str | None:
+        stale_now = False
+        for key, watch in self._watches.items():
+            age = now - watch.last_rx
+            self._safe(self.handler.on_age, self.venue, key, age)
+            if age > watch.timeout_s and not watch.stale:
+                watch.stale = True
+                stale_now = True
+                self._safe(self.handler.on_stale, self.venue, key, age, self.clock.wall_ms())
+        if stale_now:
+            return "stale"
+        life = self.adapter.max_connection_life_s
+        if life is not None and now - started >= life:
+            return "planned"
+        return None
+
+    async def _receive(self, ws: Any, started: float) -> tuple[str, bool]:
+        got_data = False
+        ping_s = self.adapter.ping_interval_s
+        next_ping = self.clock.monotonic() + ping_s if ping_s else float("inf")
+        next_tick = self.clock.monotonic()
+        while not self._stop.is_set():
+            now = self.clock.monotonic()
+            if now >= next_tick:
+                ending = self._housekeeping(now, started)
+                if ending is not None:
+                    return ending, got_data
+                next_tick = now + self.tick_s
+            if now >= next_ping:
+                ping = self.adapter.ping_message()
+                if ping is not None:
+                    await self._send_all(ws, [ping])
+                next_ping = now + (ping_s or 0.0)
+            timeout = max(0.0, min(next_tick, next_ping) - self.clock.monotonic())
+            try:
+                msg = await asyncio.wait_for(ws.recv(), timeout=timeout)
+            except TimeoutError:
+                continue
+            except websockets.ConnectionClosed as exc:
+                return f"closed: {exc}", got_data
+            if self._dispatch(msg):
+                got_data = True
+        return "stopped", got_data
+
+    def _dispatch(self, msg: str | bytes) -> bool:
+        """Hand one message on; True when it was a data frame."""
+        recv_ms = self.clock.wall_ms()
+        raw_bytes = msg.encode() if isinstance(msg, str) else bytes(msg)
+        try:
+            raw = orjson.loads(raw_bytes)
+        except orjson.JSONDecodeError as exc:
+            if isinstance(msg, str) and self.adapter.is_control_text(msg):
+                return False
+            self._safe(self.handler.on_garbage, self.venue, raw_bytes, "invalid_json", str(exc), recv_ms)
+            return False
+        try:
+            route = self.adapter.route(raw)
+        except Exception as exc:  # a frame the adapter cannot place: dead-letter it
+            self._safe(self.handler.on_garbage, self.venue, raw_bytes, "unroutable", str(exc), recv_ms)
+            return False
+        if route is None:
+            return False
+        watch = self._watches.get(route.watch)
+        if watch is not None:
+            watch.last_rx = self.clock.monotonic()
+            watch.stale = False
+        self._safe(self.handler.on_frame, self.venue, route.channel, raw, raw_bytes, recv_ms)
+        return True

@@ -1,0 +1,120 @@
+"""Live feed configuration: venues, streams, endpoints, timeouts (frozen, strict).
+
+The ``liqmon live --config FILE`` TOML holds the engine configuration plus a ``[live]``
+table validated here; endpoints can be overridden per venue on the command line. The
+default watches what October needed (issue 5): USDe, wBETH, BTC, ETH, SOL books and
+trades on Binance spot, USDⓈ-M mark price, depth and all-market liquidations, Bybit and
+OKX perpetual books and liquidations, Hyperliquid books and trades.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.config import EngineConfig
+from streams.feeds import binance, bybit, hyperliquid, okx
+from streams.feeds.base import BackoffPolicy, VenueAdapter
+
+__all__ = ["ADAPTERS", "LiveConfig", "VenueFeed", "build_adapter", "default_venues", "split_config"]
+
+#: Venue id → adapter class.
+ADAPTERS: dict[str, type[VenueAdapter]] = {
+    "binance-spot": binance.BinanceSpot,
+    "binance-usdm": binance.BinanceUsdm,
+    "bybit-linear": bybit.BybitLinear,
+    "bybit-spot": bybit.BybitSpot,
+    "okx": okx.Okx,
+    "hyperliquid": hyperliquid.Hyperliquid,
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class VenueFeed(_Frozen):
+    """One venue: its streams (venue-native names) and optional endpoint overrides."""
+
+    streams: tuple[str, ...]
+    enabled: bool = True
+    ws_url: str | None = None
+    rest_url: str | None = None
+    #: A subscribed channel silent for this long (receive time) is stale (assumed: 60 s).
+    stale_after_s: float = Field(default=60.0, gt=0)
+    #: Liquidation channels are quiet in calm markets (assumed: 15 min).
+    liquidation_stale_after_s: float = Field(default=900.0, gt=0)
+
+
+def default_venues() -> dict[str, VenueFeed]:
+    spot = ("usdeusdt", "wbetheth", "btcusdt", "ethusdt", "solusdt")
+    perps = ("btcusdt", "ethusdt", "solusdt")
+    coins = ("BTC", "ETH", "SOL")
+    return {
+        "binance-spot": VenueFeed(
+            streams=tuple(f"{s}@{kind}" for s in spot for kind in ("depth@100ms", "bookTicker", "aggTrade"))
+        ),
+        "binance-usdm": VenueFeed(
+            streams=(
+                *(f"{s}@{kind}" for s in perps for kind in ("depth@100ms", "markPrice@1s")),
+                "!forceOrder@arr",
+            )
+        ),
+        "bybit-linear": VenueFeed(
+            streams=tuple(f"{kind}.{c}USDT" for c in coins for kind in ("orderbook.50", "allLiquidation"))
+        ),
+        "okx": VenueFeed(
+            streams=(*(f"books:{c}-USDT-SWAP" for c in coins), "liquidation-orders:SWAP")
+        ),
+        "hyperliquid": VenueFeed(streams=tuple(f"{kind}:{c}" for c in coins for kind in ("l2Book", "trades"))),
+    }
+
+
+class LiveConfig(_Frozen):
+    """Everything ``liqmon live`` needs besides the engine config."""
+
+    venues: dict[str, VenueFeed] = Field(default_factory=default_venues)
+    backoff: BackoffPolicy = Field(default_factory=BackoffPolicy)
+    #: At most one book summary per book per this much event time (plus one per resync).
+    book_throttle_ms: int = Field(default=100, ge=0)
+    #: Close open batches this often (wall time) so a quiet asset's events are not held back.
+    flush_interval_s: float = Field(default=0.25, gt=0)
+    #: Watchdog and gauge period.
+    watchdog_tick_s: float = Field(default=1.0, gt=0)
+    #: Seed of the backoff jitter (deterministic tests).
+    seed: int = 0
+
+    def with_urls(self, ws: Mapping[str, str], rest: Mapping[str, str]) -> LiveConfig:
+        """A copy with per-venue endpoint overrides (``--ws-url`` / ``--rest-url``)."""
+        unknown = (set(ws) | set(rest)) - set(self.venues)
+        if unknown:
+            raise ValueError(f"unknown venue(s) in URL overrides: {sorted(unknown)}")
+        venues = {
+            name: feed.model_copy(update={
+                "ws_url": ws.get(name, feed.ws_url), "rest_url": rest.get(name, feed.rest_url)})
+            for name, feed in self.venues.items()
+        }
+        return self.model_copy(update={"venues": venues})
+
+
+def build_adapter(venue: str, feed: VenueFeed) -> VenueAdapter:
+    """The adapter of ``venue`` with the feed's endpoint overrides."""
+    cls = ADAPTERS.get(venue)
+    if cls is None:
+        raise ValueError(f"no connector for venue {venue!r} (known: {sorted(ADAPTERS)})")
+    kwargs: dict[str, Any] = {}
+    if feed.ws_url:
+        kwargs["ws_url"] = feed.ws_url
+    if feed.rest_url:
+        kwargs["rest_url"] = feed.rest_url
+    return cls(**kwargs)
+
+
+def split_config(text: str) -> tuple[EngineConfig, LiveConfig]:
+    """Parse a TOML file: the ``[live]`` table is the LiveConfig, the rest the EngineConfig."""
+    data = tomllib.loads(text)
+    live = data.pop("live", {})
+    return EngineConfig.model_validate(data), LiveConfig.model_validate(live)

@@ -1,0 +1,73 @@
+"""OKX v5 public streams: ``books``, ``liquidation-orders`` (by instType), ``trades``.
+
+Streams are written ``channel:instId`` (``books:BTC-USDT-SWAP``) or ``channel:instType``
+(``liquidation-orders:SWAP``). OKX drops a connection idle for 30 s: we send the text
+``ping`` every 20 s and it answers ``pong`` (not JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from streams.feeds.base import FrameRoute, VenueAdapter
+
+__all__ = ["WS_URL", "Okx", "okx_arg"]
+
+WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
+_BY_TYPE = {"liquidation-orders"}
+
+
+def okx_arg(stream: str) -> dict[str, str]:
+    """Subscription arg of ``channel:instId`` / ``channel:instType``."""
+    channel, _, target = stream.partition(":")
+    if not target:
+        raise ValueError(f"OKX stream {stream!r} must be channel:instId or channel:instType")
+    return {"channel": channel, "instType" if channel in _BY_TYPE else "instId": target}
+
+
+class Okx(VenueAdapter):
+    venue = "okx"
+    max_streams_per_connection = 200
+    max_msgs_per_s = 3.0
+    ping_interval_s = 20.0
+    streams_per_message = 20
+
+    def __init__(self, ws_url: str = WS_URL, rest_url: str | None = None) -> None:
+        super().__init__(ws_url, rest_url)
+
+    def _op(self, op: str, streams: Sequence[str]) -> list[str]:
+        n = self.streams_per_message
+        return [
+            orjson.dumps({"op": op, "args": [okx_arg(s) for s in streams[i : i + n]]}).decode()
+            for i in range(0, len(streams), n)
+        ]
+
+    def subscribe_messages(self, streams: Sequence[str]) -> list[str]:
+        return self._op("subscribe", streams)
+
+    def unsubscribe_messages(self, streams: Sequence[str]) -> list[str]:
+        return self._op("unsubscribe", streams)
+
+    def ping_message(self) -> str | None:
+        return "ping"
+
+    def is_control_text(self, text: str) -> bool:
+        return text == "pong"
+
+    def route(self, msg: Any) -> FrameRoute | None:
+        if isinstance(msg, dict):
+            arg = msg.get("arg")
+            if isinstance(arg, dict) and "data" in msg:
+                channel = str(arg.get("channel", ""))
+                target = arg.get("instId") or arg.get("instType") or ""
+                return FrameRoute(channel, f"{channel}:{target}")
+            if "event" in msg:
+                return None  # subscribe / unsubscribe / error event
+        raise ValueError("not an OKX push frame")
+
+    def book_symbol(self, stream: str) -> str | None:
+        channel, _, inst = stream.partition(":")
+        return inst.upper() if channel == "books" and inst else None

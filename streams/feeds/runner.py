@@ -1,0 +1,298 @@
+"""The live runner: connections → record → :class:`monitor.ingest.Ingest` → sink.
+
+Every data frame is recorded (when recording) and fed to the one Ingest in the same
+synchronous step, in arrival order, with the same receive time, so a recording replays
+through the replayer to the same books, events and alerts. REST snapshots and
+connection drops (``book_reset``) are frames too, for the same reason.
+
+Book notices from Ingest drive the connectors: a gap counts in
+``liqmon_feed_gaps_total`` and raises a ``book_gap`` alert; a snapshot request fetches the
+REST depth snapshot (Binance) or resubscribes the book stream (Bybit, OKX); a resync counts
+in ``liqmon_feed_resyncs_total``. A silent channel raises ``feed_stale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+import random
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import orjson
+
+from monitor.alerts import Alert, make_alert
+from monitor.config import EngineConfig
+from monitor.ingest import BOOK_RESET_CHANNEL, DeadLetter, Ingest, Routed
+from monitor.metrics import Metrics
+from monitor.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
+from replay.capture import dumps_line
+from streams.feeds.base import Backoff, Clock, FeedConnection, SystemClock, VenueAdapter
+from streams.feeds.config import LiveConfig, build_adapter
+from streams.publish import Sink
+
+__all__ = ["LiveRunner", "Recorder"]
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    """Appends frames to a capture file (gzip when the name ends in .gz, mtime 0)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._fh: IO[bytes] = path.open("wb")
+        self._out: IO[bytes] = self._fh
+        if path.suffix == ".gz":
+            self._out = gzip.GzipFile(filename="", mode="wb", fileobj=self._fh, mtime=0)  # type: ignore[assignment]
+        self.lines = 0
+
+    def write(self, ts_ms: int, venue: str, channel: str, raw: Any) -> None:
+        self._out.write(dumps_line(ts_ms, venue, channel, raw) + b"\n")
+        self.lines += 1
+
+    def flush(self) -> None:
+        self._out.flush()
+        if self._out is not self._fh:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._out is not self._fh:
+            self._out.close()
+        self._fh.close()
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    garbage: int = 0
+    handler_errors: int = 0
+    stale: int = 0
+    reconnects: int = 0
+    snapshots: int = 0
+    resubscribes: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+
+
+class LiveRunner:
+    """Runs the configured connections and turns their frames into sink output."""
+
+    def __init__(
+        self,
+        engine_config: EngineConfig,
+        live_config: LiveConfig,
+        sink: Sink,
+        *,
+        recorder: Recorder | None = None,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.engine_config = engine_config
+        self.config_hash = engine_config.config_hash
+        self.live = live_config
+        self.sink = sink
+        self.recorder = recorder
+        self.metrics = metrics
+        self.clock: Clock = clock or SystemClock()
+        self.ingest = Ingest(engine_config, book_throttle_ms=live_config.book_throttle_ms)
+        self.stats = LiveStats()
+        self.adapters: dict[str, VenueAdapter] = {}
+        self.connections: list[FeedConnection] = []
+        rng = random.Random(live_config.seed)
+        for venue, feed in live_config.venues.items():
+            if not feed.enabled or not feed.streams:
+                continue
+            adapter = build_adapter(venue, feed)
+            self.adapters[venue] = adapter
+            for plan in adapter.plan(feed.streams):
+                self.connections.append(FeedConnection(
+                    adapter, plan, self, self.clock, Backoff(live_config.backoff, random.Random(rng.random())),
+                    stale_after_s=feed.stale_after_s, liquidation_stale_after_s=feed.liquidation_stale_after_s,
+                    tick_s=live_config.watchdog_tick_s,
+                ))
+        self._queue: asyncio.Queue[Routed | DeadLetter | Alert | None] = asyncio.Queue()
+        self._inflight: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- FeedHandler ----------------------------------------------------------------------
+    def on_frame(self, venue: str, channel: str, raw: Any, raw_bytes: bytes, recv_ts_ms: int) -> None:
+        self.stats.frames += 1
+        if self.recorder is not None:
+            self.recorder.write(recv_ts_ms, venue, channel, raw)
+        for out in self.ingest.feed(venue, channel, raw, recv_ts_ms, raw_bytes):
+            self._queue.put_nowait(out)
+        for notice in self.ingest.drain_notices():
+            self._on_notice(notice)
+
+    def on_garbage(self, venue: str, raw_bytes: bytes, reason: str, detail: str, recv_ts_ms: int) -> None:
+        self.stats.garbage += 1
+        dead = self.ingest.reject(reason, f"{venue}: {detail}", raw_bytes)
+        self._queue.put_nowait(dead)
+        if self.metrics is not None:
+            self.metrics.deadletter_total.labels(reason=reason).inc()
+
+    def on_stale(self, venue: str, watch: str, age_s: float, ts_ms: int) -> None:
+        self.stats.stale += 1
+        self._alert(make_alert(
+            kind="feed_stale", ts_ms=ts_ms, severity="warning", venue=venue, asset=None,
+            message=f"{venue} {watch}: no data for {age_s:.1f} s after subscribing; reconnecting",
+            evidence={"channel": watch, "age_s": round(age_s, 3)},
+            config_hash=self.config_hash, identity=f"stale|{watch}",
+        ))
+
+    def on_age(self, venue: str, watch: str, age_s: float) -> None:
+        if self.metrics is not None:
+            self.metrics.feed_last_event_age_seconds.labels(venue=venue, channel=watch).set(age_s)
+
+    def on_connected(self, conn: FeedConnection) -> None:
+        if conn.connects > 1:
+            self.stats.reconnects += 1
+            if self.metrics is not None:
+                self.metrics.feed_reconnects_total.labels(venue=conn.venue).inc()
+
+    def on_disconnected(self, conn: FeedConnection, reason: str, ts_ms: int) -> None:
+        symbols = sorted({s for s in (conn.adapter.book_symbol(x) for x in conn.plan.streams) if s})
+        if symbols:
+            raw = {"symbols": symbols, "reason": reason[:200]}
+            self.on_frame(conn.venue, BOOK_RESET_CHANNEL, raw, orjson.dumps(raw), ts_ms)
+
+    def on_handler_error(self, venue: str, exc: BaseException) -> None:
+        self.stats.handler_errors += 1
+        log.error("%s: frame handler failed: %r", venue, exc)
+
+    # -- notices ----------------------------------------------------------------------------
+    def _alert(self, alert: Alert) -> None:
+        self.stats.alerts.append(alert)
+        self._queue.put_nowait(alert)
+        if self.metrics is not None:
+            self.metrics.alerts_total.labels(kind=alert.kind, severity=alert.severity).inc()
+
+    def _on_notice(self, notice: BookNotice) -> None:
+        venue, symbol = notice.venue, notice.symbol
+        if notice.kind == NOTICE_GAP:
+            if self.metrics is not None:
+                self.metrics.feed_gaps_total.labels(venue=venue).inc()
+            book = self.ingest.book(venue, symbol)
+            self._alert(make_alert(
+                kind="book_gap", ts_ms=notice.ts_ms, severity="warning", venue=venue,
+                asset=book.base if book is not None else None,
+                message=(f"{venue} {symbol}: order-book sequence gap (expected {notice.expected}, "
+                         f"got {notice.received}); book invalid until re-synchronised"),
+                evidence={"symbol": symbol, "expected": notice.expected, "received": notice.received},
+                config_hash=self.config_hash, identity=f"gap|{symbol}|{notice.expected}|{notice.received}",
+            ))
+        elif notice.kind == NOTICE_RESYNCED:
+            if self.metrics is not None:
+                self.metrics.feed_resyncs_total.labels(venue=venue).inc()
+        elif notice.kind == NOTICE_NEED_SNAPSHOT:
+            self._resync(venue, symbol)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _resync(self, venue: str, symbol: str) -> None:
+        adapter = self.adapters.get(venue)
+        if adapter is None:
+            return
+        key = (venue, symbol)
+        if key in self._inflight:
+            return
+        request = adapter.snapshot_request(symbol)
+        if request is not None:
+            self._inflight.add(key)
+            self._spawn(self._fetch_snapshot(adapter, symbol, request[0], request[1]))
+            return
+        for conn in self.connections:
+            if conn.venue == venue:
+                stream = adapter.book_stream(symbol, conn.plan.streams)
+                if stream is not None:
+                    self.stats.resubscribes += 1
+                    self._spawn(conn.resubscribe([stream]))
+                    return
+
+    async def _fetch_snapshot(self, adapter: VenueAdapter, symbol: str, url: str, params: dict[str, str]) -> None:
+        venue = adapter.venue
+        backoff = Backoff(self.live.backoff, random.Random(zlib.crc32(f"{venue}|{symbol}".encode())))
+        try:
+            while True:
+                try:
+                    if self._http is None:
+                        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+                    async with self._http.get(url, params=params) as resp:
+                        body = await resp.read()
+                        if resp.status != 200:
+                            raise aiohttp.ClientResponseError(
+                                resp.request_info, (), status=resp.status, message=body[:200].decode(errors="replace"))
+                    raw = orjson.loads(body)
+                except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                    delay = backoff.next_delay()
+                    log.warning("%s %s: depth snapshot failed (%s); retry in %.1f s", venue, symbol, exc, delay)
+                    await self.clock.sleep(delay)
+                    continue
+                self.stats.snapshots += 1
+                self._inflight.discard((venue, symbol))
+                try:
+                    self.on_frame(venue, f"{symbol.lower()}@depthSnapshot", raw, body, self.clock.wall_ms())
+                except Exception as exc:
+                    self.on_handler_error(venue, exc)
+                return
+        finally:
+            self._inflight.discard((venue, symbol))
+
+    # -- running ----------------------------------------------------------------------------
+    async def _pump(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            try:
+                if isinstance(item, Alert):
+                    await self.sink.send_alert(item)
+                else:
+                    await self.sink.send(item)
+            except Exception as exc:  # the broker is down or a sink bug: report, keep the feeds
+                self.on_handler_error("sink", exc)
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.live.flush_interval_s)
+            for routed in self.ingest.finish():
+                self._queue.put_nowait(routed)
+            if self.recorder is not None:
+                self.recorder.flush()
+
+    async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveStats:
+        """Run until ``duration_s`` passes or ``stop`` is set; then flush everything."""
+        pump = asyncio.ensure_future(self._pump())
+        flusher = asyncio.ensure_future(self._flusher())
+        conns = [asyncio.ensure_future(c.run()) for c in self.connections]
+        stopper = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Event().wait())
+        try:
+            await asyncio.wait({stopper, *conns}, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for conn in self.connections:
+                conn.stop()
+            for task in (*conns, flusher, stopper, *self._tasks):
+                task.cancel()
+            for task in (*conns, flusher, stopper, *list(self._tasks)):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for routed in self.ingest.finish():
+                self._queue.put_nowait(routed)
+            self._queue.put_nowait(None)
+            await pump
+            await self.sink.flush()
+            if self._http is not None:
+                await self._http.close()
+            if self.recorder is not None:
+                self.recorder.flush()
+        return self.stats

@@ -1,0 +1,130 @@
+"""``liqmon live``: connect to the configured venues, normalise, publish to Kafka, record.
+
+Batches and dead letters are published exactly as the replayer publishes them
+(:mod:`streams.publish`); ``feed_stale`` and ``book_gap`` alerts go to ``alerts.cascade``.
+With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots and connection resets
+included) is written in the capture format, so ``liqmon replay --capture FILE`` replays
+the session through the same books and engine.
+
+Run standalone: ``python -m streams.live_cmd --duration 60 --record out/live.jsonl.gz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor.config import EngineConfig
+from streams.feeds.config import LiveConfig, split_config
+from streams.feeds.runner import LiveRunner, Recorder
+from streams.settings import ConfigFileError, Settings
+
+__all__ = ["add_parser", "main", "parse_venue_url", "run"]
+
+
+def parse_venue_url(text: str) -> tuple[str, str]:
+    """``VENUE=URL`` → (venue, url)."""
+    venue, sep, url = text.partition("=")
+    if not sep or not venue or not url:
+        raise argparse.ArgumentTypeError(f"expected VENUE=URL, got {text!r}")
+    return venue.strip(), url.strip()
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML: engine config plus a [live] table (venues, streams, timeouts)")
+    parser.add_argument("--record", type=Path, default=None, metavar="FILE.jsonl.gz",
+                        help="write every raw frame in the capture format")
+    parser.add_argument("--ws-url", type=parse_venue_url, action="append", default=[], metavar="VENUE=URL",
+                        help="override a venue's websocket base URL (repeatable)")
+    parser.add_argument("--rest-url", type=parse_venue_url, action="append", default=[], metavar="VENUE=URL",
+                        help="override a venue's REST base URL (repeatable)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``live`` sub-command on an argparse subparsers object."""
+    parser = subparsers.add_parser("live", help="connect to the venues, publish normalised batches, record",
+                                   description=__doc__)
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def load_configs(path: Path | None) -> tuple[EngineConfig, LiveConfig]:
+    if path is None:
+        return EngineConfig(), LiveConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return split_config(text)
+    except Exception as exc:  # tomllib or pydantic: one clear line
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[:4])
+        raise ConfigFileError(f"invalid config {path}: {detail}") from None
+
+
+async def _run_live(args: argparse.Namespace, settings: Settings, engine: EngineConfig, live: LiveConfig) -> int:
+    from streams.kafka_replay import ensure_topics
+    from streams.publish import KafkaPublisher
+    from streams.worker import resolve_bootstrap, serve_metrics
+
+    with resolve_bootstrap(settings) as (bootstrap, effective):
+        await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
+        metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
+        publisher = await KafkaPublisher.start(bootstrap)
+        recorder = Recorder(args.record) if args.record is not None else None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics)
+        print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
+              f"publishing to {bootstrap}", file=sys.stderr, flush=True)
+        try:
+            stats = await runner.run(args.duration, stop)
+        finally:
+            await publisher.stop()
+            if recorder is not None:
+                recorder.close()
+        print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
+              f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
+              f"{stats.reconnects} reconnects" + (f"; recorded {args.record}" if recorder else ""),
+              file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``liqmon live``; returns the exit code."""
+    settings = Settings()
+    engine, live = load_configs(args.config)
+    try:
+        live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
+    except ValueError as exc:
+        raise ConfigFileError(str(exc)) from None
+    try:
+        return asyncio.run(_run_live(args, settings, engine, live))
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="liqmon live", description=__doc__)
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ConfigFileError as exc:
+        print(f"liqmon: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
