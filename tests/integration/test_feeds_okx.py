@@ -1,0 +1,96 @@
+"""OKX connector against a local websocket server: books with seqId/prevSeqId (heartbeats,
+a break, resubscribe), text ping/pong, liquidations in contracts, garbage, dropped connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from monitor.events import KIND_BOOK_INVALID, KIND_LIQUIDATION
+from tests.integration.test_feeds_harness import (
+    Conn,
+    live_config,
+    make_runner,
+    now_ms,
+    reference_book,
+    run_until,
+    ws_server,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+INST = "BTC-USDT-SWAP"
+
+
+def books(action: str, seq: int, prev: int, bids: list[list[str]], asks: list[list[str]]) -> dict[str, Any]:
+    return {"arg": {"channel": "books", "instId": INST}, "action": action,
+            "data": [{"asks": [[p, q, "0", "1"] for p, q in asks], "bids": [[p, q, "0", "1"] for p, q in bids],
+                      "ts": str(now_ms()), "checksum": 0, "seqId": seq, "prevSeqId": prev}]}
+
+
+def in_btc(levels: list[list[str]]) -> list[list[str]]:
+    return [[p, str(float(q) * 0.01)] for p, q in levels]  # 0.01 BTC per contract
+
+
+async def subscribed(conn: Conn) -> None:
+    msg = await conn.recv_json()
+    assert msg["op"] == "subscribe"
+    for arg in msg["args"]:
+        await conn.send({"event": "subscribe", "arg": arg, "connId": "a"})
+
+
+async def test_session_heartbeat_gap_and_resubscribe() -> None:
+    snap2 = ([["99000", "300"]], [["99010", "100"]])
+    after = ([["99000", "0"], ["98990", "50"]], [])
+
+    async def script(conn: Conn) -> None:
+        await subscribed(conn)
+        await conn.send(books("snapshot", 100, -1, [["100000", "100"]], [["100010", "200"]]))
+        await conn.send(books("update", 105, 100, [["100000", "150"]], []))
+        await conn.send(books("update", 105, 105, [], []))  # heartbeat
+        await conn.send(books("update", 130, 120, [], []))  # break: prevSeqId 120 != 105
+        assert (await conn.recv_json())["op"] == "unsubscribe"
+        assert (await conn.recv_json())["op"] == "subscribe"
+        await conn.send(books("snapshot", 200, -1, *snap2))
+        await conn.send(books("update", 210, 200, *after))
+        await conn.send({"arg": {"channel": "liquidation-orders", "instType": "SWAP"}, "data": [
+            {"instId": INST, "instType": "SWAP", "details": [
+                {"side": "sell", "posSide": "long", "bkPx": "99000", "sz": "20", "bkLoss": "0", "ccy": "",
+                 "ts": str(now_ms())}]}]})
+        await conn.idle()
+
+    async with ws_server([script]) as ws:
+        run = make_runner(live_config("okx", ws.url, (f"books:{INST}", "liquidation-orders:SWAP")))
+        await run_until(run, lambda: any(e.kind == KIND_LIQUIDATION for e in run.sink.events()))
+    sync = run.runner.ingest.book("okx", INST)
+    assert sync is not None and sync.valid and sync.last_id == 210
+    assert sync.book.levels() == reference_book((in_btc(snap2[0]), in_btc(snap2[1])), [(in_btc(after[0]), [])])
+    assert [a.evidence for a in run.sink.feed_alerts if a.kind == "book_gap"] == [
+        {"symbol": INST, "expected": 105, "received": 120}]
+    assert [(e.f1, e.f2) for e in run.sink.events() if e.kind == KIND_BOOK_INVALID] == [(105.0, 120.0)]
+    assert run.metric("liqmon_feed_resyncs_total", venue="okx") == 2
+    (liq,) = [e for e in run.sink.events() if e.kind == KIND_LIQUIDATION]
+    assert liq.f3 == 1.0 and liq.f4 == pytest.approx(0.2 * 99000)
+
+
+async def test_dropped_connection_resets_book_and_resubscribes() -> None:
+    async def drops(conn: Conn) -> None:
+        await subscribed(conn)
+        await conn.send(books("snapshot", 1, -1, [["100", "1"]], [["101", "1"]]))
+        await conn.send("garbage")
+        conn.drop_mid_frame()
+
+    async def fresh(conn: Conn) -> None:
+        await subscribed(conn)
+        await conn.send(books("snapshot", 50, -1, [["200", "1"]], [["201", "1"]]))
+        await conn.idle()
+
+    async with ws_server([drops, fresh]) as ws:
+        run = make_runner(live_config("okx", ws.url, (f"books:{INST}",)))
+        await run_until(run, lambda: (s := run.runner.ingest.book("okx", INST)) is not None and s.valid
+                        and s.last_id == 50)
+    assert len(ws.connections) == 2
+    assert [d.reason for d in run.sink.deadletters] == ["invalid_json"]
+    assert [(e.f1, e.f2) for e in run.sink.events() if e.kind == KIND_BOOK_INVALID] == [(0.0, 0.0)]
+    assert run.metric("liqmon_feed_reconnects_total", venue="okx") == 1
