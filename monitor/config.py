@@ -15,12 +15,20 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from monitor.events import BOOK_BANDS_BPS
+from monitor.risk_params import RiskParams
+
 __all__ = [
     "SEVERITIES",
+    "CascadeConfig",
     "EngineConfig",
     "IngestConfig",
+    "LiquidityConfig",
     "PegBand",
     "PegConfig",
+    "SignalsConfig",
+    "SpiralRunConfig",
+    "VenueMarkedAsset",
     "config_hash",
     "load_config_text",
 ]
@@ -113,11 +121,133 @@ class IngestConfig(_Frozen):
     )
 
 
+class LiquidityConfig(_Frozen):
+    """Order-book liquidity per (venue, symbol) (RISK_MODEL §4)."""
+
+    #: Half-life of the event-time EWMA baselines of depth (*assumed*).
+    baseline_half_life_ms: int = Field(default=1_800_000, gt=0)
+    #: Bid depth within this distance of mid is the withdrawal measure (RISK_MODEL §4: 200 bps).
+    withdrawal_band_bps: int = 200
+    #: Withdrawal: bid depth below this fraction of its baseline … (*assumed*)
+    withdrawal_ratio: float = Field(default=0.3, gt=0, lt=1)
+    #: … while seller-initiated trade volume over ``trade_window_ms`` is under this fraction
+    #: of the depth lost (the rest went by cancels, not fills) (*assumed*).
+    fill_share_ratio: float = Field(default=0.5, gt=0, le=1)
+    #: Time constant of the decayed sell-volume sum matched against the depth lost (*assumed*).
+    trade_window_ms: int = Field(default=120_000, gt=0)
+    #: … held this long (event time), so one swept snapshot pages nobody (*assumed*).
+    withdrawal_min_duration_ms: int = Field(default=120_000, ge=0)
+    #: Withdrawal clears when bid depth is back above this fraction of the baseline (*assumed*).
+    recover_ratio: float = Field(default=0.6, gt=0, le=1)
+    #: The baseline is trusted after this much event time and this many book updates (*assumed*).
+    warmup_ms: int = Field(default=600_000, ge=0)
+    warmup_updates: int = Field(default=10, ge=1)
+    #: Books whose baseline is below this are too thin to judge (*assumed*).
+    min_baseline_usd: float = Field(default=10_000.0, ge=0)
+    #: Symbols exported as per-book metrics (closed label set).
+    metric_symbols: tuple[str, ...] = (
+        "BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "USDEUSDT", "ENAUSDT", "SUIUSDT",
+        "AVAXUSDT", "DOGEUSDT", "ATOMUSDT", "BTC-USDT", "ETH-USDT", "BTC", "ETH",
+    )
+    #: Vacuum (breadth): withdrawal on at least this share of the monitored books … (*assumed*)
+    vacuum_share_ratio: float = Field(default=0.5, gt=0, le=1)
+    #: … with at least this many books monitored (*assumed*).
+    vacuum_min_books: int = Field(default=2, ge=1)
+    #: A book's depth goes to the global stage (spiral ladders) at most this often (event time).
+    depth_signal_interval_ms: int = Field(default=60_000, gt=0)
+
+    @field_validator("withdrawal_band_bps")
+    @classmethod
+    def _known_band(cls, band: int) -> int:
+        if band not in BOOK_BANDS_BPS:
+            raise ValueError(f"withdrawal_band_bps must be one of {BOOK_BANDS_BPS}")
+        return band
+
+
+class VenueMarkedAsset(_Frozen):
+    """An asset a venue values from its own book until ``until_ts_ms`` (RISK_MODEL §1)."""
+
+    venue: str
+    asset: str
+    until_ts_ms: int | None = None
+
+
+class SignalsConfig(_Frozen):
+    """Stage-1 signals (per-asset engine → the global stage) and price keys (RISK_MODEL §1)."""
+
+    #: A price key is re-published when it moved at least this much (*assumed*).
+    price_move_bps: float = Field(default=5.0, ge=0)
+    #: Venue id → the venue part of ``ASSET@VENUE``; unlisted ids use the text before '-'.
+    venue_price_keys: dict[str, str] = Field(
+        default_factory=lambda: {
+            "binance-spot": "binance",
+            "binance-usdm": "binance-usdm",
+            "binance-coinm": "binance-coinm",
+            "binance-index": "binance-index",
+            "bybit-spot": "bybit",
+            "bybit-linear": "bybit-linear",
+        }
+    )
+    #: Venues left out of the consolidated ``ASSET`` index (index klines double-count).
+    index_exclude_venues: tuple[str, ...] = ()
+    #: Assets whose net trade flow feeds cascade stage 3 (RISK_MODEL §6).
+    flow_assets: tuple[str, ...] = ("USDe",)
+    #: Balances without a price key: these are valued at ``ASSET@VENUE`` (Binance marked
+    #: USDe, wBETH and BNSOL to its own books until the 14 Oct 2025 change, OCT10_FACTS).
+    venue_marked_assets: tuple[VenueMarkedAsset, ...] = (
+        VenueMarkedAsset(venue="binance", asset="USDe", until_ts_ms=1_760_400_000_000),
+        VenueMarkedAsset(venue="binance", asset="BNSOL", until_ts_ms=1_760_400_000_000),
+        VenueMarkedAsset(venue="binance", asset="wBETH", until_ts_ms=1_760_400_000_000),
+    )
+
+
+class CascadeConfig(_Frozen):
+    """Cascade stage detector (RISK_MODEL §6). Windows are event time."""
+
+    macro_assets: tuple[str, ...] = ("BTC", "ETH")
+    #: Stage 1: BTC/ETH index falls ≥ 5% within 60 min (RISK_MODEL §6).
+    macro_drop_pct: float = Field(default=5.0, gt=0, lt=100)
+    window_ms: int = Field(default=3_600_000, gt=0)
+    #: Stage 2: an alt is in drawdown at this fall from its window high (*assumed*) …
+    alt_drawdown_pct: float = Field(default=10.0, gt=0, lt=100)
+    #: … on this share of the alts seen (*assumed*) …
+    alt_breadth_ratio: float = Field(default=0.5, gt=0, le=1)
+    #: … or liquidation flow over ``flow_window_ms`` above this multiple of its baseline.
+    liquidation_flow_ratio: float = Field(default=3.0, gt=1)
+    min_liquidation_flow_usd: float = Field(default=1_000_000.0, ge=0)
+    #: Stage 3: net sell flow of the flow assets above this multiple of baseline (*assumed*).
+    sell_flow_ratio: float = Field(default=3.0, gt=1)
+    min_sell_flow_usd: float = Field(default=1_000_000.0, ge=0)
+    flow_window_ms: int = Field(default=300_000, gt=0)
+    flow_baseline_half_life_ms: int = Field(default=3_600_000, gt=0)
+    #: Stage 4: peg level (0 normal … 4 critical) at or above this on any venue: "high".
+    depeg_min_level: int = Field(default=3, ge=1, le=4)
+    #: Stage 9: alts down ≥ 50% from the pre-shock reference (RISK_MODEL §6).
+    alt_crash_pct: float = Field(default=50.0, gt=0, lt=100)
+    #: Assets never counted as alts (besides macro assets, peg assets, quote currencies).
+    not_alts: tuple[str, ...] = ("USDe", "sUSDe", "USDT", "USDC", "FDUSD", "DAI", "wBETH",
+                                 "wstETH", "BNSOL", "WBTC")
+    #: A stage stays active this long after its signal last held (*assumed*).
+    hold_ms: int = Field(default=900_000, ge=0)
+
+
+class SpiralRunConfig(_Frozen):
+    """Spiral estimate on the live state (RISK_MODEL §7); shocks are ``risk.spiral``."""
+
+    #: Event-time interval between runs of the standard shocks; 0 = only on demand (*assumed*).
+    interval_ms: int = Field(default=300_000, ge=0)
+
+
 class EngineConfig(_Frozen):
     """The whole engine configuration (the shipped default is ``EngineConfig()``)."""
 
     peg: PegConfig = Field(default_factory=PegConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    liquidity: LiquidityConfig = Field(default_factory=LiquidityConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig)
+    spiral_run: SpiralRunConfig = Field(default_factory=SpiralRunConfig)
+    risk: RiskParams = Field(default_factory=RiskParams)
 
     @model_validator(mode="after")
     def _peg_assets_not_quotes(self) -> EngineConfig:

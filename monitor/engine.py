@@ -12,13 +12,36 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+import monitor.wire.bookdepth  # noqa: F401  (registers the bookDepth parser with ingest)
 from monitor.alerts import Alert
 from monitor.batch import Batch
 from monitor.config import EngineConfig
-from monitor.events import KIND_PRICE, KIND_QUOTE
-from monitor.peg import AssetPeg, PegRules
+from monitor.events import (
+    KIND_BOOK,
+    KIND_BOOK_INVALID,
+    KIND_LIQUIDATION,
+    KIND_PRICE,
+    KIND_QUOTE,
+    KIND_TRADE,
+)
+from monitor.liquidity import BookState, LiquidityMonitor
+from monitor.peg import AssetPeg, PegRules, weighted_median
+from monitor.signals import PartitionClock, Signal
 
-__all__ = ["BatchResult", "Engine"]
+__all__ = ["BatchResult", "Engine", "venue_key"]
+
+#: Kinds the vectorised calm-peg path handles (a batch of only these skips the row loop).
+_PRICE_KINDS = np.array([KIND_QUOTE, KIND_PRICE], dtype=np.int64)
+
+
+def venue_key(venue: str, mapping: dict[str, str]) -> str:
+    """The VENUE part of a ``ASSET@VENUE`` price key (RISK_MODEL §1): mapped, else the id's prefix."""
+    mapped = mapping.get(venue)
+    if mapped is not None:
+        return mapped
+    return venue.split("-", 1)[0]
 
 
 @dataclass(slots=True)
@@ -31,6 +54,12 @@ class BatchResult:
     unpriced: int = 0
     #: True when a discrete state changed and the snapshot should be persisted.
     state_changed: bool = False
+    #: Signals for the global stage (stage 2) and this partition's watermark after the batch.
+    signals: list[Signal] = field(default_factory=list)
+    partition: int = 0
+    watermark_ms: int = 0
+    #: Books (venue, symbol) updated by this batch (metrics).
+    books_touched: set[tuple[str, str]] = field(default_factory=set)
 
 
 class Engine:
@@ -43,19 +72,52 @@ class Engine:
         self.peg_assets = frozenset(config.peg.assets)
         self.quote_usd: dict[str, float] = dict(config.ingest.quote_prices_usd)
         self.pegs: dict[str, AssetPeg] = {}
-        #: Latest USD mid per (asset, venue) for assets without a peg (later processors).
-        self.mids_usd: dict[tuple[str, str], float] = {}
+        #: Latest (USD mid, depth USD, ts) per (asset, venue) for assets without a peg.
+        self.mids_usd: dict[tuple[str, str], tuple[float, float, int]] = {}
+        self.liquidity = LiquidityMonitor(config.liquidity, self.config_hash)
+        self.clocks: dict[int, PartitionClock] = {}
+        sig = config.signals
+        self._venue_keys = dict(sig.venue_price_keys)
+        self._index_exclude = frozenset(sig.index_exclude_venues)
+        self._flow_assets = frozenset(sig.flow_assets)
+        self._move_ratio = sig.price_move_bps / 10_000.0
+        self._depth_interval_ms = config.liquidity.depth_signal_interval_ms
+        self._withdraw_band = self.liquidity.band_index
+        #: Last price sent per price key, last peg level sent per (asset, venue).
+        self.sent_prices: dict[str, float] = {}
+        self.sent_peg_levels: dict[tuple[str, str], int] = {}
+        #: Sources (venue, symbol, quote) with quotes/books/prices: their trades set no mid.
+        self._quoted: set[tuple[str, str, str]] = set()
 
     # -- state -----------------------------------------------------------------------
     def has_asset(self, asset: str) -> bool:
-        return asset in self.pegs
+        return asset in self.pegs or any(b.asset == asset for b in self.liquidity.books.values())
 
     def snapshot(self, asset: str) -> dict[str, Any] | None:
+        """Discrete state of one asset (peg bands, book baselines) as plain JSON."""
         peg = self.pegs.get(asset)
-        return None if peg is None else peg.to_state()
+        books = {
+            f"{v}|{s}": b.to_state()
+            for (v, s), b in self.liquidity.books.items()
+            if b.asset == asset
+        }
+        if peg is None and not books:
+            return None
+        return {"peg": None if peg is None else peg.to_state(), "books": books}
 
     def restore(self, asset: str, state: dict[str, Any]) -> None:
-        self.pegs[asset] = AssetPeg.from_state(asset, self.rules, self.config_hash, state)
+        peg_state = state.get("peg") if "books" in state else state
+        if peg_state is not None:
+            self.pegs[asset] = AssetPeg.from_state(asset, self.rules, self.config_hash, peg_state)
+        for key, st in (state.get("books") or {}).items():
+            venue, symbol = key.split("|", 1)
+            self.liquidity.books[(venue, symbol)] = BookState.from_state(venue, symbol, st)
+
+    def clock(self, partition: int) -> PartitionClock:
+        clk = self.clocks.get(partition)
+        if clk is None:
+            clk = self.clocks[partition] = PartitionClock()
+        return clk
 
     def _peg(self, asset: str) -> AssetPeg:
         peg = self.pegs.get(asset)
@@ -68,40 +130,220 @@ class Engine:
     def is_quote_asset(self, asset: str) -> bool:
         return asset in self.config.ingest.quote_prices_usd
 
-    def process(self, batch: Batch) -> BatchResult:
+    def advance_all(self, ts_ms: int, partitions: int) -> None:
+        """Advance every partition clock (a broadcast batch reached every partition)."""
+        for p in range(partitions):
+            self.clock(p).advance(ts_ms)
+
+    def process(self, batch: Batch, partition: int = 0) -> BatchResult:
         """Run every event of ``batch`` through the processors, in order."""
-        result = BatchResult()
+        result = BatchResult(partition=partition)
         asset = batch.asset
         venues = [s[0] for s in batch.sources]
-        quotes = [s[2] for s in batch.sources]
         counts = [0] * len(venues)
+        clock = self.clock(partition)
         if self.is_quote_asset(asset):
             self._process_quote_asset(batch, counts, result)
-        elif asset in self.peg_assets:
-            peg = self._peg(asset)
-            quote_usd = [self.quote_usd.get(q) for q in quotes]
-            out = result.alerts
-            on_price = peg.on_price
-            for row in batch.rows:
-                kind, idx, ts, _rts, f1, f2, f3, f4 = row[:8]
-                i = int(idx)
-                counts[i] += 1
-                q = quote_usd[i]
-                if q is None:
-                    result.unpriced += 1
-                    continue
-                if kind == KIND_QUOTE:
-                    on_price(venues[i], int(ts), (f1 + f2) * 0.5 * q, (f1 * f3 + f2 * f4) * q, out)
-                elif kind == KIND_PRICE:
-                    on_price(venues[i], int(ts), f1 * q, f2 * q, out)
-            result.state_changed = peg.dirty
-            peg.dirty = False
+            if batch.rows:
+                clock.advance(max(int(r[2]) for r in batch.rows))
         else:
-            self._track_mids(batch, counts, result)
+            self._process_asset(batch, counts, result, clock)
+        result.watermark_ms = clock.watermark_ms
         for i, n in enumerate(counts):
             if n:
                 result.events_by_source[venues[i]] += n
         return result
+
+    def _process_asset(
+        self, batch: Batch, counts: list[int], result: BatchResult, clock: PartitionClock
+    ) -> None:
+        asset = batch.asset
+        sources = batch.sources
+        peg = self._peg(asset) if asset in self.peg_assets else None
+        on_price = peg.on_price if peg is not None else None
+        quote_usd = [self.quote_usd.get(s[2]) for s in sources]
+        out = result.alerts
+        liq = self.liquidity
+        books: list[BookState | None] = [None] * len(sources)
+        priced = [False] * len(sources)
+        #: per source index: (ts, price_usd, depth_usd) of its latest price in the batch
+        last_px: dict[int, tuple[int, float, float]] = {}
+        transitions: list[tuple[BookState, int, int]] = []
+        flow_asset = asset in self._flow_assets
+        max_ts = 0
+        liq_long = liq_short = net_sell = 0.0
+        quoted = self._quoted
+        for row in batch.rows:
+            kind, idx, ts = row[0], row[1], row[2]
+            i = int(idx)
+            counts[i] += 1
+            q = quote_usd[i]
+            if q is None:
+                result.unpriced += 1
+                continue
+            t = int(ts)
+            max_ts = max(max_ts, t)
+            if kind == KIND_QUOTE:
+                f1, f2 = row[4], row[5]
+                px = (f1 + f2) * 0.5 * q
+                depth = (f1 * row[6] + f2 * row[7]) * q
+                if on_price is not None:
+                    on_price(sources[i][0], t, px, depth, out)
+                last_px[i] = (t, px, depth)
+                priced[i] = True
+            elif kind == KIND_PRICE:
+                px = row[4] * q
+                depth = row[5] * q
+                if on_price is not None:
+                    on_price(sources[i][0], t, px, depth, out)
+                last_px[i] = (t, px, depth)
+                priced[i] = True
+            elif kind == KIND_BOOK:
+                st = books[i]
+                if st is None:
+                    st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
+                code = liq.on_book(st, t, row, q, out)
+                if code:
+                    transitions.append((st, code, t))
+                px = row[6] * q
+                depth = st.bid_usd[self._withdraw_band] + st.ask_usd[self._withdraw_band]
+                if on_price is not None:
+                    on_price(sources[i][0], t, px, depth, out)
+                last_px[i] = (t, px, depth)
+                priced[i] = True
+                result.books_touched.add((st.venue, st.symbol))
+            elif kind == KIND_TRADE:
+                notional = row[4] * row[5] * q
+                tb = books[i]
+                if tb is None:
+                    tb = books[i] = liq.books.get((sources[i][0], sources[i][1]))
+                if tb is not None:
+                    liq.on_trade(tb, t, notional, row[6])
+                if flow_asset:
+                    net_sell -= row[6] * notional
+                if not priced[i] and sources[i] not in quoted:
+                    last_px[i] = (t, row[4] * q, 0.0)
+            elif kind == KIND_LIQUIDATION:
+                usd = (row[7] if row[7] > 0 else row[4] * row[5]) * q
+                if row[6] > 0:
+                    liq_long += usd
+                else:
+                    liq_short += usd
+            elif kind == KIND_BOOK_INVALID:
+                st = books[i]
+                if st is None:
+                    st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
+                was_valid = st.valid
+                liq.on_invalid(st, t)
+                last_px.pop(i, None)
+                if was_valid:
+                    transitions.append((st, 4, t))
+        if peg is not None:
+            result.state_changed = peg.dirty
+            peg.dirty = False
+        for i, was_priced in enumerate(priced):
+            if was_priced:
+                quoted.add(sources[i])
+        self._emit_signals(
+            asset, sources, peg, last_px, transitions, books, max_ts,
+            liq_long, liq_short, net_sell if flow_asset else 0.0, result, clock,
+        )
+        if max_ts:
+            clock.advance(max_ts)
+
+    def _emit_signals(
+        self,
+        asset: str,
+        sources: list[tuple[str, str, str]],
+        peg: AssetPeg | None,
+        last_px: dict[int, tuple[int, float, float]],
+        transitions: list[tuple[BookState, int, int]],
+        books: list[BookState | None],
+        max_ts: int,
+        liq_long: float,
+        liq_short: float,
+        net_sell: float,
+        result: BatchResult,
+        clock: PartitionClock,
+    ) -> None:
+        sig = result.signals
+        sent = self.sent_prices
+        move = self._move_ratio
+        for i in sorted(last_px):
+            t, px, depth = last_px[i]
+            venue = sources[i][0]
+            if px <= 0:
+                continue
+            self.mids_usd[(asset, venue)] = (px, depth, t)
+            key = f"{asset}@{venue_key(venue, self._venue_keys)}"
+            last = sent.get(key)
+            if last is None or abs(px / last - 1.0) >= move:
+                sent[key] = px
+                sig.append(clock.stamp(t, asset, "price", {"key": key, "price": px}))
+        if last_px:
+            index = self._index_price(asset, peg, max_ts)
+            if index is not None:
+                last = sent.get(asset)
+                if last is None or abs(index / last - 1.0) >= move:
+                    sent[asset] = index
+                    sig.append(clock.stamp(max_ts, asset, "price", {"key": asset, "price": index}))
+        if peg is not None and result.state_changed:
+            for venue in sorted(peg.trackers):
+                tracker = peg.trackers[venue]
+                k = (asset, venue)
+                if self.sent_peg_levels.get(k, 0) != tracker.level:
+                    self.sent_peg_levels[k] = tracker.level
+                    sig.append(clock.stamp(max_ts, asset, "peg", {
+                        "venue": venue, "level": tracker.level,
+                        "dev_bps": round(tracker.last_dev_bps, 2),
+                    }))
+        for st, code, t in transitions:
+            state = ("", "warm", "withdrawn", "restored", "invalid")[code]
+            result.state_changed = True
+            base = st.baseline_usd or 0.0
+            depth = st.bid_usd[self._withdraw_band] if st.bid_usd else 0.0
+            sig.append(clock.stamp(t, asset, "book", {
+                "venue": st.venue, "symbol": st.symbol, "state": state,
+                "depth_usd": round(depth, 2), "baseline_usd": round(base, 2),
+            }))
+        interval = self._depth_interval_ms
+        for bk in books:
+            if bk is None or not bk.valid or not bk.bid_usd:
+                continue
+            st = bk
+            last_sent = st.last_depth_signal_ms
+            if last_sent is not None and st.last_ts_ms - last_sent < interval:
+                continue
+            st.last_depth_signal_ms = st.last_ts_ms
+            key = f"{asset}@{venue_key(st.venue, self._venue_keys)}"
+            sig.append(clock.stamp(st.last_ts_ms, asset, "depth", {
+                "venue": st.venue, "symbol": st.symbol, "key": key, "mid": st.mid_usd,
+                "bid_usd": [round(x, 2) for x in st.bid_usd],
+            }))
+        if liq_long or liq_short:
+            sig.append(clock.stamp(max_ts, asset, "liq", {
+                "long_usd": round(liq_long, 2), "short_usd": round(liq_short, 2),
+            }))
+        if net_sell:
+            sig.append(clock.stamp(max_ts, asset, "flow", {"net_sell_usd": round(net_sell, 2)}))
+
+    def _index_price(self, asset: str, peg: AssetPeg | None, ts_ms: int) -> float | None:
+        """Consolidated ``ASSET`` key: depth-weighted median of fresh venues (RISK_MODEL §1)."""
+        if peg is not None:
+            got = peg.index_price(ts_ms)
+            return None if got is None else got[0]
+        stale_before = ts_ms - self.config.peg.stale_after_ms
+        default_depth = self.config.peg.default_depth_usd
+        values: list[float] = []
+        weights: list[float] = []
+        for (a, venue), (px, depth, t) in self.mids_usd.items():
+            if a != asset or t < stale_before or venue in self._index_exclude:
+                continue
+            values.append(px)
+            weights.append(depth if depth > 0 else default_depth)
+        if not values:
+            return None
+        return weighted_median(values, weights)
 
     def _process_quote_asset(self, batch: Batch, counts: list[int], result: BatchResult) -> None:
         # A quote currency's own feed (e.g. USDT/USD): its USD price converts every quote.
@@ -120,17 +362,3 @@ class Engine:
             elif kind == KIND_PRICE:
                 self.quote_usd[batch.asset] = f1 * q
                 result.state_changed = True
-
-    def _track_mids(self, batch: Batch, counts: list[int], result: BatchResult) -> None:
-        for row in batch.rows:
-            kind, i, f1, f2 = row[0], int(row[1]), row[4], row[5]
-            counts[i] += 1
-            venue, _symbol, quote = batch.sources[i]
-            q = self.quote_usd.get(quote)
-            if q is None:
-                result.unpriced += 1
-                continue
-            if kind == KIND_QUOTE:
-                self.mids_usd[(batch.asset, venue)] = (f1 + f2) * 0.5 * q
-            elif kind == KIND_PRICE:
-                self.mids_usd[(batch.asset, venue)] = f1 * q

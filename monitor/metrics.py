@@ -66,3 +66,46 @@ class Metrics:
             ["venue"], registry=r)
         self.feed_reconnects_total = Counter(
             "liqmon_feed_reconnects", "Websocket reconnections, by venue", ["venue"], registry=r)
+        # Liquidity (RISK_MODEL §4): configured symbols only (closed label set)
+        self.book_depth_usd = Gauge(
+            "liqmon_book_depth_usd", "Cumulative book depth within band_bps of mid, USD",
+            ["venue", "symbol", "side", "band_bps"], registry=r)
+        self.book_spread_bps = Gauge(
+            "liqmon_book_spread_bps", "Book spread, bps of mid", ["venue", "symbol"], registry=r)
+        self.books_withdrawn_ratio = Gauge(
+            "liqmon_books_withdrawn_ratio", "Share of monitored books in liquidity withdrawal",
+            registry=r)
+        # Cascade (RISK_MODEL §6)
+        self.cascade_stage = Gauge(
+            "liqmon_cascade_stage", "Highest active cascade stage (0 = none)", registry=r)
+        self.cascade_stage_active = Gauge(
+            "liqmon_cascade_stage_active", "1 while a cascade stage is active", ["stage"],
+            registry=r)
+        # Loops (RISK_MODEL §2)
+        self.loops_liquidatable_usd = Gauge(
+            "liqmon_loops_liquidatable_usd", "Collateral of loop positions liquidatable now, USD",
+            ["protocol", "asset"], registry=r)
+        self.loops_ladder_usd = Gauge(
+            "liqmon_loops_ladder_usd",
+            "Collateral that becomes liquidatable within a further drop_pct move, USD",
+            ["protocol", "asset", "drop_pct"], registry=r)
+        self.loops_collateral_illusion_ratio = Gauge(
+            "liqmon_loops_collateral_illusion_ratio", "Gross collateral / real equity of loops",
+            ["protocol", "asset"], registry=r)
+        self.loops_positions = Gauge(
+            "liqmon_loops_positions", "Loop positions by health-factor band",
+            ["protocol", "hf_band"], registry=r)
+        # Unified accounts (RISK_MODEL §3)
+        self.unified_accounts = Gauge(
+            "liqmon_unified_accounts", "Unified accounts by status", ["venue", "status"],
+            registry=r)
+        self.unified_effective_leverage = Gauge(
+            "liqmon_unified_effective_leverage", "Effective leverage quantiles of unified accounts",
+            ["venue", "quantile"], registry=r)
+        self.unified_shortfall_usd = Gauge(
+            "liqmon_unified_shortfall_usd", "Largest MM shortfalls of unified accounts (top 5), USD",
+            ["venue", "rank"], registry=r)
+        # Spiral (RISK_MODEL §7)
+        self.spiral_liquidated_usd = Gauge(
+            "liqmon_spiral_liquidated_usd", "Spiral estimate: notional liquidated after a standard shock, USD",
+            ["shock"], registry=r)

@@ -14,18 +14,25 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from monitor.alerts import Alert
 from monitor.batch import Batch
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.ingest import DeadLetter, Ingest, Routed
+from monitor.risk import GlobalRisk
+from monitor.signals import SignalRecord
 from replay.capture import BadLine, iter_capture
 
 __all__ = [
+    "InputFileError",
     "Pacer",
     "ProgressFn",
     "ReplayStats",
+    "load_jsonl",
     "partition_for",
     "replay_inline",
     "route_capture",
@@ -33,6 +40,27 @@ __all__ = [
 
 #: Called with (event_time_ms, frames, alerts_so_far) about once per 0.25 s of wall time.
 ProgressFn = Callable[[int, int, int], None]
+
+
+class InputFileError(ValueError):
+    """A positions/accounts file line that is not a JSON object (names file and line)."""
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file (positions or accounts); blank lines are skipped."""
+    out: list[dict[str, Any]] = []
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise InputFileError(f"{path}:{n}: not JSON ({exc})") from None
+            if not isinstance(obj, dict):
+                raise InputFileError(f"{path}:{n}: each line must be a JSON object")
+            out.append(obj)
+    return out
 
 
 def partition_for(asset: str, partitions: int) -> int:
@@ -138,9 +166,22 @@ async def replay_inline(
     progress: ProgressFn | None = None,
     on_alert: Callable[[Alert], None] | None = None,
     on_batch: Callable[[Batch], None] | None = None,
+    partitions: int = 8,
+    positions: list[dict[str, Any]] | None = None,
+    accounts: list[dict[str, Any]] | None = None,
 ) -> InlineResult:
-    """Replay a capture through the engine in this process (no broker)."""
+    """Replay a capture through the engine in this process (no broker).
+
+    Stage 1 runs as if split over ``partitions`` market partitions (same watermarks and
+    signal clocks as the workers), stage 2 consumes its signals through the same reorder
+    buffer, so the alerts equal the Kafka path's byte for byte.
+    """
     engine = Engine(config)
+    risk = GlobalRisk(config, partitions)
+    for raw in positions or ():
+        risk.upsert_position(raw)
+    for raw in accounts or ():
+        risk.upsert_account(raw)
     ingest = Ingest(config)
     stats = ReplayStats()
     alerts: list[Alert] = []
@@ -153,8 +194,17 @@ async def replay_inline(
             stats.batches += 1
             if on_batch is not None:
                 on_batch(item.batch)
-            result = engine.process(item.batch)
-            for alert in result.alerts:
+            batch = item.batch
+            part = 0 if item.broadcast else partition_for(batch.asset, partitions)
+            result = engine.process(batch, part)
+            if item.broadcast:
+                engine.advance_all(result.watermark_ms, partitions)
+            produced = list(result.alerts)
+            if result.signals:
+                produced.extend(
+                    risk.push(SignalRecord(part, result.watermark_ms, result.signals))
+                )
+            for alert in produced:
                 alerts.append(alert)
                 if on_alert is not None:
                     on_alert(alert)
@@ -163,6 +213,10 @@ async def replay_inline(
                 progress(ts, ingest.stats.frames, len(alerts))
     except (KeyboardInterrupt, asyncio.CancelledError):
         stats.interrupted = True
+    for alert in risk.flush():
+        alerts.append(alert)
+        if on_alert is not None:
+            on_alert(alert)
     stats.absorb(ingest)
     stats.wall_s = time.monotonic() - started
     return InlineResult(alerts=alerts, stats=stats)

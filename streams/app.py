@@ -26,8 +26,11 @@ from mode import CrashingSupervisor
 from monitor.batch import Batch, BatchError, Control, decode_record
 from monitor.config import EngineConfig
 from monitor.engine import BatchResult, Engine
+from monitor.events import BOOK_BANDS_BPS
 from monitor.ingest import DeadLetter
 from monitor.metrics import Metrics
+from monitor.risk import GlobalRisk
+from monitor.signals import SignalRecord, decode_signal_record, encode_signal_record
 from streams import topics
 from streams.settings import Settings
 
@@ -36,6 +39,35 @@ __all__ = ["WorkerState", "create_app"]
 log = logging.getLogger("liqmon.worker")
 
 MARKET_AGENT = "market"
+GLOBAL_AGENT = "risk"
+
+
+def set_risk_metrics(metrics: Metrics, risk: GlobalRisk) -> None:
+    """Export the global stage's aggregates (closed label sets only)."""
+    fig = risk.figures()
+    for row in fig.loops:
+        proto, asset = row["protocol"], row["asset"]
+        metrics.loops_liquidatable_usd.labels(proto, asset).set(row["liquidatable_collateral_usd"])
+        ratio = row["collateral_illusion_ratio"]
+        metrics.loops_collateral_illusion_ratio.labels(proto, asset).set(
+            ratio if ratio is not None else float("nan"))
+        for step in row["ladder"]:
+            metrics.loops_ladder_usd.labels(proto, asset, f"{step['move_pct']:g}").set(
+                step["additional_collateral_usd"])
+    for (proto, band), n in fig.hf_bands.items():
+        metrics.loops_positions.labels(proto, band).set(n)
+    for (venue, status), n in fig.accounts_by_status.items():
+        metrics.unified_accounts.labels(venue, status).set(n)
+    for (venue, q), v in fig.leverage_quantiles.items():
+        metrics.unified_effective_leverage.labels(venue, q).set(v)
+    for (venue, rank), v in fig.shortfalls.items():
+        metrics.unified_shortfall_usd.labels(venue, rank).set(v)
+    metrics.books_withdrawn_ratio.set(fig.withdrawn_ratio)
+    metrics.cascade_stage.set(fig.stage)
+    for stage in range(1, 10):
+        metrics.cascade_stage_active.labels(str(stage)).set(1 if stage in fig.active_stages else 0)
+    for name, usd in fig.spiral_liquidated_usd.items():
+        metrics.spiral_liquidated_usd.labels(name).set(usd)
 
 
 @dataclass
@@ -50,6 +82,8 @@ class WorkerState:
     alerts_since_ack: Counter[int] = field(default_factory=Counter)
     deadletters_since_ack: Counter[int] = field(default_factory=Counter)
     events_since_ack: Counter[int] = field(default_factory=Counter)
+    #: Last watermark forwarded to the global stage, per market partition.
+    sent_watermark: dict[int, int] = field(default_factory=dict)
     #: Wall time of the first record each partition processed since its last ack (bench).
     first_wall_s: dict[int, float] = field(default_factory=dict)
 
@@ -80,6 +114,9 @@ def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
     return conf
 
 
+_RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
 def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics: Metrics) -> faust.App:
     """Build the faust app with its topics, table and agent."""
     app = faust.App(settings.app_id, **_faust_settings(settings, bootstrap))
@@ -90,6 +127,11 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
     deadletter_topic = app.topic(topics.DEADLETTER, key_serializer="raw", value_serializer="raw")
     acks_topic = app.topic(topics.ACKS, key_serializer="raw", value_serializer="raw")
     state_table = app.Table("engine-state", default=None, partitions=settings.partitions)
+    signals_topic = app.topic(topics.RISK_SIGNALS, partitions=1, **_RAW)
+    positions_topic = app.topic(topics.POSITIONS, **_RAW)
+    accounts_topic = app.topic(topics.ACCOUNTS, **_RAW)
+    # Stage-2 inputs as plain JSON, recovered from the changelog on restart.
+    risk_table = app.Table("risk-inputs", default=None, partitions=1)
     state = WorkerState(engine=Engine(config), metrics=metrics)
     app.liqmon_state = state  # type: ignore[attr-defined]
     config_hash = config.config_hash
@@ -126,7 +168,27 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         if snap is not None:
             state_table[f"asset:{asset}"] = snap
 
+    book_symbols = frozenset(config.liquidity.metric_symbols)
+    bands = [str(b) for b in BOOK_BANDS_BPS]
+
+    def update_book_metrics(touched: set[tuple[str, str]]) -> None:
+        books = state.engine.liquidity.books
+        for key in touched:
+            st = books.get(key)
+            if st is None or not st.valid or key[1] not in book_symbols or not st.bid_usd:
+                continue
+            venue, symbol = key
+            for side, values in (("bid", st.bid_usd), ("ask", st.ask_usd)):
+                for band, v in zip(bands, values, strict=True):
+                    metrics.book_depth_usd.labels(venue, symbol, side, band).set(v)
+            metrics.book_spread_bps.labels(venue, symbol).set(st.spread_bps)
+
     async def on_control(ctl: Control, partition: int) -> None:
+        wm = state.engine.clock(partition).watermark_ms
+        await signals_topic.send(
+            key=b"", partition=0,
+            value=encode_signal_record(SignalRecord(partition, wm, [], end=ctl.run)),
+        )
         await app.producer.flush()
         ack = {
             "run": ctl.run,
@@ -165,7 +227,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
                 continue
             try:
                 restore(record, partition)
-                result = state.engine.process(record)
+                result = state.engine.process(record, partition)
             except Exception as exc:  # a bug on one record must not kill the agent
                 log.error("engine failed on a %s batch: %s", record.asset, exc)
                 detail = "".join(traceback.format_exception_only(exc)).strip()
@@ -173,6 +235,16 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
                 continue
             if result.state_changed:
                 persist(record, partition, result)
+            if result.signals or result.watermark_ms > state.sent_watermark.get(partition, -1):
+                state.sent_watermark[partition] = result.watermark_ms
+                await signals_topic.send(
+                    key=b"", partition=0,
+                    value=encode_signal_record(
+                        SignalRecord(partition, result.watermark_ms, result.signals)
+                    ),
+                )
+            if result.books_touched:
+                update_book_metrics(result.books_touched)
             for alert in result.alerts:
                 await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
                 metrics.alerts_total.labels(alert.kind, alert.severity).inc()
@@ -205,5 +277,108 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             reason = key.decode("utf-8", "replace") if isinstance(key, bytes) else "unknown"
             metrics.deadletter_total.labels(reason or "unknown").inc()
             metrics.topic_records_total.labels(topics.DEADLETTER, "in").inc()
+
+    # -- stage 2: the global risk agent (one partition) --------------------------------
+    risk = GlobalRisk(config, settings.partitions)
+    app.liqmon_risk = risk  # type: ignore[attr-defined]
+    risk_state: dict[str, Any] = {"restored": False, "alerts": 0, "metrics_at": 0.0,
+                                  "syncs": {}}
+
+    def restore_risk() -> None:
+        if risk_state["restored"]:
+            return
+        risk_state["restored"] = True
+        for key, raw in sorted(risk_table.items()):
+            if raw is None:
+                continue
+            if str(key).startswith("position:"):
+                risk.upsert_position(raw)
+            elif str(key).startswith("account:"):
+                risk.upsert_account(raw)
+
+    def export_risk_metrics() -> None:
+        now = time.time()
+        if now - float(risk_state["metrics_at"]) < 2.0:
+            return
+        risk_state["metrics_at"] = now
+        set_risk_metrics(metrics, risk)
+
+    async def emit(alerts: list[Any]) -> None:
+        for alert in alerts:
+            await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+            metrics.alerts_total.labels(alert.kind, alert.severity).inc()
+        risk_state["alerts"] += len(alerts)
+
+    async def forward(kind: str, value: bytes) -> None:
+        await signals_topic.send(
+            key=b"", partition=0, value=orjson.dumps({"v": 1, "input": kind, "raw": orjson.loads(value)}),
+        )
+
+    @app.agent(positions_topic, name="positions", supervisor_strategy=CrashingSupervisor)
+    async def forward_positions(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                await forward("position", bytes(event.value or b""))
+            except orjson.JSONDecodeError as exc:
+                await dead_letter(0, DeadLetter("invalid_json", str(exc), bytes(event.value or b"")))
+
+    @app.agent(accounts_topic, name="accounts", supervisor_strategy=CrashingSupervisor)
+    async def forward_accounts(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                await forward("account", bytes(event.value or b""))
+            except orjson.JSONDecodeError as exc:
+                await dead_letter(0, DeadLetter("invalid_json", str(exc), bytes(event.value or b"")))
+
+    async def on_input(obj: dict[str, Any]) -> None:
+        kind, raw = obj.get("input"), obj.get("raw")
+        if not isinstance(raw, dict):
+            raise ValueError("input record needs a JSON object")
+        if "ctl" in raw:  # a sync marker from the replayer: ack once every partition is in
+            run = str(raw.get("run"))
+            seen = risk_state["syncs"].setdefault(run, set())
+            seen.add((kind, int(raw.get("partition", 0))))
+            if len(seen) >= int(raw.get("of", 1)):
+                ack = {"run": run, "stage": "loaded", "positions": len(risk.positions),
+                       "accounts": len(risk.accounts), "alerts": 0, "config_hash": config_hash}
+                await acks_topic.send(key=run.encode(), value=orjson.dumps(ack))
+            return
+        if kind == "position":
+            risk.upsert_position(raw)
+            risk_table[f"position:{raw['position_id']}"] = None if raw.get("delete") else raw
+        elif kind == "account":
+            risk.upsert_account(raw)
+            risk_table[f"account:{raw['account_id']}"] = None if raw.get("delete") else raw
+
+    @app.agent(signals_topic, name=GLOBAL_AGENT, supervisor_strategy=CrashingSupervisor)
+    async def process_global(stream: faust.StreamT[bytes]) -> None:
+        last_event = metrics.agent_last_event_timestamp_seconds.labels(GLOBAL_AGENT)
+        async for event in stream.events():
+            value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            restore_risk()
+            try:
+                obj = orjson.loads(value)
+                if isinstance(obj, dict) and "input" in obj:
+                    await on_input(obj)
+                    continue
+                rec = decode_signal_record(value)
+                alerts = risk.push(rec)
+            except Exception as exc:  # a bad record must not kill the global stage
+                detail = "".join(traceback.format_exception_only(exc)).strip()
+                await dead_letter(0, DeadLetter("processing_error", detail, value[:65536]))
+                continue
+            await emit(alerts)
+            if rec.end is not None and not risk.buffer.ended:
+                # every partition ended: everything is flushed; acknowledge the run
+                await app.producer.flush()
+                ack = {"run": rec.end, "stage": "global", "alerts": risk_state["alerts"],
+                       "config_hash": config_hash, "ack_wall_s": time.time()}
+                risk_state["alerts"] = 0
+                await acks_topic.send(key=rec.end.encode(), value=orjson.dumps(ack))
+                await app.producer.flush()
+                set_risk_metrics(metrics, risk)
+            else:
+                export_risk_metrics()
+            last_event.set(time.time())
 
     return app

@@ -121,11 +121,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = _progress_printer(not args.quiet)
     worker_deadletters = 0
+    from replay.replayer import InputFileError, load_jsonl
+
+    try:
+        positions = load_jsonl(args.positions) if args.positions else None
+        accounts = load_jsonl(args.accounts) if args.accounts else None
+    except (OSError, InputFileError) as exc:
+        raise UsageError(str(exc)) from None
     if args.inline:
         from replay.replayer import replay_inline
 
         inline = asyncio.run(
-            replay_inline(capture, config, args.speed, args.from_ms, args.to_ms, progress)
+            replay_inline(
+                capture, config, args.speed, args.from_ms, args.to_ms, progress,
+                partitions=settings.partitions, positions=positions, accounts=accounts,
+            )
         )
         alerts, stats, mode = inline.alerts, inline.stats, "inline"
     else:
@@ -153,7 +163,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 kafka = asyncio.run(
                     replay_kafka(
                         capture, config, bootstrap, args.speed, args.from_ms, args.to_ms,
-                        progress, alive=alive,
+                        progress, alive=alive, positions=positions, accounts=accounts,
                     )
                 )
         alerts, stats, mode = kafka.alerts, kafka.stats, "kafka"
@@ -218,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-worker", action="store_true", help="use workers already running")
     rp.add_argument("--metrics-port", type=int, default=None, help="worker /metrics port (0 = off)")
     rp.add_argument("--quiet", action="store_true", help="no progress and no timeline")
+    rp.add_argument("--positions", type=Path, default=None,
+                    help="lending positions (JSON lines), loaded before the market data")
+    rp.add_argument("--accounts", type=Path, default=None,
+                    help="unified accounts (JSON lines), loaded before the market data")
     rp.set_defaults(func=cmd_replay)
 
     wp = sub.add_parser("worker", help="run a faust worker against LIQMON_KAFKA_BOOTSTRAP")

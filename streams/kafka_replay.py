@@ -56,6 +56,9 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -
             NewTopic(topics.ALERTS, 1, replication),
             NewTopic(topics.DEADLETTER, 1, replication),
             NewTopic(topics.ACKS, 1, replication),
+            NewTopic(topics.RISK_SIGNALS, 1, replication),
+            NewTopic(topics.POSITIONS, partitions, replication),
+            NewTopic(topics.ACCOUNTS, partitions, replication),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
@@ -85,8 +88,15 @@ async def replay_kafka(
     on_alert: Callable[[Alert], None] | None = None,
     idle_timeout_s: float = 180.0,
     alive: Callable[[], bool] | None = None,
+    positions: list[dict[str, Any]] | None = None,
+    accounts: list[dict[str, Any]] | None = None,
 ) -> KafkaReplayResult:
-    """Publish a capture to the market topic and gather the alerts the workers raise."""
+    """Publish a capture to the market topic and gather the alerts the workers raise.
+
+    Positions and accounts go first to their topics, followed by a sync marker on every
+    partition; market data starts once the global stage acknowledged them all, so it
+    evaluates the same population as the inline path from the first signal on.
+    """
     run_id = uuid.uuid4().hex
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20
@@ -99,6 +109,8 @@ async def replay_kafka(
     alerts: dict[str, Alert] = {}
     raw_alert_records = 0
     acks: dict[int, dict[str, Any]] = {}
+    global_ack: list[dict[str, Any]] = []
+    loaded = asyncio.Event()
     started = time.monotonic()
     try:
         partitions = await _topic_partitions(producer, topics.MARKET)
@@ -127,9 +139,41 @@ async def replay_kafka(
                                 on_alert(alert)
                     else:
                         ack = orjson.loads(rec.value)
-                        if ack.get("run") == run_id:
+                        if ack.get("run") != run_id:
+                            continue
+                        stage = ack.get("stage")
+                        if stage == "loaded":
+                            loaded.set()
+                        elif stage == "global":
+                            global_ack.append(ack)
+                        else:
                             acks[int(ack["partition"])] = ack
 
+        if positions or accounts:
+            for topic, records, id_field in (
+                (topics.POSITIONS, positions or [], "position_id"),
+                (topics.ACCOUNTS, accounts or [], "account_id"),
+            ):
+                for raw in records:
+                    await producer.send(
+                        topic, orjson.dumps(raw), key=str(raw.get(id_field, "")).encode()
+                    )
+            sync_parts = {
+                t: await _topic_partitions(producer, t) for t in (topics.POSITIONS, topics.ACCOUNTS)
+            }
+            n_sync = sum(len(v) for v in sync_parts.values())
+            for topic, parts in sync_parts.items():
+                for p in parts:
+                    marker = {"ctl": "sync", "run": run_id, "partition": p, "of": n_sync}
+                    await producer.send(topic, orjson.dumps(marker), key=b"", partition=p)
+            await producer.flush()
+            waited = time.monotonic()
+            while not loaded.is_set():
+                await drain(200)
+                if alive is not None and not alive():
+                    raise KafkaReplayError("the worker exited before loading positions (see worker.log)")
+                if time.monotonic() - waited > idle_timeout_s:
+                    raise KafkaReplayError("the global stage did not acknowledge positions/accounts")
         pacer = Pacer(speed)
         next_check = time.monotonic()
         pending: list[asyncio.Future[Any]] = []
@@ -164,14 +208,17 @@ async def replay_kafka(
         stats.absorb(ingest)
         # Wait for every partition's ack, then for every alert the acks announce.
         last_progress = time.monotonic()
-        seen = (len(acks), raw_alert_records)
-        while len(acks) < n_parts or raw_alert_records < sum(int(a["alerts"]) for a in acks.values()):
+        seen = (len(acks) + len(global_ack), raw_alert_records)
+        def expected_alerts() -> int:
+            return sum(int(a["alerts"]) for a in [*acks.values(), *global_ack])
+
+        while len(acks) < n_parts or not global_ack or raw_alert_records < expected_alerts():
             await drain(200)
             if progress is not None:
                 progress(stats.last_ts_ms or 0, stats.frames, len(alerts))
             if alive is not None and not alive():
                 raise KafkaReplayError("the worker exited before the replay finished (see worker.log)")
-            now_seen = (len(acks), raw_alert_records)
+            now_seen = (len(acks) + len(global_ack), raw_alert_records)
             if now_seen != seen:
                 seen, last_progress = now_seen, time.monotonic()
             elif time.monotonic() - last_progress > idle_timeout_s:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
+    "ACCOUNTS",
     "ACKS",
     "ALERTS",
     "DEADLETTER",
     "MARKET",
+    "POSITIONS",
+    "RISK_SIGNALS",
     "RISK_SNAPSHOTS",
 ]
 
@@ -20,3 +23,9 @@ DEADLETTER = "deadletter"
 ACKS = "control.acks"
 #: Risk state snapshots (key: asset / account / position).
 RISK_SNAPSHOTS = "risk.snapshots"
+#: Stage-1 signals and watermarks for the single global risk stage (one partition).
+RISK_SIGNALS = "risk.signals"
+#: Lending positions (loops), one JSON position per record (key: position id).
+POSITIONS = "positions.loops"
+#: Unified accounts, one JSON account per record (key: account id).
+ACCOUNTS = "accounts.unified"

@@ -1,0 +1,410 @@
+"""The global risk stage (stage 2): prices by key, loops, unified accounts, vacuum, cascade, spiral.
+
+One instance sees every signal of every market partition, in the deterministic order of
+:class:`monitor.signals.ReorderBuffer`, plus the lending positions (``positions.loops``)
+and unified accounts (``accounts.unified``). Signals are applied one event time at a
+time; after each time the positions and accounts that use a price key that moved are
+re-evaluated (RISK_MODEL §2, §3), the breadth of liquidity withdrawal is checked (§4), the
+cascade detector steps (§6) and, on its event-time timer, the spiral estimate runs for the
+standard shocks (§7). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.alerts import Alert, make_alert
+from monitor.cascade import CascadeDetector
+from monitor.config import EngineConfig
+from monitor.lending import LoopBook, Position, health_factor
+from monitor.margin import Account, AccountResult, evaluate_account
+from monitor.signals import ReorderBuffer, Signal, SignalRecord
+from monitor.spiral import SpiralResult, run_spiral
+
+__all__ = ["HF_BANDS", "GlobalRisk", "RiskFigures", "default_balance_price_key"]
+
+#: Health-factor bands of the ``liqmon_loops_positions`` metric.
+HF_BANDS: tuple[tuple[str, float], ...] = (
+    ("<1", 1.0), ("1-1.05", 1.05), ("1.05-1.1", 1.1), ("1.1-1.25", 1.25), ("1.25-1.5", 1.5),
+    (">=1.5", float("inf")),
+)
+_STRESSED = ("margin_call", "reduce_only", "liquidation")
+
+
+def default_balance_price_key(asset: str, venue: str, ts_ms: int, config: EngineConfig) -> str:
+    """Price key of a balance given without one (RISK_MODEL §1: venue-marked assets)."""
+    prefix = venue.split("-", 1)[0]
+    for marked in config.signals.venue_marked_assets:
+        if marked.asset == asset and marked.venue == prefix and (
+            marked.until_ts_ms is None or ts_ms < marked.until_ts_ms
+        ):
+            return f"{asset}@{marked.venue}"
+    return asset
+
+
+@dataclass
+class RiskFigures:
+    """Aggregates for metrics and snapshots (not part of the alert stream)."""
+
+    loops: list[dict[str, Any]] = field(default_factory=list)
+    hf_bands: dict[tuple[str, str], int] = field(default_factory=dict)
+    accounts_by_status: dict[tuple[str, str], int] = field(default_factory=dict)
+    leverage_quantiles: dict[tuple[str, str], float] = field(default_factory=dict)
+    shortfalls: dict[tuple[str, str], float] = field(default_factory=dict)
+    withdrawn_ratio: float = 0.0
+    stage: int = 0
+    active_stages: list[int] = field(default_factory=list)
+    spiral_liquidated_usd: dict[str, float] = field(default_factory=dict)
+
+
+class GlobalRisk:
+    """Stage 2: apply ordered signals; evaluate loops and accounts; cascade; spiral."""
+
+    def __init__(self, config: EngineConfig, partitions: int) -> None:
+        self.config = config
+        self.config_hash = config.config_hash
+        self.params = config.risk
+        self.buffer = ReorderBuffer(partitions)
+        self.prices: dict[str, float] = dict(config.ingest.quote_prices_usd)
+        self.positions: dict[str, Position] = {}
+        self.accounts: dict[str, Account] = {}
+        self.loop_book: LoopBook | None = None
+        self._book_dirty = False
+        self._pending_keys: set[str] = set()
+        self._acct_by_key: dict[str, set[str]] = {}
+        self.account_results: dict[str, AccountResult] = {}
+        self.loops_liquidatable: set[str] = set()
+        self._loops_notional = 0.0
+        self._book_ids: list[str] = []
+        self.monitored_books: set[str] = set()
+        self.withdrawn_books: set[str] = set()
+        self.vacuum_active = False
+        self.ladders: dict[str, list[list[float]]] = {}
+        self.spiral_results: dict[str, SpiralResult] = {}
+        self.next_spiral_ms: int | None = None
+        self.now_ms = 0
+        self.cascade = CascadeDetector(
+            config.cascade,
+            self.config_hash,
+            excluded_assets=frozenset(config.peg.assets) | frozenset(config.ingest.quote_prices_usd),
+        )
+        self.alerts_emitted = 0
+
+    # -- positions and accounts ----------------------------------------------------------
+    def upsert_position(self, raw: Mapping[str, Any]) -> None:
+        """Add, replace (same id) or delete (``{"position_id", "delete": true}``) a position."""
+        pid = str(raw["position_id"])
+        if raw.get("delete"):
+            self.positions.pop(pid, None)
+        else:
+            self.positions[pid] = Position.model_validate(raw)
+        self._book_dirty = True
+
+    def upsert_account(self, raw: Mapping[str, Any]) -> None:
+        """Add, replace or delete a unified account; balances without a price key get one."""
+        aid = str(raw["account_id"])
+        old = self.accounts.pop(aid, None)
+        if old is not None:
+            for key in old.price_keys():
+                self._acct_by_key.get(key, set()).discard(aid)
+        self.account_results.pop(aid, None)
+        if raw.get("delete"):
+            return
+        data = dict(raw)
+        venue = str(data.get("venue", ""))
+        balances = []
+        for bal in data.get("balances", ()):
+            if isinstance(bal, dict) and "price_key" not in bal and "asset" in bal:
+                key = default_balance_price_key(str(bal["asset"]), venue, self.now_ms, self.config)
+                bal = {**bal, "price_key": key}  # noqa: PLW2901
+            balances.append(bal)
+        data["balances"] = balances
+        account = Account.model_validate(data)
+        self.accounts[aid] = account
+        for key in account.price_keys():
+            self._acct_by_key.setdefault(key, set()).add(aid)
+        self._pending_keys.update(account.price_keys())
+
+    # -- signals -----------------------------------------------------------------------
+    def push(self, rec: SignalRecord) -> list[Alert]:
+        """Buffer one record; process what the watermarks release (everything at run end)."""
+        self.buffer.push(rec)
+        flush = self.buffer.all_ended
+        out = self.process(self.buffer.release(flush=flush))
+        if flush:
+            self.buffer.reset_run()
+        return out
+
+    def flush(self) -> list[Alert]:
+        """Process every buffered signal (end of an inline run)."""
+        return self.process(self.buffer.release(flush=True))
+
+    def process(self, signals: Iterable[Signal]) -> list[Alert]:
+        """Apply ordered signals, evaluating after each distinct event time."""
+        out: list[Alert] = []
+        changed: set[str] = set()
+        current: int | None = None
+        for ts, asset, _seq, kind, payload in signals:
+            if current is not None and ts != current:
+                self._evaluate(current, changed, out)
+                changed = set()
+            current = ts
+            self._apply(ts, asset, kind, payload, changed, out)
+        if current is not None:
+            self._evaluate(current, changed, out)
+        self.alerts_emitted += len(out)
+        return out
+
+    def _apply(
+        self, ts: int, asset: str, kind: str, p: dict[str, Any], changed: set[str],
+        out: list[Alert],
+    ) -> None:
+        self.now_ms = max(self.now_ms, ts)
+        if kind == "price":
+            key, price = str(p["key"]), float(p["price"])
+            if price > 0:
+                self.prices[key] = price
+                changed.add(key)
+                if key == asset:
+                    self.cascade.on_index_price(ts, asset, price)
+        elif kind == "peg":
+            self.cascade.on_peg_level(ts, asset, str(p["venue"]), int(p["level"]),
+                                      float(p["dev_bps"]))
+        elif kind == "book":
+            self._on_book(ts, asset, p, out)
+        elif kind == "depth":
+            mid = float(p["mid"])
+            levels: list[list[float]] = []
+            prev = 0.0
+            for bps, cum in zip(
+                (10, 50, 100, 200, 500), (float(x) for x in p["bid_usd"]), strict=False
+            ):
+                px = mid * (1.0 - bps / 10_000.0)
+                if cum > prev and px > 0:
+                    levels.append([px, (cum - prev) / px])
+                    prev = cum
+            self.ladders[str(p["key"])] = levels
+        elif kind == "liq":
+            self.cascade.on_liquidations(ts, float(p["long_usd"]) + float(p["short_usd"]))
+        elif kind == "flow":
+            self.cascade.on_sell_flow(ts, asset, float(p["net_sell_usd"]))
+
+    def _on_book(self, ts: int, asset: str, p: dict[str, Any], out: list[Alert]) -> None:
+        name = f"{p['venue']}:{p['symbol']}"
+        state = p["state"]
+        if state == "warm":
+            self.monitored_books.add(name)
+        elif state == "withdrawn":
+            self.monitored_books.add(name)
+            self.withdrawn_books.add(name)
+        elif state == "restored":
+            self.withdrawn_books.discard(name)
+        elif state == "invalid":
+            self.monitored_books.discard(name)
+            self.withdrawn_books.discard(name)
+        lq = self.config.liquidity
+        n = len(self.monitored_books)
+        share = len(self.withdrawn_books) / n if n else 0.0
+        active = n >= lq.vacuum_min_books and share >= lq.vacuum_share_ratio
+        books = sorted(self.withdrawn_books)
+        if active != self.vacuum_active:
+            self.vacuum_active = active
+            out.append(make_alert(
+                kind="liquidity_vacuum",
+                ts_ms=ts,
+                severity="critical" if active else "info",
+                venue=None,
+                asset=None,
+                message=(
+                    f"liquidity vacuum: bids withdrawn on {len(books)} of {n} monitored books"
+                    if active else f"liquidity vacuum over: {len(books)} of {n} books withdrawn"
+                ),
+                evidence={"withdrawn_books": books, "monitored_books": n,
+                          "withdrawn_ratio": round(share, 4)},
+                config_hash=self.config_hash,
+                identity="on" if active else "off",
+            ))
+        self.cascade.on_vacuum(ts, active, books, share)
+
+    # -- evaluation --------------------------------------------------------------------
+    def _evaluate(self, ts: int, changed: set[str], out: list[Alert]) -> None:
+        changed |= self._pending_keys
+        self._pending_keys = set()
+        if self.positions:
+            self._evaluate_loops(ts, changed)
+        if self.accounts and changed:
+            self._evaluate_accounts(ts, changed, out)
+        self.cascade.step(ts, out)
+        interval = self.config.spiral_run.interval_ms
+        if interval and (self.positions or self.accounts):
+            if self.next_spiral_ms is None:
+                self.next_spiral_ms = (ts // interval + 1) * interval
+            elif ts >= self.next_spiral_ms:
+                self.run_standard_shocks()
+                self.next_spiral_ms = (ts // interval + 1) * interval
+
+    def _evaluate_loops(self, ts: int, changed: set[str]) -> None:
+        book = self.loop_book
+        if self._book_dirty or book is None:
+            priced = [
+                p for _, p in sorted(self.positions.items())
+                if all(k in self.prices for k in p.price_keys())
+            ]
+            self._book_ids = [p.position_id for p in priced]
+            self.loop_book = book = (
+                LoopBook.from_positions(priced, self.prices, self.params) if priced else None
+            )
+            self._book_dirty = len(priced) < len(self.positions)
+        elif changed:
+            known = set(book.keys)
+            for key in sorted(changed & known):
+                book.update_price(key, self.prices[key])
+        if book is None:
+            self.loops_liquidatable = set()
+            self.cascade.on_loops(ts, 0, 0.0)
+            return
+        count = book.liquidatable_count()
+        notional = 0.0
+        if count:
+            now = set(book.liquidatable_ids())
+            if now != self.loops_liquidatable:
+                coll, _ = book.position_values()
+                self._loops_notional = float(
+                    sum(float(coll[i]) for i, pid in enumerate(self._book_ids) if pid in now)
+                )
+            self.loops_liquidatable = now
+            notional = self._loops_notional
+        else:
+            self.loops_liquidatable = set()
+        self.cascade.on_loops(ts, count, notional)
+
+    def _evaluate_accounts(self, ts: int, changed: set[str], out: list[Alert]) -> None:
+        todo: set[str] = set()
+        for key in changed:
+            todo |= self._acct_by_key.get(key, set())
+        prices = self.prices
+        for aid in sorted(todo):
+            account = self.accounts[aid]
+            if not all(k in prices for k in account.price_keys()):
+                continue
+            previous = self.account_results.get(aid)
+            result = evaluate_account(account, prices, self.params, previous)
+            self.account_results[aid] = result
+            before = previous.status if previous is not None else "normal"
+            if result.status == before:
+                continue
+            order = ("normal", *_STRESSED)
+            worse = order.index(result.status) > order.index(before)
+            if result.status == "liquidation":
+                out.append(self._account_alert(ts, result, "unified_liquidation", "critical"))
+            elif worse:
+                sev = "high" if result.status == "reduce_only" else "warning"
+                out.append(self._account_alert(ts, result, "margin_call", sev))
+        stressed = sorted(a for a, r in self.account_results.items() if r.status in _STRESSED)
+        liquidating = sorted(
+            a for a, r in self.account_results.items() if r.status == "liquidation"
+        )
+        jump = max(
+            (r.effective_leverage_change or 0.0 for r in self.account_results.values()),
+            default=0.0,
+        )
+        self.cascade.on_accounts(ts, stressed, liquidating, jump)
+
+    def _account_alert(
+        self, ts: int, r: AccountResult, kind: str, severity: Any
+    ) -> Alert:
+        ratio = "n/a" if r.venue_ratio is None else f"{r.venue_ratio:.3f}"
+        keys = sorted(self.accounts[r.account_id].price_keys())
+        evidence: dict[str, Any] = {
+            "account_id": r.account_id,
+            "model": r.model,
+            "status": r.status,
+            "venue_ratio_name": r.venue_ratio_name,
+            "venue_ratio": r.venue_ratio,
+            "uni_mmr": r.uni_mmr,
+            "adjusted_equity_usd": round(r.adjusted_equity_usd, 2),
+            "maintenance_margin_usd": round(r.maintenance_margin_usd, 2),
+            "effective_leverage": r.effective_leverage,
+            "effective_leverage_change": r.effective_leverage_change,
+            "driving_asset": r.driving_asset,
+            "price_keys": {k: self.prices.get(k) for k in keys},
+        }
+        if kind == "unified_liquidation":
+            evidence["forced_sells"] = [s.model_dump(mode="json") for s in r.forced_sells]
+            evidence["uncovered_shortfall_usd"] = round(r.uncovered_shortfall_usd, 2)
+        return make_alert(
+            kind=kind,
+            ts_ms=ts,
+            severity=severity,
+            venue=r.venue,
+            asset=r.driving_asset,
+            message=(
+                f"{r.venue} account {r.account_id}: {r.venue_ratio_name} {ratio} → {r.status}"
+                + (f", engine sells {len(r.forced_sells)} holdings" if r.forced_sells else "")
+            ),
+            evidence=evidence,
+            config_hash=self.config_hash,
+            identity=f"{r.account_id}|{r.status}",
+        )
+
+    # -- spiral (RISK_MODEL §7) ----------------------------------------------------------
+    def spiral(self, shocks: Mapping[str, float]) -> SpiralResult:
+        """Spiral estimate on the live state for one shock (on demand)."""
+        keys = set(self.prices)
+        positions = [p for _, p in sorted(self.positions.items()) if p.price_keys() <= keys]
+        accounts = [a for _, a in sorted(self.accounts.items()) if a.price_keys() <= keys]
+        return run_spiral(
+            positions, accounts, self.prices, self.ladders, shocks=dict(shocks), params=self.params
+        )
+
+    def run_standard_shocks(self) -> None:
+        """The configured standard shocks whose price keys are known (others are skipped)."""
+        for shock in self.params.spiral.standard_shocks:
+            if all(k in self.prices for k in shock.moves):
+                self.spiral_results[shock.name] = self.spiral(shock.moves)
+
+    # -- figures -----------------------------------------------------------------------
+    def figures(self) -> RiskFigures:
+        """Aggregates for metrics (closed label sets: protocol, asset, venue, bands, ranks)."""
+        fig = RiskFigures()
+        book = self.loop_book
+        if book is not None and len(book):
+            fig.loops = book.aggregates()
+            for pid in self._book_ids:
+                pos = self.positions.get(pid)
+                if pos is None:
+                    continue
+                hf = health_factor(pos, self.prices, self.params)
+                band = next(name for name, upper in HF_BANDS if hf < upper)
+                k = (pos.protocol, band)
+                fig.hf_bands[k] = fig.hf_bands.get(k, 0) + 1
+        by_venue: dict[str, list[AccountResult]] = {}
+        for r in self.account_results.values():
+            by_venue.setdefault(r.venue, []).append(r)
+            k2 = (r.venue, r.status)
+            fig.accounts_by_status[k2] = fig.accounts_by_status.get(k2, 0) + 1
+        for venue, results in by_venue.items():
+            levs = sorted(r.effective_leverage for r in results if r.effective_leverage is not None)
+            if levs:
+                fig.leverage_quantiles[(venue, "0.5")] = levs[(len(levs) - 1) // 2]
+                fig.leverage_quantiles[(venue, "0.9")] = levs[int(0.9 * (len(levs) - 1))]
+                fig.leverage_quantiles[(venue, "max")] = levs[-1]
+            shortfalls = sorted(
+                (max(r.maintenance_margin_usd - r.adjusted_equity_usd, 0.0) for r in results),
+                reverse=True,
+            )
+            for rank in range(5):
+                fig.shortfalls[(venue, str(rank + 1))] = (
+                    shortfalls[rank] if rank < len(shortfalls) else 0.0
+                )
+        n = len(self.monitored_books)
+        fig.withdrawn_ratio = len(self.withdrawn_books) / n if n else 0.0
+        fig.stage = self.cascade.highest
+        fig.active_stages = self.cascade.active(self.now_ms)
+        fig.spiral_liquidated_usd = {
+            name: sum(r.liquidated_usd_by_stage.values()) for name, r in self.spiral_results.items()
+        }
+        return fig
+

@@ -1,0 +1,152 @@
+"""Stage-1 → stage-2 signals and the watermark reorder buffer that makes stage 2 deterministic.
+
+The per-asset engines (stage 1, one per market partition) turn market batches into small
+*signals*: a price key that moved materially, a peg level change, a book's withdrawal
+state, liquidation and sell flow. The single global stage (cascade, loops, unified
+accounts, spiral) consumes them from the ``risk.signals`` topic. The Kafka path
+interleaves partitions arbitrarily; the inline path does not. Determinism comes from
+event time:
+
+- per market partition, signal times are made non-decreasing (each signal's time is
+  clamped up to the partition's watermark, the largest event time processed on it before
+  the batch), and every signal record carries the partition's watermark after the batch.
+  So no later signal of that partition can have a time below that watermark;
+- stage 2 buffers signals and releases them in (ts_ms, asset, seq) order only while
+  ts_ms < the minimum watermark over all partitions (and everything at the end of a
+  run). The released sequence is then the same total order whatever the interleaving.
+
+A signal is a list ``[ts_ms, asset, seq, kind, payload]`` with a JSON-object payload.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "SIGNAL_VERSION",
+    "PartitionClock",
+    "ReorderBuffer",
+    "Signal",
+    "SignalRecord",
+    "decode_signal_record",
+    "encode_signal_record",
+]
+
+SIGNAL_VERSION = 1
+
+#: [ts_ms, asset, seq, kind, payload]
+Signal = list[Any]
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """Watermark and sequence counter of one market partition (stage 1)."""
+
+    watermark_ms: int = 0
+    seq: int = 0
+
+    def stamp(self, ts_ms: int, asset: str, kind: str, payload: dict[str, Any]) -> Signal:
+        """A signal at ``max(ts_ms, watermark)`` with the partition's next sequence number."""
+        self.seq += 1
+        return [ts_ms if ts_ms > self.watermark_ms else self.watermark_ms, asset, self.seq, kind, payload]
+
+    def advance(self, ts_ms: int) -> None:
+        self.watermark_ms = max(self.watermark_ms, ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """One ``risk.signals`` record: a partition's signals after a batch and its watermark.
+
+    ``end`` (a run id) marks the end of a replay on that partition.
+    """
+
+    partition: int
+    watermark_ms: int
+    signals: list[Signal]
+    end: str | None = None
+
+
+def encode_signal_record(rec: SignalRecord) -> bytes:
+    obj: dict[str, Any] = {
+        "v": SIGNAL_VERSION, "p": rec.partition, "wm": rec.watermark_ms, "s": rec.signals,
+    }
+    if rec.end is not None:
+        obj["end"] = rec.end
+    return orjson.dumps(obj)
+
+
+def decode_signal_record(value: bytes) -> SignalRecord:
+    """Decode one record (raises ValueError with a reason on anything malformed)."""
+    obj = orjson.loads(value)
+    if not isinstance(obj, dict) or obj.get("v") != SIGNAL_VERSION:
+        raise ValueError("not a liqmon signal record")
+    part, wm, sigs = obj.get("p"), obj.get("wm"), obj.get("s")
+    if not isinstance(part, int) or not isinstance(wm, int) or not isinstance(sigs, list):
+        raise ValueError("signal record needs integer p, wm and a list s")
+    for s in sigs:
+        if not (
+            isinstance(s, list) and len(s) == 5 and isinstance(s[0], int)
+            and isinstance(s[1], str) and isinstance(s[2], int) and isinstance(s[3], str)
+            and isinstance(s[4], dict)
+        ):
+            raise ValueError("each signal must be [ts_ms, asset, seq, kind, payload]")
+    end = obj.get("end")
+    return SignalRecord(part, wm, sigs, end if isinstance(end, str) else None)
+
+
+@dataclass
+class ReorderBuffer:
+    """Releases signals in (ts_ms, asset, seq) order below the minimum partition watermark."""
+
+    partitions: int
+    watermarks: dict[int, int] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)
+    _heap: list[tuple[int, str, int, str, dict[str, Any]]] = field(default_factory=list)
+    _seen: set[tuple[int, str, int]] = field(default_factory=set)
+
+    def push(self, rec: SignalRecord) -> None:
+        """Buffer a record's signals (duplicates by (ts, asset, seq) are dropped)."""
+        for ts, asset, seq, kind, payload in rec.signals:
+            key = (ts, asset, seq)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            heapq.heappush(self._heap, (ts, asset, seq, kind, payload))
+        if rec.watermark_ms > self.watermarks.get(rec.partition, -1):
+            self.watermarks[rec.partition] = rec.watermark_ms
+        if rec.end is not None:
+            self.ended.add(rec.partition)
+
+    @property
+    def low_watermark_ms(self) -> int | None:
+        """Minimum watermark over all partitions (None until every partition reported)."""
+        if len(self.watermarks) < self.partitions:
+            return None
+        return min(self.watermarks.values())
+
+    @property
+    def all_ended(self) -> bool:
+        return len(self.ended) >= self.partitions
+
+    def release(self, flush: bool = False) -> list[Signal]:
+        """Signals now safe to process, in order (all of them when ``flush``)."""
+        low = self.low_watermark_ms
+        out: list[Signal] = []
+        heap = self._heap
+        while heap and (flush or (low is not None and heap[0][0] < low)):
+            ts, asset, seq, kind, payload = heapq.heappop(heap)
+            self._seen.discard((ts, asset, seq))
+            out.append([ts, asset, seq, kind, payload])
+        return out
+
+    def reset_run(self) -> None:
+        """Forget the end markers (a new replay run starts)."""
+        self.ended.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
