@@ -669,7 +669,7 @@ class Simulation:
                            "tid": self.agg_id,
                            "users": [f"0x{(self.agg_id * 7919) % (1 << 160):040x}",
                                      "0x" + "2e3d94f0562703b25c83308a05046ddaf9a8dd14"]})
-        return [(ts + 700, "hyperliquid", "trades", trades)]
+        return [(ts + 700, "hyperliquid", "trades", {"channel": "trades", "data": trades})]
 
     # ------------------------------------------------------------------ frames
 
@@ -741,10 +741,11 @@ class Simulation:
                 frames.append((ts + 520, "okx", "books",
                                wire.okx_book(self.books[f"ok:{coin}"], ts + 520,
                                              float(self.venue_px[("okx", coin)][t]), liq)))
-                frames.append((ts + 540, "hyperliquid", "l2Book",
-                               wire.hyperliquid_l2(self.books[f"hl:{coin}"], ts + 540,
-                                                   float(self.venue_px[("hyperliquid", coin)][t]),
-                                                   liq)))
+                frames.append((ts + 540, "hyperliquid", "l2Book", {
+                    "channel": "l2Book",
+                    "data": wire.hyperliquid_l2(self.books[f"hl:{coin}"], ts + 540,
+                                                float(self.venue_px[("hyperliquid", coin)][t]),
+                                                liq)}))
             frames.append((ts + 560, "bybit-spot", "orderbook.50.USDEUSDT",
                            wire.bybit_book(self.books["by:USDe"], ts + 560,
                                            self.bybit_usde(t), lf["usde"] ** 0.5)))

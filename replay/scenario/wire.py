@@ -4,7 +4,8 @@ Book snapshots a live connector would fetch over REST are recorded as one frame 
 channel ``<symbol lower>@depthSnapshot`` (Binance; raw = the REST ``/depth`` response:
 ``{"lastUpdateId", "bids", "asks"}``, futures add ``E`` and ``T``), emitted just before
 the first diff of that book. Bybit and OKX send their own snapshot messages; Hyperliquid
-``l2Book`` is always a full snapshot.
+``l2Book`` is always a full snapshot. Hyperliquid frames keep the websocket envelope
+``{"channel", "data"}``; Binance frames are the bare payload (no combined-stream wrapper).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Book:
     bids: dict[str, str] = field(default_factory=dict)
     asks: dict[str, str] = field(default_factory=dict)
     started: bool = False
+    after_snapshot: bool = True
 
     def __post_init__(self) -> None:
         self.pd = decimals(self.tick)
@@ -124,12 +126,17 @@ def binance_depth(
         return out
     first = book.seq + 1
     last = book.seq + len(db) + len(da)
+    prev = book.seq
+    if futures and book.after_snapshot:
+        # USD-M: the first event after a snapshot spans it (U <= lastUpdateId <= u).
+        first, prev = book.seq, book.seq - 1
+    book.after_snapshot = False
     raw: dict[str, Any] = {"e": "depthUpdate", "E": ts}
     if futures:
         raw["T"] = ts
     raw.update({"s": sym, "U": first, "u": last})
     if futures:
-        raw["pu"] = book.seq
+        raw["pu"] = prev
     raw["b"] = db
     raw["a"] = da
     book.seq = last
