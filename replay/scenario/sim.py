@@ -348,7 +348,7 @@ class Simulation:
             out.append({"position_id": f"aave-usde-{i:04d}", "protocol": "aave-v3",
                         "kind": "usde-loop", "coll_asset": "USDe", "coll": coll,
                         "debt": coll - equity, "lt": 0.93, "bonus": 0.02,
-                        "e_mode": "USDe Stablecoin"})
+                        "e_mode": "usde-stablecoin"})
         eth0 = float(self.px["ETH"][0])
         for i in range(self.k.n_aave_eth_loans):
             coll_usd = float(rng.lognormal(math.log(800_000), 1.0))
@@ -820,15 +820,17 @@ class Simulation:
             balances = [{"asset": asset, "amount": round(float(q), 6),
                          "price_key": keys.get(asset, f"{asset}@binance")}
                         for asset, q in zip(pop.assets, pop.balance[a], strict=True) if q > 0]
+            rates = {asset: [[0, COLLATERAL_RATE.get(asset, ALT_COLLATERAL_RATE)]]
+                     for asset, q in zip(pop.assets, pop.balance[a], strict=True) if q > 0}
             balances.append({"asset": "USDT", "amount": -round(float(pop.debt_usdt[a]), 2),
-                             "price_key": "USDT"})
+                             "price_key": "USDT", "loan_mmr": LOAN_MMR})
             perps = [{"symbol": f"{s}USDT", "qty": round(float(q), 6),
                       "entry_price": round(float(pop.perp_entry[a, j]), 6),
-                      "price_key": f"{s}@binance-usdm"}
+                      "price_key": f"{s}@binance-usdm", "mmr": PERP_MMR.get(s, ALT_PERP_MMR)}
                      for j, (s, q) in enumerate(zip(pop.perp_syms, pop.perp_qty[a], strict=True))
                      if q != 0]
             out.append({"account_id": acc_id, "venue": "binance", "model": "binance-pm",
-                        "kind": pop.kinds[a], "balances": balances, "perps": perps})
+                        "balances": balances, "perps": perps, "collateral_rates": rates})
         return out
 
     def flush_queues(self, ts: int) -> None:

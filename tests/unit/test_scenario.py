@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from monitor.lending import Position
+from monitor.margin import Account
 from replay.calibration import calibrate, format_table, scan_capture
 from replay.capture import CaptureLine, iter_capture
 from replay.scenario import DEFAULT_SEED, PRESETS, ScenarioResult, generate
@@ -108,7 +110,10 @@ def test_populations_written(oct10: ScenarioResult) -> None:
     assert loops and {p["collateral"][0]["price_key"] for p in loops} == {"USDT"}
     assert {"position_id", "protocol", "collateral", "debt", "liquidation_bonus", "e_mode"} <= (
         loops[0].keys())
-    assert all(p["e_mode"] == "USDe Stablecoin" for p in loops)
+    assert all(p["e_mode"] == "usde-stablecoin" for p in loops)
+    # The monitor's own models accept both files as written.
+    assert len([Position.model_validate(p) for p in positions]) == len(positions)
+    assert len([Account.model_validate(a) for a in accounts]) == len(accounts)
     usde_keys = {b["price_key"] for a in accounts for b in a["balances"] if b["asset"] == "USDe"}
     assert usde_keys == {"USDe@binance"}
     assert {a["model"] for a in accounts} == {"binance-pm"}
