@@ -183,6 +183,8 @@ class Batch:
             and other.rows == self.rows
         )
 
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared by value, never hashed
+
     def __repr__(self) -> str:
         return f"Batch(asset={self.asset!r}, sources={self.sources!r}, events={len(self)})"
 

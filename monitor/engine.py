@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 import monitor.wire.bookdepth  # noqa: F401  (registers the bookDepth parser with ingest)
 from monitor.alerts import Alert
@@ -173,71 +174,85 @@ class Engine:
         max_ts = 0
         liq_long = liq_short = net_sell = 0.0
         quoted = self._quoted
-        for row in batch.rows:
-            kind, idx, ts = row[0], row[1], row[2]
-            i = int(idx)
-            counts[i] += 1
-            q = quote_usd[i]
-            if q is None:
-                result.unpriced += 1
-                continue
-            t = int(ts)
-            max_ts = max(max_ts, t)
-            if kind == KIND_QUOTE:
-                f1, f2 = row[4], row[5]
-                px = (f1 + f2) * 0.5 * q
-                depth = (f1 * row[6] + f2 * row[7]) * q
-                if on_price is not None:
-                    on_price(sources[i][0], t, px, depth, out)
-                last_px[i] = (t, px, depth)
-                priced[i] = True
-            elif kind == KIND_PRICE:
-                px = row[4] * q
-                depth = row[5] * q
-                if on_price is not None:
-                    on_price(sources[i][0], t, px, depth, out)
-                last_px[i] = (t, px, depth)
-                priced[i] = True
-            elif kind == KIND_BOOK:
-                st = books[i]
-                if st is None:
-                    st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
-                code = liq.on_book(st, t, row, q, out)
-                if code:
-                    transitions.append((st, code, t))
-                px = row[6] * q
-                depth = st.bid_usd[self._withdraw_band] + st.ask_usd[self._withdraw_band]
-                if on_price is not None:
-                    on_price(sources[i][0], t, px, depth, out)
-                last_px[i] = (t, px, depth)
-                priced[i] = True
-                result.books_touched.add((st.venue, st.symbol))
-            elif kind == KIND_TRADE:
-                notional = row[4] * row[5] * q
-                tb = books[i]
-                if tb is None:
-                    tb = books[i] = liq.books.get((sources[i][0], sources[i][1]))
-                if tb is not None:
-                    liq.on_trade(tb, t, notional, row[6])
-                if flow_asset:
-                    net_sell -= row[6] * notional
-                if not priced[i] and sources[i] not in quoted:
-                    last_px[i] = (t, row[4] * q, 0.0)
-            elif kind == KIND_LIQUIDATION:
-                usd = (row[7] if row[7] > 0 else row[4] * row[5]) * q
-                if row[6] > 0:
-                    liq_long += usd
-                else:
-                    liq_short += usd
-            elif kind == KIND_BOOK_INVALID:
-                st = books[i]
-                if st is None:
-                    st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
-                was_valid = st.valid
-                liq.on_invalid(st, t)
-                last_px.pop(i, None)
-                if was_valid:
-                    transitions.append((st, 4, t))
+        fast = self._calm_prices(batch, quote_usd, peg)
+        if fast is not None:
+            # Vectorised path (only quotes/prices, all calm): same state as the row loop.
+            src, ts_arr, px_arr, depth_arr = fast
+            last_of = np.full(len(sources), -1, dtype=np.int64)
+            np.maximum.at(last_of, src, np.arange(len(src), dtype=np.int64))
+            for i, n_i in enumerate(np.bincount(src, minlength=len(sources)).tolist()):
+                counts[i] += n_i
+            for i, row_i in enumerate(last_of.tolist()):
+                if row_i >= 0:
+                    last_px[i] = (int(ts_arr[row_i]), float(px_arr[row_i]), float(depth_arr[row_i]))
+                    priced[i] = True
+            max_ts = int(ts_arr.max()) if len(ts_arr) else 0
+        else:
+            for row in batch.rows:
+                kind, idx, ts = row[0], row[1], row[2]
+                i = int(idx)
+                counts[i] += 1
+                q = quote_usd[i]
+                if q is None:
+                    result.unpriced += 1
+                    continue
+                t = int(ts)
+                max_ts = max(max_ts, t)
+                if kind == KIND_QUOTE:
+                    f1, f2 = row[4], row[5]
+                    px = (f1 + f2) * 0.5 * q
+                    depth = (f1 * row[6] + f2 * row[7]) * q
+                    if on_price is not None:
+                        on_price(sources[i][0], t, px, depth, out)
+                    last_px[i] = (t, px, depth)
+                    priced[i] = True
+                elif kind == KIND_PRICE:
+                    px = row[4] * q
+                    depth = row[5] * q
+                    if on_price is not None:
+                        on_price(sources[i][0], t, px, depth, out)
+                    last_px[i] = (t, px, depth)
+                    priced[i] = True
+                elif kind == KIND_BOOK:
+                    st = books[i]
+                    if st is None:
+                        st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
+                    code = liq.on_book(st, t, row, q, out)
+                    if code:
+                        transitions.append((st, code, t))
+                    px = row[6] * q
+                    depth = st.bid_usd[self._withdraw_band] + st.ask_usd[self._withdraw_band]
+                    if on_price is not None:
+                        on_price(sources[i][0], t, px, depth, out)
+                    last_px[i] = (t, px, depth)
+                    priced[i] = True
+                    result.books_touched.add((st.venue, st.symbol))
+                elif kind == KIND_TRADE:
+                    notional = row[4] * row[5] * q
+                    tb = books[i]
+                    if tb is None:
+                        tb = books[i] = liq.books.get((sources[i][0], sources[i][1]))
+                    if tb is not None:
+                        liq.on_trade(tb, t, notional, row[6])
+                    if flow_asset:
+                        net_sell -= row[6] * notional
+                    if not priced[i] and sources[i] not in quoted:
+                        last_px[i] = (t, row[4] * q, 0.0)
+                elif kind == KIND_LIQUIDATION:
+                    usd = (row[7] if row[7] > 0 else row[4] * row[5]) * q
+                    if row[6] > 0:
+                        liq_long += usd
+                    else:
+                        liq_short += usd
+                elif kind == KIND_BOOK_INVALID:
+                    st = books[i]
+                    if st is None:
+                        st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
+                    was_valid = st.valid
+                    liq.on_invalid(st, t)
+                    last_px.pop(i, None)
+                    if was_valid:
+                        transitions.append((st, 4, t))
         if peg is not None:
             result.state_changed = peg.dirty
             peg.dirty = False
@@ -326,6 +341,28 @@ class Engine:
             }))
         if net_sell:
             sig.append(clock.stamp(max_ts, asset, "flow", {"net_sell_usd": round(net_sell, 2)}))
+
+    def _calm_prices(
+        self, batch: Batch, quote_usd: list[float | None], peg: AssetPeg | None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]] | None:
+        """(src, ts_ms, price_usd, depth_usd) when the batch can skip the row loop, else None.
+
+        Possible when every event is a quote or a price with a USD-priced quote currency,
+        and — for a peg asset — the peg monitor applied the whole batch at once
+        (:meth:`monitor.peg.AssetPeg.try_calm_batch`, exactly the per-event result).
+        """
+        cols = batch.columns()
+        if not len(cols) or None in quote_usd or not np.isin(cols.kind, _PRICE_KINDS).all():
+            return None
+        q = np.asarray(quote_usd, dtype=np.float64)[cols.src]
+        f = cols.f
+        is_quote = cols.kind == KIND_QUOTE
+        price = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, f[:, 0]) * q
+        depth = np.where(is_quote, f[:, 0] * f[:, 2] + f[:, 1] * f[:, 3], f[:, 1]) * q
+        venues = [s[0] for s in batch.sources]
+        if peg is not None and not peg.try_calm_batch(venues, cols.src, cols.ts_ms, price, depth):
+            return None
+        return cols.src, cols.ts_ms, price, depth
 
     def _index_price(self, asset: str, peg: AssetPeg | None, ts_ms: int) -> float | None:
         """Consolidated ``ASSET`` key: depth-weighted median of fresh venues (RISK_MODEL §1)."""

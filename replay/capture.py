@@ -17,7 +17,7 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -81,7 +81,7 @@ def open_capture(path: Path) -> IO[bytes]:
         raise CaptureError(f"cannot read capture {path}: {exc.strerror}") from None
     if not head:
         raise CaptureError(f"capture file is empty: {path}")
-    stream: IO[bytes] = gzip.open(path, "rb") if head == _GZIP_MAGIC else path.open("rb")  # noqa: SIM115
+    stream = _open_binary(path, head == _GZIP_MAGIC)
     try:
         first = stream.readline(MAX_LINE_BYTES + 1)
     except (OSError, EOFError) as exc:
@@ -105,8 +105,12 @@ def open_capture(path: Path) -> IO[bytes]:
         )
     # Re-open so the caller reads from the first line.
     stream.close()
-    if head == _GZIP_MAGIC:
-        return gzip.open(path, "rb")
+    return _open_binary(path, head == _GZIP_MAGIC)
+
+
+def _open_binary(path: Path, gzipped: bool) -> IO[bytes]:
+    if gzipped:
+        return cast(IO[bytes], gzip.open(path, "rb"))
     return path.open("rb")
 
 
@@ -175,12 +179,10 @@ def write_capture(path: Path, lines: Iterable[tuple[int, str, str, Any]]) -> int
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with path.open("wb") as fh:
-        out: IO[bytes]
+        out: IO[bytes] = fh
         if path.suffix == ".gz":
-            out = gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0)
-        else:
-            out = fh
-        buf = io.BufferedWriter(out) if out is not fh else fh  # type: ignore[arg-type]
+            out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0))
+        buf: IO[bytes] = io.BufferedWriter(cast(io.RawIOBase, out)) if out is not fh else fh
         for ts_ms, venue, channel, raw in lines:
             buf.write(dumps_line(ts_ms, venue, channel, raw))
             buf.write(b"\n")

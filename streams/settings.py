@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float | None = None
     webhook_url: str | None = None
     alertmanager_url: str | None = None
+    #: Print every delivered alert as one human line on the worker's stdout.
+    alert_stdout: bool = False
+    #: Per-(kind, venue, asset) cooldown of the delivery sinks, event time.
+    alert_cooldown_ms: int = Field(default=300_000, ge=0)
     log_level: str = "warn"
 
     @property

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from monitor.metrics import Metrics
 from streams.broker import embedded_broker
+from streams.delivery import attach_delivery
 from streams.settings import Settings, load_engine_config
 
 __all__ = ["resolve_bootstrap", "run_worker", "serve_metrics"]
@@ -48,6 +49,7 @@ def run_worker(settings: Settings) -> int:
         metrics = serve_metrics(effective.metrics_addr, effective.metrics_port)
         metrics.worker_up.set(1)
         app = create_app(effective, config, bootstrap, metrics)
+        attach_delivery(app, effective, metrics)
         level = effective.log_level.lower()
         logging.basicConfig(level=logging.WARNING)
         if level not in {"crit", "error", "warn", "info", "debug"}:
