@@ -118,7 +118,7 @@ async def _bare_consume(bootstrap: str, n_records: int) -> tuple[int, float]:
             for records in batches.values():
                 for rec in records:
                     obj = orjson.loads(rec.value)
-                    events += len(obj["e"])
+                    events += len(obj["k"])
                     seen += 1
     finally:
         await consumer.stop()
