@@ -507,7 +507,8 @@ class ReportRecorder:
         if self.last_ts_ms is None or tmax > self.last_ts_ms:
             self.last_ts_ms = tmax
         assert self.first_ts_ms is not None and self.last_ts_ms is not None
-        while self.last_ts_ms - self.first_ts_ms >= self.max_buckets * self.bucket_ms:
+        # a span under (max_buckets - 1) widths touches at most max_buckets aligned buckets
+        while self.last_ts_ms - self.first_ts_ms >= (self.max_buckets - 1) * self.bucket_ms:
             self._coarsen()
 
     def _coarsen(self) -> None:
