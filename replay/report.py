@@ -990,6 +990,7 @@ def write_report(
 ) -> None:
     """Write the report as one self-contained HTML file (plotly.js inlined, no network)."""
     rec = recorder
+    rec.flush()  # the pending chunk moves the event-time span
     span = None
     if rec.first_ts_ms is not None and rec.last_ts_ms is not None:
         span = (_iso([rec.first_ts_ms])[0], _iso([max(rec.last_ts_ms, rec.first_ts_ms + 1000)])[0])

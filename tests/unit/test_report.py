@@ -281,3 +281,14 @@ def test_same_input_same_bytes(tmp_path: Path) -> None:
     a, b = (tmp_path / "a.html").read_bytes(), (tmp_path / "b.html").read_bytes()
     assert a == b  # wall-clock figures are not part of the page
     assert b"peg_deviation:high" in a
+
+
+def test_time_axes_span_the_pending_chunk(tmp_path: Path) -> None:
+    rec = ReportRecorder(CFG)  # the default chunk holds all these events unprocessed
+    for b in usde_quotes(120, step_ms=30_000):
+        rec.on_batch(b)
+    rec.on_alert(alert("peg_deviation", T0 + 1_800_000))
+    assert rec.pending_events() > 0
+    write_report(rec, tmp_path / "r.html", title="t", config_hash="h", summary={})
+    ranges = set(re.findall(r'"range":\["([0-9T:-]+)","([0-9T:-]+)"\]', (tmp_path / "r.html").read_text()))
+    assert ranges == {("2025-10-10T20:00:00", "2025-10-10T20:59:30")}
