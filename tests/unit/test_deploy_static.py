@@ -58,10 +58,15 @@ CATALOGUE: dict[str, str] = {
     "liqmon_feed_reconnects_total": "counter",
 }
 EXPORTER_PORTS = {"liqmon-worker": 9464, "liqmon-live": 9465, "liqmon-replay": 9466}
+# Partition counts the code relies on (streams/kafka_replay.py ensure_topics, streams/app.py):
+# LIQMON_PARTITIONS (8) for the keyed inputs, one partition for the global risk stage's
+# signals and the replay acks; None = any count.
 EXPECTED_TOPICS = {
     "market.batches": 8,
-    "positions.loops": None,
-    "accounts.unified": None,
+    "positions.loops": 8,
+    "accounts.unified": 8,
+    "risk.signals": 1,
+    "control.acks": 1,
     "risk.snapshots": None,
     "alerts.cascade": None,
     "deadletter": None,
@@ -431,6 +436,13 @@ def test_topics_match_the_catalogue() -> None:
         assert partitions == expected if expected is not None else partitions >= 1
         assert retention_ms == -1 or retention_ms >= 3_600_000
         assert cleanup in {"delete", "compact", "compact,delete"}
+
+
+def test_every_topic_in_the_code_catalogue_is_configured() -> None:
+    from streams import topics as catalogue
+
+    names = {getattr(catalogue, name) for name in catalogue.__all__}
+    assert names == set(configured_topics())
 
 
 def test_topic_init_job_reads_the_topics_file() -> None:
