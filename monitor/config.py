@@ -175,6 +175,9 @@ class VenueMarkedAsset(_Frozen):
 class SignalsConfig(_Frozen):
     """Stage-1 signals (per-asset engine → the global stage) and price keys (RISK_MODEL §1)."""
 
+    #: Unified accounts are re-evaluated at most this often in event time; price moves in
+    #: between are accumulated, not lost (*assumed*: one second of event time).
+    account_eval_interval_ms: int = Field(default=1_000, ge=0)
     #: A price key is re-published when it moved at least this much (*assumed*).
     price_move_bps: float = Field(default=5.0, ge=0)
     #: Venue id → the venue part of ``ASSET@VENUE``; unlisted ids use the text before '-'.

@@ -291,8 +291,14 @@ def evaluate_account(
     prices: Mapping[str, float],
     params: RiskParams | None = None,
     previous: AccountResult | None = None,
+    *,
+    with_forced_sells: bool = True,
 ) -> AccountResult:
     """uniMMR-style evaluation of one account (RISK_MODEL §3), forced sells when liquidating.
+
+    ``with_forced_sells=False`` skips running the liquidation engine (the costly part) for
+    callers that only need the ratio and status; they call :func:`liquidate_account` when
+    they need the sell list.
 
     Bybit's account MM rate (MM / (margin balance − haircut loss)) is reported as
     ``venue_ratio``; ``uni_mmr`` is always adjusted_equity / MM for comparability.
@@ -329,10 +335,11 @@ def evaluate_account(
         driver = max(sorted(f.haircut), key=lambda a: f.haircut[a])
     sells: tuple[ForcedSell, ...] = ()
     uncovered = 0.0
-    if status == "liquidation":
+    if status == "liquidation" and with_forced_sells:
         _, sell_list, uncovered = liquidate_account(account, prices, p)
         sells = tuple(sell_list)
-    return AccountResult(
+    # Every figure is computed here from validated inputs: construct without re-validating.
+    return AccountResult.model_construct(
         account_id=account.account_id,
         venue=account.venue,
         model=account.model,

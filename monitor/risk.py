@@ -19,11 +19,19 @@ from monitor.alerts import Alert, make_alert
 from monitor.cascade import CascadeDetector
 from monitor.config import EngineConfig
 from monitor.lending import LoopBook, Position, health_factor
-from monitor.margin import Account, AccountResult, evaluate_account
+from monitor.margin import Account, AccountResult, evaluate_account, liquidate_account
+from monitor.risk_params import UnifiedVenueParams
 from monitor.signals import ReorderBuffer, Signal, SignalRecord
 from monitor.spiral import SpiralResult, run_spiral
 
-__all__ = ["HF_BANDS", "GlobalRisk", "RiskFigures", "default_balance_price_key"]
+__all__ = [
+    "HF_BANDS",
+    "GlobalRisk",
+    "RiskFigures",
+    "default_balance_price_key",
+    "price_key_units",
+    "status_slack_usd",
+]
 
 #: Health-factor bands of the ``liqmon_loops_positions`` metric.
 HF_BANDS: tuple[tuple[str, float], ...] = (
@@ -31,6 +39,33 @@ HF_BANDS: tuple[tuple[str, float], ...] = (
     (">=1.5", float("inf")),
 )
 _STRESSED = ("margin_call", "reduce_only", "liquidation")
+_STATUS_RANK = {"normal": 0, "margin_call": 1, "reduce_only": 2, "liquidation": 3}
+
+
+def price_key_units(account: Account) -> dict[str, float]:
+    """Σ|amount| of balances and Σ|qty| of perps per price key of an account."""
+    units: dict[str, float] = {}
+    for b in account.balances:
+        units[b.price_key] = units.get(b.price_key, 0.0) + abs(b.amount)
+    for p in account.perps:
+        units[p.price_key] = units.get(p.price_key, 0.0) + abs(p.qty)
+    return units
+
+
+def status_slack_usd(equity_usd: float, mm_usd: float, venue: UnifiedVenueParams) -> float:
+    """USD price move (Σ units × |Δprice|) below which an account's status cannot change.
+
+    Every component of adjusted equity and of MM (RISK_MODEL §3: haircut tiers with rates
+    ≤ 1, loans, perp PnL, bracket MM with rates ≤ 1) moves by at most units × |Δprice|, so a
+    move D changes equity and MM by at most D each. A ratio E/MM on one side of a
+    threshold t stays there while D < |E − t·MM| / (1 + t); the sign of E holds while
+    D < |E|. Below the smallest of these bounds the status is provably unchanged.
+    """
+    slack = abs(equity_usd)
+    if mm_usd > 0:
+        for t in (venue.margin_call_ratio, venue.reduce_only_ratio, venue.liquidation_ratio):
+            slack = min(slack, abs(equity_usd - t * mm_usd) / (1.0 + t))
+    return slack
 
 
 def default_balance_price_key(asset: str, venue: str, ts_ms: int, config: EngineConfig) -> str:
@@ -75,6 +110,18 @@ class GlobalRisk:
         self._pending_keys: set[str] = set()
         self._acct_by_key: dict[str, set[str]] = {}
         self.account_results: dict[str, AccountResult] = {}
+        self._stressed: set[str] = set()
+        self._liquidating: set[str] = set()
+        #: Highest status rank already alerted per account (reset when back to normal).
+        self._alerted_rank: dict[str, int] = {}
+        #: Price keys moved since the accounts were last evaluated, and when that was.
+        self._account_keys: set[str] = set()
+        #: Per account: units exposed to each price key, prices at its last evaluation, and
+        #: the USD move that could change its status (skip re-evaluation below that).
+        self._units: dict[str, dict[str, float]] = {}
+        self._eval_prices: dict[str, dict[str, float]] = {}
+        self._slack_usd: dict[str, float] = {}
+        self._last_account_eval_ms: int | None = None
         self.loops_liquidatable: set[str] = set()
         self._loops_notional = 0.0
         self._book_ids: list[str] = []
@@ -110,6 +157,12 @@ class GlobalRisk:
             for key in old.price_keys():
                 self._acct_by_key.get(key, set()).discard(aid)
         self.account_results.pop(aid, None)
+        self._stressed.discard(aid)
+        self._liquidating.discard(aid)
+        self._alerted_rank.pop(aid, None)
+        self._eval_prices.pop(aid, None)
+        self._slack_usd.pop(aid, None)
+        self._units.pop(aid, None)
         if raw.get("delete"):
             return
         data = dict(raw)
@@ -125,6 +178,7 @@ class GlobalRisk:
         self.accounts[aid] = account
         for key in account.price_keys():
             self._acct_by_key.setdefault(key, set()).add(aid)
+        self._units[aid] = price_key_units(account)
         self._pending_keys.update(account.price_keys())
 
     # -- signals -----------------------------------------------------------------------
@@ -134,12 +188,23 @@ class GlobalRisk:
         flush = self.buffer.all_ended
         out = self.process(self.buffer.release(flush=flush))
         if flush:
+            self._finish_run(out)
             self.buffer.reset_run()
         return out
 
     def flush(self) -> list[Alert]:
         """Process every buffered signal (end of an inline run)."""
-        return self.process(self.buffer.release(flush=True))
+        out = self.process(self.buffer.release(flush=True))
+        self._finish_run(out)
+        return out
+
+    def _finish_run(self, out: list[Alert]) -> None:
+        """Evaluate the accounts whose prices moved since their last (throttled) evaluation."""
+        if self.accounts and self._account_keys:
+            self._evaluate_accounts(self.now_ms, self._account_keys, out)
+            self._account_keys = set()
+            self._last_account_eval_ms = self.now_ms
+            self.cascade.step(self.now_ms, out)
 
     def process(self, signals: Iterable[Signal]) -> list[Alert]:
         """Apply ordered signals, evaluating after each distinct event time."""
@@ -234,8 +299,15 @@ class GlobalRisk:
         self._pending_keys = set()
         if self.positions:
             self._evaluate_loops(ts, changed)
-        if self.accounts and changed:
-            self._evaluate_accounts(ts, changed, out)
+        if self.accounts:
+            self._account_keys |= changed
+            last = self._last_account_eval_ms
+            if self._account_keys and (
+                last is None or ts - last >= self.config.signals.account_eval_interval_ms
+            ):
+                self._evaluate_accounts(ts, self._account_keys, out)
+                self._account_keys = set()
+                self._last_account_eval_ms = ts
         self.cascade.step(ts, out)
         interval = self.config.spiral_run.interval_ms
         if interval and (self.positions or self.accounts):
@@ -285,32 +357,55 @@ class GlobalRisk:
         for key in changed:
             todo |= self._acct_by_key.get(key, set())
         prices = self.prices
+        sets_changed = False
+        jump = 0.0
         for aid in sorted(todo):
             account = self.accounts[aid]
             if not all(k in prices for k in account.price_keys()):
                 continue
             previous = self.account_results.get(aid)
-            result = evaluate_account(account, prices, self.params, previous)
+            seen = self._eval_prices.get(aid)
+            if seen is not None and previous is not None:
+                moved_usd = sum(u * abs(prices[k] - seen[k]) for k, u in self._units[aid].items())
+                if moved_usd < self._slack_usd[aid]:
+                    continue  # provably still in the same status (see status_slack_usd)
+            result = evaluate_account(account, prices, self.params, previous, with_forced_sells=False)
+            self._eval_prices[aid] = {k: prices[k] for k in self._units[aid]}
+            self._slack_usd[aid] = status_slack_usd(
+                result.adjusted_equity_usd, result.maintenance_margin_usd,
+                self.params.unified.venue(account.model),
+            )
             self.account_results[aid] = result
-            before = previous.status if previous is not None else "normal"
-            if result.status == before:
-                continue
-            order = ("normal", *_STRESSED)
-            worse = order.index(result.status) > order.index(before)
-            if result.status == "liquidation":
-                out.append(self._account_alert(ts, result, "unified_liquidation", "critical"))
-            elif worse:
-                sev = "high" if result.status == "reduce_only" else "warning"
-                out.append(self._account_alert(ts, result, "margin_call", sev))
-        stressed = sorted(a for a, r in self.account_results.items() if r.status in _STRESSED)
-        liquidating = sorted(
-            a for a, r in self.account_results.items() if r.status == "liquidation"
-        )
-        jump = max(
-            (r.effective_leverage_change or 0.0 for r in self.account_results.values()),
-            default=0.0,
-        )
-        self.cascade.on_accounts(ts, stressed, liquidating, jump)
+            jump = max(jump, result.effective_leverage_change or 0.0)
+            rank = _STATUS_RANK[result.status]
+            was_stressed = aid in self._stressed
+            if (rank > 0) != was_stressed:
+                sets_changed = True
+                (self._stressed.add if rank > 0 else self._stressed.discard)(aid)
+            if (rank == 3) != (aid in self._liquidating):
+                sets_changed = True
+                (self._liquidating.add if rank == 3 else self._liquidating.discard)(aid)
+            # Latched alerts: one alert per escalation; re-armed only back at normal, so an
+            # account hovering around a threshold does not page on every wobble.
+            latched = self._alerted_rank.get(aid, 0)
+            if rank == 0:
+                self._alerted_rank.pop(aid, None)
+            elif rank > latched:
+                self._alerted_rank[aid] = rank
+                if rank == 3:
+                    _, sells, uncovered = liquidate_account(account, prices, self.params)
+                    result = result.model_copy(
+                        update={"forced_sells": tuple(sells), "uncovered_shortfall_usd": uncovered}
+                    )
+                    self.account_results[aid] = result
+                    out.append(self._account_alert(ts, result, "unified_liquidation", "critical"))
+                else:
+                    sev = "high" if result.status == "reduce_only" else "warning"
+                    out.append(self._account_alert(ts, result, "margin_call", sev))
+        if sets_changed or jump > 0.0:
+            self.cascade.on_accounts(
+                ts, sorted(self._stressed), sorted(self._liquidating), jump
+            )
 
     def _account_alert(
         self, ts: int, r: AccountResult, kind: str, severity: Any
