@@ -93,7 +93,7 @@ MUST_FIRE: dict[str, dict[str, str]] = {
     "LiqmonCascadeStage": {"kind": "cascade_stage"},
 }
 #: Catalogue metrics (monitor/metrics.py) that no process sets, with the module that owns
-#: the gap. A panel reading only these cannot have data, so it is expected empty — and the
+#: the gap. A panel that reads one of these cannot have data, so it is expected empty — and the
 #: test fails as soon as it has data, so this list cannot hide a regression or go stale.
 NOT_EXPORTED: dict[str, str] = {
     "liqmon_consumer_lag": "registered in monitor/metrics.py but never set: the faust worker "
