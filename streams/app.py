@@ -105,7 +105,10 @@ def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "processing_guarantee": "at_least_once",
         "datadir": str(settings.data_dir or Path(tempfile.gettempdir()) / "liqmon-faust"),
         "consumer_auto_offset_reset": "earliest",
-        "stream_buffer_maxsize": 256,
+        # Batch records are ~10 KB: fetch in large chunks (measured by `liqmon bench`).
+        "stream_buffer_maxsize": 4096,
+        "consumer_max_fetch_size": 8 * 1024 * 1024,
+        "broker_max_poll_records": 2000,
     }
     if settings.embedded:
         # The embedded broker reports end offsets per record *batch*: one record per
@@ -380,5 +383,24 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             else:
                 export_risk_metrics()
             last_event.set(time.time())
+
+    lag_topics = (topics.MARKET, topics.RISK_SIGNALS)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def export_consumer_lag() -> None:
+        """Records behind the log end per topic, over the partitions this worker owns."""
+        consumer = app.consumer
+        lag: dict[str, int] = dict.fromkeys(lag_topics, 0)
+        for tp in consumer.assignment():
+            if tp.topic not in lag:
+                continue
+            try:
+                end = int(consumer.highwater(tp) or 0)
+            except Exception:  # not fetched yet: no figure rather than a wrong one
+                continue
+            read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
+            lag[tp.topic] += max(end - (read + 1 if read is not None else 0), 0)
+        for topic, n in lag.items():
+            metrics.consumer_lag.labels(topic).set(n)
 
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,6 +13,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from monitor.alerts import Alert
 from replay.capture import CaptureError, open_capture
@@ -20,7 +24,7 @@ from streams.settings import ConfigFileError, Settings, load_engine_config
 
 __all__ = ["main"]
 
-TIMELINE_MAX_LINES = 200
+TIMELINE_MAX_LINES = 300
 
 
 class UsageError(Exception):
@@ -100,25 +104,97 @@ def _progress_printer(enabled: bool) -> Callable[[int, int, int], None] | None:
     return show
 
 
+#: Per-account alert kinds: many accounts cross at once, so the timeline groups them by minute.
+_ACCOUNT_KINDS = frozenset({"margin_call", "unified_liquidation"})
+_SEV_ORDER = {"info": 0, "warning": 1, "high": 2, "critical": 3}
+
+
+def timeline_lines(alerts: list[Alert]) -> list[str]:
+    """A readable timeline: market alerts one per line, account alerts grouped per minute."""
+    lines: list[str] = []
+    groups: dict[tuple[int, str], list[Alert]] = {}
+    order: list[tuple[int, tuple[int, str] | Alert]] = []
+    for alert in alerts:
+        if alert.kind in _ACCOUNT_KINDS:
+            key = (alert.ts_ms // 60_000, alert.kind)
+            if key not in groups:
+                groups[key] = []
+                order.append((alert.ts_ms, key))
+            groups[key].append(alert)
+        else:
+            order.append((alert.ts_ms, alert))
+    for _ts, item in order:
+        if isinstance(item, Alert):
+            lines.append(format_alert_line(item))
+            continue
+        members = groups[item]
+        worst = max(members, key=lambda a: _SEV_ORDER[a.severity])
+        by_venue: dict[str, int] = {}
+        by_asset: dict[str, int] = {}
+        for a in members:
+            by_venue[a.venue or "-"] = by_venue.get(a.venue or "-", 0) + 1
+            by_asset[a.asset or "-"] = by_asset.get(a.asset or "-", 0) + 1
+        top = ", ".join(f"{k} {v}" for k, v in sorted(by_asset.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+        venues = ", ".join(f"{k} {v}" for k, v in sorted(by_venue.items()))
+        when = utc(item[0] * 60_000)
+        word = "liquidated" if item[1] == "unified_liquidation" else "entered margin call / reduce-only"
+        lines.append(
+            f"{when}  {worst.severity[:4].upper():4}  {item[1]:18} {len(members)} unified accounts {word} "
+            f"in this minute ({venues}); driving collateral: {top}"
+        )
+    return lines
+
+
 def _print_timeline(alerts: list[Alert]) -> None:
+    lines = timeline_lines(alerts)
     print(f"\nliqmon: {len(alerts)} alerts")
-    shown = alerts if len(alerts) <= TIMELINE_MAX_LINES else [a for a in alerts if a.severity != "info"]
-    for alert in shown[:TIMELINE_MAX_LINES]:
-        print(format_alert_line(alert))
-    if len(shown) < len(alerts) or len(shown) > TIMELINE_MAX_LINES:
-        print(f"... {len(alerts) - min(len(shown), TIMELINE_MAX_LINES)} more in alerts.jsonl")
+    for line in lines[:TIMELINE_MAX_LINES]:
+        print(line)
+    if len(lines) > TIMELINE_MAX_LINES:
+        print(f"... {len(lines) - TIMELINE_MAX_LINES} more timeline lines; every alert is in alerts.jsonl")
+
+
+def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
+    """Generate the requested synthetic scenario into ``out_dir/scenario``."""
+    from replay.scenario import generate
+
+    knobs: dict[str, Any] = {}
+    for item in args.knob or ():
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--knob expects NAME=VALUE, got {item!r}")
+        knobs[name] = orjson.loads(value) if value[:1] in "-0123456789[{tf" else value
+    if not args.quiet:
+        print(f"liqmon: generating scenario {args.scenario} (seed {args.seed}) ...", file=sys.stderr, flush=True)
+    try:
+        return generate(args.scenario, args.seed, out_dir / "scenario", knobs or None)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"scenario {args.scenario!r}: {str(exc).splitlines()[0]}") from None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = Settings()
     config = load_engine_config(args.config or settings.config)
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenario = None
+    if args.scenario:
+        if args.capture is not None:
+            raise UsageError("give either --capture or --scenario, not both")
+        scenario = _scenario(args, out_dir)
+        args.capture = scenario.capture_path
+        args.positions = args.positions or scenario.positions_path
+        args.accounts = args.accounts or scenario.accounts_path
+    elif args.capture is None:
+        raise UsageError("one of --capture FILE or --scenario NAME is required")
     capture: Path = args.capture
     try:
         open_capture(capture).close()
     except CaptureError as exc:
         raise UsageError(str(exc)) from None
-    out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from replay.report import ReportRecorder, write_report
+
+    recorder = ReportRecorder(config)
     progress = _progress_printer(not args.quiet)
     worker_deadletters = 0
     from replay.replayer import InputFileError, load_jsonl
@@ -134,6 +210,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         inline = asyncio.run(
             replay_inline(
                 capture, config, args.speed, args.from_ms, args.to_ms, progress,
+                on_alert=recorder.on_alert, on_batch=recorder.on_batch,
                 partitions=settings.partitions, positions=positions, accounts=accounts,
             )
         )
@@ -163,7 +240,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 kafka = asyncio.run(
                     replay_kafka(
                         capture, config, bootstrap, args.speed, args.from_ms, args.to_ms,
-                        progress, alive=alive, positions=positions, accounts=accounts,
+                        progress, on_alert=recorder.on_alert, on_batch=recorder.on_batch,
+                        alive=alive, positions=positions, accounts=accounts,
                     )
                 )
         alerts, stats, mode = kafka.alerts, kafka.stats, "kafka"
@@ -171,12 +249,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if progress is not None and sys.stderr.isatty():
         print(file=sys.stderr)
     ordered = write_alerts(out_dir / "alerts.jsonl", alerts)
+    extra: dict[str, Any] = {}
+    calibration_text = None
+    if scenario is not None:
+        from replay.calibration import calibrate, format_table
+
+        rows = calibrate(scenario)
+        recorder.set_calibration(rows)
+        calibration_text = format_table(rows)
+        extra["scenario"] = {"name": scenario.name, "seed": scenario.seed,
+                             "generation_s": round(scenario.generation_s, 2)}
+        extra["calibration"] = [dataclasses.asdict(r) for r in rows]
+        extra["calibration_passed"] = all(r.passed for r in rows)
     summary = write_summary(
         out_dir / "summary.json", capture=capture, mode=mode, config_hash=config.config_hash,
-        stats=stats, alerts=ordered, worker_deadletters=worker_deadletters,
+        stats=stats, alerts=ordered, worker_deadletters=worker_deadletters, extra=extra,
     )
+    write_report(recorder, out_dir / "report.html", title=f"liqmon replay: {capture.name}",
+                 config_hash=config.config_hash, summary=summary)
     if not args.quiet:
         _print_timeline(ordered)
+        if calibration_text is not None:
+            print("\ncalibration against the public figures of 10 October 2025:")
+            print(calibration_text)
         print(
             f"\n{summary['events']:,} events from {summary['frames']:,} frames in {summary['wall_s']} s; "
             f"{summary['deadletters']} dead letters; config {config.config_hash}; outputs in {out_dir}/"
@@ -218,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="replay a capture through Kafka (or --inline) and report alerts")
-    rp.add_argument("--capture", type=Path, required=True, help="capture file (.jsonl or .jsonl.gz)")
+    rp.add_argument("--capture", type=Path, default=None, help="capture file (.jsonl or .jsonl.gz)")
+    rp.add_argument("--scenario", default=None,
+                    help="generate and replay a synthetic scenario: oct10, oct10-post-fix-index, oct10-aave-mtm, calm")
+    rp.add_argument("--seed", type=int, default=1, help="scenario seed (same seed, same bytes)")
+    rp.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
+                    help="scenario knob, e.g. duration_s=3600 (repeatable)")
     rp.add_argument("--speed", type=_parse_speed, default=None, help="'max' (default) or N× real time")
     rp.add_argument("--out", type=Path, default=Path("out/replay"), help="output directory")
     rp.add_argument("--from", dest="from_ms", type=_parse_time, default=None, help="start (UTC)")
@@ -249,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 
-    for module in ("streams.stress_cmd", "replay.importers"):
+    for module in ("streams.stress_cmd", "replay.importers", "streams.live_cmd"):
         with contextlib.suppress(ImportError):
             mod = __import__(module, fromlist=["add_parser"])
             adder = getattr(mod, "add_parser", None) or getattr(mod, "add_import_parser", None)

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from monitor.alerts import Alert
-from monitor.batch import Control
+from monitor.batch import Batch, Control
 from monitor.config import EngineConfig
 from monitor.ingest import DeadLetter, Ingest
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
@@ -86,6 +86,7 @@ async def replay_kafka(
     to_ms: int | None = None,
     progress: ProgressFn | None = None,
     on_alert: Callable[[Alert], None] | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
     idle_timeout_s: float = 180.0,
     alive: Callable[[], bool] | None = None,
     positions: list[dict[str, Any]] | None = None,
@@ -183,6 +184,8 @@ async def replay_kafka(
                 if isinstance(item, DeadLetter):
                     pending.append(await producer.send(topics.DEADLETTER, item.encode(), key=item.reason.encode()))
                     continue
+                if on_batch is not None:
+                    on_batch(item.batch)
                 value = item.batch.encode()
                 key = item.batch.asset.encode()
                 stats.batches += 1

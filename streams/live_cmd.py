@@ -70,34 +70,36 @@ def load_configs(path: Path | None) -> tuple[EngineConfig, LiveConfig]:
         raise ConfigFileError(f"invalid config {path}: {detail}") from None
 
 
-async def _run_live(args: argparse.Namespace, settings: Settings, engine: EngineConfig, live: LiveConfig) -> int:
+async def _run_live(
+    args: argparse.Namespace, bootstrap: str, effective: Settings, engine: EngineConfig, live: LiveConfig
+) -> int:
     from streams.kafka_replay import ensure_topics
     from streams.publish import KafkaPublisher
-    from streams.worker import resolve_bootstrap, serve_metrics
+    from streams.worker import serve_metrics
 
-    with resolve_bootstrap(settings) as (bootstrap, effective):
-        await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
-        metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
-        publisher = await KafkaPublisher.start(bootstrap)
-        recorder = Recorder(args.record) if args.record is not None else None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics)
-        print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
-              f"publishing to {bootstrap}", file=sys.stderr, flush=True)
-        try:
-            stats = await runner.run(args.duration, stop)
-        finally:
-            await publisher.stop()
-            if recorder is not None:
-                recorder.close()
-        print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
-              f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
-              f"{stats.reconnects} reconnects" + (f"; recorded {args.record}" if recorder else ""),
-              file=sys.stderr)
+    # The broker (embedded or not) is resolved by the caller, outside this event loop.
+    await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
+    metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
+    publisher = await KafkaPublisher.start(bootstrap)
+    recorder = Recorder(args.record) if args.record is not None else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics)
+    print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
+          f"publishing to {bootstrap}", file=sys.stderr, flush=True)
+    try:
+        stats = await runner.run(args.duration, stop)
+    finally:
+        await publisher.stop()
+        if recorder is not None:
+            recorder.close()
+    print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
+          f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
+          f"{stats.reconnects} reconnects" + (f"; recorded {args.record}" if recorder else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -109,8 +111,11 @@ def run(args: argparse.Namespace) -> int:
         live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
     except ValueError as exc:
         raise ConfigFileError(str(exc)) from None
+    from streams.worker import resolve_bootstrap
+
     try:
-        return asyncio.run(_run_live(args, settings, engine, live))
+        with resolve_bootstrap(settings) as (bootstrap, effective):
+            return asyncio.run(_run_live(args, bootstrap, effective, engine, live))
     except KeyboardInterrupt:
         return 130
 

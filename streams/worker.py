@@ -46,6 +46,13 @@ def run_worker(settings: Settings) -> int:
 
     config = load_engine_config(settings.config)
     with resolve_bootstrap(settings) as (bootstrap, effective):
+        import asyncio
+
+        from streams.kafka_replay import ensure_topics
+
+        # Create the topics with their designed partition counts before faust can
+        # auto-create them with its defaults (a mismatch would stop the worker).
+        asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))
         metrics = serve_metrics(effective.metrics_addr, effective.metrics_port)
         metrics.worker_up.set(1)
         app = create_app(effective, config, bootstrap, metrics)
