@@ -19,13 +19,18 @@ install: $(STAMP)
 system-deps:
 	bash scripts/system-deps.sh
 
-# The main job on the embedded broker: the real 10 October USDe data (Binance minute
-# bars as bookTicker frames, the Uniswap v3 pool block by block) through Kafka and the
-# faust worker; prints the alert timeline, writes $(OUT)/replay/.
+# The main job on the embedded broker: the seeded synthetic 10-11 October day through Kafka
+# and a faust worker; prints the alert timeline and the calibration table, writes
+# $(OUT)/replay/{alerts.jsonl,summary.json,report.html}.
 replay: install
+	$(BIN)/liqmon replay --scenario oct10 --seed 1 --out $(OUT)/replay
+
+# The real data of the day: Binance USDe/USDT minute bars as bookTicker frames, the Uniswap
+# v3 pool block by block, Binance's BTCUSDT perp book-depth dump.
+replay-real: install
 	$(BIN)/liqmon import $(SHARED)/usde_usdt_binance_1m.csv $(SHARED)/usde_usdt_uniswap_v3_blocks.csv \
-		--out $(OUT)/oct10-usde.jsonl.gz
-	$(BIN)/liqmon replay --capture $(OUT)/oct10-usde.jsonl.gz --out $(OUT)/replay
+		$(SHARED)/btcusdt_binance_bookdepth.csv --out $(OUT)/oct10-real.jsonl.gz
+	$(BIN)/liqmon replay --capture $(OUT)/oct10-real.jsonl.gz --out $(OUT)/replay-real
 
 lint: install
 	$(BIN)/ruff check .
