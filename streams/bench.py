@@ -372,7 +372,7 @@ def bench_parsers() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    sections = set((args.only or "pipeline,latency,loops,parsers").split(","))
+    sections = set((args.only or "pipeline,latency,loops,parsers,e2e").split(","))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="liqmon-bench-") as tmp:
         work = Path(tmp)
@@ -387,6 +387,12 @@ def run_bench(args: argparse.Namespace) -> int:
             results["loops"] = bench_loops()
         if "parsers" in sections:
             results["parsers"] = bench_parsers()
+        if "e2e" in sections:
+            from streams.bench_e2e import bench_e2e
+
+            e2e_rate = float(getattr(args, "e2e_rate", 20_000.0))
+            print(f"bench: e2e websocket → live → worker at {e2e_rate:,.0f} frames/s ...", file=sys.stderr, flush=True)
+            results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work)
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if getattr(args, "json", None):
