@@ -4,7 +4,7 @@ Four processes share the machine: a websocket + REST server on 127.0.0.1 (spawne
 speaking Binance spot combined streams, the real ``liqmon live`` (subprocess, its
 endpoints overridden with ``--ws-url``/``--rest-url``), the embedded broker and a real
 worker. The server pushes ``<symbol>@bookTicker`` frames for four symbols at a sustained
-target rate, USDe's quote crossing the peg bands four times a second, plus ten
+target rate, USDe's quote leaving the peg (to 0.95) and returning four times a second each, plus ten
 ``usdeusdt@depth@100ms`` diffs a second whose book the live process starts from the REST
 snapshot. The engine config has zero minimum durations (as the ``latency`` section), so
 every crossing raises or clears a peg alert.
@@ -23,9 +23,11 @@ Figures, each measured where it happens:
   and how long it needed after the last frame was received to catch up (backlog); the
   mean of its own record-timestamp → processed histogram shows how much of the latency
   is spent between the broker and the worker's agent.
-- ``latency``: receive-to-alert for every engine alert read back from ``alerts.cascade``:
-  the alert's ``ts_ms`` is its event time, which for spot bookTicker (no ``E`` field) is
-  the frame's receive time at the live process (``monitor.wire.binance``).
+- ``receive_to_alert_*``: over the ``peg_deviation`` alerts read back from
+  ``alerts.cascade`` (read time minus ``ts_ms``): an alert's ``ts_ms`` is its event time,
+  which for spot bookTicker (no ``E`` field) is the frame's receive time at the live
+  process (``monitor.wire.binance``). Other alert kinds are listed per kind. Every alert
+  read is left in ``alerts-e2e.jsonl`` in the work directory.
 """
 
 from __future__ import annotations
