@@ -102,9 +102,11 @@ class IngestConfig(_Frozen):
     #: Receive times jumping more than this past the stream's watermark are rejected.
     max_watermark_jump_ms: int = Field(default=6 * 3_600_000, gt=0)
     #: Events per batch record (the wire unit for market data, DESIGN "Throughput").
-    batch_max_events: int = Field(default=256, gt=0, le=10_000)
+    batch_max_events: int = Field(default=512, gt=0, le=10_000)
     #: Event-time span of one batch record.
-    batch_max_span_ms: int = Field(default=250, gt=0)
+    #: (Live publishers also close batches on a short wall-clock linger; in a replay at
+    #: full speed this span is what keeps sparse assets from costing one record per event.)
+    batch_max_span_ms: int = Field(default=5_000, gt=0)
     #: Quote currencies: converted to USD with their own price key (default price 1.0).
     quote_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {"USDT": 1.0, "USDC": 1.0, "FDUSD": 1.0, "USD": 1.0}
@@ -180,7 +182,7 @@ class SignalsConfig(_Frozen):
     account_eval_interval_ms: int = Field(default=1_000, ge=0)
     #: A price key is re-published when it moved at least this much (*assumed*).
     price_move_bps: float = Field(default=5.0, ge=0)
-    #: Venue id → the venue part of ``ASSET@VENUE``; unlisted ids use the text before '-'.
+    #: Venue id → the venue part of ``ASSET@VENUE``; unlisted ids are used as they are.
     venue_price_keys: dict[str, str] = Field(
         default_factory=lambda: {
             "binance-spot": "binance",

@@ -40,11 +40,12 @@ _MIN_VECTOR_EVENTS = 24
 
 
 def venue_key(venue: str, mapping: dict[str, str]) -> str:
-    """The VENUE part of a ``ASSET@VENUE`` price key (RISK_MODEL §1): mapped, else the id's prefix."""
-    mapped = mapping.get(venue)
-    if mapped is not None:
-        return mapped
-    return venue.split("-", 1)[0]
+    """The VENUE part of a ``ASSET@VENUE`` price key (RISK_MODEL §1): mapped, else the venue id.
+
+    Only the mapped ids share a key (Binance's spot book is what ``USDe@binance`` means); a
+    feed such as ``binance-rate`` (a redemption rate) must never pass for that book.
+    """
+    return mapping.get(venue, venue)
 
 
 @dataclass(slots=True)

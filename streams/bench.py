@@ -137,7 +137,7 @@ async def _wait_acks(bootstrap: str, run_id: str, n_parts: int, timeout_s: float
             for records in batches.values():
                 for rec in records:
                     ack = orjson.loads(rec.value)
-                    if ack.get("run") == run_id:
+                    if ack.get("run") == run_id and "partition" in ack:
                         acks[int(ack["partition"])] = ack
     finally:
         await consumer.stop()
