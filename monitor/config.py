@@ -102,11 +102,11 @@ class IngestConfig(_Frozen):
     #: Receive times jumping more than this past the stream's watermark are rejected.
     max_watermark_jump_ms: int = Field(default=6 * 3_600_000, gt=0)
     #: Events per batch record (the wire unit for market data, DESIGN "Throughput").
-    batch_max_events: int = Field(default=512, gt=0, le=10_000)
+    batch_max_events: int = Field(default=1_024, gt=0, le=10_000)
     #: Event-time span of one batch record.
     #: (Live publishers also close batches on a short wall-clock linger; in a replay at
     #: full speed this span is what keeps sparse assets from costing one record per event.)
-    batch_max_span_ms: int = Field(default=5_000, gt=0)
+    batch_max_span_ms: int = Field(default=15_000, gt=0)
     #: Quote currencies: converted to USD with their own price key (default price 1.0).
     quote_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {"USDT": 1.0, "USDC": 1.0, "FDUSD": 1.0, "USD": 1.0}

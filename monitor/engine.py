@@ -172,6 +172,9 @@ class Engine:
         priced = [False] * len(sources)
         #: per source index: (ts, price_usd, depth_usd) of its latest price in the batch
         last_px: dict[int, tuple[int, float, float]] = {}
+        #: per source index: [ts_low, low, ts_high, high] of its prices in the batch, so a wick
+        #: inside one batch still reaches the accounts and loops priced on it.
+        extremes: dict[int, list[float]] = {}
         transitions: list[tuple[BookState, int, int]] = []
         flow_asset = asset in self._flow_assets
         max_ts = 0
@@ -189,6 +192,10 @@ class Engine:
                 if row_i >= 0:
                     last_px[i] = (int(ts_arr[row_i]), float(px_arr[row_i]), float(depth_arr[row_i]))
                     priced[i] = True
+                    rows_i = np.flatnonzero(src == i)
+                    lo = int(rows_i[np.argmin(px_arr[rows_i])])
+                    hi = int(rows_i[np.argmax(px_arr[rows_i])])
+                    extremes[i] = [int(ts_arr[lo]), float(px_arr[lo]), int(ts_arr[hi]), float(px_arr[hi])]
             max_ts = int(ts_arr.max()) if len(ts_arr) else 0
         else:
             for row in batch.rows:
@@ -209,6 +216,13 @@ class Engine:
                         on_price(sources[i][0], t, px, depth, out)
                     last_px[i] = (t, px, depth)
                     priced[i] = True
+                    ext = extremes.get(i)
+                    if ext is None:
+                        extremes[i] = [t, px, t, px]
+                    elif px < ext[1]:
+                        ext[0], ext[1] = t, px
+                    elif px > ext[3]:
+                        ext[2], ext[3] = t, px
                 elif kind == KIND_PRICE:
                     px = row[4] * q
                     depth = row[5] * q
@@ -216,6 +230,13 @@ class Engine:
                         on_price(sources[i][0], t, px, depth, out)
                     last_px[i] = (t, px, depth)
                     priced[i] = True
+                    ext = extremes.get(i)
+                    if ext is None:
+                        extremes[i] = [t, px, t, px]
+                    elif px < ext[1]:
+                        ext[0], ext[1] = t, px
+                    elif px > ext[3]:
+                        ext[2], ext[3] = t, px
                 elif kind == KIND_BOOK:
                     st = books[i]
                     if st is None:
@@ -229,6 +250,13 @@ class Engine:
                         on_price(sources[i][0], t, px, depth, out)
                     last_px[i] = (t, px, depth)
                     priced[i] = True
+                    ext = extremes.get(i)
+                    if ext is None:
+                        extremes[i] = [t, px, t, px]
+                    elif px < ext[1]:
+                        ext[0], ext[1] = t, px
+                    elif px > ext[3]:
+                        ext[2], ext[3] = t, px
                     result.books_touched.add((st.venue, st.symbol))
                 elif kind == KIND_TRADE:
                     notional = row[4] * row[5] * q
@@ -263,7 +291,7 @@ class Engine:
             if was_priced:
                 quoted.add(sources[i])
         self._emit_signals(
-            asset, sources, peg, last_px, transitions, books, max_ts,
+            asset, sources, peg, last_px, extremes, transitions, books, max_ts,
             liq_long, liq_short, net_sell if flow_asset else 0.0, result, clock,
         )
         if max_ts:
@@ -275,6 +303,7 @@ class Engine:
         sources: list[tuple[str, str, str]],
         peg: AssetPeg | None,
         last_px: dict[int, tuple[int, float, float]],
+        extremes: dict[int, list[float]],
         transitions: list[tuple[BookState, int, int]],
         books: list[BookState | None],
         max_ts: int,
@@ -294,10 +323,19 @@ class Engine:
                 continue
             self.mids_usd[(asset, venue)] = (px, depth, t)
             key = f"{asset}@{venue_key(venue, self._venue_keys)}"
-            last = sent.get(key)
-            if last is None or abs(px / last - 1.0) >= move:
-                sent[key] = px
-                sig.append(clock.stamp(t, asset, "price", {"key": key, "price": px}))
+            points: list[tuple[int, float]] = []
+            ext = extremes.get(i)
+            if ext is not None:
+                # The batch's low and high, in time order, before its last price.
+                for pt in sorted({(int(ext[0]), ext[1]), (int(ext[2]), ext[3])}):
+                    if pt[0] < t and pt[1] > 0:
+                        points.append(pt)
+            points.append((t, px))
+            for pt_ts, pt_px in points:
+                last = sent.get(key)
+                if last is None or abs(pt_px / last - 1.0) >= move:
+                    sent[key] = pt_px
+                    sig.append(clock.stamp(pt_ts, asset, "price", {"key": key, "price": pt_px}))
         if last_px:
             index = self._index_price(asset, peg, max_ts)
             if index is not None:

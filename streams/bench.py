@@ -13,6 +13,10 @@ Sections (``--only`` picks some):
 - ``loops``: one USDe price tick against 1,000,000 loop positions (LoopBook), median
   and p99 per tick, memory per position.
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
+- ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
+  receive-to-alert latency (``streams/bench_e2e.py``).
+- ``scenario``: generation of the synthetic six hours, then their replay at full speed
+  through Kafka and inline, in events/s and as a multiple of real time.
 """
 
 from __future__ import annotations
@@ -362,6 +366,42 @@ def bench_loops(n_positions: int = 1_000_000, ticks: int = 200) -> dict[str, Any
     }
 
 
+def bench_scenario(workdir: Path, seed: int = 1) -> dict[str, Any]:
+    """Generate the synthetic six hours, then replay them at full speed through Kafka and inline."""
+    from replay.scenario import generate
+
+    t = time.perf_counter()
+    result = generate("oct10", seed, workdir / "scenario")
+    generation_s = time.perf_counter() - t
+    out: dict[str, Any] = {"frames": result.frames, "generation_s": round(generation_s, 1)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    env["LIQMON_METRICS_PORT"] = "0"
+    for mode in ("kafka", "inline"):
+        run_dir = workdir / f"replay-{mode}"
+        cmd = [sys.executable, "-m", "streams.cli", "replay", "--capture", str(result.capture_path),
+               "--positions", str(result.positions_path), "--accounts", str(result.accounts_path),
+               "--out", str(run_dir), "--quiet"]
+        if mode == "inline":
+            cmd.append("--inline")
+        t = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, stdin=subprocess.DEVNULL)
+        total_s = time.perf_counter() - t
+        summary = orjson.loads((run_dir / "summary.json").read_bytes())
+        span_s = float(summary["event_span_s"])
+        out[mode] = {
+            "events": summary["events"],
+            "alerts": summary["alerts"],
+            "replay_wall_s": summary["wall_s"],
+            "command_wall_s": round(total_s, 1),
+            "events_per_s": round(summary["events"] / summary["wall_s"]),
+            "x_real_time": round(span_s / summary["wall_s"], 1),
+        }
+    out["kafka_equals_inline"] = (workdir / "replay-kafka" / "alerts.jsonl").read_bytes() == (
+        workdir / "replay-inline" / "alerts.jsonl"
+    ).read_bytes()
+    return out
+
+
 def bench_parsers() -> dict[str, Any]:
     try:
         from streams.feeds.bench import parser_throughput  # type: ignore[import-not-found, unused-ignore]
@@ -372,7 +412,7 @@ def bench_parsers() -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    sections = set((args.only or "pipeline,latency,loops,parsers,e2e").split(","))
+    sections = set((args.only or "pipeline,latency,loops,parsers,e2e,scenario").split(","))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="liqmon-bench-") as tmp:
         work = Path(tmp)
@@ -393,6 +433,10 @@ def run_bench(args: argparse.Namespace) -> int:
             e2e_rate = float(getattr(args, "e2e_rate", 20_000.0))
             print(f"bench: e2e websocket → live → worker at {e2e_rate:,.0f} frames/s ...", file=sys.stderr, flush=True)
             results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work)
+        if "scenario" in sections:
+            print("bench: synthetic six hours: generate, replay through Kafka and inline ...",
+                  file=sys.stderr, flush=True)
+            results["scenario"] = bench_scenario(work)
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if getattr(args, "json", None):

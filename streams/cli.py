@@ -345,7 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
     bench.add_argument("--latency-seconds", type=float, default=10.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
-    bench.add_argument("--only", default=None, help="comma list: pipeline,latency,loops,parsers")
+    bench.add_argument("--only", default=None,
+                       help="comma list: pipeline,latency,loops,parsers,e2e,scenario")
+    bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
+    bench.add_argument("--e2e-seconds", type=float, default=10.0)
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 
