@@ -112,7 +112,9 @@ class Engine:
     def restore(self, asset: str, state: dict[str, Any]) -> None:
         peg_state = state.get("peg") if "books" in state else state
         if peg_state is not None:
-            self.pegs[asset] = AssetPeg.from_state(asset, self.rules, self.config_hash, peg_state)
+            peg = AssetPeg.from_state(asset, self.rules, self.config_hash, peg_state)
+            peg.venue_keys = self._venue_keys
+            self.pegs[asset] = peg
         for key, st in (state.get("books") or {}).items():
             venue, symbol = key.split("|", 1)
             self.liquidity.books[(venue, symbol)] = BookState.from_state(venue, symbol, st)
@@ -126,7 +128,10 @@ class Engine:
     def _peg(self, asset: str) -> AssetPeg:
         peg = self.pegs.get(asset)
         if peg is None:
-            peg = AssetPeg(asset=asset, rules=self.rules, config_hash=self.config_hash)
+            peg = AssetPeg(
+                asset=asset, rules=self.rules, config_hash=self.config_hash,
+                venue_keys=self._venue_keys,
+            )
             self.pegs[asset] = peg
         return peg
 
@@ -180,6 +185,21 @@ class Engine:
         max_ts = 0
         liq_long = liq_short = net_sell = 0.0
         quoted = self._quoted
+
+        def note_price(i: int, t: int, px: float, depth: float) -> None:
+            """A USD price of source ``i``: to the peg monitor, and as last / low / high."""
+            if on_price is not None:
+                on_price(sources[i][0], t, px, depth, out)
+            last_px[i] = (t, px, depth)
+            priced[i] = True
+            ext = extremes.get(i)
+            if ext is None:
+                extremes[i] = [t, px, t, px]
+            elif px < ext[1]:
+                ext[0], ext[1] = t, px
+            elif px > ext[3]:
+                ext[2], ext[3] = t, px
+
         fast = self._calm_prices(batch, quote_usd, peg)
         if fast is not None:
             # Vectorised path (only quotes/prices, all calm): same state as the row loop.
@@ -212,31 +232,11 @@ class Engine:
                     f1, f2 = row[4], row[5]
                     px = (f1 + f2) * 0.5 * q
                     depth = (f1 * row[6] + f2 * row[7]) * q
-                    if on_price is not None:
-                        on_price(sources[i][0], t, px, depth, out)
-                    last_px[i] = (t, px, depth)
-                    priced[i] = True
-                    ext = extremes.get(i)
-                    if ext is None:
-                        extremes[i] = [t, px, t, px]
-                    elif px < ext[1]:
-                        ext[0], ext[1] = t, px
-                    elif px > ext[3]:
-                        ext[2], ext[3] = t, px
+                    note_price(i, t, px, depth)
                 elif kind == KIND_PRICE:
                     px = row[4] * q
                     depth = row[5] * q
-                    if on_price is not None:
-                        on_price(sources[i][0], t, px, depth, out)
-                    last_px[i] = (t, px, depth)
-                    priced[i] = True
-                    ext = extremes.get(i)
-                    if ext is None:
-                        extremes[i] = [t, px, t, px]
-                    elif px < ext[1]:
-                        ext[0], ext[1] = t, px
-                    elif px > ext[3]:
-                        ext[2], ext[3] = t, px
+                    note_price(i, t, px, depth)
                 elif kind == KIND_BOOK:
                     st = books[i]
                     if st is None:
@@ -246,17 +246,7 @@ class Engine:
                         transitions.append((st, code, t))
                     px = row[6] * q
                     depth = st.bid_usd[self._withdraw_band] + st.ask_usd[self._withdraw_band]
-                    if on_price is not None:
-                        on_price(sources[i][0], t, px, depth, out)
-                    last_px[i] = (t, px, depth)
-                    priced[i] = True
-                    ext = extremes.get(i)
-                    if ext is None:
-                        extremes[i] = [t, px, t, px]
-                    elif px < ext[1]:
-                        ext[0], ext[1] = t, px
-                    elif px > ext[3]:
-                        ext[2], ext[3] = t, px
+                    note_price(i, t, px, depth)
                     result.books_touched.add((st.venue, st.symbol))
                 elif kind == KIND_TRADE:
                     notional = row[4] * row[5] * q

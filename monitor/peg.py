@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from monitor.alerts import Alert, make_alert
-from monitor.config import SEVERITIES, PegConfig, Severity
+from monitor.config import SEVERITIES, PegConfig, Severity, SignalsConfig
 
 __all__ = ["INDEX_VENUE", "AssetPeg", "PegRules", "PegTracker", "deviation_bps", "weighted_median"]
 
@@ -211,6 +211,8 @@ class AssetPeg:
     venue_local: dict[str, int] = field(default_factory=dict)
     #: Venues (not the index) currently at or above the venue-local alert level.
     elevated: set[str] = field(default_factory=set)
+    #: Venue id → the venue part of its ``ASSET@VENUE`` price key (names the collateral at risk).
+    venue_keys: dict[str, str] = field(default_factory=lambda: dict(SignalsConfig().venue_price_keys))
     #: Set when a discrete state changed since the last snapshot (table write needed).
     dirty: bool = False
 
@@ -436,7 +438,7 @@ class AssetPeg:
             "reference_deviation_bps": None if ref_dev is None else round(ref_dev, 2),
             "reference_venues": others,
             "venue_level": _LEVEL_NAMES[tracker.level],
-            "price_key": f"{self.asset}@{venue.split('-', 1)[0]}",
+            "price_key": f"{self.asset}@{self.venue_keys.get(venue, venue)}",
             "resolved": active == 0,
         }
         return make_alert(
