@@ -70,7 +70,7 @@ class Batch:
     side (:func:`decode_record`); ``rows`` and :meth:`columns` give either view.
     """
 
-    __slots__ = ("_cols", "_rows", "_src_index", "asset", "sources")
+    __slots__ = ("_cols", "_rows", "_src_index", "asset", "sources", "tick_ms")
 
     def __init__(
         self,
@@ -84,6 +84,16 @@ class Batch:
         self._rows = rows if rows is not None or columns is not None else []
         self._cols = columns
         self._src_index = {key: i for i, key in enumerate(self.sources)}
+        #: Set on a *tick*: no events, only "event time on this stream has reached tick_ms"
+        #: (see :class:`monitor.ingest.Ingest`); idle partitions advance their watermark.
+        self.tick_ms: int | None = None
+
+    @classmethod
+    def tick(cls, ts_ms: int) -> Batch:
+        """A tick batch: event time has reached ``ts_ms`` for every partition."""
+        batch = cls(asset="")
+        batch.tick_ms = ts_ms
+        return batch
 
     def add(self, ev: MarketEvent) -> None:
         key = (ev.venue, ev.symbol, ev.quote)
@@ -151,6 +161,8 @@ class Batch:
     def encode(self) -> bytes:
         """Columnar JSON (see the module docstring)."""
         rows = self.rows
+        if self.tick_ms is not None:
+            return orjson.dumps({"v": WIRE_VERSION, "tick": self.tick_ms})
         return orjson.dumps(
             {
                 "v": WIRE_VERSION,
@@ -242,6 +254,11 @@ def decode_record(value: bytes) -> Batch | Control:
         if not isinstance(ctl, str) or not isinstance(run, str) or not isinstance(part, int):
             raise BatchError("invalid_batch", "control record needs ctl, run, partition")
         return Control(ctl, run, part)
+    if "tick" in obj:
+        tick = obj["tick"]
+        if isinstance(tick, bool) or not isinstance(tick, int):
+            raise BatchError("invalid_batch", "tick needs an integer event time")
+        return Batch.tick(tick)
     asset, src = obj.get("asset"), obj.get("src")
     if not isinstance(asset, str) or not isinstance(src, list):
         raise BatchError("invalid_batch", "batch needs 'asset' and 'src'")
@@ -295,6 +312,13 @@ class Batcher:
     def flush(self) -> list[Batch]:
         out = list(self._open.values())
         self._open.clear()
+        return out
+
+    def expire(self, before_ms: int) -> list[Batch]:
+        """Close the batches whose first event is older than ``before_ms`` (first-event order)."""
+        out = [b for b in self._open.values() if b.first_ts_ms < before_ms]
+        for b in out:
+            del self._open[b.asset]
         return out
 
     def __len__(self) -> int:

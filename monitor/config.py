@@ -107,6 +107,10 @@ class IngestConfig(_Frozen):
     #: (Live publishers also close batches on a short wall-clock linger; in a replay at
     #: full speed this span is what keeps sparse assets from costing one record per event.)
     batch_max_span_ms: int = Field(default=15_000, gt=0)
+    #: Every this much receive time, batches older than the span are closed and a tick
+    #: (event time reached T − span) goes to every partition, so partitions without data
+    #: still advance the watermark the global stage waits for (*assumed*).
+    tick_interval_ms: int = Field(default=1_000, gt=0)
     #: Quote currencies: converted to USD with their own price key (default price 1.0).
     quote_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {"USDT": 1.0, "USDC": 1.0, "FDUSD": 1.0, "USD": 1.0}

@@ -82,6 +82,8 @@ class Engine:
         self.clocks: dict[int, PartitionClock] = {}
         sig = config.signals
         self._venue_keys = dict(sig.venue_price_keys)
+        #: Partitions that processed a batch since their last tick (see :meth:`process`).
+        self._active_partitions: set[int] = set()
         self._index_exclude = frozenset(sig.index_exclude_venues)
         self._flow_assets = frozenset(sig.flow_assets)
         self._move_ratio = sig.price_move_bps / 10_000.0
@@ -147,10 +149,19 @@ class Engine:
     def process(self, batch: Batch, partition: int = 0) -> BatchResult:
         """Run every event of ``batch`` through the processors, in order."""
         result = BatchResult(partition=partition)
+        clock = self.clock(partition)
+        if batch.tick_ms is not None:
+            # A partition that processed no batch since its previous tick is idle: its
+            # watermark follows the stream's event time, so the global stage never waits on it.
+            if partition not in self._active_partitions:
+                clock.advance(batch.tick_ms)
+            self._active_partitions.discard(partition)
+            result.watermark_ms = clock.watermark_ms
+            return result
+        self._active_partitions.add(partition)
         asset = batch.asset
         venues = [s[0] for s in batch.sources]
         counts = [0] * len(venues)
-        clock = self.clock(partition)
         if self.is_quote_asset(asset):
             self._process_quote_asset(batch, counts, result)
             if batch.rows:

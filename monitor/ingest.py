@@ -97,6 +97,8 @@ class Ingest:
         self.quote_assets = frozenset(cfg.quote_prices_usd)
         self.batcher = Batcher(cfg.batch_max_events, cfg.batch_max_span_ms)
         self.watermark_ms: int | None = None
+        self.tick_interval_ms = cfg.tick_interval_ms
+        self._next_tick_ms: int | None = None
         self.stats = IngestStats()
         self.book_throttle_ms = book_throttle_ms
         self.books: dict[tuple[str, str], BookSync] = {}
@@ -190,6 +192,7 @@ class Ingest:
             return
         if wm is None or recv_ts_ms > wm:
             self.watermark_ms = recv_ts_ms
+            yield from self._tick(recv_ts_ms)
         for ev in events:
             self.stats.events += 1
             self.stats.events_by_source[ev.venue] += 1
@@ -203,6 +206,23 @@ class Ingest:
                 continue
             for batch in self.batcher.add(ev):
                 yield Routed(batch, broadcast=False)
+
+    def _tick(self, now_ms: int) -> Iterator[Routed]:
+        """Expire old batches and broadcast a tick at (now − span), once per tick interval.
+
+        A pure function of the frames' receive times, so the replayer, the inline path and
+        the live feeds emit the same ticks for the same stream.
+        """
+        if self._next_tick_ms is None:
+            self._next_tick_ms = now_ms - now_ms % self.tick_interval_ms + self.tick_interval_ms
+            return
+        if now_ms < self._next_tick_ms:
+            return
+        self._next_tick_ms = now_ms - now_ms % self.tick_interval_ms + self.tick_interval_ms
+        horizon = now_ms - self.batcher.max_span_ms
+        for batch in self.batcher.expire(horizon):
+            yield Routed(batch, broadcast=False)
+        yield Routed(Batch.tick(horizon), broadcast=True)
 
     def finish(self) -> Iterator[Routed]:
         """Close every open batch."""

@@ -185,6 +185,7 @@ async def replay_inline(
     ingest = Ingest(config)
     stats = ReplayStats()
     alerts: list[Alert] = []
+    sent_watermark: dict[int, int] = {}
     started = time.monotonic()
     next_progress = started
     try:
@@ -195,15 +196,18 @@ async def replay_inline(
             if on_batch is not None:
                 on_batch(item.batch)
             batch = item.batch
-            part = 0 if item.broadcast else partition_for(batch.asset, partitions)
-            result = engine.process(batch, part)
-            if item.broadcast:
-                engine.advance_all(result.watermark_ms, partitions)
-            produced = list(result.alerts)
-            if result.signals:
-                produced.extend(
-                    risk.push(SignalRecord(part, result.watermark_ms, result.signals))
-                )
+            # Exactly what the workers do: a broadcast record reaches every partition; a
+            # partition forwards its signals, or its watermark when that moved.
+            parts = range(partitions) if item.broadcast else (partition_for(batch.asset, partitions),)
+            produced: list[Alert] = []
+            for part in parts:
+                result = engine.process(batch, part)
+                produced.extend(result.alerts)
+                if result.signals or result.watermark_ms > sent_watermark.get(part, -1):
+                    sent_watermark[part] = result.watermark_ms
+                    produced.extend(
+                        risk.push(SignalRecord(part, result.watermark_ms, result.signals))
+                    )
             for alert in produced:
                 alerts.append(alert)
                 if on_alert is not None:

@@ -98,7 +98,29 @@ def test_batches_close_on_size_and_span_and_keep_order() -> None:
     ts = [int(row[2]) for r in routed for row in r.batch.rows]
     assert ts == sorted(ts) and len(ts) == 7
     far = list(ingest.feed("binance-spot", "usdeusdt@bookTicker", ticker(), T0 + 5000, b"{}"))
-    assert far == []
+    # Receive time crossed a tick boundary: nothing old is open, so only the tick goes out.
+    assert len(far) == 1 and isinstance(far[0], Routed) and far[0].broadcast
+    assert far[0].batch.tick_ms == T0 + 5000 - 1000
+
+
+def test_ticks_expire_old_batches_and_advance_only_idle_partitions() -> None:
+    cfg = EngineConfig(ingest=IngestConfig(batch_max_span_ms=2_000, tick_interval_ms=1_000))
+    ingest, engine = Ingest(cfg), Engine(cfg)
+    routed: list[Routed] = []
+    routed += [r for r in feed_one(ingest, ticker(), ts=T0) if isinstance(r, Routed)]
+    # A price for another asset 3 s later: the USDe batch (first event T0) is older than the
+    # span at the tick, so it is closed before the tick at T0 + 3000 - 2000.
+    btc = {"u": 2, "s": "BTCUSDT", "b": "100000", "B": "1", "a": "100001", "A": "1"}
+    routed += [r for r in feed_one(ingest, btc, "btcusdt@bookTicker", ts=T0 + 3_000) if isinstance(r, Routed)]
+    assert [(r.batch.asset, r.broadcast) for r in routed] == [("USDe", False), ("", True)]
+    tick = routed[1].batch
+    assert tick.tick_ms == T0 + 1_000
+    decoded = decode_record(tick.encode())
+    assert isinstance(decoded, type(tick)) and decoded.tick_ms == T0 + 1_000
+    engine.process(routed[0].batch, 0)
+    assert engine.process(tick, 0).watermark_ms == T0  # partition 0 was active: not advanced
+    assert engine.process(tick, 1).watermark_ms == T0 + 1_000  # idle partition 1 follows the stream
+    assert engine.process(tick, 0).watermark_ms == T0 + 1_000  # idle since its last tick now
 
 
 def test_quote_currency_price_is_a_broadcast_barrier() -> None:
