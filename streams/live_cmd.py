@@ -84,9 +84,10 @@ async def _run_live(
     recorder = Recorder(args.record) if args.record is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    if sys.platform != "win32":  # no loop signal handlers there; Ctrl-C still interrupts
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError):  # not the main thread (embedded use)
+                loop.add_signal_handler(sig, stop.set)
     runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics)
     print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
           f"publishing to {bootstrap}", file=sys.stderr, flush=True)
