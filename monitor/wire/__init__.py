@@ -41,6 +41,7 @@ _PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
     ("okx", re.compile(r"^trades$"), okx.parse_trades),
     ("hyperliquid", re.compile(r"^trades$"), hyperliquid.parse_trades),
     ("*", re.compile(r"^price$"), generic.parse_price),
+    ("*", re.compile(r"^trade$"), generic.parse_trade),
 ]
 
 _BOOK_PARSERS: list[tuple[str, re.Pattern[str], BookParser]] = [

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from monitor.events import KIND_PRICE, MarketEvent
-from monitor.wire._common import WireError, field, non_negative, positive_price, timestamp_ms
+from monitor.events import KIND_PRICE, KIND_TRADE, MarketEvent
+from monitor.wire._common import WireError, field, non_negative, positive_price, split_symbol, timestamp_ms
 
-__all__ = ["parse_price"]
+__all__ = ["parse_price", "parse_trade"]
 
 
 def parse_price(
@@ -33,3 +33,30 @@ def parse_price(
     quote = quote.upper()
     symbol = f"{base}/{quote}"
     return MarketEvent(KIND_PRICE, venue, symbol, base, quote, ts, recv_ts_ms, price, depth_usd, 0.0, 0.0)
+
+
+def parse_trade(
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+) -> MarketEvent:
+    """A generic trade print: ``{"symbol", "side": "buy"|"sell", "price", "amount", "ts_ms"?}``.
+
+    The layout ``liqmon import`` writes for Tardis-style trade CSVs of venues without a
+    native connector (Coinbase, Gemini, ...); ``side`` is the aggressor's.
+    """
+    if not isinstance(raw, dict):
+        raise WireError("wrong_type", f"trade frame must be a JSON object, got {type(raw).__name__}")
+    symbol = field(raw, "symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise WireError("wrong_type", "field 'symbol' must be a non-empty string")
+    side = field(raw, "side")
+    if side not in ("buy", "sell"):
+        raise WireError("wrong_type", f"field 'side' must be 'buy' or 'sell', got {side!r:.20}")
+    price = positive_price(field(raw, "price"), "price")
+    qty = non_negative(field(raw, "amount"), "amount")
+    ts = recv_ts_ms
+    if "ts_ms" in raw:
+        ts = timestamp_ms(raw["ts_ms"], "ts_ms", recv_ts_ms, max_future_skew_ms)
+    base, quote = split_symbol(symbol, aliases)
+    return MarketEvent(
+        KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty, 1.0 if side == "buy" else -1.0, 0.0
+    )
