@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ValidationError
 
 from monitor.alerts import Alert
 from monitor.batch import Batch
@@ -46,8 +47,12 @@ class InputFileError(ValueError):
     """A positions/accounts file line that is not a JSON object (names file and line)."""
 
 
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file (positions or accounts); blank lines are skipped."""
+def load_jsonl(path: Path, model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file (positions or accounts); blank lines are skipped.
+
+    With ``model``, every line is validated up front, so a bad record is one clear error
+    naming the file, line and field (both replay paths), not a failure mid-replay.
+    """
     out: list[dict[str, Any]] = []
     with path.open("rb") as fh:
         for n, line in enumerate(fh, 1):
@@ -59,6 +64,13 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise InputFileError(f"{path}:{n}: not JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise InputFileError(f"{path}:{n}: each line must be a JSON object")
+            if model is not None:
+                try:
+                    model.model_validate(obj)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(str(x) for x in err["loc"]) or "record"
+                    raise InputFileError(f"{path}:{n}: {where}: {err['msg']}") from None
             out.append(obj)
     return out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
 from monitor.alerts import Alert
 from replay.capture import CaptureError, open_capture
@@ -154,6 +155,17 @@ def _print_timeline(alerts: list[Alert]) -> None:
         print(f"... {len(lines) - TIMELINE_MAX_LINES} more timeline lines; every alert is in alerts.jsonl")
 
 
+class _AccountInput(BaseModel):
+    """Envelope check of an account line; balances may omit ``price_key`` (venue default)."""
+
+    model_config = ConfigDict(extra="allow")
+    account_id: str
+    venue: str
+    model: str
+    balances: list[dict[str, Any]] = []
+    perps: list[dict[str, Any]] = []
+
+
 def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
     """Generate the requested synthetic scenario into ``out_dir/scenario``."""
     from replay.scenario import generate
@@ -200,8 +212,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from replay.replayer import InputFileError, load_jsonl
 
     try:
-        positions = load_jsonl(args.positions) if args.positions else None
-        accounts = load_jsonl(args.accounts) if args.accounts else None
+        from monitor.lending import Position
+
+        positions = load_jsonl(args.positions, Position) if args.positions else None
+        accounts = load_jsonl(args.accounts, _AccountInput) if args.accounts else None
     except (OSError, InputFileError) as exc:
         raise UsageError(str(exc)) from None
     if args.inline:

@@ -203,3 +203,14 @@ def test_import_then_replay_cli(oct10_dir: Path, tmp_path: Path) -> None:
     summary = orjson.loads((tmp_path / "o" / "summary.json").read_bytes())
     assert summary["first_event_utc"] == "2025-10-10 21:00:00"
     assert summary["last_event_utc"] < "2025-10-10 22:00:00"
+
+
+def test_bad_population_file_is_one_clear_error(tmp_path: Path, real_usde_capture: Path) -> None:
+    bad = tmp_path / "positions.jsonl"
+    bad.write_text('{"position_id": "p1", "protocol": "aave-v3", "collateral": '
+                   '[{"asset": "USDe", "amount": -5, "liquidation_threshold": 0.9, "price_key": "USDT"}], '
+                   '"debt": []}\n')
+    proc = liqmon("replay", "--capture", str(real_usde_capture), "--positions", str(bad), "--inline",
+                  "--out", str(tmp_path / "o"), timeout=60)
+    assert proc.returncode == 2
+    assert f"{bad}:1: collateral.0.amount" in proc.stderr and "Traceback" not in proc.stderr
