@@ -199,6 +199,10 @@ class SignalsConfig(_Frozen):
     )
     #: Venues left out of the consolidated ``ASSET`` index (index klines double-count).
     index_exclude_venues: tuple[str, ...] = ()
+    #: Venues whose ``price`` frames are conversion rates, not markets (RISK_MODEL §1: a
+    #: redemption rate such as WBETH/ETH is a feed): they publish ``rate:BASE/QUOTE`` keys,
+    #: and never enter a peg monitor or an index. A key ``rate:A/B*C`` is that rate × key C.
+    rate_venues: tuple[str, ...] = ("binance-rate",)
     #: Assets whose net trade flow feeds cascade stage 3 (RISK_MODEL §6).
     flow_assets: tuple[str, ...] = ("USDe",)
     #: Balances without a price key: these are valued at ``ASSET@VENUE`` (Binance marked

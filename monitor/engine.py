@@ -82,6 +82,7 @@ class Engine:
         self.clocks: dict[int, PartitionClock] = {}
         sig = config.signals
         self._venue_keys = dict(sig.venue_price_keys)
+        self._rate_venues = frozenset(sig.rate_venues)
         #: Partitions that processed a batch since their last tick (see :meth:`process`).
         self._active_partitions: set[int] = set()
         self._index_exclude = frozenset(sig.index_exclude_venues)
@@ -191,6 +192,8 @@ class Engine:
         #: per source index: [ts_low, low, ts_high, high] of its prices in the batch, so a wick
         #: inside one batch still reaches the accounts and loops priced on it.
         extremes: dict[int, list[float]] = {}
+        #: rate:BASE/QUOTE key → (ts, rate) of the conversion-rate feeds in the batch
+        rates: dict[str, tuple[int, float]] = {}
         transitions: list[tuple[BookState, int, int]] = []
         flow_asset = asset in self._flow_assets
         max_ts = 0
@@ -233,6 +236,12 @@ class Engine:
                 kind, idx, ts = row[0], row[1], row[2]
                 i = int(idx)
                 counts[i] += 1
+                if kind == KIND_PRICE and sources[i][0] in self._rate_venues:
+                    # A conversion rate, not a market: forwarded raw as rate:BASE/QUOTE.
+                    t = int(ts)
+                    max_ts = max(max_ts, t)
+                    rates[f"rate:{asset.upper()}/{sources[i][2].upper()}"] = (t, row[4])
+                    continue
                 q = quote_usd[i]
                 if q is None:
                     result.unpriced += 1
@@ -292,7 +301,7 @@ class Engine:
             if was_priced:
                 quoted.add(sources[i])
         self._emit_signals(
-            asset, sources, peg, last_px, extremes, transitions, books, max_ts,
+            asset, sources, peg, last_px, extremes, rates, transitions, books, max_ts,
             liq_long, liq_short, net_sell if flow_asset else 0.0, result, clock,
         )
         if max_ts:
@@ -305,6 +314,7 @@ class Engine:
         peg: AssetPeg | None,
         last_px: dict[int, tuple[int, float, float]],
         extremes: dict[int, list[float]],
+        rates: dict[str, tuple[int, float]],
         transitions: list[tuple[BookState, int, int]],
         books: list[BookState | None],
         max_ts: int,
@@ -317,6 +327,12 @@ class Engine:
         sig = result.signals
         sent = self.sent_prices
         move = self._move_ratio
+        for key in sorted(rates):
+            t, rate = rates[key]
+            last = sent.get(key)
+            if rate > 0 and (last is None or abs(rate / last - 1.0) >= move):
+                sent[key] = rate
+                sig.append(clock.stamp(t, asset, "price", {"key": key, "price": rate}))
         for i in sorted(last_px):
             t, px, depth = last_px[i]
             venue = sources[i][0]
@@ -395,6 +411,8 @@ class Engine:
         """
         if len(batch) < _MIN_VECTOR_EVENTS or None in quote_usd:
             return None  # numpy's fixed cost per call beats the row loop on tiny batches
+        if any(s[0] in self._rate_venues for s in batch.sources):
+            return None
         cols = batch.columns()
         if not np.isin(cols.kind, _PRICE_KINDS).all():
             return None

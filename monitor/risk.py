@@ -116,6 +116,8 @@ class GlobalRisk:
         self._alerted_rank: dict[str, int] = {}
         #: Price keys moved since the accounts were last evaluated, and when that was.
         self._account_keys: set[str] = set()
+        #: ``rate:A/B*C`` → (rate key, base key)
+        self._derived: dict[str, tuple[str, str]] = {}
         #: Per account: units exposed to each price key, prices at its last evaluation, and
         #: the USD move that could change its status (skip re-evaluation below that).
         self._units: dict[str, dict[str, float]] = {}
@@ -147,6 +149,7 @@ class GlobalRisk:
             self.positions.pop(pid, None)
         else:
             self.positions[pid] = Position.model_validate(raw)
+            self._register_derived(self.positions[pid].price_keys())
         self._book_dirty = True
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
@@ -179,7 +182,25 @@ class GlobalRisk:
         for key in account.price_keys():
             self._acct_by_key.setdefault(key, set()).add(aid)
         self._units[aid] = price_key_units(account)
+        self._register_derived(account.price_keys())
         self._pending_keys.update(account.price_keys())
+
+    # -- derived price keys --------------------------------------------------------------
+    def _register_derived(self, keys: Iterable[str]) -> None:
+        """Remember ``rate:A/B*C`` keys: a rate feed times another key (RISK_MODEL §1)."""
+        for key in keys:
+            if key.startswith("rate:") and "*" in key and key not in self._derived:
+                rate, _, base = key.partition("*")
+                self._derived[key] = (rate, base)
+                self._pending_keys.add(key)
+
+    def _derive_keys(self, changed: set[str]) -> None:
+        """Recompute every derived key whose rate or base moved; mark it changed too."""
+        prices = self.prices
+        for key, (rate, base) in self._derived.items():
+            if (rate in changed or base in changed or key in changed) and rate in prices and base in prices:
+                prices[key] = prices[rate] * prices[base]
+                changed.add(key)
 
     # -- signals -----------------------------------------------------------------------
     def push(self, rec: SignalRecord) -> list[Alert]:
@@ -297,6 +318,7 @@ class GlobalRisk:
     def _evaluate(self, ts: int, changed: set[str], out: list[Alert]) -> None:
         changed |= self._pending_keys
         self._pending_keys = set()
+        self._derive_keys(changed)
         if self.positions:
             self._evaluate_loops(ts, changed)
         if self.accounts:
