@@ -101,11 +101,14 @@ class CascadeDetector:
     sell_flow: _Flow | None = None
     peg_levels: dict[str, int] = field(default_factory=dict)
     conditions: dict[int, bool] = field(default_factory=dict)
+    #: Stage 3 has two signals: net sell flow, and loop deleveraging.
+    _stage3: dict[str, tuple[bool, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         c = self.cfg
         self.liq_flow = _Flow(c.flow_window_ms, c.flow_baseline_half_life_ms)
         self.sell_flow = _Flow(c.flow_window_ms, c.flow_baseline_half_life_ms)
+        self.delever_flow = _Flow(c.flow_window_ms, c.flow_baseline_half_life_ms)
 
     # -- inputs ------------------------------------------------------------------------
     def on_index_price(self, ts_ms: int, asset: str, price: float) -> None:
@@ -189,9 +192,25 @@ class CascadeDetector:
         flow = self.sell_flow.now(ts_ms)
         base = self.sell_flow.baseline
         hit = flow >= c.min_sell_flow_usd and flow >= c.sell_flow_ratio * base
-        self._set(3, ts_ms, hit, {
+        self._stage3["sell"] = (hit, {
             "asset": asset, "net_sell_flow_usd": round(flow, 2), "baseline_usd": round(base, 2),
         })
+        self._update_stage3(ts_ms)
+
+    def on_deleverage(self, ts_ms: int, repaid_usd: float) -> None:
+        """Debt repaid by loop positions (stage 3: loops deleveraging, RISK_MODEL §6)."""
+        self.delever_flow.add(ts_ms, repaid_usd)
+        repaid = self.delever_flow.now(ts_ms)
+        hit = repaid >= self.cfg.min_deleverage_usd
+        self._stage3["deleverage"] = (hit, {"loop_debt_repaid_usd": round(repaid, 2)})
+        self._update_stage3(ts_ms)
+
+    def _update_stage3(self, ts_ms: int) -> None:
+        parts = [self._stage3[k] for k in sorted(self._stage3)]
+        evidence: dict[str, Any] = {}
+        for _, ev in parts:
+            evidence.update(ev)
+        self._set(3, ts_ms, any(hit for hit, _ in parts), evidence)
 
     def on_peg_level(self, ts_ms: int, asset: str, venue: str, level: int, dev_bps: float) -> None:
         self.peg_levels[f"{asset}@{venue}"] = level

@@ -231,6 +231,9 @@ class CascadeConfig(_Frozen):
     #: Stage 3: net sell flow of the flow assets above this multiple of baseline (*assumed*).
     sell_flow_ratio: float = Field(default=3.0, gt=1)
     min_sell_flow_usd: float = Field(default=1_000_000.0, ge=0)
+    #: … or loop positions repaying at least this much debt within ``flow_window_ms``
+    #: (deleveraging seen on ``positions.loops`` updates; *assumed*).
+    min_deleverage_usd: float = Field(default=1_000_000.0, ge=0)
     flow_window_ms: int = Field(default=300_000, gt=0)
     flow_baseline_half_life_ms: int = Field(default=3_600_000, gt=0)
     #: Stage 4: peg level (0 normal … 4 critical) at or above this on any venue: "high".

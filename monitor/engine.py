@@ -166,7 +166,15 @@ class Engine:
         if self.is_quote_asset(asset):
             self._process_quote_asset(batch, counts, result)
             if batch.rows:
-                clock.advance(max(int(r[2]) for r in batch.rows))
+                last_ts = max(int(r[2]) for r in batch.rows)
+                price = self.quote_usd.get(asset)
+                last = self.sent_prices.get(asset)
+                # Broadcast to every partition; partition 0 alone forwards it to the global
+                # stage, so the signal does not depend on which partition a worker reads first.
+                if partition == 0 and price and (last is None or abs(price / last - 1.0) >= self._move_ratio):
+                    self.sent_prices[asset] = price
+                    result.signals.append(clock.stamp(last_ts, asset, "price", {"key": asset, "price": price}))
+                clock.advance(last_ts)
         else:
             self._process_asset(batch, counts, result, clock)
         result.watermark_ms = clock.watermark_ms

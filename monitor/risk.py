@@ -145,12 +145,22 @@ class GlobalRisk:
     def upsert_position(self, raw: Mapping[str, Any]) -> None:
         """Add, replace (same id) or delete (``{"position_id", "delete": true}``) a position."""
         pid = str(raw["position_id"])
+        old = self.positions.get(pid)
         if raw.get("delete"):
             self.positions.pop(pid, None)
+            new = None
         else:
-            self.positions[pid] = Position.model_validate(raw)
-            self._register_derived(self.positions[pid].price_keys())
+            new = self.positions[pid] = Position.model_validate(raw)
+            self._register_derived(new.price_keys())
         self._book_dirty = True
+        if old is not None:
+            repaid = self._debt_usd(old) - (self._debt_usd(new) if new is not None else 0.0)
+            if repaid > 0:
+                self.cascade.on_deleverage(self.now_ms, repaid)
+
+    def _debt_usd(self, position: Position) -> float:
+        """Debt of a position at the latest prices (unpriced legs count as zero)."""
+        return sum(d.amount * self.prices.get(d.price_key, 0.0) for d in position.debt)
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
         """Add, replace or delete a unified account; balances without a price key get one."""
