@@ -61,6 +61,24 @@ def parse_orderbook(
     ]
 
 
+
+def _print(
+    item: Mapping[str, Any], recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+) -> tuple[str, str, str, float, float, float, int]:
+    """The shared fields of a trade or liquidation item ``{T, s, S, v, p}``.
+
+    Returns (symbol, base, quote, +1.0 for ``S = Buy`` / −1.0 for ``Sell``, price, qty, ts_ms).
+    """
+    symbol = text_field(item, "s")
+    side = field(item, "S")
+    if side not in ("Buy", "Sell"):
+        raise WireError("wrong_value", f"field 'S' must be Buy or Sell, got {side!r:.20}")
+    price = positive_price(field(item, "p"), "p")
+    qty = non_negative(field(item, "v"), "v")
+    ts = timestamp_ms(field(item, "T"), "T", recv_ts_ms, max_future_skew_ms)
+    base, quote = split_symbol(symbol, aliases)
+    return symbol, base, quote, 1.0 if side == "Buy" else -1.0, price, qty, ts
+
 def parse_all_liquidation(
     venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
 ) -> list[MarketEvent]:
@@ -70,18 +88,10 @@ def parse_all_liquidation(
     """
     out: list[MarketEvent] = []
     for item in _items(_frame(raw)):
-        symbol = text_field(item, "s")
-        side = field(item, "S")
-        if side not in ("Buy", "Sell"):
-            raise WireError("wrong_value", f"field 'S' must be Buy or Sell, got {side!r:.20}")
-        qty = non_negative(field(item, "v"), "v")
-        price = positive_price(field(item, "p"), "p")
-        ts = timestamp_ms(field(item, "T"), "T", recv_ts_ms, max_future_skew_ms)
-        base, quote = split_symbol(symbol, aliases)
-        long_liquidated = 1.0 if side == "Buy" else -1.0
+        symbol, base, quote, buy, price, qty, ts = _print(item, recv_ts_ms, aliases, max_future_skew_ms)
         out.append(MarketEvent(
             KIND_LIQUIDATION, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
-            long_liquidated, price * qty,
+            buy, price * qty,  # S = Buy: a long was liquidated
         ))
     return out
 
@@ -92,16 +102,8 @@ def parse_public_trade(
     """``publicTrade.{symbol}``: ``data: [{T, s, S, v, p, ...}]``; ``S`` is the taker side."""
     out: list[MarketEvent] = []
     for item in _items(_frame(raw)):
-        symbol = text_field(item, "s")
-        side = field(item, "S")
-        if side not in ("Buy", "Sell"):
-            raise WireError("wrong_value", f"field 'S' must be Buy or Sell, got {side!r:.20}")
-        price = positive_price(field(item, "p"), "p")
-        qty = non_negative(field(item, "v"), "v")
-        ts = timestamp_ms(field(item, "T"), "T", recv_ts_ms, max_future_skew_ms)
-        base, quote = split_symbol(symbol, aliases)
+        symbol, base, quote, buy, price, qty, ts = _print(item, recv_ts_ms, aliases, max_future_skew_ms)
         out.append(MarketEvent(
-            KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
-            1.0 if side == "Buy" else -1.0, 0.0,
+            KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty, buy, 0.0,
         ))
     return out
