@@ -12,6 +12,13 @@ nothing until a snapshot arrives. REST snapshots and connection resets are frame
 replays to the same books. What the live connector must act on (fetch a snapshot, count
 a gap or a resync) is queued as :class:`monitor.orderbook.BookNotice` records, read with
 :meth:`Ingest.drain_notices`.
+
+Feed alerts are raised here and nowhere else, so a recorded live session replays to the
+same ones, id for id: ``book_gap`` when a local book detects a sequence gap, and
+``feed_stale`` from the ``feed_status`` frames a live connector records when a
+subscribed channel goes silent (silence is only observable live). A ``contract_values``
+frame sets a venue's contract-value table (OKX ``ctVal``) for the frames after it;
+without one, :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES` applies.
 """
 
 from __future__ import annotations
@@ -24,18 +31,40 @@ from typing import Any
 
 import orjson
 
+from monitor.alerts import Alert, make_alert
 from monitor.batch import Batch, Batcher
 from monitor.config import EngineConfig
 from monitor.events import MarketEvent
 from monitor.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice, BookSync
-from monitor.wire import WireError, normalize, parse_book
-from monitor.wire._common import MAX_TS_MS, MIN_TS_MS
+from monitor.wire import PartialWireError, WireError, normalize, parse_book
+from monitor.wire._common import MAX_TS_MS, MIN_TS_MS, finite_float
+from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues, parse_contract_values
 
-__all__ = ["BOOK_RESET_CHANNEL", "DEFAULT_BOOK_THROTTLE_MS", "DeadLetter", "Ingest", "IngestStats"]
+__all__ = [
+    "BOOK_RESET_CHANNEL",
+    "CONTRACT_VALUES_CHANNEL",
+    "DEFAULT_BOOK_THROTTLE_MS",
+    "FEED_STATUS_CHANNEL",
+    "FEED_STATUS_STALE",
+    "DeadLetter",
+    "Ingest",
+    "IngestOutput",
+    "IngestStats",
+    "Routed",
+    "feed_status_raw",
+]
 
 #: Channel of the frame a live connector records when a connection carrying books drops:
 #: raw ``{"symbols": ["BTCUSDT", ...], "reason": "..."}``.
 BOOK_RESET_CHANNEL = "book_reset"
+#: Channel of the frames a live connector records about its own subscriptions:
+#: raw ``{"event": "stale", "channel": "<subscribed stream>", "age_s": 61.25}``.
+FEED_STATUS_CHANNEL = "feed_status"
+#: ``feed_status`` event: a subscribed channel sent nothing for ``age_s`` (→ ``feed_stale``).
+FEED_STATUS_STALE = "stale"
+#: Channel of a venue's contract-value table, recorded at the start of a live session:
+#: raw ``{"values": {"BTC-USDT": {"ct_val": 0.01, "ct_val_ccy": "BTC"}, ...}}``.
+CONTRACT_VALUES_CHANNEL = "contract_values"
 #: At most one book summary per book per this much event time (plus one on every resync).
 DEFAULT_BOOK_THROTTLE_MS = 100
 
@@ -85,6 +114,15 @@ class Routed:
     broadcast: bool
 
 
+#: What :meth:`Ingest.feed` yields: batches, dead letters and feed alerts.
+IngestOutput = Routed | DeadLetter | Alert
+
+
+def feed_status_raw(watch: str, age_s: float) -> dict[str, Any]:
+    """The ``feed_status`` frame of a channel silent for ``age_s`` (rounded to the ms)."""
+    return {"event": FEED_STATUS_STALE, "channel": watch, "age_s": round(age_s, 3)}
+
+
 class Ingest:
     """Validates frames and groups their events into batches (deterministically)."""
 
@@ -103,6 +141,9 @@ class Ingest:
         self.book_throttle_ms = book_throttle_ms
         self.books: dict[tuple[str, str], BookSync] = {}
         self._notices: list[BookNotice] = []
+        self.config_hash = config.config_hash
+        #: Contract-value tables set by ``contract_values`` frames, by venue.
+        self.contract_values: dict[str, ContractValues] = {}
 
     # -- books ---------------------------------------------------------------------------
     def drain_notices(self) -> list[BookNotice]:
@@ -113,7 +154,9 @@ class Ingest:
     def book(self, venue: str, symbol: str) -> BookSync | None:
         return self.books.get((venue, symbol))
 
-    def _apply_books(self, venue: str, frames: list[BookFrame], recv_ts_ms: int) -> list[MarketEvent]:
+    def _apply_books(
+        self, venue: str, frames: list[BookFrame], recv_ts_ms: int, alerts: list[Alert]
+    ) -> list[MarketEvent]:
         events: list[MarketEvent] = []
         notices: list[BookNotice] = []
         for frame in frames:
@@ -126,10 +169,44 @@ class Ingest:
         for notice in notices:
             if notice.kind == NOTICE_GAP:
                 self.stats.book_gaps[venue] += 1
+                alerts.append(self._gap_alert(notice))
             elif notice.kind == NOTICE_RESYNCED:
                 self.stats.book_resyncs[venue] += 1
         self._notices.extend(notices)
         return events
+
+    def _gap_alert(self, notice: BookNotice) -> Alert:
+        """``book_gap``: the book is invalid (feeds no price or depth) until re-synchronised."""
+        venue, symbol = notice.venue, notice.symbol
+        sync = self.books.get((venue, symbol))
+        return make_alert(
+            kind="book_gap", ts_ms=notice.ts_ms, severity="warning", venue=venue,
+            asset=sync.base if sync is not None else None,
+            message=(f"{venue} {symbol}: order-book sequence gap (expected {notice.expected}, "
+                     f"got {notice.received}); book invalid until re-synchronised"),
+            evidence={"symbol": symbol, "expected": notice.expected, "received": notice.received},
+            config_hash=self.config_hash, identity=f"gap|{symbol}|{notice.expected}|{notice.received}",
+        )
+
+    def _status_alert(self, venue: str, raw: Any, recv_ts_ms: int) -> Alert:
+        """``feed_stale`` from a ``feed_status`` frame (stamped with its receive time)."""
+        if not isinstance(raw, dict):
+            raise WireError("wrong_type", f"feed_status must be a JSON object, got {type(raw).__name__}")
+        event = raw.get("event")
+        if event != FEED_STATUS_STALE:
+            raise WireError("wrong_value", f"feed_status event must be {FEED_STATUS_STALE!r}, got {event!r:.20}")
+        watch = raw.get("channel")
+        if not isinstance(watch, str) or not watch:
+            raise WireError("wrong_type", "feed_status 'channel' must be a non-empty string")
+        age_s = finite_float(raw.get("age_s"), "age_s")
+        if age_s < 0.0:
+            raise WireError("wrong_value", f"feed_status 'age_s' must be >= 0, got {age_s}")
+        return make_alert(
+            kind="feed_stale", ts_ms=recv_ts_ms, severity="warning", venue=venue, asset=None,
+            message=f"{venue} {watch}: no data for {age_s:.1f} s after subscribing; reconnecting",
+            evidence={"channel": watch, "age_s": age_s},
+            config_hash=self.config_hash, identity=f"stale|{watch}",
+        )
 
     def _reset_books(self, venue: str, raw: Any, recv_ts_ms: int) -> list[MarketEvent]:
         symbols = raw.get("symbols") if isinstance(raw, dict) else None
@@ -159,8 +236,8 @@ class Ingest:
         recv_ts_ms: int,
         raw_bytes: bytes,
         line_no: int | None = None,
-    ) -> Iterator[Routed | DeadLetter]:
-        """Validate one frame; yield the batches it closed and/or its dead letter."""
+    ) -> Iterator[IngestOutput]:
+        """Validate one frame; yield the batches it closed, its dead letter, its feed alerts."""
         self.stats.frames += 1
         where = {"venue": venue, "channel": channel, "ts_ms": recv_ts_ms, "line_no": line_no}
         if len(raw_bytes) > self.max_frame_bytes:
@@ -178,15 +255,28 @@ class Ingest:
                 f"receive time jumps {(recv_ts_ms - wm) / 1000:.0f} s past the stream",
                 raw_bytes, **where)
             return
+        alerts: list[Alert] = []
         try:
+            if channel == CONTRACT_VALUES_CHANNEL:
+                # Configuration, not market data: no events, and the watermark stays.
+                self.contract_values[venue] = parse_contract_values(raw)
+                return
             if channel == BOOK_RESET_CHANNEL:
                 events = self._reset_books(venue, raw, recv_ts_ms)
+            elif channel == FEED_STATUS_CHANNEL:
+                alerts.append(self._status_alert(venue, raw, recv_ts_ms))
+                events = []
             else:
-                frames = parse_book(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms)
+                table = self.contract_values.get(venue, BUILTIN_CONTRACT_VALUES)
+                frames = parse_book(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms, table)
                 if frames is None:
-                    events = normalize(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms)
+                    events = normalize(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms, table)
                 else:
-                    events = self._apply_books(venue, frames, recv_ts_ms)
+                    events = self._apply_books(venue, frames, recv_ts_ms, alerts)
+        except PartialWireError as exc:
+            # Some items are unusable: dead-letter the frame, keep the events of the others.
+            yield self._dead(exc.reason, exc.detail, raw_bytes, **where)
+            events = exc.events
         except WireError as exc:
             yield self._dead(exc.reason, exc.detail, raw_bytes, **where)
             return
@@ -206,6 +296,7 @@ class Ingest:
                 continue
             for batch in self.batcher.add(ev):
                 yield Routed(batch, broadcast=False)
+        yield from alerts
 
     def _tick(self, now_ms: int) -> Iterator[Routed]:
         """Expire old batches and broadcast a tick at (now − span), once per tick interval.

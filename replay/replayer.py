@@ -2,7 +2,9 @@
 
 Both paths consume exactly the same routed output of :class:`monitor.ingest.Ingest`
 (same batches, same order per asset), so ``--inline`` gives exactly the alerts the Kafka
-path gives. Speed: ``None`` = as fast as possible, ``N`` = N× real time on receive time.
+path gives. The feed alerts Ingest raises itself (``book_gap``, ``feed_stale``) join the
+engine's alerts on both paths, as they do live. Speed: ``None`` = as fast as possible,
+``N`` = N× real time on receive time.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from monitor.alerts import Alert
 from monitor.batch import Batch
 from monitor.config import EngineConfig
 from monitor.engine import Engine
-from monitor.ingest import DeadLetter, Ingest, Routed
+from monitor.ingest import CONTRACT_VALUES_CHANNEL, DeadLetter, Ingest, IngestOutput
 from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
 from replay.capture import BadLine, iter_capture
@@ -107,9 +109,10 @@ def route_capture(
     from_ms: int | None = None,
     to_ms: int | None = None,
     stats: ReplayStats | None = None,
-) -> Iterator[tuple[int, Routed | DeadLetter]]:
-    """Yield (receive_ts_ms, routed batch or dead letter) for every line of a capture.
+) -> Iterator[tuple[int, IngestOutput]]:
+    """Yield (receive_ts_ms, routed batch, dead letter or feed alert) for every line of a capture.
 
+    Contract-value frames before ``from_ms`` still apply (they configure what follows).
     Raises :class:`replay.capture.CaptureError` before yielding anything when the file is
     not a capture.
     """
@@ -120,6 +123,9 @@ def route_capture(
             continue
         ts = item.ts_ms
         if from_ms is not None and ts < from_ms:
+            if item.channel == CONTRACT_VALUES_CHANNEL:
+                for out in ingest.feed(item.venue, item.channel, item.raw, ts, item.raw_bytes, item.line_no):
+                    yield ts, out
             continue
         if to_ms is not None and ts >= to_ms:
             continue
@@ -162,8 +168,8 @@ class InlineResult:
 
 
 async def _paced(
-    items: Iterator[tuple[int, Routed | DeadLetter]], pacer: Pacer
-) -> AsyncIterator[tuple[int, Routed | DeadLetter]]:
+    items: Iterator[tuple[int, IngestOutput]], pacer: Pacer
+) -> AsyncIterator[tuple[int, IngestOutput]]:
     for ts, item in items:
         await pacer.wait(ts)
         yield ts, item
@@ -203,6 +209,11 @@ async def replay_inline(
     try:
         async for ts, item in _paced(route_capture(path, ingest, from_ms, to_ms, stats), Pacer(speed)):
             if isinstance(item, DeadLetter):
+                continue
+            if isinstance(item, Alert):
+                alerts.append(item)
+                if on_alert is not None:
+                    on_alert(item)
                 continue
             stats.batches += 1
             if on_batch is not None:

@@ -5,6 +5,10 @@ control record to every partition of the market topic; each worker acknowledges 
 ``control.acks`` once everything before it is processed, with the number of alerts it
 emitted. The replayer then reads ``alerts.cascade`` until it has at least that many
 records and de-duplicates by ``alert_id`` (at-least-once delivery may repeat one).
+
+The feed alerts ingest raises (``book_gap``, ``feed_stale``) are published to
+``alerts.cascade`` by the replayer itself, as ``liqmon live`` publishes them; they are
+not part of the workers' counts.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ async def replay_kafka(
     ingest = Ingest(config)
     stats = ReplayStats()
     alerts: dict[str, Alert] = {}
+    #: Ids of the feed alerts this replay published (not counted in the workers' acks).
+    feed_alert_ids: set[str] = set()
     raw_alert_records = 0
     acks: dict[int, dict[str, Any]] = {}
     global_ack: list[dict[str, Any]] = []
@@ -132,8 +138,10 @@ async def replay_kafka(
             for tp, records in batches.items():
                 for rec in records:
                     if tp.topic == topics.ALERTS:
-                        raw_alert_records += 1
                         alert = Alert.model_validate_json(rec.value)
+                        if alert.alert_id in feed_alert_ids:
+                            continue
+                        raw_alert_records += 1
                         if alert.alert_id not in alerts:
                             alerts[alert.alert_id] = alert
                             if on_alert is not None:
@@ -183,6 +191,14 @@ async def replay_kafka(
                 await pacer.wait(ts)
                 if isinstance(item, DeadLetter):
                     pending.append(await producer.send(topics.DEADLETTER, item.encode(), key=item.reason.encode()))
+                    continue
+                if isinstance(item, Alert):
+                    feed_alert_ids.add(item.alert_id)
+                    pending.append(await producer.send(topics.ALERTS, item.to_json(), key=item.alert_id.encode()))
+                    if item.alert_id not in alerts:
+                        alerts[item.alert_id] = item
+                        if on_alert is not None:
+                            on_alert(item)
                     continue
                 if on_batch is not None:
                     on_batch(item.batch)

@@ -10,6 +10,11 @@ label) and a human ``detail``.
 Channels are matched per venue prefix with an anchored pattern on the lower-cased
 channel name (the name the venue uses: Binance stream names, Bybit topics, OKX and
 Hyperliquid channel names).
+
+Venues whose sizes are in contracts (OKX) have *sized* parsers that also take the
+venue's contract-value table (``contract_values``; :class:`monitor.ingest.Ingest` keeps
+one per venue). A frame of several instruments where only some cannot be sized raises
+:class:`PartialWireError` carrying the events of the others.
 """
 
 from __future__ import annotations
@@ -21,13 +26,26 @@ from typing import Any
 from monitor.events import MarketEvent
 from monitor.orderbook import BookFrame
 from monitor.wire import binance, bybit, generic, hyperliquid, okx
-from monitor.wire._common import WireError
+from monitor.wire._common import PartialWireError, WireError
+from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
 
-__all__ = ["BookParser", "Parser", "WireError", "is_book_channel", "normalize", "parse_book", "register_parser"]
+__all__ = [
+    "BookParser",
+    "Parser",
+    "PartialWireError",
+    "WireError",
+    "is_book_channel",
+    "normalize",
+    "parse_book",
+    "register_parser",
+]
 
 Parser = Callable[[str, Any, int, Mapping[str, str], int], MarketEvent | list[MarketEvent] | None]
 #: (venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms) → book frames.
 BookParser = Callable[[str, str, Any, int, Mapping[str, str], int], list[BookFrame]]
+#: Parsers of contract-sized venues: the same arguments plus the contract-value table.
+SizedParser = Callable[[str, Any, int, Mapping[str, str], int, ContractValues], list[MarketEvent]]
+SizedBookParser = Callable[[str, str, Any, int, Mapping[str, str], int, ContractValues], list[BookFrame]]
 
 #: (venue prefix or "*", anchored channel pattern, parser). Checked in order.
 _PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
@@ -37,8 +55,6 @@ _PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
     ("binance", re.compile(r"(@forceorder|forceorder@arr)$"), binance.parse_force_order),
     ("bybit", re.compile(r"^allliquidation\."), bybit.parse_all_liquidation),
     ("bybit", re.compile(r"^publictrade\."), bybit.parse_public_trade),
-    ("okx", re.compile(r"^liquidation-orders$"), okx.parse_liquidations),
-    ("okx", re.compile(r"^trades$"), okx.parse_trades),
     ("hyperliquid", re.compile(r"^trades$"), hyperliquid.parse_trades),
     ("*", re.compile(r"^price$"), generic.parse_price),
     ("*", re.compile(r"^trade$"), generic.parse_trade),
@@ -48,8 +64,16 @@ _BOOK_PARSERS: list[tuple[str, re.Pattern[str], BookParser]] = [
     ("binance", re.compile(r"@depth(@\d+ms)?$"), binance.parse_depth_diff),
     ("binance", re.compile(r"@depthsnapshot$"), binance.parse_depth_snapshot),
     ("bybit", re.compile(r"^orderbook\.\d+\."), bybit.parse_orderbook),
-    ("okx", re.compile(r"^books$"), okx.parse_books),
     ("hyperliquid", re.compile(r"^l2book$"), hyperliquid.parse_l2_book),
+]
+
+_SIZED_PARSERS: list[tuple[str, re.Pattern[str], SizedParser]] = [
+    ("okx", re.compile(r"^liquidation-orders$"), okx.parse_liquidations),
+    ("okx", re.compile(r"^trades$"), okx.parse_trades),
+]
+
+_SIZED_BOOK_PARSERS: list[tuple[str, re.Pattern[str], SizedBookParser]] = [
+    ("okx", re.compile(r"^books$"), okx.parse_books),
 ]
 
 
@@ -66,9 +90,17 @@ def _book_parser(venue: str, chan: str) -> BookParser | None:
     return None
 
 
+def _sized_book_parser(venue: str, chan: str) -> SizedBookParser | None:
+    for prefix, pattern, parser in _SIZED_BOOK_PARSERS:
+        if venue.startswith(prefix) and pattern.search(chan):
+            return parser
+    return None
+
+
 def is_book_channel(venue: str, channel: str) -> bool:
     """True when ``channel`` of ``venue`` carries order-book snapshots or diffs."""
-    return _book_parser(venue, channel.lower()) is not None
+    chan = channel.lower()
+    return _book_parser(venue, chan) is not None or _sized_book_parser(venue, chan) is not None
 
 
 def parse_book(
@@ -78,9 +110,14 @@ def parse_book(
     recv_ts_ms: int,
     aliases: Mapping[str, str],
     max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
 ) -> list[BookFrame] | None:
     """Book frames carried by one frame, or None when ``channel`` is not a book channel."""
-    parser = _book_parser(venue, channel.lower())
+    chan = channel.lower()
+    sized = _sized_book_parser(venue, chan)
+    if sized is not None:
+        return sized(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values)
+    parser = _book_parser(venue, chan)
     if parser is None:
         return None
     return parser(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms)
@@ -93,9 +130,13 @@ def normalize(
     recv_ts_ms: int,
     aliases: Mapping[str, str],
     max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
 ) -> list[MarketEvent]:
     """Events carried by one frame (empty for control frames such as subscription acks)."""
     chan = channel.lower()
+    for prefix, pattern, sized in _SIZED_PARSERS:
+        if venue.startswith(prefix) and pattern.search(chan):
+            return sized(venue, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values)
     for prefix, pattern, parser in _PARSERS:
         if (prefix == "*" or venue.startswith(prefix)) and pattern.search(chan):
             out = parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms)

@@ -6,9 +6,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from monitor.events import MarketEvent
+
 __all__ = [
     "MAX_TS_MS",
     "MIN_TS_MS",
+    "PartialWireError",
     "WireError",
     "field",
     "finite_float",
@@ -29,6 +32,18 @@ class WireError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class PartialWireError(WireError):
+    """Some items of a multi-item frame cannot become events; ``events`` holds the others.
+
+    The frame is dead-lettered with ``reason`` and the events of its valid items go on,
+    so one unusable instrument does not hide the rest of the frame.
+    """
+
+    def __init__(self, reason: str, detail: str, events: list[MarketEvent]) -> None:
+        super().__init__(reason, detail)
+        self.events = events
 
 
 def field(obj: Mapping[str, Any], name: str) -> Any:

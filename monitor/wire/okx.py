@@ -2,11 +2,16 @@
 
 Frames are ``{arg: {channel, instId|instType}, [action], data: [...]}``; the capture
 channel is ``arg.channel``. Swap and futures sizes are in contracts: they are converted
-to base units with :data:`DEFAULT_CONTRACT_VALUES` (``ctVal``/``ctValCcy`` of
+to base units with a contract-value table (``ctVal``/``ctValCcy`` of
 ``GET /api/v5/public/instruments``), keyed by instrument family. Linear contracts have
 ``ctValCcy`` = base (qty = sz × ctVal); inverse ones ``ctValCcy`` = USD
 (qty = sz × ctVal / price). A derivative without a known contract value is rejected
-(``unknown_contract_value``) rather than guessed.
+(``unknown_contract_value``) rather than guessed; in a frame carrying several
+instruments only the unknown ones are rejected.
+
+The table comes from the feeds config (``[live.okx_contract_values]``, defaults
+:data:`BUILTIN_CONTRACT_VALUES`); a live session records it as a ``contract_values``
+frame (:func:`parse_contract_values`), so its capture replays with the same sizes.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from typing import Any
 from monitor.events import KIND_LIQUIDATION, KIND_TRADE, MarketEvent
 from monitor.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_OKX, BookFrame
 from monitor.wire._common import (
+    PartialWireError,
     WireError,
     field,
+    finite_float,
     non_negative,
     positive_price,
     split_symbol,
@@ -27,18 +34,23 @@ from monitor.wire._common import (
 from monitor.wire.binance import int_field, levels, text_field
 
 __all__ = [
-    "DEFAULT_CONTRACT_VALUES",
+    "BUILTIN_CONTRACT_VALUES",
     "ContractValues",
+    "contract_family",
     "contract_qty",
+    "contract_values_raw",
     "parse_books",
+    "parse_contract_values",
     "parse_liquidations",
     "parse_trades",
 ]
 
-#: Instrument family → (ctVal, ctValCcy). Values from OKX's public instruments endpoint
-#: (SWAP and FUTURES of a family share them); extend for new instruments.
+#: Instrument family → (ctVal, ctValCcy).
 ContractValues = Mapping[str, tuple[float, str]]
-DEFAULT_CONTRACT_VALUES: ContractValues = {
+#: Default of the feeds config's ``okx_contract_values``, and the table of a capture that
+#: carries no ``contract_values`` frame. Values from OKX's public instruments endpoint
+#: (SWAP and FUTURES of a family share them).
+BUILTIN_CONTRACT_VALUES: ContractValues = {
     "BTC-USDT": (0.01, "BTC"),
     "ETH-USDT": (0.1, "ETH"),
     "SOL-USDT": (1.0, "SOL"),
@@ -51,17 +63,78 @@ def _is_derivative(inst_id: str) -> bool:
     return inst_id.count("-") >= 2
 
 
+def contract_family(inst_id: str) -> str:
+    """Instrument family of an instrument id: ``BTC-USDT-SWAP`` → ``BTC-USDT``."""
+    return "-".join(inst_id.upper().split("-")[:2])
+
+
+def _unknown(inst_id: str, table: ContractValues) -> bool:
+    return _is_derivative(inst_id) and contract_family(inst_id) not in table
+
+
+def _unknown_detail(inst_ids: list[str]) -> str:
+    names = ", ".join(sorted(set(inst_ids)))
+    families = ", ".join(sorted({contract_family(i) for i in inst_ids}))
+    return f"no contract value (ctVal) configured for {names}: add {families} to the OKX contract values"
+
+
+def _raise_unknown(unknown: list[str], events: list[MarketEvent]) -> None:
+    """Reject the items of unknown instruments: the whole frame, or only them (partial)."""
+    if not unknown:
+        return
+    detail = _unknown_detail(unknown)
+    if events:
+        raise PartialWireError("unknown_contract_value", detail, events)
+    raise WireError("unknown_contract_value", detail)
+
+
 def contract_qty(inst_id: str, sz: float, price: float, table: ContractValues) -> float:
     """Base quantity of ``sz``: contracts × ctVal (linear) or × ctVal / price (inverse)."""
     if not _is_derivative(inst_id):
         return sz
-    family = "-".join(inst_id.upper().split("-")[:2])
+    family = contract_family(inst_id)
     entry = table.get(family)
     if entry is None:
-        raise WireError("unknown_contract_value", f"no contract value for {inst_id}")
+        raise WireError("unknown_contract_value", _unknown_detail([inst_id]))
     ct_val, ct_ccy = entry
     base = family.split("-")[0]
     return sz * ct_val if ct_ccy.upper() == base else sz * ct_val / price
+
+
+def _check_family(family: Any) -> str:
+    if not isinstance(family, str):
+        raise WireError("wrong_type", "contract value keys must be instrument families (strings)")
+    parts = family.upper().split("-")
+    if len(parts) != 2 or not all(parts):
+        raise WireError("wrong_value", f"contract value key {family!r:.40} is not an instrument family BASE-QUOTE")
+    return family.upper()
+
+
+def parse_contract_values(raw: Any) -> dict[str, tuple[float, str]]:
+    """``contract_values`` frame ``{"values": {family: {"ct_val", "ct_val_ccy"}}}`` → table."""
+    if not isinstance(raw, dict):
+        raise WireError("wrong_type", f"frame must be a JSON object, got {type(raw).__name__}")
+    values = field(raw, "values")
+    if not isinstance(values, dict):
+        raise WireError("wrong_type", "field 'values' must be an object")
+    out: dict[str, tuple[float, str]] = {}
+    for family, entry in values.items():
+        key = _check_family(family)
+        if not isinstance(entry, dict):
+            raise WireError("wrong_type", f"contract value of {key} must be an object")
+        ct_val = finite_float(field(entry, "ct_val"), "ct_val")
+        if ct_val <= 0.0:
+            raise WireError("wrong_value", f"ct_val of {key} must be > 0, got {ct_val}")
+        ccy = field(entry, "ct_val_ccy")
+        if not isinstance(ccy, str) or not ccy:
+            raise WireError("wrong_type", f"ct_val_ccy of {key} must be a non-empty string")
+        out[key] = (ct_val, ccy.upper())
+    return out
+
+
+def contract_values_raw(table: ContractValues) -> dict[str, Any]:
+    """The ``contract_values`` frame of ``table`` (inverse of :func:`parse_contract_values`)."""
+    return {"values": {k: {"ct_val": v[0], "ct_val_ccy": v[1]} for k, v in sorted(table.items())}}
 
 
 def _frame(raw: Any) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
@@ -88,7 +161,7 @@ def _contract_levels(
 
 def parse_books(
     venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
-    max_future_skew_ms: int, contract_values: ContractValues = DEFAULT_CONTRACT_VALUES,
+    max_future_skew_ms: int, contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
 ) -> list[BookFrame]:
     """``books``: ``action`` snapshot/update, ``data: [{asks, bids, ts, checksum, seqId, prevSeqId}]``."""
     arg, data = _frame(raw)
@@ -113,7 +186,7 @@ def parse_books(
 
 def parse_liquidations(
     venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
-    contract_values: ContractValues = DEFAULT_CONTRACT_VALUES,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
 ) -> list[MarketEvent]:
     """``liquidation-orders``: ``data: [{instId, details: [{side, posSide, bkPx, sz, ts}]}]``.
 
@@ -122,8 +195,12 @@ def parse_liquidations(
     """
     _arg, data = _frame(raw)
     out: list[MarketEvent] = []
+    unknown: list[str] = []
     for item in data:
         inst_id = text_field(item, "instId")
+        if _unknown(inst_id, contract_values):
+            unknown.append(inst_id)
+            continue
         details = field(item, "details")
         if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
             raise WireError("wrong_type", "field 'details' must be a list of objects")
@@ -144,18 +221,23 @@ def parse_liquidations(
                 KIND_LIQUIDATION, venue, inst_id, base, quote, ts, recv_ts_ms, price, qty,
                 long_liquidated, price * qty,
             ))
+    _raise_unknown(unknown, out)
     return out
 
 
 def parse_trades(
     venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
-    contract_values: ContractValues = DEFAULT_CONTRACT_VALUES,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
 ) -> list[MarketEvent]:
     """``trades``: ``data: [{instId, tradeId, px, sz, side, ts}]``; ``side`` is the taker side."""
     _arg, data = _frame(raw)
     out: list[MarketEvent] = []
+    unknown: list[str] = []
     for item in data:
         inst_id = text_field(item, "instId")
+        if _unknown(inst_id, contract_values):
+            unknown.append(inst_id)
+            continue
         side = field(item, "side")
         if side not in ("buy", "sell"):
             raise WireError("wrong_value", f"field 'side' must be buy or sell, got {side!r:.20}")
@@ -167,4 +249,5 @@ def parse_trades(
             KIND_TRADE, venue, inst_id, base, quote, ts, recv_ts_ms, price, qty,
             1.0 if side == "buy" else -1.0, 0.0,
         ))
+    _raise_unknown(unknown, out)
     return out

@@ -5,6 +5,12 @@ table validated here; endpoints can be overridden per venue on the command line.
 default watches what October needed (issue 5): USDe, wBETH, BTC, ETH, SOL books and
 trades on Binance spot, USDⓈ-M mark price, depth and all-market liquidations, Bybit and
 OKX perpetual books and liquidations, Hyperliquid books and trades.
+
+OKX sizes swaps and futures in contracts: ``[live.okx_contract_values]`` maps an
+instrument family to its contract value (``ct_val`` in ``ct_val_ccy``: the base asset for
+linear contracts, USD for inverse ones). Entries are added to (or replace) the built-in
+table :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES`; frames of an instrument with no
+entry are dead-lettered (``unknown_contract_value``), never guessed.
 """
 
 from __future__ import annotations
@@ -13,13 +19,23 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from monitor.config import EngineConfig
+from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
 from streams.feeds import binance, bybit, hyperliquid, okx
 from streams.feeds.base import BackoffPolicy, VenueAdapter
 
-__all__ = ["ADAPTERS", "LiveConfig", "VenueFeed", "build_adapter", "default_venues", "split_config"]
+__all__ = [
+    "ADAPTERS",
+    "ContractValue",
+    "LiveConfig",
+    "VenueFeed",
+    "build_adapter",
+    "default_okx_contract_values",
+    "default_venues",
+    "split_config",
+]
 
 #: Venue id → adapter class.
 ADAPTERS: dict[str, type[VenueAdapter]] = {
@@ -73,6 +89,18 @@ def default_venues() -> dict[str, VenueFeed]:
     }
 
 
+class ContractValue(_Frozen):
+    """One instrument family's contract: ``ct_val`` units of ``ct_val_ccy`` per contract (OKX ctVal/ctValCcy)."""
+
+    ct_val: float = Field(gt=0, allow_inf_nan=False)
+    ct_val_ccy: str = Field(min_length=1)
+
+
+def default_okx_contract_values() -> dict[str, ContractValue]:
+    """The built-in OKX table (instrument family → contract value)."""
+    return {k: ContractValue(ct_val=v, ct_val_ccy=ccy) for k, (v, ccy) in BUILTIN_CONTRACT_VALUES.items()}
+
+
 class LiveConfig(_Frozen):
     """Everything ``liqmon live`` needs besides the engine config."""
 
@@ -86,6 +114,25 @@ class LiveConfig(_Frozen):
     watchdog_tick_s: float = Field(default=1.0, gt=0)
     #: Seed of the backoff jitter (deterministic tests).
     seed: int = 0
+    #: OKX instrument family (``BTC-USDT``) → contract value; merged over the built-in table.
+    okx_contract_values: dict[str, ContractValue] = Field(default_factory=default_okx_contract_values)
+
+    @field_validator("okx_contract_values", mode="before")
+    @classmethod
+    def _merge_contract_values(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        merged: dict[str, Any] = dict(default_okx_contract_values())
+        for family, entry in value.items():
+            parts = str(family).upper().split("-")
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"okx_contract_values key {family!r} is not an instrument family BASE-QUOTE")
+            merged["-".join(parts)] = entry
+        return merged
+
+    def contract_values(self) -> dict[str, ContractValues]:
+        """Contract-value table per contract-sized venue (recorded at the start of a session)."""
+        return {"okx": {k: (v.ct_val, v.ct_val_ccy.upper()) for k, v in self.okx_contract_values.items()}}
 
     def with_urls(self, ws: Mapping[str, str], rest: Mapping[str, str]) -> LiveConfig:
         """A copy with per-venue endpoint overrides (``--ws-url`` / ``--rest-url``)."""

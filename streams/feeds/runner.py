@@ -2,13 +2,16 @@
 
 Every data frame is recorded (when recording) and fed to the one Ingest in the same
 synchronous step, in arrival order, with the same receive time, so a recording replays
-through the replayer to the same books, events and alerts. REST snapshots and
-connection drops (``book_reset``) are frames too, for the same reason.
+through the replayer to the same books, events and alerts. REST snapshots, connection
+drops (``book_reset``), silent channels (``feed_status``) and the contract-value tables
+(``contract_values``, once at the start) are frames too, for the same reason.
 
-Book notices from Ingest drive the connectors: a gap counts in
-``liqmon_feed_gaps_total`` and raises a ``book_gap`` alert; a snapshot request fetches the
-REST depth snapshot (Binance) or resubscribes the book stream (Bybit, OKX); a resync counts
-in ``liqmon_feed_resyncs_total``. A silent channel raises ``feed_stale``.
+Feed alerts come out of Ingest, as in a replay: ``book_gap`` when a book detects a
+sequence gap, ``feed_stale`` from the ``feed_status`` frame the watchdog's report
+becomes. Book notices from Ingest drive the connectors: a gap counts in
+``liqmon_feed_gaps_total``; a snapshot request fetches the REST depth snapshot (Binance)
+or resubscribes the book stream (Bybit, OKX); a resync counts in
+``liqmon_feed_resyncs_total``.
 """
 
 from __future__ import annotations
@@ -26,11 +29,20 @@ from typing import IO, Any
 import aiohttp
 import orjson
 
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import Alert
 from monitor.config import EngineConfig
-from monitor.ingest import BOOK_RESET_CHANNEL, DeadLetter, Ingest, Routed
+from monitor.ingest import (
+    BOOK_RESET_CHANNEL,
+    CONTRACT_VALUES_CHANNEL,
+    FEED_STATUS_CHANNEL,
+    DeadLetter,
+    Ingest,
+    Routed,
+    feed_status_raw,
+)
 from monitor.metrics import Metrics
 from monitor.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
+from monitor.wire.okx import contract_values_raw
 from replay.capture import dumps_line
 from streams.feeds.base import Backoff, Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
@@ -127,7 +139,10 @@ class LiveRunner:
         if self.recorder is not None:
             self.recorder.write(recv_ts_ms, venue, channel, raw)
         for out in self.ingest.feed(venue, channel, raw, recv_ts_ms, raw_bytes):
-            self._queue.put_nowait(out)
+            if isinstance(out, Alert):
+                self._alert(out)
+            else:
+                self._queue.put_nowait(out)
         for notice in self.ingest.drain_notices():
             self._on_notice(notice)
 
@@ -140,12 +155,8 @@ class LiveRunner:
 
     def on_stale(self, venue: str, watch: str, age_s: float, ts_ms: int) -> None:
         self.stats.stale += 1
-        self._alert(make_alert(
-            kind="feed_stale", ts_ms=ts_ms, severity="warning", venue=venue, asset=None,
-            message=f"{venue} {watch}: no data for {age_s:.1f} s after subscribing; reconnecting",
-            evidence={"channel": watch, "age_s": round(age_s, 3)},
-            config_hash=self.config_hash, identity=f"stale|{watch}",
-        ))
+        raw = feed_status_raw(watch, age_s)
+        self.on_frame(venue, FEED_STATUS_CHANNEL, raw, orjson.dumps(raw), ts_ms)
 
     def on_age(self, venue: str, watch: str, age_s: float) -> None:
         if self.metrics is not None:
@@ -179,15 +190,6 @@ class LiveRunner:
         if notice.kind == NOTICE_GAP:
             if self.metrics is not None:
                 self.metrics.feed_gaps_total.labels(venue=venue).inc()
-            book = self.ingest.book(venue, symbol)
-            self._alert(make_alert(
-                kind="book_gap", ts_ms=notice.ts_ms, severity="warning", venue=venue,
-                asset=book.base if book is not None else None,
-                message=(f"{venue} {symbol}: order-book sequence gap (expected {notice.expected}, "
-                         f"got {notice.received}); book invalid until re-synchronised"),
-                evidence={"symbol": symbol, "expected": notice.expected, "received": notice.received},
-                config_hash=self.config_hash, identity=f"gap|{symbol}|{notice.expected}|{notice.received}",
-            ))
         elif notice.kind == NOTICE_RESYNCED:
             if self.metrics is not None:
                 self.metrics.feed_resyncs_total.labels(venue=venue).inc()
@@ -248,6 +250,13 @@ class LiveRunner:
         finally:
             self._inflight.discard((venue, symbol))
 
+    def _announce_contract_values(self) -> None:
+        """Feed (and record) the contract-value table of each connected contract-sized venue."""
+        for venue, table in self.live.contract_values().items():
+            if venue in self.adapters:
+                raw = contract_values_raw(table)
+                self.on_frame(venue, CONTRACT_VALUES_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
+
     # -- running ----------------------------------------------------------------------------
     async def _pump(self) -> None:
         while True:
@@ -272,6 +281,7 @@ class LiveRunner:
 
     async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveStats:
         """Run until ``duration_s`` passes or ``stop`` is set; then flush everything."""
+        self._announce_contract_values()
         pump = asyncio.ensure_future(self._pump())
         flusher = asyncio.ensure_future(self._flusher())
         conns = [asyncio.ensure_future(c.run()) for c in self.connections]
