@@ -2,9 +2,10 @@
 
 Batches and dead letters are published exactly as the replayer publishes them
 (:mod:`streams.publish`); ``feed_stale`` and ``book_gap`` alerts go to ``alerts.cascade``.
-With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots and connection resets
-included) is written in the capture format, so ``liqmon replay --capture FILE`` replays
-the session through the same books and engine.
+With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots, connection resets,
+silent-channel reports and the contract-value table included) is written in the capture
+format, so ``liqmon replay --capture FILE`` replays the session through the same books
+and engine, to the same alerts.
 
 Run standalone: ``python -m streams.live_cmd --duration 60 --record out/live.jsonl.gz``.
 """
