@@ -109,3 +109,18 @@ class Metrics:
         self.spiral_liquidated_usd = Gauge(
             "liqmon_spiral_liquidated_usd", "Spiral estimate: notional liquidated after a standard shock, USD",
             ["shock"], registry=r)
+
+    def clear_global_stage(self) -> None:
+        """Stop exporting the global risk stage's figures (this worker no longer owns it).
+
+        Prometheus rules sum these over workers: labelled children are removed, and the two
+        unlabelled gauges go to 0, neutral for the rules' ``max`` and ``sum``.
+        """
+        for gauge in (
+            self.loops_liquidatable_usd, self.loops_ladder_usd, self.loops_collateral_illusion_ratio,
+            self.loops_positions, self.unified_accounts, self.unified_effective_leverage,
+            self.unified_shortfall_usd, self.cascade_stage_active, self.spiral_liquidated_usd,
+        ):
+            gauge.clear()
+        self.cascade_stage.set(0)
+        self.books_withdrawn_ratio.set(0)

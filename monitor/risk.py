@@ -114,6 +114,8 @@ class GlobalRisk:
         self._liquidating: set[str] = set()
         #: Highest status rank already alerted per account (reset when back to normal).
         self._alerted_rank: dict[str, int] = {}
+        #: Latches set (rank) or released (None) since :meth:`take_latch_changes`.
+        self._latch_changes: dict[str, int | None] = {}
         #: Price keys moved since the accounts were last evaluated, and when that was.
         self._account_keys: set[str] = set()
         #: ``rate:A/B*C`` → (rate key, base key)
@@ -172,7 +174,7 @@ class GlobalRisk:
         self.account_results.pop(aid, None)
         self._stressed.discard(aid)
         self._liquidating.discard(aid)
-        self._alerted_rank.pop(aid, None)
+        self._release_latch(aid)
         self._eval_prices.pop(aid, None)
         self._slack_usd.pop(aid, None)
         self._units.pop(aid, None)
@@ -421,9 +423,10 @@ class GlobalRisk:
             # account hovering around a threshold does not page on every wobble.
             latched = self._alerted_rank.get(aid, 0)
             if rank == 0:
-                self._alerted_rank.pop(aid, None)
+                self._release_latch(aid)
             elif rank > latched:
                 self._alerted_rank[aid] = rank
+                self._latch_changes[aid] = rank
                 if rank == 3:
                     _, sells, uncovered = liquidate_account(account, prices, self.params)
                     result = result.model_copy(
@@ -438,6 +441,31 @@ class GlobalRisk:
             self.cascade.on_accounts(
                 ts, sorted(self._stressed), sorted(self._liquidating), jump
             )
+
+    # -- alert latches (persisted by the caller, restored after a restart) ---------------
+    def _release_latch(self, aid: str) -> None:
+        if self._alerted_rank.pop(aid, None) is not None:
+            self._latch_changes[aid] = None
+
+    def alert_latches(self) -> dict[str, int]:
+        """Per account, the highest status rank already alerted (1 margin call … 3 liquidation)."""
+        return dict(self._alerted_rank)
+
+    def take_latch_changes(self) -> dict[str, int | None]:
+        """Latches changed since the last call: account id → rank, or None when released."""
+        changes, self._latch_changes = self._latch_changes, {}
+        return changes
+
+    def restore_alert_latches(self, latches: Mapping[str, int]) -> None:
+        """Reinstate exported latches (after the accounts): a restart does not re-alert.
+
+        Latches of unknown accounts or outside ranks 1..3 are ignored.
+        """
+        top = max(_STATUS_RANK.values())
+        for aid, rank in latches.items():
+            if aid in self.accounts and 0 < rank <= top:
+                self._alerted_rank[aid] = rank
+                self._latch_changes.pop(aid, None)
 
     def _account_alert(
         self, ts: int, r: AccountResult, kind: str, severity: Any
@@ -486,11 +514,19 @@ class GlobalRisk:
             positions, accounts, self.prices, self.ladders, shocks=dict(shocks), params=self.params
         )
 
-    def run_standard_shocks(self) -> None:
+    def run_standard_shocks(self) -> dict[str, SpiralResult]:
         """The configured standard shocks whose price keys are known (others are skipped)."""
+        ran: dict[str, SpiralResult] = {}
         for shock in self.params.spiral.standard_shocks:
             if all(k in self.prices for k in shock.moves):
-                self.spiral_results[shock.name] = self.spiral(shock.moves)
+                ran[shock.name] = self.spiral_results[shock.name] = self.spiral(shock.moves)
+        return ran
+
+    def spiral_liquidated_usd(self) -> dict[str, float]:
+        """Notional liquidated (all stages) of the latest run of each standard shock, USD."""
+        return {
+            name: sum(r.liquidated_usd_by_stage.values()) for name, r in self.spiral_results.items()
+        }
 
     # -- figures -----------------------------------------------------------------------
     def figures(self) -> RiskFigures:
@@ -530,8 +566,6 @@ class GlobalRisk:
         fig.withdrawn_ratio = len(self.withdrawn_books) / n if n else 0.0
         fig.stage = self.cascade.highest
         fig.active_stages = self.cascade.active(self.now_ms)
-        fig.spiral_liquidated_usd = {
-            name: sum(r.liquidated_usd_by_stage.values()) for name, r in self.spiral_results.items()
-        }
+        fig.spiral_liquidated_usd = self.spiral_liquidated_usd()
         return fig
 

@@ -282,15 +282,33 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             metrics.topic_records_total.labels(topics.DEADLETTER, "in").inc()
 
     # -- stage 2: the global risk agent (one partition) --------------------------------
+    from faust.types import TP
+
+    from streams.commands import (
+        INVALID_COMMAND,
+        CommandError,
+        decode_command,
+        encode_reply,
+        error_reply,
+        is_command,
+        run_spiral_command,
+    )
+    from streams.ownership import PartitionContinuity
+
     risk = GlobalRisk(config, settings.partitions)
     app.liqmon_risk = risk  # type: ignore[attr-defined]
     risk_state: dict[str, Any] = {"restored": False, "alerts": 0, "metrics_at": 0.0,
                                   "syncs": {}}
+    # risk_table keys: position:<id>, account:<id> (inputs), latch:<account id> (the status
+    # rank already alerted, so a restarted worker does not alert the same status again)
+    latch_prefix = "latch:"
+    continuity = PartitionContinuity(TP(topics.RISK_SIGNALS, 0))
 
     def restore_risk() -> None:
         if risk_state["restored"]:
             return
         risk_state["restored"] = True
+        latches: dict[str, int] = {}
         for key, raw in sorted(risk_table.items()):
             if raw is None:
                 continue
@@ -298,6 +316,49 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
                 risk.upsert_position(raw)
             elif str(key).startswith("account:"):
                 risk.upsert_account(raw)
+            elif str(key).startswith(latch_prefix):
+                latches[str(key)[len(latch_prefix):]] = int(raw)
+        risk.restore_alert_latches(latches)  # after the accounts: an upsert re-arms a latch
+
+    def persist_latches() -> None:
+        for account_id, rank in risk.take_latch_changes().items():
+            risk_table[latch_prefix + account_id] = rank  # None deletes the key
+
+    def reset_risk() -> None:
+        """A fresh global stage, rebuilt from risk_table at its next record."""
+        nonlocal risk
+        risk = GlobalRisk(config, settings.partitions)
+        app.liqmon_risk = risk  # type: ignore[attr-defined]
+        risk_state.update(restored=False, alerts=0, metrics_at=0.0, syncs={})
+
+    # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_global_revoked(sender: faust.App, revoked: set[TP], **_: Any) -> None:
+        if continuity.on_revoked(revoked):
+            metrics.clear_global_stage()  # the next owner exports them
+            risk_state["metrics_at"] = 0.0  # export again at the next record if still ours
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_global_assigned(sender: faust.App, assigned: set[TP], **_: Any) -> None:
+        if continuity.on_assigned(assigned):
+            reset_risk()  # owned elsewhere now: free the memory
+
+    async def on_command(obj: dict[str, Any], value: bytes) -> None:
+        """Answer a command on control.acks; one that cannot be run is dead-lettered and refused."""
+        try:
+            request = decode_command(obj)
+            reply = run_spiral_command(risk, request)
+        except CommandError as exc:
+            dl = DeadLetter(INVALID_COMMAND, exc.detail, value[:65536])
+            await deadletter_topic.send(key=dl.reason.encode(), value=dl.encode())
+            if exc.request_id is not None:
+                await acks_topic.send(key=exc.request_id.encode(),
+                                      value=encode_reply(error_reply(exc.request_id, exc.detail)))
+            return
+        if request.shocks is None:
+            for name, usd in risk.spiral_liquidated_usd().items():
+                metrics.spiral_liquidated_usd.labels(name).set(usd)
+        await acks_topic.send(key=request.request_id.encode(), value=encode_reply(reply))
 
     def export_risk_metrics() -> None:
         now = time.time()
@@ -358,11 +419,17 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         last_event = metrics.agent_last_event_timestamp_seconds.labels(GLOBAL_AGENT)
         async for event in stream.events():
             value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+            if continuity.on_record(event.message.offset):
+                reset_risk()  # another owner went on in between, or records came again
             restore_risk()
             try:
                 obj = orjson.loads(value)
                 if isinstance(obj, dict) and "input" in obj:
                     await on_input(obj)
+                    persist_latches()
+                    continue
+                if is_command(obj):
+                    await on_command(obj, value)
                     continue
                 rec = decode_signal_record(value)
                 alerts = risk.push(rec)
@@ -370,6 +437,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
                 detail = "".join(traceback.format_exception_only(exc)).strip()
                 await dead_letter(0, DeadLetter("processing_error", detail, value[:65536]))
                 continue
+            persist_latches()
             await emit(alerts)
             if rec.end is not None and not risk.buffer.ended:
                 # every partition ended: everything is flushed; acknowledge the run

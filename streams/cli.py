@@ -1,4 +1,4 @@
-"""The ``liqmon`` command line: replay, worker, broker, bench, stress, import, live."""
+"""The ``liqmon`` command line: replay, worker, broker, bench, stress, spiral, import, live."""
 
 from __future__ import annotations
 
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 
-    for module in ("streams.stress_cmd", "replay.importers", "streams.live_cmd"):
+    for module in ("streams.stress_cmd", "streams.spiral_cmd", "replay.importers", "streams.live_cmd"):
         with contextlib.suppress(ImportError):
             mod = __import__(module, fromlist=["add_parser"])
             adder = getattr(mod, "add_parser", None) or getattr(mod, "add_import_parser", None)

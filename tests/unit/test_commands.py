@@ -1,0 +1,124 @@
+"""Commands to the global stage: validation, the spiral on the live state, the reply."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+
+from monitor.config import EngineConfig
+from monitor.risk import GlobalRisk
+from monitor.signals import SignalRecord
+from streams.commands import (
+    CUSTOM_SHOCK,
+    MAX_REPLY_BYTES,
+    CommandError,
+    SpiralRequest,
+    decode_command,
+    encode_reply,
+    encode_request,
+    is_command,
+    run_spiral_command,
+)
+
+T0 = 1_760_130_000_000
+
+
+def live_risk() -> GlobalRisk:
+    """Accounts on USDe@binance and on the USDe index, loops on the USDT key, live prices."""
+    risk = GlobalRisk(EngineConfig(), partitions=1)
+    for i, key in enumerate(("USDe@binance", "USDe@binance", "USDe")):
+        risk.upsert_account({
+            "account_id": f"acct-{i}", "venue": "binance", "model": "binance-pm",
+            "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": key},
+                         {"asset": "USDT", "amount": -700_000.0, "price_key": "USDT"}],
+        })
+    risk.upsert_position({
+        "position_id": "loop-1", "protocol": "aave-v3", "e_mode": "usde-stablecoin",
+        "collateral": [{"asset": "USDe", "amount": 368_928.0, "liquidation_threshold": 0.93,
+                        "price_key": "USDT"}],
+        "debt": [{"asset": "USDT", "amount": 368_928.0 * 0.72, "price_key": "USDT"}],
+    })
+    sigs = [[T0, "USDe", 1, "price", {"key": "USDe@binance", "price": 1.0}],
+            [T0, "USDe", 2, "price", {"key": "USDe", "price": 0.999}],
+            [T0, "BTC", 3, "price", {"key": "BTC", "price": 110_000.0}]]
+    risk.push(SignalRecord(0, T0 + 1, sigs))
+    risk.flush()
+    return risk
+
+
+def request(**fields: Any) -> dict[str, Any]:
+    return {"v": 1, "command": "spiral", "request_id": "r1", **fields}
+
+
+def test_standard_shocks_run_on_the_live_state_and_feed_the_gauges() -> None:
+    risk = live_risk()
+    reply = run_spiral_command(risk, decode_command(request()))
+    assert reply["ok"] and reply["request_id"] == "r1"
+    assert (reply["accounts"], reply["positions"], reply["state_ts_ms"]) == (3, 1, T0)
+    results = reply["results"]
+    # ETH and SOL have no live price: those shocks are skipped and say why
+    assert reply["skipped"] == {"eth-minus-10pct": ["ETH"], "macro-minus-20pct": ["ETH", "SOL"]}
+    assert set(results) == {"usde-binance-local-depeg", "usde-depeg-5pct", "btc-minus-10pct"}
+    local = results["usde-binance-local-depeg"]
+    assert local["moves"] == {"USDe@binance": -0.35}
+    assert local["accounts_liquidated"] == ["acct-0", "acct-1"]  # not the index-priced one
+    assert local["positions_liquidated"] == []  # loops priced with the USDT key
+    assert local["liquidated_usd"] == pytest.approx(math.fsum(local["liquidated_usd_by_stage"].values()))
+    assert local["liquidated_usd"] > 0
+    assert results["btc-minus-10pct"]["liquidated_usd"] == 0.0
+    # the gauges' source is the standard shocks' latest run
+    assert risk.spiral_liquidated_usd() == pytest.approx(
+        {name: r["liquidated_usd"] for name, r in results.items()})
+    # only keys that moved are listed: no books here, so forced sells are unrouted and only
+    # the shocked key moves
+    assert local["final_prices"] == {"USDe@binance": pytest.approx(0.65)}
+    assert local["price_change_pct"] == {"USDe@binance": pytest.approx(-35.0)}
+    assert local["unrouted_sells_usd"]
+
+
+def test_a_custom_shock_is_reported_but_kept_out_of_the_gauges() -> None:
+    risk = live_risk()
+    reply = run_spiral_command(risk, decode_command(request(shocks={"USDe": -0.5})))
+    assert list(reply["results"]) == [CUSTOM_SHOCK] and reply["skipped"] == {}
+    assert reply["results"][CUSTOM_SHOCK]["accounts_liquidated"] == ["acct-2"]
+    assert risk.spiral_liquidated_usd() == {}
+    with pytest.raises(CommandError, match="no live price for ETH") as err:
+        run_spiral_command(risk, decode_command(request(shocks={"ETH": -0.1, "BTC": -0.1})))
+    assert err.value.request_id == "r1"
+
+
+@pytest.mark.parametrize(("record", "field", "request_id"), [
+    ({"v": 1, "command": "spiral"}, "request_id", None),
+    (request(command="liquidate-everything"), "command", "r1"),
+    (request(shocks={"BTC": -1.0}), "shocks", "r1"),
+    (request(shocks={"BTC": "-0.1"}), "shocks.BTC", "r1"),
+    (request(shocks={}), "shocks", "r1"),
+    (request(extra=1), "extra", "r1"),
+    (request(v=2), "v", "r1"),
+    ({"v": 1, "command": "spiral", "request_id": 7}, "request_id", None),
+])
+def test_bad_commands_name_the_field(record: dict[str, Any], field: str, request_id: str | None) -> None:
+    assert is_command(record)
+    with pytest.raises(CommandError) as err:
+        decode_command(record)
+    assert err.value.detail.startswith(f"{field}:")
+    assert err.value.request_id == request_id
+
+
+def test_request_round_trip_and_signal_records_are_not_commands() -> None:
+    req = SpiralRequest(v=1, command="spiral", request_id="abc", shocks={"USDe@binance": -0.35})
+    assert decode_command(orjson.loads(encode_request(req))) == req
+    assert b"shocks" not in encode_request(req.model_copy(update={"shocks": None}))
+    assert not is_command({"v": 1, "p": 0, "wm": 0, "s": []})
+    assert not is_command({"v": 1, "input": "account", "raw": {}})
+
+
+def test_an_oversize_reply_becomes_an_error_reply() -> None:
+    reply = {"request_id": "r1", "ok": True, "results": {"x": "y" * MAX_REPLY_BYTES}}
+    out = orjson.loads(encode_reply(reply))
+    assert out["request_id"] == "r1" and out["ok"] is False and "exceeds" in out["error"]
+    small = {"request_id": "r1", "ok": True}
+    assert orjson.loads(encode_reply(small)) == small

@@ -1,0 +1,120 @@
+"""Losing the global partition in a rebalance: its gauges go, its state is dropped or rebuilt.
+
+The faust app is built (no broker, nothing started) and its rebalance signals are sent
+the way faust sends them; the continuity rule is checked on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from faust.types import TP
+from prometheus_client import CollectorRegistry
+
+from monitor.config import EngineConfig
+from monitor.metrics import Metrics
+from monitor.risk import GlobalRisk
+from monitor.signals import SignalRecord
+from streams.app import create_app, set_risk_metrics
+from streams.ownership import PartitionContinuity
+from streams.settings import Settings
+
+T0 = 1_760_130_000_000
+GLOBAL = TP("risk.signals", 0)
+MARKET = TP("market.batches", 1)
+GLOBAL_GAUGES = (
+    "liqmon_loops_liquidatable_usd", "liqmon_loops_ladder_usd", "liqmon_loops_collateral_illusion_ratio",
+    "liqmon_loops_positions", "liqmon_unified_accounts", "liqmon_unified_effective_leverage",
+    "liqmon_unified_shortfall_usd", "liqmon_cascade_stage_active", "liqmon_spiral_liquidated_usd",
+)
+
+
+def load(risk: GlobalRisk) -> None:
+    for i in range(2):
+        risk.upsert_account({
+            "account_id": f"a{i}", "venue": "binance", "model": "binance-pm",
+            "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": "USDe@binance"},
+                         {"asset": "USDT", "amount": -700_000.0, "price_key": "USDT"}],
+        })
+    risk.upsert_account({  # healthy: it has an effective leverage
+        "account_id": "a2", "venue": "binance", "model": "binance-pm",
+        "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": "USDT"},
+                     {"asset": "USDT", "amount": -100_000.0, "price_key": "USDT"}],
+    })
+    risk.upsert_position({
+        "position_id": "p1", "protocol": "aave-v3",
+        "collateral": [{"asset": "USDe", "amount": 100_000.0, "liquidation_threshold": 0.9,
+                        "price_key": "USDe@binance"}],
+        "debt": [{"asset": "USDT", "amount": 50_000.0, "price_key": "USDT"}],
+    })
+    sig = [T0, "USDe", 1, "price", {"key": "USDe@binance", "price": 0.65}]
+    risk.push(SignalRecord(0, T0 + 1, [sig]))
+    risk.flush()
+    risk.run_standard_shocks()
+
+
+def samples(registry: CollectorRegistry, names: tuple[str, ...]) -> dict[str, int]:
+    """Number of exported samples per metric family."""
+    return {m.name: len(m.samples) for m in registry.collect() if m.name in names}
+
+
+async def test_revoking_the_global_partition_clears_its_gauges_and_drops_the_state(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    app = create_app(Settings(app_id="test-rebalance", partitions=2, data_dir=tmp_path),
+                     EngineConfig(), "127.0.0.1:9", metrics)
+    risk = app.liqmon_risk
+    load(risk)
+    set_risk_metrics(metrics, risk)
+    liquidating = {"venue": "binance", "status": "liquidation"}
+    assert registry.get_sample_value("liqmon_unified_accounts", liquidating) == 2
+    assert registry.get_sample_value("liqmon_spiral_liquidated_usd",
+                                     {"shock": "usde-binance-local-depeg"})
+    before = samples(registry, GLOBAL_GAUGES)
+    assert all(before.get(name) for name in GLOBAL_GAUGES), sorted(before.items())
+    stage = registry.get_sample_value("liqmon_cascade_stage")
+    assert stage is not None and stage > 0
+
+    # a market partition moving does not touch the global figures
+    await app.on_partitions_revoked.send({MARKET})
+    await app.on_partitions_assigned.send({GLOBAL})
+    assert samples(registry, GLOBAL_GAUGES) == before
+    assert app.liqmon_risk is risk
+
+    # the global partition revoked: nothing of it is exported any more
+    await app.on_partitions_revoked.send({GLOBAL, MARKET})
+    assert all(n == 0 for n in samples(registry, GLOBAL_GAUGES).values())
+    assert registry.get_sample_value("liqmon_unified_accounts", liquidating) is None
+    assert registry.get_sample_value("liqmon_cascade_stage") == 0
+    assert registry.get_sample_value("liqmon_books_withdrawn_ratio") == 0
+    assert app.liqmon_risk is risk, "kept until the new assignment is known"
+
+    # ... and handed to another worker: the in-memory state goes
+    await app.on_partitions_assigned.send({MARKET})
+    fresh = app.liqmon_risk
+    assert fresh is not risk
+    assert not fresh.accounts and not fresh.positions and not fresh.spiral_results
+
+
+def test_continuity_keeps_the_state_only_when_the_stream_goes_on_where_it_left() -> None:
+    c = PartitionContinuity(GLOBAL)
+    assert not c.on_record(0) and not c.on_record(1)
+    # revoked and given back: the next record is the one after the last seen → keep
+    assert c.on_revoked({GLOBAL, MARKET}) and not c.on_assigned({GLOBAL})
+    assert not c.on_record(2)
+    # revoked and given back, but someone else processed records in between → rebuild
+    assert c.on_revoked({GLOBAL}) and not c.on_assigned({GLOBAL})
+    assert c.on_record(9)
+    assert not c.on_record(10), "one rebuild per rebalance"
+    # records delivered again after a rebalance → rebuild
+    c.on_revoked({GLOBAL})
+    c.on_assigned({GLOBAL})
+    assert c.on_record(7)
+    # another partition's rebalance is not this one's
+    assert not c.on_revoked({MARKET})
+    assert not c.on_record(20)
+    # lost: drop; a later first record starts a fresh state
+    assert c.on_revoked({GLOBAL}) and c.on_assigned({MARKET})
+    assert c.last_offset is None
+    assert not c.on_record(30)
+    assert not c.on_assigned({MARKET}), "not revoked from this worker: nothing to drop"
