@@ -19,11 +19,13 @@ MARKET = "market.batches"
 ALERTS = "alerts.cascade"
 #: Records that failed validation, with reason and raw bytes.
 DEADLETTER = "deadletter"
-#: End-of-run acknowledgements from workers (replay bookkeeping).
+#: End-of-run acknowledgements from workers (replay bookkeeping) and replies to commands
+#: (key: request id, see streams/commands.py).
 ACKS = "control.acks"
 #: Risk state snapshots (key: asset / account / position).
 RISK_SNAPSHOTS = "risk.snapshots"
-#: Stage-1 signals and watermarks for the single global risk stage (one partition).
+#: Stage-1 signals and watermarks for the single global risk stage (one partition), plus
+#: the forwarded positions/accounts and commands (``liqmon spiral``) it answers.
 RISK_SIGNALS = "risk.signals"
 #: Lending positions (loops), one JSON position per record (key: position id).
 POSITIONS = "positions.loops"
