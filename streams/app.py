@@ -10,14 +10,16 @@ leaving a silent, dead agent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 import traceback
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -30,8 +32,9 @@ from monitor.events import BOOK_BANDS_BPS
 from monitor.ingest import DeadLetter
 from monitor.metrics import Metrics
 from monitor.risk import GlobalRisk
-from monitor.signals import SignalRecord, decode_signal_record, encode_signal_record
+from monitor.signals import Signal, SignalRecord, decode_signal_record, encode_signal_record
 from streams import topics
+from streams.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.settings import Settings
 
 __all__ = ["WorkerState", "create_app"]
@@ -40,34 +43,60 @@ log = logging.getLogger("liqmon.worker")
 
 MARKET_AGENT = "market"
 GLOBAL_AGENT = "risk"
+#: The embedded broker holds a fetch for the whole wait while any partition is empty.
+EMBEDDED_FETCH_MAX_WAIT_MS = 20
+
+
+#: Label sets each metrics catalogue's global-stage gauges were given on the last export.
+_EXPORTED: weakref.WeakKeyDictionary[Metrics, dict[str, set[tuple[str, ...]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def set_risk_metrics(metrics: Metrics, risk: GlobalRisk) -> None:
-    """Export the global stage's aggregates (closed label sets only)."""
+    """Export the global stage's aggregates (closed label sets only).
+
+    A series whose key no longer appears (an account status nobody is in any more, a loop
+    book that emptied) is removed, not left at its last value.
+    """
     fig = risk.figures()
+    written: dict[str, set[tuple[str, ...]]] = {}
+    gauges: dict[str, Any] = {}
+
+    def put(name: str, labels: tuple[str, ...], value: float) -> None:
+        gauge = gauges.setdefault(name, getattr(metrics, name))
+        gauge.labels(*labels).set(value)
+        written.setdefault(name, set()).add(labels)
+
     for row in fig.loops:
         proto, asset = row["protocol"], row["asset"]
-        metrics.loops_liquidatable_usd.labels(proto, asset).set(row["liquidatable_collateral_usd"])
+        put("loops_liquidatable_usd", (proto, asset), row["liquidatable_collateral_usd"])
         ratio = row["collateral_illusion_ratio"]
-        metrics.loops_collateral_illusion_ratio.labels(proto, asset).set(
-            ratio if ratio is not None else float("nan"))
+        put("loops_collateral_illusion_ratio", (proto, asset), ratio if ratio is not None else float("nan"))
         for step in row["ladder"]:
-            metrics.loops_ladder_usd.labels(proto, asset, f"{step['move_pct']:g}").set(
-                step["additional_collateral_usd"])
+            put("loops_ladder_usd", (proto, asset, f"{step['move_pct']:g}"), step["additional_collateral_usd"])
     for (proto, band), n in fig.hf_bands.items():
-        metrics.loops_positions.labels(proto, band).set(n)
+        put("loops_positions", (proto, band), n)
     for (venue, status), n in fig.accounts_by_status.items():
-        metrics.unified_accounts.labels(venue, status).set(n)
+        put("unified_accounts", (venue, status), n)
     for (venue, q), v in fig.leverage_quantiles.items():
-        metrics.unified_effective_leverage.labels(venue, q).set(v)
+        put("unified_effective_leverage", (venue, q), v)
     for (venue, rank), v in fig.shortfalls.items():
-        metrics.unified_shortfall_usd.labels(venue, rank).set(v)
+        put("unified_shortfall_usd", (venue, rank), v)
     metrics.books_withdrawn_ratio.set(fig.withdrawn_ratio)
     metrics.cascade_stage.set(fig.stage)
     for stage in range(1, 10):
-        metrics.cascade_stage_active.labels(str(stage)).set(1 if stage in fig.active_stages else 0)
+        put("cascade_stage_active", (str(stage),), 1 if stage in fig.active_stages else 0)
     for name, usd in fig.spiral_liquidated_usd.items():
-        metrics.spiral_liquidated_usd.labels(name).set(usd)
+        put("spiral_liquidated_usd", (name,), usd)
+    previous = _EXPORTED.get(metrics, {})
+    for name, labels_before in previous.items():
+        stale = labels_before - written.get(name, set())
+        gauge = getattr(metrics, name)
+        for labels in stale:
+            with contextlib.suppress(KeyError):  # already cleared (partition revoked)
+                gauge.remove(*labels)
+    _EXPORTED[metrics] = written
 
 
 @dataclass
@@ -86,6 +115,75 @@ class WorkerState:
     sent_watermark: dict[int, int] = field(default_factory=dict)
     #: Wall time of the first record each partition processed since its last ack (bench).
     first_wall_s: dict[int, float] = field(default_factory=dict)
+
+
+class MarketCounters:
+    """The market agent's metric children, resolved once."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.latency = metrics.processing_latency_seconds.labels(MARKET_AGENT)
+        self.last_event = metrics.agent_last_event_timestamp_seconds.labels(MARKET_AGENT)
+        self.records_in = metrics.topic_records_total.labels(topics.MARKET, "in")
+        self.records_out = metrics.topic_records_total.labels(topics.ALERTS, "out")
+        self._events: dict[str, Any] = {}
+
+    def events(self, source: str) -> Any:
+        counter = self._events.get(source)
+        if counter is None:
+            counter = self._events[source] = self._metrics.events_total.labels(source)
+        return counter
+
+
+class PendingSignals:
+    """Stage-1 signals not yet sent, merged per market partition, and the market events
+    behind them, which are acknowledged only after the signals are sent.
+
+    Merging consecutive records of one partition changes nothing downstream: stage 2
+    orders signals by ``(ts_ms, asset, seq)`` below the minimum watermark, whatever
+    records they arrived in. Pending signals are sent when the agent's queue runs empty,
+    or after ``max_age_s`` / ``max_signals`` / ``max_events`` under a steady backlog.
+    """
+
+    def __init__(self, max_age_s: float = 0.05, max_signals: int = 2048, max_events: int = 512) -> None:
+        self.max_age_s = max_age_s
+        self.max_signals = max_signals
+        self.max_events = max_events
+        self._watermark_ms: dict[int, int] = {}
+        self._signals: dict[int, list[Signal]] = {}
+        self._n_signals = 0
+        self._since_s: float | None = None
+        self._unacked: list[tuple[Any, Any]] = []
+
+    def hold(self, stream: Any, event: Any) -> None:
+        self._unacked.append((stream, event))
+
+    def add(self, partition: int, watermark_ms: int, signals: list[Signal], now_s: float) -> None:
+        if self._since_s is None:
+            self._since_s = now_s
+        if watermark_ms > self._watermark_ms.get(partition, -1):
+            self._watermark_ms[partition] = watermark_ms
+        self._signals.setdefault(partition, []).extend(signals)
+        self._n_signals += len(signals)
+
+    def due(self, now_s: float) -> bool:
+        return (
+            self._n_signals >= self.max_signals
+            or len(self._unacked) >= self.max_events
+            or (self._since_s is not None and now_s - self._since_s >= self.max_age_s)
+        )
+
+    def drain(self) -> list[SignalRecord]:
+        out = [SignalRecord(p, wm, self._signals.get(p, [])) for p, wm in self._watermark_ms.items()]
+        self._watermark_ms.clear()
+        self._signals.clear()
+        self._n_signals = 0
+        self._since_s = None
+        return out
+
+    def take_unacked(self) -> list[tuple[Any, Any]]:
+        out, self._unacked = self._unacked, []
+        return out
 
 
 def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -122,7 +220,11 @@ _RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
 
 def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics: Metrics) -> faust.App:
     """Build the faust app with its topics, table and agent."""
-    app = faust.App(settings.app_id, **_faust_settings(settings, bootstrap))
+    fetch_wait_ms = settings.fetch_max_wait_ms
+    if fetch_wait_ms is None:
+        fetch_wait_ms = EMBEDDED_FETCH_MAX_WAIT_MS if settings.embedded else FAUST_FETCH_MAX_WAIT_MS
+    app = LiqmonApp(settings.app_id, fetch_max_wait_ms=fetch_wait_ms,
+                    **_faust_settings(settings, bootstrap))
     market = app.topic(
         topics.MARKET, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
     )
@@ -187,6 +289,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             metrics.book_spread_bps.labels(venue, symbol).set(st.spread_bps)
 
     async def on_control(ctl: Control, partition: int) -> None:
+        await send_pending_signals()
         wm = state.engine.clock(partition).watermark_ms
         await signals_topic.send(
             key=b"", partition=0,
@@ -206,71 +309,82 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         await acks_topic.send(key=ctl.run.encode(), value=orjson.dumps(ack))
         await app.producer.flush()
 
+    # Stage-1 signals wait here while more market records are queued, so a backlog costs
+    # one risk.signals record per partition instead of one per market record. The market
+    # records behind them are acknowledged (committable) only once their signals are
+    # handed to the producer: at-least-once holds.
+    pending = PendingSignals()
+
+    async def send_pending_signals() -> None:
+        for rec in pending.drain():
+            await signals_topic.send(key=b"", partition=0, value=encode_signal_record(rec))
+
+    async def flush_signals() -> None:
+        await send_pending_signals()
+        for ev_stream, ev in pending.take_unacked():
+            await ev_stream.ack(ev)
+
     @app.agent(market, name=MARKET_AGENT, supervisor_strategy=CrashingSupervisor)
     async def process_market(stream: faust.StreamT[bytes]) -> None:
-        latency = metrics.processing_latency_seconds.labels(MARKET_AGENT)
-        last_event = metrics.agent_last_event_timestamp_seconds.labels(MARKET_AGENT)
-        records_in = metrics.topic_records_total.labels(topics.MARKET, "in")
-        records_out = metrics.topic_records_total.labels(topics.ALERTS, "out")
-        events_counters: dict[str, Any] = {}
-        async for event in stream.events():
-            message = event.message
-            partition = message.partition
-            value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-            records_in.inc()
-            if partition not in state.first_wall_s:
-                state.first_wall_s[partition] = time.time()
-            try:
-                record = decode_record(value)
-            except BatchError as exc:
-                await dead_letter(partition, DeadLetter(exc.reason, exc.detail, value[:65536]))
-                continue
-            if isinstance(record, Control):
-                await on_control(record, partition)
-                continue
-            try:
-                restore(record, partition)
-                result = state.engine.process(record, partition)
-            except Exception as exc:  # a bug on one record must not kill the agent
-                log.error("engine failed on a %s batch: %s", record.asset, exc)
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                await dead_letter(partition, DeadLetter("processing_error", detail, value[:65536]))
-                continue
-            if result.state_changed:
-                persist(record, partition, result)
-            if result.signals or result.watermark_ms > state.sent_watermark.get(partition, -1):
-                state.sent_watermark[partition] = result.watermark_ms
-                await signals_topic.send(
-                    key=b"", partition=0,
-                    value=encode_signal_record(
-                        SignalRecord(partition, result.watermark_ms, result.signals)
-                    ),
-                )
-            if result.books_touched:
-                update_book_metrics(result.books_touched)
-            for alert in result.alerts:
-                await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
-                metrics.alerts_total.labels(alert.kind, alert.severity).inc()
-                records_out.inc()
-            state.alerts_since_ack[partition] += len(result.alerts)
-            n_events = len(record.rows)
-            state.events_since_ack[partition] += n_events
-            for source, n in result.events_by_source.items():
-                counter = events_counters.get(source)
-                if counter is None:
-                    counter = events_counters[source] = metrics.events_total.labels(source)
-                counter.inc(n)
-            if result.unpriced:
-                metrics.unpriced_total.labels(record.asset).inc(result.unpriced)
-            peg = state.engine.pegs.get(record.asset)
-            if peg is not None:
-                for venue, tracker in peg.trackers.items():
-                    metrics.peg_deviation_bps.labels(record.asset, venue).set(tracker.last_dev_bps)
-                    metrics.peg_level.labels(record.asset, venue).set(tracker.level)
-            now = time.time()
-            last_event.set(now)
-            if message.timestamp:
-                latency.observe(max(now - float(message.timestamp), 0.0))
+        counters = MarketCounters(metrics)
+        manual = cast(faust.Stream[bytes], stream).noack()
+        queue = cast(faust.ChannelT[bytes], manual.channel).queue
+        async for event in manual.events():
+            pending.hold(manual, event)
+            await process_market_event(event, counters)
+            if queue.empty() or pending.due(time.monotonic()):
+                await flush_signals()
+
+    async def process_market_event(event: faust.EventT[bytes], counters: MarketCounters) -> None:
+        message = event.message
+        partition = message.partition
+        value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+        counters.records_in.inc()
+        if partition not in state.first_wall_s:
+            state.first_wall_s[partition] = time.time()
+        try:
+            record = decode_record(value)
+        except BatchError as exc:
+            await dead_letter(partition, DeadLetter(exc.reason, exc.detail, value[:65536]))
+            return
+        if isinstance(record, Control):
+            await on_control(record, partition)
+            return
+        try:
+            restore(record, partition)
+            result = state.engine.process(record, partition)
+        except Exception as exc:  # a bug on one record must not kill the agent
+            log.error("engine failed on a %s batch: %s", record.asset, exc)
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            await dead_letter(partition, DeadLetter("processing_error", detail, value[:65536]))
+            return
+        if result.state_changed:
+            persist(record, partition, result)
+        if result.signals or result.watermark_ms > state.sent_watermark.get(partition, -1):
+            state.sent_watermark[partition] = result.watermark_ms
+            pending.add(partition, result.watermark_ms, result.signals, time.monotonic())
+        if result.books_touched:
+            update_book_metrics(result.books_touched)
+        for alert in result.alerts:
+            await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
+            metrics.alerts_total.labels(alert.kind, alert.severity).inc()
+            counters.records_out.inc()
+        state.alerts_since_ack[partition] += len(result.alerts)
+        n_events = len(record)
+        state.events_since_ack[partition] += n_events
+        for source, n in result.events_by_source.items():
+            counters.events(source).inc(n)
+        if result.unpriced:
+            metrics.unpriced_total.labels(record.asset).inc(result.unpriced)
+        peg = state.engine.pegs.get(record.asset)
+        if peg is not None:
+            for venue, tracker in peg.trackers.items():
+                metrics.peg_deviation_bps.labels(record.asset, venue).set(tracker.last_dev_bps)
+                metrics.peg_level.labels(record.asset, venue).set(tracker.level)
+        now = time.time()
+        counters.last_event.set(now)
+        if message.timestamp:
+            counters.latency.observe(max(now - float(message.timestamp), 0.0))
 
     @app.agent(deadletter_topic, name="deadletter", supervisor_strategy=CrashingSupervisor)
     async def count_dead_letters(stream: faust.StreamT[bytes]) -> None:
@@ -336,6 +450,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
     async def on_global_revoked(sender: faust.App, revoked: set[TP], **_: Any) -> None:
         if continuity.on_revoked(revoked):
             metrics.clear_global_stage()  # the next owner exports them
+            _EXPORTED.pop(metrics, None)
             risk_state["metrics_at"] = 0.0  # export again at the next record if still ours
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -42,6 +42,14 @@ def run_worker(settings: Settings) -> int:
     """Run the worker until it is stopped; returns the process exit code."""
     from faust.worker import Worker
 
+    class QuietWorker(Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # faust's progress spinner lowers the root logger to DEBUG so it can spin on
+            # every record: every library debug line would then be formatted (measured:
+            # ~4% of the market agent's time). The worker runs headless: no spinner.
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
     from streams.app import create_app
 
     config = load_engine_config(settings.config)
@@ -61,7 +69,7 @@ def run_worker(settings: Settings) -> int:
         logging.basicConfig(level=logging.WARNING)
         if level not in {"crit", "error", "warn", "info", "debug"}:
             level = "warn"
-        worker = Worker(app, loglevel=level, quiet=True)
+        worker = QuietWorker(app, loglevel=level, quiet=True)
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         try:
             worker.execute_from_commandline()

@@ -118,3 +118,27 @@ def test_continuity_keeps_the_state_only_when_the_stream_goes_on_where_it_left()
     assert c.last_offset is None
     assert not c.on_record(30)
     assert not c.on_assigned({MARKET}), "not revoked from this worker: nothing to drop"
+
+
+def test_a_series_whose_key_disappears_is_removed_not_left_at_its_last_value() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    risk = GlobalRisk(EngineConfig(), 1)
+    load(risk)
+    set_risk_metrics(metrics, risk)
+    liquidating = {"venue": "binance", "status": "liquidation"}
+    assert registry.get_sample_value("liqmon_unified_accounts", liquidating) == 2
+    # USDe recovers: nobody is in liquidation any more
+    sig = [T0 + 10, "USDe", 2, "price", {"key": "USDe@binance", "price": 1.0}]
+    risk.push(SignalRecord(0, T0 + 20, [sig]))
+    risk.flush()
+    set_risk_metrics(metrics, risk)
+    assert registry.get_sample_value("liqmon_unified_accounts", liquidating) is None
+    statuses = {s.labels["status"] for m in registry.collect() if m.name == "liqmon_unified_accounts"
+                for s in m.samples}
+    assert statuses and "liquidation" not in statuses
+    # removing one account: its series are gone from the next export, others stay
+    for i in range(3):
+        risk.upsert_account({"account_id": f"a{i}", "delete": True})
+    set_risk_metrics(metrics, risk)
+    assert samples(registry, ("liqmon_unified_accounts",)).get("liqmon_unified_accounts", 0) == 0

@@ -1,0 +1,58 @@
+"""faust on aiokafka with one consumer setting faust does not expose: the fetch wait.
+
+faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``: how long the broker may
+hold a fetch request when there is nothing (or not enough) to return. Apache Kafka
+answers as soon as any requested partition has data, so the value only matters on idle
+topics. The embedded broker holds the whole request for the full wait whenever one of
+its partitions is empty (DESIGN "embedded broker quirks"; measured by ``liqmon bench
+--only pipeline``: 222k events/s with 1,500 ms, 383k with 20 ms), and a worker always
+fetches some idle partitions (changelogs, positions, accounts, control topics). So the
+worker's app uses this transport, which sets the wait from
+:attr:`streams.settings.Settings.fetch_max_wait_ms`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import aiokafka
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TransportT
+
+__all__ = ["FAUST_FETCH_MAX_WAIT_MS", "LiqmonApp"]
+
+#: faust's own value, kept for production Kafka.
+FAUST_FETCH_MAX_WAIT_MS = 1500
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "liqmon_fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
+        # aiokafka reads this when the consumer starts (it builds its Fetcher then).
+        consumer._fetch_max_wait_ms = int(wait_ms)
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer: ClassVar[Any] = _Consumer
+
+
+class LiqmonApp(faust.App):
+    """A faust app whose Kafka consumer uses ``fetch_max_wait_ms`` (default: faust's)."""
+
+    liqmon_fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS
+
+    def __init__(self, id: str, *, fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS,
+                 **options: Any) -> None:
+        self.liqmon_fetch_max_wait_ms = fetch_max_wait_ms
+        super().__init__(id, **options)
+
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
