@@ -18,12 +18,19 @@ same ones, id for id: ``book_gap`` when a local book detects a sequence gap, and
 ``feed_stale`` from the ``feed_status`` frames a live connector records when a
 subscribed channel goes silent (silence is only observable live). A ``contract_values``
 frame sets a venue's contract-value table (OKX ``ctVal``) for the frames after it;
-without one, :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES` applies.
+without one, :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES` applies. A ``session``
+frame sets the book throttle the live session ran with; without one, the constructor's.
+
+Frames a live connector rejects before they have a channel (not JSON, not a frame of the
+venue) are recorded as ``garbage`` frames carrying the bytes, the reason and the detail,
+and become the same dead letter here, live and in a replay.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,16 +49,22 @@ from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues, parse_cont
 
 __all__ = [
     "BOOK_RESET_CHANNEL",
+    "CONFIG_CHANNELS",
     "CONTRACT_VALUES_CHANNEL",
     "DEFAULT_BOOK_THROTTLE_MS",
     "FEED_STATUS_CHANNEL",
     "FEED_STATUS_STALE",
+    "GARBAGE_CHANNEL",
+    "SESSION_CHANNEL",
+    "SESSION_VENUE",
     "DeadLetter",
     "Ingest",
     "IngestOutput",
     "IngestStats",
     "Routed",
     "feed_status_raw",
+    "garbage_raw",
+    "session_raw",
 ]
 
 #: Channel of the frame a live connector records when a connection carrying books drops:
@@ -65,6 +78,17 @@ FEED_STATUS_STALE = "stale"
 #: Channel of a venue's contract-value table, recorded at the start of a live session:
 #: raw ``{"values": {"BTC-USDT": {"ct_val": 0.01, "ct_val_ccy": "BTC"}, ...}}``.
 CONTRACT_VALUES_CHANNEL = "contract_values"
+#: Channel of the settings a live recording starts with (venue :data:`SESSION_VENUE`):
+#: raw ``{"book_throttle_ms": 250}``.
+SESSION_CHANNEL = "session"
+SESSION_VENUE = "liqmon"
+#: Channels that configure ingest for the frames after them (no events, no watermark).
+CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, SESSION_CHANNEL})
+#: Channel of a frame a live connector rejected before routing it: raw ``{"reason",
+#: "detail", "text": "<the frame>"}``, or ``"b64"`` instead of ``"text"`` when the bytes
+#: are not UTF-8. It becomes a dead letter with that reason, detail and the bytes.
+GARBAGE_CHANNEL = "garbage"
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: At most one book summary per book per this much event time (plus one on every resync).
 DEFAULT_BOOK_THROTTLE_MS = 100
 
@@ -121,6 +145,19 @@ IngestOutput = Routed | DeadLetter | Alert
 def feed_status_raw(watch: str, age_s: float) -> dict[str, Any]:
     """The ``feed_status`` frame of a channel silent for ``age_s`` (rounded to the ms)."""
     return {"event": FEED_STATUS_STALE, "channel": watch, "age_s": round(age_s, 3)}
+
+
+def garbage_raw(reason: str, detail: str, raw_bytes: bytes) -> dict[str, Any]:
+    """The ``garbage`` frame of a rejected frame: its text, or base64 when it is not UTF-8."""
+    try:
+        return {"reason": reason, "detail": detail, "text": raw_bytes.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"reason": reason, "detail": detail, "b64": base64.b64encode(raw_bytes).decode("ascii")}
+
+
+def session_raw(book_throttle_ms: int) -> dict[str, Any]:
+    """The ``session`` frame of a live session's ingest settings."""
+    return {"book_throttle_ms": book_throttle_ms}
 
 
 class Ingest:
@@ -219,6 +256,41 @@ class Ingest:
                 sync.reset(recv_ts_ms, recv_ts_ms, events)
         return events
 
+    def _apply_session(self, raw: Any) -> None:
+        """A ``session`` frame: the book throttle, for the books known and those to come."""
+        if not isinstance(raw, dict):
+            raise WireError("wrong_type", f"session must be a JSON object, got {type(raw).__name__}")
+        throttle = raw.get("book_throttle_ms")
+        if isinstance(throttle, bool) or not isinstance(throttle, int):
+            raise WireError("wrong_type", f"session 'book_throttle_ms' must be an integer, got {throttle!r:.20}")
+        if throttle < 0:
+            raise WireError("wrong_value", f"session 'book_throttle_ms' must be >= 0, got {throttle}")
+        self.book_throttle_ms = throttle
+        for sync in self.books.values():
+            sync.throttle_ms = throttle
+
+    def _garbage(self, venue: str, raw: Any, recv_ts_ms: int, line_no: int | None) -> DeadLetter:
+        """The dead letter of a ``garbage`` frame: its reason, detail and bytes (at most a frame's worth)."""
+        if not isinstance(raw, dict):
+            raise WireError("wrong_type", f"garbage must be a JSON object, got {type(raw).__name__}")
+        reason, detail = raw.get("reason"), raw.get("detail")
+        if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+            raise WireError("wrong_value", f"garbage 'reason' must be a lower-case label, got {reason!r:.40}")
+        if not isinstance(detail, str):
+            raise WireError("wrong_type", "garbage 'detail' must be a string")
+        text, b64 = raw.get("text"), raw.get("b64")
+        if isinstance(text, str) and b64 is None:
+            frame = text.encode("utf-8", "surrogatepass")
+        elif isinstance(b64, str) and text is None:
+            try:
+                frame = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise WireError("wrong_value", "garbage 'b64' is not base64") from None
+        else:
+            raise WireError("missing_field", "garbage needs exactly one of 'text' or 'b64' (a string)")
+        return self._dead(reason, f"{venue}: {detail}", frame[: self.max_frame_bytes],
+                          venue=venue, ts_ms=recv_ts_ms, line_no=line_no)
+
     def _dead(self, reason: str, detail: str, raw: bytes, **where: Any) -> DeadLetter:
         self.stats.deadletters[reason] += 1
         return DeadLetter(reason, detail, raw, **where)
@@ -240,6 +312,14 @@ class Ingest:
         """Validate one frame; yield the batches it closed, its dead letter, its feed alerts."""
         self.stats.frames += 1
         where = {"venue": venue, "channel": channel, "ts_ms": recv_ts_ms, "line_no": line_no}
+        if channel == GARBAGE_CHANNEL:
+            # Rejected before it was a frame: its dead letter only (no watermark, no checks
+            # the live connector did not make either).
+            try:
+                yield self._garbage(venue, raw, recv_ts_ms, line_no)
+            except WireError as exc:
+                yield self._dead(exc.reason, exc.detail, raw_bytes[: self.max_frame_bytes], **where)
+            return
         if len(raw_bytes) > self.max_frame_bytes:
             yield self._dead(
                 "oversize", f"frame of {len(raw_bytes)} bytes > {self.max_frame_bytes}",
@@ -257,9 +337,12 @@ class Ingest:
             return
         alerts: list[Alert] = []
         try:
-            if channel == CONTRACT_VALUES_CHANNEL:
+            if channel in CONFIG_CHANNELS:
                 # Configuration, not market data: no events, and the watermark stays.
-                self.contract_values[venue] = parse_contract_values(raw)
+                if channel == CONTRACT_VALUES_CHANNEL:
+                    self.contract_values[venue] = parse_contract_values(raw)
+                else:
+                    self._apply_session(raw)
                 return
             if channel == BOOK_RESET_CHANNEL:
                 events = self._reset_books(venue, raw, recv_ts_ms)

@@ -25,7 +25,7 @@ from monitor.alerts import Alert
 from monitor.batch import Batch
 from monitor.config import EngineConfig
 from monitor.engine import Engine
-from monitor.ingest import CONTRACT_VALUES_CHANNEL, DeadLetter, Ingest, IngestOutput
+from monitor.ingest import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
 from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
 from replay.capture import BadLine, iter_capture
@@ -112,7 +112,8 @@ def route_capture(
 ) -> Iterator[tuple[int, IngestOutput]]:
     """Yield (receive_ts_ms, routed batch, dead letter or feed alert) for every line of a capture.
 
-    Contract-value frames before ``from_ms`` still apply (they configure what follows).
+    Configuration frames before ``from_ms`` (``session``, ``contract_values``) still apply:
+    they configure what follows.
     Raises :class:`replay.capture.CaptureError` before yielding anything when the file is
     not a capture.
     """
@@ -123,7 +124,7 @@ def route_capture(
             continue
         ts = item.ts_ms
         if from_ms is not None and ts < from_ms:
-            if item.channel == CONTRACT_VALUES_CHANNEL:
+            if item.channel in CONFIG_CHANNELS:
                 for out in ingest.feed(item.venue, item.channel, item.raw, ts, item.raw_bytes, item.line_no):
                     yield ts, out
             continue

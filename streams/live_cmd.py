@@ -3,9 +3,10 @@
 Batches and dead letters are published exactly as the replayer publishes them
 (:mod:`streams.publish`); ``feed_stale`` and ``book_gap`` alerts go to ``alerts.cascade``.
 With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots, connection resets,
-silent-channel reports and the contract-value table included) is written in the capture
-format, so ``liqmon replay --capture FILE`` replays the session through the same books
-and engine, to the same alerts.
+silent-channel reports, rejected frames, the session's book throttle and the
+contract-value table included) is written in the capture format, so
+``liqmon replay --capture FILE`` replays the session through the same books and engine,
+to the same alerts and dead letters.
 
 Run standalone: ``python -m streams.live_cmd --duration 60 --record out/live.jsonl.gz``.
 """

@@ -3,8 +3,10 @@
 Every data frame is recorded (when recording) and fed to the one Ingest in the same
 synchronous step, in arrival order, with the same receive time, so a recording replays
 through the replayer to the same books, events and alerts. REST snapshots, connection
-drops (``book_reset``), silent channels (``feed_status``) and the contract-value tables
-(``contract_values``, once at the start) are frames too, for the same reason.
+drops (``book_reset``), silent channels (``feed_status``), frames rejected before routing
+(``garbage``: their bytes, reason and detail, so a replay gives the same dead letters),
+and, once at the start, the session's ingest settings (``session``: the book throttle)
+and the contract-value tables (``contract_values``) are frames too, for the same reason.
 
 Feed alerts come out of Ingest, as in a replay: ``book_gap`` when a book detects a
 sequence gap, ``feed_stale`` from the ``feed_status`` frame the watchdog's report
@@ -35,10 +37,15 @@ from monitor.ingest import (
     BOOK_RESET_CHANNEL,
     CONTRACT_VALUES_CHANNEL,
     FEED_STATUS_CHANNEL,
+    GARBAGE_CHANNEL,
+    SESSION_CHANNEL,
+    SESSION_VENUE,
     DeadLetter,
     Ingest,
     Routed,
     feed_status_raw,
+    garbage_raw,
+    session_raw,
 )
 from monitor.metrics import Metrics
 from monitor.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
@@ -148,10 +155,13 @@ class LiveRunner:
 
     def on_garbage(self, venue: str, raw_bytes: bytes, reason: str, detail: str, recv_ts_ms: int) -> None:
         self.stats.garbage += 1
-        dead = self.ingest.reject(reason, f"{venue}: {detail}", raw_bytes)
-        self._queue.put_nowait(dead)
-        if self.metrics is not None:
-            self.metrics.deadletter_total.labels(reason=reason).inc()
+        raw = garbage_raw(reason, detail, raw_bytes[: self.ingest.max_frame_bytes])
+        if self.recorder is not None:
+            self.recorder.write(recv_ts_ms, venue, GARBAGE_CHANNEL, raw)
+        for out in self.ingest.feed(venue, GARBAGE_CHANNEL, raw, recv_ts_ms, orjson.dumps(raw)):
+            self._queue.put_nowait(out)
+            if isinstance(out, DeadLetter) and self.metrics is not None:
+                self.metrics.deadletter_total.labels(reason=out.reason).inc()
 
     def on_stale(self, venue: str, watch: str, age_s: float, ts_ms: int) -> None:
         self.stats.stale += 1
@@ -250,6 +260,11 @@ class LiveRunner:
         finally:
             self._inflight.discard((venue, symbol))
 
+    def _announce_session(self) -> None:
+        """Feed (and record) the ingest settings a replay needs to match this session."""
+        raw = session_raw(self.live.book_throttle_ms)
+        self.on_frame(SESSION_VENUE, SESSION_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
+
     def _announce_contract_values(self) -> None:
         """Feed (and record) the contract-value table of each connected contract-sized venue."""
         for venue, table in self.live.contract_values().items():
@@ -281,6 +296,7 @@ class LiveRunner:
 
     async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveStats:
         """Run until ``duration_s`` passes or ``stop`` is set; then flush everything."""
+        self._announce_session()
         self._announce_contract_values()
         pump = asyncio.ensure_future(self._pump())
         flusher = asyncio.ensure_future(self._flusher())

@@ -1,10 +1,13 @@
-"""A recorded live session replays to identical feed alerts: an OKX session against a local
-websocket server with a sequence gap (``book_gap``) and a silent channel (``feed_stale``),
-recorded with the contract-value table of its config, replayed inline and through Kafka."""
+"""A recorded live session replays to identical feed alerts, events and dead letters: an OKX
+session against a local websocket server with a sequence gap (``book_gap``), a silent
+channel (``feed_stale``) and garbage frames (text and binary), recorded with the
+contract-value table and the non-default book throttle of its config, replayed inline and
+through Kafka."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -15,10 +18,19 @@ import orjson
 import pytest
 
 from monitor.alerts import Alert
-from monitor.events import KIND_LIQUIDATION
-from monitor.ingest import CONTRACT_VALUES_CHANNEL, FEED_STATUS_CHANNEL
-from replay.capture import CaptureLine, iter_capture
-from replay.replayer import replay_inline
+from monitor.events import KIND_BOOK, KIND_LIQUIDATION, MarketEvent
+from monitor.ingest import (
+    CONTRACT_VALUES_CHANNEL,
+    DEFAULT_BOOK_THROTTLE_MS,
+    FEED_STATUS_CHANNEL,
+    GARBAGE_CHANNEL,
+    SESSION_CHANNEL,
+    SESSION_VENUE,
+    DeadLetter,
+    Ingest,
+)
+from replay.capture import CaptureLine, iter_capture, write_capture
+from replay.replayer import replay_inline, route_capture
 from streams.feeds.config import LiveConfig
 from streams.feeds.runner import Recorder
 from tests.integration.test_feeds_harness import Conn, Run, live_config, make_runner, now_ms, run_until, ws_server
@@ -27,6 +39,9 @@ from tests.integration.test_feeds_okx import INST, books, subscribed
 pytestmark = pytest.mark.timeout(60)
 
 FEED_KINDS = ("book_gap", "feed_stale")
+#: Not the default: a replay that ignored the session's throttle would emit other book events.
+THROTTLE_MS = 250
+BINARY = b"\xff\xfe\x00 not text \x80"
 
 
 def liquidations(*items: tuple[str, str, str]) -> dict[str, Any]:
@@ -52,9 +67,22 @@ async def gap_then_heartbeats(conn: Conn) -> None:
         await asyncio.sleep(0.05)
 
 
+def at(frame: dict[str, Any], ts_ms: int) -> dict[str, Any]:
+    frame["data"][0]["ts"] = str(ts_ms)
+    return frame
+
+
 async def fresh_with_liquidations(conn: Conn) -> None:
     await subscribed(conn)
-    await conn.send(books("snapshot", 300, -1, [["98000", "10"]], [["98010", "10"]]))
+    # Book updates 60 ms of event time apart (in the recent past): the session's throttle
+    # (250 ms) summarises fewer of them than the default would.
+    start = now_ms() - 1_000
+    await conn.send(at(books("snapshot", 300, -1, [["98000", "10"]], [["98010", "10"]]), start))
+    for i in range(1, 9):
+        await conn.send(at(books("update", 300 + i, 299 + i, [["98000", str(10 + i)]], []), start + 60 * i))
+    await conn.send("this is not json {")  # invalid_json, text
+    await conn.send([1, 2])  # JSON, but not an OKX push frame: unroutable
+    await conn.ws.send(BINARY)  # invalid_json, bytes that are not UTF-8
     await conn.send(liquidations((INST, "98000", "20"), ("DOGE-USDT-SWAP", "0.2", "3"),
                                  ("PEPE-USDT-SWAP", "0.00001", "7")))
     await conn.idle()
@@ -64,7 +92,27 @@ def okx_config(url: str) -> LiveConfig:
     cfg = live_config("okx", url, (f"books:{INST}", "trades:ETH-USDT-SWAP", "liquidation-orders:SWAP"),
                       stale_after_s=0.4)
     return LiveConfig.model_validate(
-        cfg.model_dump() | {"okx_contract_values": {"DOGE-USDT": {"ct_val": 1000.0, "ct_val_ccy": "DOGE"}}})
+        cfg.model_dump() | {"okx_contract_values": {"DOGE-USDT": {"ct_val": 1000.0, "ct_val_ccy": "DOGE"}},
+                            "book_throttle_ms": THROTTLE_MS})
+
+
+def letters(items: list[DeadLetter]) -> list[tuple[object, ...]]:
+    """What a dead letter says, without the capture line a replay adds (the bytes of garbage only:
+    a valid frame is recorded as parsed JSON, its dead letter carries the capture line)."""
+    return [(d.reason, d.detail, d.venue, d.ts_ms, d.raw if d.channel is None else None) for d in items]
+
+
+def replayed_letters(path: Path, ingest: Ingest) -> list[DeadLetter]:
+    return [x for _ts, x in route_capture(path, ingest) if isinstance(x, DeadLetter)]
+
+
+def replayed_events(batches: list[Any]) -> list[MarketEvent]:
+    return [ev for b in batches for ev in b.events()]
+
+
+def by_asset(events: list[MarketEvent]) -> list[MarketEvent]:
+    """Events in order per asset (batches of different assets may interleave differently)."""
+    return [e for _b, _i, e in sorted((e.base, i, e) for i, e in enumerate(events))]
 
 
 def feed_alerts(alerts: list[Alert]) -> list[bytes]:
@@ -96,17 +144,28 @@ def test_live_session_raised_gap_and_stale_and_recorded_its_status(recorded: tup
     stale = run.sink.feed_alerts[1]
     assert stale.evidence["channel"] == "trades:ETH-USDT-SWAP" and stale.evidence["age_s"] > 0.4
     assert run.runner.connections[0].endings[0] == "stale"
-    channels = [x.channel for x in iter_capture(path) if isinstance(x, CaptureLine)]
-    assert channels[0] == CONTRACT_VALUES_CHANNEL
+    lines = [x for x in iter_capture(path) if isinstance(x, CaptureLine)]
+    channels = [x.channel for x in lines]
+    assert channels[:2] == [SESSION_CHANNEL, CONTRACT_VALUES_CHANNEL]
+    assert (lines[0].venue, lines[0].raw) == (SESSION_VENUE, {"book_throttle_ms": THROTTLE_MS})
     assert channels.count(FEED_STATUS_CHANNEL) == kinds.count("feed_stale")
+    garbage = [x.raw for x in lines if x.channel == GARBAGE_CHANNEL]
+    assert [(g["reason"], g.get("text")) for g in garbage] == [
+        ("invalid_json", "this is not json {"), ("unroutable", "[1,2]"), ("invalid_json", None)]
+    assert base64.b64decode(garbage[2]["b64"]) == BINARY
     # Configured DOGE contracts are sized; PEPE has no contract value: dead-lettered, not guessed.
     liqs = {e.base: e for e in run.sink.events() if e.kind == KIND_LIQUIDATION}
     assert set(liqs) == {"BTC", "DOGE"}
     assert liqs["DOGE"].f2 == pytest.approx(3000.0) and liqs["DOGE"].f4 == pytest.approx(600.0)
     assert liqs["BTC"].f2 == pytest.approx(0.2)
-    assert [d.reason for d in run.sink.deadletters] == ["unknown_contract_value"]
-    assert "PEPE-USDT-SWAP" in run.sink.deadletters[0].detail
-    assert run.runner.ingest.stats.deadletters == {"unknown_contract_value": 1}
+    assert [d.reason for d in run.sink.deadletters] == [
+        "invalid_json", "unroutable", "invalid_json", "unknown_contract_value"]
+    assert [d.raw for d in run.sink.deadletters[:3]] == [b"this is not json {", b"[1,2]", BINARY]
+    assert "not an OKX push frame" in run.sink.deadletters[1].detail
+    assert "PEPE-USDT-SWAP" in run.sink.deadletters[3].detail
+    assert run.runner.ingest.stats.deadletters == {"invalid_json": 2, "unroutable": 1, "unknown_contract_value": 1}
+    assert run.runner.stats.garbage == 3
+    assert run.metric("liqmon_deadletter_total", reason="invalid_json") == 2
 
 
 async def test_inline_replay_gives_the_same_feed_alerts_and_events(recorded: tuple[Run, Path]) -> None:
@@ -116,10 +175,23 @@ async def test_inline_replay_gives_the_same_feed_alerts_and_events(recorded: tup
     assert feed_alerts(replayed.alerts) == feed_alerts(run.sink.feed_alerts)
     assert [a.alert_id for a in replayed.alerts if a.kind in FEED_KINDS] == [
         a.alert_id for a in run.sink.feed_alerts]
-    live_events = sorted((e.base, i, e) for i, e in enumerate(run.sink.events()))
-    replay_events = sorted((e.base, i, e) for i, e in enumerate(ev for b in replayed_batches for ev in b.events()))
-    assert [e for _b, _i, e in live_events] == [e for _b, _i, e in replay_events]
-    assert replayed.stats.deadletters == {"unknown_contract_value": 1}
+    assert by_asset(replayed_events(replayed_batches)) == by_asset(run.sink.events())
+    assert replayed.stats.deadletters == run.runner.ingest.stats.deadletters
+    assert replayed.stats.frames == run.runner.ingest.stats.frames
+    assert letters(replayed_letters(path, Ingest(run.runner.engine_config))) == letters(run.sink.deadletters)
+
+
+async def test_replay_without_the_session_frame_would_differ(recorded: tuple[Run, Path], tmp_path: Path) -> None:
+    """The throttle matters to this session: dropping its session frame changes the book events."""
+    run, path = recorded
+    assert THROTTLE_MS != DEFAULT_BOOK_THROTTLE_MS
+    lines = [x for x in iter_capture(path) if isinstance(x, CaptureLine)]
+    stripped = tmp_path / "no_session.jsonl"
+    write_capture(stripped, [(x.ts_ms, x.venue, x.channel, x.raw) for x in lines if x.channel != SESSION_CHANNEL])
+    batches: list[Any] = []
+    await replay_inline(stripped, run.runner.engine_config, on_batch=batches.append)
+    books = [e for e in replayed_events(batches) if e.kind == KIND_BOOK]
+    assert len(books) > len([e for e in run.sink.events() if e.kind == KIND_BOOK])
 
 
 @pytest.mark.broker
@@ -138,3 +210,5 @@ def test_kafka_replay_gives_the_same_feed_alerts(recorded: tuple[Run, Path], tmp
     replayed = [Alert.model_validate(orjson.loads(line)) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
     live = sorted(run.sink.feed_alerts, key=lambda a: (a.ts_ms, a.alert_id))
     assert feed_alerts(replayed) == feed_alerts(live)
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["deadletters_by_reason"] == dict(run.runner.ingest.stats.deadletters)

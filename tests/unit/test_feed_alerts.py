@@ -1,9 +1,12 @@
 """Feed alerts and contract values in Ingest: ``book_gap`` from the local books,
 ``feed_stale`` from ``feed_status`` frames, OKX sizes from ``contract_values`` frames and
-from the feeds config; unknown instruments are dead-lettered, never guessed."""
+from the feeds config; unknown instruments are dead-lettered, never guessed. Recorded
+``garbage`` frames become the live connector's dead letters; a ``session`` frame sets the
+book throttle."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,17 +14,25 @@ import pytest
 
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
-from monitor.events import KIND_LIQUIDATION, MarketEvent
+from monitor.events import KIND_BOOK, KIND_LIQUIDATION, MarketEvent
 from monitor.ingest import (
     CONTRACT_VALUES_CHANNEL,
+    DEFAULT_BOOK_THROTTLE_MS,
     FEED_STATUS_CHANNEL,
+    GARBAGE_CHANNEL,
+    SESSION_CHANNEL,
+    SESSION_VENUE,
     DeadLetter,
     Ingest,
     IngestOutput,
     Routed,
     feed_status_raw,
+    garbage_raw,
+    session_raw,
 )
 from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, contract_values_raw, parse_contract_values
+from replay.capture import CaptureLine, iter_capture, write_capture
+from replay.replayer import route_capture
 from streams.feeds.config import ContractValue, LiveConfig, split_config
 
 T0 = 1_760_130_000_000
@@ -199,3 +210,128 @@ def test_feeds_config_defaults_to_the_builtin_table_and_merges_the_users() -> No
 def test_feeds_config_rejects_bad_contract_values(entry: str) -> None:
     with pytest.raises(ValueError, match="okx_contract_values"):
         split_config(f"[live.okx_contract_values]\n{entry}\n")
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason", "key"),
+    [
+        (b"this is not json {", "invalid_json", "text"),
+        (b"[1,2]", "unroutable", "text"),
+        ("caf\u00e9 \u2603 \x00".encode(), "invalid_json", "text"),
+        (b"\xff\xfe\x00 binary \x80", "invalid_json", "b64"),
+    ],
+)
+def test_recorded_garbage_frame_replays_to_the_live_dead_letter(
+    tmp_path: Path, frame: bytes, reason: str, key: str
+) -> None:
+    raw = garbage_raw(reason, "unexpected character: line 1 column 1 (char 0)", frame)
+    assert set(raw) == {"reason", "detail", key}
+    path = tmp_path / "c.jsonl.gz"
+    write_capture(path, [(T0, "okx", GARBAGE_CHANNEL, raw)])
+    (line,) = iter_capture(path)
+    assert isinstance(line, CaptureLine)
+    live, replayed = Ingest(EngineConfig()), Ingest(EngineConfig())
+    (letter,) = feed(live, "okx", GARBAGE_CHANNEL, raw, T0)
+    (again,) = replayed.feed(line.venue, line.channel, line.raw, line.ts_ms, line.raw_bytes, line.line_no)
+    assert isinstance(letter, DeadLetter) and isinstance(again, DeadLetter)
+    assert (letter.reason, letter.detail, letter.raw, letter.venue, letter.channel, letter.ts_ms) == (
+        reason, "okx: unexpected character: line 1 column 1 (char 0)", frame, "okx", None, T0)
+    assert (again.reason, again.detail, again.raw, again.venue, again.ts_ms, again.line_no) == (
+        reason, letter.detail, frame, "okx", T0, 1)
+    for ingest in (live, replayed):
+        assert ingest.stats.frames == 1 and ingest.stats.deadletters == {reason: 1}
+        assert ingest.watermark_ms is None and ingest.stats.events == 0
+
+
+def test_garbage_dead_letter_carries_at_most_a_frame_of_bytes() -> None:
+    ingest = Ingest(EngineConfig())
+    limit = ingest.max_frame_bytes
+    frame = b"{" + b"x" * (limit + 100)
+    (letter,) = feed(ingest, "okx", GARBAGE_CHANNEL, garbage_raw("invalid_json", "eof", frame), T0)
+    assert isinstance(letter, DeadLetter) and letter.reason == "invalid_json" and letter.raw == frame[:limit]
+    # What a recording keeps (the first frame's worth) replays to the same dead letter.
+    (again,) = feed(ingest, "okx", GARBAGE_CHANNEL, garbage_raw("invalid_json", "eof", frame[:limit]), T0)
+    assert isinstance(again, DeadLetter) and again.raw == letter.raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("not json {", "wrong_type"),
+        ({"reason": "Not A Label", "detail": "", "text": "x"}, "wrong_value"),
+        ({"reason": "", "detail": "", "text": "x"}, "wrong_value"),
+        ({"reason": "invalid_json", "text": "x"}, "wrong_type"),
+        ({"reason": "invalid_json", "detail": "d"}, "missing_field"),
+        ({"reason": "invalid_json", "detail": "d", "text": "x", "b64": "eA=="}, "missing_field"),
+        ({"reason": "invalid_json", "detail": "d", "text": 1}, "missing_field"),
+        ({"reason": "invalid_json", "detail": "d", "b64": "not base64!"}, "wrong_value"),
+    ],
+)
+def test_bad_garbage_frame_is_dead_lettered_as_such(raw: Any, reason: str) -> None:
+    ingest = Ingest(EngineConfig())
+    (out,) = feed(ingest, "okx", GARBAGE_CHANNEL, raw, T0)
+    assert isinstance(out, DeadLetter) and out.reason == reason and out.channel == GARBAGE_CHANNEL
+    assert out.raw == orjson.dumps(raw)
+    assert ingest.stats.deadletters == {reason: 1}
+
+
+def book_summaries(ingest: Ingest, start: int, updates: int, step_ms: int) -> list[int]:
+    """Event times of the book summaries of an OKX snapshot plus ``updates`` heartbeats."""
+    out = feed(ingest, "okx", "books", okx_books("snapshot", 100, -1, start), start)
+    for i in range(1, updates + 1):
+        ts = start + i * step_ms
+        out += feed(ingest, "okx", "books", okx_books("update", 100, 100, ts), ts)
+    return [e.ts_ms for e in events(ingest, out) if e.kind == KIND_BOOK]
+
+
+def test_session_frame_sets_the_book_throttle() -> None:
+    default = book_summaries(Ingest(EngineConfig()), T0, 10, 50)
+    assert DEFAULT_BOOK_THROTTLE_MS == 100 and default == [T0 + i * 100 for i in range(6)]
+    ingest = Ingest(EngineConfig())
+    assert feed(ingest, SESSION_VENUE, SESSION_CHANNEL, session_raw(250), T0 - 1) == []
+    assert ingest.watermark_ms is None and ingest.stats.events == 0  # configuration, not market data
+    assert book_summaries(ingest, T0, 10, 50) == [T0, T0 + 250, T0 + 500]
+    # Mid-stream, it applies to the books already known too.
+    assert feed(ingest, SESSION_VENUE, SESSION_CHANNEL, session_raw(0), T0 + 600) == []
+    out: list[IngestOutput] = []
+    for ts in (T0 + 610, T0 + 620):
+        out += feed(ingest, "okx", "books", okx_books("update", 100, 100, ts), ts)
+    assert [e.ts_ms for e in events(ingest, out) if e.kind == KIND_BOOK] == [T0 + 610, T0 + 620]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ([250], "wrong_type"),
+        ({}, "wrong_type"),
+        ({"book_throttle_ms": "250"}, "wrong_type"),
+        ({"book_throttle_ms": 2.5}, "wrong_type"),
+        ({"book_throttle_ms": True}, "wrong_type"),
+        ({"book_throttle_ms": -1}, "wrong_value"),
+    ],
+)
+def test_bad_session_frame_is_dead_lettered_and_changes_nothing(raw: Any, reason: str) -> None:
+    ingest = Ingest(EngineConfig(), book_throttle_ms=40)
+    (out,) = feed(ingest, SESSION_VENUE, SESSION_CHANNEL, raw, T0)
+    assert isinstance(out, DeadLetter) and out.reason == reason
+    assert ingest.book_throttle_ms == 40
+
+
+def test_replay_applies_the_session_frame_before_from(tmp_path: Path) -> None:
+    start = T0 + 1_000
+    frames = [(start + i * 50, "okx", "books", okx_books("update" if i else "snapshot", 100, 100 if i else -1,
+                                                         start + i * 50)) for i in range(20)]
+
+    def summaries(lines: list[tuple[int, str, str, Any]], from_ms: int | None) -> list[int]:
+        path = tmp_path / "c.jsonl"
+        write_capture(path, lines)
+        ingest = Ingest(EngineConfig())
+        out = [item for _ts, item in route_capture(path, ingest, from_ms=from_ms)]
+        return [ev.ts_ms for r in out if isinstance(r, Routed) for ev in r.batch.events() if ev.kind == KIND_BOOK]
+
+    session = (T0, SESSION_VENUE, SESSION_CHANNEL, session_raw(250))
+    throttled = [start + i * 250 for i in range(4)]
+    assert summaries([session, *frames], None) == throttled
+    assert summaries([session, *frames], T0 + 500) == throttled
+    # A capture without one: the default.
+    assert summaries(frames, None) == [start + i * 100 for i in range(10)]
