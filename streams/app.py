@@ -44,7 +44,7 @@ log = logging.getLogger("liqmon.worker")
 MARKET_AGENT = "market"
 GLOBAL_AGENT = "risk"
 #: The embedded broker holds a fetch for the whole wait while any partition is empty.
-EMBEDDED_FETCH_MAX_WAIT_MS = 20
+EMBEDDED_FETCH_MAX_WAIT_MS = 50
 
 
 #: Label sets each metrics catalogue's global-stage gauges were given on the last export.

@@ -2,11 +2,14 @@
 
 Sections (``--only`` picks some):
 
-- ``pipeline``: N market events are produced (as the real wire unit, batches built by
-  :class:`monitor.ingest.Ingest`) to the market topic of a fresh embedded broker; then
+- ``pipeline``: N market events (``PIPELINE_EVENTS_PER_S`` per second of event time) are
+  produced (as the real wire unit, batches built by :class:`monitor.ingest.Ingest`) to
+  the market topic of a fresh embedded broker; then
   (a) a bare aiokafka consumer reads and JSON-decodes every record, and (b) a real faust
   worker (subprocess, same code as production) consumes them through the peg engine,
-  state table and metrics. Prints events/s for both and the ratio b/a.
+  state table and metrics. Prints events/s for both and the ratio b/a, once per worker
+  count in ``--workers`` (default 1 and 2: the machine's two cores), each on a fresh
+  broker with its own (a).
 - ``latency``: a steady stream at ``--latency-rate`` events/s with wall-clock event
   times, prices crossing peg bands so alerts fire; p50/p99 from an event's ``ts_ms`` to
   the moment its alert is read back from ``alerts.cascade``.
@@ -50,6 +53,10 @@ __all__ = ["run_bench"]
 
 T0_MS = 1_760_130_000_000
 PARTITIONS = 4
+#: Event-time density of the pipeline load: 20k events per second of event time, the
+#: order of the crash minutes (OCT10_FACTS). It sets how many idle-partition ticks (one
+#: per second of event time, to every partition) travel with the data.
+PIPELINE_EVENTS_PER_S = 20_000
 #: Assets and venues of the synthetic load: a USDe peg book on three venues plus majors.
 _LOAD = [
     ("USDe", "USDEUSDT", "binance-spot", 1.0),
@@ -86,7 +93,7 @@ async def _produce_batches(bootstrap: str, n_events: int) -> tuple[int, int]:
     records = 0
     try:
         pending = []
-        for venue, channel, raw, ts in _frames(n_events, T0_MS, 500):
+        for venue, channel, raw, ts in _frames(n_events, T0_MS, 1_000_000 // PIPELINE_EVENTS_PER_S):
             for item in ingest.feed(venue, channel, raw, ts, b""):
                 assert isinstance(item, Routed)
                 parts = range(PARTITIONS) if item.broadcast else (partition_for(item.batch.asset, PARTITIONS),)
@@ -190,36 +197,59 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def bench_pipeline(n_events: int, workdir: Path) -> dict[str, Any]:
+def _pipeline_phase(n_events: int, workdir: Path, workers: int) -> dict[str, Any]:
+    """One fresh broker: produce, (a) bare consume + decode, (b) ``workers`` faust workers."""
     with embedded_broker() as broker:
         asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS))
         t = time.perf_counter()
         n_records, n_produced = asyncio.run(_produce_batches(broker.bootstrap, n_events))
         produce_s = time.perf_counter() - t
         bare_events, bare_s = asyncio.run(_bare_consume(broker.bootstrap, n_records))
-        run_id = "bench-pipeline"
+        run_id = f"bench-pipeline-{workers}"
         asyncio.run(_send_end(broker.bootstrap, run_id))
-        worker = _start_worker(_worker_env(broker), workdir / "worker-pipeline.log")
+        # All workers start together: the group's first join gathers them in one
+        # generation (DESIGN quirk 1), so the partitions are split before processing.
+        procs = [_start_worker(_worker_env(broker), workdir / f"worker-pipeline-{workers}-{i}.log")
+                 for i in range(workers)]
         try:
             acks = asyncio.run(_wait_acks(broker.bootstrap, run_id, PARTITIONS, timeout_s=900))
         finally:
-            _stop(worker)
+            for proc in procs:
+                _stop(proc)
     processed = sum(int(a["events"]) for a in acks)
     firsts = [float(a["first_wall_s"]) for a in acks if a.get("first_wall_s")]
     span_s = max(float(a["ack_wall_s"]) for a in acks) - min(firsts)
-    bare_rate = bare_events / bare_s
-    full_rate = processed / span_s
     return {
         "events": n_produced,
         "records": n_records,
-        "events_per_record": round(n_produced / n_records, 1),
-        "produce_events_per_s": round(n_produced / produce_s),
-        "a_bare_consume_decode_events_per_s": round(bare_rate),
-        "b_full_pipeline_events_per_s": round(full_rate),
-        "b_over_a": round(full_rate / bare_rate, 3),
-        "pipeline_events_processed": processed,
+        "produce_events_per_s": n_produced / produce_s,
+        "a": bare_events / bare_s,
+        "b": processed / span_s,
+        "processed": processed,
         "alerts": sum(int(a["alerts"]) for a in acks),
     }
+
+
+def bench_pipeline(n_events: int, workdir: Path, workers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """(a) and (b) for each worker count; ``b_over_a`` compares within one broker run."""
+    phases = {n: _pipeline_phase(n_events, workdir, n) for n in workers}
+    first = phases[workers[0]]
+    out: dict[str, Any] = {
+        "events": first["events"],
+        "records": first["records"],
+        "events_per_record": round(first["events"] / first["records"], 1),
+        "event_time_events_per_s": PIPELINE_EVENTS_PER_S,
+        "produce_events_per_s": round(first["produce_events_per_s"]),
+    }
+    for n, ph in phases.items():
+        out[f"workers_{n}"] = {
+            "a_bare_consume_decode_events_per_s": round(ph["a"]),
+            "b_full_pipeline_events_per_s": round(ph["b"]),
+            "b_over_a": round(ph["b"] / ph["a"], 3),
+            "pipeline_events_processed": ph["processed"],
+            "alerts": ph["alerts"],
+        }
+    return out
 
 
 _LATENCY_CONFIG = """
@@ -382,7 +412,7 @@ def bench_scenario(workdir: Path, seed: int = 1) -> dict[str, Any]:
         run_dir = workdir / f"replay-{mode}"
         cmd = [sys.executable, "-m", "streams.cli", "replay", "--capture", str(result.capture_path),
                "--positions", str(result.positions_path), "--accounts", str(result.accounts_path),
-               "--out", str(run_dir), "--quiet"]
+               "--out", str(run_dir), "--quiet", "--metrics-port", "0"]
         if mode == "inline":
             cmd.append("--inline")
         t = time.perf_counter()
@@ -420,7 +450,8 @@ def run_bench(args: argparse.Namespace) -> int:
         work = Path(tmp)
         if "pipeline" in sections:
             print(f"bench: pipeline with {args.events:,} events ...", file=sys.stderr, flush=True)
-            results["pipeline"] = bench_pipeline(args.events, work)
+            counts = tuple(int(x) for x in str(getattr(args, "workers", "1,2")).split(","))
+            results["pipeline"] = bench_pipeline(args.events, work, counts)
         if "latency" in sections:
             print(f"bench: latency at {args.latency_rate:,.0f} events/s ...", file=sys.stderr, flush=True)
             results["latency"] = bench_latency(args.latency_rate, args.latency_seconds, work)

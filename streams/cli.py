@@ -238,8 +238,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             env = {
                 "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
                 "LIQMON_BROKER_KIND": effective.broker_kind,
+                # The replay's worker serves the replay's /metrics (9466 unless told).
                 "LIQMON_METRICS_PORT": str(
-                    args.metrics_port if args.metrics_port is not None else effective.metrics_port
+                    args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port
                 ),
                 "LIQMON_PARTITIONS": str(effective.partitions),
             }
@@ -340,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--inline", action="store_true", help="no broker: call the engine directly")
     rp.add_argument("--config", type=Path, default=None, help="engine config TOML")
     rp.add_argument("--no-worker", action="store_true", help="use workers already running")
-    rp.add_argument("--metrics-port", type=int, default=None, help="worker /metrics port (0 = off)")
+    rp.add_argument("--metrics-port", type=int, default=None,
+                    help="/metrics port of the replay's worker (default LIQMON_REPLAY_METRICS_PORT, 0 = off)")
     rp.add_argument("--quiet", action="store_true", help="no progress and no timeline")
     rp.add_argument("--positions", type=Path, default=None,
                     help="lending positions (JSON lines), loaded before the market data")
@@ -357,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure throughput and latency")
     bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
+    bench.add_argument("--workers", default="1,2",
+                       help="worker processes for the pipeline section, comma-separated counts")
     bench.add_argument("--latency-seconds", type=float, default=10.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
     bench.add_argument("--only", default=None,

@@ -4,11 +4,13 @@ faust's aiokafka driver hard-codes ``fetch_max_wait_ms=1500``: how long the brok
 hold a fetch request when there is nothing (or not enough) to return. Apache Kafka
 answers as soon as any requested partition has data, so the value only matters on idle
 topics. The embedded broker holds the whole request for the full wait whenever one of
-its partitions is empty (DESIGN "embedded broker quirks"; measured by ``liqmon bench
---only pipeline``: 222k events/s with 1,500 ms, 383k with 20 ms), and a worker always
-fetches some idle partitions (changelogs, positions, accounts, control topics). So the
-worker's app uses this transport, which sets the wait from
-:attr:`streams.settings.Settings.fetch_max_wait_ms`.
+its partitions is empty, and a worker always fetches some idle partitions (changelogs,
+positions, accounts, control topics), so records reached the agent in clumps about once
+a second. The worker's app uses this transport, which takes the wait from
+:attr:`streams.settings.Settings.fetch_max_wait_ms` (50 ms on the embedded broker,
+measured with ``liqmon bench``: pipeline 222k events/s at 1,500 ms, 760k–860k at
+20–100 ms. Below about 50 ms that broker spends a whole core answering empty fetches:
+the synthetic six hours then replay 6× slower, so 50 ms it is).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     replay_metrics_port: int = Field(default=9466, ge=0)
     data_dir: Path | None = None
     rebalance_timeout_s: float | None = None
-    #: How long the broker may hold a worker's fetch (None: 20 ms embedded, 1,500 ms Kafka).
+    #: How long the broker may hold a worker's fetch (None: 50 ms embedded, 1,500 ms Kafka).
     fetch_max_wait_ms: int | None = Field(default=None, ge=0)
     webhook_url: str | None = None
     alertmanager_url: str | None = None
