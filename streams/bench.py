@@ -46,6 +46,7 @@ from monitor.config import EngineConfig
 from monitor.ingest import Ingest, Routed
 from replay.replayer import partition_for
 from streams import topics
+from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS
 from streams.broker import EmbeddedBroker, embedded_broker
 from streams.kafka_replay import ensure_topics
 
@@ -283,8 +284,10 @@ async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str,
     cfg = load_config_text(_LATENCY_CONFIG)
     ingest = Ingest(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    # The observer fetches like the worker does (a longer wait would be the reader's own
+    # delay on the embedded broker, which holds a fetch while any partition is empty).
     consumer = AIOKafkaConsumer(topics.ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="latest",
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, fetch_max_wait_ms=EMBEDDED_FETCH_MAX_WAIT_MS)
     await producer.start()
     await consumer.start()
     latencies_ms: list[float] = []
