@@ -215,7 +215,9 @@ class Control:
         )
 
 
-_VALID_KINDS = np.array(sorted(ROW_LENGTHS), dtype=np.int64)
+#: ``_KIND_OK[k]`` is True for a known event kind (kinds are small non-negative ints).
+_KIND_OK = np.zeros(max(ROW_LENGTHS) + 1, dtype=np.bool_)
+_KIND_OK[sorted(ROW_LENGTHS)] = True
 
 
 def _int_column(obj: dict[str, Any], name: str, n: int | None) -> NDArray[np.int64]:
@@ -269,7 +271,9 @@ def decode_record(value: bytes) -> Batch | Control:
         sources.append((s[0], s[1], s[2]))
     kind = _int_column(obj, "k", None)
     n = int(kind.shape[0])
-    if kind.ndim != 1 or not np.isin(kind, _VALID_KINDS).all():
+    if kind.ndim != 1 or (n and (
+        int(kind.min()) < 0 or int(kind.max()) >= len(_KIND_OK) or not _KIND_OK[kind].all()
+    )):
         raise BatchError("invalid_batch", "unknown event kind")
     idx = _int_column(obj, "i", n)
     if n and (idx.min() < 0 or idx.max() >= len(sources)):
