@@ -19,7 +19,8 @@ same ones, id for id: ``book_gap`` when a local book detects a sequence gap, and
 subscribed channel goes silent (silence is only observable live). A ``contract_values``
 frame sets a venue's contract-value table (OKX ``ctVal``) for the frames after it;
 without one, :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES` applies. A ``session``
-frame sets the book throttle the live session ran with; without one, the constructor's.
+frame sets the book throttle and tick lag the live session ran with; without one, the
+constructor's.
 
 Frames a live connector rejects before they have a channel (not JSON, not a frame of the
 venue) are recorded as ``garbage`` frames carrying the bytes, the reason and the detail,
@@ -155,15 +156,21 @@ def garbage_raw(reason: str, detail: str, raw_bytes: bytes) -> dict[str, Any]:
         return {"reason": reason, "detail": detail, "b64": base64.b64encode(raw_bytes).decode("ascii")}
 
 
-def session_raw(book_throttle_ms: int) -> dict[str, Any]:
+def session_raw(book_throttle_ms: int, tick_lag_ms: int | None = None) -> dict[str, Any]:
     """The ``session`` frame of a live session's ingest settings."""
-    return {"book_throttle_ms": book_throttle_ms}
+    raw: dict[str, Any] = {"book_throttle_ms": book_throttle_ms}
+    if tick_lag_ms is not None:
+        raw["tick_lag_ms"] = tick_lag_ms
+    return raw
 
 
 class Ingest:
     """Validates frames and groups their events into batches (deterministically)."""
 
-    def __init__(self, config: EngineConfig, book_throttle_ms: int = DEFAULT_BOOK_THROTTLE_MS) -> None:
+    def __init__(
+        self, config: EngineConfig, book_throttle_ms: int = DEFAULT_BOOK_THROTTLE_MS,
+        tick_lag_ms: int | None = None,
+    ) -> None:
         cfg = config.ingest
         self.max_frame_bytes = cfg.max_frame_bytes
         self.max_future_skew_ms = cfg.max_future_skew_ms
@@ -173,6 +180,8 @@ class Ingest:
         self.batcher = Batcher(cfg.batch_max_events, cfg.batch_max_span_ms)
         self.watermark_ms: int | None = None
         self.tick_interval_ms = cfg.tick_interval_ms
+        #: How far a tick trails receive time (see :meth:`_tick`); the batch span unless set.
+        self.tick_lag_ms = cfg.batch_max_span_ms if tick_lag_ms is None else tick_lag_ms
         self._next_tick_ms: int | None = None
         self.stats = IngestStats()
         self.book_throttle_ms = book_throttle_ms
@@ -265,7 +274,11 @@ class Ingest:
             raise WireError("wrong_type", f"session 'book_throttle_ms' must be an integer, got {throttle!r:.20}")
         if throttle < 0:
             raise WireError("wrong_value", f"session 'book_throttle_ms' must be >= 0, got {throttle}")
+        lag = raw.get("tick_lag_ms", self.tick_lag_ms)
+        if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+            raise WireError("wrong_value", f"session 'tick_lag_ms' must be an integer >= 0, got {lag!r:.20}")
         self.book_throttle_ms = throttle
+        self.tick_lag_ms = lag
         for sync in self.books.values():
             sync.throttle_ms = throttle
 
@@ -382,10 +395,14 @@ class Ingest:
         yield from alerts
 
     def _tick(self, now_ms: int) -> Iterator[Routed]:
-        """Expire old batches and broadcast a tick at (now − span), once per tick interval.
+        """Expire old batches and broadcast a tick at (now − lag), once per tick interval.
 
-        A pure function of the frames' receive times, so the replayer, the inline path and
-        the live feeds emit the same ticks for the same stream.
+        The lag is the batch span by default: in a replay at full speed a sparse asset's
+        batch stays open that long, and closing it earlier would cost records. A live
+        session closes its batches every flush interval anyway and sets a short lag (its
+        ``session`` frame records it), so silent partitions hold the global stage back
+        by seconds, not by the span. A pure function of the frames' receive times, so the
+        replayer, the inline path and the live feeds emit the same ticks for the same stream.
         """
         if self._next_tick_ms is None:
             self._next_tick_ms = now_ms - now_ms % self.tick_interval_ms + self.tick_interval_ms
@@ -393,7 +410,7 @@ class Ingest:
         if now_ms < self._next_tick_ms:
             return
         self._next_tick_ms = now_ms - now_ms % self.tick_interval_ms + self.tick_interval_ms
-        horizon = now_ms - self.batcher.max_span_ms
+        horizon = now_ms - self.tick_lag_ms
         for batch in self.batcher.expire(horizon):
             yield Routed(batch, broadcast=False)
         yield Routed(Batch.tick(horizon), broadcast=True)

@@ -110,6 +110,10 @@ class LiveConfig(_Frozen):
     book_throttle_ms: int = Field(default=100, ge=0)
     #: Close open batches this often (wall time) so a quiet asset's events are not held back.
     flush_interval_s: float = Field(default=0.25, gt=0)
+    #: Ticks trail receive time by this much (an allowance for venue timestamps behind
+    #: receive time): how long a silent partition can hold global-stage alerts back.
+    #: Recorded in the session frame so a replay of the recording ticks the same.
+    tick_lag_ms: int = Field(default=2_000, ge=0)
     #: Watchdog and gauge period.
     watchdog_tick_s: float = Field(default=1.0, gt=0)
     #: Seed of the backoff jitter (deterministic tests).

@@ -5,7 +5,7 @@ synchronous step, in arrival order, with the same receive time, so a recording r
 through the replayer to the same books, events and alerts. REST snapshots, connection
 drops (``book_reset``), silent channels (``feed_status``), frames rejected before routing
 (``garbage``: their bytes, reason and detail, so a replay gives the same dead letters),
-and, once at the start, the session's ingest settings (``session``: the book throttle)
+and, once at the start, the session's ingest settings (``session``: the book throttle and tick lag)
 and the contract-value tables (``contract_values``) are frames too, for the same reason.
 
 Feed alerts come out of Ingest, as in a replay: ``book_gap`` when a book detects a
@@ -119,7 +119,8 @@ class LiveRunner:
         self.recorder = recorder
         self.metrics = metrics
         self.clock: Clock = clock or SystemClock()
-        self.ingest = Ingest(engine_config, book_throttle_ms=live_config.book_throttle_ms)
+        self.ingest = Ingest(engine_config, book_throttle_ms=live_config.book_throttle_ms,
+                             tick_lag_ms=live_config.tick_lag_ms)
         self.stats = LiveStats()
         self.adapters: dict[str, VenueAdapter] = {}
         self.connections: list[FeedConnection] = []
@@ -262,7 +263,7 @@ class LiveRunner:
 
     def _announce_session(self) -> None:
         """Feed (and record) the ingest settings a replay needs to match this session."""
-        raw = session_raw(self.live.book_throttle_ms)
+        raw = session_raw(self.live.book_throttle_ms, self.live.tick_lag_ms)
         self.on_frame(SESSION_VENUE, SESSION_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
 
     def _announce_contract_values(self) -> None:

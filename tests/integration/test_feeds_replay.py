@@ -147,7 +147,8 @@ def test_live_session_raised_gap_and_stale_and_recorded_its_status(recorded: tup
     lines = [x for x in iter_capture(path) if isinstance(x, CaptureLine)]
     channels = [x.channel for x in lines]
     assert channels[:2] == [SESSION_CHANNEL, CONTRACT_VALUES_CHANNEL]
-    assert (lines[0].venue, lines[0].raw) == (SESSION_VENUE, {"book_throttle_ms": THROTTLE_MS})
+    assert (lines[0].venue, lines[0].raw) == (
+        SESSION_VENUE, {"book_throttle_ms": THROTTLE_MS, "tick_lag_ms": LiveConfig().tick_lag_ms})
     assert channels.count(FEED_STATUS_CHANNEL) == kinds.count("feed_stale")
     garbage = [x.raw for x in lines if x.channel == GARBAGE_CHANNEL]
     assert [(g["reason"], g.get("text")) for g in garbage] == [

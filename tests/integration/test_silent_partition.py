@@ -46,6 +46,7 @@ from replay.replayer import partition_for
 from streams import topics
 from streams.broker import embedded_broker, free_port
 from streams.cli import worker_process
+from streams.feeds.config import LiveConfig
 from streams.kafka_replay import ensure_topics
 from tests.integration.test_feeds_harness import HOST, Conn, WsServer, ws_server
 
@@ -73,10 +74,11 @@ PIPELINE_SLACK_S = 8.0
 
 
 def alert_deadline_s(config: EngineConfig) -> float:
-    """Move → alert bound: a tick's horizon trails receive time by the batch span, ticks
-    come once per tick interval, plus the pipeline slack."""
-    ingest = config.ingest
-    return (ingest.batch_max_span_ms + ingest.tick_interval_ms) / 1000.0 + PIPELINE_SLACK_S
+    """Move → alert bound: a live tick's horizon trails receive time by the live tick lag
+    (not the replay batch span), ticks come once per tick interval, plus the pipeline slack."""
+    lag_ms = LiveConfig().tick_lag_ms
+    assert lag_ms < config.ingest.batch_max_span_ms
+    return (lag_ms + config.ingest.tick_interval_ms) / 1000.0 + PIPELINE_SLACK_S
 
 
 def now_ms() -> int:

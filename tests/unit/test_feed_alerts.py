@@ -308,6 +308,9 @@ def test_session_frame_sets_the_book_throttle() -> None:
         ({"book_throttle_ms": 2.5}, "wrong_type"),
         ({"book_throttle_ms": True}, "wrong_type"),
         ({"book_throttle_ms": -1}, "wrong_value"),
+        ({"book_throttle_ms": 250, "tick_lag_ms": -5}, "wrong_value"),
+        ({"book_throttle_ms": 250, "tick_lag_ms": "2s"}, "wrong_value"),
+        ({"book_throttle_ms": 250, "tick_lag_ms": True}, "wrong_value"),
     ],
 )
 def test_bad_session_frame_is_dead_lettered_and_changes_nothing(raw: Any, reason: str) -> None:
@@ -315,6 +318,35 @@ def test_bad_session_frame_is_dead_lettered_and_changes_nothing(raw: Any, reason
     (out,) = feed(ingest, SESSION_VENUE, SESSION_CHANNEL, raw, T0)
     assert isinstance(out, DeadLetter) and out.reason == reason
     assert ingest.book_throttle_ms == 40
+    assert ingest.tick_lag_ms == EngineConfig().ingest.batch_max_span_ms
+
+
+def ticks_after(ingest: Ingest, seconds: int) -> list[int]:
+    """Tick times while one USDe quote a second arrives for ``seconds`` seconds."""
+    out: list[int] = []
+    for i in range(seconds):
+        ts = T0 + i * 1_000
+        raw = {"u": i, "s": "USDEUSDT", "b": "0.9999", "B": "10", "a": "1.0001", "A": "10"}
+        for item in ingest.feed("binance-spot", "usdeusdt@bookTicker", raw, ts, orjson.dumps(raw)):
+            if isinstance(item, Routed) and item.batch.tick_ms is not None:
+                out.append(item.batch.tick_ms)
+    return out
+
+
+def test_session_frame_sets_how_far_ticks_trail_receive_time() -> None:
+    span_ms = EngineConfig().ingest.batch_max_span_ms
+    default = ticks_after(Ingest(EngineConfig()), 30)
+    assert default and all(t == T0 + (i + 1) * 1_000 - span_ms for i, t in enumerate(default))
+    live = Ingest(EngineConfig())
+    assert feed(live, SESSION_VENUE, SESSION_CHANNEL, session_raw(100, 2_000), T0 - 1) == []
+    lagged = ticks_after(live, 30)
+    assert lagged == [T0 + (i + 1) * 1_000 - 2_000 for i in range(29)]
+    # Whatever the lag, no batch stays open with events older than the tick.
+    for ingest in (Ingest(EngineConfig(), tick_lag_ms=2_000), Ingest(EngineConfig())):
+        ticks_after(ingest, 30)
+        horizon = T0 + 29_000 - ingest.tick_lag_ms
+        assert all(b.first_ts_ms >= horizon for b in ingest.batcher.flush())
+    assert session_raw(100) == {"book_throttle_ms": 100}  # older sessions: no lag recorded
 
 
 def test_replay_applies_the_session_frame_before_from(tmp_path: Path) -> None:
