@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,18 @@ batch_max_span_ms = 10
 """
 
 
+async def collect_alerts(
+    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_alert: Callable[[float, dict[str, Any]], None]
+) -> None:
+    """Hand every alert record to ``on_alert`` with the wall time (ms) it was read, until ``stop``."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=100)
+        read_ms = time.time() * 1000
+        for records in batches.values():
+            for rec in records:
+                on_alert(read_ms, orjson.loads(rec.value))
+
+
 async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     from monitor.config import load_config_text
 
@@ -293,21 +305,15 @@ async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str,
     latencies_ms: list[float] = []
     stop = asyncio.Event()
 
-    async def collect() -> None:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100)
-            now_ms = time.time() * 1000
-            for records in batches.values():
-                for rec in records:
-                    alert = orjson.loads(rec.value)
-                    latencies_ms.append(now_ms - alert["ts_ms"])
+    def on_alert(read_ms: float, alert: dict[str, Any]) -> None:
+        latencies_ms.append(read_ms - alert["ts_ms"])
 
     async def send(item: Routed) -> None:
         parts = range(PARTITIONS) if item.broadcast else (partition_for(item.batch.asset, PARTITIONS),)
         for part in parts:
             await producer.send(topics.MARKET, item.batch.encode(), key=item.batch.asset.encode(), partition=part)
 
-    collector = asyncio.create_task(collect())
+    collector = asyncio.create_task(collect_alerts(consumer, stop, on_alert))
     await asyncio.sleep(1.0)  # consumer positioned at the end
     try:
         tick_s = 0.01

@@ -57,6 +57,7 @@ from streams.bench import (
     _start_worker,
     _stop,
     _worker_env,
+    collect_alerts,
 )
 from streams.broker import embedded_broker, free_port
 from streams.kafka_replay import ensure_topics
@@ -212,15 +213,19 @@ class _Venue:
         }
 
 
+async def start_loopback_app(app: web.Application, **runner_options: Any) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 at a free port; the caller cleans the runner up."""
+    runner = web.AppRunner(app, **runner_options)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, 0).start()
+    return runner, int(runner.addresses[0][1])
+
+
 async def _serve(rate_fps: float, seconds: float, conn: Connection) -> None:
     venue = _Venue(rate_fps, seconds)
     app = web.Application()
     app.router.add_get("/api/v3/depth", venue.rest_depth)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    rest_port = runner.addresses[0][1]
+    runner, rest_port = await start_loopback_app(app, access_log=None)
     loop = asyncio.get_running_loop()
     async with serve(venue.handler, HOST, 0, compression=None) as server:
         ws_port = next(iter(server.sockets)).getsockname()[1]
@@ -309,14 +314,6 @@ async def _drive(
                                 enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
 
-    async def collect() -> None:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100)
-            now_ms = time.time() * 1000
-            for records in batches.values():
-                for rec in records:
-                    alerts.append((now_ms, orjson.loads(rec.value)))
-
     async def scrape() -> None:
         url = f"http://{HOST}:{metrics_port}/metrics"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -326,7 +323,8 @@ async def _drive(
                     samples.append((time.time(), value))
                 await asyncio.sleep(0.25)
 
-    tasks = [asyncio.ensure_future(collect()), asyncio.ensure_future(scrape())]
+    tasks = [asyncio.ensure_future(collect_alerts(consumer, stop, lambda t, a: alerts.append((t, a)))),
+             asyncio.ensure_future(scrape())]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
     env.update({"LIQMON_KAFKA_BOOTSTRAP": bootstrap, "LIQMON_BROKER_KIND": "tansu",
                 "LIQMON_PARTITIONS": str(PARTITIONS), "LIQMON_LIVE_METRICS_PORT": "0"})

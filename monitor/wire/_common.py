@@ -97,6 +97,32 @@ def timestamp_ms(value: Any, name: str, recv_ts_ms: int, max_future_skew_ms: int
     return value
 
 
+def side_sign(obj: Mapping[str, Any], name: str, plus: str, minus: str, reason: str = "wrong_value") -> float:
+    """+1.0 when ``obj[name]`` is ``plus``, −1.0 when it is ``minus``; anything else is an error."""
+    side = field(obj, name)
+    if side == plus:
+        return 1.0
+    if side == minus:
+        return -1.0
+    raise WireError(reason, f"field '{name}' must be {plus} or {minus}, got {side!r:.20}")
+
+
+def print_fields(
+    item: Mapping[str, Any], side: tuple[str, str, str], price: str, qty: str, ts: str,
+    recv_ts_ms: int, max_future_skew_ms: int,
+) -> tuple[float, float, float, int]:
+    """A trade or liquidation print's (side sign, price, quantity, ts_ms).
+
+    ``side`` is (field, value for +1, value for −1); the other arguments name the fields.
+    """
+    return (
+        side_sign(item, *side),
+        positive_price(field(item, price), price),
+        non_negative(field(item, qty), qty),
+        timestamp_ms(field(item, ts), ts, recv_ts_ms, max_future_skew_ms),
+    )
+
+
 _QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
 
 

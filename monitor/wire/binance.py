@@ -26,6 +26,7 @@ from monitor.wire._common import (
     field,
     non_negative,
     positive_price,
+    side_sign,
     split_symbol,
     timestamp_ms,
 )
@@ -130,16 +131,14 @@ def parse_force_order(
     if not isinstance(order, dict):
         raise WireError("wrong_type", "field 'o' must be an object")
     symbol = text_field(order, "s")
-    side = field(order, "S")
-    if side not in ("SELL", "BUY"):
-        raise WireError("wrong_value", f"field 'S' must be SELL or BUY, got {side!r:.20}")
+    # A SELL order closes a long: the long side was liquidated (+1).
+    long_liquidated = side_sign(order, "S", "SELL", "BUY")
     filled = non_negative(order.get("z", 0), "z")
     qty = filled if filled > 0.0 else non_negative(field(order, "q"), "q")
     avg = non_negative(order.get("ap", 0), "ap")
     price = avg if avg > 0.0 else positive_price(field(order, "p"), "p")
     ts = timestamp_ms(field(order, "T"), "T", recv_ts_ms, max_future_skew_ms)
     base, quote = split_symbol(symbol, aliases)
-    long_liquidated = 1.0 if side == "SELL" else -1.0
     return MarketEvent(
         KIND_LIQUIDATION, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
         long_liquidated, price * qty,

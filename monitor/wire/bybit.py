@@ -14,8 +14,7 @@ from monitor.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_BYBIT, BookFra
 from monitor.wire._common import (
     WireError,
     field,
-    non_negative,
-    positive_price,
+    print_fields,
     split_symbol,
     timestamp_ms,
 )
@@ -70,14 +69,9 @@ def _print(
     Returns (symbol, base, quote, +1.0 for ``S = Buy`` / −1.0 for ``Sell``, price, qty, ts_ms).
     """
     symbol = text_field(item, "s")
-    side = field(item, "S")
-    if side not in ("Buy", "Sell"):
-        raise WireError("wrong_value", f"field 'S' must be Buy or Sell, got {side!r:.20}")
-    price = positive_price(field(item, "p"), "p")
-    qty = non_negative(field(item, "v"), "v")
-    ts = timestamp_ms(field(item, "T"), "T", recv_ts_ms, max_future_skew_ms)
+    sign, price, qty, ts = print_fields(item, ("S", "Buy", "Sell"), "p", "v", "T", recv_ts_ms, max_future_skew_ms)
     base, quote = split_symbol(symbol, aliases)
-    return symbol, base, quote, 1.0 if side == "Buy" else -1.0, price, qty, ts
+    return symbol, base, quote, sign, price, qty, ts
 
 def parse_all_liquidation(
     venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int

@@ -9,7 +9,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from monitor.events import KIND_PRICE, KIND_TRADE, MarketEvent
-from monitor.wire._common import WireError, field, non_negative, positive_price, split_symbol, timestamp_ms
+from monitor.wire._common import (
+    WireError,
+    field,
+    non_negative,
+    positive_price,
+    side_sign,
+    split_symbol,
+    timestamp_ms,
+)
 
 __all__ = ["parse_price", "parse_trade"]
 
@@ -48,9 +56,7 @@ def parse_trade(
     symbol = field(raw, "symbol")
     if not isinstance(symbol, str) or not symbol:
         raise WireError("wrong_type", "field 'symbol' must be a non-empty string")
-    side = field(raw, "side")
-    if side not in ("buy", "sell"):
-        raise WireError("wrong_type", f"field 'side' must be 'buy' or 'sell', got {side!r:.20}")
+    sign = side_sign(raw, "side", "buy", "sell", reason="wrong_type")
     price = positive_price(field(raw, "price"), "price")
     qty = non_negative(field(raw, "amount"), "amount")
     ts = recv_ts_ms
@@ -58,5 +64,5 @@ def parse_trade(
         ts = timestamp_ms(raw["ts_ms"], "ts_ms", recv_ts_ms, max_future_skew_ms)
     base, quote = split_symbol(symbol, aliases)
     return MarketEvent(
-        KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty, 1.0 if side == "buy" else -1.0, 0.0
+        KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty, sign, 0.0
     )

@@ -15,8 +15,7 @@ from monitor.orderbook import ACTION_SNAPSHOT, RULE_SNAPSHOTS, BookFrame
 from monitor.wire._common import (
     WireError,
     field,
-    non_negative,
-    positive_price,
+    print_fields,
     split_symbol,
     timestamp_ms,
 )
@@ -76,15 +75,11 @@ def parse_trades(
     out: list[MarketEvent] = []
     for item in data:
         coin = text_field(item, "coin")
-        side = field(item, "side")
-        if side not in ("B", "A"):
-            raise WireError("wrong_value", f"field 'side' must be B or A, got {side!r:.10}")
-        price = positive_price(field(item, "px"), "px")
-        qty = non_negative(field(item, "sz"), "sz")
-        ts = timestamp_ms(field(item, "time"), "time", recv_ts_ms, max_future_skew_ms)
+        sign, price, qty, ts = print_fields(
+            item, ("side", "B", "A"), "px", "sz", "time", recv_ts_ms, max_future_skew_ms)
         base, quote = coin_pair(coin, aliases)
         out.append(MarketEvent(
             KIND_TRADE, venue, coin, base, quote, ts, recv_ts_ms, price, qty,
-            1.0 if side == "B" else -1.0, 0.0,
+            sign, 0.0,
         ))
     return out

@@ -23,6 +23,7 @@ from monitor.engine import Engine
 from monitor.events import MarketEvent
 from monitor.ingest import DeadLetter, Routed
 from monitor.metrics import Metrics
+from streams.bench_e2e import start_loopback_app
 from streams.feeds.base import BackoffPolicy
 from streams.feeds.config import LiveConfig, VenueFeed
 from streams.feeds.runner import LiveRunner, Recorder
@@ -155,11 +156,7 @@ async def rest_server(snapshots: dict[str, list[dict[str, Any]]]) -> AsyncIterat
     app = web.Application()
     app.router.add_get("/api/v3/depth", server.depth)
     app.router.add_get("/fapi/v1/depth", server.depth)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
+    runner, server.port = await start_loopback_app(app)
     try:
         yield server
     finally:

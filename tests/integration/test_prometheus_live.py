@@ -54,6 +54,7 @@ from websockets.exceptions import ConnectionClosed
 
 from replay.scenario import generate
 from replay.scenario.config import hhmm
+from streams.bench_e2e import start_loopback_app
 from streams.broker import embedded_broker, free_port
 from streams.kafka_replay import ensure_topics
 
@@ -171,11 +172,7 @@ class FakeBinance:
         self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_get("/api/v3/depth", self._depth)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, HOST, 0)
-        await site.start()
-        self.rest_port = runner.addresses[0][1]
+        runner, self.rest_port = await start_loopback_app(app)
         async with serve(self._ws, HOST, 0, compression=None) as server:
             self.ws_port = next(iter(server.sockets)).getsockname()[1]
             self.ready.set()

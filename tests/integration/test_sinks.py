@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from streams.bench_e2e import start_loopback_app
 from streams.sinks import (
     ALERT_ID_HEADER,
     Alert,
@@ -71,13 +72,9 @@ class Receiver:
 async def serve(receiver: Receiver) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/{tail:.*}", receiver.handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+    runner, port = await start_loopback_app(app, shutdown_timeout=1.0)
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         receiver.release.set()
         await runner.cleanup()
