@@ -28,12 +28,12 @@ from monitor.events import (
     KIND_TRADE,
 )
 from monitor.liquidity import BookState, LiquidityMonitor
-from monitor.peg import AssetPeg, PegRules, weighted_median
+from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median
 from monitor.signals import PartitionClock, Signal
 
 __all__ = ["BatchResult", "Engine", "venue_key"]
 
-#: Kinds the vectorised calm-peg path handles (a batch of only these skips the row loop).
+#: Kinds the vectorised price path handles (a batch of only these skips the row loop).
 _PRICE_KINDS = np.array([KIND_QUOTE, KIND_PRICE], dtype=np.int64)
 #: Smallest batch worth the vectorised path (measured: numpy's per-call cost dominates below).
 _MIN_VECTOR_EVENTS = 24
@@ -222,9 +222,9 @@ class Engine:
             elif px > ext[3]:
                 ext[2], ext[3] = t, px
 
-        fast = self._calm_prices(batch, quote_usd, peg)
+        fast = self._vector_prices(batch, quote_usd, peg)
         if fast is not None:
-            # Vectorised path (only quotes/prices, all calm): same state as the row loop.
+            # Vectorised path (only quotes/prices, no peg level change): same state as the row loop.
             src, ts_arr, px_arr, depth_arr = fast
             last_of = np.full(len(sources), -1, dtype=np.int64)
             np.maximum.at(last_of, src, np.arange(len(src), dtype=np.int64))
@@ -408,14 +408,14 @@ class Engine:
         if net_sell:
             sig.append(clock.stamp(max_ts, asset, "flow", {"net_sell_usd": round(net_sell, 2)}))
 
-    def _calm_prices(
+    def _vector_prices(
         self, batch: Batch, quote_usd: list[float | None], peg: AssetPeg | None
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]] | None:
         """(src, ts_ms, price_usd, depth_usd) when the batch can skip the row loop, else None.
 
         Possible when every event is a quote or a price with a USD-priced quote currency,
         and — for a peg asset — the peg monitor applied the whole batch at once
-        (:meth:`monitor.peg.AssetPeg.try_calm_batch`, exactly the per-event result).
+        (:meth:`monitor.peg.AssetPeg.try_batch`, exactly the per-event result).
         """
         if len(batch) < _MIN_VECTOR_EVENTS or None in quote_usd:
             return None  # numpy's fixed cost per call beats the row loop on tiny batches
@@ -430,7 +430,7 @@ class Engine:
         price = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, f[:, 0]) * q
         depth = np.where(is_quote, f[:, 0] * f[:, 2] + f[:, 1] * f[:, 3], f[:, 1]) * q
         venues = [s[0] for s in batch.sources]
-        if peg is not None and not peg.try_calm_batch(venues, cols.src, cols.ts_ms, price, depth):
+        if peg is not None and not peg.try_batch(PriceColumns(venues, cols.src, cols.ts_ms, price, depth)):
             return None
         return cols.src, cols.ts_ms, price, depth
 

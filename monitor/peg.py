@@ -14,6 +14,7 @@ only after |deviation| has stayed below ``threshold × (1 − hysteresis_ratio)`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,16 @@ from numpy.typing import NDArray
 from monitor.alerts import Alert, make_alert
 from monitor.config import SEVERITIES, PegConfig, Severity, SignalsConfig
 
-__all__ = ["INDEX_VENUE", "AssetPeg", "PegRules", "PegTracker", "deviation_bps", "weighted_median"]
+__all__ = [
+    "INDEX_VENUE",
+    "AssetPeg",
+    "PegRules",
+    "PegTracker",
+    "PriceColumns",
+    "deviation_bps",
+    "weighted_median",
+    "weighted_median_rows",
+]
 
 #: Venue label of the consolidated index.
 INDEX_VENUE = "index"
@@ -43,16 +53,64 @@ def weighted_median(values: list[float], weights: list[float]) -> float:
     if len(values) == 1:
         return values[0]
     pairs = sorted(zip(values, weights, strict=True))
-    total = sum(w for _, w in pairs)
-    half = total / 2.0
-    acc = 0.0
-    for i, (v, w) in enumerate(pairs):
-        acc += w
+    # Left-to-right running sums (the total is the last one): the vectorised path
+    # (:func:`weighted_median_rows`) adds in the same order and gets the same floats.
+    running = list(accumulate(w for _, w in pairs))
+    half = running[-1] / 2.0
+    for i, acc in enumerate(running):
         if acc > half:
-            return v
+            return pairs[i][0]
         if acc == half:
-            return (v + pairs[i + 1][0]) / 2.0
+            return (pairs[i][0] + pairs[i + 1][0]) / 2.0
     return pairs[-1][0]
+
+
+def weighted_median_rows(
+    values: NDArray[np.float64], weights: NDArray[np.float64], mask: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """:func:`weighted_median` of each row's masked entries (RISK_MODEL §1), vectorised.
+
+    Same order (value, then weight), same left-to-right sums, same tie rule, so each row
+    gives exactly the float :func:`weighted_median` gives. Weights must be positive.
+    Returns (medians, ok); ``ok`` is False for a row with no masked entry.
+    """
+    n, width = values.shape
+    v = np.where(mask, values, np.inf)  # unmasked entries sort last and weigh nothing
+    w = np.where(mask, weights, 0.0)
+    order = np.lexsort((w, v), axis=1)
+    sv = np.take_along_axis(v, order, axis=1)
+    running = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+    half = running[:, -1] / 2.0
+    j = np.argmax(running >= half[:, None], axis=1)
+    rows = np.arange(n)
+    at_j = sv[rows, j]
+    after_j = sv[rows, np.minimum(j + 1, width - 1)]
+    with np.errstate(invalid="ignore"):
+        med = np.where(running[rows, j] > half, at_j, (at_j + after_j) / 2.0)
+    ok: NDArray[np.bool_] = np.asarray(mask.any(axis=1), dtype=np.bool_)
+    return med, ok
+
+
+def _held(cond: NDArray[np.bool_], ts_ms: NDArray[np.int64], since_ms: int | None) -> tuple[int | None, int | None]:
+    """A "held since" timer of :class:`PegTracker` run over a batch of events.
+
+    The timer starts at the first event of a run where ``cond`` holds (a run open at the
+    batch's start carries ``since_ms``) and resets where it fails. Returns (longest, since
+    after the last event): ``longest`` is the largest ``ts − since`` at an event where
+    ``cond`` holds (None if it never does) — what update() compares with a duration.
+    """
+    hits = np.flatnonzero(cond)
+    if not len(hits):
+        return None, None
+    n = len(cond)
+    opens = cond.copy()
+    opens[1:] &= ~cond[:-1]
+    run_start = np.maximum.accumulate(np.where(opens, np.arange(n), 0))
+    since = ts_ms[run_start]
+    if since_ms is not None and bool(cond[0]):
+        since = np.where(run_start == 0, since_ms, since)
+    longest = int((ts_ms[hits] - since[hits]).max())
+    return longest, int(since[-1]) if bool(cond[-1]) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +142,28 @@ class PegRules:
             default_depth_usd=cfg.default_depth_usd,
             ref_exit_factor=1.0 + cfg.hysteresis_ratio,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PriceColumns:
+    """A batch of one asset's USD prices as columns: ``venues[src[k]]`` priced event k."""
+
+    venues: list[str]
+    src: NDArray[np.int64]
+    ts_ms: NDArray[np.int64]
+    price_usd: NDArray[np.float64]
+    depth_usd: NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class _SteadyPlan:
+    """A tracker's timers and last values after a batch that changed no level."""
+
+    above_since_ms: list[int | None]
+    below_since_ms: int | None
+    peak_abs_bps: float
+    last_dev_bps: float
+    last_ts_ms: int
 
 
 @dataclass(slots=True)
@@ -160,6 +240,41 @@ class PegTracker:
         else:
             self.below_since_ms = None
         return None
+
+    def plan_steady(
+        self, ts_ms: NDArray[np.int64], dev_bps: NDArray[np.float64], rules: PegRules
+    ) -> _SteadyPlan | None:
+        """The state after :meth:`update` on each (ts, deviation) in turn, if no level changes.
+
+        None when some event might change the level (an escalation or de-escalation
+        timer could reach its duration): then the events must go one by one. Changes
+        nothing; :meth:`apply` installs the plan.
+        """
+        mag = np.abs(dev_bps)
+        level = self.level
+        above: list[int | None] = []
+        # Thresholds strictly increase (PegConfig), so band i's timer is held exactly
+        # while |deviation| ≥ threshold i, as in update().
+        for i, threshold in enumerate(rules.thresholds_bps):
+            longest, since = _held(mag >= threshold, ts_ms, self.above_since_ms[i])
+            if i >= level and longest is not None and longest >= rules.min_durations_ms[i]:
+                return None
+            above.append(since)
+        below = self.below_since_ms
+        peak = self.peak_abs_bps
+        if level:
+            longest, below = _held(mag < rules.exit_bps[level - 1], ts_ms, self.below_since_ms)
+            if longest is not None and longest >= rules.clear_duration_ms:
+                return None
+            peak = max(peak, float(mag.max()))
+        return _SteadyPlan(above, below, peak, float(dev_bps[-1]), int(ts_ms[-1]))
+
+    def apply(self, plan: _SteadyPlan) -> None:
+        self.above_since_ms = plan.above_since_ms
+        self.below_since_ms = plan.below_since_ms
+        self.peak_abs_bps = plan.peak_abs_bps
+        self.last_dev_bps = plan.last_dev_bps
+        self.last_ts_ms = plan.last_ts_ms
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -269,30 +384,35 @@ class AssetPeg:
         if self.elevated or self.venue_local:
             self._check_venue_local(ts_ms, out)
 
-    def try_calm_batch(
-        self,
-        venues: list[str],
-        src: NDArray[np.int64],
-        ts_ms: NDArray[np.int64],
-        price_usd: NDArray[np.float64],
-        depth_usd: NDArray[np.float64],
-    ) -> bool:
-        """Apply a whole batch at once when every price is inside the first band.
+    def try_batch(self, batch: PriceColumns) -> bool:
+        """Apply a whole batch of USD prices at once; exactly the per-event result.
 
-        Exactly equivalent to feeding the events one by one through :meth:`on_price`
-        when no tracker has anything pending: then no event can change a level, and only
-        the last price, depth and deviation of each venue (and of the index) survive.
-        Returns False, changing nothing, when the batch needs the per-event path.
+        Two vectorised cases, both exactly
+        equivalent to feeding the events one by one through :meth:`on_price`:
+
+        - *calm*: every price inside the first band and no tracker has anything pending,
+          so no event can change a level and only the last price, depth and deviation of
+          each venue (and of the index) survive;
+        - *steady* (:meth:`_try_steady`): some venue is out of its band, but no timer can
+          reach its duration within the batch and no venue-local state can flip.
+
+        Returns False, changing nothing, when the batch needs the per-event path (a
+        level or venue-local change inside it, or a venue seen for the first time: the
+        first price of a venue creates its state, and maybe the index's, in event order).
         """
         rules = self.rules
+        venues, src, ts_ms, price_usd, depth_usd = (
+            batch.venues, batch.src, batch.ts_ms, batch.price_usd, batch.depth_usd
+        )
         if not len(src):
             return True
+        if any(venue not in self.prices for venue in venues):
+            return False  # a new venue: on_price creates its state (and the index's) in order
         dev = (price_usd / rules.peg_usd - 1.0) * 10_000.0
-        if float(np.abs(dev).max()) >= rules.thresholds_bps[0]:
-            return False
-        for tracker in self.trackers.values():
-            if tracker.level or tracker.above_since_ms[0] is not None:
-                return False
+        if float(np.abs(dev).max()) >= rules.thresholds_bps[0] or any(
+            tracker.level or tracker.above_since_ms[0] is not None for tracker in self.trackers.values()
+        ):
+            return self._try_steady(batch, dev)
         # Last event of each venue (several symbols may quote one venue).
         last_row: dict[str, int] = {}
         last_depth_row: dict[str, int] = {}
@@ -309,16 +429,12 @@ class AssetPeg:
         for venue in sorted(last_row, key=last_row.__getitem__):
             row = last_row[venue]
             ts = int(ts_ms[row])
-            vp = self.prices.get(venue)
+            vp = self.prices[venue]
             depth_row = last_depth_row.get(venue)
-            if vp is None:
-                depth = float(depth_usd[depth_row]) if depth_row is not None else rules.default_depth_usd
-                self.prices[venue] = VenuePrice(float(price_usd[row]), depth, ts)
-            else:
-                vp.price_usd = float(price_usd[row])
-                if depth_row is not None:
-                    vp.depth_usd = float(depth_usd[depth_row])
-                vp.ts_ms = ts
+            vp.price_usd = float(price_usd[row])
+            if depth_row is not None:
+                vp.depth_usd = float(depth_usd[depth_row])
+            vp.ts_ms = ts
             tracker = self._tracker(venue)
             tracker.last_dev_bps = float(dev[row])
             tracker.last_ts_ms = ts
@@ -329,6 +445,108 @@ class AssetPeg:
                 idx_tracker = self._tracker(INDEX_VENUE)
                 idx_tracker.last_dev_bps = (index[0] / rules.peg_usd - 1.0) * 10_000.0
                 idx_tracker.last_ts_ms = ts_last
+        return True
+
+    def _try_steady(self, batch: PriceColumns, dev_bps: NDArray[np.float64]) -> bool:
+        """The steady case of :meth:`try_batch`: out of band, but no state flips.
+
+        Rebuilds, for every event k, what :meth:`on_price` would see after it: each
+        venue's latest price, depth and time (forward-filled columns), hence the index
+        (:func:`weighted_median_rows` over the fresh venues) and each venue-local
+        reference. Then every tracker is planned (:meth:`PegTracker.plan_steady`) and
+        every venue-local test re-run per event; any possible change → False.
+        """
+        rules = self.rules
+        venues, src, ts_ms, price_usd, depth_usd = (
+            batch.venues, batch.src, batch.ts_ms, batch.price_usd, batch.depth_usd
+        )
+        names = list(self.prices)
+        column = {venue: c for c, venue in enumerate(names)}
+        if any(venue not in self.trackers for venue in venues):
+            return False
+        n, width = len(src), len(names)
+        ev_col = np.array([column[venue] for venue in venues], dtype=np.int64)[src]
+        rows = np.arange(n, dtype=np.int64)
+        hit = ev_col[:, None] == np.arange(width, dtype=np.int64)[None, :]
+        # Row of each column's latest event up to and including event k (-1: none yet).
+        last = np.maximum.accumulate(np.where(hit, rows[:, None], -1), axis=0)
+        last_depth = np.maximum.accumulate(
+            np.where(hit & (depth_usd != 0.0)[:, None], rows[:, None], -1), axis=0
+        )
+        before = list(self.prices.values())
+        px = np.where(last >= 0, price_usd[np.maximum(last, 0)], [vp.price_usd for vp in before])
+        seen = np.where(last >= 0, ts_ms[np.maximum(last, 0)], [vp.ts_ms for vp in before])
+        weight = np.where(
+            last_depth >= 0, depth_usd[np.maximum(last_depth, 0)], [vp.depth_usd for vp in before]
+        )
+        fresh = seen >= (ts_ms - rules.stale_after_ms)[:, None]
+
+        plans: list[tuple[PegTracker, _SteadyPlan]] = []
+        for c, venue in enumerate(names):
+            mine = ev_col == c
+            if not mine.any():
+                continue
+            tracker = self.trackers[venue]
+            plan = tracker.plan_steady(ts_ms[mine], dev_bps[mine], rules)
+            if plan is None:
+                return False
+            plans.append((tracker, plan))
+        new_index: PegTracker | None = None
+        if width > 1:
+            index, ok = weighted_median_rows(px, weight, fresh)
+            if ok.any():
+                idx_tracker = self.trackers.get(INDEX_VENUE)
+                if idx_tracker is None:
+                    idx_tracker = new_index = PegTracker(n_bands=len(rules.thresholds_bps))
+                idx_dev = (index[ok] / rules.peg_usd - 1.0) * 10_000.0
+                plan = idx_tracker.plan_steady(ts_ms[ok], idx_dev, rules)
+                if plan is None:
+                    return False
+                plans.append((idx_tracker, plan))
+        if (self.elevated or self.venue_local) and not self._venue_local_steady(px, weight, fresh, ts_ms, column):
+            return False
+
+        for c, vp in enumerate(before):
+            if last[-1, c] >= 0:
+                vp.price_usd = float(px[-1, c])
+                vp.depth_usd = float(weight[-1, c])
+                vp.ts_ms = int(seen[-1, c])
+        if new_index is not None:
+            self.trackers[INDEX_VENUE] = new_index
+        for tracker, plan in plans:
+            tracker.apply(plan)
+        return True
+
+    def _venue_local_steady(
+        self,
+        px: NDArray[np.float64],
+        weight: NDArray[np.float64],
+        fresh: NDArray[np.bool_],
+        ts_ms: NDArray[np.int64],
+        column: dict[str, int],
+    ) -> bool:
+        """True when :meth:`_check_venue_local` would flip nothing at any event (levels fixed)."""
+        rules = self.rules
+        others = np.ones(fresh.shape[1], dtype=np.bool_)
+        for venue, tracker in self.trackers.items():
+            if venue == INDEX_VENUE:
+                continue
+            active_level = self.venue_local.get(venue, 0)
+            if tracker.level < rules.venue_local_level:
+                if active_level:
+                    return False  # no reference at this level: the episode ends
+                continue
+            others[:] = True
+            others[column[venue]] = False
+            ref, ok = weighted_median_rows(px, weight, fresh & others)
+            ref_dev = (ref / rules.peg_usd - 1.0) * 10_000.0
+            limit = rules.normal_band_bps * (rules.ref_exit_factor if active_level else 1.0)
+            with np.errstate(invalid="ignore"):
+                is_local = ok & (np.abs(ref_dev) < limit)
+            if tracker.level > active_level and is_local.any():
+                return False
+            if active_level and not is_local.all():
+                return False
         return True
 
     def _level_alert(
