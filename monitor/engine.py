@@ -26,6 +26,7 @@ from monitor.events import (
     KIND_PRICE,
     KIND_QUOTE,
     KIND_TRADE,
+    ROW_LENGTHS,
 )
 from monitor.liquidity import BookState, LiquidityMonitor
 from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median
@@ -33,8 +34,10 @@ from monitor.signals import PartitionClock, Signal
 
 __all__ = ["BatchResult", "Engine", "venue_key"]
 
-#: Kinds the vectorised price path handles (a batch of only these skips the row loop).
-_PRICE_KINDS = np.array([KIND_QUOTE, KIND_PRICE], dtype=np.int64)
+#: ``_IS_PRICE_KIND[kind]``: the kinds the vectorised price path handles (a batch of only
+#: these skips the row loop). Kinds are validated small non-negative ints.
+_IS_PRICE_KIND = np.zeros(max(ROW_LENGTHS) + 1, dtype=np.bool_)
+_IS_PRICE_KIND[[KIND_QUOTE, KIND_PRICE]] = True
 #: Smallest batch worth the vectorised path (measured: numpy's per-call cost dominates below).
 _MIN_VECTOR_EVENTS = 24
 
@@ -226,19 +229,20 @@ class Engine:
         if fast is not None:
             # Vectorised path (only quotes/prices, no peg level change): same state as the row loop.
             src, ts_arr, px_arr, depth_arr = fast
-            last_of = np.full(len(sources), -1, dtype=np.int64)
-            np.maximum.at(last_of, src, np.arange(len(src), dtype=np.int64))
+            n_rows = len(src)
             for i, n_i in enumerate(np.bincount(src, minlength=len(sources)).tolist()):
+                if not n_i:
+                    continue
                 counts[i] += n_i
-            for i, row_i in enumerate(last_of.tolist()):
-                if row_i >= 0:
-                    last_px[i] = (int(ts_arr[row_i]), float(px_arr[row_i]), float(depth_arr[row_i]))
-                    priced[i] = True
-                    rows_i = np.flatnonzero(src == i)
-                    lo = int(rows_i[np.argmin(px_arr[rows_i])])
-                    hi = int(rows_i[np.argmax(px_arr[rows_i])])
-                    extremes[i] = [int(ts_arr[lo]), float(px_arr[lo]), int(ts_arr[hi]), float(px_arr[hi])]
-            max_ts = int(ts_arr.max()) if len(ts_arr) else 0
+                # Rows of source i (all of them, the common one-source batch, without a scan).
+                rows_i = np.arange(n_rows) if n_i == n_rows else np.flatnonzero(src == i)
+                px_i = px_arr[rows_i]
+                last, lo, hi = int(rows_i[-1]), int(rows_i[np.argmin(px_i)]), int(rows_i[np.argmax(px_i)])
+                last_px[i] = (int(ts_arr[last]), float(px_arr[last]), float(depth_arr[last]))
+                priced[i] = True
+                # argmin/argmax take the first extreme, as the row loop's strict comparisons do.
+                extremes[i] = [int(ts_arr[lo]), float(px_arr[lo]), int(ts_arr[hi]), float(px_arr[hi])]
+            max_ts = int(ts_arr.max()) if n_rows else 0
         else:
             for row in batch.rows:
                 kind, idx, ts = row[0], row[1], row[2]
@@ -422,7 +426,7 @@ class Engine:
         if any(s[0] in self._rate_venues for s in batch.sources):
             return None
         cols = batch.columns()
-        if not np.isin(cols.kind, _PRICE_KINDS).all():
+        if not _IS_PRICE_KIND[cols.kind].all():
             return None
         q = np.asarray(quote_usd, dtype=np.float64)[cols.src]
         f = cols.f

@@ -77,17 +77,31 @@ def weighted_median_rows(
     n, width = values.shape
     v = np.where(mask, values, np.inf)  # unmasked entries sort last and weigh nothing
     w = np.where(mask, weights, 0.0)
-    order = np.lexsort((w, v), axis=1)
-    sv = np.take_along_axis(v, order, axis=1)
-    running = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
-    half = running[:, -1] / 2.0
-    j = np.argmax(running >= half[:, None], axis=1)
-    rows = np.arange(n)
-    at_j = sv[rows, j]
-    after_j = sv[rows, np.minimum(j + 1, width - 1)]
+    base = np.arange(n) * width
+    flat = np.lexsort((w, v), axis=1) + base[:, None]
+    sv = v.ravel()[flat]  # each row sorted by (value, weight)
+    sw = w.ravel()[flat].T.copy()  # one contiguous column per rank (a handful of venues)
+    running = sw[0]
+    runs = [running]
+    for c in range(1, width):
+        running = running + sw[c]  # left to right, as accumulate() adds
+        runs.append(running)
+    half = running / 2.0
+    # First rank whose running weight reaches half (running sums never decrease).
+    j = np.zeros(n, dtype=np.intp)
+    for run in runs[:-1]:
+        j += run < half
+    sv_flat = sv.ravel()
+    at_j = sv_flat[base + j]
+    after_j = sv_flat[base + np.minimum(j + 1, width - 1)]
+    tie = np.zeros(n, dtype=np.bool_)
+    for c, run in enumerate(runs):
+        tie |= (j == c) & (run == half)
     with np.errstate(invalid="ignore"):
-        med = np.where(running[rows, j] > half, at_j, (at_j + after_j) / 2.0)
-    ok: NDArray[np.bool_] = np.asarray(mask.any(axis=1), dtype=np.bool_)
+        med = np.where(tie, (at_j + after_j) / 2.0, at_j)
+    ok = mask[:, 0].copy()
+    for c in range(1, width):
+        ok |= mask[:, c]
     return med, ok
 
 
@@ -99,6 +113,9 @@ def _held(cond: NDArray[np.bool_], ts_ms: NDArray[np.int64], since_ms: int | Non
     after the last event): ``longest`` is the largest ``ts − since`` at an event where
     ``cond`` holds (None if it never does) — what update() compares with a duration.
     """
+    if cond.all():  # one run over the whole batch (the usual case inside a band)
+        since0 = since_ms if since_ms is not None else int(ts_ms[0])
+        return int(ts_ms.max()) - since0, since0
     hits = np.flatnonzero(cond)
     if not len(hits):
         return None, None
@@ -414,19 +431,20 @@ class AssetPeg:
         ):
             return self._try_steady(batch, dev)
         # Last event of each venue (several symbols may quote one venue).
+        # Last row, and last row with a depth, of each source; then of each venue.
+        last_of = np.full(len(venues), -1, dtype=np.int64)
+        np.maximum.at(last_of, src, np.arange(len(src), dtype=np.int64))
+        with_depth = np.flatnonzero(depth_usd != 0.0)
+        last_depth_of = np.full(len(venues), -1, dtype=np.int64)
+        np.maximum.at(last_depth_of, src[with_depth], with_depth)
         last_row: dict[str, int] = {}
         last_depth_row: dict[str, int] = {}
-        nonzero_depth = depth_usd != 0.0
-        for i in np.unique(src).tolist():
-            rows = np.flatnonzero(src == i)
-            venue = venues[i]
-            last = int(rows[-1])
+        for venue, last, last_depth in zip(venues, last_of.tolist(), last_depth_of.tolist(), strict=True):
             if last > last_row.get(venue, -1):
                 last_row[venue] = last
-            with_depth = rows[nonzero_depth[rows]]
-            if len(with_depth) and int(with_depth[-1]) > last_depth_row.get(venue, -1):
-                last_depth_row[venue] = int(with_depth[-1])
-        for venue in sorted(last_row, key=last_row.__getitem__):
+            if last_depth >= 0 and last_depth > last_depth_row.get(venue, -1):
+                last_depth_row[venue] = last_depth
+        for venue in sorted((v for v, row in last_row.items() if row >= 0), key=last_row.__getitem__):
             row = last_row[venue]
             ts = int(ts_ms[row])
             vp = self.prices[venue]

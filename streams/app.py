@@ -127,12 +127,22 @@ class MarketCounters:
         self.records_in = metrics.topic_records_total.labels(topics.MARKET, "in")
         self.records_out = metrics.topic_records_total.labels(topics.ALERTS, "out")
         self._events: dict[str, Any] = {}
+        self._peg: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def events(self, source: str) -> Any:
         counter = self._events.get(source)
         if counter is None:
             counter = self._events[source] = self._metrics.events_total.labels(source)
         return counter
+
+    def peg(self, asset: str, venue: str) -> tuple[Any, Any]:
+        """(deviation, level) gauges of one (asset, venue); these series are never removed."""
+        key = (asset, venue)
+        gauges = self._peg.get(key)
+        if gauges is None:
+            m = self._metrics
+            gauges = self._peg[key] = (m.peg_deviation_bps.labels(asset, venue), m.peg_level.labels(asset, venue))
+        return gauges
 
 
 class PendingSignals:
@@ -379,8 +389,9 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         peg = state.engine.pegs.get(record.asset)
         if peg is not None:
             for venue, tracker in peg.trackers.items():
-                metrics.peg_deviation_bps.labels(record.asset, venue).set(tracker.last_dev_bps)
-                metrics.peg_level.labels(record.asset, venue).set(tracker.level)
+                dev_gauge, level_gauge = counters.peg(record.asset, venue)
+                dev_gauge.set(tracker.last_dev_bps)
+                level_gauge.set(tracker.level)
         now = time.time()
         counters.last_event.set(now)
         if message.timestamp:
