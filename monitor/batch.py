@@ -31,10 +31,25 @@ from numpy.typing import NDArray
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, ROW_LENGTHS, MarketEvent
 
-__all__ = ["WIRE_VERSION", "Batch", "BatchError", "Batcher", "Columns", "Control", "decode_record"]
+__all__ = [
+    "MAX_BATCH_VALUES",
+    "WIRE_VERSION",
+    "Batch",
+    "BatchError",
+    "Batcher",
+    "Columns",
+    "Control",
+    "decode_record",
+]
 
 WIRE_VERSION = 2
 _N_BANDS = 2 * len(BOOK_BANDS_BPS)
+#: Numbers one batch record may carry (8 per event, plus the bands of book events): about
+#: 650 KB of JSON at most, well inside Kafka's default 1 MB message limit whatever the
+#: event mix (4,096 quotes, or about 1,800 book events).
+MAX_BATCH_VALUES = 32_768
+#: Numbers in the largest event row (a book event with its bands).
+_ROW_VALUES_MAX = 8 + _N_BANDS
 
 
 class BatchError(ValueError):
@@ -70,7 +85,7 @@ class Batch:
     side (:func:`decode_record`); ``rows`` and :meth:`columns` give either view.
     """
 
-    __slots__ = ("_cols", "_rows", "_src_index", "asset", "sources", "tick_ms")
+    __slots__ = ("_cols", "_rows", "_src_index", "asset", "n_values", "sources", "tick_ms")
 
     def __init__(
         self,
@@ -84,6 +99,8 @@ class Batch:
         self._rows = rows if rows is not None or columns is not None else []
         self._cols = columns
         self._src_index = {key: i for i, key in enumerate(self.sources)}
+        #: Numbers the batch carries on the wire (:data:`MAX_BATCH_VALUES`), counted by add().
+        self.n_values = 0
         #: Set on a *tick*: no events, only "event time on this stream has reached tick_ms"
         #: (see :class:`monitor.ingest.Ingest`); idle partitions advance their watermark.
         self.tick_ms: int | None = None
@@ -106,6 +123,7 @@ class Batch:
         if ev.bands:
             row.extend(ev.bands)
         self.rows.append(row)
+        self.n_values += len(row)
         self._cols = None
 
     @property
@@ -288,7 +306,8 @@ def decode_record(value: bytes) -> Batch | Control:
 
 
 class Batcher:
-    """Groups events per asset; a batch closes on size or event-time span.
+    """Groups events per asset; a batch closes on size (events, or numbers on the wire:
+    :data:`MAX_BATCH_VALUES`) or event-time span.
 
     ``add`` returns the batches it closed (at most one). ``flush`` closes everything,
     in first-event order, which keeps the output a pure function of the input order.
@@ -309,7 +328,7 @@ class Batcher:
             batch = Batch(asset=ev.base)
             self._open[ev.base] = batch
         batch.add(ev)
-        if len(batch) >= self.max_events:
+        if len(batch) >= self.max_events or batch.n_values > MAX_BATCH_VALUES - _ROW_VALUES_MAX:
             closed.append(self._open.pop(ev.base))
         return closed
 

@@ -101,8 +101,12 @@ class IngestConfig(_Frozen):
     max_future_skew_ms: int = Field(default=60_000, gt=0)
     #: Receive times jumping more than this past the stream's watermark are rejected.
     max_watermark_jump_ms: int = Field(default=6 * 3_600_000, gt=0)
-    #: Events per batch record (the wire unit for market data, DESIGN "Throughput").
-    batch_max_events: int = Field(default=1_024, gt=0, le=10_000)
+    #: Events per batch record (the wire unit for market data, DESIGN "Throughput"); a
+    #: record also closes at monitor.batch.MAX_BATCH_VALUES numbers (about 1,800 book
+    #: events), which keeps it inside Kafka's default message size. The figures behind
+    #: the default are in the README ("Benchmarks"): per-record costs of the worker are
+    #: spread over more events; live feeds close batches on a short linger anyway.
+    batch_max_events: int = Field(default=4_096, gt=0, le=10_000)
     #: Event-time span of one batch record.
     #: (Live publishers also close batches on a short wall-clock linger; in a replay at
     #: full speed this span is what keeps sparse assets from costing one record per event.)

@@ -8,8 +8,8 @@ Sections (``--only`` picks some):
   (a) a bare aiokafka consumer reads and JSON-decodes every record, and (b) a real faust
   worker (subprocess, same code as production) consumes them through the peg engine,
   state table and metrics. Prints events/s for both and the ratio b/a, once per worker
-  count in ``--workers`` (default 1 and 2: the machine's two cores), each on a fresh
-  broker with its own (a).
+  count in ``--workers`` (default 1 and 2: the machine's two cores): the median of
+  ``--repeats`` runs, each on a fresh broker with its own (a).
 - ``latency``: a steady stream at ``--latency-rate`` events/s with wall-clock event
   times, prices crossing peg bands so alerts fire; p50/p99 from an event's ``ts_ms`` to
   the moment its alert is read back from ``alerts.cascade``.
@@ -87,32 +87,38 @@ def _frame(venue: str, symbol: str, mid: float, seq: int) -> tuple[str, str, dic
     return venue, f"{symbol.lower()}@bookTicker", raw
 
 
-async def _produce_batches(bootstrap: str, n_events: int) -> tuple[int, int]:
+def _build_records(n_events: int) -> tuple[list[tuple[int, bytes, bytes | None]], int, float]:
+    """The load as market-topic records (partition, value, key), built once by Ingest.
+
+    Returns the records, the number of events in them and the ingest rate (events/s).
+    """
     ingest = Ingest(EngineConfig())
+    records: list[tuple[int, bytes, bytes | None]] = []
+    started = time.perf_counter()
+    for venue, channel, raw, ts in _frames(n_events, T0_MS, 1_000_000 // PIPELINE_EVENTS_PER_S):
+        for item in ingest.feed(venue, channel, raw, ts, b""):
+            assert isinstance(item, Routed)
+            parts = range(PARTITIONS) if item.broadcast else (partition_for(item.batch.asset, PARTITIONS),)
+            value = item.batch.encode()
+            records.extend((part, value, item.batch.asset.encode()) for part in parts)
+    for routed in ingest.finish():
+        records.append((partition_for(routed.batch.asset, PARTITIONS), routed.batch.encode(), None))
+    return records, ingest.stats.events, ingest.stats.events / (time.perf_counter() - started)
+
+
+async def _produce_records(bootstrap: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
     await producer.start()
-    records = 0
     try:
         pending = []
-        for venue, channel, raw, ts in _frames(n_events, T0_MS, 1_000_000 // PIPELINE_EVENTS_PER_S):
-            for item in ingest.feed(venue, channel, raw, ts, b""):
-                assert isinstance(item, Routed)
-                parts = range(PARTITIONS) if item.broadcast else (partition_for(item.batch.asset, PARTITIONS),)
-                for part in parts:
-                    pending.append(await producer.send(topics.MARKET, item.batch.encode(),
-                                                       key=item.batch.asset.encode(), partition=part))
-                    records += 1
+        for part, value, key in records:
+            pending.append(await producer.send(topics.MARKET, value, key=key, partition=part))
             if len(pending) > 2000:
                 await asyncio.gather(*pending)
                 pending.clear()
-        for routed in ingest.finish():
-            part = partition_for(routed.batch.asset, PARTITIONS)
-            pending.append(await producer.send(topics.MARKET, routed.batch.encode(), partition=part))
-            records += 1
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return records, ingest.stats.events
 
 
 async def _bare_consume(bootstrap: str, n_records: int) -> tuple[int, float]:
@@ -198,19 +204,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _pipeline_phase(n_events: int, workdir: Path, workers: int) -> dict[str, Any]:
-    """One fresh broker: produce, (a) bare consume + decode, (b) ``workers`` faust workers."""
+def _pipeline_run(records: list[tuple[int, bytes, bytes | None]], workdir: Path, workers: int,
+                  rep: int) -> dict[str, Any]:
+    """One fresh broker: the records, (a) bare consume + decode, (b) ``workers`` faust workers."""
     with embedded_broker() as broker:
         asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS))
-        t = time.perf_counter()
-        n_records, n_produced = asyncio.run(_produce_batches(broker.bootstrap, n_events))
-        produce_s = time.perf_counter() - t
-        bare_events, bare_s = asyncio.run(_bare_consume(broker.bootstrap, n_records))
-        run_id = f"bench-pipeline-{workers}"
+        asyncio.run(_produce_records(broker.bootstrap, records))
+        # (a) is a fraction of a second: three reads of the topic, all kept for the median.
+        bare = [asyncio.run(_bare_consume(broker.bootstrap, len(records))) for _ in range(3)]
+        run_id = f"bench-pipeline-{workers}-{rep}"
         asyncio.run(_send_end(broker.bootstrap, run_id))
         # All workers start together: the group's first join gathers them in one
         # generation (DESIGN quirk 1), so the partitions are split before processing.
-        procs = [_start_worker(_worker_env(broker), workdir / f"worker-pipeline-{workers}-{i}.log")
+        procs = [_start_worker(_worker_env(broker), workdir / f"worker-pipeline-{workers}-{rep}-{i}.log")
                  for i in range(workers)]
         try:
             acks = asyncio.run(_wait_acks(broker.bootstrap, run_id, PARTITIONS, timeout_s=900))
@@ -221,34 +227,43 @@ def _pipeline_phase(n_events: int, workdir: Path, workers: int) -> dict[str, Any
     firsts = [float(a["first_wall_s"]) for a in acks if a.get("first_wall_s")]
     span_s = max(float(a["ack_wall_s"]) for a in acks) - min(firsts)
     return {
-        "events": n_produced,
-        "records": n_records,
-        "produce_events_per_s": n_produced / produce_s,
-        "a": bare_events / bare_s,
+        "a": [events / seconds for events, seconds in bare],
         "b": processed / span_s,
         "processed": processed,
         "alerts": sum(int(a["alerts"]) for a in acks),
     }
 
 
-def bench_pipeline(n_events: int, workdir: Path, workers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
-    """(a) and (b) for each worker count; ``b_over_a`` compares within one broker run."""
-    phases = {n: _pipeline_phase(n_events, workdir, n) for n in workers}
-    first = phases[workers[0]]
+def bench_pipeline(n_events: int, workdir: Path, workers: tuple[int, ...] = (1, 2),
+                   repeats: int = 3) -> dict[str, Any]:
+    """(a) and (b) for each worker count, each the median of ``repeats`` runs on fresh brokers.
+
+    One run takes a second or two, so a stall of the shared two cores moves it by tens of
+    per cent; the median of a few runs is the figure ((a) is read three times per broker),
+    the runs are printed too.
+    """
+    records, n_produced, ingest_rate = _build_records(n_events)
+    n_records = len(records)
     out: dict[str, Any] = {
-        "events": first["events"],
-        "records": first["records"],
-        "events_per_record": round(first["events"] / first["records"], 1),
+        "events": n_produced,
+        "records": n_records,
+        "events_per_record": round(n_produced / n_records, 1),
         "event_time_events_per_s": PIPELINE_EVENTS_PER_S,
-        "produce_events_per_s": round(first["produce_events_per_s"]),
+        "ingest_events_per_s": round(ingest_rate),
+        "repeats": repeats,
     }
-    for n, ph in phases.items():
+    for n in workers:
+        runs = [_pipeline_run(records, workdir, n, rep) for rep in range(repeats)]
+        a = statistics.median(x for r in runs for x in r["a"])
+        b = statistics.median(r["b"] for r in runs)
         out[f"workers_{n}"] = {
-            "a_bare_consume_decode_events_per_s": round(ph["a"]),
-            "b_full_pipeline_events_per_s": round(ph["b"]),
-            "b_over_a": round(ph["b"] / ph["a"], 3),
-            "pipeline_events_processed": ph["processed"],
-            "alerts": ph["alerts"],
+            "a_bare_consume_decode_events_per_s": round(a),
+            "b_full_pipeline_events_per_s": round(b),
+            "b_over_a": round(b / a, 3),
+            "runs_a": [round(x) for r in runs for x in r["a"]],
+            "runs_b": [round(r["b"]) for r in runs],
+            "pipeline_events_processed": [r["processed"] for r in runs],
+            "alerts": runs[0]["alerts"],
         }
     return out
 
@@ -460,7 +475,7 @@ def run_bench(args: argparse.Namespace) -> int:
         if "pipeline" in sections:
             print(f"bench: pipeline with {args.events:,} events ...", file=sys.stderr, flush=True)
             counts = tuple(int(x) for x in str(getattr(args, "workers", "1,2")).split(","))
-            results["pipeline"] = bench_pipeline(args.events, work, counts)
+            results["pipeline"] = bench_pipeline(args.events, work, counts, int(getattr(args, "repeats", 3)))
         if "latency" in sections:
             print(f"bench: latency at {args.latency_rate:,.0f} events/s ...", file=sys.stderr, flush=True)
             results["latency"] = bench_latency(args.latency_rate, args.latency_seconds, work)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.alerts import Alert
-from monitor.batch import Batch, Batcher, decode_record
+from monitor.batch import MAX_BATCH_VALUES, Batch, Batcher, decode_record
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_PRICE, KIND_QUOTE, KIND_TRADE, MarketEvent
@@ -81,3 +81,19 @@ def test_calm_batches_equal_event_by_event(steps: list[tuple[str, int, float, in
         alerts += engine.process(decode_record(batch.encode())).alerts  # type: ignore[arg-type]
     assert [a.to_json() for a in alerts] == [a.to_json() for a in expected_alerts]
     assert orjson.dumps(engine.pegs["USDe"].to_state()) == orjson.dumps(expected_state)
+
+
+def test_batches_close_on_wire_numbers_and_fit_kafkas_default_message_size() -> None:
+    """Book events carry their bands: a batch of them closes before max_events, under 1 MB."""
+    batcher = Batcher(10_000, 60_000)
+    bands = tuple(123_456_789.123456 + i for i in range(2 * len(BOOK_BANDS_BPS)))
+    closed: list[Batch] = []
+    for k in range(5_000):
+        ev = MarketEvent(KIND_BOOK, "okx", "BTC-USDT", "BTC", "USDT", T0 + k, T0 + k + 1,
+                         116_800.123456789, 116_800.234567891, 116_800.17, 12.345678912, bands)
+        closed += batcher.add(ev)
+    assert closed, "a batch of book events must close on its numbers, not only on max_events"
+    for batch in closed:
+        assert batch.n_values <= MAX_BATCH_VALUES
+        assert len(batch.encode()) < 1_000_000
+    assert {len(b) for b in closed} == {MAX_BATCH_VALUES // (8 + 2 * len(BOOK_BANDS_BPS))}
