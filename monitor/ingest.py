@@ -169,7 +169,7 @@ class Ingest:
 
     def __init__(
         self, config: EngineConfig, book_throttle_ms: int = DEFAULT_BOOK_THROTTLE_MS,
-        tick_lag_ms: int | None = None,
+        tick_lag_ms: int | None = None, batch_max_events: int | None = None,
     ) -> None:
         cfg = config.ingest
         self.max_frame_bytes = cfg.max_frame_bytes
@@ -177,7 +177,8 @@ class Ingest:
         self.max_jump_ms = cfg.max_watermark_jump_ms
         self.aliases = cfg.asset_aliases
         self.quote_assets = frozenset(cfg.quote_prices_usd)
-        self.batcher = Batcher(cfg.batch_max_events, cfg.batch_max_span_ms)
+        # A live session sets its own, smaller batches (a batch waits until it closes).
+        self.batcher = Batcher(batch_max_events or cfg.batch_max_events, cfg.batch_max_span_ms)
         self.watermark_ms: int | None = None
         self.tick_interval_ms = cfg.tick_interval_ms
         #: How far a tick trails receive time (see :meth:`_tick`); the batch span unless set.

@@ -110,6 +110,10 @@ class LiveConfig(_Frozen):
     book_throttle_ms: int = Field(default=100, ge=0)
     #: Close open batches this often (wall time) so a quiet asset's events are not held back.
     flush_interval_s: float = Field(default=0.25, gt=0)
+    #: Events per batch record in a live session: smaller than a replay's
+    #: ([ingest] batch_max_events) because a busy asset's batch also waits until it is full
+    #: (1,024 quotes fill in ~50 ms at 20k frames/s; 4,096 would hold the first ~200 ms).
+    batch_max_events: int = Field(default=1_024, gt=0, le=10_000)
     #: Ticks trail receive time by this much (an allowance for venue timestamps behind
     #: receive time): how long a silent partition can hold global-stage alerts back.
     #: Recorded in the session frame so a replay of the recording ticks the same.

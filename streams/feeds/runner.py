@@ -120,7 +120,8 @@ class LiveRunner:
         self.metrics = metrics
         self.clock: Clock = clock or SystemClock()
         self.ingest = Ingest(engine_config, book_throttle_ms=live_config.book_throttle_ms,
-                             tick_lag_ms=live_config.tick_lag_ms)
+                             tick_lag_ms=live_config.tick_lag_ms,
+                             batch_max_events=live_config.batch_max_events)
         self.stats = LiveStats()
         self.adapters: dict[str, VenueAdapter] = {}
         self.connections: list[FeedConnection] = []
