@@ -102,6 +102,8 @@ class GlobalRisk:
         self.config_hash = config.config_hash
         self.params = config.risk
         self.buffer = ReorderBuffer(partitions)
+        #: The run whose last end marker the latest push() brought in (else None).
+        self.finished_run: str | None = None
         self.prices: dict[str, float] = dict(config.ingest.quote_prices_usd)
         self.positions: dict[str, Position] = {}
         self.accounts: dict[str, Account] = {}
@@ -217,12 +219,18 @@ class GlobalRisk:
     # -- signals -----------------------------------------------------------------------
     def push(self, rec: SignalRecord) -> list[Alert]:
         """Buffer one record; process what the watermarks release (everything at run end)."""
-        self.buffer.push(rec)
-        flush = self.buffer.all_ended
-        out = self.process(self.buffer.release(flush=flush))
-        if flush:
+        buffer = self.buffer
+        buffer.push(rec)
+        finished = rec.end is not None and buffer.run_ended(rec.end)
+        self.finished_run = rec.end if finished else None
+        if rec.end is not None and finished:
+            buffer.reset_run(rec.end)
+        # A finished run releases everything, unless another run is part-way through its
+        # end markers (a redelivered run interleaved with the next): then watermarks rule.
+        flush = finished and not buffer.runs_in_progress
+        out = self.process(buffer.release(flush=flush))
+        if finished:
             self._finish_run(out)
-            self.buffer.reset_run()
         return out
 
     def flush(self) -> list[Alert]:

@@ -105,7 +105,10 @@ class ReorderBuffer:
 
     partitions: int
     watermarks: dict[int, int] = field(default_factory=dict)
-    ended: set[int] = field(default_factory=set)
+    #: Partitions that sent the end marker, per run id. Per run, because a redelivered
+    #: run (records read again after a restart without a commit) can interleave its end
+    #: markers with the next run's.
+    ended: dict[str, set[int]] = field(default_factory=dict)
     _heap: list[tuple[int, str, int, str, dict[str, Any]]] = field(default_factory=list)
     _seen: set[tuple[int, str, int]] = field(default_factory=set)
 
@@ -120,7 +123,7 @@ class ReorderBuffer:
         if rec.watermark_ms > self.watermarks.get(rec.partition, -1):
             self.watermarks[rec.partition] = rec.watermark_ms
         if rec.end is not None:
-            self.ended.add(rec.partition)
+            self.ended.setdefault(rec.end, set()).add(rec.partition)
 
     @property
     def low_watermark_ms(self) -> int | None:
@@ -129,9 +132,14 @@ class ReorderBuffer:
             return None
         return min(self.watermarks.values())
 
+    def run_ended(self, run: str) -> bool:
+        """Every partition sent the end marker of ``run``."""
+        return len(self.ended.get(run, ())) >= self.partitions
+
     @property
-    def all_ended(self) -> bool:
-        return len(self.ended) >= self.partitions
+    def runs_in_progress(self) -> bool:
+        """Some run has end markers from some partitions but not all."""
+        return any(len(parts) < self.partitions for parts in self.ended.values())
 
     def release(self, flush: bool = False) -> list[Signal]:
         """Signals now safe to process, in order (all of them when ``flush``)."""
@@ -144,9 +152,9 @@ class ReorderBuffer:
             out.append([ts, asset, seq, kind, payload])
         return out
 
-    def reset_run(self) -> None:
-        """Forget the end markers (a new replay run starts)."""
-        self.ended.clear()
+    def reset_run(self, run: str) -> None:
+        """Forget the end markers of a finished run."""
+        self.ended.pop(run, None)
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -565,8 +565,8 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
                 continue
             persist_latches()
             await emit(alerts)
-            if rec.end is not None and not risk.buffer.ended:
-                # every partition ended: everything is flushed; acknowledge the run
+            if rec.end is not None and risk.finished_run == rec.end:
+                # every partition ended this run: acknowledge it
                 await app.producer.flush()
                 ack = {"run": rec.end, "stage": "global", "alerts": risk_state["alerts"],
                        "config_hash": config_hash, "ack_wall_s": time.time()}
