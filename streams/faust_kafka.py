@@ -11,6 +11,18 @@ a second. The worker's app uses this transport, which takes the wait from
 measured with ``liqmon bench``: pipeline 222k events/s at 1,500 ms, 760k–860k at
 20–100 ms. Below about 50 ms that broker spends a whole core answering empty fetches:
 the synthetic six hours then replay 6× slower, so 50 ms it is).
+
+The consumer also closes a race in faust's recovery that loses records (faust-streaming
+issue #596 describes the family). When recovery ends, faust resumes the stream partitions
+with the flow already running, *then* seeks them back to the committed offsets, *then*
+resumes flow control, which empties every agent queue. Records fetched after the seek but
+before that emptying reach an agent queue and are thrown away, while the consumer's
+position has already moved past them: they are never read again (a worker restarted with a
+backlog waiting on its partitions lost the tail of it, e.g. a replay's end marker, one
+restart in ten). :meth:`_Consumer.perform_seek` stops the flow before the seek and leaves
+it to faust's recovery to resume it after the queues are emptied, so nothing is handed to
+the agents in that window; records fetched meanwhile are dropped by faust *and* the
+partition is sought back to its committed offset, so they are read again.
 """
 
 from __future__ import annotations
@@ -40,6 +52,27 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        """Seek to the committed offsets with the flow stopped (see the module docstring).
+
+        With the flow stopped, a fetch that completes during the seek is not handed to the
+        agents: faust's ``getmany`` drops it and seeks back to the committed offsets itself.
+        The flow stays stopped on return: faust calls this with the flow running only at the
+        end of a recovery, and there it empties the agent queues and then resumes the flow
+        itself, so no record reaches a queue that is about to be emptied. (Resuming here
+        would reopen the window: the caller awaits this in a task and the fetcher may run
+        before the caller does.) If the seek fails, the flow is restored for whoever retries.
+        """
+        was_active = self.flow_active
+        if was_active:
+            self.stop_flow()
+        try:
+            await super().perform_seek()
+        except BaseException:
+            if was_active:
+                self.resume_flow()
+            raise
 
 
 class _Transport(faust_aiokafka.Transport):
