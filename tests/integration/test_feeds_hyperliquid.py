@@ -38,7 +38,9 @@ async def test_snapshots_trades_and_silence() -> None:
         cfg = live_config("hyperliquid", ws.url, ("l2Book:BTC", "trades:BTC"), stale_after_s=0.4)
         run = make_runner(cfg)
         run.runner.connections[0].adapter.ping_interval_s = 0.1
-        await run_until(run, lambda: any(a.kind == "feed_stale" for a in run.sink.feed_alerts))
+        # The book reset follows the stale report once the old connection has closed.
+        await run_until(run, lambda: any(a.kind == "feed_stale" for a in run.sink.feed_alerts)
+                        and any(e.kind == KIND_BOOK_INVALID for e in run.sink.events()))
     books = [e for e in run.sink.events() if e.kind in (KIND_BOOK, KIND_BOOK_INVALID)]
     # Two full books (the second within 100 ms is throttled), then the stale reconnect resets the book.
     assert [(e.kind, e.f1, e.f2) for e in books] == [(KIND_BOOK, 100.0, 101.0), (KIND_BOOK_INVALID, 0.0, 0.0)]
