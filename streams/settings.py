@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(default=2.0, gt=0)
     #: Seconds SIGTERM leaves a worker to stop cleanly before it exits anyway.
     stop_timeout_s: float = Field(default=8.0, gt=0)
+    #: Seconds without reaching the broker after which a worker restarts (and waits for it).
+    broker_lost_s: float = Field(default=15.0, gt=0)
 
     @property
     def embedded(self) -> bool:

@@ -18,8 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
-from streams.broker import EmbeddedBroker, embedded_broker, free_port
+from streams.broker import EmbeddedBroker, embedded_broker, free_port, start_broker
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker, pytest.mark.slow]
 
@@ -279,3 +280,102 @@ def test_a_worker_stopped_past_its_session_timeout_then_continued(
         time.sleep(12)  # twice the embedded session timeout (6 s): the group moves on
         cluster.signal(zombie, signal.SIGCONT)
     assert_same_alerts(proc, tmp_path / "out", scenario, cluster)
+
+
+def test_sigterm_stops_a_worker_within_10_s_mid_rebalance(
+    cluster: Cluster, scenario: Scenario, tmp_path: Path
+) -> None:
+    start_group(cluster, ("w1", "w2"))
+    with replaying(cluster, scenario, tmp_path / "out") as proc:
+        time.sleep(CRASH_S / 2)
+        cluster.start("w3")  # a rebalance begins ...
+        time.sleep(1.0)
+        victim, _ = cluster.workers.pop("w1")
+        os.killpg(victim.pid, signal.SIGTERM)  # ... and a worker is told to stop in it
+        victim.wait(timeout=10)  # liveness bound of the issue, not a speed measurement
+    assert_same_alerts(proc, tmp_path / "out", scenario, cluster)
+
+
+def one_line_failure(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("liqmon: replay failed")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_a_replay_without_workers_names_what_is_missing(scenario: Scenario, tmp_path: Path) -> None:
+    with embedded_broker() as broker:
+        env = {**os.environ, "LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu"}
+        proc = subprocess.run(
+            liqmon_cmd("replay", "--capture", str(scenario.dir / "capture.jsonl.gz"), "--no-worker", "--quiet",
+                       "--to", "2025-10-10T20:05:00Z", "--idle-timeout", "5", "--out", str(tmp_path / "out")),
+            check=False, env=env, capture_output=True, text=True, timeout=120)
+    line = one_line_failure(proc)
+    assert "market partitions [0, 1, 2, 3, 4, 5, 6, 7] did not acknowledge" in line
+    assert "the global stage did not acknowledge" in line
+    assert "live workers in the group: 0" in line and "nothing new for 5 s" in line
+
+
+def test_losing_the_broker_ends_a_replay_in_one_line(scenario: Scenario, tmp_path: Path) -> None:
+    broker = start_broker(log_path=tmp_path / "tansu.log")
+    c = Cluster(broker, tmp_path, "liqmon-faults-broker-loss")
+    try:
+        start_group(c, ("w1",))
+        log = (tmp_path / "replay.log").open("a")
+        proc = subprocess.Popen(
+            liqmon_cmd("replay", *scenario.replay_args(), "--no-worker", "--quiet", "--speed", str(SPEED),
+                       "--out", str(tmp_path / "out")),
+            env=c.env(), stdout=log, stderr=subprocess.PIPE, text=True)
+        asyncio.run(_wait_loaded(broker.bootstrap, 120))
+        time.sleep(2)
+        os.killpg(broker.process.pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)  # the issue's bound: one line within 60 s
+        line = one_line_failure(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr))
+        assert f"lost the broker at {broker.bootstrap}" in line
+    finally:
+        c.stop()
+        broker.stop()
+
+
+def _ready(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
+def test_a_worker_outlives_its_broker(scenario: Scenario, tmp_path: Path) -> None:
+    port = free_port()
+    broker = start_broker(port, log_path=tmp_path / "tansu.log")
+    c = Cluster(broker, tmp_path, "liqmon-faults-outlive")
+    try:
+        start_group(c, ("w1",))
+        metrics_port = c.workers["w1"][1]
+        assert _ready(metrics_port)[0] == 200
+        broker.stop()
+        _wait_for("the worker shows the lost broker", lambda: c.gauge("w1", "liqmon_broker_connected") == 0
+                  and _ready(metrics_port)[0] == 503, 60)
+        assert c.workers["w1"][0].poll() is None, "the worker process must outlive its broker"
+        broker = start_broker(port, log_path=tmp_path / "tansu-again.log")  # same address, empty
+        c.broker = broker
+        _wait_for("the worker is ready again", lambda: _ready(metrics_port)[0] == 200, 120)
+        assert c.gauge("w1", "liqmon_broker_connected") == 1
+        out = tmp_path / "out"
+        proc = subprocess.run(liqmon_cmd("replay", *scenario.replay_args(), "--no-worker", "--quiet",
+                                         "--out", str(out)), check=False, env=c.env(), capture_output=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        assert (out / "alerts.jsonl").read_bytes() == scenario.inline_alerts
+    finally:
+        c.stop()
+        broker.stop()
