@@ -113,7 +113,7 @@ class MarketPartitions:
         """
         done: list[tuple[Any, Any]] = []
         for partition in sorted(self.held):
-            held = self.held[partition]
+            held = self.held.get(partition)  # a rebalance may drop it while we write
             cursor = self.cursors.get(partition)
             part = self.parts.get(partition)
             if not held or cursor is None or part is None or cursor.expected is None:

@@ -243,8 +243,10 @@ def run_faust_worker(settings: Settings) -> int:
 
     config = load_engine_config(settings.config)
     readiness = Readiness()
+    readiness.broker_connected = asyncio.run(broker_reachable(bootstrap))  # until the probe timer runs
     metrics = serve_metrics(settings.metrics_addr, settings.metrics_port, readiness)
     metrics.worker_up.set(1)
+    metrics.broker_connected.set(1 if readiness.broker_connected else 0)
     app = create_app(settings, config, bootstrap, metrics)
     attach_delivery(app, settings, metrics)
     attach_broker_watch(app, bootstrap, metrics, readiness, settings.broker_lost_s)

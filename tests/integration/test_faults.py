@@ -361,7 +361,7 @@ def test_a_worker_outlives_its_broker(scenario: Scenario, tmp_path: Path) -> Non
     try:
         start_group(c, ("w1",))
         metrics_port = c.workers["w1"][1]
-        assert _ready(metrics_port)[0] == 200
+        _wait_for("the worker is ready", lambda: _ready(metrics_port)[0] == 200, 60)
         broker.stop()
         _wait_for("the worker shows the lost broker", lambda: c.gauge("w1", "liqmon_broker_connected") == 0
                   and _ready(metrics_port)[0] == 503, 60)
