@@ -40,7 +40,7 @@ from streams.commands import (
 )
 from streams.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.market_stage import Cadence
-from streams.pipes import Pipes
+from streams.pipes import Pipes, attach_stage_hooks
 
 __all__ = ["GLOBAL_AGENT", "GlobalRuntime", "attach_global_agent", "set_risk_metrics"]
 
@@ -279,14 +279,5 @@ def attach_global_agent(pipes: Pipes) -> GlobalRuntime:
                     await runtime.checkpoint()
             last_event.set(time.time())
 
-    @app.timer(interval=pipes.settings.checkpoint_interval_s)  # type: ignore[untyped-decorator]
-    async def checkpoint_global_stage() -> None:
-        async with runtime.lock:
-            await runtime.checkpoint()
-
-    # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_global_revoked(sender: faust.App, revoked: set[TP], **_: Any) -> None:
-        runtime.on_revoked(revoked)
-
+    attach_stage_hooks(pipes, runtime)
     return runtime

@@ -34,7 +34,7 @@ from monitor.signals import Signal, SignalRecord
 from streams import topics
 from streams.checkpoint import Verdict
 from streams.market_stage import Cadence, MarketPartition, MarketPartitions
-from streams.pipes import Pipes
+from streams.pipes import Pipes, attach_stage_hooks
 
 __all__ = ["MARKET_AGENT", "MarketCounters", "MarketRuntime", "PendingSignals", "attach_market_agent"]
 
@@ -296,15 +296,5 @@ def attach_market_agent(pipes: Pipes) -> MarketRuntime:
                 await runtime.handle(manual, event, counters)
                 await runtime.after_record(queue.empty())
 
-    @app.timer(interval=pipes.settings.checkpoint_interval_s)  # type: ignore[untyped-decorator]
-    async def checkpoint_idle_partitions() -> None:
-        """Partitions that went quiet get their checkpoint (and their records committed) too."""
-        async with runtime.lock:
-            await runtime.checkpoint()
-
-    # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_market_revoked(sender: faust.App, revoked: set[TP], **_: Any) -> None:
-        runtime.on_revoked(revoked)
-
+    attach_stage_hooks(pipes, runtime)
     return runtime

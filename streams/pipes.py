@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 
@@ -14,7 +15,7 @@ from monitor.signals import SignalRecord, encode_signal_record
 from streams.checkpoint import CheckpointTable
 from streams.settings import Settings
 
-__all__ = ["Pipes", "checkpoint_table"]
+__all__ = ["CheckpointedStage", "Pipes", "attach_stage_hooks", "checkpoint_table"]
 
 
 @dataclass
@@ -60,3 +61,28 @@ def checkpoint_table(table: Any) -> CheckpointTable:
         await table.changelog_topic.send(key=key, value=value, partition=partition)
 
     return CheckpointTable(table.data, send)
+
+
+class CheckpointedStage(Protocol):
+    """A stage whose records and checkpoints take turns under one lock."""
+
+    lock: asyncio.Lock
+
+    async def checkpoint(self, force: bool = False) -> None: ...
+
+    def on_revoked(self, revoked: set[Any]) -> None: ...
+
+
+def attach_stage_hooks(pipes: Pipes, stage: CheckpointedStage) -> None:
+    """A timer that checkpoints a stage gone quiet (its records get committed too), and
+    the rebalance handler that drops what the stage loses."""
+
+    @pipes.app.timer(interval=pipes.settings.checkpoint_interval_s)  # type: ignore[untyped-decorator]
+    async def checkpoint_quiet_stage() -> None:
+        async with stage.lock:
+            await stage.checkpoint()
+
+    # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
+    @pipes.app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
+        stage.on_revoked(revoked)
