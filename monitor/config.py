@@ -170,6 +170,9 @@ class IngestConfig(_Frozen):
     quote_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {"USDT": 1.0, "USDC": 1.0, "FDUSD": 1.0, "USD": 1.0}
     )
+    #: A quote currency's USD prices are kept this long (event time), so an event converts
+    #: with the price as of its own timestamp (issue 19 §4; *assumed*: 1 h).
+    quote_history_ms: int = Field(default=3_600_000, gt=0)
     #: Exchange tickers → canonical asset names.
     asset_aliases: dict[str, str] = Field(
         default_factory=lambda: {

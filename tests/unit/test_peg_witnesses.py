@@ -8,14 +8,20 @@ staleness windows, thin prints, and assets other than USDe.
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitor.alerts import Alert
-from monitor.config import PegConfig, PegSource
+from monitor.batch import Batch
+from monitor.config import EngineConfig, PegConfig, PegSource
+from monitor.engine import Engine
+from monitor.events import KIND_QUOTE, MarketEvent
 from monitor.metrics import Metrics
 from monitor.peg import AssetPeg, PegRules
+from monitor.quotes import QuoteHistory
 
 T0 = 1_678_500_000_000  # 11 Mar 2023 02:00 UTC
 SEC = 1_000
@@ -248,3 +254,55 @@ def test_messages_name_the_configured_asset() -> None:
         assert not any(o in a.message for a in alerts for o in others)
         local = kinds(alerts, "venue_local_depeg")
         assert local[0].evidence["price_key"] == f"{asset}@binance"
+
+
+# -- conversion at the book's own time (issue §4) ---------------------------------------
+
+
+def _quote_batch(asset: str, venue: str, quote: str, points: list[tuple[int, float]]) -> Batch:
+    batch = Batch(asset)
+    for ts, px in points:
+        batch.add(MarketEvent(KIND_QUOTE, venue, f"{asset}{quote}", asset, quote, ts, ts, px, px, 1e5, 1e5))
+    return batch
+
+
+@pytest.mark.parametrize("n_events", [1, 40])  # the row loop, and the vectorised path
+def test_a_lagging_book_converts_with_the_quote_price_of_its_own_time(n_events: int) -> None:
+    engine = Engine(EngineConfig())
+    # USDT/USD: par at T0, a 1% premium from T0 + 60 s.
+    engine.process(_quote_batch("USDT", "kraken", "USD", [(T0, 1.0), (T0 + 60 * SEC, 1.01)]))
+    # A USDe/USDT book that lags: its frames are from T0 + 30 s, read after the premium.
+    lagging = [(T0 + 30 * SEC + k, 0.99) for k in range(n_events)]
+    engine.process(_quote_batch("USDe", "binance-spot", "USDT", lagging))
+    assert engine.pegs["USDe"].prices["binance-spot"].price_usd == 0.99  # × 1.0, not × 1.01
+    # A frame after the premium converts with it.
+    engine.process(_quote_batch("USDe", "binance-spot", "USDT", [(T0 + 61 * SEC + k, 0.99) for k in range(n_events)]))
+    assert engine.pegs["USDe"].prices["binance-spot"].price_usd == 0.99 * 1.01
+    # The venue is known now (the vectorised path takes whole batches): lagging again.
+    engine.process(_quote_batch("USDe", "binance-spot", "USDT", [(T0 + 40 * SEC + k, 0.98) for k in range(n_events)]))
+    assert engine.pegs["USDe"].prices["binance-spot"].price_usd == 0.98
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from((0.99, 1.0, 1.01, 1.02))), min_size=1, max_size=30),
+    st.lists(st.integers(-1_000, 12_000), min_size=1, max_size=30),
+)
+def test_quote_history_as_of_is_the_last_price_at_or_before(
+    updates: list[tuple[int, float]], lookups: list[int]
+) -> None:
+    history = QuoteHistory(window_ms=4_000)
+    for ts, usd in updates:
+        history.update("USDT", ts, usd)
+    newest = max(ts for ts, _ in updates)
+    times = history.series["USDT"][0]
+    assert times == sorted(times) and times[-1] == newest
+    assert len(times) == 1 or times[1] > newest - 4_000  # at most one kept beyond the window
+    kept = sorted(updates, key=lambda u: u[0])  # stable: same-time updates in arrival order
+    for ts in lookups:
+        before = [usd for t, usd in kept if t <= ts and t >= times[0]]
+        want = before[-1] if before else history.series["USDT"][1][0]
+        assert history.as_of("USDT", ts) == want
+    ts_arr = np.array(lookups, dtype=np.int64)
+    rows = history.as_of_rows(["USDT"], np.zeros(len(lookups), dtype=np.int64), ts_arr, np.full(len(lookups), 7.0))
+    assert rows.tolist() == [history.as_of("USDT", t) if t < newest else 7.0 for t in lookups]
