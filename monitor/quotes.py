@@ -33,6 +33,8 @@ class QuoteHistory:
     def update(self, quote: str, ts_ms: int, usd: float) -> None:
         """Record the quote's USD price at ``ts_ms``; forget prices older than the window."""
         times, prices = self.series.setdefault(quote, ([], []))
+        if times and ts_ms == times[-1] and usd == prices[-1]:
+            return  # the same update again (a broadcast record reaches every partition)
         if not times or ts_ms >= times[-1]:
             times.append(ts_ms)
             prices.append(usd)
