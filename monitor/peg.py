@@ -448,7 +448,10 @@ class AssetPeg:
         """Feed one USD price of ``venue``; append any alerts to ``out``."""
         rules = self.rules
         if rules.min_depths_usd and 0.0 < depth_usd < rules.min_depths_usd.get(venue, 0.0):
-            return  # a thin print never moves a level nor the index (issue 19 §5)
+            # A thin print never moves a level nor the index (issue 19 §5); its time still counts.
+            if ts_ms > self.next_stale_check_ms:
+                self._expire_stale(ts_ms, out)
+            return
         weight = rules.weights.get(venue, 1.0)
         vp = self.prices.get(venue)
         if vp is None:
@@ -521,17 +524,19 @@ class AssetPeg:
         first price of a venue creates its state, and maybe the index's, in event order).
         """
         rules = self.rules
+        if not len(batch.src):
+            return True
+        if any(venue not in self.prices for venue in batch.venues):
+            return False  # a new venue: on_price creates its state (and the index's) in order
+        if self._may_go_stale(int(batch.ts_ms.max()), batch.venues):
+            return False  # a source holding state may go stale: on_price resolves it in order
+        self.next_stale_check_ms = 0  # a returning source may go stale sooner: rescan next time
         batch = self._declared_sources(batch)
         venues, src, ts_ms, price_usd, depth_usd = (
             batch.venues, batch.src, batch.ts_ms, batch.price_usd, batch.depth_usd
         )
         if not len(src):
-            return True
-        if any(venue not in self.prices for venue in venues):
-            return False  # a new venue: on_price creates its state (and the index's) in order
-        if self._may_go_stale(int(ts_ms.max()), venues):
-            return False  # a source holding state may go stale: on_price resolves it in order
-        self.next_stale_check_ms = 0  # a returning source may go stale sooner: rescan next time
+            return True  # thin prints only: nothing moves
         dev = (price_usd / rules.peg_usd - 1.0) * 10_000.0
         # Calm also means every price inside the normal band and every tracker in it
         # already: then no "in band since" timer moves either.

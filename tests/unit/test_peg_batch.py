@@ -194,3 +194,20 @@ def test_venue_goes_stale_at_exactly_the_limit_inside_a_batch() -> None:
     # One ms later curve goes stale holding a pending timer, which stale resets (issue 19):
     # that batch goes event by event, with the same result.
     assert run_both(events, [2]) == (0, 2)
+
+
+def test_thin_prints_only_batch_still_expires_a_stale_source() -> None:
+    """A batch of thin prints moves no level, but its time makes curve (held at a level)
+    stale: both paths resolve it at the same event."""
+    events: list[Event] = []
+    ts = T0
+    for _ in range(40):  # curve and okx at −5%, binance-spot at par, every 250 ms
+        ts += 250
+        events += [("curve", ts, 0.95, 1e6), ("okx", ts, 0.95, 1e6), ("binance-spot", ts, 1.0, 1e6)]
+    cut = len(events)
+    for _ in range(60):  # then only thin binance-spot prints (below its 2e5 floor), 250 ms apart
+        ts += 250
+        events.append(("binance-spot", ts, 1.0, 1e5))
+    # All three per event: new venues; then binance-spot's own last real price outlives its
+    # 3 s window while it prints (conservative); then curve goes stale after its 9 s.
+    assert run_both(events, [cut, cut + 30], CFG_SOURCES) == (0, 3)

@@ -229,6 +229,20 @@ def test_thin_prints_never_move_a_level() -> None:
     assert kinds(out, "peg_deviation", "thin-dex")
 
 
+def test_the_time_of_a_thin_print_still_expires_stale_sources() -> None:
+    sources = (PegSource(venue="thin-dex", kind="trade", min_depth_usd=1_000.0),)
+    peg = new_peg(sources=sources)
+    feed(peg, lone_depeg(180))
+    assert peg.venue_local
+    out: list[Alert] = []
+    peg.on_price("thin-dex", T0 + 900 * SEC, 0.9, 15.0, out)  # everything else went silent
+    assert {(a.kind, a.venue, a.evidence["reason"]) for a in out} == {
+        ("venue_local_depeg", "binance-spot", "stale"),
+        ("peg_deviation", "binance-spot", "stale"),
+    }
+    assert "thin-dex" not in peg.prices and not peg.venue_local
+
+
 def test_source_weight_multiplies_its_depth_in_the_index() -> None:
     peg = new_peg(sources=(PegSource(venue="deep", weight=3.0),))
     out: list[Alert] = []
