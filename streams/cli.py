@@ -196,7 +196,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             raise UsageError("give either --capture or --scenario, not both")
         scenario = _scenario(args, out_dir)
         if scenario.config_path is not None and not (args.config or settings.config):
-            config = load_engine_config(scenario.config_path)  # e.g. its own peg asset
+            args.config = scenario.config_path  # e.g. its own peg asset; the worker gets it too
+            config = load_engine_config(args.config)
         args.capture = scenario.capture_path
         args.positions = args.positions or scenario.positions_path
         args.accounts = args.accounts or scenario.accounts_path
