@@ -9,8 +9,10 @@ threshold, an hourly pool. Expected: ``peg_deviation`` on every source, no
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from monitor.alerts import Alert
@@ -59,3 +61,24 @@ def test_same_seed_same_bytes_and_another_asset(tmp_path: Path, weekend: Scenari
     assert alerts and all(a.asset in ("PYUSD", None) for a in alerts)
     assert all("USDC" not in a.message and "USDe" not in a.message for a in alerts)
     assert not [a for a in alerts if a.kind == "venue_local_depeg"]
+
+
+def test_cli_replays_the_scenario_with_its_own_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``liqmon replay --scenario stablecoin-weekend``: its engine.toml (USDC as the peg
+    asset) is used without --config, and the table printed is the March 2023 one."""
+    from streams.cli import main
+
+    for name in [n for n in os.environ if n.startswith("LIQMON_")]:
+        monkeypatch.delenv(name)
+    out = tmp_path / "run"
+    rc = main(["replay", "--scenario", "stablecoin-weekend", "--knob", "duration_s=36000",
+               "--inline", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "calibration against the public figures of the March 2023 USDC depeg" in printed
+    alerts = [orjson.loads(line) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
+    assert {a["venue"] for a in alerts if a["kind"] == "peg_deviation"} == SOURCES | {"index"}
+    assert all(a["asset"] in ("USDC", None) for a in alerts)
+    assert not [a for a in alerts if a["kind"] == "venue_local_depeg"]
