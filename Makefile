@@ -26,11 +26,13 @@ replay: install
 	$(BIN)/liqmon replay --scenario oct10 --seed 1 --out $(OUT)/replay
 
 # The real data of the day: Binance USDe/USDT minute bars as bookTicker frames, the Uniswap
-# v3 pool block by block, Binance's BTCUSDT perp book-depth dump.
+# v3 pool block by block, Binance's BTCUSDT perp book-depth dump. The pool is the only
+# independent witness of a Binance venue-local depeg in that data: its config says so.
 replay-real: install
 	$(BIN)/liqmon import $(SHARED)/usde_usdt_binance_1m.csv $(SHARED)/usde_usdt_uniswap_v3_blocks.csv \
 		$(SHARED)/btcusdt_binance_bookdepth.csv --out $(OUT)/oct10-real.jsonl.gz
-	$(BIN)/liqmon replay --capture $(OUT)/oct10-real.jsonl.gz --out $(OUT)/replay-real
+	$(BIN)/liqmon replay --capture $(OUT)/oct10-real.jsonl.gz --config replay/configs/oct10-real.toml \
+		--out $(OUT)/replay-real
 
 lint: install
 	$(BIN)/ruff check .

@@ -25,7 +25,7 @@ STAGE_NAMES: dict[int, str] = {
     1: "macro shock",
     2: "risk-off",
     3: "loop unwind",
-    4: "USDe depeg",
+    4: "USDe depeg",  # the default peg asset; CascadeDetector names the configured ones
     5: "on-chain liquidations",
     6: "margin stress",
     7: "unified liquidations",
@@ -89,6 +89,8 @@ class CascadeDetector:
     cfg: CascadeConfig
     config_hash: str
     excluded_assets: frozenset[str] = frozenset()
+    #: The peg monitor's assets: stage 4 is named after them ("USDC depeg").
+    peg_assets: tuple[str, ...] = ("USDe",)
     last_true_ms: dict[int, int] = field(default_factory=dict)
     evidence: dict[int, dict[str, Any]] = field(default_factory=dict)
     highest: int = 0
@@ -282,6 +284,12 @@ class CascadeDetector:
         reached = set(self.episode_reached)
         return sorted(s for s in reached if any(e not in reached for e in range(1, s)))
 
+    def stage_name(self, stage: int) -> str:
+        """A stage's name; stage 4 names the configured peg assets."""
+        if stage == 4 and self.peg_assets:
+            return f"{'/'.join(self.peg_assets)} depeg"
+        return STAGE_NAMES[stage]
+
     def _alert(self, ts_ms: int, previous: int, highest: int, active: list[int]) -> Alert:
         escalation = highest > previous
         severity: Severity
@@ -294,7 +302,7 @@ class CascadeDetector:
         else:
             severity = "warning"
         ooo = self.out_of_order()
-        name = STAGE_NAMES.get(highest, "none")
+        name = self.stage_name(highest) if highest else "none"
         verb = "escalated" if escalation else "de-escalated"
         message = f"cascade {verb} to stage {highest} ({name}); active {active or 'none'}"
         if ooo:
@@ -309,7 +317,7 @@ class CascadeDetector:
             "reached_order": list(self.episode_reached),
             "out_of_order_stages": ooo,
             "stages": {
-                str(s): {"name": STAGE_NAMES[s], **self.evidence.get(s, {})} for s in active
+                str(s): {"name": self.stage_name(s), **self.evidence.get(s, {})} for s in active
             },
         }
         return make_alert(

@@ -26,6 +26,7 @@ __all__ = [
     "LiquidityConfig",
     "PegBand",
     "PegConfig",
+    "PegSource",
     "SignalsConfig",
     "SpiralRunConfig",
     "VenueMarkedAsset",
@@ -62,6 +63,41 @@ def _default_bands() -> tuple[PegBand, ...]:
     )
 
 
+SourceKind = Literal["book", "trade", "oracle", "pool"]
+
+#: Staleness window per source kind when a ``[[peg.sources]]`` entry gives none (all
+#: *assumed*): books and trade prints tick within seconds; an oracle with a heartbeat and
+#: a deviation threshold is fresh as long as its last update is within the heartbeat
+#: (Chainlink stablecoin feeds: 1 h–24 h, 1 h assumed); a pool sampled hourly is fresh for
+#: one sampling period plus a 5-minute margin.
+DEFAULT_STALE_AFTER_MS: dict[str, int] = {
+    "book": 30_000,
+    "trade": 60_000,
+    "oracle": 3_600_000,
+    "pool": 3_900_000,
+}
+
+
+class PegSource(_Frozen):
+    """One declared price source of the peg monitor (``[[peg.sources]]``)."""
+
+    #: Venue id of the source (as in the capture / feed).
+    venue: str
+    kind: SourceKind = "book"
+    #: Price older than this (event time) is stale; None = the kind's default above.
+    stale_after_ms: int | None = Field(default=None, gt=0)
+    #: Multiplies the source's depth in the depth-weighted index.
+    weight: float = Field(default=1.0, gt=0)
+    #: A price whose reported depth (book: within the band; trade: the print's notional)
+    #: is below this never moves a level nor the index; 0 = no minimum. Prices that
+    #: report no depth are not filtered.
+    min_depth_usd: float = Field(default=0.0, ge=0)
+
+    @property
+    def stale_window_ms(self) -> int:
+        return self.stale_after_ms if self.stale_after_ms is not None else DEFAULT_STALE_AFTER_MS[self.kind]
+
+
 class PegConfig(_Frozen):
     """Peg monitor settings (RISK_MODEL §5)."""
 
@@ -76,10 +112,25 @@ class PegConfig(_Frozen):
     venue_local_min_severity: Severity = "warning"
     #: … while the reference (other venues' index) is within ±normal_band_bps.
     normal_band_bps: float = Field(default=50.0, gt=0)
-    #: A venue's price older than this (event time) is stale: out of the index.
+    #: A venue's price older than this (event time) is stale: out of the index and out
+    #: of the venue-local test; its alerts are resolved (reason ``stale``). Applies to
+    #: venues not declared in ``sources``.
     stale_after_ms: int = Field(default=300_000, gt=0)
+    #: A venue-local depeg needs at least this many *other* sources fresh and inside the
+    #: band (independent witnesses); fewer → "undetermined", no alert (*assumed*: 2).
+    min_witnesses: int = Field(default=2, ge=1)
+    #: Declared sources: kind, staleness window, index weight, minimum depth.
+    sources: tuple[PegSource, ...] = ()
     #: Weight of a venue that reports no depth (generic price feeds without depth_usd).
     default_depth_usd: float = Field(default=1_000_000.0, gt=0)
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_unique(cls, sources: tuple[PegSource, ...]) -> tuple[PegSource, ...]:
+        venues = [src.venue for src in sources]
+        if len(set(venues)) != len(venues):
+            raise ValueError("peg.sources: each venue at most once")
+        return sources
 
     @field_validator("bands")
     @classmethod
@@ -119,6 +170,9 @@ class IngestConfig(_Frozen):
     quote_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {"USDT": 1.0, "USDC": 1.0, "FDUSD": 1.0, "USD": 1.0}
     )
+    #: A quote currency's USD prices are kept this long (event time), so an event converts
+    #: with the price as of its own timestamp (issue 19 §4; *assumed*: 1 h).
+    quote_history_ms: int = Field(default=3_600_000, gt=0)
     #: Exchange tickers → canonical asset names.
     asset_aliases: dict[str, str] = Field(
         default_factory=lambda: {

@@ -30,6 +30,7 @@ from monitor.events import (
 )
 from monitor.liquidity import BookState, LiquidityMonitor
 from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median
+from monitor.quotes import QuoteHistory
 from monitor.signals import PartitionClock, Signal
 
 __all__ = ["BatchResult", "Engine", "venue_key"]
@@ -78,6 +79,8 @@ class Engine:
         self.rules = PegRules.from_config(config.peg)
         self.peg_assets = frozenset(config.peg.assets)
         self.quote_usd: dict[str, float] = dict(config.ingest.quote_prices_usd)
+        #: Quote currencies' USD prices in event time: an event converts as of its own time.
+        self.quote_history = QuoteHistory(config.ingest.quote_history_ms)
         self.pegs: dict[str, AssetPeg] = {}
         #: Latest (USD mid, depth USD, ts) per (asset, venue) for assets without a peg.
         self.mids_usd: dict[tuple[str, str], tuple[float, float, int]] = {}
@@ -194,6 +197,8 @@ class Engine:
         peg = self._peg(asset) if asset in self.peg_assets else None
         on_price = peg.on_price if peg is not None else None
         quote_usd = [self.quote_usd.get(s[2]) for s in sources]
+        #: per source: events before this time convert with their quote's price as of then
+        quote_newest_ms = [self.quote_history.newest_ts_ms(s[2]) for s in sources]
         out = result.alerts
         liq = self.liquidity
         books: list[BookState | None] = [None] * len(sources)
@@ -260,6 +265,8 @@ class Engine:
                     continue
                 t = int(ts)
                 max_ts = max(max_ts, t)
+                if t < quote_newest_ms[i]:
+                    q = self.quote_history.as_of(sources[i][2], t)
                 if kind == KIND_QUOTE:
                     f1, f2 = row[4], row[5]
                     px = (f1 + f2) * 0.5 * q
@@ -428,7 +435,10 @@ class Engine:
         cols = batch.columns()
         if not _IS_PRICE_KIND[cols.kind].all():
             return None
-        q = np.asarray(quote_usd, dtype=np.float64)[cols.src]
+        q = self.quote_history.as_of_rows(
+            [s[2] for s in batch.sources], cols.src, cols.ts_ms,
+            np.asarray(quote_usd, dtype=np.float64)[cols.src],
+        )
         f = cols.f
         is_quote = cols.kind == KIND_QUOTE
         price = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, f[:, 0]) * q
@@ -468,8 +478,11 @@ class Engine:
                 result.unpriced += 1
                 continue
             if kind == KIND_QUOTE:
-                self.quote_usd[batch.asset] = (f1 + row[5]) * 0.5 * q
-                result.state_changed = True
+                usd = (f1 + row[5]) * 0.5 * q
             elif kind == KIND_PRICE:
-                self.quote_usd[batch.asset] = f1 * q
-                result.state_changed = True
+                usd = f1 * q
+            else:
+                continue
+            self.quote_usd[batch.asset] = usd
+            self.quote_history.update(batch.asset, int(row[2]), usd)
+            result.state_changed = True

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["LATENCY_BUCKETS_S", "Metrics"]
+__all__ = ["LATENCY_BUCKETS_S", "PEG_UNDETERMINED_REASONS", "Metrics"]
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Why a venue-local depeg cannot be judged (monitor.peg.AssetPeg.undetermined): a closed set.
+PEG_UNDETERMINED_REASONS = ("too_few_sources", "stale_witnesses")
 
 
 class Metrics:
@@ -27,6 +29,12 @@ class Metrics:
         self.peg_level = Gauge(
             "liqmon_peg_level", "Peg band level: 0 normal, 1 info, 2 warning, 3 high, 4 critical",
             ["asset", "venue"], registry=r)
+        self.peg_venue_local_undetermined = Gauge(
+            "liqmon_peg_venue_local_undetermined",
+            "1 while a venue at the venue-local level cannot be judged: too few other fresh "
+            "sources (witnesses), by reason", ["asset", "venue", "reason"], registry=r)
+        #: (asset, venue) → reason currently exported as 1 (only changes touch the gauge).
+        self._undetermined: dict[tuple[str, str], str] = {}
         # Pipeline health
         self.events_total = Counter(
             "liqmon_events", "Market events processed, by source venue", ["source"], registry=r)
@@ -128,6 +136,18 @@ class Metrics:
         self.spiral_liquidated_usd = Gauge(
             "liqmon_spiral_liquidated_usd", "Spiral estimate: notional liquidated after a standard shock, USD",
             ["shock"], registry=r)
+
+    def set_peg_undetermined(self, asset: str, reasons: dict[str, str]) -> None:
+        """Export ``AssetPeg.undetermined()`` of one asset: 1 on the reason, 0 once it ends."""
+        current = self._undetermined
+        for key, reason in list(current.items()):
+            if key[0] == asset and reasons.get(key[1]) != reason:
+                self.peg_venue_local_undetermined.labels(asset, key[1], reason).set(0)
+                del current[key]
+        for venue, reason in reasons.items():
+            if current.get((asset, venue)) != reason and reason in PEG_UNDETERMINED_REASONS:
+                self.peg_venue_local_undetermined.labels(asset, venue, reason).set(1)
+                current[(asset, venue)] = reason
 
     def clear_global_stage(self) -> None:
         """Stop exporting the global risk stage's figures (this worker no longer owns it).

@@ -144,21 +144,41 @@ class PegRules:
     peg_usd: float
     default_depth_usd: float
     ref_exit_factor: float
+    #: Other sources fresh and inside the band needed for a venue-local depeg.
+    min_witnesses: int = 1
+    #: A venue must have stayed beyond the venue-local band this long, on its *current*
+    #: deviation, before a venue-local depeg is raised: the shortest duration of the bands
+    #: at or above that band, which its level needed anyway.
+    venue_local_hold_ms: int = 0
+    #: Declared sources (``[[peg.sources]]``): staleness window, index weight, minimum depth.
+    stale_windows_ms: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    min_depths_usd: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: PegConfig) -> PegRules:
+        vl_level = SEVERITIES.index(cfg.venue_local_min_severity) + 1
         return cls(
             thresholds_bps=tuple(b.threshold_bps for b in cfg.bands),
             exit_bps=tuple(b.threshold_bps * (1.0 - cfg.hysteresis_ratio) for b in cfg.bands),
             min_durations_ms=tuple(b.min_duration_ms for b in cfg.bands),
             clear_duration_ms=cfg.clear_duration_ms,
-            venue_local_level=SEVERITIES.index(cfg.venue_local_min_severity) + 1,
+            venue_local_level=vl_level,
             normal_band_bps=cfg.normal_band_bps,
             stale_after_ms=cfg.stale_after_ms,
             peg_usd=cfg.peg_usd,
             default_depth_usd=cfg.default_depth_usd,
             ref_exit_factor=1.0 + cfg.hysteresis_ratio,
+            min_witnesses=cfg.min_witnesses,
+            venue_local_hold_ms=min(b.min_duration_ms for b in cfg.bands[vl_level - 1 :]),
+            stale_windows_ms={src.venue: src.stale_window_ms for src in cfg.sources},
+            weights={src.venue: src.weight for src in cfg.sources if src.weight != 1.0},
+            min_depths_usd={src.venue: src.min_depth_usd for src in cfg.sources if src.min_depth_usd > 0},
         )
+
+    def stale_window_ms(self, venue: str) -> int:
+        """Staleness window of ``venue``: its declared source's, else ``stale_after_ms``."""
+        return self.stale_windows_ms.get(venue, self.stale_after_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +201,7 @@ class _SteadyPlan:
     peak_abs_bps: float
     last_dev_bps: float
     last_ts_ms: int
+    in_band_since_ms: int | None
 
 
 @dataclass(slots=True)
@@ -195,16 +216,36 @@ class PegTracker:
     peak_abs_bps: float = 0.0
     last_dev_bps: float = 0.0
     last_ts_ms: int = 0
+    #: Since when |deviation| has stayed inside the normal band (None: outside now).
+    in_band_since_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not self.above_since_ms:
             self.above_since_ms = [None] * self.n_bands
+
+    @property
+    def inert(self) -> bool:
+        """Normal and nothing pending: going stale changes nothing."""
+        return self.level == 0 and self.above_since_ms[0] is None and self.below_since_ms is None
+
+    def reset(self) -> None:
+        """Back to normal with no timer running (the source's data went stale)."""
+        self.level = 0
+        self.above_since_ms = [None] * self.n_bands
+        self.below_since_ms = None
+        self.episode_start_ms = None
+        self.peak_abs_bps = 0.0
 
     def update(self, ts_ms: int, dev_bps: float, rules: PegRules) -> int | None:
         """Feed one deviation; return the previous level when the level changed."""
         self.last_dev_bps = dev_bps
         self.last_ts_ms = ts_ms
         mag = -dev_bps if dev_bps < 0.0 else dev_bps
+        if mag < rules.normal_band_bps:
+            if self.in_band_since_ms is None:
+                self.in_band_since_ms = ts_ms
+        else:
+            self.in_band_since_ms = None
         thresholds = rules.thresholds_bps
         above = self.above_since_ms
         if self.level == 0 and mag < thresholds[0]:
@@ -277,6 +318,7 @@ class PegTracker:
             if i >= level and longest is not None and longest >= rules.min_durations_ms[i]:
                 return None
             above.append(since)
+        in_band_since = _held(mag < rules.normal_band_bps, ts_ms, self.in_band_since_ms)[1]
         below = self.below_since_ms
         peak = self.peak_abs_bps
         if level:
@@ -284,7 +326,7 @@ class PegTracker:
             if longest is not None and longest >= rules.clear_duration_ms:
                 return None
             peak = max(peak, float(mag.max()))
-        return _SteadyPlan(above, below, peak, float(dev_bps[-1]), int(ts_ms[-1]))
+        return _SteadyPlan(above, below, peak, float(dev_bps[-1]), int(ts_ms[-1]), in_band_since)
 
     def apply(self, plan: _SteadyPlan) -> None:
         self.above_since_ms = plan.above_since_ms
@@ -292,6 +334,7 @@ class PegTracker:
         self.peak_abs_bps = plan.peak_abs_bps
         self.last_dev_bps = plan.last_dev_bps
         self.last_ts_ms = plan.last_ts_ms
+        self.in_band_since_ms = plan.in_band_since_ms
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -302,6 +345,7 @@ class PegTracker:
             "peak": self.peak_abs_bps,
             "dev": self.last_dev_bps,
             "ts": self.last_ts_ms,
+            "in_band": self.in_band_since_ms,
         }
 
     @classmethod
@@ -315,6 +359,7 @@ class PegTracker:
             peak_abs_bps=float(state["peak"]),
             last_dev_bps=float(state["dev"]),
             last_ts_ms=int(state["ts"]),
+            in_band_since_ms=state.get("in_band"),
         )
 
 
@@ -347,6 +392,8 @@ class AssetPeg:
     venue_keys: dict[str, str] = field(default_factory=lambda: dict(SignalsConfig().venue_price_keys))
     #: Set when a discrete state changed since the last snapshot (table write needed).
     dirty: bool = False
+    #: No source can go stale before this event time (a lower bound; derived, not saved).
+    next_stale_check_ms: int = 0
 
     def _tracker(self, venue: str) -> PegTracker:
         tracker = self.trackers.get(venue)
@@ -355,13 +402,18 @@ class AssetPeg:
             self.trackers[venue] = tracker
         return tracker
 
+    def is_fresh(self, venue: str, vp: VenuePrice, ts_ms: int) -> bool:
+        """A source's price is fresh while no older than its staleness window (event time)."""
+        return vp.ts_ms >= ts_ms - self.rules.stale_window_ms(venue)
+
     def index_price(self, ts_ms: int, exclude: str | None = None) -> tuple[float, int] | None:
         """Depth-weighted median of fresh venues (optionally leaving one out); with count."""
         values: list[float] = []
         weights: list[float] = []
-        stale_before = ts_ms - self.rules.stale_after_ms
+        windows = self.rules.stale_windows_ms
+        default_window = self.rules.stale_after_ms
         for venue, vp in self.prices.items():
-            if venue == exclude or vp.ts_ms < stale_before:
+            if venue == exclude or vp.ts_ms < ts_ms - windows.get(venue, default_window):
                 continue
             values.append(vp.price_usd)
             weights.append(vp.depth_usd)
@@ -369,17 +421,49 @@ class AssetPeg:
             return None
         return weighted_median(values, weights), len(values)
 
+    def witnesses(
+        self, venue: str, ts_ms: int, band_bps: float, in_band_by_ms: int | None = None
+    ) -> tuple[int, int]:
+        """(fresh other sources, those with |deviation| < ``band_bps``) for ``venue``'s test.
+
+        With ``in_band_by_ms``, a witness must also have stayed inside the normal band
+        since that time or earlier (its "in band since" timer).
+        """
+        fresh = in_band = 0
+        peg_usd = self.rules.peg_usd
+        for other, vp in self.prices.items():
+            if other == venue or not self.is_fresh(other, vp, ts_ms):
+                continue
+            fresh += 1
+            if abs((vp.price_usd / peg_usd - 1.0) * 10_000.0) >= band_bps:
+                continue
+            if in_band_by_ms is not None:
+                since = self.trackers[other].in_band_since_ms
+                if since is None or since > in_band_by_ms:
+                    continue
+            in_band += 1
+        return fresh, in_band
+
     def on_price(self, venue: str, ts_ms: int, price_usd: float, depth_usd: float, out: list[Alert]) -> None:
         """Feed one USD price of ``venue``; append any alerts to ``out``."""
         rules = self.rules
+        if rules.min_depths_usd and 0.0 < depth_usd < rules.min_depths_usd.get(venue, 0.0):
+            # A thin print never moves a level nor the index (issue 19 §5); its time still counts.
+            if ts_ms > self.next_stale_check_ms:
+                self._expire_stale(ts_ms, out)
+            return
+        weight = rules.weights.get(venue, 1.0)
         vp = self.prices.get(venue)
         if vp is None:
-            self.prices[venue] = VenuePrice(price_usd, depth_usd or rules.default_depth_usd, ts_ms)
+            self.prices[venue] = VenuePrice(price_usd, (depth_usd or rules.default_depth_usd) * weight, ts_ms)
         else:
             vp.price_usd = price_usd
             if depth_usd:
-                vp.depth_usd = depth_usd
+                vp.depth_usd = depth_usd * weight
             vp.ts_ms = ts_ms
+        self.next_stale_check_ms = min(self.next_stale_check_ms, ts_ms + rules.stale_window_ms(venue))
+        if ts_ms > self.next_stale_check_ms:
+            self._expire_stale(ts_ms, out)
         tracker = self._tracker(venue)
         dev = (price_usd / rules.peg_usd - 1.0) * 10_000.0
         previous = tracker.update(ts_ms, dev, rules)
@@ -401,6 +485,28 @@ class AssetPeg:
         if self.elevated or self.venue_local:
             self._check_venue_local(ts_ms, out)
 
+    def _expire_stale(self, ts_ms: int, out: list[Alert]) -> None:
+        """Resolve the alerts of every source whose data went stale (reason ``stale``)."""
+        next_check = ts_ms + self.rules.stale_after_ms
+        for venue, vp in self.prices.items():
+            limit_ms = vp.ts_ms + self.rules.stale_window_ms(venue)
+            if ts_ms <= limit_ms:
+                next_check = min(next_check, limit_ms)
+                continue
+            tracker = self.trackers.get(venue)
+            if tracker is None or tracker.inert:
+                continue
+            previous = tracker.level
+            active = self.venue_local.pop(venue, 0)
+            tracker.reset()
+            self.elevated.discard(venue)
+            if active:
+                out.append(self._venue_local_alert(venue, tracker, ts_ms, None, None, active, reason="stale"))
+            if previous:
+                self.dirty = True
+                out.append(self._stale_alert(venue, vp, previous, ts_ms))
+        self.next_stale_check_ms = next_check
+
     def try_batch(self, batch: PriceColumns) -> bool:
         """Apply a whole batch of USD prices at once; exactly the per-event result.
 
@@ -418,16 +524,25 @@ class AssetPeg:
         first price of a venue creates its state, and maybe the index's, in event order).
         """
         rules = self.rules
+        if not len(batch.src):
+            return True
+        if any(venue not in self.prices for venue in batch.venues):
+            return False  # a new venue: on_price creates its state (and the index's) in order
+        if self._may_go_stale(int(batch.ts_ms.max()), batch.venues):
+            return False  # a source holding state may go stale: on_price resolves it in order
+        self.next_stale_check_ms = 0  # a returning source may go stale sooner: rescan next time
+        batch = self._declared_sources(batch)
         venues, src, ts_ms, price_usd, depth_usd = (
             batch.venues, batch.src, batch.ts_ms, batch.price_usd, batch.depth_usd
         )
         if not len(src):
-            return True
-        if any(venue not in self.prices for venue in venues):
-            return False  # a new venue: on_price creates its state (and the index's) in order
+            return True  # thin prints only: nothing moves
         dev = (price_usd / rules.peg_usd - 1.0) * 10_000.0
-        if float(np.abs(dev).max()) >= rules.thresholds_bps[0] or any(
-            tracker.level or tracker.above_since_ms[0] is not None for tracker in self.trackers.values()
+        # Calm also means every price inside the normal band and every tracker in it
+        # already: then no "in band since" timer moves either.
+        if float(np.abs(dev).max()) >= min(rules.thresholds_bps[0], rules.normal_band_bps) or any(
+            tracker.level or tracker.above_since_ms[0] is not None or tracker.in_band_since_ms is None
+            for tracker in self.trackers.values()
         ):
             return self._try_steady(batch, dev)
         # Last event of each venue (several symbols may quote one venue).
@@ -465,6 +580,33 @@ class AssetPeg:
                 idx_tracker.last_ts_ms = ts_last
         return True
 
+    def _declared_sources(self, batch: PriceColumns) -> PriceColumns:
+        """The batch as :meth:`on_price` sees it: thin prints dropped, depths weighted."""
+        rules = self.rules
+        if not rules.min_depths_usd and not rules.weights:
+            return batch
+        min_depth = np.array([rules.min_depths_usd.get(v, 0.0) for v in batch.venues])[batch.src]
+        keep = ~((batch.depth_usd > 0.0) & (batch.depth_usd < min_depth))
+        src = batch.src[keep]
+        weight = np.array([rules.weights.get(v, 1.0) for v in batch.venues])[src]
+        return PriceColumns(
+            batch.venues, src, batch.ts_ms[keep], batch.price_usd[keep], batch.depth_usd[keep] * weight
+        )
+
+    def _may_go_stale(self, last_ts_ms: int, in_batch: list[str]) -> bool:
+        """True when a source with a level or a timer might go stale by ``last_ts_ms``.
+
+        Conservative (its price before the batch is compared with the batch's last time):
+        a True only sends the batch down the per-event path.
+        """
+        for venue, vp in self.prices.items():
+            if last_ts_ms > vp.ts_ms + self.rules.stale_window_ms(venue):
+                tracker = self.trackers.get(venue)
+                # A source priced in the batch may start a timer there, then go stale.
+                if venue in in_batch or (tracker is not None and not tracker.inert):
+                    return True
+        return False
+
     def _try_steady(self, batch: PriceColumns, dev_bps: NDArray[np.float64]) -> bool:
         """The steady case of :meth:`try_batch`: out of band, but no state flips.
 
@@ -497,7 +639,8 @@ class AssetPeg:
         weight = np.where(
             last_depth >= 0, depth_usd[np.maximum(last_depth, 0)], [vp.depth_usd for vp in before]
         )
-        fresh = seen >= (ts_ms - rules.stale_after_ms)[:, None]
+        windows = np.array([rules.stale_window_ms(venue) for venue in names], dtype=np.int64)
+        fresh = seen >= ts_ms[:, None] - windows[None, :]
 
         plans: list[tuple[PegTracker, _SteadyPlan]] = []
         for c, venue in enumerate(names):
@@ -546,6 +689,7 @@ class AssetPeg:
         """True when :meth:`_check_venue_local` would flip nothing at any event (levels fixed)."""
         rules = self.rules
         others = np.ones(fresh.shape[1], dtype=np.bool_)
+        px_abs_dev = np.abs((px / rules.peg_usd - 1.0) * 10_000.0)
         for venue, tracker in self.trackers.items():
             if venue == INDEX_VENUE:
                 continue
@@ -559,13 +703,23 @@ class AssetPeg:
             ref, ok = weighted_median_rows(px, weight, fresh & others)
             ref_dev = (ref / rules.peg_usd - 1.0) * 10_000.0
             limit = rules.normal_band_bps * (rules.ref_exit_factor if active_level else 1.0)
+            in_band = (fresh & others & (px_abs_dev < limit)).sum(axis=1)
             with np.errstate(invalid="ignore"):
-                is_local = ok & (np.abs(ref_dev) < limit)
+                is_local = ok & (np.abs(ref_dev) < limit) & (in_band >= rules.min_witnesses)
             if tracker.level > active_level and is_local.any():
                 return False
             if active_level and not is_local.all():
                 return False
         return True
+
+    def _alert(
+        self, kind: str, ts_ms: int, severity: Severity, venue: str, message: str,
+        evidence: dict[str, Any], identity: str,
+    ) -> Alert:
+        return make_alert(
+            kind=kind, ts_ms=ts_ms, severity=severity, venue=venue, asset=self.asset,
+            message=message, evidence=evidence, config_hash=self.config_hash, identity=identity,
+        )
 
     def _level_alert(
         self, venue: str, tracker: PegTracker, previous: int, ts_ms: int, price_usd: float
@@ -603,40 +757,72 @@ class AssetPeg:
             "peak_abs_bps": round(tracker.peak_abs_bps, 2),
             "resolved": level == 0,
         }
-        return make_alert(
-            kind="peg_deviation",
-            ts_ms=ts_ms,
-            severity=severity,
-            venue=venue,
-            asset=self.asset,
-            message=message,
-            evidence=evidence,
-            config_hash=self.config_hash,
-            identity=f"{previous}->{level}",
-        )
+        return self._alert("peg_deviation", ts_ms, severity, venue, message, evidence, f"{previous}->{level}")
 
     def _check_venue_local(self, ts_ms: int, out: list[Alert]) -> None:
+        """Raise, escalate or end each venue's venue-local depeg (RISK_MODEL §5, issue 19).
+
+        Like with like: the venue's *current* deviation must have stayed beyond the
+        venue-local band for ``venue_local_hold_ms`` (its held level alone is not enough),
+        and the reference is the other sources' current prices: their depth-weighted
+        median inside the normal band, with at least ``min_witnesses`` fresh sources
+        inside it too. Staying needs the same with the band widened by the hysteresis ratio.
+        """
         rules = self.rules
         for venue, tracker in self.trackers.items():
             if venue == INDEX_VENUE:
                 continue
             active_level = self.venue_local.get(venue, 0)
             ref = None
-            if tracker.level >= rules.venue_local_level:
-                ref = self.index_price(ts_ms, exclude=venue)
-            ref_dev = None if ref is None else (ref[0] / rules.peg_usd - 1.0) * 10_000.0
+            in_band = 0
             # Hysteresis on the reference too: entering needs it inside the normal band,
             # staying needs it inside the band widened by the hysteresis ratio.
             limit = rules.normal_band_bps * (rules.ref_exit_factor if active_level else 1.0)
-            is_local = ref_dev is not None and abs(ref_dev) < limit
-            if is_local and tracker.level > active_level:
+            if tracker.level >= rules.venue_local_level:
+                ref = self.index_price(ts_ms, exclude=venue)
+                # Raising needs witnesses inside the band since before the venue left it.
+                since = None if active_level else tracker.above_since_ms[rules.venue_local_level - 1]
+                in_band = self.witnesses(venue, ts_ms, limit, since)[1]
+            ref_dev = None if ref is None else (ref[0] / rules.peg_usd - 1.0) * 10_000.0
+            is_local = ref_dev is not None and abs(ref_dev) < limit and in_band >= rules.min_witnesses
+            if is_local and tracker.level > active_level and self._held_beyond(tracker, ts_ms):
                 self.venue_local[venue] = tracker.level
                 self.dirty = True
                 out.append(self._venue_local_alert(venue, tracker, ts_ms, ref, ref_dev, active_level))
             elif active_level and not is_local:
                 del self.venue_local[venue]
                 self.dirty = True
-                out.append(self._venue_local_alert(venue, tracker, ts_ms, ref, ref_dev, active_level))
+                if tracker.level < rules.venue_local_level:
+                    reason = "recovered"
+                elif ref_dev is not None and abs(ref_dev) >= limit:
+                    reason = "reference_left_band"
+                else:
+                    reason = "undetermined"
+                out.append(self._venue_local_alert(venue, tracker, ts_ms, ref, ref_dev, active_level, reason))
+
+    def _held_beyond(self, tracker: PegTracker, ts_ms: int) -> bool:
+        """The venue's current |deviation| has stayed beyond the venue-local band long enough."""
+        since = tracker.above_since_ms[self.rules.venue_local_level - 1]
+        return since is not None and ts_ms - since >= self.rules.venue_local_hold_ms
+
+    def undetermined(self) -> dict[str, str]:
+        """Venues at the venue-local level that cannot be judged, with the reason why.
+
+        ``too_few_sources``: fewer other sources than ``min_witnesses`` were ever seen;
+        ``stale_witnesses``: enough were seen, but too few are fresh now. Judged at the
+        newest event time of the asset (no clock read).
+        """
+        if not self.elevated or not self.prices:
+            return {}
+        ts_ms = max(vp.ts_ms for vp in self.prices.values())
+        need = self.rules.min_witnesses
+        reasons: dict[str, str] = {}
+        for venue in sorted(self.elevated):
+            fresh = self.witnesses(venue, ts_ms, 0.0)[0]
+            if fresh >= need:
+                continue
+            reasons[venue] = "too_few_sources" if len(self.prices) - 1 < need else "stale_witnesses"
+        return reasons
 
     def _venue_local_alert(
         self,
@@ -646,6 +832,7 @@ class AssetPeg:
         ref: tuple[float, int] | None,
         ref_dev: float | None,
         previous: int,
+        reason: str | None = None,
     ) -> Alert:
         active = self.venue_local.get(venue, 0)
         vp = self.prices[venue]
@@ -660,12 +847,7 @@ class AssetPeg:
             )
         else:
             severity = "info"
-            if tracker.level >= self.rules.venue_local_level and ref_dev is not None:
-                why = f"the other venues' index has left the normal band ({_fmt_bps(ref_dev)})"
-            elif tracker.level >= self.rules.venue_local_level:
-                why = "no fresh price from another venue is left to compare with"
-            else:
-                why = f"{venue} is back to {_LEVEL_NAMES[tracker.level]}"
+            why = self._end_why(venue, tracker, ref_dev, reason)
             message = f"Venue-local depeg of {self.asset} on {venue} ended: {why}."
         evidence: dict[str, Any] = {
             "venue_price_usd": round(vp.price_usd, 6),
@@ -677,17 +859,42 @@ class AssetPeg:
             "price_key": f"{self.asset}@{self.venue_keys.get(venue, venue)}",
             "resolved": active == 0,
         }
-        return make_alert(
-            kind="venue_local_depeg",
-            ts_ms=ts_ms,
-            severity=severity,
-            venue=venue,
-            asset=self.asset,
-            message=message,
-            evidence=evidence,
-            config_hash=self.config_hash,
-            identity=f"{previous}->{active}",
+        if reason is not None:
+            evidence["reason"] = reason
+        return self._alert("venue_local_depeg", ts_ms, severity, venue, message, evidence, f"{previous}->{active}")
+
+    def _end_why(self, venue: str, tracker: PegTracker, ref_dev: float | None, reason: str | None) -> str:
+        """Why a venue-local depeg ended, in words."""
+        if reason == "stale":
+            window_s = self.rules.stale_window_ms(venue) / 1000
+            return f"no price from {venue} for more than {window_s:,.0f} s (stale)"
+        if reason == "reference_left_band" and ref_dev is not None:
+            return f"the other venues' index has left the normal band ({_fmt_bps(ref_dev)})"
+        if reason == "undetermined":
+            return (
+                f"fewer than {self.rules.min_witnesses} other fresh sources are left inside "
+                "the band to compare with (undetermined)"
+            )
+        return f"{venue} is back to {_LEVEL_NAMES[tracker.level]}"
+
+    def _stale_alert(self, venue: str, vp: VenuePrice, previous: int, ts_ms: int) -> Alert:
+        """The peg alert of a source whose data stopped, resolved with reason ``stale``."""
+        age_s = (ts_ms - vp.ts_ms) / 1000
+        message = (
+            f"{self.asset} on {venue}: no price for {age_s:,.0f} s (stale after "
+            f"{self.rules.stale_window_ms(venue) / 1000:,.0f} s); its {_LEVEL_NAMES[previous]} "
+            f"peg alert is resolved and {venue} leaves the index until it prices again."
         )
+        evidence: dict[str, Any] = {
+            "price_usd": round(vp.price_usd, 6),
+            "last_price_ts_ms": vp.ts_ms,
+            "level": "normal",
+            "previous_level": _LEVEL_NAMES[previous],
+            "direction": "de-escalation",
+            "resolved": True,
+            "reason": "stale",
+        }
+        return self._alert("peg_deviation", ts_ms, "info", venue, message, evidence, f"{previous}->stale")
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -142,6 +142,7 @@ class GlobalRisk:
             config.cascade,
             self.config_hash,
             excluded_assets=frozenset(config.peg.assets) | frozenset(config.ingest.quote_prices_usd),
+            peg_assets=config.peg.assets,
         )
         self.alerts_emitted = 0
 

@@ -195,6 +195,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.capture is not None:
             raise UsageError("give either --capture or --scenario, not both")
         scenario = _scenario(args, out_dir)
+        if scenario.config_path is not None and not (args.config or settings.config):
+            args.config = scenario.config_path  # e.g. its own peg asset; the worker gets it too
+            config = load_engine_config(args.config)
         args.capture = scenario.capture_path
         args.positions = args.positions or scenario.positions_path
         args.accounts = args.accounts or scenario.accounts_path
@@ -269,9 +272,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     calibration_text = None
     if scenario is not None:
-        from replay.calibration import calibrate, format_table
+        from replay.calibration import format_table
+        from replay.scenario import calibrate_scenario
 
-        rows = calibrate(scenario)
+        figures_of, rows = calibrate_scenario(scenario)
         recorder.set_calibration(rows)
         calibration_text = format_table(rows)
         extra["scenario"] = {"name": scenario.name, "seed": scenario.seed,
@@ -287,7 +291,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_timeline(ordered)
         if calibration_text is not None:
-            print("\ncalibration against the public figures of 10 October 2025:")
+            print(f"\ncalibration against the public figures of {figures_of}:")
             print(calibration_text)
         print(
             f"\n{summary['events']:,} events from {summary['frames']:,} frames in {summary['wall_s']} s; "
@@ -334,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="replay a capture through Kafka (or --inline) and report alerts")
     rp.add_argument("--capture", type=Path, default=None, help="capture file (.jsonl or .jsonl.gz)")
     rp.add_argument("--scenario", default=None,
-                    help="generate and replay a synthetic scenario: oct10, oct10-post-fix-index, oct10-aave-mtm, calm")
+                    help="generate and replay a synthetic scenario: oct10, oct10-post-fix-index, oct10-aave-mtm, "
+                         "calm, stablecoin-weekend")
     rp.add_argument("--seed", type=int, default=1, help="scenario seed (same seed, same bytes)")
     rp.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
                     help="scenario knob, e.g. duration_s=3600 (repeatable)")

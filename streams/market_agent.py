@@ -206,6 +206,7 @@ class MarketRuntime:
                 dev_gauge, level_gauge = counters.peg(record.asset, venue)
                 dev_gauge.set(tracker.last_dev_bps)
                 level_gauge.set(tracker.level)
+            self.pipes.metrics.set_peg_undetermined(record.asset, peg.undetermined())
         counters.last_event.set(time.time())
 
     def _book_metrics(self, part: MarketPartition, touched: set[tuple[str, str]]) -> None:

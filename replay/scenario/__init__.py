@@ -1,5 +1,8 @@
 """Synthetic, seeded, agent-based replay of 10 Oct 2025 20:00 → 11 Oct 02:00 UTC.
 
+(The ``stablecoin-weekend`` scenario, a market-wide depeg calibrated to March 2023, is a
+separate, simpler generator: :mod:`replay.scenario.weekend`.)
+
 ``generate(name, seed, out_dir, knobs)`` writes, under ``out_dir``:
 
 - ``capture.jsonl.gz`` — frames in the venues' own wire formats (see
@@ -25,12 +28,29 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
+from replay.calibration import CalibrationRow, calibrate
 from replay.capture import write_capture
 from replay.scenario.config import PRESETS, T0_MS, ScenarioKnobs, knobs_for
 from replay.scenario.sim import Frame, Simulation
+from replay.scenario.weekend import WeekendKnobs, write_weekend
+from replay.scenario.weekend_calibration import calibrate_weekend
 
-__all__ = ["DEFAULT_SEED", "PRESETS", "ScenarioKnobs", "ScenarioResult", "generate"]
+__all__ = [
+    "DEFAULT_SEED",
+    "PRESETS",
+    "SCENARIOS",
+    "ScenarioKnobs",
+    "ScenarioResult",
+    "calibrate_scenario",
+    "generate",
+]
+
+#: The market-wide depeg of a fiat-backed stablecoin (issue 19), beside the October presets.
+WEEKEND = "stablecoin-weekend"
+#: Every scenario name ``generate`` accepts.
+SCENARIOS: tuple[str, ...] = (*PRESETS, WEEKEND)
 
 #: The seed the calibration table is checked with (``liqmon replay --scenario oct10``).
 DEFAULT_SEED = 1
@@ -43,7 +63,7 @@ class ScenarioResult:
     name: str
     seed: int
     out_dir: Path
-    knobs: ScenarioKnobs
+    knobs: BaseModel
     frames: int
     frames_by_venue: dict[str, int] = field(default_factory=dict)
     generation_s: float = 0.0
@@ -64,6 +84,12 @@ class ScenarioResult:
     def liquidations_path(self) -> Path:
         return self.out_dir / "liquidations.jsonl"
 
+    @property
+    def config_path(self) -> Path | None:
+        """The engine config the scenario needs (e.g. its peg asset), if it wrote one."""
+        path = self.out_dir / "engine.toml"
+        return path if path.exists() else None
+
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("wb") as fh:
@@ -77,6 +103,15 @@ def generate(
 ) -> ScenarioResult:
     """Run preset ``name`` with ``seed`` (knob overrides optional) and write out_dir."""
     started = time.perf_counter()
+    if name == WEEKEND:
+        weekend = WeekendKnobs(**(knobs or {}))
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        total, by_venue = write_weekend(out_dir, seed, weekend)
+        return ScenarioResult(
+            name=name, seed=seed, out_dir=out_dir, knobs=weekend, frames=total,
+            frames_by_venue=by_venue, generation_s=time.perf_counter() - started,
+        )
     cfg = knobs_for(name, knobs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -104,3 +139,11 @@ def generate(
         frames_by_venue=dict(sorted(counts.items())),
         generation_s=time.perf_counter() - started,
     )
+
+
+def calibrate_scenario(result: ScenarioResult) -> tuple[str, list[CalibrationRow]]:
+    """(what the figures are, calibration rows) of a generated scenario."""
+    if result.name == WEEKEND:
+        asset = str(getattr(result.knobs, "asset", "USDC"))
+        return "the March 2023 USDC depeg", calibrate_weekend(result.out_dir, asset)
+    return "10 October 2025", calibrate(result)

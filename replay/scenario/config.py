@@ -82,6 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def knobs_for(name: str, overrides: dict[str, Any] | None = None) -> ScenarioKnobs:
     """Preset knobs with user overrides applied (unknown preset or key → ValueError)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown scenario {name!r}; presets: {', '.join(PRESETS)}")
+        names = ", ".join([*PRESETS, "stablecoin-weekend"])
+        raise ValueError(f"unknown scenario {name!r}; presets: {names}")
     merged = {**PRESETS[name], **(overrides or {})}
     return ScenarioKnobs(**merged)

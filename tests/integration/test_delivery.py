@@ -67,6 +67,8 @@ def test_worker_delivers_alerts_to_a_webhook(oct10_dir: Path, tmp_path: Path) ->
             "LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
             "LIQMON_METRICS_PORT": "0", "LIQMON_WEBHOOK_URL": f"http://127.0.0.1:{hook.port}/hook",
             "LIQMON_ALERT_STDOUT": "true",
+            # One independent witness (the Uniswap pool) in this data: its config accepts one.
+            "LIQMON_CONFIG": str(Path(__file__).resolve().parents[2] / "replay" / "configs" / "oct10-real.toml"),
         })
         log = (tmp_path / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=log)

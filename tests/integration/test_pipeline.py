@@ -23,6 +23,9 @@ from streams.broker import embedded_broker, free_port
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 T0 = 1_760_130_000_000
+#: The real October data has one independent witness of Binance's book (the Uniswap pool):
+#: its config accepts one (the default needs two: undetermined, no venue-local alert).
+ONE_WITNESS = {"LIQMON_CONFIG": str(Path(__file__).resolve().parents[2] / "replay" / "configs" / "oct10-real.toml")}
 
 
 def liqmon(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -70,7 +73,8 @@ def test_real_usde_replay_through_kafka_is_deterministic(real_usde_capture: Path
     runs = []
     for i in range(2):
         out = tmp_path / f"run{i}"
-        proc = liqmon("replay", "--capture", str(real_usde_capture), "--out", str(out), "--metrics-port", "0")
+        proc = liqmon("replay", "--capture", str(real_usde_capture), "--out", str(out), "--metrics-port", "0",
+                      env=ONE_WITNESS)
         assert proc.returncode == 0, proc.stderr[-3000:] + (out / "worker.log").read_text()[-3000:]
         assert "venue_local_depeg" in proc.stdout  # the printed timeline
         runs.append((out / "alerts.jsonl").read_bytes())
@@ -80,7 +84,8 @@ def test_real_usde_replay_through_kafka_is_deterministic(real_usde_capture: Path
     assert runs[0] == runs[1]
     check_real_usde_alerts(read_alerts(tmp_path / "run0" / "alerts.jsonl"))
     inline = tmp_path / "inline"
-    proc = liqmon("replay", "--capture", str(real_usde_capture), "--out", str(inline), "--inline", "--quiet")
+    proc = liqmon("replay", "--capture", str(real_usde_capture), "--out", str(inline), "--inline", "--quiet",
+                  env=ONE_WITNESS)
     assert proc.returncode == 0, proc.stderr
     assert (inline / "alerts.jsonl").read_bytes() == runs[0]
 
@@ -141,7 +146,7 @@ def test_bad_input_is_dead_lettered_counted_and_the_run_goes_on(tmp_path: Path) 
     port = free_port()
     with embedded_broker() as broker:
         env = {"LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
-               "LIQMON_METRICS_PORT": str(port)}
+               "LIQMON_METRICS_PORT": str(port), **ONE_WITNESS}  # binance-spot and curve only
         log = (tmp_path / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log,
                                   env={**os.environ, **env})

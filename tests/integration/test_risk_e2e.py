@@ -43,6 +43,9 @@ def _frames() -> list[tuple[int, str, str, dict[str, Any]]]:
         frames.append((ts, "binance-spot", "price", {"base": "USDe", "quote": "USDT", "price": px}))
         frames.append((ts + 1, "uniswap-v3", "price",
                        {"base": "USDe", "quote": "USDT", "price": 0.999, "depth_usd": 50_000_000}))
+        # A second independent witness: a venue-local depeg needs two by default.
+        frames.append((ts + 1, "curve", "price",
+                       {"base": "USDe", "quote": "USDC", "price": 0.9995, "depth_usd": 20_000_000}))
         frames.append((ts + 2, "binance-spot", "price",
                        {"base": "BTC", "quote": "USDT", "price": 116_000.0 - 50 * minute}))
     return frames

@@ -40,3 +40,14 @@ def test_deescalation_after_hold() -> None:
     assert len(out) == 1
     det.step(T0 + 80_000, out)
     assert out[-1].stage == 0 and out[-1].severity == "info"
+
+
+def test_stage_four_names_the_configured_peg_asset() -> None:
+    for assets, name in ((("USDC",), "USDC depeg"), (("USDe", "PYUSD"), "USDe/PYUSD depeg")):
+        det = CascadeDetector(CascadeConfig(hold_ms=60_000), "h", peg_assets=assets)
+        out: list[Alert] = []
+        det.on_peg_level(T0, assets[0], "coinbase", 4, -1300.0)
+        det.step(T0, out)
+        assert out[-1].stage == 4
+        assert f"stage 4 ({name})" in out[-1].message
+        assert out[-1].evidence["stages"]["4"]["name"] == name

@@ -31,6 +31,7 @@ GRAFANA = DEPLOY / "grafana"
 CATALOGUE: dict[str, str] = {
     "liqmon_peg_deviation_bps": "gauge",
     "liqmon_peg_level": "gauge",
+    "liqmon_peg_venue_local_undetermined": "gauge",
     "liqmon_events_total": "counter",
     "liqmon_deadletter_total": "counter",
     "liqmon_alerts_total": "counter",

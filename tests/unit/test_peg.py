@@ -106,11 +106,12 @@ def test_venue_local_depeg_when_other_venues_hold() -> None:
     pts = []
     for s in range(0, 181, 10):
         pts.append((s * 1000, "curve", 0.9995))
+        pts.append((s * 1000, "uniswap-v3", 0.9998))
         pts.append((s * 1000 + 1, "binance-spot", 0.93))
     alerts = run_venues(pts)
     local = [a for a in alerts if a.kind == "venue_local_depeg"]
     assert local and local[0].venue == "binance-spot" and local[0].severity == "high"
-    assert local[0].evidence["reference_venues"] == ["curve"]
+    assert local[0].evidence["reference_venues"] == ["curve", "uniswap-v3"]
     assert local[0].evidence["price_key"] == "USDe@binance"
     assert not any(a.venue == "curve" for a in alerts)
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.alerts import Alert
-from monitor.config import PegBand, PegConfig
+from monitor.config import PegBand, PegConfig, PegSource
 from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median, weighted_median_rows
 
 T0 = 1_760_130_000_000
@@ -33,16 +33,27 @@ CFG = PegConfig(
     stale_after_ms=6_000,
 )
 
+#: Declared sources (issue 19): their own staleness windows, a thin-print floor, an index
+#: weight, and a single witness enough, so every new rule also changes states inside batches.
+CFG_SOURCES = CFG.model_copy(update={
+    "min_witnesses": 1,
+    "sources": (
+        PegSource(venue="binance-spot", kind="book", stale_after_ms=3_000, min_depth_usd=2e5),
+        PegSource(venue="curve", kind="pool", stale_after_ms=9_000, weight=2.5),
+        PegSource(venue="okx", kind="oracle", stale_after_ms=20_000),
+    ),
+})
+
 Event = tuple[str, int, float, float]  # venue, ts_ms, price_usd, depth_usd
 
 
-def new_peg() -> AssetPeg:
-    return AssetPeg(asset="USDe", rules=PegRules.from_config(CFG), config_hash="test")
+def new_peg(cfg: PegConfig = CFG) -> AssetPeg:
+    return AssetPeg(asset="USDe", rules=PegRules.from_config(cfg), config_hash="test")
 
 
-def run_both(events: list[Event], cuts: list[int]) -> tuple[int, int]:
+def run_both(events: list[Event], cuts: list[int], cfg: PegConfig = CFG) -> tuple[int, int]:
     """Per-event reference vs try_batch over ``cuts``; returns (batches taken whole, fallbacks)."""
-    ref, fast = new_peg(), new_peg()
+    ref, fast = new_peg(cfg), new_peg(cfg)
     ref_out: list[Alert] = []
     fast_out: list[Alert] = []
     whole = fallback = 0
@@ -90,12 +101,13 @@ def random_walk(rng: random.Random, n: int) -> list[Event]:
     return out
 
 
+@pytest.mark.parametrize("cfg", [CFG, CFG_SOURCES], ids=["default", "declared-sources"])
 @pytest.mark.parametrize("seed", range(6))
-def test_batches_equal_event_by_event(seed: int) -> None:
+def test_batches_equal_event_by_event(seed: int, cfg: PegConfig) -> None:
     rng = random.Random(seed)
     events = random_walk(rng, 6_000)
     cuts = sorted(rng.sample(range(1, len(events)), 120))
-    whole, fallback = run_both(events, cuts)
+    whole, fallback = run_both(events, cuts, cfg)
     # Both paths ran: most batches whole (calm or steady), some handed to the per-event path.
     assert whole >= 10 and fallback >= 10, (whole, fallback)
 
@@ -130,16 +142,17 @@ def test_steady_path_covers_an_out_of_band_venue() -> None:
         max_size=200,
     ),
     st.lists(st.integers(1, 199), max_size=12),
+    st.sampled_from([CFG, CFG_SOURCES]),
 )
 def test_any_batching_equals_event_by_event(
-    steps: list[tuple[str, int, float, float]], cut_points: list[int]
+    steps: list[tuple[str, int, float, float]], cut_points: list[int], cfg: PegConfig
 ) -> None:
     ts = T0
     events: list[Event] = []
     for venue, gap, px, depth in steps:
         ts += gap
         events.append((venue, ts, px, depth))
-    run_both(events, sorted({c for c in cut_points if c < len(events)}))
+    run_both(events, sorted({c for c in cut_points if c < len(events)}), cfg)
 
 
 @settings(max_examples=200, deadline=None)
@@ -176,5 +189,25 @@ def test_venue_goes_stale_at_exactly_the_limit_inside_a_batch() -> None:
         ("binance-spot", T0 + limit, 1.0001, 1e6),
         ("binance-spot", T0 + limit + 1, 1.0001, 1e6),
     ]
-    assert run_both(events, [2]) == (1, 1)
+    # At the limit curve is still fresh: the second batch is taken whole.
     assert run_both(events[:4], [2]) == (1, 1)
+    # One ms later curve goes stale holding a pending timer, which stale resets (issue 19):
+    # that batch goes event by event, with the same result.
+    assert run_both(events, [2]) == (0, 2)
+
+
+def test_thin_prints_only_batch_still_expires_a_stale_source() -> None:
+    """A batch of thin prints moves no level, but its time makes curve (held at a level)
+    stale: both paths resolve it at the same event."""
+    events: list[Event] = []
+    ts = T0
+    for _ in range(40):  # curve and okx at −5%, binance-spot at par, every 250 ms
+        ts += 250
+        events += [("curve", ts, 0.95, 1e6), ("okx", ts, 0.95, 1e6), ("binance-spot", ts, 1.0, 1e6)]
+    cut = len(events)
+    for _ in range(60):  # then only thin binance-spot prints (below its 2e5 floor), 250 ms apart
+        ts += 250
+        events.append(("binance-spot", ts, 1.0, 1e5))
+    # All three per event: new venues; then binance-spot's own last real price outlives its
+    # 3 s window while it prints (conservative); then curve goes stale after its 9 s.
+    assert run_both(events, [cut, cut + 30], CFG_SOURCES) == (0, 3)
