@@ -231,17 +231,24 @@ def _perp_mm(perp: Perp, notional: float, account: Account, params: RiskParams) 
 def account_status(
     ratio: float | None, adjusted_equity_usd: float, venue: UnifiedVenueParams
 ) -> AccountStatus:
-    """Thresholds on equity/MM: >1.5 normal, 1.2–1.5 call, 1.05–1.2 reduce-only (Binance, §3)."""
+    """Status from equity/MM and the venue's lines (Binance ≤1.5 call, ≤1.2 reduce-only, §3).
+
+    A ratio exactly on a line takes the worse status when the venue's lines are inclusive
+    (Binance, Bybit, OKX), the better one when they are not (Hyperliquid: "falls below").
+    Negative adjusted equity is liquidation whatever the ratio (Binance FAQ).
+    """
     if adjusted_equity_usd < 0:
         return "liquidation"
     if ratio is None:
         return "normal"
-    if ratio < venue.liquidation_ratio:
-        return "liquidation"
-    if ratio < venue.reduce_only_ratio:
-        return "reduce_only"
-    if ratio < venue.margin_call_ratio:
-        return "margin_call"
+    lines: tuple[tuple[float, AccountStatus], ...] = (
+        (venue.liquidation_ratio, "liquidation"),
+        (venue.reduce_only_ratio, "reduce_only"),
+        (venue.margin_call_ratio, "margin_call"),
+    )
+    for line, status in lines:
+        if ratio < line or (venue.lines_inclusive and ratio == line):
+            return status
     return "normal"
 
 
@@ -312,10 +319,12 @@ def evaluate_account(
         venue_ratio = f.mm / f.equity if f.equity > 0 else None
     else:
         venue_ratio = ratio
+    # Hyperliquid docs, Trading › Liquidations: backstop when equity "drops below 2/3 of
+    # the maintenance margin" (strictly below; compared as a ratio so the line is exact).
     backstop = (
         account.model == "hyperliquid"
-        and f.mm > 0
-        and f.equity < p.unified.hyperliquid.backstop_equity_of_mm_ratio * f.mm
+        and ratio is not None
+        and ratio < p.unified.hyperliquid.backstop_equity_of_mm_ratio
     )
     leverage = f.gross / f.equity if f.equity > 0 else None
     change = None

@@ -112,12 +112,15 @@ class UnifiedVenueParams(_Frozen):
     """Thresholds, haircuts and brackets of one unified/cross-margin account model (§3).
 
     Ratios are always adjusted_equity / maintenance_margin (higher is safer); a venue that
-    publishes the inverse (Bybit's account MM rate) is converted.
+    publishes the inverse (Bybit's account MM rate) is converted. ``lines_inclusive``: a
+    ratio exactly on a threshold takes the worse status (the venue says "reaches", "equal
+    to or less than", "≤"); otherwise only a ratio strictly below it does ("falls below").
     """
 
     margin_call_ratio: float = Field(gt=0)
     reduce_only_ratio: float = Field(gt=0)
     liquidation_ratio: float = Field(gt=0)
+    lines_inclusive: bool = True
     target_ratio: float = Field(gt=0)
     collateral_rates: dict[str, TieredRate] = Field(default_factory=dict)
     unlisted_collateral_rate: float = Field(default=0.10, ge=0, le=1)
@@ -151,9 +154,13 @@ def _check_tiers(name: str, tiers: TieredRate) -> None:
 
 def _binance() -> UnifiedVenueParams:
     return UnifiedVenueParams(
+        # Binance FAQ "Binance Portfolio Margin Pro Maintenance Margin Ratio Calculation":
+        # 120% < uniMMR ≤ 150% margin call, 105% < uniMMR ≤ 120% reduce-only,
+        # uniMMR ≤ 105% liquidation: every line belongs to the worse status.
         margin_call_ratio=1.5,
         reduce_only_ratio=1.2,
         liquidation_ratio=1.05,
+        lines_inclusive=True,
         target_ratio=1.2,  # *assumed*: engine stops selling once out of reduce-only
         collateral_rates={
             "USDT": ((0, 1.0),),
@@ -178,7 +185,11 @@ def _bybit() -> UnifiedVenueParams:
     return UnifiedVenueParams(
         margin_call_ratio=1.0 / 0.7,  # *assumed*: warn at account MM rate 70%
         reduce_only_ratio=1.0 / 0.9,  # *assumed*
-        liquidation_ratio=1.0,  # account MM rate 100%
+        # Bybit help "Trading Rules: Liquidation Process (Unified Trading Account)":
+        # "Liquidation is triggered when the account's MMR reaches 100%" (MM / margin
+        # balance ≥ 1, i.e. equity / MM ≤ 1).
+        liquidation_ratio=1.0,
+        lines_inclusive=True,
         target_ratio=1.0 / 0.9,  # *assumed*
         collateral_rates={
             "USDT": ((0, 1.0),),
@@ -197,7 +208,11 @@ def _okx() -> UnifiedVenueParams:
     return UnifiedVenueParams(
         margin_call_ratio=3.0,  # *assumed*: OKX warns at margin ratio 300%
         reduce_only_ratio=1.5,  # *assumed*
+        # OKX help "Tiered maintenance margin ratio rules" (updated 16 May 2025): forced
+        # liquidation "when your margin ratio falls to 100%, meaning your account equity is
+        # equal to or less than the required maintenance margin".
         liquidation_ratio=1.0,
+        lines_inclusive=True,
         target_ratio=1.5,  # *assumed*
         collateral_rates={
             "USDT": ((0, 1.0),),
@@ -224,7 +239,10 @@ class HyperliquidParams(_Frozen):
         default_factory=lambda: UnifiedVenueParams(
             margin_call_ratio=1.5,  # *assumed*
             reduce_only_ratio=1.0,
+            # Hyperliquid docs, Trading › Liquidations: liquidated when "the account equity
+            # falls below the maintenance margin"; equity exactly at MM is not liquidated.
             liquidation_ratio=1.0,
+            lines_inclusive=False,
             target_ratio=1.0,
             collateral_rates={"USDC": ((0, 1.0),)},
             unlisted_collateral_rate=0.0,  # only USDC backs perp margin
