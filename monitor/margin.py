@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitor.risk_params import (
-    BracketTier,
     HyperliquidParams,
+    MarginTable,
     RiskParams,
     TieredRate,
     UnifiedVenueParams,
@@ -32,6 +32,7 @@ __all__ = [
     "bracket_for_notional",
     "collateral_tiers",
     "evaluate_account",
+    "hyperliquid_margin_table",
     "hyperliquid_mmr",
     "isolated_long_liquidation_price",
     "isolated_short_liquidation_price",
@@ -49,6 +50,17 @@ _RATIO_NAMES: dict[str, str] = {
     "okx-mc": "margin_ratio",
     "hyperliquid": "equity_to_maintenance",
 }
+
+
+class Bracket(Protocol):
+    """A tier of a tiered-MM table: notional floor and MM rate (Binance brackets, Hyperliquid
+    margin tiers, Bybit risk limits, OKX position tiers all share this shape)."""
+
+    @property
+    def floor_usd(self) -> float: ...
+
+    @property
+    def mmr_ratio(self) -> float: ...
 
 
 class _Model(BaseModel):
@@ -169,7 +181,7 @@ def asset_equity_usd(amount: float, price: float, tiers: TieredRate) -> float:
 
 
 def bracket_for_notional(
-    notional_usd: float, brackets: tuple[BracketTier, ...]
+    notional_usd: float, brackets: Sequence[Bracket]
 ) -> tuple[float, float]:
     """(MMR, cum) of the bracket; cum_n = cum_(n−1) + floor_n × (MMR_n − MMR_(n−1)) (§3)."""
     cum = 0.0
@@ -183,9 +195,14 @@ def bracket_for_notional(
 
 
 def perp_maintenance_margin_usd(
-    notional_usd: float, brackets: tuple[BracketTier, ...]
+    notional_usd: float, brackets: Sequence[Bracket]
 ) -> float:
-    """MM = notional × MMR_tier − cum_tier (Binance USDⓈ-M brackets, §3)."""
+    """MM = notional × MMR_tier − cum_tier (Binance USDⓈ-M brackets, §3).
+
+    The same formula as Hyperliquid's tiered MM (docs, Trading › Margin tiers:
+    maintenance_margin = notional × maintenance_margin_rate − maintenance_deduction, the
+    deduction built tier by tier like ``cum``), so it takes a :class:`MarginTable` too.
+    """
     mmr, cum = bracket_for_notional(notional_usd, brackets)
     return max(0.0, notional_usd * mmr - cum)
 
@@ -205,24 +222,34 @@ def isolated_short_liquidation_price(
 
 
 def _hl_coin(symbol: str) -> str:
-    base = symbol.upper().split("-")[0].split("/")[0]
+    base = symbol.split("-", maxsplit=1)[0].split("/", maxsplit=1)[0]
     for quote in ("USDT", "USDC", "USD", "PERP"):
-        if base.endswith(quote) and len(base) > len(quote):
+        if base.upper().endswith(quote) and len(base) > len(quote):
             return base[: -len(quote)]
     return base
 
 
-def hyperliquid_mmr(symbol: str, params: HyperliquidParams) -> float:
-    """MM rate = 1 / (2 × max leverage) (Hyperliquid docs, RISK_MODEL §3; BTC 40x → 1.25%)."""
-    lev = params.max_leverage.get(_hl_coin(symbol), params.default_max_leverage)
-    return 1.0 / (2.0 * lev)
+def hyperliquid_margin_table(symbol: str, params: HyperliquidParams) -> MarginTable:
+    """Margin tiers of a perp's coin (``BTC``, ``ETH-PERP``, ``kPEPE``) (Hyperliquid meta)."""
+    return params.margin_table(_hl_coin(symbol))
+
+
+def hyperliquid_mmr(symbol: str, params: HyperliquidParams, notional_usd: float = 0.0) -> float:
+    """MM rate of the tier holding the notional: 1 / (2 × its max leverage) (BTC 40x → 1.25%).
+
+    Hyperliquid docs, Trading › Margin tiers; the MM itself also subtracts the tier's
+    deduction (:func:`perp_maintenance_margin_usd`).
+    """
+    mmr, _ = bracket_for_notional(notional_usd, hyperliquid_margin_table(symbol, params))
+    return mmr
 
 
 def _perp_mm(perp: Perp, notional: float, account: Account, params: RiskParams) -> float:
     if perp.mmr is not None:
         return max(0.0, notional * perp.mmr - (perp.cum or 0.0))
     if account.model == "hyperliquid":
-        return notional * hyperliquid_mmr(perp.symbol, params.unified.hyperliquid)
+        table = hyperliquid_margin_table(perp.symbol, params.unified.hyperliquid)
+        return perp_maintenance_margin_usd(notional, table)
     venue = params.unified.venue(account.model)
     brackets = venue.perp_brackets.get(perp.symbol, venue.default_perp_brackets)
     return perp_maintenance_margin_usd(notional, brackets)

@@ -15,11 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ASSUMED_DEFAULTS",
+    "HYPERLIQUID_TABLES_SOURCE",
     "AaveV3Params",
     "BracketTier",
     "EModeParams",
     "HyperliquidParams",
     "LadderParams",
+    "MarginTable",
+    "MarginTier",
     "MorphoBlueParams",
     "RiskParams",
     "ShockSpec",
@@ -27,6 +30,7 @@ __all__ = [
     "TieredRate",
     "UnifiedAccountParams",
     "UnifiedVenueParams",
+    "check_margin_table",
 ]
 
 AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
@@ -227,13 +231,83 @@ def _okx() -> UnifiedVenueParams:
     )
 
 
-class HyperliquidParams(_Frozen):
-    """Hyperliquid cross margin: MM = IM at max leverage / 2; backstop below 2/3 of MM (§3)."""
+class MarginTier(_Frozen):
+    """One Hyperliquid margin tier: from ``lower_bound_usd`` of notional, at most ``max_leverage``.
 
-    max_leverage: dict[str, float] = Field(
-        default_factory=lambda: {"BTC": 40.0, "ETH": 25.0, "SOL": 20.0}
-    )
-    default_max_leverage: float = Field(default=10.0, gt=0)  # *assumed*
+    Its maintenance-margin rate is half the initial margin rate at that leverage,
+    1 / (2 × max_leverage) (Hyperliquid docs, Trading › Margin tiers: 20x → 2.5%).
+    """
+
+    lower_bound_usd: float = Field(ge=0)
+    max_leverage: float = Field(ge=1)
+
+    @property
+    def floor_usd(self) -> float:
+        """Notional from which the tier applies (the bracket floor of §3's MM formula)."""
+        return self.lower_bound_usd
+
+    @property
+    def mmr_ratio(self) -> float:
+        """MM rate = initial margin rate at max leverage / 2 (Hyperliquid docs, Margin tiers)."""
+        return 0.5 / self.max_leverage
+
+
+MarginTable = tuple[MarginTier, ...]
+"""A Hyperliquid margin table: tiers by rising lower bound and falling max leverage."""
+
+HYPERLIQUID_TABLES_SOURCE = (
+    "Hyperliquid docs, Trading > Margin tiers "
+    "(hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers), mainnet tables as "
+    "published on 2026-12-04"
+)
+
+
+def _hl_table(*rows: tuple[float, float]) -> MarginTable:
+    return tuple(MarginTier(lower_bound_usd=b, max_leverage=lev) for b, lev in rows)
+
+
+def _hl_tables() -> dict[str, MarginTable]:
+    """Built-in fallback: the mainnet margin tiers of HYPERLIQUID_TABLES_SOURCE."""
+    tables = {
+        "BTC": _hl_table((0, 40), (150_000_000, 20)),
+        "ETH": _hl_table((0, 25), (100_000_000, 15)),
+        "SOL": _hl_table((0, 20), (70_000_000, 10)),
+        "XRP": _hl_table((0, 20), (40_000_000, 10)),
+    }
+    for coin in (
+        "DOGE", "kPEPE", "SUI", "WLD", "TRUMP", "LTC", "ENA", "POPCAT", "WIF", "AAVE", "kBONK",
+        "LINK", "CRV", "AVAX", "ADA", "UNI", "NEAR", "TIA", "APT", "BCH", "HYPE", "FARTCOIN",
+    ):
+        tables[coin] = _hl_table((0, 10), (20_000_000, 5))
+    for coin in (
+        "OP", "ARB", "LDO", "TON", "MKR", "ONDO", "JUP", "INJ", "kSHIB", "SEI", "TRX", "BNB", "DOT",
+    ):
+        tables[coin] = _hl_table((0, 10), (3_000_000, 5))
+    return tables
+
+
+def check_margin_table(name: str, table: MarginTable) -> None:
+    """Raise ValueError unless bounds start at 0 and rise and max leverage never rises."""
+    bounds = [t.lower_bound_usd for t in table]
+    levs = [t.max_leverage for t in table]
+    if not table or bounds[0] != 0 or bounds != sorted(set(bounds)):
+        raise ValueError(f"margin table {name}: lower bounds must start at 0 and increase")
+    if levs != sorted(levs, reverse=True):
+        raise ValueError(f"margin table {name}: max leverage must not rise with notional")
+
+
+class HyperliquidParams(_Frozen):
+    """Hyperliquid cross margin: MM from the asset's margin table; backstop below 2/3 of MM (§3).
+
+    ``margin_tables`` maps a coin (Hyperliquid's name: ``BTC``, ``kPEPE``) to its tiers;
+    ``margin_tables_source`` names where they come from (the built-in fallback's source and
+    date, or the recorded ``meta`` response that replaced it). A coin without a table gets
+    one tier at ``default_max_leverage``.
+    """
+
+    margin_tables: dict[str, MarginTable] = Field(default_factory=_hl_tables)
+    margin_tables_source: str = HYPERLIQUID_TABLES_SOURCE
+    default_max_leverage: float = Field(default=10.0, ge=1)  # *assumed*
     backstop_equity_of_mm_ratio: float = Field(default=2.0 / 3.0, gt=0, le=1)
     venue: UnifiedVenueParams = Field(
         default_factory=lambda: UnifiedVenueParams(
@@ -251,6 +325,19 @@ class HyperliquidParams(_Frozen):
             sells_collateral=False,  # the engine closes perps; it does not sell spot
         )
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> HyperliquidParams:
+        for coin, table in self.margin_tables.items():
+            check_margin_table(coin, table)
+        return self
+
+    def margin_table(self, coin: str) -> MarginTable:
+        """The coin's tiers, else one tier at the default max leverage (*assumed*)."""
+        table = self.margin_tables.get(coin) or self.margin_tables.get(coin.upper())
+        if table is None:
+            return (MarginTier(lower_bound_usd=0.0, max_leverage=self.default_max_leverage),)
+        return table
 
 
 class UnifiedAccountParams(_Frozen):
@@ -340,7 +427,7 @@ ASSUMED_DEFAULTS: tuple[str, ...] = (
     "unified.binance_pm.sell_order (largest USD holding first)",
     "unified.bybit_uta (all but liquidation_ratio)",
     "unified.okx_mc (all but liquidation_ratio)",
-    "unified.hyperliquid.default_max_leverage",
+    "unified.hyperliquid.default_max_leverage (coins without a margin table)",
     "unified.hyperliquid.venue.margin_call_ratio",
     "spiral.liquidator_sell_ratio",
 )
