@@ -9,9 +9,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.risk_params import (
+    CollateralTiers,
     HyperliquidParams,
     MarginTable,
     RiskParams,
@@ -95,17 +96,7 @@ class Account(_Model):
     model: AccountModel
     balances: tuple[Balance, ...] = ()
     perps: tuple[Perp, ...] = ()
-    collateral_rates: dict[str, TieredRate] | None = None
-
-    @model_validator(mode="after")
-    def _check_tiers(self) -> Account:
-        for asset, tiers in (self.collateral_rates or {}).items():
-            floors = [f for f, _ in tiers]
-            if not tiers or floors[0] != 0 or floors != sorted(floors):
-                raise ValueError(f"collateral_rates.{asset}: floors must start at 0 and increase")
-            if any(not 0 <= r <= 1 for _, r in tiers):
-                raise ValueError(f"collateral_rates.{asset}: rates must be within [0, 1]")
-        return self
+    collateral_rates: dict[str, CollateralTiers] | None = None
 
     def price_keys(self) -> set[str]:
         """All price keys this account needs."""
@@ -152,32 +143,49 @@ def _default_params() -> RiskParams:
 # --------------------------------------------------------------------------- building blocks
 
 
-def tiered_collateral_value_usd(value_usd: float, tiers: TieredRate) -> float:
-    """Σ_tier (value in tier) × rate, tiers as (usd_floor, rate) (Binance tiered ratio, §3)."""
+def tiered_collateral_value_usd(amount: float, tiers: TieredRate) -> float:
+    """Σ_tier (amount in tier) × rate, tiers as (floor, rate) (tiered collateral rate, §3).
+
+    The amount is in the tiers' basis: USD value for USD floors, coin units for quantity
+    floors (then the result is collateral in coin units, to multiply by the price).
+    """
     total = 0.0
     for i, (floor, rate) in enumerate(tiers):
         cap = tiers[i + 1][0] if i + 1 < len(tiers) else math.inf
-        if value_usd <= floor:
+        if amount <= floor:
             break
-        total += (min(value_usd, cap) - floor) * rate
+        total += (min(amount, cap) - floor) * rate
     return total
 
 
-def collateral_tiers(asset: str, account: Account, venue: UnifiedVenueParams) -> TieredRate:
+@functools.lru_cache(maxsize=64)
+def _flat_tiers(rate: float) -> CollateralTiers:
+    return CollateralTiers(basis="usd", tiers=((0.0, rate),))
+
+
+def collateral_tiers(asset: str, account: Account, venue: UnifiedVenueParams) -> CollateralTiers:
     """Rate tiers of an asset: account override, else venue table, else unlisted default."""
     if account.collateral_rates and asset in account.collateral_rates:
         return account.collateral_rates[asset]
     if asset in venue.collateral_rates:
         return venue.collateral_rates[asset]
-    return ((0.0, venue.unlisted_collateral_rate),)
+    return _flat_tiers(venue.unlisted_collateral_rate)
 
 
-def asset_equity_usd(amount: float, price: float, tiers: TieredRate) -> float:
-    """min(bal×px×rate, bal×px); haircut on positive balances only (Binance uniMMR, §3)."""
+def asset_equity_usd(amount: float, price: float, rates: CollateralTiers | TieredRate) -> float:
+    """min(bal×px×rate, bal×px); haircut on positive balances only (Binance uniMMR, §3).
+
+    Quantity-based tiers (Bybit collateral value ratio, OKX discount rate) are applied to
+    the coin amount, USD-based ones (Binance) to its USD value; a bare tier tuple is USD.
+    """
     value = amount * price
     if value <= 0:
         return value
-    return min(tiered_collateral_value_usd(value, tiers), value)
+    if isinstance(rates, CollateralTiers):
+        if rates.basis == "qty":
+            return min(tiered_collateral_value_usd(amount, rates.tiers) * price, value)
+        rates = rates.tiers
+    return min(tiered_collateral_value_usd(value, rates), value)
 
 
 def bracket_for_notional(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,7 @@ __all__ = [
     "HYPERLIQUID_TABLES_SOURCE",
     "AaveV3Params",
     "BracketTier",
+    "CollateralTiers",
     "EModeParams",
     "HyperliquidParams",
     "LadderParams",
@@ -30,7 +31,10 @@ __all__ = [
     "TieredRate",
     "UnifiedAccountParams",
     "UnifiedVenueParams",
+    "check_collateral_tiers",
     "check_margin_table",
+    "qty_tiers",
+    "usd_tiers",
 ]
 
 AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
@@ -80,7 +84,55 @@ class MorphoBlueParams(_Frozen):
 
 
 TieredRate = tuple[tuple[float, float], ...]
-"""Collateral-rate tiers ((usd_floor, rate), ...): value above each floor gets that rate."""
+"""Collateral-rate tiers ((floor, rate), ...): the amount above each floor gets that rate."""
+
+
+class CollateralTiers(_Frozen):
+    """Collateral-rate tiers of one asset with the basis their floors are set in.
+
+    ``basis = "usd"``: floors are USD value (Binance's tiered collateral rate, §3);
+    ``"qty"``: floors are coin quantity (Bybit's tiered collateral value ratio, Bybit API
+    ``GET /v5/spot-margin-trade/collateral`` ``minQty``/``maxQty`` "in coin"; OKX's
+    discount-rate tiers, set per "Max. Collateral" in the coin). A JSON list
+    ``[[floor, rate], …]`` is read as USD floors; ``{"basis": "qty", "tiers": [...]}``
+    names the basis.
+    """
+
+    basis: Literal["usd", "qty"] = "usd"
+    tiers: TieredRate
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        if isinstance(data, list | tuple):
+            return {"basis": "usd", "tiers": data}
+        if not isinstance(data, dict | CollateralTiers):
+            raise ValueError('expected [[floor, rate], ...] or {"basis": "usd"|"qty", "tiers": ...}')
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> CollateralTiers:
+        check_collateral_tiers(self.tiers)
+        return self
+
+
+def check_collateral_tiers(tiers: TieredRate) -> None:
+    """Raise ValueError unless floors start at 0 and increase and rates are within [0, 1]."""
+    floors = [f for f, _ in tiers]
+    if not tiers or floors[0] != 0 or floors != sorted(floors):
+        raise ValueError("floors must start at 0 and increase")
+    if any(not 0 <= r <= 1 for _, r in tiers):
+        raise ValueError("rates must be within [0, 1]")
+
+
+def usd_tiers(*rows: tuple[float, float]) -> CollateralTiers:
+    """Tiers with USD-value floors (Binance's basis)."""
+    return CollateralTiers(basis="usd", tiers=rows)
+
+
+def qty_tiers(*rows: tuple[float, float]) -> CollateralTiers:
+    """Tiers with coin-quantity floors (Bybit's and OKX's basis)."""
+    return CollateralTiers(basis="qty", tiers=rows)
 
 
 class BracketTier(_Frozen):
@@ -126,7 +178,7 @@ class UnifiedVenueParams(_Frozen):
     liquidation_ratio: float = Field(gt=0)
     lines_inclusive: bool = True
     target_ratio: float = Field(gt=0)
-    collateral_rates: dict[str, TieredRate] = Field(default_factory=dict)
+    collateral_rates: dict[str, CollateralTiers] = Field(default_factory=dict)
     unlisted_collateral_rate: float = Field(default=0.10, ge=0, le=1)
     margin_loan_mmr_ratio: float = Field(default=0.05, ge=0, lt=1)
     perp_brackets: dict[str, tuple[BracketTier, ...]] = Field(default_factory=dict)
@@ -139,21 +191,11 @@ class UnifiedVenueParams(_Frozen):
     def _check(self) -> UnifiedVenueParams:
         if not (self.margin_call_ratio >= self.reduce_only_ratio >= self.liquidation_ratio):
             raise ValueError("need margin_call_ratio >= reduce_only_ratio >= liquidation_ratio")
-        for name, tiers in self.collateral_rates.items():
-            _check_tiers(name, tiers)
         for name, br in {**self.perp_brackets, "default": self.default_perp_brackets}.items():
             floors = [b.floor_usd for b in br]
             if not br or floors[0] != 0 or floors != sorted(floors):
                 raise ValueError(f"brackets {name}: floors must start at 0 and increase")
         return self
-
-
-def _check_tiers(name: str, tiers: TieredRate) -> None:
-    floors = [f for f, _ in tiers]
-    if not tiers or floors[0] != 0 or floors != sorted(floors):
-        raise ValueError(f"collateral rate {name}: floors must start at 0 and increase")
-    if any(not 0 <= r <= 1 for _, r in tiers):
-        raise ValueError(f"collateral rate {name}: rates must be within [0, 1]")
 
 
 def _binance() -> UnifiedVenueParams:
@@ -166,16 +208,16 @@ def _binance() -> UnifiedVenueParams:
         liquidation_ratio=1.05,
         lines_inclusive=True,
         target_ratio=1.2,  # *assumed*: engine stops selling once out of reduce-only
-        collateral_rates={
-            "USDT": ((0, 1.0),),
-            "USDC": ((0, 1.0),),
-            "BTC": ((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
-            "ETH": ((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
-            "BNB": ((0, 0.95), (1_000_000, 0.8)),  # *assumed*
-            "SOL": ((0, 0.9), (1_000_000, 0.7)),  # *assumed*
-            "USDe": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
-            "BNSOL": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
-            "WBETH": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+        collateral_rates={  # USD-value floors, Binance's basis (RISK_MODEL §3)
+            "USDT": usd_tiers((0, 1.0)),
+            "USDC": usd_tiers((0, 1.0)),
+            "BTC": usd_tiers((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
+            "ETH": usd_tiers((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
+            "BNB": usd_tiers((0, 0.95), (1_000_000, 0.8)),  # *assumed*
+            "SOL": usd_tiers((0, 0.9), (1_000_000, 0.7)),  # *assumed*
+            "USDe": usd_tiers((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+            "BNSOL": usd_tiers((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+            "WBETH": usd_tiers((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
         },
         unlisted_collateral_rate=0.10,
         margin_loan_mmr_ratio=0.05,  # *assumed*
@@ -195,12 +237,15 @@ def _bybit() -> UnifiedVenueParams:
         liquidation_ratio=1.0,
         lines_inclusive=True,
         target_ratio=1.0 / 0.9,  # *assumed*
+        # Coin-quantity floors, Bybit's basis (help "Understanding Collateral Value Ratios
+        # in Unified Trading Account", updated 2025-09-18: "Tier (Quantity)"); the figures
+        # are *assumed* (the former $10M bounds at BTC 100,000 and ETH 4,000).
         collateral_rates={
-            "USDT": ((0, 1.0),),
-            "USDC": ((0, 1.0),),
-            "BTC": ((0, 0.95), (10_000_000, 0.9)),  # *assumed*
-            "ETH": ((0, 0.95), (10_000_000, 0.9)),  # *assumed*
-            "USDe": ((0, 0.9), (1_000_000, 0.7)),  # *assumed*
+            "USDT": qty_tiers((0, 1.0)),
+            "USDC": qty_tiers((0, 1.0)),
+            "BTC": qty_tiers((0, 0.95), (100, 0.9)),
+            "ETH": qty_tiers((0, 0.95), (2_500, 0.9)),
+            "USDe": qty_tiers((0, 0.9), (1_000_000, 0.7)),
         },
         unlisted_collateral_rate=0.0,  # *assumed*: unlisted coins give no margin
         margin_loan_mmr_ratio=0.05,  # *assumed*
@@ -218,12 +263,15 @@ def _okx() -> UnifiedVenueParams:
         liquidation_ratio=1.0,
         lines_inclusive=True,
         target_ratio=1.5,  # *assumed*
+        # Coin-quantity floors, OKX's basis for discount-rate tiers (OKX announcements
+        # "OKX to adjust position tiers of margins and discount rates": tiers per "Max.
+        # Collateral" in the coin); the figures are *assumed* (the former $5M bounds).
         collateral_rates={
-            "USDT": ((0, 1.0),),
-            "USDC": ((0, 1.0),),
-            "BTC": ((0, 0.98), (5_000_000, 0.95)),  # *assumed*
-            "ETH": ((0, 0.98), (5_000_000, 0.95)),  # *assumed*
-            "USDe": ((0, 0.9), (1_000_000, 0.6)),  # *assumed*
+            "USDT": qty_tiers((0, 1.0)),
+            "USDC": qty_tiers((0, 1.0)),
+            "BTC": qty_tiers((0, 0.98), (50, 0.95)),
+            "ETH": qty_tiers((0, 0.98), (1_250, 0.95)),
+            "USDe": qty_tiers((0, 0.9), (1_000_000, 0.6)),
         },
         unlisted_collateral_rate=0.0,  # *assumed*
         margin_loan_mmr_ratio=0.05,  # *assumed*
@@ -318,7 +366,7 @@ class HyperliquidParams(_Frozen):
             liquidation_ratio=1.0,
             lines_inclusive=False,
             target_ratio=1.0,
-            collateral_rates={"USDC": ((0, 1.0),)},
+            collateral_rates={"USDC": usd_tiers((0, 1.0))},
             unlisted_collateral_rate=0.0,  # only USDC backs perp margin
             margin_loan_mmr_ratio=0.0,
             settlement_asset="USDC",
