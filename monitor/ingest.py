@@ -44,6 +44,7 @@ from monitor.batch import Batch, Batcher
 from monitor.config import EngineConfig
 from monitor.events import MarketEvent
 from monitor.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice, BookSync
+from monitor.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.wire import PartialWireError, WireError, normalize, parse_book
 from monitor.wire._common import MAX_TS_MS, MIN_TS_MS, finite_float
 from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues, parse_contract_values
@@ -333,6 +334,10 @@ class Ingest:
                 yield self._garbage(venue, raw, recv_ts_ms, line_no)
             except WireError as exc:
                 yield self._dead(exc.reason, exc.detail, raw_bytes[: self.max_frame_bytes], **where)
+            return
+        if channel == MARGIN_TABLES_CHANNEL:
+            # Venue margin tables, recorded for the risk maths (``liqmon stress``): no market
+            # data, no watermark; checked before the size cap, which is for market frames.
             return
         if len(raw_bytes) > self.max_frame_bytes:
             yield self._dead(
