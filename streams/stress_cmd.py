@@ -26,8 +26,7 @@ from monitor.stress import (
     parse_shock,
     run_stress,
 )
-from monitor.venue_tables import MARGIN_TABLES_CHANNEL, VenueTableError, apply_margin_tables
-from replay.capture import BadLine, CaptureError, iter_capture
+from replay.margin_tables import MarginTablesFileError, load_margin_tables
 
 __all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
 
@@ -94,38 +93,12 @@ def _load_jsonl(path: str) -> list[tuple[int, Any]]:
     return out
 
 
-def _is_capture(path: str) -> bool:
-    return path.endswith((".jsonl", ".jsonl.gz"))
-
-
-def _capture_tables(path: str, params: RiskParams) -> RiskParams:
-    """Apply every ``margin_tables`` frame of a capture, in order (later frames win)."""
-    found = False
-    try:
-        for item in iter_capture(Path(path)):
-            if isinstance(item, BadLine) or item.channel != MARGIN_TABLES_CHANNEL:
-                continue
-            source = f"{path}:{item.line_no} (margin_tables recorded at ts_ms {item.ts_ms})"
-            try:
-                params = apply_margin_tables(params, item.raw, source)
-            except VenueTableError as exc:
-                raise StressInputError(path, item.line_no, "raw", str(exc)) from None
-            found = True
-    except CaptureError as exc:
-        raise StressInputError(path, 0, "", str(exc)) from None
-    if not found:
-        raise StressInputError(path, 0, "", "no margin_tables frame in this capture")
-    return params
-
-
 def _margin_tables(path: str, params: RiskParams) -> RiskParams:
     """Risk parameters with the venue tables of ``--margin-tables`` (RISK_MODEL §3)."""
-    if _is_capture(path):
-        return _capture_tables(path, params)
     try:
-        return apply_margin_tables(params, _load_json(path), path)
-    except VenueTableError as exc:
-        raise StressInputError(path, 0, "", str(exc)) from None
+        return load_margin_tables(Path(path), params)
+    except MarginTablesFileError as exc:
+        raise StressInputError(exc.path, exc.line, exc.field, exc.message) from None
 
 
 def _build_report(args: argparse.Namespace) -> dict[str, Any]:

@@ -49,16 +49,20 @@ def test_json_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_recorded_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capture = tmp_path / "rec.jsonl.gz"
+    later = {"universe": [{"name": "NEW", "marginTableId": 40}], "marginTables": []}
     write_capture(capture, [
+        (1_000, "liqmon", "session", {"book_throttle_ms": 250}),
         (1_000, "liqmon", "margin_tables", {"okx": OKX_DISCOUNT}),
-        (1_001, "hyperliquid", "l2Book", {"channel": "l2Book", "data": {}}),
-        (1_002, "liqmon", "margin_tables", {"hyperliquid": HL_META}),
+        (1_001, "liqmon", "margin_tables", {"hyperliquid": HL_META}),
+        (1_002, "hyperliquid", "l2Book", {"channel": "l2Book", "data": {}}),
+        # past the session's head: not the session's tables
+        (1_003, "liqmon", "margin_tables", {"hyperliquid": later}),
     ])
     rc, doc, _ = _run(tmp_path, capture, capsys)
     assert rc == 0
     assert doc["accounts"][0]["maintenance_margin_usd"] == pytest.approx(1_000)
     assert doc["hyperliquid_margin_tables_source"].endswith(
-        "rec.jsonl.gz:3 (margin_tables recorded at ts_ms 1002)")
+        "rec.jsonl.gz:3 (margin_tables recorded at ts_ms 1001)")
 
 
 @pytest.mark.parametrize(("name", "content", "expected"), [
@@ -67,7 +71,7 @@ def test_recorded_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     ("t.json", '{"binance": {}}', "t.json: binance: unknown venue"),
     ("t.json", "{nope", "t.json:1: invalid JSON"),
     ("t.jsonl", '{"ts_ms": 1, "venue": "okx", "channel": "books", "raw": {}}\n',
-     "t.jsonl: no margin_tables frame in this capture"),
+     "t.jsonl: no margin_tables frame at the start of this capture"),
     ("t.jsonl", '{"ts_ms": 1, "venue": "liqmon", "channel": "margin_tables", '
      '"raw": {"okx": {"data": 5}}}\n', "t.jsonl:1: raw: okx.data: expected a JSON list"),
 ])
