@@ -26,7 +26,7 @@ from monitor.stress import (
     parse_shock,
     run_stress,
 )
-from replay.margin_tables import MarginTablesFileError, load_margin_tables
+from replay.margin_tables import load_margin_tables
 
 __all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
 
@@ -95,10 +95,7 @@ def _load_jsonl(path: str) -> list[tuple[int, Any]]:
 
 def _margin_tables(path: str, params: RiskParams) -> RiskParams:
     """Risk parameters with the venue tables of ``--margin-tables`` (RISK_MODEL §3)."""
-    try:
-        return load_margin_tables(Path(path), params)
-    except MarginTablesFileError as exc:
-        raise StressInputError(exc.path, exc.line, exc.field, exc.message) from None
+    return load_margin_tables(Path(path), params)
 
 
 def _build_report(args: argparse.Namespace) -> dict[str, Any]:
