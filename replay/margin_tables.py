@@ -9,6 +9,7 @@ replayer and its worker apply the same tables and hash to the same config. Probl
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import orjson
@@ -48,7 +49,8 @@ def _from_capture(path: Path, params: RiskParams) -> RiskParams:
     if not frames:
         raise StressInputError(str(path), 0, "", "no margin_tables frame at the start of this capture")
     for item in frames:
-        source = f"{path}:{item.line_no} (margin_tables recorded at ts_ms {item.ts_ms})"
+        # The source label is part of the config hash: it names the frame, not the path.
+        source = f"margin_tables frame recorded at ts_ms {item.ts_ms} (line {item.line_no})"
         try:
             params = apply_margin_tables(params, item.raw, source)
         except VenueTableError as exc:
@@ -68,7 +70,8 @@ def load_margin_tables(path: Path, params: RiskParams) -> RiskParams:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise StressInputError(str(path), exc.lineno, "", f"invalid JSON: {exc}") from None
+    source = f"margin tables document sha256:{hashlib.sha256(text).hexdigest()[:12]}"
     try:
-        return apply_margin_tables(params, doc, str(path))
+        return apply_margin_tables(params, doc, source)
     except VenueTableError as exc:
         raise StressInputError(str(path), 0, "", str(exc)) from None

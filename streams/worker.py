@@ -52,7 +52,7 @@ def run_worker(settings: Settings) -> int:
 
     from streams.app import create_app
 
-    config = load_engine_config(settings.config)
+    config = load_engine_config(settings.config, settings.margin_tables)
     with resolve_bootstrap(settings) as (bootstrap, effective):
         import asyncio
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ def test_json_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rc == 0
     # NEW is on flat table 3 (3x): MM = 6,000 / 6 = 1,000 = equity: not liquidated (strict)
     assert doc["accounts"][0]["maintenance_margin_usd"] == pytest.approx(1_000)
-    assert doc["hyperliquid_margin_tables_source"] == str(tables)
+    digest = hashlib.sha256(tables.read_bytes()).hexdigest()[:12]
+    assert doc["hyperliquid_margin_tables_source"] == f"margin tables document sha256:{digest}"
 
 
 def test_recorded_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,8 +63,8 @@ def test_recorded_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     rc, doc, _ = _run(tmp_path, capture, capsys)
     assert rc == 0
     assert doc["accounts"][0]["maintenance_margin_usd"] == pytest.approx(1_000)
-    assert doc["hyperliquid_margin_tables_source"].endswith(
-        "rec.jsonl.gz:3 (margin_tables recorded at ts_ms 1001)")
+    assert doc["hyperliquid_margin_tables_source"] == (
+        "margin_tables frame recorded at ts_ms 1001 (line 3)")
 
 
 @pytest.mark.parametrize(("name", "content", "expected"), [
