@@ -85,7 +85,9 @@ CONTRACT_VALUES_CHANNEL = "contract_values"
 SESSION_CHANNEL = "session"
 SESSION_VENUE = "liqmon"
 #: Channels that configure ingest for the frames after them (no events, no watermark).
-CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, SESSION_CHANNEL})
+#: ``margin_tables`` (venue margin tables for the risk maths, :mod:`monitor.venue_tables`)
+#: configures the replay's risk stage, not ingest, and may exceed the market frame cap.
+CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, SESSION_CHANNEL, MARGIN_TABLES_CHANNEL})
 #: Channel of a frame a live connector rejected before routing it: raw ``{"reason",
 #: "detail", "text": "<the frame>"}``, or ``"b64"`` instead of ``"text"`` when the bytes
 #: are not UTF-8. It becomes a dead letter with that reason, detail and the bytes.
@@ -335,11 +337,7 @@ class Ingest:
             except WireError as exc:
                 yield self._dead(exc.reason, exc.detail, raw_bytes[: self.max_frame_bytes], **where)
             return
-        if channel == MARGIN_TABLES_CHANNEL:
-            # Venue margin tables, recorded for the risk maths (``liqmon stress``): no market
-            # data, no watermark; checked before the size cap, which is for market frames.
-            return
-        if len(raw_bytes) > self.max_frame_bytes:
+        if len(raw_bytes) > self.max_frame_bytes and channel != MARGIN_TABLES_CHANNEL:
             yield self._dead(
                 "oversize", f"frame of {len(raw_bytes)} bytes > {self.max_frame_bytes}",
                 raw_bytes[: self.max_frame_bytes], **where)
@@ -360,7 +358,7 @@ class Ingest:
                 # Configuration, not market data: no events, and the watermark stays.
                 if channel == CONTRACT_VALUES_CHANNEL:
                     self.contract_values[venue] = parse_contract_values(raw)
-                else:
+                elif channel == SESSION_CHANNEL:
                     self._apply_session(raw)
                 return
             if channel == BOOK_RESET_CHANNEL:
