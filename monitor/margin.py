@@ -114,7 +114,9 @@ class ForcedSell(_Model):
 
 
 class AccountResult(_Model):
-    """Evaluation of one account; ratio fields are adjusted_equity / MM (higher is safer)."""
+    """Evaluation of one account. ``uni_mmr`` is adjusted_equity / MM for every model (higher
+    is safer); ``venue_ratio`` is the ratio the venue publishes, named by
+    ``venue_ratio_name`` (Bybit's ``account_mm_rate`` is the inverse, MM / equity)."""
 
     account_id: str
     venue: str
