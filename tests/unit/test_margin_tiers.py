@@ -136,3 +136,16 @@ def test_any_valid_table_is_monotone_and_continuous(
             u.floor_usd * (u.mmr_ratio - p.mmr_ratio)
             for p, u in itertools.pairwise(table) if u.floor_usd <= t.floor_usd)
         assert perp_maintenance_margin_usd(t.floor_usd, table) == pytest.approx(left, rel=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(coin=st.sampled_from(["BTC", "ETH", "SOL", "XRP", "HYPE", "OP", "NOPE"]),
+       a=st.floats(0, 5e6), b=st.floats(0, 5e6), px=st.floats(1, 2e5))
+def test_account_mm_monotone_in_position_size(coin: str, a: float, b: float, px: float) -> None:
+    """A larger Hyperliquid position (long or short) never has a smaller account MM."""
+    lo, hi = sorted((a, b))
+    prices = {"USDC": 1.0, coin: px}
+    for sign in (1.0, -1.0):
+        mm_lo = evaluate_account(_hl_account(coin, sign * lo, px, 1e6), prices, PARAMS)
+        mm_hi = evaluate_account(_hl_account(coin, sign * hi, px, 1e6), prices, PARAMS)
+        assert _mm_le(mm_lo.maintenance_margin_usd, mm_hi.maintenance_margin_usd)
