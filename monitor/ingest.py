@@ -44,6 +44,7 @@ from monitor.batch import Batch, Batcher
 from monitor.config import EngineConfig
 from monitor.events import MarketEvent
 from monitor.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice, BookSync
+from monitor.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.wire import PartialWireError, WireError, normalize, parse_book
 from monitor.wire._common import MAX_TS_MS, MIN_TS_MS, finite_float
 from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues, parse_contract_values
@@ -84,7 +85,9 @@ CONTRACT_VALUES_CHANNEL = "contract_values"
 SESSION_CHANNEL = "session"
 SESSION_VENUE = "liqmon"
 #: Channels that configure ingest for the frames after them (no events, no watermark).
-CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, SESSION_CHANNEL})
+#: ``margin_tables`` (venue margin tables for the risk maths, :mod:`monitor.venue_tables`)
+#: configures the replay's risk stage, not ingest, and may exceed the market frame cap.
+CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, SESSION_CHANNEL, MARGIN_TABLES_CHANNEL})
 #: Channel of a frame a live connector rejected before routing it: raw ``{"reason",
 #: "detail", "text": "<the frame>"}``, or ``"b64"`` instead of ``"text"`` when the bytes
 #: are not UTF-8. It becomes a dead letter with that reason, detail and the bytes.
@@ -334,7 +337,7 @@ class Ingest:
             except WireError as exc:
                 yield self._dead(exc.reason, exc.detail, raw_bytes[: self.max_frame_bytes], **where)
             return
-        if len(raw_bytes) > self.max_frame_bytes:
+        if len(raw_bytes) > self.max_frame_bytes and channel != MARGIN_TABLES_CHANNEL:
             yield self._dead(
                 "oversize", f"frame of {len(raw_bytes)} bytes > {self.max_frame_bytes}",
                 raw_bytes[: self.max_frame_bytes], **where)
@@ -355,7 +358,7 @@ class Ingest:
                 # Configuration, not market data: no events, and the watermark stays.
                 if channel == CONTRACT_VALUES_CHANNEL:
                     self.contract_values[venue] = parse_contract_values(raw)
-                else:
+                elif channel == SESSION_CHANNEL:
                     self._apply_session(raw)
                 return
             if channel == BOOK_RESET_CHANNEL:

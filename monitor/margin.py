@@ -6,14 +6,15 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.risk_params import (
-    BracketTier,
+    CollateralTiers,
     HyperliquidParams,
+    MarginTable,
     RiskParams,
     TieredRate,
     UnifiedVenueParams,
@@ -32,6 +33,7 @@ __all__ = [
     "bracket_for_notional",
     "collateral_tiers",
     "evaluate_account",
+    "hyperliquid_margin_table",
     "hyperliquid_mmr",
     "isolated_long_liquidation_price",
     "isolated_short_liquidation_price",
@@ -49,6 +51,17 @@ _RATIO_NAMES: dict[str, str] = {
     "okx-mc": "margin_ratio",
     "hyperliquid": "equity_to_maintenance",
 }
+
+
+class Bracket(Protocol):
+    """A tier of a tiered-MM table: notional floor and MM rate (Binance brackets, Hyperliquid
+    margin tiers, Bybit risk limits, OKX position tiers all share this shape)."""
+
+    @property
+    def floor_usd(self) -> float: ...
+
+    @property
+    def mmr_ratio(self) -> float: ...
 
 
 class _Model(BaseModel):
@@ -83,17 +96,7 @@ class Account(_Model):
     model: AccountModel
     balances: tuple[Balance, ...] = ()
     perps: tuple[Perp, ...] = ()
-    collateral_rates: dict[str, TieredRate] | None = None
-
-    @model_validator(mode="after")
-    def _check_tiers(self) -> Account:
-        for asset, tiers in (self.collateral_rates or {}).items():
-            floors = [f for f, _ in tiers]
-            if not tiers or floors[0] != 0 or floors != sorted(floors):
-                raise ValueError(f"collateral_rates.{asset}: floors must start at 0 and increase")
-            if any(not 0 <= r <= 1 for _, r in tiers):
-                raise ValueError(f"collateral_rates.{asset}: rates must be within [0, 1]")
-        return self
+    collateral_rates: dict[str, CollateralTiers] | None = None
 
     def price_keys(self) -> set[str]:
         """All price keys this account needs."""
@@ -111,7 +114,9 @@ class ForcedSell(_Model):
 
 
 class AccountResult(_Model):
-    """Evaluation of one account; ratio fields are adjusted_equity / MM (higher is safer)."""
+    """Evaluation of one account. ``uni_mmr`` is adjusted_equity / MM for every model (higher
+    is safer); ``venue_ratio`` is the ratio the venue publishes, named by
+    ``venue_ratio_name`` (Bybit's ``account_mm_rate`` is the inverse, MM / equity)."""
 
     account_id: str
     venue: str
@@ -140,36 +145,53 @@ def _default_params() -> RiskParams:
 # --------------------------------------------------------------------------- building blocks
 
 
-def tiered_collateral_value_usd(value_usd: float, tiers: TieredRate) -> float:
-    """Σ_tier (value in tier) × rate, tiers as (usd_floor, rate) (Binance tiered ratio, §3)."""
+def tiered_collateral_value_usd(amount: float, tiers: TieredRate) -> float:
+    """Σ_tier (amount in tier) × rate, tiers as (floor, rate) (tiered collateral rate, §3).
+
+    The amount is in the tiers' basis: USD value for USD floors, coin units for quantity
+    floors (then the result is collateral in coin units, to multiply by the price).
+    """
     total = 0.0
     for i, (floor, rate) in enumerate(tiers):
         cap = tiers[i + 1][0] if i + 1 < len(tiers) else math.inf
-        if value_usd <= floor:
+        if amount <= floor:
             break
-        total += (min(value_usd, cap) - floor) * rate
+        total += (min(amount, cap) - floor) * rate
     return total
 
 
-def collateral_tiers(asset: str, account: Account, venue: UnifiedVenueParams) -> TieredRate:
+@functools.lru_cache(maxsize=64)
+def _flat_tiers(rate: float) -> CollateralTiers:
+    return CollateralTiers(basis="usd", tiers=((0.0, rate),))
+
+
+def collateral_tiers(asset: str, account: Account, venue: UnifiedVenueParams) -> CollateralTiers:
     """Rate tiers of an asset: account override, else venue table, else unlisted default."""
     if account.collateral_rates and asset in account.collateral_rates:
         return account.collateral_rates[asset]
     if asset in venue.collateral_rates:
         return venue.collateral_rates[asset]
-    return ((0.0, venue.unlisted_collateral_rate),)
+    return _flat_tiers(venue.unlisted_collateral_rate)
 
 
-def asset_equity_usd(amount: float, price: float, tiers: TieredRate) -> float:
-    """min(bal×px×rate, bal×px); haircut on positive balances only (Binance uniMMR, §3)."""
+def asset_equity_usd(amount: float, price: float, rates: CollateralTiers | TieredRate) -> float:
+    """min(bal×px×rate, bal×px); haircut on positive balances only (Binance uniMMR, §3).
+
+    Quantity-based tiers (Bybit collateral value ratio, OKX discount rate) are applied to
+    the coin amount, USD-based ones (Binance) to its USD value; a bare tier tuple is USD.
+    """
     value = amount * price
     if value <= 0:
         return value
-    return min(tiered_collateral_value_usd(value, tiers), value)
+    if isinstance(rates, CollateralTiers):
+        if rates.basis == "qty":
+            return min(tiered_collateral_value_usd(amount, rates.tiers) * price, value)
+        rates = rates.tiers
+    return min(tiered_collateral_value_usd(value, rates), value)
 
 
 def bracket_for_notional(
-    notional_usd: float, brackets: tuple[BracketTier, ...]
+    notional_usd: float, brackets: Sequence[Bracket]
 ) -> tuple[float, float]:
     """(MMR, cum) of the bracket; cum_n = cum_(n−1) + floor_n × (MMR_n − MMR_(n−1)) (§3)."""
     cum = 0.0
@@ -183,9 +205,14 @@ def bracket_for_notional(
 
 
 def perp_maintenance_margin_usd(
-    notional_usd: float, brackets: tuple[BracketTier, ...]
+    notional_usd: float, brackets: Sequence[Bracket]
 ) -> float:
-    """MM = notional × MMR_tier − cum_tier (Binance USDⓈ-M brackets, §3)."""
+    """MM = notional × MMR_tier − cum_tier (Binance USDⓈ-M brackets, §3).
+
+    The same formula as Hyperliquid's tiered MM (docs, Trading › Margin tiers:
+    maintenance_margin = notional × maintenance_margin_rate − maintenance_deduction, the
+    deduction built tier by tier like ``cum``), so it takes a :class:`MarginTable` too.
+    """
     mmr, cum = bracket_for_notional(notional_usd, brackets)
     return max(0.0, notional_usd * mmr - cum)
 
@@ -205,24 +232,34 @@ def isolated_short_liquidation_price(
 
 
 def _hl_coin(symbol: str) -> str:
-    base = symbol.upper().split("-")[0].split("/")[0]
+    base = symbol.split("-", maxsplit=1)[0].split("/", maxsplit=1)[0]
     for quote in ("USDT", "USDC", "USD", "PERP"):
-        if base.endswith(quote) and len(base) > len(quote):
+        if base.upper().endswith(quote) and len(base) > len(quote):
             return base[: -len(quote)]
     return base
 
 
-def hyperliquid_mmr(symbol: str, params: HyperliquidParams) -> float:
-    """MM rate = 1 / (2 × max leverage) (Hyperliquid docs, RISK_MODEL §3; BTC 40x → 1.25%)."""
-    lev = params.max_leverage.get(_hl_coin(symbol), params.default_max_leverage)
-    return 1.0 / (2.0 * lev)
+def hyperliquid_margin_table(symbol: str, params: HyperliquidParams) -> MarginTable:
+    """Margin tiers of a perp's coin (``BTC``, ``ETH-PERP``, ``kPEPE``) (Hyperliquid meta)."""
+    return params.margin_table(_hl_coin(symbol))
+
+
+def hyperliquid_mmr(symbol: str, params: HyperliquidParams, notional_usd: float = 0.0) -> float:
+    """MM rate of the tier holding the notional: 1 / (2 × its max leverage) (BTC 40x → 1.25%).
+
+    Hyperliquid docs, Trading › Margin tiers; the MM itself also subtracts the tier's
+    deduction (:func:`perp_maintenance_margin_usd`).
+    """
+    mmr, _ = bracket_for_notional(notional_usd, hyperliquid_margin_table(symbol, params))
+    return mmr
 
 
 def _perp_mm(perp: Perp, notional: float, account: Account, params: RiskParams) -> float:
     if perp.mmr is not None:
         return max(0.0, notional * perp.mmr - (perp.cum or 0.0))
     if account.model == "hyperliquid":
-        return notional * hyperliquid_mmr(perp.symbol, params.unified.hyperliquid)
+        table = hyperliquid_margin_table(perp.symbol, params.unified.hyperliquid)
+        return perp_maintenance_margin_usd(notional, table)
     venue = params.unified.venue(account.model)
     brackets = venue.perp_brackets.get(perp.symbol, venue.default_perp_brackets)
     return perp_maintenance_margin_usd(notional, brackets)
@@ -231,17 +268,24 @@ def _perp_mm(perp: Perp, notional: float, account: Account, params: RiskParams) 
 def account_status(
     ratio: float | None, adjusted_equity_usd: float, venue: UnifiedVenueParams
 ) -> AccountStatus:
-    """Thresholds on equity/MM: >1.5 normal, 1.2–1.5 call, 1.05–1.2 reduce-only (Binance, §3)."""
+    """Status from equity/MM and the venue's lines (Binance ≤1.5 call, ≤1.2 reduce-only, §3).
+
+    A ratio exactly on a line takes the worse status when the venue's lines are inclusive
+    (Binance, Bybit, OKX), the better one when they are not (Hyperliquid: "falls below").
+    Negative adjusted equity is liquidation whatever the ratio (Binance FAQ).
+    """
     if adjusted_equity_usd < 0:
         return "liquidation"
     if ratio is None:
         return "normal"
-    if ratio < venue.liquidation_ratio:
-        return "liquidation"
-    if ratio < venue.reduce_only_ratio:
-        return "reduce_only"
-    if ratio < venue.margin_call_ratio:
-        return "margin_call"
+    lines: tuple[tuple[float, AccountStatus], ...] = (
+        (venue.liquidation_ratio, "liquidation"),
+        (venue.reduce_only_ratio, "reduce_only"),
+        (venue.margin_call_ratio, "margin_call"),
+    )
+    for line, status in lines:
+        if ratio < line or (venue.lines_inclusive and ratio == line):
+            return status
     return "normal"
 
 
@@ -312,10 +356,12 @@ def evaluate_account(
         venue_ratio = f.mm / f.equity if f.equity > 0 else None
     else:
         venue_ratio = ratio
+    # Hyperliquid docs, Trading › Liquidations: backstop when equity "drops below 2/3 of
+    # the maintenance margin" (strictly below; compared as a ratio so the line is exact).
     backstop = (
         account.model == "hyperliquid"
-        and f.mm > 0
-        and f.equity < p.unified.hyperliquid.backstop_equity_of_mm_ratio * f.mm
+        and ratio is not None
+        and ratio < p.unified.hyperliquid.backstop_equity_of_mm_ratio
     )
     leverage = f.gross / f.equity if f.equity > 0 else None
     change = None

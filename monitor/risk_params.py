@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ASSUMED_DEFAULTS",
+    "HYPERLIQUID_TABLES_SOURCE",
     "AaveV3Params",
     "BracketTier",
+    "CollateralTiers",
     "EModeParams",
     "HyperliquidParams",
     "LadderParams",
+    "MarginTable",
+    "MarginTier",
     "MorphoBlueParams",
     "RiskParams",
     "ShockSpec",
@@ -27,6 +31,10 @@ __all__ = [
     "TieredRate",
     "UnifiedAccountParams",
     "UnifiedVenueParams",
+    "check_collateral_tiers",
+    "check_margin_table",
+    "qty_tiers",
+    "usd_tiers",
 ]
 
 AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
@@ -76,7 +84,55 @@ class MorphoBlueParams(_Frozen):
 
 
 TieredRate = tuple[tuple[float, float], ...]
-"""Collateral-rate tiers ((usd_floor, rate), ...): value above each floor gets that rate."""
+"""Collateral-rate tiers ((floor, rate), ...): the amount above each floor gets that rate."""
+
+
+class CollateralTiers(_Frozen):
+    """Collateral-rate tiers of one asset with the basis their floors are set in.
+
+    ``basis = "usd"``: floors are USD value (Binance's tiered collateral rate, §3);
+    ``"qty"``: floors are coin quantity (Bybit's tiered collateral value ratio, Bybit API
+    ``GET /v5/spot-margin-trade/collateral`` ``minQty``/``maxQty`` "in coin"; OKX's
+    discount-rate tiers, set per "Max. Collateral" in the coin). A JSON list
+    ``[[floor, rate], …]`` is read as USD floors; ``{"basis": "qty", "tiers": [...]}``
+    names the basis.
+    """
+
+    basis: Literal["usd", "qty"] = "usd"
+    tiers: TieredRate
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        if isinstance(data, list | tuple):
+            return {"basis": "usd", "tiers": data}
+        if not isinstance(data, dict | CollateralTiers):
+            raise ValueError('expected [[floor, rate], ...] or {"basis": "usd"|"qty", "tiers": ...}')
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> CollateralTiers:
+        check_collateral_tiers(self.tiers)
+        return self
+
+
+def check_collateral_tiers(tiers: TieredRate) -> None:
+    """Raise ValueError unless floors start at 0 and increase and rates are within [0, 1]."""
+    floors = [f for f, _ in tiers]
+    if not tiers or floors[0] != 0 or floors != sorted(floors):
+        raise ValueError("floors must start at 0 and increase")
+    if any(not 0 <= r <= 1 for _, r in tiers):
+        raise ValueError("rates must be within [0, 1]")
+
+
+def usd_tiers(*rows: tuple[float, float]) -> CollateralTiers:
+    """Tiers with USD-value floors (Binance's basis)."""
+    return CollateralTiers(basis="usd", tiers=rows)
+
+
+def qty_tiers(*rows: tuple[float, float]) -> CollateralTiers:
+    """Tiers with coin-quantity floors (Bybit's and OKX's basis)."""
+    return CollateralTiers(basis="qty", tiers=rows)
 
 
 class BracketTier(_Frozen):
@@ -112,14 +168,17 @@ class UnifiedVenueParams(_Frozen):
     """Thresholds, haircuts and brackets of one unified/cross-margin account model (§3).
 
     Ratios are always adjusted_equity / maintenance_margin (higher is safer); a venue that
-    publishes the inverse (Bybit's account MM rate) is converted.
+    publishes the inverse (Bybit's account MM rate) is converted. ``lines_inclusive``: a
+    ratio exactly on a threshold takes the worse status (the venue says "reaches", "equal
+    to or less than", "≤"); otherwise only a ratio strictly below it does ("falls below").
     """
 
     margin_call_ratio: float = Field(gt=0)
     reduce_only_ratio: float = Field(gt=0)
     liquidation_ratio: float = Field(gt=0)
+    lines_inclusive: bool = True
     target_ratio: float = Field(gt=0)
-    collateral_rates: dict[str, TieredRate] = Field(default_factory=dict)
+    collateral_rates: dict[str, CollateralTiers] = Field(default_factory=dict)
     unlisted_collateral_rate: float = Field(default=0.10, ge=0, le=1)
     margin_loan_mmr_ratio: float = Field(default=0.05, ge=0, lt=1)
     perp_brackets: dict[str, tuple[BracketTier, ...]] = Field(default_factory=dict)
@@ -132,8 +191,6 @@ class UnifiedVenueParams(_Frozen):
     def _check(self) -> UnifiedVenueParams:
         if not (self.margin_call_ratio >= self.reduce_only_ratio >= self.liquidation_ratio):
             raise ValueError("need margin_call_ratio >= reduce_only_ratio >= liquidation_ratio")
-        for name, tiers in self.collateral_rates.items():
-            _check_tiers(name, tiers)
         for name, br in {**self.perp_brackets, "default": self.default_perp_brackets}.items():
             floors = [b.floor_usd for b in br]
             if not br or floors[0] != 0 or floors != sorted(floors):
@@ -141,30 +198,26 @@ class UnifiedVenueParams(_Frozen):
         return self
 
 
-def _check_tiers(name: str, tiers: TieredRate) -> None:
-    floors = [f for f, _ in tiers]
-    if not tiers or floors[0] != 0 or floors != sorted(floors):
-        raise ValueError(f"collateral rate {name}: floors must start at 0 and increase")
-    if any(not 0 <= r <= 1 for _, r in tiers):
-        raise ValueError(f"collateral rate {name}: rates must be within [0, 1]")
-
-
 def _binance() -> UnifiedVenueParams:
     return UnifiedVenueParams(
+        # Binance FAQ "Binance Portfolio Margin Pro Maintenance Margin Ratio Calculation":
+        # 120% < uniMMR ≤ 150% margin call, 105% < uniMMR ≤ 120% reduce-only,
+        # uniMMR ≤ 105% liquidation: every line belongs to the worse status.
         margin_call_ratio=1.5,
         reduce_only_ratio=1.2,
         liquidation_ratio=1.05,
+        lines_inclusive=True,
         target_ratio=1.2,  # *assumed*: engine stops selling once out of reduce-only
-        collateral_rates={
-            "USDT": ((0, 1.0),),
-            "USDC": ((0, 1.0),),
-            "BTC": ((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
-            "ETH": ((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
-            "BNB": ((0, 0.95), (1_000_000, 0.8)),  # *assumed*
-            "SOL": ((0, 0.9), (1_000_000, 0.7)),  # *assumed*
-            "USDe": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
-            "BNSOL": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
-            "WBETH": ((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+        collateral_rates={  # USD-value floors, Binance's basis (RISK_MODEL §3)
+            "USDT": usd_tiers((0, 1.0)),
+            "USDC": usd_tiers((0, 1.0)),
+            "BTC": usd_tiers((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
+            "ETH": usd_tiers((0, 0.95), (5_000_000, 0.9), (20_000_000, 0.8)),  # *assumed*
+            "BNB": usd_tiers((0, 0.95), (1_000_000, 0.8)),  # *assumed*
+            "SOL": usd_tiers((0, 0.9), (1_000_000, 0.7)),  # *assumed*
+            "USDe": usd_tiers((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+            "BNSOL": usd_tiers((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
+            "WBETH": usd_tiers((0, 0.9), (200_000, 0.8), (1_000_000, 0.5)),  # *assumed*
         },
         unlisted_collateral_rate=0.10,
         margin_loan_mmr_ratio=0.05,  # *assumed*
@@ -178,14 +231,21 @@ def _bybit() -> UnifiedVenueParams:
     return UnifiedVenueParams(
         margin_call_ratio=1.0 / 0.7,  # *assumed*: warn at account MM rate 70%
         reduce_only_ratio=1.0 / 0.9,  # *assumed*
-        liquidation_ratio=1.0,  # account MM rate 100%
+        # Bybit help "Trading Rules: Liquidation Process (Unified Trading Account)":
+        # "Liquidation is triggered when the account's MMR reaches 100%" (MM / margin
+        # balance ≥ 1, i.e. equity / MM ≤ 1).
+        liquidation_ratio=1.0,
+        lines_inclusive=True,
         target_ratio=1.0 / 0.9,  # *assumed*
+        # Coin-quantity floors, Bybit's basis (help "Understanding Collateral Value Ratios
+        # in Unified Trading Account", updated 2025-09-18: "Tier (Quantity)"); the figures
+        # are *assumed* (the former $10M bounds at BTC 100,000 and ETH 4,000).
         collateral_rates={
-            "USDT": ((0, 1.0),),
-            "USDC": ((0, 1.0),),
-            "BTC": ((0, 0.95), (10_000_000, 0.9)),  # *assumed*
-            "ETH": ((0, 0.95), (10_000_000, 0.9)),  # *assumed*
-            "USDe": ((0, 0.9), (1_000_000, 0.7)),  # *assumed*
+            "USDT": qty_tiers((0, 1.0)),
+            "USDC": qty_tiers((0, 1.0)),
+            "BTC": qty_tiers((0, 0.95), (100, 0.9)),
+            "ETH": qty_tiers((0, 0.95), (2_500, 0.9)),
+            "USDe": qty_tiers((0, 0.9), (1_000_000, 0.7)),
         },
         unlisted_collateral_rate=0.0,  # *assumed*: unlisted coins give no margin
         margin_loan_mmr_ratio=0.05,  # *assumed*
@@ -197,14 +257,21 @@ def _okx() -> UnifiedVenueParams:
     return UnifiedVenueParams(
         margin_call_ratio=3.0,  # *assumed*: OKX warns at margin ratio 300%
         reduce_only_ratio=1.5,  # *assumed*
+        # OKX help "Tiered maintenance margin ratio rules" (updated 16 May 2025): forced
+        # liquidation "when your margin ratio falls to 100%, meaning your account equity is
+        # equal to or less than the required maintenance margin".
         liquidation_ratio=1.0,
+        lines_inclusive=True,
         target_ratio=1.5,  # *assumed*
+        # Coin-quantity floors, OKX's basis for discount-rate tiers (OKX announcements
+        # "OKX to adjust position tiers of margins and discount rates": tiers per "Max.
+        # Collateral" in the coin); the figures are *assumed* (the former $5M bounds).
         collateral_rates={
-            "USDT": ((0, 1.0),),
-            "USDC": ((0, 1.0),),
-            "BTC": ((0, 0.98), (5_000_000, 0.95)),  # *assumed*
-            "ETH": ((0, 0.98), (5_000_000, 0.95)),  # *assumed*
-            "USDe": ((0, 0.9), (1_000_000, 0.6)),  # *assumed*
+            "USDT": qty_tiers((0, 1.0)),
+            "USDC": qty_tiers((0, 1.0)),
+            "BTC": qty_tiers((0, 0.98), (50, 0.95)),
+            "ETH": qty_tiers((0, 0.98), (1_250, 0.95)),
+            "USDe": qty_tiers((0, 0.9), (1_000_000, 0.6)),
         },
         unlisted_collateral_rate=0.0,  # *assumed*
         margin_loan_mmr_ratio=0.05,  # *assumed*
@@ -212,27 +279,113 @@ def _okx() -> UnifiedVenueParams:
     )
 
 
-class HyperliquidParams(_Frozen):
-    """Hyperliquid cross margin: MM = IM at max leverage / 2; backstop below 2/3 of MM (§3)."""
+class MarginTier(_Frozen):
+    """One Hyperliquid margin tier: from ``lower_bound_usd`` of notional, at most ``max_leverage``.
 
-    max_leverage: dict[str, float] = Field(
-        default_factory=lambda: {"BTC": 40.0, "ETH": 25.0, "SOL": 20.0}
-    )
-    default_max_leverage: float = Field(default=10.0, gt=0)  # *assumed*
+    Its maintenance-margin rate is half the initial margin rate at that leverage,
+    1 / (2 × max_leverage) (Hyperliquid docs, Trading › Margin tiers: 20x → 2.5%).
+    """
+
+    lower_bound_usd: float = Field(ge=0)
+    max_leverage: float = Field(ge=1)
+
+    @property
+    def floor_usd(self) -> float:
+        """Notional from which the tier applies (the bracket floor of §3's MM formula)."""
+        return self.lower_bound_usd
+
+    @property
+    def mmr_ratio(self) -> float:
+        """MM rate = initial margin rate at max leverage / 2 (Hyperliquid docs, Margin tiers)."""
+        return 0.5 / self.max_leverage
+
+
+MarginTable = tuple[MarginTier, ...]
+"""A Hyperliquid margin table: tiers by rising lower bound and falling max leverage."""
+
+HYPERLIQUID_TABLES_SOURCE = (
+    "Hyperliquid docs, Trading > Margin tiers "
+    "(hyperliquid.gitbook.io/hyperliquid-docs/trading/margin-tiers), mainnet tables as "
+    "published on 2026-12-04"
+)
+
+
+def _hl_table(*rows: tuple[float, float]) -> MarginTable:
+    return tuple(MarginTier(lower_bound_usd=b, max_leverage=lev) for b, lev in rows)
+
+
+def _hl_tables() -> dict[str, MarginTable]:
+    """Built-in fallback: the mainnet margin tiers of HYPERLIQUID_TABLES_SOURCE."""
+    tables = {
+        "BTC": _hl_table((0, 40), (150_000_000, 20)),
+        "ETH": _hl_table((0, 25), (100_000_000, 15)),
+        "SOL": _hl_table((0, 20), (70_000_000, 10)),
+        "XRP": _hl_table((0, 20), (40_000_000, 10)),
+    }
+    for coin in (
+        "DOGE", "kPEPE", "SUI", "WLD", "TRUMP", "LTC", "ENA", "POPCAT", "WIF", "AAVE", "kBONK",
+        "LINK", "CRV", "AVAX", "ADA", "UNI", "NEAR", "TIA", "APT", "BCH", "HYPE", "FARTCOIN",
+    ):
+        tables[coin] = _hl_table((0, 10), (20_000_000, 5))
+    for coin in (
+        "OP", "ARB", "LDO", "TON", "MKR", "ONDO", "JUP", "INJ", "kSHIB", "SEI", "TRX", "BNB", "DOT",
+    ):
+        tables[coin] = _hl_table((0, 10), (3_000_000, 5))
+    return tables
+
+
+def check_margin_table(name: str, table: MarginTable) -> None:
+    """Raise ValueError unless bounds start at 0 and rise and max leverage never rises."""
+    bounds = [t.lower_bound_usd for t in table]
+    levs = [t.max_leverage for t in table]
+    if not table or bounds[0] != 0 or bounds != sorted(set(bounds)):
+        raise ValueError(f"margin table {name}: lower bounds must start at 0 and increase")
+    if levs != sorted(levs, reverse=True):
+        raise ValueError(f"margin table {name}: max leverage must not rise with notional")
+
+
+class HyperliquidParams(_Frozen):
+    """Hyperliquid cross margin: MM from the asset's margin table; backstop below 2/3 of MM (§3).
+
+    ``margin_tables`` maps a coin (Hyperliquid's name: ``BTC``, ``kPEPE``) to its tiers;
+    ``margin_tables_source`` names where they come from (the built-in fallback's source and
+    date, or the recorded ``meta`` response that replaced it). A coin without a table gets
+    one tier at ``default_max_leverage``.
+    """
+
+    margin_tables: dict[str, MarginTable] = Field(default_factory=_hl_tables)
+    margin_tables_source: str = HYPERLIQUID_TABLES_SOURCE
+    default_max_leverage: float = Field(default=10.0, ge=1)  # *assumed*
     backstop_equity_of_mm_ratio: float = Field(default=2.0 / 3.0, gt=0, le=1)
     venue: UnifiedVenueParams = Field(
         default_factory=lambda: UnifiedVenueParams(
             margin_call_ratio=1.5,  # *assumed*
             reduce_only_ratio=1.0,
+            # Hyperliquid docs, Trading › Liquidations: liquidated when "the account equity
+            # falls below the maintenance margin"; equity exactly at MM is not liquidated.
             liquidation_ratio=1.0,
+            lines_inclusive=False,
             target_ratio=1.0,
-            collateral_rates={"USDC": ((0, 1.0),)},
+            collateral_rates={"USDC": usd_tiers((0, 1.0))},
             unlisted_collateral_rate=0.0,  # only USDC backs perp margin
             margin_loan_mmr_ratio=0.0,
             settlement_asset="USDC",
             sells_collateral=False,  # the engine closes perps; it does not sell spot
         )
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> HyperliquidParams:
+        for coin, table in self.margin_tables.items():
+            check_margin_table(coin, table)
+        return self
+
+    def margin_table(self, coin: str) -> MarginTable:
+        """The coin's tiers, else one tier at the default max leverage (*assumed*)."""
+        table = self.margin_tables.get(coin) or self.margin_tables.get(coin.upper())
+        if table is None:
+            return (MarginTier(lower_bound_usd=0.0, max_leverage=self.default_max_leverage),)
+        return table
 
 
 class UnifiedAccountParams(_Frozen):
@@ -322,7 +475,7 @@ ASSUMED_DEFAULTS: tuple[str, ...] = (
     "unified.binance_pm.sell_order (largest USD holding first)",
     "unified.bybit_uta (all but liquidation_ratio)",
     "unified.okx_mc (all but liquidation_ratio)",
-    "unified.hyperliquid.default_max_leverage",
+    "unified.hyperliquid.default_max_leverage (coins without a margin table)",
     "unified.hyperliquid.venue.margin_call_ratio",
     "spiral.liquidator_sell_ratio",
 )

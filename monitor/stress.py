@@ -263,6 +263,7 @@ def run_stress(
     report: dict[str, Any] = {
         "config_id": p.config_id(),
         "assumed_parameters": list(ASSUMED_DEFAULTS),
+        "hyperliquid_margin_tables_source": p.unified.hyperliquid.margin_tables_source,
         "shocks_pct": {k: v * 100.0 for k, v in shocks.items()},
         "prices": dict(sorted(shocked.items())),
         "positions": pos_rows,

@@ -185,9 +185,24 @@ def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
         raise UsageError(f"scenario {args.scenario!r}: {str(exc).splitlines()[0]}") from None
 
 
+def _margin_tables_path(args: argparse.Namespace, settings: Settings, capture: Path) -> Path | None:
+    """``--margin-tables``, else ``LIQMON_MARGIN_TABLES``, else the capture itself when a live
+    recording starts with the venues' margin tables (RISK_MODEL §3), else the built-ins."""
+    if args.margin_tables is not None:
+        return Path(args.margin_tables)
+    if settings.margin_tables is not None:
+        return settings.margin_tables
+    from monitor.stress import StressInputError
+    from replay.margin_tables import capture_margin_tables
+
+    try:
+        return capture if capture_margin_tables(capture) else None
+    except StressInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = Settings()
-    config = load_engine_config(args.config or settings.config)
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = None
@@ -208,6 +223,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         open_capture(capture).close()
     except CaptureError as exc:
         raise UsageError(str(exc)) from None
+    tables = _margin_tables_path(args, settings, capture)
+    config = load_engine_config(args.config or settings.config, tables)
     from replay.report import ReportRecorder, write_report
 
     recorder = ReportRecorder(config)
@@ -250,6 +267,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             }
             if args.config or settings.config:
                 env["LIQMON_CONFIG"] = str(args.config or settings.config)
+            if tables is not None:
+                env["LIQMON_MARGIN_TABLES"] = str(tables)
             stack = contextlib.ExitStack()
             with stack:
                 alive: Callable[[], bool] | None = None
@@ -359,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lending positions (JSON lines), loaded before the market data")
     rp.add_argument("--accounts", type=Path, default=None,
                     help="unified accounts (JSON lines), loaded before the market data")
+    rp.add_argument("--margin-tables", type=Path, default=None, metavar="TABLES",
+                    help="venue margin tables (JSON document or recording); default: the "
+                         "capture's own margin_tables frames, else the built-in tables")
     rp.set_defaults(func=cmd_replay)
 
     wp = sub.add_parser("worker", help="run a supervised faust worker against LIQMON_KAFKA_BOOTSTRAP")

@@ -4,7 +4,7 @@ Batches and dead letters are published exactly as the replayer publishes them
 (:mod:`streams.publish`); ``feed_stale`` and ``book_gap`` alerts go to ``alerts.cascade``.
 With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots, connection resets,
 silent-channel reports, rejected frames, the session's book throttle and the
-contract-value table included) is written in the capture format, so
+contract-value table and the venue margin tables included) is written in the capture format, so
 ``liqmon replay --capture FILE`` replays the session through the same books and engine,
 to the same alerts and dead letters.
 
@@ -24,6 +24,7 @@ from typing import Any
 
 from monitor.config import EngineConfig
 from streams.feeds.config import LiveConfig, split_config
+from streams.feeds.margin_tables import fetch_margin_tables
 from streams.feeds.runner import LiveRunner, Recorder
 from streams.settings import ConfigFileError, Settings
 
@@ -83,6 +84,7 @@ async def _run_live(
     await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
     metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
     publisher = await KafkaPublisher.start(bootstrap)
+    tables = await fetch_margin_tables(live)
     recorder = Recorder(args.record) if args.record is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -90,7 +92,7 @@ async def _run_live(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(RuntimeError):  # not the main thread (embedded use)
                 loop.add_signal_handler(sig, stop.set)
-    runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics)
+    runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics, margin_tables=tables)
     print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
           f"publishing to {bootstrap}", file=sys.stderr, flush=True)
     try:

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     #: "tansu" when the bootstrap points at the embedded broker (enables its workarounds).
     broker_kind: str = "kafka"
     config: Path | None = None
+    #: Venue margin tables (a JSON document or a recording) over the config's built-ins.
+    margin_tables: Path | None = None
     app_id: str = "liqmon"
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
@@ -62,8 +64,23 @@ class Settings(BaseSettings):
         return self.broker_kind == "tansu"
 
 
-def load_engine_config(path: Path | None) -> EngineConfig:
-    """Read the engine TOML (or the shipped defaults when ``path`` is None)."""
+def load_engine_config(path: Path | None, margin_tables: Path | None = None) -> EngineConfig:
+    """Read the engine TOML (or the shipped defaults when ``path`` is None), with the venue
+    margin tables of ``margin_tables`` (:mod:`replay.margin_tables`) in place of the built-ins."""
+    config = _load_engine_toml(path)
+    if margin_tables is None:
+        return config
+    from monitor.stress import StressInputError
+    from replay.margin_tables import load_margin_tables
+
+    try:
+        risk = load_margin_tables(margin_tables, config.risk)
+    except StressInputError as exc:
+        raise ConfigFileError(f"margin tables {exc}") from None
+    return config.model_copy(update={"risk": risk})
+
+
+def _load_engine_toml(path: Path | None) -> EngineConfig:
     if path is None:
         return EngineConfig()
     try:

@@ -26,6 +26,7 @@ from monitor.stress import (
     parse_shock,
     run_stress,
 )
+from replay.margin_tables import load_margin_tables
 
 __all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
 
@@ -43,6 +44,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multiply KEY by (1 + PCT), e.g. USDe@binance=-35%% (repeatable)")
     parser.add_argument("--books", metavar="BOOKS.json",
                         help='bids {"PRICE_KEY": [[price, qty], ...]}; enables the spiral')
+    parser.add_argument("--margin-tables", metavar="TABLES",
+                        help='venue margin tables instead of the built-in ones: a JSON document '
+                             '{"hyperliquid": meta, "bybit": ..., "okx": ...} or a capture '
+                             "with margin_tables frames (recorded by liqmon live)")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -88,8 +93,15 @@ def _load_jsonl(path: str) -> list[tuple[int, Any]]:
     return out
 
 
+def _margin_tables(path: str, params: RiskParams) -> RiskParams:
+    """Risk parameters with the venue tables of ``--margin-tables`` (RISK_MODEL §3)."""
+    return load_margin_tables(Path(path), params)
+
+
 def _build_report(args: argparse.Namespace) -> dict[str, Any]:
     params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
+    if getattr(args, "margin_tables", None):
+        params = _margin_tables(args.margin_tables, params)
     prices = parse_prices(_load_json(args.prices), args.prices)
     positions: list[tuple[int, Position]] = []
     seen: set[str] = set()

@@ -178,7 +178,7 @@ class _Supervisor:
 
 def run_worker(settings: Settings) -> int:
     """``liqmon worker``: supervise faust workers until stopped; returns the exit code."""
-    load_engine_config(settings.config)  # a bad config fails here, in one line
+    load_engine_config(settings.config, settings.margin_tables)  # a bad config fails here, in one line
     with resolve_bootstrap(settings) as (bootstrap, effective):
         supervisor = _Supervisor(bootstrap, effective)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -241,7 +241,7 @@ def run_faust_worker(settings: Settings) -> int:
             _exit_after(stop_timeout_s)
             await super().on_stop()
 
-    config = load_engine_config(settings.config)
+    config = load_engine_config(settings.config, settings.margin_tables)
     readiness = Readiness()
     readiness.broker_connected = asyncio.run(broker_reachable(bootstrap))  # until the probe timer runs
     metrics = serve_metrics(settings.metrics_addr, settings.metrics_port, readiness)

@@ -30,6 +30,7 @@ __all__ = [
     "ADAPTERS",
     "ContractValue",
     "LiveConfig",
+    "MarginTablesConfig",
     "VenueFeed",
     "build_adapter",
     "default_okx_contract_values",
@@ -101,6 +102,21 @@ def default_okx_contract_values() -> dict[str, ContractValue]:
     return {k: ContractValue(ct_val=v, ct_val_ccy=ccy) for k, (v, ccy) in BUILTIN_CONTRACT_VALUES.items()}
 
 
+class MarginTablesConfig(_Frozen):
+    """Venue margin tables ``liqmon live`` fetches at start and records (RISK_MODEL §3).
+
+    A venue's part is fetched only when one of its feeds is enabled (Hyperliquid:
+    ``hyperliquid``; Bybit: ``bybit-linear``/``bybit-spot``; OKX: ``okx``). Endpoints: see
+    :mod:`monitor.venue_tables`.
+    """
+
+    enabled: bool = True
+    hyperliquid_url: str = "https://api.hyperliquid.xyz/info"
+    bybit_url: str = "https://api.bybit.com/v5/spot-margin-trade/collateral"
+    okx_url: str = "https://www.okx.com/api/v5/public/discount-rate-interest-free-quota"
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class LiveConfig(_Frozen):
     """Everything ``liqmon live`` needs besides the engine config."""
 
@@ -124,6 +140,8 @@ class LiveConfig(_Frozen):
     seed: int = 0
     #: OKX instrument family (``BTC-USDT``) → contract value; merged over the built-in table.
     okx_contract_values: dict[str, ContractValue] = Field(default_factory=default_okx_contract_values)
+    #: Venue margin tables fetched at start and recorded as ``margin_tables`` frames.
+    margin_tables: MarginTablesConfig = Field(default_factory=MarginTablesConfig)
 
     @field_validator("okx_contract_values", mode="before")
     @classmethod

@@ -6,7 +6,9 @@ through the replayer to the same books, events and alerts. REST snapshots, conne
 drops (``book_reset``), silent channels (``feed_status``), frames rejected before routing
 (``garbage``: their bytes, reason and detail, so a replay gives the same dead letters),
 and, once at the start, the session's ingest settings (``session``: the book throttle and tick lag)
-and the contract-value tables (``contract_values``) are frames too, for the same reason.
+and the contract-value tables (``contract_values``) are frames too, for the same reason;
+so are the venue margin tables fetched at start (``margin_tables``, one frame per venue,
+raw ``{venue: response}``), which ingest passes over and ``liqmon stress`` reads.
 
 Feed alerts come out of Ingest, as in a replay: ``book_gap`` when a book detects a
 sequence gap, ``feed_stale`` from the ``feed_status`` frame the watchdog's report
@@ -24,6 +26,7 @@ import gzip
 import logging
 import random
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -49,6 +52,7 @@ from monitor.ingest import (
 )
 from monitor.metrics import Metrics
 from monitor.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
+from monitor.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.wire.okx import contract_values_raw
 from replay.capture import dumps_line
 from streams.feeds.base import Backoff, Clock, FeedConnection, SystemClock, VenueAdapter
@@ -111,8 +115,11 @@ class LiveRunner:
         recorder: Recorder | None = None,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        margin_tables: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine_config = engine_config
+        #: Venue responses to record at start (:mod:`streams.feeds.margin_tables`).
+        self.margin_tables = dict(margin_tables or {})
         self.config_hash = engine_config.config_hash
         self.live = live_config
         self.sink = sink
@@ -274,6 +281,12 @@ class LiveRunner:
                 raw = contract_values_raw(table)
                 self.on_frame(venue, CONTRACT_VALUES_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
 
+    def _announce_margin_tables(self) -> None:
+        """Record the venue margin tables fetched at start, one frame per venue."""
+        for part, resp in self.margin_tables.items():
+            raw = {part: resp}
+            self.on_frame(SESSION_VENUE, MARGIN_TABLES_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
+
     # -- running ----------------------------------------------------------------------------
     async def _pump(self) -> None:
         while True:
@@ -300,6 +313,7 @@ class LiveRunner:
         """Run until ``duration_s`` passes or ``stop`` is set; then flush everything."""
         self._announce_session()
         self._announce_contract_values()
+        self._announce_margin_tables()
         pump = asyncio.ensure_future(self._pump())
         flusher = asyncio.ensure_future(self._flusher())
         conns = [asyncio.ensure_future(c.run()) for c in self.connections]
