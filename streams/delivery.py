@@ -62,7 +62,9 @@ def build_sink(settings: Settings, metrics: Metrics | None = None) -> Delivery |
     if settings.webhook_url:
         http["webhook"] = WebhookSink(settings.webhook_url)
     if settings.alertmanager_url:
-        http["alertmanager"] = AlertmanagerSink(settings.alertmanager_url)
+        http["alertmanager"] = AlertmanagerSink(
+            settings.alertmanager_url, resend_interval_s=settings.alertmanager_resend_s
+        )
     queues = tuple(
         RetryQueueSink(deliverer, name=name, max_queued=settings.alert_queue_max, metrics=metrics)
         for name, deliverer in http.items()

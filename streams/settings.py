@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = None
     #: Alerts one sink (webhook, Alertmanager) holds while its receiver is down.
     alert_queue_max: int = Field(default=10_000, ge=1)
+    #: How often active alerts are re-sent to Alertmanager (below its resolve_timeout, 5 min).
+    alertmanager_resend_s: float = Field(default=60.0, gt=0)
     #: Print every delivered alert as one human line on the worker's stdout.
     alert_stdout: bool = False
     #: Per-(kind, venue, asset) cooldown of the delivery sinks, event time.
