@@ -35,6 +35,7 @@ from monitor.risk import GlobalRisk
 from monitor.signals import Signal, SignalRecord, decode_signal_record, encode_signal_record
 from streams import topics
 from streams.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
+from streams.kafka_security import faust_security
 from streams.settings import Settings
 
 __all__ = ["WorkerState", "create_app"]
@@ -222,6 +223,7 @@ def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         # The embedded broker reports end offsets per record *batch*: one record per
         # produce batch keeps changelog recovery exact (DESIGN, second quirk).
         conf["producer_max_batch_size"] = 1
+    conf.update(faust_security(settings))
     return conf
 
 

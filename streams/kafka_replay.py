@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from monitor.alerts import Alert
@@ -33,6 +33,7 @@ from monitor.config import EngineConfig
 from monitor.ingest import DeadLetter, Ingest
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
+from streams.kafka_security import kafka_client_options, start_admin
 
 __all__ = ["KafkaReplayError", "KafkaReplayResult", "ensure_topics", "replay_kafka"]
 
@@ -51,8 +52,7 @@ class KafkaReplayResult:
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
     """Create the pipeline's topics if they do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await start_admin(bootstrap)  # one line naming the settings when it cannot connect
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -104,9 +104,10 @@ async def replay_kafka(
     """
     run_id = uuid.uuid4().hex
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20,
+        **kafka_client_options(),
     )
-    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options(), enable_auto_commit=False)
     await producer.start()
     await collector.start()
     ingest = Ingest(config)
