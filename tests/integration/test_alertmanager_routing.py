@@ -48,7 +48,7 @@ pytestmark = [
     pytest.mark.prometheus,
     pytest.mark.broker,
     pytest.mark.slow,
-    pytest.mark.timeout(900),
+    pytest.mark.timeout(2400 if os.environ.get("LIQMON_TEST_ROUTING_DAY") == "full" else 900),
     pytest.mark.skipif(ALERTMANAGER is None or PROMETHEUS is None,
                        reason="needs Debian's prometheus and prometheus-alertmanager (scripts/system-deps.sh)"),
 ]
