@@ -12,6 +12,7 @@ severity and resolve.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import orjson
 import pytest
 
 from streams.broker import embedded_broker, free_port
+from streams.kafka_replay import ensure_topics
 from streams.sinks import CooldownSink, StdoutSink, alert_key, is_resolved
 from tests.integration.am_harness import (
     ALERTMANAGER,
@@ -32,7 +34,7 @@ from tests.integration.am_harness import (
     alertmanager_config,
 )
 from tests.integration.test_pipeline import read_alerts, real_usde_capture
-from tests.integration.test_prometheus_live import clean_env, process, tail, wait_until
+from tests.integration.test_prometheus_live import FakeBinance, clean_env, live_config, process, tail, wait_until
 
 __all__ = ["real_usde_capture"]  # a module fixture shared with test_pipeline
 
@@ -187,3 +189,32 @@ def test_an_alertmanager_url_that_cannot_work_fails_the_worker_in_one_line(tmp_p
             "liqmon: error: invalid setting: LIQMON_ALERTMANAGER_URL: not an http(s) URL "
             "(expected http[s]://host[:port]/path)"
         ]
+
+
+def test_live_feed_alerts_reach_alertmanager(
+    alertmanager: tuple[AlertmanagerProcess, HookReceiver], tmp_path: Path
+) -> None:
+    # `liqmon live` publishes its feed alerts (here a book sequence gap on a scripted
+    # Binance endpoint) to alerts.cascade; the worker on the same broker delivers them.
+    am, _hook = alertmanager
+    binance = FakeBinance()
+    with ExitStack() as stack:
+        binance.start()
+        stack.callback(binance.stop)
+        broker = stack.enter_context(embedded_broker(log_path=tmp_path / "broker.log"))
+        asyncio.run(ensure_topics(broker.bootstrap, 8))
+        env = clean_env(LIQMON_KAFKA_BOOTSTRAP=broker.bootstrap, LIQMON_BROKER_KIND="tansu",
+                        LIQMON_METRICS_PORT="0", LIQMON_LIVE_METRICS_PORT="0", LIQMON_ALERTMANAGER_URL=am.url)
+        worker = stack.enter_context(process(liqmon("worker"), tmp_path / "worker.log", env))
+        config = live_config(tmp_path / "live.toml", binance)
+        live = stack.enter_context(process(liqmon("live", "--config", str(config)), tmp_path / "live.log", env))
+
+        def book_gap() -> bool:
+            assert worker.poll() is None, "worker died\n" + tail(tmp_path / "worker.log")
+            assert live.poll() is None, "live died\n" + tail(tmp_path / "live.log")
+            return any(a["labels"].get("kind") == "book_gap" and a["labels"].get("source") == "liqmon"
+                       for a in am.alerts())
+
+        wait_until(book_gap, 120, lambda: "a book_gap alert in Alertmanager\n" + tail(tmp_path / "live.log"))
+    gap = next(a for a in am.alerts() if a["labels"].get("kind") == "book_gap")
+    assert gap["labels"]["venue"] == "binance-spot" and gap["annotations"]["alert_id"]
