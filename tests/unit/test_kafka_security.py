@@ -8,6 +8,7 @@ so SASL is tested here up to the clients' own configuration; TLS is tested end t
 from __future__ import annotations
 
 import ast
+import os
 import ssl
 import subprocess
 import sys
@@ -95,14 +96,29 @@ def test_the_password_is_never_printed(tmp_path: Path) -> None:
     ({"LIQMON_KAFKA_BOOTSTRAP": "h:1", "LIQMON_KAFKA_SSL_CERTFILE": "/etc/hostname"}, "LIQMON_KAFKA_SSL_KEYFILE"),
     ({"LIQMON_WEBHOOK_URL": "hooks.example/" + PASSWORD}, "LIQMON_WEBHOOK_URL"),
 ])
-def test_a_bad_kafka_setting_is_one_line_naming_it(env: dict[str, str], names: str) -> None:
-    clean = {k: v for k, v in __import__("os").environ.items() if not k.startswith("LIQMON_")}
+def test_a_bad_kafka_setting_is_one_line_naming_it(env: dict[str, str], names: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("LIQMON_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    line = settings_error_line(caught.value)
+    assert names in line and PASSWORD not in line and "\n" not in line, line
+
+
+def test_the_command_line_prints_that_line_and_exits_2() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    env = {"LIQMON_KAFKA_BOOTSTRAP": "h:1", "LIQMON_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+           "LIQMON_KAFKA_SASL_PASSWORD": PASSWORD}
     proc = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env={**clean, **env},
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("liqmon: error: invalid setting: "), proc.stderr
-    assert names in lines[0] and PASSWORD not in lines[0]
+    assert proc.stderr.strip().splitlines() == [
+        "liqmon: error: invalid setting: LIQMON_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs LIQMON_KAFKA_SASL_USERNAME "
+        "and LIQMON_KAFKA_SASL_PASSWORD"
+    ]
 
 
 def kafka_client_calls() -> list[tuple[str, str, bool]]:
