@@ -26,7 +26,7 @@ from streams.retry_queue import Deliverer, RetryQueueSink
 from streams.settings import Settings
 from streams.sinks import AlertmanagerSink, AlertSink, CooldownSink, FanoutSink, StdoutSink, WebhookSink
 
-__all__ = ["SHUTDOWN_DRAIN_S", "Delivery", "attach_delivery", "build_sink"]
+__all__ = ["SHUTDOWN_DRAIN_S", "Delivery", "attach_delivery", "build_delivery"]
 
 log = logging.getLogger("liqmon.delivery")
 
@@ -49,8 +49,8 @@ class Delivery:
         await self.sink.close()
 
 
-def build_sink(settings: Settings, metrics: Metrics | None = None) -> Delivery | None:
-    """The configured sinks behind one cooldown, or None when none is configured.
+def build_delivery(settings: Settings, metrics: Metrics | None = None) -> Delivery | None:
+    """The configured sinks behind one cooldown and their retry queues, or None without a sink.
 
     Only builds: nothing here needs an event loop. The HTTP sinks start their tasks (retry
     queue, Alertmanager re-sender) on their first alert, inside the worker's loop.
@@ -78,7 +78,7 @@ def build_sink(settings: Settings, metrics: Metrics | None = None) -> Delivery |
 
 def attach_delivery(app: faust.App, settings: Settings, metrics: Metrics) -> bool:
     """Register the delivery agent when a sink is configured; returns whether it did."""
-    delivery = build_sink(settings, metrics)
+    delivery = build_delivery(settings, metrics)
     if delivery is None:
         return False
     sink = delivery.sink

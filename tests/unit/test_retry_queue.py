@@ -133,3 +133,16 @@ async def test_close_logs_what_is_left_undelivered(caplog: pytest.LogCaptureFixt
 def test_queue_bound_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_queued"):
         RetryQueueSink(FlakyReceiver(), name="webhook", max_queued=0)
+
+
+def test_sinks_are_built_outside_any_event_loop() -> None:
+    # The reported crash: building the Alertmanager sink started its task outside a loop.
+    from streams.delivery import build_delivery
+    from streams.settings import Settings
+
+    settings = Settings(alertmanager_url="http://127.0.0.1:9", webhook_url="http://127.0.0.1:9/hook",
+                        alert_queue_max=7)
+    delivery = build_delivery(settings)
+    assert delivery is not None
+    assert [(q.name, q.max_queued) for q in delivery.queues] == [("webhook", 7), ("alertmanager", 7)]
+    assert build_delivery(Settings()) is None
