@@ -77,6 +77,14 @@ class Metrics:
             ["stage", "source"], registry=r)
         self.rewinds_total = Counter(
             "liqmon_rewinds", "Seeks back to a checkpoint's offset, by stage", ["stage"], registry=r)
+        # Alert delivery (streams/retry_queue.py): per sink, closed set (webhook, alertmanager)
+        self.alerts_dropped_total = Counter(
+            "liqmon_alerts_dropped",
+            "Alerts dropped undelivered: retry queue full (overflow) or refused by the receiver (rejected)",
+            ["sink", "reason"], registry=r)
+        self.alert_queue_depth = Gauge(
+            "liqmon_alert_queue_depth", "Alerts waiting in a sink's retry queue (in flight included), by sink",
+            ["sink"], registry=r)
         self.unpriced_total = Counter(
             "liqmon_unpriced_events", "Events whose quote currency has no USD price",
             ["source"], registry=r)

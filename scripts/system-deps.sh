@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: Prometheus server + promtool, amtool, Chromium.
+# Debian packages the test suite uses: Prometheus server + promtool, Alertmanager + amtool,
+# Chromium, stunnel4 (TLS in front of the embedded broker) and openssl (its test certificates).
 # Installs only what is missing; needs root (or sudo) and apt-get.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v stunnel4 >/dev/null 2>&1 || need+=(stunnel4)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

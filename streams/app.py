@@ -31,6 +31,7 @@ from streams import topics
 from streams.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.global_agent import attach_global_agent, set_risk_metrics
 from streams.global_stage import input_record
+from streams.kafka_security import faust_security
 from streams.market_agent import PendingSignals, attach_market_agent
 from streams.pipes import Pipes, checkpoint_table
 from streams.settings import Settings
@@ -72,6 +73,7 @@ def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         # The embedded broker reports end offsets per record *batch*: one record per
         # produce batch keeps changelog recovery exact (DESIGN, second quirk).
         conf["producer_max_batch_size"] = 1
+    conf.update(faust_security(settings))
     return conf
 
 

@@ -49,6 +49,7 @@ from streams import topics
 from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS
 from streams.broker import EmbeddedBroker, embedded_broker
 from streams.kafka_replay import ensure_topics
+from streams.kafka_security import kafka_client_options
 
 __all__ = ["run_bench"]
 
@@ -107,7 +108,8 @@ def _build_records(n_events: int) -> tuple[list[tuple[int, bytes, bytes | None]]
 
 
 async def _produce_records(bootstrap: str, records: list[tuple[int, bytes, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20,
+                                **kafka_client_options())
     await producer.start()
     try:
         pending = []
@@ -122,7 +124,7 @@ async def _produce_records(bootstrap: str, records: list[tuple[int, bytes, bytes
 
 
 async def _bare_consume(bootstrap: str, n_records: int) -> tuple[int, float]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options(), enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20)
     await consumer.start()
     tps = [TopicPartition(topics.MARKET, p) for p in range(PARTITIONS)]
@@ -146,6 +148,7 @@ async def _bare_consume(bootstrap: str, n_records: int) -> tuple[int, float]:
 
 async def _wait_acks(bootstrap: str, run_id: str, n_parts: int, timeout_s: float) -> list[dict[str, Any]]:
     consumer = AIOKafkaConsumer(topics.ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                **kafka_client_options(),
                                 enable_auto_commit=False)
     await consumer.start()
     acks: dict[int, dict[str, Any]] = {}
@@ -166,7 +169,7 @@ async def _wait_acks(bootstrap: str, run_id: str, n_parts: int, timeout_s: float
 
 
 async def _send_end(bootstrap: str, run_id: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_client_options())
     await producer.start()
     try:
         for p in range(PARTITIONS):
@@ -310,10 +313,11 @@ async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str,
 
     cfg = load_config_text(_LATENCY_CONFIG)
     ingest = Ingest(cfg)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_client_options(), linger_ms=1)
     # The observer fetches like the worker does (a longer wait would be the reader's own
     # delay on the embedded broker, which holds a fetch while any partition is empty).
     consumer = AIOKafkaConsumer(topics.ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="latest",
+                                **kafka_client_options(),
                                 enable_auto_commit=False, fetch_max_wait_ms=EMBEDDED_FETCH_MAX_WAIT_MS)
     await producer.start()
     await consumer.start()

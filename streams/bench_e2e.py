@@ -61,6 +61,7 @@ from streams.bench import (
 )
 from streams.broker import embedded_broker, free_port
 from streams.kafka_replay import ensure_topics
+from streams.kafka_security import kafka_client_options
 
 __all__ = ["bench_e2e"]
 
@@ -266,6 +267,7 @@ def _metric_sum(text: str, prefix: str) -> float:
 async def _wait_acks(bootstrap: str, run_id: str, timeout_s: float) -> list[dict[str, Any]]:
     """Every market partition's ack of ``run_id`` and the global stage's (``"stage": "global"``)."""
     consumer = AIOKafkaConsumer(topics.ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                **kafka_client_options(),
                                 enable_auto_commit=False)
     await consumer.start()
     acks: dict[int, dict[str, Any]] = {}
@@ -311,6 +313,7 @@ async def _drive(
     stop = asyncio.Event()
     # A short fetch wait: the reader's own polling must not add to the measured latency.
     consumer = AIOKafkaConsumer(topics.ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                **kafka_client_options(),
                                 enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from monitor.alerts import Alert
 from replay.capture import CaptureError, open_capture
 from replay.outputs import format_alert_line, utc, write_alerts, write_summary
 from streams.errors import KafkaReplayError
-from streams.settings import ConfigFileError, Settings, load_engine_config
+from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
 __all__ = ["main"]
 
@@ -427,6 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaReplayError as exc:  # the pipeline, not the user: one line, exit 1
         print(f"liqmon: replay failed: {exc}", file=sys.stderr)
         return 1
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        print(f"liqmon: error: {settings_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("liqmon: interrupted", file=sys.stderr)
         return 130

@@ -3,12 +3,17 @@
 The topic is always written (by the engine agents). Delivery is a separate agent in the
 same consumer group, so each alert is delivered by exactly one worker, behind a
 per-(kind, venue, asset) cooldown where escalations always pass; webhook and
-Alertmanager retry with capped, jittered backoff and carry the deterministic alert id.
+Alertmanager each sit behind a bounded retry queue (:mod:`streams.retry_queue`) that
+outlives a receiver outage, and carry the deterministic alert id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import faust
 from mode import CrashingSupervisor
@@ -17,36 +22,66 @@ from pydantic import ValidationError
 from monitor.alerts import Alert
 from monitor.metrics import Metrics
 from streams import topics
+from streams.retry_queue import Deliverer, RetryQueueSink
 from streams.settings import Settings
 from streams.sinks import AlertmanagerSink, AlertSink, CooldownSink, FanoutSink, StdoutSink, WebhookSink
 
-__all__ = ["attach_delivery", "build_sink"]
+__all__ = ["SHUTDOWN_DRAIN_S", "Delivery", "attach_delivery", "build_delivery"]
 
 log = logging.getLogger("liqmon.delivery")
 
 
-def build_sink(settings: Settings) -> AlertSink | None:
-    """The configured sinks behind one cooldown, or None when none is configured."""
+#: How long a stopping worker lets its retry queues drain before it logs what is left.
+SHUTDOWN_DRAIN_S = 3.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The sink the agent sends to, and the retry queues inside it (drained at shutdown)."""
+
+    sink: AlertSink
+    queues: tuple[RetryQueueSink, ...]
+
+    async def shutdown(self, drain_s: float = SHUTDOWN_DRAIN_S) -> None:
+        """Give the queues ``drain_s`` to empty, then close every sink (logging leftovers)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(queue.join() for queue in self.queues)), drain_s)
+        await self.sink.close()
+
+
+def build_delivery(settings: Settings, metrics: Metrics | None = None) -> Delivery | None:
+    """The configured sinks behind one cooldown and their retry queues, or None without a sink.
+
+    Only builds: nothing here needs an event loop. The HTTP sinks start their tasks (retry
+    queue, Alertmanager re-sender) on their first alert, inside the worker's loop.
+    """
     sinks: list[AlertSink] = []
     if settings.alert_stdout:
         sinks.append(StdoutSink())
+    http: dict[str, Deliverer] = {}
     if settings.webhook_url:
-        sinks.append(WebhookSink(settings.webhook_url))
+        http["webhook"] = WebhookSink(settings.webhook_url)
     if settings.alertmanager_url:
-        am = AlertmanagerSink(settings.alertmanager_url)
-        am.start()
-        sinks.append(am)
+        http["alertmanager"] = AlertmanagerSink(
+            settings.alertmanager_url, resend_interval_s=settings.alertmanager_resend_s
+        )
+    queues = tuple(
+        RetryQueueSink(deliverer, name=name, max_queued=settings.alert_queue_max, metrics=metrics)
+        for name, deliverer in http.items()
+    )
+    sinks.extend(queues)
     if not sinks:
         return None
     inner: AlertSink = sinks[0] if len(sinks) == 1 else FanoutSink(sinks)
-    return CooldownSink(inner, cooldown_ms=settings.alert_cooldown_ms)
+    return Delivery(CooldownSink(inner, cooldown_ms=settings.alert_cooldown_ms), queues)
 
 
 def attach_delivery(app: faust.App, settings: Settings, metrics: Metrics) -> bool:
     """Register the delivery agent when a sink is configured; returns whether it did."""
-    sink = build_sink(settings)
-    if sink is None:
+    delivery = build_delivery(settings, metrics)
+    if delivery is None:
         return False
+    sink = delivery.sink
     alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
     delivered = metrics.topic_records_total.labels(topics.ALERTS, "in")
 
@@ -61,5 +96,9 @@ def attach_delivery(app: faust.App, settings: Settings, metrics: Metrics) -> boo
                 metrics.deadletter_total.labels("invalid_alert").inc()
                 continue
             await sink.send(alert.model_dump(mode="json"))  # sinks never raise; failures are counted
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_sinks(sender: faust.App, **_: Any) -> None:
+        await delivery.shutdown()
 
     return True

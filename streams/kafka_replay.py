@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from monitor.alerts import Alert
@@ -35,6 +35,7 @@ from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route
 from streams import topics
 from streams.broker import broker_reachable
 from streams.errors import KafkaReplayError
+from streams.kafka_security import kafka_client_options, start_admin
 
 __all__ = ["KafkaReplayError", "KafkaReplayResult", "ensure_topics", "replay_kafka"]
 
@@ -59,12 +60,14 @@ async def watch_broker(bootstrap: str, lost_after_s: float = BROKER_LOST_S) -> s
 
 async def group_members(bootstrap: str, group: str) -> int | None:
     """Members of the workers' consumer group right now (None: the broker did not say)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
-        await asyncio.wait_for(admin.start(), 5)
+        admin = await asyncio.wait_for(start_admin(bootstrap, request_timeout_ms=3000), 5)
+    except Exception:  # a diagnosis only: never the reason a replay fails
+        return None
+    try:
         [response] = await asyncio.wait_for(admin.describe_consumer_groups([group]), 5)
         return sum(len(g[5]) for g in response.groups if g[1] == group)
-    except Exception:  # a diagnosis only: never the reason a replay fails
+    except Exception:
         return None
     finally:
         with contextlib.suppress(Exception):
@@ -95,8 +98,7 @@ class KafkaReplayResult:
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
     """Create the pipeline's topics if they do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await start_admin(bootstrap)  # one line naming the settings when it cannot connect
     try:
         existing = set(await admin.list_topics())
         wanted = [
@@ -149,9 +151,10 @@ async def _replay_kafka(
     """
     run_id = uuid.uuid4().hex
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20
+        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20,
+        **kafka_client_options(),
     )
-    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options(), enable_auto_commit=False)
     await producer.start()
     await collector.start()
     ingest = Ingest(config)

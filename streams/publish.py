@@ -17,6 +17,7 @@ from monitor.alerts import Alert
 from monitor.ingest import DeadLetter, Routed
 from replay.replayer import partition_for
 from streams import topics
+from streams.kafka_security import kafka_client_options
 
 __all__ = ["KafkaPublisher", "Sink", "topic_partitions"]
 
@@ -54,7 +55,8 @@ class KafkaPublisher:
     @classmethod
     async def start(cls, bootstrap: str) -> KafkaPublisher:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20
+            bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20,
+            **kafka_client_options(),
         )
         await producer.start()
         try:

