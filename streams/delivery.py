@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from mode import CrashingSupervisor
@@ -41,6 +41,11 @@ class Delivery:
 
     sink: AlertSink
     queues: tuple[RetryQueueSink, ...]
+
+    @property
+    def pending(self) -> int:
+        """Alerts handed to a retry queue and not yet delivered or dropped."""
+        return sum(queue.depth for queue in self.queues)
 
     async def shutdown(self, drain_s: float = SHUTDOWN_DRAIN_S) -> None:
         """Give the queues ``drain_s`` to empty, then close every sink (logging leftovers)."""
@@ -85,17 +90,43 @@ def attach_delivery(app: faust.App, settings: Settings, metrics: Metrics) -> boo
     alerts_topic = app.topic(topics.ALERTS, key_serializer="raw", value_serializer="raw")
     delivered = metrics.topic_records_total.labels(topics.ALERTS, "in")
 
+    # An alert's offset is committed only once every queue is empty (each alert handed to
+    # them delivered, or dropped and counted): a worker that crashes with alerts waiting
+    # for a receiver leaves them to the next owner of the partition, which sends them again
+    # (at-least-once, same ids).
+    held: list[tuple[Any, Any]] = []
+
+    async def ack_delivered() -> None:
+        if held and delivery.pending == 0:
+            done = held[:]
+            held.clear()
+            for stream, event in done:
+                await stream.ack(event)
+
     @app.agent(alerts_topic, name="deliver", supervisor_strategy=CrashingSupervisor)
     async def deliver(stream: faust.StreamT[bytes]) -> None:
-        async for value in stream:
+        manual = cast(faust.Stream[bytes], stream).noack()
+        async for event in manual.events():
             delivered.inc()
+            held.append((manual, event))
+            value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
             try:
                 alert = Alert.model_validate_json(value)
             except ValidationError as exc:
                 log.error("undeliverable record on %s: %s", topics.ALERTS, exc.errors()[0]["msg"])
                 metrics.deadletter_total.labels("invalid_alert").inc()
-                continue
-            await sink.send(alert.model_dump(mode="json"))  # sinks never raise; failures are counted
+            else:
+                await sink.send(alert.model_dump(mode="json"))  # sinks never raise; failures are counted
+            await ack_delivered()
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def ack_drained() -> None:
+        await ack_delivered()
+
+    # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_held(sender: faust.App, revoked: set[Any], **_: Any) -> None:
+        held[:] = [(s, e) for s, e in held if e.message.tp not in revoked]
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_sinks(sender: faust.App, **_: Any) -> None:
