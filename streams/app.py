@@ -243,6 +243,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
     acks_topic = app.topic(topics.ACKS, key_serializer="raw", value_serializer="raw")
     state_table = app.Table("engine-state", default=None, partitions=settings.partitions)
     signals_topic = app.topic(topics.RISK_SIGNALS, partitions=1, **_RAW)
+    snapshots_topic = app.topic(topics.RISK_SNAPSHOTS, partitions=1, **_RAW)
     positions_topic = app.topic(topics.POSITIONS, **_RAW)
     accounts_topic = app.topic(topics.ACCOUNTS, **_RAW)
     # Stage-2 inputs as plain JSON, recovered from the changelog on restart.
@@ -422,7 +423,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
 
     risk = GlobalRisk(config, settings.partitions)
     app.liqmon_risk = risk  # type: ignore[attr-defined]
-    risk_state: dict[str, Any] = {"restored": False, "alerts": 0, "metrics_at": 0.0,
+    risk_state: dict[str, Any] = {"restored": False, "alerts": 0, "snapshots": 0, "metrics_at": 0.0,
                                   "syncs": {}}
     # risk_table keys: position:<id>, account:<id> (inputs), latch:<account id> (the status
     # rank already alerted, so a restarted worker does not alert the same status again)
@@ -454,7 +455,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         nonlocal risk
         risk = GlobalRisk(config, settings.partitions)
         app.liqmon_risk = risk  # type: ignore[attr-defined]
-        risk_state.update(restored=False, alerts=0, metrics_at=0.0, syncs={})
+        risk_state.update(restored=False, alerts=0, snapshots=0, metrics_at=0.0, syncs={})
 
     # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -498,6 +499,9 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
             await alerts_topic.send(key=alert.alert_id.encode(), value=alert.to_json())
             metrics.alerts_total.labels(alert.kind, alert.severity).inc()
         risk_state["alerts"] += len(alerts)
+        for snap in risk.take_snapshots():  # the report's figures, forwarded as they are
+            await snapshots_topic.send(key=str(snap.ts_ms).encode(), value=snap.encode())
+            risk_state["snapshots"] += 1
 
     async def forward(kind: str, value: bytes) -> None:
         await signals_topic.send(
@@ -569,8 +573,8 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
                 # every partition ended this run: acknowledge it
                 await app.producer.flush()
                 ack = {"run": rec.end, "stage": "global", "alerts": risk_state["alerts"],
-                       "config_hash": config_hash, "ack_wall_s": time.time()}
-                risk_state["alerts"] = 0
+                       "snapshots": risk_state["snapshots"], "config_hash": config_hash, "ack_wall_s": time.time()}
+                risk_state["alerts"] = risk_state["snapshots"] = 0
                 await acks_topic.send(key=rec.end.encode(), value=orjson.dumps(ack))
                 await app.producer.flush()
                 set_risk_metrics(metrics, risk)
