@@ -87,7 +87,10 @@ def _peak_stage(alerts: Sequence[Alert]) -> Fact:
             best = a
     if best is None:
         return Fact("peak cascade stage", None, "no cascade stage became active")
-    return Fact("peak cascade stage", best.ts_ms, f"stage {best.stage}: {best.message}")
+    text = _first_clause(best.message)
+    if f"stage {best.stage}" not in text:
+        text = f"stage {best.stage}: {text}"
+    return Fact("peak cascade stage", best.ts_ms, text)
 
 
 def _accounts(alerts: Sequence[Alert]) -> Fact:
@@ -155,9 +158,16 @@ def _forced_and_spiral(snapshots: Sequence[RiskSnapshot]) -> list[Fact]:
     return facts
 
 
+def _first_clause(message: str) -> str:
+    """The message up to its first ';' (the figures after it are in alerts.jsonl)."""
+    return message.split(";", 1)[0]
+
+
 def _what(members: Sequence[Alert]) -> str:
+    if all(not (a.asset or a.venue) for a in members):
+        return _first_clause(members[-1].message) + (f" ({plural(len(members), 'alert')})" if len(members) > 1 else "")
     if len(members) == 1:
-        return members[0].message
+        return _first_clause(members[0].message)
     subjects = Counter("/".join(x for x in (a.asset, a.venue) if x) or "-" for a in members)
     top = sorted(subjects.items(), key=lambda kv: (-kv[1], kv[0]))
     shown = ", ".join(f"{s} ×{n}" if n > 1 else s for s, n in top[:4])
@@ -186,10 +196,10 @@ def build_story(alerts: Sequence[Alert], snapshots: Sequence[RiskSnapshot] = ())
 
 def print_story(console: Console, story: Story, alerts: Sequence[Alert] = (), verbose: bool = False) -> None:
     """The headline (what happened, each with its time), then the timeline; every alert with verbose."""
-    console.print(f"[bold]liqmon: what happened[/bold] ({plural(story.alerts, 'alert')})")
+    console.print(f"[bold]liqmon: what happened[/bold] ({plural(story.alerts, 'alert')})", soft_wrap=True)
     for fact in story.facts:
         when = (utc(fact.ts_ms) or "")[11:19] if fact.ts_ms is not None else "   —    "
-        console.print(f"  {when}  [bold]{fact.label}[/bold]: {fact.text}", highlight=False)
+        console.print(f"  {when}  [bold]{fact.label}[/bold]: {fact.text}", highlight=False, soft_wrap=True)
     if not story.timeline:
         return
     table = Table(title="timeline (UTC, alerts grouped by minute and kind)", title_justify="left",
@@ -198,7 +208,7 @@ def print_story(console: Console, story: Story, alerts: Sequence[Alert] = (), ve
     table.add_column("kind", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column("worst", no_wrap=True)
-    table.add_column("what", overflow="fold")
+    table.add_column("what", no_wrap=True, overflow="ellipsis")  # one line per row
     for row in story.timeline[:TIMELINE_MAX_ROWS]:
         table.add_row((utc(row.minute_ms) or "")[5:16], row.kind, f"{row.count:,}",
                       f"[{_SEV_STYLE[row.severity]}]{row.severity}[/]", row.what)

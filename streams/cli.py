@@ -268,7 +268,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         from replay.story import build_story, print_story
 
-        print_story(Console(highlight=False), build_story(ordered, snapshots), ordered, verbose=args.verbose)
+        # a pipe or file gets rows of 160 columns, not rich's 80
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        print_story(console, build_story(ordered, snapshots), ordered, verbose=args.verbose)
         if calibration_text is not None:
             print("\ncalibration against the public figures of 10 October 2025:")
             print(calibration_text)

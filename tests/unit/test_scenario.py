@@ -14,6 +14,7 @@ from monitor.margin import Account
 from replay.calibration import calibrate, format_table, scan_capture
 from replay.capture import CaptureLine, iter_capture
 from replay.scenario import DEFAULT_SEED, PRESETS, ScenarioResult, generate
+from replay.scenario.cache import cache_key, generate_cached, generator_version
 from replay.scenario.config import knobs_for
 
 SHORT = {"duration_s": 1800}  # 20:00-20:30: the shock has not started yet
@@ -171,3 +172,21 @@ def test_knobs_are_validated() -> None:
         knobs_for("oct11")
     with pytest.raises(ValueError, match="duration_sec"):
         knobs_for("oct10", {"duration_sec": 10})
+
+
+def test_cache_reuses_a_scenario_keyed_by_name_seed_knobs_and_generator(tmp_path: Path) -> None:
+    first, hit = generate_cached("oct10", 7, tmp_path / "cache", SHORT)
+    assert not hit and first.out_dir.parent == tmp_path / "cache"
+    again, hit = generate_cached("oct10", 7, tmp_path / "cache", SHORT)
+    assert hit and again.out_dir == first.out_dir
+    assert (again.frames, again.frames_by_venue, again.knobs) == (first.frames, first.frames_by_venue, first.knobs)
+    plain = generate("oct10", 7, tmp_path / "plain", SHORT)
+    for name in ("capture.jsonl.gz", "positions.jsonl", "accounts.jsonl", "liquidations.jsonl", "scenario.json"):
+        assert (again.out_dir / name).read_bytes() == (plain.out_dir / name).read_bytes(), name
+    assert cache_key("oct10", 7, knobs_for("oct10", SHORT)) in again.out_dir.name
+    assert cache_key("oct10", 8, knobs_for("oct10", SHORT)) != cache_key("oct10", 7, knobs_for("oct10", SHORT))
+    other, hit = generate_cached("oct10", 7, tmp_path / "cache", {"duration_s": 1200})
+    assert not hit and other.out_dir != first.out_dir
+    assert not first.out_dir.exists()  # the older entry of the same preset and seed is replaced
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [other.out_dir.name]
+    assert len(generator_version()) == 12
