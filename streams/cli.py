@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from replay.capture import CaptureError, open_capture
-from replay.outputs import utc, write_alerts, write_summary
+from replay.outputs import utc, write_alerts, write_snapshots, write_summary
 from streams.settings import ConfigFileError, Settings, load_engine_config
 
 __all__ = ["main"]
@@ -243,6 +243,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     phases.done("replay")
     ordered = write_alerts(out_dir / "alerts.jsonl", alerts)
+    write_snapshots(out_dir / "snapshots.jsonl", snapshots)
     extra: dict[str, Any] = {}
     calibration_text = None
     if scenario is not None:
@@ -359,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--latency-seconds", type=float, default=30.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
     bench.add_argument("--only", default=None,
-                       help="comma list: pipeline,latency,loops,parsers,e2e,scenario")
+                       help="comma list: pipeline,latency,loops,parsers,e2e,scenario,generation")
     bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
     bench.add_argument("--e2e-seconds", type=float, default=10.0)
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")

@@ -100,6 +100,15 @@ def test_depeg_liquidates_venue_priced_accounts_not_usdt_priced_loops(tmp_path: 
     inline_bytes = (tmp_path / "inline" / "alerts.jsonl").read_bytes()
     kafka_bytes = (tmp_path / "kafka" / "alerts.jsonl").read_bytes()
     assert inline_bytes == kafka_bytes
+    # the global stage's risk snapshots (the report's loop, account, forced-sell and spiral
+    # panels) reach the replayer through Kafka exactly as inline
+    inline_snaps = (tmp_path / "inline" / "snapshots.jsonl").read_bytes()
+    assert inline_snaps == (tmp_path / "kafka" / "snapshots.jsonl").read_bytes()
+    snaps = [orjson.loads(line) for line in inline_snaps.splitlines()]
+    assert len(snaps) >= 20 and snaps[-1]["accounts_by_status"].get("liquidation", 0) == 0  # back at 1.0
+    assert max(s["accounts_by_status"].get("liquidation", 0) for s in snaps) == 4
+    assert max(s["forced_sell_usd_by_asset"].get("USDe", 0.0) for s in snaps) > 0
+    assert sum(snaps[0]["hf_bands"].values()) == 20
 
     alerts = [orjson.loads(line) for line in inline_bytes.splitlines()]
     liquidated = sorted(a["evidence"]["account_id"] for a in alerts

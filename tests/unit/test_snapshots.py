@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from monitor.lending import LoopBook, Position, health_factor
 from monitor.risk import HF_BANDS, GlobalRisk
 from monitor.signals import SignalRecord
 from monitor.snapshots import RiskSnapshot, SnapshotClock
+from replay.outputs import write_snapshots
 
 T0 = 1_760_130_000_000
 CONFIG = EngineConfig()
@@ -88,3 +90,11 @@ def test_vectorised_health_factors_equal_the_per_position_formula() -> None:
     book = LoopBook.from_positions(positions, prices)
     expected = [health_factor(p, prices) for p in positions]
     assert book.health_factors().tolist() == pytest.approx(expected)
+
+
+def test_snapshot_file_keeps_order_and_writes_a_repeated_snapshot_once(tmp_path: Path) -> None:
+    a, b = RiskSnapshot(ts_ms=T0, stage=1), RiskSnapshot(ts_ms=T0 + 60_000, stage=2)
+    changed = RiskSnapshot(ts_ms=T0 + 60_000, stage=3)  # the end of a run at the same event time
+    assert write_snapshots(tmp_path / "s.jsonl", [a, b, b, changed, b]) == 3
+    lines = (tmp_path / "s.jsonl").read_bytes().splitlines()
+    assert [RiskSnapshot.decode(x) for x in lines] == [a, b, changed]
