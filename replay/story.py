@@ -204,11 +204,12 @@ def print_story(console: Console, story: Story, alerts: Sequence[Alert] = (), ve
         return
     table = Table(title="timeline (UTC, alerts grouped by minute and kind)", title_justify="left",
                   show_edge=False, pad_edge=False, expand=False)
-    table.add_column("minute", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("n", justify="right")
-    table.add_column("worst", no_wrap=True)
-    table.add_column("what", no_wrap=True, overflow="ellipsis")  # one line per row
+    table.add_column("minute", no_wrap=True, min_width=11)
+    table.add_column("kind", no_wrap=True, min_width=20)
+    table.add_column("n", justify="right", no_wrap=True, min_width=5)
+    table.add_column("worst", no_wrap=True, min_width=8)
+    # one line per row: the other columns keep their width, the description is cut short
+    table.add_column("what", no_wrap=True, overflow="ellipsis", max_width=max(console.width - 60, 20))
     for row in story.timeline[:TIMELINE_MAX_ROWS]:
         table.add_row((utc(row.minute_ms) or "")[5:16], row.kind, f"{row.count:,}",
                       f"[{_SEV_STYLE[row.severity]}]{row.severity}[/]", row.what)
