@@ -7,11 +7,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from replay.capture import write_capture
+from tests.depeg_frames import usde_depeg_frames
 
 T0 = 1_760_130_000_000  # 10 Oct 2025 21:00 UTC
 
@@ -24,14 +24,7 @@ def liqmon(*args: str) -> subprocess.CompletedProcess[str]:
 
 def depeg_day(tmp_path: Path) -> list[str]:
     """A USDe depeg on binance-spot only, and three Binance accounts holding USDe priced there."""
-    frames: list[tuple[int, str, str, dict[str, Any]]] = []
-    for minute in range(40):
-        ts = T0 + minute * 60_000
-        px = 0.65 if 10 <= minute < 30 else 1.0
-        frames.append((ts, "binance-spot", "price", {"base": "USDe", "quote": "USDT", "price": px}))
-        frames.append((ts + 1, "uniswap-v3", "price",
-                       {"base": "USDe", "quote": "USDT", "price": 0.999, "depth_usd": 50_000_000}))
-    write_capture(tmp_path / "day.jsonl", frames)
+    write_capture(tmp_path / "day.jsonl", usde_depeg_frames(T0, 40, range(10, 30)))
     accounts = [{"account_id": f"a{i}", "venue": "binance", "model": "binance-pm",
                  "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": "USDe@binance"},
                               {"asset": "USDT", "amount": -loan, "price_key": "USDT"}]}

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from replay.capture import write_capture
+from tests.depeg_frames import usde_depeg_frames
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(420)]
 
@@ -35,17 +36,12 @@ def liqmon(*args: str, timeout: float = 360) -> subprocess.CompletedProcess[str]
 
 
 def _frames() -> list[tuple[int, str, str, dict[str, Any]]]:
-    frames: list[tuple[int, str, str, dict[str, Any]]] = []
+    # binance-spot USDe: 1.0, then 0.65 from minute 20 to 45, then back
+    frames = usde_depeg_frames(T0, 60, range(20, 45))
     for minute in range(60):
-        ts = T0 + minute * 60_000
-        # binance-spot USDe: 1.0, then 0.65 from minute 20 to 45, then back
-        px = 0.65 if 20 <= minute < 45 else 1.0
-        frames.append((ts, "binance-spot", "price", {"base": "USDe", "quote": "USDT", "price": px}))
-        frames.append((ts + 1, "uniswap-v3", "price",
-                       {"base": "USDe", "quote": "USDT", "price": 0.999, "depth_usd": 50_000_000}))
-        frames.append((ts + 2, "binance-spot", "price",
+        frames.append((T0 + minute * 60_000 + 2, "binance-spot", "price",
                        {"base": "BTC", "quote": "USDT", "price": 116_000.0 - 50 * minute}))
-    return frames
+    return sorted(frames, key=lambda f: f[0])
 
 
 def _accounts() -> list[dict[str, Any]]:
