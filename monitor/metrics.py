@@ -50,6 +50,25 @@ class Metrics:
             "Wall time of the last record an agent processed, unix seconds", ["agent"],
             registry=r)
         self.worker_up = Gauge("liqmon_worker_up", "1 while the worker runs", registry=r)
+        self.broker_connected = Gauge(
+            "liqmon_broker_connected", "1 while the worker's Kafka consumer reaches a broker",
+            registry=r)
+        self.assigned_partitions = Gauge(
+            "liqmon_assigned_partitions", "Partitions of a topic assigned to this worker",
+            ["topic"], registry=r)
+        # Crash consistency (streams/checkpoint.py): checkpoints written and recoveries
+        self.checkpoints_total = Counter(
+            "liqmon_checkpoints", "Stage checkpoints written, by stage (market, global)",
+            ["stage"], registry=r)
+        self.checkpoint_bytes = Gauge(
+            "liqmon_checkpoint_bytes", "Size of the newest checkpoint (compressed), by stage",
+            ["stage"], registry=r)
+        self.recoveries_total = Counter(
+            "liqmon_recoveries",
+            "Partition states loaded on assignment, by stage and source (checkpoint, empty)",
+            ["stage", "source"], registry=r)
+        self.rewinds_total = Counter(
+            "liqmon_rewinds", "Seeks back to a checkpoint's offset, by stage", ["stage"], registry=r)
         self.unpriced_total = Counter(
             "liqmon_unpriced_events", "Events whose quote currency has no USD price",
             ["source"], registry=r)

@@ -109,17 +109,28 @@ class ReorderBuffer:
     #: run (records read again after a restart without a commit) can interleave its end
     #: markers with the next run's.
     ended: dict[str, set[int]] = field(default_factory=dict)
+    #: Highest signal sequence number taken, per partition.
+    seq_high: dict[int, int] = field(default_factory=dict)
     _heap: list[tuple[int, str, int, str, dict[str, Any]]] = field(default_factory=list)
-    _seen: set[tuple[int, str, int]] = field(default_factory=set)
 
     def push(self, rec: SignalRecord) -> None:
-        """Buffer a record's signals (duplicates by (ts, asset, seq) are dropped)."""
+        """Buffer a record's signals; a signal already taken (its partition's sequence number
+        at or below the highest taken) is dropped.
+
+        A market partition's signals are numbered by its clock in processing order, and the
+        clock is part of the partition's checkpoint, so a partition processed again after a
+        restart sends the same signals under the same numbers: they are taken once, whoever
+        sent them and however its records were merged.
+        """
+        high = self.seq_high.get(rec.partition, 0)
+        top = high
         for ts, asset, seq, kind, payload in rec.signals:
-            key = (ts, asset, seq)
-            if key in self._seen:
+            if seq <= high:
                 continue
-            self._seen.add(key)
+            top = max(top, seq)
             heapq.heappush(self._heap, (ts, asset, seq, kind, payload))
+        if top > high:
+            self.seq_high[rec.partition] = top
         if rec.watermark_ms > self.watermarks.get(rec.partition, -1):
             self.watermarks[rec.partition] = rec.watermark_ms
         if rec.end is not None:
@@ -148,7 +159,6 @@ class ReorderBuffer:
         heap = self._heap
         while heap and (flush or (low is not None and heap[0][0] < low)):
             ts, asset, seq, kind, payload = heapq.heappop(heap)
-            self._seen.discard((ts, asset, seq))
             out.append([ts, asset, seq, kind, payload])
         return out
 

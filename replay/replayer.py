@@ -198,7 +198,9 @@ async def replay_inline(
     signal clocks as the workers), stage 2 consumes its signals through the same reorder
     buffer, so the alerts equal the Kafka path's byte for byte.
     """
-    engine = Engine(config)
+    # One engine per market partition, as in the workers: a partition's state is its own
+    # (a worker checkpoints and recovers it alone).
+    engines = [Engine(config) for _ in range(partitions)]
     risk = GlobalRisk(config, partitions)
     for raw in positions or ():
         risk.upsert_position(raw)
@@ -236,7 +238,7 @@ async def replay_inline(
             parts = range(partitions) if item.broadcast else (partition_for(batch.asset, partitions),)
             produced: list[Alert] = []
             for part in parts:
-                result = engine.process(batch, part)
+                result = engines[part].process(batch, part)
                 produced.extend(result.alerts)
                 if result.signals or result.watermark_ms > sent_watermark.get(part, -1):
                     sent_watermark[part] = result.watermark_ms

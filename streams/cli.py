@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from replay.capture import CaptureError, open_capture
 from replay.outputs import utc, write_alerts, write_snapshots, write_summary
+from streams.errors import KafkaReplayError
 from streams.settings import ConfigFileError, Settings, load_engine_config
 
 __all__ = ["main"]
@@ -233,8 +234,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     replay_kafka(
                         capture, config, bootstrap, args.speed, args.from_ms, args.to_ms,
                         progress, on_alert=recorder.on_alert, on_batch=recorder.on_batch,
-                        alive=alive, positions=positions, accounts=accounts,
-                        on_snapshot=recorder.on_risk_snapshot,
+                        alive=alive, positions=positions, accounts=accounts, group=effective.app_id,
+                        idle_timeout_s=args.idle_timeout, on_snapshot=recorder.on_risk_snapshot,
                     )
                 )
         alerts, stats, mode, snapshots = kafka.alerts, kafka.stats, "kafka", kafka.snapshots
@@ -284,8 +285,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streams.worker import run_worker
+    from streams.worker import run_faust_worker, run_worker
 
+    if args.once:
+        return run_faust_worker(Settings())
     return run_worker(Settings())
 
 
@@ -329,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="to_ms", type=_parse_time, default=None, help="end (UTC, exclusive)")
     rp.add_argument("--inline", action="store_true", help="no broker: call the engine directly")
     rp.add_argument("--config", type=Path, default=None, help="engine config TOML")
+    rp.add_argument("--idle-timeout", type=float, default=180.0, metavar="S",
+                    help="give up (exit 1, one line naming what is missing) after S seconds without progress")
     rp.add_argument("--no-worker", action="store_true", help="use workers already running")
     rp.add_argument("--metrics-port", type=int, default=None,
                     help="/metrics port of the replay's worker (default LIQMON_REPLAY_METRICS_PORT, 0 = off)")
@@ -344,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="unified accounts (JSON lines), loaded before the market data")
     rp.set_defaults(func=cmd_replay)
 
-    wp = sub.add_parser("worker", help="run a faust worker against LIQMON_KAFKA_BOOTSTRAP")
+    wp = sub.add_parser("worker", help="run a supervised faust worker against LIQMON_KAFKA_BOOTSTRAP")
+    wp.add_argument("--once", action="store_true",
+                    help="run one faust worker in this process, no supervisor (exits 75 when the broker is lost)")
     wp.set_defaults(func=cmd_worker)
 
     bp = sub.add_parser("broker", help="run the embedded broker in the foreground")
@@ -383,6 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigFileError, CaptureError) as exc:
         print(f"liqmon: error: {exc}", file=sys.stderr)
         return 2
+    except KafkaReplayError as exc:  # the pipeline, not the user: one line, exit 1
+        print(f"liqmon: replay failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("liqmon: interrupted", file=sys.stderr)
         return 130

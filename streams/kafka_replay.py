@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from monitor.alerts import Alert
 from monitor.batch import Batch, Control
@@ -34,12 +34,56 @@ from monitor.ingest import DeadLetter, Ingest
 from monitor.snapshots import RiskSnapshot
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
+from streams.broker import broker_reachable
+from streams.errors import KafkaReplayError
 
 __all__ = ["KafkaReplayError", "KafkaReplayResult", "ensure_topics", "replay_kafka"]
 
 
-class KafkaReplayError(RuntimeError):
-    """The workers did not acknowledge the end of the replay in time."""
+#: Seconds without reaching the broker after which a replay gives up.
+BROKER_LOST_S = 15.0
+
+
+async def watch_broker(bootstrap: str, lost_after_s: float = BROKER_LOST_S) -> str:
+    """Return (with a one-line reason) once the broker has been unreachable for ``lost_after_s``."""
+    lost_since: float | None = None
+    while True:
+        if await broker_reachable(bootstrap):
+            lost_since = None
+        else:
+            now = time.monotonic()
+            lost_since = lost_since if lost_since is not None else now
+            if now - lost_since >= lost_after_s:
+                return f"lost the broker at {bootstrap}: unreachable for {now - lost_since:.0f} s"
+        await asyncio.sleep(1.0)
+
+
+async def group_members(bootstrap: str, group: str) -> int | None:
+    """Members of the workers' consumer group right now (None: the broker did not say)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        [response] = await asyncio.wait_for(admin.describe_consumer_groups([group]), 5)
+        return sum(len(g[5]) for g in response.groups if g[1] == group)
+    except Exception:  # a diagnosis only: never the reason a replay fails
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.close(), 5)
+
+
+def missing_text(n_parts: int, acked: set[int], global_acked: bool, workers: int | None, idle_s: float) -> str:
+    """One line: which partitions and stages never acknowledged the end, and who is there."""
+    missing = [p for p in range(n_parts) if p not in acked]
+    parts = []
+    if missing:
+        parts.append(f"market partitions {missing} did not acknowledge the end marker")
+    if not global_acked:
+        parts.append("the global stage did not acknowledge the run")
+    if not parts:
+        parts.append("alerts announced by the acknowledgements did not arrive")
+    who = "unknown" if workers is None else str(workers)
+    return f"{'; '.join(parts)}; live workers in the group: {who}; nothing new for {idle_s:.0f} s"
 
 
 @dataclass
@@ -104,7 +148,7 @@ async def _topic_partitions(producer: AIOKafkaProducer, topic: str) -> list[int]
     raise KafkaReplayError(f"topic {topic} has no partitions")
 
 
-async def replay_kafka(
+async def _replay_kafka(
     path: Path,
     config: EngineConfig,
     bootstrap: str,
@@ -118,6 +162,7 @@ async def replay_kafka(
     alive: Callable[[], bool] | None = None,
     positions: list[dict[str, Any]] | None = None,
     accounts: list[dict[str, Any]] | None = None,
+    group: str = "liqmon",
     on_snapshot: Callable[[RiskSnapshot], None] | None = None,
 ) -> KafkaReplayResult:
     """Publish a capture to the market topic and gather the alerts the workers raise.
@@ -273,13 +318,14 @@ async def replay_kafka(
             if now_seen != seen:
                 seen, last_progress = now_seen, time.monotonic()
             elif time.monotonic() - last_progress > idle_timeout_s:
-                raise KafkaReplayError(
-                    f"workers acknowledged {len(acks)}/{n_parts} partitions and {raw_alert_records} "
-                    f"alert records; nothing new for {idle_timeout_s:.0f} s (is a worker running?)"
-                )
+                workers = await group_members(bootstrap, group)
+                raise KafkaReplayError(missing_text(
+                    n_parts, set(acks), bool(global_ack), workers, time.monotonic() - last_progress))
     finally:
-        await collector.stop()
-        await producer.stop()
+        # A lost broker must not hold the exit: bounded waits for the clients to close.
+        for client in (collector, producer):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.stop(), 5)
     stats.wall_s = time.monotonic() - started
     return KafkaReplayResult(
         alerts=list(alerts.values()),
@@ -288,3 +334,35 @@ async def replay_kafka(
         worker_deadletters=sum(int(a.get("deadletters", 0)) for a in acks.values()),
         snapshots=snapshots.snapshots,
     )
+
+
+async def replay_kafka(
+    path: Path, config: EngineConfig, bootstrap: str, *args: Any, **kwargs: Any
+) -> KafkaReplayResult:
+    """:func:`_replay_kafka` under a broker watch: a lost broker ends it with one line.
+
+    Raises :class:`KafkaReplayError` (one line, never a traceback for the user) when the
+    broker stays unreachable for :data:`BROKER_LOST_S`, when the workers stop making
+    progress, or when a Kafka client gives up.
+    """
+    main = asyncio.ensure_future(_replay_kafka(path, config, bootstrap, *args, **kwargs))
+    watch = asyncio.ensure_future(watch_broker(bootstrap))
+    try:
+        try:
+            done, _ = await asyncio.wait({main, watch}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # Ctrl-C: the replay stops publishing and finishes what it sent
+            main.cancel()
+            return await main
+        if main in done:
+            try:
+                return main.result()
+            except KafkaError as exc:
+                raise KafkaReplayError(f"Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
+        main.cancel()
+        with contextlib.suppress(BaseException):
+            await main
+        raise KafkaReplayError(watch.result())
+    finally:
+        watch.cancel()
+        with contextlib.suppress(BaseException):
+            await watch

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     #: Per-(kind, venue, asset) cooldown of the delivery sinks, event time.
     alert_cooldown_ms: int = Field(default=300_000, ge=0)
     log_level: str = "warn"
+    #: Seconds between checkpoints of a stage's state (the global stage waits longer when a
+    #: checkpoint is costly: at least 20x its last write). Records since the last checkpoint
+    #: are what a crash makes a worker read again.
+    checkpoint_interval_s: float = Field(default=2.0, gt=0)
+    #: Seconds SIGTERM leaves a worker to stop cleanly before it exits anyway.
+    stop_timeout_s: float = Field(default=8.0, gt=0)
+    #: Seconds without reaching the broker after which a worker restarts (and waits for it).
+    broker_lost_s: float = Field(default=15.0, gt=0)
 
     @property
     def embedded(self) -> bool:

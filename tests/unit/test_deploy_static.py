@@ -39,6 +39,12 @@ CATALOGUE: dict[str, str] = {
     "liqmon_processing_latency_seconds": "histogram",
     "liqmon_agent_last_event_timestamp_seconds": "gauge",
     "liqmon_worker_up": "gauge",
+    "liqmon_broker_connected": "gauge",
+    "liqmon_assigned_partitions": "gauge",
+    "liqmon_checkpoints_total": "counter",
+    "liqmon_checkpoint_bytes": "gauge",
+    "liqmon_recoveries_total": "counter",
+    "liqmon_rewinds_total": "counter",
     "liqmon_loops_liquidatable_usd": "gauge",
     "liqmon_loops_ladder_usd": "gauge",
     "liqmon_loops_collateral_illusion_ratio": "gauge",
@@ -294,7 +300,8 @@ def test_liqmon_services_run_the_cli_and_scale() -> None:
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
         port = EXPORTER_PORTS[name]
         assert [str(p) for p in service["expose"]] == [str(port)]
-        assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])
+        path = "/ready" if name == "liqmon-worker" else "/metrics"
+        assert f"127.0.0.1:{port}{path}" in " ".join(service["healthcheck"]["test"])
 
 
 def host_paths() -> Iterator[tuple[str, Path]]:

@@ -1,7 +1,8 @@
-"""Losing the global partition in a rebalance: its gauges go, its state is dropped or rebuilt.
+"""Losing the global partition in a rebalance: its gauges go and its state is dropped.
 
 The faust app is built (no broker, nothing started) and its rebalance signals are sent
-the way faust sends them; the continuity rule is checked on its own.
+the way faust sends them. Whoever gets the partition next loads its checkpoint
+(tests/unit/test_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from monitor.metrics import Metrics
 from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
 from streams.app import create_app, set_risk_metrics
-from streams.ownership import PartitionContinuity
 from streams.settings import Settings
 
 T0 = 1_760_130_000_000
@@ -63,7 +63,8 @@ async def test_revoking_the_global_partition_clears_its_gauges_and_drops_the_sta
     metrics = Metrics(registry)
     app = create_app(Settings(app_id="test-rebalance", partitions=2, data_dir=tmp_path),
                      EngineConfig(), "127.0.0.1:9", metrics)
-    risk = app.liqmon_risk
+    runtime = app.liqmon_global
+    risk = runtime.risk
     load(risk)
     set_risk_metrics(metrics, risk)
     liquidating = {"venue": "binance", "status": "liquidation"}
@@ -79,45 +80,19 @@ async def test_revoking_the_global_partition_clears_its_gauges_and_drops_the_sta
     await app.on_partitions_revoked.send({MARKET})
     await app.on_partitions_assigned.send({GLOBAL})
     assert samples(registry, GLOBAL_GAUGES) == before
-    assert app.liqmon_risk is risk
+    assert runtime.risk is risk
 
-    # the global partition revoked: nothing of it is exported any more
+    # the global partition revoked: nothing of it is exported any more, and the state goes
+    # (the next owner, this worker included, goes on from the checkpoint)
     await app.on_partitions_revoked.send({GLOBAL, MARKET})
     assert all(n == 0 for n in samples(registry, GLOBAL_GAUGES).values())
     assert registry.get_sample_value("liqmon_unified_accounts", liquidating) is None
     assert registry.get_sample_value("liqmon_cascade_stage") == 0
     assert registry.get_sample_value("liqmon_books_withdrawn_ratio") == 0
-    assert app.liqmon_risk is risk, "kept until the new assignment is known"
-
-    # ... and handed to another worker: the in-memory state goes
-    await app.on_partitions_assigned.send({MARKET})
-    fresh = app.liqmon_risk
+    assert runtime.state is None
+    fresh = runtime.risk  # no checkpoint was written: an empty stage
     assert fresh is not risk
     assert not fresh.accounts and not fresh.positions and not fresh.spiral_results
-
-
-def test_continuity_keeps_the_state_only_when_the_stream_goes_on_where_it_left() -> None:
-    c = PartitionContinuity(GLOBAL)
-    assert not c.on_record(0) and not c.on_record(1)
-    # revoked and given back: the next record is the one after the last seen → keep
-    assert c.on_revoked({GLOBAL, MARKET}) and not c.on_assigned({GLOBAL})
-    assert not c.on_record(2)
-    # revoked and given back, but someone else processed records in between → rebuild
-    assert c.on_revoked({GLOBAL}) and not c.on_assigned({GLOBAL})
-    assert c.on_record(9)
-    assert not c.on_record(10), "one rebuild per rebalance"
-    # records delivered again after a rebalance → rebuild
-    c.on_revoked({GLOBAL})
-    c.on_assigned({GLOBAL})
-    assert c.on_record(7)
-    # another partition's rebalance is not this one's
-    assert not c.on_revoked({MARKET})
-    assert not c.on_record(20)
-    # lost: drop; a later first record starts a fresh state
-    assert c.on_revoked({GLOBAL}) and c.on_assigned({MARKET})
-    assert c.last_offset is None
-    assert not c.on_record(30)
-    assert not c.on_assigned({MARKET}), "not revoked from this worker: nothing to drop"
 
 
 def test_a_series_whose_key_disappears_is_removed_not_left_at_its_last_value() -> None:

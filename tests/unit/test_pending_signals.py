@@ -19,7 +19,7 @@ PARTITIONS = 4
 
 
 def test_pending_signals_merge_per_partition_and_say_when_to_send() -> None:
-    pending = PendingSignals(max_age_s=0.05, max_signals=3, max_events=4)
+    pending = PendingSignals(max_age_s=0.05, max_signals=3, max_records=4)
     assert not pending.due(100.0) and pending.drain() == []
     pending.add(1, T0 + 10, [[T0 + 5, "USDe", 1, "price", {"key": "USDe@binance", "price": 1.0}]], 100.0)
     pending.add(0, T0 + 7, [], 100.01)
@@ -35,11 +35,18 @@ def test_pending_signals_merge_per_partition_and_say_when_to_send() -> None:
         pending.add(2, T0 + seq, [[T0 + seq, "BTC", seq, "price", {"key": "BTC", "price": 1.0}]], 200.0)
     assert pending.due(200.0)  # max_signals
     pending.drain()
-    for i in range(4):
-        pending.hold("stream", i)
-    assert pending.due(200.0)  # max_events held unacknowledged
-    assert pending.take_unacked() == [("stream", 0), ("stream", 1), ("stream", 2), ("stream", 3)]
-    assert pending.take_unacked() == []
+    for _ in range(3):
+        pending.count_record()
+    assert not pending.due(200.0)
+    pending.count_record()
+    assert pending.due(200.0)  # max_records processed since the last send
+    pending.drain()
+    assert not pending.due(200.0)
+    # a revoked partition's signals are forgotten, the others' kept
+    pending.add(1, T0 + 30, [[T0 + 30, "USDe", 3, "price", {"key": "USDe@binance", "price": 1.0}]], 300.0)
+    pending.add(2, T0 + 31, [[T0 + 31, "BTC", 9, "price", {"key": "BTC", "price": 1.0}]], 300.0)
+    pending.discard(1)
+    assert [(r.partition, [s[2] for s in r.signals]) for r in pending.drain()] == [(2, [9])]
 
 
 def accounts(risk: GlobalRisk) -> None:
@@ -81,7 +88,7 @@ def run(records: list[SignalRecord]) -> list[bytes]:
 def merged(records: list[SignalRecord], seed: int) -> list[SignalRecord]:
     """The same records through PendingSignals, drained at random points."""
     rng = random.Random(seed)
-    pending = PendingSignals(max_age_s=1e9, max_signals=10**9, max_events=10**9)
+    pending = PendingSignals(max_age_s=1e9, max_signals=10**9, max_records=10**9)
     out: list[SignalRecord] = []
     for rec in records:
         pending.add(rec.partition, rec.watermark_ms, list(rec.signals), 0.0)

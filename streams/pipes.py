@@ -1,0 +1,69 @@
+"""What the worker's agents share: the app, its topics and checkpoint tables, and sends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from monitor.config import EngineConfig
+from monitor.ingest import DeadLetter
+from monitor.metrics import Metrics
+from monitor.signals import SignalRecord, encode_signal_record
+from monitor.snapshots import RiskSnapshot
+from streams.checkpoint import CheckpointTable
+from streams.settings import Settings
+
+__all__ = ["Pipes", "checkpoint_table"]
+
+
+@dataclass
+class Pipes:
+    """The app's topics and checkpoint tables, and what every agent shares."""
+
+    app: faust.App
+    settings: Settings
+    config: EngineConfig
+    metrics: Metrics
+    market: Any
+    alerts: Any
+    deadletter: Any
+    acks: Any
+    signals: Any
+    snapshots: Any
+    positions: Any
+    accounts: Any
+    market_checkpoints: CheckpointTable
+    global_checkpoints: CheckpointTable
+
+    async def dead_letter(self, dl: DeadLetter) -> None:
+        # Counted by the dead-letter agent, like every other producer's dead letters.
+        await self.deadletter.send(key=dl.reason.encode(), value=dl.encode())
+
+    async def send_alerts(self, alerts: list[Any]) -> None:
+        for alert in alerts:
+            await self.alerts.send(key=alert.alert_id.encode(), value=alert.to_json())
+            self.metrics.alerts_total.labels(alert.kind, alert.severity).inc()
+
+    async def send_snapshots(self, snapshots: list[RiskSnapshot]) -> None:
+        """The global stage's risk snapshots, forwarded as they are (key: event time)."""
+        for snap in snapshots:
+            await self.snapshots.send(key=str(snap.ts_ms).encode(), value=snap.encode())
+
+    async def durable(self) -> None:
+        """Wait until everything sent so far is acknowledged by the broker."""
+        await self.app.producer.flush()
+
+    async def send_signal_record(self, rec: SignalRecord) -> None:
+        await self.signals.send(key=b"", partition=0, value=encode_signal_record(rec))
+
+
+def checkpoint_table(table: Any) -> CheckpointTable:
+    """Checkpoints kept in ``table``: written to its changelog at an explicit partition.
+    """
+
+    async def send(key: bytes, value: bytes | None, partition: int) -> None:
+        await table.changelog_topic.send(key=key, value=value, partition=partition)
+
+    return CheckpointTable(table.data, send)
