@@ -73,8 +73,8 @@ def _first_depeg(alerts: Sequence[Alert]) -> Fact:
         if a.kind == "venue_local_depeg" and not a.evidence.get("resolved"):
             price = a.evidence.get("venue_price_usd")
             dev = a.evidence.get("venue_deviation_bps")
-            figures = f" at {price:.4f} USD ({dev:+,.0f} bps)" if isinstance(price, float | int) and \
-                isinstance(dev, float | int) else ""
+            numbers = isinstance(price, float | int) and isinstance(dev, float | int)
+            figures = f" at {price:.4f} USD ({dev:+,.0f} bps)" if numbers else ""
             return Fact("first venue-local depeg", a.ts_ms,
                         f"{a.asset} on {a.venue}{figures} while the other venues held")
     return Fact("first venue-local depeg", None, "none: no venue left the peg on its own")
