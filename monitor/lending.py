@@ -640,6 +640,15 @@ class LoopBook:
         move = np.where(self._cd > 0, np.where(move < 1.0, move, np.inf), move)
         return np.where(self._liq, 0.0, np.maximum(move, 0.0))
 
+    def health_factors(self) -> FloatArray:
+        """Per position: HF = Σ coll×price×LT / Σ debt×price (as :func:`health_factor`), §2."""
+        val = self._e_amt * self._px[self._e_key]
+        weighted = np.bincount(self._e_pos, weights=np.where(self._e_coll, val * self._e_lt, 0.0),
+                               minlength=self._n)
+        _, debt = self.position_values()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(debt > 0, weighted / np.where(debt > 0, debt, 1.0), np.inf).astype(np.float64)
+
     def position_values(self) -> tuple[FloatArray, FloatArray]:
         """(collateral_usd, debt_usd) per position at current prices."""
         val = self._e_amt * self._px[self._e_key]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from monitor.alerts import Alert, make_alert
 from monitor.cascade import CascadeDetector
 from monitor.config import EngineConfig
@@ -22,6 +24,7 @@ from monitor.lending import LoopBook, Position, health_factor
 from monitor.margin import Account, AccountResult, evaluate_account, liquidate_account
 from monitor.risk_params import UnifiedVenueParams
 from monitor.signals import ReorderBuffer, Signal, SignalRecord
+from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, RiskSnapshot, SnapshotClock
 from monitor.spiral import SpiralResult, run_spiral
 
 __all__ = [
@@ -97,7 +100,10 @@ class RiskFigures:
 class GlobalRisk:
     """Stage 2: apply ordered signals; evaluate loops and accounts; cascade; spiral."""
 
-    def __init__(self, config: EngineConfig, partitions: int) -> None:
+    def __init__(
+        self, config: EngineConfig, partitions: int,
+        snapshot_interval_ms: int = DEFAULT_SNAPSHOT_INTERVAL_MS,
+    ) -> None:
         self.config = config
         self.config_hash = config.config_hash
         self.params = config.risk
@@ -145,6 +151,11 @@ class GlobalRisk:
             peg_assets=config.peg.assets,
         )
         self.alerts_emitted = 0
+        #: Risk snapshots on an event-time interval (see :meth:`take_snapshots`).
+        self.snapshot_clock = SnapshotClock(snapshot_interval_ms)
+        self._snapshots: list[RiskSnapshot] = []
+        #: USD of the forced-sell lists of accounts that reached liquidation, per asset.
+        self.forced_sell_usd: dict[str, float] = {}
 
     # -- positions and accounts ----------------------------------------------------------
     def upsert_position(self, raw: Mapping[str, Any]) -> None:
@@ -247,6 +258,8 @@ class GlobalRisk:
             self._account_keys = set()
             self._last_account_eval_ms = self.now_ms
             self.cascade.step(self.now_ms, out)
+        if self.positions or self.accounts:
+            self._snapshots.append(self.snapshot())
 
     def process(self, signals: Iterable[Signal]) -> list[Alert]:
         """Apply ordered signals, evaluating after each distinct event time."""
@@ -359,6 +372,8 @@ class GlobalRisk:
             elif ts >= self.next_spiral_ms:
                 self.run_standard_shocks()
                 self.next_spiral_ms = (ts // interval + 1) * interval
+        if (self.positions or self.accounts) and self.snapshot_clock.due(ts):
+            self._snapshots.append(self.snapshot())
 
     def _evaluate_loops(self, ts: int, changed: set[str]) -> None:
         book = self.loop_book
@@ -438,6 +453,9 @@ class GlobalRisk:
                 self._latch_changes[aid] = rank
                 if rank == 3:
                     _, sells, uncovered = liquidate_account(account, prices, self.params)
+                    for sell in sells:
+                        if sell.side == "sell":
+                            self.forced_sell_usd[sell.asset] = self.forced_sell_usd.get(sell.asset, 0.0) + sell.usd
                     result = result.model_copy(
                         update={"forced_sells": tuple(sells), "uncovered_shortfall_usd": uncovered}
                     )
@@ -536,6 +554,49 @@ class GlobalRisk:
         return {
             name: sum(r.liquidated_usd_by_stage.values()) for name, r in self.spiral_results.items()
         }
+
+    # -- snapshots ---------------------------------------------------------------------
+    def snapshot(self) -> RiskSnapshot:
+        """The figures of the report at the latest event time (vectorised over loop positions)."""
+        hf_bands: dict[str, int] = {}
+        ladder: dict[str, float] = {}
+        at_risk_usd = 0.0
+        book = self.loop_book
+        if book is not None and len(book):
+            if self.loops_liquidatable:  # at today's prices (the cascade keeps the value at entry)
+                coll, _ = book.position_values()
+                at_risk_usd = float(sum(float(coll[i]) for i, pid in enumerate(self._book_ids)
+                                        if pid in self.loops_liquidatable))
+            uppers = np.array([upper for _, upper in HF_BANDS])
+            band_of = np.searchsorted(uppers, book.health_factors(), side="right")
+            counts = np.bincount(band_of, minlength=len(HF_BANDS))
+            hf_bands = {name: int(counts[i]) for i, (name, _) in enumerate(HF_BANDS)}
+            for row in book.aggregates():
+                for step in row["ladder"]:
+                    pct = f"{step['move_pct']:g}"
+                    ladder[pct] = ladder.get(pct, 0.0) + float(step["additional_collateral_usd"])
+        statuses: dict[str, int] = {}
+        for r in self.account_results.values():
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        n_books = len(self.monitored_books)
+        return RiskSnapshot(
+            ts_ms=self.now_ms,
+            hf_bands=hf_bands,
+            ladder_usd=ladder,
+            loops_liquidatable=len(self.loops_liquidatable),
+            loops_liquidatable_usd=at_risk_usd,
+            accounts_by_status=dict(sorted(statuses.items())),
+            forced_sell_usd_by_asset=dict(sorted(self.forced_sell_usd.items())),
+            spiral_usd_by_shock=self.spiral_liquidated_usd(),
+            stage=self.cascade.highest,
+            active_stages=tuple(self.cascade.active(self.now_ms)),
+            withdrawn_ratio=len(self.withdrawn_books) / n_books if n_books else 0.0,
+        )
+
+    def take_snapshots(self) -> list[RiskSnapshot]:
+        """Snapshots taken since the last call, oldest first (the caller forwards them)."""
+        taken, self._snapshots = self._snapshots, []
+        return taken
 
     # -- figures -----------------------------------------------------------------------
     def figures(self) -> RiskFigures:

@@ -22,6 +22,7 @@ from typing import IO, Any, cast
 import orjson
 
 __all__ = [
+    "GZIP_LEVEL",
     "MAX_LINE_BYTES",
     "BadLine",
     "CaptureError",
@@ -36,6 +37,9 @@ __all__ = [
 MAX_LINE_BYTES = 1 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: zlib level of written captures. Measured on the 263 MB synthetic day: level 9 (gzip's
+#: default) took 71 s and gave 54 MB, level 3 takes 4 s for 66 MB and reads back faster.
+GZIP_LEVEL = 3
 
 
 class CaptureError(Exception):
@@ -173,7 +177,8 @@ def dumps_line(ts_ms: int, venue: str, channel: str, raw: Any) -> bytes:
 def write_capture(path: Path, lines: Iterable[tuple[int, str, str, Any]]) -> int:
     """Write ``(ts_ms, venue, channel, raw)`` tuples; gzip when the name ends in .gz.
 
-    Gzip output is written with mtime 0 so the same frames give the same bytes.
+    Gzip output is written with mtime 0 so the same frames give the same bytes (at
+    :data:`GZIP_LEVEL`).
     Returns the number of lines written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +186,8 @@ def write_capture(path: Path, lines: Iterable[tuple[int, str, str, Any]]) -> int
     with path.open("wb") as fh:
         out: IO[bytes] = fh
         if path.suffix == ".gz":
-            out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0))
+            out = cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0,
+                                                    compresslevel=GZIP_LEVEL))
         buf: IO[bytes] = io.BufferedWriter(cast(io.RawIOBase, out)) if out is not fh else fh
         for ts_ms, venue, channel, raw in lines:
             buf.write(dumps_line(ts_ms, venue, channel, raw))

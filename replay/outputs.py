@@ -11,9 +11,10 @@ from typing import Any
 import orjson
 
 from monitor.alerts import Alert
+from monitor.snapshots import RiskSnapshot
 from replay.replayer import ReplayStats
 
-__all__ = ["format_alert_line", "ordered_alerts", "write_alerts", "write_summary"]
+__all__ = ["format_alert_line", "ordered_alerts", "write_alerts", "write_snapshots", "write_summary"]
 
 _SEV_MARK = {"info": "INFO", "warning": "WARN", "high": "HIGH", "critical": "CRIT"}
 
@@ -32,6 +33,24 @@ def write_alerts(path: Path, alerts: Iterable[Alert]) -> list[Alert]:
             fh.write(alert.to_json())
             fh.write(b"\n")
     return ordered
+
+
+def write_snapshots(path: Path, snapshots: Iterable[RiskSnapshot]) -> int:
+    """The global stage's risk snapshots, one JSON line each, in the order taken.
+
+    A snapshot equal to one already written (a re-delivery, or nothing changed between the
+    last interval and the end of the run) is written once, so both replay paths give the
+    same file. Returns the number of lines.
+    """
+    seen: set[bytes] = set()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        for snap in snapshots:
+            line = snap.encode()
+            if line not in seen:
+                seen.add(line)
+                fh.write(line + b"\n")
+    return len(seen)
 
 
 def utc(ts_ms: int | None) -> str | None:

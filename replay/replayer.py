@@ -28,6 +28,7 @@ from monitor.engine import Engine
 from monitor.ingest import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
 from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
+from monitor.snapshots import RiskSnapshot
 from replay.capture import BadLine, iter_capture
 
 __all__ = [
@@ -166,6 +167,7 @@ class Pacer:
 class InlineResult:
     alerts: list[Alert]
     stats: ReplayStats
+    snapshots: list[RiskSnapshot] = field(default_factory=list)
 
 
 async def _paced(
@@ -188,6 +190,7 @@ async def replay_inline(
     partitions: int = 8,
     positions: list[dict[str, Any]] | None = None,
     accounts: list[dict[str, Any]] | None = None,
+    on_snapshot: Callable[[RiskSnapshot], None] | None = None,
 ) -> InlineResult:
     """Replay a capture through the engine in this process (no broker).
 
@@ -206,6 +209,14 @@ async def replay_inline(
     ingest = Ingest(config)
     stats = ReplayStats()
     alerts: list[Alert] = []
+    snapshots: list[RiskSnapshot] = []
+
+    def take_snapshots() -> None:
+        for snap in risk.take_snapshots():
+            snapshots.append(snap)
+            if on_snapshot is not None:
+                on_snapshot(snap)
+
     sent_watermark: dict[int, int] = {}
     started = time.monotonic()
     next_progress = started
@@ -238,6 +249,7 @@ async def replay_inline(
                 alerts.append(alert)
                 if on_alert is not None:
                     on_alert(alert)
+            take_snapshots()
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + 0.25
                 progress(ts, ingest.stats.frames, len(alerts))
@@ -247,6 +259,7 @@ async def replay_inline(
         alerts.append(alert)
         if on_alert is not None:
             on_alert(alert)
+    take_snapshots()
     stats.absorb(ingest)
     stats.wall_s = time.monotonic() - started
-    return InlineResult(alerts=alerts, stats=stats)
+    return InlineResult(alerts=alerts, stats=stats, snapshots=snapshots)

@@ -88,6 +88,7 @@ from monitor.events import (
     KIND_QUOTE,
     KIND_TRADE,
 )
+from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
 
 __all__ = ["NO_DATA", "ReportRecorder", "write_report"]
@@ -111,7 +112,9 @@ _BAND_FILLS = ("rgba(46,204,113,0.16)", "rgba(241,196,15,0.16)", "rgba(230,126,3
 _SUMMARY_ORDER = ("mode", "capture", "first_event_utc", "last_event_utc", "event_span_s", "frames", "events",
                   "batches", "alerts", "deadletters")
 #: Summary keys measured on the wall clock: left out so the page is a function of the events.
-_WALL_CLOCK_KEYS = frozenset({"wall_s", "events_per_s"})
+_WALL_CLOCK_KEYS = frozenset({"wall_s", "events_per_s", "generation_s", "phase_s"})
+#: Summary keys with a section of their own (not repeated among the cards).
+_SECTION_KEYS = frozenset({"calibration"})
 _DEPTH_VISIBLE = 8  # books drawn by default (the rest are one legend click away)
 
 _ROLE_SKIP, _ROLE_OTHER, _ROLE_PRICE, _ROLE_ALT = 0, 1, 2, 3
@@ -410,28 +413,9 @@ class ReportRecorder:
             return
         used = False
         if kind == "loops":
-            hf = _flat_counts(snapshot.get("hf_bands"))
-            ladder = _ladder(snapshot.get("ladder"))
-            if hf is not None or ladder is not None:
-                self._touch(ts, ts)
-            if hf is not None:
-                self._counts("hf", hf, self._hf_seen, ts)
-                used = True
-            if ladder is not None:
-                entry = (ts, ladder)
-                if self.ladder_first is None:
-                    self.ladder_first = entry
-                self.ladder_last = entry
-                total = sum(v for _, v in ladder)
-                if self.ladder_peak is None or total > sum(v for _, v in self.ladder_peak[1]):
-                    self.ladder_peak = entry
-                used = True
+            used = self._loops(ts, _flat_counts(snapshot.get("hf_bands")), _ladder(snapshot.get("ladder")))
         elif kind == "accounts":
-            counts = _flat_counts(snapshot.get("status_counts"))
-            if counts is not None:
-                self._touch(ts, ts)
-                self._counts("accounts", counts, self._status_seen, ts)
-                used = True
+            used = self._statuses(ts, _flat_counts(snapshot.get("status_counts")))
         elif kind == "cascade":
             stage = snapshot.get("stage")
             if isinstance(stage, int) and not isinstance(stage, bool):
@@ -442,6 +426,41 @@ class ReportRecorder:
             self.snapshots += 1
         else:
             self.snapshots_ignored += 1
+
+    def on_risk_snapshot(self, snapshot: RiskSnapshot) -> None:
+        """Record one snapshot of the global risk stage (both replay paths forward them)."""
+        ts = snapshot.ts_ms
+        self._touch(ts, ts)
+        ladder = _ladder(snapshot.ladder_usd)
+        self._loops(ts, {k: float(v) for k, v in snapshot.hf_bands.items()} or None, ladder)
+        self._statuses(ts, {k: float(v) for k, v in snapshot.accounts_by_status.items()} or None)
+        for asset, usd in snapshot.forced_sell_usd_by_asset.items():
+            self._put(("forced", asset), ts, usd)
+        for shock, usd in snapshot.spiral_usd_by_shock.items():
+            self._put(("spiral", shock), ts, usd)
+        self.snapshots += 1
+
+    def _loops(self, ts: int, hf: dict[str, float] | None, ladder: tuple[tuple[float, float], ...] | None) -> bool:
+        if hf is not None or ladder is not None:
+            self._touch(ts, ts)
+        if hf is not None:
+            self._counts("hf", hf, self._hf_seen, ts)
+        if ladder is not None:
+            entry = (ts, ladder)
+            if self.ladder_first is None:
+                self.ladder_first = entry
+            self.ladder_last = entry
+            total = sum(v for _, v in ladder)
+            if self.ladder_peak is None or total > sum(v for _, v in self.ladder_peak[1]):
+                self.ladder_peak = entry
+        return hf is not None or ladder is not None
+
+    def _statuses(self, ts: int, counts: dict[str, float] | None) -> bool:
+        if counts is None:
+            return False
+        self._touch(ts, ts)
+        self._counts("accounts", counts, self._status_seen, ts)
+        return True
 
     def set_calibration(self, rows: Iterable[CalibrationRow]) -> None:
         """The calibration table of a synthetic run (shown when set)."""
@@ -777,6 +796,41 @@ def _accounts_section(rec: ReportRecorder, span: tuple[str, str] | None) -> _Sec
                     "no account snapshots: the risk engine reports statuses when accounts are loaded (--accounts)")
 
 
+def _usd_lines(rec: ReportRecorder, prefix: str, span: tuple[str, str] | None, stacked: bool) -> Any | None:
+    """One line (or stacked area) per series of ``prefix``, largest final value first."""
+    keys = [k for k in rec.series_keys() if k[0] == prefix]
+    if not keys:
+        return None
+    data = []
+    for key in keys:
+        t, v = rec.series(key)
+        data.append((-float(v[-1]) if v.size else 0.0, key[1], t, v))
+    data.sort(key=lambda d: (d[0], d[1]))
+    fig = go.Figure()
+    for i, (_, name, t, v) in enumerate(data):
+        fig.add_trace(go.Scatter(x=_iso(t), y=v, mode="lines", name=name, line={"color": _color(i), "width": 1.6},
+                                 stackgroup="one" if stacked else None,
+                                 hovertemplate="%{x}<br>%{y:$,.3s}<extra>" + html.escape(name) + "</extra>"))
+    _base_layout(fig, span, yaxis={"title": {"text": "USD"}, "tickformat": "$,.2s"})
+    return fig
+
+
+def _forced_section(rec: ReportRecorder, span: tuple[str, str] | None) -> _Section:
+    fig = _usd_lines(rec, "forced", span, stacked=True)
+    return _Section("forced", "Forced sells by asset", "USD the liquidation engines sell per asset, cumulative "
+                    "since the start (forced-sell lists of the unified accounts that reached liquidation; risk "
+                    "snapshots).", fig,
+                    "no forced sells: no unified account reached liquidation (or no accounts were loaded)")
+
+
+def _spiral_section(rec: ReportRecorder, span: tuple[str, str] | None) -> _Section:
+    fig = _usd_lines(rec, "spiral", span, stacked=False)
+    return _Section("spiral", "Spiral estimate over time", "Notional the spiral would liquidate after each "
+                    "standard shock, run on the live state on its event-time timer (risk snapshots).", fig,
+                    "no spiral estimate: it runs when positions or accounts are loaded and the shocked prices "
+                    "are known")
+
+
 def _depth_section(rec: ReportRecorder, span: tuple[str, str] | None) -> _Section:
     keys = [k for k in rec.series_keys() if k[0] == "depth"]
     caption = (f"Bid depth within {rec.depth_band_bps} bps of mid per book, USD, log scale (book summaries; "
@@ -918,22 +972,26 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 def _summary_html(summary: Mapping[str, Any], config_hash: str, rec: ReportRecorder) -> str:
+    """Cards of the scalar figures, small tables of flat maps; lists and nested data are left out."""
     scalars: list[str] = [f"<div><dt>config hash</dt><dd><code>{html.escape(config_hash)}</code></dd></div>"]
     tables: list[str] = []
     for key in sorted(summary, key=lambda k: (_SUMMARY_ORDER.index(k) if k in _SUMMARY_ORDER else 99, k)):
-        if key in _WALL_CLOCK_KEYS or key == "config_hash":
+        if key in _WALL_CLOCK_KEYS or key in _SECTION_KEYS or key == "config_hash":
             continue
         value = summary[key]
         label = html.escape(key.replace("_", " "))
         if isinstance(value, Mapping):
-            if not value:
+            items = [(k, v) for k, v in value.items() if _is_scalar(v) and k not in _WALL_CLOCK_KEYS]
+            if not items:
                 continue
-            rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in value.items())
+            rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in items)
             tables.append(f"<table class=\"kv\"><caption>{label}</caption>{rows}</table>")
-        elif isinstance(value, list | tuple):
-            scalars.append(f"<div><dt>{label}</dt><dd>{html.escape(', '.join(str(x) for x in value))}</dd></div>")
-        else:
+        elif _is_scalar(value):
             scalars.append(f"<div><dt>{label}</dt><dd>{_fmt(value)}</dd></div>")
     sev = Counter[str]()
     for (_, s), n in rec.alert_counts.items():
@@ -1003,6 +1061,8 @@ def write_report(
     sections.append(_macro_section(rec, span))
     sections.extend(_loops_sections(rec, span))
     sections.append(_accounts_section(rec, span))
+    sections.append(_forced_section(rec, span))
+    sections.append(_spiral_section(rec, span))
     sections.append(_depth_section(rec, span))
     sections.append(_liquidations_section(rec, span))
     sections.append(_cascade_section(rec, span))

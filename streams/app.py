@@ -107,6 +107,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         deadletter=app.topic(topics.DEADLETTER, **_RAW),
         acks=app.topic(topics.ACKS, **_RAW),
         signals=app.topic(topics.RISK_SIGNALS, partitions=1, **_RAW),
+        snapshots=app.topic(topics.RISK_SNAPSHOTS, partitions=1, **_RAW),
         positions=app.topic(topics.POSITIONS, **_RAW),
         accounts=app.topic(topics.ACCOUNTS, **_RAW),
         market_checkpoints=checkpoint_table(market_table),

@@ -18,16 +18,12 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from monitor.alerts import Alert
 from replay.capture import CaptureError, open_capture
-from replay.outputs import format_alert_line, utc, write_alerts, write_summary
+from replay.outputs import utc, write_alerts, write_snapshots, write_summary
 from streams.errors import KafkaReplayError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
 __all__ = ["main"]
-
-TIMELINE_MAX_LINES = 300
-
 
 class UsageError(Exception):
     """A user error worth one line and exit code 2."""
@@ -106,56 +102,6 @@ def _progress_printer(enabled: bool) -> Callable[[int, int, int], None] | None:
     return show
 
 
-#: Per-account alert kinds: many accounts cross at once, so the timeline groups them by minute.
-_ACCOUNT_KINDS = frozenset({"margin_call", "unified_liquidation"})
-_SEV_ORDER = {"info": 0, "warning": 1, "high": 2, "critical": 3}
-
-
-def timeline_lines(alerts: list[Alert]) -> list[str]:
-    """A readable timeline: market alerts one per line, account alerts grouped per minute."""
-    lines: list[str] = []
-    groups: dict[tuple[int, str], list[Alert]] = {}
-    order: list[tuple[int, tuple[int, str] | Alert]] = []
-    for alert in alerts:
-        if alert.kind in _ACCOUNT_KINDS:
-            key = (alert.ts_ms // 60_000, alert.kind)
-            if key not in groups:
-                groups[key] = []
-                order.append((alert.ts_ms, key))
-            groups[key].append(alert)
-        else:
-            order.append((alert.ts_ms, alert))
-    for _ts, item in order:
-        if isinstance(item, Alert):
-            lines.append(format_alert_line(item))
-            continue
-        members = groups[item]
-        worst = max(members, key=lambda a: _SEV_ORDER[a.severity])
-        by_venue: dict[str, int] = {}
-        by_asset: dict[str, int] = {}
-        for a in members:
-            by_venue[a.venue or "-"] = by_venue.get(a.venue or "-", 0) + 1
-            by_asset[a.asset or "-"] = by_asset.get(a.asset or "-", 0) + 1
-        top = ", ".join(f"{k} {v}" for k, v in sorted(by_asset.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
-        venues = ", ".join(f"{k} {v}" for k, v in sorted(by_venue.items()))
-        when = utc(item[0] * 60_000)
-        word = "liquidated" if item[1] == "unified_liquidation" else "entered margin call / reduce-only"
-        lines.append(
-            f"{when}  {worst.severity[:4].upper():4}  {item[1]:18} {len(members)} unified accounts {word} "
-            f"in this minute ({venues}); driving collateral: {top}"
-        )
-    return lines
-
-
-def _print_timeline(alerts: list[Alert]) -> None:
-    lines = timeline_lines(alerts)
-    print(f"\nliqmon: {len(alerts)} alerts")
-    for line in lines[:TIMELINE_MAX_LINES]:
-        print(line)
-    if len(lines) > TIMELINE_MAX_LINES:
-        print(f"... {len(lines) - TIMELINE_MAX_LINES} more timeline lines; every alert is in alerts.jsonl")
-
-
 class _AccountInput(BaseModel):
     """Envelope check of an account line; balances may omit ``price_key`` (venue default)."""
 
@@ -167,9 +113,28 @@ class _AccountInput(BaseModel):
     perps: list[dict[str, Any]] = []
 
 
+class Phases:
+    """Wall time of each phase of a command, printed at its end."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self._mark = self.started
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._mark
+        self._mark = now
+
+    def line(self) -> str:
+        parts = [f"{name} {s:,.1f} s" for name, s in self.seconds.items()]
+        return "time: " + " · ".join(parts) + f" · total {time.perf_counter() - self.started:,.1f} s"
+
+
 def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
-    """Generate the requested synthetic scenario into ``out_dir/scenario``."""
+    """The requested synthetic scenario: from the cache, else generated (into the cache)."""
     from replay.scenario import generate
+    from replay.scenario.cache import generate_cached
 
     knobs: dict[str, Any] = {}
     for item in args.knob or ():
@@ -177,10 +142,19 @@ def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
         if not sep:
             raise UsageError(f"--knob expects NAME=VALUE, got {item!r}")
         knobs[name] = orjson.loads(value) if value[:1] in "-0123456789[{tf" else value
-    if not args.quiet:
-        print(f"liqmon: generating scenario {args.scenario} (seed {args.seed}) ...", file=sys.stderr, flush=True)
     try:
-        return generate(args.scenario, args.seed, out_dir / "scenario", knobs or None)
+        if args.no_scenario_cache:
+            if not args.quiet:
+                print(f"liqmon: generating scenario {args.scenario} (seed {args.seed}) ...", file=sys.stderr)
+            return generate(args.scenario, args.seed, out_dir / "scenario", knobs or None)
+        if not args.quiet:
+            print(f"liqmon: scenario {args.scenario} (seed {args.seed}): cached in {args.scenario_cache}, "
+                  "else generated there ...", file=sys.stderr, flush=True)
+        result, hit = generate_cached(args.scenario, args.seed, args.scenario_cache, knobs or None)
+        if not args.quiet:
+            print(f"liqmon: scenario {'from the cache' if hit else 'generated'}: {result.out_dir}",
+                  file=sys.stderr, flush=True)
+        return result
     except (ValueError, KeyError) as exc:
         raise UsageError(f"scenario {args.scenario!r}: {str(exc).splitlines()[0]}") from None
 
@@ -205,6 +179,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = Settings()
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
+    phases = Phases()
     scenario = None
     if args.scenario:
         if args.capture is not None:
@@ -212,7 +187,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         scenario = _scenario(args, out_dir)
         if scenario.config_path is not None and not (args.config or settings.config):
             args.config = scenario.config_path  # e.g. its own peg asset; the worker gets it too
-            config = load_engine_config(args.config)
+        phases.done("scenario")
         args.capture = scenario.capture_path
         args.positions = args.positions or scenario.positions_path
         args.accounts = args.accounts or scenario.accounts_path
@@ -239,17 +214,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         accounts = load_jsonl(args.accounts, _AccountInput) if args.accounts else None
     except (OSError, InputFileError) as exc:
         raise UsageError(str(exc)) from None
+    phases.done("inputs")
     if args.inline:
         from replay.replayer import replay_inline
 
         inline = asyncio.run(
             replay_inline(
                 capture, config, args.speed, args.from_ms, args.to_ms, progress,
-                on_alert=recorder.on_alert, on_batch=recorder.on_batch,
+                on_alert=recorder.on_alert, on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot,
                 partitions=settings.partitions, positions=positions, accounts=accounts,
             )
         )
-        alerts, stats, mode = inline.alerts, inline.stats, "inline"
+        alerts, stats, mode, snapshots = inline.alerts, inline.stats, "inline", inline.snapshots
     else:
         from streams.kafka_replay import ensure_topics, replay_kafka
         from streams.worker import resolve_bootstrap
@@ -280,14 +256,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         capture, config, bootstrap, args.speed, args.from_ms, args.to_ms,
                         progress, on_alert=recorder.on_alert, on_batch=recorder.on_batch,
                         alive=alive, positions=positions, accounts=accounts, group=effective.app_id,
-                        idle_timeout_s=args.idle_timeout,
+                        idle_timeout_s=args.idle_timeout, on_snapshot=recorder.on_risk_snapshot,
                     )
                 )
-        alerts, stats, mode = kafka.alerts, kafka.stats, "kafka"
+        alerts, stats, mode, snapshots = kafka.alerts, kafka.stats, "kafka", kafka.snapshots
         worker_deadletters = kafka.worker_deadletters
     if progress is not None and sys.stderr.isatty():
         print(file=sys.stderr)
+    phases.done("replay")
     ordered = write_alerts(out_dir / "alerts.jsonl", alerts)
+    write_snapshots(out_dir / "snapshots.jsonl", snapshots)
     extra: dict[str, Any] = {}
     calibration_text = None
     if scenario is not None:
@@ -301,14 +279,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
                              "generation_s": round(scenario.generation_s, 2)}
         extra["calibration"] = [dataclasses.asdict(r) for r in rows]
         extra["calibration_passed"] = all(r.passed for r in rows)
+        phases.done("calibration")
     summary = write_summary(
         out_dir / "summary.json", capture=capture, mode=mode, config_hash=config.config_hash,
         stats=stats, alerts=ordered, worker_deadletters=worker_deadletters, extra=extra,
     )
     write_report(recorder, out_dir / "report.html", title=f"liqmon replay: {capture.name}",
                  config_hash=config.config_hash, summary=summary)
+    phases.done("report")
     if not args.quiet:
-        _print_timeline(ordered)
+        from rich.console import Console
+
+        from replay.story import build_story, print_story
+
+        # a pipe or file gets rows of 160 columns, not rich's 80
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+        print_story(console, build_story(ordered, snapshots), ordered, verbose=args.verbose)
         if calibration_text is not None:
             print(f"\ncalibration against the public figures of {figures_of}:")
             print(calibration_text)
@@ -316,6 +302,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"\n{summary['events']:,} events from {summary['frames']:,} frames in {summary['wall_s']} s; "
             f"{summary['deadletters']} dead letters; config {config.config_hash}; outputs in {out_dir}/"
         )
+        print(phases.line())
     return 130 if stats.interrupted else 0
 
 
@@ -374,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--metrics-port", type=int, default=None,
                     help="/metrics port of the replay's worker (default LIQMON_REPLAY_METRICS_PORT, 0 = off)")
     rp.add_argument("--quiet", action="store_true", help="no progress and no timeline")
+    rp.add_argument("--verbose", action="store_true", help="also print every alert, one line each")
+    rp.add_argument("--scenario-cache", type=Path, default=Path("out/scenario-cache"),
+                    help="where generated scenarios are kept, keyed by name, seed, knobs and generator version")
+    rp.add_argument("--no-scenario-cache", action="store_true",
+                    help="generate the scenario into OUT/scenario even if it is cached")
     rp.add_argument("--positions", type=Path, default=None,
                     help="lending positions (JSON lines), loaded before the market data")
     rp.add_argument("--accounts", type=Path, default=None,
@@ -401,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--latency-seconds", type=float, default=30.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
     bench.add_argument("--only", default=None,
-                       help="comma list: pipeline,latency,loops,parsers,e2e,scenario")
+                       help="comma list: pipeline,latency,loops,parsers,e2e,scenario,generation")
     bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
     bench.add_argument("--e2e-seconds", type=float, default=10.0)
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")

@@ -174,6 +174,9 @@ class GlobalRuntime:
         alerts = state.risk.push(rec)
         await self.pipes.send_alerts(alerts)
         state.alerts_in_run += len(alerts)
+        snapshots = state.risk.take_snapshots()  # the report's figures
+        await self.pipes.send_snapshots(snapshots)
+        state.snapshots_in_run += len(snapshots)
         if rec.end is not None and state.risk.finished_run == rec.end:
             await self._ack_run(state, rec.end)
         else:
@@ -183,8 +186,9 @@ class GlobalRuntime:
         """Every partition ended ``run``: acknowledge it once its alerts are durable."""
         await self.pipes.durable()
         ack = {"run": run, "stage": "global", "alerts": state.alerts_in_run,
+               "snapshots": state.snapshots_in_run,
                "config_hash": self.pipes.config.config_hash, "ack_wall_s": time.time()}
-        state.alerts_in_run = 0
+        state.alerts_in_run = state.snapshots_in_run = 0
         await self.pipes.acks.send(key=run.encode(), value=orjson.dumps(ack))
         await self.pipes.durable()
         set_risk_metrics(self.pipes.metrics, state.risk)

@@ -32,8 +32,9 @@ class GlobalState:
     """What the global stage's checkpoint holds."""
 
     risk: GlobalRisk
-    #: Alerts emitted since the last run's global ack.
+    #: Alerts and risk snapshots emitted since the last run's global ack.
     alerts_in_run: int = 0
+    snapshots_in_run: int = 0
     #: Replay sync markers seen per run id: (input kind, partition).
     syncs: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     #: Highest source offset taken per (input kind, source partition).

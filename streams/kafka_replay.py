@@ -31,6 +31,7 @@ from monitor.alerts import Alert
 from monitor.batch import Batch, Control
 from monitor.config import EngineConfig
 from monitor.ingest import DeadLetter, Ingest
+from monitor.snapshots import RiskSnapshot
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
 from streams.broker import broker_reachable
@@ -94,6 +95,27 @@ class KafkaReplayResult:
     stats: ReplayStats
     acks: list[dict[str, Any]] = field(default_factory=list)
     worker_deadletters: int = 0
+    snapshots: list[RiskSnapshot] = field(default_factory=list)
+
+
+class SnapshotCollector:
+    """Risk snapshots read back from ``risk.snapshots``, in log order, each record once."""
+
+    def __init__(self, on_snapshot: Callable[[RiskSnapshot], None] | None) -> None:
+        self.on_snapshot = on_snapshot
+        self.records = 0
+        self.snapshots: list[RiskSnapshot] = []
+        self._seen: set[bytes] = set()
+
+    def add(self, value: bytes) -> None:
+        self.records += 1
+        if value in self._seen:
+            return
+        self._seen.add(value)
+        snap = RiskSnapshot.decode(value)
+        self.snapshots.append(snap)
+        if self.on_snapshot is not None:
+            self.on_snapshot(snap)
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
@@ -107,6 +129,7 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -
             NewTopic(topics.DEADLETTER, 1, replication),
             NewTopic(topics.ACKS, 1, replication),
             NewTopic(topics.RISK_SIGNALS, 1, replication),
+            NewTopic(topics.RISK_SNAPSHOTS, 1, replication),
             NewTopic(topics.POSITIONS, partitions, replication),
             NewTopic(topics.ACCOUNTS, partitions, replication),
         ]
@@ -142,6 +165,7 @@ async def _replay_kafka(
     positions: list[dict[str, Any]] | None = None,
     accounts: list[dict[str, Any]] | None = None,
     group: str = "liqmon",
+    on_snapshot: Callable[[RiskSnapshot], None] | None = None,
 ) -> KafkaReplayResult:
     """Publish a capture to the market topic and gather the alerts the workers raise.
 
@@ -163,6 +187,8 @@ async def _replay_kafka(
     #: Ids of the feed alerts this replay published (not counted in the workers' acks).
     feed_alert_ids: set[str] = set()
     raw_alert_records = 0
+    #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
+    snapshots = SnapshotCollector(on_snapshot)
     acks: dict[int, dict[str, Any]] = {}
     global_ack: list[dict[str, Any]] = []
     loaded = asyncio.Event()
@@ -172,7 +198,7 @@ async def _replay_kafka(
         n_parts = len(partitions)
         watch = [
             TopicPartition(topic, p)
-            for topic in (topics.ALERTS, topics.ACKS)
+            for topic in (topics.ALERTS, topics.ACKS, topics.RISK_SNAPSHOTS)
             for p in await _topic_partitions(producer, topic)
         ]
         collector.assign(watch)
@@ -185,7 +211,9 @@ async def _replay_kafka(
             batches = await collector.getmany(timeout_ms=timeout_ms, max_records=10_000)
             for tp, records in batches.items():
                 for rec in records:
-                    if tp.topic == topics.ALERTS:
+                    if tp.topic == topics.RISK_SNAPSHOTS:
+                        snapshots.add(rec.value)
+                    elif tp.topic == topics.ALERTS:
                         alert = Alert.model_validate_json(rec.value)
                         if alert.alert_id in feed_alert_ids:
                             continue
@@ -275,17 +303,21 @@ async def _replay_kafka(
         stats.absorb(ingest)
         # Wait for every partition's ack, then for every alert the acks announce.
         last_progress = time.monotonic()
-        seen = (len(acks) + len(global_ack), raw_alert_records)
+        seen = (len(acks) + len(global_ack), raw_alert_records + snapshots.records)
         def expected_alerts() -> int:
             return sum(int(a["alerts"]) for a in [*acks.values(), *global_ack])
 
-        while len(acks) < n_parts or not global_ack or raw_alert_records < expected_alerts():
+        def expected_snapshots() -> int:
+            return sum(int(a.get("snapshots", 0)) for a in global_ack)
+
+        while (len(acks) < n_parts or not global_ack or raw_alert_records < expected_alerts()
+               or snapshots.records < expected_snapshots()):
             await drain(200)
             if progress is not None:
                 progress(stats.last_ts_ms or 0, stats.frames, len(alerts))
             if alive is not None and not alive():
                 raise KafkaReplayError("the worker exited before the replay finished (see worker.log)")
-            now_seen = (len(acks) + len(global_ack), raw_alert_records)
+            now_seen = (len(acks) + len(global_ack), raw_alert_records + snapshots.records)
             if now_seen != seen:
                 seen, last_progress = now_seen, time.monotonic()
             elif time.monotonic() - last_progress > idle_timeout_s:
@@ -303,6 +335,7 @@ async def _replay_kafka(
         stats=stats,
         acks=[acks[p] for p in sorted(acks)],
         worker_deadletters=sum(int(a.get("deadletters", 0)) for a in acks.values()),
+        snapshots=snapshots.snapshots,
     )
 
 

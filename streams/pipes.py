@@ -12,6 +12,7 @@ from monitor.config import EngineConfig
 from monitor.ingest import DeadLetter
 from monitor.metrics import Metrics
 from monitor.signals import SignalRecord, encode_signal_record
+from monitor.snapshots import RiskSnapshot
 from streams.checkpoint import CheckpointTable
 from streams.settings import Settings
 
@@ -31,6 +32,7 @@ class Pipes:
     deadletter: Any
     acks: Any
     signals: Any
+    snapshots: Any
     positions: Any
     accounts: Any
     market_checkpoints: CheckpointTable
@@ -44,6 +46,11 @@ class Pipes:
         for alert in alerts:
             await self.alerts.send(key=alert.alert_id.encode(), value=alert.to_json())
             self.metrics.alerts_total.labels(alert.kind, alert.severity).inc()
+
+    async def send_snapshots(self, snapshots: list[RiskSnapshot]) -> None:
+        """The global stage's risk snapshots, forwarded as they are (key: event time)."""
+        for snap in snapshots:
+            await self.snapshots.send(key=str(snap.ts_ms).encode(), value=snap.encode())
 
     async def durable(self) -> None:
         """Wait until everything sent so far is acknowledged by the broker."""

@@ -47,6 +47,12 @@ class Book:
     def __post_init__(self) -> None:
         self.pd = decimals(self.tick)
         self.qd = decimals(self.qty_step)
+        self._pfmt = f".{self.pd}f"
+        self._qfmt = f".{self.qd}f"
+        #: (distance from mid, USD at full liquidity) of the near levels; far distances.
+        self._near = tuple((b / 1e4, w * self.depth5_usd) for b, w in zip(NEAR_BPS, NEAR_WEIGHTS, strict=True))
+        self._far = tuple(b / 1e4 for b in FAR_BPS)
+        self._last: tuple[float, float, dict[str, str], dict[str, str]] | None = None
 
     def px(self, value: float, up: bool) -> str:
         ticks = value / self.tick
@@ -54,32 +60,35 @@ class Book:
         return f"{max(n, 1) * self.tick:.{self.pd}f}"
 
     def ladder(self, mid: float, liquidity: float) -> tuple[dict[str, str], dict[str, str]]:
-        """Bid and ask ladders ({price: qty}) for a mid and a liquidity factor in (0, 1]."""
+        """Bid and ask ladders ({price: qty}) for a mid and a liquidity factor in (0, 1].
+
+        The hot loop of generation: :meth:`px` is inlined, and the same mid and liquidity
+        as the last call return the last ladders (callers never mutate them).
+        """
+        last = self._last
+        if last is not None and last[0] == mid and last[1] == liquidity:
+            return last[2], last[3]
+        tick, size, pfmt, qfmt = self.tick, self.contract_size, self._pfmt, self._qfmt
         spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
-        half = max(spread_bps / 2e4, 0.5 * self.tick / mid)
+        half = max(spread_bps / 2e4, 0.5 * tick / mid)
         bids: dict[str, str] = {}
         asks: dict[str, str] = {}
-        levels = [
-            (max(b / 1e4, half), w * self.depth5_usd * liquidity)
-            for b, w in zip(NEAR_BPS, NEAR_WEIGHTS, strict=True)
-        ] + [(b / 1e4, self.far_usd) for b in FAR_BPS]
-        first = True
-        for dist, usd in levels:
-            d = half if first else dist
-            first = False
-            if d < half:
-                continue
-            bp = self.px(mid * (1 - d), up=False)
-            ap = self.px(mid * (1 + d), up=True)
+        levels = [(dist if dist > half else half, usd * liquidity) for dist, usd in self._near]
+        levels[0] = (half, levels[0][1])  # the first level sits at the half spread
+        levels += [(dist, self.far_usd) for dist in self._far if dist >= half]
+        for d, usd in levels:
+            n = int(mid * (1 - d) / tick + 1e-9)
+            bp = format((n if n > 1 else 1) * tick, pfmt)
+            n = int(mid * (1 + d) / tick + 0.999999)
+            ap = format((n if n > 1 else 1) * tick, pfmt)
             price_b = float(bp)
-            q = usd / max(price_b, self.tick) / self.contract_size
-            qs = f"{q:.{self.qd}f}"
+            qs = format(usd / (price_b if price_b > tick else tick) / size, qfmt)
             if float(qs) > 0 and bp not in bids and price_b > 0:
                 bids[bp] = qs
-            qa = usd / float(ap) / self.contract_size
-            qas = f"{qa:.{self.qd}f}"
+            qas = format(usd / float(ap) / size, qfmt)
             if float(qas) > 0 and ap not in asks:
                 asks[ap] = qas
+        self._last = (mid, liquidity, bids, asks)
         return bids, asks
 
     def diff(

@@ -1,6 +1,9 @@
 """The report of a real replay in Debian's headless chromium: loads from disk with no console
-errors and no network requests, and its charts have data. A PNG screenshot is kept as a test
-artefact (pytest tmp dir, copied to artifacts/report.png).
+errors and no network requests, and its charts have data. Loop positions and unified accounts
+valued on Binance's USDe book are loaded, so every panel of the global stage (loop health,
+ladder, accounts, forced sells, spiral) must be drawn: the test fails if one is empty. A PNG
+screenshot is kept as a test artefact (pytest tmp dir, copied to artifacts/report.png; the path
+is printed), taken before the panels are checked so a failure keeps it too.
 
 Chromium is driven over the DevTools protocol (``--remote-debugging-port``, websockets): the
 console and network listeners are attached before the page is opened, so nothing is missed.
@@ -50,7 +53,8 @@ def report(oct10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     write_capture(capture, merge_captures([iter_file(oct10_dir / name) for name in FILES]))
     config = EngineConfig()
     rec = ReportRecorder(config)
-    result = asyncio.run(replay_inline(capture, config, on_batch=rec.on_batch, on_alert=rec.on_alert))
+    result = asyncio.run(replay_inline(capture, config, on_batch=rec.on_batch, on_alert=rec.on_alert,
+                                       on_snapshot=rec.on_risk_snapshot, positions=loops(), accounts=accounts()))
     alerts = ordered_alerts(result.alerts)
     summary = write_summary(out / "summary.json", capture=capture, mode="inline", config_hash=config.config_hash,
                             stats=result.stats, alerts=alerts)
@@ -58,6 +62,24 @@ def report(oct10_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     write_report(rec, path, title="10 Oct 2025: USDe and BTC book depth (real data)",
                  config_hash=config.config_hash, summary=summary)
     return path, summary
+
+
+def loops() -> list[dict[str, Any]]:
+    """USDe loops marked to Binance's book (the counterfactual of OCT10_FACTS), leverage spread out."""
+    return [{"position_id": f"loop-{i}", "protocol": "aave-v3",
+             "collateral": [{"asset": "USDe", "amount": 1_000_000.0, "liquidation_threshold": 0.93,
+                             "price_key": "USDe@binance"}],
+             "debt": [{"asset": "USDT", "amount": debt, "price_key": "USDT"}]}
+            for i, debt in enumerate((500_000.0, 700_000.0, 800_000.0, 850_000.0, 880_000.0, 900_000.0))]
+
+
+def accounts() -> list[dict[str, Any]]:
+    """Binance portfolio-margin accounts holding USDe against a USDT loan, from safe to thin."""
+    return [{"account_id": f"pm-{i}", "venue": "binance", "model": "binance-pm",
+             "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": "USDe@binance"},
+                          {"asset": "USDT", "amount": -loan, "price_key": "USDT", "loan_mmr": 0.05}],
+             "collateral_rates": {"USDe": [[0, 0.95]]}}
+            for i, loan in enumerate((300_000.0, 500_000.0, 600_000.0, 700_000.0, 750_000.0, 800_000.0))]
 
 
 class Cdp:
@@ -178,23 +200,29 @@ def test_report_loads_offline_without_errors_and_charts_have_data(
     requested = [e["params"]["request"]["url"] for e in page.events if e["method"] == "Network.requestWillBeSent"]
     assert requested and all(url.startswith(("file:", "data:", "about:")) for url in requested), requested
 
-    charts = {c["id"]: c for c in state["charts"]}
-    assert set(charts) == {"chart-peg-usde", "chart-macro", "chart-depth", "chart-cascade"}
-    span = [summary["first_event_utc"].replace(" ", "T"), summary["last_event_utc"].replace(" ", "T")]
-    for chart in charts.values():
-        assert chart["plotted"] and chart["traces"] > 0 and sum(chart["points"]) > 0, chart
-        assert chart["xrange"] == span, chart  # every time axis shows the whole replay
-    assert min(charts["chart-peg-usde"]["points"]) > 100  # Binance and Uniswap both drawn
-    assert charts["chart-cascade"]["points"][0] >= 2  # the stage line, then alert markers by severity
-    assert sum(charts["chart-cascade"]["points"][1:]) > 0
-    assert state["traces"] >= sum(c["traces"] for c in charts.values())
-    assert sorted(state["noData"]) == ["accounts", "ladder", "liquidations", "loops"]
-
     shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
                      clip={"x": 0, "y": 0, "width": 1400, "height": state["height"], "scale": 1})
     png = base64.b64decode(shot["data"])
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
     (tmp_path / "report.png").write_bytes(png)
     artifacts = REPO_ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
     shutil.copyfile(tmp_path / "report.png", artifacts / "report.png")
+    print(f"report screenshot: {artifacts / 'report.png'}")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+
+    # Positions and accounts were loaded: every panel has data but the liquidation prints,
+    # which this capture does not contain.
+    assert state["noData"] == ["liquidations"], state["noData"]
+    charts = {c["id"]: c for c in state["charts"]}
+    assert set(charts) == {"chart-peg-usde", "chart-macro", "chart-loops", "chart-ladder", "chart-accounts",
+                           "chart-forced", "chart-spiral", "chart-depth", "chart-cascade"}
+    span = [summary["first_event_utc"].replace(" ", "T"), summary["last_event_utc"].replace(" ", "T")]
+    for chart in charts.values():
+        assert chart["plotted"] and chart["traces"] > 0 and sum(chart["points"]) > 0, chart
+        if chart["id"] != "chart-ladder":  # the ladder's axis is the price drop
+            assert chart["xrange"] == span, chart  # every time axis shows the whole replay
+    assert min(charts["chart-peg-usde"]["points"]) > 100  # Binance and Uniswap both drawn
+    assert charts["chart-cascade"]["points"][0] >= 2  # the stage line, then alert markers by severity
+    assert sum(charts["chart-cascade"]["points"][1:]) > 0
+    assert state["traces"] >= sum(c["traces"] for c in charts.values())
+    assert max(charts["chart-accounts"]["points"]) > 0 and max(charts["chart-forced"]["points"]) > 0

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from replay.capture import write_capture
+from tests.depeg_frames import usde_depeg_frames
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(420)]
 
@@ -35,20 +36,12 @@ def liqmon(*args: str, timeout: float = 360) -> subprocess.CompletedProcess[str]
 
 
 def _frames() -> list[tuple[int, str, str, dict[str, Any]]]:
-    frames: list[tuple[int, str, str, dict[str, Any]]] = []
+    # binance-spot USDe: 1.0, then 0.65 from minute 20 to 45, then back
+    frames = usde_depeg_frames(T0, 60, range(20, 45))
     for minute in range(60):
-        ts = T0 + minute * 60_000
-        # binance-spot USDe: 1.0, then 0.65 from minute 20 to 45, then back
-        px = 0.65 if 20 <= minute < 45 else 1.0
-        frames.append((ts, "binance-spot", "price", {"base": "USDe", "quote": "USDT", "price": px}))
-        frames.append((ts + 1, "uniswap-v3", "price",
-                       {"base": "USDe", "quote": "USDT", "price": 0.999, "depth_usd": 50_000_000}))
-        # A second independent witness: a venue-local depeg needs two by default.
-        frames.append((ts + 1, "curve", "price",
-                       {"base": "USDe", "quote": "USDC", "price": 0.9995, "depth_usd": 20_000_000}))
-        frames.append((ts + 2, "binance-spot", "price",
+        frames.append((T0 + minute * 60_000 + 2, "binance-spot", "price",
                        {"base": "BTC", "quote": "USDT", "price": 116_000.0 - 50 * minute}))
-    return frames
+    return sorted(frames, key=lambda f: f[0])
 
 
 def _accounts() -> list[dict[str, Any]]:
@@ -103,6 +96,15 @@ def test_depeg_liquidates_venue_priced_accounts_not_usdt_priced_loops(tmp_path: 
     inline_bytes = (tmp_path / "inline" / "alerts.jsonl").read_bytes()
     kafka_bytes = (tmp_path / "kafka" / "alerts.jsonl").read_bytes()
     assert inline_bytes == kafka_bytes
+    # the global stage's risk snapshots (the report's loop, account, forced-sell and spiral
+    # panels) reach the replayer through Kafka exactly as inline
+    inline_snaps = (tmp_path / "inline" / "snapshots.jsonl").read_bytes()
+    assert inline_snaps == (tmp_path / "kafka" / "snapshots.jsonl").read_bytes()
+    snaps = [orjson.loads(line) for line in inline_snaps.splitlines()]
+    assert len(snaps) >= 20 and snaps[-1]["accounts_by_status"].get("liquidation", 0) == 0  # back at 1.0
+    assert max(s["accounts_by_status"].get("liquidation", 0) for s in snaps) == 4
+    assert max(s["forced_sell_usd_by_asset"].get("USDe", 0.0) for s in snaps) > 0
+    assert sum(snaps[0]["hf_bands"].values()) == 20
 
     alerts = [orjson.loads(line) for line in inline_bytes.splitlines()]
     liquidated = sorted(a["evidence"]["account_id"] for a in alerts

@@ -22,6 +22,7 @@ from monitor.events import (
     KIND_TRADE,
     MarketEvent,
 )
+from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
 from replay.report import NO_DATA, ReportRecorder, write_report
 
@@ -257,7 +258,8 @@ def test_no_data_charts_say_so(tmp_path: Path) -> None:
     write_report(ReportRecorder(CFG), path, title="empty", config_hash="h", summary={})
     text = path.read_text(encoding="utf-8")
     charts = re.findall(r'data-chart="([a-z-]+)"', text)
-    assert charts == ["peg-usde", "macro", "loops", "ladder", "accounts", "depth", "liquidations", "cascade"]
+    assert charts == ["peg-usde", "macro", "loops", "ladder", "accounts", "forced", "spiral", "depth", "liquidations",
+                      "cascade"]
     assert text.count(NO_DATA) >= len(charts)
     assert 'class="chart"' not in text and 'draw("chart-' not in text
     assert "calibration" not in charts  # not a synthetic run: no table at all
@@ -270,8 +272,37 @@ def test_charts_with_data_have_fixed_ids(tmp_path: Path) -> None:
     ids = re.findall(r'<div id="(chart-[a-z-]+)" class="chart">', text)
     assert ids == ["chart-peg-usde", "chart-macro", "chart-accounts", "chart-liquidations", "chart-cascade"]
     assert re.findall(r'draw\("(chart-[a-z-]+)"', text) == ids
-    assert re.findall(r'data-chart="([a-z-]+)"', text) == ["loops", "ladder", "depth"]
+    assert re.findall(r'data-chart="([a-z-]+)"', text) == ["loops", "ladder", "forced", "spiral", "depth"]
     assert '"uid"' not in text
+
+
+def test_risk_snapshots_fill_every_global_stage_panel(tmp_path: Path) -> None:
+    rec = ReportRecorder(CFG)
+    for i, (n_liq, sold) in enumerate(((0, {}), (2, {"USDe": 1e6}), (3, {"USDe": 4e6, "wBETH": 2e6}))):
+        rec.on_risk_snapshot(RiskSnapshot(
+            ts_ms=T0 + i * 60_000, hf_bands={"<1": n_liq, ">=1.5": 5 - n_liq}, ladder_usd={"5": 1e6 * (i + 1)},
+            accounts_by_status={"normal": 10 - n_liq, "liquidation": n_liq}, forced_sell_usd_by_asset=sold,
+            spiral_usd_by_shock={"usde-depeg-5pct": 2e6 * i}))
+    assert rec.snapshots == 3
+    assert series(rec, "forced", "USDe") == ([T0 + 60_000, T0 + 120_000], [1e6, 4e6])
+    assert series(rec, "spiral", "usde-depeg-5pct")[1] == [0.0, 2e6, 4e6]
+    assert series(rec, "accounts", "liquidation")[1] == [0.0, 2.0, 3.0]
+    assert rec.ladder_peak is not None and rec.ladder_peak[0] == T0 + 120_000
+    path = tmp_path / "report.html"
+    write_report(rec, path, title="t", config_hash="h", summary={})
+    ids = re.findall(r'<div id="chart-([a-z-]+)" class="chart">', path.read_text(encoding="utf-8"))
+    assert {"loops", "ladder", "accounts", "forced", "spiral"} <= set(ids)
+
+
+def test_summary_cards_are_scalars_and_calibration_is_one_table(tmp_path: Path) -> None:
+    summary = {"events": 5, "calibration": [{"figure": "BTC low", "passed": True}], "calibration_passed": True,
+               "scenario": {"name": "oct10", "seed": 1, "generation_s": 41.5}, "listed": [1, 2]}
+    write_report(full_recorder(), tmp_path / "r.html", title="t", config_hash="h", summary=summary)
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    cards = re.findall(r"<div><dt>([^<]+)</dt>", text)
+    assert cards == ["config hash", "events", "calibration passed"]
+    assert "{&#x27;figure&#x27;" not in text and "&#x27;passed&#x27;" not in text  # no Python repr anywhere
+    assert text.count('class="calib"') == 1 and "generation" not in text
 
 
 def test_same_input_same_bytes(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from monitor.margin import Account
 from replay.calibration import calibrate, format_table, scan_capture
 from replay.capture import CaptureLine, iter_capture
 from replay.scenario import DEFAULT_SEED, PRESETS, ScenarioResult, generate
+from replay.scenario.cache import cache_key, generate_cached, generator_version
 from replay.scenario.config import knobs_for
 
 SHORT = {"duration_s": 1800}  # 20:00-20:30: the shock has not started yet
@@ -171,3 +173,41 @@ def test_knobs_are_validated() -> None:
         knobs_for("oct11")
     with pytest.raises(ValueError, match="duration_sec"):
         knobs_for("oct10", {"duration_sec": 10})
+
+
+def test_cache_reuses_a_scenario_keyed_by_name_seed_knobs_and_generator(tmp_path: Path) -> None:
+    first, hit = generate_cached("oct10", 7, tmp_path / "cache", SHORT)
+    assert not hit and first.out_dir.parent == tmp_path / "cache"
+    again, hit = generate_cached("oct10", 7, tmp_path / "cache", SHORT)
+    assert hit and again.out_dir == first.out_dir
+    assert (again.frames, again.frames_by_venue, again.knobs) == (first.frames, first.frames_by_venue, first.knobs)
+    plain = generate("oct10", 7, tmp_path / "plain", SHORT)
+    for name in ("capture.jsonl.gz", "positions.jsonl", "accounts.jsonl", "liquidations.jsonl", "scenario.json"):
+        assert (again.out_dir / name).read_bytes() == (plain.out_dir / name).read_bytes(), name
+    assert cache_key("oct10", 7, knobs_for("oct10", SHORT)) in again.out_dir.name
+    assert cache_key("oct10", 8, knobs_for("oct10", SHORT)) != cache_key("oct10", 7, knobs_for("oct10", SHORT))
+    other, hit = generate_cached("oct10", 7, tmp_path / "cache", {"duration_s": 1200})
+    assert not hit and other.out_dir != first.out_dir
+    assert not first.out_dir.exists()  # the older entry of the same preset and seed is replaced
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [other.out_dir.name]
+    assert len(generator_version()) == 12
+
+
+#: sha256 of the files of ``generate("oct10", 7, SHORT)``: speed work on the generator must
+#: not move a byte (the capture is compared decompressed: its zlib level is not the content).
+GOLDEN_SHORT_SEED_7 = {
+    "capture.jsonl": "458265e7c95574b2d1ae17cdfc476fa14de76691ed31a725a26f8455a28332ab",
+    "positions.jsonl": "919b22a47a8c5dece98a5a74b7e0d7f4493762f0b1d3f87b6ec80612e75d3d7e",
+    "accounts.jsonl": "1467fdc0d6d1c5ba761b4fd1be726c3b270f5b4ebd164cafa5e1c61f54cbd3e7",
+    "liquidations.jsonl": "78a5f6db7f2e6203a4ab453e190201fcdd8f2ac94db1e528e40956f197ed357b",
+    "scenario.json": "db9ee348b1d0cff146f27bcf68d33efa24d9b8da69243ae54368340651866d60",
+}
+
+
+def test_generated_bytes_match_the_golden_digests(tmp_path: Path) -> None:
+    result = generate("oct10", 7, tmp_path / "g", SHORT)
+    with gzip.open(result.capture_path) as fh:
+        digests = {"capture.jsonl": hashlib.sha256(fh.read()).hexdigest()}
+    for name in ("positions.jsonl", "accounts.jsonl", "liquidations.jsonl", "scenario.json"):
+        digests[name] = hashlib.sha256((result.out_dir / name).read_bytes()).hexdigest()
+    assert digests == GOLDEN_SHORT_SEED_7
