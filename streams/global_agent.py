@@ -238,19 +238,23 @@ class GlobalRuntime:
 
     async def checkpoint(self, force: bool = False) -> None:
         """Make outputs durable, checkpoint the state, then ack the records behind it."""
-        if not self.held or self.state is None or self.cursor is None or self.cursor.expected is None:
+        state, cursor = self.state, self.cursor
+        if not self.held or state is None or cursor is None or cursor.expected is None:
             return
         force = force or self._force
         if not (force or self.cadence.due(time.monotonic())):
             return
         self._force = False
         started = time.monotonic()
-        await self.pipes.durable()
-        size = await self.pipes.global_checkpoints.save(
-            CHECKPOINT_NAME, 0, self.cursor.expected - 1, self.state
-        )
-        await self.pipes.durable()
+        offset = cursor.expected - 1
         held, self.held = self.held, []
+        await self.pipes.durable()
+        if self.state is not state:
+            return  # revoked meanwhile: the next owner goes on from the previous checkpoint
+        size = await self.pipes.global_checkpoints.save(CHECKPOINT_NAME, 0, offset, state)
+        await self.pipes.durable()
+        if self.state is not state:
+            return
         for stream, event in held:
             await stream.ack(event)
         self.pipes.metrics.checkpoints_total.labels("global").inc()

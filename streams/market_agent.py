@@ -271,7 +271,8 @@ class MarketRuntime:
         done = await self.parts.checkpoint()
         await self.pipes.durable()
         for stream, event in done:
-            await stream.ack(event)
+            if event.message.partition in self.parts.parts:  # not revoked meanwhile
+                await stream.ack(event)
         self.cadence.done(started, time.monotonic())
 
     def on_revoked(self, revoked: set[TP]) -> None:
