@@ -39,6 +39,7 @@ __all__ = [
     "InputCursor",
     "Verdict",
     "pack_state",
+    "same_layout",
     "unpack_state",
 ]
 
@@ -56,6 +57,41 @@ def pack_state(state: object) -> bytes:
 
 def unpack_state(blob: bytes) -> Any:
     return pickle.loads(zlib.decompress(blob))
+
+
+def _attributes(obj: object) -> dict[str, Any] | None:
+    """An object's attributes (instance dict and slots), or None for plain values."""
+    if isinstance(obj, (str, bytes, int, float, bool, type(None), list, tuple, dict, set, frozenset)):
+        return None
+    out: dict[str, Any] = dict(getattr(obj, "__dict__", {}))
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()):
+            if name not in out and hasattr(obj, name):
+                out[name] = getattr(obj, name)
+    return out if out or hasattr(obj, "__dict__") else None
+
+
+def same_layout(loaded: object, fresh: object, depth: int = 3) -> bool:
+    """Whether a checkpointed state has the attributes a state built by this code has.
+
+    A checkpoint written by another version of the code (a field added or removed) is
+    unpickled without complaint and fails later; comparing attribute names ``depth`` levels
+    down, against a freshly built state, finds that at load time.
+    """
+    if type(loaded) is not type(fresh):
+        return False
+    mine, theirs = _attributes(loaded), _attributes(fresh)
+    if mine is None or theirs is None:
+        return mine is None and theirs is None
+    if mine.keys() != theirs.keys():
+        return False
+    if depth <= 1:
+        return True
+    return all(
+        same_layout(mine[name], value, depth - 1)
+        for name, value in theirs.items()
+        if type(mine[name]) is type(value) and _attributes(value) is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from monitor.metrics import Metrics
 from monitor.risk import GlobalRisk
 from monitor.signals import decode_signal_record
 from streams import topics
-from streams.checkpoint import InputCursor, Verdict
+from streams.checkpoint import InputCursor, Verdict, same_layout
 from streams.commands import (
     INVALID_COMMAND,
     CommandError,
@@ -125,12 +125,14 @@ class GlobalRuntime:
         """The stage's state, loaded from its checkpoint the first time it is asked for."""
         if self.state is None or self.cursor is None:
             ckpt = self.pipes.global_checkpoints.load(CHECKPOINT_NAME)
+            fresh = GlobalState.fresh(self.pipes.config, self.pipes.settings.partitions)
             state = ckpt.state if ckpt is not None else None
-            if not isinstance(state, GlobalState) or state.risk.config_hash != self.pipes.config.config_hash:
+            if not (isinstance(state, GlobalState) and same_layout(state, fresh)
+                    and state.risk.config_hash == self.pipes.config.config_hash):
                 if ckpt is not None:
-                    log.warning("global checkpoint made with other settings; starting afresh")
+                    log.warning("global checkpoint made with other settings or code; starting afresh")
                 state, ckpt = None, None
-            self.state = state or GlobalState.fresh(self.pipes.config, self.pipes.settings.partitions)
+            self.state = state or fresh
             self.cursor = InputCursor(ckpt.offset + 1 if ckpt is not None else None)
             self._metrics_at_s = 0.0
             self.pipes.metrics.recoveries_total.labels("global", "checkpoint" if ckpt else "empty").inc()

@@ -21,7 +21,7 @@ from typing import Any
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.metrics import Metrics
-from streams.checkpoint import Checkpoint, CheckpointTable, InputCursor
+from streams.checkpoint import Checkpoint, CheckpointTable, InputCursor, same_layout
 
 __all__ = ["Cadence", "MarketPartition", "MarketPartitions", "checkpoint_name"]
 
@@ -90,10 +90,11 @@ class MarketPartitions:
         if ckpt is None:
             return MarketPartition(Engine(self._config)), InputCursor(None)
         part = ckpt.state
-        if not isinstance(part, MarketPartition) or part.engine.config_hash != self._config.config_hash:
-            # Other thresholds (or an older layout): those figures are not ours to go on with.
-            log.warning("market checkpoint made with other settings; starting that partition afresh")
-            return MarketPartition(Engine(self._config)), InputCursor(None)
+        fresh = MarketPartition(Engine(self._config))
+        if not same_layout(part, fresh) or part.engine.config_hash != self._config.config_hash:
+            # Other thresholds, or another version of the code: not ours to go on with.
+            log.warning("market checkpoint made with other settings or code; starting that partition afresh")
+            return fresh, InputCursor(None)
         return part, InputCursor(ckpt.offset + 1)
 
     def hold(self, partition: int, stream: Any, event: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 from monitor.config import EngineConfig
 from monitor.risk import GlobalRisk
 from monitor.signals import ReorderBuffer, SignalRecord
-from streams.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, unpack_state
+from streams.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, same_layout, unpack_state
 from streams.global_stage import GlobalState, input_record
 
 T0 = 1_760_130_000_000
@@ -142,3 +142,17 @@ def test_the_global_state_survives_a_checkpoint_exactly() -> None:
     b += copy.risk.flush()
     assert a and [x.to_json() for x in a] == [x.to_json() for x in b]
     assert pickle.dumps(copy.risk.alert_latches()) == pickle.dumps(state.risk.alert_latches())
+
+
+def test_a_checkpoint_of_another_code_version_is_recognised() -> None:
+    fresh = GlobalState.fresh(EngineConfig(), 1)
+    state = unpack_state(pack_state(GlobalState.fresh(EngineConfig(), 1)))
+    state.risk.push(SignalRecord(0, T0 + 1, [[T0, "USDe", 1, "price", {"key": "USDe@binance", "price": 0.9}]]))
+    assert same_layout(state, fresh)
+    older = unpack_state(pack_state(state))
+    del older.risk.cascade  # a field this code has and the writer's did not
+    assert not same_layout(older, fresh)
+    newer = unpack_state(pack_state(state))
+    newer.risk.extra_field = 1  # a field the writer had and this code has not
+    assert not same_layout(newer, fresh)
+    assert not same_layout({"risk": None}, fresh)

@@ -37,9 +37,9 @@ def test_default_seed_passes_every_calibration_row(oct10: ScenarioResult) -> Non
 
 
 @pytest.mark.slow
-def test_full_run_size_and_time_budget(oct10: ScenarioResult) -> None:
+def test_full_run_size(oct10: ScenarioResult) -> None:
+    """Frame counts and venues; generation time is measured by `liqmon bench --only generation`."""
     assert 300_000 <= oct10.frames <= 2_000_000
-    assert oct10.generation_s < 120  # budget 60 s on one core; generous for CI noise
     expected_venues = {"binance-spot", "binance-usdm", "bybit-linear", "bybit-spot", "okx",
                        "hyperliquid", "curve", "uniswap-v3", "chainlink", "binance-rate"}
     assert set(oct10.frames_by_venue) == expected_venues
