@@ -40,6 +40,8 @@ __all__ = [
     "BookParser",
     "Parser",
     "PartialWireError",
+    "VenueBookParser",
+    "VenueParser",
     "WireError",
     "is_book_channel",
     "normalize",
