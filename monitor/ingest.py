@@ -47,6 +47,7 @@ from monitor.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice
 from monitor.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.wire import PartialWireError, WireError, normalize, parse_book
 from monitor.wire._common import MAX_TS_MS, MIN_TS_MS, finite_float
+from monitor.wire.instruments import NO_INSTRUMENTS, InstrumentTable, parse_instruments
 from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues, parse_contract_values
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "FEED_STATUS_CHANNEL",
     "FEED_STATUS_STALE",
     "GARBAGE_CHANNEL",
+    "INSTRUMENTS_CHANNEL",
     "SESSION_CHANNEL",
     "SESSION_VENUE",
     "DeadLetter",
@@ -80,6 +82,10 @@ FEED_STATUS_STALE = "stale"
 #: Channel of a venue's contract-value table, recorded at the start of a live session:
 #: raw ``{"values": {"BTC-USDT": {"ct_val": 0.01, "ct_val_ccy": "BTC"}, ...}}``.
 CONTRACT_VALUES_CHANNEL = "contract_values"
+#: Channel of a venue's instrument table (:mod:`monitor.wire.instruments`), recorded at the
+#: start of a live session: raw ``{"instruments": [{"symbol", "base", "quote", "settle",
+#: "kind", "expiry_ms", "contract_value", "contract_multiplier", "inverse"}, ...]}``.
+INSTRUMENTS_CHANNEL = "instruments"
 #: Channel of the settings a live recording starts with (venue :data:`SESSION_VENUE`):
 #: raw ``{"book_throttle_ms": 250}``.
 SESSION_CHANNEL = "session"
@@ -87,7 +93,7 @@ SESSION_VENUE = "liqmon"
 #: Channels that configure ingest for the frames after them (no events, no watermark).
 #: ``margin_tables`` (venue margin tables for the risk maths, :mod:`monitor.venue_tables`)
 #: configures the replay's risk stage, not ingest, and may exceed the market frame cap.
-CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, SESSION_CHANNEL, MARGIN_TABLES_CHANNEL})
+CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, INSTRUMENTS_CHANNEL, SESSION_CHANNEL, MARGIN_TABLES_CHANNEL})
 #: Channel of a frame a live connector rejected before routing it: raw ``{"reason",
 #: "detail", "text": "<the frame>"}``, or ``"b64"`` instead of ``"text"`` when the bytes
 #: are not UTF-8. It becomes a dead letter with that reason, detail and the bytes.
@@ -194,6 +200,8 @@ class Ingest:
         self.config_hash = config.config_hash
         #: Contract-value tables set by ``contract_values`` frames, by venue.
         self.contract_values: dict[str, ContractValues] = {}
+        #: Instrument tables set by ``instruments`` frames, by venue (else the fallback).
+        self.instruments: dict[str, InstrumentTable] = {}
 
     # -- books ---------------------------------------------------------------------------
     def drain_notices(self) -> list[BookNotice]:
@@ -358,6 +366,8 @@ class Ingest:
                 # Configuration, not market data: no events, and the watermark stays.
                 if channel == CONTRACT_VALUES_CHANNEL:
                     self.contract_values[venue] = parse_contract_values(raw)
+                elif channel == INSTRUMENTS_CHANNEL:
+                    self.instruments[venue] = parse_instruments(raw, self.aliases)
                 elif channel == SESSION_CHANNEL:
                     self._apply_session(raw)
                 return
@@ -367,12 +377,7 @@ class Ingest:
                 alerts.append(self._status_alert(venue, raw, recv_ts_ms))
                 events = []
             else:
-                table = self.contract_values.get(venue, BUILTIN_CONTRACT_VALUES)
-                frames = parse_book(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms, table)
-                if frames is None:
-                    events = normalize(venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms, table)
-                else:
-                    events = self._apply_books(venue, frames, recv_ts_ms, alerts)
+                events = self._market(venue, channel, raw, recv_ts_ms, alerts)
         except PartialWireError as exc:
             # Some items are unusable: dead-letter the frame, keep the events of the others.
             yield self._dead(exc.reason, exc.detail, raw_bytes, **where)
@@ -397,6 +402,16 @@ class Ingest:
             for batch in self.batcher.add(ev):
                 yield Routed(batch, broadcast=False)
         yield from alerts
+
+    def _market(self, venue: str, channel: str, raw: Any, recv_ts_ms: int, alerts: list[Alert]) -> list[MarketEvent]:
+        """Events of one market frame, its symbols resolved with the venue's tables."""
+        table = self.contract_values.get(venue, BUILTIN_CONTRACT_VALUES)
+        instruments = self.instruments.get(venue, NO_INSTRUMENTS)
+        args = (venue, channel, raw, recv_ts_ms, self.aliases, self.max_future_skew_ms, table, instruments)
+        frames = parse_book(*args)
+        if frames is None:
+            return normalize(*args)
+        return self._apply_books(venue, frames, recv_ts_ms, alerts)
 
     def _tick(self, now_ms: int) -> Iterator[Routed]:
         """Expire old batches and broadcast a tick at (now − lag), once per tick interval.

@@ -24,6 +24,7 @@ from typing import Any
 
 from monitor.config import EngineConfig
 from streams.feeds.config import LiveConfig, split_config
+from streams.feeds.instruments import fetch_instruments
 from streams.feeds.margin_tables import fetch_margin_tables
 from streams.feeds.runner import LiveRunner, Recorder
 from streams.settings import ConfigFileError, Settings
@@ -85,6 +86,7 @@ async def _run_live(
     metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
     publisher = await KafkaPublisher.start(bootstrap)
     tables = await fetch_margin_tables(live)
+    instruments = await fetch_instruments(live)
     recorder = Recorder(args.record) if args.record is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,7 +94,8 @@ async def _run_live(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(RuntimeError):  # not the main thread (embedded use)
                 loop.add_signal_handler(sig, stop.set)
-    runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics, margin_tables=tables)
+    runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics, margin_tables=tables,
+                        instruments=instruments)
     print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
           f"publishing to {bootstrap}", file=sys.stderr, flush=True)
     try:

@@ -11,10 +11,12 @@ Channels are matched per venue prefix with an anchored pattern on the lower-case
 channel name (the name the venue uses: Binance stream names, Bybit topics, OKX and
 Hyperliquid channel names).
 
-Venues whose sizes are in contracts (OKX) have *sized* parsers that also take the
-venue's contract-value table (``contract_values``; :class:`monitor.ingest.Ingest` keeps
-one per venue). A frame of several instruments where only some cannot be sized raises
-:class:`PartialWireError` carrying the events of the others.
+The venues' parsers resolve every symbol through the instrument model
+(:mod:`monitor.wire.instruments`): they also take the venue's contract-value table
+(``contract_values``, OKX ``ctVal``) and instrument table (``instruments``);
+:class:`monitor.ingest.Ingest` keeps one of each per venue. A frame of several
+instruments where only some cannot be sized raises :class:`PartialWireError` carrying the
+events of the others.
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ from monitor.events import MarketEvent
 from monitor.orderbook import BookFrame
 from monitor.wire import binance, bybit, generic, hyperliquid, okx
 from monitor.wire._common import PartialWireError, WireError
-from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
+from monitor.wire.instruments import (
+    BUILTIN_CONTRACT_VALUES,
+    NO_INSTRUMENTS,
+    ContractValues,
+    InstrumentTable,
+)
 
 __all__ = [
     "BookParser",
     "Parser",
     "PartialWireError",
+    "VenueBookParser",
+    "VenueParser",
     "WireError",
     "is_book_channel",
     "normalize",
@@ -43,12 +52,18 @@ __all__ = [
 Parser = Callable[[str, Any, int, Mapping[str, str], int], MarketEvent | list[MarketEvent] | None]
 #: (venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms) → book frames.
 BookParser = Callable[[str, str, Any, int, Mapping[str, str], int], list[BookFrame]]
-#: Parsers of contract-sized venues: the same arguments plus the contract-value table.
-SizedParser = Callable[[str, Any, int, Mapping[str, str], int, ContractValues], list[MarketEvent]]
-SizedBookParser = Callable[[str, str, Any, int, Mapping[str, str], int, ContractValues], list[BookFrame]]
+#: Parsers of the venues' own channels: the same arguments plus the venue's contract-value
+#: and instrument tables (:mod:`monitor.wire.instruments`), which resolve their symbols.
+VenueParser = Callable[
+    [str, Any, int, Mapping[str, str], int, ContractValues, InstrumentTable],
+    MarketEvent | list[MarketEvent],
+]
+VenueBookParser = Callable[
+    [str, str, Any, int, Mapping[str, str], int, ContractValues, InstrumentTable], list[BookFrame]
+]
 
-#: (venue prefix or "*", anchored channel pattern, parser). Checked in order.
-_PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
+#: (venue prefix, anchored channel pattern, parser). Checked in order.
+_VENUE_PARSERS: list[tuple[str, re.Pattern[str], VenueParser]] = [
     ("binance", re.compile(r"@bookticker$"), binance.parse_book_ticker),
     ("binance", re.compile(r"@aggtrade$"), binance.parse_agg_trade),
     ("binance", re.compile(r"(@markprice|markprice@arr)(@1s)?$"), binance.parse_mark_price),
@@ -56,23 +71,21 @@ _PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
     ("bybit", re.compile(r"^allliquidation\."), bybit.parse_all_liquidation),
     ("bybit", re.compile(r"^publictrade\."), bybit.parse_public_trade),
     ("hyperliquid", re.compile(r"^trades$"), hyperliquid.parse_trades),
-    ("*", re.compile(r"^price$"), generic.parse_price),
-    ("*", re.compile(r"^trade$"), generic.parse_trade),
-]
-
-_BOOK_PARSERS: list[tuple[str, re.Pattern[str], BookParser]] = [
-    ("binance", re.compile(r"@depth(@\d+ms)?$"), binance.parse_depth_diff),
-    ("binance", re.compile(r"@depthsnapshot$"), binance.parse_depth_snapshot),
-    ("bybit", re.compile(r"^orderbook\.\d+\."), bybit.parse_orderbook),
-    ("hyperliquid", re.compile(r"^l2book$"), hyperliquid.parse_l2_book),
-]
-
-_SIZED_PARSERS: list[tuple[str, re.Pattern[str], SizedParser]] = [
     ("okx", re.compile(r"^liquidation-orders$"), okx.parse_liquidations),
     ("okx", re.compile(r"^trades$"), okx.parse_trades),
 ]
 
-_SIZED_BOOK_PARSERS: list[tuple[str, re.Pattern[str], SizedBookParser]] = [
+#: Generic sources and registered parsers: (venue prefix or "*", pattern, parser).
+_PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
+    ("*", re.compile(r"^price$"), generic.parse_price),
+    ("*", re.compile(r"^trade$"), generic.parse_trade),
+]
+
+_BOOK_PARSERS: list[tuple[str, re.Pattern[str], VenueBookParser]] = [
+    ("binance", re.compile(r"@depth(@\d+ms)?$"), binance.parse_depth_diff),
+    ("binance", re.compile(r"@depthsnapshot$"), binance.parse_depth_snapshot),
+    ("bybit", re.compile(r"^orderbook\.\d+\."), bybit.parse_orderbook),
+    ("hyperliquid", re.compile(r"^l2book$"), hyperliquid.parse_l2_book),
     ("okx", re.compile(r"^books$"), okx.parse_books),
 ]
 
@@ -83,15 +96,8 @@ def register_parser(venue_prefix: str, channel_suffix: str, parser: Parser) -> N
     _PARSERS.insert(len(_PARSERS) - 1, (venue_prefix, pattern, parser))
 
 
-def _book_parser(venue: str, chan: str) -> BookParser | None:
+def _book_parser(venue: str, chan: str) -> VenueBookParser | None:
     for prefix, pattern, parser in _BOOK_PARSERS:
-        if venue.startswith(prefix) and pattern.search(chan):
-            return parser
-    return None
-
-
-def _sized_book_parser(venue: str, chan: str) -> SizedBookParser | None:
-    for prefix, pattern, parser in _SIZED_BOOK_PARSERS:
         if venue.startswith(prefix) and pattern.search(chan):
             return parser
     return None
@@ -99,8 +105,7 @@ def _sized_book_parser(venue: str, chan: str) -> SizedBookParser | None:
 
 def is_book_channel(venue: str, channel: str) -> bool:
     """True when ``channel`` of ``venue`` carries order-book snapshots or diffs."""
-    chan = channel.lower()
-    return _book_parser(venue, chan) is not None or _sized_book_parser(venue, chan) is not None
+    return _book_parser(venue, channel.lower()) is not None
 
 
 def parse_book(
@@ -111,16 +116,13 @@ def parse_book(
     aliases: Mapping[str, str],
     max_future_skew_ms: int,
     contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame] | None:
     """Book frames carried by one frame, or None when ``channel`` is not a book channel."""
-    chan = channel.lower()
-    sized = _sized_book_parser(venue, chan)
-    if sized is not None:
-        return sized(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values)
-    parser = _book_parser(venue, chan)
+    parser = _book_parser(venue, channel.lower())
     if parser is None:
         return None
-    return parser(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms)
+    return parser(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
 
 
 def normalize(
@@ -131,12 +133,14 @@ def normalize(
     aliases: Mapping[str, str],
     max_future_skew_ms: int,
     contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """Events carried by one frame (empty for control frames such as subscription acks)."""
     chan = channel.lower()
-    for prefix, pattern, sized in _SIZED_PARSERS:
+    for prefix, pattern, venue_parser in _VENUE_PARSERS:
         if venue.startswith(prefix) and pattern.search(chan):
-            return sized(venue, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values)
+            events = venue_parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
+            return events if isinstance(events, list) else [events]
     for prefix, pattern, parser in _PARSERS:
         if (prefix == "*" or venue.startswith(prefix)) and pattern.search(chan):
             out = parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms)

@@ -10,6 +10,7 @@ from monitor.events import MarketEvent
 
 __all__ = [
     "MAX_TS_MS",
+    "MAX_WIRE_NUMBER",
     "MIN_TS_MS",
     "PartialWireError",
     "WireError",
@@ -20,6 +21,10 @@ __all__ = [
     "timestamp_ms",
 ]
 
+#: Largest magnitude of a price, size or contract value read from the wire: far above any
+#: real one (a 1e9-unit contract at 1e6), small enough that products and sums over a book
+#: stay finite (1e18 × 1e18 × 10,000 levels < 1e308).
+MAX_WIRE_NUMBER = 1e18
 #: 2009-01-01 and 2100-01-01 in ms: anything outside is not a market timestamp.
 MIN_TS_MS = 1_230_768_000_000
 MAX_TS_MS = 4_102_444_800_000
@@ -64,6 +69,8 @@ def finite_float(value: Any, name: str) -> float:
         raise WireError("wrong_type", f"field '{name}' is not numeric: {value!r:.40}") from None
     if not math.isfinite(out):
         raise WireError("non_finite", f"field '{name}' is {value!r}")
+    if abs(out) > MAX_WIRE_NUMBER:
+        raise WireError("out_of_range", f"field '{name}' is {out:.3g}, beyond ±{MAX_WIRE_NUMBER:.0e}")
     return out
 
 

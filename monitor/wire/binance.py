@@ -27,8 +27,14 @@ from monitor.wire._common import (
     non_negative,
     positive_price,
     side_sign,
-    split_symbol,
     timestamp_ms,
+)
+from monitor.wire.instruments import (
+    BUILTIN_CONTRACT_VALUES,
+    NO_INSTRUMENTS,
+    ContractValues,
+    InstrumentTable,
+    resolve,
 )
 
 __all__ = [
@@ -59,7 +65,8 @@ def unwrap(raw: Any) -> Mapping[str, Any]:
 
 
 def parse_book_ticker(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> MarketEvent:
     """``<symbol>@bookTicker``: spot ``{u, s, b, B, a, A}``; futures add ``e, E, T``."""
     data = unwrap(raw)
@@ -75,12 +82,13 @@ def parse_book_ticker(
     ts = recv_ts_ms
     if "E" in data:
         ts = timestamp_ms(data["E"], "E", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
-    return MarketEvent(KIND_QUOTE, venue, symbol, base, quote, ts, recv_ts_ms, bid, ask, bid_qty, ask_qty)
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
+    return MarketEvent(KIND_QUOTE, venue, symbol, inst.asset, inst.quote, ts, recv_ts_ms, bid, ask, bid_qty, ask_qty)
 
 
 def parse_agg_trade(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> MarketEvent:
     """``<symbol>@aggTrade``: ``{e, E, s, a, p, q, f, l, T, m}``; ``m`` = buyer is maker."""
     data = unwrap(raw)
@@ -93,14 +101,16 @@ def parse_agg_trade(
     if not isinstance(maker, bool):
         raise WireError("wrong_type", "field 'm' must be a boolean")
     ts = timestamp_ms(field(data, "T"), "T", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
+    qty = inst.base_qty(qty, price)
     # Buyer is maker ⇒ the aggressor sold into the bid.
     side = -1.0 if maker else 1.0
-    return MarketEvent(KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty, side, 0.0)
+    return MarketEvent(KIND_TRADE, venue, symbol, inst.asset, inst.quote, ts, recv_ts_ms, price, qty, side, 0.0)
 
 
 def parse_mark_price(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """``<symbol>@markPrice[@1s]`` / ``!markPrice@arr``: ``{e, E, s, p (mark), i, P, r, T}``."""
     payload: Any = raw["data"] if isinstance(raw, dict) and "stream" in raw and "data" in raw else raw
@@ -112,13 +122,14 @@ def parse_mark_price(
         symbol = text_field(data, "s")
         mark = positive_price(field(data, "p"), "p")
         ts = timestamp_ms(field(data, "E"), "E", recv_ts_ms, max_future_skew_ms)
-        base, quote = split_symbol(symbol, aliases)
-        out.append(MarketEvent(KIND_PRICE, venue, symbol, base, quote, ts, recv_ts_ms, mark, 0.0, 0.0, 0.0))
+        inst = resolve(venue, symbol, aliases, contract_values, instruments)
+        out.append(MarketEvent(KIND_PRICE, venue, symbol, inst.asset, inst.quote, ts, recv_ts_ms, mark, 0.0, 0.0, 0.0))
     return out
 
 
 def parse_force_order(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> MarketEvent:
     """``forceOrder``: ``{e, E, o: {s, S, q, p, ap, X, l, z, T}}``; ``S = SELL`` liquidates a long.
 
@@ -138,9 +149,10 @@ def parse_force_order(
     avg = non_negative(order.get("ap", 0), "ap")
     price = avg if avg > 0.0 else positive_price(field(order, "p"), "p")
     ts = timestamp_ms(field(order, "T"), "T", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
+    qty = inst.base_qty(qty, price)
     return MarketEvent(
-        KIND_LIQUIDATION, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
+        KIND_LIQUIDATION, venue, symbol, inst.asset, inst.quote, ts, recv_ts_ms, price, qty,
         long_liquidated, price * qty,
     )
 
@@ -152,7 +164,8 @@ def book_rule(venue: str) -> str:
 
 def parse_depth_diff(
     venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
-    max_future_skew_ms: int,
+    max_future_skew_ms: int, contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame]:
     """``<symbol>@depth[@100ms]``: ``{e, E, s, U, u, b, a}`` (futures add ``T``, ``pu``)."""
     data = unwrap(raw)
@@ -164,10 +177,10 @@ def parse_depth_diff(
     if first_id > last_id:
         raise WireError("wrong_value", f"U {first_id} > u {last_id}")
     ts = timestamp_ms(field(data, "E"), "E", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
     return [
         BookFrame(
-            rule, symbol.upper(), base, quote, ACTION_DELTA, ts,
+            rule, symbol.upper(), inst.asset, inst.quote, ACTION_DELTA, ts,
             levels(field(data, "b"), "b"), levels(field(data, "a"), "a"),
             last_id=last_id, first_id=first_id, prev_id=prev_id,
         )
@@ -176,7 +189,8 @@ def parse_depth_diff(
 
 def parse_depth_snapshot(
     venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
-    max_future_skew_ms: int,
+    max_future_skew_ms: int, contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame]:
     """REST ``/api/v3/depth`` or ``/fapi/v1/depth``: ``{lastUpdateId, [E, T,] bids, asks}``.
 
@@ -191,10 +205,10 @@ def parse_depth_snapshot(
     ts = recv_ts_ms
     if "E" in raw:
         ts = timestamp_ms(raw["E"], "E", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
     return [
         BookFrame(
-            book_rule(venue), symbol, base, quote, ACTION_SNAPSHOT, ts,
+            book_rule(venue), symbol, inst.asset, inst.quote, ACTION_SNAPSHOT, ts,
             levels(field(raw, "bids"), "bids"), levels(field(raw, "asks"), "asks"),
             last_id=last_id,
         )

@@ -15,10 +15,16 @@ from monitor.wire._common import (
     WireError,
     field,
     print_fields,
-    split_symbol,
     timestamp_ms,
 )
 from monitor.wire.binance import int_field, levels, text_field
+from monitor.wire.instruments import (
+    BUILTIN_CONTRACT_VALUES,
+    NO_INSTRUMENTS,
+    ContractValues,
+    InstrumentTable,
+    resolve,
+)
 
 __all__ = ["parse_all_liquidation", "parse_orderbook", "parse_public_trade"]
 
@@ -38,7 +44,8 @@ def _items(frame: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def parse_orderbook(
     venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
-    max_future_skew_ms: int,
+    max_future_skew_ms: int, contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame]:
     """``orderbook.{depth}.{symbol}``: snapshot resets (also ``u = 1`` restarts); delta applies."""
     frame = _frame(raw)
@@ -50,10 +57,10 @@ def parse_orderbook(
         raise WireError("wrong_type", "field 'data' must be an object")
     symbol = text_field(data, "s")
     ts = timestamp_ms(field(frame, "ts"), "ts", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
     return [
         BookFrame(
-            RULE_BYBIT, symbol, base, quote, kind, ts,
+            RULE_BYBIT, symbol, inst.asset, inst.quote, kind, ts,
             levels(field(data, "b"), "b"), levels(field(data, "a"), "a"),
             last_id=int_field(field(data, "u"), "u"),
         )
@@ -62,19 +69,22 @@ def parse_orderbook(
 
 
 def _print(
-    item: Mapping[str, Any], recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, item: Mapping[str, Any], recv_ts_ms: int, aliases: Mapping[str, str],
+    max_future_skew_ms: int, contract_values: ContractValues, instruments: InstrumentTable,
 ) -> tuple[str, str, str, float, float, float, int]:
     """The shared fields of a trade or liquidation item ``{T, s, S, v, p}``.
 
-    Returns (symbol, base, quote, +1.0 for ``S = Buy`` / −1.0 for ``Sell``, price, qty, ts_ms).
+    Returns (symbol, asset, quote, +1.0 for ``S = Buy`` / −1.0 for ``Sell``, price, qty, ts_ms).
     """
     symbol = text_field(item, "s")
     sign, price, qty, ts = print_fields(item, ("S", "Buy", "Sell"), "p", "v", "T", recv_ts_ms, max_future_skew_ms)
-    base, quote = split_symbol(symbol, aliases)
-    return symbol, base, quote, sign, price, qty, ts
+    inst = resolve(venue, symbol, aliases, contract_values, instruments)
+    return symbol, inst.asset, inst.quote, sign, price, inst.base_qty(qty, price), ts
+
 
 def parse_all_liquidation(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """``allLiquidation.{symbol}``: ``data: [{T, s, S, v, p}]``; ``S = Buy`` liquidates a long.
 
@@ -82,7 +92,8 @@ def parse_all_liquidation(
     """
     out: list[MarketEvent] = []
     for item in _items(_frame(raw)):
-        symbol, base, quote, buy, price, qty, ts = _print(item, recv_ts_ms, aliases, max_future_skew_ms)
+        symbol, base, quote, buy, price, qty, ts = _print(
+            venue, item, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
         out.append(MarketEvent(
             KIND_LIQUIDATION, venue, symbol, base, quote, ts, recv_ts_ms, price, qty,
             buy, price * qty,  # S = Buy: a long was liquidated
@@ -91,12 +102,14 @@ def parse_all_liquidation(
 
 
 def parse_public_trade(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """``publicTrade.{symbol}``: ``data: [{T, s, S, v, p, ...}]``; ``S`` is the taker side."""
     out: list[MarketEvent] = []
     for item in _items(_frame(raw)):
-        symbol, base, quote, buy, price, qty, ts = _print(item, recv_ts_ms, aliases, max_future_skew_ms)
+        symbol, base, quote, buy, price, qty, ts = _print(
+            venue, item, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
         out.append(MarketEvent(
             KIND_TRADE, venue, symbol, base, quote, ts, recv_ts_ms, price, qty, buy, 0.0,
         ))

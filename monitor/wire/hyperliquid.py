@@ -16,10 +16,16 @@ from monitor.wire._common import (
     WireError,
     field,
     print_fields,
-    split_symbol,
     timestamp_ms,
 )
 from monitor.wire.binance import levels, text_field
+from monitor.wire.instruments import (
+    BUILTIN_CONTRACT_VALUES,
+    NO_INSTRUMENTS,
+    ContractValues,
+    InstrumentTable,
+    resolve,
+)
 
 __all__ = ["PERP_QUOTE", "coin_pair", "parse_l2_book", "parse_trades"]
 
@@ -29,12 +35,8 @@ PERP_QUOTE = "USDC"
 
 def coin_pair(coin: str, aliases: Mapping[str, str]) -> tuple[str, str]:
     """(base, quote) of a Hyperliquid coin: ``BTC`` → (BTC, USDC); ``PURR/USDC`` splits."""
-    if "/" in coin:
-        return split_symbol(coin, aliases)
-    if coin.startswith("@"):
-        raise WireError("unknown_symbol", f"spot index {coin!r} has no name; subscribe by pair")
-    upper = coin.upper()
-    return aliases.get(upper, upper), PERP_QUOTE
+    inst = resolve("hyperliquid", coin, aliases)
+    return inst.base, inst.quote
 
 
 def _data(raw: Any) -> Any:
@@ -45,7 +47,8 @@ def _data(raw: Any) -> Any:
 
 def parse_l2_book(
     venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
-    max_future_skew_ms: int,
+    max_future_skew_ms: int, contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame]:
     """``l2Book``: ``{coin, levels: [bids, asks], time}``, each level ``{px, sz, n}``; a full book."""
     data = _data(raw)
@@ -56,17 +59,18 @@ def parse_l2_book(
     if not isinstance(sides, list) or len(sides) != 2:
         raise WireError("wrong_type", "field 'levels' must be [bids, asks]")
     ts = timestamp_ms(field(data, "time"), "time", recv_ts_ms, max_future_skew_ms)
-    base, quote = coin_pair(coin, aliases)
+    inst = resolve(venue, coin, aliases, contract_values, instruments)
     return [
         BookFrame(
-            RULE_SNAPSHOTS, coin, base, quote, ACTION_SNAPSHOT, ts,
+            RULE_SNAPSHOTS, coin, inst.asset, inst.quote, ACTION_SNAPSHOT, ts,
             levels(sides[0], "levels[0]"), levels(sides[1], "levels[1]"),
         )
     ]
 
 
 def parse_trades(
-    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int
+    venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
+    contract_values: ContractValues = BUILTIN_CONTRACT_VALUES, instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """``trades``: ``[{coin, side, px, sz, hash, time, tid, users}]``; ``side`` B = buy aggressor."""
     data = _data(raw)
@@ -77,9 +81,9 @@ def parse_trades(
         coin = text_field(item, "coin")
         sign, price, qty, ts = print_fields(
             item, ("side", "B", "A"), "px", "sz", "time", recv_ts_ms, max_future_skew_ms)
-        base, quote = coin_pair(coin, aliases)
+        inst = resolve(venue, coin, aliases, contract_values, instruments)
         out.append(MarketEvent(
-            KIND_TRADE, venue, coin, base, quote, ts, recv_ts_ms, price, qty,
+            KIND_TRADE, venue, coin, inst.asset, inst.quote, ts, recv_ts_ms, price, inst.base_qty(qty, price),
             sign, 0.0,
         ))
     return out

@@ -7,7 +7,9 @@ to base units with a contract-value table (``ctVal``/``ctValCcy`` of
 ``ctValCcy`` = base (qty = sz × ctVal); inverse ones ``ctValCcy`` = USD
 (qty = sz × ctVal / price). A derivative without a known contract value is rejected
 (``unknown_contract_value``) rather than guessed; in a frame carrying several
-instruments only the unknown ones are rejected.
+instruments only the unknown ones are rejected. Symbols resolve through the instrument
+model (:mod:`monitor.wire.instruments`): a dated future (``BTC-USD-220304``) is its own
+asset, an option (``BTC-USD-220304-32000-P``) is refused with ``unsupported_instrument``.
 
 The table comes from the feeds config (``[live.okx_contract_values]``, defaults
 :data:`BUILTIN_CONTRACT_VALUES`); a live session records it as a ``contract_values``
@@ -28,10 +30,18 @@ from monitor.wire._common import (
     finite_float,
     non_negative,
     positive_price,
-    split_symbol,
     timestamp_ms,
 )
 from monitor.wire.binance import int_field, levels, text_field
+from monitor.wire.instruments import (
+    BUILTIN_CONTRACT_VALUES,
+    NO_INSTRUMENTS,
+    ContractValues,
+    Instrument,
+    InstrumentTable,
+    contract_family,
+    resolve,
+)
 
 __all__ = [
     "BUILTIN_CONTRACT_VALUES",
@@ -45,60 +55,26 @@ __all__ = [
     "parse_trades",
 ]
 
-#: Instrument family → (ctVal, ctValCcy).
-ContractValues = Mapping[str, tuple[float, str]]
-#: Default of the feeds config's ``okx_contract_values``, and the table of a capture that
-#: carries no ``contract_values`` frame. Values from OKX's public instruments endpoint
-#: (SWAP and FUTURES of a family share them).
-BUILTIN_CONTRACT_VALUES: ContractValues = {
-    "BTC-USDT": (0.01, "BTC"),
-    "ETH-USDT": (0.1, "ETH"),
-    "SOL-USDT": (1.0, "SOL"),
-    "BTC-USD": (100.0, "USD"),
-    "ETH-USD": (10.0, "USD"),
-}
+_SKIPPED_REASONS = ("unknown_contract_value", "unsupported_instrument")
 
 
-def _is_derivative(inst_id: str) -> bool:
-    return inst_id.count("-") >= 2
-
-
-def contract_family(inst_id: str) -> str:
-    """Instrument family of an instrument id: ``BTC-USDT-SWAP`` → ``BTC-USDT``."""
-    return "-".join(inst_id.upper().split("-")[:2])
-
-
-def _unknown(inst_id: str, table: ContractValues) -> bool:
-    return _is_derivative(inst_id) and contract_family(inst_id) not in table
-
-
-def _unknown_detail(inst_ids: list[str]) -> str:
-    names = ", ".join(sorted(set(inst_ids)))
-    families = ", ".join(sorted({contract_family(i) for i in inst_ids}))
-    return f"no contract value (ctVal) configured for {names}: add {families} to the OKX contract values"
-
-
-def _raise_unknown(unknown: list[str], events: list[MarketEvent]) -> None:
-    """Reject the items of unknown instruments: the whole frame, or only them (partial)."""
-    if not unknown:
-        return
-    detail = _unknown_detail(unknown)
-    if events:
-        raise PartialWireError("unknown_contract_value", detail, events)
-    raise WireError("unknown_contract_value", detail)
-
-
-def contract_qty(inst_id: str, sz: float, price: float, table: ContractValues) -> float:
+def contract_qty(
+    inst_id: str, sz: float, price: float, table: ContractValues,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
+) -> float:
     """Base quantity of ``sz``: contracts × ctVal (linear) or × ctVal / price (inverse)."""
-    if not _is_derivative(inst_id):
-        return sz
-    family = contract_family(inst_id)
-    entry = table.get(family)
-    if entry is None:
-        raise WireError("unknown_contract_value", _unknown_detail([inst_id]))
-    ct_val, ct_ccy = entry
-    base = family.split("-")[0]
-    return sz * ct_val if ct_ccy.upper() == base else sz * ct_val / price
+    return resolve("okx", inst_id, {}, table, instruments).base_qty(sz, price)
+
+
+def _raise_skipped(skipped: list[tuple[str, str]], events: list[MarketEvent]) -> None:
+    """Reject the items that cannot be sized: the whole frame, or only them (partial)."""
+    if not skipped:
+        return
+    reason = skipped[0][0]
+    detail = "; ".join(sorted({d for r, d in skipped if r == reason}))
+    if events:
+        raise PartialWireError(reason, detail, events)
+    raise WireError(reason, detail)
 
 
 def _check_family(family: Any) -> str:
@@ -153,15 +129,14 @@ def _ts(value: Any, name: str, recv_ts_ms: int, max_future_skew_ms: int) -> int:
     return timestamp_ms(int_field(value, name), name, recv_ts_ms, max_future_skew_ms)
 
 
-def _contract_levels(
-    inst_id: str, value: Any, name: str, table: ContractValues
-) -> tuple[tuple[float, float], ...]:
-    return tuple((px, contract_qty(inst_id, sz, px, table)) for px, sz in levels(value, name))
+def _contract_levels(inst: Instrument, value: Any, name: str) -> tuple[tuple[float, float], ...]:
+    return tuple((px, inst.base_qty(sz, px)) for px, sz in levels(value, name))
 
 
 def parse_books(
     venue: str, channel: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str],
     max_future_skew_ms: int, contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame]:
     """``books``: ``action`` snapshot/update, ``data: [{asks, bids, ts, checksum, seqId, prevSeqId}]``."""
     arg, data = _frame(raw)
@@ -169,24 +144,50 @@ def parse_books(
     action = field(raw, "action")
     if action not in ("snapshot", "update"):
         raise WireError("wrong_value", f"field 'action' must be snapshot or update, got {action!r:.20}")
-    base, quote = split_symbol(inst_id, aliases)
+    inst = resolve(venue, inst_id, aliases, contract_values, instruments)
     out: list[BookFrame] = []
     for item in data:
         out.append(BookFrame(
-            RULE_OKX, inst_id, base, quote,
+            RULE_OKX, inst_id, inst.asset, inst.quote,
             ACTION_SNAPSHOT if action == "snapshot" else ACTION_DELTA,
             _ts(field(item, "ts"), "ts", recv_ts_ms, max_future_skew_ms),
-            _contract_levels(inst_id, field(item, "bids"), "bids", contract_values),
-            _contract_levels(inst_id, field(item, "asks"), "asks", contract_values),
+            _contract_levels(inst, field(item, "bids"), "bids"),
+            _contract_levels(inst, field(item, "asks"), "asks"),
             last_id=int_field(field(item, "seqId"), "seqId"),
             prev_id=int_field(item.get("prevSeqId", -1), "prevSeqId"),
         ))
     return out
 
 
+def _liquidated_side(d: Mapping[str, Any]) -> float:
+    """+1 when a long was liquidated: ``posSide`` long, or in net mode a ``sell`` order."""
+    pos_side = d.get("posSide", "net")
+    side = field(d, "side")
+    if pos_side == "long" or (pos_side in ("net", "") and side == "sell"):
+        return 1.0
+    if pos_side == "short" or (pos_side in ("net", "") and side == "buy"):
+        return -1.0
+    raise WireError("wrong_value", f"posSide {pos_side!r:.10} / side {side!r:.10}")
+
+
+def _sizable(
+    venue: str, inst_id: str, aliases: Mapping[str, str], contract_values: ContractValues,
+    instruments: InstrumentTable, skipped: list[tuple[str, str]],
+) -> Instrument | None:
+    """The instrument of one item, or None (recorded in ``skipped``) when it cannot be sized."""
+    try:
+        return resolve(venue, inst_id, aliases, contract_values, instruments)
+    except WireError as exc:
+        if exc.reason not in _SKIPPED_REASONS:
+            raise
+        skipped.append((exc.reason, exc.detail))
+        return None
+
+
 def parse_liquidations(
     venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
     contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """``liquidation-orders``: ``data: [{instId, details: [{side, posSide, bkPx, sz, ts}]}]``.
 
@@ -195,59 +196,51 @@ def parse_liquidations(
     """
     _arg, data = _frame(raw)
     out: list[MarketEvent] = []
-    unknown: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for item in data:
         inst_id = text_field(item, "instId")
-        if _unknown(inst_id, contract_values):
-            unknown.append(inst_id)
+        inst = _sizable(venue, inst_id, aliases, contract_values, instruments, skipped)
+        if inst is None:
             continue
         details = field(item, "details")
         if not isinstance(details, list) or not all(isinstance(d, dict) for d in details):
             raise WireError("wrong_type", "field 'details' must be a list of objects")
-        base, quote = split_symbol(inst_id, aliases)
         for d in details:
-            pos_side = d.get("posSide", "net")
-            side = field(d, "side")
-            if pos_side == "long" or (pos_side in ("net", "") and side == "sell"):
-                long_liquidated = 1.0
-            elif pos_side == "short" or (pos_side in ("net", "") and side == "buy"):
-                long_liquidated = -1.0
-            else:
-                raise WireError("wrong_value", f"posSide {pos_side!r:.10} / side {side!r:.10}")
+            long_liquidated = _liquidated_side(d)
             price = positive_price(field(d, "bkPx"), "bkPx")
-            qty = contract_qty(inst_id, non_negative(field(d, "sz"), "sz"), price, contract_values)
+            qty = inst.base_qty(non_negative(field(d, "sz"), "sz"), price)
             ts = _ts(field(d, "ts"), "ts", recv_ts_ms, max_future_skew_ms)
             out.append(MarketEvent(
-                KIND_LIQUIDATION, venue, inst_id, base, quote, ts, recv_ts_ms, price, qty,
+                KIND_LIQUIDATION, venue, inst_id, inst.asset, inst.quote, ts, recv_ts_ms, price, qty,
                 long_liquidated, price * qty,
             ))
-    _raise_unknown(unknown, out)
+    _raise_skipped(skipped, out)
     return out
 
 
 def parse_trades(
     venue: str, raw: Any, recv_ts_ms: int, aliases: Mapping[str, str], max_future_skew_ms: int,
     contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
+    instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """``trades``: ``data: [{instId, tradeId, px, sz, side, ts}]``; ``side`` is the taker side."""
     _arg, data = _frame(raw)
     out: list[MarketEvent] = []
-    unknown: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for item in data:
         inst_id = text_field(item, "instId")
-        if _unknown(inst_id, contract_values):
-            unknown.append(inst_id)
+        inst = _sizable(venue, inst_id, aliases, contract_values, instruments, skipped)
+        if inst is None:
             continue
         side = field(item, "side")
         if side not in ("buy", "sell"):
             raise WireError("wrong_value", f"field 'side' must be buy or sell, got {side!r:.20}")
         price = positive_price(field(item, "px"), "px")
-        qty = contract_qty(inst_id, non_negative(field(item, "sz"), "sz"), price, contract_values)
+        qty = inst.base_qty(non_negative(field(item, "sz"), "sz"), price)
         ts = _ts(field(item, "ts"), "ts", recv_ts_ms, max_future_skew_ms)
-        base, quote = split_symbol(inst_id, aliases)
         out.append(MarketEvent(
-            KIND_TRADE, venue, inst_id, base, quote, ts, recv_ts_ms, price, qty,
+            KIND_TRADE, venue, inst_id, inst.asset, inst.quote, ts, recv_ts_ms, price, qty,
             1.0 if side == "buy" else -1.0, 0.0,
         ))
-    _raise_unknown(unknown, out)
+    _raise_skipped(skipped, out)
     return out

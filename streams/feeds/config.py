@@ -29,10 +29,12 @@ from streams.feeds.base import BackoffPolicy, VenueAdapter
 __all__ = [
     "ADAPTERS",
     "ContractValue",
+    "InstrumentsConfig",
     "LiveConfig",
     "MarginTablesConfig",
     "VenueFeed",
     "build_adapter",
+    "default_instrument_urls",
     "default_okx_contract_values",
     "default_venues",
     "split_config",
@@ -117,6 +119,33 @@ class MarginTablesConfig(_Frozen):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+def default_instrument_urls() -> dict[str, tuple[str, ...]]:
+    """Each venue's instruments endpoint(s) (:mod:`monitor.wire.instrument_sources`)."""
+    okx = "https://www.okx.com/api/v5/public/instruments?instType="
+    bybit = "https://api.bybit.com/v5/market/instruments-info?limit=1000&category="
+    return {
+        "binance-spot": ("https://api.binance.com/api/v3/exchangeInfo",),
+        "binance-usdm": ("https://fapi.binance.com/fapi/v1/exchangeInfo",),
+        "bybit-spot": (bybit + "spot",),
+        "bybit-linear": (bybit + "linear",),
+        "okx": (okx + "SPOT", okx + "SWAP", okx + "FUTURES"),
+        "hyperliquid": ("https://api.hyperliquid.xyz/info",),
+    }
+
+
+class InstrumentsConfig(_Frozen):
+    """Instrument tables ``liqmon live`` fetches at start and records (``instruments`` frames).
+
+    Off by default: with it on, a session also calls each enabled venue's instruments
+    endpoint once at start; without it, symbols resolve with the built-in grammar.
+    """
+
+    enabled: bool = False
+    #: Venue → its endpoint(s); every response of a venue goes into one table.
+    urls: dict[str, tuple[str, ...]] = Field(default_factory=default_instrument_urls)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class LiveConfig(_Frozen):
     """Everything ``liqmon live`` needs besides the engine config."""
 
@@ -142,6 +171,8 @@ class LiveConfig(_Frozen):
     okx_contract_values: dict[str, ContractValue] = Field(default_factory=default_okx_contract_values)
     #: Venue margin tables fetched at start and recorded as ``margin_tables`` frames.
     margin_tables: MarginTablesConfig = Field(default_factory=MarginTablesConfig)
+    #: Venue instrument tables fetched at start and recorded as ``instruments`` frames.
+    instruments: InstrumentsConfig = Field(default_factory=InstrumentsConfig)
 
     @field_validator("okx_contract_values", mode="before")
     @classmethod

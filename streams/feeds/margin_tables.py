@@ -26,6 +26,7 @@ from monitor.venue_tables import (
     okx_discount_tiers,
 )
 from streams.feeds.config import LiveConfig
+from streams.feeds.rest import fetch_json
 
 __all__ = ["PART_VENUES", "fetch_margin_tables", "wanted_parts"]
 
@@ -57,19 +58,6 @@ def _url(live: LiveConfig, part: str) -> str:
     return {"hyperliquid": cfg.hyperliquid_url, "bybit": cfg.bybit_url, "okx": cfg.okx_url}[part]
 
 
-async def _request(http: aiohttp.ClientSession, part: str, url: str) -> Any:
-    if part == "hyperliquid":
-        call = http.post(url, json={"type": "meta"})
-    else:
-        call = http.get(url)
-    async with call as resp:
-        body = await resp.read()
-        if resp.status != 200:
-            raise aiohttp.ClientResponseError(
-                resp.request_info, (), status=resp.status, message=body[:200].decode(errors="replace"))
-    return orjson.loads(body)
-
-
 async def fetch_margin_tables(live: LiveConfig) -> dict[str, Any]:
     """Part → the venue's response, for every wanted part that answered in its documented format."""
     parts = wanted_parts(live)
@@ -81,7 +69,7 @@ async def fetch_margin_tables(live: LiveConfig) -> dict[str, Any]:
         for part in parts:
             url = _url(live, part)
             try:
-                resp = await _request(http, part, url)
+                resp = await fetch_json(http, url, {"type": "meta"} if part == "hyperliquid" else None)
                 _PARSERS[part](resp)
             except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, VenueTableError) as exc:
                 log.warning("%s margin tables from %s: %s; the built-in table stays", part, url, exc)

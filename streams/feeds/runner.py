@@ -41,6 +41,7 @@ from monitor.ingest import (
     CONTRACT_VALUES_CHANNEL,
     FEED_STATUS_CHANNEL,
     GARBAGE_CHANNEL,
+    INSTRUMENTS_CHANNEL,
     SESSION_CHANNEL,
     SESSION_VENUE,
     DeadLetter,
@@ -53,6 +54,7 @@ from monitor.ingest import (
 from monitor.metrics import Metrics
 from monitor.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
 from monitor.venue_tables import MARGIN_TABLES_CHANNEL
+from monitor.wire.instruments import InstrumentTable, instruments_raw
 from monitor.wire.okx import contract_values_raw
 from replay.capture import dumps_line
 from streams.feeds.base import Backoff, Clock, FeedConnection, SystemClock, VenueAdapter
@@ -116,8 +118,11 @@ class LiveRunner:
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         margin_tables: Mapping[str, Any] | None = None,
+        instruments: Mapping[str, InstrumentTable] | None = None,
     ) -> None:
         self.engine_config = engine_config
+        #: Venue instrument tables to record at start (:mod:`streams.feeds.instruments`).
+        self.instruments = dict(instruments or {})
         #: Venue responses to record at start (:mod:`streams.feeds.margin_tables`).
         self.margin_tables = dict(margin_tables or {})
         self.config_hash = engine_config.config_hash
@@ -281,6 +286,12 @@ class LiveRunner:
                 raw = contract_values_raw(table)
                 self.on_frame(venue, CONTRACT_VALUES_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
 
+    def _announce_instruments(self) -> None:
+        """Feed (and record) the instrument table fetched for each venue of the session."""
+        for venue, table in sorted(self.instruments.items()):
+            raw = instruments_raw(table)
+            self.on_frame(venue, INSTRUMENTS_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
+
     def _announce_margin_tables(self) -> None:
         """Record the venue margin tables fetched at start, one frame per venue."""
         for part, resp in self.margin_tables.items():
@@ -313,6 +324,7 @@ class LiveRunner:
         """Run until ``duration_s`` passes or ``stop`` is set; then flush everything."""
         self._announce_session()
         self._announce_contract_values()
+        self._announce_instruments()
         self._announce_margin_tables()
         pump = asyncio.ensure_future(self._pump())
         flusher = asyncio.ensure_future(self._flusher())

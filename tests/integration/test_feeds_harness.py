@@ -163,6 +163,22 @@ async def rest_server(snapshots: dict[str, list[dict[str, Any]]]) -> AsyncIterat
         await runner.cleanup()
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def loopback_routes(routes: list[tuple[str, str, Handler]]) -> AsyncIterator[int]:
+    """Serve (method, path, handler) routes on 127.0.0.1; yields the port."""
+    app = web.Application()
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    runner, port = await start_loopback_app(app, access_log=None)
+    try:
+        yield port
+    finally:
+        await runner.cleanup()
+
+
 class EngineSink:
     """Collects what the runner publishes and runs batches through an inline engine."""
 

@@ -16,11 +16,11 @@ from aiohttp import web
 from monitor.config import EngineConfig
 from replay.capture import CaptureLine, iter_capture
 from streams import stress_cmd
-from streams.bench_e2e import HOST, start_loopback_app
+from streams.bench_e2e import HOST
 from streams.feeds.config import LiveConfig, MarginTablesConfig, VenueFeed
 from streams.feeds.margin_tables import fetch_margin_tables, wanted_parts
 from streams.feeds.runner import LiveRunner, Recorder
-from tests.integration.test_feeds_harness import EngineSink
+from tests.integration.test_feeds_harness import EngineSink, loopback_routes
 from tests.unit.test_venue_tables import BYBIT_COLLATERAL, HL_META, OKX_DISCOUNT
 
 
@@ -56,15 +56,12 @@ class VenueTables:
 
 @asynccontextmanager
 async def venue_tables(server: VenueTables) -> AsyncIterator[VenueTables]:
-    app = web.Application()
-    app.router.add_post("/info", server.info)
-    app.router.add_get("/v5/spot-margin-trade/collateral", server.bybit)
-    app.router.add_get("/api/v5/public/discount-rate-interest-free-quota", server.okx)
-    runner, server.port = await start_loopback_app(app, access_log=None)
-    try:
+    async with loopback_routes([
+        ("POST", "/info", server.info),
+        ("GET", "/v5/spot-margin-trade/collateral", server.bybit),
+        ("GET", "/api/v5/public/discount-rate-interest-free-quota", server.okx),
+    ]) as server.port:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def _config(server: VenueTables, venues: tuple[str, ...]) -> LiveConfig:
