@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from replay.scenario import ScenarioResult, generate
+from replay.scenario import WEEKEND, ScenarioResult, generate
 from replay.scenario.config import ScenarioKnobs, knobs_for
 
 __all__ = ["cache_key", "generate_cached", "generator_version"]
@@ -63,8 +63,11 @@ def generate_cached(
     """(the scenario, True if it came from the cache); generates into the cache on a miss.
 
     Entries of the same preset and seed under another key (older knobs or generator) are
-    removed when a new one is written.
+    removed when a new one is written. The ``stablecoin-weekend`` scenario (its own, small
+    generator) is generated every time, into the cache folder.
     """
+    if name == WEEKEND:
+        return generate(name, seed, Path(cache_dir) / f"{name}-s{seed}", knobs), False
     cfg = knobs_for(name, knobs)
     prefix = f"{name}-s{seed}-"
     target = Path(cache_dir) / (prefix + cache_key(name, seed, cfg))
