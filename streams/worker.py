@@ -40,6 +40,7 @@ from monitor.metrics import Metrics
 from streams.broker import broker_reachable, die_with_parent, embedded_broker
 from streams.delivery import attach_delivery
 from streams.health import HealthServer, Readiness
+from streams.kafka_security import KafkaConnectError
 from streams.settings import Settings, load_engine_config
 
 __all__ = ["BROKER_LOST_EXIT", "resolve_bootstrap", "run_faust_worker", "run_worker", "serve_metrics"]
@@ -87,6 +88,8 @@ class _Supervisor:
         self.stop = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
         self._delay_s = 0.5
+        self._ever_ran = False
+        self._waiting_said = False
 
     def on_signal(self, signum: int, _frame: Any) -> None:
         self.stop.set()
@@ -105,13 +108,22 @@ class _Supervisor:
         from streams.kafka_replay import ensure_topics
 
         if not asyncio.run(broker_reachable(self.bootstrap)):
+            if not self._waiting_said:
+                _say(f"no broker at {self.bootstrap} yet; waiting for it")
+                self._waiting_said = True
             return False
         try:
             asyncio.run(ensure_topics(self.bootstrap, self.settings.partitions, self.settings.replication_factor))
+        except KafkaConnectError as exc:
+            if not self._ever_ran:
+                raise  # the settings, not the broker: one line, exit 2, at start
+            _say(f"broker at {self.bootstrap} not ready yet ({exc})")
+            return False
         except Exception as exc:  # a broker that accepts connections but is not up yet
             _say(f"broker at {self.bootstrap} not ready yet ({type(exc).__name__})")
             return False
         self._delay_s = 0.5
+        self._waiting_said = False
         return True
 
     @contextlib.contextmanager
@@ -167,6 +179,7 @@ class _Supervisor:
                     self.backoff()
             if self.stop.is_set():
                 return 0
+            self._ever_ran = True
             code = self.run_child()
             if self.stop.is_set():
                 return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
