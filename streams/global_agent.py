@@ -28,7 +28,7 @@ from monitor.metrics import Metrics
 from monitor.risk import GlobalRisk
 from monitor.signals import decode_signal_record
 from streams import topics
-from streams.checkpoint import InputCursor, Verdict, same_layout
+from streams.checkpoint import InputCursor, same_layout
 from streams.commands import (
     INVALID_COMMAND,
     CommandError,
@@ -145,15 +145,7 @@ class GlobalRuntime:
     async def handle(self, stream: Any, event: Any) -> None:
         message = event.message
         state, cursor = self.get()
-        verdict = cursor.judge(message.offset, time.monotonic())
-        if verdict is Verdict.SKIP:
-            await stream.ack(event)
-            return
-        if verdict is Verdict.REWIND:
-            self.pipes.metrics.rewinds_total.labels("global").inc()
-            await self.pipes.app.consumer.seek(GLOBAL_TP, cast(int, cursor.expected))
-            return
-        if verdict is Verdict.DROP:
+        if not await self.pipes.admit("global", cursor, stream, event):
             return
         self.held.append((stream, event))
         value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")

@@ -32,7 +32,6 @@ from monitor.ingest import DeadLetter
 from monitor.metrics import Metrics
 from monitor.signals import Signal, SignalRecord
 from streams import topics
-from streams.checkpoint import Verdict
 from streams.market_stage import Cadence, MarketPartition, MarketPartitions
 from streams.pipes import Pipes, attach_stage_hooks
 
@@ -146,15 +145,7 @@ class MarketRuntime:
         message = event.message
         partition, offset = message.partition, message.offset
         part, cursor = self.parts.get(partition)
-        verdict = cursor.judge(offset, time.monotonic())
-        if verdict is Verdict.SKIP:
-            await stream.ack(event)
-            return
-        if verdict is Verdict.REWIND:
-            self.pipes.metrics.rewinds_total.labels("market").inc()
-            await self.pipes.app.consumer.seek(TP(message.topic, partition), cast(int, cursor.expected))
-            return
-        if verdict is Verdict.DROP:
+        if not await self.pipes.admit("market", cursor, stream, event):
             return
         self.parts.hold(partition, stream, event)
         self.pending.count_record()

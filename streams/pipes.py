@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faust
+from faust.types import TP
 
 from monitor.config import EngineConfig
 from monitor.ingest import DeadLetter
 from monitor.metrics import Metrics
 from monitor.signals import SignalRecord, encode_signal_record
 from monitor.snapshots import RiskSnapshot
-from streams.checkpoint import CheckpointTable
+from streams.checkpoint import CheckpointTable, InputCursor, Verdict
 from streams.settings import Settings
 
 __all__ = ["CheckpointedStage", "Pipes", "attach_stage_hooks", "checkpoint_table"]
@@ -51,6 +53,24 @@ class Pipes:
         """The global stage's risk snapshots, forwarded as they are (key: event time)."""
         for snap in snapshots:
             await self.snapshots.send(key=str(snap.ts_ms).encode(), value=snap.encode())
+
+    async def admit(self, stage: str, cursor: InputCursor, stream: Any, event: Any) -> bool:
+        """Whether a record is the next one its stage's state expects (see :class:`InputCursor`).
+
+        A record the state already reflects is acknowledged and skipped; one past the
+        expected offset seeks the consumer back (or, while that seek is under way, is dropped
+        unacknowledged).
+        """
+        message = event.message
+        verdict = cursor.judge(message.offset, time.monotonic())
+        if verdict is Verdict.PROCESS:
+            return True
+        if verdict is Verdict.SKIP:
+            await stream.ack(event)
+        elif verdict is Verdict.REWIND:
+            self.metrics.rewinds_total.labels(stage).inc()
+            await self.app.consumer.seek(TP(message.topic, message.partition), cast(int, cursor.expected))
+        return False
 
     async def durable(self) -> None:
         """Wait until everything sent so far is acknowledged by the broker."""
