@@ -34,6 +34,8 @@ from streams.broker import EmbeddedBroker, embedded_broker, free_port, start_bro
 pytestmark = [pytest.mark.faults, pytest.mark.broker, pytest.mark.slow]
 
 SPEED = 300
+#: faust's broker_rebalance_timeout on the embedded broker (streams/app.py).
+REBALANCE_TIMEOUT_S = 6.0
 #: Event time of the crash minutes after the replay's first market frame (20:00 + 55 min).
 CRASH_S = 55 * 60 / SPEED
 KNOBS = {
@@ -129,6 +131,17 @@ class Cluster:
             time.sleep(0.5)
         raise AssertionError(f"the group did not settle on {n_workers} workers (logs in {self.tmp})")
 
+    def replace(self, name: str) -> float:
+        """Start a replacement worker; seconds until the group has settled with it.
+
+        Issue #7's liveness bound: a replacement gets its partitions within 2x the rebalance
+        timeout of its start (process start-up included).
+        """
+        started = time.monotonic()
+        self.start(name)
+        self.wait_assigned(len(self.workers), timeout_s=4 * REBALANCE_TIMEOUT_S)
+        return time.monotonic() - started
+
     def stop(self) -> None:
         for proc, _ in self.workers.values():
             with contextlib.suppress(ProcessLookupError):
@@ -207,7 +220,8 @@ def test_a_worker_killed_in_the_crash_minutes_and_replaced(
         time.sleep(CRASH_S)
         cluster.kill(name)
         time.sleep(3)
-        cluster.start("w3")
+        settled_s = cluster.replace("w3")
+        assert settled_s <= 2 * REBALANCE_TIMEOUT_S, f"the replacement took {settled_s:.1f} s to get its partitions"
     assert_same_alerts(proc, tmp_path / "out", scenario, cluster)
 
 
