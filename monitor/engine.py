@@ -163,6 +163,11 @@ class Engine:
             if partition not in self._active_partitions:
                 clock.advance(batch.tick_ms)
             self._active_partitions.discard(partition)
+            # Sources that stopped resolve their alerts even when no price of the asset comes.
+            for peg in self.pegs.values():
+                peg.on_time(batch.tick_ms, result.alerts)
+                result.state_changed |= peg.dirty
+                peg.dirty = False
             result.watermark_ms = clock.watermark_ms
             return result
         self._active_partitions.add(partition)

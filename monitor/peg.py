@@ -485,6 +485,15 @@ class AssetPeg:
         if self.elevated or self.venue_local:
             self._check_venue_local(ts_ms, out)
 
+    def on_time(self, ts_ms: int, out: list[Alert]) -> None:
+        """Event time has reached ``ts_ms`` on the stream (a tick), with or without prices here.
+
+        Issue 19 §2, no alert outlives its data: when every source of the asset stops, no
+        price of it arrives to judge them by, so the stream's ticks expire them.
+        """
+        if ts_ms > self.next_stale_check_ms:
+            self._expire_stale(ts_ms, out)
+
     def _expire_stale(self, ts_ms: int, out: list[Alert]) -> None:
         """Resolve the alerts of every source whose data went stale (reason ``stale``)."""
         next_check = ts_ms + self.rules.stale_after_ms
@@ -505,7 +514,21 @@ class AssetPeg:
             if previous:
                 self.dirty = True
                 out.append(self._stale_alert(venue, vp, previous, ts_ms))
+        self._expire_stale_index(ts_ms, out)
         self.next_stale_check_ms = next_check
+
+    def _expire_stale_index(self, ts_ms: int, out: list[Alert]) -> None:
+        """With no fresh source left the index has no price: its alert is resolved as stale."""
+        tracker = self.trackers.get(INDEX_VENUE)
+        if tracker is None or tracker.inert or not self.prices or self.index_price(ts_ms) is not None:
+            return
+        last_ts_ms = max(vp.ts_ms for vp in self.prices.values())
+        last_usd = self.rules.peg_usd * (1.0 + tracker.last_dev_bps / 10_000.0)
+        previous = tracker.level
+        tracker.reset()
+        if previous:
+            self.dirty = True
+            out.append(self._stale_alert(INDEX_VENUE, VenuePrice(last_usd, 0.0, last_ts_ms), previous, ts_ms))
 
     def try_batch(self, batch: PriceColumns) -> bool:
         """Apply a whole batch of USD prices at once; exactly the per-event result.
@@ -599,13 +622,18 @@ class AssetPeg:
         Conservative (its price before the batch is compared with the batch's last time):
         a True only sends the batch down the per-event path.
         """
+        fresh = 0
         for venue, vp in self.prices.items():
             if last_ts_ms > vp.ts_ms + self.rules.stale_window_ms(venue):
                 tracker = self.trackers.get(venue)
                 # A source priced in the batch may start a timer there, then go stale.
                 if venue in in_batch or (tracker is not None and not tracker.inert):
                     return True
-        return False
+            else:
+                fresh += 1
+        # The last fresh source going stale takes the index's level with it.
+        index = self.trackers.get(INDEX_VENUE)
+        return fresh == 0 and bool(self.prices) and index is not None and not index.inert
 
     def _try_steady(self, batch: PriceColumns, dev_bps: NDArray[np.float64]) -> bool:
         """The steady case of :meth:`try_batch`: out of band, but no state flips.
@@ -880,11 +908,17 @@ class AssetPeg:
     def _stale_alert(self, venue: str, vp: VenuePrice, previous: int, ts_ms: int) -> Alert:
         """The peg alert of a source whose data stopped, resolved with reason ``stale``."""
         age_s = (ts_ms - vp.ts_ms) / 1000
-        message = (
-            f"{self.asset} on {venue}: no price for {age_s:,.0f} s (stale after "
-            f"{self.rules.stale_window_ms(venue) / 1000:,.0f} s); its {_LEVEL_NAMES[previous]} "
-            f"peg alert is resolved and {venue} leaves the index until it prices again."
-        )
+        if venue == INDEX_VENUE:
+            message = (
+                f"{self.asset} index: no fresh source for {age_s:,.0f} s (every source stale); "
+                f"its {_LEVEL_NAMES[previous]} peg alert is resolved until a source prices again."
+            )
+        else:
+            message = (
+                f"{self.asset} on {venue}: no price for {age_s:,.0f} s (stale after "
+                f"{self.rules.stale_window_ms(venue) / 1000:,.0f} s); its {_LEVEL_NAMES[previous]} "
+                f"peg alert is resolved and {venue} leaves the index until it prices again."
+            )
         evidence: dict[str, Any] = {
             "price_usd": round(vp.price_usd, 6),
             "last_price_ts_ms": vp.ts_ms,

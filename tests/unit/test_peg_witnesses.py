@@ -76,6 +76,52 @@ def test_a_source_whose_data_stops_has_its_alerts_resolved_as_stale() -> None:
     assert index is not None and index[1] == 2  # binance-spot left the index too
 
 
+def _market_wide_depeg(seconds: int) -> list[tuple[int, str, float]]:
+    """Every source at 0.95 together, one print each every 10 s: levels and index go critical."""
+    return [(T0 + s * SEC + k, v, 0.95) for s in range(0, seconds + 1, 10)
+            for k, v in enumerate(("binance-spot", "curve", "uniswap-v3"))]
+
+
+def test_when_every_source_stops_the_stream_time_resolves_their_alerts_and_the_index() -> None:
+    """No price of the asset comes at all: only the stream's ticks can expire its sources."""
+    peg = new_peg()
+    alerts = feed(peg, _market_wide_depeg(600))
+    held = {a.venue for a in kinds(alerts, "peg_deviation") if a.evidence.get("level") == "high"}
+    assert held == {"binance-spot", "curve", "uniswap-v3", "index"}
+    first_stale_ms = T0 + 900 * SEC + 1  # binance-spot's last print + the 5-minute window + 1 ms
+    out: list[Alert] = []
+    peg.on_time(first_stale_ms - 1, out)  # exactly on the window: still fresh
+    assert out == []
+    peg.on_time(first_stale_ms, out)  # binance-spot stale, two fresh sources keep the index
+    assert [a.venue for a in out] == ["binance-spot"]
+    peg.on_time(first_stale_ms + 2, out)
+    resolved = kinds(out, "peg_deviation")
+    assert {a.venue for a in resolved} == held
+    for alert in resolved:
+        assert alert.evidence["resolved"] is True and alert.evidence["reason"] == "stale"
+        assert "USDe" in alert.message
+    assert "every source stale" in kinds(out, "peg_deviation", "index")[0].message
+    assert all(t.inert for t in peg.trackers.values())
+    later: list[Alert] = []
+    peg.on_time(first_stale_ms + 3_600 * SEC, later)
+    assert later == []  # resolved once
+
+
+def test_engine_ticks_expire_the_sources_of_an_asset_that_went_silent() -> None:
+    engine = Engine(EngineConfig())
+    batch = Batch("USDe")
+    for ts, venue, px in _market_wide_depeg(600):
+        batch.add(MarketEvent(KIND_QUOTE, venue, "USDeUSD", "USDe", "USD", ts, ts, px, px, 1e5, 1e5))
+    raised = engine.process(batch).alerts
+    assert kinds(raised, "peg_deviation")
+    silent_until_ms = T0 + 600 * SEC + 300 * SEC  # binance-spot's last print + the 5-minute window
+    assert engine.process(Batch.tick(silent_until_ms)).alerts == []
+    result = engine.process(Batch.tick(silent_until_ms + 1_000))
+    assert {a.evidence.get("reason") for a in result.alerts} == {"stale"}
+    assert {a.venue for a in result.alerts} == {"binance-spot", "curve", "uniswap-v3", "index"}
+    assert result.state_changed
+
+
 def test_a_stale_witness_does_not_count() -> None:
     peg = new_peg()
     # The oracle priced once, at par, then nothing: after 5 minutes it is no witness.
