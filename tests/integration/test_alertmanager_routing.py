@@ -146,7 +146,7 @@ def test_cascade_is_grouped_inhibited_and_prometheus_pages_reach_alertmanager(tm
 
     assert any(a["kind"] == "cascade_stage" and a["severity"] == "critical" for a in alerts), "no critical cascade"
     assert suppressed_by_cascade, "no per-asset page was inhibited by the critical cascade"
-    assert {"LiqmonUSDeDepeg", "LiqmonCascadeStage"} <= prometheus_alerts, prometheus_alerts
+    assert {"LiqmonPegDepeg", "LiqmonCascadeStage"} <= prometheus_alerts, prometheus_alerts
     assert all(p.body["receiver"] == "risk-desk" for p in notifications)
     # Grouped: thousands of liqmon alerts (most of them per account) become a handful of
     # messages, one group per (alertname, kind, venue, asset), never one per account.

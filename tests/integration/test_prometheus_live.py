@@ -88,8 +88,8 @@ PARTITIONS = 8
 TEST_FOR = "2s"
 #: Rules that must have fired during the replay, with labels they must carry.
 MUST_FIRE: dict[str, dict[str, str]] = {
-    "LiqmonUSDeDepeg": {"asset": "USDe", "venue": "binance-spot", "kind": "peg_deviation"},
-    "LiqmonUSDeDepegCritical": {"asset": "USDe", "venue": "binance-spot", "kind": "peg_deviation"},
+    "LiqmonPegDepeg": {"asset": "USDe", "venue": "binance-spot", "kind": "peg_deviation"},
+    "LiqmonPegDepegCritical": {"asset": "USDe", "venue": "binance-spot", "kind": "peg_deviation"},
     "LiqmonVenueLocalDepeg": {"asset": "USDe", "venue": "binance-spot", "kind": "venue_local_depeg"},
     "LiqmonCascadeStage": {"kind": "cascade_stage"},
 }

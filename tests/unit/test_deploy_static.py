@@ -632,8 +632,10 @@ def test_alerting_rules_have_stable_labels_and_annotations() -> None:
 
 def test_required_pages_exist() -> None:
     by_name = {r["alert"]: r for r in alerting_rules()}
-    depeg = by_name["LiqmonUSDeDepeg"]
-    assert 'asset="USDe"' in depeg["expr"] and "venue" in depeg["expr"] and depeg["for"]
+    depeg = by_name["LiqmonPegDepeg"]
+    # Any configured peg asset (issue 19 §6): no asset is named in the expression.
+    assert "asset=" not in depeg["expr"] and "by (asset, venue)" in depeg["expr"] and depeg["for"]
+    assert "{{ $labels.asset }}" in depeg["annotations"]["summary"]
     assert 'venue="index"' in by_name["LiqmonVenueLocalDepeg"]["expr"]
     assert ">= 5" in by_name["LiqmonCascadeStage"]["expr"]
     assert 'status="liquidation"' in by_name["LiqmonUnifiedLiquidations"]["expr"]
@@ -687,8 +689,8 @@ def test_cascade_page_inhibits_the_per_asset_pages_it_explains() -> None:
     op, pattern = matcher_value(cascade["target_matchers"], "kind")
     assert op == "=~"
     explained = [
-        "LiqmonUSDeDepeg",
-        "LiqmonUSDeDepegCritical",
+        "LiqmonPegDepeg",
+        "LiqmonPegDepegCritical",
         "LiqmonVenueLocalDepeg",
         "LiqmonUnifiedLiquidations",
         "LiqmonLiquidityVacuum",
