@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ASSUMED_DEFAULTS",
+    "BYBIT_RISK_LIMITS_SOURCE",
     "HYPERLIQUID_TABLES_SOURCE",
+    "OKX_POSITION_TIERS_SOURCE",
     "AaveV3Params",
     "BracketTier",
     "CollateralTiers",
@@ -25,6 +27,8 @@ __all__ = [
     "MarginTable",
     "MarginTier",
     "MorphoBlueParams",
+    "PerpTier",
+    "PerpTierTable",
     "RiskParams",
     "ShockSpec",
     "SpiralParams",
@@ -164,6 +168,80 @@ _ALT: list[tuple[float, float]] = [
 ]
 
 
+class PerpTier(_Frozen):
+    """One tier of a venue's perp maintenance-margin table: positions up to ``cap`` take MM
+    rate ``mmr_ratio`` on the whole notional, less ``mm_deduction_usd``.
+
+    ``cap`` is in the table's basis: USD notional (Bybit ``riskLimitValue``) or coin quantity
+    (OKX ``maxSz`` contracts × ``ctVal``). A tier holds the positions above the previous cap
+    up to and including its own (Bybit ">1,000 - 2,000"; OKX ``minSz``/``maxSz``).
+    """
+
+    cap: float = Field(gt=0)
+    mmr_ratio: float = Field(gt=0, lt=1)
+    mm_deduction_usd: float = Field(default=0.0, ge=0)
+
+
+class PerpTierTable(_Frozen):
+    """A Bybit risk-limit or OKX position-tier table of one perp (RISK_MODEL §3).
+
+    MM = notional × MMR_tier − deduction_tier, the tier chosen by USD notional
+    (``basis="usd"``) or by coin quantity (``"qty"``). Bybit publishes the deduction
+    (``mmDeduction``), which keeps MM continuous across tier bounds; OKX applies the tier's
+    rate to the whole position without one ("Maintenance Margin = ∑(Position value × Tier
+    maintenance rate)", OKX help "Multi-currency margin mode: cross margin trading"), so
+    its MM steps up at each bound. Above the last cap the last tier applies (the venue
+    refuses larger positions).
+    """
+
+    basis: Literal["usd", "qty"]
+    tiers: tuple[PerpTier, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> PerpTierTable:
+        caps = [t.cap for t in self.tiers]
+        rates = [t.mmr_ratio for t in self.tiers]
+        if not self.tiers or caps != sorted(set(caps)):
+            raise ValueError("tier caps must increase")
+        if rates != sorted(rates):
+            raise ValueError("tier MM rates must not fall as positions grow")
+        return self
+
+
+def _tier_table(basis: Literal["usd", "qty"], *rows: tuple[float, float, float]) -> PerpTierTable:
+    return PerpTierTable(basis=basis, tiers=tuple(
+        PerpTier(cap=c, mmr_ratio=m, mm_deduction_usd=d) for c, m, d in rows))
+
+
+BYBIT_RISK_LIMITS_SOURCE = (
+    "Bybit help 'Maintenance Margin (USDT Contract)' (bybit.com/en/help-center/article/"
+    "Maintenance-Margin-USDT-Contract, 2025-09-05): BTCUSDT up to 2,000,000 USDT at 0.5%, "
+    "to 2,600,000 USDT at 0.56%; deduction by Bybit's 'Margin Parameters' formula "
+    "(bybit-tr.com/en-TR/announcement-info/margin-parameters); tiers above 2,600,000 USDT "
+    "not found (*assumed*: the last tier continues)"
+)
+OKX_POSITION_TIERS_SOURCE = (
+    "OKX GET /api/v5/public/position-tiers?instType=SWAP&instFamily=BTC-USDT, first five "
+    "of 99 tiers as recorded on 2026-08-31 (public code, stored copy), contracts × ctVal "
+    "0.01 BTC; formula from OKX help 'Tiered maintenance margin ratio rules' "
+    "(okx.com/help/v-tiered-maintenance-margin-ratio-rules); tiers above 600 BTC not found "
+    "(*assumed*: the last tier continues)"
+)
+
+
+def _bybit_risk_limits() -> dict[str, PerpTierTable]:
+    """Built-in fallback: BYBIT_RISK_LIMITS_SOURCE (USD notional caps, MMR, mmDeduction)."""
+    # deduction_2 = 2,000,000 × (0.56% − 0.5%) = 1,200 (Bybit's formula; the API's value)
+    return {"BTCUSDT": _tier_table("usd", (2_000_000, 0.005, 0.0), (2_600_000, 0.0056, 1_200.0))}
+
+
+def _okx_position_tiers() -> dict[str, PerpTierTable]:
+    """Built-in fallback: OKX_POSITION_TIERS_SOURCE (caps in BTC = maxSz × 0.01)."""
+    return {"BTC-USDT": _tier_table(
+        "qty", (10, 0.004, 0.0), (50, 0.005, 0.0), (200, 0.0075, 0.0), (400, 0.0125, 0.0),
+        (600, 0.0175, 0.0))}
+
+
 class UnifiedVenueParams(_Frozen):
     """Thresholds, haircuts and brackets of one unified/cross-margin account model (§3).
 
@@ -182,6 +260,10 @@ class UnifiedVenueParams(_Frozen):
     unlisted_collateral_rate: float = Field(default=0.10, ge=0, le=1)
     margin_loan_mmr_ratio: float = Field(default=0.05, ge=0, lt=1)
     perp_brackets: dict[str, tuple[BracketTier, ...]] = Field(default_factory=dict)
+    #: The venue's own perp tier tables (Bybit risk limits by symbol, OKX position tiers by
+    #: instrument family); a perp without one uses ``perp_brackets``/``default_perp_brackets``.
+    perp_tables: dict[str, PerpTierTable] = Field(default_factory=dict)
+    perp_tables_source: str = ""
     default_perp_brackets: tuple[BracketTier, ...] = Field(default_factory=lambda: _brackets(_ALT))
     sell_order: tuple[str, ...] = ()
     settlement_asset: str = "USDT"
@@ -196,6 +278,15 @@ class UnifiedVenueParams(_Frozen):
             if not br or floors[0] != 0 or floors != sorted(floors):
                 raise ValueError(f"brackets {name}: floors must start at 0 and increase")
         return self
+
+    def perp_table(self, symbol: str) -> PerpTierTable | None:
+        """The venue's tier table of a perp: by symbol (``BTCUSDT``), else by instrument
+        family (OKX ``BTC-USDT-SWAP`` → ``BTC-USDT``)."""
+        key = symbol.upper()
+        table = self.perp_tables.get(key)
+        if table is None and key.count("-") >= 1:
+            table = self.perp_tables.get("-".join(key.split("-")[:2]))
+        return table
 
 
 def _binance() -> UnifiedVenueParams:
@@ -249,7 +340,9 @@ def _bybit() -> UnifiedVenueParams:
         },
         unlisted_collateral_rate=0.0,  # *assumed*: unlisted coins give no margin
         margin_loan_mmr_ratio=0.05,  # *assumed*
-        perp_brackets={"BTCUSDT": _brackets(_BTCUSDT), "ETHUSDT": _brackets(_ETHUSDT)},
+        perp_brackets={"ETHUSDT": _brackets(_ETHUSDT)},  # *assumed*
+        perp_tables=_bybit_risk_limits(),
+        perp_tables_source=BYBIT_RISK_LIMITS_SOURCE,
     )
 
 
@@ -275,7 +368,8 @@ def _okx() -> UnifiedVenueParams:
         },
         unlisted_collateral_rate=0.0,  # *assumed*
         margin_loan_mmr_ratio=0.05,  # *assumed*
-        perp_brackets={"BTC-USDT-SWAP": _brackets(_BTCUSDT)},  # *assumed*
+        perp_tables=_okx_position_tiers(),
+        perp_tables_source=OKX_POSITION_TIERS_SOURCE,
     )
 
 
@@ -473,8 +567,10 @@ ASSUMED_DEFAULTS: tuple[str, ...] = (
     "unified.binance_pm.perp_brackets.ETHUSDT",
     "unified.binance_pm.default_perp_brackets",
     "unified.binance_pm.sell_order (largest USD holding first)",
-    "unified.bybit_uta (all but liquidation_ratio)",
-    "unified.okx_mc (all but liquidation_ratio)",
+    "unified.bybit_uta (all but liquidation_ratio and perp_tables)",
+    "unified.bybit_uta.perp_tables.BTCUSDT above 2,600,000 USDT (last published tier continues)",
+    "unified.okx_mc (all but liquidation_ratio and perp_tables)",
+    "unified.okx_mc.perp_tables.BTC-USDT above 600 BTC (last recorded tier continues)",
     "unified.hyperliquid.default_max_leverage (coins without a margin table)",
     "unified.hyperliquid.venue.margin_call_ratio",
     "spiral.liquidator_sell_ratio",
