@@ -46,11 +46,12 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from monitor.risk_params import (
     CollateralTiers,
     MarginTable,
     MarginTier,
-    PerpTier,
     PerpTierTable,
     RiskParams,
     check_margin_table,
@@ -199,11 +200,18 @@ def _responses(resp: Any, where: str) -> list[tuple[str, Any]]:
 
 
 def _tier_table(basis: str, rows: list[tuple[float, float, float]], where: str) -> PerpTierTable:
+    rows = sorted(rows)
+    caps = [cap for cap, _, _ in rows]
+    rates = [mmr for _, mmr, _ in rows]
+    if caps != sorted(set(caps)) or rates != sorted(rates):
+        raise VenueTableError(f"{where}: tier caps must increase and MM rates must not fall")
     try:
         return PerpTierTable.model_validate({"basis": basis, "tiers": [
-            PerpTier(cap=cap, mmr_ratio=mmr, mm_deduction_usd=ded) for cap, mmr, ded in sorted(rows)]})
-    except ValueError as exc:
-        raise VenueTableError(f"{where}: {exc}") from None
+            {"cap": cap, "mmr_ratio": mmr, "mm_deduction_usd": ded} for cap, mmr, ded in rows]})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        at = ".".join(str(x) for x in err["loc"])
+        raise VenueTableError(f"{where}: {at}: {err['msg']}") from None
 
 
 def _bybit_rows(resp: Any, where: str, out: dict[str, list[tuple[float, float, float | None]]]) -> None:
