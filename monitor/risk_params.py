@@ -358,11 +358,15 @@ def _okx() -> UnifiedVenueParams:
         target_ratio=1.5,  # *assumed*
         # Coin-quantity floors, OKX's basis for discount-rate tiers (OKX announcements
         # "OKX to adjust position tiers of margins and discount rates": tiers per "Max.
-        # Collateral" in the coin); the figures are *assumed* (the former $5M bounds).
+        # Collateral" in the coin). BTC's first two tiers are OKX's: 0–20 BTC 0.98
+        # (OKX help "Multi-currency margin mode: cross margin trading", okx.com/help/
+        # iv-multi-currency-margin-mode-cross-margin-trading, updated 2024-09-01, and the
+        # API v5 example of GET /api/v5/public/discount-rate-interest-free-quota), 20–25 BTC
+        # 0.9775 (the same API example); above 25 BTC and every other figure *assumed*.
         collateral_rates={
             "USDT": qty_tiers((0, 1.0)),
             "USDC": qty_tiers((0, 1.0)),
-            "BTC": qty_tiers((0, 0.98), (50, 0.95)),
+            "BTC": qty_tiers((0, 0.98), (20, 0.9775), (25, 0.95)),
             "ETH": qty_tiers((0, 0.98), (1_250, 0.95)),
             "USDe": qty_tiers((0, 0.9), (1_000_000, 0.6)),
         },
@@ -569,7 +573,7 @@ ASSUMED_DEFAULTS: tuple[str, ...] = (
     "unified.binance_pm.sell_order (largest USD holding first)",
     "unified.bybit_uta (all but liquidation_ratio and perp_tables)",
     "unified.bybit_uta.perp_tables.BTCUSDT above 2,600,000 USDT (last published tier continues)",
-    "unified.okx_mc (all but liquidation_ratio and perp_tables)",
+    "unified.okx_mc (all but liquidation_ratio, perp_tables and BTC collateral up to 25 BTC)",
     "unified.okx_mc.perp_tables.BTC-USDT above 600 BTC (last recorded tier continues)",
     "unified.hyperliquid.default_max_leverage (coins without a margin table)",
     "unified.hyperliquid.venue.margin_call_ratio",

@@ -150,11 +150,14 @@ def test_apply_replaces_the_built_ins_and_names_the_source() -> None:
     assert set(hl.margin_tables) == {"BTC", "XRP", "NEW"}
     assert params.unified.okx_mc.collateral_rates["BTC"].tiers[1] == (20.0, 0.9775)
     assert params.unified.okx_mc.collateral_rates["USDT"].basis == "qty"  # built-in kept
-    # OKX: 25 BTC = 20 × 0.98 + 5 × 0.9775 BTC of collateral
+    # OKX: 30 BTC = 20 × 0.98 + 10 × 0.9775 BTC of collateral under the response's tiers
+    # (the built-in table has 0.95 above 25 BTC)
     acct = Account(account_id="o", venue="okx", model="okx-mc",
-                   balances=(Balance(asset="BTC", amount=25, price_key="BTC"),))
+                   balances=(Balance(asset="BTC", amount=30, price_key="BTC"),))
     r = evaluate_account(acct, {"BTC": 100_000.0}, params)
-    assert r.adjusted_equity_usd == pytest.approx((19.6 + 4.8875) * 100_000)
+    assert r.adjusted_equity_usd == pytest.approx((19.6 + 9.775) * 100_000)
+    built_in = evaluate_account(acct, {"BTC": 100_000.0}, RiskParams())
+    assert built_in.adjusted_equity_usd == pytest.approx((19.6 + 4.8875 + 4.75) * 100_000)
     # Hyperliquid: an unlisted coin of the recorded universe uses its own table
     hl_acct = Account(account_id="h", venue="hyperliquid", model="hyperliquid",
                       balances=(Balance(asset="USDC", amount=1_000, price_key="USDC"),),
