@@ -8,6 +8,7 @@ the default is *assumed*; the dotted path of each such default is listed in
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ __all__ = [
     "UnifiedAccountParams",
     "UnifiedVenueParams",
     "check_collateral_tiers",
+    "check_continuous_deductions",
     "check_margin_table",
     "qty_tiers",
     "usd_tiers",
@@ -205,7 +207,26 @@ class PerpTierTable(_Frozen):
             raise ValueError("tier caps must increase")
         if rates != sorted(rates):
             raise ValueError("tier MM rates must not fall as positions grow")
+        if self.basis == "usd":
+            check_continuous_deductions(self.tiers)
         return self
+
+
+def check_continuous_deductions(tiers: Sequence[PerpTier]) -> None:
+    """Raise ValueError unless deduction_n = deduction_(n−1) + cap_(n−1) × (MMR_n − MMR_(n−1))
+    (Bybit "Margin Parameters"), deduction_1 = 0: MM continuous at every USD bound.
+
+    The account re-evaluation skip (:func:`monitor.risk.status_slack_usd`) needs MM to move
+    by at most units × |Δprice|; a jump at a USD bound would break that. Quantity bounds
+    do not move with the price, so whole-position tiers (OKX) are checked by basis, not here.
+    """
+    expected = 0.0
+    for prev, tier in zip((None, *tiers), tiers, strict=False):
+        if prev is not None:
+            expected += prev.cap * (tier.mmr_ratio - prev.mmr_ratio)
+        if not math.isclose(tier.mm_deduction_usd, expected, rel_tol=1e-6, abs_tol=1e-6 * tier.cap):
+            raise ValueError(f"tier up to {tier.cap:g}: mm deduction {tier.mm_deduction_usd:g} "
+                             f"leaves MM discontinuous (continuous: {expected:g})")
 
 
 def _tier_table(basis: Literal["usd", "qty"], *rows: tuple[float, float, float]) -> PerpTierTable:

@@ -36,8 +36,8 @@ Endpoints and formats:
 - OKX ``GET /api/v5/public/position-tiers?instType=SWAP&tdMode=cross&instFamily=F``
   (API v5, "Get position tiers", okx.com/docs-v5/en/#public-data-rest-api-get-position-tiers):
   ``data[] {instFamily, uly, tier, minSz, maxSz, mmr, imr, maxLever}``; for swaps
-  ``minSz``/``maxSz`` are contracts, turned into coins (linear) or USD (inverse) with the
-  family's contract value (:data:`monitor.wire.instruments.BUILTIN_CONTRACT_VALUES`).
+  ``minSz``/``maxSz`` are contracts, turned into coins with the family's contract value
+  (:data:`monitor.wire.instruments.BUILTIN_CONTRACT_VALUES`); linear families only.
 """
 
 from __future__ import annotations
@@ -210,8 +210,9 @@ def _tier_table(basis: str, rows: list[tuple[float, float, float]], where: str) 
             {"cap": cap, "mmr_ratio": mmr, "mm_deduction_usd": ded} for cap, mmr, ded in rows]})
     except ValidationError as exc:
         err = exc.errors()[0]
-        at = ".".join(str(x) for x in err["loc"])
-        raise VenueTableError(f"{where}: {at}: {err['msg']}") from None
+        at = "".join(f"{x}: " for x in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise VenueTableError(f"{where}: {at}{msg}") from None
 
 
 def _bybit_rows(resp: Any, where: str, out: dict[str, list[tuple[float, float, float | None]]]) -> None:
@@ -256,9 +257,9 @@ def okx_position_tiers(
 ) -> dict[str, PerpTierTable]:
     """Instrument family → tier table from OKX ``/api/v5/public/position-tiers`` (SWAP).
 
-    ``maxSz`` (contracts) × ctVal is the cap: coins for a linear family (ctVal in the
-    coin), USD for an inverse one (ctVal in USD); every tier has no deduction (OKX applies
-    the tier's rate to the whole position).
+    ``maxSz`` (contracts) × ctVal (in the coin) is the cap in coins; every tier has no
+    deduction (OKX applies the tier's rate to the whole position). Inverse families (ctVal
+    in USD) are refused: liqmon's perps are linear.
     """
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for where, r in _responses(resp, "okx_position_tiers"):
@@ -270,14 +271,14 @@ def okx_position_tiers(
                 raise VenueTableError(f"{at}.instFamily: expected an instrument family")
             if family not in contract_values:
                 raise VenueTableError(f"{at}.instFamily: no contract value (ctVal) for {family}")
-            ct_val, _ = contract_values[family]
+            ct_val, ct_ccy = contract_values[family]
+            if ct_ccy in ("USD", "USDT", "USDC"):
+                raise VenueTableError(f"{at}.instFamily: {family} is an inverse family (ctVal in "
+                                      f"{ct_ccy}); liqmon's perps are linear")
             rows.setdefault(family, []).append(
                 (_num(t.get("maxSz"), f"{at}.maxSz") * ct_val, _num(t.get("mmr"), f"{at}.mmr"), 0.0))
-    out: dict[str, PerpTierTable] = {}
-    for family, tiers in rows.items():
-        basis = "usd" if contract_values[family][1] in ("USD", "USDT", "USDC") else "qty"
-        out[family] = _tier_table(basis, tiers, f"okx_position_tiers: {family}")
-    return out
+    return {family: _tier_table("qty", tiers, f"okx_position_tiers: {family}")
+            for family, tiers in rows.items()}
 
 
 def _with_perp_tables(

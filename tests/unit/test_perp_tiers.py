@@ -155,3 +155,14 @@ def test_account_mm_monotone_in_position_size(
         mm_lo = evaluate_account(_perp_account(*model, sign * lo, 1e6), prices, PARAMS)
         mm_hi = evaluate_account(_perp_account(*model, sign * hi, 1e6), prices, PARAMS)
         assert mm_lo.maintenance_margin_usd <= mm_hi.maintenance_margin_usd * (1 + 1e-12) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.sampled_from(sorted(TABLES)), qty=st.floats(0, 1e5), p1=st.floats(1, 2e5),
+       p2=st.floats(1, 2e5))
+def test_mm_moves_at_most_units_times_price_move(name: str, qty: float, p1: float, p2: float) -> None:
+    """The bound the account re-evaluation skip relies on (monitor.risk.status_slack_usd):
+    a USD-basis table is continuous with rates ≤ 1; a quantity-basis one keeps its tier."""
+    table = TABLES[name]
+    moved = abs(tiered_perp_mm_usd(qty * p2, qty, table) - tiered_perp_mm_usd(qty * p1, qty, table))
+    assert moved <= qty * abs(p2 - p1) * (1 + 1e-9) + 1e-6

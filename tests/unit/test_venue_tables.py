@@ -118,9 +118,7 @@ def test_okx_position_tiers_in_coins() -> None:
     assert [t.cap for t in btc.tiers] == pytest.approx([10, 50, 200])
     assert [t.mmr_ratio for t in btc.tiers] == [0.004, 0.005, 0.0075]
     assert {t.mm_deduction_usd for t in btc.tiers} == {0.0}
-    inverse = okx_position_tiers({"data": [{"instFamily": "BTC-USD", "maxSz": "500", "mmr": "0.005"}]})
-    assert inverse["BTC-USD"].basis == "usd"
-    assert inverse["BTC-USD"].tiers[0].cap == 50_000  # 500 contracts of 100 USD
+
 
 
 @pytest.mark.parametrize(("part", "resp", "field"), [
@@ -136,6 +134,13 @@ def test_okx_position_tiers_in_coins() -> None:
      "no contract value"),
     ("okx_position_tiers", {"data": [{"instFamily": "BTC-USDT", "maxSz": "5", "mmr": "1.5"}]},
      "BTC-USDT"),
+    ("okx_position_tiers", {"data": [{"instFamily": "BTC-USD", "maxSz": "500", "mmr": "0.005"}]},
+     r"data\[0\].instFamily: BTC-USD is an inverse family"),
+    # a published deduction that would make MM jump at the 300,000 bound (510 is continuous)
+    ("bybit_risk_limit", {"result": {"list": [
+        {"symbol": "X", "riskLimitValue": "300000", "maintenanceMargin": "0.0033"},
+        {"symbol": "X", "riskLimitValue": "2000000", "maintenanceMargin": "0.005",
+         "mmDeduction": "0"}]}}, "X: .*discontinuous"),
 ])
 def test_bad_tier_responses_name_the_field(part: str, resp: Any, field: str) -> None:
     with pytest.raises(VenueTableError, match=field):
