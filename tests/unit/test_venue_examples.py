@@ -52,8 +52,9 @@ def test_binance_portfolio_margin_example() -> None:
 
 
 def test_bybit_account_mm_rate_with_risk_limit_tiers() -> None:
-    """Bybit help "Key Terms and Formulas in Unified Trading Account" (bybit.com/en/help-center/
-    article/Glossary-Unified-Trading-Account, 2025-09-05): Account MM Rate (cross margin) =
+    """Bybit help "Key Terms and Formulas in Unified Trading Account" (bybitglobal.com/en/
+    help-center/article/Glossary-Unified-Trading-Account, updated 2025-09-02): Account MM
+    Rate (cross margin) =
     Total Maintenance Margin / (Margin Balance − Haircut Loss + Order Loss); no orders here,
     so both losses are 0. The BTCUSDT perp's MM comes from the risk-limit table:
     2,500,000 USDT × 0.56% − 1,200."""
