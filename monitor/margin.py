@@ -15,6 +15,8 @@ from monitor.risk_params import (
     CollateralTiers,
     HyperliquidParams,
     MarginTable,
+    PerpTier,
+    PerpTierTable,
     RiskParams,
     TieredRate,
     UnifiedVenueParams,
@@ -39,7 +41,9 @@ __all__ = [
     "isolated_short_liquidation_price",
     "liquidate_account",
     "perp_maintenance_margin_usd",
+    "perp_tier",
     "tiered_collateral_value_usd",
+    "tiered_perp_mm_usd",
 ]
 
 AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
@@ -217,6 +221,30 @@ def perp_maintenance_margin_usd(
     return max(0.0, notional_usd * mmr - cum)
 
 
+def perp_tier(notional_usd: float, qty: float, table: PerpTierTable) -> PerpTier:
+    """The tier holding a position: the first whose cap is ≥ its USD notional (Bybit risk
+    limit, "position value of 2,000,000 USDT or below") or coin quantity (OKX position tier,
+    ``minSz``–``maxSz``); the last tier above every cap."""
+    size = notional_usd if table.basis == "usd" else abs(qty)
+    for tier in table.tiers:
+        if size <= tier.cap:
+            return tier
+    return table.tiers[-1]
+
+
+def tiered_perp_mm_usd(notional_usd: float, qty: float, table: PerpTierTable) -> float:
+    """MM = notional × MMR_tier − deduction_tier (RISK_MODEL §3).
+
+    Bybit: "Maintenance Margin = Position Value × Maintenance Margin Rate − Maintenance
+    Margin Deduction", deduction_n = cap_(n−1) × (MMR_n − MMR_(n−1)) + deduction_(n−1)
+    (bybit-tr.com/en-TR/announcement-info/margin-parameters; API ``mmDeduction``, GET
+    /v5/market/risk-limit). OKX: "Maintenance Margin = ∑(Position value × Tier maintenance
+    rate)" (okx.com/help/iv-multi-currency-margin-mode-cross-margin-trading), no deduction.
+    """
+    tier = perp_tier(notional_usd, qty, table)
+    return max(0.0, notional_usd * tier.mmr_ratio - tier.mm_deduction_usd)
+
+
 def isolated_long_liquidation_price(
     entry_price: float, leverage: float, qty: float, mmr: float, cum: float = 0.0
 ) -> float:
@@ -261,6 +289,9 @@ def _perp_mm(perp: Perp, notional: float, account: Account, params: RiskParams) 
         table = hyperliquid_margin_table(perp.symbol, params.unified.hyperliquid)
         return perp_maintenance_margin_usd(notional, table)
     venue = params.unified.venue(account.model)
+    tiers = venue.perp_table(perp.symbol)
+    if tiers is not None:
+        return tiered_perp_mm_usd(notional, perp.qty, tiers)
     brackets = venue.perp_brackets.get(perp.symbol, venue.default_perp_brackets)
     return perp_maintenance_margin_usd(notional, brackets)
 

@@ -8,6 +8,7 @@ the default is *assumed*; the dotted path of each such default is listed in
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -15,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ASSUMED_DEFAULTS",
+    "BYBIT_RISK_LIMITS_SOURCE",
     "HYPERLIQUID_TABLES_SOURCE",
+    "OKX_POSITION_TIERS_SOURCE",
     "AaveV3Params",
     "BracketTier",
     "CollateralTiers",
@@ -25,6 +28,8 @@ __all__ = [
     "MarginTable",
     "MarginTier",
     "MorphoBlueParams",
+    "PerpTier",
+    "PerpTierTable",
     "RiskParams",
     "ShockSpec",
     "SpiralParams",
@@ -32,6 +37,7 @@ __all__ = [
     "UnifiedAccountParams",
     "UnifiedVenueParams",
     "check_collateral_tiers",
+    "check_continuous_deductions",
     "check_margin_table",
     "qty_tiers",
     "usd_tiers",
@@ -164,6 +170,99 @@ _ALT: list[tuple[float, float]] = [
 ]
 
 
+class PerpTier(_Frozen):
+    """One tier of a venue's perp maintenance-margin table: positions up to ``cap`` take MM
+    rate ``mmr_ratio`` on the whole notional, less ``mm_deduction_usd``.
+
+    ``cap`` is in the table's basis: USD notional (Bybit ``riskLimitValue``) or coin quantity
+    (OKX ``maxSz`` contracts × ``ctVal``). A tier holds the positions above the previous cap
+    up to and including its own (Bybit ">1,000 - 2,000"; OKX ``minSz``/``maxSz``).
+    """
+
+    cap: float = Field(gt=0)
+    mmr_ratio: float = Field(gt=0, lt=1)
+    mm_deduction_usd: float = Field(default=0.0, ge=0)
+
+
+class PerpTierTable(_Frozen):
+    """A Bybit risk-limit or OKX position-tier table of one perp (RISK_MODEL §3).
+
+    MM = notional × MMR_tier − deduction_tier, the tier chosen by USD notional
+    (``basis="usd"``) or by coin quantity (``"qty"``). Bybit publishes the deduction
+    (``mmDeduction``), which keeps MM continuous across tier bounds; OKX applies the tier's
+    rate to the whole position without one ("Maintenance Margin = ∑(Position value × Tier
+    maintenance rate)", OKX help "Multi-currency margin mode: cross margin trading"), so
+    its MM steps up at each bound. Above the last cap the last tier applies (the venue
+    refuses larger positions).
+    """
+
+    basis: Literal["usd", "qty"]
+    tiers: tuple[PerpTier, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> PerpTierTable:
+        caps = [t.cap for t in self.tiers]
+        rates = [t.mmr_ratio for t in self.tiers]
+        if not self.tiers or caps != sorted(set(caps)):
+            raise ValueError("tier caps must increase")
+        if rates != sorted(rates):
+            raise ValueError("tier MM rates must not fall as positions grow")
+        if self.basis == "usd":
+            check_continuous_deductions(self.tiers)
+        return self
+
+
+def check_continuous_deductions(tiers: Sequence[PerpTier]) -> None:
+    """Raise ValueError unless deduction_n = deduction_(n−1) + cap_(n−1) × (MMR_n − MMR_(n−1))
+    (Bybit "Margin Parameters"), deduction_1 = 0: MM continuous at every USD bound.
+
+    The account re-evaluation skip (:func:`monitor.risk.status_slack_usd`) needs MM to move
+    by at most units × |Δprice|; a jump at a USD bound would break that. Quantity bounds
+    do not move with the price, so whole-position tiers (OKX) are checked by basis, not here.
+    """
+    expected = 0.0
+    for prev, tier in zip((None, *tiers), tiers, strict=False):
+        if prev is not None:
+            expected += prev.cap * (tier.mmr_ratio - prev.mmr_ratio)
+        if not math.isclose(tier.mm_deduction_usd, expected, rel_tol=1e-6, abs_tol=1e-6 * tier.cap):
+            raise ValueError(f"tier up to {tier.cap:g}: mm deduction {tier.mm_deduction_usd:g} "
+                             f"leaves MM discontinuous (continuous: {expected:g})")
+
+
+def _tier_table(basis: Literal["usd", "qty"], *rows: tuple[float, float, float]) -> PerpTierTable:
+    return PerpTierTable(basis=basis, tiers=tuple(
+        PerpTier(cap=c, mmr_ratio=m, mm_deduction_usd=d) for c, m, d in rows))
+
+
+BYBIT_RISK_LIMITS_SOURCE = (
+    "Bybit help 'Maintenance Margin (USDT Contract)' (bybit.com/en/help-center/article/"
+    "Maintenance-Margin-USDT-Contract, 2025-09-05): BTCUSDT up to 2,000,000 USDT at 0.5%, "
+    "to 2,600,000 USDT at 0.56%; deduction by Bybit's 'Margin Parameters' formula "
+    "(bybit-tr.com/en-TR/announcement-info/margin-parameters); tiers above 2,600,000 USDT "
+    "not found (*assumed*: the last tier continues)"
+)
+OKX_POSITION_TIERS_SOURCE = (
+    "OKX GET /api/v5/public/position-tiers?instType=SWAP&instFamily=BTC-USDT, first five "
+    "of 99 tiers as recorded on 2026-08-31 (public code, stored copy), contracts × ctVal "
+    "0.01 BTC; formula from OKX help 'Tiered maintenance margin ratio rules' "
+    "(okx.com/help/v-tiered-maintenance-margin-ratio-rules); tiers above 600 BTC not found "
+    "(*assumed*: the last tier continues)"
+)
+
+
+def _bybit_risk_limits() -> dict[str, PerpTierTable]:
+    """Built-in fallback: BYBIT_RISK_LIMITS_SOURCE (USD notional caps, MMR, mmDeduction)."""
+    # deduction_2 = 2,000,000 × (0.56% − 0.5%) = 1,200 (Bybit's formula; the API's value)
+    return {"BTCUSDT": _tier_table("usd", (2_000_000, 0.005, 0.0), (2_600_000, 0.0056, 1_200.0))}
+
+
+def _okx_position_tiers() -> dict[str, PerpTierTable]:
+    """Built-in fallback: OKX_POSITION_TIERS_SOURCE (caps in BTC = maxSz × 0.01)."""
+    return {"BTC-USDT": _tier_table(
+        "qty", (10, 0.004, 0.0), (50, 0.005, 0.0), (200, 0.0075, 0.0), (400, 0.0125, 0.0),
+        (600, 0.0175, 0.0))}
+
+
 class UnifiedVenueParams(_Frozen):
     """Thresholds, haircuts and brackets of one unified/cross-margin account model (§3).
 
@@ -182,6 +281,10 @@ class UnifiedVenueParams(_Frozen):
     unlisted_collateral_rate: float = Field(default=0.10, ge=0, le=1)
     margin_loan_mmr_ratio: float = Field(default=0.05, ge=0, lt=1)
     perp_brackets: dict[str, tuple[BracketTier, ...]] = Field(default_factory=dict)
+    #: The venue's own perp tier tables (Bybit risk limits by symbol, OKX position tiers by
+    #: instrument family); a perp without one uses ``perp_brackets``/``default_perp_brackets``.
+    perp_tables: dict[str, PerpTierTable] = Field(default_factory=dict)
+    perp_tables_source: str = ""
     default_perp_brackets: tuple[BracketTier, ...] = Field(default_factory=lambda: _brackets(_ALT))
     sell_order: tuple[str, ...] = ()
     settlement_asset: str = "USDT"
@@ -196,6 +299,15 @@ class UnifiedVenueParams(_Frozen):
             if not br or floors[0] != 0 or floors != sorted(floors):
                 raise ValueError(f"brackets {name}: floors must start at 0 and increase")
         return self
+
+    def perp_table(self, symbol: str) -> PerpTierTable | None:
+        """The venue's tier table of a perp: by symbol (``BTCUSDT``), else by instrument
+        family (OKX ``BTC-USDT-SWAP`` → ``BTC-USDT``)."""
+        key = symbol.upper()
+        table = self.perp_tables.get(key)
+        if table is None and key.count("-") >= 1:
+            table = self.perp_tables.get("-".join(key.split("-")[:2]))
+        return table
 
 
 def _binance() -> UnifiedVenueParams:
@@ -249,7 +361,9 @@ def _bybit() -> UnifiedVenueParams:
         },
         unlisted_collateral_rate=0.0,  # *assumed*: unlisted coins give no margin
         margin_loan_mmr_ratio=0.05,  # *assumed*
-        perp_brackets={"BTCUSDT": _brackets(_BTCUSDT), "ETHUSDT": _brackets(_ETHUSDT)},
+        perp_brackets={"ETHUSDT": _brackets(_ETHUSDT)},  # *assumed*
+        perp_tables=_bybit_risk_limits(),
+        perp_tables_source=BYBIT_RISK_LIMITS_SOURCE,
     )
 
 
@@ -265,17 +379,22 @@ def _okx() -> UnifiedVenueParams:
         target_ratio=1.5,  # *assumed*
         # Coin-quantity floors, OKX's basis for discount-rate tiers (OKX announcements
         # "OKX to adjust position tiers of margins and discount rates": tiers per "Max.
-        # Collateral" in the coin); the figures are *assumed* (the former $5M bounds).
+        # Collateral" in the coin). BTC's first two tiers are OKX's: 0–20 BTC 0.98
+        # (OKX help "Multi-currency margin mode: cross margin trading", okx.com/help/
+        # iv-multi-currency-margin-mode-cross-margin-trading, updated 2024-09-01, and the
+        # API v5 example of GET /api/v5/public/discount-rate-interest-free-quota), 20–25 BTC
+        # 0.9775 (the same API example); above 25 BTC and every other figure *assumed*.
         collateral_rates={
             "USDT": qty_tiers((0, 1.0)),
             "USDC": qty_tiers((0, 1.0)),
-            "BTC": qty_tiers((0, 0.98), (50, 0.95)),
+            "BTC": qty_tiers((0, 0.98), (20, 0.9775), (25, 0.95)),
             "ETH": qty_tiers((0, 0.98), (1_250, 0.95)),
             "USDe": qty_tiers((0, 0.9), (1_000_000, 0.6)),
         },
         unlisted_collateral_rate=0.0,  # *assumed*
         margin_loan_mmr_ratio=0.05,  # *assumed*
-        perp_brackets={"BTC-USDT-SWAP": _brackets(_BTCUSDT)},  # *assumed*
+        perp_tables=_okx_position_tiers(),
+        perp_tables_source=OKX_POSITION_TIERS_SOURCE,
     )
 
 
@@ -473,8 +592,10 @@ ASSUMED_DEFAULTS: tuple[str, ...] = (
     "unified.binance_pm.perp_brackets.ETHUSDT",
     "unified.binance_pm.default_perp_brackets",
     "unified.binance_pm.sell_order (largest USD holding first)",
-    "unified.bybit_uta (all but liquidation_ratio)",
-    "unified.okx_mc (all but liquidation_ratio)",
+    "unified.bybit_uta (all but liquidation_ratio and perp_tables)",
+    "unified.bybit_uta.perp_tables.BTCUSDT above 2,600,000 USDT (last published tier continues)",
+    "unified.okx_mc (all but liquidation_ratio, perp_tables and BTC collateral up to 25 BTC)",
+    "unified.okx_mc.perp_tables.BTC-USDT above 600 BTC (last recorded tier continues)",
     "unified.hyperliquid.default_max_leverage (coins without a margin table)",
     "unified.hyperliquid.venue.margin_call_ratio",
     "spiral.liquidator_sell_ratio",

@@ -264,6 +264,10 @@ def run_stress(
         "config_id": p.config_id(),
         "assumed_parameters": list(ASSUMED_DEFAULTS),
         "hyperliquid_margin_tables_source": p.unified.hyperliquid.margin_tables_source,
+        "perp_tables_sources": {
+            "bybit-uta": p.unified.bybit_uta.perp_tables_source,
+            "okx-mc": p.unified.okx_mc.perp_tables_source,
+        },
         "shocks_pct": {k: v * 100.0 for k, v in shocks.items()},
         "prices": dict(sorted(shocked.items())),
         "positions": pos_rows,

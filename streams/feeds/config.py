@@ -108,14 +108,22 @@ class MarginTablesConfig(_Frozen):
     """Venue margin tables ``liqmon live`` fetches at start and records (RISK_MODEL §3).
 
     A venue's part is fetched only when one of its feeds is enabled (Hyperliquid:
-    ``hyperliquid``; Bybit: ``bybit-linear``/``bybit-spot``; OKX: ``okx``). Endpoints: see
-    :mod:`monitor.venue_tables`.
+    ``hyperliquid``; Bybit: ``bybit-linear``/``bybit-spot``, risk limits ``bybit-linear``;
+    OKX: ``okx``). Endpoints: see :mod:`monitor.venue_tables`.
     """
 
     enabled: bool = True
     hyperliquid_url: str = "https://api.hyperliquid.xyz/info"
     bybit_url: str = "https://api.bybit.com/v5/spot-margin-trade/collateral"
     okx_url: str = "https://www.okx.com/api/v5/public/discount-rate-interest-free-quota"
+    #: Bybit risk limits: one ``?category=linear&symbol=S`` request per symbol.
+    bybit_risk_limit_url: str = "https://api.bybit.com/v5/market/risk-limit"
+    bybit_risk_limit_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    #: OKX position tiers: ``?instType=SWAP&tdMode=cross&instFamily=…``, at most five
+    #: families a request (the endpoint's limit); each family needs a contract value in
+    #: :data:`monitor.wire.instruments.BUILTIN_CONTRACT_VALUES` (tiers are in contracts).
+    okx_position_tiers_url: str = "https://www.okx.com/api/v5/public/position-tiers"
+    okx_position_tier_families: tuple[str, ...] = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
     timeout_s: float = Field(default=10.0, gt=0)
 
 

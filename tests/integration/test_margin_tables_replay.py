@@ -13,7 +13,7 @@ import pytest
 
 from replay.capture import write_capture
 from streams import cli
-from tests.unit.test_venue_tables import HL_META
+from tests.unit.test_venue_tables import HL_META, OKX_POSITION_TIERS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,3 +90,30 @@ def test_kafka_worker_applies_the_same_tables(tmp_path: Path, monkeypatch: pytes
     kafka = _replay(tmp_path, "both", True, "--metrics-port", "0")
     assert _liquidated(inline) == ["hl-1"]
     assert kafka == inline
+
+
+def test_recorded_okx_position_tiers_apply_to_the_replay(tmp_path: Path) -> None:
+    """A recording's OKX position tiers set the MM of an okx-mc perp in the replay: 300 BTC
+    is past the recorded table's last tier (up to 200 BTC at 0.75%), while the built-in
+    table puts it at 1.25% (``--margin-tables`` with an empty document keeps the built-ins)."""
+    capture = tmp_path / "okx.jsonl"
+    tiers = {"okx_position_tiers": [OKX_POSITION_TIERS]}
+    write_capture(capture, [(T0, "liqmon", "margin_tables", tiers)] + [
+        (T0 + 1 + m * 60_000, "oracle", "price", {"base": "BTC", "quote": "USD", "price": 100.0})
+        for m in range(5)])
+    accounts = tmp_path / "accounts.jsonl"
+    # 300 BTC at 100: notional 30,000; recorded tiers MM 225 (0.75%), built-in MM 375 (1.25%)
+    accounts.write_text(json.dumps({
+        "account_id": "okx-1", "venue": "okx", "model": "okx-mc",
+        "balances": [{"asset": "USDT", "amount": 300.0, "price_key": "USDT"}],
+        "perps": [{"symbol": "BTC-USDT-SWAP", "qty": 300, "entry_price": 100,
+                   "price_key": "BTC"}]}) + "\n")
+    liquidated = {}
+    for name, extra in (("recorded", []), ("built-in", ["--margin-tables", str(tmp_path / "none.json")])):
+        (tmp_path / "none.json").write_text("{}")
+        out = tmp_path / f"out-okx-{name}"
+        assert cli.main(["replay", "--capture", str(capture), "--accounts", str(accounts),
+                         "--inline", "--quiet", "--out", str(out), *extra]) == 0
+        alerts = [orjson.loads(x) for x in (out / "alerts.jsonl").read_bytes().splitlines()]
+        liquidated[name] = _liquidated(alerts)
+    assert liquidated == {"recorded": [], "built-in": ["okx-1"]}

@@ -15,8 +15,10 @@ from monitor.venue_tables import (
     VenueTableError,
     apply_margin_tables,
     bybit_collateral_tiers,
+    bybit_risk_limits,
     hyperliquid_margin_tables,
     okx_discount_tiers,
+    okx_position_tiers,
 )
 
 # Hyperliquid docs (Info endpoint › Perpetuals, "Retrieve perpetuals metadata"): BTC on
@@ -53,6 +55,35 @@ OKX_DISCOUNT: dict[str, Any] = {
                    "minAmt": "20", "tier": "2", "disCcyEq": "2000"}]}],
 }
 
+# Bybit API v5 "Get Risk Limit" (bybit-exchange.github.io/docs/v5/market/risk-limit) fields;
+# BTCUSDT's first two tiers as recorded from the API on 2026-09-17 (300,000 USDT at 0.33%
+# MMR, 150x; 2,000,000 at 0.5%, 100x), the third as Bybit's help page gives it (2,600,000 at
+# 0.56%) with its mmDeduction left blank, as the API leaves the first tier's.
+BYBIT_RISK_LIMIT: dict[str, Any] = {
+    "retCode": 0, "retMsg": "OK",
+    "result": {"category": "linear", "nextPageCursor": "", "list": [
+        {"id": 2, "symbol": "BTCUSDT", "riskLimitValue": "2000000", "maintenanceMargin": "0.005",
+         "initialMargin": "0.01", "isLowestRisk": 0, "maxLeverage": "100.00", "mmDeduction": "510"},
+        {"id": 1, "symbol": "BTCUSDT", "riskLimitValue": "300000", "maintenanceMargin": "0.0033",
+         "initialMargin": "0.0066", "isLowestRisk": 1, "maxLeverage": "150.00", "mmDeduction": ""},
+        {"id": 3, "symbol": "BTCUSDT", "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
+         "initialMargin": "0.0111", "isLowestRisk": 0, "maxLeverage": "90.00", "mmDeduction": ""}]},
+    "retExtInfo": {}, "time": 1789632000000,
+}
+# OKX API v5 "Get position tiers" (okx.com/docs-v5/en/#public-data-rest-api-get-position-tiers)
+# fields; BTC-USDT's first three tiers as recorded on 2026-08-31 (contracts of 0.01 BTC).
+OKX_POSITION_TIERS: dict[str, Any] = {
+    "code": "0", "msg": "",
+    "data": [
+        {"baseMaxLoan": "", "imr": f"{imr}", "instFamily": "BTC-USDT", "instId": "",
+         "maxLever": lev, "maxSz": mx, "minSz": mn, "mmr": f"{mmr}", "optMgnFactor": "",
+         "quoteMaxLoan": "", "tier": str(i + 1), "uly": "BTC-USDT"}
+        for i, (mn, mx, mmr, imr, lev) in enumerate([
+            ("0", "1000", 0.004, 0.01, "100"), ("1000.01", "5000", 0.005, 0.015, "66.66"),
+            ("5000.01", "20000", 0.0075, 0.02, "50")])
+    ],
+}
+
 
 def test_hyperliquid_meta_tables() -> None:
     tables = hyperliquid_margin_tables(HL_META)
@@ -71,6 +102,51 @@ def test_bybit_and_okx_quantity_tiers() -> None:
     assert okx.tiers == ((0.0, 0.98), (20.0, 0.9775))
 
 
+def test_bybit_risk_limits_sorted_with_blank_deductions_derived() -> None:
+    btc = bybit_risk_limits([BYBIT_RISK_LIMIT])["BTCUSDT"]
+    assert btc.basis == "usd"
+    assert [(t.cap, t.mmr_ratio) for t in btc.tiers] == [
+        (300_000, 0.0033), (2_000_000, 0.005), (2_600_000, 0.0056)]
+    # blank first: 0; blank third: 510 + 2,000,000 × (0.56% − 0.5%) (Bybit "Margin Parameters")
+    assert [t.mm_deduction_usd for t in btc.tiers] == pytest.approx([0, 510, 1_710])
+    assert bybit_risk_limits(BYBIT_RISK_LIMIT) == {"BTCUSDT": btc}  # one response, not a list
+
+
+def test_okx_position_tiers_in_coins() -> None:
+    btc = okx_position_tiers([OKX_POSITION_TIERS])["BTC-USDT"]
+    assert btc.basis == "qty"
+    assert [t.cap for t in btc.tiers] == pytest.approx([10, 50, 200])
+    assert [t.mmr_ratio for t in btc.tiers] == [0.004, 0.005, 0.0075]
+    assert {t.mm_deduction_usd for t in btc.tiers} == {0.0}
+
+
+
+@pytest.mark.parametrize(("part", "resp", "field"), [
+    ("bybit_risk_limit", {"retCode": 10001, "retMsg": "params error", "result": {}},
+     r"bybit_risk_limit.result.list: expected a JSON list"),
+    ("bybit_risk_limit", [BYBIT_RISK_LIMIT, {"result": {"list": [{"symbol": "X"}]}}],
+     r"bybit_risk_limit\[1\].result.list\[0\].riskLimitValue"),
+    ("bybit_risk_limit", {"result": {"list": [
+        {"symbol": "X", "riskLimitValue": "1", "maintenanceMargin": "0.02"},
+        {"symbol": "X", "riskLimitValue": "2", "maintenanceMargin": "0.01"}]}},
+     "X: .*MM rates must not fall"),
+    ("okx_position_tiers", {"data": [{"instFamily": "DOGE-USDT", "maxSz": "5", "mmr": "0.01"}]},
+     "no contract value"),
+    ("okx_position_tiers", {"data": [{"instFamily": "BTC-USDT", "maxSz": "5", "mmr": "1.5"}]},
+     "BTC-USDT"),
+    ("okx_position_tiers", {"data": [{"instFamily": "BTC-USD", "maxSz": "500", "mmr": "0.005"}]},
+     r"data\[0\].instFamily: BTC-USD is an inverse family"),
+    # a published deduction that would make MM jump at the 300,000 bound (510 is continuous)
+    ("bybit_risk_limit", {"result": {"list": [
+        {"symbol": "X", "riskLimitValue": "300000", "maintenanceMargin": "0.0033"},
+        {"symbol": "X", "riskLimitValue": "2000000", "maintenanceMargin": "0.005",
+         "mmDeduction": "0"}]}}, "X: .*discontinuous"),
+])
+def test_bad_tier_responses_name_the_field(part: str, resp: Any, field: str) -> None:
+    with pytest.raises(VenueTableError, match=field):
+        apply_margin_tables(RiskParams(), {part: resp}, "x")
+
+
 def test_apply_replaces_the_built_ins_and_names_the_source() -> None:
     doc = {"hyperliquid": HL_META, "bybit": BYBIT_COLLATERAL, "okx": OKX_DISCOUNT}
     params = apply_margin_tables(RiskParams(), doc, "recorded meta 2026-12-04")
@@ -79,11 +155,14 @@ def test_apply_replaces_the_built_ins_and_names_the_source() -> None:
     assert set(hl.margin_tables) == {"BTC", "XRP", "NEW"}
     assert params.unified.okx_mc.collateral_rates["BTC"].tiers[1] == (20.0, 0.9775)
     assert params.unified.okx_mc.collateral_rates["USDT"].basis == "qty"  # built-in kept
-    # OKX: 25 BTC = 20 × 0.98 + 5 × 0.9775 BTC of collateral
+    # OKX: 30 BTC = 20 × 0.98 + 10 × 0.9775 BTC of collateral under the response's tiers
+    # (the built-in table has 0.95 above 25 BTC)
     acct = Account(account_id="o", venue="okx", model="okx-mc",
-                   balances=(Balance(asset="BTC", amount=25, price_key="BTC"),))
+                   balances=(Balance(asset="BTC", amount=30, price_key="BTC"),))
     r = evaluate_account(acct, {"BTC": 100_000.0}, params)
-    assert r.adjusted_equity_usd == pytest.approx((19.6 + 4.8875) * 100_000)
+    assert r.adjusted_equity_usd == pytest.approx((19.6 + 9.775) * 100_000)
+    built_in = evaluate_account(acct, {"BTC": 100_000.0}, RiskParams())
+    assert built_in.adjusted_equity_usd == pytest.approx((19.6 + 4.8875 + 4.75) * 100_000)
     # Hyperliquid: an unlisted coin of the recorded universe uses its own table
     hl_acct = Account(account_id="h", venue="hyperliquid", model="hyperliquid",
                       balances=(Balance(asset="USDC", amount=1_000, price_key="USDC"),),
