@@ -299,29 +299,52 @@ def _alertname(kind: str) -> str:
     return "Liqmon" + "".join(part.capitalize() for part in kind.split("_") if part)
 
 
-def alertmanager_payload(
-    alert: Alert, extra_labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """The Alertmanager v2 postable alert for a liqmon alert (labels + annotations).
-
-    Labels are the stable identity (alertname, kind, severity, venue, asset, source);
-    everything that varies between repeats of the same condition goes to annotations.
-    """
+def _key_labels(alert: Alert, extra_labels: Mapping[str, str] | None) -> dict[str, str]:
+    """The labels of an alert's (kind, venue, asset) key: one liqmon condition."""
     kind, venue, asset = alert_key(alert)
-    labels: dict[str, str] = {
-        "alertname": _alertname(kind),
-        "kind": kind,
-        "severity": str(alert.get("severity", "")),
-        "source": "liqmon",
-    }
+    labels = {"alertname": _alertname(kind), "kind": kind, "source": "liqmon"}
     if venue is not None:
         labels["venue"] = venue
     if asset is not None:
         labels["asset"] = asset
     labels.update(extra_labels or {})
+    return labels
+
+
+def _same_key(labels: object, key_labels: Mapping[str, str]) -> bool:
+    """An Alertmanager alert's labels belong to this (kind, venue, asset) key."""
+    if not isinstance(labels, Mapping):
+        return False
+    rest = {k: v for k, v in labels.items() if k not in ("severity", "alert_id")}
+    return rest == dict(key_labels)
+
+
+def _same_state(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Two label sets of one condition at one severity (the opening alert's id aside)."""
+    return {k: v for k, v in a.items() if k != "alert_id"} == {k: v for k, v in b.items() if k != "alert_id"}
+
+
+def _matchers(labels: Mapping[str, str], absent: Iterable[str]) -> list[tuple[str, str]]:
+    """Alertmanager v2 ``filter`` matchers for exactly these labels (``x=""``: no label x)."""
+    pairs = [*labels.items(), *((name, "") for name in absent if name not in labels)]
+    return [("filter", f"{name}={json.dumps(value)}") for name, value in sorted(pairs)]
+
+
+def alertmanager_payload(
+    alert: Alert, extra_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The Alertmanager v2 postable alert for a liqmon alert (labels + annotations).
+
+    Labels: alertname, kind, severity, source, venue, asset, and ``alert_id``, the liqmon
+    alert that opened this Alertmanager alert. A later liqmon alert for the same state
+    (same labels but the id) updates the annotations only, and names itself in
+    ``latest_alert_id`` (see :meth:`AlertmanagerSink._apply`).
+    """
+    alert_id = str(alert.get("alert_id", ""))
+    labels = {**_key_labels(alert, extra_labels), "severity": str(alert.get("severity", "")), "alert_id": alert_id}
     annotations: dict[str, str] = {
         "message": str(alert.get("message", "")),
-        "alert_id": str(alert.get("alert_id", "")),
+        "latest_alert_id": alert_id,
         "config_hash": str(alert.get("config_hash", "")),
     }
     stage = _stage(alert)
@@ -349,6 +372,11 @@ class AlertmanagerSink(_HttpPoster):
     :meth:`resend_active` (run periodically after :meth:`start`). A resolved liqmon alert
     (``evidence.resolved is True``) posts the active alert with ``endsAt`` set; a change of
     severity for the same (kind, venue, asset) resolves the old alert and starts the new.
+
+    The first time a (kind, venue, asset) comes up, the sink asks Alertmanager
+    (``GET /api/v2/alerts``) for the alert a previous worker left firing for it, and goes
+    on from that one: after a restart or a rebalance the resolution still reaches the alert
+    that is firing (labels, ``alert_id`` included), and the same state is not opened twice.
     """
 
     def __init__(
@@ -376,6 +404,8 @@ class AlertmanagerSink(_HttpPoster):
         self._extra_labels = dict(extra_labels or {})
         self._generator_url = generator_url
         self._active: dict[AlertKey, _ActiveAlert] = {}
+        #: Keys whose firing alert, if any, was taken over from Alertmanager already.
+        self._looked_up: set[AlertKey] = set()
         # Postable batches of alerts whose delivery failed, by alert id: a retry re-posts
         # exactly what the first attempt would have (the active set has moved on).
         self._unsent: dict[str, list[dict[str, Any]]] = {}
@@ -421,6 +451,8 @@ class AlertmanagerSink(_HttpPoster):
             async with self._lock:
                 batch = self._unsent.pop(alert_id, None)
                 if batch is None:
+                    if not await self._take_over(alert):
+                        return PostOutcome.UNAVAILABLE
                     batch = self._apply(alert)
                 outcome = await self._post(batch)
                 if outcome is PostOutcome.UNAVAILABLE:
@@ -435,6 +467,31 @@ class AlertmanagerSink(_HttpPoster):
         """Start, update or resolve the Alertmanager alert for this key; never raises."""
         await self.deliver(alert)
 
+    async def _take_over(self, alert: Alert) -> bool:
+        """Hold the alert Alertmanager has firing for this key, once; False if unreachable."""
+        key = alert_key(alert)
+        if key in self._looked_up or key in self._active:
+            return True
+        labels = _key_labels(alert, self._extra_labels)
+        params = _matchers(labels, ("venue", "asset"))
+        params += [("active", "true"), ("silenced", "true"), ("inhibited", "true")]
+        try:
+            async with self._client().get(self.url, params=params, timeout=self._timeout) as response:
+                if response.status != 200:
+                    log.warning("GET %s: HTTP %d", self.url, response.status)
+                    return False
+                firing = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("GET %s failed: %s", self.url, exc)
+            return False
+        mine = [a for a in firing if isinstance(a, dict) and _same_key(a.get("labels"), labels)]
+        if mine:
+            newest = max(mine, key=lambda a: str(a.get("startsAt", "")))
+            starts_ms = int(datetime.fromisoformat(str(newest["startsAt"])).timestamp() * 1000)
+            self._active[key] = _ActiveAlert(dict(newest["labels"]), dict(newest.get("annotations") or {}), starts_ms)
+        self._looked_up.add(key)
+        return True
+
     def _apply(self, alert: Alert) -> list[dict[str, Any]]:
         """Update the active set for one alert; return the postable alerts to send."""
         key = alert_key(alert)
@@ -443,17 +500,17 @@ class AlertmanagerSink(_HttpPoster):
         previous = self._active.get(key)
         if is_resolved(alert):
             if previous is None:
-                # Not held here (e.g. after a restart): resolve by the alert's own labels.
-                previous = _ActiveAlert(payload["labels"], payload["annotations"], ts_ms)
-            else:
-                del self._active[key]
+                return []  # nothing firing for this key, here or in Alertmanager (_take_over)
+            del self._active[key]
             return [self._postable(previous, ts_ms)]
         batch: list[dict[str, Any]] = []
-        if previous is not None and previous.labels != payload["labels"]:
+        if previous is not None and not _same_state(previous.labels, payload["labels"]):
             batch.append(self._postable(previous, ts_ms))
             previous = None
-        starts_ms = previous.starts_ms if previous is not None else ts_ms
-        current = _ActiveAlert(payload["labels"], payload["annotations"], starts_ms)
+        if previous is None:
+            current = _ActiveAlert(payload["labels"], payload["annotations"], ts_ms)
+        else:  # the same state again: the alert that opened it stays, its annotations move on
+            current = _ActiveAlert(previous.labels, payload["annotations"], previous.starts_ms)
         self._active[key] = current
         batch.append(self._postable(current, None))
         return batch

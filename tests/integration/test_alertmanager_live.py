@@ -89,7 +89,9 @@ def liqmon_active(am: AlertmanagerProcess) -> dict[tuple[Any, ...], dict[str, An
     for alert in am.alerts():
         labels = alert["labels"]
         if labels.get("source") == "liqmon":
-            out[(labels["kind"], labels.get("venue"), labels.get("asset"))] = alert
+            key = (labels["kind"], labels.get("venue"), labels.get("asset"))
+            assert key not in out, f"two alerts active for {key}: {out[key]['labels']} and {labels}"
+            out[key] = alert
     return out
 
 
@@ -125,13 +127,17 @@ def test_worker_alerts_fire_resend_and_resolve_in_alertmanager(
         wait_until(final_state, 60, lambda: f"active {liqmon_active(am)} != {want}\n" + tail(tmp_path / "worker.log"))
         active = liqmon_active(am)
 
-        # Labels are the identity, annotations the figures; the alert id names the liqmon alert.
+        # Labels are the identity (the alert_id label: the liqmon alert that opened this
+        # state), annotations the figures of the latest liqmon alert in it.
         for (kind, venue, asset), item in active.items():
             labels, notes = item["labels"], item["annotations"]
             assert labels["kind"] == kind and labels["alertname"].startswith("Liqmon")
             assert (labels.get("venue"), labels.get("asset")) == (venue, asset)
-            source = by_id[notes["alert_id"]]
+            opener = by_id[labels["alert_id"]]
+            assert (opener["kind"], opener["severity"]) == (kind, labels["severity"])
+            source = by_id[notes["latest_alert_id"]]
             assert (source["kind"], source["severity"]) == (kind, labels["severity"])
+            assert source["ts_ms"] >= opener["ts_ms"]
             assert notes["message"] == source["message"]
             assert orjson.loads(notes["evidence"]) == source["evidence"]
             assert notes["config_hash"] == source["config_hash"]
@@ -177,7 +183,7 @@ def test_replay_started_worker_delivers_to_alertmanager(
     ids = {a["alert_id"] for a in alerts}
     delivered = [a for a in am.alerts() if a["labels"].get("source") == "liqmon"]
     assert delivered, "nothing reached Alertmanager\n" + worker_log[-2000:]
-    assert {a["annotations"]["alert_id"] for a in delivered} <= ids
+    assert {a["labels"]["alert_id"] for a in delivered} <= ids
 
 
 def test_an_alertmanager_url_that_cannot_work_fails_the_worker_in_one_line(tmp_path: Path) -> None:
@@ -217,4 +223,4 @@ def test_live_feed_alerts_reach_alertmanager(
 
         wait_until(book_gap, 120, lambda: "a book_gap alert in Alertmanager\n" + tail(tmp_path / "live.log"))
     gap = next(a for a in am.alerts() if a["labels"].get("kind") == "book_gap")
-    assert gap["labels"]["venue"] == "binance-spot" and gap["annotations"]["alert_id"]
+    assert gap["labels"]["venue"] == "binance-spot" and gap["labels"]["alert_id"]

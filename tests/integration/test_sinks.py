@@ -59,6 +59,13 @@ class Receiver:
     requests: list[tuple[dict[str, str], Any]] = field(default_factory=list)
     got_request: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    #: What a GET answers (Alertmanager's firing alerts), and the GETs' query strings.
+    firing: list[dict[str, Any]] = field(default_factory=list)
+    queries: list[list[tuple[str, str]]] = field(default_factory=list)
+
+    async def handle_get(self, request: web.Request) -> web.Response:
+        self.queries.append(list(request.query.items()))
+        return web.json_response(self.firing)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.json()))
@@ -73,6 +80,7 @@ class Receiver:
 async def serve(receiver: Receiver) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/{tail:.*}", receiver.handle)
+    app.router.add_get("/{tail:.*}", receiver.handle_get)
     runner, port = await start_loopback_app(app, shutdown_timeout=1.0)
     try:
         yield f"http://127.0.0.1:{port}"
@@ -224,8 +232,16 @@ async def test_alertmanager_fire_escalate_resend_resolve() -> None:
         "asset": "USDe",
         "source": "liqmon",
         "deployment": "test",
+        "alert_id": make_alert()["alert_id"],
     }
     assert first["annotations"]["message"] == make_alert()["message"]
+    # The first alert of a key asked Alertmanager for one already firing, by exactly its labels.
+    assert sorted(receiver.queries[0]) == sorted([
+        ("filter", 'alertname="LiqmonPegDeviation"'), ("filter", 'asset="USDe"'),
+        ("filter", 'deployment="test"'), ("filter", 'kind="peg_deviation"'), ("filter", 'source="liqmon"'),
+        ("filter", 'venue="binance-spot"'), ("active", "true"), ("silenced", "true"), ("inhibited", "true"),
+    ])
+    assert len(receiver.queries) == 1
     assert first["startsAt"] == "2025-10-10T21:00:00.000Z"
     assert "endsAt" not in first
 
@@ -243,8 +259,59 @@ async def test_alertmanager_fire_escalate_resend_resolve() -> None:
     # Resolution carries the labels of the active alert (critical), not of the resolve
     # message (info), so Alertmanager matches the same alert.
     (final,) = batches[3]
-    assert final["labels"]["severity"] == "critical"
+    assert final["labels"]["severity"] == "critical" and final["labels"]["alert_id"] == "b"
     assert final["endsAt"] == "2025-10-10T21:02:00.000Z"
+
+
+async def test_alertmanager_same_state_again_keeps_the_alert_that_opened_it() -> None:
+    receiver = Receiver()
+    async with serve(receiver) as base:
+        sink = AlertmanagerSink(base, sleep=RecordingSleep())
+        await sink.send(make_alert())
+        await sink.send(make_alert(alert_id="again", ts_ms=T0_MS + 30_000, message="still 140 bps below"))
+        await sink.close()
+    (first,), (update,) = (body for _, body in receiver.requests)
+    # One Alertmanager alert: same labels (the opening alert's id), newer annotations.
+    assert update["labels"] == first["labels"] and update["labels"]["alert_id"] == make_alert()["alert_id"]
+    assert update["annotations"]["latest_alert_id"] == "again"
+    assert update["annotations"]["message"] == "still 140 bps below"
+    assert update["startsAt"] == first["startsAt"] and "endsAt" not in update
+
+
+async def test_alertmanager_a_new_sink_takes_over_the_alert_left_firing() -> None:
+    """After a restart (or a rebalance) the new sink resolves the alert another one opened."""
+    left = {"labels": {"alertname": "LiqmonPegDeviation", "kind": "peg_deviation", "source": "liqmon",
+                       "venue": "binance-spot", "asset": "USDe", "severity": "high", "alert_id": "opened-before"},
+            "annotations": {"message": "USDe 300 bps below peg"}, "startsAt": "2025-10-10T20:58:00.000Z"}
+    other_venue = {**left, "labels": {**left["labels"], "venue": "okx", "alert_id": "x"}}
+    receiver = Receiver(firing=[other_venue, left])
+    async with serve(receiver) as base:
+        sink = AlertmanagerSink(base, sleep=RecordingSleep())
+        resolved = make_alert(alert_id="c", ts_ms=T0_MS + 120_000, severity="info", evidence={"resolved": True})
+        assert await sink.deliver(resolved) is PostOutcome.DELIVERED
+        # Nothing firing for another key: its resolution has nothing to end.
+        assert await sink.deliver(make_alert(alert_id="d", venue="bybit", evidence={"resolved": True})) \
+            is PostOutcome.DELIVERED
+        await sink.close()
+    ((final,),) = [body for _, body in receiver.requests]
+    assert final["labels"] == left["labels"]
+    assert final["startsAt"] == "2025-10-10T20:58:00.000Z" and final["endsAt"] == "2025-10-10T21:02:00.000Z"
+    assert ("filter", 'asset="USDe"') in receiver.queries[0] and len(receiver.queries) == 2
+
+
+async def test_alertmanager_take_over_ignores_strangers_and_waits_for_an_unreachable_one() -> None:
+    receiver = Receiver(firing=[{"unexpected": True}, {"labels": {"alertname": "Other", "kind": "x"}}])
+    async with serve(receiver) as base:
+        sink = AlertmanagerSink(base, sleep=RecordingSleep())
+        assert await sink.deliver(make_alert()) is PostOutcome.DELIVERED
+        await sink.close()
+    ((opened,),) = [body for _, body in receiver.requests]
+    assert opened["labels"]["alert_id"] == make_alert()["alert_id"] and "endsAt" not in opened
+    # Alertmanager unreachable: the alert waits (retry queue), nothing is held yet.
+    down = AlertmanagerSink("http://127.0.0.1:1", retry=RetryPolicy(max_attempts=1), sleep=RecordingSleep())
+    assert await down.deliver(make_alert()) is PostOutcome.UNAVAILABLE
+    assert down.active == {}
+    await down.close()
 
 
 async def test_alertmanager_background_resend_while_active() -> None:
