@@ -133,23 +133,20 @@ def _row(figure: str, target: str, tol: str, value: str, ok: bool) -> Calibratio
     return CalibrationRow(figure, target, tol, value, ok)
 
 
-def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
-    """Measure every calibrated public figure in a run (a ScenarioResult or its out_dir)."""
-    out_dir = Path(getattr(result_or_capture_dir, "out_dir", result_or_capture_dir))
-    stats = scan_capture(out_dir / "capture.jsonl.gz")
-    liqs = _load_liquidations(out_dir / "liquidations.jsonl")
+def _btc_rows(spot: dict[str, list[tuple[int, float]]]) -> list[CalibrationRow]:
+    """BTC low and its time on Binance spot."""
     rows: list[CalibrationRow] = []
-    spot = {sym: s for (venue, sym), s in stats.mids.items() if venue == "binance-spot"}
-
-    # BTC
     t_low, btc_low = _min(_window(spot.get("BTCUSDT", []), _at("21:00"), _at("21:30")))
     rows.append(_row("BTC low, Binance spot", "102,000-105,000", "range",
                      f"{btc_low:,.0f}" if btc_low else "n/a",
                      btc_low is not None and 101_000 <= btc_low <= 105_000))
     rows.append(_row("BTC low time", "21:20", "21:14-21:25", _clock(t_low),
                      t_low is not None and _at("21:14") <= t_low <= _at("21:25")))
+    return rows
 
-    # Alts
+def _alt_rows(spot: dict[str, list[tuple[int, float]]]) -> list[CalibrationRow]:
+    """Altcoin drawdowns on Binance spot."""
+    rows: list[CalibrationRow] = []
     majors = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "USDEUSDT", "WBETHUSDT", "BNSOLUSDT"}
     drawdowns = []
     for sym, series in spot.items():
@@ -168,8 +165,11 @@ def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
     rows.append(_row("Alt books falling >= 80%", ">= 20% (395/1,581 = 25%)", ">= 0.20",
                      f"{share:.0%} of {len(drawdowns)}" if share is not None else "n/a",
                      share is not None and share >= 0.20))
+    return rows
 
-    # USDe on Binance
+def _usde_rows(spot: dict[str, list[tuple[int, float]]]) -> list[CalibrationRow]:
+    """USDe on Binance spot: first break, low, recovery."""
+    rows: list[CalibrationRow] = []
     usde = spot.get("USDEUSDT", [])
     first_break = next((t for t, v in usde if v < 0.92), None)
     rows.append(_row("USDe Binance first break (< 0.92)", "21:20", "+/- 5 min",
@@ -190,23 +190,32 @@ def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
             hold = t
     rows.append(_row("USDe Binance holds >= 0.98 from", "22:32", "+/- 15 min", _clock(hold),
                      hold is not None and abs(hold - _at("22:32")) <= 900_000))
+    return rows
 
-    # On-chain pools
+def _pool_rows(stats: CaptureStats) -> list[CalibrationRow]:
+    """USDe on-chain pools stay near par."""
+    rows: list[CalibrationRow] = []
     devs = [abs(1 - v) for series in stats.pools.values() for _, v in series]
     max_dev = max(devs) if devs else None
     rows.append(_row("USDe on-chain max deviation (Curve, Uniswap)", "< 1% (Uniswap >= 0.9941)",
                      "<= 0.01", f"{max_dev:.2%}" if max_dev is not None else "n/a",
                      max_dev is not None and max_dev <= 0.01))
+    return rows
 
-    # LSTs
+def _lst_rows(spot: dict[str, list[tuple[int, float]]]) -> list[CalibrationRow]:
+    """LST/underlying ratios at the low."""
+    rows: list[CalibrationRow] = []
     for sym, base, target in (("WBETHUSDT", "ETHUSDT", 0.2012), ("BNSOLUSDT", "SOLUSDT", 0.1286)):
         r = _ratio_min(spot.get(sym, []), spot.get(base, []))
         name = sym.removesuffix("USDT")
         rows.append(_row(f"{name}/{base.removesuffix('USDT')} at the low", f"{target}",
                          "+/- 0.03", f"{r:.4f}" if r is not None else "n/a",
                          r is not None and abs(r - target) <= 0.03))
+    return rows
 
-    # Binance collateral liquidations
+def _collateral_rows(liqs: list[dict[str, Any]]) -> list[CalibrationRow]:
+    """Binance collateral liquidations by asset."""
+    rows: list[CalibrationRow] = []
     coll: dict[str, float] = defaultdict(float)
     for rec in liqs:
         if rec.get("venue") == "binance" and rec.get("kind") == "collateral":
@@ -216,16 +225,22 @@ def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
                      "$346M > $169M > $77M", "order",
                      f"${u / 1e6:.0f}M > ${w / 1e6:.0f}M > ${b / 1e6:.0f}M",
                      u > w > b > 0))
+    return rows
 
-    # BTC perp depth
+def _depth_rows(stats: CaptureStats) -> list[CalibrationRow]:
+    """BTCUSDT perp bid depth collapse."""
+    rows: list[CalibrationRow] = []
     before = [v for _, v in _window(stats.btc_perp_bids5_usd, _at("20:40"), _at("20:50"))]
     crash = [v for _, v in _window(stats.btc_perp_bids5_usd, _at("21:15"), _at("21:35"))]
     collapse = 1 - min(crash) / statistics.fmean(before) if before and crash else None
     rows.append(_row("BTCUSDT perp bids within 5%: collapse", "$550M -> $2.1M (-99.6%)",
                      ">= 90%", f"-{collapse:.1%}" if collapse is not None else "n/a",
                      collapse is not None and collapse >= 0.90))
+    return rows
 
-    # Loops
+def _loop_rows(liqs: list[dict[str, Any]]) -> list[CalibrationRow]:
+    """USDe loop liquidations on Aave and Binance."""
+    rows: list[CalibrationRow] = []
     aave_usde = sum(1 for r in liqs if r.get("venue") == "aave-v3" and r.get("kind") == "usde-loop")
     rows.append(_row("Aave USDe-loop liquidations", "0", "== 0", str(aave_usde), aave_usde == 0))
     bn_loops = sum(1 for r in liqs if r.get("venue") == "binance" and r.get("kind") == "account"
@@ -233,6 +248,23 @@ def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
     rows.append(_row("Binance USDe-loop account liquidations", "many", ">= 100", str(bn_loops),
                      bn_loops >= 100))
     return rows
+
+def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
+    """Measure every calibrated public figure in a run (a ScenarioResult or its out_dir)."""
+    out_dir = Path(getattr(result_or_capture_dir, "out_dir", result_or_capture_dir))
+    stats = scan_capture(out_dir / "capture.jsonl.gz")
+    liqs = _load_liquidations(out_dir / "liquidations.jsonl")
+    spot = {sym: s for (venue, sym), s in stats.mids.items() if venue == "binance-spot"}
+    return (
+        _btc_rows(spot)
+        + _alt_rows(spot)
+        + _usde_rows(spot)
+        + _pool_rows(stats)
+        + _lst_rows(spot)
+        + _collateral_rows(liqs)
+        + _depth_rows(stats)
+        + _loop_rows(liqs)
+    )
 
 
 def format_table(rows: list[CalibrationRow]) -> str:
