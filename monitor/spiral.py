@@ -133,6 +133,128 @@ def _liquidate_position(
     return after, repay_usd, seized
 
 
+class _SpiralRun:
+    """The state of one spiral (§7): prices, bid ladders, positions and accounts as they go."""
+
+    def __init__(
+        self,
+        positions: Sequence[Position],
+        accounts: Sequence[Account],
+        prices: Mapping[str, float],
+        books: Mapping[str, BidBook],
+        shocks: Mapping[str, float],
+        p: RiskParams,
+    ) -> None:
+        self.p = p
+        self.start = dict(prices)
+        px = apply_shocks(prices, shocks)
+        for key, book in books.items():
+            px.setdefault(key, max((lvl[0] for lvl in book), default=0.0))
+        for venue in (p.unified.binance_pm, p.unified.bybit_uta, p.unified.okx_mc, p.unified.hyperliquid.venue):
+            px.setdefault(venue.settlement_asset, 1.0)
+        self.px = px
+        # a shocked key's whole ladder moves with it: the shock is the new level of the market
+        self.levels = {
+            k: sorted(
+                ([float(a) * (1.0 + shocks.get(k, 0.0)), float(b)] for a, b in book),
+                key=lambda lv: -lv[0],
+            )
+            for k, book in books.items()
+        }
+        self.pos_state = list(positions)
+        self.acct_state = list(accounts)
+        self.by_stage = {str(STAGE_ONCHAIN): 0.0, str(STAGE_UNIFIED): 0.0}
+        self.by_venue: dict[str, float] = {}
+        self.repaid_total = 0.0
+        self.liq_pos: set[str] = set()
+        self.liq_acct: set[str] = set()
+        self.sold: dict[str, float] = {}
+        self.unfilled: dict[str, float] = {}
+        self.unrouted: dict[str, float] = {}
+        self.to_sell: dict[str, float] = {}
+
+    def _queue(self, asset: str, key: str, qty: float, usd: float) -> None:
+        book_key = route_book_key(asset, key, self.levels)
+        if book_key is None:
+            self.unrouted[key] = self.unrouted.get(key, 0.0) + usd
+            return
+        # books are quoted in units of the asset, whatever key valued the collateral
+        self.to_sell[book_key] = self.to_sell.get(book_key, 0.0) + qty
+
+    def liquidate_positions(self) -> int:
+        """Stage 5: liquidators repay and seize; the seized collateral is queued for sale."""
+        p, px, events = self.p, self.px, 0
+        for i, pos in enumerate(self.pos_state):
+            debt = math.fsum(d.amount * px[d.price_key] for d in pos.debt)
+            if debt <= _DUST_USD or health_factor(pos, px, p) >= 1.0:
+                continue
+            after, repaid, seized = _liquidate_position(pos, px, p)
+            if not seized:
+                continue
+            events += 1
+            self.pos_state[i] = after
+            self.liq_pos.add(pos.position_id)
+            self.repaid_total += repaid
+            for asset, key, qty, usd in seized:
+                self.by_stage[str(STAGE_ONCHAIN)] += usd
+                self.by_venue[pos.protocol] = self.by_venue.get(pos.protocol, 0.0) + usd
+                self._queue(asset, key, qty * p.spiral.liquidator_sell_ratio, usd * p.spiral.liquidator_sell_ratio)
+        return events
+
+    def liquidate_accounts(self) -> int:
+        """Stage 7: the venues' engines liquidate unified accounts; their sells are queued."""
+        p, px, events = self.p, self.px, 0
+        for i, acct in enumerate(self.acct_state):
+            if evaluate_account(acct, px, p).status != "liquidation":
+                continue
+            after_acct, actions, _ = liquidate_account(acct, px, p)
+            if not actions:
+                continue
+            events += 1
+            self.acct_state[i] = after_acct
+            self.liq_acct.add(acct.account_id)
+            for act in actions:
+                self.by_stage[str(STAGE_UNIFIED)] += act.usd
+                self.by_venue[acct.venue] = self.by_venue.get(acct.venue, 0.0) + act.usd
+                if act.side == "sell":
+                    qty = act.usd / px[act.price_key]
+                    asset = act.asset if act.kind == "collateral" else act.price_key
+                    self._queue(asset, act.price_key, qty, act.usd)
+        return events
+
+    def sell_queued(self) -> None:
+        """Walk each book's bids with what was queued; its key takes the best remaining bid."""
+        levels, px = self.levels, self.px
+        for key, qty in self.to_sell.items():
+            filled, rest, _ = walk_bids(levels[key], qty)
+            self.sold[key] = self.sold.get(key, 0.0) + filled
+            if rest > 0:
+                self.unfilled[key] = self.unfilled.get(key, 0.0) + rest
+            remaining = [lv[0] for lv in levels[key] if lv[1] > 0]
+            new_px = remaining[0] if remaining else levels[key][-1][0] if levels[key] else px[key]
+            px[key] = min(px[key], new_px)
+
+    def result(self, rounds: int, converged: bool) -> SpiralResult:
+        px, start = self.px, self.start
+        exhausted = sorted(k for k, lv in self.levels.items() if lv and all(x[1] <= 0 for x in lv))
+        change = {k: (px[k] / start[k] - 1.0) * 100.0 for k in sorted(start) if start[k] > 0}
+        return SpiralResult(
+            rounds=rounds,
+            converged=converged,
+            liquidated_usd_by_stage=self.by_stage,
+            liquidated_usd_by_venue=dict(sorted(self.by_venue.items())),
+            debt_repaid_usd=self.repaid_total,
+            positions_liquidated=sorted(self.liq_pos),
+            accounts_liquidated=sorted(self.liq_acct),
+            sold_qty_by_book=dict(sorted(self.sold.items())),
+            final_prices={k: px[k] for k in sorted(px)},
+            price_change_pct=change,
+            books_exhausted=exhausted,
+            unfilled_qty_by_book=dict(sorted(self.unfilled.items())),
+            unrouted_sells_usd=dict(sorted(self.unrouted.items())),
+        )
+
+
 def run_spiral(
     positions: Sequence[Position],
     accounts: Sequence[Account],
@@ -152,110 +274,15 @@ def run_spiral(
     A shocked key's bid ladder is scaled by the same move before the first round.
     """
     p = params or _default_params()
-    start = dict(prices)
-    px = apply_shocks(prices, shocks or {})
-    for key, book in books.items():
-        px.setdefault(key, max((lvl[0] for lvl in book), default=0.0))
-    for venue in (p.unified.binance_pm, p.unified.bybit_uta, p.unified.okx_mc,
-                  p.unified.hyperliquid.venue):
-        px.setdefault(venue.settlement_asset, 1.0)
-    # a shocked key's whole ladder moves with it: the shock is the new level of the market
-    moves = shocks or {}
-    levels = {
-        k: sorted(
-            ([float(a) * (1.0 + moves.get(k, 0.0)), float(b)] for a, b in book),
-            key=lambda lv: -lv[0],
-        )
-        for k, book in books.items()
-    }
-    pos_state = list(positions)
-    acct_state = list(accounts)
-    by_stage = {str(STAGE_ONCHAIN): 0.0, str(STAGE_UNIFIED): 0.0}
-    by_venue: dict[str, float] = {}
-    repaid_total = 0.0
-    liq_pos: set[str] = set()
-    liq_acct: set[str] = set()
-    sold: dict[str, float] = {}
-    unfilled: dict[str, float] = {}
-    unrouted: dict[str, float] = {}
+    run = _SpiralRun(positions, accounts, prices, books, shocks or {}, p)
     rounds = 0
-    converged = False
-    to_sell: dict[str, float] = {}
-
-    def queue(asset: str, key: str, qty: float, usd: float) -> None:
-        book_key = route_book_key(asset, key, levels)
-        if book_key is None:
-            unrouted[key] = unrouted.get(key, 0.0) + usd
-            return
-        # books are quoted in units of the asset, whatever key valued the collateral
-        to_sell[book_key] = to_sell.get(book_key, 0.0) + qty
-
     for _ in range(p.spiral.max_rounds):
-        to_sell.clear()
-        events = 0
-
-        for i, pos in enumerate(pos_state):
-            debt = math.fsum(d.amount * px[d.price_key] for d in pos.debt)
-            if debt <= _DUST_USD or health_factor(pos, px, p) >= 1.0:
-                continue
-            after, repaid, seized = _liquidate_position(pos, px, p)
-            if not seized:
-                continue
-            events += 1
-            pos_state[i] = after
-            liq_pos.add(pos.position_id)
-            repaid_total += repaid
-            for asset, key, qty, usd in seized:
-                by_stage[str(STAGE_ONCHAIN)] += usd
-                by_venue[pos.protocol] = by_venue.get(pos.protocol, 0.0) + usd
-                queue(asset, key, qty * p.spiral.liquidator_sell_ratio,
-                      usd * p.spiral.liquidator_sell_ratio)
-        for i, acct in enumerate(acct_state):
-            res = evaluate_account(acct, px, p)
-            if res.status != "liquidation":
-                continue
-            after_acct, actions, _ = liquidate_account(acct, px, p)
-            if not actions:
-                continue
-            events += 1
-            acct_state[i] = after_acct
-            liq_acct.add(acct.account_id)
-            for act in actions:
-                by_stage[str(STAGE_UNIFIED)] += act.usd
-                by_venue[acct.venue] = by_venue.get(acct.venue, 0.0) + act.usd
-                if act.side == "sell":
-                    qty = act.usd / px[act.price_key]
-                    asset = act.asset if act.kind == "collateral" else act.price_key
-                    queue(asset, act.price_key, qty, act.usd)
+        run.to_sell.clear()
+        events = run.liquidate_positions()
+        events += run.liquidate_accounts()
         if events == 0:
-            converged = True
-            break
+            return run.result(rounds, converged=True)
         rounds += 1
-        for key, qty in to_sell.items():
-            filled, rest, _ = walk_bids(levels[key], qty)
-            sold[key] = sold.get(key, 0.0) + filled
-            if rest > 0:
-                unfilled[key] = unfilled.get(key, 0.0) + rest
-            remaining = [lv[0] for lv in levels[key] if lv[1] > 0]
-            new_px = remaining[0] if remaining else levels[key][-1][0] if levels[key] else px[key]
-            px[key] = min(px[key], new_px)
-    exhausted = sorted(k for k, lv in levels.items() if lv and all(x[1] <= 0 for x in lv))
-    change = {
-        k: (px[k] / start[k] - 1.0) * 100.0 for k in sorted(start) if start[k] > 0
-    }
-    return SpiralResult(
-        rounds=rounds,
-        converged=converged,
-        liquidated_usd_by_stage=by_stage,
-        liquidated_usd_by_venue=dict(sorted(by_venue.items())),
-        debt_repaid_usd=repaid_total,
-        positions_liquidated=sorted(liq_pos),
-        accounts_liquidated=sorted(liq_acct),
-        sold_qty_by_book=dict(sorted(sold.items())),
-        final_prices={k: px[k] for k in sorted(px)},
-        price_change_pct=change,
-        books_exhausted=exhausted,
-        unfilled_qty_by_book=dict(sorted(unfilled.items())),
-        unrouted_sells_usd=dict(sorted(unrouted.items())),
-    )
+        run.sell_queued()
+    return run.result(rounds, converged=False)
 
