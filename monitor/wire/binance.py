@@ -22,6 +22,7 @@ from monitor.orderbook import (
     BookFrame,
 )
 from monitor.wire._common import (
+    MAX_WIRE_NUMBER,
     WireError,
     field,
     non_negative,
@@ -238,12 +239,47 @@ def text_field(obj: Mapping[str, Any], name: str) -> str:
     return value
 
 
+#: Wire types a level's price and size may take (``bool`` is not one: ``type(True) is bool``).
+_NUMERIC_TYPES = frozenset((str, float, int))
+
+
+def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
+    """The common case: ``[[price, qty, ...], ...]`` all valid; None sends it to :func:`levels`.
+
+    Same acceptance as the checked path (finite, 0 < price, 0 <= qty, both within
+    ``MAX_WIRE_NUMBER``; NaN fails every comparison), without its per-value calls: any level
+    it does not accept is judged again, with the exact error, by the checked path.
+    """
+    out: list[tuple[float, float]] = []
+    numeric = _NUMERIC_TYPES
+    try:
+        for level in value:
+            if type(level) is not list or len(level) < 2:
+                return None
+            price_raw, qty_raw = level[0], level[1]
+            if type(price_raw) not in numeric or type(qty_raw) not in numeric:
+                return None
+            price, qty = float(price_raw), float(qty_raw)
+            if not (0.0 < price <= MAX_WIRE_NUMBER and 0.0 <= qty <= MAX_WIRE_NUMBER):
+                return None
+            out.append((price, qty))
+    except (ValueError, OverflowError):
+        return None
+    return tuple(out)
+
+
 def levels(value: Any, name: str, max_levels: int = 10_000) -> tuple[tuple[float, float], ...]:
     """Book levels ``[[price, qty, ...], ...]`` or ``[{px, sz, n}, ...]`` as (price, qty)."""
     if not isinstance(value, list):
         raise WireError("wrong_type", f"field '{name}' must be a list of levels")
     if len(value) > max_levels:
         raise WireError("too_many_levels", f"field '{name}' has {len(value)} levels")
+    plain = _plain_levels(value)
+    return plain if plain is not None else checked_levels(value, name)
+
+
+def checked_levels(value: list[Any], name: str) -> tuple[tuple[float, float], ...]:
+    """Every level checked value by value, with the exact error (the reference of :func:`levels`)."""
     out: list[tuple[float, float]] = []
     for level in value:
         if isinstance(level, dict):

@@ -1,0 +1,56 @@
+"""Book levels: the plain fast path accepts exactly what the checked path accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.wire._common import WireError
+from monitor.wire.binance import checked_levels, levels
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.sampled_from([0.0, -0.0, 1e18, 1.0000001e18, 5e-324]),
+)
+VALUES = st.one_of(
+    NUMBERS,
+    NUMBERS.map(repr),
+    st.sampled_from(["", " 1.5", "1_000", "nan", "-inf", "0x10", "1e400", "abc", "01.50"]),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
+LEVEL = st.one_of(
+    st.lists(VALUES, min_size=0, max_size=4),
+    st.fixed_dictionaries({"px": VALUES, "sz": VALUES, "n": st.integers(0, 5)}),
+    VALUES,
+)
+
+
+def outcome(fn: Any, value: list[Any]) -> tuple[str, Any]:
+    try:
+        return "ok", fn(value, "b")
+    except WireError as err:
+        return "error", (err.reason, str(err))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(LEVEL, max_size=6))
+def test_levels_equal_the_checked_path(value: list[Any]) -> None:
+    got = outcome(levels, value)
+    assert got == outcome(checked_levels, value)
+    if got[0] == "ok":
+        for price, qty in got[1]:
+            assert price > 0.0 and qty >= 0.0 and price <= 1e18 and qty <= 1e18
+
+
+def test_the_venues_plain_levels_and_each_rejection_reason() -> None:
+    assert levels([["100.5", "2"], ["100.4", "0"]], "b") == ((100.5, 2.0), (100.4, 0.0))
+    assert levels([{"px": "1.0", "sz": "3", "n": 1}], "levels[0]") == ((1.0, 3.0),)
+    for bad, reason in (([["0", "1"]], "non_positive_price"), ([["1", "-1"]], "negative_quantity"),
+                        ([["nan", "1"]], "non_finite"), ([["1e19", "1"]], "out_of_range"),
+                        ([[True, "1"]], "wrong_type"), ([["1"]], "wrong_type")):
+        assert outcome(levels, bad)[1][0] == reason, bad
