@@ -18,14 +18,11 @@ from numpy.typing import NDArray
 import monitor.wire.bookdepth  # noqa: F401  (registers the bookDepth parser with ingest)
 from monitor.alerts import Alert
 from monitor.batch import Batch
+from monitor.batch_scan import BatchScan, RowScanner
 from monitor.config import EngineConfig
 from monitor.events import (
-    KIND_BOOK,
-    KIND_BOOK_INVALID,
-    KIND_LIQUIDATION,
     KIND_PRICE,
     KIND_QUOTE,
-    KIND_TRADE,
     ROW_LENGTHS,
 )
 from monitor.liquidity import BookState, LiquidityMonitor
@@ -101,6 +98,9 @@ class Engine:
         self.sent_peg_levels: dict[tuple[str, str], int] = {}
         #: Sources (venue, symbol, quote) with quotes/books/prices: their trades set no mid.
         self._quoted: set[tuple[str, str, str]] = set()
+        self._rows = RowScanner(
+            self.quote_history, self.liquidity, self._rate_venues, self._quoted, self._withdraw_band
+        )
 
     # -- state -----------------------------------------------------------------------
     def has_asset(self, asset: str) -> bool:
@@ -198,174 +198,53 @@ class Engine:
         self, batch: Batch, counts: list[int], result: BatchResult, clock: PartitionClock
     ) -> None:
         asset = batch.asset
-        sources = batch.sources
         peg = self._peg(asset) if asset in self.peg_assets else None
-        on_price = peg.on_price if peg is not None else None
-        quote_usd = [self.quote_usd.get(s[2]) for s in sources]
-        #: per source: events before this time convert with their quote's price as of then
-        quote_newest_ms = [self.quote_history.newest_ts_ms(s[2]) for s in sources]
-        out = result.alerts
-        liq = self.liquidity
-        books: list[BookState | None] = [None] * len(sources)
-        priced = [False] * len(sources)
-        #: per source index: (ts, price_usd, depth_usd) of its latest price in the batch
-        last_px: dict[int, tuple[int, float, float]] = {}
-        #: per source index: [ts_low, low, ts_high, high] of its prices in the batch, so a wick
-        #: inside one batch still reaches the accounts and loops priced on it.
-        extremes: dict[int, list[float]] = {}
-        #: rate:BASE/QUOTE key → (ts, rate) of the conversion-rate feeds in the batch
-        rates: dict[str, tuple[int, float]] = {}
-        transitions: list[tuple[BookState, int, int]] = []
+        quote_usd = [self.quote_usd.get(s[2]) for s in batch.sources]
+        scan = BatchScan.of(batch.sources)
         flow_asset = asset in self._flow_assets
-        max_ts = 0
-        liq_long = liq_short = net_sell = 0.0
-        quoted = self._quoted
-
-        def note_price(i: int, t: int, px: float, depth: float) -> None:
-            """A USD price of source ``i``: to the peg monitor, and as last / low / high."""
-            if on_price is not None:
-                on_price(sources[i][0], t, px, depth, out)
-            last_px[i] = (t, px, depth)
-            priced[i] = True
-            ext = extremes.get(i)
-            if ext is None:
-                extremes[i] = [t, px, t, px]
-            elif px < ext[1]:
-                ext[0], ext[1] = t, px
-            elif px > ext[3]:
-                ext[2], ext[3] = t, px
-
         fast = self._vector_prices(batch, quote_usd, peg)
         if fast is not None:
             # Vectorised path (only quotes/prices, no peg level change): same state as the row loop.
-            src, ts_arr, px_arr, depth_arr = fast
-            n_rows = len(src)
-            for i, n_i in enumerate(np.bincount(src, minlength=len(sources)).tolist()):
-                if not n_i:
-                    continue
-                counts[i] += n_i
-                # Rows of source i (all of them, the common one-source batch, without a scan).
-                rows_i = np.arange(n_rows) if n_i == n_rows else np.flatnonzero(src == i)
-                px_i = px_arr[rows_i]
-                last, lo, hi = int(rows_i[-1]), int(rows_i[np.argmin(px_i)]), int(rows_i[np.argmax(px_i)])
-                last_px[i] = (int(ts_arr[last]), float(px_arr[last]), float(depth_arr[last]))
-                priced[i] = True
-                # argmin/argmax take the first extreme, as the row loop's strict comparisons do.
-                extremes[i] = [int(ts_arr[lo]), float(px_arr[lo]), int(ts_arr[hi]), float(px_arr[hi])]
-            max_ts = int(ts_arr.max()) if n_rows else 0
+            scan.take_vector(fast, counts)
         else:
-            for row in batch.rows:
-                kind, idx, ts = row[0], row[1], row[2]
-                i = int(idx)
-                counts[i] += 1
-                if kind == KIND_PRICE and sources[i][0] in self._rate_venues:
-                    # A conversion rate, not a market: forwarded raw as rate:BASE/QUOTE.
-                    t = int(ts)
-                    max_ts = max(max_ts, t)
-                    rates[f"rate:{asset.upper()}/{sources[i][2].upper()}"] = (t, row[4])
-                    continue
-                q = quote_usd[i]
-                if q is None:
-                    result.unpriced += 1
-                    continue
-                t = int(ts)
-                max_ts = max(max_ts, t)
-                if t < quote_newest_ms[i]:
-                    q = self.quote_history.as_of(sources[i][2], t)
-                if kind == KIND_QUOTE:
-                    f1, f2 = row[4], row[5]
-                    px = (f1 + f2) * 0.5 * q
-                    depth = (f1 * row[6] + f2 * row[7]) * q
-                    note_price(i, t, px, depth)
-                elif kind == KIND_PRICE:
-                    px = row[4] * q
-                    depth = row[5] * q
-                    note_price(i, t, px, depth)
-                elif kind == KIND_BOOK:
-                    st = books[i]
-                    if st is None:
-                        st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
-                    code = liq.on_book(st, t, row, q, out)
-                    if code:
-                        transitions.append((st, code, t))
-                    px = row[6] * q
-                    depth = st.bid_usd[self._withdraw_band] + st.ask_usd[self._withdraw_band]
-                    note_price(i, t, px, depth)
-                    result.books_touched.add((st.venue, st.symbol))
-                elif kind == KIND_TRADE:
-                    notional = row[4] * row[5] * q
-                    tb = books[i]
-                    if tb is None:
-                        tb = books[i] = liq.books.get((sources[i][0], sources[i][1]))
-                    if tb is not None:
-                        liq.on_trade(tb, t, notional, row[6])
-                    if flow_asset:
-                        net_sell -= row[6] * notional
-                    if not priced[i] and sources[i] not in quoted:
-                        last_px[i] = (t, row[4] * q, 0.0)
-                elif kind == KIND_LIQUIDATION:
-                    usd = (row[7] if row[7] > 0 else row[4] * row[5]) * q
-                    if row[6] > 0:
-                        liq_long += usd
-                    else:
-                        liq_short += usd
-                elif kind == KIND_BOOK_INVALID:
-                    st = books[i]
-                    if st is None:
-                        st = books[i] = liq.book(sources[i][0], sources[i][1], asset)
-                    was_valid = st.valid
-                    liq.on_invalid(st, t)
-                    last_px.pop(i, None)
-                    if was_valid:
-                        transitions.append((st, 4, t))
+            on_price = peg.on_price if peg is not None else None
+            result.unpriced += self._rows.scan(batch, scan, quote_usd, on_price, flow_asset, counts, result.alerts)
+            result.books_touched.update(scan.books_touched)
         if peg is not None:
             result.state_changed = peg.dirty
             peg.dirty = False
-        for i, was_priced in enumerate(priced):
+        for i, was_priced in enumerate(scan.priced):
             if was_priced:
-                quoted.add(sources[i])
-        self._emit_signals(
-            asset, sources, peg, last_px, extremes, rates, transitions, books, max_ts,
-            liq_long, liq_short, net_sell if flow_asset else 0.0, result, clock,
-        )
-        if max_ts:
-            clock.advance(max_ts)
+                self._quoted.add(batch.sources[i])
+        if not flow_asset:
+            scan.net_sell_usd = 0.0
+        self._emit_price_signals(asset, peg, scan, result, clock)
+        self._emit_state_signals(asset, peg, scan, result, clock)
+        if scan.max_ts:
+            clock.advance(scan.max_ts)
 
-    def _emit_signals(
-        self,
-        asset: str,
-        sources: list[tuple[str, str, str]],
-        peg: AssetPeg | None,
-        last_px: dict[int, tuple[int, float, float]],
-        extremes: dict[int, list[float]],
-        rates: dict[str, tuple[int, float]],
-        transitions: list[tuple[BookState, int, int]],
-        books: list[BookState | None],
-        max_ts: int,
-        liq_long: float,
-        liq_short: float,
-        net_sell: float,
-        result: BatchResult,
-        clock: PartitionClock,
+    def _emit_price_signals(
+        self, asset: str, peg: AssetPeg | None, scan: BatchScan, result: BatchResult, clock: PartitionClock
     ) -> None:
+        """Rates, each source's price (with the batch's low and high) and the asset index, on a move."""
         sig = result.signals
         sent = self.sent_prices
         move = self._move_ratio
-        for key in sorted(rates):
-            t, rate = rates[key]
+        for key in sorted(scan.rates):
+            t, rate = scan.rates[key]
             last = sent.get(key)
             if rate > 0 and (last is None or abs(rate / last - 1.0) >= move):
                 sent[key] = rate
                 sig.append(clock.stamp(t, asset, "price", {"key": key, "price": rate}))
-        for i in sorted(last_px):
-            t, px, depth = last_px[i]
-            venue = sources[i][0]
+        for i in sorted(scan.last_px):
+            t, px, depth = scan.last_px[i]
+            venue = scan.sources[i][0]
             if px <= 0:
                 continue
             self.mids_usd[(asset, venue)] = (px, depth, t)
             key = f"{asset}@{venue_key(venue, self._venue_keys)}"
             points: list[tuple[int, float]] = []
-            ext = extremes.get(i)
+            ext = scan.extremes.get(i)
             if ext is not None:
                 # The batch's low and high, in time order, before its last price.
                 for pt in sorted({(int(ext[0]), ext[1]), (int(ext[2]), ext[3])}):
@@ -377,13 +256,20 @@ class Engine:
                 if last is None or abs(pt_px / last - 1.0) >= move:
                     sent[key] = pt_px
                     sig.append(clock.stamp(pt_ts, asset, "price", {"key": key, "price": pt_px}))
-        if last_px:
-            index = self._index_price(asset, peg, max_ts)
+        if scan.last_px:
+            index = self._index_price(asset, peg, scan.max_ts)
             if index is not None:
                 last = sent.get(asset)
                 if last is None or abs(index / last - 1.0) >= move:
                     sent[asset] = index
-                    sig.append(clock.stamp(max_ts, asset, "price", {"key": asset, "price": index}))
+                    sig.append(clock.stamp(scan.max_ts, asset, "price", {"key": asset, "price": index}))
+
+    def _emit_state_signals(
+        self, asset: str, peg: AssetPeg | None, scan: BatchScan, result: BatchResult, clock: PartitionClock
+    ) -> None:
+        """Peg levels that changed, book transitions, depth snapshots, liquidations and flow."""
+        sig = result.signals
+        max_ts = scan.max_ts
         if peg is not None and result.state_changed:
             for venue in sorted(peg.trackers):
                 tracker = peg.trackers[venue]
@@ -394,7 +280,7 @@ class Engine:
                         "venue": venue, "level": tracker.level,
                         "dev_bps": round(tracker.last_dev_bps, 2),
                     }))
-        for st, code, t in transitions:
+        for st, code, t in scan.transitions:
             state = ("", "warm", "withdrawn", "restored", "invalid")[code]
             result.state_changed = True
             base = st.baseline_usd or 0.0
@@ -403,11 +289,20 @@ class Engine:
                 "venue": st.venue, "symbol": st.symbol, "state": state,
                 "depth_usd": round(depth, 2), "baseline_usd": round(base, 2),
             }))
+        self._emit_depth_signals(asset, scan, sig, clock)
+        if scan.liq_long_usd or scan.liq_short_usd:
+            sig.append(clock.stamp(max_ts, asset, "liq", {
+                "long_usd": round(scan.liq_long_usd, 2), "short_usd": round(scan.liq_short_usd, 2),
+            }))
+        if scan.net_sell_usd:
+            sig.append(clock.stamp(max_ts, asset, "flow", {"net_sell_usd": round(scan.net_sell_usd, 2)}))
+
+    def _emit_depth_signals(self, asset: str, scan: BatchScan, sig: list[Signal], clock: PartitionClock) -> None:
+        """Each valid book's depth bands, at most once per ``depth_signal_interval_ms``."""
         interval = self._depth_interval_ms
-        for bk in books:
-            if bk is None or not bk.valid or not bk.bid_usd:
+        for st in scan.books:
+            if st is None or not st.valid or not st.bid_usd:
                 continue
-            st = bk
             last_sent = st.last_depth_signal_ms
             if last_sent is not None and st.last_ts_ms - last_sent < interval:
                 continue
@@ -417,12 +312,6 @@ class Engine:
                 "venue": st.venue, "symbol": st.symbol, "key": key, "mid": st.mid_usd,
                 "bid_usd": [round(x, 2) for x in st.bid_usd],
             }))
-        if liq_long or liq_short:
-            sig.append(clock.stamp(max_ts, asset, "liq", {
-                "long_usd": round(liq_long, 2), "short_usd": round(liq_short, 2),
-            }))
-        if net_sell:
-            sig.append(clock.stamp(max_ts, asset, "flow", {"net_sell_usd": round(net_sell, 2)}))
 
     def _vector_prices(
         self, batch: Batch, quote_usd: list[float | None], peg: AssetPeg | None
