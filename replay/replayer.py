@@ -13,7 +13,7 @@ import asyncio
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,64 @@ async def _paced(
         yield ts, item
 
 
+class _InlineStages:
+    """Stage 1 over ``partitions`` engines and stage 2 behind them, wired as the workers are."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        partitions: int,
+        on_alert: Callable[[Alert], None] | None,
+        on_snapshot: Callable[[RiskSnapshot], None] | None,
+    ) -> None:
+        # One engine per market partition, as in the workers: a partition's state is its own
+        # (a worker checkpoints and recovers it alone).
+        self.engines = [Engine(config) for _ in range(partitions)]
+        self.risk = GlobalRisk(config, partitions)
+        self.partitions = partitions
+        self.sent_watermark: dict[int, int] = {}
+        self.alerts: list[Alert] = []
+        self.snapshots: list[RiskSnapshot] = []
+        self._on_alert = on_alert
+        self._on_snapshot = on_snapshot
+
+    def load(self, positions: list[dict[str, Any]] | None, accounts: list[dict[str, Any]] | None) -> None:
+        for raw in positions or ():
+            self.risk.upsert_position(raw)
+        for raw in accounts or ():
+            self.risk.upsert_account(raw)
+
+    def emit(self, alerts: Iterable[Alert]) -> None:
+        for alert in alerts:
+            self.alerts.append(alert)
+            if self._on_alert is not None:
+                self._on_alert(alert)
+
+    def take_snapshots(self) -> None:
+        for snap in self.risk.take_snapshots():
+            self.snapshots.append(snap)
+            if self._on_snapshot is not None:
+                self._on_snapshot(snap)
+
+    def process(self, batch: Batch, broadcast: bool) -> None:
+        """Exactly what the workers do: a broadcast record reaches every partition; a
+        partition forwards its signals, or its watermark when that moved."""
+        parts = range(self.partitions) if broadcast else (partition_for(batch.asset, self.partitions),)
+        produced: list[Alert] = []
+        for part in parts:
+            result = self.engines[part].process(batch, part)
+            produced.extend(result.alerts)
+            if result.signals or result.watermark_ms > self.sent_watermark.get(part, -1):
+                self.sent_watermark[part] = result.watermark_ms
+                produced.extend(self.risk.push(SignalRecord(part, result.watermark_ms, result.signals)))
+        self.emit(produced)
+        self.take_snapshots()
+
+    def finish(self) -> None:
+        self.emit(self.risk.flush())
+        self.take_snapshots()
+
+
 async def replay_inline(
     path: Path,
     config: EngineConfig,
@@ -198,26 +256,10 @@ async def replay_inline(
     signal clocks as the workers), stage 2 consumes its signals through the same reorder
     buffer, so the alerts equal the Kafka path's byte for byte.
     """
-    # One engine per market partition, as in the workers: a partition's state is its own
-    # (a worker checkpoints and recovers it alone).
-    engines = [Engine(config) for _ in range(partitions)]
-    risk = GlobalRisk(config, partitions)
-    for raw in positions or ():
-        risk.upsert_position(raw)
-    for raw in accounts or ():
-        risk.upsert_account(raw)
+    stages = _InlineStages(config, partitions, on_alert, on_snapshot)
+    stages.load(positions, accounts)
     ingest = Ingest(config)
     stats = ReplayStats()
-    alerts: list[Alert] = []
-    snapshots: list[RiskSnapshot] = []
-
-    def take_snapshots() -> None:
-        for snap in risk.take_snapshots():
-            snapshots.append(snap)
-            if on_snapshot is not None:
-                on_snapshot(snap)
-
-    sent_watermark: dict[int, int] = {}
     started = time.monotonic()
     next_progress = started
     try:
@@ -225,41 +267,18 @@ async def replay_inline(
             if isinstance(item, DeadLetter):
                 continue
             if isinstance(item, Alert):
-                alerts.append(item)
-                if on_alert is not None:
-                    on_alert(item)
+                stages.emit((item,))
                 continue
             stats.batches += 1
             if on_batch is not None:
                 on_batch(item.batch)
-            batch = item.batch
-            # Exactly what the workers do: a broadcast record reaches every partition; a
-            # partition forwards its signals, or its watermark when that moved.
-            parts = range(partitions) if item.broadcast else (partition_for(batch.asset, partitions),)
-            produced: list[Alert] = []
-            for part in parts:
-                result = engines[part].process(batch, part)
-                produced.extend(result.alerts)
-                if result.signals or result.watermark_ms > sent_watermark.get(part, -1):
-                    sent_watermark[part] = result.watermark_ms
-                    produced.extend(
-                        risk.push(SignalRecord(part, result.watermark_ms, result.signals))
-                    )
-            for alert in produced:
-                alerts.append(alert)
-                if on_alert is not None:
-                    on_alert(alert)
-            take_snapshots()
+            stages.process(item.batch, item.broadcast)
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + 0.25
-                progress(ts, ingest.stats.frames, len(alerts))
+                progress(ts, ingest.stats.frames, len(stages.alerts))
     except (KeyboardInterrupt, asyncio.CancelledError):
         stats.interrupted = True
-    for alert in risk.flush():
-        alerts.append(alert)
-        if on_alert is not None:
-            on_alert(alert)
-    take_snapshots()
+    stages.finish()
     stats.absorb(ingest)
     stats.wall_s = time.monotonic() - started
-    return InlineResult(alerts=alerts, stats=stats, snapshots=snapshots)
+    return InlineResult(alerts=stages.alerts, stats=stats, snapshots=stages.snapshots)
