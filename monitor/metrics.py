@@ -101,6 +101,15 @@ class Metrics:
             ["venue"], registry=r)
         self.feed_reconnects_total = Counter(
             "liqmon_feed_reconnects", "Websocket reconnections, by venue", ["venue"], registry=r)
+        self.feed_lag_seconds = Gauge(
+            "liqmon_feed_lag_seconds",
+            "How far the feed reader is behind the venue (event-time lag or socket backlog, the larger), "
+            "seconds", ["venue"], registry=r)
+        self.feed_shed_frames_total = Counter(
+            "liqmon_feed_shed_frames",
+            "Frames coalesced away while the reader was behind (an older quote or book snapshot "
+            "of the same channel superseded by a newer one), by venue and channel",
+            ["venue", "channel"], registry=r)
         # Liquidity (RISK_MODEL §4): configured symbols only (closed label set)
         self.book_depth_usd = Gauge(
             "liqmon_book_depth_usd", "Cumulative book depth within band_bps of mid, USD",

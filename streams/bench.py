@@ -508,7 +508,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
             e2e_rate = float(getattr(args, "e2e_rate", 20_000.0))
             print(f"bench: e2e websocket → live → worker at {e2e_rate:,.0f} frames/s ...", file=sys.stderr, flush=True)
-            results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work)
+            results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work,
+                                       shed=not getattr(args, "e2e_no_shed", False))
         if "generation" in sections and "scenario" not in sections:
             print("bench: synthetic six hours: generate, then gunzip and parse ...", file=sys.stderr, flush=True)
             results["generation"] = bench_generation(work)[1]
