@@ -44,7 +44,7 @@ class OverloadConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Frames queued in the websocket client at which the reader starts coalescing (0: never).
-    shed_backlog_frames: int = Field(default=256, ge=0)
+    shed_backlog_frames: int = Field(default=1_024, ge=0)
     #: Frames the websocket client queues before it stops reading the socket (its high-water mark).
     max_queue_frames: int = Field(default=4_096, gt=0)
     lag: FeedLagThresholds = Field(default_factory=FeedLagThresholds)
