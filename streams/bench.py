@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from replay.replayer import partition_for
 from streams import topics
 from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS
 from streams.broker import EmbeddedBroker, embedded_broker
-from streams.kafka_replay import ensure_topics
+from streams.kafka_replay import collect_alerts, ensure_topics
 from streams.kafka_security import kafka_client_options
 
 __all__ = ["run_bench"]
@@ -296,18 +296,6 @@ min_duration_ms = 0
 batch_max_events = 64
 batch_max_span_ms = 10
 """
-
-
-async def collect_alerts(
-    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_alert: Callable[[float, dict[str, Any]], None]
-) -> None:
-    """Hand every alert record to ``on_alert`` with the wall time (ms) it was read, until ``stop``."""
-    while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=100)
-        read_ms = time.time() * 1000
-        for records in batches.values():
-            for rec in records:
-                on_alert(read_ms, orjson.loads(rec.value))
 
 
 async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:

@@ -67,10 +67,9 @@ from streams.bench import (
     _start_worker,
     _stop,
     _worker_env,
-    collect_alerts,
 )
 from streams.broker import embedded_broker, free_port
-from streams.kafka_replay import ensure_topics
+from streams.kafka_replay import collect_alerts, ensure_topics
 from streams.kafka_security import kafka_client_options
 
 __all__ = ["bench_e2e"]

@@ -93,7 +93,7 @@ async def print_alerts(bootstrap: str, stop: asyncio.Event) -> int:
     from aiokafka import AIOKafkaConsumer
 
     from streams import topics
-    from streams.bench import collect_alerts
+    from streams.kafka_replay import collect_alerts
     from streams.kafka_security import kafka_client_options
     from streams.sinks import format_alert_line
 
