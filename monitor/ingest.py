@@ -14,9 +14,10 @@ a gap or a resync) is queued as :class:`monitor.orderbook.BookNotice` records, r
 :meth:`Ingest.drain_notices`.
 
 Feed alerts are raised here and nowhere else, so a recorded live session replays to the
-same ones, id for id: ``book_gap`` when a local book detects a sequence gap, and
+same ones, id for id: ``book_gap`` when a local book detects a sequence gap,
 ``feed_stale`` from the ``feed_status`` frames a live connector records when a
-subscribed channel goes silent (silence is only observable live). A ``contract_values``
+subscribed channel goes silent (silence is only observable live), and ``feed_lag`` from
+those it records when a venue's reader lag changes level (:mod:`monitor.feed_lag`). A ``contract_values``
 frame sets a venue's contract-value table (OKX ``ctVal``) for the frames after it;
 without one, :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES` applies. A ``session``
 frame sets the book throttle and tick lag the live session ran with; without one, the
@@ -76,7 +77,9 @@ __all__ = [
 #: raw ``{"symbols": ["BTCUSDT", ...], "reason": "..."}``.
 BOOK_RESET_CHANNEL = "book_reset"
 #: Channel of the frames a live connector records about its own subscriptions:
-#: raw ``{"event": "stale", "channel": "<subscribed stream>", "age_s": 61.25}``.
+#: raw ``{"event": "stale", "channel": "<subscribed stream>", "age_s": 61.25}``, or about
+#: its reader's lag: ``{"event": "lag", "level", "previous_level", "lag_s", ...}``
+#: (:func:`monitor.feed_lag.lag_status_raw`).
 FEED_STATUS_CHANNEL = "feed_status"
 #: ``feed_status`` event: a subscribed channel sent nothing for ``age_s`` (→ ``feed_stale``).
 FEED_STATUS_STALE = "stale"

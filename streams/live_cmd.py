@@ -1,7 +1,7 @@
 """``liqmon live``: connect to the configured venues, normalise, publish to Kafka, record.
 
 Batches and dead letters are published exactly as the replayer publishes them
-(:mod:`streams.publish`); ``feed_stale`` and ``book_gap`` alerts go to ``alerts.cascade``.
+(:mod:`streams.publish`); ``feed_stale``, ``feed_lag`` and ``book_gap`` alerts go to ``alerts.cascade``.
 With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots, connection resets,
 silent-channel reports, rejected frames, the session's book throttle and the
 contract-value table and the venue margin tables included) is written in the capture format, so
