@@ -7,7 +7,8 @@ Measured per connection, once per watchdog tick (:class:`ReaderLag`):
   share), never below 0 (a clock behind the venue's);
 * the socket backlog: frames waiting in the websocket client and bytes waiting in the
   kernel and in the client's read buffer (:func:`socket_backlog`), turned into seconds by
-  the rate the reader drained bytes over the tick.
+  the rate the reader drained bytes over the tick; the smaller of this tick's and the last
+  one's, so a frame that arrived just before the tick on a quiet connection is not lag.
 
 The lag is the larger of the two. Shedding (:func:`coalesce`) keeps the feed up when the
 backlog passes ``shed_backlog_frames``: the connection then takes every queued message at
@@ -119,6 +120,7 @@ class ReaderLag:
         self.since_s = started_s
         self.bytes_read = 0
         self.min_event_lag_ms: int | None = None
+        self._last_backlog_s = 0.0
 
     def on_frame(self, n_bytes: int, recv_ms: int, venue_ts_ms: int | None) -> None:
         self.bytes_read += n_bytes
@@ -128,7 +130,8 @@ class ReaderLag:
                 self.min_event_lag_ms = lag_ms
 
     def sample(self, now_s: float, backlog_frames: int, backlog_bytes: int) -> LagSample:
-        """The tick's lag: max(event-time lag, backlog bytes / bytes drained per second); then reset."""
+        """The tick's lag: max(event-time lag, backlog bytes / bytes drained per second, the
+        smaller over this tick and the last); then reset."""
         elapsed_s = max(now_s - self.since_s, 1e-6)
         rate_bps = self.bytes_read / elapsed_s
         if backlog_bytes <= 0:
@@ -137,6 +140,7 @@ class ReaderLag:
             backlog_s = backlog_bytes / rate_bps
         else:  # bytes waited the whole tick and none was read
             backlog_s = elapsed_s
+        backlog_s, self._last_backlog_s = min(backlog_s, self._last_backlog_s), backlog_s
         event_lag_s = None if self.min_event_lag_ms is None else max(self.min_event_lag_ms, 0) / 1000
         self.since_s, self.bytes_read, self.min_event_lag_ms = now_s, 0, None
         return LagSample(max(backlog_s, event_lag_s or 0.0), event_lag_s, backlog_s, backlog_frames, backlog_bytes)

@@ -170,7 +170,8 @@ async def test_an_unread_connection_shows_its_backlog() -> None:
         assert queued > 0
         assert len(text) * n_frames <= waiting <= len(frame) * n_frames
         lag = ReaderLag(0.0)
-        lag.on_frame(1_000, 0, None)
-        sample = lag.sample(1.0, queued, waiting)
+        for tick_s in (1.0, 2.0):  # a backlog counts once it outlasts a tick
+            lag.on_frame(1_000, 0, None)
+            sample = lag.sample(tick_s, queued, waiting)
         assert sample.backlog_bytes == waiting and sample.backlog_s == pytest.approx(waiting / 1_000)
         assert sample.lag_s == sample.backlog_s and sample.event_lag_s is None

@@ -88,13 +88,17 @@ def test_reader_lag_is_the_larger_of_event_time_lag_and_backlog_drain_time() -> 
     lag = ReaderLag(10.0)
     lag.on_frame(500, T0 + 900, T0)  # 0.9 s behind the venue's stamp
     lag.on_frame(500, T0 + 1_000, T0 + 700)  # 0.3 s: the smallest is the reader's share
-    sample = lag.sample(11.0, 40, 4_000)  # 1,000 bytes read in 1 s; 4,000 waiting
-    assert (sample.event_lag_s, sample.backlog_s, sample.lag_s) == (0.3, 4.0, 4.0)
-    quiet = lag.sample(12.0, 0, 0)  # reset: nothing read, nothing waiting
+    first = lag.sample(11.0, 40, 4_000)  # 1,000 bytes read in 1 s; 4,000 waiting
+    assert (first.event_lag_s, first.backlog_s, first.lag_s) == (0.3, 0.0, 0.3)  # one tick is no backlog yet
+    lag.on_frame(1_000, T0 + 2_000, None)
+    second = lag.sample(12.0, 30, 3_000)  # still 3,000 waiting: 3 s of draining, the smaller of 4 and 3
+    assert (second.event_lag_s, second.backlog_s, second.lag_s) == (None, 3.0, 3.0)
+    quiet = lag.sample(13.0, 0, 0)  # nothing read, nothing waiting
     assert (quiet.event_lag_s, quiet.backlog_s, quiet.lag_s) == (None, 0.0, 0.0)
     lag.on_frame(10, T0, T0 + 50)  # a clock behind the venue's is no lag
-    assert lag.sample(13.0, 0, 0).lag_s == 0.0
-    stuck = lag.sample(14.0, 3, 900)  # bytes waited the whole tick and none was read
+    assert lag.sample(14.0, 0, 0).lag_s == 0.0
+    lag.sample(15.0, 3, 900)
+    stuck = lag.sample(16.0, 3, 900)  # bytes waited two whole ticks and none was read
     assert stuck.backlog_s == pytest.approx(1.0)
 
 
