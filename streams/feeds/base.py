@@ -286,8 +286,8 @@ class FeedConnection:
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _last_send: float = -1e18
     _lag: ReaderLag = field(default_factory=lambda: ReaderLag(0.0))
-    #: Channel → coalescible (the adapter's answer, cached).
-    _keys: dict[str, Any] = field(default_factory=dict)
+    #: Channel → coalescible (the adapter's answer, cached: the hot path under load).
+    _coalescible: dict[str, bool] = field(default_factory=dict)
 
     @property
     def venue(self) -> str:
@@ -437,10 +437,11 @@ class FeedConnection:
         return msgs
 
     def _coalesce_key(self, route: FrameRoute) -> str | None:
-        key = self._keys.get(route.channel, route)  # cached per channel: the hot path under load
-        if key is route:
-            key = self._keys[route.channel] = self.adapter.coalescible(route)
-        return route.watch if key else None
+        """The route's coalescing key (its watch key), None when its frames are never shed."""
+        known = self._coalescible.get(route.channel)
+        if known is None:
+            known = self._coalescible[route.channel] = self.adapter.coalescible(route)
+        return route.watch if known else None
 
     def _dispatch(self, msgs: Sequence[bytes]) -> bool:
         """Hand messages on, coalesced when there are several; True when one was a data frame."""
