@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,9 +116,17 @@ async def print_alerts(bootstrap: str, stop: asyncio.Event) -> int:
     return len(seen)
 
 
+async def watch_worker(worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Say once, on stderr, when the worker ``liqmon live`` started has exited."""
+    while worker.poll() is None:
+        await asyncio.sleep(1.0)
+    print(f"liqmon: the worker exited with code {worker.returncode}: no more alerts; see {log_path}",
+          file=sys.stderr, flush=True)
+
+
 async def _run_live(
     args: argparse.Namespace, bootstrap: str, effective: Settings, engine: EngineConfig, live: LiveConfig,
-    with_alerts: bool = False,
+    worker: subprocess.Popen[bytes] | None = None,
 ) -> int:
     from streams.kafka_replay import ensure_topics
     from streams.publish import KafkaPublisher
@@ -126,7 +135,8 @@ async def _run_live(
     # The broker (embedded or not) is resolved by the caller, outside this event loop.
     await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
     printing = asyncio.Event()
-    printer = asyncio.ensure_future(print_alerts(bootstrap, printing)) if with_alerts else None
+    printer = asyncio.ensure_future(print_alerts(bootstrap, printing)) if worker is not None else None
+    watcher = asyncio.ensure_future(watch_worker(worker, args.out / "worker.log")) if worker is not None else None
     metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
     publisher = await KafkaPublisher.start(bootstrap)
     tables = await fetch_margin_tables(live)
@@ -152,6 +162,10 @@ async def _run_live(
             await asyncio.sleep(ALERT_GRACE_S)  # alerts of the last batches are on their way
             printing.set()
             await printer
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
           f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
           f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
@@ -187,13 +201,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with resolve_bootstrap(settings) as (bootstrap, effective), contextlib.ExitStack() as stack:
-            with_worker = not settings.kafka_bootstrap and not args.no_worker
-            if with_worker:
+            worker = None
+            if not settings.kafka_bootstrap and not args.no_worker:
                 log_path = args.out / "worker.log"
-                stack.enter_context(worker_process(_worker_env(args, bootstrap, effective), log_path))
+                worker = stack.enter_context(worker_process(_worker_env(args, bootstrap, effective), log_path))
                 print(f"liqmon: worker started (log {log_path}); alerts print here as they come",
                       file=sys.stderr, flush=True)
-            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, with_alerts=with_worker))
+            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, worker))
     except KeyboardInterrupt:
         return 130
 

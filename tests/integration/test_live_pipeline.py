@@ -1,13 +1,14 @@
 """``liqmon live`` on the embedded default runs the whole pipeline: against a local Binance spot
 server whose USDe quote leaves the peg, the real command (no ``LIQMON_KAFKA_BOOTSTRAP``)
 starts the broker and a worker and prints the worker's peg alert on stdout; ``--no-worker``
-starts none and prints none."""
+starts none and prints none; a worker that exits is reported once."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from streams.bench import _LATENCY_CONFIG
+from streams.live_cmd import watch_worker
 from tests.integration.test_feeds_binance import ack
 from tests.integration.test_feeds_harness import Conn, WsServer, ws_server
 
@@ -91,3 +93,10 @@ async def test_no_worker_starts_none_and_prints_nothing(tmp_path: Path) -> None:
     assert out == b""
     assert "worker started" not in err.decode() and not (tmp_path / "out").exists()
     assert "liqmon: live on 1 connections to binance-spot" in err.decode()
+
+
+async def test_a_worker_that_exits_is_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    await asyncio.wait_for(watch_worker(worker, tmp_path / "worker.log"), timeout=30)
+    err = capsys.readouterr().err
+    assert err == f"liqmon: the worker exited with code 3: no more alerts; see {tmp_path / 'worker.log'}\n"
