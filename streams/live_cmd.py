@@ -52,7 +52,8 @@ def parse_venue_url(text: str) -> tuple[str, str]:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None,
-                        help="TOML: engine config plus a [live] table (venues, streams, timeouts)")
+                        help="TOML: engine config plus a [live] table (venues, streams, timeouts); "
+                             "default LIQMON_CONFIG")
     parser.add_argument("--record", type=Path, default=None, metavar="FILE.jsonl.gz",
                         help="write every raw frame in the capture format")
     parser.add_argument("--ws-url", type=parse_venue_url, action="append", default=[], metavar="VENUE=URL",
@@ -191,7 +192,7 @@ def _worker_env(args: argparse.Namespace, bootstrap: str, effective: Settings) -
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``liqmon live``; returns the exit code."""
     settings = Settings()
-    engine, live = load_configs(args.config)
+    engine, live = load_configs(args.config or settings.config)  # the file its worker reads too
     try:
         live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
     except ValueError as exc:
