@@ -243,6 +243,8 @@ class FeedHandler(Protocol):
 
     def on_shed(self, venue: str, watch: str, frames: int) -> None: ...
 
+    def on_backlog_taken(self, venue: str) -> None: ...
+
 
 def ms_or_none(value: Any) -> int | None:
     """An integer millisecond timestamp from a JSON number or numeric string, else None."""
@@ -468,6 +470,8 @@ class FeedConnection:
                 route, raw, raw_bytes = item
                 self._safe(self.handler.on_frame, self.venue, route.channel, raw, raw_bytes, recv_ms)
                 delivered = True
+        if len(msgs) > 1:
+            self._safe(self.handler.on_backlog_taken, self.venue)
         return delivered
 
     def _decode(self, msg: bytes, recv_ms: int) -> tuple[FrameRoute, Any, bytes] | None:

@@ -231,6 +231,12 @@ class LiveRunner:
         if self.metrics is not None:
             self.metrics.feed_shed_frames_total.labels(venue=venue, channel=watch).inc(frames)
 
+    def on_backlog_taken(self, venue: str) -> None:
+        """A backlog was taken at once: publish its batches now. The next frames of the same
+        assets are a backlog away, and batch boundaries are not part of a recording."""
+        for routed in self.ingest.finish():
+            self._queue.put_nowait(routed)
+
     def on_handler_error(self, venue: str, exc: BaseException) -> None:
         self.stats.handler_errors += 1
         log.error("%s: frame handler failed: %r", venue, exc)

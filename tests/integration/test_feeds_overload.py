@@ -55,8 +55,9 @@ def overloaded(cfg: LiveConfig, shed_backlog_frames: int) -> LiveConfig:
     return cfg.model_copy(update={"overload": OverloadConfig(shed_backlog_frames=shed_backlog_frames)})
 
 
-async def burst_session(shed_backlog_frames: int) -> tuple[Any, list[dict[str, Any]]]:
-    """One write of ROUNDS × (two tickers, one trade) with book diffs among them."""
+async def burst_session(shed_backlog_frames: int) -> tuple[Any, list[dict[str, Any]], list[int]]:
+    """One write of ROUNDS × (two tickers, one trade) with book diffs among them; also the
+    batches published at once after each backlog taken (the next frames are a backlog away)."""
     diffs = diffs_from(101, 20)  # the snapshot at 105 bridges the second diff
     sent: list[dict[str, Any]] = []
     for i in range(ROUNDS):
@@ -74,14 +75,24 @@ async def burst_session(shed_backlog_frames: int) -> tuple[Any, list[dict[str, A
     async with ws_server([script]) as ws, rest_server({"BTCUSDT": [snapshot(105, SNAP_A)]}) as rest:
         cfg = overloaded(live_config("binance-spot", ws.url, STREAMS, rest.url), shed_backlog_frames)
         run = make_runner(cfg)
+        published_at_once: list[int] = []
+        taken = run.runner.on_backlog_taken
+
+        def spy(venue: str) -> None:
+            queued = run.runner._queue.qsize()
+            taken(venue)
+            published_at_once.append(run.runner._queue.qsize() - queued)
+
+        run.runner.on_backlog_taken = spy  # type: ignore[method-assign]
         await run_until(run, lambda: sum(e.kind == KIND_TRADE for e in run.sink.events()) >= ROUNDS
                         and (b := run.runner.ingest.book("binance-spot", "BTCUSDT")) is not None
                         and b.valid and b.last_id == 160)
-    return run, sent
+    return run, sent, published_at_once
 
 
 async def test_a_burst_is_coalesced_trades_and_diffs_all_arrive_every_shed_frame_counted() -> None:
-    run, sent = await burst_session(shed_backlog_frames=16)
+    run, sent, published_at_once = await burst_session(shed_backlog_frames=16)
+    assert published_at_once and sum(published_at_once) > 0  # batches of a backlog go out at once
     events = run.sink.events()
     trades = [e for e in events if e.kind == KIND_TRADE]
     assert [e.f1 for e in trades] == [100_000.0 + i for i in range(ROUNDS)]  # all of them, in order
@@ -105,7 +116,8 @@ async def test_a_burst_is_coalesced_trades_and_diffs_all_arrive_every_shed_frame
 
 
 async def test_without_shedding_the_same_burst_delivers_every_quote() -> None:
-    run, _ = await burst_session(shed_backlog_frames=0)
+    run, _, published_at_once = await burst_session(shed_backlog_frames=0)
+    assert published_at_once == []
     quotes = [e for e in run.sink.events() if e.kind == KIND_QUOTE]
     assert len(quotes) == ROUNDS * len(TICKER_SYMBOLS)
     assert sum(run.runner.stats.shed.values()) == 0
