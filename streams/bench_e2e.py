@@ -109,15 +109,19 @@ def _live_config_text(shed: bool = True) -> str:
     return text if shed else text + "[live.overload]\nshed_backlog_frames = 0\n"
 
 
-def _ws_frame(text: str) -> bytes:
-    """One unmasked websocket text frame (RFC 6455 §5.2), as a server sends it."""
-    payload = text.encode()
-    n = len(payload)
+def _frame_header(n: int) -> bytes:
+    """The header of an unmasked, final websocket text frame of ``n`` payload bytes (RFC 6455 §5.2)."""
     if n < 126:
-        return bytes((0x81, n)) + payload
+        return bytes((0x81, n))
     if n < 1 << 16:
-        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
+        return bytes((0x81, 126)) + n.to_bytes(2, "big")
+    return bytes((0x81, 127)) + n.to_bytes(8, "big")
+
+
+def _ws_frame(text: str) -> bytes:
+    """One unmasked websocket text frame, as a server sends it."""
+    payload = text.encode()
+    return _frame_header(len(payload)) + payload
 
 
 # -- the venue: websocket + REST server (own process) -------------------------------------
@@ -135,19 +139,33 @@ class _Venue:
         self.depth_seq = 0
         self.snapshots = 0
         self.pushed = False
+        #: (symbol index, off peg, jitter) → a bookTicker frame's text around its ``u``.
+        self._parts: dict[tuple[int, bool, int], tuple[bytes, bytes]] = {}
         self.push_started = asyncio.Event()
         self.push_over = False
         loop = asyncio.get_running_loop()
         self.liquidations_read: asyncio.Future[int] = loop.create_future()
         self.done: asyncio.Future[dict[str, Any]] = loop.create_future()
 
-    def _ticker(self, i: int, now_ms: int) -> str:
-        symbol, mid = _TICKERS[i % len(_TICKERS)]
-        if symbol == "USDEUSDT" and (now_ms // _HALF_PERIOD_MS) % 2:
-            mid = 0.95
-        mid *= 1.0 + ((i * 7919) % 1000 - 500) * 1e-8
-        return (f'{{"stream":"{symbol.lower()}@bookTicker","data":{{"u":{i},"s":"{symbol}",'
-                f'"b":"{mid * 0.99995:.8f}","B":"12.5","a":"{mid * 1.00005:.8f}","A":"9.75"}}}}')
+    @staticmethod
+    def _ticker_parts(symbol: str, mid: float, jitter: int) -> tuple[bytes, bytes]:
+        """A bookTicker frame's text before and after its update id ``u``."""
+        mid *= 1.0 + ((jitter * 7919) % 1000 - 500) * 1e-8
+        return (f'{{"stream":"{symbol.lower()}@bookTicker","data":{{"u":'.encode(),
+                f',"s":"{symbol}","b":"{mid * 0.99995:.8f}","B":"12.5","a":"{mid * 1.00005:.8f}",'
+                f'"A":"9.75"}}}}'.encode())
+
+    def _ticker(self, i: int, now_ms: int) -> bytes:
+        """The ``i``-th bookTicker frame, whole (prices formatted once per symbol, state and jitter:
+        the venue must offer twice what the reader takes on the same two cores)."""
+        k = i % len(_TICKERS)
+        off_peg = k == 0 and bool((now_ms // _HALF_PERIOD_MS) % 2)
+        parts = self._parts.get((k, off_peg, i % 1000))
+        if parts is None:
+            symbol, mid = _TICKERS[k]
+            parts = self._parts[(k, off_peg, i % 1000)] = self._ticker_parts(symbol, 0.95 if off_peg else mid, i)
+        payload = parts[0] + str(i).encode() + parts[1]
+        return _frame_header(len(payload)) + payload
 
     def _depth_diff(self, now_ms: int) -> str:
         self.depth_seq += 1
@@ -238,7 +256,7 @@ class _Venue:
             room = transport.get_write_buffer_size() < _MAX_WRITE_BUFFER_BYTES
             n = min(due, _BURST) if room else 0
             if n > 0:  # whole frames in one write: the server offers far more than the reader takes
-                transport.write(b"".join(_ws_frame(self._ticker(sent + k, now_ms)) for k in range(n)))
+                transport.write(b"".join(self._ticker(sent + k, now_ms) for k in range(n)))
                 sent += n
             if now >= next_depth and room:
                 transport.write(_ws_frame(self._depth_diff(now_ms)))
