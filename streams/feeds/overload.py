@@ -21,9 +21,7 @@ shed: a diff dropped would corrupt the local book. Every shed frame is counted.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import struct
-import termios
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,8 +93,11 @@ def take_queued(ws: Any, cap: int) -> list[bytes]:
 
 
 def _kernel_unread_bytes(ws: Any) -> int:
-    """Bytes the kernel holds for the socket (FIONREAD); 0 where it cannot tell."""
+    """Bytes the kernel holds for the socket (FIONREAD); 0 where it cannot tell (no fcntl)."""
     with contextlib.suppress(Exception):
+        import fcntl
+        import termios
+
         sock = ws.transport.get_extra_info("socket")
         if sock is not None:
             out = fcntl.ioctl(sock.fileno(), termios.FIONREAD, struct.pack("i", 0))
