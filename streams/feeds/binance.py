@@ -33,8 +33,10 @@ USDM_WS_URL = "wss://fstream.binance.com"
 USDM_REST_URL = "https://fapi.binance.com"
 
 _DEPTH = re.compile(r"^([a-z0-9]+)@depth(@\d+ms)?$")
-#: Streams whose every frame is a whole state: best bid/ask, mark price, partial-depth snapshots.
-_COALESCIBLE = re.compile(r"(@bookticker|!bookticker|markprice(@arr)?(@1s)?|@depth(5|10|20)(@\d+ms)?)$")
+#: Streams whose every frame is a whole state of the stream: a symbol's best bid/ask, mark
+#: price or partial-depth snapshot, or every symbol's mark price (``!markPrice@arr``). Not
+#: ``!bookTicker``: its frames are single symbols' updates, the newest would hide the others.
+_COALESCIBLE = re.compile(r"(@bookticker|markprice(@arr)?(@1s)?|@depth(5|10|20)(@\d+ms)?)$")
 _STREAM_PREFIX = b'{"stream":"'
 _PREFIX_LEN = len(_STREAM_PREFIX)
 #: Stream names remembered by peek_route (subscriptions are far fewer; garbage cannot grow it).

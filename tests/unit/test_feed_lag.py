@@ -103,8 +103,8 @@ def test_reader_lag_is_the_larger_of_event_time_lag_and_backlog_drain_time() -> 
 
 
 @pytest.mark.parametrize(("adapter", "coalescible", "kept_whole"), [
-    (BinanceSpot(), ["btcusdt@bookTicker", "!bookTicker", "btcusdt@depth20@100ms", "btcusdt@depth5"],
-     ["btcusdt@aggTrade", "btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@depth"]),
+    (BinanceSpot(), ["btcusdt@bookTicker", "btcusdt@depth20@100ms", "btcusdt@depth5"],
+     ["btcusdt@aggTrade", "btcusdt@trade", "btcusdt@depth@100ms", "btcusdt@depth", "!bookTicker"]),
     (BinanceUsdm(), ["btcusdt@markPrice@1s", "!markPrice@arr", "btcusdt@bookTicker"],
      ["!forceOrder@arr", "btcusdt@forceOrder", "btcusdt@aggTrade", "btcusdt@depth@100ms"]),
     (BybitLinear(), [], ["orderbook.50.BTCUSDT", "allLiquidation.BTCUSDT", "publicTrade.BTCUSDT"]),
