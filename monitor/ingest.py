@@ -14,9 +14,10 @@ a gap or a resync) is queued as :class:`monitor.orderbook.BookNotice` records, r
 :meth:`Ingest.drain_notices`.
 
 Feed alerts are raised here and nowhere else, so a recorded live session replays to the
-same ones, id for id: ``book_gap`` when a local book detects a sequence gap, and
+same ones, id for id: ``book_gap`` when a local book detects a sequence gap,
 ``feed_stale`` from the ``feed_status`` frames a live connector records when a
-subscribed channel goes silent (silence is only observable live). A ``contract_values``
+subscribed channel goes silent (silence is only observable live), and ``feed_lag`` from
+those it records when a venue's reader lag changes level (:mod:`monitor.feed_lag`). A ``contract_values``
 frame sets a venue's contract-value table (OKX ``ctVal``) for the frames after it;
 without one, :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES` applies. A ``session``
 frame sets the book throttle and tick lag the live session ran with; without one, the
@@ -43,6 +44,7 @@ from monitor.alerts import Alert, make_alert
 from monitor.batch import Batch, Batcher
 from monitor.config import EngineConfig
 from monitor.events import MarketEvent
+from monitor.feed_lag import FEED_STATUS_LAG, LAG_LEVELS
 from monitor.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice, BookSync
 from monitor.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.wire import PartialWireError, WireError, normalize, parse_book
@@ -75,7 +77,9 @@ __all__ = [
 #: raw ``{"symbols": ["BTCUSDT", ...], "reason": "..."}``.
 BOOK_RESET_CHANNEL = "book_reset"
 #: Channel of the frames a live connector records about its own subscriptions:
-#: raw ``{"event": "stale", "channel": "<subscribed stream>", "age_s": 61.25}``.
+#: raw ``{"event": "stale", "channel": "<subscribed stream>", "age_s": 61.25}``, or about
+#: its reader's lag: ``{"event": "lag", "level", "previous_level", "lag_s", ...}``
+#: (:func:`monitor.feed_lag.lag_status_raw`).
 FEED_STATUS_CHANNEL = "feed_status"
 #: ``feed_status`` event: a subscribed channel sent nothing for ``age_s`` (→ ``feed_stale``).
 FEED_STATUS_STALE = "stale"
@@ -99,6 +103,9 @@ CONFIG_CHANNELS = frozenset({CONTRACT_VALUES_CHANNEL, INSTRUMENTS_CHANNEL, SESSI
 #: are not UTF-8. It becomes a dead letter with that reason, detail and the bytes.
 GARBAGE_CHANNEL = "garbage"
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Figures a lag ``feed_status`` frame carries into its alert's evidence (numbers >= 0; all
+#: but ``lag_s`` may be null).
+_LAG_FIGURES = ("lag_s", "event_lag_s", "backlog_s", "backlog_frames", "backlog_bytes", "shed_frames")
 #: At most one book summary per book per this much event time (plus one on every resync).
 DEFAULT_BOOK_THROTTLE_MS = 100
 
@@ -247,12 +254,15 @@ class Ingest:
         )
 
     def _status_alert(self, venue: str, raw: Any, recv_ts_ms: int) -> Alert:
-        """``feed_stale`` from a ``feed_status`` frame (stamped with its receive time)."""
+        """``feed_stale`` or ``feed_lag`` from a ``feed_status`` frame (stamped with its receive time)."""
         if not isinstance(raw, dict):
             raise WireError("wrong_type", f"feed_status must be a JSON object, got {type(raw).__name__}")
         event = raw.get("event")
+        if event == FEED_STATUS_LAG:
+            return self._lag_alert(venue, raw, recv_ts_ms)
         if event != FEED_STATUS_STALE:
-            raise WireError("wrong_value", f"feed_status event must be {FEED_STATUS_STALE!r}, got {event!r:.20}")
+            raise WireError("wrong_value", f"feed_status event must be {FEED_STATUS_STALE!r} or "
+                                           f"{FEED_STATUS_LAG!r}, got {event!r:.20}")
         watch = raw.get("channel")
         if not isinstance(watch, str) or not watch:
             raise WireError("wrong_type", "feed_status 'channel' must be a non-empty string")
@@ -264,6 +274,36 @@ class Ingest:
             message=f"{venue} {watch}: no data for {age_s:.1f} s after subscribing; reconnecting",
             evidence={"channel": watch, "age_s": age_s},
             config_hash=self.config_hash, identity=f"stale|{watch}",
+        )
+
+    def _lag_alert(self, venue: str, raw: dict[str, Any], recv_ts_ms: int) -> Alert:
+        """``feed_lag``: the reader's lag level changed (``normal`` resolves the episode)."""
+        level, previous = raw.get("level"), raw.get("previous_level")
+        if level not in LAG_LEVELS or previous not in LAG_LEVELS or level == previous:
+            raise WireError("wrong_value", f"feed_status lag levels must be two of {LAG_LEVELS}, "
+                                           f"got {previous!r:.20} -> {level!r:.20}")
+        figures: dict[str, float | None] = {}
+        for key in _LAG_FIGURES:
+            value = raw.get(key)
+            if value is None and key != "lag_s":
+                figures[key] = None
+                continue
+            number = finite_float(value, key)
+            if number < 0.0:
+                raise WireError("wrong_value", f"feed_status '{key}' must be >= 0, got {number}")
+            figures[key] = number
+        lag_s = figures["lag_s"] or 0.0
+        rising = LAG_LEVELS.index(level) > LAG_LEVELS.index(previous)
+        if level == "normal":
+            message = f"{venue}: the feed reader caught up (lag {lag_s:.1f} s); the {previous} lag episode ends"
+        else:
+            verb = "is behind" if rising else "is still behind"
+            message = f"{venue}: the feed reader {verb} the venue by {lag_s:.1f} s ({level})"
+        return make_alert(
+            kind="feed_lag", ts_ms=recv_ts_ms, severity="info" if level == "normal" else level,
+            venue=venue, asset=None, message=message,
+            evidence={"level": level, "previous_level": previous, **figures, "resolved": level == "normal"},
+            config_hash=self.config_hash, identity=f"lag|{previous}->{level}",
         )
 
     def _reset_books(self, venue: str, raw: Any, recv_ts_ms: int) -> list[MarketEvent]:

@@ -88,7 +88,11 @@ class Metrics:
         self.unpriced_total = Counter(
             "liqmon_unpriced_events", "Events whose quote currency has no USD price",
             ["source"], registry=r)
-        # Live feeds (streams/feeds): staleness, book gaps, resyncs, reconnects
+        self._feed_metrics(r)
+        self._risk_metrics(r)
+
+    def _feed_metrics(self, r: CollectorRegistry) -> None:
+        """Live feeds (streams/feeds): staleness, book gaps, resyncs, reconnects, lag, shedding."""
         self.feed_last_event_age_seconds = Gauge(
             "liqmon_feed_last_event_age_seconds",
             "Receive-time age of the newest frame on a subscribed channel, seconds",
@@ -101,6 +105,18 @@ class Metrics:
             ["venue"], registry=r)
         self.feed_reconnects_total = Counter(
             "liqmon_feed_reconnects", "Websocket reconnections, by venue", ["venue"], registry=r)
+        self.feed_lag_seconds = Gauge(
+            "liqmon_feed_lag_seconds",
+            "How far the feed reader is behind the venue (event-time lag or socket backlog, the larger), "
+            "seconds", ["venue"], registry=r)
+        self.feed_shed_frames_total = Counter(
+            "liqmon_feed_shed_frames",
+            "Frames coalesced away while the reader was behind (an older quote or book snapshot "
+            "of the same channel superseded by a newer one), by venue and channel",
+            ["venue", "channel"], registry=r)
+
+    def _risk_metrics(self, r: CollectorRegistry) -> None:
+        """The risk engine's figures: liquidity, cascade, loops, unified accounts, spiral."""
         # Liquidity (RISK_MODEL §4): configured symbols only (closed label set)
         self.book_depth_usd = Gauge(
             "liqmon_book_depth_usd", "Cumulative book depth within band_bps of mid, USD",

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from replay.replayer import partition_for
 from streams import topics
 from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS
 from streams.broker import EmbeddedBroker, embedded_broker
-from streams.kafka_replay import ensure_topics
+from streams.kafka_replay import collect_alerts, ensure_topics
 from streams.kafka_security import kafka_client_options
 
 __all__ = ["run_bench"]
@@ -298,18 +298,6 @@ batch_max_span_ms = 10
 """
 
 
-async def collect_alerts(
-    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_alert: Callable[[float, dict[str, Any]], None]
-) -> None:
-    """Hand every alert record to ``on_alert`` with the wall time (ms) it was read, until ``stop``."""
-    while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=100)
-        read_ms = time.time() * 1000
-        for records in batches.values():
-            for rec in records:
-                on_alert(read_ms, orjson.loads(rec.value))
-
-
 async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     from monitor.config import load_config_text
 
@@ -508,7 +496,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
             e2e_rate = float(getattr(args, "e2e_rate", 20_000.0))
             print(f"bench: e2e websocket → live → worker at {e2e_rate:,.0f} frames/s ...", file=sys.stderr, flush=True)
-            results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work)
+            results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work,
+                                       shed=not getattr(args, "e2e_no_shed", False))
         if "generation" in sections and "scenario" not in sections:
             print("bench: synthetic six hours: generate, then gunzip and parse ...", file=sys.stderr, flush=True)
             results["generation"] = bench_generation(work)[1]

@@ -1,13 +1,20 @@
-"""``liqmon bench --only e2e``: a local Binance spot feed through ``liqmon live``, Kafka and a worker.
+"""``liqmon bench --only e2e``: a local Binance feed through ``liqmon live``, Kafka and a worker.
 
 Four processes share the machine: a websocket + REST server on 127.0.0.1 (spawned here)
-speaking Binance spot combined streams, the real ``liqmon live`` (subprocess, its
+speaking Binance spot and USDⓈ-M combined streams, the real ``liqmon live`` (subprocess, its
 endpoints overridden with ``--ws-url``/``--rest-url``), the embedded broker and a real
 worker. The server pushes ``<symbol>@bookTicker`` frames for four symbols at a sustained
 target rate, USDe's quote leaving the peg (to 0.95) and returning four times a second each, plus ten
 ``usdeusdt@depth@100ms`` diffs a second whose book the live process starts from the REST
-snapshot. The engine config has zero minimum durations (as the ``latency`` section), so
-every crossing raises or clears a peg alert.
+snapshot, and, on a second connection (USDⓈ-M ``/market``), ``!forceOrder@arr`` liquidation
+prints (``_LIQUIDATIONS_PER_S``). The engine config has zero minimum durations (as the
+``latency`` section), so every crossing raises or clears a peg alert.
+
+The server writes whole websocket frames straight to its socket, a burst per loop turn, so
+it can offer about twice what the live process reads; frames its socket buffer cannot take
+(``_MAX_WRITE_BUFFER_BYTES``: the reader is that far behind) are the shortfall. With
+``shed = False`` the live process never coalesces (``[live.overload] shed_backlog_frames = 0``),
+the figure to compare with.
 
 Figures, each measured where it happens:
 
@@ -23,6 +30,9 @@ Figures, each measured where it happens:
   and how long it needed after the last frame was received to catch up (backlog); the
   mean of its own record-timestamp → processed histogram shows how much of the latency
   is spent between the broker and the worker's agent.
+- ``liquidations``: prints the server sent, and liquidation events the worker processed
+  (its ``liqmon_events_total{source="binance-usdm"}``: the only events of that venue): a
+  print lost anywhere on the way shows as ``lost``.
 - ``receive_to_alert_*``: over the ``peg_deviation`` alerts read back from
   ``alerts.cascade`` (read time minus ``ts_ms``): an alert's ``ts_ms`` is its event time,
   which for spot bookTicker (no ``E`` field) is the frame's receive time at the live
@@ -57,10 +67,9 @@ from streams.bench import (
     _start_worker,
     _stop,
     _worker_env,
-    collect_alerts,
 )
 from streams.broker import embedded_broker, free_port
-from streams.kafka_replay import ensure_topics
+from streams.kafka_replay import collect_alerts, ensure_topics
 from streams.kafka_security import kafka_client_options
 
 __all__ = ["bench_e2e"]
@@ -84,12 +93,35 @@ _PEG_KIND = "peg_deviation"
 _LAT_SUM = 'liqmon_processing_latency_seconds_sum{agent="market"}'
 _LAT_COUNT = 'liqmon_processing_latency_seconds_count{agent="market"}'
 _LIVE_SUMMARY = re.compile(
-    r"liqmon: ([\d,]+) frames, ([\d,]+) events, (\d+) dead letters, (\d+) feed alerts, (\d+) reconnects")
+    r"liqmon: ([\d,]+) frames, ([\d,]+) events, (\d+) dead letters, (\d+) feed alerts, (\d+) reconnects, "
+    r"([\d,]+) frames shed")
+_LIQ_STREAM = "!forceOrder@arr"
+_LIQUIDATIONS_PER_S = 50
+#: Bytes the server's socket may hold for a slow reader before it stops offering frames.
+_MAX_WRITE_BUFFER_BYTES = 32 << 20
+_USDM_EVENTS = 'liqmon_events_total{source="binance-usdm"}'
 
 
-def _live_config_text() -> str:
+def _live_config_text(shed: bool = True) -> str:
     streams = ", ".join(f'"{s}"' for s in _STREAMS)
-    return _LATENCY_CONFIG + f'\n[live.venues."binance-spot"]\nstreams = [{streams}]\n'
+    text = (_LATENCY_CONFIG + f'\n[live.venues."binance-spot"]\nstreams = [{streams}]\n'
+            f'[live.venues."binance-usdm"]\nstreams = ["{_LIQ_STREAM}"]\n')
+    return text if shed else text + "[live.overload]\nshed_backlog_frames = 0\n"
+
+
+def _frame_header(n: int) -> bytes:
+    """The header of an unmasked, final websocket text frame of ``n`` payload bytes (RFC 6455 §5.2)."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 1 << 16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big")
+    return bytes((0x81, 127)) + n.to_bytes(8, "big")
+
+
+def _ws_frame(text: str) -> bytes:
+    """One unmasked websocket text frame, as a server sends it."""
+    payload = text.encode()
+    return _frame_header(len(payload)) + payload
 
 
 # -- the venue: websocket + REST server (own process) -------------------------------------
@@ -107,15 +139,33 @@ class _Venue:
         self.depth_seq = 0
         self.snapshots = 0
         self.pushed = False
-        self.done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        #: (symbol index, off peg, jitter) → a bookTicker frame's text around its ``u``.
+        self._parts: dict[tuple[int, bool, int], tuple[bytes, bytes]] = {}
+        self.push_started = asyncio.Event()
+        self.push_over = False
+        loop = asyncio.get_running_loop()
+        self.liquidations_read: asyncio.Future[int] = loop.create_future()
+        self.done: asyncio.Future[dict[str, Any]] = loop.create_future()
 
-    def _ticker(self, i: int, now_ms: int) -> str:
-        symbol, mid = _TICKERS[i % len(_TICKERS)]
-        if symbol == "USDEUSDT" and (now_ms // _HALF_PERIOD_MS) % 2:
-            mid = 0.95
-        mid *= 1.0 + ((i * 7919) % 1000 - 500) * 1e-8
-        return (f'{{"stream":"{symbol.lower()}@bookTicker","data":{{"u":{i},"s":"{symbol}",'
-                f'"b":"{mid * 0.99995:.8f}","B":"12.5","a":"{mid * 1.00005:.8f}","A":"9.75"}}}}')
+    @staticmethod
+    def _ticker_parts(symbol: str, mid: float, jitter: int) -> tuple[bytes, bytes]:
+        """A bookTicker frame's text before and after its update id ``u``."""
+        mid *= 1.0 + ((jitter * 7919) % 1000 - 500) * 1e-8
+        return (f'{{"stream":"{symbol.lower()}@bookTicker","data":{{"u":'.encode(),
+                f',"s":"{symbol}","b":"{mid * 0.99995:.8f}","B":"12.5","a":"{mid * 1.00005:.8f}",'
+                f'"A":"9.75"}}}}'.encode())
+
+    def _ticker(self, i: int, now_ms: int) -> bytes:
+        """The ``i``-th bookTicker frame, whole (prices formatted once per symbol, state and jitter:
+        the venue must offer twice what the reader takes on the same two cores)."""
+        k = i % len(_TICKERS)
+        off_peg = k == 0 and bool((now_ms // _HALF_PERIOD_MS) % 2)
+        parts = self._parts.get((k, off_peg, i % 1000))
+        if parts is None:
+            symbol, mid = _TICKERS[k]
+            parts = self._parts[(k, off_peg, i % 1000)] = self._ticker_parts(symbol, 0.95 if off_peg else mid, i)
+        payload = parts[0] + str(i).encode() + parts[1]
+        return _frame_header(len(payload)) + payload
 
     def _depth_diff(self, now_ms: int) -> str:
         self.depth_seq += 1
@@ -141,20 +191,47 @@ class _Venue:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def handler(self, ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
         try:
             sub = orjson.loads(await ws.recv())
             await ws.send(orjson.dumps({"result": None, "id": sub.get("id")}).decode())
+            if path.startswith("/market"):  # USDⓈ-M trades and liquidations
+                await self._liquidations(ws)
+                await ws.wait_closed()
+                return
             if self.pushed:  # a reconnect after the push: keep it open, send nothing
                 await ws.wait_closed()
                 return
             self.pushed = True
             stats = await self._push(ws)
+            stats["liquidations_sent"] = await self.liquidations_read
         except Exception as exc:  # the client left early: report it instead of hanging
             if not self.done.done():
                 self.done.set_result({"error": f"{type(exc).__name__}: {exc}"})
             return
         self.done.set_result(stats)
         await ws.wait_closed()
+
+    def _liquidation(self, i: int, now_ms: int) -> str:
+        side, px = ("SELL", 116_000.0 - i % 50) if i % 2 else ("BUY", 116_100.0 + i % 50)
+        order = {"s": "BTCUSDT", "S": side, "o": "LIMIT", "f": "IOC", "q": "0.250", "p": f"{px:.1f}",
+                 "ap": f"{px:.1f}", "X": "FILLED", "l": "0.250", "z": "0.250", "T": now_ms}
+        return orjson.dumps({"stream": _LIQ_STREAM, "data": {"e": "forceOrder", "E": now_ms, "o": order}}).decode()
+
+    async def _liquidations(self, ws: ServerConnection) -> None:
+        """``_LIQUIDATIONS_PER_S`` prints during the push; then a ping: its pong means all were read."""
+        await self.push_started.wait()
+        sent = 0
+        started = time.perf_counter()
+        while not self.push_over:
+            due = int(_LIQUIDATIONS_PER_S * (time.perf_counter() - started)) - sent
+            for _ in range(due):
+                await ws.send(self._liquidation(sent, time.time_ns() // 1_000_000))
+                sent += 1
+            await asyncio.sleep(0.01)
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, timeout=300)
+        self.liquidations_read.set_result(sent)
 
     async def _push(self, ws: ServerConnection) -> dict[str, Any]:
         rtts_ms: list[float] = []
@@ -166,35 +243,33 @@ class _Venue:
             await pong
             rtts_ms.append((time.perf_counter() - sent) * 1000)
 
-        def spawn_ping() -> None:
-            task = asyncio.ensure_future(ping())
-            pings.add(task)
-            task.add_done_callback(pings.discard)
-
-        sent = 0
-        depth_frames = 0
+        transport = ws.transport
+        sent = depth_frames = 0
         started = time.perf_counter()
         started_wall = time.time()
         next_depth = started
         next_ping = started + _PING_EVERY_S
+        self.push_started.set()
         while (now := time.perf_counter()) - started < self.seconds:
             due = int(self.rate_fps * (now - started)) - sent
             now_ms = time.time_ns() // 1_000_000
-            for _ in range(min(due, _BURST)):
-                await ws.send(self._ticker(sent, now_ms))
-                sent += 1
-            if now >= next_depth:
-                await ws.send(self._depth_diff(now_ms))
+            room = transport.get_write_buffer_size() < _MAX_WRITE_BUFFER_BYTES
+            n = min(due, _BURST) if room else 0
+            if n > 0:  # whole frames in one write: the server offers far more than the reader takes
+                transport.write(b"".join(self._ticker(sent + k, now_ms) for k in range(n)))
+                sent += n
+            if now >= next_depth and room:
+                transport.write(_ws_frame(self._depth_diff(now_ms)))
                 depth_frames += 1
                 next_depth += _DEPTH_EVERY_S
             if now >= next_ping:
-                spawn_ping()
+                task = asyncio.ensure_future(ping())
+                pings.add(task)
+                task.add_done_callback(pings.discard)
                 next_ping += _PING_EVERY_S
-            if due <= _BURST:
-                await asyncio.sleep(_TICK_S)
-            else:
-                await asyncio.sleep(0)
+            await asyncio.sleep(_TICK_S if due <= _BURST or not room else 0)
         push_s = time.perf_counter() - started
+        self.push_over = True
         # A ping after the last frame: its pong means the reader has taken every frame.
         final = await ws.ping()
         await asyncio.wait_for(final, timeout=300)
@@ -335,6 +410,8 @@ async def _drive(
     cmd = [sys.executable, "-m", "streams.cli", "live", "--config", str(live_config),
            "--ws-url", f"binance-spot=ws://{HOST}:{ws_port}",
            "--rest-url", f"binance-spot=http://{HOST}:{rest_port}",
+           "--ws-url", f"binance-usdm=ws://{HOST}:{ws_port}",
+           "--rest-url", f"binance-usdm=http://{HOST}:{rest_port}",
            "--duration", str(seconds + 600)]
     try:
         with live_log.open("wb") as log:
@@ -413,6 +490,7 @@ def _figures(
             "deadletters": int(summary[3]),
             "feed_alerts": int(summary[4]),
             "reconnects": int(summary[5]),
+            "frames_shed": int(summary[6].replace(",", "")),
             "read_all_after_s": round(float(server["delivered_s"]), 2),
             "frames_per_s": round(live_frames / float(server["delivered_s"])),
         },
@@ -428,6 +506,11 @@ def _figures(
             if (n_records := _metric_sum(page, _LAT_COUNT)) else None,
             "market_records": int(_metric_sum(page, _LAT_COUNT)),
         },
+        "liquidations": {
+            "sent": int(server["liquidations_sent"]),
+            "processed_by_worker": int(_metric_sum(page, _USDM_EVENTS)),
+            "lost": int(server["liquidations_sent"]) - int(_metric_sum(page, _USDM_EVENTS)),
+        },
         "alerts_read": len(alerts),
         "peg_alerts": len(latencies),
         "receive_to_alert_p50_ms": _pct(latencies, 0.50),
@@ -440,12 +523,12 @@ def _figures(
     }
 
 
-def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path) -> dict[str, Any]:
+def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path, shed: bool = True) -> dict[str, Any]:
     """Websocket server → ``liqmon live`` → broker → worker → ``alerts.cascade``, on this machine."""
     engine_path = workdir / "e2e-engine.toml"
     engine_path.write_text(_LATENCY_CONFIG)
     live_path = workdir / "e2e-live.toml"
-    live_path.write_text(_live_config_text())
+    live_path.write_text(_live_config_text(shed))
     metrics_port = free_port()
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -477,6 +560,7 @@ def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path)
             _stop(worker)
     return {
         "rate_target_frames_per_s": rate_fps,
+        "shed": shed,
         "seconds": seconds,
         "loadavg_1m_before": round(load_before[0], 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),

@@ -396,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma list: pipeline,latency,loops,parsers,e2e,scenario,generation")
     bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
     bench.add_argument("--e2e-seconds", type=float, default=10.0)
+    bench.add_argument("--e2e-no-shed", action="store_true",
+                       help="the e2e run with load shedding off ([live.overload] shed_backlog_frames = 0)")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 

@@ -38,7 +38,7 @@ from streams.broker import broker_reachable
 from streams.errors import KafkaReplayError
 from streams.kafka_security import kafka_client_options, start_admin
 
-__all__ = ["KafkaReplayError", "KafkaReplayResult", "ensure_topics", "replay_kafka"]
+__all__ = ["KafkaReplayError", "KafkaReplayResult", "collect_alerts", "ensure_topics", "replay_kafka"]
 
 
 #: Seconds without reaching the broker after which a replay gives up.
@@ -116,6 +116,18 @@ class SnapshotCollector:
         self.snapshots.append(snap)
         if self.on_snapshot is not None:
             self.on_snapshot(snap)
+
+
+async def collect_alerts(
+    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_alert: Callable[[float, dict[str, Any]], None]
+) -> None:
+    """Hand every alert record to ``on_alert`` with the wall time (ms) it was read, until ``stop``."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=100)
+        read_ms = time.time() * 1000
+        for records in batches.values():
+            for rec in records:
+                on_alert(read_ms, orjson.loads(rec.value))
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:

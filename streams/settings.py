@@ -7,6 +7,7 @@ validated by :class:`monitor.config.EngineConfig`.
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.config import EngineConfig, load_config_text
+from monitor.config import EngineConfig
 
 __all__ = [
     "ConfigFileError",
@@ -155,7 +156,10 @@ def _load_engine_toml(path: Path | None) -> EngineConfig:
     except OSError as exc:
         raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        return load_config_text(text)
+        data = tomllib.loads(text)
+        # A `liqmon live --config` file: its [live] table is the live process's, the rest the engine's.
+        data.pop("live", None)
+        return EngineConfig.model_validate(data)
     except Exception as exc:  # tomllib or pydantic: both worth one clear line
         first = str(exc).splitlines()
         detail = "; ".join(line.strip() for line in first[:4])

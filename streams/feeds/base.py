@@ -11,7 +11,11 @@ messages, how to tell a data frame's channel, app-level ping, limits); a
 * a planned reconnect before the venue's connection-life limit (Binance: 24 h);
 * capped exponential backoff with jitter between attempts, reset after a healthy period;
 * a failure in the downstream handler is reported and the loop goes on: it is never
-  turned into a reconnect.
+  turned into a reconnect;
+* the reader's lag, measured every watchdog tick and reported (:mod:`streams.feeds.overload`);
+  when the client queues ``shed_backlog_frames`` or more, every queued message is taken at
+  once and coalescible channels (the adapter's ``coalescible``) deliver only their newest
+  frame; the rest is reported as shed, never silently dropped.
 
 Time comes from an injectable :class:`Clock`, so tests measure the spacing of attempts
 without waiting for it.
@@ -33,6 +37,16 @@ import orjson
 import websockets
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.feeds.overload import (
+    LagSample,
+    OverloadConfig,
+    ReaderLag,
+    coalesce,
+    queued_frames,
+    socket_backlog,
+    take_queued,
+)
+
 __all__ = [
     "Backoff",
     "BackoffPolicy",
@@ -43,6 +57,7 @@ __all__ = [
     "FrameRoute",
     "SystemClock",
     "VenueAdapter",
+    "ms_or_none",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,6 +207,20 @@ class VenueAdapter(ABC):
     def snapshot_request(self, symbol: str) -> tuple[str, dict[str, str]] | None:
         return None
 
+    def coalescible(self, route: FrameRoute) -> bool:
+        """True when each frame of the route carries a whole state (a ticker, a book snapshot):
+        under a backlog only the newest is delivered. Never trades, liquidations or book diffs."""
+        return False
+
+    def event_ts_ms(self, msg: Any) -> int | None:
+        """The venue's own timestamp of a data frame (ms), None when it has none."""
+        return None
+
+    def peek_route(self, raw_bytes: bytes) -> FrameRoute | None:
+        """The route read off the frame's first bytes without decoding it, None when unsure:
+        under a backlog a coalesced frame costs no JSON decoding."""
+        return None
+
 
 class FeedHandler(Protocol):
     """The downstream side of a connection (the live runner)."""
@@ -209,6 +238,23 @@ class FeedHandler(Protocol):
     def on_disconnected(self, conn: FeedConnection, reason: str, ts_ms: int) -> None: ...
 
     def on_handler_error(self, venue: str, exc: BaseException) -> None: ...
+
+    def on_lag(self, conn: FeedConnection, sample: LagSample) -> None: ...
+
+    def on_shed(self, venue: str, watch: str, frames: int) -> None: ...
+
+    def on_backlog_taken(self, venue: str) -> None: ...
+
+
+def ms_or_none(value: Any) -> int | None:
+    """An integer millisecond timestamp from a JSON number or numeric string, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
 
 
 @dataclass
@@ -232,6 +278,7 @@ class FeedConnection:
     #: Watchdog and gauge period.
     tick_s: float = 1.0
     max_frame_bytes: int = 4 << 20
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     attempts: list[float] = field(default_factory=list)
     #: Why each connection ended ("stale", "planned", "closed: ...", "error: ...").
     endings: list[str] = field(default_factory=list)
@@ -240,6 +287,9 @@ class FeedConnection:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _last_send: float = -1e18
+    _lag: ReaderLag = field(default_factory=lambda: ReaderLag(0.0))
+    #: Channel → coalescible (the adapter's answer, cached: the hot path under load).
+    _coalescible: dict[str, bool] = field(default_factory=dict)
 
     @property
     def venue(self) -> str:
@@ -259,7 +309,7 @@ class FeedConnection:
             try:
                 async with websockets.connect(
                     self.plan.url, proxy=None, open_timeout=10, max_size=self.max_frame_bytes,
-                    compression=None,
+                    compression=None, max_queue=self.overload.max_queue_frames,
                 ) as ws:
                     self._ws = ws
                     self.connects += 1
@@ -271,6 +321,7 @@ class FeedConnection:
                         s: _Watch(timeout(s, self.stale_after_s, self.liquidation_stale_after_s), now)
                         for s in self.plan.streams
                     }
+                    self._lag = ReaderLag(now)
                     reason, got_data = await self._receive(ws, started)
             except asyncio.CancelledError:
                 raise
@@ -328,7 +379,9 @@ class FeedConnection:
             with contextlib.suppress(Exception):
                 self.handler.on_handler_error(self.venue, exc)
 
-    def _housekeeping(self, now: float, started: float) -> str | None:
+    def _housekeeping(self, ws: Any, now: float, started: float) -> str | None:
+        frames, waiting_bytes = socket_backlog(ws)
+        self._safe(self.handler.on_lag, self, self._lag.sample(now, frames, waiting_bytes))
         stale_now = False
         for key, watch in self._watches.items():
             age = now - watch.last_rx
@@ -352,7 +405,7 @@ class FeedConnection:
         while not self._stop.is_set():
             now = self.clock.monotonic()
             if now >= next_tick:
-                ending = self._housekeeping(now, started)
+                ending = self._housekeeping(ws, now, started)
                 if ending is not None:
                     return ending, got_data
                 next_tick = now + self.tick_s
@@ -363,36 +416,87 @@ class FeedConnection:
                 next_ping = now + (ping_s or 0.0)
             timeout = max(0.0, min(next_tick, next_ping) - self.clock.monotonic())
             try:
-                msg = await asyncio.wait_for(ws.recv(), timeout=timeout)
+                # A queued message is taken without a timer task (the hot path under load).
+                msg = await (ws.recv(decode=False) if queued_frames(ws)
+                             else asyncio.wait_for(ws.recv(decode=False), timeout=timeout))
+                msgs = await self._take_backlog(ws, msg)
             except TimeoutError:
                 continue
             except websockets.ConnectionClosed as exc:
                 return f"closed: {exc}", got_data
-            if self._dispatch(msg):
+            if self._dispatch(msgs):
                 got_data = True
         return "stopped", got_data
 
-    def _dispatch(self, msg: str | bytes) -> bool:
-        """Hand one message on; True when it was a data frame."""
+    async def _take_backlog(self, ws: Any, first: bytes) -> list[bytes]:
+        """``[first]``, or, when ``shed_backlog_frames`` or more wait, every queued message too."""
+        threshold = self.overload.shed_backlog_frames
+        if threshold <= 0 or queued_frames(ws) < threshold:
+            return [first]
+        msgs = [first, *take_queued(ws, self.overload.max_queue_frames)]
+        if queued_frames(ws) and len(msgs) < self.overload.max_queue_frames:
+            msgs.append(await ws.recv(decode=False))  # a fragmented message: the usual way
+        return msgs
+
+    def _coalesce_key(self, route: FrameRoute) -> str | None:
+        """The route's coalescing key (its watch key), None when its frames are never shed."""
+        known = self._coalescible.get(route.channel)
+        if known is None:
+            known = self._coalescible[route.channel] = self.adapter.coalescible(route)
+        return route.watch if known else None
+
+    def _dispatch(self, msgs: Sequence[bytes]) -> bool:
+        """Hand messages on, coalesced when there are several; True when one was a data frame."""
         recv_ms = self.clock.wall_ms()
-        raw_bytes = msg.encode() if isinstance(msg, str) else bytes(msg)
+        decoded: dict[int, tuple[FrameRoute, Any, bytes] | None] = {}
+        kept: Sequence[int] = (0,)
+        if len(msgs) > 1:
+            keys: list[str | None] = []
+            for i, msg in enumerate(msgs):
+                route = self.adapter.peek_route(msg)
+                if route is None:  # no cheap look: decode it now, once
+                    item = decoded[i] = self._decode(msg, recv_ms)
+                    route = item[0] if item is not None else None
+                keys.append(self._coalesce_key(route) if route is not None else None)
+            kept, shed = coalesce(keys)
+            for key, frames in shed.items():
+                self._safe(self.handler.on_shed, self.venue, key, frames)
+            keep = set(kept)
+            self._lag.bytes_read += sum(len(m) for i, m in enumerate(msgs) if i not in keep and i not in decoded)
+        delivered = False
+        for i in kept:
+            item = decoded[i] if i in decoded else self._decode(msgs[i], recv_ms)
+            if item is not None:
+                route, raw, raw_bytes = item
+                self._safe(self.handler.on_frame, self.venue, route.channel, raw, raw_bytes, recv_ms)
+                delivered = True
+        if len(msgs) > 1:
+            self._safe(self.handler.on_backlog_taken, self.venue)
+        return delivered
+
+    def _decode(self, msg: bytes, recv_ms: int) -> tuple[FrameRoute, Any, bytes] | None:
+        """A data frame's route, value and bytes; None for control frames and garbage (reported)."""
+        raw_bytes = bytes(msg)
         try:
             raw = orjson.loads(raw_bytes)
         except orjson.JSONDecodeError as exc:
-            if isinstance(msg, str) and self.adapter.is_control_text(msg):
-                return False
+            if self.adapter.is_control_text(raw_bytes.decode("utf-8", "replace")):
+                return None
             self._safe(self.handler.on_garbage, self.venue, raw_bytes, "invalid_json", str(exc), recv_ms)
-            return False
+            return None
         try:
             route = self.adapter.route(raw)
         except Exception as exc:  # a frame the adapter cannot place: dead-letter it
             self._safe(self.handler.on_garbage, self.venue, raw_bytes, "unroutable", str(exc), recv_ms)
-            return False
+            return None
         if route is None:
-            return False
+            return None
+        venue_ts_ms = None
+        with contextlib.suppress(Exception):  # a timestamp is a measurement, never a reason to drop
+            venue_ts_ms = self.adapter.event_ts_ms(raw)
+        self._lag.on_frame(len(raw_bytes), recv_ms, venue_ts_ms)
         watch = self._watches.get(route.watch)
         if watch is not None:
             watch.last_rx = self.clock.monotonic()
             watch.stale = False
-        self._safe(self.handler.on_frame, self.venue, route.channel, raw, raw_bytes, recv_ms)
-        return True
+        return route, raw, raw_bytes

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter
+from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
 
 __all__ = [
     "SPOT_REST_URL",
@@ -33,6 +33,14 @@ USDM_WS_URL = "wss://fstream.binance.com"
 USDM_REST_URL = "https://fapi.binance.com"
 
 _DEPTH = re.compile(r"^([a-z0-9]+)@depth(@\d+ms)?$")
+#: Streams whose every frame is a whole state of the stream: a symbol's best bid/ask, mark
+#: price or partial-depth snapshot, or every symbol's mark price (``!markPrice@arr``). Not
+#: ``!bookTicker``: its frames are single symbols' updates, the newest would hide the others.
+_COALESCIBLE = re.compile(r"(@bookticker|markprice(@arr)?(@1s)?|@depth(5|10|20)(@\d+ms)?)$")
+_STREAM_PREFIX = b'{"stream":"'
+_PREFIX_LEN = len(_STREAM_PREFIX)
+#: Stream names remembered by peek_route (subscriptions are far fewer; garbage cannot grow it).
+_PEEK_CACHE = 4096
 _MARKET_STREAMS = ("@aggtrade", "@markprice", "markprice@arr", "@forceorder", "forceorder@arr", "@kline")
 
 
@@ -55,6 +63,7 @@ class _Binance(VenueAdapter):
     def __init__(self, ws_url: str, rest_url: str | None = None) -> None:
         super().__init__(ws_url, rest_url)
         self._next_id = 0
+        self._peeked: dict[bytes, FrameRoute] = {}
 
     def _messages(self, method: str, streams: Sequence[str]) -> list[str]:
         out: list[str] = []
@@ -79,6 +88,26 @@ class _Binance(VenueAdapter):
             if "id" in msg and ("result" in msg or "error" in msg):
                 return None  # subscription ack / error reply
         raise ValueError("not a combined-stream frame")
+
+    def peek_route(self, raw_bytes: bytes) -> FrameRoute | None:
+        # Binance writes the stream name first: {"stream":"btcusdt@bookTicker","data":{...}}
+        if not raw_bytes.startswith(_STREAM_PREFIX):
+            return None
+        name = raw_bytes[_PREFIX_LEN : raw_bytes.find(b'"', _PREFIX_LEN)]
+        route = self._peeked.get(name)
+        if route is None and name.isascii() and b"\\" not in name and len(self._peeked) < _PEEK_CACHE:
+            stream = name.decode()
+            route = self._peeked[name] = FrameRoute(stream, stream)
+        return route
+
+    def coalescible(self, route: FrameRoute) -> bool:
+        return _COALESCIBLE.search(route.channel.lower()) is not None
+
+    def event_ts_ms(self, msg: Any) -> int | None:
+        data = msg.get("data")
+        if isinstance(data, list):
+            data = data[0] if data else None
+        return ms_or_none(data.get("E", data.get("T"))) if isinstance(data, dict) else None
 
     def book_symbol(self, stream: str) -> str | None:
         m = _DEPTH.match(stream.lower())

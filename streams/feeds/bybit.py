@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter
+from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
 
 __all__ = ["LINEAR_WS_URL", "SPOT_WS_URL", "BybitLinear", "BybitSpot"]
 
@@ -47,6 +47,9 @@ class _Bybit(VenueAdapter):
             if "op" in msg or "success" in msg:
                 return None  # subscribe ack, pong
         raise ValueError("not a Bybit topic frame")
+
+    def event_ts_ms(self, msg: Any) -> int | None:
+        return ms_or_none(msg.get("ts"))
 
     def book_symbol(self, stream: str) -> str | None:
         parts = stream.split(".")

@@ -25,6 +25,7 @@ from monitor.config import EngineConfig
 from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
 from streams.feeds import binance, bybit, hyperliquid, okx
 from streams.feeds.base import BackoffPolicy, VenueAdapter
+from streams.feeds.overload import OverloadConfig
 
 __all__ = [
     "ADAPTERS",
@@ -181,6 +182,8 @@ class LiveConfig(_Frozen):
     margin_tables: MarginTablesConfig = Field(default_factory=MarginTablesConfig)
     #: Venue instrument tables fetched at start and recorded as ``instruments`` frames.
     instruments: InstrumentsConfig = Field(default_factory=InstrumentsConfig)
+    #: A reader behind its venue: when to shed, lag thresholds (``[live.overload]``).
+    overload: OverloadConfig = Field(default_factory=OverloadConfig)
 
     @field_validator("okx_contract_values", mode="before")
     @classmethod

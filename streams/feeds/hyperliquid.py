@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter
+from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
 
 __all__ = ["WS_URL", "Hyperliquid"]
 
@@ -56,6 +56,15 @@ class Hyperliquid(VenueAdapter):
                 coin = data[0].get("coin", "") if data and isinstance(data[0], dict) else ""
                 return FrameRoute("trades", f"trades:{coin}")
         raise ValueError("not a Hyperliquid data frame")
+
+    def coalescible(self, route: FrameRoute) -> bool:
+        return route.channel in ("l2Book", "bbo", "allMids")  # full snapshots on every push
+
+    def event_ts_ms(self, msg: Any) -> int | None:
+        data = msg.get("data")
+        if isinstance(data, list):
+            data = data[0] if data else None
+        return ms_or_none(data.get("time")) if isinstance(data, dict) else None
 
     def book_symbol(self, stream: str) -> str | None:
         kind, _, coin = stream.partition(":")

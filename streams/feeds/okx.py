@@ -12,12 +12,14 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter
+from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
 
 __all__ = ["WS_URL", "Okx", "okx_arg"]
 
 WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
 _BY_TYPE = {"liquidation-orders"}
+#: Channels whose every push is a whole state (best bid/ask, 5-level snapshots, tickers, marks).
+_COALESCIBLE = frozenset({"bbo-tbt", "books5", "tickers", "mark-price", "index-tickers"})
 
 
 def okx_arg(stream: str) -> dict[str, str]:
@@ -67,6 +69,14 @@ class Okx(VenueAdapter):
             if "event" in msg:
                 return None  # subscribe / unsubscribe / error event
         raise ValueError("not an OKX push frame")
+
+    def coalescible(self, route: FrameRoute) -> bool:
+        return route.channel in _COALESCIBLE
+
+    def event_ts_ms(self, msg: Any) -> int | None:
+        data = msg.get("data")
+        first = data[0] if isinstance(data, list) and data else None
+        return ms_or_none(first.get("ts")) if isinstance(first, dict) else None
 
     def book_symbol(self, stream: str) -> str | None:
         channel, _, inst = stream.partition(":")

@@ -16,6 +16,13 @@ becomes. Book notices from Ingest drive the connectors: a gap counts in
 ``liqmon_feed_gaps_total``; a snapshot request fetches the REST depth snapshot (Binance)
 or resubscribes the book stream (Bybit, OKX); a resync counts in
 ``liqmon_feed_resyncs_total``.
+
+A reader behind its venue (:mod:`streams.feeds.overload`): each connection's lag sample
+sets ``liqmon_feed_lag_seconds`` (the venue's largest); a change of the venue's lag level
+(:class:`monitor.feed_lag.LagLevel`) becomes a ``feed_status`` frame, recorded and turned
+into a ``feed_lag`` alert by Ingest like ``feed_stale``. Frames a connection coalesced away
+count in ``liqmon_feed_shed_frames_total``; they are neither recorded nor ingested, so a
+recording replays to what the session processed.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import gzip
 import logging
 import random
 import zlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +44,7 @@ import orjson
 
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
+from monitor.feed_lag import LagLevel, lag_status_raw
 from monitor.ingest import (
     BOOK_RESET_CHANNEL,
     CONTRACT_VALUES_CHANNEL,
@@ -59,6 +68,7 @@ from monitor.wire.okx import contract_values_raw
 from replay.capture import dumps_line
 from streams.feeds.base import Backoff, Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
+from streams.feeds.overload import LagSample
 from streams.publish import Sink
 
 __all__ = ["LiveRunner", "Recorder"]
@@ -102,6 +112,8 @@ class LiveStats:
     reconnects: int = 0
     snapshots: int = 0
     resubscribes: int = 0
+    #: Frames coalesced away while a reader was behind, by venue.
+    shed: Counter[str] = field(default_factory=Counter)
     alerts: list[Alert] = field(default_factory=list)
 
 
@@ -147,12 +159,14 @@ class LiveRunner:
                 self.connections.append(FeedConnection(
                     adapter, plan, self, self.clock, Backoff(live_config.backoff, random.Random(rng.random())),
                     stale_after_s=feed.stale_after_s, liquidation_stale_after_s=feed.liquidation_stale_after_s,
-                    tick_s=live_config.watchdog_tick_s,
+                    tick_s=live_config.watchdog_tick_s, overload=live_config.overload,
                 ))
         self._queue: asyncio.Queue[Routed | DeadLetter | Alert | None] = asyncio.Queue()
         self._inflight: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._lag_samples: dict[int, LagSample] = {}
+        self._lag_levels = {venue: LagLevel(live_config.overload.lag) for venue in self.adapters}
 
     # -- FeedHandler ----------------------------------------------------------------------
     def on_frame(self, venue: str, channel: str, raw: Any, raw_bytes: bytes, recv_ts_ms: int) -> None:
@@ -197,6 +211,31 @@ class LiveRunner:
         if symbols:
             raw = {"symbols": symbols, "reason": reason[:200]}
             self.on_frame(conn.venue, BOOK_RESET_CHANNEL, raw, orjson.dumps(raw), ts_ms)
+
+    def on_lag(self, conn: FeedConnection, sample: LagSample) -> None:
+        """A connection's lag sample: the venue's gauge, and a ``feed_status`` frame on a level change."""
+        venue = conn.venue
+        self._lag_samples[id(conn)] = sample
+        worst = max((self._lag_samples[id(c)] for c in self.connections
+                     if c.venue == venue and id(c) in self._lag_samples), key=lambda x: x.lag_s)
+        if self.metrics is not None:
+            self.metrics.feed_lag_seconds.labels(venue=venue).set(worst.lag_s)
+        level = self._lag_levels.get(venue)
+        change = level.observe(worst.lag_s) if level is not None else None
+        if change is not None:
+            raw = lag_status_raw(*change, worst.lag_s, {**worst.evidence(), "shed_frames": self.stats.shed[venue]})
+            self.on_frame(venue, FEED_STATUS_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
+
+    def on_shed(self, venue: str, watch: str, frames: int) -> None:
+        self.stats.shed[venue] += frames
+        if self.metrics is not None:
+            self.metrics.feed_shed_frames_total.labels(venue=venue, channel=watch).inc(frames)
+
+    def on_backlog_taken(self, venue: str) -> None:
+        """A backlog was taken at once: publish its batches now. The next frames of the same
+        assets are a backlog away, and batch boundaries are not part of a recording."""
+        for routed in self.ingest.finish():
+            self._queue.put_nowait(routed)
 
     def on_handler_error(self, venue: str, exc: BaseException) -> None:
         self.stats.handler_errors += 1

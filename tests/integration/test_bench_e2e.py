@@ -1,5 +1,5 @@
-"""The e2e bench section at a low rate: a local Binance spot server → ``liqmon live`` → broker →
-worker → ``alerts.cascade``. Checks that alerts come back and that the counts agree from one
+"""The e2e bench section at a low rate: a local Binance spot and USDⓈ-M server → ``liqmon live`` →
+broker → worker → ``alerts.cascade``. Checks that alerts come back and that the counts agree from one
 process to the next; no timing thresholds (the figures are measurements, not requirements)."""
 
 from __future__ import annotations
@@ -21,10 +21,16 @@ def test_bench_e2e_low_rate_figures_are_consistent(tmp_path: Path) -> None:
     assert server["bookticker_frames"] > 0 and server["depth_diff_frames"] > 0
     assert server["frames_pushed"] == server["bookticker_frames"] + server["depth_diff_frames"]
     assert server["rest_snapshots"] >= 1
-    # Every pushed frame reached the live process (plus the REST snapshots and at most one
-    # connection-reset frame), none was dead-lettered, the connection never dropped.
-    assert server["frames_pushed"] <= live["frames"] <= server["frames_pushed"] + server["rest_snapshots"] + 1
+    # Every pushed frame and liquidation print reached the live process, processed or counted as
+    # shed (plus the REST snapshots and at most one connection-reset frame), none was
+    # dead-lettered, the connections never dropped.
+    liquidations = result["liquidations"]
+    arrived = server["frames_pushed"] + liquidations["sent"] - live["frames_shed"]
+    assert arrived <= live["frames"] <= arrived + server["rest_snapshots"] + 1
     assert live["deadletters"] == 0 and live["reconnects"] == 0
+    # Every liquidation print became an event the worker processed.
+    assert liquidations["sent"] > 0 and liquidations["lost"] == 0
+    assert liquidations["processed_by_worker"] == liquidations["sent"]
     # The worker processed exactly what the live process normalised.
     assert worker["events"] == live["events"] > 0
     assert worker["events_not_processed"] == 0
@@ -40,4 +46,4 @@ def test_bench_e2e_low_rate_figures_are_consistent(tmp_path: Path) -> None:
 
     # The artefacts a closer look needs are left in the work directory.
     assert (tmp_path / "alerts-e2e.jsonl").read_bytes().count(b"\n") == result["alerts_read"]
-    assert "liqmon: live on 1 connections to binance-spot" in (tmp_path / "live-e2e.log").read_text()
+    assert "liqmon: live on 2 connections to binance-spot, binance-usdm" in (tmp_path / "live-e2e.log").read_text()

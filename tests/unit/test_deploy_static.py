@@ -65,6 +65,8 @@ CATALOGUE: dict[str, str] = {
     "liqmon_feed_gaps_total": "counter",
     "liqmon_feed_resyncs_total": "counter",
     "liqmon_feed_reconnects_total": "counter",
+    "liqmon_feed_lag_seconds": "gauge",
+    "liqmon_feed_shed_frames_total": "counter",
 }
 EXPORTER_PORTS = {"liqmon-worker": 9464, "liqmon-live": 9465, "liqmon-replay": 9466}
 # Partition counts the code relies on (streams/kafka_replay.py ensure_topics, streams/app.py):

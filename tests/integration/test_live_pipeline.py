@@ -1,0 +1,102 @@
+"""``liqmon live`` on the embedded default runs the whole pipeline: against a local Binance spot
+server whose USDe quote leaves the peg, the real command (no ``LIQMON_KAFKA_BOOTSTRAP``)
+starts the broker and a worker and prints the worker's peg alert on stdout; ``--no-worker``
+starts none and prints none; a worker that exits is reported once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from streams.bench import _LATENCY_CONFIG
+from streams.live_cmd import watch_worker
+from tests.integration.test_feeds_binance import ack
+from tests.integration.test_feeds_harness import Conn, WsServer, ws_server
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
+
+CONFIG = _LATENCY_CONFIG + '\n[live.venues."binance-spot"]\nstreams = ["usdeusdt@bookTicker"]\n'
+
+
+async def quotes(conn: Conn) -> None:
+    """USDe at the peg, then 5 % below it, then back, over and over (10 quotes a second)."""
+    await ack(conn)
+    i = 0
+    while True:
+        mid = 0.95 if (i // 10) % 2 else 1.0
+        await conn.send({"stream": "usdeusdt@bookTicker", "data": {
+            "u": i, "s": "USDEUSDT", "b": f"{mid - 0.0001:.4f}", "B": "50000", "a": f"{mid + 0.0001:.4f}",
+            "A": "50000"}})
+        i += 1
+        await asyncio.sleep(0.1)
+
+
+@asynccontextmanager
+async def live(tmp_path: Path, server: WsServer, *extra: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    config = tmp_path / "live.toml"
+    config.write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    # No LIQMON_KAFKA_BOOTSTRAP: the embedded default. No fixed ports (tests share the machine).
+    env |= {"LIQMON_METRICS_PORT": "0", "LIQMON_LIVE_METRICS_PORT": "0", "LIQMON_DATA_DIR": str(tmp_path / "data")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams.cli", "live", "--config", str(config), "--ws-url",
+        f"binance-spot={server.url}", "--out", str(tmp_path / "out"), *extra,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_live_on_the_embedded_broker_prints_the_workers_alerts(tmp_path: Path) -> None:
+    async with ws_server([quotes]) as server, live(tmp_path, server, "--duration", "600") as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        lines: list[str] = []
+
+        async def first_peg_alert() -> None:
+            while True:
+                line = (await proc.stdout.readline()).decode()  # type: ignore[union-attr]
+                if not line:
+                    raise AssertionError("liqmon live ended without printing an alert")
+                lines.append(line)
+                if "peg_deviation" in line:
+                    return
+
+        await asyncio.wait_for(first_peg_alert(), timeout=150)  # broker, worker start, first crossing
+        proc.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    alert = next(line for line in lines if "peg_deviation" in line)
+    assert " binance-spot/USDe" in alert and ("HIGH" in alert or "CRITICAL" in alert or "WARNING" in alert)
+    stderr = err.decode()
+    assert "liqmon: embedded broker on 127.0.0.1:" in stderr
+    assert f"liqmon: worker started (log {tmp_path / 'out' / 'worker.log'})" in stderr
+    assert "frames shed" in stderr and (tmp_path / "out" / "worker.log").exists()
+    printed = [line for line in [*lines, *rest.decode().splitlines(keepends=True)] if line.strip()]
+    assert len(printed) == len(set(printed))  # each alert once
+
+
+async def test_no_worker_starts_none_and_prints_nothing(tmp_path: Path) -> None:
+    async with ws_server([quotes]) as server, live(tmp_path, server, "--duration", "4", "--no-worker") as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert out == b""
+    assert "worker started" not in err.decode() and not (tmp_path / "out").exists()
+    assert "liqmon: live on 1 connections to binance-spot" in err.decode()
+
+
+async def test_a_worker_that_exits_is_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    await asyncio.wait_for(watch_worker(worker, tmp_path / "worker.log"), timeout=30)
+    err = capsys.readouterr().err
+    assert err == f"liqmon: the worker exited with code 3: no more alerts; see {tmp_path / 'worker.log'}\n"

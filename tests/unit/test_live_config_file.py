@@ -1,0 +1,30 @@
+"""One config file for ``liqmon live`` and the worker it starts: the worker reads the engine
+part (same ``config_hash`` as the live process), the ``[live]`` table is the live process's,
+and a typo in the engine part still fails in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.bench import _LATENCY_CONFIG
+from streams.feeds.config import split_config
+from streams.settings import ConfigFileError, load_engine_config
+
+LIVE = '\n[live.venues."binance-spot"]\nstreams = ["usdeusdt@bookTicker"]\n[live.overload]\nshed_backlog_frames = 64\n'
+
+
+def test_the_worker_reads_the_engine_part_of_a_live_config(tmp_path: Path) -> None:
+    path = tmp_path / "live.toml"
+    path.write_text(_LATENCY_CONFIG + LIVE)
+    engine, live = split_config(path.read_text())
+    assert load_engine_config(path).config_hash == engine.config_hash
+    assert live.overload.shed_backlog_frames == 64
+
+
+def test_a_typo_in_the_engine_part_still_fails(tmp_path: Path) -> None:
+    path = tmp_path / "live.toml"
+    path.write_text("[peg]\nclear_duration_msec = 0\n" + LIVE)
+    with pytest.raises(ConfigFileError, match="invalid config"):
+        load_engine_config(path)
