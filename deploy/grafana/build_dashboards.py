@@ -633,90 +633,119 @@ def _pipeline() -> Dashboard:
         uid="liqmon-pipeline",
         title="liqmon / Pipeline",
         description="Throughput, lag, latency, dead letters and feed health.",
-        panels=(
-            Panel(
-                "Workers up",
-                "stat",
-                (Target("sum(liqmon_worker_up)", "workers"),),
-                width=6,
-                thresholds=((None, "red"), (1, "green")),
+        panels=(*_pipeline_panels(), *_feed_panels()),
+    )
+
+
+def _pipeline_panels() -> tuple[Panel, ...]:
+    """Workers, throughput, consumer lag, latency, dead letters."""
+    return (
+        Panel(
+            "Workers up",
+            "stat",
+            (Target("sum(liqmon_worker_up)", "workers"),),
+            width=6,
+            thresholds=((None, "red"), (1, "green")),
+        ),
+        Panel(
+            "Events in by source",
+            "timeseries",
+            (Target("liqmon:events:rate1m", "{{source}}"),),
+            unit="ops",
+            width=9,
+        ),
+        Panel(
+            "Topic records",
+            "timeseries",
+            (Target("liqmon:topic_records:rate1m", "{{topic}} {{direction}}"),),
+            unit="ops",
+            width=9,
+        ),
+        Panel(
+            "Consumer lag",
+            "timeseries",
+            (Target("liqmon:consumer_lag:sum_by_topic", "{{topic}}"),),
+            width=12,
+        ),
+        Panel(
+            "Processing latency p50 / p99",
+            "timeseries",
+            (
+                Target("liqmon:processing_latency_seconds:p50", "{{agent}} p50"),
+                Target("liqmon:processing_latency_seconds:p99", "{{agent}} p99"),
             ),
-            Panel(
-                "Events in by source",
-                "timeseries",
-                (Target("liqmon:events:rate1m", "{{source}}"),),
-                unit="ops",
-                width=9,
-            ),
-            Panel(
-                "Topic records",
-                "timeseries",
-                (Target("liqmon:topic_records:rate1m", "{{topic}} {{direction}}"),),
-                unit="ops",
-                width=9,
-            ),
-            Panel(
-                "Consumer lag",
-                "timeseries",
-                (Target("liqmon:consumer_lag:sum_by_topic", "{{topic}}"),),
-                width=12,
-            ),
-            Panel(
-                "Processing latency p50 / p99",
-                "timeseries",
-                (
-                    Target("liqmon:processing_latency_seconds:p50", "{{agent}} p50"),
-                    Target("liqmon:processing_latency_seconds:p99", "{{agent}} p99"),
+            unit="s",
+            width=12,
+        ),
+        Panel(
+            "Dead letters by reason",
+            "timeseries",
+            (Target("liqmon:deadletter:rate5m", "{{reason}}"),),
+            unit="ops",
+            width=12,
+        ),
+        Panel(
+            "Agent last event",
+            "table",
+            (
+                Target(
+                    "max by (agent) (liqmon_agent_last_event_timestamp_seconds) * 1000",
+                    instant=True,
                 ),
-                unit="s",
-                width=12,
             ),
-            Panel(
-                "Dead letters by reason",
-                "timeseries",
-                (Target("liqmon:deadletter:rate5m", "{{reason}}"),),
-                unit="ops",
-                width=12,
-            ),
-            Panel(
-                "Agent last event",
-                "table",
-                (
-                    Target(
-                        "max by (agent) (liqmon_agent_last_event_timestamp_seconds) * 1000",
-                        instant=True,
-                    ),
+            unit="dateTimeAsIso",
+            width=12,
+        ),
+    )
+
+
+def _feed_panels() -> tuple[Panel, ...]:
+    """The live feeds' health: staleness, lag and shedding, gaps and reconnects."""
+    return (
+        Panel(
+            "Feed staleness",
+            "timeseries",
+            (Target("liqmon:feed_last_event_age_seconds:max", "{{venue}} {{channel}}"),),
+            unit="s",
+            width=12,
+            thresholds=((None, "green"), (30, "red")),
+            threshold_lines=True,
+        ),
+        Panel(
+            "Feed gaps, resyncs, reconnects (5m)",
+            "timeseries",
+            (
+                Target(
+                    "sum by (venue) (increase(liqmon_feed_gaps_total[5m]))", "{{venue}} gaps"
                 ),
-                unit="dateTimeAsIso",
-                width=12,
-            ),
-            Panel(
-                "Feed staleness",
-                "timeseries",
-                (Target("liqmon:feed_last_event_age_seconds:max", "{{venue}} {{channel}}"),),
-                unit="s",
-                width=12,
-                thresholds=((None, "green"), (30, "red")),
-                threshold_lines=True,
-            ),
-            Panel(
-                "Feed gaps, resyncs, reconnects (5m)",
-                "timeseries",
-                (
-                    Target(
-                        "sum by (venue) (increase(liqmon_feed_gaps_total[5m]))", "{{venue}} gaps"
-                    ),
-                    Target(
-                        "sum by (venue) (increase(liqmon_feed_resyncs_total[5m]))",
-                        "{{venue}} resyncs",
-                    ),
-                    Target(
-                        "sum by (venue) (increase(liqmon_feed_reconnects_total[5m]))",
-                        "{{venue}} reconnects",
-                    ),
+                Target(
+                    "sum by (venue) (increase(liqmon_feed_resyncs_total[5m]))",
+                    "{{venue}} resyncs",
                 ),
-                width=12,
+                Target(
+                    "sum by (venue) (increase(liqmon_feed_reconnects_total[5m]))",
+                    "{{venue}} reconnects",
+                ),
             ),
+            width=12,
+        ),
+        Panel(
+            "Feed lag and frames shed",
+            "timeseries",
+            (
+                Target("liqmon:feed_lag_seconds:max", "{{venue}} lag (s)"),
+                # 0 per live venue while nothing is shed (the counter starts at the first shed frame)
+                Target(
+                    "sum by (venue) (liqmon:feed_shed_frames:rate5m)"
+                    " or sum by (venue) (liqmon_feed_lag_seconds) * 0",
+                    "{{venue}} shed frames/s",
+                ),
+            ),
+            width=24,
+            thresholds=((None, "green"), (2, "yellow"), (10, "red")),
+            threshold_lines=True,
+            description="Live reader behind its venue (event-time lag or socket backlog) and "
+            "the book/quote frames it coalesced away; trades and liquidations are never shed.",
         ),
     )
 
