@@ -175,11 +175,31 @@ def _margin_tables_path(args: argparse.Namespace, settings: Settings, capture: P
         raise UsageError(str(exc)) from None
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    settings = Settings()
-    out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
-    phases = Phases()
+@dataclasses.dataclass
+class _ReplayInputs:
+    """What a replay runs on: the capture, the engine config and the population."""
+
+    capture: Path
+    config: Any  # monitor.config.EngineConfig (imported lazily: the CLI starts fast)
+    positions: list[Any] | None
+    accounts: list[Any] | None
+    scenario: Any  # replay.scenario.ScenarioResult | None
+    #: The margin tables in force (a file, or the capture's recorded ones), or None.
+    margin_tables: Path | None
+
+
+@dataclasses.dataclass
+class _ReplayRun:
+    """What a replay produced, inline or through Kafka."""
+
+    alerts: list[Any]
+    stats: Any  # replay.replayer.ReplayStats
+    mode: str
+    snapshots: list[Any]
+    worker_deadletters: int = 0
+
+
+def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, phases: Phases) -> _ReplayInputs:
     scenario = None
     if args.scenario:
         if args.capture is not None:
@@ -200,91 +220,123 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     tables = _margin_tables_path(args, settings, capture)
     config = load_engine_config(args.config or settings.config, tables)
-    from replay.report import ReportRecorder, write_report
-
-    recorder = ReportRecorder(config)
-    progress = _progress_printer(not args.quiet)
-    worker_deadletters = 0
+    from monitor.lending import Position
     from replay.replayer import InputFileError, load_jsonl
 
     try:
-        from monitor.lending import Position
-
         positions = load_jsonl(args.positions, Position) if args.positions else None
         accounts = load_jsonl(args.accounts, _AccountInput) if args.accounts else None
     except (OSError, InputFileError) as exc:
         raise UsageError(str(exc)) from None
     phases.done("inputs")
-    if args.inline:
-        from replay.replayer import replay_inline
+    return _ReplayInputs(capture, config, positions, accounts, scenario, tables)
 
-        inline = asyncio.run(
-            replay_inline(
-                capture, config, args.speed, args.from_ms, args.to_ms, progress,
-                on_alert=recorder.on_alert, on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot,
-                partitions=settings.partitions, positions=positions, accounts=accounts,
-            )
+
+def _run_inline(args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any) -> _ReplayRun:
+    from replay.replayer import replay_inline
+
+    inline = asyncio.run(
+        replay_inline(
+            inputs.capture, inputs.config, args.speed, args.from_ms, args.to_ms, _progress_printer(not args.quiet),
+            on_alert=recorder.on_alert, on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot,
+            partitions=settings.partitions, positions=inputs.positions, accounts=inputs.accounts,
         )
-        alerts, stats, mode, snapshots = inline.alerts, inline.stats, "inline", inline.snapshots
-    else:
-        from streams.kafka_replay import ensure_topics, replay_kafka
-        from streams.worker import resolve_bootstrap
+    )
+    return _ReplayRun(inline.alerts, inline.stats, "inline", inline.snapshots)
 
-        with resolve_bootstrap(settings) as (bootstrap, effective):
-            asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))
-            env = {
-                "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
-                "LIQMON_BROKER_KIND": effective.broker_kind,
-                # The replay's worker serves the replay's /metrics (9466 unless told).
-                "LIQMON_METRICS_PORT": str(
-                    args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port
-                ),
-                "LIQMON_PARTITIONS": str(effective.partitions),
-            }
-            if args.config or settings.config:
-                env["LIQMON_CONFIG"] = str(args.config or settings.config)
-            if tables is not None:
-                env["LIQMON_MARGIN_TABLES"] = str(tables)
-            stack = contextlib.ExitStack()
-            with stack:
-                alive: Callable[[], bool] | None = None
-                if not args.no_worker:
-                    proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))
-                    alive = lambda: proc.poll() is None  # noqa: E731
-                kafka = asyncio.run(
-                    replay_kafka(
-                        capture, config, bootstrap, args.speed, args.from_ms, args.to_ms,
-                        progress, on_alert=recorder.on_alert, on_batch=recorder.on_batch,
-                        alive=alive, positions=positions, accounts=accounts, group=effective.app_id,
-                        idle_timeout_s=args.idle_timeout, on_snapshot=recorder.on_risk_snapshot,
-                    )
+
+def _worker_env(
+    args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, bootstrap: str, effective: Settings
+) -> dict[str, str]:
+    """The environment of the worker a replay starts: its broker, metrics port and config."""
+    env = {
+        "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
+        "LIQMON_BROKER_KIND": effective.broker_kind,
+        # The replay's worker serves the replay's /metrics (9466 unless told).
+        "LIQMON_METRICS_PORT": str(
+            args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port
+        ),
+        "LIQMON_PARTITIONS": str(effective.partitions),
+    }
+    if args.config or settings.config:
+        env["LIQMON_CONFIG"] = str(args.config or settings.config)
+    if inputs.margin_tables is not None:
+        env["LIQMON_MARGIN_TABLES"] = str(inputs.margin_tables)
+    return env
+
+
+def _run_kafka(
+    args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path
+) -> _ReplayRun:
+    from streams.kafka_replay import ReplayHooks, ensure_topics, replay_kafka
+    from streams.worker import resolve_bootstrap
+
+    with resolve_bootstrap(settings) as (bootstrap, effective):
+        asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))
+        with contextlib.ExitStack() as stack:
+            alive: Callable[[], bool] | None = None
+            if not args.no_worker:
+                env = _worker_env(args, settings, inputs, bootstrap, effective)
+                proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))
+                alive = lambda: proc.poll() is None  # noqa: E731
+            hooks = ReplayHooks(
+                progress=_progress_printer(not args.quiet), on_alert=recorder.on_alert,
+                on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot, alive=alive,
+            )
+            kafka = asyncio.run(
+                replay_kafka(
+                    inputs.capture, inputs.config, bootstrap, speed=args.speed, from_ms=args.from_ms,
+                    to_ms=args.to_ms, positions=inputs.positions, accounts=inputs.accounts,
+                    group=effective.app_id, idle_timeout_s=args.idle_timeout, hooks=hooks,
                 )
-        alerts, stats, mode, snapshots = kafka.alerts, kafka.stats, "kafka", kafka.snapshots
-        worker_deadletters = kafka.worker_deadletters
-    if progress is not None and sys.stderr.isatty():
+            )
+    return _ReplayRun(kafka.alerts, kafka.stats, "kafka", kafka.snapshots, kafka.worker_deadletters)
+
+
+def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[dict[str, Any], str | None, str]:
+    """The scenario's calibration rows: the summary's extra fields, the table, whose figures."""
+    scenario = inputs.scenario
+    if scenario is None:
+        return {}, None, ""
+    from replay.calibration import format_table
+    from replay.scenario import calibrate_scenario
+
+    figures_of, rows = calibrate_scenario(scenario)
+    recorder.set_calibration(rows)
+    extra: dict[str, Any] = {
+        "scenario": {"name": scenario.name, "seed": scenario.seed, "generation_s": round(scenario.generation_s, 2)},
+        "calibration": [dataclasses.asdict(r) for r in rows],
+        "calibration_passed": all(r.passed for r in rows),
+    }
+    phases.done("calibration")
+    return extra, format_table(rows), figures_of
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = Settings()
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    phases = Phases()
+    inputs = _replay_inputs(args, settings, out_dir, phases)
+    config = inputs.config
+    from replay.report import ReportRecorder, write_report
+
+    recorder = ReportRecorder(config)
+    if args.inline:
+        run = _run_inline(args, settings, inputs, recorder)
+    else:
+        run = _run_kafka(args, settings, inputs, recorder, out_dir)
+    if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     phases.done("replay")
-    ordered = write_alerts(out_dir / "alerts.jsonl", alerts)
-    write_snapshots(out_dir / "snapshots.jsonl", snapshots)
-    extra: dict[str, Any] = {}
-    calibration_text = None
-    if scenario is not None:
-        from replay.calibration import format_table
-        from replay.scenario import calibrate_scenario
-
-        figures_of, rows = calibrate_scenario(scenario)
-        recorder.set_calibration(rows)
-        calibration_text = format_table(rows)
-        extra["scenario"] = {"name": scenario.name, "seed": scenario.seed,
-                             "generation_s": round(scenario.generation_s, 2)}
-        extra["calibration"] = [dataclasses.asdict(r) for r in rows]
-        extra["calibration_passed"] = all(r.passed for r in rows)
-        phases.done("calibration")
+    ordered = write_alerts(out_dir / "alerts.jsonl", run.alerts)
+    write_snapshots(out_dir / "snapshots.jsonl", run.snapshots)
+    extra, calibration_text, figures_of = _calibration(inputs, recorder, phases)
     summary = write_summary(
-        out_dir / "summary.json", capture=capture, mode=mode, config_hash=config.config_hash,
-        stats=stats, alerts=ordered, worker_deadletters=worker_deadletters, extra=extra,
+        out_dir / "summary.json", capture=inputs.capture, mode=run.mode, config_hash=config.config_hash,
+        stats=run.stats, alerts=ordered, worker_deadletters=run.worker_deadletters, extra=extra,
     )
-    write_report(recorder, out_dir / "report.html", title=f"liqmon replay: {capture.name}",
+    write_report(recorder, out_dir / "report.html", title=f"liqmon replay: {inputs.capture.name}",
                  config_hash=config.config_hash, summary=summary)
     phases.done("report")
     if not args.quiet:
@@ -294,7 +346,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         # a pipe or file gets rows of 160 columns, not rich's 80
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-        print_story(console, build_story(ordered, snapshots), ordered, verbose=args.verbose)
+        print_story(console, build_story(ordered, run.snapshots), ordered, verbose=args.verbose)
         if calibration_text is not None:
             print(f"\ncalibration against the public figures of {figures_of}:")
             print(calibration_text)
@@ -303,7 +355,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"{summary['deadletters']} dead letters; config {config.config_hash}; outputs in {out_dir}/"
         )
         print(phases.line())
-    return 130 if stats.interrupted else 0
+    return 130 if run.stats.interrupted else 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

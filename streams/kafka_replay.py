@@ -38,7 +38,7 @@ from streams.broker import broker_reachable
 from streams.errors import KafkaReplayError
 from streams.kafka_security import kafka_client_options, start_admin
 
-__all__ = ["KafkaReplayError", "KafkaReplayResult", "collect_alerts", "ensure_topics", "replay_kafka"]
+__all__ = ["KafkaReplayError", "KafkaReplayResult", "ReplayHooks", "collect_alerts", "ensure_topics", "replay_kafka"]
 
 
 #: Seconds without reaching the broker after which a replay gives up.
@@ -162,22 +162,198 @@ async def _topic_partitions(producer: AIOKafkaProducer, topic: str) -> list[int]
     raise KafkaReplayError(f"topic {topic} has no partitions")
 
 
+@dataclass
+class ReplayHooks:
+    """Callbacks of a replay: progress, each alert, batch and snapshot, and the worker's life."""
+
+    progress: ProgressFn | None = None
+    on_alert: Callable[[Alert], None] | None = None
+    on_batch: Callable[[Batch], None] | None = None
+    on_snapshot: Callable[[RiskSnapshot], None] | None = None
+    #: False once the worker this replay started has exited (None: workers run elsewhere).
+    alive: Callable[[], bool] | None = None
+
+
+class _ReadBack:
+    """What the workers send back: alerts, acks and risk snapshots of this run."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, run_id: str, hooks: ReplayHooks) -> None:
+        self.consumer = consumer
+        self.run_id = run_id
+        self.hooks = hooks
+        self.alerts: dict[str, Alert] = {}
+        #: Ids of the feed alerts this replay published (not counted in the workers' acks).
+        self.feed_alert_ids: set[str] = set()
+        self.raw_alert_records = 0
+        #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
+        self.snapshots = SnapshotCollector(hooks.on_snapshot)
+        self.acks: dict[int, dict[str, Any]] = {}
+        self.global_ack: list[dict[str, Any]] = []
+        self.loaded = False
+
+    def take_alert(self, alert: Alert) -> None:
+        if alert.alert_id not in self.alerts:
+            self.alerts[alert.alert_id] = alert
+            if self.hooks.on_alert is not None:
+                self.hooks.on_alert(alert)
+
+    async def drain(self, timeout_ms: int) -> None:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=10_000)
+        for tp, records in batches.items():
+            for rec in records:
+                if tp.topic == topics.RISK_SNAPSHOTS:
+                    self.snapshots.add(rec.value)
+                elif tp.topic == topics.ALERTS:
+                    alert = Alert.model_validate_json(rec.value)
+                    if alert.alert_id not in self.feed_alert_ids:
+                        self.raw_alert_records += 1
+                        self.take_alert(alert)
+                else:
+                    self._take_ack(orjson.loads(rec.value))
+
+    def _take_ack(self, ack: dict[str, Any]) -> None:
+        if ack.get("run") != self.run_id:
+            return
+        stage = ack.get("stage")
+        if stage == "loaded":
+            self.loaded = True
+        elif stage == "global":
+            self.global_ack.append(ack)
+        else:
+            self.acks[int(ack["partition"])] = ack
+
+    def complete(self, n_parts: int) -> bool:
+        """Every stage acknowledged the end, and every alert and snapshot they announce is read."""
+        everyone = [*self.acks.values(), *self.global_ack]
+        return (
+            len(self.acks) >= n_parts and bool(self.global_ack)
+            and self.raw_alert_records >= sum(int(a["alerts"]) for a in everyone)
+            and self.snapshots.records >= sum(int(a.get("snapshots", 0)) for a in self.global_ack)
+        )
+
+    def mark(self) -> tuple[int, int]:
+        """Progress so far: acks and records read (a change resets the idle clock)."""
+        return len(self.acks) + len(self.global_ack), self.raw_alert_records + self.snapshots.records
+
+
+class _Publisher:
+    """Writes the population, the routed capture and the end markers to the workers' topics."""
+
+    def __init__(self, producer: AIOKafkaProducer, run_id: str, partitions: list[int]) -> None:
+        self.producer = producer
+        self.run_id = run_id
+        self.partitions = partitions
+
+    async def population(self, positions: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> None:
+        """Positions and accounts, then a sync marker on every partition of both topics."""
+        for topic, records, id_field in (
+            (topics.POSITIONS, positions, "position_id"),
+            (topics.ACCOUNTS, accounts, "account_id"),
+        ):
+            for raw in records:
+                await self.producer.send(topic, orjson.dumps(raw), key=str(raw.get(id_field, "")).encode())
+        sync_parts = {t: await _topic_partitions(self.producer, t) for t in (topics.POSITIONS, topics.ACCOUNTS)}
+        n_sync = sum(len(v) for v in sync_parts.values())
+        for topic, parts in sync_parts.items():
+            for p in parts:
+                marker = {"ctl": "sync", "run": self.run_id, "partition": p, "of": n_sync}
+                await self.producer.send(topic, orjson.dumps(marker), key=b"", partition=p)
+        await self.producer.flush()
+
+    async def item(self, item: Any, read_back: _ReadBack, stats: ReplayStats) -> list[asyncio.Future[Any]]:
+        """One routed capture item: a dead letter, a feed alert or a batch (to its partitions)."""
+        send = self.producer.send
+        if isinstance(item, DeadLetter):
+            return [await send(topics.DEADLETTER, item.encode(), key=item.reason.encode())]
+        if isinstance(item, Alert):
+            read_back.feed_alert_ids.add(item.alert_id)
+            read_back.take_alert(item)
+            return [await send(topics.ALERTS, item.to_json(), key=item.alert_id.encode())]
+        if read_back.hooks.on_batch is not None:
+            read_back.hooks.on_batch(item.batch)
+        value, key = item.batch.encode(), item.batch.asset.encode()
+        stats.batches += 1
+        if item.broadcast:
+            return [await send(topics.MARKET, value, key=key, partition=p) for p in self.partitions]
+        part = self.partitions[partition_for(item.batch.asset, len(self.partitions))]
+        return [await send(topics.MARKET, value, key=key, partition=part)]
+
+    async def end_markers(self) -> None:
+        for p in self.partitions:
+            await self.producer.send_and_wait(
+                topics.MARKET, Control("end", self.run_id, p).encode(), key=b"", partition=p
+            )
+
+
+@dataclass(frozen=True)
+class _Run:
+    path: Path
+    config: EngineConfig
+    bootstrap: str
+    speed: float | None
+    from_ms: int | None
+    to_ms: int | None
+    idle_timeout_s: float
+    group: str
+
+
+async def _await_loaded(read_back: _ReadBack, run: _Run) -> None:
+    waited = time.monotonic()
+    while not read_back.loaded:
+        await read_back.drain(200)
+        alive = read_back.hooks.alive
+        if alive is not None and not alive():
+            raise KafkaReplayError("the worker exited before loading positions (see worker.log)")
+        if time.monotonic() - waited > run.idle_timeout_s:
+            raise KafkaReplayError("the global stage did not acknowledge positions/accounts")
+
+
+async def _publish_capture(
+    run: _Run, publisher: _Publisher, read_back: _ReadBack, ingest: Ingest, stats: ReplayStats
+) -> None:
+    pacer = Pacer(run.speed)
+    next_check = time.monotonic()
+    pending: list[asyncio.Future[Any]] = []
+    progress = read_back.hooks.progress
+    try:
+        for ts, item in route_capture(run.path, ingest, run.from_ms, run.to_ms, stats):
+            await pacer.wait(ts)
+            pending.extend(await publisher.item(item, read_back, stats))
+            if len(pending) > 5_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 0.25
+                await read_back.drain(0)
+                if progress is not None:
+                    progress(ts, ingest.stats.frames, len(read_back.alerts))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        stats.interrupted = True
+    await asyncio.gather(*pending)
+
+
+async def _await_acks(run: _Run, read_back: _ReadBack, n_parts: int, stats: ReplayStats) -> None:
+    """Wait for every partition's ack, then for every alert the acks announce."""
+    last_progress = time.monotonic()
+    seen = read_back.mark()
+    hooks = read_back.hooks
+    while not read_back.complete(n_parts):
+        await read_back.drain(200)
+        if hooks.progress is not None:
+            hooks.progress(stats.last_ts_ms or 0, stats.frames, len(read_back.alerts))
+        if hooks.alive is not None and not hooks.alive():
+            raise KafkaReplayError("the worker exited before the replay finished (see worker.log)")
+        now_seen = read_back.mark()
+        if now_seen != seen:
+            seen, last_progress = now_seen, time.monotonic()
+        elif time.monotonic() - last_progress > run.idle_timeout_s:
+            workers = await group_members(run.bootstrap, run.group)
+            raise KafkaReplayError(missing_text(
+                n_parts, set(read_back.acks), bool(read_back.global_ack), workers, time.monotonic() - last_progress))
+
+
 async def _replay_kafka(
-    path: Path,
-    config: EngineConfig,
-    bootstrap: str,
-    speed: float | None = None,
-    from_ms: int | None = None,
-    to_ms: int | None = None,
-    progress: ProgressFn | None = None,
-    on_alert: Callable[[Alert], None] | None = None,
-    on_batch: Callable[[Batch], None] | None = None,
-    idle_timeout_s: float = 180.0,
-    alive: Callable[[], bool] | None = None,
-    positions: list[dict[str, Any]] | None = None,
-    accounts: list[dict[str, Any]] | None = None,
-    group: str = "liqmon",
-    on_snapshot: Callable[[RiskSnapshot], None] | None = None,
+    run: _Run, hooks: ReplayHooks, positions: list[dict[str, Any]] | None, accounts: list[dict[str, Any]] | None
 ) -> KafkaReplayResult:
     """Publish a capture to the market topic and gather the alerts the workers raise.
 
@@ -187,27 +363,18 @@ async def _replay_kafka(
     """
     run_id = uuid.uuid4().hex
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20,
+        bootstrap_servers=run.bootstrap, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20,
         **kafka_client_options(),
     )
-    collector = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options(), enable_auto_commit=False)
+    collector = AIOKafkaConsumer(bootstrap_servers=run.bootstrap, **kafka_client_options(), enable_auto_commit=False)
     await producer.start()
     await collector.start()
-    ingest = Ingest(config)
+    ingest = Ingest(run.config)
     stats = ReplayStats()
-    alerts: dict[str, Alert] = {}
-    #: Ids of the feed alerts this replay published (not counted in the workers' acks).
-    feed_alert_ids: set[str] = set()
-    raw_alert_records = 0
-    #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
-    snapshots = SnapshotCollector(on_snapshot)
-    acks: dict[int, dict[str, Any]] = {}
-    global_ack: list[dict[str, Any]] = []
-    loaded = asyncio.Event()
+    read_back = _ReadBack(collector, run_id, hooks)
     started = time.monotonic()
     try:
-        partitions = await _topic_partitions(producer, topics.MARKET)
-        n_parts = len(partitions)
+        publisher = _Publisher(producer, run_id, await _topic_partitions(producer, topics.MARKET))
         watch = [
             TopicPartition(topic, p)
             for topic in (topics.ALERTS, topics.ACKS, topics.RISK_SNAPSHOTS)
@@ -217,142 +384,42 @@ async def _replay_kafka(
         await collector.seek_to_end(*watch)
         for tp in watch:
             await collector.position(tp)
-
-        async def drain(timeout_ms: int) -> None:
-            nonlocal raw_alert_records
-            batches = await collector.getmany(timeout_ms=timeout_ms, max_records=10_000)
-            for tp, records in batches.items():
-                for rec in records:
-                    if tp.topic == topics.RISK_SNAPSHOTS:
-                        snapshots.add(rec.value)
-                    elif tp.topic == topics.ALERTS:
-                        alert = Alert.model_validate_json(rec.value)
-                        if alert.alert_id in feed_alert_ids:
-                            continue
-                        raw_alert_records += 1
-                        if alert.alert_id not in alerts:
-                            alerts[alert.alert_id] = alert
-                            if on_alert is not None:
-                                on_alert(alert)
-                    else:
-                        ack = orjson.loads(rec.value)
-                        if ack.get("run") != run_id:
-                            continue
-                        stage = ack.get("stage")
-                        if stage == "loaded":
-                            loaded.set()
-                        elif stage == "global":
-                            global_ack.append(ack)
-                        else:
-                            acks[int(ack["partition"])] = ack
-
         if positions or accounts:
-            for topic, records, id_field in (
-                (topics.POSITIONS, positions or [], "position_id"),
-                (topics.ACCOUNTS, accounts or [], "account_id"),
-            ):
-                for raw in records:
-                    await producer.send(
-                        topic, orjson.dumps(raw), key=str(raw.get(id_field, "")).encode()
-                    )
-            sync_parts = {
-                t: await _topic_partitions(producer, t) for t in (topics.POSITIONS, topics.ACCOUNTS)
-            }
-            n_sync = sum(len(v) for v in sync_parts.values())
-            for topic, parts in sync_parts.items():
-                for p in parts:
-                    marker = {"ctl": "sync", "run": run_id, "partition": p, "of": n_sync}
-                    await producer.send(topic, orjson.dumps(marker), key=b"", partition=p)
-            await producer.flush()
-            waited = time.monotonic()
-            while not loaded.is_set():
-                await drain(200)
-                if alive is not None and not alive():
-                    raise KafkaReplayError("the worker exited before loading positions (see worker.log)")
-                if time.monotonic() - waited > idle_timeout_s:
-                    raise KafkaReplayError("the global stage did not acknowledge positions/accounts")
-        pacer = Pacer(speed)
-        next_check = time.monotonic()
-        pending: list[asyncio.Future[Any]] = []
-        try:
-            for ts, item in route_capture(path, ingest, from_ms, to_ms, stats):
-                await pacer.wait(ts)
-                if isinstance(item, DeadLetter):
-                    pending.append(await producer.send(topics.DEADLETTER, item.encode(), key=item.reason.encode()))
-                    continue
-                if isinstance(item, Alert):
-                    feed_alert_ids.add(item.alert_id)
-                    pending.append(await producer.send(topics.ALERTS, item.to_json(), key=item.alert_id.encode()))
-                    if item.alert_id not in alerts:
-                        alerts[item.alert_id] = item
-                        if on_alert is not None:
-                            on_alert(item)
-                    continue
-                if on_batch is not None:
-                    on_batch(item.batch)
-                value = item.batch.encode()
-                key = item.batch.asset.encode()
-                stats.batches += 1
-                if item.broadcast:
-                    for p in partitions:
-                        pending.append(await producer.send(topics.MARKET, value, key=key, partition=p))
-                else:
-                    part = partitions[partition_for(item.batch.asset, n_parts)]
-                    pending.append(await producer.send(topics.MARKET, value, key=key, partition=part))
-                if len(pending) > 5_000:
-                    await asyncio.gather(*pending)
-                    pending.clear()
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + 0.25
-                    await drain(0)
-                    if progress is not None:
-                        progress(ts, ingest.stats.frames, len(alerts))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            stats.interrupted = True
-        await asyncio.gather(*pending)
-        for p in partitions:
-            await producer.send_and_wait(topics.MARKET, Control("end", run_id, p).encode(), key=b"", partition=p)
+            await publisher.population(positions or [], accounts or [])
+            await _await_loaded(read_back, run)
+        await _publish_capture(run, publisher, read_back, ingest, stats)
+        await publisher.end_markers()
         stats.absorb(ingest)
-        # Wait for every partition's ack, then for every alert the acks announce.
-        last_progress = time.monotonic()
-        seen = (len(acks) + len(global_ack), raw_alert_records + snapshots.records)
-        def expected_alerts() -> int:
-            return sum(int(a["alerts"]) for a in [*acks.values(), *global_ack])
-
-        def expected_snapshots() -> int:
-            return sum(int(a.get("snapshots", 0)) for a in global_ack)
-
-        while (len(acks) < n_parts or not global_ack or raw_alert_records < expected_alerts()
-               or snapshots.records < expected_snapshots()):
-            await drain(200)
-            if progress is not None:
-                progress(stats.last_ts_ms or 0, stats.frames, len(alerts))
-            if alive is not None and not alive():
-                raise KafkaReplayError("the worker exited before the replay finished (see worker.log)")
-            now_seen = (len(acks) + len(global_ack), raw_alert_records + snapshots.records)
-            if now_seen != seen:
-                seen, last_progress = now_seen, time.monotonic()
-            elif time.monotonic() - last_progress > idle_timeout_s:
-                workers = await group_members(bootstrap, group)
-                raise KafkaReplayError(missing_text(
-                    n_parts, set(acks), bool(global_ack), workers, time.monotonic() - last_progress))
+        await _await_acks(run, read_back, len(publisher.partitions), stats)
     finally:
         # A lost broker must not hold the exit: bounded waits for the clients to close.
         for client in (collector, producer):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.stop(), 5)
     stats.wall_s = time.monotonic() - started
+    acks = read_back.acks
     return KafkaReplayResult(
-        alerts=list(alerts.values()),
+        alerts=list(read_back.alerts.values()),
         stats=stats,
         acks=[acks[p] for p in sorted(acks)],
         worker_deadletters=sum(int(a.get("deadletters", 0)) for a in acks.values()),
-        snapshots=snapshots.snapshots,
+        snapshots=read_back.snapshots.snapshots,
     )
 
 
 async def replay_kafka(
-    path: Path, config: EngineConfig, bootstrap: str, *args: Any, **kwargs: Any
+    path: Path,
+    config: EngineConfig,
+    bootstrap: str,
+    *,
+    speed: float | None = None,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    idle_timeout_s: float = 180.0,
+    positions: list[dict[str, Any]] | None = None,
+    accounts: list[dict[str, Any]] | None = None,
+    group: str = "liqmon",
+    hooks: ReplayHooks | None = None,
 ) -> KafkaReplayResult:
     """:func:`_replay_kafka` under a broker watch: a lost broker ends it with one line.
 
@@ -360,7 +427,8 @@ async def replay_kafka(
     broker stays unreachable for :data:`BROKER_LOST_S`, when the workers stop making
     progress, or when a Kafka client gives up.
     """
-    main = asyncio.ensure_future(_replay_kafka(path, config, bootstrap, *args, **kwargs))
+    run = _Run(path, config, bootstrap, speed, from_ms, to_ms, idle_timeout_s, group)
+    main = asyncio.ensure_future(_replay_kafka(run, hooks or ReplayHooks(), positions, accounts))
     watch = asyncio.ensure_future(watch_broker(bootstrap))
     try:
         try:
