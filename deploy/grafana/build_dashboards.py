@@ -281,91 +281,102 @@ def _cascade() -> Dashboard:
         uid="liqmon-cascade",
         title="liqmon / Cascade overview",
         description="Which stage of the liquidation cascade the market is in, and why.",
-        panels=(
-            Panel(
-                "Cascade stage",
-                "stat",
-                (Target("liqmon:cascade_stage:max", "stage", instant=True),),
-                width=6,
-                thresholds=((None, "green"), (3, "yellow"), (5, "orange"), (7, "red")),
-                mappings=tuple((v, name, "") for v, name in CASCADE_STAGES),
-                description="Highest stage reached (RISK_MODEL.md section 6).",
-            ),
-            Panel(
-                "Worst venue deviation per peg asset",
-                "stat",
-                (Target("liqmon:peg_deviation_bps:max_abs_by_asset", "{{asset}}"),),
-                unit="bps",
-                width=6,
-                thresholds=((None, "green"), (100, "yellow"), (300, "orange"), (1000, "red")),
-            ),
-            Panel(
-                "Unified accounts in liquidation",
-                "stat",
-                (Target('sum(liqmon:unified_accounts:sum_by_venue_status{status="liquidation"})'),),
-                width=6,
-                thresholds=((None, "green"), (1, "red")),
-            ),
-            Panel(
-                "Books withdrawn",
-                "stat",
-                (Target("max(liqmon_books_withdrawn_ratio)"),),
-                unit="percentunit",
-                width=6,
-                thresholds=((None, "green"), (0.25, "yellow"), (0.5, "red")),
-                minimum=0,
-                maximum=1,
-            ),
-            Panel(
-                "Stage over time",
-                "timeseries",
-                (Target("liqmon:cascade_stage:max", "stage"),),
-                width=12,
-                minimum=0,
-                maximum=9,
-                thresholds=((None, "green"), (5, "red")),
-                threshold_lines=True,
-            ),
-            Panel(
-                "Active stages",
-                "state-timeline",
-                (Target("max by (stage) (liqmon_cascade_stage_active)", "stage {{stage}}"),),
-                width=12,
-                thresholds=((None, "transparent"), (1, "red")),
-                mappings=((0, "inactive", "transparent"), (1, "active", "red")),
-            ),
-            Panel(
-                "Alerts emitted (last hour)",
-                "table",
-                (
-                    Target(
-                        "sum by (kind, severity) (increase(liqmon_alerts_total[1h])) > 0",
-                        instant=True,
-                    ),
+        panels=(*_cascade_stat_panels(), *_cascade_chart_panels()),
+    )
+
+
+def _cascade_stat_panels() -> tuple[Panel, ...]:
+    """The headline figures: stage, worst depeg, accounts in liquidation, books withdrawn."""
+    return (
+        Panel(
+            "Cascade stage",
+            "stat",
+            (Target("liqmon:cascade_stage:max", "stage", instant=True),),
+            width=6,
+            thresholds=((None, "green"), (3, "yellow"), (5, "orange"), (7, "red")),
+            mappings=tuple((v, name, "") for v, name in CASCADE_STAGES),
+            description="Highest stage reached (RISK_MODEL.md section 6).",
+        ),
+        Panel(
+            "Worst venue deviation per peg asset",
+            "stat",
+            (Target("liqmon:peg_deviation_bps:max_abs_by_asset", "{{asset}}"),),
+            unit="bps",
+            width=6,
+            thresholds=((None, "green"), (100, "yellow"), (300, "orange"), (1000, "red")),
+        ),
+        Panel(
+            "Unified accounts in liquidation",
+            "stat",
+            (Target('sum(liqmon:unified_accounts:sum_by_venue_status{status="liquidation"})'),),
+            width=6,
+            thresholds=((None, "green"), (1, "red")),
+        ),
+        Panel(
+            "Books withdrawn",
+            "stat",
+            (Target("max(liqmon_books_withdrawn_ratio)"),),
+            unit="percentunit",
+            width=6,
+            thresholds=((None, "green"), (0.25, "yellow"), (0.5, "red")),
+            minimum=0,
+            maximum=1,
+        ),
+    )
+
+
+def _cascade_chart_panels() -> tuple[Panel, ...]:
+    """The stage over time and the charts that explain it."""
+    return (
+        Panel(
+            "Stage over time",
+            "timeseries",
+            (Target("liqmon:cascade_stage:max", "stage"),),
+            width=12,
+            minimum=0,
+            maximum=9,
+            thresholds=((None, "green"), (5, "red")),
+            threshold_lines=True,
+        ),
+        Panel(
+            "Active stages",
+            "state-timeline",
+            (Target("max by (stage) (liqmon_cascade_stage_active)", "stage {{stage}}"),),
+            width=12,
+            thresholds=((None, "transparent"), (1, "red")),
+            mappings=((0, "inactive", "transparent"), (1, "active", "red")),
+        ),
+        Panel(
+            "Alerts emitted (last hour)",
+            "table",
+            (
+                Target(
+                    "sum by (kind, severity) (increase(liqmon_alerts_total[1h])) > 0",
+                    instant=True,
                 ),
-                width=12,
-                description="Alerts emitted by liqmon in the last hour, by kind and severity.",
             ),
-            Panel(
-                "Alert rate by kind",
-                "timeseries",
-                (Target("sum by (kind) (liqmon:alerts:rate5m)", "{{kind}}"),),
-                unit="ops",
-                width=12,
-            ),
-            Panel(
-                "Spiral estimate: liquidations by shock",
-                "bargauge",
-                (
-                    Target(
-                        "max by (shock) (liqmon_spiral_liquidated_usd)", "{{shock}}", instant=True
-                    ),
+            width=12,
+            description="Alerts emitted by liqmon in the last hour, by kind and severity.",
+        ),
+        Panel(
+            "Alert rate by kind",
+            "timeseries",
+            (Target("sum by (kind) (liqmon:alerts:rate5m)", "{{kind}}"),),
+            unit="ops",
+            width=12,
+        ),
+        Panel(
+            "Spiral estimate: liquidations by shock",
+            "bargauge",
+            (
+                Target(
+                    "max by (shock) (liqmon_spiral_liquidated_usd)", "{{shock}}", instant=True
                 ),
-                unit="currencyUSD",
-                width=24,
-                description="Estimated liquidations if the named shock happened now "
-                "(RISK_MODEL.md section 7).",
             ),
+            unit="currencyUSD",
+            width=24,
+            description="Estimated liquidations if the named shock happened now "
+            "(RISK_MODEL.md section 7).",
         ),
     )
 
