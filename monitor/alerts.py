@@ -8,9 +8,13 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Alert", "alert_id", "make_alert"]
+__all__ = ["SEVERITIES", "SEVERITY_RANK", "Alert", "Severity", "alert_id", "make_alert"]
 
 Severity = Literal["info", "warning", "high", "critical"]
+#: The severities in rising order: the one definition every module ranks by.
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "high", "critical")
+#: Rank of a severity (info 0 … critical 3).
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 
 class Alert(BaseModel):

@@ -15,11 +15,11 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from monitor.alerts import SEVERITIES, Severity
 from monitor.events import BOOK_BANDS_BPS
 from monitor.risk_params import RiskParams
 
 __all__ = [
-    "SEVERITIES",
     "CascadeConfig",
     "EngineConfig",
     "IngestConfig",
@@ -34,9 +34,7 @@ __all__ = [
     "load_config_text",
 ]
 
-Severity = Literal["info", "warning", "high", "critical"]
-#: Severity order; a peg level is the index in this tuple plus one (0 = normal).
-SEVERITIES: tuple[Severity, ...] = ("info", "warning", "high", "critical")
+# Severity order (monitor.alerts); a peg level is the index in SEVERITIES plus one (0 = normal).
 
 
 class _Frozen(BaseModel):

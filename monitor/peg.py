@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.alerts import Alert, make_alert
-from monitor.config import SEVERITIES, PegConfig, Severity, SignalsConfig
+from monitor.alerts import SEVERITIES, Alert, Severity, make_alert
+from monitor.config import PegConfig, SignalsConfig
 
 __all__ = [
     "INDEX_VENUE",

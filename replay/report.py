@@ -76,7 +76,7 @@ from numpy.typing import NDArray
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from monitor.alerts import Alert
+from monitor.alerts import SEVERITIES, Alert
 from monitor.batch import Batch
 from monitor.config import EngineConfig
 from monitor.events import (
@@ -101,7 +101,6 @@ _HF_ORDER = ("<1", "1-1.05", "1.05-1.1", "1.1-1.25", "1.25-1.5", ">=1.5")
 _HF_COLORS = ("#b2182b", "#ef8a62", "#f4c28f", "#bcd7ea", "#67a9cf", "#2166ac")
 _STATUS_ORDER = ("normal", "margin_call", "reduce_only", "liquidation")
 _STATUS_COLORS = ("#4daf4a", "#ffd92f", "#ff7f00", "#e41a1c")
-_SEVERITIES = ("info", "warning", "high", "critical")
 _SEV_COLORS = {"info": "#7f8c8d", "warning": "#f39c12", "high": "#e74c3c", "critical": "#7b0000"}
 _SEV_SYMBOLS = {"info": "circle", "warning": "diamond", "high": "triangle-up", "critical": "x"}
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -913,7 +912,7 @@ def _cascade_section(rec: ReportRecorder, span: tuple[str, str] | None) -> _Sect
     groups: dict[tuple[str, int], list[_AlertPoint]] = {}
     for a in rec.alerts:
         groups.setdefault((a.severity, a.ts_ms), []).append(a)
-    for sev in _SEVERITIES:
+    for sev in SEVERITIES:
         items = sorted((ts, g) for (s, ts), g in groups.items() if s == sev)
         if not items:
             continue
@@ -997,7 +996,7 @@ def _summary_html(summary: Mapping[str, Any], config_hash: str, rec: ReportRecor
     for (_, s), n in rec.alert_counts.items():
         sev[s] += n
     chips = "".join(f"<span class=\"chip\" style=\"background:{_SEV_COLORS[s]}\">{s} {sev[s]:,}</span>"
-                    for s in _SEVERITIES if sev[s])
+                    for s in SEVERITIES if sev[s])
     return (f"<dl class=\"summary\">{''.join(scalars)}</dl>"
             + (f"<p class=\"chips\">alerts: {chips}</p>" if chips else "")
             + (f"<div class=\"tables\">{''.join(tables)}</div>" if tables else ""))

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from monitor.alerts import Alert
+from monitor.alerts import SEVERITY_RANK, Alert
 from monitor.snapshots import RiskSnapshot
 from replay.outputs import format_alert_line, utc
 
 __all__ = ["Fact", "Story", "TimelineRow", "build_story", "plural", "print_story"]
 
-_SEV_RANK = {"info": 0, "warning": 1, "high": 2, "critical": 3}
 _SEV_STYLE = {"info": "dim", "warning": "yellow", "high": "bold red", "critical": "bold white on red"}
 #: Timeline rows printed before the rest is summarised in one line (every alert: --verbose).
 TIMELINE_MAX_ROWS = 120
@@ -182,7 +181,7 @@ def timeline(alerts: Iterable[Alert]) -> list[TimelineRow]:
         groups.setdefault((a.ts_ms // 60_000 * 60_000, a.kind), []).append(a)
     rows = []
     for (minute, kind), members in sorted(groups.items()):
-        worst = max(members, key=lambda a: _SEV_RANK[a.severity]).severity
+        worst = max(members, key=lambda a: SEVERITY_RANK[a.severity]).severity
         rows.append(TimelineRow(minute, kind, len(members), worst, _what(members)))
     return rows
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.settings import Settings
+
 __all__ = [
     "BrokerError", "EmbeddedBroker", "broker_reachable", "die_with_parent", "embedded_broker", "free_port",
     "wait_for_kafka",
@@ -130,8 +132,12 @@ class EmbeddedBroker:
             self.process.wait(timeout=5)
 
 
-def start_broker(port: int | None = None, log_path: Path | None = None) -> EmbeddedBroker:
-    """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it answers."""
+def start_broker(
+    port: int | None = None, log_path: Path | None = None, log_level: str | None = None
+) -> EmbeddedBroker:
+    """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it answers.
+
+    ``log_level``: its RUST_LOG, ``LIQMON_BROKER_LOG`` (warn) unless given."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     cmd = [
@@ -145,7 +151,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Embed
         "memory://tansu/",
     ]
     log = log_path.open("ab") if log_path else subprocess.DEVNULL
-    env = {**os.environ, "RUST_LOG": os.environ.get("LIQMON_BROKER_LOG", "warn")}
+    env = {**os.environ, "RUST_LOG": log_level or Settings().broker_log}
     try:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,

@@ -453,12 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 
-    for module in ("streams.stress_cmd", "streams.spiral_cmd", "replay.importers", "streams.live_cmd"):
-        with contextlib.suppress(ImportError):
-            mod = __import__(module, fromlist=["add_parser"])
-            adder = getattr(mod, "add_parser", None) or getattr(mod, "add_import_parser", None)
-            if adder is not None:
-                adder(sub)
+    # Commands with their own modules (imported here, so `liqmon --help` lists them all).
+    from replay.importers import add_import_parser
+    from streams import live_cmd, spiral_cmd, stress_cmd
+
+    for adder in (stress_cmd.add_parser, spiral_cmd.add_parser, add_import_parser, live_cmd.add_parser):
+        adder(sub)
     return parser
 
 

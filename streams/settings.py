@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     #: Venue margin tables (a JSON document or a recording) over the config's built-ins.
     margin_tables: Path | None = None
     app_id: str = "liqmon"
+    #: The embedded broker's log level (its RUST_LOG: error, warn, info, debug).
+    broker_log: str = "warn"
     partitions: int = Field(default=8, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     metrics_addr: str = "127.0.0.1"

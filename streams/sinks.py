@@ -39,9 +39,10 @@ from typing import Any, Protocol, TextIO
 
 import aiohttp
 
+from monitor.alerts import SEVERITY_RANK
+
 __all__ = [
     "ALERT_ID_HEADER",
-    "SEVERITY_RANK",
     "Alert",
     "AlertKey",
     "AlertSink",
@@ -64,7 +65,6 @@ Alert = Mapping[str, Any]
 AlertKey = tuple[str, str | None, str | None]
 Sleep = Callable[[float], Awaitable[None]]
 
-SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "high": 2, "critical": 3}
 ALERT_ID_HEADER = "X-Liqmon-Alert-Id"
 _EVIDENCE_ANNOTATION_MAX_CHARS = 4000
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
