@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-import monitor.wire.bookdepth  # noqa: F401  (registers the bookDepth parser with ingest)
 from monitor.alerts import Alert
 from monitor.batch import Batch
 from monitor.batch_scan import BatchScan, RowScanner

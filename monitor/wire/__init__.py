@@ -27,7 +27,7 @@ from typing import Any
 
 from monitor.events import MarketEvent
 from monitor.orderbook import BookFrame
-from monitor.wire import binance, bybit, generic, hyperliquid, okx
+from monitor.wire import binance, bookdepth, bybit, generic, hyperliquid, okx
 from monitor.wire._common import PartialWireError, WireError
 from monitor.wire.instruments import (
     BUILTIN_CONTRACT_VALUES,
@@ -46,7 +46,6 @@ __all__ = [
     "is_book_channel",
     "normalize",
     "parse_book",
-    "register_parser",
 ]
 
 Parser = Callable[[str, Any, int, Mapping[str, str], int], MarketEvent | list[MarketEvent] | None]
@@ -78,6 +77,8 @@ _VENUE_PARSERS: list[tuple[str, re.Pattern[str], VenueParser]] = [
 #: Generic sources and registered parsers: (venue prefix or "*", pattern, parser).
 _PARSERS: list[tuple[str, re.Pattern[str], Parser]] = [
     ("*", re.compile(r"^price$"), generic.parse_price),
+    # Binance's bookDepth dumps (data.binance.vision), imported with `liqmon import`.
+    ("binance", re.compile(r"@bookdepth$"), bookdepth.parse_book_depth),
     ("*", re.compile(r"^trade$"), generic.parse_trade),
 ]
 
@@ -88,12 +89,6 @@ _BOOK_PARSERS: list[tuple[str, re.Pattern[str], VenueBookParser]] = [
     ("hyperliquid", re.compile(r"^l2book$"), hyperliquid.parse_l2_book),
     ("okx", re.compile(r"^books$"), okx.parse_books),
 ]
-
-
-def register_parser(venue_prefix: str, channel_suffix: str, parser: Parser) -> None:
-    """Add a parser for channels ending in ``channel_suffix`` on venues starting with ``venue_prefix``."""
-    pattern = re.compile(re.escape(channel_suffix.lower()) + "$")
-    _PARSERS.insert(len(_PARSERS) - 1, (venue_prefix, pattern, parser))
 
 
 def _book_parser(venue: str, chan: str) -> VenueBookParser | None:

@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, MarketEvent
-from monitor.wire import register_parser
 from monitor.wire._common import (
     WireError,
     field,
@@ -130,7 +129,3 @@ def parse_book_depth(
         KIND_BOOK, venue, symbol, base, quote, ts, recv_ts_ms, best_bid, best_ask, mid,
         spread_bps, (*bids, *asks),
     )
-
-
-# The engine imports this module, so the parser is registered wherever the engine runs.
-register_parser("binance", "@bookdepth", parse_book_depth)
