@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.account_attribution import AssetSlots
 from monitor.account_book import AccountBook, AccountFigures
 from monitor.account_columns import ColumnsBuilder
 from monitor.columnar_margin import STATUSES
@@ -189,6 +190,33 @@ def test_a_key_stepping_re_evaluates_the_accounts_holding_it(
         figs = book.figures()
         for i, a in enumerate(accounts):
             _assert_equal(evaluate_account(a, prices, params, with_forced_sells=False), figs, i)
+
+
+@settings(max_examples=200, deadline=None)
+@given(book_case(), shocks)
+def test_equity_by_asset_and_driving_asset_equal_scalar(
+    case: tuple[list[Account], dict[str, float], RiskParams], shock: dict[str, float]
+) -> None:
+    """Per-asset equity before and after a shock, and the driving asset (largest equity
+    drop, else largest haircut), as ``evaluate_account(..., previous=...)`` has them."""
+    accounts, prices, params = case
+    columns = ColumnsBuilder(params).build(accounts)
+    book = AccountBook(columns, prices, params)
+    slots = AssetSlots(columns, book.entry_account)
+    equity_before = slots.equity_usd(book)
+    shocked = {**prices, **{k: prices[k] * (1.0 + m) for k, m in shock.items()}}
+    book.move(shocked)
+    equity_after = slots.equity_usd(book)
+    haircut, held = slots.haircut_usd(book)
+    driver = slots.driving_asset(equity_before, equity_after, haircut, held).tolist()
+    for i, acct in enumerate(accounts):
+        before = evaluate_account(acct, prices, params, with_forced_sells=False)
+        after = evaluate_account(acct, shocked, params, before, with_forced_sells=False)
+        mine = slots.slot_account == i
+        names = [columns.assets[a] for a in slots.slot_asset[mine].tolist()]
+        assert dict(zip(names, equity_before[mine].tolist(), strict=True)) == before.equity_by_asset_usd
+        assert dict(zip(names, equity_after[mine].tolist(), strict=True)) == after.equity_by_asset_usd
+        assert (columns.assets[driver[i]] if driver[i] >= 0 else None) == after.driving_asset
 
 
 def test_lines_are_taken_as_the_venues_word_them() -> None:
