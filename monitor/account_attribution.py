@@ -48,7 +48,7 @@ class AssetSlots:
         """Σ equity_asset over each slot's balances (``equity_by_asset_usd``, RISK_MODEL §3)."""
         out = np.zeros(self.n_slots, dtype=np.float64)
         for entries, slots in self._steps:
-            out[slots] = out[slots] + book.contrib[entries, 0]
+            out[slots] = out[slots] + book.parts[0][entries]
         return out
 
     def haircut_usd(self, book: AccountBook) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
@@ -61,7 +61,7 @@ class AssetSlots:
             amount = cols.qty[entries]
             positive = amount > 0
             value = amount * book.prices[cols.entry_key[entries]]
-            out[slots] = np.where(positive, (out[slots] + value) - book.contrib[entries, 0], out[slots])
+            out[slots] = np.where(positive, (out[slots] + value) - book.parts[0][entries], out[slots])
             held[slots] |= positive
         return out, held
 

@@ -4,8 +4,8 @@ accounts holding the moved key, with numpy.
 Per price key the book keeps the entries on it (collateral, loans, perps), sorted by table
 and by a price-independent size so tier lookups are a few binary searches
 (:mod:`monitor.columnar_margin`), and the accounts holding it, for the per-account sums.
-Each entry's contribution to its account's adjusted equity, MM and gross notional is kept;
-an account's figures are the sums of its entries' contributions taken in the account's own
+Each entry's term of its account's adjusted equity, MM and gross notional is kept;
+an account's figures are the sums of its entries' terms taken in the account's own
 entry order, starting from 0.0, as :func:`monitor.margin.evaluate_account` adds them, so
 they are equal to the scalar figures bit for bit. Statuses are an int8 array (codes of
 :data:`monitor.columnar_margin.STATUSES`).
@@ -67,23 +67,38 @@ def _as_python() -> np.errstate:
 
 
 class _Rows:
-    """Accounts (by falling entry count) whose sums a move recomputes: step r adds entry r
-    of the first ``active[r]`` accounts, so each sum runs in the account's entry order."""
+    """Accounts whose sums a move recomputes, grouped by entry count: a group of accounts
+    with c entries gathers its (accounts × c) block and adds the columns left to right, so
+    each sum runs in the account's entry order. Also the accounts' model codes."""
 
-    def __init__(self, accounts: IntArray, entry_start: IntArray) -> None:
-        counts = entry_start[accounts + 1] - entry_start[accounts]
+    def __init__(self, accounts: IntArray, columns: AccountColumns) -> None:
+        start = columns.entry_start
+        counts = start[accounts + 1] - start[accounts]
         order = np.argsort(-counts, kind="stable")
         self.accounts = accounts[order]
-        self.starts = entry_start[self.accounts]
-        top = int(counts.max()) if counts.size else 0
-        self.active = [int(np.count_nonzero(counts > r)) for r in range(top)]
+        self.starts = start[self.accounts]
+        self.model = columns.model[self.accounts]
+        models = np.unique(self.model)
+        self.single_model = int(models[0]) if models.size == 1 else None
+        counts = counts[order]
+        cuts = [0, *(np.flatnonzero(np.diff(counts)) + 1).tolist(), int(counts.shape[0])]
+        self.groups = [(int(counts[lo]), lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
-    def sums(self, contrib: FloatArray) -> FloatArray:
-        """Σ contributions per account, left to right from 0.0 (equity, MM, gross)."""
-        total = np.zeros((self.accounts.shape[0], contrib.shape[1]), dtype=np.float64)
-        for r, n in enumerate(self.active):
-            total[:n] += contrib[self.starts[:n] + r]
-        return total
+    def sums(self, parts: list[FloatArray]) -> list[FloatArray]:
+        """Σ of each per-entry array per account, left to right from 0.0."""
+        totals = [np.zeros(self.accounts.shape[0], dtype=np.float64) for _ in parts]
+        for count, lo, hi in self.groups:
+            if count == 0:
+                continue
+            # entry indices account by account: neighbours in memory are gathered together
+            block = np.repeat(self.starts[lo:hi], count)
+            block += np.tile(np.arange(count), hi - lo)
+            for part, total in zip(parts, totals, strict=True):
+                values = part[block].reshape(hi - lo, count)
+                run = total[lo:hi]
+                for r in range(count):
+                    run += values[:, r]
+        return totals
 
 
 class _KeyEntries:
@@ -103,24 +118,33 @@ class _KeyEntries:
         self.perp, self.perp_qty = perp, cols.qty[perp]
         self.perp_abs_qty, self.perp_entry_px = np.abs(self.perp_qty), cols.entry_price_usd[perp]
         self.perp_segments = _segments(cols.entry_table[perp])
-        self.rows = _Rows(np.unique(entry_account[entries]), cols.entry_start)
+        self.rows = _Rows(np.unique(entry_account[entries]), cols)
+        #: Whether a move of this key changes MM and gross (loans or perps on it).
+        self.moves_mm = bool(loan.size or perp.size)
 
-    def contributions(self, cols: AccountColumns, price: float, contrib: FloatArray) -> None:
-        """Write each entry's (equity, MM, gross) at ``price`` (RISK_MODEL §3, the terms of
-        ``monitor.margin._figures``): collateral min(tiered, value); a loan its value, MM
-        loan × loan MMR and gross loan; a perp its PnL qty × (px − entry), bracket MM and
-        notional |qty| × px."""
+    def contributions(self, cols: AccountColumns, price: float, parts: tuple[FloatArray, ...]) -> None:
+        """Write each entry's equity, MM and gross at ``price`` into ``parts`` (RISK_MODEL §3,
+        the terms of ``monitor.margin._figures``): collateral min(tiered, value); a loan its
+        value, MM loan × loan MMR and gross loan; a perp its PnL qty × (px − entry),
+        bracket MM and notional |qty| × px."""
+        equity, mm, gross = parts
         eq = np.empty_like(self.coll_amount)
         for table, lo, hi in self.coll_segments:
             eq[lo:hi] = collateral_equity_usd(self.coll_amount[lo:hi], price, cols.collateral_tables[table])
-        contrib[self.coll] = np.stack([eq, np.zeros_like(eq), np.zeros_like(eq)], axis=1)
-        loan_usd = -self.loan_amount * price
-        contrib[self.loan] = np.stack([self.loan_amount * price, loan_usd * self.loan_mmr, loan_usd], axis=1)
-        notional = self.perp_abs_qty * price
-        mm = np.empty_like(notional)
-        for table, lo, hi in self.perp_segments:
-            mm[lo:hi] = perp_mm_usd(self.perp_abs_qty[lo:hi], notional[lo:hi], cols.step_tables[table])
-        contrib[self.perp] = np.stack([self.perp_qty * (price - self.perp_entry_px), mm, notional], axis=1)
+        equity[self.coll] = eq
+        if self.loan.size:
+            loan_usd = -self.loan_amount * price
+            equity[self.loan] = self.loan_amount * price
+            mm[self.loan] = loan_usd * self.loan_mmr
+            gross[self.loan] = loan_usd
+        if self.perp.size:
+            notional = self.perp_abs_qty * price
+            perp_mm = np.empty_like(notional)
+            for table, lo, hi in self.perp_segments:
+                perp_mm[lo:hi] = perp_mm_usd(self.perp_abs_qty[lo:hi], notional[lo:hi], cols.step_tables[table])
+            equity[self.perp] = self.perp_qty * (price - self.perp_entry_px)
+            mm[self.perp] = perp_mm
+            gross[self.perp] = notional
 
 
 def _segments(table: npt.NDArray[np.int32]) -> list[tuple[int, int, int]]:
@@ -153,26 +177,38 @@ class AccountBook:
         self._by_key = [_KeyEntries(columns, order[cuts[k]:cuts[k + 1]], self.entry_account)
                         for k in range(len(columns.keys))]
         self._key_index = {k: i for i, k in enumerate(columns.keys)}
-        self.contrib = np.zeros((columns.qty.shape[0], 3), dtype=np.float64)
-        self._totals = np.zeros((columns.n_accounts, 3), dtype=np.float64)
-        self.status = np.zeros(columns.n_accounts, dtype=np.int8)
-        self._all = _Rows(np.arange(columns.n_accounts, dtype=np.int64), columns.entry_start)
-        self._evaluate(range(len(columns.keys)), self._all)
+        n_entries, n_accounts = columns.qty.shape[0], columns.n_accounts
+        #: Each entry's term of its account's adjusted equity, MM and gross notional (USD).
+        self.parts = tuple(np.zeros(n_entries, dtype=np.float64) for _ in range(3))
+        #: Each account's adjusted equity, MM and gross notional (USD).
+        self.totals = tuple(np.zeros(n_accounts, dtype=np.float64) for _ in range(3))
+        self.status = np.zeros(n_accounts, dtype=np.int8)
+        everyone = _Rows(np.arange(n_accounts, dtype=np.int64), columns)
+        self._evaluate(list(range(len(columns.keys))), everyone)
 
     def key_id(self, key: str) -> int:
         """Index of a price key in ``columns.keys`` and ``prices``."""
         return self._key_index[key]
 
-    def _evaluate(self, keys: range | list[int], rows: _Rows) -> StatusChanges:
+    def holders(self, key: str) -> IntArray:
+        """The accounts holding a price key (ascending)."""
+        return np.sort(self._by_key[self._key_index[key]].rows.accounts)
+
+    def _evaluate(self, keys: list[int], rows: _Rows) -> StatusChanges:
+        """Terms of the keys' entries, sums of the rows' accounts, their statuses; the sums
+        of MM and gross only when a key has loans or perps (collateral moves only equity)."""
+        acc = rows.accounts
         with _as_python():
             for k in keys:
-                self._by_key[k].contributions(self.columns, float(self.prices[k]), self.contrib)
-            totals = rows.sums(self.contrib)
-            self._totals[rows.accounts] = totals
-            equity, mm = totals[:, 0], totals[:, 1]
+                self._by_key[k].contributions(self.columns, float(self.prices[k]), self.parts)
+            moved = 3 if any(self._by_key[k].moves_mm for k in keys) else 1
+            sums = rows.sums(list(self.parts[:moved]))
+            for total, new in zip(self.totals, sums, strict=False):
+                total[acc] = new
+            equity, mm = sums[0], sums[1] if moved == 3 else self.totals[1][acc]
             ratio = np.divide(equity, mm, out=np.full_like(equity, np.nan), where=mm > 0)
-            after = status_codes(ratio, equity, self.columns.model[rows.accounts], self._lines)
-        before = self.status[rows.accounts]
+            after = status_codes(ratio, equity, rows.model, self._lines, rows.single_model)
+        before = self.status[acc]
         self.status[rows.accounts] = after
         changed = np.flatnonzero(before != after)
         return StatusChanges(rows.accounts[changed], before[changed], after[changed])
@@ -189,7 +225,7 @@ class AccountBook:
         if len(keys) == 1:
             return self._evaluate(keys, self._by_key[keys[0]].rows)
         accounts = np.unique(np.concatenate([self._by_key[k].rows.accounts for k in keys]))
-        return self._evaluate(keys, _Rows(accounts, self.columns.entry_start))
+        return self._evaluate(keys, _Rows(accounts, self.columns))
 
     def _price_of(self, prices: Mapping[str, float], key: int) -> float:
         price = float(prices[self.columns.keys[key]])
@@ -202,7 +238,7 @@ class AccountBook:
         uniMMR = adjusted equity / MM; Bybit's account MM rate MM / equity as its venue
         ratio; Hyperliquid's backstop below 2/3 of MM; effective leverage gross / equity."""
         acc = np.arange(self.columns.n_accounts, dtype=np.int64) if accounts is None else accounts
-        equity, mm, gross = self._totals[acc, 0], self._totals[acc, 1], self._totals[acc, 2]
+        equity, mm, gross = (total[acc] for total in self.totals)
         model = self.columns.model[acc]
         with _as_python():
             ratio = np.divide(equity, mm, out=np.full_like(equity, np.nan), where=mm > 0)

@@ -74,38 +74,49 @@ def perp_mm_usd(abs_qty: FloatArray, notional_usd: FloatArray, table: StepTable)
 @dataclass(frozen=True)
 class ModelLines:
     """Each model's status lines as arrays indexed by model code (RISK_MODEL §3; the venue
-    sources are cited at each line in :mod:`monitor.risk_params`)."""
+    sources are cited at each line in :mod:`monitor.risk_params`), each an *at-or-below*
+    bound: the line itself where the venue's lines are inclusive (Binance uniMMR ≤ 1.05,
+    Bybit MM rate ≥ 100%, OKX equity ≤ MM), else the largest float below it (Hyperliquid
+    liquidates when equity "falls below" MM), so ``ratio <= bound`` is the scalar test."""
 
     margin_call: FloatArray
     reduce_only: FloatArray
     liquidation: FloatArray
-    inclusive: npt.NDArray[np.bool_]
     backstop_ratio: float
 
     @classmethod
     def from_params(cls, params: RiskParams) -> ModelLines:
         """The lines of binance-pm, bybit-uta, okx-mc and hyperliquid, in ``MODELS`` order."""
         venues = [params.unified.venue(m) for m in MODELS]
+
+        def bounds(lines: list[float]) -> FloatArray:
+            return np.array([line if v.lines_inclusive else np.nextafter(line, -np.inf)
+                             for line, v in zip(lines, venues, strict=True)], dtype=np.float64)
+
         return cls(
-            margin_call=np.array([v.margin_call_ratio for v in venues], dtype=np.float64),
-            reduce_only=np.array([v.reduce_only_ratio for v in venues], dtype=np.float64),
-            liquidation=np.array([v.liquidation_ratio for v in venues], dtype=np.float64),
-            inclusive=np.array([v.lines_inclusive for v in venues], dtype=np.bool_),
+            margin_call=bounds([v.margin_call_ratio for v in venues]),
+            reduce_only=bounds([v.reduce_only_ratio for v in venues]),
+            liquidation=bounds([v.liquidation_ratio for v in venues]),
             backstop_ratio=params.unified.hyperliquid.backstop_equity_of_mm_ratio,
         )
 
 
 def status_codes(
-    ratio: FloatArray, equity_usd: FloatArray, model: npt.NDArray[np.int8], lines: ModelLines
+    ratio: FloatArray, equity_usd: FloatArray, model: npt.NDArray[np.int8], lines: ModelLines,
+    single_model: int | None = None,
 ) -> npt.NDArray[np.int8]:
     """Status codes from equity/MM and the model's lines (:func:`monitor.margin.account_status`,
-    RISK_MODEL §3): the worst line the ratio is below (or on, where the venue's lines are
-    inclusive: Binance ≤ 1.05, Bybit MM rate ≥ 100%, OKX equity ≤ MM; Hyperliquid strictly
-    below); liquidation whenever adjusted equity < 0. ``ratio`` is NaN where MM is 0."""
-    inclusive = lines.inclusive[model]
-    status = np.zeros(ratio.shape, dtype=np.int8)
-    for line, code in ((lines.margin_call, 1), (lines.reduce_only, 2), (lines.liquidation, 3)):
-        at = line[model]
-        status[(ratio < at) | (inclusive & (ratio == at))] = code
-    status[equity_usd < 0] = LIQUIDATION
-    return status
+    RISK_MODEL §3): the number of lines the ratio is at or below (margin call ≥ reduce-only
+    ≥ liquidation, so a ratio at the liquidation line is at the others too: the count is the
+    worst status); liquidation whenever adjusted equity < 0. ``ratio`` is NaN where MM is 0
+    (no line applies). ``single_model``: every account has that model (no gathers)."""
+    at: tuple[FloatArray | np.float64, ...]
+    if single_model is not None:
+        at = (lines.margin_call[single_model], lines.reduce_only[single_model], lines.liquidation[single_model])
+    else:
+        at = (lines.margin_call[model], lines.reduce_only[model], lines.liquidation[model])
+    status = (ratio <= at[0]).astype(np.int8)
+    status += ratio <= at[1]
+    status += ratio <= at[2]
+    out: npt.NDArray[np.int8] = np.where(equity_usd < 0, np.int8(LIQUIDATION), status)
+    return out
