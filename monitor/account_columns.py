@@ -12,7 +12,7 @@ one per distinct tier tuple.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +26,7 @@ from monitor.margin import (
     collateral_tiers,
     hyperliquid_margin_table,
 )
-from monitor.risk_params import CollateralTiers, PerpTierTable, RiskParams, UnifiedVenueParams
+from monitor.risk_params import CollateralTiers, PerpTierTable, RiskParams
 
 __all__ = [
     "MODELS",
@@ -150,10 +150,6 @@ class AccountColumns:
         return int(self.model.shape[0])
 
 
-def _venue_brackets(venue: UnifiedVenueParams, symbol: str) -> Sequence[Bracket]:
-    return venue.perp_brackets.get(symbol, venue.default_perp_brackets)
-
-
 class ColumnsBuilder:
     """Turns :class:`Account` models into :class:`AccountColumns`, sharing identical tables."""
 
@@ -163,6 +159,7 @@ class ColumnsBuilder:
         self._assets: dict[str, int] = {}
         self._coll: dict[object, int] = {}
         self._steps: dict[object, int] = {}
+        self._venue_tables: dict[tuple[str, str], int] = {}
         self.collateral_tables: list[CollateralTable] = []
         self.step_tables: list[StepTable] = []
 
@@ -173,28 +170,38 @@ class ColumnsBuilder:
             self.collateral_tables.append(CollateralTable.from_tiers(tiers))
         return self._coll[ident]
 
-    def _step_table(self, ident: object, make: StepTable) -> int:
+    def balance_table(self, asset: str, account: Account) -> int:
+        """The collateral table of a balance (:func:`monitor.margin.collateral_tiers`)."""
+        if account.collateral_rates and asset in account.collateral_rates:
+            return self._collateral_table(account.collateral_rates[asset])
+        known = self._venue_tables.get((account.model, asset))
+        if known is None:
+            venue = self._params.unified.venue(account.model)
+            known = self._collateral_table(collateral_tiers(asset, account, venue))
+            self._venue_tables[(account.model, asset)] = known
+        return known
+
+    def _step_table(self, ident: object, make: Callable[[], StepTable]) -> int:
         if ident not in self._steps:
             self._steps[ident] = len(self.step_tables)
-            self.step_tables.append(make)
+            self.step_tables.append(make())
         return self._steps[ident]
 
     def perp_table(self, perp: Perp, account: Account) -> int:
         """The step table of a perp, chosen as ``monitor.margin._perp_mm`` chooses (§3)."""
         if perp.mmr is not None:
-            cum = perp.cum or 0.0
-            return self._step_table(("explicit", perp.mmr, cum), StepTable.explicit(perp.mmr, cum))
+            mmr, cum = perp.mmr, perp.cum or 0.0
+            return self._step_table(("explicit", mmr, cum), lambda: StepTable.explicit(mmr, cum))
+        return self._step_table((account.model, perp.symbol), lambda: self._venue_step_table(perp, account))
+
+    def _venue_step_table(self, perp: Perp, account: Account) -> StepTable:
         if account.model == "hyperliquid":
-            table = hyperliquid_margin_table(perp.symbol, self._params.unified.hyperliquid)
-            return self._step_table(("brackets", tuple((t.floor_usd, t.mmr_ratio) for t in table)),
-                                    StepTable.from_brackets(table))
+            return StepTable.from_brackets(hyperliquid_margin_table(perp.symbol, self._params.unified.hyperliquid))
         venue = self._params.unified.venue(account.model)
         tiers = venue.perp_table(perp.symbol)
         if tiers is not None:
-            return self._step_table(("tiers", tiers.basis, tiers.tiers), StepTable.from_tier_table(tiers))
-        brackets = _venue_brackets(venue, perp.symbol)
-        return self._step_table(("brackets", tuple((b.floor_usd, b.mmr_ratio) for b in brackets)),
-                                StepTable.from_brackets(brackets))
+            return StepTable.from_tier_table(tiers)
+        return StepTable.from_brackets(venue.perp_brackets.get(perp.symbol, venue.default_perp_brackets))
 
     def build(self, accounts: Iterable[Account]) -> AccountColumns:
         """Columns of ``accounts`` in their order."""
@@ -221,7 +228,7 @@ class ColumnsBuilder:
                 qty.append(b.amount)
                 entry_px.append(0.0)
                 loan.append(b.loan_mmr if b.loan_mmr is not None else venue.margin_loan_mmr_ratio)
-                table.append(self._collateral_table(collateral_tiers(b.asset, acct, venue)))
+                table.append(self.balance_table(b.asset, acct))
             for p in acct.perps:
                 key.append(self._keys.setdefault(p.price_key, len(self._keys)))
                 is_perp.append(True)
