@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.account_book import AccountBook
-from monitor.account_columns import AccountColumns, FloatArray, IntArray
+from monitor.account_columns import FloatArray, IntArray
 
 __all__ = ["AssetSlots"]
 
@@ -21,8 +21,9 @@ __all__ = ["AssetSlots"]
 class AssetSlots:
     """The (account, asset) slots of a book's balances and the sums over them."""
 
-    def __init__(self, columns: AccountColumns, entry_account: IntArray) -> None:
-        self._columns = columns
+    def __init__(self, book: AccountBook) -> None:
+        columns, entry_account = book.columns, book.entry_account
+        self._columns, self._order = columns, book.order
         names = sorted(range(len(columns.assets)), key=lambda a: columns.assets[a])
         name_rank = np.empty(max(len(names), 1), dtype=np.int64)
         name_rank[names] = np.arange(len(names))
@@ -31,7 +32,9 @@ class AssetSlots:
         width = max(len(names), 1)
         pair = entry_account[balances] * width + name_rank[columns.entry_asset[balances]]
         uniq, entry_slot = np.unique(pair, return_inverse=True)
-        self.slot_account: IntArray = uniq // width
+        self._slot_row: IntArray = uniq // width
+        #: The account of each slot (numbered as the book's callers number them).
+        self.slot_account: IntArray = book.order[self._slot_row]
         self.slot_asset: IntArray = self._by_rank[uniq % width]
         order = np.argsort(entry_slot, kind="stable")
         in_order = entry_slot[order]
@@ -75,22 +78,24 @@ class AssetSlots:
         slot = self._first_max(drop, mask)
         fallback = self._first_max(haircut_usd, held)
         slot = np.where(slot >= 0, slot, fallback)
-        out: IntArray = np.full(slot.shape, -1, dtype=np.int64)
-        out[slot >= 0] = self.slot_asset[slot[slot >= 0]]
+        by_row = np.full(slot.shape, -1, dtype=np.int64)
+        by_row[slot >= 0] = self.slot_asset[slot[slot >= 0]]
+        out: IntArray = np.empty_like(by_row)
+        out[self._order] = by_row
         return out
 
     def _first_max(self, values: FloatArray, mask: npt.NDArray[np.bool_]) -> IntArray:
-        """Per account, the first masked slot holding the account's largest masked value."""
+        """Per book row, the first masked slot holding the row's largest masked value."""
         n = self._columns.n_accounts
         out: IntArray = np.full(n, -1, dtype=np.int64)
         picked = np.flatnonzero(mask)
         if picked.size == 0:
             return out
-        acct = self.slot_account[picked]
+        acct = self._slot_row[picked]
         starts = np.flatnonzero(np.r_[True, acct[1:] != acct[:-1]])
         best = np.maximum.reduceat(values[picked], starts)
         top = picked[values[picked] == np.repeat(best, np.diff(np.r_[starts, picked.size]))]
-        top_acct = self.slot_account[top]
+        top_acct = self._slot_row[top]
         first = top[np.r_[True, top_acct[1:] != top_acct[:-1]]]
-        out[self.slot_account[first]] = first
+        out[self._slot_row[first]] = first
         return out

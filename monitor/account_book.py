@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor.account_columns import MODELS, AccountColumns, FloatArray, IntArray
+from monitor.account_columns import MODELS, AccountColumns, FloatArray, IntArray, cluster_order
 from monitor.columnar_margin import (
     ModelLines,
     collateral_equity_usd,
@@ -160,10 +160,16 @@ class AccountBook:
 
     ``move`` takes new prices and re-evaluates the accounts holding the moved keys; it
     returns the accounts whose status changed. Figures of any accounts come from
-    ``figures``.
+    ``figures``. Accounts are numbered as in the columns given; inside, the book keeps
+    them clustered by the keys they hold (:func:`monitor.account_columns.cluster_order`):
+    ``columns`` are in that order, row r being account ``order[r]``.
     """
 
     def __init__(self, columns: AccountColumns, prices: Mapping[str, float], params: RiskParams) -> None:
+        self.order = cluster_order(columns)
+        self._row_of = np.empty_like(self.order)
+        self._row_of[self.order] = np.arange(self.order.shape[0])
+        columns = columns.permuted(self.order)
         self.columns = columns
         self._lines = ModelLines.from_params(params)
         missing = [k for k in columns.keys if k not in prices]
@@ -180,9 +186,9 @@ class AccountBook:
         n_entries, n_accounts = columns.qty.shape[0], columns.n_accounts
         #: Each entry's term of its account's adjusted equity, MM and gross notional (USD).
         self.parts = tuple(np.zeros(n_entries, dtype=np.float64) for _ in range(3))
-        #: Each account's adjusted equity, MM and gross notional (USD).
+        #: Each row's adjusted equity, MM and gross notional (USD).
         self.totals = tuple(np.zeros(n_accounts, dtype=np.float64) for _ in range(3))
-        self.status = np.zeros(n_accounts, dtype=np.int8)
+        self._status = np.zeros(n_accounts, dtype=np.int8)
         everyone = _Rows(np.arange(n_accounts, dtype=np.int64), columns)
         self._evaluate(list(range(len(columns.keys))), everyone)
 
@@ -192,7 +198,12 @@ class AccountBook:
 
     def holders(self, key: str) -> IntArray:
         """The accounts holding a price key (ascending)."""
-        return np.sort(self._by_key[self._key_index[key]].rows.accounts)
+        return np.sort(self.order[self._by_key[self._key_index[key]].rows.accounts])
+
+    def rows_of(self, accounts: IntArray) -> IntArray:
+        """The book's rows of some accounts (rows of ``columns``, ``parts`` by entry)."""
+        rows: IntArray = self._row_of[accounts]
+        return rows
 
     def _evaluate(self, keys: list[int], rows: _Rows) -> StatusChanges:
         """Terms of the keys' entries, sums of the rows' accounts, their statuses; the sums
@@ -208,10 +219,10 @@ class AccountBook:
             equity, mm = sums[0], sums[1] if moved == 3 else self.totals[1][acc]
             ratio = np.divide(equity, mm, out=np.full_like(equity, np.nan), where=mm > 0)
             after = status_codes(ratio, equity, rows.model, self._lines, rows.single_model)
-        before = self.status[acc]
-        self.status[rows.accounts] = after
+        before = self._status[acc]
+        self._status[acc] = after
         changed = np.flatnonzero(before != after)
-        return StatusChanges(rows.accounts[changed], before[changed], after[changed])
+        return StatusChanges(self.order[acc[changed]], before[changed], after[changed])
 
     def move(self, prices: Mapping[str, float]) -> StatusChanges:
         """Set new prices of some keys; re-evaluate the accounts holding them (RISK_MODEL §3).
@@ -237,7 +248,8 @@ class AccountBook:
         """Figures of ``accounts`` (all by default) at the current prices (RISK_MODEL §3):
         uniMMR = adjusted equity / MM; Bybit's account MM rate MM / equity as its venue
         ratio; Hyperliquid's backstop below 2/3 of MM; effective leverage gross / equity."""
-        acc = np.arange(self.columns.n_accounts, dtype=np.int64) if accounts is None else accounts
+        ext = np.arange(self.columns.n_accounts, dtype=np.int64) if accounts is None else accounts
+        acc = self._row_of[ext]
         equity, mm, gross = (total[acc] for total in self.totals)
         model = self.columns.model[acc]
         with _as_python():
@@ -245,8 +257,8 @@ class AccountBook:
             mm_rate = np.divide(mm, equity, out=np.full_like(equity, np.nan), where=equity > 0)
             leverage = np.divide(gross, equity, out=np.full_like(equity, np.nan), where=equity > 0)
         return AccountFigures(
-            accounts=acc, adjusted_equity_usd=equity, maintenance_margin_usd=mm, gross_notional_usd=gross,
-            uni_mmr=ratio, venue_ratio=np.where(model == _BYBIT, mm_rate, ratio), status=self.status[acc],
+            accounts=ext, adjusted_equity_usd=equity, maintenance_margin_usd=mm, gross_notional_usd=gross,
+            uni_mmr=ratio, venue_ratio=np.where(model == _BYBIT, mm_rate, ratio), status=self._status[acc],
             backstop=(model == _HYPERLIQUID) & (ratio < self._lines.backstop_ratio),
             effective_leverage=leverage,
         )

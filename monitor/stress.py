@@ -232,7 +232,7 @@ class _AccountRows:
                  shocked: Mapping[str, float], params: RiskParams) -> None:
         columns = ColumnsBuilder(params).build(accounts)
         book = AccountBook(columns, prices, params)
-        slots = AssetSlots(columns, book.entry_account)
+        slots = AssetSlots(book)
         before, equity_before = book.figures(), slots.equity_usd(book)
         book.move({k: v for k, v in shocked.items() if v != prices.get(k)})
         self.after: AccountFigures = book.figures()

@@ -28,6 +28,7 @@ from monitor.risk_params import (
     PerpTierTable,
     RiskParams,
 )
+from monitor.stress import run_stress
 
 KEYS = ("USDT", "USDC", "BTC", "ETH", "SOL", "USDe@binance", "USDe", "XYZ")
 ASSET_OF = {"USDe@binance": "USDe"}
@@ -202,7 +203,7 @@ def test_equity_by_asset_and_driving_asset_equal_scalar(
     accounts, prices, params = case
     columns = ColumnsBuilder(params).build(accounts)
     book = AccountBook(columns, prices, params)
-    slots = AssetSlots(columns, book.entry_account)
+    slots = AssetSlots(book)
     equity_before = slots.equity_usd(book)
     shocked = {**prices, **{k: prices[k] * (1.0 + m) for k, m in shock.items()}}
     book.move(shocked)
@@ -237,3 +238,36 @@ def test_lines_are_taken_as_the_venues_word_them() -> None:
     assert [STATUSES[s] for s in figs.status.tolist()] == ["liquidation"] * 3 + ["margin_call"]
     assert figs.uni_mmr.tolist() == [1.05, 1.0, 1.0, 1.0]
     assert figs.venue_ratio[1] == 1.0  # Bybit's account MM rate, MM / equity
+
+
+def _scalar_row(acct: Account, prices: dict[str, float], shocked: dict[str, float],
+                params: RiskParams) -> dict[str, Any]:
+    """The account row ``liqmon stress`` wrote before the columnar book, from the scalar
+    reference (evaluate_account with forced sells, against the unshocked evaluation)."""
+    res = evaluate_account(acct, shocked, params, previous=evaluate_account(acct, prices, params))
+    row = {k: getattr(res, k) for k in (
+        "account_id", "venue", "model", "uni_mmr", "venue_ratio_name", "venue_ratio", "adjusted_equity_usd",
+        "maintenance_margin_usd", "status", "backstop", "gross_notional_usd", "effective_leverage",
+        "effective_leverage_change", "driving_asset", "uncovered_shortfall_usd")}
+    row["forced_sells"] = [s.model_dump() for s in res.forced_sells]
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+@settings(max_examples=100, deadline=None)
+@given(book_case(), shocks)
+def test_stress_rows_equal_the_scalar_rows(
+    case: tuple[list[Account], dict[str, float], RiskParams], shock: dict[str, float]
+) -> None:
+    """``run_stress``'s account rows and sell totals, now from the book (forced sells only
+    for accounts in liquidation), equal those of the scalar evaluation."""
+    accounts, prices, params = case
+    report = run_stress([], accounts, prices, shocks=shock, params=params)
+    shocked = {**prices, **{k: prices[k] * (1.0 + m) for k, m in shock.items()}}
+    rows = [_scalar_row(a, prices, shocked, params) for a in accounts]
+    assert report["accounts"] == rows
+    sells: dict[str, float] = {}
+    for row in rows:
+        for s in row["forced_sells"]:
+            if s["side"] == "sell":
+                sells[s["asset"]] = sells.get(s["asset"], 0.0) + s["usd"]
+    assert report["aggregates"]["forced_sells_usd_by_asset"] == dict(sorted(sells.items()))
