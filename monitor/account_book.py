@@ -14,6 +14,7 @@ they are equal to the scalar figures bit for bit. Statuses are an int8 array (co
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -64,6 +65,12 @@ def _as_python() -> np.errstate:
     """Python floats overflow to inf and give nan without a word where numpy would warn;
     the book follows the scalar maths, so it silences those warnings where it computes."""
     return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
+def _checked_price(key: str, price: float) -> float:
+    if not (math.isfinite(price) and price > 0):
+        raise ValueError(f"price of {key!r} must be finite and positive, got {price!r}")
+    return float(price)
 
 
 class _Rows:
@@ -175,7 +182,7 @@ class AccountBook:
         missing = [k for k in columns.keys if k not in prices]
         if missing:
             raise KeyError(f"no price for {missing[0]!r}")
-        self.prices = np.array([prices[k] for k in columns.keys], dtype=np.float64)
+        self.prices = np.array([_checked_price(k, prices[k]) for k in columns.keys], dtype=np.float64)
         counts = np.diff(columns.entry_start)
         self.entry_account = np.repeat(np.arange(columns.n_accounts, dtype=np.int64), counts)
         order = np.argsort(columns.entry_key, kind="stable")
@@ -226,23 +233,18 @@ class AccountBook:
 
     def move(self, prices: Mapping[str, float]) -> StatusChanges:
         """Set new prices of some keys; re-evaluate the accounts holding them (RISK_MODEL §3).
-        A key no account holds is ignored."""
-        held = ((self._key_index[k], px) for k, px in prices.items() if k in self._key_index)
-        keys = sorted({k for k, px in held if px != self.prices[k]})
+        A key no account holds is ignored; a price that is not finite and positive raises
+        ValueError before anything moves."""
+        new = {self._key_index[k]: _checked_price(k, px) for k, px in prices.items() if k in self._key_index}
+        keys = sorted(k for k, px in new.items() if px != self.prices[k])
         for k in keys:
-            self.prices[k] = self._price_of(prices, k)
+            self.prices[k] = new[k]
         if not keys:
             return StatusChanges(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int8))
         if len(keys) == 1:
             return self._evaluate(keys, self._by_key[keys[0]].rows)
         accounts = np.unique(np.concatenate([self._by_key[k].rows.accounts for k in keys]))
         return self._evaluate(keys, _Rows(accounts, self.columns))
-
-    def _price_of(self, prices: Mapping[str, float], key: int) -> float:
-        price = float(prices[self.columns.keys[key]])
-        if not price > 0 or price == float("inf"):
-            raise ValueError(f"price of {self.columns.keys[key]!r} must be finite and positive")
-        return price
 
     def figures(self, accounts: IntArray | None = None) -> AccountFigures:
         """Figures of ``accounts`` (all by default) at the current prices (RISK_MODEL §3):

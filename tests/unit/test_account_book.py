@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -271,3 +272,23 @@ def test_stress_rows_equal_the_scalar_rows(
             if s["side"] == "sell":
                 sells[s["asset"]] = sells.get(s["asset"], 0.0) + s["usd"]
     assert report["aggregates"]["forced_sells_usd_by_asset"] == dict(sorted(sells.items()))
+
+
+def test_moves_that_change_nothing_and_bad_prices() -> None:
+    """A key nobody holds or an unchanged price re-evaluates nothing; a bad price raises
+    before any price moves."""
+    params = RiskParams()
+    accounts = [Account(account_id="a", venue="v", model="binance-pm",
+                        balances=(Balance(asset="BTC", amount=1.0, price_key="BTC"),
+                                  Balance(asset="USDT", amount=-80_000.0, price_key="USDT")))]
+    book = AccountBook(ColumnsBuilder(params).build(accounts), {"BTC": 100_000.0, "USDT": 1.0}, params)
+    assert book.move({"ETH": 1.0, "BTC": 100_000.0}).accounts.size == 0
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="finite and positive"):
+            book.move({"USDT": 1.01, "BTC": bad})
+        assert book.prices.tolist() == [100_000.0, 1.0]
+    changes = book.move({"BTC": 85_000.0})
+    assert changes.accounts.tolist() == [0]
+    assert (STATUSES[changes.before[0]], STATUSES[changes.after[0]]) == ("normal", "liquidation")
+    with pytest.raises(KeyError, match="no price for 'USDT'"):
+        AccountBook(ColumnsBuilder(params).build(accounts), {"BTC": 1.0}, params)
