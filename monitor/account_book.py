@@ -199,18 +199,9 @@ class AccountBook:
         everyone = _Rows(np.arange(n_accounts, dtype=np.int64), columns)
         self._evaluate(list(range(len(columns.keys))), everyone)
 
-    def key_id(self, key: str) -> int:
-        """Index of a price key in ``columns.keys`` and ``prices``."""
-        return self._key_index[key]
-
     def holders(self, key: str) -> IntArray:
         """The accounts holding a price key (ascending)."""
         return np.sort(self.order[self._by_key[self._key_index[key]].rows.accounts])
-
-    def rows_of(self, accounts: IntArray) -> IntArray:
-        """The book's rows of some accounts (rows of ``columns``, ``parts`` by entry)."""
-        rows: IntArray = self._row_of[accounts]
-        return rows
 
     def _evaluate(self, keys: list[int], rows: _Rows) -> StatusChanges:
         """Terms of the keys' entries, sums of the rows' accounts, their statuses; the sums
