@@ -199,6 +199,10 @@ class AccountBook:
         everyone = _Rows(np.arange(n_accounts, dtype=np.int64), columns)
         self._evaluate(list(range(len(columns.keys))), everyone)
 
+    def in_status(self, code: int) -> IntArray:
+        """The accounts whose status code is ``code`` at the current prices (ascending)."""
+        return np.sort(self.order[np.flatnonzero(self._status == code)])
+
     def holders(self, key: str) -> IntArray:
         """The accounts holding a price key (ascending)."""
         return np.sort(self.order[self._by_key[self._key_index[key]].rows.accounts])

@@ -17,9 +17,8 @@ Sections (``--only`` picks some):
   and p99 per tick, memory per position.
 - ``accounts``: the columnar account book (``streams/bench_accounts.py``): one price key
   held by a fifth of ``--accounts`` portfolio-margin accounts stepping through the status
-  lines, p99 per tick and memory per account; the standard-shock spirals on
-  ``--spiral-accounts`` of them; ``liqmon stress`` on ``--stress-accounts`` of them against
-  orjson-parsing their file.
+  lines, p99 per tick and memory per account; the standard-shock spirals on the same book;
+  ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file.
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
 - ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
   receive-to-alert latency (``streams/bench_e2e.py``).
@@ -492,18 +491,12 @@ def bench_parsers() -> dict[str, Any]:
 
 
 def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from streams.bench_accounts import bench_accounts, bench_spiral, bench_stress
+    from streams.bench_accounts import bench_accounts, bench_stress
 
     n = int(getattr(args, "accounts", 1_000_000))
-    print(f"bench: {n:,} unified accounts, one key ticking ...", file=sys.stderr, flush=True)
+    print(f"bench: {n:,} unified accounts: one key ticking, then the standard-shock spirals ...",
+          file=sys.stderr, flush=True)
     out = bench_accounts(n)
-    n_spiral = int(getattr(args, "spiral_accounts", 20_000))
-    print(f"bench: standard-shock spirals on {n_spiral:,} accounts ...", file=sys.stderr, flush=True)
-    spiral = bench_spiral(n_spiral)
-    # the spiral still runs the scalar engine account by account: its time is measured on
-    # ``n_spiral`` accounts and said so, not scaled to ``n``
-    out["spiral_s"] = spiral["s"]
-    out["spiral"] = spiral
     n_stress = int(getattr(args, "stress_accounts", 200_000))
     print(f"bench: liqmon stress on {n_stress:,} accounts ...", file=sys.stderr, flush=True)
     out["stress"] = bench_stress(n_stress, work)

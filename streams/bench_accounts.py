@@ -5,8 +5,9 @@ columns. A fifth hold USDe on Binance (``USDe@binance``) against a USDT loan; th
 BTC, ETH or SOL. Every account has four entries: its main collateral, a second coin, a USDT
 balance (a loan for most) and one perp. The tick is ``USDe@binance`` walking down from 1.00
 to 0.85 and back in 0.25% steps, twice: the USDe accounts pass through the margin-call,
-reduce-only and liquidation lines and back. Also measured: ``liqmon stress`` on a file of
-these accounts against the time to orjson-parse that file.
+reduce-only and liquidation lines and back. Then the five standard shocks' spirals run on
+the same book (``run_spiral_on_book``; 40 levels of bids under each coin). Also measured:
+``liqmon stress`` on a file of these accounts against the time to orjson-parse that file.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import orjson
 
 from monitor.account_book import AccountBook
 from monitor.account_columns import AccountColumns, CollateralTable, StepTable
+from monitor.margin import Account
 from monitor.risk_params import RiskParams
+from monitor.spiral import BookAccounts, run_spiral_on_book
 
 __all__ = ["TICK_KEY", "accounts_jsonl", "bench_accounts", "bench_stress", "synthetic_accounts"]
 
@@ -82,23 +85,34 @@ def synthetic_accounts(n: int, seed: int = 1, params: RiskParams | None = None) 
     )
 
 
+class _AccountsOf:
+    """The synthetic accounts as :class:`Account` models, one at a time by number."""
+
+    def __init__(self, columns: AccountColumns) -> None:
+        self._columns = columns
+        self._starts = columns.entry_start.tolist()
+
+    def document(self, i: int) -> dict[str, Any]:
+        """Account ``i`` as a ``liqmon stress --accounts`` line (the model's tables apply)."""
+        c = self._columns
+        entries = range(self._starts[i], self._starts[i + 1])
+        keys, assets = c.keys, c.assets
+        balances = [{"asset": assets[c.entry_asset[e]], "amount": float(c.qty[e]),
+                     "price_key": keys[c.entry_key[e]]} for e in entries if not c.entry_is_perp[e]]
+        perps = [{"symbol": assets[c.entry_asset[e]], "qty": float(c.qty[e]),
+                  "entry_price": float(c.entry_price_usd[e]), "price_key": keys[c.entry_key[e]]}
+                 for e in entries if c.entry_is_perp[e]]
+        return {"account_id": c.ids[i], "venue": c.venues[i], "model": "binance-pm",
+                "balances": balances, "perps": perps}
+
+    def __call__(self, i: int) -> Account:
+        return Account.model_validate(self.document(i))
+
+
 def accounts_jsonl(columns: AccountColumns) -> bytes:
-    """The accounts as ``liqmon stress --accounts`` lines (the model's own tables apply)."""
-    lines = []
-    starts = columns.entry_start.tolist()
-    keys, assets = columns.keys, columns.assets
-    key, asset, qty = columns.entry_key.tolist(), columns.entry_asset.tolist(), columns.qty.tolist()
-    is_perp, entry_px = columns.entry_is_perp.tolist(), columns.entry_price_usd.tolist()
-    for i, acct in enumerate(columns.ids):
-        entries = range(starts[i], starts[i + 1])
-        lines.append(orjson.dumps({
-            "account_id": acct, "venue": columns.venues[i], "model": "binance-pm",
-            "balances": [{"asset": assets[asset[e]], "amount": qty[e], "price_key": keys[key[e]]}
-                         for e in entries if not is_perp[e]],
-            "perps": [{"symbol": assets[asset[e]], "qty": qty[e], "entry_price": entry_px[e],
-                       "price_key": keys[key[e]]} for e in entries if is_perp[e]],
-        }))
-    return b"\n".join(lines) + b"\n"
+    """The accounts as ``liqmon stress --accounts`` lines."""
+    of = _AccountsOf(columns)
+    return b"".join(orjson.dumps(of.document(i)) + b"\n" for i in range(columns.n_accounts))
 
 
 def _tick_prices() -> list[float]:
@@ -108,12 +122,14 @@ def _tick_prices() -> list[float]:
 
 
 def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
-    """Build ``n`` accounts into a book; memory per account; one key ticking through the lines."""
+    """Build ``n`` accounts into a book; memory per account; one key ticking through the
+    lines; then the standard-shock spirals on the same book."""
     params = RiskParams()
+    columns = synthetic_accounts(n, seed, params)
     gc.collect()
     tracemalloc.start()
     t = time.perf_counter()
-    book = AccountBook(synthetic_accounts(n, seed, params), PRICES_USD, params)
+    book = AccountBook(columns, PRICES_USD, params)
     build_s = time.perf_counter() - t
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -127,6 +143,7 @@ def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
         changes += int(moved.accounts.shape[0])
         statuses_seen.update(np.unique(moved.after).tolist())
     times_ms.sort()
+    spiral = _spirals(BookAccounts(book, _AccountsOf(columns)), params)
     return {
         "accounts": n,
         "tick_key_holders": int(book.holders(TICK_KEY).shape[0]),
@@ -138,7 +155,35 @@ def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
         "statuses_reached": sorted(statuses_seen),
         "bytes_per_account": round(current / n, 1),
         "peak_bytes_per_account_during_build": round(peak / n, 1),
+        "spiral_s": spiral["s"],
+        "spiral": spiral,
     }
+
+
+def _bid_books() -> dict[str, list[list[float]]]:
+    """Bids under each non-stable key: 40 levels 0.5% apart, $2M a level ($0.5M for USDe)."""
+    books = {}
+    for key, px in PRICES_USD.items():
+        if key in ("USDT", "USDC"):
+            continue
+        level_usd = 5e5 if key.startswith("USDe") else 2e6
+        levels = [px * (1.0 - 0.001 - 0.005 * i) for i in range(40)]
+        books[key] = [[lv, level_usd / lv] for lv in levels]
+    return books
+
+
+def _spirals(accounts: BookAccounts, params: RiskParams) -> dict[str, Any]:
+    """The standard shocks' spirals (``run_spiral_on_book``) one after the other."""
+    books = _bid_books()
+    rounds, liquidated, per_shock_s = [], [], []
+    for shock in params.spiral.standard_shocks:
+        t = time.perf_counter()
+        result = run_spiral_on_book([], accounts, PRICES_USD, books, shocks=shock.moves, params=params)
+        per_shock_s.append(round(time.perf_counter() - t, 2))
+        rounds.append(result.rounds)
+        liquidated.append(len(result.accounts_liquidated))
+    return {"shocks": len(rounds), "rounds": rounds, "accounts_liquidated": liquidated,
+            "per_shock_s": per_shock_s, "s": round(sum(per_shock_s), 2)}
 
 
 def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
@@ -163,34 +208,3 @@ def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
             "orjson_parse_s": round(parse_s, 2), "stress_s": round(stress_s, 2),
             "stress_over_parse": round(stress_s / parse_s, 1)}
 
-
-def _bid_books() -> dict[str, list[list[float]]]:
-    """Bids under each non-stable key: 40 levels 0.5% apart, $2M a level ($0.5M for USDe)."""
-    books = {}
-    for key, px in PRICES_USD.items():
-        if key in ("USDT", "USDC"):
-            continue
-        level_usd = 5e5 if key.startswith("USDe") else 2e6
-        levels = [px * (1.0 - 0.001 - 0.005 * i) for i in range(40)]
-        books[key] = [[lv, level_usd / lv] for lv in levels]
-    return books
-
-
-def bench_spiral(n: int, seed: int = 1) -> dict[str, Any]:
-    """The standard shocks' spirals (``monitor.spiral.run_spiral``, the scalar reference,
-    one ``evaluate_account`` per account and round) on ``n`` of the synthetic accounts."""
-    from monitor.margin import Account
-    from monitor.spiral import run_spiral
-
-    params = RiskParams()
-    accounts = [Account.model_validate_json(line)
-                for line in accounts_jsonl(synthetic_accounts(n, seed, params)).splitlines()]
-    books = _bid_books()
-    rounds = []
-    t = time.perf_counter()
-    for shock in params.spiral.standard_shocks:
-        result = run_spiral([], accounts, PRICES_USD, books, shocks=shock.moves, params=params)
-        rounds.append(result.rounds)
-    spiral_s = time.perf_counter() - t
-    return {"accounts": n, "shocks": len(rounds), "rounds": rounds, "s": round(spiral_s, 2),
-            "us_per_account": round(spiral_s / n * 1e6, 1)}

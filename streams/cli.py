@@ -397,8 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
     bench.add_argument("--e2e-seconds", type=float, default=10.0)
     bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
-    bench.add_argument("--spiral-accounts", type=int, default=20_000,
-                       help="accounts of the accounts bench's standard-shock spirals (scalar engine)")
     bench.add_argument("--stress-accounts", type=int, default=200_000,
                        help="accounts of the accounts bench's liqmon stress run")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")

@@ -29,6 +29,7 @@ from monitor.risk_params import (
     PerpTierTable,
     RiskParams,
 )
+from monitor.spiral import BookAccounts, run_spiral, run_spiral_on_book
 from monitor.stress import run_stress
 
 KEYS = ("USDT", "USDC", "BTC", "ETH", "SOL", "USDe@binance", "USDe", "XYZ")
@@ -292,3 +293,29 @@ def test_moves_that_change_nothing_and_bad_prices() -> None:
     assert (STATUSES[changes.before[0]], STATUSES[changes.after[0]]) == ("normal", "liquidation")
     with pytest.raises(KeyError, match="no price for 'USDT'"):
         AccountBook(ColumnsBuilder(params).build(accounts), {"BTC": 1.0}, params)
+
+
+@st.composite
+def bid_books(draw: st.DrawFn, prices: dict[str, float]) -> dict[str, list[list[float]]]:
+    """Bid ladders under some keys: 1–6 levels below the price, thin or deep."""
+    out = {}
+    for key in draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=5)):
+        steps = draw(st.lists(st.floats(0.0, 0.2), min_size=1, max_size=6))
+        out[key] = [[prices[key] * (1.0 - s), draw(st.floats(0.01, 1e6))] for s in steps]
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(book_case(), shocks, st.data())
+def test_spiral_on_the_book_equals_the_scalar_spiral(
+    case: tuple[list[Account], dict[str, float], RiskParams], shock: dict[str, float], data: st.DataObject
+) -> None:
+    """``run_spiral_on_book`` gives ``run_spiral``'s result to the last digit: rounds,
+    liquidated USD by stage and venue, accounts, sold quantities, final prices."""
+    accounts, prices, params = case
+    books = data.draw(bid_books(prices))
+    want = run_spiral([], accounts, prices, books, shocks=shock, params=params)
+    book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
+    got = run_spiral_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shocks=shock,
+                             params=params)
+    assert got.model_dump() == want.model_dump()
