@@ -29,7 +29,7 @@ from monitor.lending import (
 )
 from monitor.margin import VENUE_RATIO_NAMES, Account, liquidate_account
 from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
-from monitor.spiral import apply_shocks, run_spiral
+from monitor.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
 
 __all__ = [
     "StressInputError",
@@ -232,6 +232,8 @@ class _AccountRows:
                  shocked: Mapping[str, float], params: RiskParams) -> None:
         columns = ColumnsBuilder(params).build(accounts)
         book = AccountBook(columns, prices, params)
+        #: The book, left at the shocked prices (the spiral goes on from there).
+        self.book = book
         slots = AssetSlots(book)
         before, equity_before = book.figures(), slots.equity_usd(book)
         book.move({k: v for k, v in shocked.items() if v != prices.get(k)})
@@ -291,8 +293,8 @@ def run_stress(
     pos_rows = [_position_row(pos, shocked, p) for pos in positions]
     acct_rows: list[dict[str, Any]] = []
     sells_by_asset: dict[str, float] = {}
-    if accounts:
-        evaluated = _AccountRows(accounts, prices, shocked, p)
+    evaluated = _AccountRows(accounts, prices, shocked, p) if accounts else None
+    if evaluated is not None:
         acct_rows, sells_by_asset = evaluated.rows(), evaluated.sells_by_asset
     by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
     for row in acct_rows:
@@ -323,7 +325,11 @@ def run_stress(
         },
     }
     if books is not None:
-        spiral = run_spiral(positions, accounts, prices, books, shocks=shocks, params=p)
+        if evaluated is None:
+            spiral = run_spiral(positions, accounts, prices, books, shocks=shocks, params=p)
+        else:
+            on_book = BookAccounts(evaluated.book, accounts.__getitem__)
+            spiral = run_spiral_on_book(positions, on_book, prices, books, shocks=shocks, params=p)
         report["spiral"] = spiral.model_dump()
     cleaned: dict[str, Any] = _clean(report)
     cleaned["accounts"] = acct_rows  # JSON-safe as built
