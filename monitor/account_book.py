@@ -203,6 +203,11 @@ class AccountBook:
         """The accounts whose status code is ``code`` at the current prices (ascending)."""
         return np.sort(self.order[np.flatnonzero(self._status == code)])
 
+    def rows_of(self, accounts: IntArray) -> IntArray:
+        """The rows of ``columns`` holding some accounts."""
+        rows: IntArray = self._row_of[accounts]
+        return rows
+
     def holders(self, key: str) -> IntArray:
         """The accounts holding a price key (ascending)."""
         return np.sort(self.order[self._by_key[self._key_index[key]].rows.accounts])

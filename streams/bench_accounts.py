@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from monitor.account_book import AccountBook
@@ -30,7 +31,7 @@ from monitor.margin import Account
 from monitor.risk_params import RiskParams
 from monitor.spiral import BookAccounts, run_spiral_on_book
 
-__all__ = ["TICK_KEY", "accounts_jsonl", "bench_accounts", "bench_stress", "synthetic_accounts"]
+__all__ = ["TICK_KEY", "AccountsFromColumns", "accounts_jsonl", "bench_accounts", "bench_stress", "synthetic_accounts"]
 
 TICK_KEY = "USDe@binance"
 PRICES_USD: dict[str, float] = {
@@ -85,24 +86,27 @@ def synthetic_accounts(n: int, seed: int = 1, params: RiskParams | None = None) 
     )
 
 
-class _AccountsOf:
-    """The synthetic accounts as :class:`Account` models, one at a time by number."""
+class AccountsFromColumns:
+    """The synthetic accounts as :class:`Account` models, one at a time by number; account
+    i is row ``rows[i]`` of the columns (a book's clustered columns), row i without ``rows``."""
 
-    def __init__(self, columns: AccountColumns) -> None:
+    def __init__(self, columns: AccountColumns, rows: npt.NDArray[np.int64] | None = None) -> None:
         self._columns = columns
         self._starts = columns.entry_start.tolist()
+        self._rows = rows
 
     def document(self, i: int) -> dict[str, Any]:
         """Account ``i`` as a ``liqmon stress --accounts`` line (the model's tables apply)."""
         c = self._columns
-        entries = range(self._starts[i], self._starts[i + 1])
+        row = i if self._rows is None else int(self._rows[i])
+        entries = range(self._starts[row], self._starts[row + 1])
         keys, assets = c.keys, c.assets
         balances = [{"asset": assets[c.entry_asset[e]], "amount": float(c.qty[e]),
                      "price_key": keys[c.entry_key[e]]} for e in entries if not c.entry_is_perp[e]]
         perps = [{"symbol": assets[c.entry_asset[e]], "qty": float(c.qty[e]),
                   "entry_price": float(c.entry_price_usd[e]), "price_key": keys[c.entry_key[e]]}
                  for e in entries if c.entry_is_perp[e]]
-        return {"account_id": c.ids[i], "venue": c.venues[i], "model": "binance-pm",
+        return {"account_id": c.ids[row], "venue": c.venues[row], "model": "binance-pm",
                 "balances": balances, "perps": perps}
 
     def __call__(self, i: int) -> Account:
@@ -111,7 +115,7 @@ class _AccountsOf:
 
 def accounts_jsonl(columns: AccountColumns) -> bytes:
     """The accounts as ``liqmon stress --accounts`` lines."""
-    of = _AccountsOf(columns)
+    of = AccountsFromColumns(columns)
     return b"".join(orjson.dumps(of.document(i)) + b"\n" for i in range(columns.n_accounts))
 
 
@@ -125,11 +129,10 @@ def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
     """Build ``n`` accounts into a book; memory per account; one key ticking through the
     lines; then the standard-shock spirals on the same book."""
     params = RiskParams()
-    columns = synthetic_accounts(n, seed, params)
     gc.collect()
     tracemalloc.start()
     t = time.perf_counter()
-    book = AccountBook(columns, PRICES_USD, params)
+    book = AccountBook(synthetic_accounts(n, seed, params), PRICES_USD, params)
     build_s = time.perf_counter() - t
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -143,7 +146,7 @@ def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
         changes += int(moved.accounts.shape[0])
         statuses_seen.update(np.unique(moved.after).tolist())
     times_ms.sort()
-    spiral = _spirals(BookAccounts(book, _AccountsOf(columns)), params)
+    spiral = _spirals(BookAccounts(book, AccountsFromColumns(book.columns, book.rows_of(np.arange(n)))), params)
     return {
         "accounts": n,
         "tick_key_holders": int(book.holders(TICK_KEY).shape[0]),

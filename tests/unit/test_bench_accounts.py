@@ -11,7 +11,7 @@ from monitor.account_columns import ColumnsBuilder
 from monitor.columnar_margin import STATUSES
 from monitor.margin import Account, evaluate_account
 from monitor.risk_params import RiskParams
-from streams.bench_accounts import PRICES_USD, TICK_KEY, accounts_jsonl, synthetic_accounts
+from streams.bench_accounts import PRICES_USD, TICK_KEY, AccountsFromColumns, accounts_jsonl, synthetic_accounts
 
 
 def test_synthetic_columns_are_the_columns_of_their_accounts() -> None:
@@ -35,3 +35,15 @@ def test_synthetic_columns_are_the_columns_of_their_accounts() -> None:
             assert (res.adjusted_equity_usd, res.maintenance_margin_usd, res.status) == (
                 a.adjusted_equity_usd[i], a.maintenance_margin_usd[i], STATUSES[a.status[i]])
     assert seen == {0, 1, 2, 3}  # the tick's walk passes every line
+
+
+def test_accounts_come_back_from_the_clustered_book() -> None:
+    """The bench's spirals take accounts from the book's clustered columns: account i is
+    the account written as line i."""
+    params = RiskParams()
+    columns = synthetic_accounts(200, seed=5, params=params)
+    lines = accounts_jsonl(columns).splitlines()
+    book = AccountBook(columns, PRICES_USD, params)
+    assert not np.array_equal(book.order, np.arange(200))  # the book did reorder them
+    account_of = AccountsFromColumns(book.columns, book.rows_of(np.arange(200)))
+    assert [account_of(i) for i in range(200)] == [Account.model_validate_json(x) for x in lines]
