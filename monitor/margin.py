@@ -23,6 +23,7 @@ from monitor.risk_params import (
 )
 
 __all__ = [
+    "VENUE_RATIO_NAMES",
     "Account",
     "AccountModel",
     "AccountResult",
@@ -49,7 +50,8 @@ __all__ = [
 AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
 AccountStatus = Literal["normal", "margin_call", "reduce_only", "liquidation"]
 
-_RATIO_NAMES: dict[str, str] = {
+#: Name of the ratio each model's venue publishes (``AccountResult.venue_ratio_name``).
+VENUE_RATIO_NAMES: dict[str, str] = {
     "binance-pm": "uni_mmr",
     "bybit-uta": "account_mm_rate",
     "okx-mc": "margin_ratio",
@@ -423,7 +425,7 @@ def evaluate_account(
         adjusted_equity_usd=f.equity,
         maintenance_margin_usd=f.mm,
         uni_mmr=ratio,
-        venue_ratio_name=_RATIO_NAMES[account.model],
+        venue_ratio_name=VENUE_RATIO_NAMES[account.model],
         venue_ratio=venue_ratio,
         status=status,
         backstop=backstop,

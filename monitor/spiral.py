@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from monitor.account_book import AccountBook
+from monitor.columnar_margin import LIQUIDATION
 from monitor.lending import (
     Position,
     close_factor_ratio,
@@ -22,10 +25,12 @@ __all__ = [
     "STAGE_ONCHAIN",
     "STAGE_UNIFIED",
     "BidBook",
+    "BookAccounts",
     "SpiralResult",
     "apply_shocks",
     "route_book_key",
     "run_spiral",
+    "run_spiral_on_book",
     "walk_bids",
 ]
 
@@ -207,20 +212,28 @@ class _SpiralRun:
         for i, acct in enumerate(self.acct_state):
             if evaluate_account(acct, px, p).status != "liquidation":
                 continue
-            after_acct, actions, _ = liquidate_account(acct, px, p)
-            if not actions:
-                continue
-            events += 1
-            self.acct_state[i] = after_acct
-            self.liq_acct.add(acct.account_id)
-            for act in actions:
-                self.by_stage[str(STAGE_UNIFIED)] += act.usd
-                self.by_venue[acct.venue] = self.by_venue.get(acct.venue, 0.0) + act.usd
-                if act.side == "sell":
-                    qty = act.usd / px[act.price_key]
-                    asset = act.asset if act.kind == "collateral" else act.price_key
-                    self._queue(asset, act.price_key, qty, act.usd)
+            after = self.liquidate(acct)
+            if after is not None:
+                self.acct_state[i] = after
+                events += 1
         return events
+
+    def liquidate(self, acct: Account) -> Account | None:
+        """One account through its venue's engine (``liquidate_account``): its sells are
+        queued and counted; the account after the engine, None when the engine did nothing."""
+        px = self.px
+        after_acct, actions, _ = liquidate_account(acct, px, self.p)
+        if not actions:
+            return None
+        self.liq_acct.add(acct.account_id)
+        for act in actions:
+            self.by_stage[str(STAGE_UNIFIED)] += act.usd
+            self.by_venue[acct.venue] = self.by_venue.get(acct.venue, 0.0) + act.usd
+            if act.side == "sell":
+                qty = act.usd / px[act.price_key]
+                asset = act.asset if act.kind == "collateral" else act.price_key
+                self._queue(asset, act.price_key, qty, act.usd)
+        return after_acct
 
     def sell_queued(self) -> None:
         """Walk each book's bids with what was queued; its key takes the best remaining bid."""
@@ -274,9 +287,68 @@ def run_spiral(
     A shocked key's bid ladder is scaled by the same move before the first round.
     """
     p = params or _default_params()
-    run = _SpiralRun(positions, accounts, prices, books, shocks or {}, p)
+    return _rounds(_SpiralRun(positions, accounts, prices, books, shocks or {}, p))
+
+
+@dataclass(frozen=True)
+class BookAccounts:
+    """Unified accounts held in a columnar book, with a way to get one as an
+    :class:`Account` (for the liquidation engine) by its number in the book."""
+
+    book: AccountBook
+    account: Callable[[int], Account]
+
+
+class _BookSpiralRun(_SpiralRun):
+    """A spiral whose stage 7 finds the accounts in liquidation on a columnar book: an
+    account the engine has not touched is evaluated there (only those holding a moved key
+    are re-evaluated, with the scalar maths' results), one it has changed is evaluated by
+    ``evaluate_account`` from then on. Accounts are taken in their order, as
+    :func:`run_spiral` takes them, so every sum runs in the same order."""
+
+    def __init__(self, positions: Sequence[Position], accounts: BookAccounts, prices: Mapping[str, float],
+                 books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams) -> None:
+        super().__init__(positions, (), prices, books, shocks, p)
+        self.accounts = accounts
+        self.changed: dict[int, Account] = {}
+
+    def liquidate_accounts(self) -> int:
+        """Stage 7 on the book: the accounts in liquidation at the round's prices."""
+        book, px, p = self.accounts.book, self.px, self.p
+        book.move({k: px[k] for k in book.columns.keys})
+        untouched = [i for i in book.in_status(LIQUIDATION).tolist() if i not in self.changed]
+        again = [i for i, acct in self.changed.items()
+                 if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
+        events = 0
+        for i in sorted([*untouched, *again]):
+            after = self.liquidate(self.changed[i] if i in self.changed else self.accounts.account(i))
+            if after is not None:
+                self.changed[i] = after
+                events += 1
+        return events
+
+
+def run_spiral_on_book(
+    positions: Sequence[Position],
+    accounts: BookAccounts,
+    prices: Mapping[str, float],
+    books: Mapping[str, BidBook],
+    *,
+    shocks: Mapping[str, float] | None = None,
+    params: RiskParams | None = None,
+) -> SpiralResult:
+    """:func:`run_spiral` with the unified accounts of a columnar book (RISK_MODEL §7): the
+    same result; each round re-evaluates only the accounts holding a key that moved and
+    runs the engine only on the accounts in liquidation. The book is left at the last
+    round's prices; its accounts are not changed (the engine's results live in the run)."""
+    p = params or _default_params()
+    return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p))
+
+
+def _rounds(run: _SpiralRun) -> SpiralResult:
+    """Rounds of liquidations and sells until one liquidates nothing (§7)."""
     rounds = 0
-    for _ in range(p.spiral.max_rounds):
+    for _ in range(run.p.spiral.max_rounds):
         run.to_sell.clear()
         events = run.liquidate_positions()
         events += run.liquidate_accounts()
@@ -285,4 +357,3 @@ def run_spiral(
         rounds += 1
         run.sell_queued()
     return run.result(rounds, converged=False)
-

@@ -12,6 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from monitor.account_attribution import AssetSlots
+from monitor.account_book import AccountBook, AccountFigures
+from monitor.account_columns import ColumnsBuilder
+from monitor.columnar_margin import LIQUIDATION, STATUSES
 from monitor.lending import (
     LoopBook,
     Position,
@@ -23,9 +27,9 @@ from monitor.lending import (
     liquidation_bonus_ratio,
     liquidation_drop_pct,
 )
-from monitor.margin import Account, AccountResult, evaluate_account
+from monitor.margin import VENUE_RATIO_NAMES, Account, liquidate_account
 from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
-from monitor.spiral import apply_shocks, run_spiral
+from monitor.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
 
 __all__ = [
     "StressInputError",
@@ -213,25 +217,64 @@ def _position_row(pos: Position, prices: Mapping[str, float], params: RiskParams
     }
 
 
-def _account_row(res: AccountResult) -> dict[str, Any]:
-    return {
-        "account_id": res.account_id,
-        "venue": res.venue,
-        "model": res.model,
-        "uni_mmr": res.uni_mmr,
-        "venue_ratio_name": res.venue_ratio_name,
-        "venue_ratio": res.venue_ratio,
-        "adjusted_equity_usd": res.adjusted_equity_usd,
-        "maintenance_margin_usd": res.maintenance_margin_usd,
-        "status": res.status,
-        "backstop": res.backstop,
-        "gross_notional_usd": res.gross_notional_usd,
-        "effective_leverage": res.effective_leverage,
-        "effective_leverage_change": res.effective_leverage_change,
-        "driving_asset": res.driving_asset,
-        "forced_sells": [s.model_dump() for s in res.forced_sells],
-        "uncovered_shortfall_usd": res.uncovered_shortfall_usd,
-    }
+def _finite(values: Any) -> list[float | None]:
+    """A figure column as JSON values: NaN (no figure) and infinities become null."""
+    return [x if math.isfinite(x) else None for x in values.tolist()]
+
+
+class _AccountRows:
+    """The report's account rows from the columnar book (RISK_MODEL §3): figures at the
+    shocked prices, leverage change and driving asset against the unshocked ones, and the
+    engine's forced sells (the scalar :func:`monitor.margin.liquidate_account`) for the
+    accounts in liquidation only."""
+
+    def __init__(self, accounts: Sequence[Account], prices: Mapping[str, float],
+                 shocked: Mapping[str, float], params: RiskParams) -> None:
+        columns = ColumnsBuilder(params).build(accounts)
+        book = AccountBook(columns, prices, params)
+        #: The book, left at the shocked prices (the spiral goes on from there).
+        self.book = book
+        slots = AssetSlots(book)
+        before, equity_before = book.figures(), slots.equity_usd(book)
+        book.move({k: v for k, v in shocked.items() if v != prices.get(k)})
+        self.after: AccountFigures = book.figures()
+        haircut, held = slots.haircut_usd(book)
+        driver = slots.driving_asset(equity_before, slots.equity_usd(book), haircut, held)
+        self.driver = [columns.assets[a] if a >= 0 else None for a in driver.tolist()]
+        self.leverage_change = _finite(self.after.effective_leverage - before.effective_leverage)
+        self.accounts, self.shocked, self.params = accounts, shocked, params
+        #: Σ USD of the engine's sells by asset, in account order (filled by ``rows``).
+        self.sells_by_asset: dict[str, float] = {}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per account, in input order, with the keys and the JSON-safe values
+        (non-finite figures null) of the scalar report."""
+        f = self.after
+        columns = zip(_finite(f.uni_mmr), _finite(f.venue_ratio), _finite(f.adjusted_equity_usd),
+                      _finite(f.maintenance_margin_usd), f.status.tolist(), f.backstop.tolist(),
+                      _finite(f.gross_notional_usd), _finite(f.effective_leverage), self.leverage_change,
+                      self.driver, strict=True)
+        out: list[dict[str, Any]] = []
+        for acct, (ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver) in zip(
+                self.accounts, columns, strict=True):
+            sells: list[dict[str, Any]] = []
+            uncovered: float | None = 0.0
+            if status == LIQUIDATION:
+                _, actions, short = liquidate_account(acct, self.shocked, self.params)
+                sells = _clean([s.model_dump() for s in actions])
+                uncovered = _clean(short)
+                for s in actions:
+                    if s.side == "sell":
+                        self.sells_by_asset[s.asset] = self.sells_by_asset.get(s.asset, 0.0) + s.usd
+            out.append({
+                "account_id": acct.account_id, "venue": acct.venue, "model": acct.model, "uni_mmr": ratio,
+                "venue_ratio_name": VENUE_RATIO_NAMES[acct.model], "venue_ratio": venue_ratio,
+                "adjusted_equity_usd": equity, "maintenance_margin_usd": mm, "status": STATUSES[status],
+                "backstop": backstop, "gross_notional_usd": gross, "effective_leverage": lev,
+                "effective_leverage_change": change, "driving_asset": driver, "forced_sells": sells,
+                "uncovered_shortfall_usd": uncovered,
+            })
+        return out
 
 
 def run_stress(
@@ -249,16 +292,13 @@ def run_stress(
     shocked = apply_shocks(prices, shocks)
     pos_rows = [_position_row(pos, shocked, p) for pos in positions]
     acct_rows: list[dict[str, Any]] = []
-    by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
     sells_by_asset: dict[str, float] = {}
-    for acct in accounts:
-        before = evaluate_account(acct, prices, p)
-        res = evaluate_account(acct, shocked, p, previous=before)
-        acct_rows.append(_account_row(res))
-        by_status[res.status] += 1
-        for s in res.forced_sells:
-            if s.side == "sell":
-                sells_by_asset[s.asset] = sells_by_asset.get(s.asset, 0.0) + s.usd
+    evaluated = _AccountRows(accounts, prices, shocked, p) if accounts else None
+    if evaluated is not None:
+        acct_rows, sells_by_asset = evaluated.rows(), evaluated.sells_by_asset
+    by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
+    for row in acct_rows:
+        by_status[row["status"]] += 1
     lending = LoopBook.from_positions(positions, shocked, p).aggregates() if positions else []
     report: dict[str, Any] = {
         "config_id": p.config_id(),
@@ -271,7 +311,7 @@ def run_stress(
         "shocks_pct": {k: v * 100.0 for k, v in shocks.items()},
         "prices": dict(sorted(shocked.items())),
         "positions": pos_rows,
-        "accounts": acct_rows,
+        "accounts": [],
         "aggregates": {
             "positions": len(pos_rows),
             "positions_liquidatable": sum(1 for r in pos_rows if r["liquidatable"]),
@@ -285,7 +325,12 @@ def run_stress(
         },
     }
     if books is not None:
-        spiral = run_spiral(positions, accounts, prices, books, shocks=shocks, params=p)
+        if evaluated is None:
+            spiral = run_spiral(positions, accounts, prices, books, shocks=shocks, params=p)
+        else:
+            on_book = BookAccounts(evaluated.book, accounts.__getitem__)
+            spiral = run_spiral_on_book(positions, on_book, prices, books, shocks=shocks, params=p)
         report["spiral"] = spiral.model_dump()
     cleaned: dict[str, Any] = _clean(report)
+    cleaned["accounts"] = acct_rows  # JSON-safe as built
     return cleaned

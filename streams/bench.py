@@ -15,6 +15,10 @@ Sections (``--only`` picks some):
   the moment its alert is read back from ``alerts.cascade``.
 - ``loops``: one USDe price tick against 1,000,000 loop positions (LoopBook), median
   and p99 per tick, memory per position.
+- ``accounts``: the columnar account book (``streams/bench_accounts.py``): one price key
+  held by a fifth of ``--accounts`` portfolio-margin accounts stepping through the status
+  lines, p99 per tick and memory per account; the standard-shock spirals on the same book;
+  ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file.
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
 - ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
   receive-to-alert latency (``streams/bench_e2e.py``).
@@ -474,8 +478,21 @@ def bench_parsers() -> dict[str, Any]:
     return {k: round(v) for k, v in result.items()}
 
 
+def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from streams.bench_accounts import bench_accounts, bench_stress
+
+    n = int(getattr(args, "accounts", 1_000_000))
+    print(f"bench: {n:,} unified accounts: one key ticking, then the standard-shock spirals ...",
+          file=sys.stderr, flush=True)
+    out = bench_accounts(n)
+    n_stress = int(getattr(args, "stress_accounts", 200_000))
+    print(f"bench: liqmon stress on {n_stress:,} accounts ...", file=sys.stderr, flush=True)
+    out["stress"] = bench_stress(n_stress, work)
+    return out
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    sections = set((args.only or "pipeline,latency,loops,parsers,e2e,scenario").split(","))
+    sections = set((args.only or "pipeline,latency,loops,accounts,parsers,e2e,scenario").split(","))
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="liqmon-bench-") as tmp:
         work = Path(tmp)
@@ -489,6 +506,8 @@ def run_bench(args: argparse.Namespace) -> int:
         if "loops" in sections:
             print("bench: 1M loop positions ...", file=sys.stderr, flush=True)
             results["loops"] = bench_loops()
+        if "accounts" in sections:
+            results["accounts"] = _bench_accounts_section(args, work)
         if "parsers" in sections:
             results["parsers"] = bench_parsers()
         if "e2e" in sections:

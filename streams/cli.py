@@ -445,11 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--latency-seconds", type=float, default=30.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
     bench.add_argument("--only", default=None,
-                       help="comma list: pipeline,latency,loops,parsers,e2e,scenario,generation")
+                       help="comma list: pipeline,latency,loops,accounts,parsers,e2e,scenario,generation")
     bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
     bench.add_argument("--e2e-seconds", type=float, default=10.0)
     bench.add_argument("--e2e-no-shed", action="store_true",
                        help="the e2e run with load shedding off ([live.overload] shed_backlog_frames = 0)")
+    bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
+    bench.add_argument("--stress-accounts", type=int, default=200_000,
+                       help="accounts of the accounts bench's liqmon stress run")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)
 

@@ -1,0 +1,49 @@
+"""The accounts bench's population: built straight into columns, it is the book that
+``liqmon stress`` builds from the same accounts written as JSON lines, and the scalar
+evaluation agrees with it (so the bench times the maths the reference defines)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.account_book import AccountBook
+from monitor.account_columns import ColumnsBuilder
+from monitor.columnar_margin import STATUSES
+from monitor.margin import Account, evaluate_account
+from monitor.risk_params import RiskParams
+from streams.bench_accounts import PRICES_USD, TICK_KEY, AccountsFromColumns, accounts_jsonl, synthetic_accounts
+
+
+def test_synthetic_columns_are_the_columns_of_their_accounts() -> None:
+    params = RiskParams()
+    columns = synthetic_accounts(500, seed=3, params=params)
+    accounts = [Account.model_validate_json(line) for line in accounts_jsonl(columns).splitlines()]
+    direct = AccountBook(columns, PRICES_USD, params)
+    built = AccountBook(ColumnsBuilder(params).build(accounts), PRICES_USD, params)
+    assert direct.holders(TICK_KEY).shape[0] == 100
+    seen: set[int] = set()
+    for price in (0.97, 0.93, 0.9, 0.86):
+        direct.move({TICK_KEY: price})
+        built.move({TICK_KEY: price})
+        a, b = direct.figures(), built.figures()
+        seen.update(a.status[direct.holders(TICK_KEY)].tolist())
+        for name in ("adjusted_equity_usd", "maintenance_margin_usd", "gross_notional_usd", "status"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        prices = {**PRICES_USD, TICK_KEY: price}
+        for i in range(0, 500, 25):
+            res = evaluate_account(accounts[i], prices, params, with_forced_sells=False)
+            assert (res.adjusted_equity_usd, res.maintenance_margin_usd, res.status) == (
+                a.adjusted_equity_usd[i], a.maintenance_margin_usd[i], STATUSES[a.status[i]])
+    assert seen == {0, 1, 2, 3}  # the tick's walk passes every line
+
+
+def test_accounts_come_back_from_the_clustered_book() -> None:
+    """The bench's spirals take accounts from the book's clustered columns: account i is
+    the account written as line i."""
+    params = RiskParams()
+    columns = synthetic_accounts(200, seed=5, params=params)
+    lines = accounts_jsonl(columns).splitlines()
+    book = AccountBook(columns, PRICES_USD, params)
+    assert not np.array_equal(book.order, np.arange(200))  # the book did reorder them
+    account_of = AccountsFromColumns(book.columns, book.rows_of(np.arange(200)))
+    assert [account_of(i) for i in range(200)] == [Account.model_validate_json(x) for x in lines]
