@@ -442,84 +442,117 @@ def evaluate_account(
 # --------------------------------------------------------------------------- liquidation engine
 
 
-def liquidate_account(
-    account: Account, prices: Mapping[str, float], params: RiskParams | None = None
-) -> tuple[Account, list[ForcedSell], float]:
-    """Engine model (§3): sell any liquid collateral, then close perps, to reach the target.
+class _EngineRun:
+    """One account under the venue's liquidation engine (§3): balances as they are sold down."""
 
-    1. Sell collateral (venue order, else largest USD holding first) to repay margin loans;
-       each USD sold adds (1 − rate) of equity and frees loan_mmr × T of MM.
-    2. If still below target ratio T, close perps (largest MM first) by the MM to free.
-    3. Realised perp losses become a settlement-asset debt, repaid by selling collateral.
-    Returns (account after the engine, actions, uncovered shortfall in USD). Rates of tiered
-    assets are taken at their average over the holding (an approximation).
-    """
-    p = params or _default_params()
-    venue = p.unified.venue(account.model)
-    f = _figures(account, prices, p)
-    target = venue.target_ratio
-    equity, mm = f.equity, f.mm
-    bal = [b.amount for b in account.balances]
-    keys = [b.price_key for b in account.balances]
-    assets = [b.asset for b in account.balances]
-    px = [prices[k] for k in keys]
-    order_rank = {a: i for i, a in enumerate(venue.sell_order)}
-    coll_idx = sorted(
-        (i for i, a in enumerate(bal) if a > 0 and px[i] > 0),
-        key=lambda i: (order_rank.get(assets[i], len(order_rank)), -bal[i] * px[i], i),
-    )
-    if not venue.sells_collateral:
-        coll_idx = [i for i in coll_idx if assets[i] == venue.settlement_asset]
-    rate = {
-        i: asset_equity_usd(bal[i], px[i], collateral_tiers(assets[i], account, venue))
-        / (bal[i] * px[i])
-        for i in coll_idx
-    }
-    mmr_of: dict[int, float] = {}
-    for i, b in enumerate(account.balances):
-        mmr_of[i] = b.loan_mmr if b.loan_mmr is not None else venue.margin_loan_mmr_ratio
-    sold: dict[int, float] = {}
+    def __init__(self, account: Account, prices: Mapping[str, float], venue: UnifiedVenueParams, f: _Figures) -> None:
+        self.venue = venue
+        self.target = venue.target_ratio
+        self.equity, self.mm = f.equity, f.mm
+        self.bal = [b.amount for b in account.balances]
+        self.keys = [b.price_key for b in account.balances]
+        self.assets = [b.asset for b in account.balances]
+        self.px = [prices[k] for k in self.keys]
+        bal, px, assets = self.bal, self.px, self.assets
+        order_rank = {a: i for i, a in enumerate(venue.sell_order)}
+        coll_idx = sorted(
+            (i for i, a in enumerate(bal) if a > 0 and px[i] > 0),
+            key=lambda i: (order_rank.get(assets[i], len(order_rank)), -bal[i] * px[i], i),
+        )
+        if not venue.sells_collateral:
+            coll_idx = [i for i in coll_idx if assets[i] == venue.settlement_asset]
+        self.coll_idx = coll_idx
+        self.rate = {
+            i: asset_equity_usd(bal[i], px[i], collateral_tiers(assets[i], account, venue)) / (bal[i] * px[i])
+            for i in coll_idx
+        }
+        self.mmr_of: dict[int, float] = {
+            i: b.loan_mmr if b.loan_mmr is not None else venue.margin_loan_mmr_ratio
+            for i, b in enumerate(account.balances)
+        }
+        self.sold: dict[int, float] = {}
 
-    def repay(liab: list[int], until_target: bool) -> None:
-        nonlocal equity, mm
-        for c in coll_idx:
+    def repay(self, liab: list[int], until_target: bool) -> None:
+        """Sell collateral into the liabilities: each USD adds (1 − rate) equity, frees loan_mmr × T MM."""
+        bal, px, target = self.bal, self.px, self.target
+        for c in self.coll_idx:
             for j in liab:
-                if until_target and equity >= target * mm:
+                if until_target and self.equity >= target * self.mm:
                     return
                 if bal[c] <= 0 or bal[j] >= 0 or c == j:
                     continue
                 s = min(bal[c] * px[c], -bal[j] * px[j])
-                mmr_j = mmr_of[j]
-                gain = (1.0 - rate[c]) + target * mmr_j
+                mmr_j = self.mmr_of[j]
+                gain = (1.0 - self.rate[c]) + target * mmr_j
                 if until_target:
                     if gain <= 0:
                         continue
-                    s = min(s, (target * mm - equity) / gain)
+                    s = min(s, (target * self.mm - self.equity) / gain)
                 if s <= 0:
                     continue
                 bal[c] -= s / px[c]
                 bal[j] += s / px[j]
-                equity += s * (1.0 - rate[c])
-                mm -= s * mmr_j
-                if assets[c] != assets[j]:
-                    sold[c] = sold.get(c, 0.0) + s
+                self.equity += s * (1.0 - self.rate[c])
+                self.mm -= s * mmr_j
+                if self.assets[c] != self.assets[j]:
+                    self.sold[c] = self.sold.get(c, 0.0) + s
 
-    loans = sorted((i for i, a in enumerate(bal) if a < 0), key=lambda i: (-mmr_of[i], i))
-    repay(loans, until_target=True)
+    def close_fractions(self, perp_mm: list[float]) -> list[float]:
+        """Still below T: close perps, largest MM first, by the MM left to free."""
+        target, equity = self.target, self.equity
+        need = self.mm - max(equity, 0.0) / target if equity < target * self.mm else 0.0
+        close_frac = [0.0] * len(perp_mm)
+        for i in sorted(range(len(perp_mm)), key=lambda i: (-perp_mm[i], i)):
+            if need <= 0 or perp_mm[i] <= 0:
+                continue
+            frac = 1.0 if equity <= 0 else min(1.0, need / perp_mm[i])
+            close_frac[i] = frac
+            need -= frac * perp_mm[i]
+            self.mm -= frac * perp_mm[i]
+        return close_frac
+
+    def settle(self, realised: float, prices: Mapping[str, float]) -> None:
+        """Realised perp PnL to the settlement asset; a debt there is repaid by selling collateral."""
+        settle = self.venue.settlement_asset
+        if settle in self.assets:
+            j = self.assets.index(settle)
+        else:
+            self.assets.append(settle)
+            self.keys.append(settle)
+            self.px.append(prices.get(settle, 1.0))
+            self.bal.append(0.0)
+            self.mmr_of[len(self.bal) - 1] = self.venue.margin_loan_mmr_ratio
+            j = len(self.bal) - 1
+        self.bal[j] += realised / self.px[j]
+        if self.bal[j] < 0:
+            self.repay([j], until_target=False)
+
+    def collateral_sells(self) -> list[ForcedSell]:
+        return [
+            ForcedSell(asset=self.assets[c], price_key=self.keys[c], side="sell", usd=self.sold[c], kind="collateral")
+            for c in self.coll_idx
+            if self.sold.get(c, 0.0) > 0
+        ]
+
+    def balances(self, account: Account) -> tuple[Balance, ...]:
+        return tuple(
+            Balance(
+                asset=self.assets[i],
+                amount=self.bal[i],
+                price_key=self.keys[i],
+                loan_mmr=account.balances[i].loan_mmr if i < len(account.balances) else None,
+            )
+            for i in range(len(self.bal))
+        )
+
+
+def _close_perps(
+    perps: Sequence[Perp], close_frac: list[float], prices: Mapping[str, float]
+) -> tuple[list[ForcedSell], list[Perp], float]:
+    """The engine's perp closes at mark: (actions, perps left, realised PnL in USD)."""
     actions: list[ForcedSell] = []
-    perps = list(account.perps)
     new_perps: list[Perp] = []
     realised = 0.0
-    need = mm - max(equity, 0.0) / target if equity < target * mm else 0.0
-    perp_order = sorted(range(len(perps)), key=lambda i: (-f.perp_mm[i], i))
-    close_frac = [0.0] * len(perps)
-    for i in perp_order:
-        if need <= 0 or f.perp_mm[i] <= 0:
-            continue
-        frac = 1.0 if equity <= 0 else min(1.0, need / f.perp_mm[i])
-        close_frac[i] = frac
-        need -= frac * f.perp_mm[i]
-        mm -= frac * f.perp_mm[i]
     for i, perp in enumerate(perps):
         frac = close_frac[i]
         if frac > 0:
@@ -535,39 +568,34 @@ def liquidate_account(
                 )
             )
         if frac < 1.0:
-            new_perps.append(perp.model_copy(update={"qty": perp.qty * (1.0 - frac)})
-                             if frac > 0 else perp)
+            new_perps.append(perp.model_copy(update={"qty": perp.qty * (1.0 - frac)}) if frac > 0 else perp)
+    return actions, new_perps, realised
+
+
+def liquidate_account(
+    account: Account, prices: Mapping[str, float], params: RiskParams | None = None
+) -> tuple[Account, list[ForcedSell], float]:
+    """Engine model (§3): sell any liquid collateral, then close perps, to reach the target.
+
+    1. Sell collateral (venue order, else largest USD holding first) to repay margin loans;
+       each USD sold adds (1 − rate) of equity and frees loan_mmr × T of MM.
+    2. If still below target ratio T, close perps (largest MM first) by the MM to free.
+    3. Realised perp losses become a settlement-asset debt, repaid by selling collateral.
+    Returns (account after the engine, actions, uncovered shortfall in USD). Rates of tiered
+    assets are taken at their average over the holding (an approximation).
+    """
+    p = params or _default_params()
+    venue = p.unified.venue(account.model)
+    f = _figures(account, prices, p)
+    run = _EngineRun(account, prices, venue, f)
+    loans = sorted((i for i, a in enumerate(run.bal) if a < 0), key=lambda i: (-run.mmr_of[i], i))
+    run.repay(loans, until_target=True)
+    perp_actions, new_perps, realised = _close_perps(account.perps, run.close_fractions(f.perp_mm), prices)
     if realised != 0.0:
-        settle = venue.settlement_asset
-        if settle in assets:
-            j = assets.index(settle)
-        else:
-            assets.append(settle)
-            keys.append(settle)
-            px.append(prices.get(settle, 1.0))
-            bal.append(0.0)
-            mmr_of[len(bal) - 1] = venue.margin_loan_mmr_ratio
-            j = len(bal) - 1
-        bal[j] += realised / px[j]
-        if bal[j] < 0:
-            repay([j], until_target=False)
-    coll_sells = [
-        ForcedSell(asset=assets[c], price_key=keys[c], side="sell", usd=sold[c], kind="collateral")
-        for c in coll_idx
-        if sold.get(c, 0.0) > 0
-    ]
-    actions = coll_sells + actions
-    new_balances = tuple(
-        Balance(
-            asset=assets[i],
-            amount=bal[i],
-            price_key=keys[i],
-            loan_mmr=account.balances[i].loan_mmr if i < len(account.balances) else None,
-        )
-        for i in range(len(bal))
-    )
-    after = account.model_copy(update={"balances": new_balances, "perps": tuple(new_perps)})
-    fa = _figures(after, {**prices, **dict(zip(keys, px, strict=True))}, p)
+        run.settle(realised, prices)
+    actions = run.collateral_sells() + perp_actions
+    after = account.model_copy(update={"balances": run.balances(account), "perps": tuple(new_perps)})
+    fa = _figures(after, {**prices, **dict(zip(run.keys, run.px, strict=True))}, p)
     # negative equity after the engine is bad debt left to the insurance fund
-    uncovered = -fa.equity if fa.equity < 0 else max(0.0, target * fa.mm - fa.equity)
+    uncovered = -fa.equity if fa.equity < 0 else max(0.0, run.target * fa.mm - fa.equity)
     return after, actions, uncovered
