@@ -47,20 +47,20 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from monitor.batch import Control
 from monitor.config import EngineConfig
 from monitor.ingest import Ingest, Routed
 from replay.replayer import partition_for
 from streams import topics
 from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS
-from streams.broker import EmbeddedBroker, embedded_broker
+from streams.bench_cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, worker_env
+from streams.bench_e2e import bench_e2e
+from streams.broker import embedded_broker
 from streams.kafka_replay import collect_alerts, ensure_topics
 from streams.kafka_security import kafka_client_options
 
 __all__ = ["run_bench"]
 
 T0_MS = 1_760_130_000_000
-PARTITIONS = 4
 #: Event-time density of the pipeline load: 20k events per second of event time, the
 #: order of the crash minutes (OCT10_FACTS). It sets how many idle-partition ticks (one
 #: per second of event time, to every partition) travel with the data.
@@ -174,45 +174,6 @@ async def _wait_acks(bootstrap: str, run_id: str, n_parts: int, timeout_s: float
     return list(acks.values())
 
 
-async def _send_end(bootstrap: str, run_id: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_client_options())
-    await producer.start()
-    try:
-        for p in range(PARTITIONS):
-            await producer.send_and_wait(topics.MARKET, Control("end", run_id, p).encode(), partition=p)
-    finally:
-        await producer.stop()
-
-
-def _worker_env(broker: EmbeddedBroker, config_path: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
-    env.update({
-        "LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "LIQMON_BROKER_KIND": "tansu",
-        "LIQMON_PARTITIONS": str(PARTITIONS),
-        "LIQMON_METRICS_PORT": "0",
-        "LIQMON_APP_ID": "liqmon-bench",
-    })
-    if config_path is not None:
-        env["LIQMON_CONFIG"] = str(config_path)
-    return env
-
-
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _pipeline_run(records: list[tuple[int, bytes, bytes | None]], workdir: Path, workers: int,
                   rep: int) -> dict[str, Any]:
     """One fresh broker: the records, (a) bare consume + decode, (b) ``workers`` faust workers."""
@@ -222,16 +183,16 @@ def _pipeline_run(records: list[tuple[int, bytes, bytes | None]], workdir: Path,
         # (a) is a fraction of a second: three reads of the topic, all kept for the median.
         bare = [asyncio.run(_bare_consume(broker.bootstrap, len(records))) for _ in range(3)]
         run_id = f"bench-pipeline-{workers}-{rep}"
-        asyncio.run(_send_end(broker.bootstrap, run_id))
+        asyncio.run(send_end(broker.bootstrap, run_id))
         # All workers start together: the group's first join gathers them in one
         # generation (DESIGN quirk 1), so the partitions are split before processing.
-        procs = [_start_worker(_worker_env(broker), workdir / f"worker-pipeline-{workers}-{rep}-{i}.log")
+        procs = [start_worker(worker_env(broker), workdir / f"worker-pipeline-{workers}-{rep}-{i}.log")
                  for i in range(workers)]
         try:
             acks = asyncio.run(_wait_acks(broker.bootstrap, run_id, PARTITIONS, timeout_s=900))
         finally:
             for proc in procs:
-                _stop(proc)
+                stop(proc)
     processed = sum(int(a["events"]) for a in acks)
     firsts = [float(a["first_wall_s"]) for a in acks if a.get("first_wall_s")]
     span_s = max(float(a["ack_wall_s"]) for a in acks) - min(firsts)
@@ -277,35 +238,10 @@ def bench_pipeline(n_events: int, workdir: Path, workers: tuple[int, ...] = (1, 
     return out
 
 
-_LATENCY_CONFIG = """
-[peg]
-clear_duration_ms = 0
-[[peg.bands]]
-severity = "info"
-threshold_bps = 50.0
-min_duration_ms = 0
-[[peg.bands]]
-severity = "warning"
-threshold_bps = 100.0
-min_duration_ms = 0
-[[peg.bands]]
-severity = "high"
-threshold_bps = 300.0
-min_duration_ms = 0
-[[peg.bands]]
-severity = "critical"
-threshold_bps = 1000.0
-min_duration_ms = 0
-[ingest]
-batch_max_events = 64
-batch_max_span_ms = 10
-"""
-
-
 async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     from monitor.config import load_config_text
 
-    cfg = load_config_text(_LATENCY_CONFIG)
+    cfg = load_config_text(LATENCY_CONFIG)
     ingest = Ingest(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_client_options(), linger_ms=1)
     # The observer fetches like the worker does (a longer wait would be the reader's own
@@ -378,17 +314,17 @@ async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str,
 
 def bench_latency(rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
     config_path = workdir / "latency.toml"
-    config_path.write_text(_LATENCY_CONFIG)
+    config_path.write_text(LATENCY_CONFIG)
     with embedded_broker() as broker:
         asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS))
-        worker = _start_worker(_worker_env(broker, config_path), workdir / "worker-latency.log")
+        worker = start_worker(worker_env(broker, config_path), workdir / "worker-latency.log")
         try:
             # Warm-up: wait until the worker has joined and answers an end marker.
-            asyncio.run(_send_end(broker.bootstrap, "warmup"))
+            asyncio.run(send_end(broker.bootstrap, "warmup"))
             asyncio.run(_wait_acks(broker.bootstrap, "warmup", PARTITIONS, timeout_s=120))
             return asyncio.run(_latency_run(broker.bootstrap, rate, seconds))
         finally:
-            _stop(worker)
+            stop(worker)
 
 
 def bench_loops(n_positions: int = 1_000_000, ticks: int = 200) -> dict[str, Any]:
@@ -511,8 +447,6 @@ def run_bench(args: argparse.Namespace) -> int:
         if "parsers" in sections:
             results["parsers"] = bench_parsers()
         if "e2e" in sections:
-            from streams.bench_e2e import bench_e2e
-
             e2e_rate = float(getattr(args, "e2e_rate", 20_000.0))
             print(f"bench: e2e websocket → live → worker at {e2e_rate:,.0f} frames/s ...", file=sys.stderr, flush=True)
             results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work,

@@ -60,19 +60,12 @@ from aiokafka import AIOKafkaConsumer
 from websockets.asyncio.server import ServerConnection, serve
 
 from streams import topics
-from streams.bench import (
-    _LATENCY_CONFIG,
-    PARTITIONS,
-    _send_end,
-    _start_worker,
-    _stop,
-    _worker_env,
-)
+from streams.bench_cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, worker_env
 from streams.broker import embedded_broker, free_port
 from streams.kafka_replay import collect_alerts, ensure_topics
 from streams.kafka_security import kafka_client_options
 
-__all__ = ["bench_e2e"]
+__all__ = ["bench_e2e", "ws_frame"]
 
 HOST = "127.0.0.1"
 #: Symbols of the bookTicker load (USDe is the one that leaves its peg).
@@ -104,7 +97,7 @@ _USDM_EVENTS = 'liqmon_events_total{source="binance-usdm"}'
 
 def _live_config_text(shed: bool = True) -> str:
     streams = ", ".join(f'"{s}"' for s in _STREAMS)
-    text = (_LATENCY_CONFIG + f'\n[live.venues."binance-spot"]\nstreams = [{streams}]\n'
+    text = (LATENCY_CONFIG + f'\n[live.venues."binance-spot"]\nstreams = [{streams}]\n'
             f'[live.venues."binance-usdm"]\nstreams = ["{_LIQ_STREAM}"]\n')
     return text if shed else text + "[live.overload]\nshed_backlog_frames = 0\n"
 
@@ -118,7 +111,7 @@ def _frame_header(n: int) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big")
 
 
-def _ws_frame(text: str) -> bytes:
+def ws_frame(text: str) -> bytes:
     """One unmasked websocket text frame, as a server sends it."""
     payload = text.encode()
     return _frame_header(len(payload)) + payload
@@ -259,7 +252,7 @@ class _Venue:
                 transport.write(b"".join(self._ticker(sent + k, now_ms) for k in range(n)))
                 sent += n
             if now >= next_depth and room:
-                transport.write(_ws_frame(self._depth_diff(now_ms)))
+                transport.write(ws_frame(self._depth_diff(now_ms)))
                 depth_frames += 1
                 next_depth += _DEPTH_EVERY_S
             if now >= next_ping:
@@ -433,7 +426,7 @@ async def _drive(
         summary = _LIVE_SUMMARY.search(live_log.read_text(errors="replace"))
         if summary is None:
             raise RuntimeError(f"liqmon live printed no summary (exit {live.returncode}); see {live_log}")
-        await _send_end(bootstrap, "bench-e2e")
+        await send_end(bootstrap, "bench-e2e")
         acks = await _wait_acks(bootstrap, "bench-e2e", timeout_s=max(300.0, 20 * seconds))
         await asyncio.sleep(1.0)  # alerts were flushed before the acks; let the reader catch them
     finally:
@@ -526,7 +519,7 @@ def _figures(
 def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path, shed: bool = True) -> dict[str, Any]:
     """Websocket server → ``liqmon live`` → broker → worker → ``alerts.cascade``, on this machine."""
     engine_path = workdir / "e2e-engine.toml"
-    engine_path.write_text(_LATENCY_CONFIG)
+    engine_path.write_text(LATENCY_CONFIG)
     live_path = workdir / "e2e-live.toml"
     live_path.write_text(_live_config_text(shed))
     metrics_port = free_port()
@@ -536,11 +529,11 @@ def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path,
     load_before = os.getloadavg()
     with embedded_broker(log_path=workdir / "broker-e2e.log") as broker:
         asyncio.run(ensure_topics(broker.bootstrap, PARTITIONS))
-        env = _worker_env(broker, engine_path)
+        env = worker_env(broker, engine_path)
         env["LIQMON_METRICS_PORT"] = str(metrics_port)
-        worker = _start_worker(env, workdir / "worker-e2e.log")
+        worker = start_worker(env, workdir / "worker-e2e.log")
         try:
-            asyncio.run(_send_end(broker.bootstrap, "warmup-e2e"))
+            asyncio.run(send_end(broker.bootstrap, "warmup-e2e"))
             asyncio.run(_wait_acks(broker.bootstrap, "warmup-e2e", timeout_s=120))
             server.start()
             try:
@@ -557,7 +550,7 @@ def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path,
                     server.terminate()
                     server.join()
         finally:
-            _stop(worker)
+            stop(worker)
     return {
         "rate_target_frames_per_s": rate_fps,
         "shed": shed,

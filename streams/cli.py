@@ -6,12 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import os
-import signal
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,33 +51,6 @@ def _parse_time(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
-
-
-@contextlib.contextmanager
-def worker_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``liqmon worker`` as a child process; always stopped on exit."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
 
 
 def _progress_printer(enabled: bool) -> Callable[[int, int, int], None] | None:
@@ -269,7 +239,7 @@ def _run_kafka(
     args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path
 ) -> _ReplayRun:
     from streams.kafka_replay import ReplayHooks, ensure_topics, replay_kafka
-    from streams.worker import resolve_bootstrap
+    from streams.worker import resolve_bootstrap, worker_process
 
     with resolve_bootstrap(settings) as (bootstrap, effective):
         asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))

@@ -197,8 +197,7 @@ def run(args: argparse.Namespace) -> int:
         live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
     except ValueError as exc:
         raise ConfigFileError(str(exc)) from None
-    from streams.cli import worker_process
-    from streams.worker import resolve_bootstrap
+    from streams.worker import resolve_bootstrap, worker_process
 
     try:
         with resolve_bootstrap(settings) as (bootstrap, effective), contextlib.ExitStack() as stack:

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -43,7 +44,7 @@ from streams.health import HealthServer, Readiness
 from streams.kafka_security import KafkaConnectError
 from streams.settings import Settings, load_engine_config
 
-__all__ = ["BROKER_LOST_EXIT", "resolve_bootstrap", "run_faust_worker", "run_worker", "serve_metrics"]
+__all__ = ["BROKER_LOST_EXIT", "resolve_bootstrap", "run_faust_worker", "run_worker", "serve_metrics", "worker_process"]
 
 log = logging.getLogger("liqmon.worker")
 
@@ -286,3 +287,30 @@ def _exit_after(timeout_s: float) -> None:
     timer = threading.Timer(timeout_s, force)
     timer.daemon = True
     timer.start()
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``liqmon worker`` as a child process; always stopped on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)

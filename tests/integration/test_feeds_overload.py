@@ -16,7 +16,7 @@ import websockets
 
 from monitor.events import KIND_QUOTE, KIND_TRADE
 from replay.replayer import replay_inline
-from streams.bench_e2e import _ws_frame
+from streams.bench_e2e import ws_frame
 from streams.feeds.config import LiveConfig
 from streams.feeds.overload import OverloadConfig, ReaderLag, socket_backlog
 from streams.feeds.runner import Recorder
@@ -69,7 +69,7 @@ async def burst_session(shed_backlog_frames: int) -> tuple[Any, list[dict[str, A
     async def script(conn: Conn) -> None:
         await ack(conn)
         await asyncio.sleep(0.3)  # the REST snapshot first: the book then follows every diff
-        conn.ws.transport.write(b"".join(_ws_frame(orjson.dumps(f).decode()) for f in sent))
+        conn.ws.transport.write(b"".join(ws_frame(orjson.dumps(f).decode()) for f in sent))
         await conn.idle()
 
     async with ws_server([script]) as ws, rest_server({"BTCUSDT": [snapshot(105, SNAP_A)]}) as rest:
@@ -161,7 +161,7 @@ async def test_a_lagging_venue_raises_feed_lag_and_resolves_it_and_a_replay_agre
 
 async def test_an_unread_connection_shows_its_backlog() -> None:
     text = orjson.dumps(ticker("BTCUSDT", 1))
-    frame = _ws_frame(text.decode())
+    frame = ws_frame(text.decode())
     n_frames = 500  # within the loopback socket buffers: all of it reaches the client
 
     async def script(conn: Conn) -> None:

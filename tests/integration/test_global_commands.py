@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from replay.capture import write_capture
 from streams import topics
 from streams.broker import embedded_broker, free_port
-from streams.cli import worker_process
 from streams.kafka_replay import ensure_topics
+from streams.worker import worker_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench import _LATENCY_CONFIG
+from streams.bench_cluster import LATENCY_CONFIG
 from streams.live_cmd import watch_worker
 from tests.integration.test_feeds_binance import ack
 from tests.integration.test_feeds_harness import Conn, WsServer, ws_server
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
 
-CONFIG = _LATENCY_CONFIG + '\n[live.venues."binance-spot"]\nstreams = ["usdeusdt@bookTicker"]\n'
+CONFIG = LATENCY_CONFIG + '\n[live.venues."binance-spot"]\nstreams = ["usdeusdt@bookTicker"]\n'
 
 
 async def quotes(conn: Conn) -> None:

@@ -45,9 +45,9 @@ from monitor.signals import decode_signal_record
 from replay.replayer import partition_for
 from streams import topics
 from streams.broker import embedded_broker, free_port
-from streams.cli import worker_process
 from streams.feeds.config import LiveConfig
 from streams.kafka_replay import ensure_topics
+from streams.worker import worker_process
 from tests.integration.test_feeds_harness import HOST, Conn, WsServer, ws_server
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench import _LATENCY_CONFIG
+from streams.bench_cluster import LATENCY_CONFIG
 from streams.feeds.config import split_config
 from streams.settings import ConfigFileError, load_engine_config
 
@@ -17,7 +17,7 @@ LIVE = '\n[live.venues."binance-spot"]\nstreams = ["usdeusdt@bookTicker"]\n[live
 
 def test_the_worker_reads_the_engine_part_of_a_live_config(tmp_path: Path) -> None:
     path = tmp_path / "live.toml"
-    path.write_text(_LATENCY_CONFIG + LIVE)
+    path.write_text(LATENCY_CONFIG + LIVE)
     engine, live = split_config(path.read_text())
     assert load_engine_config(path).config_hash == engine.config_hash
     assert live.overload.shed_backlog_frames == 64
