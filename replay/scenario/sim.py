@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
-from replay.scenario import wire
+from replay.scenario import tickers, wire
 from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
 from replay.scenario.market import (
     PERP_ALTS,
@@ -68,20 +69,28 @@ class MarketMakers:
     active: npt.NDArray[np.bool_] = field(init=False)
     breach_since: FloatArray = field(init=False)
     cancelled_at: FloatArray = field(init=False)
+    _all_active: bool = field(init=False)
+    _lowest_limit: float = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.threshold.size
         self.active = np.ones(n, dtype=bool)
         self.breach_since = np.full(n, np.inf)
         self.cancelled_at = np.full(n, -np.inf)
+        self._all_active = True
+        self._lowest_limit = float(self.threshold.min())
 
     def step(self, t: int, stress: float, rising: bool = True) -> float:
         """Update who quotes; return the liquidity factor floor + (1 − floor) × share.
 
         A maker cancels once stress has exceeded its limit for its reaction lag, and
         quotes again after its cooldown when stress is back under a third of its limit
-        or (``return_when_stable``) is no longer rising.
+        or (``return_when_stable``) is no longer rising. With everyone quoting and stress
+        within every limit nothing can change (the fast path of the calm hours).
         """
+        if self._all_active and stress <= self._lowest_limit:
+            self.breach_since.fill(np.inf)
+            return self.floor + (1.0 - self.floor)
         over = stress > self.threshold
         self.breach_since = np.where(over, np.minimum(self.breach_since, t), np.inf)
         cancel = self.active & over & (t - self.breach_since >= self.lag_s)
@@ -93,6 +102,7 @@ class MarketMakers:
         back = (~self.active) & calm & (t - self.cancelled_at >= self.cooldown_s)
         self.active[back] = True
         self.breach_since[back] = t
+        self._all_active = bool(self.active.all())
         share = float(self.active.mean())
         return self.floor + (1.0 - self.floor) * share
 
@@ -205,6 +215,7 @@ class Simulation:
         self.spot_syms = self._spot_symbols()
         self.agg_id = 5_000_000
         self.dev_hist: deque[tuple[float, float]] = deque(maxlen=60)
+        self._prepare()
 
     # ------------------------------------------------------------------ set-up
 
@@ -426,6 +437,60 @@ class Simulation:
             out[2] = float(self.px["SOL"][t]) * BNSOL_RATE
         return out
 
+    # ------------------------------------------------------------------ precomputed
+
+    def _prepare(self) -> None:
+        """What does not depend on the agents' state, computed for the whole run at once.
+
+        The BTC and alt market makers react to BTC's drawdown only; the engine's price
+        matrix columns other than the collateral assets, its rates and marks are exogenous.
+        """
+        btc_dd = 1.0 - self.px["BTC"] / self.btc_run_max
+        self.lf_btc = [self.mm["btc"].step(t, dd) for t, dd in enumerate(btc_dd.tolist())]
+        self.lf_alts = [self.mm["alts"].step(t, dd) for t, dd in enumerate(btc_dd.tolist())]
+        pop = self.pop
+        self._exo_px = np.column_stack([self.px[a] for a in ("BTC", "ETH", "SOL")]
+                                       + [self.alt_px[s.base] for s in self.alts])
+        self._rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
+        self._marks = np.column_stack([self.perp_px[s] for s in pop.perp_syms])
+        self._mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
+        k = self.k
+        t = np.arange(self.n)
+        crash = (t >= CRASH_WINDOW[0]) & (t < CRASH_WINDOW[1]) if k.shock else t < 0
+        self.book_tick = np.where(crash, t % k.crash_book_interval_s == 0,
+                                  t % k.book_interval_s == 0)
+        self.depth_tick = np.where(crash, t % k.crash_depth_interval_s == 0,
+                                   t % k.depth_interval_s == 0)
+        self._tick_rank = (np.cumsum(self.book_tick) - 1).tolist()
+        self._spot = self._spot_streams()
+        self._mark_frames = self._mark_streams()
+
+    def _spot_streams(
+        self,
+    ) -> list[tuple[int, str, str, wire.Book | None, list[orjson.Fragment]]]:
+        """(offset ms, asset, channel, book or None, prebuilt tickers) per spot symbol."""
+        times = np.flatnonzero(self.book_tick)
+        out = []
+        for idx, (asset, sym, tick) in enumerate(self.spot_syms):
+            book = self.books.get(f"bs:{asset}")
+            ticks: list[orjson.Fragment] = []
+            if book is None:
+                liq = np.array(self.lf_btc if asset in ("BTC", "ETH", "SOL") else self.lf_alts)
+                price = self.px[asset] if asset in self.px else self.alt_px[asset]
+                ticks = tickers.simple_tickers(sym, tick, price, liq, times)
+            out.append((5 + idx * 7, asset, f"{sym.lower()}@bookTicker", book, ticks))
+        return out
+
+    def _mark_streams(self) -> list[list[orjson.Fragment]]:
+        """markPrice@1s raw frames of every USD-M symbol, every second."""
+        out = []
+        for j, coin in enumerate(self._perp_syms_usdm()):
+            index = self.px[coin] if coin in self.px else self.alt_px[coin]
+            pd = 1 if coin == "BTC" else (2 if coin in ("ETH", "SOL") else 5)
+            out.append(tickers.mark_prices(f"{coin}USDT", pd, self.perp_px[coin], index,
+                                           T0_MS, 10 + j))
+        return out
+
     # ------------------------------------------------------------------ step
 
     def step(self, t: int) -> list[Frame]:
@@ -433,9 +498,8 @@ class Simulation:
         ts = T0_MS + t * 1000
         frames: list[Frame] = []
         k = self.k
-        btc_dd = 1.0 - float(self.px["BTC"][t]) / float(self.btc_run_max[t])
-        lf_btc = self.mm["btc"].step(t, btc_dd)
-        lf_alts = self.mm["alts"].step(t, btc_dd)
+        lf_btc = self.lf_btc[t]
+        lf_alts = self.lf_alts[t]
         lst_dev = max(self.coll["wBETH"].dev, self.coll["BNSOL"].dev)
         usde_dev = self.coll["USDe"].dev
         self.dev_hist.append((usde_dev, lst_dev))
@@ -512,13 +576,17 @@ class Simulation:
         pop = self.pop
         if not pop.alive.any():
             return
-        prices = self._price_vector(t, valuation=True)
-        rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
-        marks = np.array([float(self.perp_px[s][t]) for s in pop.perp_syms])
-        mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
-        equity = pop.balance @ (prices * rates) - pop.debt_usdt
+        prices = np.empty(self._exo_px.shape[1] + 3)
+        if self.k.binance_collateral_pricing == "redemption":
+            prices[:3] = (1.0, float(self.px["ETH"][t]) * WBETH_RATE,
+                          float(self.px["SOL"][t]) * BNSOL_RATE)
+        else:
+            prices[:3] = [self.binance_price(a, t) for a in COLLATERAL]
+        prices[3:] = self._exo_px[t]
+        marks = self._marks[t].copy()
+        equity = pop.balance @ (prices * self._rates) - pop.debt_usdt
         equity += (pop.perp_qty * (marks[None, :] - pop.perp_entry)).sum(axis=1)
-        mm = pop.debt_usdt * LOAN_MMR + np.abs(pop.perp_qty) @ (marks * mmrs)
+        mm = pop.debt_usdt * LOAN_MMR + np.abs(pop.perp_qty) @ (marks * self._mmrs)
         hit = pop.alive & ((equity < 1.05 * mm) | (equity < 0))
         if not hit.any():
             return
@@ -674,14 +742,11 @@ class Simulation:
     # ------------------------------------------------------------------ frames
 
     def _emit(self, t: int, ts: int, flow_usde: float) -> list[Frame]:
-        k = self.k
-        in_crash = k.shock and CRASH_WINDOW[0] <= t < CRASH_WINDOW[1]
-        book_every = k.crash_book_interval_s if in_crash else k.book_interval_s
-        depth_every = k.crash_depth_interval_s if in_crash else k.depth_interval_s
         frames: list[Frame] = []
         lf = self.lf
-        depth_tick = t % depth_every == 0
-        book_tick = t % book_every == 0
+        depth_tick = bool(self.depth_tick[t])
+        book_tick = bool(self.book_tick[t])
+        rank = self._tick_rank[t]
 
         def liq_for(asset: str) -> float:
             if asset in ("USDe",):
@@ -691,19 +756,17 @@ class Simulation:
             return lf["btc"] if asset in ("BTC", "ETH", "SOL") else lf["alts"]
 
         # Binance spot: depth diffs on key books, bookTicker on all symbols.
-        for idx, (asset, sym, tick) in enumerate(self.spot_syms):
-            off = 5 + idx * 7
-            price = self.binance_price(asset, t)
-            key = f"bs:{asset}"
-            book = self.books.get(key)
-            if book is not None and (depth_tick or book_tick or not book.started):
-                frames += wire.binance_depth(book, ts + off, price, liq_for(asset), False)
+        for off, asset, channel, book, ticks in self._spot:
+            if book is None:
+                if book_tick:
+                    frames.append((ts + off + 1, "binance-spot", channel, ticks[rank]))
+                continue
+            if depth_tick or book_tick or not book.started:
+                frames += wire.binance_depth(book, ts + off, self.binance_price(asset, t),
+                                             liq_for(asset), False)
             if book_tick:
-                if book is not None:
-                    raw = wire.binance_book_ticker(book, ts + off + 1, False)
-                else:
-                    raw = self._simple_ticker(sym, tick, price, liq_for(asset), t)
-                frames.append((ts + off + 1, "binance-spot", f"{sym.lower()}@bookTicker", raw))
+                frames.append((ts + off + 1, "binance-spot", channel,
+                               wire.binance_book_ticker(book, ts + off + 1, False)))
         if flow_usde > 0:
             self.agg_id += 1
             p = self.binance_price("USDe", t)
@@ -713,24 +776,18 @@ class Simulation:
                 "l": self.agg_id, "T": ts + 899, "m": True}))
         # Binance USD-M: markPrice@1s every second, bookTicker, BTC depth.
         for j, coin in enumerate(self._perp_syms_usdm()):
-            mark = float(self.perp_px[coin][t])
-            index = (float(self.px[coin][t]) if coin in self.px
-                     else float(self.alt_px[coin][t]))
-            pd = 1 if coin == "BTC" else (2 if coin in ("ETH", "SOL") else 5)
             sym = f"{coin}USDT"
-            frames.append((ts + 10 + j, "binance-usdm", f"{sym.lower()}@markPrice@1s", {
-                "e": "markPriceUpdate", "E": ts + 10 + j, "s": sym, "p": f"{mark:.{pd}f}",
-                "P": f"{mark:.{pd}f}", "i": f"{index:.{pd}f}", "r": "0.00010000",
-                "T": T0_MS + 8 * 3600 * 1000}))
+            frames.append((ts + 10 + j, "binance-usdm", f"{sym.lower()}@markPrice@1s",
+                           self._mark_frames[j][t]))
             book = self.books[f"bu:{coin}"]
             liq = lf["btc"] if coin in ("BTC", "ETH", "SOL") else lf["alts"]
             if coin == "BTC" and (depth_tick or book_tick or not book.started):
-                frames += wire.binance_depth(book, ts + 300, mark, liq, True)
+                frames += wire.binance_depth(book, ts + 300, float(self.perp_px[coin][t]), liq,
+                                             True)
             if book_tick:
-                if coin != "BTC":
-                    book.bids, book.asks = book.ladder(mark, liq)
+                top = None if coin == "BTC" else book.top(float(self.perp_px[coin][t]), liq)
                 frames.append((ts + 301 + j, "binance-usdm", f"{sym.lower()}@bookTicker",
-                               wire.binance_book_ticker(book, ts + 301 + j, True)))
+                               wire.binance_book_ticker(book, ts + 301 + j, True, top)))
         # Bybit, OKX, Hyperliquid books.
         if depth_tick:
             for coin in ("BTC", "ETH", "SOL"):
@@ -769,17 +826,6 @@ class Simulation:
     def bybit_usde(self, t: int) -> float:
         """Bybit's USDe book: a shallower venue-local dip (public: 0.92–0.95)."""
         return 1.0 - 0.2 * self.coll["USDe"].dev + float(self.usde_noise[t]) * 0.5
-
-    def _simple_ticker(
-        self, sym: str, tick: float, price: float, liq: float, t: int
-    ) -> dict[str, Any]:
-        pd = wire.decimals(tick)
-        spread = max(tick, price * min(0.0003 / max(liq, 0.002), 0.2))
-        b = max(tick, math.floor((price - spread / 2) / tick + 1e-9) * tick)
-        a = max(b + tick, math.ceil((price + spread / 2) / tick - 1e-9) * tick)
-        usd = 40_000 * liq + 200
-        return {"u": 10_000_000 + t, "s": sym, "b": f"{b:.{pd}f}", "B": f"{usd / b:.2f}",
-                "a": f"{a:.{pd}f}", "A": f"{usd / a:.2f}"}
 
     def run(self) -> Iterator[Frame]:
         """All frames of the run, time-ordered (stable within equal timestamps)."""

@@ -59,23 +59,45 @@ class Book:
         n = int(ticks + 0.999999) if up else int(ticks + 1e-9)
         return f"{max(n, 1) * self.tick:.{self.pd}f}"
 
+    def _levels(self, mid: float, liquidity: float) -> list[tuple[float, float]]:
+        """(distance from mid, USD) of every level, nearest first."""
+        spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
+        half = max(spread_bps / 2e4, 0.5 * self.tick / mid)
+        levels = [(dist if dist > half else half, usd * liquidity) for dist, usd in self._near]
+        levels[0] = (half, levels[0][1])  # the first level sits at the half spread
+        levels += [(dist, self.far_usd) for dist in self._far if dist >= half]
+        return levels
+
     def ladder(self, mid: float, liquidity: float) -> tuple[dict[str, str], dict[str, str]]:
         """Bid and ask ladders ({price: qty}) for a mid and a liquidity factor in (0, 1].
 
-        The hot loop of generation: :meth:`px` is inlined, and the same mid and liquidity
-        as the last call return the last ladders (callers never mutate them).
+        The same mid and liquidity as the last call return the last ladders (callers never
+        mutate them). Bids are in descending and asks in ascending price order: the
+        distances grow and a price already quoted is skipped.
         """
         last = self._last
         if last is not None and last[0] == mid and last[1] == liquidity:
             return last[2], last[3]
+        bids, asks = self._fill(mid, self._levels(mid, liquidity))
+        self._last = (mid, liquidity, bids, asks)
+        return bids, asks
+
+    def top(self, mid: float, liquidity: float) -> tuple[str, str, str, str]:
+        """What :meth:`best` would give after storing ``ladder(mid, liquidity)``, cheaply."""
+        levels = self._levels(mid, liquidity)
+        bids, asks = self._fill(mid, levels[:1])
+        if not bids or not asks:
+            bids, asks = self._fill(mid, levels)
+        bp, ap = next(iter(bids)), next(iter(asks))
+        return bp, bids[bp], ap, asks[ap]
+
+    def _fill(
+        self, mid: float, levels: list[tuple[float, float]]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The hot loop of generation: price and size every level (:meth:`px` inlined)."""
         tick, size, pfmt, qfmt = self.tick, self.contract_size, self._pfmt, self._qfmt
-        spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
-        half = max(spread_bps / 2e4, 0.5 * tick / mid)
         bids: dict[str, str] = {}
         asks: dict[str, str] = {}
-        levels = [(dist if dist > half else half, usd * liquidity) for dist, usd in self._near]
-        levels[0] = (half, levels[0][1])  # the first level sits at the half spread
-        levels += [(dist, self.far_usd) for dist in self._far if dist >= half]
         for d, usd in levels:
             n = int(mid * (1 - d) / tick + 1e-9)
             bp = format((n if n > 1 else 1) * tick, pfmt)
@@ -88,7 +110,6 @@ class Book:
             qas = format(usd / float(ap) / size, qfmt)
             if float(qas) > 0 and ap not in asks:
                 asks[ap] = qas
-        self._last = (mid, liquidity, bids, asks)
         return bids, asks
 
     def diff(
@@ -103,9 +124,9 @@ class Book:
         return db, da
 
     def best(self) -> tuple[str, str, str, str]:
-        """Best bid price, qty, best ask price, qty of the stored ladder."""
-        bp = max(self.bids, key=float)
-        ap = min(self.asks, key=float)
+        """Best bid price, qty, best ask price, qty of the stored ladder (its first levels)."""
+        bp = next(iter(self.bids))
+        ap = next(iter(self.asks))
         return bp, self.bids[bp], ap, self.asks[ap]
 
 
@@ -153,9 +174,11 @@ def binance_depth(
     return out
 
 
-def binance_book_ticker(book: Book, ts: int, futures: bool) -> dict[str, Any]:
-    """bookTicker from the book's stored ladder (futures add e, E, T)."""
-    bp, bq, ap, aq = book.best()
+def binance_book_ticker(
+    book: Book, ts: int, futures: bool, top: tuple[str, str, str, str] | None = None
+) -> dict[str, Any]:
+    """bookTicker from ``top`` or else the book's stored ladder (futures add e, E, T)."""
+    bp, bq, ap, aq = top if top is not None else book.best()
     raw: dict[str, Any] = {}
     if futures:
         raw.update({"e": "bookTicker", "u": book.seq, "s": book.symbol})
@@ -225,8 +248,8 @@ def hyperliquid_l2(book: Book, ts: int, mid: float, liquidity: float) -> dict[st
     return {
         "coin": book.symbol,
         "levels": [
-            [{"px": p, "sz": q, "n": 1} for p, q in _sorted_levels(bids, True)],
-            [{"px": p, "sz": q, "n": 1} for p, q in _sorted_levels(asks, False)],
+            [{"px": p, "sz": q, "n": 1} for p, q in bids.items()],
+            [{"px": p, "sz": q, "n": 1} for p, q in asks.items()],
         ],
         "time": ts,
     }
