@@ -454,6 +454,10 @@ class Simulation:
         self._rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
         self._marks = np.column_stack([self.perp_px[s] for s in pop.perp_syms])
         self._mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
+        #: Accounts holding perps (the others' perp PnL is a sum of zeros).
+        self._perp_rows = np.flatnonzero((pop.perp_qty != 0).any(axis=1))
+        self._perp_qty = pop.perp_qty[self._perp_rows]
+        self._perp_entry = pop.perp_entry[self._perp_rows]
         k = self.k
         t = np.arange(self.n)
         crash = (t >= CRASH_WINDOW[0]) & (t < CRASH_WINDOW[1]) if k.shock else t < 0
@@ -585,7 +589,7 @@ class Simulation:
         prices[3:] = self._exo_px[t]
         marks = self._marks[t].copy()
         equity = pop.balance @ (prices * self._rates) - pop.debt_usdt
-        equity += (pop.perp_qty * (marks[None, :] - pop.perp_entry)).sum(axis=1)
+        equity[self._perp_rows] += (self._perp_qty * (marks[None, :] - self._perp_entry)).sum(axis=1)
         mm = pop.debt_usdt * LOAN_MMR + np.abs(pop.perp_qty) @ (marks * self._mmrs)
         hit = pop.alive & ((equity < 1.05 * mm) | (equity < 0))
         if not hit.any():

@@ -49,6 +49,11 @@ class Book:
         self.qd = decimals(self.qty_step)
         self._pfmt = f".{self.pd}f"
         self._qfmt = f".{self.qd}f"
+        #: A zero size as printed (a level that rounds to it is not quoted).
+        self._zero_qty = format(0.0, self._qfmt)
+        #: 10**pd when the tick is a power of ten: the price printed for n ticks then reads
+        #: back as exactly n / 10**pd (both are the double nearest n·10^-pd).
+        self._scale = 10.0 ** self.pd if self.tick == 10.0 ** -self.pd else 0.0
         #: (distance from mid, USD at full liquidity) of the near levels; far distances.
         self._near = tuple((b / 1e4, w * self.depth5_usd) for b, w in zip(NEAR_BPS, NEAR_WEIGHTS, strict=True))
         self._far = tuple(b / 1e4 for b in FAR_BPS)
@@ -94,21 +99,27 @@ class Book:
     def _fill(
         self, mid: float, levels: list[tuple[float, float]]
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """The hot loop of generation: price and size every level (:meth:`px` inlined)."""
+        """The hot loop of generation: price and size every level (:meth:`px` inlined).
+
+        Sizes are never negative, so a printed size other than zero is a positive one.
+        """
         tick, size, pfmt, qfmt = self.tick, self.contract_size, self._pfmt, self._qfmt
+        zero, scale = self._zero_qty, self._scale
         bids: dict[str, str] = {}
         asks: dict[str, str] = {}
         for d, usd in levels:
-            n = int(mid * (1 - d) / tick + 1e-9)
-            bp = format((n if n > 1 else 1) * tick, pfmt)
-            n = int(mid * (1 + d) / tick + 0.999999)
-            ap = format((n if n > 1 else 1) * tick, pfmt)
-            price_b = float(bp)
+            nb = int(mid * (1 - d) / tick + 1e-9)
+            nb = nb if nb > 1 else 1
+            na = int(mid * (1 + d) / tick + 0.999999)
+            na = na if na > 1 else 1
+            bp = format(nb * tick, pfmt)
+            ap = format(na * tick, pfmt)
+            price_b = nb / scale if scale else float(bp)
             qs = format(usd / (price_b if price_b > tick else tick) / size, qfmt)
-            if float(qs) > 0 and bp not in bids and price_b > 0:
+            if qs != zero and bp not in bids:
                 bids[bp] = qs
-            qas = format(usd / float(ap) / size, qfmt)
-            if float(qas) > 0 and ap not in asks:
+            qas = format(usd / (na / scale if scale else float(ap)) / size, qfmt)
+            if qas != zero and ap not in asks:
                 asks[ap] = qas
         return bids, asks
 
