@@ -28,9 +28,12 @@ __all__ = [
     "BadLine",
     "CaptureError",
     "CaptureLine",
+    "dumps_line",
+    "dumps_lines",
     "iter_capture",
     "open_capture",
     "write_capture",
+    "write_chunks",
 ]
 
 #: Frames larger than this are dead-lettered as ``oversize`` (the biggest venue
@@ -217,31 +220,52 @@ class _ChunkSink:
 _CHUNK_LINES = 4096
 
 
+def dumps_lines(lines: Iterable[tuple[int, str, str, Any]]) -> bytes:
+    """Serialise capture lines, each followed by a newline (see :func:`dumps_line`)."""
+    out = [orjson.dumps({"ts_ms": ts_ms, "venue": venue, "channel": channel, "raw": raw})
+           for ts_ms, venue, channel, raw in lines]
+    out.append(b"")
+    return b"\n".join(out)
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write already serialised capture lines (whole, newline-terminated lines per chunk).
+
+    Gzip (when the name ends in .gz) is written with mtime 0, at :data:`GZIP_LEVEL`, and
+    compressed on a worker thread while the caller builds the next chunk.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        sink = _ChunkSink(fh, path.suffix == ".gz")
+        try:
+            for chunk in chunks:
+                sink.write(chunk)
+        finally:
+            sink.close()
+
+
 def write_capture(path: Path, lines: Iterable[tuple[int, str, str, Any]]) -> int:
     """Write ``(ts_ms, venue, channel, raw)`` tuples; gzip when the name ends in .gz.
 
     Gzip output is written with mtime 0 so the same frames give the same bytes (at
-    :data:`GZIP_LEVEL`); it is compressed on a worker thread while the next lines are
-    serialised.
-    Returns the number of lines written.
+    :data:`GZIP_LEVEL`). Returns the number of lines written.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with path.open("wb") as fh:
-        sink = _ChunkSink(fh, path.suffix == ".gz")
-        try:
-            batch: list[bytes] = []
-            for ts_ms, venue, channel, raw in lines:
-                batch.append(dumps_line(ts_ms, venue, channel, raw))
-                if len(batch) >= _CHUNK_LINES:
-                    count += len(batch)
-                    batch.append(b"")
-                    sink.write(b"\n".join(batch))
-                    batch = []
-            if batch:
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal count
+        batch: list[bytes] = []
+        for ts_ms, venue, channel, raw in lines:
+            batch.append(dumps_line(ts_ms, venue, channel, raw))
+            if len(batch) >= _CHUNK_LINES:
                 count += len(batch)
                 batch.append(b"")
-                sink.write(b"\n".join(batch))
-        finally:
-            sink.close()
+                yield b"\n".join(batch)
+                batch = []
+        if batch:
+            count += len(batch)
+            batch.append(b"")
+            yield b"\n".join(batch)
+
+    write_chunks(path, chunks())
     return count

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ import orjson
 from pydantic import BaseModel
 
 from replay.calibration import CalibrationRow, calibrate
-from replay.capture import write_capture
+from replay.capture import dumps_lines, write_chunks
 from replay.scenario.config import PRESETS, T0_MS, ScenarioKnobs, knobs_for
-from replay.scenario.sim import Frame, Simulation
+from replay.scenario.sim import Simulation
 from replay.scenario.weekend import WeekendKnobs, write_weekend
 from replay.scenario.weekend_calibration import calibrate_weekend
 
@@ -135,14 +136,24 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
 
-    def counted(sim: Simulation) -> Iterator[Frame]:
-        for frame in sim.run():
-            counts[frame[1]] += 1
-            yield frame
+    def chunks(sim: Simulation) -> Iterator[bytes]:
+        # Each second is serialised at once (its frames are still in the CPU's caches) and
+        # handed on in chunks of about a megabyte.
+        parts: list[bytes] = []
+        size = 0
+        for frames in sim.run():
+            counts.update(map(itemgetter(1), frames))
+            parts.append(dumps_lines(frames))
+            size += len(parts[-1])
+            if size >= 1 << 20:
+                yield b"".join(parts)
+                parts, size = [], 0
+        yield b"".join(parts)
 
     with _gc_paused():
         sim = Simulation(cfg, seed)
-        total = write_capture(out_dir / "capture.jsonl.gz", counted(sim))
+        write_chunks(out_dir / "capture.jsonl.gz", chunks(sim))
+    total = sum(counts.values())
     sim.flush_queues(T0_MS + sim.n * 1000)
     _write_jsonl(out_dir / "positions.jsonl", sim.positions())
     _write_jsonl(out_dir / "accounts.jsonl", sim.accounts())

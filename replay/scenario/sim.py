@@ -24,6 +24,7 @@ import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -831,13 +832,13 @@ class Simulation:
         """Bybit's USDe book: a shallower venue-local dip (public: 0.92–0.95)."""
         return 1.0 - 0.2 * self.coll["USDe"].dev + float(self.usde_noise[t]) * 0.5
 
-    def run(self) -> Iterator[Frame]:
-        """All frames of the run, time-ordered (stable within equal timestamps)."""
+    def run(self) -> Iterator[list[Frame]]:
+        """The frames of the run second by second, time-ordered (stable within equal ts)."""
         self.pending_force = []
         for t in range(self.n):
             frames = self.step(t)
-            frames.sort(key=lambda f: f[0])
-            yield from frames
+            frames.sort(key=itemgetter(0))
+            yield frames
 
     # ------------------------------------------------------------------ populations out
 
