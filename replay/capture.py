@@ -29,7 +29,6 @@ __all__ = [
     "CaptureError",
     "CaptureLine",
     "dumps_line",
-    "dumps_lines",
     "iter_capture",
     "open_capture",
     "write_capture",
@@ -218,14 +217,6 @@ class _ChunkSink:
 
 #: Lines joined into one chunk before it is handed to the sink.
 _CHUNK_LINES = 4096
-
-
-def dumps_lines(lines: Iterable[tuple[int, str, str, Any]]) -> bytes:
-    """Serialise capture lines, each followed by a newline (see :func:`dumps_line`)."""
-    out = [orjson.dumps({"ts_ms": ts_ms, "venue": venue, "channel": channel, "raw": raw})
-           for ts_ms, venue, channel, raw in lines]
-    out.append(b"")
-    return b"\n".join(out)
 
 
 def write_chunks(path: Path, chunks: Iterable[bytes]) -> None:

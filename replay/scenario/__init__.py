@@ -34,7 +34,7 @@ import orjson
 from pydantic import BaseModel
 
 from replay.calibration import CalibrationRow, calibrate
-from replay.capture import dumps_lines, write_chunks
+from replay.capture import write_chunks
 from replay.scenario.config import PRESETS, T0_MS, ScenarioKnobs, knobs_for
 from replay.scenario.sim import Simulation
 from replay.scenario.weekend import WeekendKnobs, write_weekend
@@ -141,9 +141,9 @@ def generate(
         # handed on in chunks of about a megabyte.
         parts: list[bytes] = []
         size = 0
-        for frames in sim.run():
-            counts.update(map(itemgetter(1), frames))
-            parts.append(dumps_lines(frames))
+        for lines in sim.run():
+            counts.update(map(itemgetter(1), lines))
+            parts.append(b"".join([line + b"\n" for _, _, line in lines]))
             size += len(parts[-1])
             if size >= 1 << 20:
                 yield b"".join(parts)

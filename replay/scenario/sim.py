@@ -31,8 +31,10 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from replay.capture import dumps_line
 from replay.scenario import tickers, wire
 from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
+from replay.scenario.feed import ForkedFeed
 from replay.scenario.market import (
     PERP_ALTS,
     AltSpec,
@@ -41,6 +43,7 @@ from replay.scenario.market import (
     major_path,
     ou,
 )
+from replay.scenario.market_books import COINS, SPOT_ASSETS, Line, MarketBooks
 
 FloatArray = npt.NDArray[np.float64]
 Frame = tuple[int, str, str, Any]
@@ -469,6 +472,15 @@ class Simulation:
         self._tick_rank = (np.cumsum(self.book_tick) - 1).tolist()
         self._spot = self._spot_streams()
         self._mark_frames = self._mark_streams()
+        spot = {asset: (off, channel) for off, asset, channel, _, _ in self._spot}
+        self.market_books = MarketBooks(
+            books={key: self.books[key] for key in (
+                *(f"bs:{a}" for a in SPOT_ASSETS), "bu:BTC",
+                *(f"{v}:{c}" for v in ("by", "ok", "hl") for c in COINS))},
+            spot=[(*spot[a], self.px[a]) for a in SPOT_ASSETS], perp_btc=self.perp_px["BTC"],
+            venue_px=self.venue_px, lf_btc=self.lf_btc, depth_tick=self.depth_tick.tolist(),
+            book_tick=self.book_tick.tolist())
+        self._spot = [s for s in self._spot if s[1] not in SPOT_ASSETS]
 
     def _spot_streams(
         self,
@@ -760,7 +772,8 @@ class Simulation:
                 return lf["lst"]
             return lf["btc"] if asset in ("BTC", "ETH", "SOL") else lf["alts"]
 
-        # Binance spot: depth diffs on key books, bookTicker on all symbols.
+        # Binance spot: depth diffs on key books, bookTicker on all symbols (BTC and ETH
+        # are framed by MarketBooks, as are the BTC USD-M and Bybit/OKX/Hyperliquid books).
         for off, asset, channel, book, ticks in self._spot:
             if book is None:
                 if book_tick:
@@ -784,30 +797,13 @@ class Simulation:
             sym = f"{coin}USDT"
             frames.append((ts + 10 + j, "binance-usdm", f"{sym.lower()}@markPrice@1s",
                            self._mark_frames[j][t]))
-            book = self.books[f"bu:{coin}"]
-            liq = lf["btc"] if coin in ("BTC", "ETH", "SOL") else lf["alts"]
-            if coin == "BTC" and (depth_tick or book_tick or not book.started):
-                frames += wire.binance_depth(book, ts + 300, float(self.perp_px[coin][t]), liq,
-                                             True)
-            if book_tick:
-                top = None if coin == "BTC" else book.top(float(self.perp_px[coin][t]), liq)
+            if book_tick and coin != "BTC":
+                book = self.books[f"bu:{coin}"]
+                liq = lf["btc"] if coin in ("BTC", "ETH", "SOL") else lf["alts"]
+                top = book.top(float(self.perp_px[coin][t]), liq)
                 frames.append((ts + 301 + j, "binance-usdm", f"{sym.lower()}@bookTicker",
                                wire.binance_book_ticker(book, ts + 301 + j, True, top)))
-        # Bybit, OKX, Hyperliquid books.
         if depth_tick:
-            for coin in ("BTC", "ETH", "SOL"):
-                liq = lf["btc"]
-                frames.append((ts + 500, "bybit-linear", f"orderbook.50.{coin}USDT",
-                               wire.bybit_book(self.books[f"by:{coin}"], ts + 500,
-                                               float(self.venue_px[("bybit", coin)][t]), liq)))
-                frames.append((ts + 520, "okx", "books",
-                               wire.okx_book(self.books[f"ok:{coin}"], ts + 520,
-                                             float(self.venue_px[("okx", coin)][t]), liq)))
-                frames.append((ts + 540, "hyperliquid", "l2Book", {
-                    "channel": "l2Book",
-                    "data": wire.hyperliquid_l2(self.books[f"hl:{coin}"], ts + 540,
-                                                float(self.venue_px[("hyperliquid", coin)][t]),
-                                                liq)}))
             frames.append((ts + 560, "bybit-spot", "orderbook.50.USDEUSDT",
                            wire.bybit_book(self.books["by:USDe"], ts + 560,
                                            self.bybit_usde(t), lf["usde"] ** 0.5)))
@@ -832,13 +828,23 @@ class Simulation:
         """Bybit's USDe book: a shallower venue-local dip (public: 0.92–0.95)."""
         return 1.0 - 0.2 * self.coll["USDe"].dev + float(self.usde_noise[t]) * 0.5
 
-    def run(self) -> Iterator[list[Frame]]:
-        """The frames of the run second by second, time-ordered (stable within equal ts)."""
+    def run(self) -> Iterator[list[Line]]:
+        """The run second by second: (ts_ms, venue, capture line), ordered by ts_ms.
+
+        :attr:`market_books` is framed in a child process meanwhile (see
+        :mod:`replay.scenario.market_books` for why its lines go first on equal ts_ms).
+        """
         self.pending_force = []
-        for t in range(self.n):
-            frames = self.step(t)
-            frames.sort(key=itemgetter(0))
-            yield frames
+        return self._merged(ForkedFeed(self.market_books.lines, self.n))
+
+    def _merged(self, feed: ForkedFeed[list[Line]]) -> Iterator[list[Line]]:
+        try:
+            for t, lines in enumerate(feed):
+                lines += [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
+                lines.sort(key=itemgetter(0))
+                yield lines
+        finally:
+            feed.close()
 
     # ------------------------------------------------------------------ populations out
 
