@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from replay.capture import dumps_line
-from replay.scenario import tickers, wire
+from replay.scenario import wire
 from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
+from replay.scenario.exogenous import AGENT_BOOKS, ExogenousInputs, ExogenousStreams, Line
 from replay.scenario.feed import ForkedFeed
 from replay.scenario.market import (
     PERP_ALTS,
@@ -43,7 +43,6 @@ from replay.scenario.market import (
     major_path,
     ou,
 )
-from replay.scenario.market_books import COINS, SPOT_ASSETS, Line, MarketBooks
 
 FloatArray = npt.NDArray[np.float64]
 Frame = tuple[int, str, str, Any]
@@ -469,44 +468,15 @@ class Simulation:
                                   t % k.book_interval_s == 0)
         self.depth_tick = np.where(crash, t % k.crash_depth_interval_s == 0,
                                    t % k.depth_interval_s == 0)
-        self._tick_rank = (np.cumsum(self.book_tick) - 1).tolist()
-        self._spot = self._spot_streams()
-        self._mark_frames = self._mark_streams()
-        spot = {asset: (off, channel) for off, asset, channel, _, _ in self._spot}
-        self.market_books = MarketBooks(
-            books={key: self.books[key] for key in (
-                *(f"bs:{a}" for a in SPOT_ASSETS), "bu:BTC",
-                *(f"{v}:{c}" for v in ("by", "ok", "hl") for c in COINS))},
-            spot=[(*spot[a], self.px[a]) for a in SPOT_ASSETS], perp_btc=self.perp_px["BTC"],
-            venue_px=self.venue_px, lf_btc=self.lf_btc, depth_tick=self.depth_tick.tolist(),
-            book_tick=self.book_tick.tolist())
-        self._spot = [s for s in self._spot if s[1] not in SPOT_ASSETS]
-
-    def _spot_streams(
-        self,
-    ) -> list[tuple[int, str, str, wire.Book | None, list[orjson.Fragment]]]:
-        """(offset ms, asset, channel, book or None, prebuilt tickers) per spot symbol."""
-        times = np.flatnonzero(self.book_tick)
-        out = []
-        for idx, (asset, sym, tick) in enumerate(self.spot_syms):
-            book = self.books.get(f"bs:{asset}")
-            ticks: list[orjson.Fragment] = []
-            if book is None:
-                liq = np.array(self.lf_btc if asset in ("BTC", "ETH", "SOL") else self.lf_alts)
-                price = self.px[asset] if asset in self.px else self.alt_px[asset]
-                ticks = tickers.simple_tickers(sym, tick, price, liq, times)
-            out.append((5 + idx * 7, asset, f"{sym.lower()}@bookTicker", book, ticks))
-        return out
-
-    def _mark_streams(self) -> list[list[orjson.Fragment]]:
-        """markPrice@1s raw frames of every USD-M symbol, every second."""
-        out = []
-        for j, coin in enumerate(self._perp_syms_usdm()):
-            index = self.px[coin] if coin in self.px else self.alt_px[coin]
-            pd = 1 if coin == "BTC" else (2 if coin in ("ETH", "SOL") else 5)
-            out.append(tickers.mark_prices(f"{coin}USDT", pd, self.perp_px[coin], index,
-                                           T0_MS, 10 + j))
-        return out
+        #: (offset ms, asset, channel, book) of the spot books the agents price.
+        self._spot = [(5 + idx * 7, asset, f"{sym.lower()}@bookTicker", self.books[f"bs:{asset}"])
+                      for idx, (asset, sym, _) in enumerate(self.spot_syms)
+                      if asset in AGENT_BOOKS]
+        self.exogenous = ExogenousStreams(ExogenousInputs(
+            px=self.px, alt_px=self.alt_px, perp_px=self.perp_px, venue_px=self.venue_px,
+            spot_syms=self.spot_syms, usdm=self._perp_syms_usdm(), lf_btc=self.lf_btc,
+            lf_alts=self.lf_alts, depth_tick=self.depth_tick.tolist(),
+            book_tick=self.book_tick.tolist(), books=self.books))
 
     # ------------------------------------------------------------------ step
 
@@ -763,25 +733,13 @@ class Simulation:
         lf = self.lf
         depth_tick = bool(self.depth_tick[t])
         book_tick = bool(self.book_tick[t])
-        rank = self._tick_rank[t]
-
-        def liq_for(asset: str) -> float:
-            if asset in ("USDe",):
-                return lf["usde"]
-            if asset in ("wBETH", "BNSOL"):
-                return lf["lst"]
-            return lf["btc"] if asset in ("BTC", "ETH", "SOL") else lf["alts"]
-
-        # Binance spot: depth diffs on key books, bookTicker on all symbols (BTC and ETH
-        # are framed by MarketBooks, as are the BTC USD-M and Bybit/OKX/Hyperliquid books).
-        for off, asset, channel, book, ticks in self._spot:
-            if book is None:
-                if book_tick:
-                    frames.append((ts + off + 1, "binance-spot", channel, ticks[rank]))
-                continue
+        # Binance spot books of USDe, wBETH and BNSOL (the other spot, USD-M, Bybit, OKX and
+        # Hyperliquid streams are framed by ExogenousStreams).
+        for off, asset, channel, book in self._spot:
             if depth_tick or book_tick or not book.started:
-                frames += wire.binance_depth(book, ts + off, self.binance_price(asset, t),
-                                             liq_for(asset), False)
+                liq = lf["usde"] if asset == "USDe" else lf["lst"]
+                frames += wire.binance_depth(book, ts + off, self.binance_price(asset, t), liq,
+                                             False)
             if book_tick:
                 frames.append((ts + off + 1, "binance-spot", channel,
                                wire.binance_book_ticker(book, ts + off + 1, False)))
@@ -792,17 +750,6 @@ class Simulation:
                 "e": "aggTrade", "E": ts + 900, "s": "USDEUSDT", "a": self.agg_id,
                 "p": f"{p:.4f}", "q": f"{flow_usde / p:.2f}", "f": self.agg_id,
                 "l": self.agg_id, "T": ts + 899, "m": True}))
-        # Binance USD-M: markPrice@1s every second, bookTicker, BTC depth.
-        for j, coin in enumerate(self._perp_syms_usdm()):
-            sym = f"{coin}USDT"
-            frames.append((ts + 10 + j, "binance-usdm", f"{sym.lower()}@markPrice@1s",
-                           self._mark_frames[j][t]))
-            if book_tick and coin != "BTC":
-                book = self.books[f"bu:{coin}"]
-                liq = lf["btc"] if coin in ("BTC", "ETH", "SOL") else lf["alts"]
-                top = book.top(float(self.perp_px[coin][t]), liq)
-                frames.append((ts + 301 + j, "binance-usdm", f"{sym.lower()}@bookTicker",
-                               wire.binance_book_ticker(book, ts + 301 + j, True, top)))
         if depth_tick:
             frames.append((ts + 560, "bybit-spot", "orderbook.50.USDEUSDT",
                            wire.bybit_book(self.books["by:USDe"], ts + 560,
@@ -831,11 +778,11 @@ class Simulation:
     def run(self) -> Iterator[list[Line]]:
         """The run second by second: (ts_ms, venue, capture line), ordered by ts_ms.
 
-        :attr:`market_books` is framed in a child process meanwhile (see
-        :mod:`replay.scenario.market_books` for why its lines go first on equal ts_ms).
+        :attr:`exogenous` is framed in a child process meanwhile (see
+        :mod:`replay.scenario.exogenous` for why the merged lines keep their order).
         """
         self.pending_force = []
-        return self._merged(ForkedFeed(self.market_books.lines, self.n))
+        return self._merged(ForkedFeed(self.exogenous.lines, self.n))
 
     def _merged(self, feed: ForkedFeed[list[Line]]) -> Iterator[list[Line]]:
         try:
