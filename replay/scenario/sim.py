@@ -58,6 +58,9 @@ LOAN_MMR = 0.05  # margin-loan maintenance rate (assumed)
 PERP_MMR = {"BTC": 0.004, "ETH": 0.005, "SOL": 0.01}
 ALT_PERP_MMR = 0.02
 CRASH_WINDOW = (hhmm("20:48"), hhmm("22:45"))
+#: USDe panic selling at the full rate, then a fifth of it (the voluntary deleveraging tail).
+PANIC_WINDOW = (hhmm("21:36"), hhmm("21:46"))
+PANIC_TAIL_END = hhmm("22:25")
 
 
 @dataclass
@@ -142,6 +145,8 @@ class PerpBook:
     long_qty: FloatArray
     short_liq: FloatArray  # ascending
     short_qty: FloatArray
+    #: The venue's price path of the coin.
+    path: FloatArray
     li: int = 0
     si: int = 0
 
@@ -350,7 +355,7 @@ class Simulation:
                 symbol = {"binance-usdm": f"{coin}USDT", "bybit-linear": f"{coin}USDT",
                           "okx": f"{coin}-USDT-SWAP", "hyperliquid": coin}[venue]
                 books.append(PerpBook(venue, symbol, coin, liq[lmask][lo], qty[lmask][lo],
-                                      liq[smask][so], qty[smask][so]))
+                                      liq[smask][so], qty[smask][so], path))
         return books
 
     def _aave(self, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -457,10 +462,17 @@ class Simulation:
         self._rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
         self._marks = np.column_stack([self.perp_px[s] for s in pop.perp_syms])
         self._mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
+        #: Collateral, liquidation threshold, debt and "is USDe" of every Aave position.
+        self._aave_terms = (np.array([pos["coll"] for pos in self.aave]),
+                            np.array([pos["lt"] for pos in self.aave]),
+                            np.array([pos["debt"] for pos in self.aave]),
+                            np.array([pos["coll_asset"] == "USDe" for pos in self.aave]))
         #: Accounts holding perps (the others' perp PnL is a sum of zeros).
         self._perp_rows = np.flatnonzero((pop.perp_qty != 0).any(axis=1))
         self._perp_qty = pop.perp_qty[self._perp_rows]
         self._perp_entry = pop.perp_entry[self._perp_rows]
+        self._abs_perp_qty = np.abs(pop.perp_qty)
+        self._loan_mm = pop.debt_usdt * LOAN_MMR
         k = self.k
         t = np.arange(self.n)
         crash = (t >= CRASH_WINDOW[0]) & (t < CRASH_WINDOW[1]) if k.shock else t < 0
@@ -499,9 +511,9 @@ class Simulation:
         self._binance_engine(t, ts)
         # Collateral books.
         panic = 0.0
-        if k.shock and hhmm("21:36") <= t < hhmm("21:46"):
+        if k.shock and PANIC_WINDOW[0] <= t < PANIC_WINDOW[1]:
             panic = k.usde_panic_sell_usd_per_s
-        elif k.shock and hhmm("21:46") <= t < hhmm("22:25"):
+        elif k.shock and PANIC_WINDOW[1] <= t < PANIC_TAIL_END:
             panic = k.usde_panic_sell_usd_per_s * 0.2  # voluntary deleveraging tail
         for name, c in self.coll.items():
             fair = 1.0 if name == "USDe" else (
@@ -561,7 +573,7 @@ class Simulation:
 
     def _binance_engine(self, t: int, ts: int) -> None:
         pop = self.pop
-        if not pop.alive.any():
+        if not np.count_nonzero(pop.alive):
             return
         prices = np.empty(self._exo_px.shape[1] + 3)
         if self.k.binance_collateral_pricing == "redemption":
@@ -573,12 +585,12 @@ class Simulation:
         marks = self._marks[t].copy()
         equity = pop.balance @ (prices * self._rates) - pop.debt_usdt
         equity[self._perp_rows] += (self._perp_qty * (marks[None, :] - self._perp_entry)).sum(axis=1)
-        mm = pop.debt_usdt * LOAN_MMR + np.abs(pop.perp_qty) @ (marks * self._mmrs)
-        hit = pop.alive & ((equity < 1.05 * mm) | (equity < 0))
-        if not hit.any():
+        mm = self._loan_mm + self._abs_perp_qty @ (marks * self._mmrs)
+        hits = np.flatnonzero(pop.alive & ((equity < 1.05 * mm) | (equity < 0)))
+        if not hits.size:
             return
         sell_px = self._price_vector(t, valuation=False)
-        for a in np.flatnonzero(hit):
+        for a in hits:
             pop.alive[a] = False
             for j, asset in enumerate(pop.assets):
                 q = float(pop.balance[a, j])
@@ -624,23 +636,23 @@ class Simulation:
             return  # one check per Ethereum block
         p_usde = self._aave_price(t)
         p_eth = float(self.px["ETH"][t])
-        for i, pos in enumerate(self.aave):
-            if not self.aave_alive[i]:
-                continue
+        coll, lt, debt, usde = self._aave_terms
+        health = coll * np.where(usde, p_usde, p_eth) * lt / debt
+        for i in np.flatnonzero(self.aave_alive & (health < 1.0)).tolist():
+            pos = self.aave[i]
             p = p_usde if pos["coll_asset"] == "USDe" else p_eth
-            hf = pos["coll"] * p * pos["lt"] / pos["debt"]
-            if hf < 1.0:
-                self.aave_alive[i] = False
-                repaid = pos["debt"] * (0.5 if hf > 0.95 else 1.0)
-                seized = min(pos["coll"], repaid / p * (1 + pos["bonus"]))
-                if pos["coll_asset"] == "USDe":
-                    self.onchain_flow_usd += seized * p * 0.02
-                self.liquidations.append({
-                    "ts_ms": ts, "venue": "aave-v3", "kind": pos["kind"],
-                    "position_id": pos["position_id"], "asset": pos["coll_asset"],
-                    "qty": round(seized, 6), "notional_usd": round(seized * p, 2),
-                    "avg_price": round(p, 6), "health_factor": round(hf, 4),
-                })
+            hf = float(health[i])
+            self.aave_alive[i] = False
+            repaid = pos["debt"] * (0.5 if hf > 0.95 else 1.0)
+            seized = min(pos["coll"], repaid / p * (1 + pos["bonus"]))
+            if pos["coll_asset"] == "USDe":
+                self.onchain_flow_usd += seized * p * 0.02
+            self.liquidations.append({
+                "ts_ms": ts, "venue": "aave-v3", "kind": pos["kind"],
+                "position_id": pos["position_id"], "asset": pos["coll_asset"],
+                "qty": round(seized, 6), "notional_usd": round(seized * p, 2),
+                "avg_price": round(p, 6), "health_factor": round(hf, 4),
+            })
 
     def pool_price(self, venue: str, t: int) -> float:
         """On-chain pool price: arbitrage flow from Binance and seized-collateral sales."""
@@ -656,7 +668,7 @@ class Simulation:
         force = {sym: (q, p) for sym, q, p in self.pending_force}
         self.pending_force = []
         for b in self.perp_books:
-            price = float(self._venue_path(b.venue, b.coin)[t])
+            price = float(b.path[t])
             events: list[tuple[str, float, float]] = []
             while b.li < b.long_liq.size and b.long_liq[b.li] >= price:
                 events.append(("long", float(b.long_qty[b.li]), float(b.long_liq[b.li])))

@@ -58,6 +58,7 @@ class Book:
         self._near = tuple((b / 1e4, w * self.depth5_usd) for b, w in zip(NEAR_BPS, NEAR_WEIGHTS, strict=True))
         self._far = tuple(b / 1e4 for b in FAR_BPS)
         self._last: tuple[float, float, dict[str, str], dict[str, str]] | None = None
+        self._by_liquidity: dict[float, list[tuple[float, float]]] = {}
 
     def px(self, value: float, up: bool) -> str:
         ticks = value / self.tick
@@ -65,9 +66,23 @@ class Book:
         return f"{max(n, 1) * self.tick:.{self.pd}f}"
 
     def _levels(self, mid: float, liquidity: float) -> list[tuple[float, float]]:
-        """(distance from mid, USD) of every level, nearest first."""
+        """(distance from mid, USD) of every level, nearest first (callers do not mutate).
+
+        The half spread is the wider of the makers' spread and half a tick; when it is the
+        makers' spread the levels depend on the liquidity factor alone, which takes a few
+        dozen values (one per count of quoting makers), and are reused.
+        """
         spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
-        half = max(spread_bps / 2e4, 0.5 * self.tick / mid)
+        half = spread_bps / 2e4
+        tick_half = 0.5 * self.tick / mid
+        if half < tick_half:
+            return self._spaced(tick_half, liquidity)
+        levels = self._by_liquidity.get(liquidity)
+        if levels is None:
+            levels = self._by_liquidity[liquidity] = self._spaced(half, liquidity)
+        return levels
+
+    def _spaced(self, half: float, liquidity: float) -> list[tuple[float, float]]:
         levels = [(dist if dist > half else half, usd * liquidity) for dist, usd in self._near]
         levels[0] = (half, levels[0][1])  # the first level sits at the half spread
         levels += [(dist, self.far_usd) for dist in self._far if dist >= half]
