@@ -142,8 +142,10 @@ def generate(
         parts: list[bytes] = []
         size = 0
         for lines in sim.run():
+            if not lines:
+                continue
             counts.update(map(itemgetter(1), lines))
-            parts.append(b"".join([line + b"\n" for _, _, line in lines]))
+            parts.append(b"\n".join(map(itemgetter(2), lines)) + b"\n")
             size += len(parts[-1])
             if size >= 1 << 20:
                 yield b"".join(parts)

@@ -116,12 +116,30 @@ class Book:
     ) -> tuple[dict[str, str], dict[str, str]]:
         """The hot loop of generation: price and size every level (:meth:`px` inlined).
 
-        Sizes are never negative, so a printed size other than zero is a positive one.
+        With a power-of-ten tick a printed price reads back as ticks / 10**pd (at least
+        one tick, so never below the tick), and a contract size of 1 divides nothing away:
+        those books take the short path. Sizes are never negative, so a printed size other
+        than zero is a positive one.
         """
         tick, size, pfmt, qfmt = self.tick, self.contract_size, self._pfmt, self._qfmt
         zero, scale = self._zero_qty, self._scale
         bids: dict[str, str] = {}
         asks: dict[str, str] = {}
+        if scale and size == 1.0:
+            for d, usd in levels:
+                nb = int(mid * (1 - d) / tick + 1e-9)
+                nb = nb if nb > 1 else 1
+                bp = format(nb * tick, pfmt)
+                qs = format(usd / (nb / scale), qfmt)
+                if qs != zero and bp not in bids:
+                    bids[bp] = qs
+                na = int(mid * (1 + d) / tick + 0.999999)
+                na = na if na > 1 else 1
+                ap = format(na * tick, pfmt)
+                qs = format(usd / (na / scale), qfmt)
+                if qs != zero and ap not in asks:
+                    asks[ap] = qs
+            return bids, asks
         for d, usd in levels:
             nb = int(mid * (1 - d) / tick + 1e-9)
             nb = nb if nb > 1 else 1
