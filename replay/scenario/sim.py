@@ -462,6 +462,7 @@ class Simulation:
         self._rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
         self._marks = np.column_stack([self.perp_px[s] for s in pop.perp_syms])
         self._mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
+        self._perp_due = self._perp_checks()
         #: Collateral, liquidation threshold, debt and "is USDe" of every Aave position.
         self._aave_terms = (np.array([pos["coll"] for pos in self.aave]),
                             np.array([pos["lt"] for pos in self.aave]),
@@ -489,6 +490,24 @@ class Simulation:
             spot_syms=self.spot_syms, usdm=self._perp_syms_usdm(), lf_btc=self.lf_btc,
             lf_alts=self.lf_alts, depth_tick=self.depth_tick.tolist(),
             book_tick=self.book_tick.tolist(), books=self.books))
+
+    def _perp_checks(self) -> dict[int, list[PerpBook]]:
+        """Seconds at which a perp book can liquidate, and the books (in book order).
+
+        After second s every long left has its liquidation price below the price at s and
+        every short above it, so a book can only liquidate at a new low or high of its path
+        (or at the first second).
+        """
+        due = np.zeros((self.n, len(self.perp_books)), dtype=bool)
+        for i, b in enumerate(self.perp_books):
+            low = np.minimum.accumulate(b.path)
+            high = np.maximum.accumulate(b.path)
+            due[1:, i] = (b.path[1:] < low[:-1]) | (b.path[1:] > high[:-1])
+            due[0, i] = True
+        out: dict[int, list[PerpBook]] = {}
+        for t, i in np.argwhere(due).tolist():
+            out.setdefault(t, []).append(self.perp_books[i])
+        return out
 
     # ------------------------------------------------------------------ step
 
@@ -667,7 +686,7 @@ class Simulation:
         frames: list[Frame] = []
         force = {sym: (q, p) for sym, q, p in self.pending_force}
         self.pending_force = []
-        for b in self.perp_books:
+        for b in self._perp_due.get(t, ()):
             price = float(b.path[t])
             events: list[tuple[str, float, float]] = []
             while b.li < b.long_liq.size and b.long_liq[b.li] >= price:
