@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -141,12 +140,10 @@ def generate(
         # handed on in chunks of about a megabyte.
         parts: list[bytes] = []
         size = 0
-        for lines in sim.run():
-            if not lines:
-                continue
-            counts.update(map(itemgetter(1), lines))
-            parts.append(b"\n".join(map(itemgetter(2), lines)) + b"\n")
-            size += len(parts[-1])
+        for lines, venues in sim.run():
+            counts.update(venues)
+            parts.append(lines)
+            size += len(lines)
             if size >= 1 << 20:
                 yield b"".join(parts)
                 parts, size = [], 0

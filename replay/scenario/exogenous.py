@@ -18,7 +18,10 @@ liquidations at 250/400/600/700/750, aggTrade 900, Bybit USDe 560, pools 800, ra
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import Counter
 from dataclasses import dataclass
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
@@ -32,6 +35,9 @@ from replay.scenario.config import T0_MS
 FloatArray = npt.NDArray[np.float64]
 Frame = tuple[int, str, str, Any]
 Line = tuple[int, str, bytes]
+#: One second of lines packed for a pipe: the newline-terminated lines joined, each
+#: line's ts_ms, the byte offset where each line ends, and the lines per venue.
+Second = tuple[bytes, list[int], list[int], dict[str, int]]
 
 MAJORS = ("BTC", "ETH", "SOL")
 #: Spot books whose mid the agents move: framed by the simulation itself.
@@ -167,3 +173,29 @@ class ExogenousStreams:
         lines += built
         lines.sort(key=itemgetter(0))
         return lines
+
+    def second(self, t: int) -> Second:
+        """This second's lines packed for the trip from the child process (see Second)."""
+        lines = self.lines(t)
+        blob = b"".join([line + b"\n" for _, _, line in lines])
+        ends = list(accumulate(len(line) + 1 for _, _, line in lines))
+        return blob, [ts for ts, _, _ in lines], ends, dict(Counter(map(itemgetter(1), lines)))
+
+
+def merge(second: Second, own: list[Line]) -> bytes:
+    """The second's capture lines: ``own`` (ordered by ts_ms) placed among the packed ones.
+
+    An own line goes after every packed line of the same or an earlier ts_ms: the order
+    a stable sort of (packed lines + own lines) gives.
+    """
+    blob, stamps, ends, _ = second
+    pieces: list[bytes] = []
+    pos = start = 0
+    for ts, _, line in own:
+        start = bisect_right(stamps, ts, lo=start)
+        end = ends[start - 1] if start else 0
+        pieces.append(blob[pos:end])
+        pieces.append(line + b"\n")
+        pos = end
+    pieces.append(blob[pos:])
+    return b"".join(pieces)

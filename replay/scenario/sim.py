@@ -21,7 +21,7 @@ One step per second from 20:00 UTC. Each step:
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -33,7 +33,13 @@ import numpy.typing as npt
 from replay.capture import dumps_line
 from replay.scenario import wire
 from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
-from replay.scenario.exogenous import AGENT_BOOKS, ExogenousInputs, ExogenousStreams, Line
+from replay.scenario.exogenous import (
+    AGENT_BOOKS,
+    ExogenousInputs,
+    ExogenousStreams,
+    Second,
+    merge,
+)
 from replay.scenario.feed import ForkedFeed
 from replay.scenario.market import (
     PERP_ALTS,
@@ -806,21 +812,23 @@ class Simulation:
         """Bybit's USDe book: a shallower venue-local dip (public: 0.92–0.95)."""
         return 1.0 - 0.2 * self.coll["USDe"].dev + float(self.usde_noise[t]) * 0.5
 
-    def run(self) -> Iterator[list[Line]]:
-        """The run second by second: (ts_ms, venue, capture line), ordered by ts_ms.
+    def run(self) -> Iterator[tuple[bytes, dict[str, int]]]:
+        """The run second by second: (its capture lines, how many per venue).
 
         :attr:`exogenous` is framed in a child process meanwhile (see
         :mod:`replay.scenario.exogenous` for why the merged lines keep their order).
         """
         self.pending_force = []
-        return self._merged(ForkedFeed(self.exogenous.lines, self.n))
+        return self._merged(ForkedFeed(self.exogenous.second, self.n))
 
-    def _merged(self, feed: ForkedFeed[list[Line]]) -> Iterator[list[Line]]:
+    def _merged(self, feed: ForkedFeed[Second]) -> Iterator[tuple[bytes, dict[str, int]]]:
         try:
-            for t, lines in enumerate(feed):
-                lines += [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
-                lines.sort(key=itemgetter(0))
-                yield lines
+            for t, second in enumerate(feed):
+                own = [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
+                own.sort(key=itemgetter(0))
+                venues = Counter(second[3])
+                venues.update(map(itemgetter(1), own))
+                yield merge(second, own), venues
         finally:
             feed.close()
 
