@@ -74,6 +74,8 @@ class ExogenousStreams:
         #: (offset ms, channel, book, mid path, prebuilt ticker lines) per spot symbol.
         self._spot: list[tuple[int, str, wire.Book | None, FloatArray, list[bytes]]] = []
         self._marks: list[list[bytes]] = []
+        #: Prebuilt bookTicker lines of the USD-M symbols other than BTC (book ticks only).
+        self._usdm_tickers: list[list[bytes]] = []
         self._rank: list[int] = []
 
     def _prepare(self) -> None:
@@ -96,6 +98,9 @@ class ExogenousStreams:
             pd = 1 if coin == "BTC" else (2 if coin in MAJORS else 5)
             self._marks.append(tickers.mark_prices(f"{coin}USDT", pd, x.perp_px[coin], index,
                                                    T0_MS, 10 + j))
+            liq = np.array(x.lf_btc if coin in MAJORS else x.lf_alts)[times]
+            self._usdm_tickers.append([] if coin == "BTC" else tickers.futures_tickers(
+                x.books[f"bu:{coin}"], x.perp_px[coin][times], liq, times, T0_MS + 301 + j))
 
     def frames(self, t: int) -> tuple[list[Frame], list[Line]]:
         """This second's frames, and its prebuilt lines, each in the order made."""
@@ -129,20 +134,21 @@ class ExogenousStreams:
         """markPrice@1s every second, bookTicker of every symbol, the BTC depth."""
         x = self.x
         depth_tick, book_tick = x.depth_tick[t], x.book_tick[t]
+        rank = self._rank[t]
         for j, coin in enumerate(x.usdm):
             sym = f"{coin}USDT"
             built.append((ts + 10 + j, "binance-usdm", self._marks[j][t]))
-            book = x.books[f"bu:{coin}"]
-            mark = float(x.perp_px[coin][t])
-            top = None
-            if coin == "BTC":
-                if depth_tick or book_tick or not book.started:
-                    frames += wire.binance_depth(book, ts + 300, mark, x.lf_btc[t], True)
-            elif book_tick:
-                top = book.top(mark, x.lf_btc[t] if coin in MAJORS else x.lf_alts[t])
+            if coin != "BTC":
+                if book_tick:
+                    built.append((ts + 301 + j, "binance-usdm", self._usdm_tickers[j][rank]))
+                continue
+            book = x.books["bu:BTC"]
+            if depth_tick or book_tick or not book.started:
+                frames += wire.binance_depth(book, ts + 300, float(x.perp_px[coin][t]),
+                                             x.lf_btc[t], True)
             if book_tick:
                 frames.append((ts + 301 + j, "binance-usdm", f"{sym.lower()}@bookTicker",
-                               wire.binance_book_ticker(book, ts + 301 + j, True, top)))
+                               wire.binance_book_ticker(book, ts + 301 + j, True)))
 
     def _majors(self, t: int, ts: int, frames: list[Frame]) -> None:
         """Bybit, OKX and Hyperliquid books of BTC, ETH and SOL."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from replay.scenario.wire import decimals
+from replay.scenario.wire import Book, decimals
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -67,4 +67,22 @@ def mark_prices(
     for t, (m, i) in enumerate(zip(mark.tolist(), index.tolist(), strict=True)):
         ts = first + 1000 * t
         out.append(fmt.format(ts, ts, m, m, i).encode())
+    return out
+
+
+def futures_tickers(
+    book: Book, mark: FloatArray, liq: FloatArray, times: IntArray, t0_ms: int
+) -> list[bytes]:
+    """USD-M bookTicker lines of a book no diff is sent for, one per second in ``times``.
+
+    Its best levels are those of ``book.ladder(mark, liq)`` (:meth:`Book.tops`) and its
+    update id stays the book's; ts_ms = E = T = t0_ms + 1000·t.
+    """
+    fmt = (_envelope("binance-usdm", f"{book.symbol.lower()}@bookTicker")
+           + '{{"e":"bookTicker","u":' + str(book.seq) + ',"s":"' + book.symbol
+           + '","b":"{}","B":"{}","a":"{}","A":"{}","T":{},"E":{}}}}}')
+    out = []
+    for t, (bp, bq, ap, aq) in zip(times.tolist(), book.tops(mark, liq), strict=True):
+        ts = t0_ms + 1000 * t
+        out.append(fmt.format(ts, bp, bq, ap, aq, ts, ts).encode())
     return out

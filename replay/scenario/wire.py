@@ -13,6 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
 #: Level distances from mid (bps) for the part of the book market makers withdraw...
 NEAR_BPS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 400)
 NEAR_WEIGHTS = (0.03, 0.05, 0.08, 0.09, 0.1, 0.1, 0.11, 0.12, 0.11, 0.11, 0.1)
@@ -110,6 +115,33 @@ class Book:
             bids, asks = self._fill(mid, levels)
         bp, ap = next(iter(bids)), next(iter(asks))
         return bp, bids[bp], ap, asks[ap]
+
+    def tops(self, mid: FloatArray, liquidity: FloatArray) -> list[tuple[str, str, str, str]]:
+        """:meth:`top` of every (mid, liquidity) pair, the level arithmetic done on arrays.
+
+        The same IEEE operations as :meth:`_levels` and :meth:`_fill` element for element;
+        a pair whose first level prints a zero size takes :meth:`top` itself.
+        """
+        if not self._scale:
+            return [self.top(m, lq) for m, lq in zip(mid.tolist(), liquidity.tolist(), strict=True)]
+        tick, scale, size = self.tick, self._scale, self.contract_size
+        half = np.minimum(self.base_spread_bps / np.maximum(liquidity, 0.002), 2_000.0) / 2e4
+        tick_half = 0.5 * tick / mid
+        half = np.where(half < tick_half, tick_half, half)
+        usd = self._near[0][1] * liquidity
+        nb = np.maximum(np.floor(mid * (1 - half) / tick + 1e-9), 1.0)
+        na = np.maximum(np.floor(mid * (1 + half) / tick + 0.999999), 1.0)
+        pfmt, qfmt, zero = self._pfmt, self._qfmt, self._zero_qty
+        out = []
+        for m, lq, b, a, qb, qa in zip(mid.tolist(), liquidity.tolist(), nb.tolist(),
+                                       na.tolist(), (usd / (nb / scale) / size).tolist(),
+                                       (usd / (na / scale) / size).tolist(), strict=True):
+            bq, aq = format(qb, qfmt), format(qa, qfmt)
+            if zero in (bq, aq):
+                out.append(self.top(m, lq))
+            else:
+                out.append((format(b * tick, pfmt), bq, format(a * tick, pfmt), aq))
+        return out
 
     def _fill(
         self, mid: float, levels: list[tuple[float, float]]
