@@ -5,15 +5,20 @@ exogenous paths, and the BTC and alt market makers react to BTC's drawdown only,
 frame of these streams is fixed before the agents step: the Binance spot tickers and the
 BTC/ETH books, every USD-M stream, the Bybit/OKX/Hyperliquid majors. The agents' own
 books (USDe, wBETH, BNSOL), trades, liquidations and pools stay in the simulation.
-:class:`ExogenousStreams` frames a second at a time; the simulation runs it in a child
-process (:mod:`replay.scenario.feed`) while its agents step, and merges the lines.
+
+:class:`ExogenousBooks` frames the exogenous books a second at a time; the simulation
+runs it in a child process (:mod:`replay.scenario.feed`) while its agents step.
+:class:`PrebuiltLines` holds the ticker and markPrice lines built for the whole day; the
+simulation builds them itself once the child is running, and adds them to its own.
 
 Merging: within a second the capture is ordered by ``ts_ms``, ties in the order the
-frames were made. No frame of these streams shares a ``ts_ms`` with one of the
-simulation's (spot offsets 5 + 7·i and 6 + 7·i ms by symbol index, markPrice 10–17,
-USD-M books 300–308, majors 500–540; the simulation's own books sit at indices 3–5,
-liquidations at 250/400/600/700/750, aggTrade 900, Bybit USDe 560, pools 800, rates
-850–853), and each side is in its own order, so a stable sort of the two keeps it.
+frames were made. The child's books (spot offsets 5/6 and 12/13 ms, USD-M BTC 300/301,
+majors 500–540) share a ``ts_ms`` with the simulation's lines only at 12/13 ms, with the
+markPrice lines of the third and fourth USD-M symbols, which were made after the ETH
+spot book's frames: :func:`merge` puts a simulation line after the child's lines of the
+same ``ts_ms``. The simulation's own frames (its books at spot indices 3–5, liquidations
+at 250/400/600/700/750, aggTrade 900, Bybit USDe 560, pools 800, rates 850–853) share
+none with the prebuilt lines (markPrice 10–17, tickers 6 + 7·i, USD-M tickers 302–308).
 """
 
 from __future__ import annotations
@@ -62,97 +67,42 @@ class ExogenousInputs:
     books: dict[str, wire.Book]
 
 
-class ExogenousStreams:
-    """Frames of the exogenous streams, one second at a time (books keep their state).
-
-    The simple tickers' and markPrice capture lines are built for the whole run on the
-    first call (in the child process, when it runs in one).
-    """
+class ExogenousBooks:
+    """Frames of the exogenous books, one second at a time (books keep their state)."""
 
     def __init__(self, inputs: ExogenousInputs) -> None:
         self.x = inputs
-        #: (offset ms, channel, book, mid path, prebuilt ticker lines) per spot symbol.
-        self._spot: list[tuple[int, str, wire.Book | None, FloatArray, list[bytes]]] = []
-        self._marks: list[list[bytes]] = []
-        #: Prebuilt bookTicker lines of the USD-M symbols other than BTC (book ticks only).
-        self._usdm_tickers: list[list[bytes]] = []
-        self._rank: list[int] = []
+        #: (offset ms, channel, book, mid path) of the Binance spot books framed here.
+        self._spot = [(5 + idx * 7, f"{sym.lower()}@bookTicker", inputs.books[f"bs:{asset}"],
+                       inputs.px[asset])
+                      for idx, (asset, sym, _) in enumerate(inputs.spot_syms)
+                      if f"bs:{asset}" in inputs.books and asset not in AGENT_BOOKS]
 
-    def _prepare(self) -> None:
+    def frames(self, t: int) -> list[Frame]:
+        """This second's frames, in the order they are made."""
         x = self.x
-        times = np.flatnonzero(x.book_tick)
-        self._rank = (np.cumsum(x.book_tick) - 1).tolist()
-        for idx, (asset, sym, tick) in enumerate(x.spot_syms):
-            if asset in AGENT_BOOKS:
-                continue
-            book = x.books.get(f"bs:{asset}")
-            price = x.px[asset] if asset in x.px else x.alt_px[asset]
-            ticks: list[bytes] = []
-            if book is None:
-                liq = np.array(x.lf_btc if asset in MAJORS else x.lf_alts)
-                ticks = tickers.simple_tickers(sym, tick, price, liq, times,
-                                               T0_MS + 5 + idx * 7 + 1)
-            self._spot.append((5 + idx * 7, f"{sym.lower()}@bookTicker", book, price, ticks))
-        for j, coin in enumerate(x.usdm):
-            index = x.px[coin] if coin in x.px else x.alt_px[coin]
-            pd = 1 if coin == "BTC" else (2 if coin in MAJORS else 5)
-            self._marks.append(tickers.mark_prices(f"{coin}USDT", pd, x.perp_px[coin], index,
-                                                   T0_MS, 10 + j))
-            liq = np.array(x.lf_btc if coin in MAJORS else x.lf_alts)[times]
-            self._usdm_tickers.append([] if coin == "BTC" else tickers.futures_tickers(
-                x.books[f"bu:{coin}"], x.perp_px[coin][times], liq, times, T0_MS + 301 + j))
-
-    def frames(self, t: int) -> tuple[list[Frame], list[Line]]:
-        """This second's frames, and its prebuilt lines, each in the order made."""
-        if not self._rank:
-            self._prepare()
         ts = T0_MS + t * 1000
+        liq = x.lf_btc[t]
+        depth_tick, book_tick = x.depth_tick[t], x.book_tick[t]
         frames: list[Frame] = []
-        built: list[Line] = []
-        self._spot_frames(t, ts, frames, built)
-        self._usdm_frames(t, ts, frames, built)
-        if self.x.depth_tick[t]:
-            self._majors(t, ts, frames)
-        return frames, built
-
-    def _spot_frames(self, t: int, ts: int, frames: list[Frame], built: list[Line]) -> None:
-        depth_tick, book_tick = self.x.depth_tick[t], self.x.book_tick[t]
-        rank = self._rank[t]
-        for off, channel, book, mid, ticks in self._spot:
-            if book is None:
-                if book_tick:
-                    built.append((ts + off + 1, "binance-spot", ticks[rank]))
-                continue
+        for off, channel, book, mid in self._spot:
             if depth_tick or book_tick or not book.started:
-                frames += wire.binance_depth(book, ts + off, float(mid[t]), self.x.lf_btc[t],
-                                             False)
+                frames += wire.binance_depth(book, ts + off, float(mid[t]), liq, False)
             if book_tick:
                 frames.append((ts + off + 1, "binance-spot", channel,
                                wire.binance_book_ticker(book, ts + off + 1, False)))
+        book = x.books["bu:BTC"]
+        if depth_tick or book_tick or not book.started:
+            frames += wire.binance_depth(book, ts + 300, float(x.perp_px["BTC"][t]), liq, True)
+        if book_tick:
+            frames.append((ts + 301, "binance-usdm", "btcusdt@bookTicker",
+                           wire.binance_book_ticker(book, ts + 301, True)))
+        if depth_tick:
+            self._majors(t, ts, liq, frames)
+        return frames
 
-    def _usdm_frames(self, t: int, ts: int, frames: list[Frame], built: list[Line]) -> None:
-        """markPrice@1s every second, bookTicker of every symbol, the BTC depth."""
-        x = self.x
-        depth_tick, book_tick = x.depth_tick[t], x.book_tick[t]
-        rank = self._rank[t]
-        for j, coin in enumerate(x.usdm):
-            sym = f"{coin}USDT"
-            built.append((ts + 10 + j, "binance-usdm", self._marks[j][t]))
-            if coin != "BTC":
-                if book_tick:
-                    built.append((ts + 301 + j, "binance-usdm", self._usdm_tickers[j][rank]))
-                continue
-            book = x.books["bu:BTC"]
-            if depth_tick or book_tick or not book.started:
-                frames += wire.binance_depth(book, ts + 300, float(x.perp_px[coin][t]),
-                                             x.lf_btc[t], True)
-            if book_tick:
-                frames.append((ts + 301 + j, "binance-usdm", f"{sym.lower()}@bookTicker",
-                               wire.binance_book_ticker(book, ts + 301 + j, True)))
-
-    def _majors(self, t: int, ts: int, frames: list[Frame]) -> None:
+    def _majors(self, t: int, ts: int, liq: float, frames: list[Frame]) -> None:
         """Bybit, OKX and Hyperliquid books of BTC, ETH and SOL."""
-        liq = self.x.lf_btc[t]
         books, venue_px = self.x.books, self.x.venue_px
         for coin in MAJORS:
             frames.append((ts + 500, "bybit-linear", f"orderbook.50.{coin}USDT",
@@ -166,26 +116,64 @@ class ExogenousStreams:
                 "data": wire.hyperliquid_l2(books[f"hl:{coin}"], ts + 540,
                                             float(venue_px[("hyperliquid", coin)][t]), liq)}))
 
-    def lines(self, t: int) -> list[Line]:
-        """This second's frames as (ts_ms, venue, capture line), ordered by ts_ms.
-
-        A prebuilt line shares a ts_ms with a frame only at 12/13 ms (markPrice of the
-        third and fourth USD-M symbols, the ETH spot book's diff and ticker), and the
-        frame was made first: frames go before prebuilt lines into the stable sort.
-        """
-        frames, built = self.frames(t)
-        lines = [(ts, venue, dumps_line(ts, venue, channel, raw))
-                 for ts, venue, channel, raw in frames]
-        lines += built
-        lines.sort(key=itemgetter(0))
-        return lines
-
     def second(self, t: int) -> Second:
-        """This second's lines packed for the trip from the child process (see Second)."""
-        lines = self.lines(t)
-        blob = b"".join([line + b"\n" for _, _, line in lines])
-        ends = list(accumulate(len(line) + 1 for _, _, line in lines))
-        return blob, [ts for ts, _, _ in lines], ends, dict(Counter(map(itemgetter(1), lines)))
+        """This second's lines, ordered by ts_ms, packed for the trip from the child."""
+        frames = self.frames(t)
+        frames.sort(key=itemgetter(0))
+        lines = [dumps_line(ts, venue, channel, raw) + b"\n" for ts, venue, channel, raw in frames]
+        return (b"".join(lines), [f[0] for f in frames], list(accumulate(map(len, lines))),
+                dict(Counter(f[1] for f in frames)))
+
+
+class PrebuiltLines:
+    """The capture lines of the exogenous tickers and markPrice streams, built on first use.
+
+    Binance spot tickers of the symbols without a book, markPrice@1s of every USD-M symbol
+    and the bookTickers of the USD-M symbols other than BTC (whose books send no diffs).
+    """
+
+    def __init__(self, inputs: ExogenousInputs) -> None:
+        self.x = inputs
+        #: Per stream: (a line per book tick, else one per second; offset ms; venue; lines).
+        self._streams: list[tuple[bool, int, str, list[bytes]]] = []
+        self._rank: list[int] = []
+
+    def _build(self) -> None:
+        x = self.x
+        times = np.flatnonzero(x.book_tick)
+        self._rank = (np.cumsum(x.book_tick) - 1).tolist()
+        for idx, (asset, sym, tick) in enumerate(x.spot_syms):
+            if f"bs:{asset}" in x.books:
+                continue
+            price = x.px[asset] if asset in x.px else x.alt_px[asset]
+            liq = np.array(x.lf_btc if asset in MAJORS else x.lf_alts)
+            off = 5 + idx * 7 + 1
+            self._streams.append((True, off, "binance-spot",
+                                  tickers.simple_tickers(sym, tick, price, liq, times, T0_MS + off)))
+        for j, coin in enumerate(x.usdm):
+            index = x.px[coin] if coin in x.px else x.alt_px[coin]
+            pd = 1 if coin == "BTC" else (2 if coin in MAJORS else 5)
+            self._streams.append((False, 10 + j, "binance-usdm", tickers.mark_prices(
+                f"{coin}USDT", pd, x.perp_px[coin], index, T0_MS, 10 + j)))
+            if coin != "BTC":
+                liq = np.array(x.lf_btc if coin in MAJORS else x.lf_alts)[times]
+                self._streams.append((True, 301 + j, "binance-usdm", tickers.futures_tickers(
+                    x.books[f"bu:{coin}"], x.perp_px[coin][times], liq, times, T0_MS + 301 + j)))
+
+    def lines(self, t: int) -> list[Line]:
+        """This second's prebuilt lines as (ts_ms, venue, line), in stream order."""
+        if not self._rank:
+            self._build()
+        ts = T0_MS + t * 1000
+        book_tick = self.x.book_tick[t]
+        rank = self._rank[t]
+        out: list[Line] = []
+        for per_tick, off, venue, lines in self._streams:
+            if not per_tick:
+                out.append((ts + off, venue, lines[t]))
+            elif book_tick:
+                out.append((ts + off, venue, lines[rank]))
+        return out
 
 
 def merge(second: Second, own: list[Line]) -> bytes:

@@ -35,8 +35,9 @@ from replay.scenario import wire
 from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
 from replay.scenario.exogenous import (
     AGENT_BOOKS,
+    ExogenousBooks,
     ExogenousInputs,
-    ExogenousStreams,
+    PrebuiltLines,
     Second,
     merge,
 )
@@ -491,11 +492,13 @@ class Simulation:
         self._spot = [(5 + idx * 7, asset, f"{sym.lower()}@bookTicker", self.books[f"bs:{asset}"])
                       for idx, (asset, sym, _) in enumerate(self.spot_syms)
                       if asset in AGENT_BOOKS]
-        self.exogenous = ExogenousStreams(ExogenousInputs(
+        inputs = ExogenousInputs(
             px=self.px, alt_px=self.alt_px, perp_px=self.perp_px, venue_px=self.venue_px,
             spot_syms=self.spot_syms, usdm=self._perp_syms_usdm(), lf_btc=self.lf_btc,
             lf_alts=self.lf_alts, depth_tick=self.depth_tick.tolist(),
-            book_tick=self.book_tick.tolist(), books=self.books))
+            book_tick=self.book_tick.tolist(), books=self.books)
+        self.exogenous = ExogenousBooks(inputs)
+        self.prebuilt = PrebuiltLines(inputs)
 
     def _perp_checks(self) -> dict[int, list[PerpBook]]:
         """Seconds at which a perp book can liquidate, and the books (in book order).
@@ -815,8 +818,9 @@ class Simulation:
     def run(self) -> Iterator[tuple[bytes, dict[str, int]]]:
         """The run second by second: (its capture lines, how many per venue).
 
-        :attr:`exogenous` is framed in a child process meanwhile (see
-        :mod:`replay.scenario.exogenous` for why the merged lines keep their order).
+        :attr:`exogenous` is framed in a child process meanwhile, and :attr:`prebuilt` is
+        built here once that runs (see :mod:`replay.scenario.exogenous` for why the merged
+        lines keep their order).
         """
         self.pending_force = []
         return self._merged(ForkedFeed(self.exogenous.second, self.n))
@@ -825,6 +829,7 @@ class Simulation:
         try:
             for t, second in enumerate(feed):
                 own = [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
+                own += self.prebuilt.lines(t)
                 own.sort(key=itemgetter(0))
                 venues = Counter(second[3])
                 venues.update(map(itemgetter(1), own))
