@@ -21,16 +21,27 @@ One step per second from 20:00 UTC. Each step:
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from replay.capture import dumps_line
 from replay.scenario import wire
 from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
+from replay.scenario.exogenous import (
+    AGENT_BOOKS,
+    ExogenousBooks,
+    ExogenousInputs,
+    PrebuiltLines,
+    Second,
+    merge,
+)
+from replay.scenario.feed import ForkedFeed
 from replay.scenario.market import (
     PERP_ALTS,
     AltSpec,
@@ -54,6 +65,9 @@ LOAN_MMR = 0.05  # margin-loan maintenance rate (assumed)
 PERP_MMR = {"BTC": 0.004, "ETH": 0.005, "SOL": 0.01}
 ALT_PERP_MMR = 0.02
 CRASH_WINDOW = (hhmm("20:48"), hhmm("22:45"))
+#: USDe panic selling at the full rate, then a fifth of it (the voluntary deleveraging tail).
+PANIC_WINDOW = (hhmm("21:36"), hhmm("21:46"))
+PANIC_TAIL_END = hhmm("22:25")
 
 
 @dataclass
@@ -68,20 +82,28 @@ class MarketMakers:
     active: npt.NDArray[np.bool_] = field(init=False)
     breach_since: FloatArray = field(init=False)
     cancelled_at: FloatArray = field(init=False)
+    _all_active: bool = field(init=False)
+    _lowest_limit: float = field(init=False)
 
     def __post_init__(self) -> None:
         n = self.threshold.size
         self.active = np.ones(n, dtype=bool)
         self.breach_since = np.full(n, np.inf)
         self.cancelled_at = np.full(n, -np.inf)
+        self._all_active = True
+        self._lowest_limit = float(self.threshold.min())
 
     def step(self, t: int, stress: float, rising: bool = True) -> float:
         """Update who quotes; return the liquidity factor floor + (1 − floor) × share.
 
         A maker cancels once stress has exceeded its limit for its reaction lag, and
         quotes again after its cooldown when stress is back under a third of its limit
-        or (``return_when_stable``) is no longer rising.
+        or (``return_when_stable``) is no longer rising. With everyone quoting and stress
+        within every limit nothing can change (the fast path of the calm hours).
         """
+        if self._all_active and stress <= self._lowest_limit:
+            self.breach_since.fill(np.inf)
+            return self.floor + (1.0 - self.floor)
         over = stress > self.threshold
         self.breach_since = np.where(over, np.minimum(self.breach_since, t), np.inf)
         cancel = self.active & over & (t - self.breach_since >= self.lag_s)
@@ -93,6 +115,7 @@ class MarketMakers:
         back = (~self.active) & calm & (t - self.cancelled_at >= self.cooldown_s)
         self.active[back] = True
         self.breach_since[back] = t
+        self._all_active = bool(self.active.all())
         share = float(self.active.mean())
         return self.floor + (1.0 - self.floor) * share
 
@@ -129,6 +152,8 @@ class PerpBook:
     long_qty: FloatArray
     short_liq: FloatArray  # ascending
     short_qty: FloatArray
+    #: The venue's price path of the coin.
+    path: FloatArray
     li: int = 0
     si: int = 0
 
@@ -205,6 +230,7 @@ class Simulation:
         self.spot_syms = self._spot_symbols()
         self.agg_id = 5_000_000
         self.dev_hist: deque[tuple[float, float]] = deque(maxlen=60)
+        self._prepare()
 
     # ------------------------------------------------------------------ set-up
 
@@ -336,7 +362,7 @@ class Simulation:
                 symbol = {"binance-usdm": f"{coin}USDT", "bybit-linear": f"{coin}USDT",
                           "okx": f"{coin}-USDT-SWAP", "hyperliquid": coin}[venue]
                 books.append(PerpBook(venue, symbol, coin, liq[lmask][lo], qty[lmask][lo],
-                                      liq[smask][so], qty[smask][so]))
+                                      liq[smask][so], qty[smask][so], path))
         return books
 
     def _aave(self, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -426,6 +452,72 @@ class Simulation:
             out[2] = float(self.px["SOL"][t]) * BNSOL_RATE
         return out
 
+    # ------------------------------------------------------------------ precomputed
+
+    def _prepare(self) -> None:
+        """What does not depend on the agents' state, computed for the whole run at once.
+
+        The BTC and alt market makers react to BTC's drawdown only; the engine's price
+        matrix columns other than the collateral assets, its rates and marks are exogenous.
+        """
+        btc_dd = 1.0 - self.px["BTC"] / self.btc_run_max
+        self.lf_btc = [self.mm["btc"].step(t, dd) for t, dd in enumerate(btc_dd.tolist())]
+        self.lf_alts = [self.mm["alts"].step(t, dd) for t, dd in enumerate(btc_dd.tolist())]
+        pop = self.pop
+        self._exo_px = np.column_stack([self.px[a] for a in ("BTC", "ETH", "SOL")]
+                                       + [self.alt_px[s.base] for s in self.alts])
+        self._rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
+        self._marks = np.column_stack([self.perp_px[s] for s in pop.perp_syms])
+        self._mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
+        self._perp_due = self._perp_checks()
+        #: Collateral, liquidation threshold, debt and "is USDe" of every Aave position.
+        self._aave_terms = (np.array([pos["coll"] for pos in self.aave]),
+                            np.array([pos["lt"] for pos in self.aave]),
+                            np.array([pos["debt"] for pos in self.aave]),
+                            np.array([pos["coll_asset"] == "USDe" for pos in self.aave]))
+        #: Accounts holding perps (the others' perp PnL is a sum of zeros).
+        self._perp_rows = np.flatnonzero((pop.perp_qty != 0).any(axis=1))
+        self._perp_qty = pop.perp_qty[self._perp_rows]
+        self._perp_entry = pop.perp_entry[self._perp_rows]
+        self._abs_perp_qty = np.abs(pop.perp_qty)
+        self._loan_mm = pop.debt_usdt * LOAN_MMR
+        k = self.k
+        t = np.arange(self.n)
+        crash = (t >= CRASH_WINDOW[0]) & (t < CRASH_WINDOW[1]) if k.shock else t < 0
+        self.book_tick = np.where(crash, t % k.crash_book_interval_s == 0,
+                                  t % k.book_interval_s == 0)
+        self.depth_tick = np.where(crash, t % k.crash_depth_interval_s == 0,
+                                   t % k.depth_interval_s == 0)
+        #: (offset ms, asset, channel, book) of the spot books the agents price.
+        self._spot = [(5 + idx * 7, asset, f"{sym.lower()}@bookTicker", self.books[f"bs:{asset}"])
+                      for idx, (asset, sym, _) in enumerate(self.spot_syms)
+                      if asset in AGENT_BOOKS]
+        inputs = ExogenousInputs(
+            px=self.px, alt_px=self.alt_px, perp_px=self.perp_px, venue_px=self.venue_px,
+            spot_syms=self.spot_syms, usdm=self._perp_syms_usdm(), lf_btc=self.lf_btc,
+            lf_alts=self.lf_alts, depth_tick=self.depth_tick.tolist(),
+            book_tick=self.book_tick.tolist(), books=self.books)
+        self.exogenous = ExogenousBooks(inputs)
+        self.prebuilt = PrebuiltLines(inputs)
+
+    def _perp_checks(self) -> dict[int, list[PerpBook]]:
+        """Seconds at which a perp book can liquidate, and the books (in book order).
+
+        After second s every long left has its liquidation price below the price at s and
+        every short above it, so a book can only liquidate at a new low or high of its path
+        (or at the first second).
+        """
+        due = np.zeros((self.n, len(self.perp_books)), dtype=bool)
+        for i, b in enumerate(self.perp_books):
+            low = np.minimum.accumulate(b.path)
+            high = np.maximum.accumulate(b.path)
+            due[1:, i] = (b.path[1:] < low[:-1]) | (b.path[1:] > high[:-1])
+            due[0, i] = True
+        out: dict[int, list[PerpBook]] = {}
+        for t, i in np.argwhere(due).tolist():
+            out.setdefault(t, []).append(self.perp_books[i])
+        return out
+
     # ------------------------------------------------------------------ step
 
     def step(self, t: int) -> list[Frame]:
@@ -433,9 +525,8 @@ class Simulation:
         ts = T0_MS + t * 1000
         frames: list[Frame] = []
         k = self.k
-        btc_dd = 1.0 - float(self.px["BTC"][t]) / float(self.btc_run_max[t])
-        lf_btc = self.mm["btc"].step(t, btc_dd)
-        lf_alts = self.mm["alts"].step(t, btc_dd)
+        lf_btc = self.lf_btc[t]
+        lf_alts = self.lf_alts[t]
         lst_dev = max(self.coll["wBETH"].dev, self.coll["BNSOL"].dev)
         usde_dev = self.coll["USDe"].dev
         self.dev_hist.append((usde_dev, lst_dev))
@@ -448,9 +539,9 @@ class Simulation:
         self._binance_engine(t, ts)
         # Collateral books.
         panic = 0.0
-        if k.shock and hhmm("21:36") <= t < hhmm("21:46"):
+        if k.shock and PANIC_WINDOW[0] <= t < PANIC_WINDOW[1]:
             panic = k.usde_panic_sell_usd_per_s
-        elif k.shock and hhmm("21:46") <= t < hhmm("22:25"):
+        elif k.shock and PANIC_WINDOW[1] <= t < PANIC_TAIL_END:
             panic = k.usde_panic_sell_usd_per_s * 0.2  # voluntary deleveraging tail
         for name, c in self.coll.items():
             fair = 1.0 if name == "USDe" else (
@@ -510,20 +601,24 @@ class Simulation:
 
     def _binance_engine(self, t: int, ts: int) -> None:
         pop = self.pop
-        if not pop.alive.any():
+        if not np.count_nonzero(pop.alive):
             return
-        prices = self._price_vector(t, valuation=True)
-        rates = np.array([COLLATERAL_RATE.get(a, ALT_COLLATERAL_RATE) for a in pop.assets])
-        marks = np.array([float(self.perp_px[s][t]) for s in pop.perp_syms])
-        mmrs = np.array([PERP_MMR.get(s, ALT_PERP_MMR) for s in pop.perp_syms])
-        equity = pop.balance @ (prices * rates) - pop.debt_usdt
-        equity += (pop.perp_qty * (marks[None, :] - pop.perp_entry)).sum(axis=1)
-        mm = pop.debt_usdt * LOAN_MMR + np.abs(pop.perp_qty) @ (marks * mmrs)
-        hit = pop.alive & ((equity < 1.05 * mm) | (equity < 0))
-        if not hit.any():
+        prices = np.empty(self._exo_px.shape[1] + 3)
+        if self.k.binance_collateral_pricing == "redemption":
+            prices[:3] = (1.0, float(self.px["ETH"][t]) * WBETH_RATE,
+                          float(self.px["SOL"][t]) * BNSOL_RATE)
+        else:
+            prices[:3] = [self.binance_price(a, t) for a in COLLATERAL]
+        prices[3:] = self._exo_px[t]
+        marks = self._marks[t].copy()
+        equity = pop.balance @ (prices * self._rates) - pop.debt_usdt
+        equity[self._perp_rows] += (self._perp_qty * (marks[None, :] - self._perp_entry)).sum(axis=1)
+        mm = self._loan_mm + self._abs_perp_qty @ (marks * self._mmrs)
+        hits = np.flatnonzero(pop.alive & ((equity < 1.05 * mm) | (equity < 0)))
+        if not hits.size:
             return
         sell_px = self._price_vector(t, valuation=False)
-        for a in np.flatnonzero(hit):
+        for a in hits:
             pop.alive[a] = False
             for j, asset in enumerate(pop.assets):
                 q = float(pop.balance[a, j])
@@ -569,23 +664,23 @@ class Simulation:
             return  # one check per Ethereum block
         p_usde = self._aave_price(t)
         p_eth = float(self.px["ETH"][t])
-        for i, pos in enumerate(self.aave):
-            if not self.aave_alive[i]:
-                continue
+        coll, lt, debt, usde = self._aave_terms
+        health = coll * np.where(usde, p_usde, p_eth) * lt / debt
+        for i in np.flatnonzero(self.aave_alive & (health < 1.0)).tolist():
+            pos = self.aave[i]
             p = p_usde if pos["coll_asset"] == "USDe" else p_eth
-            hf = pos["coll"] * p * pos["lt"] / pos["debt"]
-            if hf < 1.0:
-                self.aave_alive[i] = False
-                repaid = pos["debt"] * (0.5 if hf > 0.95 else 1.0)
-                seized = min(pos["coll"], repaid / p * (1 + pos["bonus"]))
-                if pos["coll_asset"] == "USDe":
-                    self.onchain_flow_usd += seized * p * 0.02
-                self.liquidations.append({
-                    "ts_ms": ts, "venue": "aave-v3", "kind": pos["kind"],
-                    "position_id": pos["position_id"], "asset": pos["coll_asset"],
-                    "qty": round(seized, 6), "notional_usd": round(seized * p, 2),
-                    "avg_price": round(p, 6), "health_factor": round(hf, 4),
-                })
+            hf = float(health[i])
+            self.aave_alive[i] = False
+            repaid = pos["debt"] * (0.5 if hf > 0.95 else 1.0)
+            seized = min(pos["coll"], repaid / p * (1 + pos["bonus"]))
+            if pos["coll_asset"] == "USDe":
+                self.onchain_flow_usd += seized * p * 0.02
+            self.liquidations.append({
+                "ts_ms": ts, "venue": "aave-v3", "kind": pos["kind"],
+                "position_id": pos["position_id"], "asset": pos["coll_asset"],
+                "qty": round(seized, 6), "notional_usd": round(seized * p, 2),
+                "avg_price": round(p, 6), "health_factor": round(hf, 4),
+            })
 
     def pool_price(self, venue: str, t: int) -> float:
         """On-chain pool price: arbitrage flow from Binance and seized-collateral sales."""
@@ -600,8 +695,8 @@ class Simulation:
         frames: list[Frame] = []
         force = {sym: (q, p) for sym, q, p in self.pending_force}
         self.pending_force = []
-        for b in self.perp_books:
-            price = float(self._venue_path(b.venue, b.coin)[t])
+        for b in self._perp_due.get(t, ()):
+            price = float(b.path[t])
             events: list[tuple[str, float, float]] = []
             while b.li < b.long_liq.size and b.long_liq[b.li] >= price:
                 events.append(("long", float(b.long_qty[b.li]), float(b.long_liq[b.li])))
@@ -674,36 +769,20 @@ class Simulation:
     # ------------------------------------------------------------------ frames
 
     def _emit(self, t: int, ts: int, flow_usde: float) -> list[Frame]:
-        k = self.k
-        in_crash = k.shock and CRASH_WINDOW[0] <= t < CRASH_WINDOW[1]
-        book_every = k.crash_book_interval_s if in_crash else k.book_interval_s
-        depth_every = k.crash_depth_interval_s if in_crash else k.depth_interval_s
         frames: list[Frame] = []
         lf = self.lf
-        depth_tick = t % depth_every == 0
-        book_tick = t % book_every == 0
-
-        def liq_for(asset: str) -> float:
-            if asset in ("USDe",):
-                return lf["usde"]
-            if asset in ("wBETH", "BNSOL"):
-                return lf["lst"]
-            return lf["btc"] if asset in ("BTC", "ETH", "SOL") else lf["alts"]
-
-        # Binance spot: depth diffs on key books, bookTicker on all symbols.
-        for idx, (asset, sym, tick) in enumerate(self.spot_syms):
-            off = 5 + idx * 7
-            price = self.binance_price(asset, t)
-            key = f"bs:{asset}"
-            book = self.books.get(key)
-            if book is not None and (depth_tick or book_tick or not book.started):
-                frames += wire.binance_depth(book, ts + off, price, liq_for(asset), False)
+        depth_tick = bool(self.depth_tick[t])
+        book_tick = bool(self.book_tick[t])
+        # Binance spot books of USDe, wBETH and BNSOL (the other spot, USD-M, Bybit, OKX and
+        # Hyperliquid streams are framed by ExogenousStreams).
+        for off, asset, channel, book in self._spot:
+            if depth_tick or book_tick or not book.started:
+                liq = lf["usde"] if asset == "USDe" else lf["lst"]
+                frames += wire.binance_depth(book, ts + off, self.binance_price(asset, t), liq,
+                                             False)
             if book_tick:
-                if book is not None:
-                    raw = wire.binance_book_ticker(book, ts + off + 1, False)
-                else:
-                    raw = self._simple_ticker(sym, tick, price, liq_for(asset), t)
-                frames.append((ts + off + 1, "binance-spot", f"{sym.lower()}@bookTicker", raw))
+                frames.append((ts + off + 1, "binance-spot", channel,
+                               wire.binance_book_ticker(book, ts + off + 1, False)))
         if flow_usde > 0:
             self.agg_id += 1
             p = self.binance_price("USDe", t)
@@ -711,41 +790,7 @@ class Simulation:
                 "e": "aggTrade", "E": ts + 900, "s": "USDEUSDT", "a": self.agg_id,
                 "p": f"{p:.4f}", "q": f"{flow_usde / p:.2f}", "f": self.agg_id,
                 "l": self.agg_id, "T": ts + 899, "m": True}))
-        # Binance USD-M: markPrice@1s every second, bookTicker, BTC depth.
-        for j, coin in enumerate(self._perp_syms_usdm()):
-            mark = float(self.perp_px[coin][t])
-            index = (float(self.px[coin][t]) if coin in self.px
-                     else float(self.alt_px[coin][t]))
-            pd = 1 if coin == "BTC" else (2 if coin in ("ETH", "SOL") else 5)
-            sym = f"{coin}USDT"
-            frames.append((ts + 10 + j, "binance-usdm", f"{sym.lower()}@markPrice@1s", {
-                "e": "markPriceUpdate", "E": ts + 10 + j, "s": sym, "p": f"{mark:.{pd}f}",
-                "P": f"{mark:.{pd}f}", "i": f"{index:.{pd}f}", "r": "0.00010000",
-                "T": T0_MS + 8 * 3600 * 1000}))
-            book = self.books[f"bu:{coin}"]
-            liq = lf["btc"] if coin in ("BTC", "ETH", "SOL") else lf["alts"]
-            if coin == "BTC" and (depth_tick or book_tick or not book.started):
-                frames += wire.binance_depth(book, ts + 300, mark, liq, True)
-            if book_tick:
-                if coin != "BTC":
-                    book.bids, book.asks = book.ladder(mark, liq)
-                frames.append((ts + 301 + j, "binance-usdm", f"{sym.lower()}@bookTicker",
-                               wire.binance_book_ticker(book, ts + 301 + j, True)))
-        # Bybit, OKX, Hyperliquid books.
         if depth_tick:
-            for coin in ("BTC", "ETH", "SOL"):
-                liq = lf["btc"]
-                frames.append((ts + 500, "bybit-linear", f"orderbook.50.{coin}USDT",
-                               wire.bybit_book(self.books[f"by:{coin}"], ts + 500,
-                                               float(self.venue_px[("bybit", coin)][t]), liq)))
-                frames.append((ts + 520, "okx", "books",
-                               wire.okx_book(self.books[f"ok:{coin}"], ts + 520,
-                                             float(self.venue_px[("okx", coin)][t]), liq)))
-                frames.append((ts + 540, "hyperliquid", "l2Book", {
-                    "channel": "l2Book",
-                    "data": wire.hyperliquid_l2(self.books[f"hl:{coin}"], ts + 540,
-                                                float(self.venue_px[("hyperliquid", coin)][t]),
-                                                liq)}))
             frames.append((ts + 560, "bybit-spot", "orderbook.50.USDEUSDT",
                            wire.bybit_book(self.books["by:USDe"], ts + 560,
                                            self.bybit_usde(t), lf["usde"] ** 0.5)))
@@ -770,24 +815,27 @@ class Simulation:
         """Bybit's USDe book: a shallower venue-local dip (public: 0.92–0.95)."""
         return 1.0 - 0.2 * self.coll["USDe"].dev + float(self.usde_noise[t]) * 0.5
 
-    def _simple_ticker(
-        self, sym: str, tick: float, price: float, liq: float, t: int
-    ) -> dict[str, Any]:
-        pd = wire.decimals(tick)
-        spread = max(tick, price * min(0.0003 / max(liq, 0.002), 0.2))
-        b = max(tick, math.floor((price - spread / 2) / tick + 1e-9) * tick)
-        a = max(b + tick, math.ceil((price + spread / 2) / tick - 1e-9) * tick)
-        usd = 40_000 * liq + 200
-        return {"u": 10_000_000 + t, "s": sym, "b": f"{b:.{pd}f}", "B": f"{usd / b:.2f}",
-                "a": f"{a:.{pd}f}", "A": f"{usd / a:.2f}"}
+    def run(self) -> Iterator[tuple[bytes, dict[str, int]]]:
+        """The run second by second: (its capture lines, how many per venue).
 
-    def run(self) -> Iterator[Frame]:
-        """All frames of the run, time-ordered (stable within equal timestamps)."""
+        :attr:`exogenous` is framed in a child process meanwhile, and :attr:`prebuilt` is
+        built here once that runs (see :mod:`replay.scenario.exogenous` for why the merged
+        lines keep their order).
+        """
         self.pending_force = []
-        for t in range(self.n):
-            frames = self.step(t)
-            frames.sort(key=lambda f: f[0])
-            yield from frames
+        return self._merged(ForkedFeed(self.exogenous.second, self.n))
+
+    def _merged(self, feed: ForkedFeed[Second]) -> Iterator[tuple[bytes, dict[str, int]]]:
+        try:
+            for t, second in enumerate(feed):
+                own = [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
+                own += self.prebuilt.lines(t)
+                own.sort(key=itemgetter(0))
+                venues = Counter(second[3])
+                venues.update(map(itemgetter(1), own))
+                yield merge(second, own), venues
+        finally:
+            feed.close()
 
     # ------------------------------------------------------------------ populations out
 

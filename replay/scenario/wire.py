@@ -13,6 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
 #: Level distances from mid (bps) for the part of the book market makers withdraw...
 NEAR_BPS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 400)
 NEAR_WEIGHTS = (0.03, 0.05, 0.08, 0.09, 0.1, 0.1, 0.11, 0.12, 0.11, 0.11, 0.1)
@@ -49,46 +54,138 @@ class Book:
         self.qd = decimals(self.qty_step)
         self._pfmt = f".{self.pd}f"
         self._qfmt = f".{self.qd}f"
+        #: A zero size as printed (a level that rounds to it is not quoted).
+        self._zero_qty = format(0.0, self._qfmt)
+        #: 10**pd when the tick is a power of ten: the price printed for n ticks then reads
+        #: back as exactly n / 10**pd (both are the double nearest n·10^-pd).
+        self._scale = 10.0 ** self.pd if self.tick == 10.0 ** -self.pd else 0.0
         #: (distance from mid, USD at full liquidity) of the near levels; far distances.
         self._near = tuple((b / 1e4, w * self.depth5_usd) for b, w in zip(NEAR_BPS, NEAR_WEIGHTS, strict=True))
         self._far = tuple(b / 1e4 for b in FAR_BPS)
         self._last: tuple[float, float, dict[str, str], dict[str, str]] | None = None
+        self._by_liquidity: dict[float, list[tuple[float, float]]] = {}
 
     def px(self, value: float, up: bool) -> str:
         ticks = value / self.tick
         n = int(ticks + 0.999999) if up else int(ticks + 1e-9)
         return f"{max(n, 1) * self.tick:.{self.pd}f}"
 
+    def _levels(self, mid: float, liquidity: float) -> list[tuple[float, float]]:
+        """(distance from mid, USD) of every level, nearest first (callers do not mutate).
+
+        The half spread is the wider of the makers' spread and half a tick; when it is the
+        makers' spread the levels depend on the liquidity factor alone, which takes a few
+        dozen values (one per count of quoting makers), and are reused.
+        """
+        spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
+        half = spread_bps / 2e4
+        tick_half = 0.5 * self.tick / mid
+        if half < tick_half:
+            return self._spaced(tick_half, liquidity)
+        levels = self._by_liquidity.get(liquidity)
+        if levels is None:
+            levels = self._by_liquidity[liquidity] = self._spaced(half, liquidity)
+        return levels
+
+    def _spaced(self, half: float, liquidity: float) -> list[tuple[float, float]]:
+        levels = [(dist if dist > half else half, usd * liquidity) for dist, usd in self._near]
+        levels[0] = (half, levels[0][1])  # the first level sits at the half spread
+        levels += [(dist, self.far_usd) for dist in self._far if dist >= half]
+        return levels
+
     def ladder(self, mid: float, liquidity: float) -> tuple[dict[str, str], dict[str, str]]:
         """Bid and ask ladders ({price: qty}) for a mid and a liquidity factor in (0, 1].
 
-        The hot loop of generation: :meth:`px` is inlined, and the same mid and liquidity
-        as the last call return the last ladders (callers never mutate them).
+        The same mid and liquidity as the last call return the last ladders (callers never
+        mutate them). Bids are in descending and asks in ascending price order: the
+        distances grow and a price already quoted is skipped.
         """
         last = self._last
         if last is not None and last[0] == mid and last[1] == liquidity:
             return last[2], last[3]
+        bids, asks = self._fill(mid, self._levels(mid, liquidity))
+        self._last = (mid, liquidity, bids, asks)
+        return bids, asks
+
+    def top(self, mid: float, liquidity: float) -> tuple[str, str, str, str]:
+        """What :meth:`best` would give after storing ``ladder(mid, liquidity)``, cheaply."""
+        levels = self._levels(mid, liquidity)
+        bids, asks = self._fill(mid, levels[:1])
+        if not bids or not asks:
+            bids, asks = self._fill(mid, levels)
+        bp, ap = next(iter(bids)), next(iter(asks))
+        return bp, bids[bp], ap, asks[ap]
+
+    def tops(self, mid: FloatArray, liquidity: FloatArray) -> list[tuple[str, str, str, str]]:
+        """:meth:`top` of every (mid, liquidity) pair, the level arithmetic done on arrays.
+
+        The same IEEE operations as :meth:`_levels` and :meth:`_fill` element for element;
+        a pair whose first level prints a zero size takes :meth:`top` itself.
+        """
+        if not self._scale:
+            return [self.top(m, lq) for m, lq in zip(mid.tolist(), liquidity.tolist(), strict=True)]
+        tick, scale, size = self.tick, self._scale, self.contract_size
+        half = np.minimum(self.base_spread_bps / np.maximum(liquidity, 0.002), 2_000.0) / 2e4
+        tick_half = 0.5 * tick / mid
+        half = np.where(half < tick_half, tick_half, half)
+        usd = self._near[0][1] * liquidity
+        nb = np.maximum(np.floor(mid * (1 - half) / tick + 1e-9), 1.0)
+        na = np.maximum(np.floor(mid * (1 + half) / tick + 0.999999), 1.0)
+        pfmt, qfmt, zero = self._pfmt, self._qfmt, self._zero_qty
+        out = []
+        for m, lq, b, a, qb, qa in zip(mid.tolist(), liquidity.tolist(), nb.tolist(),
+                                       na.tolist(), (usd / (nb / scale) / size).tolist(),
+                                       (usd / (na / scale) / size).tolist(), strict=True):
+            bq, aq = format(qb, qfmt), format(qa, qfmt)
+            if zero in (bq, aq):
+                out.append(self.top(m, lq))
+            else:
+                out.append((format(b * tick, pfmt), bq, format(a * tick, pfmt), aq))
+        return out
+
+    def _fill(
+        self, mid: float, levels: list[tuple[float, float]]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The hot loop of generation: price and size every level (:meth:`px` inlined).
+
+        With a power-of-ten tick a printed price reads back as ticks / 10**pd (at least
+        one tick, so never below the tick), and a contract size of 1 divides nothing away:
+        those books take the short path. Sizes are never negative, so a printed size other
+        than zero is a positive one.
+        """
         tick, size, pfmt, qfmt = self.tick, self.contract_size, self._pfmt, self._qfmt
-        spread_bps = min(self.base_spread_bps / max(liquidity, 0.002), 2_000.0)
-        half = max(spread_bps / 2e4, 0.5 * tick / mid)
+        zero, scale = self._zero_qty, self._scale
         bids: dict[str, str] = {}
         asks: dict[str, str] = {}
-        levels = [(dist if dist > half else half, usd * liquidity) for dist, usd in self._near]
-        levels[0] = (half, levels[0][1])  # the first level sits at the half spread
-        levels += [(dist, self.far_usd) for dist in self._far if dist >= half]
+        if scale and size == 1.0:
+            for d, usd in levels:
+                nb = int(mid * (1 - d) / tick + 1e-9)
+                nb = nb if nb > 1 else 1
+                bp = format(nb * tick, pfmt)
+                qs = format(usd / (nb / scale), qfmt)
+                if qs != zero and bp not in bids:
+                    bids[bp] = qs
+                na = int(mid * (1 + d) / tick + 0.999999)
+                na = na if na > 1 else 1
+                ap = format(na * tick, pfmt)
+                qs = format(usd / (na / scale), qfmt)
+                if qs != zero and ap not in asks:
+                    asks[ap] = qs
+            return bids, asks
         for d, usd in levels:
-            n = int(mid * (1 - d) / tick + 1e-9)
-            bp = format((n if n > 1 else 1) * tick, pfmt)
-            n = int(mid * (1 + d) / tick + 0.999999)
-            ap = format((n if n > 1 else 1) * tick, pfmt)
-            price_b = float(bp)
+            nb = int(mid * (1 - d) / tick + 1e-9)
+            nb = nb if nb > 1 else 1
+            na = int(mid * (1 + d) / tick + 0.999999)
+            na = na if na > 1 else 1
+            bp = format(nb * tick, pfmt)
+            ap = format(na * tick, pfmt)
+            price_b = nb / scale if scale else float(bp)
             qs = format(usd / (price_b if price_b > tick else tick) / size, qfmt)
-            if float(qs) > 0 and bp not in bids and price_b > 0:
+            if qs != zero and bp not in bids:
                 bids[bp] = qs
-            qas = format(usd / float(ap) / size, qfmt)
-            if float(qas) > 0 and ap not in asks:
+            qas = format(usd / (na / scale if scale else float(ap)) / size, qfmt)
+            if qas != zero and ap not in asks:
                 asks[ap] = qas
-        self._last = (mid, liquidity, bids, asks)
         return bids, asks
 
     def diff(
@@ -103,9 +200,9 @@ class Book:
         return db, da
 
     def best(self) -> tuple[str, str, str, str]:
-        """Best bid price, qty, best ask price, qty of the stored ladder."""
-        bp = max(self.bids, key=float)
-        ap = min(self.asks, key=float)
+        """Best bid price, qty, best ask price, qty of the stored ladder (its first levels)."""
+        bp = next(iter(self.bids))
+        ap = next(iter(self.asks))
         return bp, self.bids[bp], ap, self.asks[ap]
 
 
@@ -153,9 +250,11 @@ def binance_depth(
     return out
 
 
-def binance_book_ticker(book: Book, ts: int, futures: bool) -> dict[str, Any]:
-    """bookTicker from the book's stored ladder (futures add e, E, T)."""
-    bp, bq, ap, aq = book.best()
+def binance_book_ticker(
+    book: Book, ts: int, futures: bool, top: tuple[str, str, str, str] | None = None
+) -> dict[str, Any]:
+    """bookTicker from ``top`` or else the book's stored ladder (futures add e, E, T)."""
+    bp, bq, ap, aq = top if top is not None else book.best()
     raw: dict[str, Any] = {}
     if futures:
         raw.update({"e": "bookTicker", "u": book.seq, "s": book.symbol})
@@ -225,8 +324,8 @@ def hyperliquid_l2(book: Book, ts: int, mid: float, liquidity: float) -> dict[st
     return {
         "coin": book.symbol,
         "levels": [
-            [{"px": p, "sz": q, "n": 1} for p, q in _sorted_levels(bids, True)],
-            [{"px": p, "sz": q, "n": 1} for p, q in _sorted_levels(asks, False)],
+            [{"px": p, "sz": q, "n": 1} for p, q in bids.items()],
+            [{"px": p, "sz": q, "n": 1} for p, q in asks.items()],
         ],
         "time": ts,
     }

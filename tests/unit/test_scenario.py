@@ -204,10 +204,21 @@ GOLDEN_SHORT_SEED_7 = {
 }
 
 
-def test_generated_bytes_match_the_golden_digests(tmp_path: Path) -> None:
-    result = generate("oct10", 7, tmp_path / "g", SHORT)
+def _digests(result: ScenarioResult) -> dict[str, str]:
     with gzip.open(result.capture_path) as fh:
         digests = {"capture.jsonl": hashlib.sha256(fh.read()).hexdigest()}
     for name in ("positions.jsonl", "accounts.jsonl", "liquidations.jsonl", "scenario.json"):
         digests[name] = hashlib.sha256((result.out_dir / name).read_bytes()).hexdigest()
-    assert digests == GOLDEN_SHORT_SEED_7
+    return digests
+
+
+def test_generated_bytes_match_the_golden_digests(tmp_path: Path) -> None:
+    assert _digests(generate("oct10", 7, tmp_path / "g", SHORT)) == GOLDEN_SHORT_SEED_7
+
+
+def test_generation_without_a_child_process_gives_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where fork is unavailable the exogenous streams are framed inline, byte for byte alike."""
+    monkeypatch.setattr("replay.scenario.feed.can_fork", lambda: False)
+    assert _digests(generate("oct10", 7, tmp_path / "g", SHORT)) == GOLDEN_SHORT_SEED_7
