@@ -246,31 +246,17 @@ class PegTracker:
                 self.in_band_since_ms = ts_ms
         else:
             self.in_band_since_ms = None
-        thresholds = rules.thresholds_bps
         above = self.above_since_ms
-        if self.level == 0 and mag < thresholds[0]:
+        if self.level == 0 and mag < rules.thresholds_bps[0]:
             # Calm fast path: nothing pending, nothing to do.
             if above[0] is not None:
                 for i in range(self.n_bands):
                     above[i] = None
             return None
-        for i in range(self.n_bands):
-            if mag >= thresholds[i]:
-                if above[i] is None:
-                    above[i] = ts_ms
-            else:
-                for j in range(i, self.n_bands):
-                    above[j] = None
-                break
+        self._mark_above(ts_ms, mag, rules.thresholds_bps)
         if self.level and mag > self.peak_abs_bps:
             self.peak_abs_bps = mag
-        target = 0
-        durations = rules.min_durations_ms
-        for i in range(self.n_bands - 1, -1, -1):
-            since = above[i]
-            if since is not None and ts_ms - since >= durations[i]:
-                target = i + 1
-                break
+        target = self._held_level(ts_ms, rules.min_durations_ms)
         previous = self.level
         if target > previous:
             if previous == 0:
@@ -281,23 +267,48 @@ class PegTracker:
             return previous
         if previous == 0:
             return None
-        if mag < rules.exit_bps[previous - 1]:
-            if self.below_since_ms is None:
-                self.below_since_ms = ts_ms
-            if ts_ms - self.below_since_ms >= rules.clear_duration_ms:
-                new_level = 0
-                for i in range(previous - 2, -1, -1):
-                    if mag >= rules.exit_bps[i]:
-                        new_level = i + 1
-                        break
-                self.level = new_level
-                self.below_since_ms = None
-                if new_level == 0:
-                    self.episode_start_ms = None
-                return previous
-        else:
+        return self._clear(ts_ms, mag, rules, previous)
+
+    def _mark_above(self, ts_ms: int, mag: float, thresholds: tuple[float, ...]) -> None:
+        """Start the timer of each band the deviation is beyond; stop those it fell back from."""
+        above = self.above_since_ms
+        for i in range(self.n_bands):
+            if mag >= thresholds[i]:
+                if above[i] is None:
+                    above[i] = ts_ms
+            else:
+                for j in range(i, self.n_bands):
+                    above[j] = None
+                break
+
+    def _held_level(self, ts_ms: int, durations: tuple[int, ...]) -> int:
+        """The highest band held beyond for its minimum duration (0: none)."""
+        above = self.above_since_ms
+        for i in range(self.n_bands - 1, -1, -1):
+            since = above[i]
+            if since is not None and ts_ms - since >= durations[i]:
+                return i + 1
+        return 0
+
+    def _clear(self, ts_ms: int, mag: float, rules: PegRules, previous: int) -> int | None:
+        """De-escalation: below the level's exit threshold for ``clear_duration_ms`` (hysteresis)."""
+        if mag >= rules.exit_bps[previous - 1]:
             self.below_since_ms = None
-        return None
+            return None
+        if self.below_since_ms is None:
+            self.below_since_ms = ts_ms
+        if ts_ms - self.below_since_ms < rules.clear_duration_ms:
+            return None
+        new_level = 0
+        for i in range(previous - 2, -1, -1):
+            if mag >= rules.exit_bps[i]:
+                new_level = i + 1
+                break
+        self.level = new_level
+        self.below_since_ms = None
+        if new_level == 0:
+            self.episode_start_ms = None
+        return previous
 
     def plan_steady(
         self, ts_ms: NDArray[np.int64], dev_bps: NDArray[np.float64], rules: PegRules
