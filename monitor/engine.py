@@ -26,6 +26,7 @@ from monitor.events import (
 )
 from monitor.liquidity import BookState, LiquidityMonitor
 from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median
+from monitor.peg_batch import apply_batch
 from monitor.quotes import QuoteHistory
 from monitor.signals import PartitionClock, Signal
 
@@ -319,7 +320,7 @@ class Engine:
 
         Possible when every event is a quote or a price with a USD-priced quote currency,
         and — for a peg asset — the peg monitor applied the whole batch at once
-        (:meth:`monitor.peg.AssetPeg.try_batch`, exactly the per-event result).
+        (:func:`monitor.peg_batch.apply_batch`, exactly the per-event result).
         """
         if len(batch) < _MIN_VECTOR_EVENTS or None in quote_usd:
             return None  # numpy's fixed cost per call beats the row loop on tiny batches
@@ -337,7 +338,7 @@ class Engine:
         price = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, f[:, 0]) * q
         depth = np.where(is_quote, f[:, 0] * f[:, 2] + f[:, 1] * f[:, 3], f[:, 1]) * q
         venues = [s[0] for s in batch.sources]
-        if peg is not None and not peg.try_batch(PriceColumns(venues, cols.src, cols.ts_ms, price, depth)):
+        if peg is not None and not apply_batch(peg, PriceColumns(venues, cols.src, cols.ts_ms, price, depth)):
             return None
         return cols.src, cols.ts_ms, price, depth
 

@@ -1,4 +1,4 @@
-"""AssetPeg.try_batch: a whole batch at once gives exactly the per-event result.
+"""monitor.peg_batch.apply_batch: a whole batch at once gives exactly the per-event result.
 
 Short band durations, a short clear duration and a short staleness window make levels,
 venue-local episodes and stale venues change inside batches, so both the vectorised
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from monitor.alerts import Alert
 from monitor.config import PegBand, PegConfig, PegSource
 from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median, weighted_median_rows
+from monitor.peg_batch import apply_batch
 
 T0 = 1_760_130_000_000
 VENUES = ["binance-spot", "bybit-spot", "curve", "okx"]
@@ -52,7 +53,7 @@ def new_peg(cfg: PegConfig = CFG) -> AssetPeg:
 
 
 def run_both(events: list[Event], cuts: list[int], cfg: PegConfig = CFG) -> tuple[int, int]:
-    """Per-event reference vs try_batch over ``cuts``; returns (batches taken whole, fallbacks)."""
+    """Per-event reference vs apply_batch over ``cuts``; returns (batches taken whole, fallbacks)."""
     ref, fast = new_peg(cfg), new_peg(cfg)
     ref_out: list[Alert] = []
     fast_out: list[Alert] = []
@@ -71,7 +72,7 @@ def run_both(events: list[Event], cuts: list[int], cfg: PegConfig = CFG) -> tupl
         px_arr = np.array([e[2] for e in chunk], dtype=np.float64)
         depth_arr = np.array([e[3] for e in chunk], dtype=np.float64)
         before = orjson.dumps(fast.to_state())
-        if fast.try_batch(PriceColumns(venues, src, ts_arr, px_arr, depth_arr)):
+        if apply_batch(fast, PriceColumns(venues, src, ts_arr, px_arr, depth_arr)):
             whole += 1
         else:
             assert orjson.dumps(fast.to_state()) == before, "a refused batch must change nothing"
