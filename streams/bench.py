@@ -328,12 +328,12 @@ def bench_latency(rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
 
 
 def bench_loops(n_positions: int = 1_000_000, ticks: int = 200) -> dict[str, Any]:
-    from monitor.lending import LoopBook
+    from monitor.loop_synthetic import synthetic_loop_book
 
     gc.collect()
     tracemalloc.start()
     t = time.perf_counter()
-    book = LoopBook.synthetic(n_positions, seed=1)
+    book = synthetic_loop_book(n_positions, seed=1)
     build_s = time.perf_counter() - t
     _, peak = tracemalloc.get_traced_memory()
     current, _ = tracemalloc.get_traced_memory()

@@ -35,6 +35,7 @@ from monitor.lending import (
     protocol_fee_collateral,
     remap_price_keys,
 )
+from monitor.loop_synthetic import synthetic_loop_book
 from monitor.risk_params import RiskParams
 
 
@@ -332,8 +333,8 @@ def test_ladder_for_key_counts() -> None:
 
 
 def test_synthetic_book_is_deterministic_and_ticks() -> None:
-    a = LoopBook.synthetic(5_000, seed=7)
-    b = LoopBook.synthetic(5_000, seed=7)
+    a = synthetic_loop_book(5_000, seed=7)
+    b = synthetic_loop_book(5_000, seed=7)
     ta = a.update_price("ETH", 3_600.0)
     tb = b.update_price("ETH", 3_600.0)
     assert ta == tb
