@@ -10,12 +10,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from monitor.account_attribution import AssetSlots
 from monitor.account_book import AccountBook, AccountFigures
 from monitor.account_columns import MODELS, ColumnsBuilder
 from monitor.account_lines import AccountLines
+from monitor.columnar_engine import liquidate_rows, settlement_fits
 from monitor.columnar_margin import LIQUIDATION, STATUSES
 from monitor.lending import (
     LoopBook,
@@ -28,7 +30,7 @@ from monitor.lending import (
     liquidation_bonus_ratio,
     liquidation_drop_pct,
 )
-from monitor.margin import VENUE_RATIO_NAMES, Account, liquidate_account
+from monitor.margin import VENUE_RATIO_NAMES, Account, ForcedSell, liquidate_account
 from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
 from monitor.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
 
@@ -226,8 +228,9 @@ def _finite(values: Any) -> list[float | None]:
 class _AccountRows:
     """The report's account rows from the columnar book (RISK_MODEL §3): figures at the
     shocked prices, leverage change and driving asset against the unshocked ones, and the
-    engine's forced sells (the scalar :func:`monitor.margin.liquidate_account`) for the
-    accounts in liquidation only."""
+    engine's forced sells for the accounts in liquidation only: the batch engine of
+    :mod:`monitor.columnar_engine` (equal to :func:`monitor.margin.liquidate_account`), the
+    scalar one for the accounts it does not lay out."""
 
     def __init__(self, accounts: AccountLines, prices: Mapping[str, float],
                  shocked: Mapping[str, float], params: RiskParams) -> None:
@@ -249,6 +252,21 @@ class _AccountRows:
         #: Σ USD of the engine's sells by asset, in account order (filled by ``rows``).
         self.sells_by_asset: dict[str, float] = {}
 
+    def _engine(self) -> dict[int, tuple[list[ForcedSell], float]]:
+        """(actions, uncovered shortfall) of each account in liquidation, by account number."""
+        book = self.book
+        rows = book.rows_of(np.flatnonzero(self.after.status == LIQUIDATION))
+        fits = settlement_fits(book, rows, self.params)
+        out: dict[int, tuple[list[ForcedSell], float]] = {}
+        for result in liquidate_rows(book, rows[fits], self.params):
+            for k, row in enumerate(result.rows.tolist()):
+                out[int(book.order[row])] = (result.actions(k, book.columns), float(result.uncovered_usd[k]))
+        for row in rows[~fits].tolist():
+            i = int(book.order[row])
+            _, actions, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
+            out[i] = (actions, short)
+        return out
+
     def rows(self) -> list[dict[str, Any]]:
         """One row per account, in input order, with the keys and the JSON-safe values
         (non-finite figures null) of the scalar report."""
@@ -258,12 +276,13 @@ class _AccountRows:
                       _finite(f.gross_notional_usd), _finite(f.effective_leverage), self.leverage_change,
                       self.driver, strict=True)
         out: list[dict[str, Any]] = []
+        engine = self._engine()
         for i, (ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver) in enumerate(
                 columns):
             sells: list[dict[str, Any]] = []
             uncovered: float | None = 0.0
             if status == LIQUIDATION:
-                _, actions, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
+                actions, short = engine[i]
                 sells = _clean([s.model_dump() for s in actions])
                 uncovered = _clean(short)
                 for s in actions:
