@@ -25,7 +25,7 @@ from monitor.account_columns import MODELS, AccountColumns, CollateralTable, Flo
 from monitor.margin import ForcedSell
 from monitor.risk_params import RiskParams, UnifiedVenueParams
 
-__all__ = ["EngineResult", "liquidate_rows", "settlement_fits"]
+__all__ = ["EngineResult", "liquidate_rows", "padded_entries", "settlement_fits"]
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -53,7 +53,7 @@ def _step_mm_usd(abs_qty: FloatArray, notional_usd: FloatArray, table: StepTable
     return out
 
 
-def _padded(rows: IntArray, start: IntArray, select: BoolArray) -> IntArray:
+def padded_entries(rows: IntArray, start: IntArray, select: BoolArray) -> IntArray:
     """(rows × slots) entry indices of the selected entries of each row, in entry order;
     −1 pads."""
     counts = start[rows + 1] - start[rows]
@@ -80,8 +80,8 @@ def settlement_fits(book: AccountBook, rows: IntArray, params: RiskParams) -> Bo
         if mine.size == 0:
             continue
         settle = assets.get(params.unified.venue(model).settlement_asset, -1)
-        perps = _padded(rows[mine], cols.entry_start, cols.entry_is_perp)
-        bals = _padded(rows[mine], cols.entry_start, ~cols.entry_is_perp)
+        perps = padded_entries(rows[mine], cols.entry_start, cols.entry_is_perp)
+        bals = padded_entries(rows[mine], cols.entry_start, ~cols.entry_is_perp)
         has_settle = ((bals >= 0) & (cols.entry_asset[np.maximum(bals, 0)] == settle)).any(axis=1)
         out[mine] = (perps < 0).all(axis=1) | has_settle
     return out
@@ -127,8 +127,8 @@ class _Batch:
     def __init__(self, book: AccountBook, rows: IntArray, venue: UnifiedVenueParams) -> None:
         cols = book.columns
         self.book, self.rows, self.venue, self.target = book, rows, venue, venue.target_ratio
-        self.balance = _padded(rows, cols.entry_start, ~cols.entry_is_perp)
-        self.perp = _padded(rows, cols.entry_start, cols.entry_is_perp)
+        self.balance = padded_entries(rows, cols.entry_start, ~cols.entry_is_perp)
+        self.perp = padded_entries(rows, cols.entry_start, cols.entry_is_perp)
         n = rows.shape[0]
         self.r = np.arange(n)[:, None]
         bal_e, perp_e = np.maximum(self.balance, 0), np.maximum(self.perp, 0)

@@ -3,14 +3,18 @@ current bid ladders → new prices → repeat until nothing new is liquidated.""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from monitor.account_book import AccountBook
+from monitor.account_columns import IntArray
+from monitor.columnar_engine import liquidate_rows, padded_entries, settlement_fits
 from monitor.columnar_margin import LIQUIDATION
 from monitor.lending import (
     Position,
@@ -18,7 +22,7 @@ from monitor.lending import (
     health_factor,
     liquidation_bonus_ratio,
 )
-from monitor.margin import Account, evaluate_account, liquidate_account
+from monitor.margin import Account, ForcedSell, evaluate_account, liquidate_account
 from monitor.risk_params import RiskParams
 
 __all__ = [
@@ -221,19 +225,23 @@ class _SpiralRun:
     def liquidate(self, acct: Account) -> Account | None:
         """One account through its venue's engine (``liquidate_account``): its sells are
         queued and counted; the account after the engine, None when the engine did nothing."""
-        px = self.px
-        after_acct, actions, _ = liquidate_account(acct, px, self.p)
+        after_acct, actions, _ = liquidate_account(acct, self.px, self.p)
         if not actions:
             return None
-        self.liq_acct.add(acct.account_id)
+        self.queue_actions(acct.account_id, acct.venue, actions)
+        return after_acct
+
+    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+        """An account's engine actions counted by stage and venue; its sells queued."""
+        px = self.px
+        self.liq_acct.add(account_id)
         for act in actions:
             self.by_stage[str(STAGE_UNIFIED)] += act.usd
-            self.by_venue[acct.venue] = self.by_venue.get(acct.venue, 0.0) + act.usd
+            self.by_venue[venue] = self.by_venue.get(venue, 0.0) + act.usd
             if act.side == "sell":
                 qty = act.usd / px[act.price_key]
                 asset = act.asset if act.kind == "collateral" else act.price_key
                 self._queue(asset, act.price_key, qty, act.usd)
-        return after_acct
 
     def sell_queued(self) -> None:
         """Walk each book's bids with what was queued; its key takes the best remaining bid."""
@@ -300,27 +308,78 @@ class BookAccounts:
 
 
 class _BookSpiralRun(_SpiralRun):
-    """A spiral whose stage 7 finds the accounts in liquidation on a columnar book: an
-    account the engine has not touched is evaluated there (only those holding a moved key
-    are re-evaluated, with the scalar maths' results), one it has changed is evaluated by
-    ``evaluate_account`` from then on. Accounts are taken in their order, as
-    :func:`run_spiral` takes them, so every sum runs in the same order."""
+    """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
+    is evaluated there (only those holding a moved key are re-evaluated). The engine is the
+    batch engine of :mod:`monitor.columnar_engine` (equal to ``liquidate_account``); an
+    account it has changed keeps its balances and perp quantities as columns (``qty``, a
+    closed perp at 0) and is re-evaluated each round in a book of the changed accounts.
+    Accounts the batch engine does not lay out go through the scalar engine and are
+    evaluated by ``evaluate_account`` from then on. Actions are queued in account order, as
+    :func:`run_spiral` queues them, so every sum runs in the same order."""
 
     def __init__(self, positions: Sequence[Position], accounts: BookAccounts, prices: Mapping[str, float],
                  books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams) -> None:
         super().__init__(positions, (), prices, books, shocks, p)
         self.accounts = accounts
         self.changed: dict[int, Account] = {}
+        cols = accounts.book.columns
+        #: Balances and perp quantities of the book's rows after the engine.
+        self.qty = cols.qty.copy()
+        self.in_columns = np.zeros(cols.n_accounts, dtype=np.bool_)
+
+    def _changed_in_liquidation(self) -> IntArray:
+        """Book rows changed by the batch engine that are in liquidation at the round's prices."""
+        book = self.accounts.book
+        rows = np.flatnonzero(self.in_columns)
+        if rows.size == 0:
+            return rows
+        cols = dataclasses.replace(book.columns, qty=self.qty).permuted(rows)
+        sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
+        picked: IntArray = rows[sub.in_status(LIQUIDATION)]
+        return picked
+
+    def _batch(self, rows: IntArray) -> dict[int, list[ForcedSell]]:
+        """The batch engine on book rows at the round's prices, on their current columns;
+        the state of the rows it acts on is written back. Actions by account number."""
+        book = self.accounts.book
+        cols = dataclasses.replace(book.columns, qty=self.qty).permuted(rows)
+        sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
+        out: dict[int, list[ForcedSell]] = {}
+        for result in liquidate_rows(sub, np.arange(rows.shape[0], dtype=np.int64), self.p):
+            main = rows[sub.order[result.rows]]
+            bal = padded_entries(main, book.columns.entry_start, ~book.columns.entry_is_perp)
+            perp = padded_entries(main, book.columns.entry_start, book.columns.entry_is_perp)
+            for k, row in enumerate(main.tolist()):
+                actions = result.actions(k, sub.columns)
+                if not actions:
+                    continue
+                out[int(book.order[row])] = actions
+                ok_b, ok_p = bal[k] >= 0, perp[k] >= 0
+                self.qty[bal[k][ok_b]] = result.balance_after[k][ok_b]
+                self.qty[perp[k][ok_p]] = result.perp_qty_after[k][ok_p]
+                self.in_columns[row] = True
+        return out
 
     def liquidate_accounts(self) -> int:
         """Stage 7 on the book: the accounts in liquidation at the round's prices."""
         book, px, p = self.accounts.book, self.px, self.p
         book.move({k: px[k] for k in book.columns.keys})
-        untouched = [i for i in book.in_status(LIQUIDATION).tolist() if i not in self.changed]
+        rows = book.rows_of(book.in_status(LIQUIDATION))
+        rows = np.concatenate([rows[~self.in_columns[rows]], self._changed_in_liquidation()])
+        scalar = set(self.changed)
+        rows = np.array([r for r in rows.tolist() if int(book.order[r]) not in scalar], dtype=np.int64)
+        fits = settlement_fits(book, rows, p)
+        actions = self._batch(rows[fits]) if fits.any() else {}
         again = [i for i, acct in self.changed.items()
                  if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
+        scalar_now = sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())})
         events = 0
-        for i in sorted([*untouched, *again]):
+        for i in sorted({*actions, *scalar_now}):
+            if i in actions:
+                row = int(book.rows_of(np.array([i]))[0])
+                self.queue_actions(book.columns.ids[row], book.columns.venues[row], actions[i])
+                events += 1
+                continue
             after = self.liquidate(self.changed[i] if i in self.changed else self.accounts.account(i))
             if after is not None:
                 self.changed[i] = after
