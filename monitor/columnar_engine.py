@@ -16,16 +16,16 @@ whose collateral table may come from the account's own ``collateral_rates``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor.account_book import AccountBook
 from monitor.account_columns import MODELS, AccountColumns, CollateralTable, FloatArray, IntArray, StepTable
-from monitor.margin import ForcedSell
 from monitor.risk_params import RiskParams, UnifiedVenueParams
 
-__all__ = ["EngineResult", "liquidate_rows", "padded_entries", "settlement_fits"]
+__all__ = ["EngineAction", "EngineResult", "liquidate_rows", "padded_entries", "settlement_fits"]
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -87,6 +87,17 @@ def settlement_fits(book: AccountBook, rows: IntArray, params: RiskParams) -> Bo
     return out
 
 
+class EngineAction(NamedTuple):
+    """One action of the engine, the fields of :class:`monitor.margin.ForcedSell` in its
+    order (a plain tuple: the batch builds many)."""
+
+    asset: str
+    price_key: str
+    side: Literal["sell", "buy"]
+    usd: float
+    kind: Literal["collateral", "perp"]
+
+
 @dataclass(frozen=True)
 class EngineResult:
     """The engine on some book rows of one model. Matrices are (rows × slots): ``balance``
@@ -105,19 +116,27 @@ class EngineResult:
     perp_usd: FloatArray
     uncovered_usd: FloatArray
 
-    def actions(self, k: int, columns: AccountColumns) -> list[ForcedSell]:
+    def acted(self) -> BoolArray:
+        """Rows with at least one action (a collateral sale or a perp close)."""
+        out: BoolArray = np.logical_or((self.sold_usd > 0).any(axis=1), (self.close_frac > 0).any(axis=1))
+        return out
+
+    def actions(self, k: int, columns: AccountColumns) -> list[EngineAction]:
         """Row k's actions as the scalar engine lists them: collateral sells in sell order,
         then perp closes in perp order (USD at the evaluation price)."""
-        out = [ForcedSell(asset=columns.assets[columns.entry_asset[e]], price_key=columns.keys[columns.entry_key[e]],
-                          side="sell", usd=float(self.sold_usd[k, c]), kind="collateral")
-               for c in self.coll_order[k].tolist() if c >= 0 and self.sold_usd[k, c] > 0
-               for e in (int(self.balance[k, c]),)]
+        def name(e: int) -> tuple[str, str]:
+            return columns.assets[columns.entry_asset[e]], columns.keys[columns.entry_key[e]]
+
+        out: list[EngineAction] = []
+        for c in self.coll_order[k].tolist():
+            if c >= 0 and self.sold_usd[k, c] > 0:
+                asset, key = name(int(self.balance[k, c]))
+                out.append(EngineAction(asset, key, "sell", float(self.sold_usd[k, c]), "collateral"))
         for i, e in enumerate(self.perp[k].tolist()):
             if e >= 0 and self.close_frac[k, i] > 0:
-                out.append(ForcedSell(asset=columns.assets[columns.entry_asset[e]],
-                                      price_key=columns.keys[columns.entry_key[e]],
-                                      side="sell" if columns.qty[e] > 0 else "buy",
-                                      usd=float(self.perp_usd[k, i]), kind="perp"))
+                asset, key = name(e)
+                side: Literal["sell", "buy"] = "sell" if columns.qty[e] > 0 else "buy"
+                out.append(EngineAction(asset, key, side, float(self.perp_usd[k, i]), "perp"))
         return out
 
 

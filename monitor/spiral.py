@@ -13,8 +13,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from monitor.account_book import AccountBook
-from monitor.account_columns import IntArray
-from monitor.columnar_engine import liquidate_rows, padded_entries, settlement_fits
+from monitor.account_columns import FloatArray, IntArray
+from monitor.columnar_engine import EngineAction, liquidate_rows, padded_entries, settlement_fits
 from monitor.columnar_margin import LIQUIDATION
 from monitor.lending import (
     Position,
@@ -231,7 +231,7 @@ class _SpiralRun:
         self.queue_actions(acct.account_id, acct.venue, actions)
         return after_acct
 
-    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell | EngineAction]) -> None:
         """An account's engine actions counted by stage and venue; its sells queued."""
         px = self.px
         self.liq_acct.add(account_id)
@@ -338,27 +338,29 @@ class _BookSpiralRun(_SpiralRun):
         picked: IntArray = rows[sub.in_status(LIQUIDATION)]
         return picked
 
-    def _batch(self, rows: IntArray) -> dict[int, list[ForcedSell]]:
+    def _batch(self, rows: IntArray) -> dict[int, list[EngineAction]]:
         """The batch engine on book rows at the round's prices, on their current columns;
         the state of the rows it acts on is written back. Actions by account number."""
         book = self.accounts.book
         cols = dataclasses.replace(book.columns, qty=self.qty).permuted(rows)
         sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
-        out: dict[int, list[ForcedSell]] = {}
+        out: dict[int, list[EngineAction]] = {}
         for result in liquidate_rows(sub, np.arange(rows.shape[0], dtype=np.int64), self.p):
             main = rows[sub.order[result.rows]]
-            bal = padded_entries(main, book.columns.entry_start, ~book.columns.entry_is_perp)
-            perp = padded_entries(main, book.columns.entry_start, book.columns.entry_is_perp)
-            for k, row in enumerate(main.tolist()):
-                actions = result.actions(k, sub.columns)
-                if not actions:
-                    continue
-                out[int(book.order[row])] = actions
-                ok_b, ok_p = bal[k] >= 0, perp[k] >= 0
-                self.qty[bal[k][ok_b]] = result.balance_after[k][ok_b]
-                self.qty[perp[k][ok_p]] = result.perp_qty_after[k][ok_p]
-                self.in_columns[row] = True
+            acted = result.acted()
+            for k in np.flatnonzero(acted).tolist():
+                out[int(book.order[main[k]])] = result.actions(k, sub.columns)
+            self._write_back(main[acted], result.balance_after[acted], result.perp_qty_after[acted])
         return out
+
+    def _write_back(self, rows: IntArray, balance_after: FloatArray, perp_qty_after: FloatArray) -> None:
+        """The rows' balances and perp quantities after the engine, slot by slot in entry order."""
+        cols = self.accounts.book.columns
+        for entries, after in ((padded_entries(rows, cols.entry_start, ~cols.entry_is_perp), balance_after),
+                               (padded_entries(rows, cols.entry_start, cols.entry_is_perp), perp_qty_after)):
+            ok = entries >= 0
+            self.qty[entries[ok]] = after[:, :entries.shape[1]][ok]
+        self.in_columns[rows] = True
 
     def liquidate_accounts(self) -> int:
         """Stage 7 on the book: the accounts in liquidation at the round's prices."""

@@ -30,7 +30,7 @@ from monitor.lending import (
     liquidation_bonus_ratio,
     liquidation_drop_pct,
 )
-from monitor.margin import VENUE_RATIO_NAMES, Account, ForcedSell, liquidate_account
+from monitor.margin import VENUE_RATIO_NAMES, Account, liquidate_account
 from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
 from monitor.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
 
@@ -252,19 +252,20 @@ class _AccountRows:
         #: Σ USD of the engine's sells by asset, in account order (filled by ``rows``).
         self.sells_by_asset: dict[str, float] = {}
 
-    def _engine(self) -> dict[int, tuple[list[ForcedSell], float]]:
+    def _engine(self) -> dict[int, tuple[list[dict[str, Any]], float]]:
         """(actions, uncovered shortfall) of each account in liquidation, by account number."""
         book = self.book
         rows = book.rows_of(np.flatnonzero(self.after.status == LIQUIDATION))
         fits = settlement_fits(book, rows, self.params)
-        out: dict[int, tuple[list[ForcedSell], float]] = {}
+        out: dict[int, tuple[list[dict[str, Any]], float]] = {}
         for result in liquidate_rows(book, rows[fits], self.params):
             for k, row in enumerate(result.rows.tolist()):
-                out[int(book.order[row])] = (result.actions(k, book.columns), float(result.uncovered_usd[k]))
+                actions = [a._asdict() for a in result.actions(k, book.columns)]
+                out[int(book.order[row])] = (actions, float(result.uncovered_usd[k]))
         for row in rows[~fits].tolist():
             i = int(book.order[row])
-            _, actions, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
-            out[i] = (actions, short)
+            _, sells, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
+            out[i] = ([s.model_dump() for s in sells], short)
         return out
 
     def rows(self) -> list[dict[str, Any]]:
@@ -283,11 +284,11 @@ class _AccountRows:
             uncovered: float | None = 0.0
             if status == LIQUIDATION:
                 actions, short = engine[i]
-                sells = _clean([s.model_dump() for s in actions])
+                sells = _clean(actions)
                 uncovered = _clean(short)
                 for s in actions:
-                    if s.side == "sell":
-                        self.sells_by_asset[s.asset] = self.sells_by_asset.get(s.asset, 0.0) + s.usd
+                    if s["side"] == "sell":
+                        self.sells_by_asset[s["asset"]] = self.sells_by_asset.get(s["asset"], 0.0) + s["usd"]
             out.append({
                 "account_id": self.ids[i], "venue": self.venues[i], "model": self.models[i], "uni_mmr": ratio,
                 "venue_ratio_name": VENUE_RATIO_NAMES[self.models[i]], "venue_ratio": venue_ratio,

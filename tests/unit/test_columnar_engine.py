@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from monitor.account_book import AccountBook
 from monitor.account_columns import ColumnsBuilder
 from monitor.columnar_engine import liquidate_rows, settlement_fits
-from monitor.margin import Account, liquidate_account
+from monitor.margin import Account, ForcedSell, liquidate_account
 from monitor.risk_params import RiskParams
 from tests.unit.test_account_book import book_case, shocks
 
@@ -34,7 +34,7 @@ def _check(accounts: list[Account], prices: dict[str, float], params: RiskParams
         for k, row in enumerate(result.rows.tolist()):
             acct = accounts[int(book.order[row])]
             after, actions, short = liquidate_account(acct, prices, params)
-            assert result.actions(k, book.columns) == actions, acct.account_id
+            assert [ForcedSell(**a._asdict()) for a in result.actions(k, book.columns)] == actions, acct.account_id
             assert float(result.uncovered_usd[k]) == short, acct.account_id
             balances = [float(x) for x, e in zip(result.balance_after[k], result.balance[k], strict=True) if e >= 0]
             assert balances == [b.amount for b in after.balances], acct.account_id
