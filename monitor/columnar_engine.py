@@ -121,6 +121,30 @@ class EngineResult:
         out: BoolArray = np.logical_or((self.sold_usd > 0).any(axis=1), (self.close_frac > 0).any(axis=1))
         return out
 
+    def flat_actions(self) -> tuple[IntArray, IntArray, IntArray, FloatArray, BoolArray]:
+        """Every row's actions as arrays (row k, its place among the row's actions, entry,
+        USD, is a perp close), in the order of :meth:`actions` once sorted by (k, place)."""
+        n = self.rows.shape[0]
+        width = self.coll_order.shape[1]
+        parts: list[tuple[IntArray, IntArray, IntArray, FloatArray, BoolArray]] = []
+        for pos in range(width):
+            c = self.coll_order[:, pos]
+            cs = np.maximum(c, 0)
+            sold = self.sold_usd[np.arange(n), cs]
+            k = np.flatnonzero((c >= 0) & (sold > 0))
+            parts.append((k, np.full(k.shape[0], pos), self.balance[k, cs[k]], sold[k],
+                          np.zeros(k.shape[0], dtype=np.bool_)))
+        for i in range(self.perp.shape[1]):
+            k = np.flatnonzero((self.perp[:, i] >= 0) & (self.close_frac[:, i] > 0))
+            parts.append((k, np.full(k.shape[0], width + i), self.perp[k, i], self.perp_usd[k, i],
+                          np.ones(k.shape[0], dtype=np.bool_)))
+        if not parts:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty, np.empty(0), np.empty(0, dtype=np.bool_)
+        return (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
+                np.concatenate([q[2] for q in parts]), np.concatenate([q[3] for q in parts]),
+                np.concatenate([q[4] for q in parts]))
+
     def actions(self, k: int, columns: AccountColumns) -> list[EngineAction]:
         """Row k's actions as the scalar engine lists them: collateral sells in sell order,
         then perp closes in perp order (USD at the evaluation price)."""
@@ -172,7 +196,7 @@ class _Batch:
         rank_of = {a: i for i, a in enumerate(self.venue.sell_order)}
         asset_rank = np.array([rank_of.get(a, len(rank_of)) for a in names] or [0], dtype=np.int64)
         value = self.bal * self.px
-        coll = (self.bal > 0) & self.b_valid
+        coll = (self.bal > 0) & self.b_valid & (value > 0)
         if not self.venue.sells_collateral:
             coll &= self.asset == self.settle
         rank = np.where(coll, asset_rank[np.maximum(self.asset, 0)], np.iinfo(np.int64).max)

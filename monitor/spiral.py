@@ -10,11 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from monitor.account_book import AccountBook
 from monitor.account_columns import FloatArray, IntArray
-from monitor.columnar_engine import EngineAction, liquidate_rows, padded_entries, settlement_fits
+from monitor.columnar_engine import liquidate_rows, padded_entries, settlement_fits
 from monitor.columnar_margin import LIQUIDATION
 from monitor.lending import (
     Position,
@@ -231,7 +232,7 @@ class _SpiralRun:
         self.queue_actions(acct.account_id, acct.venue, actions)
         return after_acct
 
-    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell | EngineAction]) -> None:
+    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
         """An account's engine actions counted by stage and venue; its sells queued."""
         px = self.px
         self.liq_acct.add(account_id)
@@ -307,6 +308,70 @@ class BookAccounts:
     account: Callable[[int], Account]
 
 
+def _sequential_sum(start: float, values: FloatArray) -> float:
+    """start + v_0 + v_1 + … added left to right, as a Python loop adds them."""
+    return float(np.add.accumulate(np.concatenate([[start], values]))[-1])
+
+
+class _RoundActions:
+    """One round's engine actions of many accounts as arrays, counted and queued in
+    (account, place) order — the order :meth:`_SpiralRun.queue_actions` takes them in one
+    by one — with each total summed left to right (RISK_MODEL §7)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.bool_], IntArray]] = []
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.venue_of: dict[int, str] = {}
+        self.id_of: dict[int, str] = {}
+
+    def pair(self, asset: str, key: str) -> int:
+        """Id of a (queued asset, price key) pair."""
+        return self.pairs.setdefault((asset, key), len(self.pairs))
+
+    def add(self, account: IntArray, place: IntArray, usd: FloatArray, sell: npt.NDArray[np.bool_],
+            pair: IntArray) -> None:
+        """Actions (account number, place among its actions, USD, is a sale, pair id)."""
+        self._parts.append((account, place, usd, sell, pair))
+
+    def add_scalar(self, i: int, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+        """One account's actions from the scalar engine."""
+        self.id_of[i], self.venue_of[i] = account_id, venue
+        n = len(actions)
+        self.add(np.full(n, i, dtype=np.int64), np.arange(n, dtype=np.int64),
+                 np.array([a.usd for a in actions], dtype=np.float64),
+                 np.array([a.side == "sell" for a in actions], dtype=np.bool_),
+                 np.array([self.pair(a.asset if a.kind == "collateral" else a.price_key, a.price_key)
+                           for a in actions], dtype=np.int64))
+
+    def queue(self, run: _SpiralRun) -> None:
+        """Stage and venue totals, accounts liquidated, sells queued on their bid books."""
+        if not self._parts:
+            return
+        account, place, usd, sell, pair = (np.concatenate([q[j] for q in self._parts]) for j in range(5))
+        order = np.lexsort((place, account))
+        account, usd, sell, pair = account[order], usd[order], sell[order], pair[order]
+        stage = str(STAGE_UNIFIED)
+        run.by_stage[stage] = _sequential_sum(run.by_stage[stage], usd)
+        venues = np.array([self.venue_of[i] for i in account.tolist()], dtype=object)
+        for venue in sorted(set(self.venue_of.values())):
+            if (venues == venue).any():
+                run.by_venue[venue] = _sequential_sum(run.by_venue.get(venue, 0.0), usd[venues == venue])
+        run.liq_acct.update(self.id_of.values())
+        names = list(self.pairs)
+        key_px = np.array([run.px[k] for _, k in names], dtype=np.float64)
+        routes = [route_book_key(a, k, run.levels) for a, k in names]
+        usd, pair = usd[sell], pair[sell]
+        qty = usd / key_px[pair]
+        for target in sorted({r for r in routes if r is not None}):
+            mine = np.isin(pair, [j for j, r in enumerate(routes) if r == target])
+            if mine.any():
+                run.to_sell[target] = _sequential_sum(run.to_sell.get(target, 0.0), qty[mine])
+        for key in sorted({names[j][1] for j, r in enumerate(routes) if r is None}):
+            mine = np.isin(pair, [j for j, r in enumerate(routes) if r is None and names[j][1] == key])
+            if mine.any():
+                run.unrouted[key] = _sequential_sum(run.unrouted.get(key, 0.0), usd[mine])
+
+
 class _BookSpiralRun(_SpiralRun):
     """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
     is evaluated there (only those holding a moved key are re-evaluated). The engine is the
@@ -338,20 +403,29 @@ class _BookSpiralRun(_SpiralRun):
         picked: IntArray = rows[sub.in_status(LIQUIDATION)]
         return picked
 
-    def _batch(self, rows: IntArray) -> dict[int, list[EngineAction]]:
+    def _batch(self, rows: IntArray, out: _RoundActions) -> None:
         """The batch engine on book rows at the round's prices, on their current columns;
-        the state of the rows it acts on is written back. Actions by account number."""
+        the state of the rows it acts on is written back, their actions added to ``out``."""
         book = self.accounts.book
         cols = dataclasses.replace(book.columns, qty=self.qty).permuted(rows)
         sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
-        out: dict[int, list[EngineAction]] = {}
         for result in liquidate_rows(sub, np.arange(rows.shape[0], dtype=np.int64), self.p):
             main = rows[sub.order[result.rows]]
             acted = result.acted()
-            for k in np.flatnonzero(acted).tolist():
-                out[int(book.order[main[k]])] = result.actions(k, sub.columns)
+            for row in main[acted].tolist():
+                i = int(book.order[row])
+                out.id_of[i], out.venue_of[i] = book.columns.ids[row], book.columns.venues[row]
+            k, place, entry, usd, is_perp = result.flat_actions()
+            key = sub.columns.entry_key[entry]
+            queued = np.where(is_perp, len(cols.assets) + key, sub.columns.entry_asset[entry])
+            names = [*cols.assets, *cols.keys]
+            code = queued.astype(np.int64) * len(cols.keys) + key
+            uniq, inverse = np.unique(code, return_inverse=True)
+            pair_ids = np.array([out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
+                                 for u in uniq.tolist()], dtype=np.int64)
+            out.add(book.order[main[k]], place, usd, ~is_perp | (sub.columns.qty[entry] > 0),
+                    pair_ids[inverse.reshape(-1)] if uniq.size else np.empty(0, dtype=np.int64))
             self._write_back(main[acted], result.balance_after[acted], result.perp_qty_after[acted])
-        return out
 
     def _write_back(self, rows: IntArray, balance_after: FloatArray, perp_qty_after: FloatArray) -> None:
         """The rows' balances and perp quantities after the engine, slot by slot in entry order."""
@@ -371,21 +445,20 @@ class _BookSpiralRun(_SpiralRun):
         scalar = set(self.changed)
         rows = np.array([r for r in rows.tolist() if int(book.order[r]) not in scalar], dtype=np.int64)
         fits = settlement_fits(book, rows, p)
-        actions = self._batch(rows[fits]) if fits.any() else {}
+        actions = _RoundActions()
+        if fits.any():
+            self._batch(rows[fits], actions)
+        events = len(actions.id_of)
         again = [i for i, acct in self.changed.items()
                  if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
-        scalar_now = sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())})
-        events = 0
-        for i in sorted({*actions, *scalar_now}):
-            if i in actions:
-                row = int(book.rows_of(np.array([i]))[0])
-                self.queue_actions(book.columns.ids[row], book.columns.venues[row], actions[i])
-                events += 1
-                continue
-            after = self.liquidate(self.changed[i] if i in self.changed else self.accounts.account(i))
-            if after is not None:
+        for i in sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())}):
+            acct = self.changed[i] if i in self.changed else self.accounts.account(i)
+            after, sells, _ = liquidate_account(acct, px, p)
+            if sells:
+                actions.add_scalar(i, acct.account_id, acct.venue, sells)
                 self.changed[i] = after
                 events += 1
+        actions.queue(self)
         return events
 
 

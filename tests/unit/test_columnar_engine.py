@@ -72,3 +72,16 @@ def test_engine_sells_collateral_closes_perps_and_settles() -> None:
     results = liquidate_rows(book, np.arange(4, dtype=np.int64), params)
     kinds = {a.kind for r in results for k in range(r.rows.shape[0]) for a in r.actions(k, book.columns)}
     assert kinds == {"collateral", "perp"}
+
+
+def test_a_holding_whose_value_underflows_is_not_sold() -> None:
+    """5e-324 BTC at 0.5 is worth 0.0: neither engine sells it (the scalar one used to divide
+    by that value for its rate)."""
+    params = RiskParams()
+    accounts = [Account.model_validate({"account_id": "a", "venue": "v", "model": "binance-pm", "balances": [
+        {"asset": "BTC", "amount": 5e-324, "price_key": "BTC"},
+        {"asset": "USDT", "amount": -10.0, "price_key": "USDT"}]})]
+    prices = {"BTC": 0.5, "USDT": 1.0}
+    assert _check(accounts, prices, params) == 1
+    _, actions, short = liquidate_account(accounts[0], prices, params)
+    assert actions == [] and short > 0
