@@ -392,38 +392,40 @@ class _BookSpiralRun(_SpiralRun):
         self.qty = cols.qty.copy()
         self.in_columns = np.zeros(cols.n_accounts, dtype=np.bool_)
 
-    def _changed_in_liquidation(self) -> IntArray:
-        """Book rows changed by the batch engine that are in liquidation at the round's prices."""
-        book = self.accounts.book
+    def _changed_book(self) -> tuple[AccountBook, IntArray] | None:
+        """The accounts the batch engine has changed, as a book of their current columns at
+        the round's prices, and the main-book row of each of its rows (None: no such account)."""
         rows = np.flatnonzero(self.in_columns)
         if rows.size == 0:
-            return rows
-        cols = dataclasses.replace(book.columns, qty=self.qty).permuted(rows)
+            return None
+        cols = dataclasses.replace(self.accounts.book.columns, qty=self.qty).permuted(rows)
         sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
-        picked: IntArray = rows[sub.in_status(LIQUIDATION)]
-        return picked
+        main: IntArray = rows[sub.order]
+        return sub, main
 
-    def _batch(self, rows: IntArray, out: _RoundActions) -> None:
-        """The batch engine on book rows at the round's prices, on their current columns;
-        the state of the rows it acts on is written back, their actions added to ``out``."""
-        book = self.accounts.book
-        cols = dataclasses.replace(book.columns, qty=self.qty).permuted(rows)
-        sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
-        for result in liquidate_rows(sub, np.arange(rows.shape[0], dtype=np.int64), self.p):
-            main = rows[sub.order[result.rows]]
+    def _batch(self, book: AccountBook, rows: IntArray, main_of: IntArray | None, out: _RoundActions) -> None:
+        """The batch engine on some rows of ``book`` (the main book, or the changed
+        accounts' book whose row r is main row ``main_of[r]``); the state of the rows it acts
+        on is written back, their actions added to ``out``."""
+        if rows.size == 0:
+            return
+        main_book = self.accounts.book
+        cols = book.columns
+        for result in liquidate_rows(book, rows, self.p):
+            main = result.rows if main_of is None else main_of[result.rows]
             acted = result.acted()
             for row in main[acted].tolist():
-                i = int(book.order[row])
-                out.id_of[i], out.venue_of[i] = book.columns.ids[row], book.columns.venues[row]
+                i = int(main_book.order[row])
+                out.id_of[i], out.venue_of[i] = main_book.columns.ids[row], main_book.columns.venues[row]
             k, place, entry, usd, is_perp = result.flat_actions()
-            key = sub.columns.entry_key[entry]
-            queued = np.where(is_perp, len(cols.assets) + key, sub.columns.entry_asset[entry])
+            key = cols.entry_key[entry]
+            queued = np.where(is_perp, len(cols.assets) + key, cols.entry_asset[entry])
             names = [*cols.assets, *cols.keys]
             code = queued.astype(np.int64) * len(cols.keys) + key
             uniq, inverse = np.unique(code, return_inverse=True)
             pair_ids = np.array([out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
                                  for u in uniq.tolist()], dtype=np.int64)
-            out.add(book.order[main[k]], place, usd, ~is_perp | (sub.columns.qty[entry] > 0),
+            out.add(main_book.order[main[k]], place, usd, ~is_perp | (cols.qty[entry] > 0),
                     pair_ids[inverse.reshape(-1)] if uniq.size else np.empty(0, dtype=np.int64))
             self._write_back(main[acted], result.balance_after[acted], result.perp_qty_after[acted])
 
@@ -441,13 +443,16 @@ class _BookSpiralRun(_SpiralRun):
         book, px, p = self.accounts.book, self.px, self.p
         book.move({k: px[k] for k in book.columns.keys})
         rows = book.rows_of(book.in_status(LIQUIDATION))
-        rows = np.concatenate([rows[~self.in_columns[rows]], self._changed_in_liquidation()])
-        scalar = set(self.changed)
-        rows = np.array([r for r in rows.tolist() if int(book.order[r]) not in scalar], dtype=np.int64)
+        scalar_rows = np.zeros(book.columns.n_accounts, dtype=np.bool_)
+        scalar_rows[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True
+        rows = rows[~self.in_columns[rows] & ~scalar_rows[rows]]
         fits = settlement_fits(book, rows, p)
+        changed = self._changed_book()  # before the engine writes this round's changes back
         actions = _RoundActions()
-        if fits.any():
-            self._batch(rows[fits], actions)
+        self._batch(book, rows[fits], None, actions)
+        if changed is not None:
+            sub, main_of = changed
+            self._batch(sub, sub.rows_of(sub.in_status(LIQUIDATION)), main_of, actions)
         events = len(actions.id_of)
         again = [i for i, acct in self.changed.items()
                  if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
