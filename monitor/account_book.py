@@ -244,7 +244,10 @@ class AccountBook:
             return StatusChanges(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int8))
         if len(keys) == 1:
             return self._evaluate(keys, self._by_key[keys[0]].rows)
-        accounts = np.unique(np.concatenate([self._by_key[k].rows.accounts for k in keys]))
+        held = np.zeros(self.columns.n_accounts, dtype=np.bool_)  # a mask: no sort or hash
+        for k in keys:
+            held[self._by_key[k].rows.accounts] = True
+        accounts = np.flatnonzero(held)
         return self._evaluate(keys, _Rows(accounts, self.columns))
 
     def figures(self, accounts: IntArray | None = None) -> AccountFigures:
