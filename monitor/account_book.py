@@ -85,8 +85,8 @@ class _Rows:
         self.accounts = accounts[order]
         self.starts = start[self.accounts]
         self.model = columns.model[self.accounts]
-        models = np.unique(self.model)
-        self.single_model = int(models[0]) if models.size == 1 else None
+        same = self.model.size > 0 and int(self.model.min()) == int(self.model.max())
+        self.single_model = int(self.model[0]) if same else None
         counts = counts[order]
         cuts = [0, *(np.flatnonzero(np.diff(counts)) + 1).tolist(), int(counts.shape[0])]
         self.groups = [(int(counts[lo]), lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
@@ -125,7 +125,8 @@ class _KeyEntries:
         self.perp, self.perp_qty = perp, cols.qty[perp]
         self.perp_abs_qty, self.perp_entry_px = np.abs(self.perp_qty), cols.entry_price_usd[perp]
         self.perp_segments = _segments(cols.entry_table[perp])
-        self.rows = _Rows(np.unique(entry_account[entries]), cols)
+        held = entry_account[entries]  # ascending: ``entries`` are, and accounts own runs of them
+        self.rows = _Rows(held[np.r_[True, held[1:] != held[:-1]]] if held.size else held, cols)
         #: Whether a move of this key changes MM and gross (loans or perps on it).
         self.moves_mm = bool(loan.size or perp.size)
 
@@ -243,7 +244,10 @@ class AccountBook:
             return StatusChanges(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int8))
         if len(keys) == 1:
             return self._evaluate(keys, self._by_key[keys[0]].rows)
-        accounts = np.unique(np.concatenate([self._by_key[k].rows.accounts for k in keys]))
+        held = np.zeros(self.columns.n_accounts, dtype=np.bool_)  # a mask: no sort or hash
+        for k in keys:
+            held[self._by_key[k].rows.accounts] = True
+        accounts = np.flatnonzero(held)
         return self._evaluate(keys, _Rows(accounts, self.columns))
 
     def figures(self, accounts: IntArray | None = None) -> AccountFigures:

@@ -20,13 +20,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from monitor.margin import (
-    Account,
-    Bracket,
-    Perp,
-    collateral_tiers,
-    hyperliquid_margin_table,
-)
+from monitor.margin import Account, Bracket, hyperliquid_margin_table
 from monitor.risk_params import CollateralTiers, PerpTierTable, RiskParams
 
 __all__ = [
@@ -186,7 +180,10 @@ def cluster_order(columns: AccountColumns) -> IntArray:
 
 
 class ColumnsBuilder:
-    """Turns :class:`Account` models into :class:`AccountColumns`, sharing identical tables."""
+    """Turns accounts into :class:`AccountColumns`, sharing identical tables: whole
+    :class:`Account` models (``add``, ``build``) or an account's checked fields one entry at a
+    time (``start_account``, ``add_balance``, ``add_perp``: the JSON decoder of
+    :mod:`monitor.account_lines`); ``columns`` gives what was added, in order."""
 
     def __init__(self, params: RiskParams) -> None:
         self._params = params
@@ -195,8 +192,20 @@ class ColumnsBuilder:
         self._coll: dict[object, int] = {}
         self._steps: dict[object, int] = {}
         self._venue_tables: dict[tuple[str, str], int] = {}
+        self._loan_mmr = {m: params.unified.venue(m).margin_loan_mmr_ratio for m in MODELS}
         self.collateral_tables: list[CollateralTable] = []
         self.step_tables: list[StepTable] = []
+        self._ids: list[str] = []
+        self._venues: list[str] = []
+        self._model: list[int] = []
+        self._start = [0]
+        self._key: list[int] = []
+        self._is_perp: list[bool] = []
+        self._asset: list[int] = []
+        self._qty: list[float] = []
+        self._entry_px: list[float] = []
+        self._loan: list[float] = []
+        self._table: list[int] = []
 
     def _collateral_table(self, tiers: CollateralTiers) -> int:
         ident = (tiers.basis, tiers.tiers)
@@ -205,16 +214,23 @@ class ColumnsBuilder:
             self.collateral_tables.append(CollateralTable.from_tiers(tiers))
         return self._coll[ident]
 
+    def venue_balance_table(self, model: str, asset: str) -> int:
+        """The collateral table of a balance without an account override: the venue table,
+        else the unlisted rate (:func:`monitor.margin.collateral_tiers`)."""
+        known = self._venue_tables.get((model, asset))
+        if known is None:
+            venue = self._params.unified.venue(model)
+            rates = venue.collateral_rates.get(asset)
+            known = self._collateral_table(rates if rates is not None else CollateralTiers(
+                basis="usd", tiers=((0.0, venue.unlisted_collateral_rate),)))
+            self._venue_tables[(model, asset)] = known
+        return known
+
     def balance_table(self, asset: str, account: Account) -> int:
         """The collateral table of a balance (:func:`monitor.margin.collateral_tiers`)."""
         if account.collateral_rates and asset in account.collateral_rates:
             return self._collateral_table(account.collateral_rates[asset])
-        known = self._venue_tables.get((account.model, asset))
-        if known is None:
-            venue = self._params.unified.venue(account.model)
-            known = self._collateral_table(collateral_tiers(asset, account, venue))
-            self._venue_tables[(account.model, asset)] = known
-        return known
+        return self.venue_balance_table(account.model, asset)
 
     def _step_table(self, ident: object, make: Callable[[], StepTable]) -> int:
         if ident not in self._steps:
@@ -222,63 +238,75 @@ class ColumnsBuilder:
             self.step_tables.append(make())
         return self._steps[ident]
 
-    def perp_table(self, perp: Perp, account: Account) -> int:
+    def perp_table(self, model: str, symbol: str, mmr: float | None, cum: float | None) -> int:
         """The step table of a perp, chosen as ``monitor.margin._perp_mm`` chooses (§3)."""
-        if perp.mmr is not None:
-            mmr, cum = perp.mmr, perp.cum or 0.0
-            return self._step_table(("explicit", mmr, cum), lambda: StepTable.explicit(mmr, cum))
-        return self._step_table((account.model, perp.symbol), lambda: self._venue_step_table(perp, account))
+        if mmr is not None:
+            cum_usd = cum or 0.0
+            return self._step_table(("explicit", mmr, cum_usd), lambda: StepTable.explicit(mmr, cum_usd))
+        return self._step_table((model, symbol), lambda: self._venue_step_table(model, symbol))
 
-    def _venue_step_table(self, perp: Perp, account: Account) -> StepTable:
-        if account.model == "hyperliquid":
-            return StepTable.from_brackets(hyperliquid_margin_table(perp.symbol, self._params.unified.hyperliquid))
-        venue = self._params.unified.venue(account.model)
-        tiers = venue.perp_table(perp.symbol)
+    def _venue_step_table(self, model: str, symbol: str) -> StepTable:
+        if model == "hyperliquid":
+            return StepTable.from_brackets(hyperliquid_margin_table(symbol, self._params.unified.hyperliquid))
+        venue = self._params.unified.venue(model)
+        tiers = venue.perp_table(symbol)
         if tiers is not None:
             return StepTable.from_tier_table(tiers)
-        return StepTable.from_brackets(venue.perp_brackets.get(perp.symbol, venue.default_perp_brackets))
+        return StepTable.from_brackets(venue.perp_brackets.get(symbol, venue.default_perp_brackets))
 
-    def build(self, accounts: Iterable[Account]) -> AccountColumns:
-        """Columns of ``accounts`` in their order."""
-        ids: list[str] = []
-        venues: list[str] = []
-        model: list[int] = []
-        start = [0]
-        key: list[int] = []
-        is_perp: list[bool] = []
-        asset: list[int] = []
-        qty: list[float] = []
-        entry_px: list[float] = []
-        loan: list[float] = []
-        table: list[int] = []
-        for acct in accounts:
-            venue = self._params.unified.venue(acct.model)
-            ids.append(acct.account_id)
-            venues.append(acct.venue)
-            model.append(MODELS.index(acct.model))
-            for b in acct.balances:
-                key.append(self._keys.setdefault(b.price_key, len(self._keys)))
-                is_perp.append(False)
-                asset.append(self._assets.setdefault(b.asset, len(self._assets)))
-                qty.append(b.amount)
-                entry_px.append(0.0)
-                loan.append(b.loan_mmr if b.loan_mmr is not None else venue.margin_loan_mmr_ratio)
-                table.append(self.balance_table(b.asset, acct))
-            for p in acct.perps:
-                key.append(self._keys.setdefault(p.price_key, len(self._keys)))
-                is_perp.append(True)
-                asset.append(self._assets.setdefault(p.symbol, len(self._assets)))
-                qty.append(p.qty)
-                entry_px.append(p.entry_price)
-                loan.append(0.0)
-                table.append(self.perp_table(p, acct))
-            start.append(len(key))
+    def start_account(self, account_id: str, venue: str, model: str) -> None:
+        """Begin an account; its entries follow (balances, then perps)."""
+        if len(self._ids) > 0:
+            self._start.append(len(self._key))
+        self._ids.append(account_id)
+        self._venues.append(venue)
+        self._model.append(MODELS.index(model))
+
+    def add_balance(self, asset: str, amount: float, price_key: str, loan_mmr: float | None, table: int) -> None:
+        """A balance of the current account; no loan MMR: the venue's (RISK_MODEL §3)."""
+        self._key.append(self._keys.setdefault(price_key, len(self._keys)))
+        self._is_perp.append(False)
+        self._asset.append(self._assets.setdefault(asset, len(self._assets)))
+        self._qty.append(amount)
+        self._entry_px.append(0.0)
+        self._loan.append(loan_mmr if loan_mmr is not None else self._loan_mmr[MODELS[self._model[-1]]])
+        self._table.append(table)
+
+    def add_perp(self, symbol: str, qty: float, entry_price: float, price_key: str, table: int) -> None:
+        """A perp of the current account."""
+        self._key.append(self._keys.setdefault(price_key, len(self._keys)))
+        self._is_perp.append(True)
+        self._asset.append(self._assets.setdefault(symbol, len(self._assets)))
+        self._qty.append(qty)
+        self._entry_px.append(entry_price)
+        self._loan.append(0.0)
+        self._table.append(table)
+
+    def add(self, acct: Account) -> None:
+        """One validated account model."""
+        self.start_account(acct.account_id, acct.venue, acct.model)
+        for b in acct.balances:
+            self.add_balance(b.asset, b.amount, b.price_key, b.loan_mmr, self.balance_table(b.asset, acct))
+        for p in acct.perps:
+            self.add_perp(p.symbol, p.qty, p.entry_price, p.price_key,
+                          self.perp_table(acct.model, p.symbol, p.mmr, p.cum))
+
+    def columns(self) -> AccountColumns:
+        """Columns of the accounts added so far, in their order."""
+        start = [*self._start, len(self._key)] if self._ids else [0]
         return AccountColumns(
-            ids=ids, venues=venues,
-            model=np.array(model, dtype=np.int8), entry_start=np.array(start, dtype=np.int64),
-            entry_key=np.array(key, dtype=np.int32), entry_is_perp=np.array(is_perp, dtype=np.bool_),
-            entry_asset=np.array(asset, dtype=np.int32), qty=np.array(qty, dtype=np.float64),
-            entry_price_usd=np.array(entry_px, dtype=np.float64), loan_mmr=np.array(loan, dtype=np.float64),
-            entry_table=np.array(table, dtype=np.int32), keys=list(self._keys), assets=list(self._assets),
+            ids=list(self._ids), venues=list(self._venues),
+            model=np.array(self._model, dtype=np.int8), entry_start=np.array(start, dtype=np.int64),
+            entry_key=np.array(self._key, dtype=np.int32), entry_is_perp=np.array(self._is_perp, dtype=np.bool_),
+            entry_asset=np.array(self._asset, dtype=np.int32), qty=np.array(self._qty, dtype=np.float64),
+            entry_price_usd=np.array(self._entry_px, dtype=np.float64),
+            loan_mmr=np.array(self._loan, dtype=np.float64),
+            entry_table=np.array(self._table, dtype=np.int32), keys=list(self._keys), assets=list(self._assets),
             collateral_tables=list(self.collateral_tables), step_tables=list(self.step_tables),
         )
+
+    def build(self, accounts: Iterable[Account]) -> AccountColumns:
+        """Columns of ``accounts`` in their order (after any added before)."""
+        for acct in accounts:
+            self.add(acct)
+        return self.columns()

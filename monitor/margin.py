@@ -456,7 +456,8 @@ class _EngineRun:
         bal, px, assets = self.bal, self.px, self.assets
         order_rank = {a: i for i, a in enumerate(venue.sell_order)}
         coll_idx = sorted(
-            (i for i, a in enumerate(bal) if a > 0 and px[i] > 0),
+            # a holding whose USD value underflows to 0 cannot be sold (and has no rate)
+            (i for i, a in enumerate(bal) if a > 0 and px[i] > 0 and a * px[i] > 0),
             key=lambda i: (order_rank.get(assets[i], len(order_rank)), -bal[i] * px[i], i),
         )
         if not venue.sells_collateral:

@@ -3,14 +3,19 @@ current bid ladders → new prices → repeat until nothing new is liquidated.""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from monitor.account_book import AccountBook
+from monitor.account_columns import FloatArray, IntArray
+from monitor.columnar_engine import liquidate_rows, padded_entries, settlement_fits
 from monitor.columnar_margin import LIQUIDATION
 from monitor.lending import (
     Position,
@@ -18,7 +23,7 @@ from monitor.lending import (
     health_factor,
     liquidation_bonus_ratio,
 )
-from monitor.margin import Account, evaluate_account, liquidate_account
+from monitor.margin import Account, ForcedSell, evaluate_account, liquidate_account
 from monitor.risk_params import RiskParams
 
 __all__ = [
@@ -221,19 +226,23 @@ class _SpiralRun:
     def liquidate(self, acct: Account) -> Account | None:
         """One account through its venue's engine (``liquidate_account``): its sells are
         queued and counted; the account after the engine, None when the engine did nothing."""
-        px = self.px
-        after_acct, actions, _ = liquidate_account(acct, px, self.p)
+        after_acct, actions, _ = liquidate_account(acct, self.px, self.p)
         if not actions:
             return None
-        self.liq_acct.add(acct.account_id)
+        self.queue_actions(acct.account_id, acct.venue, actions)
+        return after_acct
+
+    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+        """An account's engine actions counted by stage and venue; its sells queued."""
+        px = self.px
+        self.liq_acct.add(account_id)
         for act in actions:
             self.by_stage[str(STAGE_UNIFIED)] += act.usd
-            self.by_venue[acct.venue] = self.by_venue.get(acct.venue, 0.0) + act.usd
+            self.by_venue[venue] = self.by_venue.get(venue, 0.0) + act.usd
             if act.side == "sell":
                 qty = act.usd / px[act.price_key]
                 asset = act.asset if act.kind == "collateral" else act.price_key
                 self._queue(asset, act.price_key, qty, act.usd)
-        return after_acct
 
     def sell_queued(self) -> None:
         """Walk each book's bids with what was queued; its key takes the best remaining bid."""
@@ -299,32 +308,162 @@ class BookAccounts:
     account: Callable[[int], Account]
 
 
+def _sequential_sum(start: float, values: FloatArray) -> float:
+    """start + v_0 + v_1 + … added left to right, as a Python loop adds them."""
+    return float(np.add.accumulate(np.concatenate([[start], values]))[-1])
+
+
+class _RoundActions:
+    """One round's engine actions of many accounts as arrays, counted and queued in
+    (account, place) order — the order :meth:`_SpiralRun.queue_actions` takes them in one
+    by one — with each total summed left to right (RISK_MODEL §7)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.bool_], IntArray]] = []
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.venue_of: dict[int, str] = {}
+        self.id_of: dict[int, str] = {}
+
+    def pair(self, asset: str, key: str) -> int:
+        """Id of a (queued asset, price key) pair."""
+        return self.pairs.setdefault((asset, key), len(self.pairs))
+
+    def add(self, account: IntArray, place: IntArray, usd: FloatArray, sell: npt.NDArray[np.bool_],
+            pair: IntArray) -> None:
+        """Actions (account number, place among its actions, USD, is a sale, pair id)."""
+        self._parts.append((account, place, usd, sell, pair))
+
+    def add_scalar(self, i: int, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+        """One account's actions from the scalar engine."""
+        self.id_of[i], self.venue_of[i] = account_id, venue
+        n = len(actions)
+        self.add(np.full(n, i, dtype=np.int64), np.arange(n, dtype=np.int64),
+                 np.array([a.usd for a in actions], dtype=np.float64),
+                 np.array([a.side == "sell" for a in actions], dtype=np.bool_),
+                 np.array([self.pair(a.asset if a.kind == "collateral" else a.price_key, a.price_key)
+                           for a in actions], dtype=np.int64))
+
+    def queue(self, run: _SpiralRun) -> None:
+        """Stage and venue totals, accounts liquidated, sells queued on their bid books."""
+        if not self._parts:
+            return
+        account, place, usd, sell, pair = (np.concatenate([q[j] for q in self._parts]) for j in range(5))
+        order = np.lexsort((place, account))
+        account, usd, sell, pair = account[order], usd[order], sell[order], pair[order]
+        stage = str(STAGE_UNIFIED)
+        run.by_stage[stage] = _sequential_sum(run.by_stage[stage], usd)
+        venues = np.array([self.venue_of[i] for i in account.tolist()], dtype=object)
+        for venue in sorted(set(self.venue_of.values())):
+            if (venues == venue).any():
+                run.by_venue[venue] = _sequential_sum(run.by_venue.get(venue, 0.0), usd[venues == venue])
+        run.liq_acct.update(self.id_of.values())
+        names = list(self.pairs)
+        key_px = np.array([run.px[k] for _, k in names], dtype=np.float64)
+        routes = [route_book_key(a, k, run.levels) for a, k in names]
+        usd, pair = usd[sell], pair[sell]
+        qty = usd / key_px[pair]
+        for target in sorted({r for r in routes if r is not None}):
+            mine = np.isin(pair, [j for j, r in enumerate(routes) if r == target])
+            if mine.any():
+                run.to_sell[target] = _sequential_sum(run.to_sell.get(target, 0.0), qty[mine])
+        for key in sorted({names[j][1] for j, r in enumerate(routes) if r is None}):
+            mine = np.isin(pair, [j for j, r in enumerate(routes) if r is None and names[j][1] == key])
+            if mine.any():
+                run.unrouted[key] = _sequential_sum(run.unrouted.get(key, 0.0), usd[mine])
+
+
 class _BookSpiralRun(_SpiralRun):
-    """A spiral whose stage 7 finds the accounts in liquidation on a columnar book: an
-    account the engine has not touched is evaluated there (only those holding a moved key
-    are re-evaluated, with the scalar maths' results), one it has changed is evaluated by
-    ``evaluate_account`` from then on. Accounts are taken in their order, as
-    :func:`run_spiral` takes them, so every sum runs in the same order."""
+    """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
+    is evaluated there (only those holding a moved key are re-evaluated). The engine is the
+    batch engine of :mod:`monitor.columnar_engine` (equal to ``liquidate_account``); an
+    account it has changed keeps its balances and perp quantities as columns (``qty``, a
+    closed perp at 0) and is re-evaluated each round in a book of the changed accounts.
+    Accounts the batch engine does not lay out go through the scalar engine and are
+    evaluated by ``evaluate_account`` from then on. Actions are queued in account order, as
+    :func:`run_spiral` queues them, so every sum runs in the same order."""
 
     def __init__(self, positions: Sequence[Position], accounts: BookAccounts, prices: Mapping[str, float],
                  books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams) -> None:
         super().__init__(positions, (), prices, books, shocks, p)
         self.accounts = accounts
         self.changed: dict[int, Account] = {}
+        cols = accounts.book.columns
+        #: Balances and perp quantities of the book's rows after the engine.
+        self.qty = cols.qty.copy()
+        self.in_columns = np.zeros(cols.n_accounts, dtype=np.bool_)
+
+    def _changed_book(self) -> tuple[AccountBook, IntArray] | None:
+        """The accounts the batch engine has changed, as a book of their current columns at
+        the round's prices, and the main-book row of each of its rows (None: no such account)."""
+        rows = np.flatnonzero(self.in_columns)
+        if rows.size == 0:
+            return None
+        cols = dataclasses.replace(self.accounts.book.columns, qty=self.qty).permuted(rows)
+        sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
+        main: IntArray = rows[sub.order]
+        return sub, main
+
+    def _batch(self, book: AccountBook, rows: IntArray, main_of: IntArray | None, out: _RoundActions) -> None:
+        """The batch engine on some rows of ``book`` (the main book, or the changed
+        accounts' book whose row r is main row ``main_of[r]``); the state of the rows it acts
+        on is written back, their actions added to ``out``."""
+        if rows.size == 0:
+            return
+        main_book = self.accounts.book
+        cols = book.columns
+        for result in liquidate_rows(book, rows, self.p):
+            main = result.rows if main_of is None else main_of[result.rows]
+            acted = result.acted()
+            for row in main[acted].tolist():
+                i = int(main_book.order[row])
+                out.id_of[i], out.venue_of[i] = main_book.columns.ids[row], main_book.columns.venues[row]
+            k, place, entry, usd, is_perp = result.flat_actions()
+            key = cols.entry_key[entry]
+            queued = np.where(is_perp, len(cols.assets) + key, cols.entry_asset[entry])
+            names = [*cols.assets, *cols.keys]
+            code = queued.astype(np.int64) * len(cols.keys) + key
+            uniq, inverse = np.unique(code, return_inverse=True)
+            pair_ids = np.array([out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
+                                 for u in uniq.tolist()], dtype=np.int64)
+            out.add(main_book.order[main[k]], place, usd, ~is_perp | (cols.qty[entry] > 0),
+                    pair_ids[inverse.reshape(-1)] if uniq.size else np.empty(0, dtype=np.int64))
+            self._write_back(main[acted], result.balance_after[acted], result.perp_qty_after[acted])
+
+    def _write_back(self, rows: IntArray, balance_after: FloatArray, perp_qty_after: FloatArray) -> None:
+        """The rows' balances and perp quantities after the engine, slot by slot in entry order."""
+        cols = self.accounts.book.columns
+        for entries, after in ((padded_entries(rows, cols.entry_start, ~cols.entry_is_perp), balance_after),
+                               (padded_entries(rows, cols.entry_start, cols.entry_is_perp), perp_qty_after)):
+            ok = entries >= 0
+            self.qty[entries[ok]] = after[:, :entries.shape[1]][ok]
+        self.in_columns[rows] = True
 
     def liquidate_accounts(self) -> int:
         """Stage 7 on the book: the accounts in liquidation at the round's prices."""
         book, px, p = self.accounts.book, self.px, self.p
         book.move({k: px[k] for k in book.columns.keys})
-        untouched = [i for i in book.in_status(LIQUIDATION).tolist() if i not in self.changed]
+        rows = book.rows_of(book.in_status(LIQUIDATION))
+        scalar_rows = np.zeros(book.columns.n_accounts, dtype=np.bool_)
+        scalar_rows[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True
+        rows = rows[~self.in_columns[rows] & ~scalar_rows[rows]]
+        fits = settlement_fits(book, rows, p)
+        changed = self._changed_book()  # before the engine writes this round's changes back
+        actions = _RoundActions()
+        self._batch(book, rows[fits], None, actions)
+        if changed is not None:
+            sub, main_of = changed
+            self._batch(sub, sub.rows_of(sub.in_status(LIQUIDATION)), main_of, actions)
+        events = len(actions.id_of)
         again = [i for i, acct in self.changed.items()
                  if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
-        events = 0
-        for i in sorted([*untouched, *again]):
-            after = self.liquidate(self.changed[i] if i in self.changed else self.accounts.account(i))
-            if after is not None:
+        for i in sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())}):
+            acct = self.changed[i] if i in self.changed else self.accounts.account(i)
+            after, sells, _ = liquidate_account(acct, px, p)
+            if sells:
+                actions.add_scalar(i, acct.account_id, acct.venue, sells)
                 self.changed[i] = after
                 events += 1
+        actions.queue(self)
         return events
 
 

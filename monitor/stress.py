@@ -10,11 +10,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from monitor.account_attribution import AssetSlots
 from monitor.account_book import AccountBook, AccountFigures
-from monitor.account_columns import ColumnsBuilder
+from monitor.account_columns import MODELS, ColumnsBuilder
+from monitor.account_lines import AccountLines
+from monitor.columnar_engine import liquidate_rows, settlement_fits
 from monitor.columnar_margin import LIQUIDATION, STATUSES
 from monitor.lending import (
     LoopBook,
@@ -225,12 +228,13 @@ def _finite(values: Any) -> list[float | None]:
 class _AccountRows:
     """The report's account rows from the columnar book (RISK_MODEL §3): figures at the
     shocked prices, leverage change and driving asset against the unshocked ones, and the
-    engine's forced sells (the scalar :func:`monitor.margin.liquidate_account`) for the
-    accounts in liquidation only."""
+    engine's forced sells for the accounts in liquidation only: the batch engine of
+    :mod:`monitor.columnar_engine` (equal to :func:`monitor.margin.liquidate_account`), the
+    scalar one for the accounts it does not lay out."""
 
-    def __init__(self, accounts: Sequence[Account], prices: Mapping[str, float],
+    def __init__(self, accounts: AccountLines, prices: Mapping[str, float],
                  shocked: Mapping[str, float], params: RiskParams) -> None:
-        columns = ColumnsBuilder(params).build(accounts)
+        columns = accounts.columns()
         book = AccountBook(columns, prices, params)
         #: The book, left at the shocked prices (the spiral goes on from there).
         self.book = book
@@ -241,10 +245,28 @@ class _AccountRows:
         haircut, held = slots.haircut_usd(book)
         driver = slots.driving_asset(equity_before, slots.equity_usd(book), haircut, held)
         self.driver = [columns.assets[a] if a >= 0 else None for a in driver.tolist()]
+        self.ids, self.venues = columns.ids, columns.venues
+        self.models = [MODELS[m] for m in columns.model.tolist()]
         self.leverage_change = _finite(self.after.effective_leverage - before.effective_leverage)
         self.accounts, self.shocked, self.params = accounts, shocked, params
         #: Σ USD of the engine's sells by asset, in account order (filled by ``rows``).
         self.sells_by_asset: dict[str, float] = {}
+
+    def _engine(self) -> dict[int, tuple[list[dict[str, Any]], float]]:
+        """(actions, uncovered shortfall) of each account in liquidation, by account number."""
+        book = self.book
+        rows = book.rows_of(np.flatnonzero(self.after.status == LIQUIDATION))
+        fits = settlement_fits(book, rows, self.params)
+        out: dict[int, tuple[list[dict[str, Any]], float]] = {}
+        for result in liquidate_rows(book, rows[fits], self.params):
+            for k, row in enumerate(result.rows.tolist()):
+                actions = [a._asdict() for a in result.actions(k, book.columns)]
+                out[int(book.order[row])] = (actions, float(result.uncovered_usd[k]))
+        for row in rows[~fits].tolist():
+            i = int(book.order[row])
+            _, sells, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
+            out[i] = ([s.model_dump() for s in sells], short)
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per account, in input order, with the keys and the JSON-safe values
@@ -255,20 +277,21 @@ class _AccountRows:
                       _finite(f.gross_notional_usd), _finite(f.effective_leverage), self.leverage_change,
                       self.driver, strict=True)
         out: list[dict[str, Any]] = []
-        for acct, (ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver) in zip(
-                self.accounts, columns, strict=True):
+        engine = self._engine()
+        for i, (ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver) in enumerate(
+                columns):
             sells: list[dict[str, Any]] = []
             uncovered: float | None = 0.0
             if status == LIQUIDATION:
-                _, actions, short = liquidate_account(acct, self.shocked, self.params)
-                sells = _clean([s.model_dump() for s in actions])
+                actions, short = engine[i]
+                sells = _clean(actions)
                 uncovered = _clean(short)
                 for s in actions:
-                    if s.side == "sell":
-                        self.sells_by_asset[s.asset] = self.sells_by_asset.get(s.asset, 0.0) + s.usd
+                    if s["side"] == "sell":
+                        self.sells_by_asset[s["asset"]] = self.sells_by_asset.get(s["asset"], 0.0) + s["usd"]
             out.append({
-                "account_id": acct.account_id, "venue": acct.venue, "model": acct.model, "uni_mmr": ratio,
-                "venue_ratio_name": VENUE_RATIO_NAMES[acct.model], "venue_ratio": venue_ratio,
+                "account_id": self.ids[i], "venue": self.venues[i], "model": self.models[i], "uni_mmr": ratio,
+                "venue_ratio_name": VENUE_RATIO_NAMES[self.models[i]], "venue_ratio": venue_ratio,
                 "adjusted_equity_usd": equity, "maintenance_margin_usd": mm, "status": STATUSES[status],
                 "backstop": backstop, "gross_notional_usd": gross, "effective_leverage": lev,
                 "effective_leverage_change": change, "driving_asset": driver, "forced_sells": sells,
@@ -277,23 +300,35 @@ class _AccountRows:
         return out
 
 
+def account_lines(accounts: Sequence[Account] | AccountLines, params: RiskParams) -> AccountLines:
+    """Accounts as :class:`AccountLines` (validated models are added as they are)."""
+    if isinstance(accounts, AccountLines):
+        return accounts
+    lines = AccountLines(ColumnsBuilder(params), lambda acct, _line: acct)
+    for n, acct in enumerate(accounts, start=1):
+        lines.add(acct, n)
+    return lines
+
+
 def run_stress(
     positions: Sequence[Position],
-    accounts: Sequence[Account],
+    accounts: Sequence[Account] | AccountLines,
     prices: Mapping[str, float],
     *,
     shocks: Mapping[str, float] | None = None,
     books: Mapping[str, Sequence[Sequence[float]]] | None = None,
     params: RiskParams | None = None,
 ) -> dict[str, Any]:
-    """One stress report: positions and accounts at shocked prices, aggregates, spiral."""
+    """One stress report: positions and accounts at shocked prices, aggregates, spiral.
+    ``accounts`` as :class:`AccountLines` must have been decoded with the same ``params``."""
     p = params or RiskParams()
+    lines = account_lines(accounts, p)
     shocks = dict(shocks or {})
     shocked = apply_shocks(prices, shocks)
     pos_rows = [_position_row(pos, shocked, p) for pos in positions]
     acct_rows: list[dict[str, Any]] = []
     sells_by_asset: dict[str, float] = {}
-    evaluated = _AccountRows(accounts, prices, shocked, p) if accounts else None
+    evaluated = _AccountRows(lines, prices, shocked, p) if len(lines) else None
     if evaluated is not None:
         acct_rows, sells_by_asset = evaluated.rows(), evaluated.sells_by_asset
     by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
@@ -326,9 +361,9 @@ def run_stress(
     }
     if books is not None:
         if evaluated is None:
-            spiral = run_spiral(positions, accounts, prices, books, shocks=shocks, params=p)
+            spiral = run_spiral(positions, [], prices, books, shocks=shocks, params=p)
         else:
-            on_book = BookAccounts(evaluated.book, accounts.__getitem__)
+            on_book = BookAccounts(evaluated.book, lines.account)
             spiral = run_spiral_on_book(positions, on_book, prices, books, shocks=shocks, params=p)
         report["spiral"] = spiral.model_dump()
     cleaned: dict[str, Any] = _clean(report)

@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
+from monitor.account_columns import ColumnsBuilder
+from monitor.account_lines import AccountLines
 from monitor.lending import Position
-from monitor.margin import Account
 from monitor.risk_params import RiskParams
 from monitor.stress import (
     StressInputError,
@@ -100,6 +101,19 @@ def _margin_tables(path: str, params: RiskParams) -> RiskParams:
     return load_margin_tables(Path(path), params)
 
 
+def _read_accounts(path: str, params: RiskParams) -> AccountLines:
+    """The ``--accounts`` lines checked straight into columns (``monitor.account_lines``);
+    a bad line or a repeated id is a :class:`StressInputError` naming line and field."""
+    accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
+    seen: set[str] = set()
+    for line, obj in _load_jsonl(path):
+        account_id = accounts.add(obj, line)
+        if account_id in seen:
+            raise StressInputError(path, line, "account_id", "duplicate id")
+        seen.add(account_id)
+    return accounts
+
+
 def _build_report(args: argparse.Namespace) -> dict[str, Any]:
     params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
     if getattr(args, "margin_tables", None):
@@ -114,23 +128,19 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
                 raise StressInputError(args.positions, line, "position_id", "duplicate id")
             seen.add(pos.position_id)
             positions.append((line, pos))
-    accounts: list[tuple[int, Account]] = []
-    seen = set()
-    if args.accounts:
-        for line, obj in _load_jsonl(args.accounts):
-            acct = parse_account(obj, args.accounts, line)
-            if acct.account_id in seen:
-                raise StressInputError(args.accounts, line, "account_id", "duplicate id")
-            seen.add(acct.account_id)
-            accounts.append((line, acct))
+    accounts = _read_accounts(args.accounts, params) if args.accounts else None
     check_price_keys(
         positions,
-        accounts,
+        [],
         prices,
         positions_source=args.positions or "",
         accounts_source=args.accounts or "",
         prices_source=args.prices,
     )
+    missing = accounts.first_missing_price(prices) if accounts is not None else None
+    if missing is not None:
+        line, field, key = missing
+        raise StressInputError(args.accounts, line, field, f"no price for {key!r} in {args.prices}")
     shocks: dict[str, float] = {}
     for text in args.shock:
         key, move = parse_shock(text)
@@ -140,7 +150,7 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
     books = parse_books(_load_json(args.books), args.books) if args.books else None
     return run_stress(
         [p for _, p in positions],
-        [a for _, a in accounts],
+        accounts if accounts is not None else [],
         prices,
         shocks=shocks,
         books=books,

@@ -1,0 +1,214 @@
+"""``liqmon stress`` account lines decoded straight into columns (``monitor.account_lines``)
+against the pydantic path they replace: ``parse_account`` on each line, then
+``ColumnsBuilder.build`` of the models. Good lines give equal columns and equal models; a bad
+line gives the same error (file, line, field, message); a missing price the same error as
+``check_price_keys``; the stress report is the same document."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.account_columns import AccountColumns, ColumnsBuilder
+from monitor.account_lines import AccountLines, plain_account
+from monitor.margin import Account
+from monitor.risk_params import RiskParams
+from monitor.stress import StressInputError, check_price_keys, parse_account, run_stress
+from streams import stress_cmd
+from streams.bench_accounts import PRICES_USD, accounts_jsonl, synthetic_accounts
+
+PARAMS = RiskParams()
+MODELS = ["binance-pm", "bybit-uta", "okx-mc", "hyperliquid", "ftx"]
+KEYS = ["USDT", "BTC", "ETH", "USDe@binance", "XYZ", ""]
+SYMBOLS = ["BTCUSDT", "ETH-PERP", "BTC-USDT-SWAP", "XYZUSDT", ""]
+#: Values a mutated field may take: every JSON type, edge numbers, bounds of the fields.
+ODD = [None, True, False, 0, -1, 1, 0.0, -0.0, 1.0, 0.99, -1e-9, 2**60, "", "x", "1.5", [], {}, [1], {"a": 1}]
+
+numbers = st.one_of(st.floats(-1e7, 1e7), st.integers(-10**6, 10**6))
+
+
+@st.composite
+def balance(draw: st.DrawFn) -> dict[str, Any]:
+    out: dict[str, Any] = {"asset": draw(st.sampled_from(["USDT", "BTC", "ETH", "USDe", "XYZ"])),
+                           "amount": draw(numbers), "price_key": draw(st.sampled_from(KEYS[:5]))}
+    if draw(st.booleans()):
+        out["loan_mmr"] = draw(st.one_of(st.none(), st.floats(0.0, 0.999), st.just(0)))
+    return out
+
+
+@st.composite
+def perp(draw: st.DrawFn) -> dict[str, Any]:
+    out: dict[str, Any] = {"symbol": draw(st.sampled_from(SYMBOLS[:4])), "qty": draw(numbers),
+                           "entry_price": draw(st.one_of(st.floats(0.01, 1e6), st.integers(1, 10**6))),
+                           "price_key": draw(st.sampled_from(KEYS[:5]))}
+    if draw(st.booleans()):
+        out["mmr"] = draw(st.one_of(st.none(), st.floats(0.001, 0.5)))
+    if draw(st.booleans()):
+        out["cum"] = draw(st.one_of(st.none(), st.floats(0.0, 1e4), st.integers(0, 100)))
+    return out
+
+
+@st.composite
+def account_doc(draw: st.DrawFn, n: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"account_id": f"a{n}", "venue": "v", "model": draw(st.sampled_from(MODELS[:4])),
+                           "balances": draw(st.lists(balance(), max_size=4)),
+                           "perps": draw(st.lists(perp(), max_size=3))}
+    if draw(st.booleans()):
+        doc["collateral_rates"] = draw(st.one_of(st.none(), st.just({"BTC": {"basis": "qty", "tiers": [[0, 0.9]]}})))
+    return doc
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path into a document (dict keys and list indices)."""
+    out = [prefix]
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else []
+    for k, v in items:
+        out += _paths(v, (*prefix, k))
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn, doc: dict[str, Any]) -> Any:
+    """The document with one value replaced, one key removed or one unknown key added."""
+    out = copy.deepcopy(doc)
+    path = draw(st.sampled_from(_paths(out)))
+    if not path:
+        return draw(st.sampled_from(ODD))
+    parent = out
+    for k in path[:-1]:
+        parent = parent[k]
+    action = draw(st.sampled_from(["replace", "drop", "extra", "model", "symbol"]))
+    if action == "drop" and isinstance(parent, dict):
+        del parent[path[-1]]
+    elif action == "extra" and isinstance(parent, dict):
+        parent["zz"] = 1
+    elif action == "model":
+        out["model"] = draw(st.sampled_from([*MODELS, 1]))
+    elif action == "symbol":
+        out.setdefault("perps", []).append({"symbol": draw(st.sampled_from(SYMBOLS)), "qty": 1,
+                                            "entry_price": draw(st.sampled_from([1, 0, -2.5, "3"])),
+                                            "price_key": "BTC"})
+    else:
+        parent[path[-1]] = draw(st.sampled_from(ODD))
+    return out
+
+
+def _old_path(objs: list[Any], source: str) -> tuple[list[Account], AccountColumns] | str:
+    """Today's decoding: one pydantic model per line, then the columns of the models."""
+    try:
+        accounts = [parse_account(obj, source, n) for n, obj in enumerate(objs, start=1)]
+    except StressInputError as exc:
+        return str(exc)
+    return accounts, ColumnsBuilder(PARAMS).build(accounts)
+
+
+def _new_path(objs: list[Any], source: str) -> AccountLines | str:
+    lines = AccountLines(ColumnsBuilder(PARAMS), lambda obj, line: parse_account(obj, source, line))
+    try:
+        for n, obj in enumerate(objs, start=1):
+            lines.add(obj, n)
+    except StressInputError as exc:
+        return str(exc)
+    return lines
+
+
+def _assert_columns_equal(a: AccountColumns, b: AccountColumns) -> None:
+    for field in ("ids", "venues", "keys", "assets"):
+        assert list(getattr(a, field)) == list(getattr(b, field)), field
+    for field in ("model", "entry_start", "entry_key", "entry_is_perp", "entry_asset", "qty",
+                  "entry_price_usd", "loan_mmr", "entry_table"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.dtype == y.dtype and np.array_equal(x, y), field
+    for ta, tb in zip(a.collateral_tables, b.collateral_tables, strict=True):
+        assert ta.basis_qty == tb.basis_qty and np.array_equal(ta.floors, tb.floors)
+        assert np.array_equal(ta.rates, tb.rates) and np.array_equal(ta.prefix_usd, tb.prefix_usd)
+    for sa, sb in zip(a.step_tables, b.step_tables, strict=True):
+        assert sa.basis_qty == sb.basis_qty and np.array_equal(sa.bounds, sb.bounds)
+        assert np.array_equal(sa.rates, sb.rates) and np.array_equal(sa.deductions_usd, sb.deductions_usd)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n=st.integers(1, 5), bad=st.booleans())
+def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad: bool) -> None:
+    objs: list[Any] = [data.draw(account_doc(i)) for i in range(n)]
+    if bad:
+        i = data.draw(st.integers(0, n - 1))
+        objs[i] = data.draw(mutated(objs[i]))
+    old, new = _old_path(objs, "A.jsonl"), _new_path(objs, "A.jsonl")
+    if isinstance(old, str):
+        assert new == old
+        return
+    assert not isinstance(new, str), new
+    accounts, columns = old
+    _assert_columns_equal(new.columns(), columns)
+    assert [new.account(i) for i in range(n)] == accounts
+    prices = {k: 1.0 for k in data.draw(st.lists(st.sampled_from(KEYS[:5]), unique=True))}
+    try:
+        check_price_keys([], list(enumerate(accounts, start=1)), prices, positions_source="",
+                         accounts_source="A.jsonl", prices_source="P.json")
+        expected = None
+    except StressInputError as exc:
+        expected = str(exc)
+    missing = new.first_missing_price(prices)
+    got = None if missing is None else str(StressInputError("A.jsonl", missing[0], missing[1],
+                                                             f"no price for {missing[2]!r} in P.json"))
+    assert got == expected
+
+
+def test_plain_shape_is_only_what_the_model_accepts_unchanged() -> None:
+    doc = {"account_id": "a", "venue": "v", "model": "okx-mc",
+           "balances": [{"asset": "BTC", "amount": 2, "price_key": "BTC", "loan_mmr": 0}], "perps": []}
+    assert plain_account(doc)
+    for key, value in (("amount", "2"), ("amount", True), ("amount", 2**60), ("loan_mmr", 1), ("zz", 0)):
+        odd = copy.deepcopy(doc)
+        odd["balances"][0][key] = value
+        assert not plain_account(odd), (key, value)
+    assert not plain_account({**doc, "collateral_rates": {}})
+    assert not plain_account({**doc, "balances": tuple(doc["balances"])})
+
+
+def _stress(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    accounts = tmp_path / "A.jsonl"
+    accounts.write_text(text)
+    prices = tmp_path / "P.json"
+    prices.write_text(json.dumps(PRICES_USD))
+    rc = stress_cmd.main(["--accounts", str(accounts), "--prices", str(prices), "--shock", "USDe@binance=-35%"])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_stress_report_on_a_generated_file_equals_the_model_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = accounts_jsonl(synthetic_accounts(400, seed=3)).decode()
+    rc, out, err = _stress(tmp_path, text, capsys)
+    assert rc == 0 and err == ""
+    models = [Account.model_validate_json(line) for line in text.splitlines()]
+    shocks = {"USDe@binance": -0.35}
+    expected = run_stress([], models, PRICES_USD, shocks=shocks, params=PARAMS)
+    assert json.loads(out) == json.loads(json.dumps(expected))
+    assert expected["aggregates"]["accounts_by_status"]["liquidation"] > 0
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('{"account_id": "b", "venue": "v", "model": "binance-pm", "balances": [{"asset": "BTC", '
+     '"amount": "x", "price_key": "BTC"}]}', "A.jsonl:3: balances[0].amount: Input should be a valid number"),
+    ('{"account_id": "b", "venue": "v", "model": "binance-pm", "perps": [{"symbol": "BTCUSDT", "qty": 1, '
+     '"entry_price": 0, "price_key": "BTC"}]}', "A.jsonl:3: perps[0].entry_price: Input should be greater than 0"),
+    ('{"account_id": "pm-0", "venue": "v", "model": "binance-pm"}', "A.jsonl:3: account_id: duplicate id"),
+    ('{"account_id": "b", "venue": "v", "model": "binance-pm", "balances": [{"asset": "X", "amount": 1, '
+     '"price_key": "NOPE"}]}', "A.jsonl:3: balances[0].price_key: no price for 'NOPE'"),
+    ('[1]', "A.jsonl:3: (line): expected a JSON object"),
+])
+def test_a_bad_line_is_one_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, expected: str) -> None:
+    good = accounts_jsonl(synthetic_accounts(2)).decode().splitlines()
+    rc, out, err = _stress(tmp_path, "\n".join([*good, line]) + "\n", capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith(f"liqmon stress: error: {tmp_path / expected}")
