@@ -8,7 +8,7 @@ Each entry's term of its account's adjusted equity, MM and gross notional is kep
 an account's figures are the sums of its entries' terms taken in the account's own
 entry order, starting from 0.0, as :func:`monitor.margin.evaluate_account` adds them, so
 they are equal to the scalar figures bit for bit. Statuses are an int8 array (codes of
-:data:`monitor.columnar_margin.STATUSES`).
+:data:`monitor.margin.STATUSES`).
 """
 
 from __future__ import annotations

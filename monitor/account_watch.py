@@ -12,12 +12,11 @@ from typing import Any
 
 from monitor.alerts import Alert, make_alert
 from monitor.config import EngineConfig
-from monitor.margin import Account, AccountResult, evaluate_account, liquidate_account
+from monitor.margin import STATUS_RANK, Account, AccountResult, evaluate_account, liquidate_account
 from monitor.risk_params import UnifiedVenueParams
 
 __all__ = ["AccountWatch", "default_balance_price_key", "price_key_units", "status_slack_usd"]
 
-_STATUS_RANK = {"normal": 0, "margin_call": 1, "reduce_only": 2, "liquidation": 3}
 
 
 def price_key_units(account: Account) -> dict[str, float]:
@@ -146,7 +145,7 @@ class AccountWatch:
             )
             self.results[aid] = result
             jump = max(jump, result.effective_leverage_change or 0.0)
-            rank = _STATUS_RANK[result.status]
+            rank = STATUS_RANK[result.status]
             was_stressed = aid in self._stressed
             if (rank > 0) != was_stressed:
                 sets_changed = True
@@ -196,7 +195,7 @@ class AccountWatch:
 
         Latches of unknown accounts or outside ranks 1..3 are ignored.
         """
-        top = max(_STATUS_RANK.values())
+        top = max(STATUS_RANK.values())
         for aid, rank in latches.items():
             if aid in self.accounts and 0 < rank <= top:
                 self._alerted_rank[aid] = rank

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from monitor.alerts import Alert
 from monitor.batch import Batch
 from monitor.events import KIND_BOOK, KIND_BOOK_INVALID, KIND_LIQUIDATION, KIND_PRICE, KIND_QUOTE, KIND_TRADE
-from monitor.liquidity import BookState, LiquidityMonitor
+from monitor.liquidity import TRANSITION_INVALID, BookState, LiquidityMonitor
 from monitor.quotes import QuoteHistory
 
 __all__ = ["BatchScan", "PriceSink", "RowScanner", "Source"]
@@ -28,8 +28,6 @@ __all__ = ["BatchScan", "PriceSink", "RowScanner", "Source"]
 Source = tuple[str, str, str]
 #: The peg monitor's per-price entry: (venue, ts_ms, price_usd, depth_usd, alerts out).
 PriceSink = Callable[[str, int, float, float, list[Alert]], None]
-#: Book state transition codes (:meth:`monitor.liquidity.LiquidityMonitor.on_book`).
-TRANSITION_INVALID = 4
 
 
 @dataclass

@@ -16,12 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.account_columns import MODELS, CollateralTable, FloatArray, StepTable
-from monitor.margin import AccountStatus
 from monitor.risk_params import RiskParams
 
 __all__ = [
     "LIQUIDATION",
-    "STATUSES",
     "ModelLines",
     "collateral_equity_usd",
     "perp_mm_usd",
@@ -29,8 +27,7 @@ __all__ = [
     "tier_slices",
 ]
 
-#: Status codes of ``AccountBook.status``: the index into this tuple.
-STATUSES: tuple[AccountStatus, ...] = ("normal", "margin_call", "reduce_only", "liquidation")
+# Status codes of ``AccountBook.status``: the index into monitor.margin.STATUSES.
 LIQUIDATION = 3
 
 

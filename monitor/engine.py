@@ -24,7 +24,7 @@ from monitor.events import (
     KIND_QUOTE,
     ROW_LENGTHS,
 )
-from monitor.liquidity import BookState, LiquidityMonitor
+from monitor.liquidity import BOOK_TRANSITIONS, BookState, LiquidityMonitor
 from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median
 from monitor.peg_batch import apply_batch
 from monitor.quotes import QuoteHistory
@@ -281,7 +281,7 @@ class Engine:
                         "dev_bps": round(tracker.last_dev_bps, 2),
                     }))
         for st, code, t in scan.transitions:
-            state = ("", "warm", "withdrawn", "restored", "invalid")[code]
+            state = BOOK_TRANSITIONS[code]
             result.state_changed = True
             base = st.baseline_usd or 0.0
             depth = st.bid_usd[self._withdraw_band] if st.bid_usd else 0.0

@@ -23,9 +23,13 @@ from monitor.alerts import Alert, make_alert
 from monitor.config import LiquidityConfig
 from monitor.events import BOOK_BANDS_BPS
 
-__all__ = ["BookState", "LiquidityMonitor", "ewma_weight", "imbalance_ratio"]
+__all__ = ["BOOK_TRANSITIONS", "TRANSITION_INVALID", "BookState", "LiquidityMonitor", "ewma_weight", "imbalance_ratio"]
 
 N_BANDS = len(BOOK_BANDS_BPS)
+#: A book's state transitions by code (:meth:`LiquidityMonitor.on_book` returns 0–3; a book
+#: that lost its sequence is code 4): the ``state`` of its stage-2 ``book`` signal.
+BOOK_TRANSITIONS: tuple[str, ...] = ("", "warm", "withdrawn", "restored", "invalid")
+TRANSITION_INVALID = 4
 
 
 def ewma_weight(dt_ms: float, half_life_ms: float) -> float:

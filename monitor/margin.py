@@ -23,6 +23,8 @@ from monitor.risk_params import (
 )
 
 __all__ = [
+    "STATUSES",
+    "STATUS_RANK",
     "VENUE_RATIO_NAMES",
     "Account",
     "AccountModel",
@@ -49,6 +51,9 @@ __all__ = [
 
 AccountModel = Literal["binance-pm", "bybit-uta", "okx-mc", "hyperliquid"]
 AccountStatus = Literal["normal", "margin_call", "reduce_only", "liquidation"]
+#: Account statuses from healthy to liquidated: a status's rank is its index here.
+STATUSES: tuple[AccountStatus, ...] = ("normal", "margin_call", "reduce_only", "liquidation")
+STATUS_RANK: dict[str, int] = {name: rank for rank, name in enumerate(STATUSES)}
 
 #: Name of the ratio each model's venue publishes (``AccountResult.venue_ratio_name``).
 VENUE_RATIO_NAMES: dict[str, str] = {

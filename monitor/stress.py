@@ -18,7 +18,7 @@ from monitor.account_book import AccountBook, AccountFigures
 from monitor.account_columns import MODELS, ColumnsBuilder
 from monitor.account_lines import AccountLines
 from monitor.columnar_engine import liquidate_rows, settlement_fits
-from monitor.columnar_margin import LIQUIDATION, STATUSES
+from monitor.columnar_margin import LIQUIDATION
 from monitor.lending import (
     LoopBook,
     Position,
@@ -30,7 +30,7 @@ from monitor.lending import (
     liquidation_bonus_ratio,
     liquidation_drop_pct,
 )
-from monitor.margin import VENUE_RATIO_NAMES, Account, liquidate_account
+from monitor.margin import STATUSES, VENUE_RATIO_NAMES, Account, liquidate_account
 from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
 from monitor.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
 

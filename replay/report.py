@@ -88,6 +88,7 @@ from monitor.events import (
     KIND_QUOTE,
     KIND_TRADE,
 )
+from monitor.margin import STATUSES
 from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
 
@@ -99,7 +100,6 @@ NO_DATA = "no data in this replay"
 _SUM_FACTOR = 6  # liquidation sum bucket = 6 × the bucket (60 s at the default 10 s)
 _HF_ORDER = ("<1", "1-1.05", "1.05-1.1", "1.1-1.25", "1.25-1.5", ">=1.5")
 _HF_COLORS = ("#b2182b", "#ef8a62", "#f4c28f", "#bcd7ea", "#67a9cf", "#2166ac")
-_STATUS_ORDER = ("normal", "margin_call", "reduce_only", "liquidation")
 _STATUS_COLORS = ("#4daf4a", "#ffd92f", "#ff7f00", "#e41a1c")
 _SEV_COLORS = {"info": "#7f8c8d", "warning": "#f39c12", "high": "#e74c3c", "critical": "#7b0000"}
 _SEV_SYMBOLS = {"info": "circle", "warning": "diamond", "high": "triangle-up", "critical": "x"}
@@ -787,7 +787,7 @@ def _loops_sections(rec: ReportRecorder, span: tuple[str, str] | None) -> list[_
 
 
 def _accounts_section(rec: ReportRecorder, span: tuple[str, str] | None) -> _Section:
-    fig = _stacked_counts(rec, "accounts", _STATUS_ORDER, _STATUS_COLORS)
+    fig = _stacked_counts(rec, "accounts", STATUSES, _STATUS_COLORS)
     if fig is not None:
         _base_layout(fig, span, yaxis={"title": {"text": "accounts"}})
     return _Section("accounts", "Unified accounts by status", "Unified (portfolio-margin) accounts per status "

@@ -311,17 +311,18 @@ def _key_labels(alert: Alert, extra_labels: Mapping[str, str] | None) -> dict[st
     return labels
 
 
+def _without(labels: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k not in names}
+
+
 def _same_key(labels: object, key_labels: Mapping[str, str]) -> bool:
     """An Alertmanager alert's labels belong to this (kind, venue, asset) key."""
-    if not isinstance(labels, Mapping):
-        return False
-    rest = {k: v for k, v in labels.items() if k not in ("severity", "alert_id")}
-    return rest == dict(key_labels)
+    return isinstance(labels, Mapping) and _without(labels, ("severity", "alert_id")) == dict(key_labels)
 
 
 def _same_state(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
     """Two label sets of one condition at one severity (the opening alert's id aside)."""
-    return {k: v for k, v in a.items() if k != "alert_id"} == {k: v for k, v in b.items() if k != "alert_id"}
+    return _without(a, ("alert_id",)) == _without(b, ("alert_id",))
 
 
 def _matchers(labels: Mapping[str, str], absent: Iterable[str]) -> list[tuple[str, str]]:

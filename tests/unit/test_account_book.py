@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from monitor.account_attribution import AssetSlots
 from monitor.account_book import AccountBook, AccountFigures
 from monitor.account_columns import ColumnsBuilder
-from monitor.columnar_margin import STATUSES
-from monitor.margin import Account, AccountResult, Balance, Perp, evaluate_account
+from monitor.margin import STATUSES, Account, AccountResult, Balance, Perp, evaluate_account
 from monitor.risk_params import (
     CollateralTiers,
     MarginTier,

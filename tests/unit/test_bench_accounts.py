@@ -8,8 +8,7 @@ import numpy as np
 
 from monitor.account_book import AccountBook
 from monitor.account_columns import ColumnsBuilder
-from monitor.columnar_margin import STATUSES
-from monitor.margin import Account, evaluate_account
+from monitor.margin import STATUSES, Account, evaluate_account
 from monitor.risk_params import RiskParams
 from streams.bench_accounts import PRICES_USD, TICK_KEY, AccountsFromColumns, accounts_jsonl, synthetic_accounts
 
