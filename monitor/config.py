@@ -151,7 +151,7 @@ class IngestConfig(_Frozen):
     #: Receive times jumping more than this past the stream's watermark are rejected.
     max_watermark_jump_ms: int = Field(default=6 * 3_600_000, gt=0)
     #: Events per batch record (the wire unit for market data, DESIGN "Throughput"); a
-    #: record also closes at monitor.batch.MAX_BATCH_VALUES numbers (about 1,800 book
+    #: record also closes at monitor.ingest.batch.MAX_BATCH_VALUES numbers (about 1,800 book
     #: events), which keeps it inside Kafka's default message size. The figures behind
     #: the default are in the README ("Benchmarks"): per-record costs of the worker are
     #: spread over more events; live feeds close batches on a short linger anyway.

@@ -1,6 +1,6 @@
 """Normalised market events: the only market data that crosses into the engine.
 
-Wire frames are decoded by the pure parsers in :mod:`monitor.wire` into these small
+Wire frames are decoded by the pure parsers in :mod:`monitor.ingest.wire` into these small
 immutable records; every one carries the venue's own timestamp (``ts_ms``, or the
 receive time where the venue sends none) and our receive timestamp (``recv_ts_ms``).
 """

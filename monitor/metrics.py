@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["LATENCY_BUCKETS_S", "PEG_UNDETERMINED_REASONS", "Metrics"]
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-#: Why a venue-local depeg cannot be judged (monitor.peg.AssetPeg.undetermined): a closed set.
+#: Why a venue-local depeg cannot be judged (monitor.models.peg.AssetPeg.undetermined): a closed set.
 PEG_UNDETERMINED_REASONS = ("too_few_sources", "stale_witnesses")
 
 
@@ -64,7 +64,7 @@ class Metrics:
         self.assigned_partitions = Gauge(
             "liqmon_assigned_partitions", "Partitions of a topic assigned to this worker",
             ["topic"], registry=r)
-        # Crash consistency (streams/checkpoint.py): checkpoints written and recoveries
+        # Crash consistency (streams/app/checkpoint.py): checkpoints written and recoveries
         self.checkpoints_total = Counter(
             "liqmon_checkpoints", "Stage checkpoints written, by stage (market, global)",
             ["stage"], registry=r)
@@ -77,7 +77,7 @@ class Metrics:
             ["stage", "source"], registry=r)
         self.rewinds_total = Counter(
             "liqmon_rewinds", "Seeks back to a checkpoint's offset, by stage", ["stage"], registry=r)
-        # Alert delivery (streams/retry_queue.py): per sink, closed set (webhook, alertmanager)
+        # Alert delivery (streams/sinks/retry_queue.py): per sink, closed set (webhook, alertmanager)
         self.alerts_dropped_total = Counter(
             "liqmon_alerts_dropped",
             "Alerts dropped undelivered: retry queue full (overflow) or refused by the receiver (rejected)",

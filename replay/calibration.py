@@ -9,6 +9,7 @@ tolerance.
 
 from __future__ import annotations
 
+import io
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich.console import Console
+from rich.table import Table
 
 from replay.capture import CaptureLine, iter_capture
 
-__all__ = ["CalibrationRow", "CaptureStats", "calibrate", "format_table", "scan_capture"]
+__all__ = ["CalibrationRow", "CaptureStats", "calibrate", "calibration_table", "format_table", "scan_capture"]
 
 T0_MS = 1_760_126_400_000  # 10 Oct 2025 20:00 UTC
 
@@ -267,15 +270,20 @@ def calibrate(result_or_capture_dir: Any) -> list[CalibrationRow]:
     )
 
 
-def format_table(rows: list[CalibrationRow]) -> str:
-    """Plain-text table: figure | public | tolerance | this run | ok."""
-    head = ("figure", "public", "tolerance", "this run", "ok")
-    body = [(r.figure, r.target, r.tolerance, r.value, "PASS" if r.passed else "FAIL")
-            for r in rows]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(5)]
-    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(head)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in body]
+def calibration_table(rows: list[CalibrationRow]) -> Table:
+    """The rows as a rich table: figure | public | tolerance | this run | ok."""
     passed = sum(r.passed for r in rows)
-    lines.append(f"{passed}/{len(rows)} within tolerance")
-    return "\n".join(lines)
+    caption = f"{passed}/{len(rows)} within tolerance"
+    table = Table(show_edge=False, pad_edge=False, caption=caption, caption_justify="left")
+    for name in ("figure", "public", "tolerance", "this run", "ok"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(r.figure, r.target, r.tolerance, r.value, "PASS" if r.passed else "[bold red]FAIL[/]")
+    return table
+
+
+def format_table(rows: list[CalibrationRow], width: int = 160) -> str:
+    """:func:`calibration_table` as plain text (no colour), for logs and assertion messages."""
+    text = io.StringIO()
+    Console(file=text, width=width, color_system=None, highlight=False).print(calibration_table(rows))
+    return text.getvalue().rstrip()

@@ -1,10 +1,10 @@
 """Read venue margin tables from a file: a committed JSON document or the ``margin_tables``
-frames a live recording starts with (:mod:`monitor.venue_tables`, RISK_MODEL §3).
+frames a live recording starts with (:mod:`monitor.ingest.venue_tables`, RISK_MODEL §3).
 
 ``liqmon stress --margin-tables``, ``liqmon replay`` (a capture's own tables, or
 ``--margin-tables``) and the worker (``LIQMON_MARGIN_TABLES``) all read them here, so the
 replayer and its worker apply the same tables and hash to the same config. Problems raise
-:class:`monitor.stress.StressInputError` (file, line, field), one line for any command.
+:class:`monitor.stages.stress.StressInputError` (file, line, field), one line for any command.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import orjson
 
-from monitor.ingest import CONFIG_CHANNELS
+from monitor.ingest.frames import CONFIG_CHANNELS
+from monitor.ingest.venue_tables import MARGIN_TABLES_CHANNEL, VenueTableError, apply_margin_tables
 from monitor.risk_params import RiskParams
-from monitor.stress import StressInputError
-from monitor.venue_tables import MARGIN_TABLES_CHANNEL, VenueTableError, apply_margin_tables
+from monitor.stages.stress import StressInputError
 from replay.capture import BadLine, CaptureError, CaptureLine, iter_capture
 
 __all__ = ["capture_margin_tables", "load_margin_tables"]

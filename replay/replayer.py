@@ -1,6 +1,6 @@
 """The replayer: capture file → ingest (validate, batch) → Kafka or the inline engine.
 
-Both paths consume exactly the same routed output of :class:`monitor.ingest.Ingest`
+Both paths consume exactly the same routed output of :class:`monitor.ingest.frames.Ingest`
 (same batches, same order per asset), so ``--inline`` gives exactly the alerts the Kafka
 path gives. The feed alerts Ingest raises itself (``book_gap``, ``feed_stale``) join the
 engine's alerts on both paths, as they do live. Speed: ``None`` = as fast as possible,
@@ -22,13 +22,13 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from monitor.alerts import Alert
-from monitor.batch import Batch
 from monitor.config import EngineConfig
-from monitor.engine import Engine
-from monitor.ingest import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
-from monitor.risk import GlobalRisk
+from monitor.ingest.batch import Batch
+from monitor.ingest.frames import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
 from monitor.signals import SignalRecord
 from monitor.snapshots import RiskSnapshot
+from monitor.stages.engine import Engine
+from monitor.stages.risk import GlobalRisk
 from replay.capture import BadLine, iter_capture
 
 __all__ = [

@@ -77,7 +77,6 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from monitor.alerts import SEVERITIES, Alert
-from monitor.batch import Batch
 from monitor.config import EngineConfig
 from monitor.events import (
     BOOK_BANDS_BPS,
@@ -88,7 +87,8 @@ from monitor.events import (
     KIND_QUOTE,
     KIND_TRADE,
 )
-from monitor.margin import STATUSES
+from monitor.ingest.batch import Batch
+from monitor.models.margin import STATUSES
 from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
 

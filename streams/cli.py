@@ -14,9 +14,12 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
+from rich.console import Console
+from rich.table import Table
 
 from replay.capture import CaptureError, open_capture
-from replay.outputs import utc, write_alerts, write_snapshots, write_summary
+from replay.outputs import write_alerts, write_snapshots, write_summary
+from replay.progress import ReplayProgress
 from streams.errors import KafkaReplayError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
@@ -51,25 +54,6 @@ def _parse_time(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
-
-
-def _progress_printer(enabled: bool) -> Callable[[int, int, int], None] | None:
-    if not enabled:
-        return None
-    started = time.monotonic()
-    tty = sys.stderr.isatty()
-    last_line = [0.0]
-
-    def show(ts_ms: int, frames: int, alerts: int) -> None:
-        now = time.monotonic()
-        if not tty and now - last_line[0] < 5.0:
-            return
-        last_line[0] = now
-        rate = frames / max(now - started, 1e-9)
-        text = f"event time {utc(ts_ms) or '-'} UTC | {frames:,} frames | {rate:,.0f} frames/s | {alerts} alerts"
-        print(("\r" + text + "   ") if tty else text, end="" if tty else "\n", file=sys.stderr, flush=True)
-
-    return show
 
 
 class _AccountInput(BaseModel):
@@ -136,7 +120,7 @@ def _margin_tables_path(args: argparse.Namespace, settings: Settings, capture: P
         return Path(args.margin_tables)
     if settings.margin_tables is not None:
         return settings.margin_tables
-    from monitor.stress import StressInputError
+    from monitor.stages.stress import StressInputError
     from replay.margin_tables import capture_margin_tables
 
     try:
@@ -190,7 +174,7 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
         raise UsageError(str(exc)) from None
     tables = _margin_tables_path(args, settings, capture)
     config = load_engine_config(args.config or settings.config, tables)
-    from monitor.lending import Position
+    from monitor.models.lending import Position
     from replay.replayer import InputFileError, load_jsonl
 
     try:
@@ -202,12 +186,14 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
     return _ReplayInputs(capture, config, positions, accounts, scenario, tables)
 
 
-def _run_inline(args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any) -> _ReplayRun:
+def _run_inline(
+    args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, progress: ReplayProgress | None
+) -> _ReplayRun:
     from replay.replayer import replay_inline
 
     inline = asyncio.run(
         replay_inline(
-            inputs.capture, inputs.config, args.speed, args.from_ms, args.to_ms, _progress_printer(not args.quiet),
+            inputs.capture, inputs.config, args.speed, args.from_ms, args.to_ms, progress,
             on_alert=recorder.on_alert, on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot,
             partitions=settings.partitions, positions=inputs.positions, accounts=inputs.accounts,
         )
@@ -236,10 +222,11 @@ def _worker_env(
 
 
 def _run_kafka(
-    args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path
+    args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path,
+    progress: ReplayProgress | None,
 ) -> _ReplayRun:
-    from streams.kafka_replay import ReplayHooks, ensure_topics, replay_kafka
-    from streams.worker import resolve_bootstrap, worker_process
+    from streams.cmd.worker import resolve_bootstrap, worker_process
+    from streams.kafka.replay import ReplayHooks, ensure_topics, replay_kafka
 
     with resolve_bootstrap(settings) as (bootstrap, effective):
         asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))
@@ -250,7 +237,7 @@ def _run_kafka(
                 proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))
                 alive = lambda: proc.poll() is None  # noqa: E731
             hooks = ReplayHooks(
-                progress=_progress_printer(not args.quiet), on_alert=recorder.on_alert,
+                progress=progress, on_alert=recorder.on_alert,
                 on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot, alive=alive,
             )
             kafka = asyncio.run(
@@ -263,12 +250,12 @@ def _run_kafka(
     return _ReplayRun(kafka.alerts, kafka.stats, "kafka", kafka.snapshots, kafka.worker_deadletters)
 
 
-def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[dict[str, Any], str | None, str]:
+def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[dict[str, Any], Table | None, str]:
     """The scenario's calibration rows: the summary's extra fields, the table, whose figures."""
     scenario = inputs.scenario
     if scenario is None:
         return {}, None, ""
-    from replay.calibration import format_table
+    from replay.calibration import calibration_table
     from replay.scenario import calibrate_scenario
 
     figures_of, rows = calibrate_scenario(scenario)
@@ -279,7 +266,7 @@ def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[
         "calibration_passed": all(r.passed for r in rows),
     }
     phases.done("calibration")
-    return extra, format_table(rows), figures_of
+    return extra, calibration_table(rows), figures_of
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -292,16 +279,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from replay.report import ReportRecorder, write_report
 
     recorder = ReportRecorder(config)
-    if args.inline:
-        run = _run_inline(args, settings, inputs, recorder)
-    else:
-        run = _run_kafka(args, settings, inputs, recorder, out_dir)
-    if not args.quiet and sys.stderr.isatty():
-        print(file=sys.stderr)
+    progress = None if args.quiet else ReplayProgress()
+    try:
+        if args.inline:
+            run = _run_inline(args, settings, inputs, recorder, progress)
+        else:
+            run = _run_kafka(args, settings, inputs, recorder, out_dir, progress)
+    finally:
+        if progress is not None:
+            progress.close()
     phases.done("replay")
     ordered = write_alerts(out_dir / "alerts.jsonl", run.alerts)
     write_snapshots(out_dir / "snapshots.jsonl", run.snapshots)
-    extra, calibration_text, figures_of = _calibration(inputs, recorder, phases)
+    extra, calibration, figures_of = _calibration(inputs, recorder, phases)
     summary = write_summary(
         out_dir / "summary.json", capture=inputs.capture, mode=run.mode, config_hash=config.config_hash,
         stats=run.stats, alerts=ordered, worker_deadletters=run.worker_deadletters, extra=extra,
@@ -310,16 +300,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
                  config_hash=config.config_hash, summary=summary)
     phases.done("report")
     if not args.quiet:
-        from rich.console import Console
-
         from replay.story import build_story, print_story
 
         # a pipe or file gets rows of 160 columns, not rich's 80
         console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
         print_story(console, build_story(ordered, run.snapshots), ordered, verbose=args.verbose)
-        if calibration_text is not None:
-            print(f"\ncalibration against the public figures of {figures_of}:")
-            print(calibration_text)
+        if calibration is not None:
+            console.print(f"\ncalibration against the public figures of {figures_of}:", soft_wrap=True)
+            console.print(calibration)
         print(
             f"\n{summary['events']:,} events from {summary['frames']:,} frames in {summary['wall_s']} s; "
             f"{summary['deadletters']} dead letters; config {config.config_hash}; outputs in {out_dir}/"
@@ -329,7 +317,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streams.worker import run_faust_worker, run_worker
+    from streams.cmd.worker import run_faust_worker, run_worker
 
     if args.once:
         return run_faust_worker(Settings())
@@ -337,7 +325,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.broker import start_broker
+    from streams.kafka.broker import start_broker
 
     broker = start_broker(port=args.port)
     print(f"liqmon: embedded broker listening on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
@@ -353,7 +341,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streams.bench import run_bench
+    from benchmarks.main import run_bench
 
     code: int = run_bench(args)
     return code
@@ -428,9 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands with their own modules (imported here, so `liqmon --help` lists them all).
     from replay.importers import add_import_parser
-    from streams import live_cmd, spiral_cmd, stress_cmd
+    from streams.cmd import live, spiral, stress
 
-    for adder in (stress_cmd.add_parser, spiral_cmd.add_parser, add_import_parser, live_cmd.add_parser):
+    for adder in (stress.add_parser, spiral.add_parser, add_import_parser, live.add_parser):
         adder(sub)
     return parser
 

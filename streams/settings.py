@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     stop_timeout_s: float = Field(default=8.0, gt=0)
     #: Seconds without reaching the broker after which a worker restarts (and waits for it).
     broker_lost_s: float = Field(default=15.0, gt=0)
-    # Kafka security (streams/kafka_security.py turns these into client options).
+    # Kafka security (streams/kafka/security.py turns these into client options).
     kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism = "PLAIN"
     kafka_sasl_username: str | None = None
@@ -140,7 +140,7 @@ def load_engine_config(path: Path | None, margin_tables: Path | None = None) -> 
     config = _load_engine_toml(path)
     if margin_tables is None:
         return config
-    from monitor.stress import StressInputError
+    from monitor.stages.stress import StressInputError
     from replay.margin_tables import load_margin_tables
 
     try:

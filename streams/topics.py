@@ -20,7 +20,7 @@ ALERTS = "alerts.cascade"
 #: Records that failed validation, with reason and raw bytes.
 DEADLETTER = "deadletter"
 #: End-of-run acknowledgements from workers (replay bookkeeping) and replies to commands
-#: (key: request id, see streams/commands.py).
+#: (key: request id, see streams/app/commands.py).
 ACKS = "control.acks"
 #: Risk state snapshots (key: asset / account / position).
 RISK_SNAPSHOTS = "risk.snapshots"

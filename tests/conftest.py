@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import EmbeddedBroker, embedded_broker
+from streams.kafka.broker import EmbeddedBroker, embedded_broker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OCT10_DIR = REPO_ROOT.parent / "shared" / "data" / "oct10"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -35,8 +34,8 @@ from typing import Any, Protocol
 
 import orjson
 import websockets
-from pydantic import BaseModel, ConfigDict, Field
 
+from streams.backoff import Backoff
 from streams.feeds.overload import (
     LagSample,
     OverloadConfig,
@@ -48,8 +47,6 @@ from streams.feeds.overload import (
 )
 
 __all__ = [
-    "Backoff",
-    "BackoffPolicy",
     "Clock",
     "ConnectionPlan",
     "FeedConnection",
@@ -84,38 +81,6 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-class BackoffPolicy(BaseModel):
-    """Reconnect backoff: delay_n = min(max_s, initial_s × factor^n) × (1 − jitter_ratio × U[0,1))."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    initial_s: float = Field(default=0.5, gt=0)
-    max_s: float = Field(default=30.0, gt=0)
-    factor: float = Field(default=2.0, ge=1.0)
-    jitter_ratio: float = Field(default=0.25, ge=0.0, le=1.0)
-    #: A connection that delivered data for this long resets the backoff.
-    healthy_after_s: float = Field(default=60.0, ge=0.0)
-
-
-class Backoff:
-    """Capped exponential backoff with jitter (AWS "exponential backoff and jitter", subtractive)."""
-
-    def __init__(self, policy: BackoffPolicy, rng: random.Random) -> None:
-        self.policy = policy
-        self.rng = rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        """Delay before the next attempt: capped exponential, minus up to jitter_ratio of it."""
-        p = self.policy
-        base = min(p.max_s, p.initial_s * p.factor ** min(self.attempt, 64))
-        self.attempt += 1
-        return base * (1.0 - p.jitter_ratio * self.rng.random())
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True, slots=True)

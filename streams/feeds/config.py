@@ -9,7 +9,7 @@ OKX perpetual books and liquidations, Hyperliquid books and trades.
 OKX sizes swaps and futures in contracts: ``[live.okx_contract_values]`` maps an
 instrument family to its contract value (``ct_val`` in ``ct_val_ccy``: the base asset for
 linear contracts, USD for inverse ones). Entries are added to (or replace) the built-in
-table :data:`monitor.wire.okx.BUILTIN_CONTRACT_VALUES`; frames of an instrument with no
+table :data:`monitor.ingest.wire.okx.BUILTIN_CONTRACT_VALUES`; frames of an instrument with no
 entry are dead-lettered (``unknown_contract_value``), never guessed.
 """
 
@@ -22,10 +22,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from monitor.config import EngineConfig
-from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
-from streams.feeds import binance, bybit, hyperliquid, okx
-from streams.feeds.base import BackoffPolicy, VenueAdapter
+from monitor.ingest.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
+from streams.backoff import BackoffPolicy
+from streams.feeds.base import VenueAdapter
 from streams.feeds.overload import OverloadConfig
+from streams.feeds.venues import binance, bybit, hyperliquid, okx
 
 __all__ = [
     "ADAPTERS",
@@ -110,7 +111,7 @@ class MarginTablesConfig(_Frozen):
 
     A venue's part is fetched only when one of its feeds is enabled (Hyperliquid:
     ``hyperliquid``; Bybit: ``bybit-linear``/``bybit-spot``, risk limits ``bybit-linear``;
-    OKX: ``okx``). Endpoints: see :mod:`monitor.venue_tables`.
+    OKX: ``okx``). Endpoints: see :mod:`monitor.ingest.venue_tables`.
     """
 
     enabled: bool = True
@@ -122,14 +123,14 @@ class MarginTablesConfig(_Frozen):
     bybit_risk_limit_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     #: OKX position tiers: ``?instType=SWAP&tdMode=cross&instFamily=…``, at most five
     #: families a request (the endpoint's limit); each family needs a contract value in
-    #: :data:`monitor.wire.instruments.BUILTIN_CONTRACT_VALUES` (tiers are in contracts).
+    #: :data:`monitor.ingest.wire.instruments.BUILTIN_CONTRACT_VALUES` (tiers are in contracts).
     okx_position_tiers_url: str = "https://www.okx.com/api/v5/public/position-tiers"
     okx_position_tier_families: tuple[str, ...] = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
     timeout_s: float = Field(default=10.0, gt=0)
 
 
 def default_instrument_urls() -> dict[str, tuple[str, ...]]:
-    """Each venue's instruments endpoint(s) (:mod:`monitor.wire.instrument_sources`)."""
+    """Each venue's instruments endpoint(s) (:mod:`monitor.ingest.wire.instrument_sources`)."""
     okx = "https://www.okx.com/api/v5/public/instruments?instType="
     bybit = "https://api.bybit.com/v5/market/instruments-info?limit=1000&category="
     return {

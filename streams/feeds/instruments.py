@@ -1,7 +1,7 @@
 """Fetch the venues' instrument tables at ``liqmon live`` start (``[live.instruments]``).
 
 One or more requests per venue whose feeds the session runs, to the endpoints the venues
-document (:mod:`monitor.wire.instrument_sources`): Binance ``exchangeInfo`` (spot and
+document (:mod:`monitor.ingest.wire.instrument_sources`): Binance ``exchangeInfo`` (spot and
 USDⓈ-M), Bybit v5 ``instruments-info``, OKX ``public/instruments`` (one request per
 ``instType``), Hyperliquid ``POST /info {"type": "meta"}``. The runner records each
 venue's table as an ``instruments`` frame, so a replay of the recording resolves every
@@ -16,9 +16,9 @@ import logging
 import aiohttp
 import orjson
 
-from monitor.wire import WireError
-from monitor.wire.instrument_sources import SOURCE_PARSERS
-from monitor.wire.instruments import Instrument
+from monitor.ingest.wire import WireError
+from monitor.ingest.wire.instrument_sources import SOURCE_PARSERS
+from monitor.ingest.wire.instruments import Instrument
 from streams.feeds.config import LiveConfig
 from streams.feeds.rest import fetch_json
 

@@ -1,7 +1,7 @@
 """Fetch the venues' margin tables at ``liqmon live`` start (RISK_MODEL §3).
 
 Requests for each venue whose feeds the session runs, to the endpoints its docs name
-(:mod:`monitor.venue_tables`): Hyperliquid ``POST /info {"type": "meta"}``, Bybit
+(:mod:`monitor.ingest.venue_tables`): Hyperliquid ``POST /info {"type": "meta"}``, Bybit
 ``GET /v5/spot-margin-trade/collateral`` and ``GET /v5/market/risk-limit`` (one request per
 configured symbol), OKX ``GET /api/v5/public/discount-rate-interest-free-quota`` and ``GET
 /api/v5/public/position-tiers`` (up to five instrument families a request). A response is
@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 
-from monitor.venue_tables import (
+from monitor.ingest.venue_tables import (
     VenueTableError,
     bybit_collateral_tiers,
     bybit_risk_limits,

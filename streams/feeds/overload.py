@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from monitor.feed_lag import FeedLagThresholds
+from monitor.ingest.feed_lag import FeedLagThresholds
 
 __all__ = ["LagSample", "OverloadConfig", "ReaderLag", "coalesce", "queued_frames", "socket_backlog", "take_queued"]
 

@@ -1,4 +1,4 @@
-"""The live runner: connections → record → :class:`monitor.ingest.Ingest` → sink.
+"""The live runner: connections → record → :class:`monitor.ingest.frames.Ingest` → sink.
 
 Every data frame is recorded (when recording) and fed to the one Ingest in the same
 synchronous step, in arrival order, with the same receive time, so a recording replays
@@ -19,7 +19,7 @@ or resubscribes the book stream (Bybit, OKX); a resync counts in
 
 A reader behind its venue (:mod:`streams.feeds.overload`): each connection's lag sample
 sets ``liqmon_feed_lag_seconds`` (the venue's largest); a change of the venue's lag level
-(:class:`monitor.feed_lag.LagLevel`) becomes a ``feed_status`` frame, recorded and turned
+(:class:`monitor.ingest.feed_lag.LagLevel`) becomes a ``feed_status`` frame, recorded and turned
 into a ``feed_lag`` alert by Ingest like ``feed_stale``. Frames a connection coalesced away
 count in ``liqmon_feed_shed_frames_total``; they are neither recorded nor ingested, so a
 recording replays to what the session processed.
@@ -44,8 +44,8 @@ import orjson
 
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
-from monitor.feed_lag import LagLevel, lag_status_raw
-from monitor.ingest import (
+from monitor.ingest.feed_lag import LagLevel, lag_status_raw
+from monitor.ingest.frames import (
     BOOK_RESET_CHANNEL,
     CONTRACT_VALUES_CHANNEL,
     FEED_STATUS_CHANNEL,
@@ -60,16 +60,17 @@ from monitor.ingest import (
     garbage_raw,
     session_raw,
 )
+from monitor.ingest.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
+from monitor.ingest.venue_tables import MARGIN_TABLES_CHANNEL
+from monitor.ingest.wire.instruments import InstrumentTable, instruments_raw
+from monitor.ingest.wire.okx import contract_values_raw
 from monitor.metrics import Metrics
-from monitor.orderbook import NOTICE_GAP, NOTICE_NEED_SNAPSHOT, NOTICE_RESYNCED, BookNotice
-from monitor.venue_tables import MARGIN_TABLES_CHANNEL
-from monitor.wire.instruments import InstrumentTable, instruments_raw
-from monitor.wire.okx import contract_values_raw
 from replay.capture import dumps_line
-from streams.feeds.base import Backoff, Clock, FeedConnection, SystemClock, VenueAdapter
+from streams.backoff import Backoff
+from streams.feeds.base import Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
 from streams.feeds.overload import LagSample
-from streams.publish import Sink
+from streams.kafka.publish import Sink
 
 __all__ = ["LiveRunner", "Recorder"]
 

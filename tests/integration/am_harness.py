@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.broker import free_port
+from streams.kafka.broker import free_port
 from tests.integration.test_prometheus_live import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.broker import embedded_broker, free_port
-from streams.kafka_replay import ensure_topics
-from streams.sinks import CooldownSink, StdoutSink, alert_key, is_resolved
+from streams.kafka.broker import embedded_broker, free_port
+from streams.kafka.replay import ensure_topics
+from streams.sinks.alert_sinks import CooldownSink, StdoutSink, alert_key, is_resolved
 from tests.integration.am_harness import (
     ALERTMANAGER,
     AlertmanagerProcess,

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from replay.scenario import generate
-from streams.broker import embedded_broker, free_port
+from streams.kafka.broker import embedded_broker, free_port
 from tests.integration.am_harness import ALERTMANAGER, AlertmanagerProcess, HookReceiver, alertmanager_config
 from tests.integration.test_prometheus_live import (
     KNOBS,

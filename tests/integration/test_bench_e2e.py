@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench_e2e import bench_e2e
+from benchmarks.e2e import bench_e2e
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
 

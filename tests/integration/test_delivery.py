@@ -17,7 +17,7 @@ from aiohttp import web
 
 from replay.capture import write_capture
 from replay.importers import iter_file, merge_captures
-from streams.broker import embedded_broker, free_port
+from streams.kafka.broker import embedded_broker, free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 

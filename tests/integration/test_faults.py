@@ -29,12 +29,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import topics
-from streams.broker import EmbeddedBroker, embedded_broker, free_port, start_broker
+from streams.kafka.broker import EmbeddedBroker, embedded_broker, free_port, start_broker
 
 pytestmark = [pytest.mark.faults, pytest.mark.broker, pytest.mark.slow]
 
 SPEED = 300
-#: faust's broker_rebalance_timeout on the embedded broker (streams/app.py).
+#: faust's broker_rebalance_timeout on the embedded broker (streams/app/faust_app.py).
 REBALANCE_TIMEOUT_S = 6.0
 #: Event time of the crash minutes after the replay's first market frame (20:00 + 55 min).
 CRASH_S = 55 * 60 / SPEED

@@ -17,14 +17,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchmarks.e2e import start_loopback_app
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
-from monitor.engine import Engine
 from monitor.events import MarketEvent
-from monitor.ingest import DeadLetter, Routed
+from monitor.ingest.frames import DeadLetter, Routed
 from monitor.metrics import Metrics
-from streams.bench_e2e import start_loopback_app
-from streams.feeds.base import BackoffPolicy
+from monitor.stages.engine import Engine
+from streams.backoff import BackoffPolicy
 from streams.feeds.config import LiveConfig, VenueFeed
 from streams.feeds.runner import LiveRunner, Recorder
 

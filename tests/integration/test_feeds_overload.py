@@ -14,9 +14,9 @@ import orjson
 import pytest
 import websockets
 
+from benchmarks.e2e import ws_frame
 from monitor.events import KIND_QUOTE, KIND_TRADE
 from replay.replayer import replay_inline
-from streams.bench_e2e import ws_frame
 from streams.feeds.config import LiveConfig
 from streams.feeds.overload import OverloadConfig, ReaderLag, socket_backlog
 from streams.feeds.runner import Recorder

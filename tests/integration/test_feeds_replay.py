@@ -19,7 +19,7 @@ import pytest
 
 from monitor.alerts import Alert
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, MarketEvent
-from monitor.ingest import (
+from monitor.ingest.frames import (
     CONTRACT_VALUES_CHANNEL,
     DEFAULT_BOOK_THROTTLE_MS,
     FEED_STATUS_CHANNEL,

@@ -18,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from replay.capture import write_capture
 from streams import topics
-from streams.broker import embedded_broker, free_port
-from streams.kafka_replay import ensure_topics
-from streams.worker import worker_process
+from streams.cmd.worker import worker_process
+from streams.kafka.broker import embedded_broker, free_port
+from streams.kafka.replay import ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 

@@ -3,7 +3,7 @@ speaking the documented formats, records them, and a replay of the recording res
 symbols with them.
 
 Response bodies follow the venues' documentation (fields listed in
-:mod:`monitor.wire.instrument_sources`), trimmed to a few instruments.
+:mod:`monitor.ingest.wire.instrument_sources`), trimmed to a few instruments.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from benchmarks.e2e import HOST
 from monitor.config import EngineConfig
-from monitor.ingest import INSTRUMENTS_CHANNEL, DeadLetter, Ingest
-from monitor.wire import WireError
-from monitor.wire.instrument_sources import okx_instruments
-from monitor.wire.instruments import KIND_FUTURE, KIND_OPTION, KIND_PERPETUAL, KIND_SPOT, resolve
+from monitor.ingest.frames import INSTRUMENTS_CHANNEL, DeadLetter, Ingest
+from monitor.ingest.wire import WireError
+from monitor.ingest.wire.instrument_sources import okx_instruments
+from monitor.ingest.wire.instruments import KIND_FUTURE, KIND_OPTION, KIND_PERPETUAL, KIND_SPOT, resolve
 from replay.capture import CaptureLine, iter_capture
-from streams.bench_e2e import HOST
 from streams.feeds.config import InstrumentsConfig, LiveConfig, VenueFeed
 from streams.feeds.instruments import fetch_instruments, wanted_venues
 from streams.feeds.runner import LiveRunner, Recorder

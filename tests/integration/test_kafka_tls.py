@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import free_port, tansu_binary
-from streams.kafka_security import KafkaConnectError, start_admin
+from streams.kafka.broker import free_port, tansu_binary
+from streams.kafka.security import KafkaConnectError, start_admin
 from streams.settings import Settings
 from tests.integration.test_alertmanager_live import WINDOW
 from tests.integration.test_pipeline import real_usde_capture

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench_cluster import LATENCY_CONFIG
-from streams.live_cmd import watch_worker
+from benchmarks.cluster import LATENCY_CONFIG
+from streams.cmd.live import watch_worker
 from tests.integration.test_feeds_binance import ack
 from tests.integration.test_feeds_harness import Conn, WsServer, ws_server
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from benchmarks.e2e import HOST
 from monitor.config import EngineConfig
 from replay.capture import CaptureLine, iter_capture
-from streams import stress_cmd
-from streams.bench_e2e import HOST
+from streams.cmd import stress as stress_cmd
 from streams.feeds.config import LiveConfig, MarginTablesConfig, VenueFeed
 from streams.feeds.margin_tables import fetch_margin_tables, wanted_parts
 from streams.feeds.runner import LiveRunner, Recorder

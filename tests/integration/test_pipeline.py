@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from replay.capture import write_capture
 from replay.importers import import_file, iter_file, merge_captures
-from streams.broker import embedded_broker, free_port
+from streams.kafka.broker import embedded_broker, free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 

@@ -52,11 +52,11 @@ from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from benchmarks.e2e import start_loopback_app
 from replay.scenario import generate
 from replay.scenario.config import hhmm
-from streams.bench_e2e import start_loopback_app
-from streams.broker import embedded_broker, free_port
-from streams.kafka_replay import ensure_topics
+from streams.kafka.broker import embedded_broker, free_port
+from streams.kafka.replay import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "rules.yml"
@@ -476,7 +476,7 @@ def test_every_panel_has_data_and_depeg_and_cascade_alerts_fire(tmp_path: Path) 
         live_env = clean_env(LIQMON_KAFKA_BOOTSTRAP=live_broker.bootstrap, LIQMON_BROKER_KIND="tansu",
                              LIQMON_LIVE_METRICS_PORT=str(live_port))
         live = stack.enter_context(process(
-            [sys.executable, "-m", "streams.live_cmd",
+            [sys.executable, "-m", "streams.cmd.live",
              "--config", str(live_config(tmp_path / "live.toml", binance))],
             tmp_path / "live.log", live_env))
         rules = rules_for_test(tmp_path / "rules.yml")

@@ -4,7 +4,7 @@ Everything runs on 127.0.0.1: an embedded broker, a real ``liqmon worker`` (4 pa
 of ``market.batches``), a real ``liqmon live`` subprocess connected to a Binance spot
 combined-stream server served by this test, which streams ``usdeusdt@bookTicker`` only.
 USDe's batches all land on one partition; the other three partitions never receive a
-single event, only the idle-partition ticks ``monitor.ingest.Ingest`` broadcasts. The
+single event, only the idle-partition ticks ``monitor.ingest.frames.Ingest`` broadcasts. The
 global stage (``monitor.signals.ReorderBuffer``) releases a signal only once every
 partition's watermark is past it, so without those ticks it would hold everything back.
 
@@ -39,15 +39,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.batch import Batch, Control, decode_record
 from monitor.config import EngineConfig
+from monitor.ingest.batch import Batch, Control, decode_record
 from monitor.signals import decode_signal_record
 from replay.replayer import partition_for
 from streams import topics
-from streams.broker import embedded_broker, free_port
+from streams.cmd.worker import worker_process
 from streams.feeds.config import LiveConfig
-from streams.kafka_replay import ensure_topics
-from streams.worker import worker_process
+from streams.kafka.broker import embedded_broker, free_port
+from streams.kafka.replay import ensure_topics
 from tests.integration.test_feeds_harness import HOST, Conn, WsServer, ws_server
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]

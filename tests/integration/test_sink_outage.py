@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import embedded_broker, free_port
-from streams.sinks import CooldownSink, StdoutSink
+from streams.kafka.broker import embedded_broker, free_port
+from streams.sinks.alert_sinks import CooldownSink, StdoutSink
 from tests.integration.am_harness import (
     ALERTMANAGER,
     AlertmanagerProcess,

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from streams.bench_e2e import start_loopback_app
-from streams.sinks import (
+from benchmarks.e2e import start_loopback_app
+from streams.sinks.alert_sinks import (
     ALERT_ID_HEADER,
     Alert,
     AlertmanagerSink,

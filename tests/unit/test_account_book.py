@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.account_attribution import AssetSlots
-from monitor.account_book import AccountBook, AccountFigures
-from monitor.account_columns import ColumnsBuilder
-from monitor.margin import STATUSES, Account, AccountResult, Balance, Perp, evaluate_account
+from monitor.accounts.attribution import AssetSlots
+from monitor.accounts.book import AccountBook, AccountFigures
+from monitor.accounts.columns import ColumnsBuilder
+from monitor.models.margin import STATUSES, Account, AccountResult, Balance, Perp, evaluate_account
 from monitor.risk_params import (
     CollateralTiers,
     MarginTier,
@@ -28,8 +28,8 @@ from monitor.risk_params import (
     PerpTierTable,
     RiskParams,
 )
-from monitor.spiral import BookAccounts, run_spiral, run_spiral_on_book
-from monitor.stress import run_stress
+from monitor.stages.spiral import BookAccounts, run_spiral, run_spiral_on_book
+from monitor.stages.stress import run_stress
 
 KEYS = ("USDT", "USDC", "BTC", "ETH", "SOL", "USDe@binance", "USDe", "XYZ")
 ASSET_OF = {"USDe@binance": "USDe"}

@@ -1,4 +1,4 @@
-"""``liqmon stress`` account lines decoded straight into columns (``monitor.account_lines``)
+"""``liqmon stress`` account lines decoded straight into columns (``monitor.accounts.lines``)
 against the pydantic path they replace: ``parse_account`` on each line, then
 ``ColumnsBuilder.build`` of the models. Good lines give equal columns and equal models; a bad
 line gives the same error (file, line, field, message); a missing price the same error as
@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.account_columns import AccountColumns, ColumnsBuilder
-from monitor.account_lines import AccountLines, plain_account
-from monitor.margin import Account
+from benchmarks.accounts import PRICES_USD, accounts_jsonl, synthetic_accounts
+from monitor.accounts.columns import AccountColumns, ColumnsBuilder
+from monitor.accounts.lines import AccountLines, plain_account
+from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
-from monitor.stress import StressInputError, check_price_keys, parse_account, run_stress
-from streams import stress_cmd
-from streams.bench_accounts import PRICES_USD, accounts_jsonl, synthetic_accounts
+from monitor.stages.stress import StressInputError, check_price_keys, parse_account, run_stress
+from streams.cmd import stress as stress_cmd
 
 PARAMS = RiskParams()
 MODELS = ["binance-pm", "bybit-uta", "okx-mc", "hyperliquid", "ftx"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.margin import Account, evaluate_account
-from monitor.risk import price_key_units, status_slack_usd
+from monitor.models.margin import Account, evaluate_account
 from monitor.risk_params import RiskParams
+from monitor.stages.risk import price_key_units, status_slack_usd
 
 PARAMS = RiskParams()
 KEYS = ("USDe@binance", "BTC", "ETH", "BNSOL@binance")

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.account_book import AccountBook
-from monitor.account_columns import ColumnsBuilder
-from monitor.margin import STATUSES, Account, evaluate_account
+from benchmarks.accounts import PRICES_USD, TICK_KEY, AccountsFromColumns, accounts_jsonl, synthetic_accounts
+from monitor.accounts.book import AccountBook
+from monitor.accounts.columns import ColumnsBuilder
+from monitor.models.margin import STATUSES, Account, evaluate_account
 from monitor.risk_params import RiskParams
-from streams.bench_accounts import PRICES_USD, TICK_KEY, AccountsFromColumns, accounts_jsonl, synthetic_accounts
 
 
 def test_synthetic_columns_are_the_columns_of_their_accounts() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from monitor.alerts import Alert
-from monitor.cascade import CascadeDetector
 from monitor.config import CascadeConfig
+from monitor.models.cascade import CascadeDetector
 
 T0 = 1_760_000_000_000
 

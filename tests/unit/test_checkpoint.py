@@ -1,4 +1,4 @@
-"""Checkpoints (streams.checkpoint): whole or ignored, never torn; cursors; signals taken once."""
+"""Checkpoints (streams.app.checkpoint): whole or ignored, never torn; cursors; signals taken once."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pickle
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.risk import GlobalRisk
 from monitor.signals import ReorderBuffer, SignalRecord
-from streams.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, same_layout, unpack_state
-from streams.global_stage import GlobalState, input_record
+from monitor.stages.risk import GlobalRisk
+from streams.app.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, same_layout, unpack_state
+from streams.app.global_stage import GlobalState, input_record
 
 T0 = 1_760_130_000_000
 

@@ -1,5 +1,5 @@
-"""The batch liquidation engine on the columnar book (``monitor.columnar_engine``) against
-the scalar reference :func:`monitor.margin.liquidate_account` (RISK_MODEL §3): random
+"""The batch liquidation engine on the columnar book (``monitor.accounts.vector_engine``) against
+the scalar reference :func:`monitor.models.margin.liquidate_account` (RISK_MODEL §3): random
 accounts of every model (binance-pm, bybit-uta, okx-mc, hyperliquid), random tiers and
 shocks. No tolerance: each row performs the scalar operations in the scalar order, so the
 actions, the uncovered shortfall and the balances and perps left are compared with ``==``.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 
-from monitor.account_book import AccountBook
-from monitor.account_columns import ColumnsBuilder
-from monitor.columnar_engine import liquidate_rows, settlement_fits
-from monitor.margin import Account, ForcedSell, liquidate_account
+from monitor.accounts.book import AccountBook
+from monitor.accounts.columns import ColumnsBuilder
+from monitor.accounts.vector_engine import liquidate_rows, settlement_fits
+from monitor.models.margin import Account, ForcedSell, liquidate_account
 from monitor.risk_params import RiskParams
 from tests.unit.test_account_book import book_case, shocks
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
-from streams.commands import (
+from monitor.stages.risk import GlobalRisk
+from streams.app.commands import (
     CUSTOM_SHOCK,
     MAX_REPLY_BYTES,
     CommandError,

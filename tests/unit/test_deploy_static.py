@@ -69,7 +69,7 @@ CATALOGUE: dict[str, str] = {
     "liqmon_feed_shed_frames_total": "counter",
 }
 EXPORTER_PORTS = {"liqmon-worker": 9464, "liqmon-live": 9465, "liqmon-replay": 9466}
-# Partition counts the code relies on (streams/kafka_replay.py ensure_topics, streams/app.py):
+# Partition counts the code relies on (streams/kafka/replay.py ensure_topics, streams/app/faust_app.py):
 # LIQMON_PARTITIONS (8) for the keyed inputs, one partition for the global risk stage's
 # signals and the replay acks; None = any count.
 EXPECTED_TOPICS = {

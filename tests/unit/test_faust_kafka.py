@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from monitor.config import EngineConfig
 from monitor.metrics import Metrics
 from streams import topics
-from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS, create_app
-from streams.faust_kafka import FAUST_FETCH_MAX_WAIT_MS
+from streams.app.faust_app import EMBEDDED_FETCH_MAX_WAIT_MS, create_app
+from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS
 from streams.settings import Settings
 
 

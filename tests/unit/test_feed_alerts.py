@@ -15,7 +15,7 @@ import pytest
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, MarketEvent
-from monitor.ingest import (
+from monitor.ingest.frames import (
     CONTRACT_VALUES_CHANNEL,
     DEFAULT_BOOK_THROTTLE_MS,
     FEED_STATUS_CHANNEL,
@@ -30,7 +30,7 @@ from monitor.ingest import (
     garbage_raw,
     session_raw,
 )
-from monitor.wire.okx import BUILTIN_CONTRACT_VALUES, contract_values_raw, parse_contract_values
+from monitor.ingest.wire.okx import BUILTIN_CONTRACT_VALUES, contract_values_raw, parse_contract_values
 from replay.capture import CaptureLine, iter_capture, write_capture
 from replay.replayer import route_capture
 from streams.feeds.config import ContractValue, LiveConfig, split_config

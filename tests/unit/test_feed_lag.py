@@ -13,14 +13,14 @@ from pydantic import ValidationError
 
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
-from monitor.feed_lag import FeedLagThresholds, LagLevel, lag_status_raw
-from monitor.ingest import FEED_STATUS_CHANNEL, DeadLetter, Ingest
+from monitor.ingest.feed_lag import FeedLagThresholds, LagLevel, lag_status_raw
+from monitor.ingest.frames import FEED_STATUS_CHANNEL, DeadLetter, Ingest
 from streams.feeds.base import FrameRoute
-from streams.feeds.binance import BinanceSpot, BinanceUsdm
-from streams.feeds.bybit import BybitLinear
-from streams.feeds.hyperliquid import Hyperliquid
-from streams.feeds.okx import Okx
 from streams.feeds.overload import ReaderLag, coalesce
+from streams.feeds.venues.binance import BinanceSpot, BinanceUsdm
+from streams.feeds.venues.bybit import BybitLinear
+from streams.feeds.venues.hyperliquid import Hyperliquid
+from streams.feeds.venues.okx import Okx
 
 T0 = 1_760_130_000_000
 

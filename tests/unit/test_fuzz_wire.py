@@ -1,6 +1,6 @@
 """Fuzzing every parser and the capture reader: events or a dead letter, never an exception.
 
-Hypothesis feeds :class:`monitor.ingest.Ingest` (the step live sessions and replays share)
+Hypothesis feeds :class:`monitor.ingest.frames.Ingest` (the step live sessions and replays share)
 with any JSON shape on every channel a parser serves, and with real frames (the
 ``docframes`` fixtures) mutated one field at a time. Whatever comes in, what comes out is
 batches of events, dead letters with a well-formed reason, or feed alerts; and no event
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, KIND_QUOTE, KIND_TRADE
-from monitor.ingest import DeadLetter, Ingest, Routed
+from monitor.ingest.frames import DeadLetter, Ingest, Routed
 from replay.capture import BadLine, CaptureError, CaptureLine, iter_capture
 
 T0 = 1_760_130_000_000

@@ -9,7 +9,7 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.events import KIND_TRADE
-from monitor.wire import WireError, normalize
+from monitor.ingest.wire import WireError, normalize
 from replay.capture import write_capture
 from replay.importers import iter_file
 from replay.replayer import replay_inline

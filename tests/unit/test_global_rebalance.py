@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import EngineConfig
 from monitor.metrics import Metrics
-from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
-from streams.app import create_app, set_risk_metrics
+from monitor.stages.risk import GlobalRisk
+from streams.app.faust_app import create_app, set_risk_metrics
 from streams.settings import Settings
 
 T0 = 1_760_130_000_000

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.batch import BatchError, Control, decode_record
 from monitor.config import EngineConfig, IngestConfig
-from monitor.engine import Engine
-from monitor.ingest import DeadLetter, Ingest, Routed
+from monitor.ingest.batch import BatchError, Control, decode_record
+from monitor.ingest.frames import DeadLetter, Ingest, Routed
+from monitor.stages.engine import Engine
 from replay.capture import CaptureError, iter_capture, open_capture, write_capture
 
 T0 = 1_760_130_000_000  # 2025-10-10 21:00 UTC

@@ -13,11 +13,10 @@ import orjson
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.engine import Engine
 from monitor.events import KIND_LIQUIDATION, KIND_PRICE, KIND_TRADE
-from monitor.ingest import INSTRUMENTS_CHANNEL, DeadLetter, Ingest, Routed
-from monitor.wire import WireError, normalize, parse_book
-from monitor.wire.instruments import (
+from monitor.ingest.frames import INSTRUMENTS_CHANNEL, DeadLetter, Ingest, Routed
+from monitor.ingest.wire import WireError, normalize, parse_book
+from monitor.ingest.wire.instruments import (
     KIND_FUTURE,
     KIND_PERPETUAL,
     KIND_SPOT,
@@ -27,6 +26,7 @@ from monitor.wire.instruments import (
     parse_instruments,
     resolve,
 )
+from monitor.stages.engine import Engine
 
 T0 = 1_760_130_000_000  # 2025-10-10 21:00 UTC
 T21 = 1_624_000_000_000  # 2021-06-18, before the June 2021 quarterly delivery

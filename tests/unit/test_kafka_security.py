@@ -19,13 +19,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import ValidationError
 
-from streams.kafka_security import faust_security, kafka_client_options
+from streams.kafka.security import faust_security, kafka_client_options
 from streams.settings import Settings, settings_error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cr3t-Pa55"
 #: Kafka clients that are not built with kafka_client_options, and why.
-EXEMPT = {("streams/broker.py", "AIOKafkaAdminClient"): "readiness probe of the embedded broker (PLAINTEXT only)"}
+EXEMPT = {("streams/kafka/broker.py", "AIOKafkaAdminClient"): "readiness probe of the embedded broker (PLAINTEXT only)"}
 
 
 def sasl_ssl(tmp_path: Path, **extra: object) -> Settings:
@@ -124,7 +124,7 @@ def test_the_command_line_prints_that_line_and_exits_2() -> None:
 def kafka_client_calls() -> list[tuple[str, str, bool]]:
     """(file, client class, built with **kafka_client_options(...)) of every client call."""
     found = []
-    for path in sorted([*ROOT.glob("streams/**/*.py"), *ROOT.glob("replay/**/*.py")]):
+    for path in sorted([*ROOT.glob("streams/**/*.py"), *ROOT.glob("replay/**/*.py"), *ROOT.glob("benchmarks/**/*.py")]):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
@@ -141,5 +141,5 @@ def test_every_kafka_client_is_built_with_the_security_helper() -> None:
     assert len(calls) >= 12, calls  # replay, live, spiral, benches, topic creation
     unsecured = [(f, c) for f, c, secured in calls if not secured and (f, c) not in EXEMPT]
     assert not unsecured, unsecured
-    app_source = (ROOT / "streams" / "app.py").read_text(encoding="utf-8")
+    app_source = (ROOT / "streams" / "app" / "faust_app.py").read_text(encoding="utf-8")
     assert "faust_security(settings)" in app_source  # the faust app's producer, consumer and admin

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor.lending import (
+from benchmarks.loop_synthetic import synthetic_loop_book
+from monitor.models.lending import (
     CollateralEntry,
     DebtEntry,
     LoopBook,
@@ -35,7 +36,6 @@ from monitor.lending import (
     protocol_fee_collateral,
     remap_price_keys,
 )
-from monitor.loop_synthetic import synthetic_loop_book
 from monitor.risk_params import RiskParams
 
 

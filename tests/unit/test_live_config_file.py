@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.bench_cluster import LATENCY_CONFIG
+from benchmarks.cluster import LATENCY_CONFIG
 from streams.feeds.config import split_config
 from streams.settings import ConfigFileError, load_engine_config
 

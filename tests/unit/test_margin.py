@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from monitor.margin import (
+from monitor.models.margin import (
     Account,
     Balance,
     Perp,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.margin import Account, Balance, Perp, account_status, evaluate_account
+from monitor.models.margin import Account, Balance, Perp, account_status, evaluate_account
 from monitor.risk_params import RiskParams
 
 PARAMS = RiskParams()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.margin import (
+from monitor.models.margin import (
     Account,
     Balance,
     Perp,

@@ -10,8 +10,8 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketEvent
-from monitor.ingest import BOOK_RESET_CHANNEL, DeadLetter, Ingest, Routed
-from monitor.orderbook import (
+from monitor.ingest.frames import BOOK_RESET_CHANNEL, DeadLetter, Ingest, Routed
+from monitor.ingest.orderbook import (
     ACTION_DELTA,
     ACTION_SNAPSHOT,
     NOTICE_GAP,

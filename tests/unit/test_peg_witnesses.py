@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitor.alerts import Alert
-from monitor.batch import Batch
 from monitor.config import EngineConfig, PegConfig, PegSource
-from monitor.engine import Engine
 from monitor.events import KIND_QUOTE, MarketEvent
+from monitor.ingest.batch import Batch
+from monitor.ingest.quotes import QuoteHistory
 from monitor.metrics import Metrics
-from monitor.peg import AssetPeg, PegRules
-from monitor.quotes import QuoteHistory
+from monitor.models.peg import AssetPeg, PegRules
+from monitor.stages.engine import Engine
 
 T0 = 1_678_500_000_000  # 11 Mar 2023 02:00 UTC
 SEC = 1_000

@@ -1,4 +1,4 @@
-"""Stage-1 signal records merged while the market agent has a backlog (streams.app.PendingSignals).
+"""Stage-1 signal records merged while the market agent has a backlog (streams.app.faust_app.PendingSignals).
 
 Merging a partition's consecutive records must not change what the global stage does:
 it orders signals by event time below the minimum watermark, whatever records they came in.
@@ -10,9 +10,9 @@ import random
 from typing import Any
 
 from monitor.config import EngineConfig
-from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
-from streams.app import PendingSignals
+from monitor.stages.risk import GlobalRisk
+from streams.app.faust_app import PendingSignals
 
 T0 = 1_760_130_000_000
 PARTITIONS = 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 
 from monitor.config import EngineConfig
-from monitor.engine import Engine
-from monitor.ingest import Ingest, Routed
-from monitor.risk import GlobalRisk
+from monitor.ingest.frames import Ingest, Routed
 from monitor.signals import SignalRecord
+from monitor.stages.engine import Engine
+from monitor.stages.risk import GlobalRisk
 
 T0 = 1_760_130_000_000
 

@@ -2,7 +2,7 @@
 
 ``../shared/data/realframes/`` holds live sessions recorded by cryptofeed (provenance and
 the expected outcome of each frame in its ``SOURCES.md``). Each segment is replayed in
-order through one :class:`monitor.ingest.Ingest`, as a capture would be:
+order through one :class:`monitor.ingest.frames.Ingest`, as a capture would be:
 
 - each frame's outcome is the expected one (accepted, or dead-lettered with that reason);
 - the decoded fields of every trade and quote equal the frame's own fields, decoded here
@@ -27,8 +27,8 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.events import KIND_QUOTE, KIND_TRADE
-from monitor.ingest import CONTRACT_VALUES_CHANNEL, DeadLetter, Ingest
-from monitor.wire import is_book_channel, normalize
+from monitor.ingest.frames import CONTRACT_VALUES_CHANNEL, DeadLetter, Ingest
+from monitor.ingest.wire import is_book_channel, normalize
 
 REALFRAMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realframes"
 FILES = (

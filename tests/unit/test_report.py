@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from monitor.alerts import Alert, make_alert
-from monitor.batch import Batch, decode_record
 from monitor.config import EngineConfig
 from monitor.events import (
     BOOK_BANDS_BPS,
@@ -22,6 +21,7 @@ from monitor.events import (
     KIND_TRADE,
     MarketEvent,
 )
+from monitor.ingest.batch import Batch, decode_record
 from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
 from replay.report import NO_DATA, ReportRecorder, write_report

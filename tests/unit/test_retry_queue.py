@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.metrics import Metrics
-from streams.retry_queue import RetryQueueSink
-from streams.sinks import Alert, PostOutcome
+from streams.sinks.alert_sinks import Alert, PostOutcome
+from streams.sinks.retry_queue import RetryQueueSink
 
 
 class FlakyReceiver:
@@ -94,7 +94,7 @@ async def test_overflow_drops_the_oldest_waiting_alert_counted_and_logged(caplog
     queue = RetryQueueSink(receiver, name="webhook", max_queued=3, metrics=metrics, sleep=YieldingSleep())
     await queue.send(alert(0))
     await wait_until(lambda: receiver.attempts >= 1)  # id-0 is in flight, retried
-    with caplog.at_level(logging.ERROR, logger="streams.retry_queue"):
+    with caplog.at_level(logging.ERROR, logger="streams.sinks.retry_queue"):
         for n in range(1, 6):
             await queue.send(alert(n))
     assert queue.depth == 4  # in flight + 3 waiting
@@ -124,7 +124,7 @@ async def test_close_logs_what_is_left_undelivered(caplog: pytest.LogCaptureFixt
     for n in range(4):
         await queue.send(alert(n))
     await wait_until(lambda: receiver.attempts >= 2)
-    with caplog.at_level(logging.ERROR, logger="streams.retry_queue"):
+    with caplog.at_level(logging.ERROR, logger="streams.sinks.retry_queue"):
         await queue.close()
     assert "alertmanager: 4 alert(s) left undelivered" in caplog.text
     assert receiver.closed
@@ -137,8 +137,8 @@ def test_queue_bound_must_be_positive() -> None:
 
 def test_sinks_are_built_outside_any_event_loop() -> None:
     # The reported crash: building the Alertmanager sink started its task outside a loop.
-    from streams.delivery import build_delivery
     from streams.settings import Settings
+    from streams.sinks.delivery import build_delivery
 
     settings = Settings(alertmanager_url="http://127.0.0.1:9", webhook_url="http://127.0.0.1:9/hook",
                         alert_queue_max=7)

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.lending import Position
-from monitor.margin import Account
+from monitor.models.lending import Position
+from monitor.models.margin import Account
 from replay.calibration import calibrate, format_table, scan_capture
 from replay.capture import CaptureLine, iter_capture
 from replay.scenario import DEFAULT_SEED, PRESETS, ScenarioResult, generate

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.lending import LoopBook, Position, health_factor
-from monitor.risk import HF_BANDS, GlobalRisk
+from monitor.models.lending import LoopBook, Position, health_factor
 from monitor.signals import SignalRecord
 from monitor.snapshots import RiskSnapshot, SnapshotClock
+from monitor.stages.risk import HF_BANDS, GlobalRisk
 from replay.outputs import write_snapshots
 
 T0 = 1_760_130_000_000

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.lending import CollateralEntry, DebtEntry, Position
-from monitor.margin import Account, Balance, Perp
+from monitor.models.lending import CollateralEntry, DebtEntry, Position
+from monitor.models.margin import Account, Balance, Perp
 from monitor.risk_params import RiskParams
-from monitor.spiral import apply_shocks, route_book_key, run_spiral, walk_bids
+from monitor.stages.spiral import apply_shocks, route_book_key, run_spiral, walk_bids
 
 PARAMS = RiskParams()
 

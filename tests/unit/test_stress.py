@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from monitor.lending import Position
-from monitor.margin import Account
+from monitor.models.lending import Position
+from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
-from monitor.stress import (
+from monitor.stages.stress import (
     StressInputError,
     check_price_keys,
     parse_account,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import stress_cmd
+from streams.cmd import stress as stress_cmd
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "stress"
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,14 +92,14 @@ def test_shock_on_unknown_key_and_missing_file(capsys: pytest.CaptureFixture[str
 
 def test_subprocess_module_entry_point() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "streams.stress_cmd", *_args("--shock", "ETH=-10%")],
+        [sys.executable, "-m", "streams.cmd.stress", *_args("--shock", "ETH=-10%")],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["shocks_pct"] == {"ETH": pytest.approx(-10.0)}
     bad = subprocess.run(
-        [sys.executable, "-m", "streams.stress_cmd", "--prices", str(FIX / "prices.json"),
+        [sys.executable, "-m", "streams.cmd.stress", "--prices", str(FIX / "prices.json"),
          "--shock", "ETH"],
         cwd=ROOT, capture_output=True, text=True, check=False, timeout=120,
     )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from replay.capture import write_capture
-from streams import stress_cmd
+from streams.cmd import stress as stress_cmd
 from tests.unit.test_venue_tables import HL_META, OKX_DISCOUNT
 
 ACCOUNT = {"account_id": "h1", "venue": "hyperliquid", "model": "hyperliquid",

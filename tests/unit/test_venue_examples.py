@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.margin import Account, Balance, Perp, evaluate_account
+from monitor.models.margin import Account, Balance, Perp, evaluate_account
 from monitor.risk_params import RiskParams, usd_tiers
 
 PARAMS = RiskParams()

@@ -1,4 +1,4 @@
-"""Venue margin tables read from the venues' documented responses (monitor.venue_tables)."""
+"""Venue margin tables read from the venues' documented responses (monitor.ingest.venue_tables)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from typing import Any
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.ingest import Ingest
-from monitor.margin import Account, Balance, Perp, evaluate_account
-from monitor.risk_params import RiskParams
-from monitor.venue_tables import (
+from monitor.ingest.frames import Ingest
+from monitor.ingest.venue_tables import (
     VenueTableError,
     apply_margin_tables,
     bybit_collateral_tiers,
@@ -20,6 +18,8 @@ from monitor.venue_tables import (
     okx_discount_tiers,
     okx_position_tiers,
 )
+from monitor.models.margin import Account, Balance, Perp, evaluate_account
+from monitor.risk_params import RiskParams
 
 # Hyperliquid docs (Info endpoint › Perpetuals, "Retrieve perpetuals metadata"): BTC on
 # table 56 ("tiered 40x": 40x to 150M, 20x above), an asset on flat table id 20 (20x).

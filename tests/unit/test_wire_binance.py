@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from monitor.events import KIND_LIQUIDATION, KIND_PRICE
-from monitor.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_BINANCE_SPOT, RULE_BINANCE_USDM
-from monitor.wire import WireError, is_book_channel, normalize, parse_book
+from monitor.ingest.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_BINANCE_SPOT, RULE_BINANCE_USDM
+from monitor.ingest.wire import WireError, is_book_channel, normalize, parse_book
 
 T0 = 1_760_130_000_000
 ALIASES = {"USDE": "USDe"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from monitor.events import KIND_TRADE
-from monitor.orderbook import ACTION_SNAPSHOT, RULE_SNAPSHOTS
-from monitor.wire import WireError, normalize, parse_book
+from monitor.ingest.orderbook import ACTION_SNAPSHOT, RULE_SNAPSHOTS
+from monitor.ingest.wire import WireError, normalize, parse_book
 
 T0 = 1_760_130_000_000
 

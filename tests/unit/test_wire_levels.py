@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.wire._common import WireError
-from monitor.wire.binance import checked_levels, levels
+from monitor.ingest.wire._common import WireError
+from monitor.ingest.wire.binance import checked_levels, levels
 
 NUMBERS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),

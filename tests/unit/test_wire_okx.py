@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from monitor.events import KIND_LIQUIDATION
-from monitor.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_OKX
-from monitor.wire import WireError, normalize, parse_book
-from monitor.wire.okx import contract_qty, parse_liquidations
+from monitor.ingest.orderbook import ACTION_DELTA, ACTION_SNAPSHOT, RULE_OKX
+from monitor.ingest.wire import WireError, normalize, parse_book
+from monitor.ingest.wire.okx import contract_qty, parse_liquidations
 
 T0 = 1_760_130_000_000
 

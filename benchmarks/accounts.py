@@ -1,0 +1,213 @@
+"""``liqmon bench --only accounts``: the columnar account book at exchange scale.
+
+A deterministic population of portfolio-margin (binance-pm) accounts, built straight into
+columns. A fifth hold USDe on Binance (``USDe@binance``) against a USDT loan; the rest hold
+BTC, ETH or SOL. Every account has four entries: its main collateral, a second coin, a USDT
+balance (a loan for most) and one perp. The tick is ``USDe@binance`` walking down from 1.00
+to 0.85 and back in 0.25% steps, twice: the USDe accounts pass through the margin-call,
+reduce-only and liquidation lines and back. Then the five standard shocks' spirals run on
+the same book (``run_spiral_on_book``; 40 levels of bids under each coin). Also measured:
+``liqmon stress`` on a file of these accounts against the time to orjson-parse that file.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from monitor.accounts.book import AccountBook
+from monitor.accounts.columns import AccountColumns, CollateralTable, StepTable
+from monitor.models.margin import Account
+from monitor.risk_params import RiskParams
+from monitor.stages.spiral import BookAccounts, run_spiral_on_book
+
+__all__ = ["TICK_KEY", "AccountsFromColumns", "accounts_jsonl", "bench_accounts", "bench_stress", "synthetic_accounts"]
+
+TICK_KEY = "USDe@binance"
+PRICES_USD: dict[str, float] = {
+    "USDe@binance": 1.0, "BTC": 100_000.0, "ETH": 4_000.0, "SOL": 200.0, "BNSOL": 210.0,
+    "USDT": 1.0, "USDC": 1.0, "USDe": 1.0,
+}
+_KEYS = list(PRICES_USD)
+_ASSETS = ["USDe", "BTC", "ETH", "SOL", "BNSOL", "USDT", "USDC", "BTCUSDT", "ETHUSDT"]
+_PERP_KEY = {"BTCUSDT": "BTC", "ETHUSDT": "ETH"}
+_ENTRIES = 4
+
+
+def _tables(params: RiskParams) -> tuple[list[CollateralTable], list[StepTable]]:
+    """Binance's collateral tiers of the assets held (table i = asset i) and the brackets of
+    BTCUSDT, ETHUSDT (RISK_MODEL §3)."""
+    venue = params.unified.binance_pm
+    rates = [venue.collateral_rates[a] for a in _ASSETS[:7]]
+    return ([CollateralTable.from_tiers(r) for r in rates],
+            [StepTable.from_brackets(venue.perp_brackets[s]) for s in ("BTCUSDT", "ETHUSDT")])
+
+
+def synthetic_accounts(n: int, seed: int = 1, params: RiskParams | None = None) -> AccountColumns:
+    """``n`` binance-pm accounts (see the module docstring), deterministic in ``seed``."""
+    p = params or RiskParams()
+    rng = np.random.default_rng(seed)
+    px = np.array([PRICES_USD[k] for k in _KEYS])
+    usde = np.arange(n) % 5 == 0
+    main = np.where(usde, 0, rng.integers(1, 4, size=n))  # key/asset: USDe@binance, BTC, ETH, SOL
+    second = np.where(usde, 4, 6)  # BNSOL beside USDe, USDC beside the majors
+    main_usd = np.clip(rng.lognormal(10.0, 1.2, size=n), 1_000.0, 5e6)
+    loan_share = np.where(usde, rng.uniform(0.72, 0.93, size=n), rng.uniform(0.2, 0.6, size=n))
+    usdt = np.where(rng.random(n) < 0.9, -loan_share * main_usd, 0.05 * main_usd)
+    perp = rng.integers(0, 2, size=n)  # BTCUSDT, ETHUSDT
+    perp_key = perp + 1
+    qty = np.where(rng.random(n) < 0.7, 1.0, -1.0) * rng.uniform(0.2, 1.0, size=n) * main_usd / px[perp_key]
+    keys = np.stack([main, second, np.full(n, 5), perp_key], axis=1)
+    amounts = np.stack([main_usd / px[main], 0.05 * main_usd / px[second], usdt, qty], axis=1)
+    entry_px = np.zeros((n, _ENTRIES))
+    entry_px[:, 3] = px[perp_key] * rng.uniform(0.97, 1.03, size=n)
+    loan_mmr = np.zeros((n, _ENTRIES))
+    loan_mmr[:, :3] = p.unified.binance_pm.margin_loan_mmr_ratio
+    coll, steps = _tables(p)
+    return AccountColumns(
+        ids=[f"pm-{i}" for i in range(n)], venues=["binance"] * n, model=np.zeros(n, dtype=np.int8),
+        entry_start=np.arange(n + 1, dtype=np.int64) * _ENTRIES,
+        entry_key=keys.astype(np.int32).ravel(),
+        entry_is_perp=np.tile(np.array([False, False, False, True]), n),
+        entry_asset=np.stack([main, second, np.full(n, 5), perp + 7], axis=1).astype(np.int32).ravel(),
+        qty=amounts.ravel(), entry_price_usd=entry_px.ravel(), loan_mmr=loan_mmr.ravel(),
+        entry_table=np.stack([main, second, np.full(n, 5), perp], axis=1).astype(np.int32).ravel(),
+        keys=_KEYS, assets=_ASSETS, collateral_tables=coll, step_tables=steps,
+    )
+
+
+class AccountsFromColumns:
+    """The synthetic accounts as :class:`Account` models, one at a time by number; account
+    i is row ``rows[i]`` of the columns (a book's clustered columns), row i without ``rows``."""
+
+    def __init__(self, columns: AccountColumns, rows: npt.NDArray[np.int64] | None = None) -> None:
+        self._columns = columns
+        self._starts = columns.entry_start.tolist()
+        self._rows = rows
+
+    def document(self, i: int) -> dict[str, Any]:
+        """Account ``i`` as a ``liqmon stress --accounts`` line (the model's tables apply)."""
+        c = self._columns
+        row = i if self._rows is None else int(self._rows[i])
+        entries = range(self._starts[row], self._starts[row + 1])
+        keys, assets = c.keys, c.assets
+        balances = [{"asset": assets[c.entry_asset[e]], "amount": float(c.qty[e]),
+                     "price_key": keys[c.entry_key[e]]} for e in entries if not c.entry_is_perp[e]]
+        perps = [{"symbol": assets[c.entry_asset[e]], "qty": float(c.qty[e]),
+                  "entry_price": float(c.entry_price_usd[e]), "price_key": keys[c.entry_key[e]]}
+                 for e in entries if c.entry_is_perp[e]]
+        return {"account_id": c.ids[row], "venue": c.venues[row], "model": "binance-pm",
+                "balances": balances, "perps": perps}
+
+    def __call__(self, i: int) -> Account:
+        return Account.model_validate(self.document(i))
+
+
+def accounts_jsonl(columns: AccountColumns) -> bytes:
+    """The accounts as ``liqmon stress --accounts`` lines."""
+    of = AccountsFromColumns(columns)
+    return b"".join(orjson.dumps(of.document(i)) + b"\n" for i in range(columns.n_accounts))
+
+
+def _tick_prices() -> list[float]:
+    down = [round(1.0 - 0.0025 * i, 6) for i in range(1, 61)]
+    walk = down + down[-2::-1] + [1.0]
+    return walk * 2
+
+
+def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
+    """Build ``n`` accounts into a book; memory per account; one key ticking through the
+    lines; then the standard-shock spirals on the same book."""
+    params = RiskParams()
+    gc.collect()
+    tracemalloc.start()
+    t = time.perf_counter()
+    book = AccountBook(synthetic_accounts(n, seed, params), PRICES_USD, params)
+    build_s = time.perf_counter() - t
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    times_ms: list[float] = []
+    changes = 0
+    statuses_seen: set[int] = set()
+    for price in _tick_prices():
+        t = time.perf_counter()
+        moved = book.move({TICK_KEY: price})
+        times_ms.append((time.perf_counter() - t) * 1000)
+        changes += int(moved.accounts.shape[0])
+        statuses_seen.update(np.unique(moved.after).tolist())
+    times_ms.sort()
+    spiral = _spirals(BookAccounts(book, AccountsFromColumns(book.columns, book.rows_of(np.arange(n)))), params)
+    return {
+        "accounts": n,
+        "tick_key_holders": int(book.holders(TICK_KEY).shape[0]),
+        "ticks": len(times_ms),
+        "build_s": round(build_s, 2),
+        "tick_median_ms": round(statistics.median(times_ms), 2),
+        "tick_p99_ms": round(times_ms[int(0.99 * (len(times_ms) - 1))], 2),
+        "status_changes": changes,
+        "statuses_reached": sorted(statuses_seen),
+        "bytes_per_account": round(current / n, 1),
+        "peak_bytes_per_account_during_build": round(peak / n, 1),
+        "spiral_s": spiral["s"],
+        "spiral": spiral,
+    }
+
+
+def _bid_books() -> dict[str, list[list[float]]]:
+    """Bids under each non-stable key: 40 levels 0.5% apart, $2M a level ($0.5M for USDe)."""
+    books = {}
+    for key, px in PRICES_USD.items():
+        if key in ("USDT", "USDC"):
+            continue
+        level_usd = 5e5 if key.startswith("USDe") else 2e6
+        levels = [px * (1.0 - 0.001 - 0.005 * i) for i in range(40)]
+        books[key] = [[lv, level_usd / lv] for lv in levels]
+    return books
+
+
+def _spirals(accounts: BookAccounts, params: RiskParams) -> dict[str, Any]:
+    """The standard shocks' spirals (``run_spiral_on_book``) one after the other."""
+    books = _bid_books()
+    rounds, liquidated, per_shock_s = [], [], []
+    for shock in params.spiral.standard_shocks:
+        t = time.perf_counter()
+        result = run_spiral_on_book([], accounts, PRICES_USD, books, shocks=shock.moves, params=params)
+        per_shock_s.append(round(time.perf_counter() - t, 2))
+        rounds.append(result.rounds)
+        liquidated.append(len(result.accounts_liquidated))
+    return {"shocks": len(rounds), "rounds": rounds, "accounts_liquidated": liquidated,
+            "per_shock_s": per_shock_s, "s": round(sum(per_shock_s), 2)}
+
+
+def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
+    """``liqmon stress`` on ``n`` synthetic accounts with USDe@binance −35%, against reading
+    and orjson-parsing its accounts file line by line (the issue's floor)."""
+    path = workdir / "accounts.jsonl"
+    path.write_bytes(accounts_jsonl(synthetic_accounts(n, seed)))
+    prices = workdir / "prices.json"
+    prices.write_bytes(orjson.dumps(PRICES_USD))
+    t = time.perf_counter()
+    with path.open("rb") as fh:
+        parsed = sum(1 for line in fh if orjson.loads(line))
+    parse_s = time.perf_counter() - t
+    gc.collect()
+    cmd = [sys.executable, "-m", "streams.cli", "stress", "--accounts", str(path), "--prices", str(prices),
+           "--shock", f"{TICK_KEY}=-35%"]
+    t = time.perf_counter()
+    with (workdir / "stress.json").open("wb") as out:
+        subprocess.run(cmd, check=True, stdout=out, stdin=subprocess.DEVNULL)
+    stress_s = time.perf_counter() - t
+    return {"accounts": parsed, "file_mb": round(path.stat().st_size / 1e6, 1),
+            "orjson_parse_s": round(parse_s, 2), "stress_s": round(stress_s, 2),
+            "stress_over_parse": round(stress_s / parse_s, 1)}
+

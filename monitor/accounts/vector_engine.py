@@ -1,0 +1,346 @@
+"""The venues' liquidation engine (RISK_MODEL.md §3) on a batch of columnar accounts.
+
+The array form of :func:`monitor.models.margin.liquidate_account`: the accounts of one model are
+laid out as padded (accounts × slots) matrices of their balances and perps, each row in the
+account's own entry order, and every step of the scalar engine's loops (collateral in sell
+order × loans by MMR; perps by MM; the realised-PnL settlement) runs as one numpy step over
+the rows for which the scalar loop would take it. Each row performs the scalar engine's
+floating-point operations in the same order, so sells, closes and the uncovered shortfall
+are equal to the scalar ones bit for bit (``tests/unit/test_columnar_engine.py``).
+
+Not laid out here (``fits`` is False; the caller runs the scalar engine): an account with
+perps but no balance of its venue's settlement asset, where the scalar engine appends one
+whose collateral table may come from the account's own ``collateral_rates``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.accounts.book import AccountBook
+from monitor.accounts.columns import MODELS, AccountColumns, CollateralTable, FloatArray, IntArray, StepTable
+from monitor.risk_params import RiskParams, UnifiedVenueParams
+
+__all__ = ["EngineAction", "EngineResult", "liquidate_rows", "padded_entries", "settlement_fits"]
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+def _tiered_equity_usd(amount: FloatArray, price: FloatArray, table: CollateralTable) -> FloatArray:
+    """min(tiered collateral value, amount × price), any order (tiered collateral rate,
+    RISK_MODEL §3; :func:`monitor.models.margin.asset_equity_usd`): prefix_j + (x − floor_j) × rate_j
+    for x in tier j, x the USD value or the coin amount (then × price)."""
+    value = amount * price
+    x = amount if table.basis_qty else value
+    j = np.searchsorted(table.floors[1:], x, side="left")
+    tiered = table.prefix_usd[j] + (x - table.floors[j]) * table.rates[j]
+    if table.basis_qty:
+        tiered = tiered * price
+    out: FloatArray = np.where(value <= 0, value, np.minimum(tiered, value))
+    return out
+
+
+def _step_mm_usd(abs_qty: FloatArray, notional_usd: FloatArray, table: StepTable) -> FloatArray:
+    """max(0, notional × MMR_tier − deduction_tier), any order (perp MM brackets / tiers,
+    RISK_MODEL §3; ``monitor.models.margin._perp_mm``)."""
+    size = abs_qty if table.basis_qty else notional_usd
+    j = np.searchsorted(table.bounds, size, side="left")
+    out: FloatArray = np.maximum(0.0, notional_usd * table.rates[j] - table.deductions_usd[j])
+    return out
+
+
+def padded_entries(rows: IntArray, start: IntArray, select: BoolArray) -> IntArray:
+    """(rows × slots) entry indices of the selected entries of each row, in entry order;
+    −1 pads."""
+    counts = start[rows + 1] - start[rows]
+    total = int(counts.sum())
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    entries = np.repeat(start[rows], counts) + np.arange(total) - first
+    owner = np.repeat(np.arange(rows.shape[0]), counts)
+    keep = select[entries]
+    entries, owner = entries[keep], owner[keep]
+    slot = np.arange(entries.shape[0]) - np.searchsorted(owner, owner, side="left")
+    width = int(slot.max()) + 1 if slot.size else 0
+    out: IntArray = np.full((rows.shape[0], width), -1, dtype=np.int64)
+    out[owner, slot] = entries
+    return out
+
+
+def settlement_fits(book: AccountBook, rows: IntArray, params: RiskParams) -> BoolArray:
+    """Rows the batch engine takes: no perps, or a balance of the venue's settlement asset."""
+    cols = book.columns
+    out = np.ones(rows.shape[0], dtype=np.bool_)
+    assets = {a: i for i, a in enumerate(cols.assets)}
+    for code, model in enumerate(MODELS):
+        mine = np.flatnonzero(cols.model[rows] == code)
+        if mine.size == 0:
+            continue
+        settle = assets.get(params.unified.venue(model).settlement_asset, -1)
+        perps = padded_entries(rows[mine], cols.entry_start, cols.entry_is_perp)
+        bals = padded_entries(rows[mine], cols.entry_start, ~cols.entry_is_perp)
+        has_settle = ((bals >= 0) & (cols.entry_asset[np.maximum(bals, 0)] == settle)).any(axis=1)
+        out[mine] = (perps < 0).all(axis=1) | has_settle
+    return out
+
+
+class EngineAction(NamedTuple):
+    """One action of the engine, the fields of :class:`monitor.models.margin.ForcedSell` in its
+    order (a plain tuple: the batch builds many)."""
+
+    asset: str
+    price_key: str
+    side: Literal["sell", "buy"]
+    usd: float
+    kind: Literal["collateral", "perp"]
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """The engine on some book rows of one model. Matrices are (rows × slots): ``balance``
+    and ``perp`` hold entry indices (−1 pads) in entry order. ``coll_order`` lists balance
+    slots in sell order (−1 after the last); ``sold_usd`` is per balance slot,
+    ``close_frac`` per perp slot. Balances and perp quantities are after the engine."""
+
+    rows: IntArray
+    balance: IntArray
+    perp: IntArray
+    coll_order: IntArray
+    sold_usd: FloatArray
+    close_frac: FloatArray
+    balance_after: FloatArray
+    perp_qty_after: FloatArray
+    perp_usd: FloatArray
+    uncovered_usd: FloatArray
+
+    def acted(self) -> BoolArray:
+        """Rows with at least one action (a collateral sale or a perp close)."""
+        out: BoolArray = np.logical_or((self.sold_usd > 0).any(axis=1), (self.close_frac > 0).any(axis=1))
+        return out
+
+    def flat_actions(self) -> tuple[IntArray, IntArray, IntArray, FloatArray, BoolArray]:
+        """Every row's actions as arrays (row k, its place among the row's actions, entry,
+        USD, is a perp close), in the order of :meth:`actions` once sorted by (k, place)."""
+        n = self.rows.shape[0]
+        width = self.coll_order.shape[1]
+        parts: list[tuple[IntArray, IntArray, IntArray, FloatArray, BoolArray]] = []
+        for pos in range(width):
+            c = self.coll_order[:, pos]
+            cs = np.maximum(c, 0)
+            sold = self.sold_usd[np.arange(n), cs]
+            k = np.flatnonzero((c >= 0) & (sold > 0))
+            parts.append((k, np.full(k.shape[0], pos), self.balance[k, cs[k]], sold[k],
+                          np.zeros(k.shape[0], dtype=np.bool_)))
+        for i in range(self.perp.shape[1]):
+            k = np.flatnonzero((self.perp[:, i] >= 0) & (self.close_frac[:, i] > 0))
+            parts.append((k, np.full(k.shape[0], width + i), self.perp[k, i], self.perp_usd[k, i],
+                          np.ones(k.shape[0], dtype=np.bool_)))
+        if not parts:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty, np.empty(0), np.empty(0, dtype=np.bool_)
+        return (np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts]),
+                np.concatenate([q[2] for q in parts]), np.concatenate([q[3] for q in parts]),
+                np.concatenate([q[4] for q in parts]))
+
+    def actions(self, k: int, columns: AccountColumns) -> list[EngineAction]:
+        """Row k's actions as the scalar engine lists them: collateral sells in sell order,
+        then perp closes in perp order (USD at the evaluation price)."""
+        def name(e: int) -> tuple[str, str]:
+            return columns.assets[columns.entry_asset[e]], columns.keys[columns.entry_key[e]]
+
+        out: list[EngineAction] = []
+        for c in self.coll_order[k].tolist():
+            if c >= 0 and self.sold_usd[k, c] > 0:
+                asset, key = name(int(self.balance[k, c]))
+                out.append(EngineAction(asset, key, "sell", float(self.sold_usd[k, c]), "collateral"))
+        for i, e in enumerate(self.perp[k].tolist()):
+            if e >= 0 and self.close_frac[k, i] > 0:
+                asset, key = name(e)
+                side: Literal["sell", "buy"] = "sell" if columns.qty[e] > 0 else "buy"
+                out.append(EngineAction(asset, key, side, float(self.perp_usd[k, i]), "perp"))
+        return out
+
+
+class _Batch:
+    """One model's rows under its venue's engine (§3), as padded matrices."""
+
+    def __init__(self, book: AccountBook, rows: IntArray, venue: UnifiedVenueParams) -> None:
+        cols = book.columns
+        self.book, self.rows, self.venue, self.target = book, rows, venue, venue.target_ratio
+        self.balance = padded_entries(rows, cols.entry_start, ~cols.entry_is_perp)
+        self.perp = padded_entries(rows, cols.entry_start, cols.entry_is_perp)
+        n = rows.shape[0]
+        self.r = np.arange(n)[:, None]
+        bal_e, perp_e = np.maximum(self.balance, 0), np.maximum(self.perp, 0)
+        self.b_valid, self.p_valid = self.balance >= 0, self.perp >= 0
+        self.bal = np.where(self.b_valid, cols.qty[bal_e], 0.0)
+        self.px = np.where(self.b_valid, book.prices[cols.entry_key[bal_e]], 1.0)
+        self.asset = np.where(self.b_valid, cols.entry_asset[bal_e], -1)
+        self.mmr = np.where(self.b_valid, cols.loan_mmr[bal_e], 0.0)
+        self.equity, self.mm = book.totals[0][rows].copy(), book.totals[1][rows].copy()
+        self.sold = np.zeros_like(self.bal)
+        self.settle = cols.assets.index(venue.settlement_asset) if venue.settlement_asset in cols.assets else -2
+        self._order_collateral(book.parts[0][bal_e])
+        self.p_qty = np.where(self.p_valid, cols.qty[perp_e], 0.0)
+        self.p_px = np.where(self.p_valid, book.prices[cols.entry_key[perp_e]], 1.0)
+        self.p_entry = np.where(self.p_valid, cols.entry_price_usd[perp_e], 0.0)
+        self.p_mm = np.where(self.p_valid, book.parts[1][perp_e], 0.0)
+
+    def _order_collateral(self, equity_usd: FloatArray) -> None:
+        """Collateral in the venue's sell order, else largest USD value first, then entry
+        order; its rate equity / value (the scalar ``coll_idx`` and ``rate``)."""
+        names = self.book.columns.assets
+        rank_of = {a: i for i, a in enumerate(self.venue.sell_order)}
+        asset_rank = np.array([rank_of.get(a, len(rank_of)) for a in names] or [0], dtype=np.int64)
+        value = self.bal * self.px
+        coll = (self.bal > 0) & self.b_valid & (value > 0)
+        if not self.venue.sells_collateral:
+            coll &= self.asset == self.settle
+        rank = np.where(coll, asset_rank[np.maximum(self.asset, 0)], np.iinfo(np.int64).max)
+        slots = np.broadcast_to(np.arange(self.bal.shape[1]), self.bal.shape)
+        order = np.lexsort((slots, -value, rank), axis=-1) if self.bal.size else slots.astype(np.int64)
+        width = int(coll.sum(axis=1).max()) if coll.size else 0
+        order = order[:, :width]
+        self.coll_order = np.where(np.take_along_axis(coll, order, axis=1), order, -1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.rate = np.where(coll, equity_usd / value, 0.0)
+
+    def repay(self, liab: IntArray, until_target: bool) -> None:
+        """Collateral sold into the liabilities in order (RISK_MODEL §3): each USD adds
+        (1 − rate) of equity and frees loan_mmr × T of MM; with ``until_target`` a row stops
+        at equity ≥ T × MM and sells no more than (T × MM − equity) / gain per step."""
+        r, t = self.r[:, 0], self.target
+        active = np.ones(r.shape[0], dtype=np.bool_)
+        for ci in range(self.coll_order.shape[1]):
+            c = self.coll_order[:, ci]
+            for li in range(liab.shape[1]):
+                j = liab[:, li]
+                step = (c >= 0) & (j >= 0) & active
+                if until_target:
+                    done = step & (self.equity >= t * self.mm)
+                    active &= ~done
+                    step &= ~done
+                cs, js = np.maximum(c, 0), np.maximum(j, 0)
+                bc, bj, pc, pj = self.bal[r, cs], self.bal[r, js], self.px[r, cs], self.px[r, js]
+                step &= ~((bc <= 0) | (bj >= 0) | (c == j))
+                s = np.minimum(bc * pc, -bj * pj)
+                rate, mmr_j = self.rate[r, cs], self.mmr[r, js]
+                if until_target:
+                    gain = (1.0 - rate) + t * mmr_j
+                    step &= gain > 0
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        s = np.minimum(s, (t * self.mm - self.equity) / gain)
+                step &= s > 0
+                self.bal[r, cs] = np.where(step, bc - s / pc, bc)
+                self.bal[r, js] = np.where(step, self.bal[r, js] + s / pj, self.bal[r, js])
+                self.equity = np.where(step, self.equity + s * (1.0 - rate), self.equity)
+                self.mm = np.where(step, self.mm - s * mmr_j, self.mm)
+                other = step & (self.asset[r, cs] != self.asset[r, js])
+                self.sold[r, cs] = np.where(other, self.sold[r, cs] + s, self.sold[r, cs])
+
+    def loans(self) -> IntArray:
+        """Loan slots by MMR, highest first, then entry order (the scalar ``loans``)."""
+        loan = (self.bal < 0) & self.b_valid
+        slots = np.broadcast_to(np.arange(self.bal.shape[1]), self.bal.shape)
+        key = np.where(loan, -self.mmr, np.inf)
+        order = np.lexsort((slots, key), axis=-1) if self.bal.size else slots.astype(np.int64)
+        width = int(loan.sum(axis=1).max()) if loan.size else 0
+        order = order[:, :width]
+        out: IntArray = np.where(np.take_along_axis(loan, order, axis=1), order, -1)
+        return out
+
+    def close_fractions(self) -> FloatArray:
+        """Still below T: perps closed largest MM first by the MM left to free (§3)."""
+        r, t, equity = self.r[:, 0], self.target, self.equity
+        need = np.where(equity < t * self.mm, self.mm - np.maximum(equity, 0.0) / t, 0.0)
+        slots = np.broadcast_to(np.arange(self.p_mm.shape[1]), self.p_mm.shape)
+        order = np.lexsort((slots, np.where(self.p_valid, -self.p_mm, np.inf)), axis=-1) \
+            if self.p_mm.size else slots.astype(np.int64)
+        frac = np.zeros_like(self.p_mm)
+        for k in range(order.shape[1]):
+            i = order[:, k]
+            pm = self.p_mm[r, i]
+            step = self.p_valid[r, i] & ~(need <= 0) & ~(pm <= 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f = np.where(equity <= 0, 1.0, np.minimum(1.0, need / pm))
+            frac[r, i] = np.where(step, f, 0.0)
+            need = np.where(step, need - f * pm, need)
+            self.mm = np.where(step, self.mm - f * pm, self.mm)
+        return frac
+
+    def settle_pnl(self, frac: FloatArray) -> None:
+        """Realised PnL Σ frac × qty × (px − entry) in perp order to the settlement
+        balance; a debt there is repaid by selling collateral (§3)."""
+        realised = np.zeros(self.rows.shape[0])
+        for k in range(frac.shape[1]):
+            f = frac[:, k]
+            pnl = f * self.p_qty[:, k] * (self.p_px[:, k] - self.p_entry[:, k])
+            realised = np.where(f > 0, realised + pnl, realised)
+        moved = realised != 0.0
+        if not moved.any():
+            return
+        is_settle = self.b_valid & (self.asset == self.settle)
+        j = np.where(is_settle.any(axis=1), np.argmax(is_settle, axis=1), -1)
+        r, js = self.r[:, 0], np.maximum(j, 0)
+        moved &= j >= 0  # rows without one are not laid out here (``settlement_fits``)
+        self.bal[r, js] = np.where(moved, self.bal[r, js] + realised / self.px[r, js], self.bal[r, js])
+        debt = moved & (self.bal[r, js] < 0)
+        self.repay(np.where(debt, j, -1)[:, None], until_target=False)
+
+    def uncovered_usd(self, frac: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Perp quantities after the engine, and the shortfall at its end: −equity when
+        negative (bad debt), else max(0, T × MM − equity), with the account's figures
+        re-evaluated on the balances and perps left (``monitor.models.margin._figures``, §3)."""
+        cols = self.book.columns
+        eq_b = np.zeros_like(self.bal)
+        for table in np.unique(cols.entry_table[self.balance[self.b_valid]]).tolist():
+            at = self.b_valid & (cols.entry_table[np.maximum(self.balance, 0)] == table)
+            eq_b[at] = _tiered_equity_usd(self.bal[at], self.px[at], cols.collateral_tables[table])
+        qty = np.where(frac > 0, self.p_qty * (1.0 - frac), self.p_qty)
+        kept = self.p_valid & (frac < 1.0)
+        notional = np.abs(qty) * self.p_px
+        mm_p = np.zeros_like(qty)
+        for table in np.unique(cols.entry_table[self.perp[kept]]).tolist():
+            at = kept & (cols.entry_table[np.maximum(self.perp, 0)] == table)
+            mm_p[at] = _step_mm_usd(np.abs(qty[at]), notional[at], cols.step_tables[table])
+        equity, mm = np.zeros(self.rows.shape[0]), np.zeros(self.rows.shape[0])
+        for k in range(self.bal.shape[1]):
+            ok = self.b_valid[:, k]
+            equity = np.where(ok, equity + eq_b[:, k], equity)
+            loan = ok & ~(self.bal[:, k] > 0)
+            mm = np.where(loan, mm + (-self.bal[:, k] * self.px[:, k]) * self.mmr[:, k], mm)
+        for k in range(qty.shape[1]):
+            ok = kept[:, k]
+            equity = np.where(ok, equity + qty[:, k] * (self.p_px[:, k] - self.p_entry[:, k]), equity)
+            mm = np.where(ok, mm + mm_p[:, k], mm)
+        short = np.where(equity < 0, -equity, np.maximum(0.0, self.target * mm - equity))
+        return np.where(kept, qty, 0.0), short
+
+
+def _run(book: AccountBook, rows: IntArray, venue: UnifiedVenueParams) -> EngineResult:
+    """The scalar engine's steps on one model's rows (RISK_MODEL §3)."""
+    batch = _Batch(book, rows, venue)
+    with np.errstate(over="ignore", invalid="ignore"):
+        batch.repay(batch.loans(), until_target=True)
+        frac = batch.close_fractions()
+        batch.settle_pnl(frac)
+        qty_after, short = batch.uncovered_usd(frac)
+        perp_usd = frac * np.abs(batch.p_qty) * batch.p_px
+    return EngineResult(rows=rows, balance=batch.balance, perp=batch.perp, coll_order=batch.coll_order,
+                        sold_usd=batch.sold, close_frac=frac, balance_after=batch.bal,
+                        perp_qty_after=qty_after, perp_usd=perp_usd, uncovered_usd=short)
+
+
+def liquidate_rows(book: AccountBook, rows: IntArray, params: RiskParams) -> list[EngineResult]:
+    """The liquidation engine (:func:`monitor.models.margin.liquidate_account`, RISK_MODEL §3) on
+    book rows at the book's prices, one result per model present. Rows must pass
+    :func:`settlement_fits`."""
+    out: list[EngineResult] = []
+    for code, model in enumerate(MODELS):
+        mine = rows[book.columns.model[rows] == code]
+        if mine.size:
+            out.append(_run(book, mine, params.unified.venue(model)))
+    return out

@@ -1,0 +1,351 @@
+"""Local L2 order books with each venue's sequence rules, and their summaries (FEEDS.md).
+
+Pure and deterministic: :class:`BookSync` is fed :class:`BookFrame` records (decoded by
+:mod:`monitor.ingest.wire`) in arrival order and answers with market events (``KIND_BOOK``
+summaries, ``KIND_BOOK_INVALID`` on a gap) plus :class:`BookNotice` records telling the
+live connector what to do (fetch a snapshot, count a gap or a resync). A replay of the
+same frames, snapshots included, gives the same events and notices.
+
+Sequence rules (venue documentation, summarised in FEEDS.md):
+
+* ``binance-spot``: buffer diffs, load a REST snapshot (``lastUpdateId`` L), drop diffs
+  with ``u <= L``; the first applied diff needs ``U <= L + 1 <= u``; afterwards a diff with
+  ``u <= local`` is stale and ignored, ``U > local + 1`` is a gap.
+* ``binance-usdm``: as spot, but drop ``u < L``, the first diff needs ``U <= L <= u`` and
+  afterwards ``pu == previous u``.
+* ``bybit``: a snapshot (including the ``u = 1`` restart snapshot) resets the book;
+  deltas need ``u == previous u + 1``.
+* ``okx``: a snapshot resets the book; updates need ``prevSeqId == previous seqId``
+  (an empty update with ``seqId == prevSeqId`` is a heartbeat); the checksum is ignored
+  (always 0 since 2026-06-23).
+* ``snapshots`` (Hyperliquid ``l2Book``): every frame is a full book.
+
+A book with a known gap serves nothing until a snapshot re-synchronises it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sortedcontainers import SortedDict
+
+from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketEvent
+
+__all__ = [
+    "ACTION_DELTA",
+    "ACTION_SNAPSHOT",
+    "NOTICE_GAP",
+    "NOTICE_NEED_SNAPSHOT",
+    "NOTICE_RESYNCED",
+    "RULES",
+    "RULE_BINANCE_SPOT",
+    "RULE_BINANCE_USDM",
+    "RULE_BYBIT",
+    "RULE_OKX",
+    "RULE_SNAPSHOTS",
+    "BookFrame",
+    "BookNotice",
+    "BookSync",
+    "L2Book",
+]
+
+RULE_BINANCE_SPOT = "binance-spot"
+RULE_BINANCE_USDM = "binance-usdm"
+RULE_BYBIT = "bybit"
+RULE_OKX = "okx"
+RULE_SNAPSHOTS = "snapshots"
+RULES = frozenset({RULE_BINANCE_SPOT, RULE_BINANCE_USDM, RULE_BYBIT, RULE_OKX, RULE_SNAPSHOTS})
+
+ACTION_SNAPSHOT = "snapshot"
+ACTION_DELTA = "delta"
+
+#: The book needs a fresh snapshot (Binance: REST fetch; Bybit/OKX: resubscribe).
+NOTICE_NEED_SNAPSHOT = "need_snapshot"
+#: A sequence gap was detected; the book was discarded.
+NOTICE_GAP = "gap"
+#: The book became valid again after a snapshot.
+NOTICE_RESYNCED = "resynced"
+
+Level = tuple[float, float]
+
+_NO_BOOK = 0  # no usable book: buffering diffs (Binance) or waiting for a snapshot
+_SNAPSHOT = 1  # Binance: snapshot loaded, waiting for the diff that bridges it
+_LIVE = 2  # valid book
+
+
+@dataclass(frozen=True, slots=True)
+class BookFrame:
+    """One decoded book message: a full snapshot or a delta with its sequence ids.
+
+    ``last_id`` is Binance ``u`` / snapshot ``lastUpdateId``, Bybit ``u``, OKX ``seqId``;
+    ``first_id`` is Binance ``U``; ``prev_id`` is Binance futures ``pu`` / OKX ``prevSeqId``.
+    Quantities are in base units (OKX contracts are converted by the parser).
+    """
+
+    rule: str
+    symbol: str
+    base: str
+    quote: str
+    action: str
+    ts_ms: int
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+    last_id: int = 0
+    first_id: int = 0
+    prev_id: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class BookNotice:
+    """What the connector should know about a book: a gap, a resync, a snapshot request."""
+
+    kind: str
+    venue: str
+    symbol: str
+    ts_ms: int
+    expected: int = 0
+    received: int = 0
+
+
+class L2Book:
+    """Price → quantity on each side; quantity 0 removes a level."""
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        """Replace the book with a snapshot."""
+        self.clear()
+        self.update(bids, asks)
+
+    def update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        """Apply absolute level quantities (a diff)."""
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for price, qty in levels:
+                if qty > 0.0:
+                    side[price] = qty
+                else:
+                    side.pop(price, None)
+
+    def best_bid(self) -> float | None:
+        return float(self.bids.peekitem(-1)[0]) if self.bids else None
+
+    def best_ask(self) -> float | None:
+        return float(self.asks.peekitem(0)[0]) if self.asks else None
+
+    def levels(self) -> tuple[list[Level], list[Level]]:
+        """Bids best-first and asks best-first (tests, tooling)."""
+        bids = [(float(p), float(q)) for p, q in reversed(self.bids.items())]
+        asks = [(float(p), float(q)) for p, q in self.asks.items()]
+        return bids, asks
+
+    def depth_bands(self, mid: float, bands_bps: tuple[int, ...]) -> tuple[float, ...]:
+        """Cumulative Σ price × qty within each band of mid, bids then asks (RISK_MODEL §4)."""
+        widest = max(bands_bps) / 10_000.0
+        bid_out = [0.0] * len(bands_bps)
+        ask_out = [0.0] * len(bands_bps)
+        for price, qty in ((p, self.bids[p]) for p in self.bids.irange(minimum=mid * (1.0 - widest), reverse=True)):
+            dist_bps = (mid - price) / mid * 10_000.0
+            for i, band in enumerate(bands_bps):
+                if dist_bps <= band:
+                    bid_out[i] += price * qty
+        for price, qty in ((p, self.asks[p]) for p in self.asks.irange(maximum=mid * (1.0 + widest))):
+            dist_bps = (price - mid) / mid * 10_000.0
+            for i, band in enumerate(bands_bps):
+                if dist_bps <= band:
+                    ask_out[i] += price * qty
+        return (*bid_out, *ask_out)
+
+
+@dataclass(slots=True)
+class BookSync:
+    """One venue/symbol book and its sequence state; ``apply`` is the only entry point."""
+
+    venue: str
+    symbol: str
+    base: str
+    quote: str
+    rule: str
+    throttle_ms: int = 100
+    max_buffer: int = 2_000
+    book: L2Book = field(default_factory=L2Book)
+    state: int = _NO_BOOK
+    last_id: int = 0
+    buffer: deque[BookFrame] = field(default_factory=deque)
+    snapshot_requested: bool = False
+    last_summary_ts_ms: int | None = None
+    gaps: int = 0
+    resyncs: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return self.state == _LIVE
+
+    # -- entry point ------------------------------------------------------------------
+    def apply(
+        self, frame: BookFrame, recv_ts_ms: int, events: list[MarketEvent], notices: list[BookNotice]
+    ) -> None:
+        """Apply one frame; append the events and notices it produces."""
+        was_live = self.state == _LIVE
+        if self.rule in (RULE_BINANCE_SPOT, RULE_BINANCE_USDM):
+            self._binance(frame, recv_ts_ms, events, notices)
+        elif self.rule == RULE_BYBIT:
+            self._sequential(frame, recv_ts_ms, events, notices, okx=False)
+        elif self.rule == RULE_OKX:
+            self._sequential(frame, recv_ts_ms, events, notices, okx=True)
+        else:
+            self.book.load(frame.bids, frame.asks)
+            self.state = _LIVE
+        if self.state != _LIVE:
+            return
+        resynced = not was_live
+        if resynced:
+            self.resyncs += 1
+            notices.append(BookNotice(NOTICE_RESYNCED, self.venue, self.symbol, frame.ts_ms))
+        last = self.last_summary_ts_ms
+        if resynced or last is None or frame.ts_ms - last >= self.throttle_ms or frame.ts_ms < last:
+            summary = self.summary(frame.ts_ms, recv_ts_ms)
+            if summary is not None:
+                events.append(summary)
+                self.last_summary_ts_ms = frame.ts_ms
+
+    def reset(self, ts_ms: int, recv_ts_ms: int, events: list[MarketEvent]) -> None:
+        """The connection carrying this book dropped: the book can no longer be trusted."""
+        if self.state == _LIVE:
+            events.append(self._invalid(ts_ms, recv_ts_ms, 0, 0))
+        self._discard()
+        self.snapshot_requested = False
+
+    # -- summary ----------------------------------------------------------------------
+    def summary(self, ts_ms: int, recv_ts_ms: int) -> MarketEvent | None:
+        """KIND_BOOK event of a valid, uncrossed, two-sided book (else None)."""
+        bid, ask = self.book.best_bid(), self.book.best_ask()
+        if self.state != _LIVE or bid is None or ask is None or bid >= ask:
+            return None
+        mid = (bid + ask) * 0.5
+        spread_bps = (ask - bid) / mid * 10_000.0
+        bands = self.book.depth_bands(mid, BOOK_BANDS_BPS)
+        return MarketEvent(
+            KIND_BOOK, self.venue, self.symbol, self.base, self.quote, ts_ms, recv_ts_ms,
+            bid, ask, mid, spread_bps, bands,
+        )
+
+    # -- helpers ----------------------------------------------------------------------
+    def _invalid(self, ts_ms: int, recv_ts_ms: int, expected: int, received: int) -> MarketEvent:
+        return MarketEvent(
+            KIND_BOOK_INVALID, self.venue, self.symbol, self.base, self.quote, ts_ms, recv_ts_ms,
+            float(expected), float(received), 0.0, 0.0,
+        )
+
+    def _discard(self) -> None:
+        self.book.clear()
+        self.state = _NO_BOOK
+        self.buffer.clear()
+        self.last_summary_ts_ms = None
+
+    def _gap(
+        self, frame: BookFrame, recv_ts_ms: int, expected: int, received: int,
+        events: list[MarketEvent], notices: list[BookNotice],
+    ) -> None:
+        self.gaps += 1
+        events.append(self._invalid(frame.ts_ms, recv_ts_ms, expected, received))
+        notices.append(BookNotice(NOTICE_GAP, self.venue, self.symbol, frame.ts_ms, expected, received))
+        self._discard()
+        self._request(frame, notices)
+
+    def _request(self, frame: BookFrame, notices: list[BookNotice]) -> None:
+        if not self.snapshot_requested:
+            self.snapshot_requested = True
+            notices.append(BookNotice(NOTICE_NEED_SNAPSHOT, self.venue, self.symbol, frame.ts_ms))
+
+    # -- Bybit / OKX ------------------------------------------------------------------
+    def _sequential(
+        self, frame: BookFrame, recv_ts_ms: int, events: list[MarketEvent],
+        notices: list[BookNotice], *, okx: bool,
+    ) -> None:
+        if frame.action == ACTION_SNAPSHOT:
+            self.book.load(frame.bids, frame.asks)
+            self.last_id = frame.last_id
+            self.state = _LIVE
+            self.snapshot_requested = False
+            return
+        if self.state != _LIVE:
+            self._request(frame, notices)
+            return
+        if okx:
+            expected, received = self.last_id, frame.prev_id
+        else:
+            expected, received = self.last_id + 1, frame.last_id
+        if received != expected:
+            self._gap(frame, recv_ts_ms, expected, received, events, notices)
+            return
+        self.book.update(frame.bids, frame.asks)
+        self.last_id = frame.last_id
+
+    # -- Binance ----------------------------------------------------------------------
+    def _binance(
+        self, frame: BookFrame, recv_ts_ms: int, events: list[MarketEvent], notices: list[BookNotice]
+    ) -> None:
+        futures = self.rule == RULE_BINANCE_USDM
+        if frame.action == ACTION_SNAPSHOT:
+            self.snapshot_requested = False
+            if self.state == _LIVE:
+                return  # an unrequested snapshot: the live book is already ahead of it
+            self.book.load(frame.bids, frame.asks)
+            self.last_id = frame.last_id
+            self.state = _SNAPSHOT
+            pending = list(self.buffer)
+            self.buffer.clear()
+            for diff in pending:
+                self._binance_diff(diff, recv_ts_ms, events, notices, futures)
+            return
+        self._binance_diff(frame, recv_ts_ms, events, notices, futures)
+
+    def _binance_diff(
+        self, diff: BookFrame, recv_ts_ms: int, events: list[MarketEvent],
+        notices: list[BookNotice], futures: bool,
+    ) -> None:
+        if self.state == _NO_BOOK:
+            self.buffer.append(diff)
+            if len(self.buffer) > self.max_buffer:
+                self.buffer.popleft()
+            self._request(diff, notices)
+            return
+        last = self.last_id
+        if self.state == _SNAPSHOT:
+            stale = diff.last_id < last if futures else diff.last_id <= last
+            if stale:
+                return
+            target = last if futures else last + 1
+            if diff.first_id <= target <= diff.last_id:
+                self.book.update(diff.bids, diff.asks)
+                self.last_id = diff.last_id
+                self.state = _LIVE
+                return
+            # The snapshot is older than the stream: not a gap in the data, fetch another.
+            self._discard()
+            self.buffer.append(diff)
+            self._request(diff, notices)
+            return
+        if diff.last_id <= last:
+            return  # already applied (duplicate or overlap)
+        if futures:
+            if diff.prev_id != last:
+                self._gap(diff, recv_ts_ms, last, diff.prev_id, events, notices)
+                self.buffer.append(diff)
+                return
+        elif diff.first_id > last + 1:
+            self._gap(diff, recv_ts_ms, last + 1, diff.first_id, events, notices)
+            self.buffer.append(diff)
+            return
+        self.book.update(diff.bids, diff.asks)
+        self.last_id = diff.last_id

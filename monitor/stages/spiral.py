@@ -1,0 +1,498 @@
+"""Spiral estimate (RISK_MODEL.md §7): shock → liquidations → forced sells walked down the
+current bid ladders → new prices → repeat until nothing new is liquidated."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from monitor.accounts.book import AccountBook
+from monitor.accounts.columns import FloatArray, IntArray
+from monitor.accounts.vector_engine import liquidate_rows, padded_entries, settlement_fits
+from monitor.accounts.vector_margin import LIQUIDATION
+from monitor.models.lending import (
+    Position,
+    close_factor_ratio,
+    health_factor,
+    liquidation_bonus_ratio,
+)
+from monitor.models.margin import Account, ForcedSell, evaluate_account, liquidate_account
+from monitor.risk_params import RiskParams
+
+__all__ = [
+    "STAGE_ONCHAIN",
+    "STAGE_UNIFIED",
+    "BidBook",
+    "BookAccounts",
+    "SpiralResult",
+    "apply_shocks",
+    "route_book_key",
+    "run_spiral",
+    "run_spiral_on_book",
+    "walk_bids",
+]
+
+STAGE_ONCHAIN = 5
+STAGE_UNIFIED = 7
+_DUST_USD = 1e-6
+
+BidBook = Sequence[Sequence[float]]
+"""Bids as [[price, qty], ...]; any order (sorted best first internally)."""
+
+
+class SpiralResult(BaseModel):
+    """Outcome of one spiral run (all notionals in USD at the price of the round)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rounds: int
+    converged: bool
+    liquidated_usd_by_stage: dict[str, float]
+    liquidated_usd_by_venue: dict[str, float]
+    debt_repaid_usd: float
+    positions_liquidated: list[str]
+    accounts_liquidated: list[str]
+    sold_qty_by_book: dict[str, float]
+    final_prices: dict[str, float]
+    price_change_pct: dict[str, float]
+    books_exhausted: list[str]
+    unfilled_qty_by_book: dict[str, float]
+    unrouted_sells_usd: dict[str, float]
+
+
+@functools.cache
+def _default_params() -> RiskParams:
+    return RiskParams()
+
+
+def apply_shocks(prices: Mapping[str, float], shocks: Mapping[str, float]) -> dict[str, float]:
+    """Shocked prices: price_k × (1 + move_k) (RISK_MODEL §7)."""
+    out = dict(prices)
+    for key, move in shocks.items():
+        if key not in out:
+            raise KeyError(f"shock on unknown price key {key!r}")
+        if not move > -1.0:
+            raise ValueError(f"shock on {key!r} must be greater than -100%")
+        out[key] = out[key] * (1.0 + move)
+    return out
+
+
+def route_book_key(asset: str, price_key: str, books: Mapping[str, object]) -> str | None:
+    """Book a sale goes to: the price key's book, else the asset index, else ASSET@venue."""
+    if price_key in books:
+        return price_key
+    if asset in books:
+        return asset
+    venues = sorted(k for k in books if k.startswith(asset + "@"))
+    return venues[0] if venues else None
+
+
+def walk_bids(levels: list[list[float]], qty: float) -> tuple[float, float, float | None]:
+    """Sell ``qty`` into best-first bids (consumed in place): (filled, unfilled, last price)."""
+    filled = 0.0
+    last: float | None = None
+    for level in levels:
+        if qty - filled <= 0:
+            break
+        if level[1] <= 0:
+            continue
+        take = min(level[1], qty - filled)
+        level[1] -= take
+        filled += take
+        last = level[0]
+    return filled, max(0.0, qty - filled), last
+
+
+def _liquidate_position(
+    pos: Position, prices: Mapping[str, float], params: RiskParams
+) -> tuple[Position, float, list[tuple[str, str, float, float]]]:
+    """One liquidation call: (position after, debt repaid USD, [(asset, key, qty, usd)] seized)."""
+    debt_total = math.fsum(d.amount * prices[d.price_key] for d in pos.debt)
+    coll_total = math.fsum(c.amount * prices[c.price_key] for c in pos.collateral)
+    bonus = liquidation_bonus_ratio(pos, params)
+    cf = close_factor_ratio(pos, prices, params)
+    seize_usd = min(cf * debt_total * (1.0 + bonus), coll_total)
+    repay_usd = seize_usd / (1.0 + bonus)
+    new_debt = []
+    left = repay_usd
+    for d in sorted(pos.debt, key=lambda d: -d.amount * prices[d.price_key]):
+        usd = d.amount * prices[d.price_key]
+        take = min(left, usd)
+        left -= take
+        amount = max(0.0, d.amount - take / prices[d.price_key])
+        new_debt.append(d.model_copy(update={"amount": amount}))
+    seized: list[tuple[str, str, float, float]] = []
+    new_coll = []
+    left = seize_usd
+    for c in sorted(pos.collateral, key=lambda c: -c.amount * prices[c.price_key]):
+        usd = c.amount * prices[c.price_key]
+        take = min(left, usd)
+        left -= take
+        qty = min(c.amount, take / prices[c.price_key])
+        if qty > 0:
+            seized.append((c.asset, c.price_key, qty, take))
+        new_coll.append(c.model_copy(update={"amount": max(0.0, c.amount - qty)}))
+    after = pos.model_copy(update={"collateral": tuple(new_coll), "debt": tuple(new_debt)})
+    return after, repay_usd, seized
+
+
+class _SpiralRun:
+    """The state of one spiral (§7): prices, bid ladders, positions and accounts as they go."""
+
+    def __init__(
+        self,
+        positions: Sequence[Position],
+        accounts: Sequence[Account],
+        prices: Mapping[str, float],
+        books: Mapping[str, BidBook],
+        shocks: Mapping[str, float],
+        p: RiskParams,
+    ) -> None:
+        self.p = p
+        self.start = dict(prices)
+        px = apply_shocks(prices, shocks)
+        for key, book in books.items():
+            px.setdefault(key, max((lvl[0] for lvl in book), default=0.0))
+        for venue in (p.unified.binance_pm, p.unified.bybit_uta, p.unified.okx_mc, p.unified.hyperliquid.venue):
+            px.setdefault(venue.settlement_asset, 1.0)
+        self.px = px
+        # a shocked key's whole ladder moves with it: the shock is the new level of the market
+        self.levels = {
+            k: sorted(
+                ([float(a) * (1.0 + shocks.get(k, 0.0)), float(b)] for a, b in book),
+                key=lambda lv: -lv[0],
+            )
+            for k, book in books.items()
+        }
+        self.pos_state = list(positions)
+        self.acct_state = list(accounts)
+        self.by_stage = {str(STAGE_ONCHAIN): 0.0, str(STAGE_UNIFIED): 0.0}
+        self.by_venue: dict[str, float] = {}
+        self.repaid_total = 0.0
+        self.liq_pos: set[str] = set()
+        self.liq_acct: set[str] = set()
+        self.sold: dict[str, float] = {}
+        self.unfilled: dict[str, float] = {}
+        self.unrouted: dict[str, float] = {}
+        self.to_sell: dict[str, float] = {}
+
+    def _queue(self, asset: str, key: str, qty: float, usd: float) -> None:
+        book_key = route_book_key(asset, key, self.levels)
+        if book_key is None:
+            self.unrouted[key] = self.unrouted.get(key, 0.0) + usd
+            return
+        # books are quoted in units of the asset, whatever key valued the collateral
+        self.to_sell[book_key] = self.to_sell.get(book_key, 0.0) + qty
+
+    def liquidate_positions(self) -> int:
+        """Stage 5: liquidators repay and seize; the seized collateral is queued for sale."""
+        p, px, events = self.p, self.px, 0
+        for i, pos in enumerate(self.pos_state):
+            debt = math.fsum(d.amount * px[d.price_key] for d in pos.debt)
+            if debt <= _DUST_USD or health_factor(pos, px, p) >= 1.0:
+                continue
+            after, repaid, seized = _liquidate_position(pos, px, p)
+            if not seized:
+                continue
+            events += 1
+            self.pos_state[i] = after
+            self.liq_pos.add(pos.position_id)
+            self.repaid_total += repaid
+            for asset, key, qty, usd in seized:
+                self.by_stage[str(STAGE_ONCHAIN)] += usd
+                self.by_venue[pos.protocol] = self.by_venue.get(pos.protocol, 0.0) + usd
+                self._queue(asset, key, qty * p.spiral.liquidator_sell_ratio, usd * p.spiral.liquidator_sell_ratio)
+        return events
+
+    def liquidate_accounts(self) -> int:
+        """Stage 7: the venues' engines liquidate unified accounts; their sells are queued."""
+        p, px, events = self.p, self.px, 0
+        for i, acct in enumerate(self.acct_state):
+            if evaluate_account(acct, px, p).status != "liquidation":
+                continue
+            after = self.liquidate(acct)
+            if after is not None:
+                self.acct_state[i] = after
+                events += 1
+        return events
+
+    def liquidate(self, acct: Account) -> Account | None:
+        """One account through its venue's engine (``liquidate_account``): its sells are
+        queued and counted; the account after the engine, None when the engine did nothing."""
+        after_acct, actions, _ = liquidate_account(acct, self.px, self.p)
+        if not actions:
+            return None
+        self.queue_actions(acct.account_id, acct.venue, actions)
+        return after_acct
+
+    def queue_actions(self, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+        """An account's engine actions counted by stage and venue; its sells queued."""
+        px = self.px
+        self.liq_acct.add(account_id)
+        for act in actions:
+            self.by_stage[str(STAGE_UNIFIED)] += act.usd
+            self.by_venue[venue] = self.by_venue.get(venue, 0.0) + act.usd
+            if act.side == "sell":
+                qty = act.usd / px[act.price_key]
+                asset = act.asset if act.kind == "collateral" else act.price_key
+                self._queue(asset, act.price_key, qty, act.usd)
+
+    def sell_queued(self) -> None:
+        """Walk each book's bids with what was queued; its key takes the best remaining bid."""
+        levels, px = self.levels, self.px
+        for key, qty in self.to_sell.items():
+            filled, rest, _ = walk_bids(levels[key], qty)
+            self.sold[key] = self.sold.get(key, 0.0) + filled
+            if rest > 0:
+                self.unfilled[key] = self.unfilled.get(key, 0.0) + rest
+            remaining = [lv[0] for lv in levels[key] if lv[1] > 0]
+            new_px = remaining[0] if remaining else levels[key][-1][0] if levels[key] else px[key]
+            px[key] = min(px[key], new_px)
+
+    def result(self, rounds: int, converged: bool) -> SpiralResult:
+        px, start = self.px, self.start
+        exhausted = sorted(k for k, lv in self.levels.items() if lv and all(x[1] <= 0 for x in lv))
+        change = {k: (px[k] / start[k] - 1.0) * 100.0 for k in sorted(start) if start[k] > 0}
+        return SpiralResult(
+            rounds=rounds,
+            converged=converged,
+            liquidated_usd_by_stage=self.by_stage,
+            liquidated_usd_by_venue=dict(sorted(self.by_venue.items())),
+            debt_repaid_usd=self.repaid_total,
+            positions_liquidated=sorted(self.liq_pos),
+            accounts_liquidated=sorted(self.liq_acct),
+            sold_qty_by_book=dict(sorted(self.sold.items())),
+            final_prices={k: px[k] for k in sorted(px)},
+            price_change_pct=change,
+            books_exhausted=exhausted,
+            unfilled_qty_by_book=dict(sorted(self.unfilled.items())),
+            unrouted_sells_usd=dict(sorted(self.unrouted.items())),
+        )
+
+
+def run_spiral(
+    positions: Sequence[Position],
+    accounts: Sequence[Account],
+    prices: Mapping[str, float],
+    books: Mapping[str, BidBook],
+    *,
+    shocks: Mapping[str, float] | None = None,
+    params: RiskParams | None = None,
+) -> SpiralResult:
+    """Iterate liquidations and forced sells against the bid ladders until nothing new (§7).
+
+    On-chain positions (stage 5): liquidators repay close-factor × debt, seize collateral with
+    the bonus and sell it. Unified accounts (stage 7): the engine's forced sells. Sales hit
+    the book of the collateral's price key, else of its asset index, else ``ASSET@venue``;
+    a book's key takes the best remaining bid (never rises). Buys (short closes) are not
+    walked; a key without a book keeps its price and the sale is reported as unrouted.
+    A shocked key's bid ladder is scaled by the same move before the first round.
+    """
+    p = params or _default_params()
+    return _rounds(_SpiralRun(positions, accounts, prices, books, shocks or {}, p))
+
+
+@dataclass(frozen=True)
+class BookAccounts:
+    """Unified accounts held in a columnar book, with a way to get one as an
+    :class:`Account` (for the liquidation engine) by its number in the book."""
+
+    book: AccountBook
+    account: Callable[[int], Account]
+
+
+def _sequential_sum(start: float, values: FloatArray) -> float:
+    """start + v_0 + v_1 + … added left to right, as a Python loop adds them."""
+    return float(np.add.accumulate(np.concatenate([[start], values]))[-1])
+
+
+class _RoundActions:
+    """One round's engine actions of many accounts as arrays, counted and queued in
+    (account, place) order — the order :meth:`_SpiralRun.queue_actions` takes them in one
+    by one — with each total summed left to right (RISK_MODEL §7)."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.bool_], IntArray]] = []
+        self.pairs: dict[tuple[str, str], int] = {}
+        self.venue_of: dict[int, str] = {}
+        self.id_of: dict[int, str] = {}
+
+    def pair(self, asset: str, key: str) -> int:
+        """Id of a (queued asset, price key) pair."""
+        return self.pairs.setdefault((asset, key), len(self.pairs))
+
+    def add(self, account: IntArray, place: IntArray, usd: FloatArray, sell: npt.NDArray[np.bool_],
+            pair: IntArray) -> None:
+        """Actions (account number, place among its actions, USD, is a sale, pair id)."""
+        self._parts.append((account, place, usd, sell, pair))
+
+    def add_scalar(self, i: int, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
+        """One account's actions from the scalar engine."""
+        self.id_of[i], self.venue_of[i] = account_id, venue
+        n = len(actions)
+        self.add(np.full(n, i, dtype=np.int64), np.arange(n, dtype=np.int64),
+                 np.array([a.usd for a in actions], dtype=np.float64),
+                 np.array([a.side == "sell" for a in actions], dtype=np.bool_),
+                 np.array([self.pair(a.asset if a.kind == "collateral" else a.price_key, a.price_key)
+                           for a in actions], dtype=np.int64))
+
+    def queue(self, run: _SpiralRun) -> None:
+        """Stage and venue totals, accounts liquidated, sells queued on their bid books."""
+        if not self._parts:
+            return
+        account, place, usd, sell, pair = (np.concatenate([q[j] for q in self._parts]) for j in range(5))
+        order = np.lexsort((place, account))
+        account, usd, sell, pair = account[order], usd[order], sell[order], pair[order]
+        stage = str(STAGE_UNIFIED)
+        run.by_stage[stage] = _sequential_sum(run.by_stage[stage], usd)
+        venues = np.array([self.venue_of[i] for i in account.tolist()], dtype=object)
+        for venue in sorted(set(self.venue_of.values())):
+            if (venues == venue).any():
+                run.by_venue[venue] = _sequential_sum(run.by_venue.get(venue, 0.0), usd[venues == venue])
+        run.liq_acct.update(self.id_of.values())
+        names = list(self.pairs)
+        key_px = np.array([run.px[k] for _, k in names], dtype=np.float64)
+        routes = [route_book_key(a, k, run.levels) for a, k in names]
+        usd, pair = usd[sell], pair[sell]
+        qty = usd / key_px[pair]
+        for target in sorted({r for r in routes if r is not None}):
+            mine = np.isin(pair, [j for j, r in enumerate(routes) if r == target])
+            if mine.any():
+                run.to_sell[target] = _sequential_sum(run.to_sell.get(target, 0.0), qty[mine])
+        for key in sorted({names[j][1] for j, r in enumerate(routes) if r is None}):
+            mine = np.isin(pair, [j for j, r in enumerate(routes) if r is None and names[j][1] == key])
+            if mine.any():
+                run.unrouted[key] = _sequential_sum(run.unrouted.get(key, 0.0), usd[mine])
+
+
+class _BookSpiralRun(_SpiralRun):
+    """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
+    is evaluated there (only those holding a moved key are re-evaluated). The engine is the
+    batch engine of :mod:`monitor.accounts.vector_engine` (equal to ``liquidate_account``); an
+    account it has changed keeps its balances and perp quantities as columns (``qty``, a
+    closed perp at 0) and is re-evaluated each round in a book of the changed accounts.
+    Accounts the batch engine does not lay out go through the scalar engine and are
+    evaluated by ``evaluate_account`` from then on. Actions are queued in account order, as
+    :func:`run_spiral` queues them, so every sum runs in the same order."""
+
+    def __init__(self, positions: Sequence[Position], accounts: BookAccounts, prices: Mapping[str, float],
+                 books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams) -> None:
+        super().__init__(positions, (), prices, books, shocks, p)
+        self.accounts = accounts
+        self.changed: dict[int, Account] = {}
+        cols = accounts.book.columns
+        #: Balances and perp quantities of the book's rows after the engine.
+        self.qty = cols.qty.copy()
+        self.in_columns = np.zeros(cols.n_accounts, dtype=np.bool_)
+
+    def _changed_book(self) -> tuple[AccountBook, IntArray] | None:
+        """The accounts the batch engine has changed, as a book of their current columns at
+        the round's prices, and the main-book row of each of its rows (None: no such account)."""
+        rows = np.flatnonzero(self.in_columns)
+        if rows.size == 0:
+            return None
+        cols = dataclasses.replace(self.accounts.book.columns, qty=self.qty).permuted(rows)
+        sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
+        main: IntArray = rows[sub.order]
+        return sub, main
+
+    def _batch(self, book: AccountBook, rows: IntArray, main_of: IntArray | None, out: _RoundActions) -> None:
+        """The batch engine on some rows of ``book`` (the main book, or the changed
+        accounts' book whose row r is main row ``main_of[r]``); the state of the rows it acts
+        on is written back, their actions added to ``out``."""
+        if rows.size == 0:
+            return
+        main_book = self.accounts.book
+        cols = book.columns
+        for result in liquidate_rows(book, rows, self.p):
+            main = result.rows if main_of is None else main_of[result.rows]
+            acted = result.acted()
+            for row in main[acted].tolist():
+                i = int(main_book.order[row])
+                out.id_of[i], out.venue_of[i] = main_book.columns.ids[row], main_book.columns.venues[row]
+            k, place, entry, usd, is_perp = result.flat_actions()
+            key = cols.entry_key[entry]
+            queued = np.where(is_perp, len(cols.assets) + key, cols.entry_asset[entry])
+            names = [*cols.assets, *cols.keys]
+            code = queued.astype(np.int64) * len(cols.keys) + key
+            uniq, inverse = np.unique(code, return_inverse=True)
+            pair_ids = np.array([out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
+                                 for u in uniq.tolist()], dtype=np.int64)
+            out.add(main_book.order[main[k]], place, usd, ~is_perp | (cols.qty[entry] > 0),
+                    pair_ids[inverse.reshape(-1)] if uniq.size else np.empty(0, dtype=np.int64))
+            self._write_back(main[acted], result.balance_after[acted], result.perp_qty_after[acted])
+
+    def _write_back(self, rows: IntArray, balance_after: FloatArray, perp_qty_after: FloatArray) -> None:
+        """The rows' balances and perp quantities after the engine, slot by slot in entry order."""
+        cols = self.accounts.book.columns
+        for entries, after in ((padded_entries(rows, cols.entry_start, ~cols.entry_is_perp), balance_after),
+                               (padded_entries(rows, cols.entry_start, cols.entry_is_perp), perp_qty_after)):
+            ok = entries >= 0
+            self.qty[entries[ok]] = after[:, :entries.shape[1]][ok]
+        self.in_columns[rows] = True
+
+    def liquidate_accounts(self) -> int:
+        """Stage 7 on the book: the accounts in liquidation at the round's prices."""
+        book, px, p = self.accounts.book, self.px, self.p
+        book.move({k: px[k] for k in book.columns.keys})
+        rows = book.rows_of(book.in_status(LIQUIDATION))
+        scalar_rows = np.zeros(book.columns.n_accounts, dtype=np.bool_)
+        scalar_rows[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True
+        rows = rows[~self.in_columns[rows] & ~scalar_rows[rows]]
+        fits = settlement_fits(book, rows, p)
+        changed = self._changed_book()  # before the engine writes this round's changes back
+        actions = _RoundActions()
+        self._batch(book, rows[fits], None, actions)
+        if changed is not None:
+            sub, main_of = changed
+            self._batch(sub, sub.rows_of(sub.in_status(LIQUIDATION)), main_of, actions)
+        events = len(actions.id_of)
+        again = [i for i, acct in self.changed.items()
+                 if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
+        for i in sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())}):
+            acct = self.changed[i] if i in self.changed else self.accounts.account(i)
+            after, sells, _ = liquidate_account(acct, px, p)
+            if sells:
+                actions.add_scalar(i, acct.account_id, acct.venue, sells)
+                self.changed[i] = after
+                events += 1
+        actions.queue(self)
+        return events
+
+
+def run_spiral_on_book(
+    positions: Sequence[Position],
+    accounts: BookAccounts,
+    prices: Mapping[str, float],
+    books: Mapping[str, BidBook],
+    *,
+    shocks: Mapping[str, float] | None = None,
+    params: RiskParams | None = None,
+) -> SpiralResult:
+    """:func:`run_spiral` with the unified accounts of a columnar book (RISK_MODEL §7): the
+    same result; each round re-evaluates only the accounts holding a key that moved and
+    runs the engine only on the accounts in liquidation. The book is left at the last
+    round's prices; its accounts are not changed (the engine's results live in the run)."""
+    p = params or _default_params()
+    return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p))
+
+
+def _rounds(run: _SpiralRun) -> SpiralResult:
+    """Rounds of liquidations and sells until one liquidates nothing (§7)."""
+    rounds = 0
+    for _ in range(run.p.spiral.max_rounds):
+        run.to_sell.clear()
+        events = run.liquidate_positions()
+        events += run.liquidate_accounts()
+        if events == 0:
+            return run.result(rounds, converged=True)
+        rounds += 1
+        run.sell_queued()
+    return run.result(rounds, converged=False)

@@ -1,0 +1,371 @@
+"""Core of ``liqmon stress``: validate decoded inputs, evaluate positions and accounts at
+shocked prices, aggregate, and run the spiral estimate (RISK_MODEL.md §2, §3, §7).
+
+Pure: takes already-decoded JSON values; file reading lives in ``streams.cmd.stress``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from monitor.accounts.attribution import AssetSlots
+from monitor.accounts.book import AccountBook, AccountFigures
+from monitor.accounts.columns import MODELS, ColumnsBuilder
+from monitor.accounts.lines import AccountLines
+from monitor.accounts.vector_engine import liquidate_rows, settlement_fits
+from monitor.accounts.vector_margin import LIQUIDATION
+from monitor.models.lending import (
+    LoopBook,
+    Position,
+    close_factor_ratio,
+    collateral_usd,
+    debt_usd,
+    driving_price_key,
+    health_factor,
+    liquidation_bonus_ratio,
+    liquidation_drop_pct,
+)
+from monitor.models.margin import STATUSES, VENUE_RATIO_NAMES, Account, liquidate_account
+from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
+from monitor.stages.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
+
+__all__ = [
+    "StressInputError",
+    "check_price_keys",
+    "parse_account",
+    "parse_books",
+    "parse_position",
+    "parse_prices",
+    "parse_shock",
+    "run_stress",
+]
+
+
+class StressInputError(ValueError):
+    """An input problem, located by source file, line (0 = whole file) and field."""
+
+    def __init__(self, source: str, line: int, field: str, message: str) -> None:
+        self.source = source
+        self.line = line
+        self.field = field
+        self.message = message
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _from_validation(exc: ValidationError, source: str, line: int) -> StressInputError:
+    err = exc.errors()[0]
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return StressInputError(source, line, _loc(err["loc"]) or "(line)", msg)
+
+
+def parse_position(obj: Any, source: str, line: int, params: RiskParams) -> Position:
+    """Validate one position line (strict schema, finite non-negative amounts, known e-mode)."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, line, "(line)", "expected a JSON object")
+    try:
+        pos = Position.model_validate(obj)
+    except ValidationError as exc:
+        raise _from_validation(exc, source, line) from None
+    if pos.e_mode is not None and pos.e_mode not in params.aave_v3.e_modes:
+        known = ", ".join(sorted(params.aave_v3.e_modes))
+        raise StressInputError(source, line, "e_mode", f"unknown e-mode (known: {known})")
+    return pos
+
+
+def parse_account(obj: Any, source: str, line: int) -> Account:
+    """Validate one account line (strict schema, finite numbers)."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, line, "(line)", "expected a JSON object")
+    try:
+        return Account.model_validate(obj)
+    except ValidationError as exc:
+        raise _from_validation(exc, source, line) from None
+
+
+def _finite_positive(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def parse_prices(obj: Any, source: str) -> dict[str, float]:
+    """Validate {"PRICE_KEY": price_usd} with finite positive prices."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, 0, "(file)", "expected a JSON object of prices")
+    out: dict[str, float] = {}
+    for key, value in obj.items():
+        if not _finite_positive(value):
+            raise StressInputError(source, 0, key, "price must be a finite number > 0")
+        out[key] = float(value)
+    return out
+
+
+def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
+    """Validate {"PRICE_KEY": [[price, qty], ...]} bids with finite positive numbers."""
+    if not isinstance(obj, dict):
+        raise StressInputError(source, 0, "(file)", "expected a JSON object of bid ladders")
+    out: dict[str, list[list[float]]] = {}
+    for key, levels in obj.items():
+        if not isinstance(levels, list):
+            raise StressInputError(source, 0, key, "expected a list of [price, qty]")
+        rows: list[list[float]] = []
+        for i, lvl in enumerate(levels):
+            if not (isinstance(lvl, list) and len(lvl) == 2):
+                raise StressInputError(source, 0, f"{key}[{i}]", "expected [price, qty]")
+            if not (_finite_positive(lvl[0]) and _finite_positive(lvl[1])):
+                raise StressInputError(
+                    source, 0, f"{key}[{i}]", "price and qty must be finite numbers > 0"
+                )
+            rows.append([float(lvl[0]), float(lvl[1])])
+        out[key] = rows
+    return out
+
+
+def parse_shock(text: str) -> tuple[str, float]:
+    """``KEY=-35%`` (or ``KEY=-0.35``) → (key, −0.35)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise StressInputError("--shock", 0, text, "expected KEY=PCT, e.g. USDe@binance=-35%")
+    raw = raw.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise StressInputError("--shock", 0, key, f"not a number: {raw!r}") from None
+    if not math.isfinite(value) or value <= -1.0:
+        raise StressInputError("--shock", 0, key, "move must be finite and above -100%")
+    return key, value
+
+
+def check_price_keys(
+    positions: Sequence[tuple[int, Position]],
+    accounts: Sequence[tuple[int, Account]],
+    prices: Mapping[str, float],
+    *,
+    positions_source: str,
+    accounts_source: str,
+    prices_source: str,
+) -> None:
+    """Every price key used by an input line must have a price."""
+
+    def missing(key: str) -> str:
+        return f"no price for {key!r} in {prices_source}"
+
+    for line, pos in positions:
+        for i, c in enumerate(pos.collateral):
+            if c.price_key not in prices:
+                raise StressInputError(
+                    positions_source, line, f"collateral[{i}].price_key", missing(c.price_key)
+                )
+        for i, d in enumerate(pos.debt):
+            if d.price_key not in prices:
+                raise StressInputError(
+                    positions_source, line, f"debt[{i}].price_key", missing(d.price_key)
+                )
+    for line, acct in accounts:
+        for i, b in enumerate(acct.balances):
+            if b.price_key not in prices:
+                raise StressInputError(
+                    accounts_source, line, f"balances[{i}].price_key", missing(b.price_key)
+                )
+        for i, p in enumerate(acct.perps):
+            if p.price_key not in prices:
+                raise StressInputError(
+                    accounts_source, line, f"perps[{i}].price_key", missing(p.price_key)
+                )
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _position_row(pos: Position, prices: Mapping[str, float], params: RiskParams) -> dict[str, Any]:
+    hf = health_factor(pos, prices, params)
+    liquidatable = hf < 1.0
+    return {
+        "position_id": pos.position_id,
+        "protocol": pos.protocol,
+        "health_factor": hf if math.isfinite(hf) else None,
+        "liquidatable": liquidatable,
+        "liquidation_drop_pct": liquidation_drop_pct(pos, prices, params),
+        "driving_price_key": driving_price_key(pos, prices),
+        "collateral_usd": collateral_usd(pos, prices),
+        "debt_usd": debt_usd(pos, prices),
+        "liquidation_bonus_ratio": liquidation_bonus_ratio(pos, params),
+        "close_factor_ratio": close_factor_ratio(pos, prices, params) if liquidatable else None,
+    }
+
+
+def _finite(values: Any) -> list[float | None]:
+    """A figure column as JSON values: NaN (no figure) and infinities become null."""
+    return [x if math.isfinite(x) else None for x in values.tolist()]
+
+
+class _AccountRows:
+    """The report's account rows from the columnar book (RISK_MODEL §3): figures at the
+    shocked prices, leverage change and driving asset against the unshocked ones, and the
+    engine's forced sells for the accounts in liquidation only: the batch engine of
+    :mod:`monitor.accounts.vector_engine` (equal to :func:`monitor.models.margin.liquidate_account`), the
+    scalar one for the accounts it does not lay out."""
+
+    def __init__(self, accounts: AccountLines, prices: Mapping[str, float],
+                 shocked: Mapping[str, float], params: RiskParams) -> None:
+        columns = accounts.columns()
+        book = AccountBook(columns, prices, params)
+        #: The book, left at the shocked prices (the spiral goes on from there).
+        self.book = book
+        slots = AssetSlots(book)
+        before, equity_before = book.figures(), slots.equity_usd(book)
+        book.move({k: v for k, v in shocked.items() if v != prices.get(k)})
+        self.after: AccountFigures = book.figures()
+        haircut, held = slots.haircut_usd(book)
+        driver = slots.driving_asset(equity_before, slots.equity_usd(book), haircut, held)
+        self.driver = [columns.assets[a] if a >= 0 else None for a in driver.tolist()]
+        self.ids, self.venues = columns.ids, columns.venues
+        self.models = [MODELS[m] for m in columns.model.tolist()]
+        self.leverage_change = _finite(self.after.effective_leverage - before.effective_leverage)
+        self.accounts, self.shocked, self.params = accounts, shocked, params
+        #: Σ USD of the engine's sells by asset, in account order (filled by ``rows``).
+        self.sells_by_asset: dict[str, float] = {}
+
+    def _engine(self) -> dict[int, tuple[list[dict[str, Any]], float]]:
+        """(actions, uncovered shortfall) of each account in liquidation, by account number."""
+        book = self.book
+        rows = book.rows_of(np.flatnonzero(self.after.status == LIQUIDATION))
+        fits = settlement_fits(book, rows, self.params)
+        out: dict[int, tuple[list[dict[str, Any]], float]] = {}
+        for result in liquidate_rows(book, rows[fits], self.params):
+            for k, row in enumerate(result.rows.tolist()):
+                actions = [a._asdict() for a in result.actions(k, book.columns)]
+                out[int(book.order[row])] = (actions, float(result.uncovered_usd[k]))
+        for row in rows[~fits].tolist():
+            i = int(book.order[row])
+            _, sells, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
+            out[i] = ([s.model_dump() for s in sells], short)
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per account, in input order, with the keys and the JSON-safe values
+        (non-finite figures null) of the scalar report."""
+        f = self.after
+        columns = zip(_finite(f.uni_mmr), _finite(f.venue_ratio), _finite(f.adjusted_equity_usd),
+                      _finite(f.maintenance_margin_usd), f.status.tolist(), f.backstop.tolist(),
+                      _finite(f.gross_notional_usd), _finite(f.effective_leverage), self.leverage_change,
+                      self.driver, strict=True)
+        out: list[dict[str, Any]] = []
+        engine = self._engine()
+        for i, (ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver) in enumerate(
+                columns):
+            sells: list[dict[str, Any]] = []
+            uncovered: float | None = 0.0
+            if status == LIQUIDATION:
+                actions, short = engine[i]
+                sells = _clean(actions)
+                uncovered = _clean(short)
+                for s in actions:
+                    if s["side"] == "sell":
+                        self.sells_by_asset[s["asset"]] = self.sells_by_asset.get(s["asset"], 0.0) + s["usd"]
+            out.append({
+                "account_id": self.ids[i], "venue": self.venues[i], "model": self.models[i], "uni_mmr": ratio,
+                "venue_ratio_name": VENUE_RATIO_NAMES[self.models[i]], "venue_ratio": venue_ratio,
+                "adjusted_equity_usd": equity, "maintenance_margin_usd": mm, "status": STATUSES[status],
+                "backstop": backstop, "gross_notional_usd": gross, "effective_leverage": lev,
+                "effective_leverage_change": change, "driving_asset": driver, "forced_sells": sells,
+                "uncovered_shortfall_usd": uncovered,
+            })
+        return out
+
+
+def account_lines(accounts: Sequence[Account] | AccountLines, params: RiskParams) -> AccountLines:
+    """Accounts as :class:`AccountLines` (validated models are added as they are)."""
+    if isinstance(accounts, AccountLines):
+        return accounts
+    lines = AccountLines(ColumnsBuilder(params), lambda acct, _line: acct)
+    for n, acct in enumerate(accounts, start=1):
+        lines.add(acct, n)
+    return lines
+
+
+def run_stress(
+    positions: Sequence[Position],
+    accounts: Sequence[Account] | AccountLines,
+    prices: Mapping[str, float],
+    *,
+    shocks: Mapping[str, float] | None = None,
+    books: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    params: RiskParams | None = None,
+) -> dict[str, Any]:
+    """One stress report: positions and accounts at shocked prices, aggregates, spiral.
+    ``accounts`` as :class:`AccountLines` must have been decoded with the same ``params``."""
+    p = params or RiskParams()
+    lines = account_lines(accounts, p)
+    shocks = dict(shocks or {})
+    shocked = apply_shocks(prices, shocks)
+    pos_rows = [_position_row(pos, shocked, p) for pos in positions]
+    acct_rows: list[dict[str, Any]] = []
+    sells_by_asset: dict[str, float] = {}
+    evaluated = _AccountRows(lines, prices, shocked, p) if len(lines) else None
+    if evaluated is not None:
+        acct_rows, sells_by_asset = evaluated.rows(), evaluated.sells_by_asset
+    by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
+    for row in acct_rows:
+        by_status[row["status"]] += 1
+    lending = LoopBook.from_positions(positions, shocked, p).aggregates() if positions else []
+    report: dict[str, Any] = {
+        "config_id": p.config_id(),
+        "assumed_parameters": list(ASSUMED_DEFAULTS),
+        "hyperliquid_margin_tables_source": p.unified.hyperliquid.margin_tables_source,
+        "perp_tables_sources": {
+            "bybit-uta": p.unified.bybit_uta.perp_tables_source,
+            "okx-mc": p.unified.okx_mc.perp_tables_source,
+        },
+        "shocks_pct": {k: v * 100.0 for k, v in shocks.items()},
+        "prices": dict(sorted(shocked.items())),
+        "positions": pos_rows,
+        "accounts": [],
+        "aggregates": {
+            "positions": len(pos_rows),
+            "positions_liquidatable": sum(1 for r in pos_rows if r["liquidatable"]),
+            "positions_liquidatable_debt_usd": math.fsum(
+                r["debt_usd"] for r in pos_rows if r["liquidatable"]
+            ),
+            "lending": lending,
+            "accounts": len(acct_rows),
+            "accounts_by_status": by_status,
+            "forced_sells_usd_by_asset": dict(sorted(sells_by_asset.items())),
+        },
+    }
+    if books is not None:
+        if evaluated is None:
+            spiral = run_spiral(positions, [], prices, books, shocks=shocks, params=p)
+        else:
+            on_book = BookAccounts(evaluated.book, lines.account)
+            spiral = run_spiral_on_book(positions, on_book, prices, books, shocks=shocks, params=p)
+        report["spiral"] = spiral.model_dump()
+    cleaned: dict[str, Any] = _clean(report)
+    cleaned["accounts"] = acct_rows  # JSON-safe as built
+    return cleaned

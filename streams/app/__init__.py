@@ -1,0 +1,1 @@
+"""The faust application: its topics, tables, agents and the stages they checkpoint."""

@@ -1,0 +1,77 @@
+"""Capped exponential backoff with jitter, written once, on tenacity's wait strategies.
+
+Every wait in liqmon uses it: the feeds' reconnects, the HTTP sinks' retries (through
+tenacity's retry loop) and the worker supervisor's wait for a broker. Jitter draws from an
+injected ``random.Random`` so tests replay the same delays; sleeps are injected by callers.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import RetryCallState, wait_exponential
+from tenacity.wait import wait_base
+
+__all__ = ["Backoff", "BackoffPolicy", "JitteredExponential"]
+
+
+class BackoffPolicy(BaseModel):
+    """Backoff: delay_n = min(max_s, initial_s × factor^n) × (1 − jitter_ratio × U[0,1))."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_s: float = Field(default=0.5, gt=0)
+    max_s: float = Field(default=30.0, gt=0)
+    factor: float = Field(default=2.0, ge=1.0)
+    jitter_ratio: float = Field(default=0.25, ge=0.0, le=1.0)
+    #: A connection that delivered data for this long resets the backoff (feeds).
+    healthy_after_s: float = Field(default=60.0, ge=0.0)
+
+
+class JitteredExponential(wait_base):
+    """tenacity wait: capped exponential, minus up to ``jitter_ratio`` of it.
+
+    The "subtractive" jitter of the AWS Architecture Blog "Exponential Backoff and Jitter":
+    with ``jitter_ratio`` 0.5 it is the post's "equal jitter" (c/2 + U(0, c/2)).
+    """
+
+    def __init__(self, policy: BackoffPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self.rng = rng
+        self._capped = wait_exponential(multiplier=policy.initial_s, max=policy.max_s, exp_base=policy.factor)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return self.delay_s(retry_state.attempt_number - 1)
+
+    def delay_s(self, retry_index: int) -> float:
+        """Delay after the ``retry_index``-th failure (0-based): capped exponential × jitter."""
+        ceiling_s = self._capped(_Attempt(retry_index + 1))  # type: ignore[arg-type]
+        return float(ceiling_s) * (1.0 - self.policy.jitter_ratio * self.rng.random())
+
+
+class _Attempt:
+    """The one field of tenacity's ``RetryCallState`` its wait strategies read."""
+
+    __slots__ = ("attempt_number",)
+
+    def __init__(self, attempt_number: int) -> None:
+        self.attempt_number = attempt_number
+
+
+class Backoff:
+    """The same delays for a loop that is not a retried call (a reconnect, a supervisor)."""
+
+    def __init__(self, policy: BackoffPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self._wait = JitteredExponential(policy, rng)
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """Delay before the next attempt; each call counts one more failure."""
+        delay_s = self._wait.delay_s(self.attempt)
+        self.attempt += 1
+        return delay_s
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,227 @@
+"""``liqmon live``: connect to the configured venues, normalise, publish to Kafka, record.
+
+Batches and dead letters are published exactly as the replayer publishes them
+(:mod:`streams.kafka.publish`); ``feed_stale``, ``feed_lag`` and ``book_gap`` alerts go to ``alerts.cascade``.
+With ``--record FILE.jsonl.gz`` every raw frame (REST snapshots, connection resets,
+silent-channel reports, rejected frames, the session's book throttle and the
+contract-value table and the venue margin tables included) is written in the capture format, so
+``liqmon replay --capture FILE`` replays the session through the same books and engine,
+to the same alerts and dead letters.
+
+On the embedded default (no ``LIQMON_KAFKA_BOOTSTRAP``) it runs the whole pipeline: it
+starts the broker, a worker the way ``liqmon replay`` does (its log in ``OUT/worker.log``),
+and prints every alert on ``alerts.cascade`` as it comes (the worker's and the feeds'), one
+line each on stdout. ``--no-worker`` starts none (workers of your own read the broker).
+With ``LIQMON_KAFKA_BOOTSTRAP`` set it only publishes: the workers are yours.
+
+Run standalone: ``python -m streams.cmd.live --duration 60 --record out/live.jsonl.gz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monitor.config import EngineConfig
+from streams.feeds.config import LiveConfig, split_config
+from streams.feeds.instruments import fetch_instruments
+from streams.feeds.margin_tables import fetch_margin_tables
+from streams.feeds.runner import LiveRunner, Recorder
+from streams.settings import ConfigFileError, Settings
+
+__all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
+
+#: After the feeds stop, how long alerts of the last batches still get to be printed.
+ALERT_GRACE_S = 2.0
+
+
+def parse_venue_url(text: str) -> tuple[str, str]:
+    """``VENUE=URL`` → (venue, url)."""
+    venue, sep, url = text.partition("=")
+    if not sep or not venue or not url:
+        raise argparse.ArgumentTypeError(f"expected VENUE=URL, got {text!r}")
+    return venue.strip(), url.strip()
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML: engine config plus a [live] table (venues, streams, timeouts); "
+                             "default LIQMON_CONFIG")
+    parser.add_argument("--record", type=Path, default=None, metavar="FILE.jsonl.gz",
+                        help="write every raw frame in the capture format")
+    parser.add_argument("--ws-url", type=parse_venue_url, action="append", default=[], metavar="VENUE=URL",
+                        help="override a venue's websocket base URL (repeatable)")
+    parser.add_argument("--rest-url", type=parse_venue_url, action="append", default=[], metavar="VENUE=URL",
+                        help="override a venue's REST base URL (repeatable)")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    parser.add_argument("--no-worker", action="store_true",
+                        help="on the embedded broker, start no worker and print no alerts (default: start "
+                             "one and print its alerts as they come)")
+    parser.add_argument("--out", type=Path, default=Path("out/live"), metavar="DIR",
+                        help="where the worker started on the embedded broker logs (DIR/worker.log)")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``live`` sub-command on an argparse subparsers object."""
+    parser = subparsers.add_parser("live", help="connect to the venues, publish normalised batches, record",
+                                   description=__doc__)
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def load_configs(path: Path | None) -> tuple[EngineConfig, LiveConfig]:
+    if path is None:
+        return EngineConfig(), LiveConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        return split_config(text)
+    except Exception as exc:  # tomllib or pydantic: one clear line
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[:4])
+        raise ConfigFileError(f"invalid config {path}: {detail}") from None
+
+
+async def print_alerts(bootstrap: str, stop: asyncio.Event) -> int:
+    """Print each alert on ``alerts.cascade`` once (by id), one line on stdout, until ``stop``."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams import topics
+    from streams.kafka.replay import collect_alerts
+    from streams.kafka.security import kafka_client_options
+    from streams.sinks.alert_sinks import format_alert_line
+
+    seen: set[str] = set()
+
+    def show(_read_ms: float, alert: dict[str, Any]) -> None:
+        alert_id = str(alert.get("alert_id"))
+        if alert_id not in seen:
+            seen.add(alert_id)
+            print(format_alert_line(alert), flush=True)
+
+    consumer = AIOKafkaConsumer(topics.ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, **kafka_client_options())
+    await consumer.start()
+    try:
+        await collect_alerts(consumer, stop, show)
+    finally:
+        await consumer.stop()
+    return len(seen)
+
+
+async def watch_worker(worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Say once, on stderr, when the worker ``liqmon live`` started has exited."""
+    while worker.poll() is None:
+        await asyncio.sleep(1.0)
+    print(f"liqmon: the worker exited with code {worker.returncode}: no more alerts; see {log_path}",
+          file=sys.stderr, flush=True)
+
+
+async def _run_live(
+    args: argparse.Namespace, bootstrap: str, effective: Settings, engine: EngineConfig, live: LiveConfig,
+    worker: subprocess.Popen[bytes] | None = None,
+) -> int:
+    from streams.cmd.worker import serve_metrics
+    from streams.kafka.publish import KafkaPublisher
+    from streams.kafka.replay import ensure_topics
+
+    # The broker (embedded or not) is resolved by the caller, outside this event loop.
+    await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
+    printing = asyncio.Event()
+    printer = asyncio.ensure_future(print_alerts(bootstrap, printing)) if worker is not None else None
+    watcher = asyncio.ensure_future(watch_worker(worker, args.out / "worker.log")) if worker is not None else None
+    metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
+    publisher = await KafkaPublisher.start(bootstrap)
+    tables = await fetch_margin_tables(live)
+    instruments = await fetch_instruments(live)
+    recorder = Recorder(args.record) if args.record is not None else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if sys.platform != "win32":  # no loop signal handlers there; Ctrl-C still interrupts
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(RuntimeError):  # not the main thread (embedded use)
+                loop.add_signal_handler(sig, stop.set)
+    runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics, margin_tables=tables,
+                        instruments=instruments)
+    print(f"liqmon: live on {len(runner.connections)} connections to {', '.join(runner.adapters)}; "
+          f"publishing to {bootstrap}", file=sys.stderr, flush=True)
+    try:
+        stats = await runner.run(args.duration, stop)
+    finally:
+        await publisher.stop()
+        if recorder is not None:
+            recorder.close()
+        if printer is not None:
+            await asyncio.sleep(ALERT_GRACE_S)  # alerts of the last batches are on their way
+            printing.set()
+            await printer
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
+          f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
+          f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
+          + (f"; recorded {args.record}" if recorder else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _worker_env(args: argparse.Namespace, bootstrap: str, effective: Settings) -> dict[str, str]:
+    """The environment of the worker ``liqmon live`` starts on its embedded broker (as ``replay``'s)."""
+    env = {
+        "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
+        "LIQMON_BROKER_KIND": effective.broker_kind,
+        "LIQMON_METRICS_PORT": str(effective.metrics_port),
+        "LIQMON_PARTITIONS": str(effective.partitions),
+    }
+    config = args.config or effective.config
+    if config is not None:
+        env["LIQMON_CONFIG"] = str(config)  # the worker reads the engine part, not [live]
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``liqmon live``; returns the exit code."""
+    settings = Settings()
+    engine, live = load_configs(args.config or settings.config)  # the file its worker reads too
+    try:
+        live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
+    except ValueError as exc:
+        raise ConfigFileError(str(exc)) from None
+    from streams.cmd.worker import resolve_bootstrap, worker_process
+
+    try:
+        with resolve_bootstrap(settings) as (bootstrap, effective), contextlib.ExitStack() as stack:
+            worker = None
+            if not settings.kafka_bootstrap and not args.no_worker:
+                log_path = args.out / "worker.log"
+                worker = stack.enter_context(worker_process(_worker_env(args, bootstrap, effective), log_path))
+                print(f"liqmon: worker started (log {log_path}); alerts print here as they come",
+                      file=sys.stderr, flush=True)
+            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, worker))
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="liqmon live", description=__doc__)
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ConfigFileError as exc:
+        print(f"liqmon: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

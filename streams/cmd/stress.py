@@ -1,0 +1,185 @@
+"""``liqmon stress``: read positions, accounts, prices (and optional books), apply shocks and
+print one JSON report. Input problems exit with code 2 and one line naming file, line, field.
+
+Run standalone: ``python -m streams.cmd.stress --positions P.jsonl --prices PRICES.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from monitor.accounts.columns import ColumnsBuilder
+from monitor.accounts.lines import AccountLines
+from monitor.models.lending import Position
+from monitor.risk_params import RiskParams
+from monitor.stages.stress import (
+    StressInputError,
+    check_price_keys,
+    parse_account,
+    parse_books,
+    parse_position,
+    parse_prices,
+    parse_shock,
+    run_stress,
+)
+from replay.margin_tables import load_margin_tables
+
+__all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
+
+EXIT_OK = 0
+EXIT_INPUT_ERROR = 2
+_PROG = "liqmon stress"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--positions", metavar="P.jsonl", help="lending positions, one per line")
+    parser.add_argument("--accounts", metavar="A.jsonl", help="unified accounts, one per line")
+    parser.add_argument("--prices", metavar="PRICES.json", required=True,
+                        help='{"PRICE_KEY": price_usd}')
+    parser.add_argument("--shock", action="append", default=[], metavar="KEY=PCT",
+                        help="multiply KEY by (1 + PCT), e.g. USDe@binance=-35%% (repeatable)")
+    parser.add_argument("--books", metavar="BOOKS.json",
+                        help='bids {"PRICE_KEY": [[price, qty], ...]}; enables the spiral')
+    parser.add_argument("--margin-tables", metavar="TABLES",
+                        help='venue margin tables instead of the built-in ones: a JSON document '
+                             '{"hyperliquid": meta, "bybit": ..., "okx": ...} or a capture '
+                             "with margin_tables frames (recorded by liqmon live)")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``stress`` sub-command on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "stress",
+        help="apply price shocks to positions and accounts, estimate the spiral",
+        description=__doc__,
+    )
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _load_json(path: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        line = getattr(exc, "lineno", 0)
+        raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
+
+
+def _load_jsonl(path: str) -> list[tuple[int, Any]]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
+    out: list[tuple[int, Any]] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            out.append((n, orjson.loads(raw)))  # strict JSON: no NaN, no Infinity
+        except orjson.JSONDecodeError as exc:
+            raise StressInputError(path, n, "", f"invalid JSON: {exc}") from None
+    return out
+
+
+def _margin_tables(path: str, params: RiskParams) -> RiskParams:
+    """Risk parameters with the venue tables of ``--margin-tables`` (RISK_MODEL §3)."""
+    return load_margin_tables(Path(path), params)
+
+
+def _read_accounts(path: str, params: RiskParams) -> AccountLines:
+    """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``);
+    a bad line or a repeated id is a :class:`StressInputError` naming line and field."""
+    accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
+    seen: set[str] = set()
+    for line, obj in _load_jsonl(path):
+        account_id = accounts.add(obj, line)
+        if account_id in seen:
+            raise StressInputError(path, line, "account_id", "duplicate id")
+        seen.add(account_id)
+    return accounts
+
+
+def _build_report(args: argparse.Namespace) -> dict[str, Any]:
+    params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
+    if getattr(args, "margin_tables", None):
+        params = _margin_tables(args.margin_tables, params)
+    prices = parse_prices(_load_json(args.prices), args.prices)
+    positions: list[tuple[int, Position]] = []
+    seen: set[str] = set()
+    if args.positions:
+        for line, obj in _load_jsonl(args.positions):
+            pos = parse_position(obj, args.positions, line, params)
+            if pos.position_id in seen:
+                raise StressInputError(args.positions, line, "position_id", "duplicate id")
+            seen.add(pos.position_id)
+            positions.append((line, pos))
+    accounts = _read_accounts(args.accounts, params) if args.accounts else None
+    check_price_keys(
+        positions,
+        [],
+        prices,
+        positions_source=args.positions or "",
+        accounts_source=args.accounts or "",
+        prices_source=args.prices,
+    )
+    missing = accounts.first_missing_price(prices) if accounts is not None else None
+    if missing is not None:
+        line, field, key = missing
+        raise StressInputError(args.accounts, line, field, f"no price for {key!r} in {args.prices}")
+    shocks: dict[str, float] = {}
+    for text in args.shock:
+        key, move = parse_shock(text)
+        if key not in prices:
+            raise StressInputError("--shock", 0, key, f"no price for this key in {args.prices}")
+        shocks[key] = move
+    books = parse_books(_load_json(args.books), args.books) if args.books else None
+    return run_stress(
+        [p for _, p in positions],
+        accounts if accounts is not None else [],
+        prices,
+        shocks=shocks,
+        books=books,
+        params=params,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``liqmon stress``; print the JSON report; 0 on success, 2 on bad input."""
+    try:
+        report = _build_report(args)
+    except StressInputError as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    # orjson writes the same document as json.dump(indent=2) many times faster; it spells
+    # small and large floats without an exponent sign (4.2e-05 → 0.000042) and writes
+    # non-ASCII characters as UTF-8, not \u escapes
+    sys.stdout.flush()
+    sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.buffer.flush()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point with the same arguments as the sub-command."""
+    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

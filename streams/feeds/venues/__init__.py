@@ -1,0 +1,1 @@
+"""One adapter per venue: URLs, subscriptions and frame routing of its websocket."""

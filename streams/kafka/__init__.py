@@ -1,0 +1,1 @@
+"""Kafka plumbing: the embedded broker, client security, publishing, replay through Kafka."""

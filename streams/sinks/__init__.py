@@ -1,0 +1,1 @@
+"""Where alerts go: stdout, webhook, Alertmanager, with a bounded retry queue."""
