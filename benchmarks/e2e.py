@@ -57,6 +57,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.server import ServerConnection, serve
 
 from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, worker_env
@@ -83,8 +84,8 @@ _PING_EVERY_S = 0.5
 #: receive time. Other kinds (global-stage alerts, the live process's own feed alerts) are
 #: listed per kind.
 _PEG_KIND = "peg_deviation"
-_LAT_SUM = 'liqmon_processing_latency_seconds_sum{agent="market"}'
-_LAT_COUNT = 'liqmon_processing_latency_seconds_count{agent="market"}'
+_LAT_SUM = ("liqmon_processing_latency_seconds_sum", {"agent": "market"})
+_LAT_COUNT = ("liqmon_processing_latency_seconds_count", {"agent": "market"})
 _LIVE_SUMMARY = re.compile(
     r"liqmon: ([\d,]+) frames, ([\d,]+) events, (\d+) dead letters, (\d+) feed alerts, (\d+) reconnects, "
     r"([\d,]+) frames shed")
@@ -92,7 +93,7 @@ _LIQ_STREAM = "!forceOrder@arr"
 _LIQUIDATIONS_PER_S = 50
 #: Bytes the server's socket may hold for a slow reader before it stops offering frames.
 _MAX_WRITE_BUFFER_BYTES = 32 << 20
-_USDM_EVENTS = 'liqmon_events_total{source="binance-usdm"}'
+_USDM_EVENTS = ("liqmon_events_total", {"source": "binance-usdm"})
 
 
 def _live_config_text(shed: bool = True) -> str:
@@ -324,12 +325,18 @@ async def _scrape_events(session: aiohttp.ClientSession, url: str, keep: Path) -
     except (aiohttp.ClientError, TimeoutError):
         return None
     keep.write_text(text)
-    return _metric_sum(text, "liqmon_events_total{")
+    return _metric_sum(text, ("liqmon_events_total", {}))
 
 
-def _metric_sum(text: str, prefix: str) -> float:
-    """Sum of the samples whose line starts with ``prefix`` in a Prometheus text page."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+def _metric_sum(text: str, sample: tuple[str, dict[str, str]]) -> float:
+    """Sum of the samples of that name whose labels include those given (prometheus_client's parser)."""
+    name, labels = sample
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(key) == value for key, value in labels.items())
+    )
 
 
 async def _wait_acks(bootstrap: str, run_id: str, timeout_s: float) -> list[dict[str, Any]]:

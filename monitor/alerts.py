@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["SEVERITIES", "SEVERITY_RANK", "Alert", "Severity", "alert_id", "make_alert"]
+__all__ = ["SEVERITIES", "SEVERITY_RANK", "Alert", "Severity", "alert_id", "format_alert_line", "make_alert"]
 
 Severity = Literal["info", "warning", "high", "critical"]
 #: The severities in rising order: the one definition every module ranks by.
@@ -70,3 +72,26 @@ def make_alert(
         evidence=evidence,
         config_hash=config_hash,
     )
+
+
+def format_alert_line(alert: Alert | Mapping[str, Any]) -> str:
+    """One line for a human: UTC time, severity, kind [stage], venue/asset [RESOLVED]: message.
+
+    Takes the alert record or its JSON dict (what the sinks receive); a field missing from a
+    dict prints as ``?`` or is left out, never raises.
+    """
+    fields: Mapping[str, Any] = alert.model_dump() if isinstance(alert, Alert) else alert
+    ts_ms = fields.get("ts_ms")
+    when = (
+        datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+        if isinstance(ts_ms, int) and not isinstance(ts_ms, bool)
+        else "?"
+    )
+    severity = str(fields.get("severity", "?")).upper()
+    where = "/".join(str(part) for part in (fields.get("venue"), fields.get("asset")) if part) or "-"
+    stage = fields.get("stage")
+    stage_text = f" stage {stage}" if isinstance(stage, int) and not isinstance(stage, bool) else ""
+    evidence = fields.get("evidence")
+    state = " RESOLVED" if isinstance(evidence, Mapping) and evidence.get("resolved") is True else ""
+    message = " ".join(str(fields.get("message", "")).split())
+    return f"{when} {severity:<8} {fields.get('kind', '')}{stage_text} {where}{state}: {message}"

@@ -14,9 +14,8 @@ from monitor.alerts import Alert
 from monitor.snapshots import RiskSnapshot
 from replay.replayer import ReplayStats
 
-__all__ = ["format_alert_line", "ordered_alerts", "write_alerts", "write_snapshots", "write_summary"]
+__all__ = ["ordered_alerts", "write_alerts", "write_snapshots", "write_summary"]
 
-_SEV_MARK = {"info": "INFO", "warning": "WARN", "high": "HIGH", "critical": "CRIT"}
 
 
 def ordered_alerts(alerts: Iterable[Alert]) -> list[Alert]:
@@ -57,13 +56,6 @@ def utc(ts_ms: int | None) -> str | None:
     if ts_ms is None:
         return None
     return dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_alert_line(alert: Alert) -> str:
-    """One human line: time, severity, kind, subject, message."""
-    when = utc(alert.ts_ms)
-    subject = "/".join(x for x in (alert.asset, alert.venue) if x) or "-"
-    return f"{when}  {_SEV_MARK[alert.severity]:4}  {alert.kind:18} {subject:24} {alert.message}"
 
 
 def write_summary(

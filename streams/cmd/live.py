@@ -94,10 +94,10 @@ async def print_alerts(bootstrap: str, stop: asyncio.Event) -> int:
     """Print each alert on ``alerts.cascade`` once (by id), one line on stdout, until ``stop``."""
     from aiokafka import AIOKafkaConsumer
 
+    from monitor.alerts import format_alert_line
     from streams import topics
     from streams.kafka.replay import collect_alerts
     from streams.kafka.security import kafka_client_options
-    from streams.sinks.alert_sinks import format_alert_line
 
     seen: set[str] = set()
 

@@ -40,7 +40,7 @@ from typing import Any, Protocol, TextIO
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_none
 
-from monitor.alerts import SEVERITY_RANK
+from monitor.alerts import SEVERITY_RANK, format_alert_line
 from streams.backoff import BackoffPolicy, JitteredExponential
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "WebhookSink",
     "alert_key",
     "alertmanager_payload",
-    "format_alert_line",
     "is_resolved",
 ]
 
@@ -122,22 +121,6 @@ def _utc(ts_ms: int) -> datetime:
 
 def _rfc3339(ts_ms: int) -> str:
     return _utc(ts_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def format_alert_line(alert: Alert) -> str:
-    """One line for a human: UTC time, severity, kind, venue/asset, message."""
-    ts_ms = alert.get("ts_ms")
-    when = (
-        _utc(ts_ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z" if isinstance(ts_ms, int) else "?"
-    )
-    severity = str(alert.get("severity", "?")).upper()
-    kind, venue, asset = alert_key(alert)
-    where = "/".join(part for part in (venue, asset) if part) or "-"
-    stage = _stage(alert)
-    stage_text = f" stage {stage}" if stage is not None else ""
-    state = " RESOLVED" if is_resolved(alert) else ""
-    message = " ".join(str(alert.get("message", "")).split())
-    return f"{when} {severity:<8} {kind}{stage_text} {where}{state}: {message}"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from benchmarks.e2e import start_loopback_app
+from monitor.alerts import format_alert_line
 from streams.sinks.alert_sinks import (
     ALERT_ID_HEADER,
     Alert,
@@ -27,7 +28,6 @@ from streams.sinks.alert_sinks import (
     StdoutSink,
     WebhookSink,
     alert_key,
-    format_alert_line,
 )
 
 T0_MS = 1_760_130_000_000  # 2025-10-10 21:00:00 UTC
