@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from monitor.ingest.batch import Control
 from streams import topics
+from streams.acks import AckCollector, MarketAck
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.security import kafka_client_options
 
@@ -90,3 +92,27 @@ min_duration_ms = 0
 batch_max_events = 64
 batch_max_span_ms = 10
 """
+
+
+async def wait_acks(
+    bootstrap: str, run_id: str, n_parts: int, timeout_s: float, *, global_stage: bool = False
+) -> list[MarketAck]:
+    """Every market partition's ack of ``run_id`` (and the global stage's if asked), by partition."""
+    consumer = AIOKafkaConsumer(topics.ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, **kafka_client_options())
+    await consumer.start()
+    collector = AckCollector(run_id)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not collector.ended(n_parts, global_stage=global_stage) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for rec in records:
+                    collector.take(rec.value)
+    finally:
+        await consumer.stop()
+    if not collector.ended(n_parts, global_stage=global_stage):
+        missing_global = global_stage and not collector.global_acks
+        raise RuntimeError(f"worker acknowledged {len(collector.market)}/{n_parts} partitions"
+                           f"{' and not the global stage' if missing_global else ''} in {timeout_s:.0f} s")
+    return collector.in_order()

@@ -60,8 +60,9 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, worker_env
+from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, wait_acks, worker_env
 from streams import topics
+from streams.acks import MarketAck
 from streams.kafka.broker import embedded_broker, free_port
 from streams.kafka.replay import collect_alerts, ensure_topics
 from streams.kafka.security import kafka_client_options
@@ -339,35 +340,6 @@ def _metric_sum(text: str, sample: tuple[str, dict[str, str]]) -> float:
     )
 
 
-async def _wait_acks(bootstrap: str, run_id: str, timeout_s: float) -> list[dict[str, Any]]:
-    """Every market partition's ack of ``run_id`` and the global stage's (``"stage": "global"``)."""
-    consumer = AIOKafkaConsumer(topics.ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                **kafka_client_options(),
-                                enable_auto_commit=False)
-    await consumer.start()
-    acks: dict[int, dict[str, Any]] = {}
-    global_ack = False
-    deadline = time.monotonic() + timeout_s
-    try:
-        while (len(acks) < PARTITIONS or not global_ack) and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for rec in records:
-                    ack = orjson.loads(rec.value)
-                    if ack.get("run") != run_id:
-                        continue
-                    if "partition" in ack:
-                        acks[int(ack["partition"])] = ack
-                    elif ack.get("stage") == "global":
-                        global_ack = True
-    finally:
-        await consumer.stop()
-    if len(acks) < PARTITIONS or not global_ack:
-        raise RuntimeError(f"worker acknowledged {len(acks)}/{PARTITIONS} partitions"
-                           f"{'' if global_ack else ' and not the global stage'} in {timeout_s:.0f} s")
-    return list(acks.values())
-
-
 async def _poll_server(conn: Connection, live: asyncio.subprocess.Process, timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     while not conn.poll():
@@ -434,7 +406,8 @@ async def _drive(
         if summary is None:
             raise RuntimeError(f"liqmon live printed no summary (exit {live.returncode}); see {live_log}")
         await send_end(bootstrap, "bench-e2e")
-        acks = await _wait_acks(bootstrap, "bench-e2e", timeout_s=max(300.0, 20 * seconds))
+        wait_s = max(300.0, 20 * seconds)
+        acks = await wait_acks(bootstrap, "bench-e2e", PARTITIONS, timeout_s=wait_s, global_stage=True)
         await asyncio.sleep(1.0)  # alerts were flushed before the acks; let the reader catch them
     finally:
         stop.set()
@@ -450,11 +423,11 @@ async def _drive(
 
 
 def _figures(
-    server: dict[str, Any], summary: re.Match[str], acks: list[dict[str, Any]],
+    server: dict[str, Any], summary: re.Match[str], acks: list[MarketAck],
     alerts: list[tuple[float, dict[str, Any]]], samples: list[tuple[float, float]], page: str,
 ) -> dict[str, Any]:
     live_frames, live_events = int(summary[1].replace(",", "")), int(summary[2].replace(",", ""))
-    worker_events = sum(int(a["events"]) for a in acks)
+    worker_events = sum(a.events for a in acks)
     start_s = float(server["push_started_wall_s"])
     delivered_at_s = start_s + float(server["delivered_s"])
     pushed = int(server["ticker_frames"]) + int(server["depth_frames"])
@@ -466,7 +439,7 @@ def _figures(
     latencies = by_kind.get(_PEG_KIND, [])
     if not latencies:
         raise RuntimeError("no peg alerts came back from alerts.cascade")
-    firsts = [float(a["first_wall_s"]) for a in acks if a.get("first_wall_s")]
+    firsts = [a.first_wall_s for a in acks if a.first_wall_s]
     first_s = min(firsts) if firsts else start_s
     final = samples[-1][1] if samples else 0.0
     done_s = next((t for t, v in samples if v >= final), samples[-1][0] if samples else delivered_at_s)
@@ -500,7 +473,7 @@ def _figures(
             "span_s": round(worker_span_s, 2),
             "events_per_s": round(worker_events / worker_span_s),
             "caught_up_after_last_frame_read_s": round(max(done_s - delivered_at_s, 0.0), 2),
-            "alerts_acked": sum(int(a["alerts"]) for a in acks),
+            "alerts_acked": sum(a.alerts for a in acks),
             # Its own histogram: Kafka record timestamp → processed, mean over the run.
             "record_to_processed_mean_ms": round(1000 * _metric_sum(page, _LAT_SUM) / n_records, 1)
             if (n_records := _metric_sum(page, _LAT_COUNT)) else None,
@@ -541,7 +514,7 @@ def bench_e2e(rate_fps: float = 20_000, seconds: float = 10.0, *, workdir: Path,
         worker = start_worker(env, workdir / "worker-e2e.log")
         try:
             asyncio.run(send_end(broker.bootstrap, "warmup-e2e"))
-            asyncio.run(_wait_acks(broker.bootstrap, "warmup-e2e", timeout_s=120))
+            asyncio.run(wait_acks(broker.bootstrap, "warmup-e2e", PARTITIONS, timeout_s=120, global_stage=True))
             server.start()
             try:
                 if not parent.poll(60):

@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, worker_env
+from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, wait_acks, worker_env
 from benchmarks.e2e import bench_e2e
 from monitor.config import EngineConfig
 from monitor.ingest.frames import Ingest, Routed
@@ -152,28 +152,6 @@ async def _bare_consume(bootstrap: str, n_records: int) -> tuple[int, float]:
     return events, time.perf_counter() - started
 
 
-async def _wait_acks(bootstrap: str, run_id: str, n_parts: int, timeout_s: float) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(topics.ACKS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                **kafka_client_options(),
-                                enable_auto_commit=False)
-    await consumer.start()
-    acks: dict[int, dict[str, Any]] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(acks) < n_parts and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for rec in records:
-                    ack = orjson.loads(rec.value)
-                    if ack.get("run") == run_id and "partition" in ack:
-                        acks[int(ack["partition"])] = ack
-    finally:
-        await consumer.stop()
-    if len(acks) < n_parts:
-        raise RuntimeError(f"worker acknowledged {len(acks)}/{n_parts} partitions in {timeout_s:.0f} s")
-    return list(acks.values())
-
-
 def _pipeline_run(records: list[tuple[int, bytes, bytes | None]], workdir: Path, workers: int,
                   rep: int) -> dict[str, Any]:
     """One fresh broker: the records, (a) bare consume + decode, (b) ``workers`` faust workers."""
@@ -189,18 +167,18 @@ def _pipeline_run(records: list[tuple[int, bytes, bytes | None]], workdir: Path,
         procs = [start_worker(worker_env(broker), workdir / f"worker-pipeline-{workers}-{rep}-{i}.log")
                  for i in range(workers)]
         try:
-            acks = asyncio.run(_wait_acks(broker.bootstrap, run_id, PARTITIONS, timeout_s=900))
+            acks = asyncio.run(wait_acks(broker.bootstrap, run_id, PARTITIONS, timeout_s=900))
         finally:
             for proc in procs:
                 stop(proc)
-    processed = sum(int(a["events"]) for a in acks)
-    firsts = [float(a["first_wall_s"]) for a in acks if a.get("first_wall_s")]
-    span_s = max(float(a["ack_wall_s"]) for a in acks) - min(firsts)
+    processed = sum(a.events for a in acks)
+    firsts = [a.first_wall_s for a in acks if a.first_wall_s]
+    span_s = max(a.ack_wall_s for a in acks) - min(firsts)
     return {
         "a": [events / seconds for events, seconds in bare],
         "b": processed / span_s,
         "processed": processed,
-        "alerts": sum(int(a["alerts"]) for a in acks),
+        "alerts": sum(a.alerts for a in acks),
     }
 
 
@@ -321,7 +299,7 @@ def bench_latency(rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
         try:
             # Warm-up: wait until the worker has joined and answers an end marker.
             asyncio.run(send_end(broker.bootstrap, "warmup"))
-            asyncio.run(_wait_acks(broker.bootstrap, "warmup", PARTITIONS, timeout_s=120))
+            asyncio.run(wait_acks(broker.bootstrap, "warmup", PARTITIONS, timeout_s=120))
             return asyncio.run(_latency_run(broker.bootstrap, rate, seconds))
         finally:
             stop(worker)

@@ -28,6 +28,7 @@ from monitor.metrics import Metrics
 from monitor.signals import decode_signal_record
 from monitor.stages.risk import GlobalRisk
 from streams import topics
+from streams.acks import GlobalAck, LoadedAck, encode_ack
 from streams.app.checkpoint import InputCursor, same_layout
 from streams.app.commands import (
     INVALID_COMMAND,
@@ -179,11 +180,10 @@ class GlobalRuntime:
     async def _ack_run(self, state: GlobalState, run: str) -> None:
         """Every partition ended ``run``: acknowledge it once its alerts are durable."""
         await self.pipes.durable()
-        ack = {"run": run, "stage": "global", "alerts": state.alerts_in_run,
-               "snapshots": state.snapshots_in_run,
-               "config_hash": self.pipes.config.config_hash, "ack_wall_s": time.time()}
+        ack = GlobalAck(run=run, alerts=state.alerts_in_run, snapshots=state.snapshots_in_run,
+                        config_hash=self.pipes.config.config_hash, ack_wall_s=time.time())
         state.alerts_in_run = state.snapshots_in_run = 0
-        await self.pipes.acks.send(key=run.encode(), value=orjson.dumps(ack))
+        await self.pipes.acks.send(key=run.encode(), value=encode_ack(ack))
         await self.pipes.durable()
         set_risk_metrics(self.pipes.metrics, state.risk)
         self._force = True
@@ -195,10 +195,9 @@ class GlobalRuntime:
         if "ctl" in raw:  # a sync marker from the replayer: ack once every partition is in
             run = state.sync(kind, raw)
             if run is not None:
-                ack = {"run": run, "stage": "loaded", "positions": len(state.risk.positions),
-                       "accounts": len(state.risk.accounts), "alerts": 0,
-                       "config_hash": self.pipes.config.config_hash}
-                await self.pipes.acks.send(key=run.encode(), value=orjson.dumps(ack))
+                loaded = LoadedAck(run=run, positions=len(state.risk.positions), accounts=len(state.risk.accounts),
+                                   alerts=0, config_hash=self.pipes.config.config_hash)
+                await self.pipes.acks.send(key=run.encode(), value=encode_ack(loaded))
             return
         if not state.take_input(obj):
             return  # forwarded again after a restart: already applied

@@ -21,7 +21,6 @@ import traceback
 from typing import Any, cast
 
 import faust
-import orjson
 from faust.types import TP
 from mode import CrashingSupervisor
 
@@ -32,6 +31,7 @@ from monitor.metrics import Metrics
 from monitor.signals import Signal, SignalRecord
 from monitor.stages.engine import BatchResult
 from streams import topics
+from streams.acks import MarketAck, encode_ack
 from streams.app.market_stage import Cadence, MarketPartition, MarketPartitions
 from streams.app.pipes import Pipes, attach_stage_hooks
 
@@ -219,19 +219,15 @@ class MarketRuntime:
         wm = part.engine.clock(partition).watermark_ms
         await self.pipes.send_signal_record(SignalRecord(partition, wm, [], end=ctl.run))
         await self.pipes.durable()
-        ack = {
-            "run": ctl.run,
-            "partition": partition,
-            "alerts": part.alerts_since_ack,
-            "deadletters": part.deadletters_since_ack,
-            "events": part.events_since_ack,
-            "config_hash": self.pipes.config.config_hash,
-            "first_wall_s": self.first_wall_s.pop(partition, None),
-            "ack_wall_s": time.time(),
-        }
+        ack = MarketAck(
+            run=ctl.run, partition=partition, alerts=part.alerts_since_ack,
+            deadletters=part.deadletters_since_ack, events=part.events_since_ack,
+            config_hash=self.pipes.config.config_hash,
+            first_wall_s=self.first_wall_s.pop(partition, None), ack_wall_s=time.time(),
+        )
         part.alerts_since_ack = part.deadletters_since_ack = part.events_since_ack = 0
         self._end_seen = True
-        await self.pipes.acks.send(key=ctl.run.encode(), value=orjson.dumps(ack))
+        await self.pipes.acks.send(key=ctl.run.encode(), value=encode_ack(ack))
         await self.pipes.durable()
 
     # -- signals and checkpoints -------------------------------------------------------

@@ -34,6 +34,7 @@ from monitor.ingest.frames import DeadLetter, Ingest
 from monitor.snapshots import RiskSnapshot
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
+from streams.acks import AckCollector, MarketAck
 from streams.errors import KafkaReplayError
 from streams.kafka.broker import broker_reachable
 from streams.kafka.security import kafka_client_options, start_admin
@@ -93,7 +94,7 @@ def missing_text(n_parts: int, acked: set[int], global_acked: bool, workers: int
 class KafkaReplayResult:
     alerts: list[Alert]
     stats: ReplayStats
-    acks: list[dict[str, Any]] = field(default_factory=list)
+    acks: list[MarketAck] = field(default_factory=list)
     worker_deadletters: int = 0
     snapshots: list[RiskSnapshot] = field(default_factory=list)
 
@@ -187,9 +188,7 @@ class _ReadBack:
         self.raw_alert_records = 0
         #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
         self.snapshots = SnapshotCollector(hooks.on_snapshot)
-        self.acks: dict[int, dict[str, Any]] = {}
-        self.global_ack: list[dict[str, Any]] = []
-        self.loaded = False
+        self.acks = AckCollector(run_id)
 
     def take_alert(self, alert: Alert) -> None:
         if alert.alert_id not in self.alerts:
@@ -209,31 +208,19 @@ class _ReadBack:
                         self.raw_alert_records += 1
                         self.take_alert(alert)
                 else:
-                    self._take_ack(orjson.loads(rec.value))
-
-    def _take_ack(self, ack: dict[str, Any]) -> None:
-        if ack.get("run") != self.run_id:
-            return
-        stage = ack.get("stage")
-        if stage == "loaded":
-            self.loaded = True
-        elif stage == "global":
-            self.global_ack.append(ack)
-        else:
-            self.acks[int(ack["partition"])] = ack
+                    self.acks.take(rec.value)
 
     def complete(self, n_parts: int) -> bool:
         """Every stage acknowledged the end, and every alert and snapshot they announce is read."""
-        everyone = [*self.acks.values(), *self.global_ack]
         return (
-            len(self.acks) >= n_parts and bool(self.global_ack)
-            and self.raw_alert_records >= sum(int(a["alerts"]) for a in everyone)
-            and self.snapshots.records >= sum(int(a.get("snapshots", 0)) for a in self.global_ack)
+            self.acks.ended(n_parts)
+            and self.raw_alert_records >= self.acks.announced_alerts()
+            and self.snapshots.records >= self.acks.announced_snapshots()
         )
 
     def mark(self) -> tuple[int, int]:
         """Progress so far: acks and records read (a change resets the idle clock)."""
-        return len(self.acks) + len(self.global_ack), self.raw_alert_records + self.snapshots.records
+        return self.acks.count(), self.raw_alert_records + self.snapshots.records
 
 
 class _Publisher:
@@ -299,7 +286,7 @@ class _Run:
 
 async def _await_loaded(read_back: _ReadBack, run: _Run) -> None:
     waited = time.monotonic()
-    while not read_back.loaded:
+    while read_back.acks.loaded is None:
         await read_back.drain(200)
         alive = read_back.hooks.alive
         if alive is not None and not alive():
@@ -348,8 +335,9 @@ async def _await_acks(run: _Run, read_back: _ReadBack, n_parts: int, stats: Repl
             seen, last_progress = now_seen, time.monotonic()
         elif time.monotonic() - last_progress > run.idle_timeout_s:
             workers = await group_members(run.bootstrap, run.group)
+            acks = read_back.acks
             raise KafkaReplayError(missing_text(
-                n_parts, set(read_back.acks), bool(read_back.global_ack), workers, time.monotonic() - last_progress))
+                n_parts, set(acks.market), bool(acks.global_acks), workers, time.monotonic() - last_progress))
 
 
 async def _replay_kafka(
@@ -397,12 +385,12 @@ async def _replay_kafka(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.stop(), 5)
     stats.wall_s = time.monotonic() - started
-    acks = read_back.acks
+    acks = read_back.acks.in_order()
     return KafkaReplayResult(
         alerts=list(read_back.alerts.values()),
         stats=stats,
-        acks=[acks[p] for p in sorted(acks)],
-        worker_deadletters=sum(int(a.get("deadletters", 0)) for a in acks.values()),
+        acks=acks,
+        worker_deadletters=sum(a.deadletters for a in acks),
         snapshots=read_back.snapshots.snapshots,
     )
 

@@ -1,0 +1,49 @@
+"""The acks on control.acks: one codec, one collector, command replies skipped."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streams.acks import AckCollector, GlobalAck, LoadedAck, MarketAck, decode_ack, encode_ack
+
+
+def market(partition: int, run: str = "r1", alerts: int = 2) -> MarketAck:
+    return MarketAck(run=run, partition=partition, alerts=alerts, deadletters=1, events=10,
+                     config_hash="c", first_wall_s=1.0, ack_wall_s=2.0)
+
+
+def test_every_ack_round_trips_through_the_codec() -> None:
+    acks = [market(3), GlobalAck(run="r1", alerts=5, snapshots=7, config_hash="c", ack_wall_s=3.0),
+            LoadedAck(run="r1", alerts=0, positions=9, accounts=4, config_hash="c")]
+    for ack in acks:
+        assert decode_ack(encode_ack(ack)) == ack
+
+
+@pytest.mark.parametrize("value", [
+    b'{"request_id": "q1", "ok": true, "result": {}}',  # a command reply on the same topic
+    b'{"run": "r1", "stage": "market", "partition": -1, "alerts": 0, "deadletters": 0,'
+    b' "events": 0, "config_hash": "c", "ack_wall_s": 1.0}',  # a negative partition
+    b'{"run": "r1", "stage": "elsewhere", "alerts": 0, "config_hash": "c"}',
+    b"not json",
+])
+def test_anything_but_an_ack_decodes_to_none(value: bytes) -> None:
+    assert decode_ack(value) is None
+
+
+def test_the_collector_waits_for_every_partition_and_the_global_stage() -> None:
+    collector = AckCollector("r1")
+    for value in (encode_ack(market(0)), encode_ack(market(1, run="other")), b'{"request_id": "q"}'):
+        collector.take(value)
+    assert not collector.ended(2, global_stage=False)
+    collector.take(encode_ack(market(1)))
+    collector.take(encode_ack(market(1)))  # re-sent after a restart: one per partition
+    assert collector.ended(2, global_stage=False) and not collector.ended(2)
+    collector.take(encode_ack(GlobalAck(run="r1", alerts=5, snapshots=7, config_hash="c", ack_wall_s=3.0)))
+    assert collector.ended(2)
+    assert collector.announced_alerts() == 2 + 2 + 5 and collector.announced_snapshots() == 7
+    assert [a.partition for a in collector.in_order()] == [0, 1] and collector.count() == 3
+    assert collector.loaded is None
+    collector.take(orjson.dumps({"run": "r1", "stage": "loaded", "alerts": 0, "positions": 1,
+                                 "accounts": 2, "config_hash": "c"}))
+    assert collector.loaded is not None and collector.loaded.accounts == 2
