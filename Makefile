@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data/oct10
 OUT    ?= out
 
-.PHONY: install system-deps replay replay-real test lint bench clean
+.PHONY: install system-deps replay replay-real test lint bench digests clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: install system-deps lint
 
 bench: install
 	$(BIN)/liqmon bench
+
+# A refactoring changes no output: sha256 of everything the synthetic day (inline) and the
+# real data (through Kafka) write, against scripts/output_digests.json.
+digests: install
+	$(BIN)/python scripts/output_digests.py --check
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

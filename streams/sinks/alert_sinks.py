@@ -1,6 +1,6 @@
-"""Alert sinks: where liqmon alert dicts go after the engine emits them.
+"""Alert sinks: where liqmon alerts go after the engine emits them.
 
-An alert is a dict following the alert JSON contract: ``alert_id`` (deterministic),
+An alert is a :class:`monitor.alerts.Alert`, the alert JSON contract: ``alert_id`` (deterministic),
 ``ts_ms`` (event time), ``kind``, ``severity`` (info|warning|high|critical), ``venue``,
 ``asset``, ``stage``, ``message``, ``evidence`` (``evidence["resolved"] is True`` means the
 condition cleared) and ``config_hash``.
@@ -40,12 +40,11 @@ from typing import Any, Protocol, TextIO
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_none
 
-from monitor.alerts import SEVERITY_RANK, format_alert_line
+from monitor.alerts import SEVERITY_RANK, Alert, format_alert_line
 from streams.backoff import BackoffPolicy, JitteredExponential
 
 __all__ = [
     "ALERT_ID_HEADER",
-    "Alert",
     "AlertKey",
     "AlertSink",
     "AlertmanagerSink",
@@ -62,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Alert = Mapping[str, Any]
 AlertKey = tuple[str, str | None, str | None]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -91,28 +89,16 @@ class AlertSink(Protocol):
 
 def alert_key(alert: Alert) -> AlertKey:
     """The grouping key: (kind, venue, asset)."""
-    venue = alert.get("venue")
-    asset = alert.get("asset")
-    return (
-        str(alert.get("kind", "")),
-        None if venue is None else str(venue),
-        None if asset is None else str(asset),
-    )
+    return alert.kind, alert.venue, alert.asset
 
 
 def is_resolved(alert: Alert) -> bool:
     """True when the alert says its condition cleared (``evidence.resolved is True``)."""
-    evidence = alert.get("evidence")
-    return isinstance(evidence, Mapping) and evidence.get("resolved") is True
+    return alert.evidence.get("resolved") is True
 
 
 def _severity_rank(alert: Alert) -> int:
-    return SEVERITY_RANK.get(str(alert.get("severity", "")), -1)
-
-
-def _stage(alert: Alert) -> int | None:
-    stage = alert.get("stage")
-    return stage if isinstance(stage, int) and not isinstance(stage, bool) else None
+    return SEVERITY_RANK[alert.severity]
 
 
 def _utc(ts_ms: int) -> datetime:
@@ -256,7 +242,7 @@ class StdoutSink:
             self.sent += 1
         except Exception:
             self.failures += 1
-            log.exception("stdout sink failed for alert %r", alert.get("alert_id"))
+            log.exception("stdout sink failed for alert %r", alert.alert_id)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -294,11 +280,10 @@ class WebhookSink(_HttpPoster):
     async def deliver(self, alert: Alert) -> PostOutcome:
         """Deliver one alert and say how it ended; never raises."""
         try:
-            alert_id = str(alert.get("alert_id", ""))
-            headers = {**self._headers, ALERT_ID_HEADER: alert_id, "Idempotency-Key": alert_id}
-            outcome = await self._post_json(self.url, dict(alert), headers)
+            headers = {**self._headers, ALERT_ID_HEADER: alert.alert_id, "Idempotency-Key": alert.alert_id}
+            outcome = await self._post_json(self.url, alert.model_dump(mode="json"), headers)
         except Exception:
-            log.exception("webhook sink failed for alert %r", alert.get("alert_id"))
+            log.exception("webhook sink failed for alert %r", alert.alert_id)
             outcome = PostOutcome.REJECTED
         if outcome is PostOutcome.DELIVERED:
             self.sent += 1
@@ -357,19 +342,16 @@ def alertmanager_payload(
     (same labels but the id) updates the annotations only, and names itself in
     ``latest_alert_id`` (see :meth:`AlertmanagerSink._apply`).
     """
-    alert_id = str(alert.get("alert_id", ""))
-    labels = {**_key_labels(alert, extra_labels), "severity": str(alert.get("severity", "")), "alert_id": alert_id}
+    labels = {**_key_labels(alert, extra_labels), "severity": alert.severity, "alert_id": alert.alert_id}
     annotations: dict[str, str] = {
-        "message": str(alert.get("message", "")),
-        "latest_alert_id": alert_id,
-        "config_hash": str(alert.get("config_hash", "")),
+        "message": alert.message,
+        "latest_alert_id": alert.alert_id,
+        "config_hash": alert.config_hash,
     }
-    stage = _stage(alert)
-    if stage is not None:
-        annotations["stage"] = str(stage)
-    evidence = alert.get("evidence")
-    if evidence:
-        text = json.dumps(evidence, sort_keys=True, separators=(",", ":"), default=str)
+    if alert.stage is not None:
+        annotations["stage"] = str(alert.stage)
+    if alert.evidence:
+        text = json.dumps(alert.evidence, sort_keys=True, separators=(",", ":"), default=str)
         annotations["evidence"] = text[:_EVIDENCE_ANNOTATION_MAX_CHARS]
     return {"labels": labels, "annotations": annotations}
 
@@ -464,7 +446,7 @@ class AlertmanagerSink(_HttpPoster):
         """
         try:
             self.start()
-            alert_id = str(alert.get("alert_id", ""))
+            alert_id = alert.alert_id
             async with self._lock:
                 batch = self._unsent.pop(alert_id, None)
                 if batch is None:
@@ -477,7 +459,7 @@ class AlertmanagerSink(_HttpPoster):
                 return outcome
         except Exception:
             self.failures += 1
-            log.exception("alertmanager sink failed for alert %r", alert.get("alert_id"))
+            log.exception("alertmanager sink failed for alert %r", alert.alert_id)
             return PostOutcome.REJECTED
 
     async def send(self, alert: Alert) -> None:
@@ -512,7 +494,7 @@ class AlertmanagerSink(_HttpPoster):
     def _apply(self, alert: Alert) -> list[dict[str, Any]]:
         """Update the active set for one alert; return the postable alerts to send."""
         key = alert_key(alert)
-        ts_ms = int(alert["ts_ms"])
+        ts_ms = alert.ts_ms
         payload = alertmanager_payload(alert, self._extra_labels)
         previous = self._active.get(key)
         if is_resolved(alert):
@@ -601,18 +583,16 @@ class CooldownSink:
 
     def should_pass(self, alert: Alert) -> bool:
         """Decide for one alert and record the decision (pure bookkeeping, no I/O)."""
-        alert_id = alert.get("alert_id")
-        if alert_id is not None:
-            if str(alert_id) in self._seen_ids:
-                self.duplicates += 1
-                return False
-            self._seen_ids[str(alert_id)] = None
-            if len(self._seen_ids) > self._max_ids:
-                self._seen_ids.popitem(last=False)
+        if alert.alert_id in self._seen_ids:
+            self.duplicates += 1
+            return False
+        self._seen_ids[alert.alert_id] = None
+        if len(self._seen_ids) > self._max_ids:
+            self._seen_ids.popitem(last=False)
         key = alert_key(alert)
-        ts_ms = int(alert.get("ts_ms", 0))
+        ts_ms = alert.ts_ms
         rank = _severity_rank(alert)
-        stage = _stage(alert)
+        stage = alert.stage
         resolved = is_resolved(alert)
         state = self._state.get(key)
         if state is None:
@@ -637,7 +617,7 @@ class CooldownSink:
             passes = self.should_pass(alert)
         except Exception:
             self.failures += 1
-            log.exception("cooldown failed for alert %r; forwarding it", alert.get("alert_id"))
+            log.exception("cooldown failed for alert %r; forwarding it", alert.alert_id)
             passes = True
         if passes:
             await self.inner.send(alert)
@@ -662,7 +642,7 @@ class FanoutSink:
         for result in results:
             if isinstance(result, Exception):
                 self.failures += 1
-                log.error("sink raised for alert %r: %r", alert.get("alert_id"), result)
+                log.error("sink raised for alert %r: %r", alert.alert_id, result)
 
     async def close(self) -> None:
         """Close every sink."""

@@ -116,7 +116,7 @@ def attach_delivery(app: faust.App, settings: Settings, metrics: Metrics) -> boo
                 log.error("undeliverable record on %s: %s", topics.ALERTS, exc.errors()[0]["msg"])
                 metrics.deadletter_total.labels("invalid_alert").inc()
             else:
-                await sink.send(alert.model_dump(mode="json"))  # sinks never raise; failures are counted
+                await sink.send(alert)  # sinks never raise; failures are counted
             await ack_delivered()
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]

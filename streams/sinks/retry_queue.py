@@ -22,8 +22,9 @@ import random
 from collections import deque
 from typing import Protocol
 
+from monitor.alerts import Alert
 from monitor.metrics import Metrics
-from streams.sinks.alert_sinks import Alert, PostOutcome, RetryPolicy, Sleep
+from streams.sinks.alert_sinks import PostOutcome, RetryPolicy, Sleep
 
 __all__ = ["DEFAULT_QUEUE_RETRY", "Deliverer", "RetryQueueSink"]
 
@@ -103,7 +104,7 @@ class RetryQueueSink:
         if self._metrics is not None:
             self._metrics.alerts_dropped_total.labels(self.name, reason).inc()
         log.error("%s: alert %s dropped undelivered (%s; %d dropped so far)",
-                  self.name, alert.get("alert_id"), reason, self.dropped)
+                  self.name, alert.alert_id, reason, self.dropped)
 
     def _set_depth(self) -> None:
         if self._metrics is not None:
@@ -131,14 +132,14 @@ class RetryQueueSink:
                 self.delivered += 1
                 if retry_index:
                     log.warning("%s: receiver back; alert %s delivered after %d retries (%d waiting)",
-                                self.name, alert.get("alert_id"), retry_index, len(self._waiting))
+                                self.name, alert.alert_id, retry_index, len(self._waiting))
                 return
             if outcome is PostOutcome.REJECTED:
                 self._drop(alert, "rejected")
                 return
             if retry_index == 0:
                 log.warning("%s: receiver unavailable; alert %s kept for retry (%d waiting)",
-                            self.name, alert.get("alert_id"), len(self._waiting))
+                            self.name, alert.alert_id, len(self._waiting))
             self.retries += 1
             await self._sleep(self._retry.delay_s(min(retry_index, _MAX_BACKOFF_EXPONENT), self._rng))
             retry_index += 1

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from monitor.alerts import Alert
 from monitor.metrics import Metrics
-from streams.sinks.alert_sinks import Alert, PostOutcome
+from streams.sinks.alert_sinks import PostOutcome
 from streams.sinks.retry_queue import RetryQueueSink
 
 
@@ -29,9 +30,9 @@ class FlakyReceiver:
         self.attempts += 1
         if not self.up:
             return PostOutcome.UNAVAILABLE
-        if alert["alert_id"] in self.refuse:
+        if alert.alert_id in self.refuse:
             return PostOutcome.REJECTED
-        self.taken.append(str(alert["alert_id"]))
+        self.taken.append(str(alert.alert_id))
         return PostOutcome.DELIVERED
 
     async def close(self) -> None:
@@ -49,8 +50,9 @@ class YieldingSleep:
         await asyncio.sleep(0)
 
 
-def alert(n: int) -> dict[str, Any]:
-    return {"alert_id": f"id-{n}", "ts_ms": 1_760_131_200_000 + n, "kind": "peg_deviation"}
+def alert(n: int) -> Alert:
+    return Alert(alert_id=f"id-{n}", ts_ms=1_760_131_200_000 + n, kind="peg_deviation", severity="warning",
+                 venue=None, asset=None, stage=None, message="", evidence={}, config_hash="c")
 
 
 async def wait_until(condition: Any, rounds: int = 10_000) -> None:
