@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from monitor.ingest.batch import Control
 from streams import topics
-from streams.acks import AckCollector, MarketAck
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.security import kafka_client_options
+from streams.protocol import AckCollector, MarketAck
 
 __all__ = ["LATENCY_CONFIG", "PARTITIONS", "send_end", "start_worker", "stop", "worker_env"]
 

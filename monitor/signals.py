@@ -34,6 +34,7 @@ __all__ = [
     "SignalRecord",
     "decode_signal_record",
     "encode_signal_record",
+    "signal_record_from_obj",
 ]
 
 SIGNAL_VERSION = 1
@@ -82,7 +83,11 @@ def encode_signal_record(rec: SignalRecord) -> bytes:
 
 def decode_signal_record(value: bytes) -> SignalRecord:
     """Decode one record (raises ValueError with a reason on anything malformed)."""
-    obj = orjson.loads(value)
+    return signal_record_from_obj(orjson.loads(value))
+
+
+def signal_record_from_obj(obj: object) -> SignalRecord:
+    """A signal record from its decoded JSON (raises ValueError with a reason)."""
     if not isinstance(obj, dict) or obj.get("v") != SIGNAL_VERSION:
         raise ValueError("not a liqmon signal record")
     part, wm, sigs = obj.get("p"), obj.get("wm"), obj.get("s")

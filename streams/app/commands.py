@@ -39,7 +39,6 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "error_reply",
-    "is_command",
     "run_spiral_command",
     "spiral_reply",
 ]
@@ -86,11 +85,6 @@ class SpiralRequest(BaseModel):
             if not math.isfinite(move) or move <= -1.0:
                 raise ValueError(f"move of {key!r} must be finite and above -100%")
         return value
-
-
-def is_command(obj: object) -> bool:
-    """Whether a decoded ``risk.signals`` record is a command."""
-    return isinstance(obj, dict) and "command" in obj
 
 
 def encode_request(request: SpiralRequest) -> bytes:

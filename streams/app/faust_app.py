@@ -29,11 +29,11 @@ from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
 from streams import topics
 from streams.app.global_agent import attach_global_agent, set_risk_metrics
-from streams.app.global_stage import input_record
 from streams.app.market_agent import PendingSignals, attach_market_agent
 from streams.app.pipes import Pipes, checkpoint_table
 from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.kafka.security import faust_security
+from streams.protocol import InputKind, InputRecord
 from streams.settings import Settings
 
 __all__ = ["PendingSignals", "create_app", "set_risk_metrics"]
@@ -142,7 +142,7 @@ def _forward_agents(pipes: Pipes) -> None:
     when a restarted forwarder sends it again.
     """
 
-    async def forward(kind: str, event: Any) -> None:
+    async def forward(kind: InputKind, event: Any) -> None:
         value = bytes(event.value or b"")
         message = event.message
         try:
@@ -150,8 +150,11 @@ def _forward_agents(pipes: Pipes) -> None:
         except orjson.JSONDecodeError as exc:
             await pipes.dead_letter(DeadLetter("invalid_json", str(exc), value))
             return
-        record = input_record(kind, raw, message.partition, message.offset)
-        await pipes.signals.send(key=b"", partition=0, value=orjson.dumps(record))
+        if not isinstance(raw, dict):
+            await pipes.dead_letter(DeadLetter("wrong_type", f"a {kind} must be a JSON object", value))
+            return
+        record = InputRecord(kind, raw, (message.partition, message.offset))
+        await pipes.signals.send(key=b"", partition=0, value=record.encode())
 
     @pipes.app.agent(pipes.positions, name="positions", supervisor_strategy=CrashingSupervisor)
     async def forward_positions(stream: faust.StreamT[bytes]) -> None:

@@ -19,16 +19,13 @@ import weakref
 from typing import Any, cast
 
 import faust
-import orjson
 from faust.types import TP
 from mode import CrashingSupervisor
 
 from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
-from monitor.signals import decode_signal_record
 from monitor.stages.risk import GlobalRisk
 from streams import topics
-from streams.acks import GlobalAck, LoadedAck, encode_ack
 from streams.app.checkpoint import InputCursor, same_layout
 from streams.app.commands import (
     INVALID_COMMAND,
@@ -36,12 +33,12 @@ from streams.app.commands import (
     decode_command,
     encode_reply,
     error_reply,
-    is_command,
     run_spiral_command,
 )
 from streams.app.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes, attach_stage_hooks
+from streams.protocol import CommandRecord, GlobalAck, InputRecord, LoadedAck, decode_risk_record, encode_ack
 
 __all__ = ["GLOBAL_AGENT", "GlobalRuntime", "attach_global_agent", "set_risk_metrics"]
 
@@ -158,14 +155,13 @@ class GlobalRuntime:
         cursor.advance(message.offset)
 
     async def _process(self, state: GlobalState, value: bytes) -> None:
-        obj = orjson.loads(value)
-        if isinstance(obj, dict) and "input" in obj:
-            await self._on_input(state, obj)
+        rec = decode_risk_record(value)
+        if isinstance(rec, InputRecord):
+            await self._on_input(state, rec)
             return
-        if is_command(obj):
-            await self._on_command(state.risk, obj, value)
+        if isinstance(rec, CommandRecord):
+            await self._on_command(state.risk, rec.obj, value)
             return
-        rec = decode_signal_record(value)
         alerts = state.risk.push(rec)
         await self.pipes.send_alerts(alerts)
         state.alerts_in_run += len(alerts)
@@ -188,23 +184,21 @@ class GlobalRuntime:
         set_risk_metrics(self.pipes.metrics, state.risk)
         self._force = True
 
-    async def _on_input(self, state: GlobalState, obj: dict[str, Any]) -> None:
-        kind, raw = str(obj.get("input")), obj.get("raw")
-        if not isinstance(raw, dict):
-            raise ValueError("input record needs a JSON object")
-        if "ctl" in raw:  # a sync marker from the replayer: ack once every partition is in
-            run = state.sync(kind, raw)
+    async def _on_input(self, state: GlobalState, record: InputRecord) -> None:
+        marker = record.sync
+        if marker is not None:  # a sync marker from the replayer: ack once every partition is in
+            run = state.sync(record.kind, marker)
             if run is not None:
                 loaded = LoadedAck(run=run, positions=len(state.risk.positions), accounts=len(state.risk.accounts),
                                    alerts=0, config_hash=self.pipes.config.config_hash)
                 await self.pipes.acks.send(key=run.encode(), value=encode_ack(loaded))
             return
-        if not state.take_input(obj):
+        if not state.take_input(record):
             return  # forwarded again after a restart: already applied
-        if kind == "position":
-            state.risk.upsert_position(raw)
-        elif kind == "account":
-            state.risk.upsert_account(raw)
+        if record.kind == "position":
+            state.risk.upsert_position(record.raw)
+        else:
+            state.risk.upsert_account(record.raw)
 
     async def _on_command(self, risk: GlobalRisk, obj: dict[str, Any], value: bytes) -> None:
         """Answer a command on control.acks; one that cannot be run is dead-lettered and refused."""

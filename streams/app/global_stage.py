@@ -12,19 +12,14 @@ after a restart changes nothing).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from monitor.config import EngineConfig
 from monitor.stages.risk import GlobalRisk
+from streams.protocol import InputRecord, SyncMarker
 
-__all__ = ["CHECKPOINT_NAME", "GlobalState", "input_record"]
+__all__ = ["CHECKPOINT_NAME", "GlobalState"]
 
 CHECKPOINT_NAME = "global"
-
-
-def input_record(kind: str, raw: Any, partition: int, offset: int) -> dict[str, Any]:
-    """A position or account forwarded to ``risk.signals``, with where it came from."""
-    return {"v": 1, "input": kind, "raw": raw, "src": [partition, offset]}
 
 
 @dataclass
@@ -44,20 +39,19 @@ class GlobalState:
     def fresh(cls, config: EngineConfig, partitions: int) -> GlobalState:
         return cls(GlobalRisk(config, partitions))
 
-    def take_input(self, obj: dict[str, Any]) -> bool:
+    def take_input(self, record: InputRecord) -> bool:
         """False for a forwarded input already taken (sent again after a restart)."""
-        src = obj.get("src")
-        if not (isinstance(src, list) and len(src) == 2 and all(isinstance(v, int) for v in src)):
+        if record.src is None:
             return True  # unnumbered (written by hand): always applied
-        key = (str(obj.get("input")), int(src[0]))
-        if src[1] <= self.inputs_taken.get(key, -1):
+        partition, offset = record.src
+        key = (record.kind, partition)
+        if offset <= self.inputs_taken.get(key, -1):
             return False
-        self.inputs_taken[key] = int(src[1])
+        self.inputs_taken[key] = offset
         return True
 
-    def sync(self, kind: str, raw: dict[str, Any]) -> str | None:
+    def sync(self, kind: str, marker: SyncMarker) -> str | None:
         """Note a sync marker; the run id once every partition's marker is in."""
-        run = str(raw.get("run"))
-        seen = self.syncs.setdefault(run, set())
-        seen.add((kind, int(raw.get("partition", 0))))
-        return run if len(seen) >= int(raw.get("of", 1)) else None
+        seen = self.syncs.setdefault(marker.run, set())
+        seen.add((kind, marker.partition))
+        return marker.run if len(seen) >= marker.of else None

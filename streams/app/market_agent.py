@@ -31,9 +31,9 @@ from monitor.metrics import Metrics
 from monitor.signals import Signal, SignalRecord
 from monitor.stages.engine import BatchResult
 from streams import topics
-from streams.acks import MarketAck, encode_ack
 from streams.app.market_stage import Cadence, MarketPartition, MarketPartitions
 from streams.app.pipes import Pipes, attach_stage_hooks
+from streams.protocol import MarketAck, encode_ack
 
 __all__ = ["MARKET_AGENT", "MarketCounters", "MarketRuntime", "PendingSignals", "attach_market_agent"]
 

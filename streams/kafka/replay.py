@@ -34,10 +34,10 @@ from monitor.ingest.frames import DeadLetter, Ingest
 from monitor.snapshots import RiskSnapshot
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
-from streams.acks import AckCollector, MarketAck
 from streams.errors import KafkaReplayError
 from streams.kafka.broker import broker_reachable
 from streams.kafka.security import kafka_client_options, start_admin
+from streams.protocol import AckCollector, MarketAck, SyncMarker
 
 __all__ = ["KafkaReplayError", "KafkaReplayResult", "ReplayHooks", "collect_alerts", "ensure_topics", "replay_kafka"]
 
@@ -243,8 +243,8 @@ class _Publisher:
         n_sync = sum(len(v) for v in sync_parts.values())
         for topic, parts in sync_parts.items():
             for p in parts:
-                marker = {"ctl": "sync", "run": self.run_id, "partition": p, "of": n_sync}
-                await self.producer.send(topic, orjson.dumps(marker), key=b"", partition=p)
+                marker = SyncMarker(self.run_id, p, n_sync)
+                await self.producer.send(topic, orjson.dumps(marker.raw()), key=b"", partition=p)
         await self.producer.flush()
 
     async def item(self, item: Any, read_back: _ReadBack, stats: ReplayStats) -> list[asyncio.Future[Any]]:

@@ -10,7 +10,8 @@ from monitor.config import EngineConfig
 from monitor.signals import ReorderBuffer, SignalRecord
 from monitor.stages.risk import GlobalRisk
 from streams.app.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, same_layout, unpack_state
-from streams.app.global_stage import GlobalState, input_record
+from streams.app.global_stage import GlobalState
+from streams.protocol import InputRecord
 
 T0 = 1_760_130_000_000
 
@@ -117,12 +118,12 @@ def test_signals_sent_again_after_a_restart_are_taken_once_whatever_the_merging(
 def test_a_forwarded_input_is_applied_once() -> None:
     state = GlobalState.fresh(EngineConfig(), 2)
     raw = {"account_id": "a1", "venue": "binance", "model": "binance-pm", "balances": []}
-    assert state.take_input(input_record("account", raw, 3, 7))
-    assert not state.take_input(input_record("account", raw, 3, 7))
-    assert not state.take_input(input_record("account", raw, 3, 6))
-    assert state.take_input(input_record("account", raw, 3, 8))
-    assert state.take_input(input_record("position", raw, 3, 7)), "per input kind"
-    assert state.take_input({"v": 1, "input": "account", "raw": raw}), "unnumbered: always"
+    assert state.take_input(InputRecord("account", raw, (3, 7)))
+    assert not state.take_input(InputRecord("account", raw, (3, 7)))
+    assert not state.take_input(InputRecord("account", raw, (3, 6)))
+    assert state.take_input(InputRecord("account", raw, (3, 8)))
+    assert state.take_input(InputRecord("position", raw, (3, 7))), "per input kind"
+    assert state.take_input(InputRecord("account", raw, None)), "unnumbered: always"
 
 
 def test_the_global_state_survives_a_checkpoint_exactly() -> None:

@@ -19,9 +19,9 @@ from streams.app.commands import (
     decode_command,
     encode_reply,
     encode_request,
-    is_command,
     run_spiral_command,
 )
+from streams.protocol import CommandRecord, InputRecord, decode_risk_record
 
 T0 = 1_760_130_000_000
 
@@ -101,7 +101,7 @@ def test_a_custom_shock_is_reported_but_kept_out_of_the_gauges() -> None:
     ({"v": 1, "command": "spiral", "request_id": 7}, "request_id", None),
 ])
 def test_bad_commands_name_the_field(record: dict[str, Any], field: str, request_id: str | None) -> None:
-    assert is_command(record)
+    assert isinstance(decode_risk_record(orjson.dumps(record)), CommandRecord)
     with pytest.raises(CommandError) as err:
         decode_command(record)
     assert err.value.detail.startswith(f"{field}:")
@@ -112,8 +112,8 @@ def test_request_round_trip_and_signal_records_are_not_commands() -> None:
     req = SpiralRequest(v=1, command="spiral", request_id="abc", shocks={"USDe@binance": -0.35})
     assert decode_command(orjson.loads(encode_request(req))) == req
     assert b"shocks" not in encode_request(req.model_copy(update={"shocks": None}))
-    assert not is_command({"v": 1, "p": 0, "wm": 0, "s": []})
-    assert not is_command({"v": 1, "input": "account", "raw": {}})
+    assert isinstance(decode_risk_record(b'{"v": 1, "p": 0, "wm": 0, "s": []}'), SignalRecord)
+    assert isinstance(decode_risk_record(b'{"v": 1, "input": "account", "raw": {}}'), InputRecord)
 
 
 def test_an_oversize_reply_becomes_an_error_reply() -> None:

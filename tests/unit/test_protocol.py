@@ -5,7 +5,19 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from streams.acks import AckCollector, GlobalAck, LoadedAck, MarketAck, decode_ack, encode_ack
+from monitor.signals import SignalRecord
+from streams.protocol import (
+    AckCollector,
+    CommandRecord,
+    GlobalAck,
+    InputRecord,
+    LoadedAck,
+    MarketAck,
+    SyncMarker,
+    decode_ack,
+    decode_risk_record,
+    encode_ack,
+)
 
 
 def market(partition: int, run: str = "r1", alerts: int = 2) -> MarketAck:
@@ -47,3 +59,30 @@ def test_the_collector_waits_for_every_partition_and_the_global_stage() -> None:
     collector.take(orjson.dumps({"run": "r1", "stage": "loaded", "alerts": 0, "positions": 1,
                                  "accounts": 2, "config_hash": "c"}))
     assert collector.loaded is not None and collector.loaded.accounts == 2
+
+
+def test_risk_signals_records_are_told_apart_and_inputs_round_trip() -> None:
+    raw = {"account_id": "a1", "venue": "binance"}
+    record = InputRecord("account", raw, (2, 41))
+    assert decode_risk_record(record.encode()) == record
+    assert decode_risk_record(InputRecord("position", raw, None).encode()) == InputRecord("position", raw, None)
+    assert record.sync is None
+    marker = SyncMarker("run-1", 3, 8)
+    assert InputRecord("account", marker.raw(), (3, 9)).sync == marker
+    assert isinstance(decode_risk_record(b'{"v": 1, "command": "spiral"}'), CommandRecord)
+    assert isinstance(decode_risk_record(b'{"v": 1, "p": 0, "wm": 5, "s": []}'), SignalRecord)
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b'{"v": 1, "input": "trade", "raw": {}}', "position or account"),
+    (b'{"v": 1, "input": "account", "raw": [1]}', "JSON object"),
+    (b'{"v": 2, "p": 0, "wm": 5, "s": []}', "not a liqmon signal record"),
+])
+def test_a_bad_risk_signals_record_names_what_is_wrong(value: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        decode_risk_record(value)
+
+
+def test_a_sync_marker_is_checked() -> None:
+    with pytest.raises(ValueError, match="sync marker"):
+        InputRecord("account", {"ctl": "sync", "run": 5}, None).sync  # noqa: B018
