@@ -25,9 +25,9 @@ from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch
 from monitor.ingest.frames import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
-from monitor.signals import SignalRecord
 from monitor.snapshots import RiskSnapshot
 from monitor.stages.engine import Engine
+from monitor.stages.pipeline import global_step, market_step
 from monitor.stages.risk import GlobalRisk
 from replay.capture import BadLine, iter_capture
 
@@ -223,11 +223,11 @@ class _InlineStages:
         parts = range(self.partitions) if broadcast else (partition_for(batch.asset, self.partitions),)
         produced: list[Alert] = []
         for part in parts:
-            result = self.engines[part].process(batch, part)
-            produced.extend(result.alerts)
-            if result.signals or result.watermark_ms > self.sent_watermark.get(part, -1):
-                self.sent_watermark[part] = result.watermark_ms
-                produced.extend(self.risk.push(SignalRecord(part, result.watermark_ms, result.signals)))
+            step = market_step(self.engines[part], batch, part, self.sent_watermark.get(part, -1))
+            produced.extend(step.result.alerts)
+            if step.forward is not None:
+                self.sent_watermark[part] = step.forward.watermark_ms
+                produced.extend(global_step(self.risk, step.forward).alerts)
         self.emit(produced)
         self.take_snapshots()
 

@@ -24,6 +24,7 @@ from mode import CrashingSupervisor
 
 from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
+from monitor.stages.pipeline import global_step
 from monitor.stages.risk import GlobalRisk
 from streams import topics
 from streams.app.checkpoint import InputCursor, same_layout
@@ -162,14 +163,14 @@ class GlobalRuntime:
         if isinstance(rec, CommandRecord):
             await self._on_command(state.risk, rec.obj, value)
             return
-        alerts = state.risk.push(rec)
-        await self.pipes.send_alerts(alerts)
-        state.alerts_in_run += len(alerts)
+        step = global_step(state.risk, rec)
+        await self.pipes.send_alerts(step.alerts)
+        state.alerts_in_run += len(step.alerts)
         snapshots = state.risk.take_snapshots()  # the report's figures
         await self.pipes.send_snapshots(snapshots)
         state.snapshots_in_run += len(snapshots)
-        if rec.end is not None and state.risk.finished_run == rec.end:
-            await self._ack_run(state, rec.end)
+        if step.finished_run is not None:
+            await self._ack_run(state, step.finished_run)
         else:
             self._export_metrics(state.risk)
 

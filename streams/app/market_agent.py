@@ -30,6 +30,7 @@ from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
 from monitor.signals import Signal, SignalRecord
 from monitor.stages.engine import BatchResult
+from monitor.stages.pipeline import market_step
 from streams import topics
 from streams.app.market_stage import Cadence, MarketPartition, MarketPartitions
 from streams.app.pipes import Pipes, attach_stage_hooks
@@ -168,16 +169,17 @@ class MarketRuntime:
             await self._on_control(record, partition, part)
             return
         try:
-            result = part.engine.process(record, partition)
+            step = market_step(part.engine, record, partition, part.sent_watermark_ms)
         except Exception as exc:  # a bug on one record must not kill the agent
             log.error("engine failed on a %s batch: %s", record.asset, exc)
             detail = "".join(traceback.format_exception_only(exc)).strip()
             part.deadletters_since_ack += 1
             await self.pipes.dead_letter(DeadLetter("processing_error", detail, value[:65536]))
             return
-        if result.signals or result.watermark_ms > part.sent_watermark_ms:
-            part.sent_watermark_ms = result.watermark_ms
-            self.pending.add(partition, result.watermark_ms, result.signals, time.monotonic())
+        result = step.result
+        if step.forward is not None:
+            part.sent_watermark_ms = step.forward.watermark_ms
+            self.pending.add(partition, step.forward.watermark_ms, step.forward.signals, time.monotonic())
         await self.pipes.send_alerts(result.alerts)
         counters.records_out.inc(len(result.alerts))
         part.alerts_since_ack += len(result.alerts)
