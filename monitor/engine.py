@@ -25,7 +25,8 @@ from monitor.events import (
     ROW_LENGTHS,
 )
 from monitor.liquidity import BOOK_TRANSITIONS, BookState, LiquidityMonitor
-from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median
+from monitor.peg import AssetPeg
+from monitor.peg_bands import PegRules, PriceColumns, weighted_median
 from monitor.peg_batch import apply_batch
 from monitor.quotes import QuoteHistory
 from monitor.signals import PartitionClock, Signal

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.peg import INDEX_VENUE, AssetPeg, PegTracker, PriceColumns, SteadyPlan, weighted_median_rows
+from monitor.peg import AssetPeg
+from monitor.peg_bands import INDEX_VENUE, PegTracker, PriceColumns, SteadyPlan, weighted_median_rows
 
 __all__ = ["apply_batch"]
 

@@ -11,7 +11,8 @@ from monitor.batch import MAX_BATCH_VALUES, Batch, Batcher, decode_record
 from monitor.config import EngineConfig
 from monitor.engine import Engine
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_PRICE, KIND_QUOTE, KIND_TRADE, MarketEvent
-from monitor.peg import AssetPeg, PegRules
+from monitor.peg import AssetPeg
+from monitor.peg_bands import PegRules
 
 T0 = 1_760_130_000_000
 VENUES = ("binance-spot", "bybit-spot", "curve")

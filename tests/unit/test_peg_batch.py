@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from monitor.alerts import Alert
 from monitor.config import PegBand, PegConfig, PegSource
-from monitor.peg import AssetPeg, PegRules, PriceColumns, weighted_median, weighted_median_rows
+from monitor.peg import AssetPeg
+from monitor.peg_bands import PegRules, PriceColumns, weighted_median, weighted_median_rows
 from monitor.peg_batch import apply_batch
 
 T0 = 1_760_130_000_000

@@ -20,7 +20,8 @@ from monitor.config import EngineConfig, PegConfig, PegSource
 from monitor.engine import Engine
 from monitor.events import KIND_QUOTE, MarketEvent
 from monitor.metrics import Metrics
-from monitor.peg import AssetPeg, PegRules
+from monitor.peg import AssetPeg
+from monitor.peg_bands import PegRules
 from monitor.quotes import QuoteHistory
 
 T0 = 1_678_500_000_000  # 11 Mar 2023 02:00 UTC
