@@ -24,7 +24,7 @@ class RiskSnapshot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ts_ms: int
-    #: Loop positions per health-factor band (``monitor.risk.HF_BANDS``), all protocols.
+    #: Loop positions per health-factor band (``monitor.loop_watch.HF_BANDS``), all protocols.
     hf_bands: dict[str, int] = {}
     #: Loop collateral (USD) that becomes liquidatable after a further drop of N % of its
     #: driving price (key: N as text, e.g. "5"), summed over assets and protocols.

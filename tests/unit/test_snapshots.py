@@ -9,7 +9,8 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.lending import LoopBook, Position, health_factor
-from monitor.risk import HF_BANDS, GlobalRisk
+from monitor.loop_watch import HF_BANDS
+from monitor.risk import GlobalRisk
 from monitor.signals import SignalRecord
 from monitor.snapshots import RiskSnapshot, SnapshotClock
 from replay.outputs import write_snapshots
