@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.models.lending import LoopBook
+from monitor.models.loops.lending import LoopBook
 from monitor.risk_params import RiskParams
 
 __all__ = ["synthetic_loop_book"]

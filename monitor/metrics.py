@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["LATENCY_BUCKETS_S", "PEG_UNDETERMINED_REASONS", "Metrics"]
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-#: Why a venue-local depeg cannot be judged (monitor.models.peg.AssetPeg.undetermined): a closed set.
+#: Why a venue-local depeg cannot be judged (monitor.models.peg.asset_peg.AssetPeg.undetermined): a closed set.
 PEG_UNDETERMINED_REASONS = ("too_few_sources", "stale_witnesses")
 
 

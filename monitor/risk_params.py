@@ -216,7 +216,7 @@ def check_continuous_deductions(tiers: Sequence[PerpTier]) -> None:
     """Raise ValueError unless deduction_n = deduction_(n−1) + cap_(n−1) × (MMR_n − MMR_(n−1))
     (Bybit "Margin Parameters"), deduction_1 = 0: MM continuous at every USD bound.
 
-    The account re-evaluation skip (:func:`monitor.stages.risk.status_slack_usd`) needs MM to move
+    The account re-evaluation skip (:func:`monitor.stages.global_risk.risk.status_slack_usd`) needs MM to move
     by at most units × |Δprice|; a jump at a USD bound would break that. Quantity bounds
     do not move with the price, so whole-position tiers (OKX) are checked by basis, not here.
     """

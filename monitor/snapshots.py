@@ -1,6 +1,6 @@
 """Risk snapshots: the global stage's figures at an event-time interval, as one typed record.
 
-The global risk stage (:class:`monitor.stages.risk.GlobalRisk`) takes a :class:`RiskSnapshot`
+The global risk stage (:class:`monitor.stages.global_risk.risk.GlobalRisk`) takes a :class:`RiskSnapshot`
 whenever event time crosses a multiple of the snapshot interval (and once when a run
 ends), so a replay's report can draw loop health, the liquidation ladder, accounts by
 status, forced sells and the spiral estimate over time. Snapshots are a function of the
@@ -24,7 +24,7 @@ class RiskSnapshot(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ts_ms: int
-    #: Loop positions per health-factor band (``monitor.stages.risk.HF_BANDS``), all protocols.
+    #: Loop positions per health-factor band (``monitor.stages.global_risk.loop_watch.HF_BANDS``), all protocols.
     hf_bands: dict[str, int] = {}
     #: Loop collateral (USD) that becomes liquidatable after a further drop of N % of its
     #: driving price (key: N as text, e.g. "5"), summed over assets and protocols.

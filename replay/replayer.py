@@ -27,8 +27,8 @@ from monitor.ingest.batch import Batch
 from monitor.ingest.frames import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
 from monitor.snapshots import RiskSnapshot
 from monitor.stages.engine import Engine
+from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step, market_step
-from monitor.stages.risk import GlobalRisk
 from replay.capture import BadLine, iter_capture
 
 __all__ = [

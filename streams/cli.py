@@ -174,7 +174,7 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
         raise UsageError(str(exc)) from None
     tables = _margin_tables_path(args, settings, capture)
     config = load_engine_config(args.config or settings.config, tables)
-    from monitor.models.lending import Position
+    from monitor.models.loops.lending import Position
     from replay.replayer import InputFileError, load_jsonl
 
     try:
@@ -276,7 +276,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     phases = Phases()
     inputs = _replay_inputs(args, settings, out_dir, phases)
     config = inputs.config
-    from replay.report import ReportRecorder, write_report
+    from replay.report.recorder import ReportRecorder, write_report
 
     recorder = ReportRecorder(config)
     progress = None if args.quiet else ReplayProgress()

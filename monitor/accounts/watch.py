@@ -1,7 +1,7 @@
 """Unified accounts in the global stage (RISK_MODEL §3): evaluated when their prices move,
 sorted into stressed and liquidating sets, and alerted once per escalation (latched).
 
-:class:`AccountWatch` is the piece of :class:`monitor.stages.risk.GlobalRisk` that owns the
+:class:`AccountWatch` is the piece of :class:`monitor.stages.global_risk.risk.GlobalRisk` that owns the
 accounts; pure, time comes with the signals.
 """
 

@@ -25,8 +25,9 @@ from monitor.events import (
 from monitor.ingest.batch import Batch
 from monitor.ingest.quotes import QuoteHistory
 from monitor.models.liquidity import BOOK_TRANSITIONS, BookState, LiquidityMonitor
-from monitor.models.peg import AssetPeg, PegRules, PriceColumns, weighted_median
-from monitor.models.peg_batch import apply_batch
+from monitor.models.peg.asset_peg import AssetPeg
+from monitor.models.peg.bands import PegRules, PriceColumns, weighted_median
+from monitor.models.peg.batch import apply_batch
 from monitor.signals import PartitionClock, Signal
 from monitor.stages.batch_scan import BatchScan, RowScanner
 
@@ -320,7 +321,7 @@ class Engine:
 
         Possible when every event is a quote or a price with a USD-priced quote currency,
         and — for a peg asset — the peg monitor applied the whole batch at once
-        (:func:`monitor.models.peg_batch.apply_batch`, exactly the per-event result).
+        (:func:`monitor.models.peg.batch.apply_batch`, exactly the per-event result).
         """
         if len(batch) < _MIN_VECTOR_EVENTS or None in quote_usd:
             return None  # numpy's fixed cost per call beats the row loop on tiny batches

@@ -21,7 +21,7 @@ from monitor.alerts import Alert
 from monitor.ingest.batch import Batch
 from monitor.signals import SignalRecord
 from monitor.stages.engine import BatchResult, Engine
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 
 __all__ = ["GlobalStep", "MarketStep", "global_step", "market_step"]
 

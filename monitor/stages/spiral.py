@@ -17,7 +17,7 @@ from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import FloatArray, IntArray
 from monitor.accounts.vector_engine import liquidate_rows, padded_entries, settlement_fits
 from monitor.accounts.vector_margin import LIQUIDATION
-from monitor.models.lending import (
+from monitor.models.loops.lending import (
     Position,
     close_factor_ratio,
     health_factor,

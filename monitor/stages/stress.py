@@ -19,7 +19,7 @@ from monitor.accounts.columns import MODELS, ColumnsBuilder
 from monitor.accounts.lines import AccountLines
 from monitor.accounts.vector_engine import liquidate_rows, settlement_fits
 from monitor.accounts.vector_margin import LIQUIDATION
-from monitor.models.lending import (
+from monitor.models.loops.lending import (
     LoopBook,
     Position,
     close_factor_ratio,

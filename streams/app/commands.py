@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.spiral import SpiralResult
 
 __all__ = [

@@ -24,8 +24,8 @@ from mode import CrashingSupervisor
 
 from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
+from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step
-from monitor.stages.risk import GlobalRisk
 from streams import topics
 from streams.app.checkpoint import InputCursor, same_layout
 from streams.app.commands import (

@@ -17,7 +17,7 @@ import orjson
 
 from monitor.accounts.columns import ColumnsBuilder
 from monitor.accounts.lines import AccountLines
-from monitor.models.lending import Position
+from monitor.models.loops.lending import Position
 from monitor.risk_params import RiskParams
 from monitor.stages.stress import (
     StressInputError,

@@ -32,7 +32,7 @@ from replay.capture import write_capture
 from replay.importers import iter_file, merge_captures
 from replay.outputs import ordered_alerts, write_summary
 from replay.replayer import replay_inline
-from replay.report import ReportRecorder, write_report
+from replay.report.recorder import ReportRecorder, write_report
 
 pytestmark = pytest.mark.browser
 

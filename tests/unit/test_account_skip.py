@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from monitor.models.margin import Account, evaluate_account
 from monitor.risk_params import RiskParams
-from monitor.stages.risk import price_key_units, status_slack_usd
+from monitor.stages.global_risk.risk import price_key_units, status_slack_usd
 
 PARAMS = RiskParams()
 KEYS = ("USDe@binance", "BTC", "ETH", "BNSOL@binance")

@@ -7,7 +7,7 @@ from typing import Any
 from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.signals import SignalRecord
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 
 T0 = 1_760_130_000_000
 CONFIG = EngineConfig()

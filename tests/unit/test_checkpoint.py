@@ -8,7 +8,7 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.signals import ReorderBuffer, SignalRecord
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, same_layout, unpack_state
 from streams.app.global_stage import GlobalState
 from streams.protocol import InputRecord

@@ -83,7 +83,7 @@ def test_built_in_tables_use_the_venues_basis() -> None:
 def test_collateral_moves_at_most_units_times_price_move(
     qty: float, p1: float, p2: float, basis: str
 ) -> None:
-    """The bound the account re-evaluation skip relies on (monitor.stages.risk.status_slack_usd)."""
+    """The bound the account re-evaluation skip relies on (monitor.stages.global_risk.risk.status_slack_usd)."""
     tiers = CollateralTiers(basis=basis, tiers=((0, 0.95), (100, 0.9), (5_000_000, 0.5)))
     moved = abs(asset_equity_usd(qty, p2, tiers) - asset_equity_usd(qty, p1, tiers))
     assert moved <= qty * abs(p2 - p1) * (1 + 1e-9) + 1e-6

@@ -10,7 +10,7 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.signals import SignalRecord
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.commands import (
     CUSTOM_SHOCK,
     MAX_REPLY_BYTES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.config import EngineConfig
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 
 
 def loop(debt_usdt: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from benchmarks.loop_synthetic import synthetic_loop_book
-from monitor.models.lending import (
+from monitor.models.loops.lending import (
     CollateralEntry,
     DebtEntry,
     LoopBook,

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from monitor.alerts import Alert
 from monitor.config import PegBand, PegConfig
-from monitor.models.peg import AssetPeg, PegRules, PegTracker, deviation_bps, weighted_median
+from monitor.models.peg.asset_peg import AssetPeg
+from monitor.models.peg.bands import PegRules, PegTracker, deviation_bps, weighted_median
 
 MIN = 60_000
 

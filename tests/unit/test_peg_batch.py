@@ -1,4 +1,4 @@
-"""monitor.models.peg_batch.apply_batch: a whole batch at once gives exactly the per-event result.
+"""monitor.models.peg.batch.apply_batch: a whole batch at once gives exactly the per-event result.
 
 Short band durations, a short clear duration and a short staleness window make levels,
 venue-local episodes and stale venues change inside batches, so both the vectorised
@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from monitor.alerts import Alert
 from monitor.config import PegBand, PegConfig, PegSource
-from monitor.models.peg import AssetPeg, PegRules, PriceColumns, weighted_median, weighted_median_rows
-from monitor.models.peg_batch import apply_batch
+from monitor.models.peg.asset_peg import AssetPeg
+from monitor.models.peg.bands import PegRules, PriceColumns, weighted_median, weighted_median_rows
+from monitor.models.peg.batch import apply_batch
 
 T0 = 1_760_130_000_000
 VENUES = ["binance-spot", "bybit-spot", "curve", "okx"]

@@ -20,7 +20,8 @@ from monitor.events import KIND_QUOTE, MarketEvent
 from monitor.ingest.batch import Batch
 from monitor.ingest.quotes import QuoteHistory
 from monitor.metrics import Metrics
-from monitor.models.peg import AssetPeg, PegRules
+from monitor.models.peg.asset_peg import AssetPeg
+from monitor.models.peg.bands import PegRules
 from monitor.stages.engine import Engine
 
 T0 = 1_678_500_000_000  # 11 Mar 2023 02:00 UTC

@@ -11,7 +11,7 @@ from typing import Any
 
 from monitor.config import EngineConfig
 from monitor.signals import SignalRecord
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.faust_app import PendingSignals
 
 T0 = 1_760_130_000_000

@@ -161,7 +161,7 @@ def test_account_mm_monotone_in_position_size(
 @given(name=st.sampled_from(sorted(TABLES)), qty=st.floats(0, 1e5), p1=st.floats(1, 2e5),
        p2=st.floats(1, 2e5))
 def test_mm_moves_at_most_units_times_price_move(name: str, qty: float, p1: float, p2: float) -> None:
-    """The bound the account re-evaluation skip relies on (monitor.stages.risk.status_slack_usd):
+    """The bound the account re-evaluation skip relies on (monitor.stages.global_risk.risk.status_slack_usd):
     a USD-basis table is continuous with rates ≤ 1; a quantity-basis one keeps its tier."""
     table = TABLES[name]
     moved = abs(tiered_perp_mm_usd(qty * p2, qty, table) - tiered_perp_mm_usd(qty * p1, qty, table))

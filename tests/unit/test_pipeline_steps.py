@@ -7,8 +7,8 @@ from monitor.events import KIND_QUOTE, MarketEvent
 from monitor.ingest.batch import Batch
 from monitor.signals import SignalRecord
 from monitor.stages.engine import Engine
+from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step, market_step
-from monitor.stages.risk import GlobalRisk
 
 T0 = 1_760_130_000_000
 SEC = 1_000

@@ -8,7 +8,7 @@ from monitor.config import EngineConfig
 from monitor.ingest.frames import Ingest, Routed
 from monitor.signals import SignalRecord
 from monitor.stages.engine import Engine
-from monitor.stages.risk import GlobalRisk
+from monitor.stages.global_risk.risk import GlobalRisk
 
 T0 = 1_760_130_000_000
 

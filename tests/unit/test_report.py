@@ -24,7 +24,7 @@ from monitor.events import (
 from monitor.ingest.batch import Batch, decode_record
 from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
-from replay.report import NO_DATA, ReportRecorder, write_report
+from replay.report.recorder import NO_DATA, ReportRecorder, write_report
 
 T0 = 1_760_126_400_000  # 10 Oct 2025 20:00 UTC, a multiple of every bucket width used here
 CFG = EngineConfig()

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.models.lending import Position
+from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
 from replay.calibration import calibrate, format_table, scan_capture
 from replay.capture import CaptureLine, iter_capture

@@ -58,7 +58,7 @@ def test_a_redelivered_run_interleaved_with_the_next_finishes_both() -> None:
     """After a restart without a commit, run 1's end markers come again, interleaved with
     run 2's records: each run is finished (acknowledged) once all partitions end *it*."""
     from monitor.config import EngineConfig
-    from monitor.stages.risk import GlobalRisk
+    from monitor.stages.global_risk.risk import GlobalRisk
 
     risk = GlobalRisk(EngineConfig(), 2)
     clocks = {p: PartitionClock() for p in (0, 1)}

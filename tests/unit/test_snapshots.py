@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.models.lending import LoopBook, Position, health_factor
+from monitor.models.loops.lending import LoopBook, Position, health_factor
 from monitor.signals import SignalRecord
 from monitor.snapshots import RiskSnapshot, SnapshotClock
-from monitor.stages.risk import HF_BANDS, GlobalRisk
+from monitor.stages.global_risk.loop_watch import HF_BANDS
+from monitor.stages.global_risk.risk import GlobalRisk
 from replay.outputs import write_snapshots
 
 T0 = 1_760_130_000_000

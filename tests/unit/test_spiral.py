@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.models.lending import CollateralEntry, DebtEntry, Position
+from monitor.models.loops.lending import CollateralEntry, DebtEntry, Position
 from monitor.models.margin import Account, Balance, Perp
 from monitor.risk_params import RiskParams
 from monitor.stages.spiral import apply_shocks, route_book_key, run_spiral, walk_bids

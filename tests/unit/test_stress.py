@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from monitor.models.lending import Position
+from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
 from monitor.stages.stress import (

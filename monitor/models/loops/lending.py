@@ -1,4 +1,4 @@
-"""Lending positions: health factor, liquidation terms, loop maths and the ``LoopBook`` index.
+"""Lending positions: health factor, liquidation terms, loop maths and the ``LoopBook`` facade.
 
 Formulas: RISK_MODEL.md §2 (Aave v3 ``GenericLogic.calculateUserAccountData``, Aave v3.3
 close factor, Morpho Blue ``_isHealthy`` and liquidation incentive factor).
@@ -15,6 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.models.loops.aggregates import group_aggregates
+from monitor.models.loops.index import DrivingKeyIndex
+from monitor.models.loops.legs import AnyIntArray, FloatArray, LoopLegs
 from monitor.risk_params import AaveV3Params, MorphoBlueParams, RiskParams
 
 __all__ = [
@@ -49,9 +52,6 @@ __all__ = [
 
 Protocol = Literal["aave-v3", "morpho-blue", "generic"]
 PROTOCOLS: tuple[Protocol, ...] = ("aave-v3", "morpho-blue", "generic")
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-AnyIntArray = npt.NDArray[np.integer[Any]]
 
 
 class _Model(BaseModel):
@@ -320,24 +320,12 @@ class TickResult(NamedTuple):
     recovered: list[str]
 
 
-class _KeyIndex(NamedTuple):
-    thr: FloatArray  # sorted thresholds
-    pos: IntArray  # position index for each threshold
-
-
-_EMPTY_F: FloatArray = np.empty(0, dtype=np.float64)
-_EMPTY_I: IntArray = np.empty(0, dtype=np.int64)
-
-
 class LoopBook:
-    """Index of lending positions by the price of their driving key at which HF crosses 1.
+    """Lending positions at the book's prices: ticks, liquidatable sets, values, ladders.
 
-    Each position's margin Σ_k coef_k × price_k (coef = amount×LT for collateral, −amount
-    for debt) is linear in prices. Writing it as coef_d × p_d + rest, the position is
-    liquidatable when p_d < −rest/coef_d (coef_d > 0) or p_d > −rest/coef_d (coef_d < 0).
-    Thresholds are kept in sorted numpy arrays per key, so a tick on a driving key costs
-    O(log n + k). A tick on a key that is a secondary leg of some positions (e.g. the USDC
-    debt of an ETH loop) re-indexes those positions: O(m log m) for m such positions.
+    The facade over three pieces: the legs and their values (:class:`LoopLegs`), the index
+    of positions by the driving-key price at which HF crosses 1 (:class:`DrivingKeyIndex`,
+    O(log n + k) a tick) and the per-group figures (:func:`group_aggregates`).
     """
 
     def __init__(
@@ -371,21 +359,13 @@ class LoopBook:
         self._ids = list(ids) if ids is not None else None
         if self._ids is not None and len(self._ids) != n:
             raise ValueError("ids must have one entry per position")
-        self._e_pos = np.asarray(entry_position, dtype=np.int32)
-        self._e_key = np.asarray(entry_key, dtype=np.int32)
-        self._e_coll = np.asarray(entry_is_collateral, dtype=np.bool_)
-        self._e_amt = np.asarray(entry_amount, dtype=np.float64)
-        self._e_lt = np.where(self._e_coll, np.asarray(entry_lt, dtype=np.float64), 0.0)
-        self._e_asset = np.asarray(entry_asset, dtype=np.int32)
-        m = self._e_pos.shape[0]
-        for arr in (self._e_key, self._e_coll, self._e_amt, self._e_lt, self._e_asset):
-            if arr.shape != (m,):
-                raise ValueError("entry arrays must have equal length")
-        if m and (self._e_pos.min() < 0 or self._e_pos.max() >= n):
-            raise ValueError("entry_position out of range")
-        if np.any(self._e_amt < 0) or not np.all(np.isfinite(self._e_amt)):
-            raise ValueError("amounts must be finite and non-negative")
-        self._build()
+        self._legs = LoopLegs(
+            n_positions=n, entry_position=entry_position, entry_key=entry_key,
+            entry_is_collateral=entry_is_collateral, entry_amount=entry_amount,
+            entry_lt=entry_lt, entry_asset=entry_asset,
+        )
+        self._index = DrivingKeyIndex(self._legs, self._px, len(self._keys))
+        self._asset = self._legs.primary_asset(self._px)
 
     # ---- construction
 
@@ -449,75 +429,6 @@ class LoopBook:
         """Build from flat numpy arrays (same keyword arguments as ``__init__``)."""
         return cls(**arrays)
 
-    def _build(self) -> None:
-        n, nk = self._n, len(self._keys)
-        m = self._e_pos.shape[0]
-        e_coef = np.where(self._e_coll, self._e_amt * self._e_lt, -self._e_amt)
-        # combine legs with the same (position, key)
-        comp = self._e_pos.astype(np.int64) * nk + self._e_key
-        uniq, inv = np.unique(comp, return_inverse=True)
-        coef = np.bincount(inv, weights=e_coef, minlength=uniq.shape[0])
-        c_pos = (uniq // nk).astype(np.int64)
-        c_key = (uniq % nk).astype(np.int64)
-        # driving key: largest collateral value; debt-only positions: largest debt value
-        val = self._e_amt * self._px[self._e_key]
-        coll_val = np.bincount(inv, weights=np.where(self._e_coll, val, 0.0), minlength=uniq.size)
-        debt_val = np.bincount(inv, weights=np.where(self._e_coll, 0.0, val), minlength=uniq.size)
-        score = np.where(coll_val > 0, coll_val, -1.0 / (1.0 + debt_val))
-        has_coll = np.zeros(n, dtype=np.bool_)
-        if m:
-            has_coll[self._e_pos[self._e_coll]] = True
-        # sort candidates by (position, score desc) and keep the first row of each position
-        order = np.lexsort((-score, c_pos))
-        first = np.ones(order.shape[0], dtype=np.bool_)
-        first[1:] = c_pos[order][1:] != c_pos[order][:-1]
-        rows = order[first]
-        self._drive = np.full(n, -1, dtype=np.int32)
-        self._cd = np.zeros(n, dtype=np.float64)
-        self._drive[c_pos[rows]] = c_key[rows]
-        self._cd[c_pos[rows]] = coef[rows]
-        is_drive = np.zeros(uniq.shape[0], dtype=np.bool_)
-        is_drive[rows] = True
-        sec = ~is_drive
-        self._rest = np.bincount(
-            c_pos[sec], weights=coef[sec] * self._px[c_key[sec]], minlength=n
-        ).astype(np.float64)
-        # secondary legs grouped by key, for re-indexing on their ticks
-        s_order = np.argsort(c_key[sec], kind="stable")
-        self._s_pos = c_pos[sec][s_order]
-        self._s_coef = coef[sec][s_order]
-        self._s_ptr = np.searchsorted(c_key[sec][s_order], np.arange(nk + 1))
-        # primary asset: the asset of the largest collateral leg
-        e_score = np.where(self._e_coll, val, -1.0)
-        e_order = np.lexsort((-e_score, self._e_pos))
-        e_first = np.ones(m, dtype=np.bool_)
-        e_first[1:] = self._e_pos[e_order][1:] != self._e_pos[e_order][:-1]
-        self._asset = np.zeros(n, dtype=np.int32)
-        self._asset[self._e_pos[e_order[e_first]]] = self._e_asset[e_order[e_first]]
-        self._thr = np.full(n, np.nan, dtype=np.float64)
-        nz = self._cd != 0.0
-        self._thr[nz] = -self._rest[nz] / self._cd[nz]
-        self._liq = self._state(np.arange(n, dtype=np.int64))
-        self._below: dict[int, _KeyIndex] = {}
-        self._above: dict[int, _KeyIndex] = {}
-        self._index_keys(range(nk))
-
-    def _state(self, idx: IntArray) -> npt.NDArray[np.bool_]:
-        cd = self._cd[idx]
-        p = self._px[np.maximum(self._drive[idx], 0)]
-        thr = self._thr[idx]
-        return np.where(cd > 0, p < thr, np.where(cd < 0, p > thr, self._rest[idx] < 0))
-
-    def _index_keys(self, keys: Iterable[int]) -> None:
-        for k in keys:
-            for store, sign in ((self._below, 1), (self._above, -1)):
-                sel = np.flatnonzero((self._drive == k) & (np.sign(self._cd) == sign))
-                if sel.size == 0:
-                    store.pop(k, None)
-                    continue
-                o = np.argsort(self._thr[sel], kind="stable")
-                store[k] = _KeyIndex(self._thr[sel][o], sel[o].astype(np.int64))
-
     # ---- queries
 
     def __len__(self) -> int:
@@ -540,11 +451,11 @@ class LoopBook:
 
     def liquidatable_ids(self) -> list[str]:
         """Ids of positions liquidatable at current prices."""
-        return self._ids_of(np.flatnonzero(self._liq))
+        return self._ids_of(np.flatnonzero(self._index.liquidatable))
 
     def liquidatable_count(self) -> int:
         """Number of positions liquidatable at current prices."""
-        return int(self._liq.sum())
+        return int(self._index.liquidatable.sum())
 
     def update_price(self, key: str, price: float) -> TickResult:
         """Apply one price tick; return positions that became liquidatable or recovered."""
@@ -553,123 +464,36 @@ class LoopBook:
         k = self._key_index[key]
         old = float(self._px[k])
         self._px[k] = price
-        newly: list[npt.NDArray[np.int64]] = []
-        back: list[npt.NDArray[np.int64]] = []
-        below = self._below.get(k)
-        if below is not None and price != old:
-            lo, hi = sorted((price, old))
-            a = int(np.searchsorted(below.thr, lo, side="right"))
-            b = int(np.searchsorted(below.thr, hi, side="right"))
-            (newly if price < old else back).append(below.pos[a:b])
-        above = self._above.get(k)
-        if above is not None and price != old:
-            lo, hi = sorted((price, old))
-            a = int(np.searchsorted(above.thr, lo, side="left"))
-            b = int(np.searchsorted(above.thr, hi, side="left"))
-            (newly if price > old else back).append(above.pos[a:b])
-        for arr in newly:
-            self._liq[arr] = True
-        for arr in back:
-            self._liq[arr] = False
-        s0, s1 = int(self._s_ptr[k]), int(self._s_ptr[k + 1])
-        if s1 > s0 and price != old:
-            sp = self._s_pos[s0:s1]
-            np.add.at(self._rest, sp, self._s_coef[s0:s1] * (price - old))
-            aff = np.unique(sp)
-            nz = aff[self._cd[aff] != 0.0]
-            self._thr[nz] = -self._rest[nz] / self._cd[nz]
-            before = self._liq[aff].copy()
-            after = self._state(aff)
-            self._liq[aff] = after
-            newly.append(aff[after & ~before])
-            back.append(aff[before & ~after])
-            self._index_keys(int(d) for d in np.unique(self._drive[aff]) if d >= 0)
-        cat_new = np.concatenate(newly) if newly else _EMPTY_I
-        cat_back = np.concatenate(back) if back else _EMPTY_I
-        return TickResult(self._ids_of(cat_new), self._ids_of(cat_back))
+        newly, back = self._index.move(k, old, price)
+        return TickResult(self._ids_of(newly), self._ids_of(back))
 
     def required_move_ratio(self) -> FloatArray:
         """Per position: adverse move of its driving key that makes it liquidatable.
 
         0 when already liquidatable, +inf when no move of the driving key does.
         """
-        p = self._px[np.maximum(self._drive, 0)]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            down = np.where(self._thr > 0, 1.0 - self._thr / p, np.inf)
-            up = np.where(self._thr > 0, self._thr / p - 1.0, 0.0)
-        move = np.where(self._cd > 0, down, np.where(self._cd < 0, up, np.inf))
-        move = np.where(self._cd > 0, np.where(move < 1.0, move, np.inf), move)
-        return np.where(self._liq, 0.0, np.maximum(move, 0.0))
+        return self._index.required_move_ratio()
 
     def health_factors(self) -> FloatArray:
         """Per position: HF = Σ coll×price×LT / Σ debt×price (as :func:`health_factor`), §2."""
-        val = self._e_amt * self._px[self._e_key]
-        weighted = np.bincount(self._e_pos, weights=np.where(self._e_coll, val * self._e_lt, 0.0),
-                               minlength=self._n)
-        _, debt = self.position_values()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(debt > 0, weighted / np.where(debt > 0, debt, 1.0), np.inf).astype(np.float64)
+        return self._legs.health_factors(self._px)
 
     def position_values(self) -> tuple[FloatArray, FloatArray]:
         """(collateral_usd, debt_usd) per position at current prices."""
-        val = self._e_amt * self._px[self._e_key]
-        coll = np.bincount(self._e_pos, weights=np.where(self._e_coll, val, 0.0), minlength=self._n)
-        debt = np.bincount(self._e_pos, weights=np.where(self._e_coll, 0.0, val), minlength=self._n)
-        return coll.astype(np.float64), debt.astype(np.float64)
+        return self._legs.position_values(self._px)
 
     def aggregates(self, steps_pct: Sequence[float] | None = None) -> list[dict[str, Any]]:
         """Per (primary collateral asset, protocol): liquidatable notional, ladder, illusion."""
         steps = np.asarray(
             steps_pct if steps_pct is not None else self._params.ladder.steps_pct, dtype=float
         )
-        n_proto = len(PROTOCOLS)
-        group = self._asset.astype(np.int64) * n_proto + self._proto
-        n_groups = len(self._assets) * n_proto
         coll, debt = self.position_values()
-        move = self.required_move_ratio()
-        step_bin = np.searchsorted(steps / 100.0, move, side="right")
-        count = np.bincount(group, minlength=n_groups)
-        gross = np.bincount(group, weights=coll, minlength=n_groups)
-        dsum = np.bincount(group, weights=debt, minlength=n_groups)
-        liq = self._liq
-        liq_n = np.bincount(group[liq], minlength=n_groups)
-        liq_c = np.bincount(group[liq], weights=coll[liq], minlength=n_groups)
-        liq_d = np.bincount(group[liq], weights=debt[liq], minlength=n_groups)
-        nb = steps.shape[0]
-        lad = (~liq) & (step_bin < nb)
-        cell = group[lad] * nb + step_bin[lad]
-        lad_n = np.bincount(cell, minlength=n_groups * nb).reshape(n_groups, nb).cumsum(axis=1)
-        lad_c = (
-            np.bincount(cell, weights=coll[lad], minlength=n_groups * nb)
-            .reshape(n_groups, nb)
-            .cumsum(axis=1)
+        return group_aggregates(
+            assets=self._assets, protocols=PROTOCOLS, primary_asset=self._asset,
+            protocol=self._proto, collateral_usd=coll, debt_usd=debt,
+            move_ratio=self.required_move_ratio(), liquidatable=self._index.liquidatable,
+            steps=steps,
         )
-        out: list[dict[str, Any]] = []
-        for g in np.flatnonzero(count):
-            equity = float(gross[g] - dsum[g])
-            out.append(
-                {
-                    "asset": self._assets[int(g) // n_proto],
-                    "protocol": PROTOCOLS[int(g) % n_proto],
-                    "positions": int(count[g]),
-                    "liquidatable_count": int(liq_n[g]),
-                    "liquidatable_collateral_usd": float(liq_c[g]),
-                    "liquidatable_debt_usd": float(liq_d[g]),
-                    "gross_collateral_usd": float(gross[g]),
-                    "debt_usd": float(dsum[g]),
-                    "real_equity_usd": equity,
-                    "collateral_illusion_ratio": float(gross[g]) / equity if equity > 0 else None,
-                    "ladder": [
-                        {
-                            "move_pct": float(steps[j]),
-                            "additional_count": int(lad_n[g, j]),
-                            "additional_collateral_usd": float(lad_c[g, j]),
-                        }
-                        for j in range(nb)
-                    ],
-                }
-            )
-        return out
 
     def ladder_for_key(
         self, key: str, steps_pct: Sequence[float] | None = None
@@ -677,7 +501,7 @@ class LoopBook:
         """Collateral newly liquidatable if ``key`` alone falls by each step (driving-key legs)."""
         steps = list(steps_pct if steps_pct is not None else self._params.ladder.steps_pct)
         k = self._key_index[key]
-        below = self._below.get(k)
+        below = self._index.falling(k)
         coll, _ = self.position_values()
         p = float(self._px[k])
         out = []
@@ -720,21 +544,18 @@ class LoopBook:
         for old, new in key_map.items():
             if old in self._key_index:
                 remap[self._key_index[old]] = keys.index(new)
-        e_key = self._e_key.astype(np.int64)
-        sel = self._e_coll.copy()
-        if collateral_assets is not None:
-            wanted = [i for i, a in enumerate(self._assets) if a in collateral_assets]
-            sel &= np.isin(self._e_asset, wanted)
-        e_key = np.where(sel, remap[e_key], e_key)
+        wanted = (None if collateral_assets is None
+                  else [i for i, a in enumerate(self._assets) if a in collateral_assets])
+        legs = self._legs
         return LoopBook(
             keys=keys,
             prices=px,
-            entry_position=self._e_pos,
-            entry_key=e_key,
-            entry_is_collateral=self._e_coll,
-            entry_amount=self._e_amt,
-            entry_lt=self._e_lt,
-            entry_asset=self._e_asset,
+            entry_position=legs.position,
+            entry_key=legs.remapped_collateral_keys(remap, wanted),
+            entry_is_collateral=legs.is_collateral,
+            entry_amount=legs.amount,
+            entry_lt=legs.lt_ratio,
+            entry_asset=legs.asset,
             assets=self._assets,
             position_protocol=self._proto,
             ids=self._ids,

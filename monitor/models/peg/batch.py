@@ -1,10 +1,10 @@
 """The peg monitor's vectorised path: a whole batch of prices applied to a
-:class:`monitor.models.peg.AssetPeg` at once, exactly the per-event result or nothing.
+:class:`monitor.models.peg.asset_peg.AssetPeg` at once, exactly the per-event result or nothing.
 
 Two cases are taken whole: *calm* (every price inside the first band, nothing pending) and
 *steady* (out of band, but no timer reaches its duration and no venue-local state flips
 inside the batch). Anything else returns False and the batch goes event by event through
-:meth:`monitor.models.peg.AssetPeg.on_price`. Pure: time comes with the prices.
+:meth:`monitor.models.peg.asset_peg.AssetPeg.on_price`. Pure: time comes with the prices.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.models.peg import INDEX_VENUE, AssetPeg, PegTracker, PriceColumns, SteadyPlan, weighted_median_rows
+from monitor.models.peg.asset_peg import AssetPeg
+from monitor.models.peg.bands import INDEX_VENUE, PegTracker, PriceColumns, SteadyPlan, weighted_median_rows
 
 __all__ = ["apply_batch"]
 

@@ -59,12 +59,10 @@ most ``chunk_events`` (+ one batch) events wait in the pending chunk. Reading th
 from __future__ import annotations
 
 import html
-from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,26 +76,18 @@ from plotly.subplots import make_subplots
 
 from monitor.alerts import SEVERITIES, Alert
 from monitor.config import EngineConfig
-from monitor.events import (
-    BOOK_BANDS_BPS,
-    KIND_BOOK,
-    KIND_BOOK_INVALID,
-    KIND_LIQUIDATION,
-    KIND_PRICE,
-    KIND_QUOTE,
-    KIND_TRADE,
-)
 from monitor.ingest.batch import Batch
 from monitor.models.margin import STATUSES
 from monitor.snapshots import RiskSnapshot
 from replay.calibration import CalibrationRow
+from replay.report.market import MarketRecorder
+from replay.report.series import Key, SeriesStore
 
 __all__ = ["NO_DATA", "ReportRecorder", "write_report"]
 
 #: The note a chart without data shows instead of an empty axis.
 NO_DATA = "no data in this replay"
 
-_SUM_FACTOR = 6  # liquidation sum bucket = 6 × the bucket (60 s at the default 10 s)
 _HF_ORDER = ("<1", "1-1.05", "1.05-1.1", "1.1-1.25", "1.25-1.5", ">=1.5")
 _HF_COLORS = ("#b2182b", "#ef8a62", "#f4c28f", "#bcd7ea", "#67a9cf", "#2166ac")
 _STATUS_COLORS = ("#4daf4a", "#ffd92f", "#ff7f00", "#e41a1c")
@@ -116,55 +106,6 @@ _WALL_CLOCK_KEYS = frozenset({"wall_s", "events_per_s", "generation_s", "phase_s
 _SECTION_KEYS = frozenset({"calibration"})
 _DEPTH_VISIBLE = 8  # books drawn by default (the rest are one legend click away)
 
-_ROLE_SKIP, _ROLE_OTHER, _ROLE_PRICE, _ROLE_ALT = 0, 1, 2, 3
-_COL = tuple(itemgetter(j) for j in range(8))
-
-Key = tuple[str, ...]
-
-
-class _Series:
-    """One downsampled series: bucket starts (ms) and values, ascending by bucket."""
-
-    __slots__ = ("t", "v")
-
-    def __init__(self) -> None:
-        self.t: array[int] = array("q")
-        self.v: array[float] = array("d")
-
-    def put(self, bucket_ms: int, value: float, add: bool) -> None:
-        t = self.t
-        if not t or bucket_ms > t[-1]:
-            t.append(bucket_ms)
-            self.v.append(value)
-            return
-        i = len(t) - 1 if bucket_ms == t[-1] else bisect_left(t, bucket_ms)
-        if t[i] == bucket_ms:
-            self.v[i] = self.v[i] + value if add else value
-        else:
-            t.insert(i, bucket_ms)
-            self.v.insert(i, value)
-
-    def rebucket(self, width_ms: int, add: bool) -> None:
-        """Merge into buckets of ``width_ms``: last value (or sum) per new bucket."""
-        if not self.t:
-            return
-        tb = np.frombuffer(self.t, dtype=np.int64) // width_ms * width_ms
-        vb = np.frombuffer(self.v, dtype=np.float64)
-        ends = np.flatnonzero(np.r_[tb[1:] != tb[:-1], True])
-        if add:
-            starts = np.r_[0, ends[:-1] + 1]
-            values = np.add.reduceat(vb, starts)
-        else:
-            values = vb[ends]
-        self.t = array("q", tb[ends].astype(np.int64).tobytes())
-        self.v = array("d", np.ascontiguousarray(values, dtype=np.float64).tobytes())
-
-    def arrays(self) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-        return (np.frombuffer(self.t, dtype=np.int64).copy(),
-                np.frombuffer(self.v, dtype=np.float64).copy())
-
-    def __len__(self) -> int:
-        return len(self.t)
 
 
 @dataclass(frozen=True)
@@ -206,7 +147,12 @@ def _ladder(value: Any) -> tuple[tuple[float, float], ...] | None:
 
 
 class ReportRecorder:
-    """Downsampled series of a replay for :func:`write_report` (see the module docstring)."""
+    """Downsampled series of a replay for :func:`write_report` (see the module docstring).
+
+    A facade: the series live in a :class:`replay.report.series.SeriesStore`, what market
+    batches give is derived by a :class:`replay.report.market.MarketRecorder`; alerts,
+    risk snapshots and the calibration table are kept here.
+    """
 
     def __init__(
         self,
@@ -222,52 +168,15 @@ class ReportRecorder:
             raise ValueError("need bucket_ms > 0, max_buckets >= 2, max_series >= 1, max_alerts >= 0, "
                              "chunk_events >= 1")
         cfg = config if config is not None else EngineConfig()
-        self.bucket_ms = bucket_ms
-        self.max_buckets = max_buckets
-        self.max_series = max_series
+        self.store = SeriesStore(bucket_ms, max_buckets, max_series)
+        self.market = MarketRecorder(cfg, self.store, chunk_events)
         self.max_alerts = max_alerts
-        self.chunk_events = chunk_events
         self.peg_assets: tuple[str, ...] = tuple(cfg.peg.assets)
         self.peg_usd = cfg.peg.peg_usd
         self.peg_bands: tuple[tuple[str, float], ...] = tuple(
             (b.severity, b.threshold_bps) for b in cfg.peg.bands
         )
         self.depth_band_bps = cfg.liquidity.withdrawal_band_bps
-        self._depth_col = 8 + BOOK_BANDS_BPS.index(self.depth_band_bps)
-        self._quote_usd = dict(cfg.ingest.quote_prices_usd)
-        self._price_assets = frozenset(self.peg_assets) | {"BTC"}
-        self._not_alts = (
-            frozenset(cfg.cascade.not_alts) | frozenset(cfg.cascade.macro_assets)
-            | frozenset(self.peg_assets) | frozenset(self._quote_usd)
-        )
-        self._roles: dict[str, int] = {}
-        self._series: dict[Key, _Series] = {}
-        self._sums: dict[Key, _Series] = {}
-        self.first_ts_ms: int | None = None
-        self.last_ts_ms: int | None = None
-        self.series_dropped = 0
-        self.batches = 0
-        self.events = 0
-        # sources (asset, venue, symbol, quote) → global id, and per-id attributes
-        self._gid: dict[tuple[str, tuple[str, str, str]], int] = {}
-        self._g_role: list[int] = []
-        self._g_q: list[float] = []
-        self._g_pair: list[int] = []  # (asset, venue) pair id
-        self._g_venue: list[int] = []
-        self._g_quoted: list[bool] = []
-        self._g_key: list[tuple[str, str, str]] = []  # (asset, venue, symbol)
-        self._pairs: dict[tuple[str, str], int] = {}
-        self._venues: dict[str, int] = {}
-        # the pending chunk: rows of routed batches and their sources' global ids
-        self._p_rows: list[list[float]] = []
-        self._p_ids: list[int] = []
-        self._p_nsrc: list[int] = []
-        self._p_lens: list[int] = []
-        # alt index state: per (asset, venue) pair, first and last price
-        self._alt_base: dict[int, float] = {}
-        self._alt_last: dict[int, float] = {}
-        self._alt_bucket: int | None = None
-        self._alt_open: float | None = None
         # alerts
         self.alerts: list[_AlertPoint] = []
         self.alerts_dropped = 0
@@ -283,108 +192,52 @@ class ReportRecorder:
         self.ladder_peak: tuple[int, tuple[tuple[float, float], ...]] | None = None
         self.calibration: list[CalibrationRow] | None = None
 
+    # -- the store's and the market's figures ----------------------------------------
+    @property
+    def bucket_ms(self) -> int:
+        return self.store.bucket_ms
+
+    @property
+    def sum_bucket_ms(self) -> int:
+        return self.store.sum_bucket_ms
+
+    @property
+    def first_ts_ms(self) -> int | None:
+        return self.store.first_ts_ms
+
+    @property
+    def last_ts_ms(self) -> int | None:
+        return self.store.last_ts_ms
+
+    @property
+    def series_dropped(self) -> int:
+        return self.store.series_dropped
+
+    @property
+    def batches(self) -> int:
+        return self.market.batches
+
+    @property
+    def events(self) -> int:
+        return self.market.events
+
     # -- feeding ---------------------------------------------------------------------
     def on_batch(self, batch: Batch) -> None:
-        """Queue one routed market batch; every ``chunk_events`` events are processed at once.
-
-        The hot path only extends a list with the batch's rows (the native form of the
-        replay-side batches) and maps its few sources to ids: a couple of µs per batch.
-        """
-        asset = batch.asset
-        role = self._roles.get(asset)
-        if role is None:
-            role = self._classify(asset)
-        if role == _ROLE_SKIP:
-            return
-        rows = batch.rows
-        if not rows:
-            return
-        gid = self._gid
-        ids = self._p_ids
-        sources = batch.sources
-        for s in sources:
-            g = gid.get((asset, s))
-            ids.append(self._new_source(asset, s, role) if g is None else g)
-        self._p_nsrc.append(len(sources))
-        self._p_lens.append(len(rows))
-        self._p_rows.extend(rows)
-        if len(self._p_rows) >= self.chunk_events:
+        """Queue one routed market batch; every ``chunk_events`` events are processed at once."""
+        if self.market.queue(batch):
             self.flush()
 
     def flush(self) -> None:
         """Process the pending chunk (called automatically; reading the recorder flushes)."""
-        rows = self._p_rows
-        if not rows:
+        chunk = self.market.take_chunk()
+        if chunk is None:
             return
-        n = len(rows)
-        lens = np.array(self._p_lens, dtype=np.int64)
-        nsrc = np.array(self._p_nsrc, dtype=np.int64)
-        flat_ids = np.array(self._p_ids, dtype=np.int64)
-        # one C-level pass per column (no per-row containers: the row view is ragged)
-        kind = np.fromiter(map(_COL[0], rows), np.float64, n).astype(np.int64)
-        local = np.fromiter(map(_COL[1], rows), np.float64, n).astype(np.int64)
-        ts = np.fromiter(map(_COL[2], rows), np.float64, n).astype(np.int64)
-        f = np.column_stack([np.fromiter(map(_COL[j], rows), np.float64, n) for j in range(4, 8)])
-        gsrc = flat_ids[np.repeat(np.cumsum(nsrc) - nsrc, lens) + local]
-        book_rows = np.flatnonzero(kind == KIND_BOOK)
-        col = self._depth_col
-        book_depth = np.fromiter((rows[i][col] for i in book_rows.tolist()), np.float64, book_rows.size)
-        self.batches += len(self._p_lens)
-        self.events += n
-        self._p_rows, self._p_ids, self._p_nsrc, self._p_lens = [], [], [], []
-        self._touch(int(ts.min()), int(ts.max()))
-        self._process(kind, gsrc, ts, f, book_rows, book_depth)
+        self._touch(int(chunk.ts.min()), int(chunk.ts.max()))
+        self.market.process(chunk)
 
-    def _process(
-        self,
-        kind: NDArray[np.int64],
-        gsrc: NDArray[np.int64],
-        ts: NDArray[np.int64],
-        f: NDArray[np.float64],
-        book_rows: NDArray[np.int64],
-        book_depth: NDArray[np.float64],
-    ) -> None:
-        n = kind.shape[0]
-        role = np.array(self._g_role, dtype=np.int64)[gsrc]
-        q = np.array(self._g_q, dtype=np.float64)[gsrc]
-        pair = np.array(self._g_pair, dtype=np.int64)[gsrc]
-
-        # prices of the peg assets, BTC and the alts
-        is_quote = kind == KIND_QUOTE
-        is_book = kind == KIND_BOOK
-        priced = (is_quote | is_book | (kind == KIND_PRICE)) & (role >= _ROLE_PRICE)
-        quoted = self._g_quoted
-        for g in np.unique(gsrc[priced]).tolist():
-            quoted[g] = True
-        use = priced | ((kind == KIND_TRADE) & (role >= _ROLE_PRICE) & ~np.array(quoted, dtype=bool)[gsrc])
-        px = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, np.where(is_book, f[:, 2], f[:, 0])) * q
-        use &= np.isfinite(px) & (px > 0)
-        keys = list(self._pairs)
-        main = use & (role == _ROLE_PRICE)
-        if main.any():
-            self._record(pair[main], ts[main], px[main], False, lambda c: ("price", *keys[c]))
-        alt = use & (role == _ROLE_ALT)
-        if alt.any():
-            self._alt_update(pair[alt], ts[alt], px[alt])
-
-        # bid depth within the withdrawal band (an invalid book is a gap)
-        books = is_book | (kind == KIND_BOOK_INVALID)
-        if books.any():
-            depth = np.full(n, np.nan)
-            depth[book_rows] = book_depth * q[book_rows]
-            gkeys = self._g_key
-            self._record(gsrc[books], ts[books], depth[books], False, lambda c: ("depth", *gkeys[c]))
-
-        # liquidation notional per venue
-        liq = kind == KIND_LIQUIDATION
-        if liq.any():
-            fl = f[liq]
-            usd = np.where(fl[:, 3] > 0, fl[:, 3], fl[:, 0] * fl[:, 1]) * q[liq]
-            ok = np.isfinite(usd) & (usd > 0)
-            if ok.any():
-                venue = np.array(self._g_venue, dtype=np.int64)[gsrc[liq][ok]]
-                names = list(self._venues)
-                self._record(venue, ts[liq][ok], usd[ok], True, lambda c: ("liq", names[c]))
+    def _touch(self, tmin: int, tmax: int) -> None:
+        if self.store.touch(tmin, tmax):
+            self.market.align(self.store.bucket_ms)
 
     def on_alert(self, alert: Alert) -> None:
         """Record one alert; ``cascade_stage`` alerts also give the stage over time."""
@@ -419,7 +272,7 @@ class ReportRecorder:
             stage = snapshot.get("stage")
             if isinstance(stage, int) and not isinstance(stage, bool):
                 self._touch(ts, ts)
-                self._put(("stage",), ts, float(stage))
+                self.store.put(("stage",), ts, float(stage))
                 used = True
         if used:
             self.snapshots += 1
@@ -434,9 +287,9 @@ class ReportRecorder:
         self._loops(ts, {k: float(v) for k, v in snapshot.hf_bands.items()} or None, ladder)
         self._statuses(ts, {k: float(v) for k, v in snapshot.accounts_by_status.items()} or None)
         for asset, usd in snapshot.forced_sell_usd_by_asset.items():
-            self._put(("forced", asset), ts, usd)
+            self.store.put(("forced", asset), ts, usd)
         for shock, usd in snapshot.spiral_usd_by_shock.items():
-            self._put(("spiral", shock), ts, usd)
+            self.store.put(("spiral", shock), ts, usd)
         self.snapshots += 1
 
     def _loops(self, ts: int, hf: dict[str, float] | None, ladder: tuple[tuple[float, float], ...] | None) -> bool:
@@ -469,158 +322,38 @@ class ReportRecorder:
     def series_keys(self) -> list[Key]:
         """Keys of the last-value and sum series, sorted."""
         self.flush()
-        return sorted([*self._series, *self._sums])
+        return self.store.keys()
 
     def series(self, key: Key) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(bucket start ms, value) of one series; the alt index includes its open bucket."""
         self.flush()
-        s = self._series.get(key) or self._sums.get(key)
+        s = self.store.find(key)
         t, v = s.arrays() if s is not None else (np.empty(0, np.int64), np.empty(0, np.float64))
-        if key == ("alt_index",) and self._alt_bucket is not None and self._alt_open is not None:
-            if not t.size or t[-1] < self._alt_bucket:
-                t = np.r_[t, self._alt_bucket].astype(np.int64)
-                v = np.r_[v, self._alt_open]
-            elif t[-1] == self._alt_bucket:
-                v[-1] = self._alt_open
+        open_alt = self.market.open_alt_point() if key == ("alt_index",) else None
+        if open_alt is not None:
+            alt_bucket, alt_open = open_alt
+            if not t.size or t[-1] < alt_bucket:
+                t = np.r_[t, alt_bucket].astype(np.int64)
+                v = np.r_[v, alt_open]
+            elif t[-1] == alt_bucket:
+                v[-1] = alt_open
         return t, v
-
-    @property
-    def sum_bucket_ms(self) -> int:
-        return self.bucket_ms * _SUM_FACTOR
 
     def points(self) -> int:
         """Stored points over all series (the recorder's memory, besides alerts)."""
-        return sum(len(s) for s in self._series.values()) + sum(len(s) for s in self._sums.values())
+        return self.store.points()
 
     def max_series_points(self) -> int:
-        return max((len(s) for s in (*self._series.values(), *self._sums.values())), default=0)
+        return self.store.max_series_points()
 
     def pending_events(self) -> int:
         """Events queued and not yet processed (at most ``chunk_events`` + one batch)."""
-        return len(self._p_rows)
-
-    # -- internals -------------------------------------------------------------------
-    def _classify(self, asset: str) -> int:
-        if asset in self._quote_usd:
-            role = _ROLE_SKIP
-        elif asset in self._price_assets:
-            role = _ROLE_PRICE
-        elif asset in self._not_alts:
-            role = _ROLE_OTHER
-        else:
-            role = _ROLE_ALT
-        self._roles[asset] = role
-        return role
-
-    def _new_source(self, asset: str, source: tuple[str, str, str], role: int) -> int:
-        g = len(self._g_role)
-        self._gid[(asset, source)] = g
-        venue, symbol, quote = source
-        self._g_role.append(role)
-        self._g_q.append(self._quote_usd.get(quote, float("nan")))
-        self._g_pair.append(self._pairs.setdefault((asset, venue), len(self._pairs)))
-        self._g_venue.append(self._venues.setdefault(venue, len(self._venues)))
-        self._g_quoted.append(False)
-        self._g_key.append((asset, venue, symbol))
-        return g
-
-    def _touch(self, tmin: int, tmax: int) -> None:
-        if self.first_ts_ms is None or tmin < self.first_ts_ms:
-            self.first_ts_ms = tmin
-        if self.last_ts_ms is None or tmax > self.last_ts_ms:
-            self.last_ts_ms = tmax
-        assert self.first_ts_ms is not None and self.last_ts_ms is not None
-        # a span under (max_buckets - 1) widths touches at most max_buckets aligned buckets
-        while self.last_ts_ms - self.first_ts_ms >= (self.max_buckets - 1) * self.bucket_ms:
-            self._coarsen()
-
-    def _coarsen(self) -> None:
-        self.bucket_ms *= 2
-        for s in self._series.values():
-            s.rebucket(self.bucket_ms, add=False)
-        for s in self._sums.values():
-            s.rebucket(self.sum_bucket_ms, add=True)
-        if self._alt_bucket is not None:
-            self._alt_bucket = self._alt_bucket // self.bucket_ms * self.bucket_ms
-
-    def _get(self, key: Key, sums: bool) -> _Series | None:
-        store = self._sums if sums else self._series
-        s = store.get(key)
-        if s is None:
-            if len(self._series) + len(self._sums) >= self.max_series:
-                self.series_dropped += 1
-                return None
-            s = store[key] = _Series()
-        return s
-
-    def _put(self, key: Key, ts_ms: int, value: float) -> None:
-        s = self._get(key, sums=False)
-        if s is not None:
-            s.put(ts_ms // self.bucket_ms * self.bucket_ms, value, add=False)
-
-    def _record(
-        self,
-        codes: NDArray[np.int64],
-        ts: NDArray[np.int64],
-        values: NDArray[np.float64],
-        add: bool,
-        key_of: Callable[[int], Key],
-    ) -> None:
-        """Last value (or sum) per (code, bucket), in arrival order, into the series key_of(code)."""
-        width = self.sum_bucket_ms if add else self.bucket_ms
-        b = ts // width
-        b0 = int(b.min())
-        span = int(b.max()) - b0 + 1
-        key = codes * span + (b - b0)
-        if add:
-            u, inv = np.unique(key, return_inverse=True)
-            vals = np.bincount(inv, weights=values)
-        else:
-            u, first_rev = np.unique(key[::-1], return_index=True)
-            vals = values[key.size - 1 - first_rev]
-        for k, val in zip(u.tolist(), vals.tolist(), strict=True):
-            code, off = divmod(k, span)
-            s = self._get(key_of(code), sums=add)
-            if s is not None:
-                s.put((b0 + off) * width, val, add)
-
-    def _alt_update(self, pairs: NDArray[np.int64], ts: NDArray[np.int64], px: NDArray[np.float64]) -> None:
-        """Advance the alt index bucket by bucket: last price per pair, then the index of the bucket."""
-        width = self.bucket_ms
-        n_pairs = len(self._pairs)
-        b = ts // width
-        b0 = int(b.min())
-        key = (b - b0) * n_pairs + pairs  # ascending by bucket, then pair
-        u, first_rev = np.unique(key[::-1], return_index=True)
-        last = px[key.size - 1 - first_rev]
-        offs = u // n_pairs
-        cuts = np.flatnonzero(np.r_[True, offs[1:] != offs[:-1], True])
-        base, latest = self._alt_base, self._alt_last
-        for start, end in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-            bucket = (b0 + int(offs[start])) * width
-            if self._alt_bucket is not None and bucket > self._alt_bucket and self._alt_open is not None:
-                self._put(("alt_index",), self._alt_bucket, self._alt_open)
-            if self._alt_bucket is None or bucket > self._alt_bucket:
-                self._alt_bucket = bucket
-            for pair, p in zip((u[start:end] % n_pairs).tolist(), last[start:end].tolist(), strict=True):
-                base.setdefault(pair, p)
-                latest[pair] = p
-            self._alt_open = self._alt_value()
-
-    def _alt_value(self) -> float | None:
-        """Equal-weight mean over assets of (mean over venues of price / first price) × 100."""
-        per_asset: dict[str, list[float]] = {}
-        keys = list(self._pairs)
-        for pair in sorted(self._alt_last):
-            per_asset.setdefault(keys[pair][0], []).append(self._alt_last[pair] / self._alt_base[pair])
-        if not per_asset:
-            return None
-        return 100.0 * sum(sum(r) / len(r) for r in per_asset.values()) / len(per_asset)
+        return self.market.pending_events()
 
     def _counts(self, prefix: str, counts: dict[str, float], seen: set[str], ts: int) -> None:
         seen.update(counts)
         for name in sorted(seen):
-            self._put((prefix, name), ts, counts.get(name, 0.0))
+            self.store.put((prefix, name), ts, counts.get(name, 0.0))
 
 
 # ------------------------------------------------------------------------------ writing

@@ -7,6 +7,11 @@ time; after each time the positions and accounts that use a price key that moved
 re-evaluated (RISK_MODEL §2, §3), the breadth of liquidity withdrawal is checked (§4), the
 cascade detector steps (§6) and, on its event-time timer, the spiral estimate runs for the
 standard shocks (§7). Pure: no I/O, no clock.
+
+A facade over its pieces: the prices (:mod:`monitor.stages.global_risk.price_book`), the unified accounts
+(:mod:`monitor.accounts.watch`), the loop positions (:mod:`monitor.stages.global_risk.loop_watch`), the
+liquidity vacuum (:mod:`monitor.stages.global_risk.vacuum_watch`) and the spiral estimate on its event-time
+timer (:mod:`monitor.stages.global_risk.spiral_clock`); the cascade detector sees what each of them finds.
 """
 
 from __future__ import annotations
@@ -15,20 +20,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from monitor.accounts.watch import AccountWatch, default_balance_price_key, price_key_units, status_slack_usd
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
-from monitor.models.lending import LoopBook, Position, health_factor
+from monitor.models.loops.lending import Position
 from monitor.models.margin import Account, AccountResult
 from monitor.signals import ReorderBuffer, Signal, SignalRecord
 from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, RiskSnapshot, SnapshotClock
-from monitor.stages.spiral import SpiralResult, run_spiral
+from monitor.stages.global_risk.loop_watch import LoopWatch
+from monitor.stages.global_risk.price_book import PriceBook
+from monitor.stages.global_risk.spiral_clock import SpiralClock
+from monitor.stages.global_risk.vacuum_watch import VacuumWatch
+from monitor.stages.spiral import SpiralResult
 
 __all__ = [
-    "HF_BANDS",
     "GlobalRisk",
     "RiskFigures",
     "default_balance_price_key",
@@ -36,11 +42,7 @@ __all__ = [
     "status_slack_usd",
 ]
 
-#: Health-factor bands of the ``liqmon_loops_positions`` metric.
-HF_BANDS: tuple[tuple[str, float], ...] = (
-    ("<1", 1.0), ("1-1.05", 1.05), ("1.05-1.1", 1.1), ("1.1-1.25", 1.25), ("1.25-1.5", 1.5),
-    (">=1.5", float("inf")),
-)
+
 @dataclass
 class RiskFigures:
     """Aggregates for metrics and snapshots (not part of the alert stream)."""
@@ -69,27 +71,16 @@ class GlobalRisk:
         self.buffer = ReorderBuffer(partitions)
         #: The run whose last end marker the latest push() brought in (else None).
         self.finished_run: str | None = None
-        self.prices: dict[str, float] = dict(config.ingest.quote_prices_usd)
-        self.positions: dict[str, Position] = {}
+        self.price_book = PriceBook(config.ingest.quote_prices_usd)
         #: Unified accounts: evaluation, status sets, latched alerts (monitor/accounts/watch.py).
         self.watch = AccountWatch(config)
-        self.loop_book: LoopBook | None = None
-        self._book_dirty = False
-        self._pending_keys: set[str] = set()
+        #: Loop positions and their book (monitor/stages/global_risk/loop_watch.py).
+        self.loops = LoopWatch(self.params)
         #: Price keys moved since the accounts were last evaluated, and when that was.
         self._account_keys: set[str] = set()
-        #: ``rate:A/B*C`` → (rate key, base key)
-        self._derived: dict[str, tuple[str, str]] = {}
         self._last_account_eval_ms: int | None = None
-        self.loops_liquidatable: set[str] = set()
-        self._loops_notional = 0.0
-        self._book_ids: list[str] = []
-        self.monitored_books: set[str] = set()
-        self.withdrawn_books: set[str] = set()
-        self.vacuum_active = False
-        self.ladders: dict[str, list[list[float]]] = {}
-        self.spiral_results: dict[str, SpiralResult] = {}
-        self.next_spiral_ms: int | None = None
+        self.vacuum = VacuumWatch(config.liquidity, self.config_hash)
+        self.spiral_clock = SpiralClock(self.params, config.spiral_run.interval_ms)
         self.now_ms = 0
         self.cascade = CascadeDetector(
             config.cascade,
@@ -103,32 +94,30 @@ class GlobalRisk:
         self._snapshots: list[RiskSnapshot] = []
 
     # -- positions and accounts ----------------------------------------------------------
+    @property
+    def prices(self) -> dict[str, float]:
+        """Latest price by key (monitor/stages/global_risk/price_book.py)."""
+        return self.price_book.prices
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """Loop positions by id (monitor/stages/global_risk/loop_watch.py)."""
+        return self.loops.positions
+
     def upsert_position(self, raw: Mapping[str, Any]) -> None:
         """Add, replace (same id) or delete (``{"position_id", "delete": true}``) a position."""
-        pid = str(raw["position_id"])
-        old = self.positions.get(pid)
-        if raw.get("delete"):
-            self.positions.pop(pid, None)
-            new = None
-        else:
-            new = self.positions[pid] = Position.model_validate(raw)
-            self._register_derived(new.price_keys())
-        self._book_dirty = True
-        if old is not None:
-            repaid = self._debt_usd(old) - (self._debt_usd(new) if new is not None else 0.0)
-            if repaid > 0:
-                self.cascade.on_deleverage(self.now_ms, repaid)
-
-    def _debt_usd(self, position: Position) -> float:
-        """Debt of a position at the latest prices (unpriced legs count as zero)."""
-        return sum(d.amount * self.prices.get(d.price_key, 0.0) for d in position.debt)
+        new, repaid = self.loops.upsert(raw, self.prices)
+        if new is not None:
+            self.price_book.register_derived(new.price_keys())
+        if repaid > 0:
+            self.cascade.on_deleverage(self.now_ms, repaid)
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
         """Add, replace or delete a unified account; balances without a price key get one."""
         account = self.watch.upsert(raw, self.now_ms)
         if account is not None:
-            self._register_derived(account.price_keys())
-            self._pending_keys.update(account.price_keys())
+            self.price_book.register_derived(account.price_keys())
+            self.price_book.pending_keys.update(account.price_keys())
 
     @property
     def accounts(self) -> dict[str, Account]:
@@ -154,23 +143,6 @@ class GlobalRisk:
         sets_changed, jump = self.watch.evaluate(ts, changed, self.prices, out)
         if sets_changed or jump > 0.0:
             self.cascade.on_accounts(ts, self.watch.stressed(), self.watch.liquidating(), jump)
-
-    # -- derived price keys --------------------------------------------------------------
-    def _register_derived(self, keys: Iterable[str]) -> None:
-        """Remember ``rate:A/B*C`` keys: a rate feed times another key (RISK_MODEL §1)."""
-        for key in keys:
-            if key.startswith("rate:") and "*" in key and key not in self._derived:
-                rate, _, base = key.partition("*")
-                self._derived[key] = (rate, base)
-                self._pending_keys.add(key)
-
-    def _derive_keys(self, changed: set[str]) -> None:
-        """Recompute every derived key whose rate or base moved; mark it changed too."""
-        prices = self.prices
-        for key, (rate, base) in self._derived.items():
-            if (rate in changed or base in changed or key in changed) and rate in prices and base in prices:
-                prices[key] = prices[rate] * prices[base]
-                changed.add(key)
 
     # -- signals -----------------------------------------------------------------------
     def push(self, rec: SignalRecord) -> list[Alert]:
@@ -237,68 +209,20 @@ class GlobalRisk:
             self.cascade.on_peg_level(ts, asset, str(p["venue"]), int(p["level"]),
                                       float(p["dev_bps"]))
         elif kind == "book":
-            self._on_book(ts, asset, p, out)
+            active, books, share = self.vacuum.on_book(ts, p, out)
+            self.cascade.on_vacuum(ts, active, books, share)
         elif kind == "depth":
-            mid = float(p["mid"])
-            levels: list[list[float]] = []
-            prev = 0.0
-            for bps, cum in zip(
-                (10, 50, 100, 200, 500), (float(x) for x in p["bid_usd"]), strict=False
-            ):
-                px = mid * (1.0 - bps / 10_000.0)
-                if cum > prev and px > 0:
-                    levels.append([px, (cum - prev) / px])
-                    prev = cum
-            self.ladders[str(p["key"])] = levels
+            self.spiral_clock.on_depth(p)
         elif kind == "liq":
             self.cascade.on_liquidations(ts, float(p["long_usd"]) + float(p["short_usd"]))
         elif kind == "flow":
             self.cascade.on_sell_flow(ts, asset, float(p["net_sell_usd"]))
 
-    def _on_book(self, ts: int, asset: str, p: dict[str, Any], out: list[Alert]) -> None:
-        name = f"{p['venue']}:{p['symbol']}"
-        state = p["state"]
-        if state == "warm":
-            self.monitored_books.add(name)
-        elif state == "withdrawn":
-            self.monitored_books.add(name)
-            self.withdrawn_books.add(name)
-        elif state == "restored":
-            self.withdrawn_books.discard(name)
-        elif state == "invalid":
-            self.monitored_books.discard(name)
-            self.withdrawn_books.discard(name)
-        lq = self.config.liquidity
-        n = len(self.monitored_books)
-        share = len(self.withdrawn_books) / n if n else 0.0
-        active = n >= lq.vacuum_min_books and share >= lq.vacuum_share_ratio
-        books = sorted(self.withdrawn_books)
-        if active != self.vacuum_active:
-            self.vacuum_active = active
-            out.append(make_alert(
-                kind="liquidity_vacuum",
-                ts_ms=ts,
-                severity="critical" if active else "info",
-                venue=None,
-                asset=None,
-                message=(
-                    f"liquidity vacuum: bids withdrawn on {len(books)} of {n} monitored books"
-                    if active else f"liquidity vacuum over: {len(books)} of {n} books withdrawn"
-                ),
-                evidence={"withdrawn_books": books, "monitored_books": n,
-                          "withdrawn_ratio": round(share, 4)},
-                config_hash=self.config_hash,
-                identity="on" if active else "off",
-            ))
-        self.cascade.on_vacuum(ts, active, books, share)
-
     # -- evaluation --------------------------------------------------------------------
     def _evaluate(self, ts: int, changed: set[str], out: list[Alert]) -> None:
-        changed |= self._pending_keys
-        self._pending_keys = set()
-        self._derive_keys(changed)
+        self.price_book.take_changed(changed)
         if self.positions:
-            self._evaluate_loops(ts, changed)
+            self.cascade.on_loops(ts, *self.loops.evaluate(changed, self.prices))
         if self.accounts:
             self._account_keys |= changed
             last = self._last_account_eval_ms
@@ -309,111 +233,48 @@ class GlobalRisk:
                 self._account_keys = set()
                 self._last_account_eval_ms = ts
         self.cascade.step(ts, out)
-        interval = self.config.spiral_run.interval_ms
-        if interval and (self.positions or self.accounts):
-            if self.next_spiral_ms is None:
-                self.next_spiral_ms = (ts // interval + 1) * interval
-            elif ts >= self.next_spiral_ms:
-                self.run_standard_shocks()
-                self.next_spiral_ms = (ts // interval + 1) * interval
+        if self.spiral_clock.interval_ms and (self.positions or self.accounts) and self.spiral_clock.due(ts):
+            self.run_standard_shocks()
         if (self.positions or self.accounts) and self.snapshot_clock.due(ts):
             self._snapshots.append(self.snapshot())
 
-    def _evaluate_loops(self, ts: int, changed: set[str]) -> None:
-        book = self.loop_book
-        if self._book_dirty or book is None:
-            priced = [
-                p for _, p in sorted(self.positions.items())
-                if all(k in self.prices for k in p.price_keys())
-            ]
-            self._book_ids = [p.position_id for p in priced]
-            self.loop_book = book = (
-                LoopBook.from_positions(priced, self.prices, self.params) if priced else None
-            )
-            self._book_dirty = len(priced) < len(self.positions)
-        elif changed:
-            known = set(book.keys)
-            for key in sorted(changed & known):
-                book.update_price(key, self.prices[key])
-        if book is None:
-            self.loops_liquidatable = set()
-            self.cascade.on_loops(ts, 0, 0.0)
-            return
-        count = book.liquidatable_count()
-        notional = 0.0
-        if count:
-            now = set(book.liquidatable_ids())
-            if now != self.loops_liquidatable:
-                coll, _ = book.position_values()
-                self._loops_notional = float(
-                    sum(float(coll[i]) for i, pid in enumerate(self._book_ids) if pid in now)
-                )
-            self.loops_liquidatable = now
-            notional = self._loops_notional
-        else:
-            self.loops_liquidatable = set()
-        self.cascade.on_loops(ts, count, notional)
-
     # -- spiral (RISK_MODEL §7) ----------------------------------------------------------
+    @property
+    def spiral_results(self) -> dict[str, SpiralResult]:
+        """The latest result of each standard shock (monitor/stages/global_risk/spiral_clock.py)."""
+        return self.spiral_clock.spiral_results
+
     def spiral(self, shocks: Mapping[str, float]) -> SpiralResult:
         """Spiral estimate on the live state for one shock (on demand)."""
-        keys = set(self.prices)
-        positions = [p for _, p in sorted(self.positions.items()) if p.price_keys() <= keys]
-        accounts = [a for _, a in sorted(self.accounts.items()) if a.price_keys() <= keys]
-        return run_spiral(
-            positions, accounts, self.prices, self.ladders, shocks=dict(shocks), params=self.params
-        )
+        return self.spiral_clock.spiral(self.positions, self.accounts, self.prices, shocks)
 
     def run_standard_shocks(self) -> dict[str, SpiralResult]:
         """The configured standard shocks whose price keys are known (others are skipped)."""
-        ran: dict[str, SpiralResult] = {}
-        for shock in self.params.spiral.standard_shocks:
-            if all(k in self.prices for k in shock.moves):
-                ran[shock.name] = self.spiral_results[shock.name] = self.spiral(shock.moves)
-        return ran
+        return self.spiral_clock.run_standard_shocks(self.positions, self.accounts, self.prices)
 
     def spiral_liquidated_usd(self) -> dict[str, float]:
         """Notional liquidated (all stages) of the latest run of each standard shock, USD."""
-        return {
-            name: sum(r.liquidated_usd_by_stage.values()) for name, r in self.spiral_results.items()
-        }
+        return self.spiral_clock.liquidated_usd()
 
     # -- snapshots ---------------------------------------------------------------------
     def snapshot(self) -> RiskSnapshot:
         """The figures of the report at the latest event time (vectorised over loop positions)."""
-        hf_bands: dict[str, int] = {}
-        ladder: dict[str, float] = {}
-        at_risk_usd = 0.0
-        book = self.loop_book
-        if book is not None and len(book):
-            if self.loops_liquidatable:  # at today's prices (the cascade keeps the value at entry)
-                coll, _ = book.position_values()
-                at_risk_usd = float(sum(float(coll[i]) for i, pid in enumerate(self._book_ids)
-                                        if pid in self.loops_liquidatable))
-            uppers = np.array([upper for _, upper in HF_BANDS])
-            band_of = np.searchsorted(uppers, book.health_factors(), side="right")
-            counts = np.bincount(band_of, minlength=len(HF_BANDS))
-            hf_bands = {name: int(counts[i]) for i, (name, _) in enumerate(HF_BANDS)}
-            for row in book.aggregates():
-                for step in row["ladder"]:
-                    pct = f"{step['move_pct']:g}"
-                    ladder[pct] = ladder.get(pct, 0.0) + float(step["additional_collateral_usd"])
+        hf_bands, ladder, at_risk_usd = self.loops.snapshot_figures()
         statuses: dict[str, int] = {}
         for r in self.account_results.values():
             statuses[r.status] = statuses.get(r.status, 0) + 1
-        n_books = len(self.monitored_books)
         return RiskSnapshot(
             ts_ms=self.now_ms,
             hf_bands=hf_bands,
             ladder_usd=ladder,
-            loops_liquidatable=len(self.loops_liquidatable),
+            loops_liquidatable=len(self.loops.loops_liquidatable),
             loops_liquidatable_usd=at_risk_usd,
             accounts_by_status=dict(sorted(statuses.items())),
             forced_sell_usd_by_asset=dict(sorted(self.watch.forced_sell_usd.items())),
             spiral_usd_by_shock=self.spiral_liquidated_usd(),
             stage=self.cascade.highest,
             active_stages=tuple(self.cascade.active(self.now_ms)),
-            withdrawn_ratio=len(self.withdrawn_books) / n_books if n_books else 0.0,
+            withdrawn_ratio=self.vacuum.withdrawn_ratio(),
         )
 
     def take_snapshots(self) -> list[RiskSnapshot]:
@@ -425,17 +286,7 @@ class GlobalRisk:
     def figures(self) -> RiskFigures:
         """Aggregates for metrics (closed label sets: protocol, asset, venue, bands, ranks)."""
         fig = RiskFigures()
-        book = self.loop_book
-        if book is not None and len(book):
-            fig.loops = book.aggregates()
-            for pid in self._book_ids:
-                pos = self.positions.get(pid)
-                if pos is None:
-                    continue
-                hf = health_factor(pos, self.prices, self.params)
-                band = next(name for name, upper in HF_BANDS if hf < upper)
-                k = (pos.protocol, band)
-                fig.hf_bands[k] = fig.hf_bands.get(k, 0) + 1
+        fig.loops, fig.hf_bands = self.loops.figures(self.prices)
         by_venue: dict[str, list[AccountResult]] = {}
         for r in self.account_results.values():
             by_venue.setdefault(r.venue, []).append(r)
@@ -455,8 +306,7 @@ class GlobalRisk:
                 fig.shortfalls[(venue, str(rank + 1))] = (
                     shortfalls[rank] if rank < len(shortfalls) else 0.0
                 )
-        n = len(self.monitored_books)
-        fig.withdrawn_ratio = len(self.withdrawn_books) / n if n else 0.0
+        fig.withdrawn_ratio = self.vacuum.withdrawn_ratio()
         fig.stage = self.cascade.highest
         fig.active_stages = self.cascade.active(self.now_ms)
         fig.spiral_liquidated_usd = self.spiral_liquidated_usd()

@@ -1,0 +1,85 @@
+"""The spiral estimate on the global stage's live state (RISK_MODEL §7).
+
+The depth ladders it sells into come from stage 1's ``depth`` signals; the configured
+standard shocks run on an event-time timer (``spiral_run.interval_ms``), and any shock on
+demand (the ``spiral`` command). The estimate itself is :func:`monitor.stages.spiral.run_spiral`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from monitor.models.loops.lending import Position
+from monitor.models.margin import Account
+from monitor.risk_params import RiskParams
+from monitor.stages.spiral import SpiralResult, run_spiral
+
+__all__ = ["SpiralClock"]
+
+
+class SpiralClock:
+    """Depth ladders by price key, the event-time timer and the latest standard-shock results."""
+
+    def __init__(self, params: RiskParams, interval_ms: int) -> None:
+        self.params = params
+        self.interval_ms = interval_ms
+        self.ladders: dict[str, list[list[float]]] = {}
+        self.spiral_results: dict[str, SpiralResult] = {}
+        self.next_spiral_ms: int | None = None
+
+    def on_depth(self, p: dict[str, Any]) -> None:
+        """A book's cumulative bid depth at 10…500 bps below mid, as (price, quantity) levels."""
+        mid = float(p["mid"])
+        levels: list[list[float]] = []
+        prev = 0.0
+        for bps, cum in zip(
+            (10, 50, 100, 200, 500), (float(x) for x in p["bid_usd"]), strict=False
+        ):
+            px = mid * (1.0 - bps / 10_000.0)
+            if cum > prev and px > 0:
+                levels.append([px, (cum - prev) / px])
+                prev = cum
+        self.ladders[str(p["key"])] = levels
+
+    def due(self, ts: int) -> bool:
+        """Whether event time ``ts`` reaches the timer (the first call only arms it)."""
+        interval = self.interval_ms
+        if self.next_spiral_ms is None:
+            self.next_spiral_ms = (ts // interval + 1) * interval
+            return False
+        if ts >= self.next_spiral_ms:
+            self.next_spiral_ms = (ts // interval + 1) * interval
+            return True
+        return False
+
+    def spiral(
+        self, positions: Mapping[str, Position], accounts: Mapping[str, Account],
+        prices: Mapping[str, float], shocks: Mapping[str, float],
+    ) -> SpiralResult:
+        """Spiral estimate on the live state for one shock (on demand)."""
+        keys = set(prices)
+        priced_positions = [p for _, p in sorted(positions.items()) if p.price_keys() <= keys]
+        priced_accounts = [a for _, a in sorted(accounts.items()) if a.price_keys() <= keys]
+        return run_spiral(
+            priced_positions, priced_accounts, prices, self.ladders, shocks=dict(shocks), params=self.params
+        )
+
+    def run_standard_shocks(
+        self, positions: Mapping[str, Position], accounts: Mapping[str, Account],
+        prices: Mapping[str, float],
+    ) -> dict[str, SpiralResult]:
+        """The configured standard shocks whose price keys are known (others are skipped)."""
+        ran: dict[str, SpiralResult] = {}
+        for shock in self.params.spiral.standard_shocks:
+            if all(k in prices for k in shock.moves):
+                ran[shock.name] = self.spiral_results[shock.name] = self.spiral(
+                    positions, accounts, prices, shock.moves
+                )
+        return ran
+
+    def liquidated_usd(self) -> dict[str, float]:
+        """Notional liquidated (all stages) of the latest run of each standard shock, USD."""
+        return {
+            name: sum(r.liquidated_usd_by_stage.values()) for name, r in self.spiral_results.items()
+        }
