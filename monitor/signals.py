@@ -15,22 +15,32 @@ event time:
   ts_ms < the minimum watermark over all partitions (and everything at the end of a
   run). The released sequence is then the same total order whatever the interleaving.
 
-A signal is a list ``[ts_ms, asset, seq, kind, payload]`` with a JSON-object payload.
+A signal is a list ``[ts_ms, asset, seq, kind, payload]`` with a JSON-object payload whose
+fields are fixed per kind (:data:`SIGNAL_FIELDS`; one ``TypedDict`` per kind below).
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import orjson
 
 __all__ = [
+    "SIGNAL_FIELDS",
     "SIGNAL_VERSION",
+    "BookSignal",
+    "DepthSignal",
+    "FlowSignal",
+    "LiqSignal",
     "PartitionClock",
+    "PegSignal",
+    "PriceSignal",
     "ReorderBuffer",
     "Signal",
+    "SignalKind",
+    "SignalPayload",
     "SignalRecord",
     "decode_signal_record",
     "encode_signal_record",
@@ -42,6 +52,68 @@ SIGNAL_VERSION = 1
 #: [ts_ms, asset, seq, kind, payload]
 Signal = list[Any]
 
+SignalKind = Literal["price", "peg", "book", "depth", "liq", "flow"]
+
+
+class PriceSignal(TypedDict):
+    """A price key moved materially (an index, a venue's price, a derived rate)."""
+
+    key: str
+    price: float
+
+
+class PegSignal(TypedDict):
+    """A venue's peg level changed (0 in band … 3 critical) at this deviation."""
+
+    venue: str
+    level: int
+    dev_bps: float
+
+
+class BookSignal(TypedDict):
+    """A book changed withdrawal state (warm, withdrawn, restored, invalid …)."""
+
+    venue: str
+    symbol: str
+    state: str
+    depth_usd: float
+    baseline_usd: float
+
+
+class DepthSignal(TypedDict):
+    """A book's cumulative bid depth (USD) in the bands below mid, for the spiral's ladders."""
+
+    venue: str
+    symbol: str
+    key: str
+    mid: float
+    bid_usd: list[float]
+
+
+class LiqSignal(TypedDict):
+    """Liquidation prints of the batch, by side."""
+
+    long_usd: float
+    short_usd: float
+
+
+class FlowSignal(TypedDict):
+    """Net taker sell flow of the batch."""
+
+    net_sell_usd: float
+
+
+SignalPayload = PriceSignal | PegSignal | BookSignal | DepthSignal | LiqSignal | FlowSignal
+
+#: The fields each kind of signal carries: what stage 2 reads, checked when a record is decoded.
+SIGNAL_FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset(payload.__annotations__)
+    for kind, payload in (
+        ("price", PriceSignal), ("peg", PegSignal), ("book", BookSignal),
+        ("depth", DepthSignal), ("liq", LiqSignal), ("flow", FlowSignal),
+    )
+}
+
 
 @dataclass(slots=True)
 class PartitionClock:
@@ -50,7 +122,7 @@ class PartitionClock:
     watermark_ms: int = 0
     seq: int = 0
 
-    def stamp(self, ts_ms: int, asset: str, kind: str, payload: dict[str, Any]) -> Signal:
+    def stamp(self, ts_ms: int, asset: str, kind: SignalKind, payload: SignalPayload) -> Signal:
         """A signal at ``max(ts_ms, watermark)`` with the partition's next sequence number."""
         self.seq += 1
         return [ts_ms if ts_ms > self.watermark_ms else self.watermark_ms, asset, self.seq, kind, payload]
@@ -100,6 +172,11 @@ def signal_record_from_obj(obj: object) -> SignalRecord:
             and isinstance(s[4], dict)
         ):
             raise ValueError("each signal must be [ts_ms, asset, seq, kind, payload]")
+        fields = SIGNAL_FIELDS.get(s[3])
+        if fields is None:
+            raise ValueError(f"unknown signal kind {s[3]!r}")
+        if not fields <= s[4].keys():
+            raise ValueError(f"a {s[3]} signal needs {', '.join(sorted(fields - s[4].keys()))}")
     end = obj.get("end")
     return SignalRecord(part, wm, sigs, end if isinstance(end, str) else None)
 

@@ -86,3 +86,13 @@ def test_a_bad_risk_signals_record_names_what_is_wrong(value: bytes, reason: str
 def test_a_sync_marker_is_checked() -> None:
     with pytest.raises(ValueError, match="sync marker"):
         InputRecord("account", {"ctl": "sync", "run": 5}, None).sync  # noqa: B018
+
+
+@pytest.mark.parametrize(("signal", "reason"), [
+    ([1, "USDe", 1, "price", {"key": "USDe"}], "a price signal needs price"),
+    ([1, "USDe", 1, "rumour", {}], "unknown signal kind 'rumour'"),
+    ([1, "USDe", 1, "book", {"venue": "okx", "symbol": "X", "state": "warm"}], "needs baseline_usd, depth_usd"),
+])
+def test_a_signal_without_its_kinds_fields_is_refused(signal: list[object], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        decode_risk_record(orjson.dumps({"v": 1, "p": 0, "wm": 1, "s": [signal]}))

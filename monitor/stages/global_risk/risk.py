@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from monitor.accounts.watch import AccountWatch, default_balance_price_key, price_key_units, status_slack_usd
 from monitor.alerts import Alert
@@ -26,7 +26,18 @@ from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
 from monitor.models.loops.lending import Position
 from monitor.models.margin import Account, AccountResult
-from monitor.signals import ReorderBuffer, Signal, SignalRecord
+from monitor.signals import (
+    BookSignal,
+    DepthSignal,
+    FlowSignal,
+    LiqSignal,
+    PegSignal,
+    PriceSignal,
+    ReorderBuffer,
+    Signal,
+    SignalPayload,
+    SignalRecord,
+)
 from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, RiskSnapshot, SnapshotClock
 from monitor.stages.global_risk.loop_watch import LoopWatch
 from monitor.stages.global_risk.price_book import PriceBook
@@ -194,29 +205,32 @@ class GlobalRisk:
         return out
 
     def _apply(
-        self, ts: int, asset: str, kind: str, p: dict[str, Any], changed: set[str],
+        self, ts: int, asset: str, kind: str, p: SignalPayload, changed: set[str],
         out: list[Alert],
     ) -> None:
+        """One signal, by kind (its fields were checked when its record was decoded)."""
         self.now_ms = max(self.now_ms, ts)
         if kind == "price":
-            key, price = str(p["key"]), float(p["price"])
+            moved = cast(PriceSignal, p)
+            key, price = str(moved["key"]), float(moved["price"])
             if price > 0:
                 self.prices[key] = price
                 changed.add(key)
                 if key == asset:
                     self.cascade.on_index_price(ts, asset, price)
         elif kind == "peg":
-            self.cascade.on_peg_level(ts, asset, str(p["venue"]), int(p["level"]),
-                                      float(p["dev_bps"]))
+            peg = cast(PegSignal, p)
+            self.cascade.on_peg_level(ts, asset, str(peg["venue"]), int(peg["level"]), float(peg["dev_bps"]))
         elif kind == "book":
-            active, books, share = self.vacuum.on_book(ts, p, out)
+            active, books, share = self.vacuum.on_book(ts, cast(BookSignal, p), out)
             self.cascade.on_vacuum(ts, active, books, share)
         elif kind == "depth":
-            self.spiral_clock.on_depth(p)
+            self.spiral_clock.on_depth(cast(DepthSignal, p))
         elif kind == "liq":
-            self.cascade.on_liquidations(ts, float(p["long_usd"]) + float(p["short_usd"]))
+            liq = cast(LiqSignal, p)
+            self.cascade.on_liquidations(ts, float(liq["long_usd"]) + float(liq["short_usd"]))
         elif kind == "flow":
-            self.cascade.on_sell_flow(ts, asset, float(p["net_sell_usd"]))
+            self.cascade.on_sell_flow(ts, asset, float(cast(FlowSignal, p)["net_sell_usd"]))
 
     # -- evaluation --------------------------------------------------------------------
     def _evaluate(self, ts: int, changed: set[str], out: list[Alert]) -> None:

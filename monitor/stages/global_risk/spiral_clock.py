@@ -8,11 +8,11 @@ demand (the ``spiral`` command). The estimate itself is :func:`monitor.stages.sp
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
+from monitor.signals import DepthSignal
 from monitor.stages.spiral import SpiralResult, run_spiral
 
 __all__ = ["SpiralClock"]
@@ -28,7 +28,7 @@ class SpiralClock:
         self.spiral_results: dict[str, SpiralResult] = {}
         self.next_spiral_ms: int | None = None
 
-    def on_depth(self, p: dict[str, Any]) -> None:
+    def on_depth(self, p: DepthSignal) -> None:
         """A book's cumulative bid depth at 10…500 bps below mid, as (price, quantity) levels."""
         mid = float(p["mid"])
         levels: list[list[float]] = []

@@ -7,10 +7,9 @@ monitored and ``vacuum_share_ratio`` of them are withdrawn (RISK_MODEL §4).
 
 from __future__ import annotations
 
-from typing import Any
-
 from monitor.alerts import Alert, make_alert
 from monitor.config import LiquidityConfig
+from monitor.signals import BookSignal
 
 __all__ = ["VacuumWatch"]
 
@@ -30,7 +29,7 @@ class VacuumWatch:
         n_books = len(self.monitored_books)
         return len(self.withdrawn_books) / n_books if n_books else 0.0
 
-    def on_book(self, ts: int, p: dict[str, Any], out: list[Alert]) -> tuple[bool, list[str], float]:
+    def on_book(self, ts: int, p: BookSignal, out: list[Alert]) -> tuple[bool, list[str], float]:
         """Apply one book state; append the vacuum's alert when it starts or ends.
 
         Returns (vacuum active, withdrawn books sorted, withdrawn share) for the cascade.
