@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -239,7 +240,8 @@ class AccountBook:
         and whether no id repeats."""
         ids = self.columns.ids
         order = sorted(range(len(ids)), key=ids.__getitem__)
-        unique = all(ids[a] != ids[b] for a, b in itertools.pairwise(order))
+        in_order = [ids[i] for i in order]
+        unique = not any(map(operator.eq, in_order, in_order[1:]))
         return np.array(order, dtype=np.int64), unique
 
     def holders(self, key: str) -> IntArray:

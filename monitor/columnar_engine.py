@@ -420,17 +420,15 @@ def slot_figures(cols: AccountColumns, balance: IntArray, bal: FloatArray, px: F
     for table, at in _slots_by_table(cols, perp):
         mm_p.reshape(-1)[at] = step_mm_usd(np.abs(p_qty.reshape(-1)[at]), notional.reshape(-1)[at],
                                             cols.step_tables[table])
-    mmr, p_entry = cols.loan_mmr[bal_e], cols.entry_price_usd[perp_e]
+    # a term per slot, 0.0 in the slots that add nothing: the running sums start at 0.0 and
+    # are never −0.0, so adding 0.0 leaves them as they are (the scalar maths skips those)
+    mm_b = np.where(b_valid & ~(bal > 0), (-bal * px) * cols.loan_mmr[bal_e], 0.0)
+    eq_p = np.where(p_valid, p_qty * (p_px - cols.entry_price_usd[perp_e]), 0.0)
     equity, mm = np.zeros(balance.shape[0]), np.zeros(balance.shape[0])
-    for k in range(bal.shape[1]):
-        ok = b_valid[:, k]
-        equity = np.where(ok, equity + eq_b[:, k], equity)
-        loan = ok & ~(bal[:, k] > 0)
-        mm = np.where(loan, mm + (-bal[:, k] * px[:, k]) * mmr[:, k], mm)
-    for k in range(p_qty.shape[1]):
-        ok = p_valid[:, k]
-        equity = np.where(ok, equity + p_qty[:, k] * (p_px[:, k] - p_entry[:, k]), equity)
-        mm = np.where(ok, mm + mm_p[:, k], mm)
+    for eq_terms, mm_terms in ((eq_b, mm_b), (eq_p, mm_p)):
+        for k in range(eq_terms.shape[1]):
+            equity += eq_terms[:, k]
+            mm += mm_terms[:, k]
     return SlotFigures(eq_b, mm_p, equity, mm)
 
 
