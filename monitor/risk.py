@@ -26,6 +26,7 @@ from monitor.margin import Account, AccountResult
 from monitor.signals import ReorderBuffer, Signal, SignalRecord
 from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, RiskSnapshot, SnapshotClock
 from monitor.spiral import SpiralResult, run_spiral
+from monitor.spiral_gate import SpiralGate, SpiralInputs
 
 __all__ = [
     "HF_BANDS",
@@ -90,6 +91,7 @@ class GlobalRisk:
         self.ladders: dict[str, list[list[float]]] = {}
         self.spiral_results: dict[str, SpiralResult] = {}
         self.next_spiral_ms: int | None = None
+        self.spiral_gate = SpiralGate(config.spiral_run.tolerance_ratio)
         self.now_ms = 0
         self.cascade = CascadeDetector(
             config.cascade,
@@ -365,11 +367,17 @@ class GlobalRisk:
         )
 
     def run_standard_shocks(self) -> dict[str, SpiralResult]:
-        """The configured standard shocks whose price keys are known (others are skipped)."""
+        """The configured standard shocks whose price keys are known (others are skipped),
+        when the inputs moved beyond the tolerance since the last run; else that run's
+        results (``spiral_gate.decision`` says which, and why)."""
+        inputs = SpiralInputs.of(self.prices, self.ladders, self.positions, self.accounts)
+        if not self.spiral_gate.check(inputs).rerun:
+            return dict(self.spiral_gate.results)
         ran: dict[str, SpiralResult] = {}
         for shock in self.params.spiral.standard_shocks:
             if all(k in self.prices for k in shock.moves):
                 ran[shock.name] = self.spiral_results[shock.name] = self.spiral(shock.moves)
+        self.spiral_gate.ran(inputs, self.now_ms, ran)
         return ran
 
     def spiral_liquidated_usd(self) -> dict[str, float]:
