@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.account_columns import AccountColumns, FloatArray, IntArray
-from monitor.columnar_engine import RowLayout, slot_figures
+from monitor.columnar_engine import RowLayout, SlotGroups, slot_figures, slot_groups
 from monitor.columnar_margin import ModelLines, status_codes
 
 __all__ = ["ChangedAccounts"]
@@ -41,6 +41,7 @@ class ChangedAccounts:
         self.perp: IntArray = np.empty((0, 0), dtype=np.int64)
         self.bal: FloatArray = np.empty((0, 0), dtype=np.float64)
         self.p_qty: FloatArray = np.empty((0, 0), dtype=np.float64)
+        self._groups: SlotGroups | None = None  # the slots by table, until rows are added
 
     @property
     def member(self) -> npt.NDArray[np.bool_]:
@@ -54,6 +55,7 @@ class ChangedAccounts:
             return
         wb, wp = max(balance.shape[1], self.balance.shape[1]), max(perp.shape[1], self.perp.shape[1])
         self._place[rows] = self.rows.shape[0] + np.arange(rows.shape[0])
+        self._groups = None
         self.rows = np.concatenate([self.rows, rows])
         self.balance = np.concatenate([_widened(self.balance, wb, -1), _widened(balance, wb, -1)])
         self.perp = np.concatenate([_widened(self.perp, wp, -1), _widened(perp, wp, -1)])
@@ -75,7 +77,9 @@ class ChangedAccounts:
         px = np.where(b_valid, prices[cols.entry_key[np.maximum(self.balance, 0)]], 1.0)
         p_px = np.where(p_valid, prices[cols.entry_key[np.maximum(self.perp, 0)]], 1.0)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            fig = slot_figures(cols, self.balance, self.bal, px, self.perp, self.p_qty, p_px)
+            if self._groups is None:
+                self._groups = slot_groups(cols, self.balance, self.perp)
+            fig = slot_figures(cols, self.balance, self.bal, px, self.perp, self.p_qty, p_px, self._groups)
             ratio = np.divide(fig.equity, fig.mm, out=np.full_like(fig.equity, np.nan), where=fig.mm > 0)
             model = cols.model[self.rows]
             status = status_codes(ratio, fig.equity, model, self.lines)

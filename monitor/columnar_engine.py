@@ -33,6 +33,7 @@ __all__ = [
     "FlatActions",
     "RowLayout",
     "SlotFigures",
+    "SlotGroups",
     "book_layout",
     "layout_fits",
     "liquidate_layout",
@@ -40,6 +41,7 @@ __all__ = [
     "padded_entries",
     "settlement_fits",
     "slot_figures",
+    "slot_groups",
     "step_mm_usd",
     "tiered_equity_usd",
 ]
@@ -393,6 +395,15 @@ def _slots_by_table(cols: AccountColumns, entries: IntArray) -> list[tuple[int, 
     return [(int(table[lo]), flat[lo:hi]) for lo, hi in itertools.pairwise(cuts)]
 
 
+SlotGroups = tuple[list[tuple[int, IntArray]], list[tuple[int, IntArray]]]
+"""The filled balance slots and perp slots of padded matrices, grouped by entry table."""
+
+
+def slot_groups(cols: AccountColumns, balance: IntArray, perp: IntArray) -> SlotGroups:
+    """(table, flat slot indices) of the balance matrix and of the perp matrix."""
+    return _slots_by_table(cols, balance), _slots_by_table(cols, perp)
+
+
 class SlotFigures(NamedTuple):
     """Each balance slot's equity term, each perp slot's MM, each row's adjusted equity
     and MM (USD)."""
@@ -404,20 +415,23 @@ class SlotFigures(NamedTuple):
 
 
 def slot_figures(cols: AccountColumns, balance: IntArray, bal: FloatArray, px: FloatArray,
-                 perp: IntArray, p_qty: FloatArray, p_px: FloatArray) -> SlotFigures:
+                 perp: IntArray, p_qty: FloatArray, p_px: FloatArray,
+                 groups: SlotGroups | None = None) -> SlotFigures:
     """Figures of padded accounts (``balance``/``perp`` entry indices, −1 slots skipped) at
     amounts ``bal``, quantities ``p_qty`` and prices ``px``/``p_px`` (RISK_MODEL §3, the
     terms of ``monitor.margin._figures``): collateral min(tiered, value); a loan its value
     and MM loan × loan MMR; a perp its PnL qty × (px − entry) and bracket MM. Each sum runs
-    from 0.0 over the balances then the perps in entry order, as the scalar maths adds."""
+    from 0.0 over the balances then the perps in entry order, as the scalar maths adds.
+    ``groups``: :func:`slot_groups` of the same matrices, when the caller keeps them."""
+    b_groups, p_groups = groups or slot_groups(cols, balance, perp)
     b_valid, p_valid = balance >= 0, perp >= 0
     bal_e, perp_e = np.maximum(balance, 0), np.maximum(perp, 0)
     eq_b = np.zeros(bal.shape)
-    for table, at in _slots_by_table(cols, balance):
+    for table, at in b_groups:
         eq_b.reshape(-1)[at] = tiered_equity_usd(bal.reshape(-1)[at], px.reshape(-1)[at], cols.collateral_tables[table])
     notional = np.abs(p_qty) * p_px
     mm_p = np.zeros(p_qty.shape)
-    for table, at in _slots_by_table(cols, perp):
+    for table, at in p_groups:
         mm_p.reshape(-1)[at] = step_mm_usd(np.abs(p_qty.reshape(-1)[at]), notional.reshape(-1)[at],
                                             cols.step_tables[table])
     # a term per slot, 0.0 in the slots that add nothing: the running sums start at 0.0 and

@@ -412,12 +412,12 @@ class _BookSpiralRun(_SpiralRun):
             key = cols.entry_key[fa.entry]
             code = np.where(fa.is_perp, len(cols.assets) + key, cols.entry_asset[fa.entry]).astype(np.int64)
             code = code * len(cols.keys) + key
-            uniq, inverse = np.unique(code, return_inverse=True)
-            pair_ids = np.array([out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
-                                 for u in uniq.tolist()], dtype=np.int64)
+            uniq = np.flatnonzero(np.bincount(code, minlength=1))  # few codes: no sort
+            pair_of = np.zeros(int(uniq[-1]) + 1 if uniq.size else 1, dtype=np.int64)
+            pair_of[uniq] = [out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
+                             for u in uniq.tolist()]
             row = result.rows[fa.k]
-            out.add(book.order[row], fa.place, fa.usd, fa.sale,
-                    pair_ids[inverse.reshape(-1)] if uniq.size else np.empty(0, dtype=np.int64), venue_code[row])
+            out.add(book.order[row], fa.place, fa.usd, fa.sale, pair_of[code], venue_code[row])
             if new:
                 self.edited.add(rows, result.balance[acted], result.perp[acted], result.balance_after[acted],
                                 result.perp_qty_after[acted])
