@@ -218,6 +218,10 @@ class AccountBook:
         """The accounts whose status code is ``code`` at the current prices (ascending)."""
         return np.sort(self.order[np.flatnonzero(self._status == code)])
 
+    def rows_in_status(self, code: int) -> IntArray:
+        """The rows of ``columns`` whose status code is ``code`` (ascending rows)."""
+        return np.flatnonzero(self._status == code)
+
     def rows_of(self, accounts: IntArray) -> IntArray:
         """The rows of ``columns`` holding some accounts."""
         rows: IntArray = self._row_of[accounts]

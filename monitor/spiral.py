@@ -429,10 +429,10 @@ class _BookSpiralRun(_SpiralRun):
         """Stage 7 on the book: the accounts in liquidation at the round's prices."""
         book, px, p = self.accounts.book, self.px, self.p
         book.move({k: px[k] for k in book.columns.keys})
-        rows = book.rows_of(book.in_status(LIQUIDATION))
-        scalar_rows = np.zeros(book.columns.n_accounts, dtype=np.bool_)
-        scalar_rows[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True
-        rows = rows[~self.edited.member[rows] & ~scalar_rows[rows]]
+        rows = book.rows_in_status(LIQUIDATION)  # in row order: actions are queued by account
+        skip = self.edited.member
+        skip[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True  # the scalar engine's
+        rows = rows[~skip[rows]]
         main = book_layout(book, rows)
         fits = layout_fits(book.columns, main.model, main.balance, main.perp, p)
         actions = _RoundActions(book.venue_codes[0])
