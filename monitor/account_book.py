@@ -37,7 +37,7 @@ __all__ = ["AccountBook", "AccountFigures", "StatusChanges"]
 _BYBIT = MODELS.index("bybit-uta")
 _HYPERLIQUID = MODELS.index("hyperliquid")
 #: Sets of keys moved together whose accounts a book keeps (a spiral moves a few sets).
-_KEY_SETS_KEPT = 8
+_KEY_SETS_KEPT = 4
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,7 @@ class AccountBook:
         self._key_index = {k: i for i, k in enumerate(columns.keys)}
         #: The accounts holding any of several keys, by the keys (moves of several keys recur).
         self._rows_of_keys: dict[tuple[int, ...], _Rows] = {}
+        self._all_rows: _Rows | None = None
         n_entries, n_accounts = columns.qty.shape[0], columns.n_accounts
         #: Each entry's term of its account's adjusted equity, MM and gross notional (USD).
         self.parts = tuple(np.zeros(n_entries, dtype=np.float64) for _ in range(3))
@@ -290,7 +291,11 @@ class AccountBook:
                 held[self._by_key[k].rows.accounts] = True
             if len(self._rows_of_keys) >= _KEY_SETS_KEPT:
                 self._rows_of_keys.clear()
-            rows = self._rows_of_keys[tuple(keys)] = _Rows(np.flatnonzero(held), self.columns)
+            if held.all():  # sets of keys every account holds share one
+                rows = self._all_rows = self._all_rows or _Rows(np.flatnonzero(held), self.columns)
+            else:
+                rows = _Rows(np.flatnonzero(held), self.columns)
+            self._rows_of_keys[tuple(keys)] = rows
         return self._evaluate(keys, rows)
 
     def figures(self, accounts: IntArray | None = None) -> AccountFigures:
