@@ -308,6 +308,11 @@ class SpiralRunConfig(_Frozen):
 
     #: Event-time interval between runs of the standard shocks; 0 = only on demand (*assumed*).
     interval_ms: int = Field(default=300_000, ge=0)
+    #: A run of the standard shocks is skipped (the last results stand) unless a price or a
+    #: ladder's bid depth moved by more than this ratio of itself since the last run, or a
+    #: position or account changed (*assumed*; ``monitor/stages/global_risk/spiral_gate.py``). Left out of the
+    #: config hash: alert ids do not depend on it.
+    tolerance_ratio: float = Field(default=0.001, ge=0.0, exclude=True)
 
 
 class EngineConfig(_Frozen):

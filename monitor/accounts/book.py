@@ -13,8 +13,10 @@ they are equal to the scalar figures bit for bit. Statuses are an int8 array (co
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -34,6 +36,8 @@ __all__ = ["AccountBook", "AccountFigures", "StatusChanges"]
 
 _BYBIT = MODELS.index("bybit-uta")
 _HYPERLIQUID = MODELS.index("hyperliquid")
+#: Sets of keys moved together whose accounts a book keeps (a spiral moves a few sets).
+_KEY_SETS_KEPT = 4
 
 
 @dataclass(frozen=True)
@@ -90,16 +94,24 @@ class _Rows:
         counts = counts[order]
         cuts = [0, *(np.flatnonzero(np.diff(counts)) + 1).tolist(), int(counts.shape[0])]
         self.groups = [(int(counts[lo]), lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+        self._blocks: list[npt.NDArray[np.integer]] | None = None  # made on the first ``sums``
+
+    def _block(self, count: int, lo: int, hi: int) -> npt.NDArray[np.integer]:
+        """Entry indices of a group, account by account: neighbours in memory are gathered
+        together (int32 while the entries fit: half the memory kept)."""
+        block = np.repeat(self.starts[lo:hi], count)
+        block += np.tile(np.arange(count), hi - lo)
+        small = block.size == 0 or int(block.max()) < np.iinfo(np.int32).max
+        return block.astype(np.int32) if small else block
 
     def sums(self, parts: list[FloatArray]) -> list[FloatArray]:
         """Σ of each per-entry array per account, left to right from 0.0."""
         totals = [np.zeros(self.accounts.shape[0], dtype=np.float64) for _ in parts]
-        for count, lo, hi in self.groups:
+        if self._blocks is None:
+            self._blocks = [self._block(count, lo, hi) for count, lo, hi in self.groups]
+        for (count, lo, hi), block in zip(self.groups, self._blocks, strict=True):
             if count == 0:
                 continue
-            # entry indices account by account: neighbours in memory are gathered together
-            block = np.repeat(self.starts[lo:hi], count)
-            block += np.tile(np.arange(count), hi - lo)
             for part, total in zip(parts, totals, strict=True):
                 values = part[block].reshape(hi - lo, count)
                 run = total[lo:hi]
@@ -191,6 +203,9 @@ class AccountBook:
         self._by_key = [_KeyEntries(columns, order[cuts[k]:cuts[k + 1]], self.entry_account)
                         for k in range(len(columns.keys))]
         self._key_index = {k: i for i, k in enumerate(columns.keys)}
+        #: The accounts holding any of several keys, by the keys (moves of several keys recur).
+        self._rows_of_keys: dict[tuple[int, ...], _Rows] = {}
+        self._all_rows: _Rows | None = None
         n_entries, n_accounts = columns.qty.shape[0], columns.n_accounts
         #: Each entry's term of its account's adjusted equity, MM and gross notional (USD).
         self.parts = tuple(np.zeros(n_entries, dtype=np.float64) for _ in range(3))
@@ -204,10 +219,35 @@ class AccountBook:
         """The accounts whose status code is ``code`` at the current prices (ascending)."""
         return np.sort(self.order[np.flatnonzero(self._status == code)])
 
+    def rows_in_status(self, code: int) -> IntArray:
+        """The rows of ``columns`` whose status code is ``code`` (ascending rows)."""
+        return np.flatnonzero(self._status == code)
+
     def rows_of(self, accounts: IntArray) -> IntArray:
         """The rows of ``columns`` holding some accounts."""
         rows: IntArray = self._row_of[accounts]
         return rows
+
+    @functools.cached_property
+    def venue_codes(self) -> tuple[list[str], IntArray]:
+        """The venues of the accounts, and each row's venue as an index into them."""
+        names = list(dict.fromkeys(self.columns.venues))
+        codes = np.zeros(self.columns.n_accounts, dtype=np.int64)
+        if len(names) > 1:
+            venues = np.array(self.columns.venues, dtype=object)
+            for code, name in enumerate(names[1:], start=1):
+                codes[venues == name] = code
+        return names, codes
+
+    @functools.cached_property
+    def rows_by_id(self) -> tuple[IntArray, bool]:
+        """The rows in the order of their account ids (as ``sorted`` orders the strings),
+        and whether no id repeats."""
+        ids = self.columns.ids
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        in_order = [ids[i] for i in order]
+        unique = not any(map(operator.eq, in_order, in_order[1:]))
+        return np.array(order, dtype=np.int64), unique
 
     def holders(self, key: str) -> IntArray:
         """The accounts holding a price key (ascending)."""
@@ -244,11 +284,19 @@ class AccountBook:
             return StatusChanges(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int8))
         if len(keys) == 1:
             return self._evaluate(keys, self._by_key[keys[0]].rows)
-        held = np.zeros(self.columns.n_accounts, dtype=np.bool_)  # a mask: no sort or hash
-        for k in keys:
-            held[self._by_key[k].rows.accounts] = True
-        accounts = np.flatnonzero(held)
-        return self._evaluate(keys, _Rows(accounts, self.columns))
+        rows = self._rows_of_keys.get(tuple(keys))
+        if rows is None:
+            held = np.zeros(self.columns.n_accounts, dtype=np.bool_)  # a mask: no sort or hash
+            for k in keys:
+                held[self._by_key[k].rows.accounts] = True
+            if len(self._rows_of_keys) >= _KEY_SETS_KEPT:
+                self._rows_of_keys.clear()
+            if held.all():  # sets of keys every account holds share one
+                rows = self._all_rows = self._all_rows or _Rows(np.flatnonzero(held), self.columns)
+            else:
+                rows = _Rows(np.flatnonzero(held), self.columns)
+            self._rows_of_keys[tuple(keys)] = rows
+        return self._evaluate(keys, rows)
 
     def figures(self, accounts: IntArray | None = None) -> AccountFigures:
         """Figures of ``accounts`` (all by default) at the current prices (RISK_MODEL §3):

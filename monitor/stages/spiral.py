@@ -3,7 +3,6 @@ current bid ladders → new prices → repeat until nothing new is liquidated.""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -14,9 +13,10 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
 from monitor.accounts.book import AccountBook
+from monitor.accounts.changed import ChangedAccounts
 from monitor.accounts.columns import FloatArray, IntArray
-from monitor.accounts.vector_engine import liquidate_rows, padded_entries, settlement_fits
-from monitor.accounts.vector_margin import LIQUIDATION
+from monitor.accounts.vector_engine import EngineResult, book_layout, layout_fits, liquidate_layout
+from monitor.accounts.vector_margin import LIQUIDATION, ModelLines
 from monitor.models.loops.lending import (
     Position,
     close_factor_ratio,
@@ -256,6 +256,10 @@ class _SpiralRun:
             new_px = remaining[0] if remaining else levels[key][-1][0] if levels[key] else px[key]
             px[key] = min(px[key], new_px)
 
+    def accounts_liquidated(self) -> list[str]:
+        """Ids of the accounts liquidated, sorted."""
+        return sorted(self.liq_acct)
+
     def result(self, rounds: int, converged: bool) -> SpiralResult:
         px, start = self.px, self.start
         exhausted = sorted(k for k, lv in self.levels.items() if lv and all(x[1] <= 0 for x in lv))
@@ -267,7 +271,7 @@ class _SpiralRun:
             liquidated_usd_by_venue=dict(sorted(self.by_venue.items())),
             debt_repaid_usd=self.repaid_total,
             positions_liquidated=sorted(self.liq_pos),
-            accounts_liquidated=sorted(self.liq_acct),
+            accounts_liquidated=self.accounts_liquidated(),
             sold_qty_by_book=dict(sorted(self.sold.items())),
             final_prices={k: px[k] for k in sorted(px)},
             price_change_pct=change,
@@ -316,47 +320,47 @@ def _sequential_sum(start: float, values: FloatArray) -> float:
 class _RoundActions:
     """One round's engine actions of many accounts as arrays, counted and queued in
     (account, place) order — the order :meth:`_SpiralRun.queue_actions` takes them in one
-    by one — with each total summed left to right (RISK_MODEL §7)."""
+    by one — with each total summed left to right (RISK_MODEL §7). Venues are codes into
+    ``venues``."""
 
-    def __init__(self) -> None:
-        self._parts: list[tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.bool_], IntArray]] = []
+    def __init__(self, venues: Sequence[str]) -> None:
+        self._parts: list[tuple[IntArray, IntArray, FloatArray, npt.NDArray[np.bool_], IntArray, IntArray]] = []
         self.pairs: dict[tuple[str, str], int] = {}
-        self.venue_of: dict[int, str] = {}
-        self.id_of: dict[int, str] = {}
+        self.venues = venues
+        self.ids: list[str] = []
 
     def pair(self, asset: str, key: str) -> int:
         """Id of a (queued asset, price key) pair."""
         return self.pairs.setdefault((asset, key), len(self.pairs))
 
     def add(self, account: IntArray, place: IntArray, usd: FloatArray, sell: npt.NDArray[np.bool_],
-            pair: IntArray) -> None:
-        """Actions (account number, place among its actions, USD, is a sale, pair id)."""
-        self._parts.append((account, place, usd, sell, pair))
+            pair: IntArray, venue: IntArray) -> None:
+        """Actions (account number, place among its actions, USD, is a sale, pair id, venue code)."""
+        self._parts.append((account, place, usd, sell, pair, venue))
 
-    def add_scalar(self, i: int, account_id: str, venue: str, actions: Sequence[ForcedSell]) -> None:
-        """One account's actions from the scalar engine."""
-        self.id_of[i], self.venue_of[i] = account_id, venue
+    def add_scalar(self, i: int, account_id: str, venue: int, actions: Sequence[ForcedSell]) -> None:
+        """One account's actions from the scalar engine (``venue``: its venue's code)."""
+        self.ids.append(account_id)
         n = len(actions)
         self.add(np.full(n, i, dtype=np.int64), np.arange(n, dtype=np.int64),
                  np.array([a.usd for a in actions], dtype=np.float64),
                  np.array([a.side == "sell" for a in actions], dtype=np.bool_),
                  np.array([self.pair(a.asset if a.kind == "collateral" else a.price_key, a.price_key)
-                           for a in actions], dtype=np.int64))
+                           for a in actions], dtype=np.int64), np.full(n, venue, dtype=np.int64))
 
     def queue(self, run: _SpiralRun) -> None:
-        """Stage and venue totals, accounts liquidated, sells queued on their bid books."""
+        """Stage and venue totals, scalar accounts liquidated, sells queued on their bid books."""
+        run.liq_acct.update(self.ids)
         if not self._parts:
             return
-        account, place, usd, sell, pair = (np.concatenate([q[j] for q in self._parts]) for j in range(5))
+        account, place, usd, sell, pair, venue = (np.concatenate([q[j] for q in self._parts]) for j in range(6))
         order = np.lexsort((place, account))
-        account, usd, sell, pair = account[order], usd[order], sell[order], pair[order]
+        usd, sell, pair, venue = usd[order], sell[order], pair[order], venue[order]
         stage = str(STAGE_UNIFIED)
         run.by_stage[stage] = _sequential_sum(run.by_stage[stage], usd)
-        venues = np.array([self.venue_of[i] for i in account.tolist()], dtype=object)
-        for venue in sorted(set(self.venue_of.values())):
-            if (venues == venue).any():
-                run.by_venue[venue] = _sequential_sum(run.by_venue.get(venue, 0.0), usd[venues == venue])
-        run.liq_acct.update(self.id_of.values())
+        for code in np.unique(venue).tolist():
+            name = self.venues[code]
+            run.by_venue[name] = _sequential_sum(run.by_venue.get(name, 0.0), usd[venue == code])
         names = list(self.pairs)
         key_px = np.array([run.px[k] for _, k in names], dtype=np.float64)
         routes = [route_book_key(a, k, run.levels) for a, k in names]
@@ -376,9 +380,9 @@ class _BookSpiralRun(_SpiralRun):
     """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
     is evaluated there (only those holding a moved key are re-evaluated). The engine is the
     batch engine of :mod:`monitor.accounts.vector_engine` (equal to ``liquidate_account``); an
-    account it has changed keeps its balances and perp quantities as columns (``qty``, a
-    closed perp at 0) and is re-evaluated each round in a book of the changed accounts.
-    Accounts the batch engine does not lay out go through the scalar engine and are
+    account it has changed keeps its balances and perp quantities beside the book
+    (:class:`monitor.accounts.changed.ChangedAccounts`) and is re-evaluated there each
+    round. Accounts the batch engine does not lay out go through the scalar engine and are
     evaluated by ``evaluate_account`` from then on. Actions are queued in account order, as
     :func:`run_spiral` queues them, so every sum runs in the same order."""
 
@@ -387,84 +391,77 @@ class _BookSpiralRun(_SpiralRun):
         super().__init__(positions, (), prices, books, shocks, p)
         self.accounts = accounts
         self.changed: dict[int, Account] = {}
-        cols = accounts.book.columns
-        #: Balances and perp quantities of the book's rows after the engine.
-        self.qty = cols.qty.copy()
-        self.in_columns = np.zeros(cols.n_accounts, dtype=np.bool_)
+        book = accounts.book
+        self.edited = ChangedAccounts(book.columns, ModelLines.from_params(p))
+        #: Book rows the batch engine has acted on.
+        self.acted = np.zeros(book.columns.n_accounts, dtype=np.bool_)
 
-    def _changed_book(self) -> tuple[AccountBook, IntArray] | None:
-        """The accounts the batch engine has changed, as a book of their current columns at
-        the round's prices, and the main-book row of each of its rows (None: no such account)."""
-        rows = np.flatnonzero(self.in_columns)
-        if rows.size == 0:
-            return None
-        cols = dataclasses.replace(self.accounts.book.columns, qty=self.qty).permuted(rows)
-        sub = AccountBook(cols, {k: self.px[k] for k in cols.keys}, self.p)
-        main: IntArray = rows[sub.order]
-        return sub, main
-
-    def _batch(self, book: AccountBook, rows: IntArray, main_of: IntArray | None, out: _RoundActions) -> None:
-        """The batch engine on some rows of ``book`` (the main book, or the changed
-        accounts' book whose row r is main row ``main_of[r]``); the state of the rows it acts
-        on is written back, their actions added to ``out``."""
-        if rows.size == 0:
-            return
-        main_book = self.accounts.book
-        cols = book.columns
-        for result in liquidate_rows(book, rows, self.p):
-            main = result.rows if main_of is None else main_of[result.rows]
+    def _queue_results(self, results: list[EngineResult], out: _RoundActions, *, new: bool) -> int:
+        """Results of the batch engine on book rows: actions added to ``out``, the rows that
+        acted kept in ``edited`` (``new``: not there yet); the number of rows that acted."""
+        book = self.accounts.book
+        cols, (_, venue_code) = book.columns, book.venue_codes
+        names = [*cols.assets, *cols.keys]
+        events = 0
+        for result in results:
             acted = result.acted()
-            for row in main[acted].tolist():
-                i = int(main_book.order[row])
-                out.id_of[i], out.venue_of[i] = main_book.columns.ids[row], main_book.columns.venues[row]
-            k, place, entry, usd, is_perp = result.flat_actions()
-            key = cols.entry_key[entry]
-            queued = np.where(is_perp, len(cols.assets) + key, cols.entry_asset[entry])
-            names = [*cols.assets, *cols.keys]
-            code = queued.astype(np.int64) * len(cols.keys) + key
-            uniq, inverse = np.unique(code, return_inverse=True)
-            pair_ids = np.array([out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
-                                 for u in uniq.tolist()], dtype=np.int64)
-            out.add(main_book.order[main[k]], place, usd, ~is_perp | (cols.qty[entry] > 0),
-                    pair_ids[inverse.reshape(-1)] if uniq.size else np.empty(0, dtype=np.int64))
-            self._write_back(main[acted], result.balance_after[acted], result.perp_qty_after[acted])
-
-    def _write_back(self, rows: IntArray, balance_after: FloatArray, perp_qty_after: FloatArray) -> None:
-        """The rows' balances and perp quantities after the engine, slot by slot in entry order."""
-        cols = self.accounts.book.columns
-        for entries, after in ((padded_entries(rows, cols.entry_start, ~cols.entry_is_perp), balance_after),
-                               (padded_entries(rows, cols.entry_start, cols.entry_is_perp), perp_qty_after)):
-            ok = entries >= 0
-            self.qty[entries[ok]] = after[:, :entries.shape[1]][ok]
-        self.in_columns[rows] = True
+            rows = result.rows[acted]
+            events += int(rows.shape[0])
+            self.acted[rows] = True
+            fa = result.flat_actions()
+            key = cols.entry_key[fa.entry]
+            code = np.where(fa.is_perp, len(cols.assets) + key, cols.entry_asset[fa.entry]).astype(np.int64)
+            code = code * len(cols.keys) + key
+            uniq = np.flatnonzero(np.bincount(code, minlength=1))  # few codes: no sort
+            pair_of = np.zeros(int(uniq[-1]) + 1 if uniq.size else 1, dtype=np.int64)
+            pair_of[uniq] = [out.pair(names[u // len(cols.keys)], cols.keys[u % len(cols.keys)])
+                             for u in uniq.tolist()]
+            row = result.rows[fa.k]
+            out.add(book.order[row], fa.place, fa.usd, fa.sale, pair_of[code], venue_code[row])
+            if new:
+                self.edited.add(rows, result.balance[acted], result.perp[acted], result.balance_after[acted],
+                                result.perp_qty_after[acted])
+            else:
+                self.edited.update(rows, result.balance_after[acted], result.perp_qty_after[acted])
+        return events
 
     def liquidate_accounts(self) -> int:
         """Stage 7 on the book: the accounts in liquidation at the round's prices."""
         book, px, p = self.accounts.book, self.px, self.p
         book.move({k: px[k] for k in book.columns.keys})
-        rows = book.rows_of(book.in_status(LIQUIDATION))
-        scalar_rows = np.zeros(book.columns.n_accounts, dtype=np.bool_)
-        scalar_rows[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True
-        rows = rows[~self.in_columns[rows] & ~scalar_rows[rows]]
-        fits = settlement_fits(book, rows, p)
-        changed = self._changed_book()  # before the engine writes this round's changes back
-        actions = _RoundActions()
-        self._batch(book, rows[fits], None, actions)
-        if changed is not None:
-            sub, main_of = changed
-            self._batch(sub, sub.rows_of(sub.in_status(LIQUIDATION)), main_of, actions)
-        events = len(actions.id_of)
+        rows = book.rows_in_status(LIQUIDATION)  # in row order: actions are queued by account
+        skip = self.edited.member
+        skip[book.rows_of(np.array(sorted(self.changed), dtype=np.int64))] = True  # the scalar engine's
+        rows = rows[~skip[rows]]
+        main = book_layout(book, rows)
+        fits = layout_fits(book.columns, main.model, main.balance, main.perp, p)
+        actions = _RoundActions(book.venue_codes[0])
+        layout, status = self.edited.evaluate(book.prices)  # before this round's rows join it
+        events = self._queue_results(liquidate_layout(book.columns, layout.take(status == LIQUIDATION), p),
+                                     actions, new=False)
+        main = main if fits.all() else main.take(fits)
+        events += self._queue_results(liquidate_layout(book.columns, main, p), actions, new=True)
         again = [i for i, acct in self.changed.items()
                  if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
         for i in sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())}):
             acct = self.changed[i] if i in self.changed else self.accounts.account(i)
             after, sells, _ = liquidate_account(acct, px, p)
             if sells:
-                actions.add_scalar(i, acct.account_id, acct.venue, sells)
+                row = int(book.rows_of(np.array([i]))[0])
+                actions.add_scalar(i, acct.account_id, int(book.venue_codes[1][row]), sells)
                 self.changed[i] = after
                 events += 1
         actions.queue(self)
         return events
+
+    def accounts_liquidated(self) -> list[str]:
+        """Ids of the accounts liquidated, sorted: the batch engine's from the book's id
+        order, the scalar engine's merged in."""
+        book = self.accounts.book
+        by_id, unique = book.rows_by_id
+        out = list(map(book.columns.ids.__getitem__, by_id[self.acted[by_id]].tolist()))
+        out = out if unique else list(dict.fromkeys(out))  # an id once, as in a set
+        return sorted({*out, *self.liq_acct}) if self.liq_acct else out
 
 
 def run_spiral_on_book(

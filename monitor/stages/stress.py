@@ -283,12 +283,14 @@ class _AccountRows:
             sells: list[dict[str, Any]] = []
             uncovered: float | None = 0.0
             if status == LIQUIDATION:
-                actions, short = engine[i]
-                sells = _clean(actions)
-                uncovered = _clean(short)
-                for s in actions:
+                sells, short = engine[i]  # fresh dicts of str fields and one float: cleaned in place
+                uncovered = short if math.isfinite(short) else None
+                for s in sells:
+                    usd = s["usd"]
                     if s["side"] == "sell":
-                        self.sells_by_asset[s["asset"]] = self.sells_by_asset.get(s["asset"], 0.0) + s["usd"]
+                        self.sells_by_asset[s["asset"]] = self.sells_by_asset.get(s["asset"], 0.0) + usd
+                    if not math.isfinite(usd):
+                        s["usd"] = None
             out.append({
                 "account_id": self.ids[i], "venue": self.venues[i], "model": self.models[i], "uni_mmr": ratio,
                 "venue_ratio_name": VENUE_RATIO_NAMES[self.models[i]], "venue_ratio": venue_ratio,

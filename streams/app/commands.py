@@ -173,7 +173,11 @@ def run_spiral_command(risk: GlobalRisk, request: SpiralRequest) -> dict[str, An
             name: sorted(k for k in moves if k not in risk.prices)
             for name, moves in specs.items() if name not in ran
         }
-        return spiral_reply(request, risk, results, skipped)
+        reply = spiral_reply(request, risk, results, skipped)
+        decision = risk.spiral_gate.decision
+        if decision is not None:
+            reply["spiral_run"] = decision.as_dict()
+        return reply
     missing = sorted(k for k in request.shocks if k not in risk.prices)
     if missing:
         raise CommandError(

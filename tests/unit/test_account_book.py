@@ -318,3 +318,27 @@ def test_spiral_on_the_book_equals_the_scalar_spiral(
     got = run_spiral_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shocks=shock,
                              params=params)
     assert got.model_dump() == want.model_dump()
+
+
+@settings(max_examples=60, deadline=None)
+@given(book_case(), shocks, shocks, st.data())
+def test_spirals_one_after_another_on_one_book_equal_the_scalar_spirals(
+    case: tuple[list[Account], dict[str, float], RiskParams], first: dict[str, float], second: dict[str, float],
+    data: st.DataObject,
+) -> None:
+    """Two spirals on one book (the second starts from the book left at the first's last
+    prices), accounts on several venues, ids that sort out of book order, some repeated:
+    each equals ``run_spiral`` to the last digit."""
+    accounts, prices, params = case
+    n = len(accounts)
+    ids = data.draw(st.lists(st.sampled_from(["a10", "a2", "b", "a1", "Z"]), min_size=n, max_size=n))
+    venues = data.draw(st.lists(st.sampled_from(["okx", "binance", "v"]), min_size=n, max_size=n))
+    accounts = [a.model_copy(update={"account_id": i, "venue": v})
+                for a, i, v in zip(accounts, ids, venues, strict=True)]
+    books = data.draw(bid_books(prices))
+    book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
+    for shock in (first, second):
+        want = run_spiral([], accounts, prices, books, shocks=shock, params=params)
+        got = run_spiral_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shocks=shock,
+                                 params=params)
+        assert got.model_dump() == want.model_dump()

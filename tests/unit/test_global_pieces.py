@@ -14,7 +14,7 @@ MINUTE_MS = 60_000
 
 
 def test_the_spiral_clock_arms_on_its_first_time_then_fires_once_a_boundary() -> None:
-    clock = SpiralClock(RiskParams(), interval_ms=MINUTE_MS)
+    clock = SpiralClock(RiskParams(), interval_ms=MINUTE_MS, tolerance_ratio=0.001)
     start = T0 - T0 % MINUTE_MS + 5_000
     assert not clock.due(start)  # arms for the next minute
     assert clock.next_spiral_ms == start - 5_000 + MINUTE_MS
@@ -26,7 +26,7 @@ def test_the_spiral_clock_arms_on_its_first_time_then_fires_once_a_boundary() ->
 
 
 def test_depth_becomes_price_and_quantity_levels_below_mid() -> None:
-    clock = SpiralClock(RiskParams(), interval_ms=MINUTE_MS)
+    clock = SpiralClock(RiskParams(), interval_ms=MINUTE_MS, tolerance_ratio=0.001)
     clock.on_depth({"key": "ETH", "mid": 4_000.0, "bid_usd": [40_000.0, 40_000.0, 120_000.0, 120_000.0, 0.0]})
     (px_10, qty_10), (px_100, qty_100) = clock.ladders["ETH"]
     assert (px_10, px_100) == (4_000.0 * 0.999, 4_000.0 * 0.99)

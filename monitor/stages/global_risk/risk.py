@@ -42,6 +42,7 @@ from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, RiskSnapshot, Snapsh
 from monitor.stages.global_risk.loop_watch import LoopWatch
 from monitor.stages.global_risk.price_book import PriceBook
 from monitor.stages.global_risk.spiral_clock import SpiralClock
+from monitor.stages.global_risk.spiral_gate import SpiralGate
 from monitor.stages.global_risk.vacuum_watch import VacuumWatch
 from monitor.stages.spiral import SpiralResult
 
@@ -91,7 +92,7 @@ class GlobalRisk:
         self._account_keys: set[str] = set()
         self._last_account_eval_ms: int | None = None
         self.vacuum = VacuumWatch(config.liquidity, self.config_hash)
-        self.spiral_clock = SpiralClock(self.params, config.spiral_run.interval_ms)
+        self.spiral_clock = SpiralClock(self.params, config.spiral_run.interval_ms, config.spiral_run.tolerance_ratio)
         self.now_ms = 0
         self.cascade = CascadeDetector(
             config.cascade,
@@ -262,9 +263,15 @@ class GlobalRisk:
         """Spiral estimate on the live state for one shock (on demand)."""
         return self.spiral_clock.spiral(self.positions, self.accounts, self.prices, shocks)
 
+    @property
+    def spiral_gate(self) -> SpiralGate:
+        """Whether the last standard-shock run re-ran, and why (``decision``)."""
+        return self.spiral_clock.gate
+
     def run_standard_shocks(self) -> dict[str, SpiralResult]:
-        """The configured standard shocks whose price keys are known (others are skipped)."""
-        return self.spiral_clock.run_standard_shocks(self.positions, self.accounts, self.prices)
+        """The configured standard shocks whose price keys are known (others are skipped), when
+        their inputs moved beyond the tolerance since the last run (else that run's results)."""
+        return self.spiral_clock.run_standard_shocks(self.positions, self.accounts, self.prices, self.now_ms)
 
     def spiral_liquidated_usd(self) -> dict[str, float]:
         """Notional liquidated (all stages) of the latest run of each standard shock, USD."""

@@ -1,8 +1,10 @@
 """The spiral estimate on the global stage's live state (RISK_MODEL §7).
 
 The depth ladders it sells into come from stage 1's ``depth`` signals; the configured
-standard shocks run on an event-time timer (``spiral_run.interval_ms``), and any shock on
-demand (the ``spiral`` command). The estimate itself is :func:`monitor.stages.spiral.run_spiral`.
+standard shocks run on an event-time timer (``spiral_run.interval_ms``) when their inputs
+moved beyond ``spiral_run.tolerance_ratio`` since the last run
+(:class:`monitor.stages.global_risk.spiral_gate.SpiralGate`), and any shock on demand (the
+``spiral`` command). The estimate itself is :func:`monitor.stages.spiral.run_spiral`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
 from monitor.signals import DepthSignal
+from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
 from monitor.stages.spiral import SpiralResult, run_spiral
 
 __all__ = ["SpiralClock"]
@@ -21,9 +24,10 @@ __all__ = ["SpiralClock"]
 class SpiralClock:
     """Depth ladders by price key, the event-time timer and the latest standard-shock results."""
 
-    def __init__(self, params: RiskParams, interval_ms: int) -> None:
+    def __init__(self, params: RiskParams, interval_ms: int, tolerance_ratio: float) -> None:
         self.params = params
         self.interval_ms = interval_ms
+        self.gate = SpiralGate(tolerance_ratio)
         self.ladders: dict[str, list[list[float]]] = {}
         self.spiral_results: dict[str, SpiralResult] = {}
         self.next_spiral_ms: int | None = None
@@ -67,15 +71,21 @@ class SpiralClock:
 
     def run_standard_shocks(
         self, positions: Mapping[str, Position], accounts: Mapping[str, Account],
-        prices: Mapping[str, float],
+        prices: Mapping[str, float], now_ms: int,
     ) -> dict[str, SpiralResult]:
-        """The configured standard shocks whose price keys are known (others are skipped)."""
+        """The configured standard shocks whose price keys are known (others are skipped),
+        when the inputs moved beyond the tolerance since the last run; else that run's
+        results (``gate.decision`` says which, and why)."""
+        inputs = SpiralInputs.of(prices, self.ladders, positions, accounts)
+        if not self.gate.check(inputs).rerun:
+            return dict(self.gate.results)
         ran: dict[str, SpiralResult] = {}
         for shock in self.params.spiral.standard_shocks:
             if all(k in prices for k in shock.moves):
                 ran[shock.name] = self.spiral_results[shock.name] = self.spiral(
                     positions, accounts, prices, shock.moves
                 )
+        self.gate.ran(inputs, now_ms, ran)
         return ran
 
     def liquidated_usd(self) -> dict[str, float]:
