@@ -37,7 +37,6 @@ from replay.scenario.exogenous import (
     AGENT_BOOKS,
     ExogenousBooks,
     ExogenousInputs,
-    PrebuiltLines,
     Second,
     merge,
 )
@@ -498,7 +497,6 @@ class Simulation:
             lf_alts=self.lf_alts, depth_tick=self.depth_tick.tolist(),
             book_tick=self.book_tick.tolist(), books=self.books)
         self.exogenous = ExogenousBooks(inputs)
-        self.prebuilt = PrebuiltLines(inputs)
 
     def _perp_checks(self) -> dict[int, list[PerpBook]]:
         """Seconds at which a perp book can liquidate, and the books (in book order).
@@ -818,8 +816,8 @@ class Simulation:
     def run(self) -> Iterator[tuple[bytes, dict[str, int]]]:
         """The run second by second: (its capture lines, how many per venue).
 
-        :attr:`exogenous` is framed in a child process meanwhile, and :attr:`prebuilt` is
-        built here once that runs (see :mod:`replay.scenario.exogenous` for why the merged
+        :attr:`exogenous` (the exogenous books, tickers and markPrice lines) is framed in
+        a child process meanwhile (see :mod:`replay.scenario.exogenous` for why the merged
         lines keep their order).
         """
         self.pending_force = []
@@ -829,7 +827,6 @@ class Simulation:
         try:
             for t, second in enumerate(feed):
                 own = [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
-                own += self.prebuilt.lines(t)
                 own.sort(key=itemgetter(0))
                 venues = Counter(second[3])
                 venues.update(map(itemgetter(1), own))
