@@ -23,12 +23,14 @@ from replay.scenario.feed import can_fork
 __all__ = ["write_capture_gzip"]
 
 
-def _compress(path: Path, conn: Connection) -> None:
+def _compress(path: Path, conn: Connection, parent_end: Connection) -> None:
     """Child: gzip every chunk received into ``path`` until an empty one arrives.
 
     A pipe closed before that means the parent stopped generating (it raises its own
-    error), so the child just ends.
+    error), so the child just ends. The child's copy of the parent's end is closed first,
+    or that end would never be closed everywhere.
     """
+    parent_end.close()
     with path.open("wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0,
                                               compresslevel=GZIP_LEVEL) as gz:
         try:
@@ -52,7 +54,7 @@ def write_capture_gzip(path: Path, chunks: Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_compress, args=(path, recv), daemon=True,
+    proc = ctx.Process(target=_compress, args=(path, recv, send), daemon=True,
                        name="scenario-gzip")
     proc.start()
     recv.close()
