@@ -50,6 +50,7 @@ from replay.scenario.exogenous import (
     AGENT_BOOKS,
     ExogenousBooks,
     ExogenousInputs,
+    Line,
     Second,
     merge,
 )
@@ -70,6 +71,8 @@ CRASH_WINDOW = (hhmm("20:48"), hhmm("22:45"))
 #: USDe panic selling at the full rate, then a fifth of it (the voluntary deleveraging tail).
 PANIC_WINDOW = (hhmm("21:36"), hhmm("21:46"))
 PANIC_TAIL_END = hhmm("22:25")
+#: Seconds the agents may step ahead of the book child's lines.
+STEP_AHEAD_S = 600
 
 
 class Simulation:
@@ -382,11 +385,30 @@ class Simulation:
         """
         return self._merged(ForkedFeed(self.exogenous.second, self.n))
 
+    def _own_lines(self) -> Iterator[list[Line]]:
+        """Every second's own lines (the step's frames serialised), ordered by ts_ms."""
+        for t in range(self.n):
+            own = [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
+            own.sort(key=itemgetter(0))
+            yield own
+
     def _merged(self, feed: ForkedFeed[Second]) -> Iterator[tuple[bytes, dict[str, int]]]:
+        """Each second's own lines merged into the child's; while the child's next second
+        is not there yet, the agents step ahead (up to :data:`STEP_AHEAD_S` seconds)."""
+        own_lines = self._own_lines()
+        ahead: deque[list[Line]] = deque()
+        stepped = 0
+        seconds = iter(feed)
         try:
-            for t, second in enumerate(feed):
-                own = [(f[0], f[1], dumps_line(*f)) for f in self.step(t)]
-                own.sort(key=itemgetter(0))
+            for _ in range(self.n):
+                while stepped < self.n and len(ahead) < STEP_AHEAD_S and not feed.ready():
+                    ahead.append(next(own_lines))
+                    stepped += 1
+                second = next(seconds)
+                if not ahead:
+                    ahead.append(next(own_lines))
+                    stepped += 1
+                own = ahead.popleft()
                 venues = Counter(second[3])
                 venues.update(map(itemgetter(1), own))
                 yield merge(second, own), venues
