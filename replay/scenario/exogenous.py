@@ -8,17 +8,18 @@ books (USDe, wBETH, BNSOL), trades, liquidations and pools stay in the simulatio
 
 :class:`ExogenousBooks` frames the exogenous books a second at a time; the simulation
 runs it in a child process (:mod:`replay.scenario.feed`) while its agents step.
-:class:`PrebuiltLines` holds the ticker and markPrice lines built for the whole day; the
-simulation builds them itself once the child is running, and adds them to its own.
+:class:`PrebuiltLines` holds the ticker and markPrice lines built for the whole day (by
+the child, on its first second); each second they are packed with the books' lines.
 
 Merging: within a second the capture is ordered by ``ts_ms``, ties in the order the
-frames were made. The child's books (spot offsets 5/6 and 12/13 ms, USD-M BTC 300/301,
-majors 500–540) share a ``ts_ms`` with the simulation's lines only at 12/13 ms, with the
-markPrice lines of the third and fourth USD-M symbols, which were made after the ETH
-spot book's frames: :func:`merge` puts a simulation line after the child's lines of the
-same ``ts_ms``. The simulation's own frames (its books at spot indices 3–5, liquidations
-at 250/400/600/700/750, aggTrade 900, Bybit USDe 560, pools 800, rates 850–853) share
-none with the prebuilt lines (markPrice 10–17, tickers 6 + 7·i, USD-M tickers 302–308).
+frames were made. The books (spot offsets 5/6 and 12/13 ms, USD-M BTC 300/301, majors
+500–540) share a ``ts_ms`` with the prebuilt lines only at 12/13 ms, with the markPrice
+lines of the third and fourth USD-M symbols, which were made after the ETH spot book's
+frames: a stable sort puts the prebuilt lines after the books' lines of the same
+``ts_ms``. The simulation's own frames (its books at spot indices 3–5, liquidations at
+250/400/600/700/750, aggTrade 900, Bybit USDe 560, pools 800, rates 850–853) share none
+with the child's lines (markPrice 10–17, tickers 6 + 7·i, USD-M tickers 302–308; the
+books above), and :func:`merge` would put them after the child's lines of a shared one.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class ExogenousBooks:
                        inputs.px[asset])
                       for idx, (asset, sym, _) in enumerate(inputs.spot_syms)
                       if f"bs:{asset}" in inputs.books and asset not in AGENT_BOOKS]
+        #: The ticker and markPrice lines, packed with the books' lines.
+        self.prebuilt = PrebuiltLines(inputs)
 
     def frames(self, t: int) -> list[Frame]:
         """This second's frames, in the order they are made."""
@@ -117,12 +120,18 @@ class ExogenousBooks:
                                             float(venue_px[("hyperliquid", coin)][t]), liq)}))
 
     def second(self, t: int) -> Second:
-        """This second's lines, ordered by ts_ms, packed for the trip from the child."""
-        frames = self.frames(t)
-        frames.sort(key=itemgetter(0))
-        lines = [dumps_line(ts, venue, channel, raw) + b"\n" for ts, venue, channel, raw in frames]
-        return (b"".join(lines), [f[0] for f in frames], list(accumulate(map(len, lines))),
-                dict(Counter(f[1] for f in frames)))
+        """This second's lines, ordered by ts_ms, packed for the trip from the child.
+
+        The books' frames and then :attr:`prebuilt`'s lines, stably sorted by ts_ms: a
+        prebuilt line comes after the frames of the same ts_ms.
+        """
+        lines = [(ts, venue, dumps_line(ts, venue, channel, raw))
+                 for ts, venue, channel, raw in self.frames(t)]
+        lines += self.prebuilt.lines(t)
+        lines.sort(key=itemgetter(0))
+        blobs = [line + b"\n" for _, _, line in lines]
+        return (b"".join(blobs), [line[0] for line in lines], list(accumulate(map(len, blobs))),
+                dict(Counter(line[1] for line in lines)))
 
 
 class PrebuiltLines:

@@ -9,6 +9,7 @@ producer runs in the calling process: the results are the same either way.
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections import deque
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Generic, TypeVar
@@ -42,6 +43,8 @@ class ForkedFeed(Generic[T]):
         self._n = n
         self._proc: mp.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        #: Results received and not yet handed on.
+        self._buffer: deque[T] = deque()
         if forked and can_fork():
             ctx = mp.get_context("fork")
             recv, send = ctx.Pipe(duplex=False)
@@ -56,14 +59,26 @@ class ForkedFeed(Generic[T]):
             yield from (self._produce(t) for t in range(self._n))
             return
         try:
-            for _ in range(0, self._n, BLOCK):
-                try:
-                    block: list[T] = self._conn.recv()
-                except EOFError:
-                    raise RuntimeError(self._failure()) from None
-                yield from block
+            for _ in range(self._n):
+                if not self._buffer:
+                    self._receive()
+                yield self._buffer.popleft()
         finally:
             self.close()
+
+    def _receive(self) -> None:
+        if self._conn is None:
+            raise RuntimeError("the scenario's book process is closed")
+        try:
+            block: list[T] = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(self._failure()) from None
+        self._buffer.extend(block)
+
+    def ready(self) -> bool:
+        """True when the next result can be had without waiting for the child (always,
+        inline): the caller may do other work first."""
+        return self._conn is None or bool(self._buffer) or self._conn.poll()
 
     def _failure(self) -> str:
         code = None

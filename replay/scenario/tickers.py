@@ -27,6 +27,12 @@ def _envelope(venue: str, channel: str) -> str:
     return '{{"ts_ms":{},"venue":"' + venue + '","channel":"' + channel + '","raw":'
 
 
+def _head(venue: str, channel: str) -> bytes:
+    """The same as a bytes %-template (``%d`` ts_ms): bytes formatting prints numbers as
+    str.format does and needs no encoding after."""
+    return ('{"ts_ms":%d,"venue":"' + venue + '","channel":"' + channel + '","raw":').encode()
+
+
 def simple_tickers(
     sym: str, tick: float, price: FloatArray, liq: FloatArray, times: IntArray, t0_ms: int
 ) -> list[bytes]:
@@ -43,11 +49,11 @@ def simple_tickers(
     bid = np.maximum(tick, np.floor((p - spread / 2) / tick + 1e-9) * tick)
     ask = np.maximum(bid + tick, np.ceil((p + spread / 2) / tick - 1e-9) * tick)
     usd = 40_000 * lq + 200
-    fmt = (_envelope("binance-spot", f"{sym.lower()}@bookTicker")
-           + '{{"u":{},"s":"' + sym + '","b":"{:.' + pd + 'f}","B":"{:.2f}","a":"{:.' + pd
-           + 'f}","A":"{:.2f}"}}}}')
+    fmt = _head("binance-spot", f"{sym.lower()}@bookTicker") + (
+        '{"u":%d,"s":"' + sym + '","b":"%.' + pd + 'f","B":"%.2f","a":"%.' + pd
+        + 'f","A":"%.2f"}}').encode()
     return [
-        fmt.format(t0_ms + 1000 * t, 10_000_000 + t, b, bq, a, aq).encode()
+        fmt % (t0_ms + 1000 * t, 10_000_000 + t, b, bq, a, aq)
         for t, b, bq, a, aq in zip(times.tolist(), bid.tolist(), (usd / bid).tolist(),
                                    ask.tolist(), (usd / ask).tolist(), strict=True)
     ]
@@ -57,16 +63,16 @@ def mark_prices(
     sym: str, pd: int, mark: FloatArray, index: FloatArray, t0_ms: int, offset_ms: int
 ) -> list[bytes]:
     """markPriceUpdate lines of a USD-M symbol for every second (ts_ms = E)."""
-    spec = "{:." + str(pd) + "f}"
-    fmt = (_envelope("binance-usdm", f"{sym.lower()}@markPrice@1s")
-           + '{{"e":"markPriceUpdate","E":{},"s":"' + sym + '","p":"' + spec + '","P":"' + spec
-           + '","i":"' + spec + '","r":"0.00010000","T":' + str(t0_ms + FUNDING_OFFSET_MS)
-           + "}}}}")
+    spec = "%." + str(pd) + "f"
+    fmt = _head("binance-usdm", f"{sym.lower()}@markPrice@1s") + (
+        '{"e":"markPriceUpdate","E":%d,"s":"' + sym + '","p":"' + spec + '","P":"' + spec
+        + '","i":"' + spec + '","r":"0.00010000","T":' + str(t0_ms + FUNDING_OFFSET_MS)
+        + "}}").encode()
     first = t0_ms + offset_ms
     out = []
     for t, (m, i) in enumerate(zip(mark.tolist(), index.tolist(), strict=True)):
         ts = first + 1000 * t
-        out.append(fmt.format(ts, ts, m, m, i).encode())
+        out.append(fmt % (ts, ts, m, m, i))
     return out
 
 

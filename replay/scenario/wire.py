@@ -10,13 +10,15 @@ the first diff of that book. Bybit and OKX send their own snapshot messages; Hyp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+Frame = tuple[int, str, str, Any]
 
 #: Level distances from mid (bps) for the part of the book market makers withdraw...
 NEAR_BPS = (5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 400)
@@ -329,3 +331,98 @@ def hyperliquid_l2(book: Book, ts: int, mid: float, liquidity: float) -> dict[st
         ],
         "time": ts,
     }
+
+
+def spot_symbols(alt_ticks: list[tuple[str, float]]) -> list[tuple[str, str, float]]:
+    """(asset, symbol, tick) of every Binance spot symbol, in stream order."""
+    syms = [("BTC", "BTCUSDT", 0.01), ("ETH", "ETHUSDT", 0.01), ("SOL", "SOLUSDT", 0.01),
+            ("USDe", "USDEUSDT", 0.0001), ("wBETH", "WBETHUSDT", 0.01),
+            ("BNSOL", "BNSOLUSDT", 0.01)]
+    syms += [(base, f"{base}USDT", tick) for base, tick in alt_ticks]
+    return syms
+
+
+def venue_books(usdm: list[str], alt_ticks: dict[str, float]) -> dict[str, Book]:
+    """The modelled books by key (``bs:`` Binance spot, ``bu:`` USD-M, ``by:`` Bybit,
+    ``ok:`` OKX, ``hl:`` Hyperliquid), USD-M books for the symbols in ``usdm``."""
+    book = Book
+    books = {
+        "bs:BTC": book("binance-spot", "BTCUSDT", 0.01, 0.00001, 120e6, 0.4e6, 0.2),
+        "bs:ETH": book("binance-spot", "ETHUSDT", 0.01, 0.0001, 80e6, 0.3e6, 0.3),
+        "bs:USDe": book("binance-spot", "USDEUSDT", 0.0001, 1.0, 89e6, 0.3e6, 1.0),
+        "bs:wBETH": book("binance-spot", "WBETHUSDT", 0.01, 0.0001, 12e6, 0.05e6, 3.0),
+        "bs:BNSOL": book("binance-spot", "BNSOLUSDT", 0.01, 0.001, 5e6, 0.02e6, 4.0),
+        "bu:BTC": book("binance-usdm", "BTCUSDT", 0.1, 0.001, 550e6, 1.0e6, 0.1),
+        "by:USDe": book("bybit-spot", "USDEUSDT", 0.0001, 1.0, 30e6, 0.1e6, 1.0),
+    }
+    for coin, tick, qs, d5 in (("BTC", 0.1, 0.001, 300e6), ("ETH", 0.01, 0.01, 150e6),
+                               ("SOL", 0.01, 0.1, 50e6)):
+        books[f"by:{coin}"] = book("bybit-linear", f"{coin}USDT", tick, qs, d5, 0.5e6, 0.2)
+        ct = {"BTC": 0.01, "ETH": 0.1, "SOL": 1.0}[coin]
+        books[f"ok:{coin}"] = book("okx", f"{coin}-USDT-SWAP", tick, 1.0, d5 * 0.8, 0.4e6,
+                                0.3, contract_size=ct)
+        books[f"hl:{coin}"] = book("hyperliquid", coin, tick * 10 if coin == "BTC" else tick,
+                                qs, d5 * 0.5, 0.3e6, 0.5)
+    for s in usdm:
+        if s != "BTC":
+            tick = 0.01 if s in ("ETH", "SOL") else alt_ticks[s]
+            books[f"bu:{s}"] = book("binance-usdm", f"{s}USDT", tick, 0.001, 40e6, 0.2e6, 0.5)
+    return books
+
+
+class PerpSymbol(Protocol):
+    """What the liquidation frames need to know of a perp book."""
+
+    venue: str
+    symbol: str
+    coin: str
+
+
+def liquidation_frames(
+    b: PerpSymbol, ts: int, price: float, events: list[tuple[str, float, float]],
+    trade_ids: Iterator[int],
+) -> list[Frame]:
+    """A perp book's liquidations of one second as its venue streams them (Hyperliquid's
+    trades take their ids from ``trade_ids``)."""
+    pd = 1 if b.coin == "BTC" else (2 if b.coin in ("ETH", "SOL") else 5)
+    if b.venue == "binance-usdm":
+        # Binance pushes at most one liquidation per symbol per second: the last one.
+        side, q, bk = events[-1]
+        qty = f"{q:.3f}"
+        return [(ts + 400, b.venue, "!forceOrder@arr", {
+            "e": "forceOrder", "E": ts + 400,
+            "o": {"s": b.symbol, "S": "SELL" if side == "long" else "BUY", "o": "LIMIT",
+                  "f": "IOC", "q": qty, "p": f"{bk:.{pd}f}", "ap": f"{price:.{pd}f}",
+                  "X": "FILLED", "l": qty, "z": qty, "T": ts + 390}})]
+    if b.venue == "bybit-linear":
+        out = []
+        for half in (0, 1):
+            part = events[half::2]
+            if part:
+                out.append((ts + 250 + 500 * half, b.venue, f"allLiquidation.{b.symbol}", {
+                    "topic": f"allLiquidation.{b.symbol}", "type": "snapshot",
+                    "ts": ts + 250 + 500 * half,
+                    "data": [{"T": ts + 200 + 500 * half, "s": b.symbol,
+                              "S": "Buy" if side == "long" else "Sell", "v": f"{q:.3f}",
+                              "p": f"{bk:.{pd}f}"} for side, q, bk in part]}))
+        return out
+    if b.venue == "okx":
+        ct = {"BTC": 0.01, "ETH": 0.1, "SOL": 1.0}[b.coin]
+        return [(ts + 600, b.venue, "liquidation-orders", {
+            "arg": {"channel": "liquidation-orders", "instType": "SWAP"},
+            "data": [{"instId": b.symbol, "instType": "SWAP", "uly": f"{b.coin}-USDT",
+                      "details": [{"side": "sell" if side == "long" else "buy",
+                                   "posSide": side, "bkPx": f"{bk:.{pd}f}",
+                                   "sz": str(max(1, round(q / ct))), "bkLoss": "0",
+                                   "ccy": "", "ts": str(ts + 550)}
+                                  for side, q, bk in events]}]})]
+    trades = []
+    for side, q, _bk in events:
+        trade_id = next(trade_ids)
+        trades.append({"coin": b.coin, "side": "A" if side == "long" else "B",
+                       "px": f"{price:.{pd}f}", "sz": f"{q:.4f}",
+                       "hash": f"0x{trade_id:064x}", "time": ts + 700,
+                       "tid": trade_id,
+                       "users": [f"0x{(trade_id * 7919) % (1 << 160):040x}",
+                                 "0x" + "2e3d94f0562703b25c83308a05046ddaf9a8dd14"]})
+    return [(ts + 700, "hyperliquid", "trades", {"channel": "trades", "data": trades})]

@@ -39,3 +39,13 @@ def test_closing_early_stops_the_child() -> None:
     feed.close()
     assert first == 0
     assert not multiprocessing.active_children()
+
+
+def test_ready_once_a_block_is_in() -> None:
+    inline = ForkedFeed(_square, 5, forked=False)
+    assert inline.ready()
+    feed = ForkedFeed(_square, 2 * BLOCK)
+    results = iter(feed)
+    assert next(results) == 0
+    assert feed.ready()  # the rest of the first block is already here
+    assert list(results)[-1] == (2 * BLOCK - 1) ** 2

@@ -1,0 +1,48 @@
+"""The scenario's gzip child process: the same bytes as the in-process writer; errors surface."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from replay.capture import write_chunks
+from replay.scenario.sink import write_capture_gzip
+
+
+def _chunks() -> Iterator[bytes]:
+    for i in range(40):
+        yield b"".join(b'{"ts_ms":%d,"venue":"v","channel":"c","raw":{"n":%d}}\n' % (i, j)
+                       for j in range(1000))
+    yield b""
+
+
+@pytest.mark.parametrize("forked", [True, False])
+def test_same_bytes_as_the_thread_writer(tmp_path: Path, forked: bool,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    if not forked:
+        monkeypatch.setattr("replay.scenario.sink.can_fork", lambda: False)
+    write_chunks(tmp_path / "a.jsonl.gz", _chunks())
+    write_capture_gzip(tmp_path / "b.jsonl.gz", _chunks())
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
+    with gzip.open(tmp_path / "b.jsonl.gz") as fh:
+        assert fh.read() == b"".join(_chunks())
+
+
+def _failing() -> Iterator[bytes]:
+    yield b"line\n"
+    raise ValueError("generation failed")
+
+
+def test_an_error_while_generating_is_raised(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="generation failed"):
+        write_capture_gzip(tmp_path / "c.jsonl.gz", _failing())
+
+
+def test_a_failed_child_is_reported(tmp_path: Path) -> None:
+    target = tmp_path / "d.jsonl.gz"
+    target.mkdir()  # the child cannot open a directory for writing
+    with pytest.raises(RuntimeError, match="gzip process"):
+        write_capture_gzip(target, _chunks())
