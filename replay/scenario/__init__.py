@@ -1,12 +1,12 @@
 """Synthetic, seeded, agent-based replay of 10 Oct 2025 20:00 → 11 Oct 02:00 UTC.
 
 (The ``stablecoin-weekend`` scenario, a market-wide depeg calibrated to March 2023, is a
-separate, simpler generator: :mod:`replay.scenario.weekend`.)
+separate, simpler generator: :mod:`replay.scenario.weekend.scenario`.)
 
 ``generate(name, seed, out_dir, knobs)`` writes, under ``out_dir``:
 
 - ``capture.jsonl.gz`` — frames in the venues' own wire formats (see
-  :mod:`replay.scenario.sim` for the agents and :mod:`replay.scenario.wire` for shapes);
+  :mod:`replay.scenario.day.sim` for the agents and :mod:`replay.scenario.day.wire` for shapes);
 - ``positions.jsonl`` — Aave loop positions and loans;
 - ``accounts.jsonl`` — Binance portfolio-margin accounts;
 - ``liquidations.jsonl`` — every liquidation the simulated engines performed (Binance
@@ -34,10 +34,10 @@ from pydantic import BaseModel
 
 from replay.calibration import CalibrationRow, calibrate
 from replay.scenario.config import PRESETS, T0_MS, ScenarioKnobs, knobs_for
-from replay.scenario.sim import Simulation
-from replay.scenario.sink import write_capture_gzip
-from replay.scenario.weekend import WeekendKnobs, write_weekend
-from replay.scenario.weekend_calibration import calibrate_weekend
+from replay.scenario.day.sim import Simulation
+from replay.scenario.day.sink import write_capture_gzip
+from replay.scenario.weekend.calibration import calibrate_weekend
+from replay.scenario.weekend.scenario import WeekendKnobs, write_weekend
 
 __all__ = [
     "DEFAULT_SEED",

@@ -25,14 +25,15 @@ __all__ = ["cache_key", "generate_cached", "generator_version"]
 
 _PACKAGE = Path(__file__).resolve().parent
 #: Source files whose change can change a generated scenario's bytes.
-_SOURCES = (*sorted(p for p in _PACKAGE.glob("*.py") if p.name != "cache.py"), _PACKAGE.parent / "capture.py")
+_SOURCES = (*sorted(p for p in _PACKAGE.rglob("*.py") if p.name != "cache.py"), _PACKAGE.parent / "capture.py")
 
 
 def generator_version() -> str:
     """12 hex digits of sha256 over the generator's source files (any edit makes a new key)."""
     digest = hashlib.sha256()
     for path in _SOURCES:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        name = path.relative_to(_PACKAGE.parent).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 

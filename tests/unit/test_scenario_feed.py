@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from replay.scenario.feed import BLOCK, ForkedFeed
+from replay.scenario.day.feed import BLOCK, ForkedFeed
 
 
 def _square(t: int) -> int:

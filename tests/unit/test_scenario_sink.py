@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from replay.capture import write_chunks
-from replay.scenario.sink import write_capture_gzip
+from replay.scenario.day.sink import write_capture_gzip
 
 
 def _chunks() -> Iterator[bytes]:
@@ -23,7 +23,7 @@ def _chunks() -> Iterator[bytes]:
 def test_same_bytes_as_the_thread_writer(tmp_path: Path, forked: bool,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     if not forked:
-        monkeypatch.setattr("replay.scenario.sink.can_fork", lambda: False)
+        monkeypatch.setattr("replay.scenario.day.sink.can_fork", lambda: False)
     write_chunks(tmp_path / "a.jsonl.gz", _chunks())
     write_capture_gzip(tmp_path / "b.jsonl.gz", _chunks())
     assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from replay.scenario.wire import Book
+from replay.scenario.day.wire import Book
 
 
 @pytest.mark.parametrize(("tick", "qty_step", "contract"), [(0.1, 0.001, 1.0), (0.00001, 1.0, 1.0),

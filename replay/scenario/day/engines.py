@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay.scenario import wire
-from replay.scenario.actors import (
+from replay.scenario.day import wire
+from replay.scenario.day.actors import (
     ALT_COLLATERAL_RATE,
     ALT_PERP_MMR,
     COLLATERAL_RATE,

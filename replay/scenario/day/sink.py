@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from replay.capture import GZIP_LEVEL, write_chunks
-from replay.scenario.feed import can_fork
+from replay.scenario.day.feed import can_fork
 
 __all__ = ["write_capture_gzip"]
 

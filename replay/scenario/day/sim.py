@@ -30,8 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.capture import dumps_line
-from replay.scenario import wire
-from replay.scenario.actors import (
+from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
+from replay.scenario.day import wire
+from replay.scenario.day.actors import (
     BNSOL_RATE,
     COLLATERAL,
     WBETH_RATE,
@@ -44,9 +45,8 @@ from replay.scenario.actors import (
     position_rows,
     running_max,
 )
-from replay.scenario.config import T0_MS, ScenarioKnobs, hhmm
-from replay.scenario.engines import MarginEngine, PerpDesk
-from replay.scenario.exogenous import (
+from replay.scenario.day.engines import MarginEngine, PerpDesk
+from replay.scenario.day.exogenous import (
     AGENT_BOOKS,
     ExogenousBooks,
     ExogenousInputs,
@@ -54,8 +54,8 @@ from replay.scenario.exogenous import (
     Second,
     merge,
 )
-from replay.scenario.feed import ForkedFeed
-from replay.scenario.market import (
+from replay.scenario.day.feed import ForkedFeed
+from replay.scenario.day.market import (
     PERP_ALTS,
     AltSpec,
     alt_path,
@@ -380,7 +380,7 @@ class Simulation:
         """The run second by second: (its capture lines, how many per venue).
 
         :attr:`exogenous` (the exogenous books, tickers and markPrice lines) is framed in
-        a child process meanwhile (see :mod:`replay.scenario.exogenous` for why the merged
+        a child process meanwhile (see :mod:`replay.scenario.day.exogenous` for why the merged
         lines keep their order).
         """
         return self._merged(ForkedFeed(self.exogenous.second, self.n))

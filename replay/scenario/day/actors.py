@@ -1,7 +1,7 @@
 """The day's actors: market makers, collateral books, perp traders, accounts, loans.
 
 Their state (dataclasses) and how each population is drawn from the seed, plus the rows
-the accounts and loans are written as. The simulation (:mod:`replay.scenario.sim`) steps
+the accounts and loans are written as. The simulation (:mod:`replay.scenario.day.sim`) steps
 them.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.scenario.config import ScenarioKnobs
-from replay.scenario.market import PERP_ALTS, AltSpec
+from replay.scenario.day.market import PERP_ALTS, AltSpec
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -3,7 +3,7 @@
 The majors follow a calibrated shock schedule (knots from OCT10_FACTS.md) with seeded
 Brownian-bridge noise pinned to the knots; alts follow BTC with a beta plus an
 idiosyncratic vacuum wick in 21:14–21:21. USDe, wBETH and BNSOL on Binance are not here:
-they are priced endogenously by the agents in :mod:`replay.scenario.sim`.
+they are priced endogenously by the agents in :mod:`replay.scenario.day.sim`.
 """
 
 from __future__ import annotations

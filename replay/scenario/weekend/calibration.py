@@ -16,7 +16,7 @@ from pathlib import Path
 
 from replay.calibration import CalibrationRow
 from replay.capture import CaptureLine, iter_capture
-from replay.scenario.weekend import WEEKEND_FACTS, WEEKEND_T0_MS
+from replay.scenario.weekend.scenario import WEEKEND_FACTS, WEEKEND_T0_MS
 
 __all__ = ["calibrate_weekend"]
 

@@ -7,7 +7,7 @@ BTC/ETH books, every USD-M stream, the Bybit/OKX/Hyperliquid majors. The agents'
 books (USDe, wBETH, BNSOL), trades, liquidations and pools stay in the simulation.
 
 :class:`ExogenousBooks` frames the exogenous books a second at a time; the simulation
-runs it in a child process (:mod:`replay.scenario.feed`) while its agents step.
+runs it in a child process (:mod:`replay.scenario.day.feed`) while its agents step.
 :class:`PrebuiltLines` holds the ticker and markPrice lines built for the whole day (by
 the child, on its first second); each second they are packed with the books' lines.
 
@@ -35,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.capture import dumps_line
-from replay.scenario import tickers, wire
 from replay.scenario.config import T0_MS
+from replay.scenario.day import tickers, wire
 
 FloatArray = npt.NDArray[np.float64]
 Frame = tuple[int, str, str, Any]
