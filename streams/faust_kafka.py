@@ -12,16 +12,6 @@ measured with ``liqmon bench``: pipeline 222k events/s at 1,500 ms, 760k–860k 
 20–100 ms. Below about 50 ms that broker spends a whole core answering empty fetches:
 the synthetic six hours then replay 6× slower, so 50 ms it is).
 
-The wait applies only when nothing is known to be waiting. A fetch that asks for a
-partition whose last fetch response showed records past the fetch offset (its highwater)
-waits :data:`BACKLOG_FETCH_MAX_WAIT_MS` instead. aiokafka sends a node's next fetch only once
-the records of its last one are consumed, and the embedded broker held every such fetch for
-the full wait as soon as any partition in it was empty (a replay's partition that ended
-early, a changelog, the control topics): a worker working off a backlog waited 50 ms per
-fetch, and ``liqmon bench --only pipeline`` spent most of its last second waiting. An idle
-worker fetches as before; after :data:`BACKLOG_EMPTY_FETCHES` empty fetches in a row the
-configured wait applies again until records come.
-
 The consumer also closes a race in faust's recovery that loses records (faust-streaming
 issue #596 describes the family). When recovery ends, faust resumes the stream partitions
 with the flow already running, *then* seeks them back to the committed offsets, *then*
@@ -44,55 +34,10 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 
-__all__ = [
-    "BACKLOG_EMPTY_FETCHES", "BACKLOG_FETCH_MAX_WAIT_MS", "FAUST_FETCH_MAX_WAIT_MS", "LiqmonApp", "adapt_fetch_wait",
-]
+__all__ = ["FAUST_FETCH_MAX_WAIT_MS", "LiqmonApp"]
 
 #: faust's own value, kept for production Kafka.
 FAUST_FETCH_MAX_WAIT_MS = 1500
-#: The fetch wait while records are known to be waiting (see the module docstring).
-BACKLOG_FETCH_MAX_WAIT_MS = 5
-#: Empty fetches in a row after which the configured wait applies again.
-BACKLOG_EMPTY_FETCHES = 3
-
-
-def _behind(assignment: Any, request: Any) -> bool:
-    """Whether a fetch request asks for a partition known to have records past its position
-    (the highwater of the partition's last fetch response is beyond the fetch offset)."""
-    for topic, partitions in request.topics:
-        for partition, offset, _max_bytes in partitions:
-            highwater = assignment.state_value(aiokafka.TopicPartition(topic, partition)).highwater
-            if highwater is not None and offset < highwater:
-                return True
-    return False
-
-
-def adapt_fetch_wait(fetcher: Any, backlog_wait_ms: int = BACKLOG_FETCH_MAX_WAIT_MS) -> None:
-    """Make an aiokafka ``Fetcher`` ask for ``backlog_wait_ms`` in a fetch that includes a
-    partition with records known to be waiting, and for its configured wait otherwise.
-
-    After :data:`BACKLOG_EMPTY_FETCHES` empty fetches in a row it waits as configured until a
-    fetch returns records again (a highwater that promised more than came does not make the
-    consumer poll the broker in a tight loop).
-    """
-    plan, fetch = fetcher._get_actions_per_node, fetcher._proc_fetch_request
-    empty_in_a_row = [0]
-
-    def plan_adapting_wait(assignment: Any) -> Any:
-        actions = plan(assignment)
-        if empty_in_a_row[0] < BACKLOG_EMPTY_FETCHES:
-            for _node_id, request in actions[0]:
-                if _behind(assignment, request):
-                    request._max_wait_ms = backlog_wait_ms
-        return actions
-
-    async def fetch_counting_empty(assignment: Any, node_id: int, request: Any) -> bool:
-        got_records = bool(await fetch(assignment, node_id, request))
-        empty_in_a_row[0] = 0 if got_records else empty_in_a_row[0] + 1
-        return got_records
-
-    fetcher._get_actions_per_node = plan_adapting_wait
-    fetcher._proc_fetch_request = fetch_counting_empty
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -102,13 +47,6 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this when the consumer starts (it builds its Fetcher then).
         consumer._fetch_max_wait_ms = int(wait_ms)
         return consumer
-
-    async def on_start(self) -> None:
-        await super().on_start()
-        # The fetcher exists once the consumer has started; its first fetch waits as configured.
-        consumer = self._consumer
-        assert consumer is not None
-        adapt_fetch_wait(consumer._fetcher)
 
 
 class _Consumer(faust_aiokafka.Consumer):

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from prometheus_client import CollectorRegistry
@@ -16,12 +15,7 @@ from monitor.config import EngineConfig
 from monitor.metrics import Metrics
 from streams import topics
 from streams.app import EMBEDDED_FETCH_MAX_WAIT_MS, create_app
-from streams.faust_kafka import (
-    BACKLOG_EMPTY_FETCHES,
-    BACKLOG_FETCH_MAX_WAIT_MS,
-    FAUST_FETCH_MAX_WAIT_MS,
-    adapt_fetch_wait,
-)
+from streams.faust_kafka import FAUST_FETCH_MAX_WAIT_MS
 from streams.settings import Settings
 
 
@@ -104,61 +98,3 @@ async def test_a_failed_seek_restores_the_flow(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError):
         await consumer.perform_seek()
     assert consumer.flow_active is False
-
-
-class _State:
-    def __init__(self, highwater: int | None) -> None:
-        self.highwater = highwater
-
-
-class _Assignment:
-    def __init__(self, highwaters: dict[int, int | None]) -> None:
-        self.highwaters = highwaters
-
-    def state_value(self, tp: Any) -> _State:
-        return _State(self.highwaters[tp.partition])
-
-
-class _Fetcher:
-    """The two aiokafka ``Fetcher`` steps the adaptation wraps: plan a fetch, then run it."""
-
-    def __init__(self, offsets: dict[int, int], results: list[bool]) -> None:
-        self.offsets = offsets
-        self.results = results
-
-    def _get_actions_per_node(self, assignment: Any) -> tuple[list[tuple[int, FetchRequest]], dict[Any, Any]]:
-        parts = [(p, offset, 1 << 20) for p, offset in self.offsets.items()]
-        return [(0, FetchRequest(50, 1, 1 << 25, 0, [(topics.MARKET, parts)]))], {}
-
-    async def _proc_fetch_request(self, assignment: Any, node_id: int, request: FetchRequest) -> bool:
-        return self.results.pop(0)
-
-
-def _planned_wait_ms(fetcher: Any, assignment: _Assignment) -> int:
-    [(_node, request)] = fetcher._get_actions_per_node(assignment)[0]
-    return int(request._max_wait_ms)
-
-
-async def test_a_fetch_with_records_known_to_be_waiting_does_not_wait() -> None:
-    """The broker may hold a fetch for the whole wait while any partition in it is empty: a
-    fetch that includes a partition behind its highwater asks for the backlog wait instead;
-    one that is caught up everywhere (or whose highwater is unknown yet) waits as configured."""
-    fetcher = _Fetcher({0: 10, 1: 7}, results=[])
-    adapt_fetch_wait(fetcher)
-    assert _planned_wait_ms(fetcher, _Assignment({0: None, 1: None})) == 50
-    assert _planned_wait_ms(fetcher, _Assignment({0: 10, 1: 7})) == 50
-    assert _planned_wait_ms(fetcher, _Assignment({0: 10, 1: 9})) == BACKLOG_FETCH_MAX_WAIT_MS
-    assert BACKLOG_FETCH_MAX_WAIT_MS < EMBEDDED_FETCH_MAX_WAIT_MS
-
-
-async def test_empty_fetches_in_a_row_restore_the_configured_wait() -> None:
-    """A highwater that promised records which do not come does not make a tight fetch loop."""
-    fetcher = _Fetcher({0: 3}, results=[False] * BACKLOG_EMPTY_FETCHES + [True])
-    adapt_fetch_wait(fetcher)
-    behind = _Assignment({0: 5})
-    for _ in range(BACKLOG_EMPTY_FETCHES):
-        assert _planned_wait_ms(fetcher, behind) == BACKLOG_FETCH_MAX_WAIT_MS
-        assert await fetcher._proc_fetch_request(behind, 0, None) is False
-    assert _planned_wait_ms(fetcher, behind) == 50
-    assert await fetcher._proc_fetch_request(behind, 0, None) is True
-    assert _planned_wait_ms(fetcher, behind) == BACKLOG_FETCH_MAX_WAIT_MS
