@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", default="1,2",
                        help="worker processes for the pipeline section, comma-separated counts")
     bench.add_argument("--repeats", type=int, default=3,
-                       help="pipeline runs per worker count, each on a fresh broker; the median is reported")
+                       help="pipeline runs per worker count (each on a fresh broker) and generation runs;"
+                       " medians are reported")
     bench.add_argument("--latency-seconds", type=float, default=30.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
     bench.add_argument("--only", default=None,
