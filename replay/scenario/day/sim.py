@@ -45,7 +45,7 @@ from replay.scenario.day.actors import (
     position_rows,
     running_max,
 )
-from replay.scenario.day.engines import MarginEngine, PerpDesk
+from replay.scenario.day.engines import AaveMarket, MarginEngine, PerpDesk
 from replay.scenario.day.exogenous import (
     AGENT_BOOKS,
     ExogenousBooks,
@@ -126,7 +126,6 @@ class Simulation:
                                     self._price_vector(0, valuation=False), r_pop)
         self.perp_books = build_perp_books(knobs, self.perp_px, self._venue_path, r_perp)
         self.aave = build_aave(knobs, float(self.px["ETH"][0]), r_aave)
-        self.aave_alive = np.ones(len(self.aave), dtype=bool)
         self.onchain_flow_usd = 0.0
         self.liquidations: list[dict[str, Any]] = []
         self.books = wire.venue_books(self._perp_syms_usdm(), {s.base: s.tick for s in self.alts})
@@ -190,10 +189,7 @@ class Simulation:
         self.engine = MarginEngine(self.pop, self.coll, exo_px, marks, self.liquidations)
         self.desk = PerpDesk(self.perp_books, self.n, self.liquidations, self.trade_ids)
         #: Collateral, liquidation threshold, debt and "is USDe" of every Aave position.
-        self._aave_terms = (np.array([pos["coll"] for pos in self.aave]),
-                            np.array([pos["lt"] for pos in self.aave]),
-                            np.array([pos["debt"] for pos in self.aave]),
-                            np.array([pos["coll_asset"] == "USDe" for pos in self.aave]))
+        self.aave_market = AaveMarket(self.aave, self.liquidations)
         k = self.k
         t = np.arange(self.n)
         crash = (t >= CRASH_WINDOW[0]) & (t < CRASH_WINDOW[1]) if k.shock else t < 0
@@ -302,25 +298,8 @@ class Simulation:
     def _aave_check(self, t: int, ts: int) -> None:
         if t % 12:
             return  # one check per Ethereum block
-        p_usde = self._aave_price(t)
-        p_eth = float(self.px["ETH"][t])
-        coll, lt, debt, usde = self._aave_terms
-        health = coll * np.where(usde, p_usde, p_eth) * lt / debt
-        for i in np.flatnonzero(self.aave_alive & (health < 1.0)).tolist():
-            pos = self.aave[i]
-            p = p_usde if pos["coll_asset"] == "USDe" else p_eth
-            hf = float(health[i])
-            self.aave_alive[i] = False
-            repaid = pos["debt"] * (0.5 if hf > 0.95 else 1.0)
-            seized = min(pos["coll"], repaid / p * (1 + pos["bonus"]))
-            if pos["coll_asset"] == "USDe":
-                self.onchain_flow_usd += seized * p * 0.02
-            self.liquidations.append({
-                "ts_ms": ts, "venue": "aave-v3", "kind": pos["kind"],
-                "position_id": pos["position_id"], "asset": pos["coll_asset"],
-                "qty": round(seized, 6), "notional_usd": round(seized * p, 2),
-                "avg_price": round(p, 6), "health_factor": round(hf, 4),
-            })
+        for flow_usd in self.aave_market.check(ts, self._aave_price(t), float(self.px["ETH"][t])):
+            self.onchain_flow_usd += flow_usd
 
     def pool_price(self, venue: str, t: int) -> float:
         """On-chain pool price: arbitrage flow from Binance and seized-collateral sales."""
