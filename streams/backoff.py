@@ -1,4 +1,4 @@
-"""Capped exponential backoff with jitter, written once, on tenacity's wait strategies.
+"""Capped exponential backoff with jitter, written once, as a tenacity wait strategy.
 
 Every wait in liqmon uses it: the feeds' reconnects, the HTTP sinks' retries (through
 tenacity's retry loop) and the worker supervisor's wait for a broker. Jitter draws from an
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import RetryCallState, wait_exponential
+from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
 __all__ = ["Backoff", "BackoffPolicy", "JitteredExponential"]
@@ -39,24 +39,18 @@ class JitteredExponential(wait_base):
     def __init__(self, policy: BackoffPolicy, rng: random.Random) -> None:
         self.policy = policy
         self.rng = rng
-        self._capped = wait_exponential(multiplier=policy.initial_s, max=policy.max_s, exp_base=policy.factor)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         return self.delay_s(retry_state.attempt_number - 1)
 
     def delay_s(self, retry_index: int) -> float:
         """Delay after the ``retry_index``-th failure (0-based): capped exponential × jitter."""
-        ceiling_s = self._capped(_Attempt(retry_index + 1))  # type: ignore[arg-type]
-        return float(ceiling_s) * (1.0 - self.policy.jitter_ratio * self.rng.random())
-
-
-class _Attempt:
-    """The one field of tenacity's ``RetryCallState`` its wait strategies read."""
-
-    __slots__ = ("attempt_number",)
-
-    def __init__(self, attempt_number: int) -> None:
-        self.attempt_number = attempt_number
+        p = self.policy
+        try:
+            ceiling_s = min(p.max_s, p.initial_s * p.factor**retry_index)
+        except OverflowError:  # factor^n beyond a float: long past the cap
+            ceiling_s = p.max_s
+        return ceiling_s * (1.0 - p.jitter_ratio * self.rng.random())
 
 
 class Backoff:

@@ -56,5 +56,4 @@ class GlobalStep:
 def global_step(risk: GlobalRisk, record: SignalRecord) -> GlobalStep:
     """Take one stage-1 record into the global stage."""
     alerts = risk.push(record)
-    finished = record.end if record.end is not None and risk.finished_run == record.end else None
-    return GlobalStep(alerts, finished)
+    return GlobalStep(alerts, risk.finished_run)

@@ -165,30 +165,16 @@ def check_price_keys(
 ) -> None:
     """Every price key used by an input line must have a price."""
 
-    def missing(key: str) -> str:
-        return f"no price for {key!r} in {prices_source}"
-
+    legs: list[tuple[str, int, str, Sequence[Any]]] = []
     for line, pos in positions:
-        for i, c in enumerate(pos.collateral):
-            if c.price_key not in prices:
-                raise StressInputError(
-                    positions_source, line, f"collateral[{i}].price_key", missing(c.price_key)
-                )
-        for i, d in enumerate(pos.debt):
-            if d.price_key not in prices:
-                raise StressInputError(
-                    positions_source, line, f"debt[{i}].price_key", missing(d.price_key)
-                )
+        legs += [(positions_source, line, "collateral", pos.collateral), (positions_source, line, "debt", pos.debt)]
     for line, acct in accounts:
-        for i, b in enumerate(acct.balances):
-            if b.price_key not in prices:
+        legs += [(accounts_source, line, "balances", acct.balances), (accounts_source, line, "perps", acct.perps)]
+    for source, line, field, items in legs:
+        for i, item in enumerate(items):
+            if item.price_key not in prices:
                 raise StressInputError(
-                    accounts_source, line, f"balances[{i}].price_key", missing(b.price_key)
-                )
-        for i, p in enumerate(acct.perps):
-            if p.price_key not in prices:
-                raise StressInputError(
-                    accounts_source, line, f"perps[{i}].price_key", missing(p.price_key)
+                    source, line, f"{field}[{i}].price_key", f"no price for {item.price_key!r} in {prices_source}"
                 )
 
 
