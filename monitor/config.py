@@ -345,6 +345,8 @@ def config_hash(config: BaseModel) -> str:
 
 
 def load_config_text(text: str) -> EngineConfig:
-    """Parse a TOML document into an EngineConfig (unknown keys raise)."""
+    """Parse a TOML document into an EngineConfig (unknown keys raise). A ``[live]`` table
+    (a ``liqmon live --config`` file) belongs to the live process and is left out."""
     data = tomllib.loads(text)
+    data.pop("live", None)
     return EngineConfig.model_validate(data)

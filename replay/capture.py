@@ -13,10 +13,12 @@ caller can dead-letter it) and strict per file (a file that is not a capture rai
 from __future__ import annotations
 
 import gzip
+import multiprocessing as mp
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -28,6 +30,7 @@ __all__ = [
     "BadLine",
     "CaptureError",
     "CaptureLine",
+    "can_fork",
     "dumps_line",
     "iter_capture",
     "open_capture",
@@ -220,13 +223,65 @@ class _ChunkSink:
 _CHUNK_LINES = 4096
 
 
-def write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+def can_fork() -> bool:
+    """True where a child process can be forked (Linux, the BSDs; not from a daemonic
+    multiprocessing worker, which may not have children)."""
+    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
+
+
+def _gzip_child(path: Path, conn: Connection, parent_end: Connection) -> None:
+    """Child: gzip every chunk received into ``path`` until an empty one arrives.
+
+    A pipe closed before that means the parent stopped (it raises its own error), so the
+    child just ends. The child's copy of the parent's end is closed first, or that end
+    would never be closed everywhere.
+    """
+    parent_end.close()
+    with path.open("wb") as fh, gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0,
+                                              compresslevel=GZIP_LEVEL) as gz:
+        try:
+            while chunk := conn.recv_bytes():
+                gz.write(chunk)
+        except EOFError:
+            pass
+        finally:
+            conn.close()
+
+
+def _write_in_child(path: Path, chunks: Iterable[bytes]) -> None:
+    """:func:`write_chunks`' gzip in a forked child process, fed through a pipe."""
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_gzip_child, args=(path, recv, send), daemon=True, name="capture-gzip")
+    proc.start()
+    recv.close()
+    try:
+        for chunk in chunks:
+            if chunk:
+                send.send_bytes(chunk)
+        send.send_bytes(b"")
+    except BrokenPipeError:
+        pass  # the child ended early: its exit code says why, below
+    finally:
+        send.close()
+        proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"writing {path} failed in the gzip process (exit code {proc.exitcode})")
+
+
+def write_chunks(path: Path, chunks: Iterable[bytes], *, in_child: bool = False) -> None:
     """Write already serialised capture lines (whole, newline-terminated lines per chunk).
 
     Gzip (when the name ends in .gz) is written with mtime 0, at :data:`GZIP_LEVEL`, and
-    compressed on a worker thread while the caller builds the next chunk.
+    compressed while the caller builds the next chunk: on a worker thread, or with
+    ``in_child`` (where :func:`can_fork`) in a forked child process. A thread shares the
+    interpreter lock with the caller, chunk by chunk; a child does not, which a caller that
+    is itself CPU-bound (the scenario generator) wants. The bytes are the same either way.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if in_child and path.suffix == ".gz" and can_fork():
+        _write_in_child(path, chunks)
+        return
     with path.open("wb") as fh:
         sink = _ChunkSink(fh, path.suffix == ".gz")
         try:

@@ -201,31 +201,11 @@ def _run_inline(
     return _ReplayRun(inline.alerts, inline.stats, "inline", inline.snapshots)
 
 
-def _worker_env(
-    args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, bootstrap: str, effective: Settings
-) -> dict[str, str]:
-    """The environment of the worker a replay starts: its broker, metrics port and config."""
-    env = {
-        "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
-        "LIQMON_BROKER_KIND": effective.broker_kind,
-        # The replay's worker serves the replay's /metrics (9466 unless told).
-        "LIQMON_METRICS_PORT": str(
-            args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port
-        ),
-        "LIQMON_PARTITIONS": str(effective.partitions),
-    }
-    if args.config or settings.config:
-        env["LIQMON_CONFIG"] = str(args.config or settings.config)
-    if inputs.margin_tables is not None:
-        env["LIQMON_MARGIN_TABLES"] = str(inputs.margin_tables)
-    return env
-
-
 def _run_kafka(
     args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path,
     progress: ReplayProgress | None,
 ) -> _ReplayRun:
-    from streams.cmd.worker import resolve_bootstrap, worker_process
+    from streams.cmd.worker import resolve_bootstrap, worker_env, worker_process
     from streams.kafka.replay import ReplayHooks, ensure_topics, replay_kafka
 
     with resolve_bootstrap(settings) as (bootstrap, effective):
@@ -233,7 +213,11 @@ def _run_kafka(
         with contextlib.ExitStack() as stack:
             alive: Callable[[], bool] | None = None
             if not args.no_worker:
-                env = _worker_env(args, settings, inputs, bootstrap, effective)
+                env = worker_env(
+                    bootstrap, effective, config=args.config or settings.config, margin_tables=inputs.margin_tables,
+                    # The replay's worker serves the replay's /metrics (9466 unless told).
+                    metrics_port=args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port,
+                )
                 proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))
                 alive = lambda: proc.poll() is None  # noqa: E731
             hooks = ReplayHooks(
@@ -327,7 +311,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from streams.kafka.broker import start_broker
 
-    broker = start_broker(port=args.port)
+    broker = start_broker(port=args.port, log_level=Settings().broker_log)
     print(f"liqmon: embedded broker listening on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
     print(f"export LIQMON_KAFKA_BOOTSTRAP={broker.bootstrap} LIQMON_BROKER_KIND=tansu", flush=True)
     try:

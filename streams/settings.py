@@ -7,15 +7,15 @@ validated by :class:`monitor.config.EngineConfig`.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.config import EngineConfig
+from monitor.config import EngineConfig, load_config_text
 
 __all__ = [
     "ConfigFileError",
@@ -23,8 +23,11 @@ __all__ = [
     "SaslMechanism",
     "Settings",
     "load_engine_config",
+    "read_config_file",
     "settings_error_line",
 ]
+
+T = TypeVar("T")
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -150,19 +153,18 @@ def load_engine_config(path: Path | None, margin_tables: Path | None = None) -> 
     return config.model_copy(update={"risk": risk})
 
 
-def _load_engine_toml(path: Path | None) -> EngineConfig:
-    if path is None:
-        return EngineConfig()
+def read_config_file(path: Path, parse: Callable[[str], T]) -> T:
+    """``parse`` of a config file's text; a file that cannot be read or parsed is one line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text)
-        # A `liqmon live --config` file: its [live] table is the live process's, the rest the engine's.
-        data.pop("live", None)
-        return EngineConfig.model_validate(data)
+        return parse(text)
     except Exception as exc:  # tomllib or pydantic: both worth one clear line
-        first = str(exc).splitlines()
-        detail = "; ".join(line.strip() for line in first[:4])
+        detail = "; ".join(line.strip() for line in str(exc).splitlines()[:4])
         raise ConfigFileError(f"invalid config {path}: {detail}") from None
+
+
+def _load_engine_toml(path: Path | None) -> EngineConfig:
+    return EngineConfig() if path is None else read_config_file(path, load_config_text)

@@ -215,10 +215,6 @@ class AccountBook:
         everyone = _Rows(np.arange(n_accounts, dtype=np.int64), columns)
         self._evaluate(list(range(len(columns.keys))), everyone)
 
-    def in_status(self, code: int) -> IntArray:
-        """The accounts whose status code is ``code`` at the current prices (ascending)."""
-        return np.sort(self.order[np.flatnonzero(self._status == code)])
-
     def rows_in_status(self, code: int) -> IntArray:
         """The rows of ``columns`` whose status code is ``code`` (ascending rows)."""
         return np.flatnonzero(self._status == code)

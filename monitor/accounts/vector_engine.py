@@ -37,9 +37,7 @@ __all__ = [
     "book_layout",
     "layout_fits",
     "liquidate_layout",
-    "liquidate_rows",
     "padded_entries",
-    "settlement_fits",
     "slot_figures",
     "slot_groups",
     "step_mm_usd",
@@ -89,16 +87,10 @@ def padded_entries(rows: IntArray, start: IntArray, select: BoolArray) -> IntArr
     return out
 
 
-def settlement_fits(book: AccountBook, rows: IntArray, params: RiskParams) -> BoolArray:
-    """Rows the batch engine takes: no perps, or a balance of the venue's settlement asset."""
-    cols = book.columns
-    return layout_fits(cols, cols.model[rows], padded_entries(rows, cols.entry_start, ~cols.entry_is_perp),
-                       padded_entries(rows, cols.entry_start, cols.entry_is_perp), params)
-
-
 def layout_fits(cols: AccountColumns, model: npt.NDArray[np.int8], balance: IntArray, perp: IntArray,
                 params: RiskParams) -> BoolArray:
-    """:func:`settlement_fits` of accounts laid out as padded balance and perp entries."""
+    """Rows the batch engine takes, of accounts laid out as padded balance and perp entries:
+    no perps, or a balance of the venue's settlement asset."""
     out: BoolArray = np.all(perp < 0, axis=1)
     assets = {a: i for i, a in enumerate(cols.assets)}
     settle = np.array([assets.get(params.unified.venue(m).settlement_asset, -1) for m in MODELS], dtype=np.int64)
@@ -363,7 +355,7 @@ class _Batch:
         is_settle = self.b_valid & (self.asset == self.settle)
         j = np.where(is_settle.any(axis=1), np.argmax(is_settle, axis=1), -1)
         r, js = self.r[:, 0], np.maximum(j, 0)
-        moved &= j >= 0  # rows without one are not laid out here (``settlement_fits``)
+        moved &= j >= 0  # rows without one are not laid out here (``layout_fits``)
         self.bal[r, js] = np.where(moved, self.bal[r, js] + realised / self.px[r, js], self.bal[r, js])
         debt = moved & (self.bal[r, js] < 0)
         self.repay(np.where(debt, j, -1)[:, None], until_target=False)
@@ -463,7 +455,7 @@ def _run(cols: AccountColumns, layout: RowLayout, venue: UnifiedVenueParams) -> 
 def liquidate_layout(cols: AccountColumns, layout: RowLayout, params: RiskParams) -> list[EngineResult]:
     """The liquidation engine (:func:`monitor.models.margin.liquidate_account`, RISK_MODEL §3) on
     accounts laid out from ``cols``, one result per model present. Their rows must pass
-    :func:`settlement_fits`."""
+    :func:`layout_fits`."""
     out: list[EngineResult] = []
     for code, model in enumerate(MODELS):
         mine = layout.model == code
@@ -472,8 +464,3 @@ def liquidate_layout(cols: AccountColumns, layout: RowLayout, params: RiskParams
         if mine.any():
             out.append(_run(cols, layout.take(mine), params.unified.venue(model)))
     return out
-
-
-def liquidate_rows(book: AccountBook, rows: IntArray, params: RiskParams) -> list[EngineResult]:
-    """:func:`liquidate_layout` on book rows at the book's prices and figures."""
-    return liquidate_layout(book.columns, book_layout(book, rows), params)

@@ -104,9 +104,6 @@ class Engine:
         )
 
     # -- state -----------------------------------------------------------------------
-    def has_asset(self, asset: str) -> bool:
-        return asset in self.pegs or any(b.asset == asset for b in self.liquidity.books.values())
-
     def snapshot(self, asset: str) -> dict[str, Any] | None:
         """Discrete state of one asset (peg bands, book baselines) as plain JSON."""
         peg = self.pegs.get(asset)
@@ -148,11 +145,6 @@ class Engine:
     # -- processing ------------------------------------------------------------------
     def is_quote_asset(self, asset: str) -> bool:
         return asset in self.config.ingest.quote_prices_usd
-
-    def advance_all(self, ts_ms: int, partitions: int) -> None:
-        """Advance every partition clock (a broadcast batch reached every partition)."""
-        for p in range(partitions):
-            self.clock(p).advance(ts_ms)
 
     def process(self, batch: Batch, partition: int = 0) -> BatchResult:
         """Run every event of ``batch`` through the processors, in order."""

@@ -17,7 +17,7 @@ from monitor.accounts.attribution import AssetSlots
 from monitor.accounts.book import AccountBook, AccountFigures
 from monitor.accounts.columns import MODELS, ColumnsBuilder
 from monitor.accounts.lines import AccountLines
-from monitor.accounts.vector_engine import liquidate_rows, settlement_fits
+from monitor.accounts.vector_engine import book_layout, layout_fits, liquidate_layout
 from monitor.accounts.vector_margin import LIQUIDATION
 from monitor.models.loops.lending import (
     LoopBook,
@@ -242,9 +242,10 @@ class _AccountRows:
         """(actions, uncovered shortfall) of each account in liquidation, by account number."""
         book = self.book
         rows = book.rows_of(np.flatnonzero(self.after.status == LIQUIDATION))
-        fits = settlement_fits(book, rows, self.params)
+        layout = book_layout(book, rows)  # laid out once: the fit test and the engine share it
+        fits = layout_fits(book.columns, layout.model, layout.balance, layout.perp, self.params)
         out: dict[int, tuple[list[dict[str, Any]], float]] = {}
-        for result in liquidate_rows(book, rows[fits], self.params):
+        for result in liquidate_layout(book.columns, layout if fits.all() else layout.take(fits), self.params):
             for k, row in enumerate(result.rows.tolist()):
                 actions = [a._asdict() for a in result.actions(k, book.columns)]
                 out[int(book.order[row])] = (actions, float(result.uncovered_usd[k]))

@@ -33,9 +33,9 @@ import orjson
 from pydantic import BaseModel
 
 from replay.calibration import CalibrationRow, calibrate
+from replay.capture import write_chunks
 from replay.scenario.config import PRESETS, T0_MS, ScenarioKnobs, knobs_for
 from replay.scenario.day.sim import Simulation
-from replay.scenario.day.sink import write_capture_gzip
 from replay.scenario.weekend.calibration import calibrate_weekend
 from replay.scenario.weekend.scenario import WeekendKnobs, write_weekend
 
@@ -151,7 +151,7 @@ def generate(
 
     with _gc_paused():
         sim = Simulation(cfg, seed)
-        write_capture_gzip(out_dir / "capture.jsonl.gz", chunks(sim))
+        write_chunks(out_dir / "capture.jsonl.gz", chunks(sim), in_child=True)
     total = sum(counts.values())
     sim.flush_queues(T0_MS + sim.n * 1000)
     _write_jsonl(out_dir / "positions.jsonl", sim.positions())

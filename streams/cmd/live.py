@@ -34,7 +34,7 @@ from streams.feeds.config import LiveConfig, split_config
 from streams.feeds.instruments import fetch_instruments
 from streams.feeds.margin_tables import fetch_margin_tables
 from streams.feeds.runner import LiveRunner, Recorder
-from streams.settings import ConfigFileError, Settings
+from streams.settings import ConfigFileError, Settings, read_config_file
 
 __all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
 
@@ -79,15 +79,7 @@ def add_parser(subparsers: Any) -> None:
 def load_configs(path: Path | None) -> tuple[EngineConfig, LiveConfig]:
     if path is None:
         return EngineConfig(), LiveConfig()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
-    try:
-        return split_config(text)
-    except Exception as exc:  # tomllib or pydantic: one clear line
-        detail = "; ".join(line.strip() for line in str(exc).splitlines()[:4])
-        raise ConfigFileError(f"invalid config {path}: {detail}") from None
+    return read_config_file(path, split_config)
 
 
 async def print_alerts(bootstrap: str, stop: asyncio.Event) -> int:
@@ -175,20 +167,6 @@ async def _run_live(
     return 0
 
 
-def _worker_env(args: argparse.Namespace, bootstrap: str, effective: Settings) -> dict[str, str]:
-    """The environment of the worker ``liqmon live`` starts on its embedded broker (as ``replay``'s)."""
-    env = {
-        "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
-        "LIQMON_BROKER_KIND": effective.broker_kind,
-        "LIQMON_METRICS_PORT": str(effective.metrics_port),
-        "LIQMON_PARTITIONS": str(effective.partitions),
-    }
-    config = args.config or effective.config
-    if config is not None:
-        env["LIQMON_CONFIG"] = str(config)  # the worker reads the engine part, not [live]
-    return env
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``liqmon live``; returns the exit code."""
     settings = Settings()
@@ -197,14 +175,16 @@ def run(args: argparse.Namespace) -> int:
         live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
     except ValueError as exc:
         raise ConfigFileError(str(exc)) from None
-    from streams.cmd.worker import resolve_bootstrap, worker_process
+    from streams.cmd.worker import resolve_bootstrap, worker_env, worker_process
 
     try:
         with resolve_bootstrap(settings) as (bootstrap, effective), contextlib.ExitStack() as stack:
             worker = None
             if not settings.kafka_bootstrap and not args.no_worker:
                 log_path = args.out / "worker.log"
-                worker = stack.enter_context(worker_process(_worker_env(args, bootstrap, effective), log_path))
+                worker = stack.enter_context(worker_process(worker_env(
+                    bootstrap, effective, metrics_port=effective.metrics_port, config=args.config or effective.config,
+                ), log_path))
                 print(f"liqmon: worker started (log {log_path}); alerts print here as they come",
                       file=sys.stderr, flush=True)
             return asyncio.run(_run_live(args, bootstrap, effective, engine, live, worker))

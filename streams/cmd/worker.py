@@ -71,7 +71,7 @@ def resolve_bootstrap(settings: Settings) -> Iterator[tuple[str, Settings]]:
     if settings.kafka_bootstrap:
         yield settings.kafka_bootstrap, settings
         return
-    with embedded_broker() as broker:
+    with embedded_broker(log_level=settings.broker_log) as broker:
         print(f"liqmon: embedded broker on {broker.bootstrap}", file=sys.stderr)
         yield broker.bootstrap, settings.model_copy(update={"broker_kind": "tansu"})
 
@@ -292,6 +292,24 @@ def _exit_after(timeout_s: float) -> None:
     timer = threading.Timer(timeout_s, force)
     timer.daemon = True
     timer.start()
+
+
+def worker_env(
+    bootstrap: str, effective: Settings, *, metrics_port: int, config: Path | None, margin_tables: Path | None = None
+) -> dict[str, str]:
+    """The environment of a worker a command starts beside it (``replay``, ``live``): its broker,
+    metrics port, partitions, and the config file (the worker reads its engine part)."""
+    env = {
+        "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
+        "LIQMON_BROKER_KIND": effective.broker_kind,
+        "LIQMON_METRICS_PORT": str(metrics_port),
+        "LIQMON_PARTITIONS": str(effective.partitions),
+    }
+    if config is not None:
+        env["LIQMON_CONFIG"] = str(config)
+    if margin_tables is not None:
+        env["LIQMON_MARGIN_TABLES"] = str(margin_tables)
+    return env
 
 
 @contextlib.contextmanager

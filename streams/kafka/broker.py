@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.settings import Settings
-
 __all__ = [
     "BrokerError", "EmbeddedBroker", "broker_reachable", "die_with_parent", "embedded_broker", "free_port",
     "wait_for_kafka",
@@ -132,12 +130,10 @@ class EmbeddedBroker:
             self.process.wait(timeout=5)
 
 
-def start_broker(
-    port: int | None = None, log_path: Path | None = None, log_level: str | None = None
-) -> EmbeddedBroker:
+def start_broker(port: int | None = None, log_path: Path | None = None, log_level: str = "warn") -> EmbeddedBroker:
     """Start Tansu on 127.0.0.1 (a free port unless given) and wait until it answers.
 
-    ``log_level``: its RUST_LOG, ``LIQMON_BROKER_LOG`` (warn) unless given."""
+    ``log_level``: its RUST_LOG (the command line passes ``LIQMON_BROKER_LOG``)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     cmd = [
@@ -151,7 +147,7 @@ def start_broker(
         "memory://tansu/",
     ]
     log = log_path.open("ab") if log_path else subprocess.DEVNULL
-    env = {**os.environ, "RUST_LOG": log_level or Settings().broker_log}
+    env = {**os.environ, "RUST_LOG": log_level}
     try:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
@@ -172,9 +168,11 @@ def start_broker(
 
 
 @contextlib.contextmanager
-def embedded_broker(port: int | None = None, log_path: Path | None = None) -> Iterator[EmbeddedBroker]:
+def embedded_broker(
+    port: int | None = None, log_path: Path | None = None, log_level: str = "warn"
+) -> Iterator[EmbeddedBroker]:
     """Run the embedded broker for the duration of a ``with`` block; always stop it."""
-    broker = start_broker(port, log_path)
+    broker = start_broker(port, log_path, log_level)
     try:
         yield broker
     finally:

@@ -32,7 +32,7 @@ import random
 import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Protocol, TextIO
@@ -117,9 +117,15 @@ class RetryPolicy:
     base_delay_s: float = 0.25
     max_delay_s: float = 10.0
 
+    #: The backoff these delays make (None when a delay is 0: retries follow at once).
+    _backoff: BackoffPolicy | None = field(init=False, repr=False, compare=False, default=None)
+
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.base_delay_s < 0 or self.max_delay_s < 0:
             raise ValueError(f"invalid retry policy: {self}")
+        if self.base_delay_s > 0 and self.max_delay_s > 0:
+            backoff = BackoffPolicy(initial_s=self.base_delay_s, max_s=self.max_delay_s, factor=2.0, jitter_ratio=0.5)
+            object.__setattr__(self, "_backoff", backoff)
 
     def wait(self, rng: random.Random) -> Callable[[RetryCallState], float]:
         """tenacity wait: equal-jitter capped exponential backoff, c/2 + U(0, c/2), c = min(cap, base*2^n).
@@ -127,16 +133,11 @@ class RetryPolicy:
         From the AWS Architecture Blog "Exponential Backoff and Jitter" (equal jitter): the
         delay keeps growing, the jitter spreads out retries from many workers.
         """
-        if self.base_delay_s == 0 or self.max_delay_s == 0:
-            return wait_none()
-        return JitteredExponential(
-            BackoffPolicy(initial_s=self.base_delay_s, max_s=self.max_delay_s, factor=2.0, jitter_ratio=0.5), rng
-        )
+        return wait_none() if self._backoff is None else JitteredExponential(self._backoff, rng)
 
     def delay_s(self, retry_index: int, rng: random.Random) -> float:
         """Delay after the ``retry_index``-th failed attempt (0-based), see :meth:`wait`."""
-        wait = self.wait(rng)
-        return wait.delay_s(retry_index) if isinstance(wait, JitteredExponential) else 0.0
+        return 0.0 if self._backoff is None else JitteredExponential(self._backoff, rng).delay_s(retry_index)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 
 from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import ColumnsBuilder
-from monitor.accounts.vector_engine import liquidate_rows, settlement_fits
+from monitor.accounts.vector_engine import book_layout, layout_fits, liquidate_layout
 from monitor.models.margin import Account, ForcedSell, liquidate_account
 from monitor.risk_params import RiskParams
 from tests.unit.test_account_book import book_case, shocks
@@ -23,14 +23,15 @@ def _check(accounts: list[Account], prices: dict[str, float], params: RiskParams
     """Every fitting account through both engines; the number compared."""
     book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
     rows = np.arange(len(accounts), dtype=np.int64)
-    fits = settlement_fits(book, rows, params)
+    layout = book_layout(book, rows)
+    fits = layout_fits(book.columns, layout.model, layout.balance, layout.perp, params)
     for row, ok in zip(rows.tolist(), fits.tolist(), strict=True):
         acct = accounts[int(book.order[row])]
         venue = params.unified.venue(acct.model)
         has_settle = any(b.asset == venue.settlement_asset for b in acct.balances)
         assert ok == (not acct.perps or has_settle), acct.account_id
     compared = 0
-    for result in liquidate_rows(book, rows[fits], params):
+    for result in liquidate_layout(book.columns, layout.take(fits), params):
         for k, row in enumerate(result.rows.tolist()):
             acct = accounts[int(book.order[row])]
             after, actions, short = liquidate_account(acct, prices, params)
@@ -69,7 +70,7 @@ def test_engine_sells_collateral_closes_perps_and_settles() -> None:
     prices = {"BTC": 100_000.0, "USDT": 1.0, "USDC": 1.0, "ETH": 3_000.0}
     assert _check(accounts, prices, params) == 4
     book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
-    results = liquidate_rows(book, np.arange(4, dtype=np.int64), params)
+    results = liquidate_layout(book.columns, book_layout(book, np.arange(4, dtype=np.int64)), params)
     kinds = {a.kind for r in results for k in range(r.rows.shape[0]) for a in r.actions(k, book.columns)}
     assert kinds == {"collateral", "perp"}
 

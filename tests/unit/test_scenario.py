@@ -221,4 +221,5 @@ def test_generation_without_a_child_process_gives_the_same_bytes(
 ) -> None:
     """Where fork is unavailable the exogenous streams are framed inline, byte for byte alike."""
     monkeypatch.setattr("replay.scenario.day.feed.can_fork", lambda: False)
+    monkeypatch.setattr("replay.capture.can_fork", lambda: False)
     assert _digests(generate("oct10", 7, tmp_path / "g", SHORT)) == GOLDEN_SHORT_SEED_7

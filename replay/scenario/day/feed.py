@@ -14,16 +14,12 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Generic, TypeVar
 
+from replay.capture import can_fork
+
 T = TypeVar("T")
 
 #: Seconds per message from the child.
 BLOCK = 64
-
-
-def can_fork() -> bool:
-    """True where a child process can be forked (Linux, the BSDs; not from a daemonic
-    multiprocessing worker, which may not have children)."""
-    return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
 
 
 def _produce(produce: Callable[[int], T], n: int, conn: Connection) -> None:

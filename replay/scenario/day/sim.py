@@ -146,9 +146,6 @@ class Simulation:
     def _perp_syms_usdm(self) -> list[str]:
         return ["BTC", "ETH", "SOL", *[a for a in PERP_ALTS if a in self.perp_px]]
 
-    def _alt(self, base: str) -> AltSpec:
-        return next(s for s in self.alts if s.base == base)
-
     # ------------------------------------------------------------------ prices
 
     def binance_price(self, asset: str, t: int) -> float:

@@ -67,11 +67,6 @@ class Book:
         self._last: tuple[float, float, dict[str, str], dict[str, str]] | None = None
         self._by_liquidity: dict[float, list[tuple[float, float]]] = {}
 
-    def px(self, value: float, up: bool) -> str:
-        ticks = value / self.tick
-        n = int(ticks + 0.999999) if up else int(ticks + 1e-9)
-        return f"{max(n, 1) * self.tick:.{self.pd}f}"
-
     def _levels(self, mid: float, liquidity: float) -> list[tuple[float, float]]:
         """(distance from mid, USD) of every level, nearest first (callers do not mutate).
 
@@ -148,7 +143,7 @@ class Book:
     def _fill(
         self, mid: float, levels: list[tuple[float, float]]
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """The hot loop of generation: price and size every level (:meth:`px` inlined).
+        """The hot loop of generation: price (ticks rounded away from mid, at least one) and size every level.
 
         With a power-of-ten tick a printed price reads back as ticks / 10**pd (at least
         one tick, so never below the tick), and a contract size of 1 divides nothing away:

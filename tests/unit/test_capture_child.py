@@ -1,4 +1,4 @@
-"""The scenario's gzip child process: the same bytes as the in-process writer; errors surface."""
+"""The capture writer's gzip child process: the same bytes as its thread; errors surface."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from replay.capture import write_chunks
-from replay.scenario.day.sink import write_capture_gzip
 
 
 def _chunks() -> Iterator[bytes]:
@@ -23,9 +22,9 @@ def _chunks() -> Iterator[bytes]:
 def test_same_bytes_as_the_thread_writer(tmp_path: Path, forked: bool,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     if not forked:
-        monkeypatch.setattr("replay.scenario.day.sink.can_fork", lambda: False)
+        monkeypatch.setattr("replay.capture.can_fork", lambda: False)
     write_chunks(tmp_path / "a.jsonl.gz", _chunks())
-    write_capture_gzip(tmp_path / "b.jsonl.gz", _chunks())
+    write_chunks(tmp_path / "b.jsonl.gz", _chunks(), in_child=True)
     assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()
     with gzip.open(tmp_path / "b.jsonl.gz") as fh:
         assert fh.read() == b"".join(_chunks())
@@ -38,11 +37,11 @@ def _failing() -> Iterator[bytes]:
 
 def test_an_error_while_generating_is_raised(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="generation failed"):
-        write_capture_gzip(tmp_path / "c.jsonl.gz", _failing())
+        write_chunks(tmp_path / "c.jsonl.gz", _failing(), in_child=True)
 
 
 def test_a_failed_child_is_reported(tmp_path: Path) -> None:
     target = tmp_path / "d.jsonl.gz"
     target.mkdir()  # the child cannot open a directory for writing
     with pytest.raises(RuntimeError, match="gzip process"):
-        write_capture_gzip(target, _chunks())
+        write_chunks(target, _chunks(), in_child=True)
