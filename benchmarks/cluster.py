@@ -14,10 +14,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from monitor.ingest.batch import Control
+from monitor.protocol import AckCollector, MarketAck
 from streams import topics
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.security import kafka_client_options
-from streams.protocol import AckCollector, MarketAck
 
 __all__ = ["LATENCY_CONFIG", "PARTITIONS", "send_end", "start_worker", "stop", "worker_env"]
 

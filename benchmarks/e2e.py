@@ -61,11 +61,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.server import ServerConnection, serve
 
 from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, wait_acks, worker_env
+from monitor.protocol import MarketAck
 from streams import topics
 from streams.kafka.broker import embedded_broker, free_port
 from streams.kafka.replay import collect_alerts, ensure_topics
 from streams.kafka.security import kafka_client_options
-from streams.protocol import MarketAck
 
 __all__ = ["bench_e2e", "ws_frame"]
 

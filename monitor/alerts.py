@@ -1,43 +1,22 @@
-"""The alert contract (README "Alert") and its deterministic id."""
+"""Alerts: the deterministic id, the severity order and the one-line form for a human.
+
+The record itself is :class:`monitor.protocol.Alert` (README "Alert")."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-import orjson
-from pydantic import BaseModel, ConfigDict
+from monitor.protocol import Alert, Severity
 
-__all__ = ["SEVERITIES", "SEVERITY_RANK", "Alert", "Severity", "alert_id", "format_alert_line", "make_alert"]
+__all__ = ["SEVERITIES", "SEVERITY_RANK", "alert_id", "format_alert_line", "make_alert"]
 
-Severity = Literal["info", "warning", "high", "critical"]
 #: The severities in rising order: the one definition every module ranks by.
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "high", "critical")
 #: Rank of a severity (info 0 … critical 3).
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
-
-
-class Alert(BaseModel):
-    """One alert; ``alert_id`` is a pure function of config, kind, subject and transition."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alert_id: str
-    ts_ms: int
-    kind: str
-    severity: Severity
-    venue: str | None
-    asset: str | None
-    stage: int | None
-    message: str
-    evidence: dict[str, Any]
-    config_hash: str
-
-    def to_json(self) -> bytes:
-        """Canonical bytes: the same alert always serialises identically."""
-        return orjson.dumps(self.model_dump(mode="json"))
 
 
 def alert_id(config_hash: str, kind: str, venue: str | None, asset: str | None, identity: str) -> str:
@@ -80,7 +59,7 @@ def format_alert_line(alert: Alert | Mapping[str, Any]) -> str:
     Takes the alert record or its JSON dict (what the sinks receive); a field missing from a
     dict prints as ``?`` or is left out, never raises.
     """
-    fields: Mapping[str, Any] = alert.model_dump() if isinstance(alert, Alert) else alert
+    fields: Mapping[str, Any] = alert.as_dict() if isinstance(alert, Alert) else alert
     ts_ms = fields.get("ts_ms")
     when = (
         datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

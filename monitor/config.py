@@ -15,8 +15,9 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from monitor.alerts import SEVERITIES, Severity
+from monitor.alerts import SEVERITIES
 from monitor.events import BOOK_BANDS_BPS
+from monitor.protocol import Severity
 from monitor.risk_params import RiskParams
 
 __all__ = [

@@ -15,104 +15,20 @@ event time:
   ts_ms < the minimum watermark over all partitions (and everything at the end of a
   run). The released sequence is then the same total order whatever the interleaving.
 
-A signal is a list ``[ts_ms, asset, seq, kind, payload]`` with a JSON-object payload whose
-fields are fixed per kind (:data:`SIGNAL_FIELDS`; one ``TypedDict`` per kind below).
+A signal is a tuple ``(ts_ms, asset, seq, kind, payload)`` with a JSON-object payload whose
+fields are fixed per kind (:data:`monitor.protocol.SIGNAL_FIELDS`; one ``TypedDict`` per
+kind); the records carrying them are :class:`monitor.protocol.SignalRecord`.
 """
 
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any
 
-import orjson
+from monitor.protocol import Signal, SignalKind, SignalPayload, SignalRecord
 
-__all__ = [
-    "SIGNAL_FIELDS",
-    "SIGNAL_VERSION",
-    "BookSignal",
-    "DepthSignal",
-    "FlowSignal",
-    "LiqSignal",
-    "PartitionClock",
-    "PegSignal",
-    "PriceSignal",
-    "ReorderBuffer",
-    "Signal",
-    "SignalKind",
-    "SignalPayload",
-    "SignalRecord",
-    "decode_signal_record",
-    "encode_signal_record",
-    "signal_record_from_obj",
-]
-
-SIGNAL_VERSION = 1
-
-#: [ts_ms, asset, seq, kind, payload]
-Signal = list[Any]
-
-SignalKind = Literal["price", "peg", "book", "depth", "liq", "flow"]
-
-
-class PriceSignal(TypedDict):
-    """A price key moved materially (an index, a venue's price, a derived rate)."""
-
-    key: str
-    price: float
-
-
-class PegSignal(TypedDict):
-    """A venue's peg level changed (0 in band … 3 critical) at this deviation."""
-
-    venue: str
-    level: int
-    dev_bps: float
-
-
-class BookSignal(TypedDict):
-    """A book changed withdrawal state (warm, withdrawn, restored, invalid …)."""
-
-    venue: str
-    symbol: str
-    state: str
-    depth_usd: float
-    baseline_usd: float
-
-
-class DepthSignal(TypedDict):
-    """A book's cumulative bid depth (USD) in the bands below mid, for the spiral's ladders."""
-
-    venue: str
-    symbol: str
-    key: str
-    mid: float
-    bid_usd: list[float]
-
-
-class LiqSignal(TypedDict):
-    """Liquidation prints of the batch, by side."""
-
-    long_usd: float
-    short_usd: float
-
-
-class FlowSignal(TypedDict):
-    """Net taker sell flow of the batch."""
-
-    net_sell_usd: float
-
-
-SignalPayload = PriceSignal | PegSignal | BookSignal | DepthSignal | LiqSignal | FlowSignal
-
-#: The fields each kind of signal carries: what stage 2 reads, checked when a record is decoded.
-SIGNAL_FIELDS: dict[str, frozenset[str]] = {
-    kind: frozenset(payload.__annotations__)
-    for kind, payload in (
-        ("price", PriceSignal), ("peg", PegSignal), ("book", BookSignal),
-        ("depth", DepthSignal), ("liq", LiqSignal), ("flow", FlowSignal),
-    )
-}
+__all__ = ["PartitionClock", "ReorderBuffer"]
 
 
 @dataclass(slots=True)
@@ -125,60 +41,10 @@ class PartitionClock:
     def stamp(self, ts_ms: int, asset: str, kind: SignalKind, payload: SignalPayload) -> Signal:
         """A signal at ``max(ts_ms, watermark)`` with the partition's next sequence number."""
         self.seq += 1
-        return [ts_ms if ts_ms > self.watermark_ms else self.watermark_ms, asset, self.seq, kind, payload]
+        return (ts_ms if ts_ms > self.watermark_ms else self.watermark_ms, asset, self.seq, kind, payload)
 
     def advance(self, ts_ms: int) -> None:
         self.watermark_ms = max(self.watermark_ms, ts_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class SignalRecord:
-    """One ``risk.signals`` record: a partition's signals after a batch and its watermark.
-
-    ``end`` (a run id) marks the end of a replay on that partition.
-    """
-
-    partition: int
-    watermark_ms: int
-    signals: list[Signal]
-    end: str | None = None
-
-
-def encode_signal_record(rec: SignalRecord) -> bytes:
-    obj: dict[str, Any] = {
-        "v": SIGNAL_VERSION, "p": rec.partition, "wm": rec.watermark_ms, "s": rec.signals,
-    }
-    if rec.end is not None:
-        obj["end"] = rec.end
-    return orjson.dumps(obj)
-
-
-def decode_signal_record(value: bytes) -> SignalRecord:
-    """Decode one record (raises ValueError with a reason on anything malformed)."""
-    return signal_record_from_obj(orjson.loads(value))
-
-
-def signal_record_from_obj(obj: object) -> SignalRecord:
-    """A signal record from its decoded JSON (raises ValueError with a reason)."""
-    if not isinstance(obj, dict) or obj.get("v") != SIGNAL_VERSION:
-        raise ValueError("not a liqmon signal record")
-    part, wm, sigs = obj.get("p"), obj.get("wm"), obj.get("s")
-    if not isinstance(part, int) or not isinstance(wm, int) or not isinstance(sigs, list):
-        raise ValueError("signal record needs integer p, wm and a list s")
-    for s in sigs:
-        if not (
-            isinstance(s, list) and len(s) == 5 and isinstance(s[0], int)
-            and isinstance(s[1], str) and isinstance(s[2], int) and isinstance(s[3], str)
-            and isinstance(s[4], dict)
-        ):
-            raise ValueError("each signal must be [ts_ms, asset, seq, kind, payload]")
-        fields = SIGNAL_FIELDS.get(s[3])
-        if fields is None:
-            raise ValueError(f"unknown signal kind {s[3]!r}")
-        if not fields <= s[4].keys():
-            raise ValueError(f"a {s[3]} signal needs {', '.join(sorted(fields - s[4].keys()))}")
-    end = obj.get("end")
-    return SignalRecord(part, wm, sigs, end if isinstance(end, str) else None)
 
 
 @dataclass
@@ -240,8 +106,7 @@ class ReorderBuffer:
         out: list[Signal] = []
         heap = self._heap
         while heap and (flush or (low is not None and heap[0][0] < low)):
-            ts, asset, seq, kind, payload = heapq.heappop(heap)
-            out.append([ts, asset, seq, kind, payload])
+            out.append(heapq.heappop(heap))
         return out
 
     def reset_run(self, run: str) -> None:

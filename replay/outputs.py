@@ -10,8 +10,7 @@ from typing import Any
 
 import orjson
 
-from monitor.alerts import Alert
-from monitor.snapshots import RiskSnapshot
+from monitor.protocol import Alert, RiskSnapshot
 from replay.replayer import ReplayStats
 
 __all__ = ["ordered_alerts", "write_alerts", "write_snapshots", "write_summary"]

@@ -21,11 +21,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch
-from monitor.ingest.frames import CONFIG_CHANNELS, DeadLetter, Ingest, IngestOutput
-from monitor.snapshots import RiskSnapshot
+from monitor.ingest.frames import CONFIG_CHANNELS, Ingest, IngestOutput
+from monitor.protocol import Alert, DeadLetter, RiskSnapshot
 from monitor.stages.engine import Engine
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step, market_step

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-from monitor.alerts import SEVERITY_RANK, Alert, format_alert_line
-from monitor.snapshots import RiskSnapshot
+from monitor.alerts import SEVERITY_RANK, format_alert_line
+from monitor.protocol import Alert, RiskSnapshot
 from replay.outputs import utc
 
 __all__ = ["Fact", "Story", "TimelineRow", "build_story", "plural", "print_story"]

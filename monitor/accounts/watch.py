@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import make_alert
 from monitor.config import EngineConfig
 from monitor.models.margin import STATUS_RANK, Account, AccountResult, evaluate_account, liquidate_account
+from monitor.protocol import Alert
 from monitor.risk_params import UnifiedVenueParams
 
 __all__ = ["AccountWatch", "default_balance_price_key", "price_key_units", "status_slack_usd"]

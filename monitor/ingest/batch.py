@@ -3,9 +3,9 @@
 One Kafka record carries the events of one asset, across venues, in arrival order, over
 a few hundred milliseconds of event time. Batching per *asset* (not per venue/symbol)
 keeps the exact cross-venue order that the venue-local depeg rule depends on, and puts
-all of one asset's state in one partition. The encoding is columnar JSON of plain
-numbers, which orjson decodes at millions of numbers per second and numpy turns into
-arrays without a per-event Python loop::
+all of one asset's state in one partition. The record is :class:`monitor.protocol.MarketRecord`:
+columnar JSON of plain numbers, which msgspec decodes into typed lists at millions of
+numbers per second and numpy turns into arrays without a per-event Python loop::
 
     {"v": 2, "asset": "USDe",
      "src": [["binance-spot", "USDEUSDT", "USDT"], ["uniswap-v3", "USDe/USDT", "USDT"]],
@@ -23,26 +23,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import numpy as np
-import orjson
 from numpy.typing import NDArray
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, ROW_LENGTHS, MarketEvent
+from monitor.protocol import MARKET_VERSION, MarketRecord, RecordError, decode_market, encode
 
 __all__ = [
     "MAX_BATCH_VALUES",
     "WIRE_VERSION",
     "Batch",
-    "BatchError",
     "Batcher",
     "Columns",
     "Control",
     "decode_record",
 ]
 
-WIRE_VERSION = 2
+WIRE_VERSION = MARKET_VERSION
 _N_BANDS = 2 * len(BOOK_BANDS_BPS)
 #: Numbers one batch record may carry (8 per event, plus the bands of book events): about
 #: 650 KB of JSON at most, well inside Kafka's default 1 MB message limit whatever the
@@ -50,15 +49,6 @@ _N_BANDS = 2 * len(BOOK_BANDS_BPS)
 MAX_BATCH_VALUES = 32_768
 #: Numbers in the largest event row (a book event with its bands).
 _ROW_VALUES_MAX = 8 + _N_BANDS
-
-
-class BatchError(ValueError):
-    """A record on a market topic that is not a valid batch (dead-lettered by the worker)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,23 +167,21 @@ class Batch:
         return int(self.rows[-1][2]) if self._rows is not None else int(self.columns().ts_ms[-1])
 
     def encode(self) -> bytes:
-        """Columnar JSON (see the module docstring)."""
-        rows = self.rows
+        """The batch's :class:`monitor.protocol.MarketRecord` (see the module docstring)."""
         if self.tick_ms is not None:
-            return orjson.dumps({"v": WIRE_VERSION, "tick": self.tick_ms})
-        return orjson.dumps(
-            {
-                "v": WIRE_VERSION,
-                "asset": self.asset,
-                "src": self.sources,
-                "k": [r[0] for r in rows],
-                "i": [r[1] for r in rows],
-                "t": [r[2] for r in rows],
-                "r": [r[3] for r in rows],
-                "f": [x for r in rows for x in r[4:8]],
-                "x": [x for r in rows if r[0] == KIND_BOOK for x in r[8:]],
-            }
-        )
+            return encode(MarketRecord(v=WIRE_VERSION, tick=self.tick_ms))
+        rows = self.rows
+        return encode(MarketRecord(
+            v=WIRE_VERSION,
+            asset=self.asset,
+            src=self.sources,
+            k=cast(list[int], [r[0] for r in rows]),  # ints, as add() put them
+            i=cast(list[int], [r[1] for r in rows]),  # ints, as add() put them
+            t=cast(list[int], [r[2] for r in rows]),  # ints, as add() put them
+            r=cast(list[int], [r[3] for r in rows]),  # ints, as add() put them
+            f=[x for r in rows for x in r[4:8]],
+            x=[x for r in rows if r[0] == KIND_BOOK for x in r[8:]],
+        ))
 
     def events(self) -> Iterator[MarketEvent]:
         """The batch's events as MarketEvent records (tests, tooling)."""
@@ -228,9 +216,7 @@ class Control:
     partition: int
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {"v": WIRE_VERSION, "ctl": self.ctl, "run": self.run, "partition": self.partition}
-        )
+        return encode(MarketRecord(v=WIRE_VERSION, ctl=self.ctl, run=self.run, partition=self.partition))
 
 
 #: ``_KIND_OK[k]`` is True for a known event kind (kinds are small non-negative ints).
@@ -238,71 +224,52 @@ _KIND_OK = np.zeros(max(ROW_LENGTHS) + 1, dtype=np.bool_)
 _KIND_OK[sorted(ROW_LENGTHS)] = True
 
 
-def _int_column(obj: dict[str, Any], name: str, n: int | None) -> NDArray[np.int64]:
-    values = obj.get(name)
-    if not isinstance(values, list) or (n is not None and len(values) != n):
-        raise BatchError("invalid_batch", f"column '{name}' missing or of the wrong length")
+def _int_column(values: list[int] | None, name: str, n: int | None) -> NDArray[np.int64]:
+    if values is None or (n is not None and len(values) != n):
+        raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
     try:
         return np.asarray(values, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        raise BatchError("invalid_batch", f"column '{name}' is not integral") from None
+    except OverflowError:
+        raise RecordError("invalid_batch", f"column '{name}' is out of range") from None
 
 
-def _float_column(obj: dict[str, Any], name: str, n: int) -> NDArray[np.float64]:
-    values = obj.get(name)
-    if not isinstance(values, list) or len(values) != n:
-        raise BatchError("invalid_batch", f"column '{name}' missing or of the wrong length")
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BatchError("invalid_batch", f"column '{name}' is not numeric") from None
-    if arr.shape != (n,) or not np.isfinite(arr).all():
-        raise BatchError("invalid_batch", f"column '{name}' has non-finite or nested values")
+def _float_column(values: list[float] | None, name: str, n: int) -> NDArray[np.float64]:
+    if values is None or len(values) != n:
+        raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise RecordError("invalid_batch", f"column '{name}' has non-finite values")
     return arr
 
 
 def decode_record(value: bytes) -> Batch | Control:
-    """Decode and validate one market-topic record (vectorised: no per-event Python)."""
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BatchError("invalid_json", str(exc)) from None
-    if not isinstance(obj, dict) or obj.get("v") != WIRE_VERSION:
-        raise BatchError("invalid_batch", "not a liqmon batch record (missing or unknown 'v')")
-    if "ctl" in obj:
-        ctl, run, part = obj.get("ctl"), obj.get("run"), obj.get("partition")
-        if not isinstance(ctl, str) or not isinstance(run, str) or not isinstance(part, int):
-            raise BatchError("invalid_batch", "control record needs ctl, run, partition")
-        return Control(ctl, run, part)
-    if "tick" in obj:
-        tick = obj["tick"]
-        if isinstance(tick, bool) or not isinstance(tick, int):
-            raise BatchError("invalid_batch", "tick needs an integer event time")
-        return Batch.tick(tick)
-    asset, src = obj.get("asset"), obj.get("src")
-    if not isinstance(asset, str) or not isinstance(src, list):
-        raise BatchError("invalid_batch", "batch needs 'asset' and 'src'")
-    sources: list[tuple[str, str, str]] = []
-    for s in src:
-        if not (isinstance(s, list) and len(s) == 3 and all(isinstance(x, str) for x in s)):
-            raise BatchError("invalid_batch", "each source must be [venue, symbol, quote]")
-        sources.append((s[0], s[1], s[2]))
-    kind = _int_column(obj, "k", None)
+    """Decode and validate one market-topic record (vectorised: no per-event Python).
+
+    :func:`monitor.protocol.decode_market` types the fields; here the columns become arrays
+    and are checked against each other (raises :class:`monitor.protocol.RecordError`).
+    """
+    rec = decode_market(value)
+    if rec.ctl is not None:
+        assert rec.run is not None and rec.partition is not None
+        return Control(rec.ctl, rec.run, rec.partition)
+    if rec.tick is not None:
+        return Batch.tick(rec.tick)
+    assert rec.asset is not None and rec.src is not None
+    sources = rec.src
+    kind = _int_column(rec.k, "k", None)
     n = int(kind.shape[0])
-    if kind.ndim != 1 or (n and (
-        int(kind.min()) < 0 or int(kind.max()) >= len(_KIND_OK) or not _KIND_OK[kind].all()
-    )):
-        raise BatchError("invalid_batch", "unknown event kind")
-    idx = _int_column(obj, "i", n)
+    if n and (int(kind.min()) < 0 or int(kind.max()) >= len(_KIND_OK) or not _KIND_OK[kind].all()):
+        raise RecordError("invalid_batch", "unknown event kind")
+    idx = _int_column(rec.i, "i", n)
     if n and (idx.min() < 0 or idx.max() >= len(sources)):
-        raise BatchError("invalid_batch", "source index out of range")
-    ts = _int_column(obj, "t", n)
-    rts = _int_column(obj, "r", n)
-    f = _float_column(obj, "f", 4 * n).reshape(n, 4)
+        raise RecordError("invalid_batch", "source index out of range")
+    ts = _int_column(rec.t, "t", n)
+    rts = _int_column(rec.r, "r", n)
+    f = _float_column(rec.f, "f", 4 * n).reshape(n, 4)
     n_books = int(np.count_nonzero(kind == KIND_BOOK))
-    bands = _float_column(obj, "x", _N_BANDS * n_books).reshape(n_books, _N_BANDS)
+    bands = _float_column(rec.x, "x", _N_BANDS * n_books).reshape(n_books, _N_BANDS)
     cols = Columns(kind=kind, src=idx, ts_ms=ts, recv_ts_ms=rts, f=f, bands=bands)
-    return Batch(asset=asset, sources=sources, columns=cols)
+    return Batch(asset=rec.asset, sources=sources, columns=cols)
 
 
 class Batcher:

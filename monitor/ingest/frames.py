@@ -38,9 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import make_alert
 from monitor.config import EngineConfig
 from monitor.events import MarketEvent
 from monitor.ingest.batch import Batch, Batcher
@@ -51,6 +49,7 @@ from monitor.ingest.wire import PartialWireError, WireError, normalize, parse_bo
 from monitor.ingest.wire._common import MAX_TS_MS, MIN_TS_MS, finite_float
 from monitor.ingest.wire.instruments import NO_INSTRUMENTS, InstrumentTable, parse_instruments
 from monitor.ingest.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues, parse_contract_values
+from monitor.protocol import Alert, DeadLetter
 
 __all__ = [
     "BOOK_RESET_CHANNEL",
@@ -63,7 +62,6 @@ __all__ = [
     "INSTRUMENTS_CHANNEL",
     "SESSION_CHANNEL",
     "SESSION_VENUE",
-    "DeadLetter",
     "Ingest",
     "IngestOutput",
     "IngestStats",
@@ -108,32 +106,6 @@ _REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _LAG_FIGURES = ("lag_s", "event_lag_s", "backlog_s", "backlog_frames", "backlog_bytes", "shed_frames")
 #: At most one book summary per book per this much event time (plus one on every resync).
 DEFAULT_BOOK_THROTTLE_MS = 100
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that failed validation: reason label, detail, and the raw bytes."""
-
-    reason: str
-    detail: str
-    raw: bytes
-    venue: str | None = None
-    channel: str | None = None
-    ts_ms: int | None = None
-    line_no: int | None = None
-
-    def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "reason": self.reason,
-                "detail": self.detail,
-                "venue": self.venue,
-                "channel": self.channel,
-                "ts_ms": self.ts_ms,
-                "line": self.line_no,
-                "raw_b64": base64.b64encode(self.raw).decode("ascii"),
-            }
-        )
 
 
 @dataclass(slots=True)

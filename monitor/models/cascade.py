@@ -16,8 +16,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.alerts import Alert, Severity, make_alert
+from monitor.alerts import make_alert
 from monitor.config import CascadeConfig
+from monitor.protocol import Alert, Severity
 
 __all__ = ["STAGE_NAMES", "CascadeDetector", "WindowMax"]
 

@@ -19,9 +19,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import make_alert
 from monitor.config import LiquidityConfig
 from monitor.events import BOOK_BANDS_BPS
+from monitor.protocol import Alert
 
 __all__ = ["BOOK_TRANSITIONS", "TRANSITION_INVALID", "BookState", "LiquidityMonitor", "ewma_weight", "imbalance_ratio"]
 

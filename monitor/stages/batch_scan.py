@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.alerts import Alert
 from monitor.events import KIND_BOOK, KIND_BOOK_INVALID, KIND_LIQUIDATION, KIND_PRICE, KIND_QUOTE, KIND_TRADE
 from monitor.ingest.batch import Batch
 from monitor.ingest.quotes import QuoteHistory
 from monitor.models.liquidity import TRANSITION_INVALID, BookState, LiquidityMonitor
+from monitor.protocol import Alert
 
 __all__ = ["BatchScan", "PriceSink", "RowScanner", "Source"]
 

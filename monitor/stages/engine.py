@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import (
     KIND_PRICE,
@@ -28,7 +27,8 @@ from monitor.models.liquidity import BOOK_TRANSITIONS, BookState, LiquidityMonit
 from monitor.models.peg.asset_peg import AssetPeg
 from monitor.models.peg.bands import PegRules, PriceColumns, weighted_median
 from monitor.models.peg.batch import apply_batch
-from monitor.signals import PartitionClock, Signal
+from monitor.protocol import Alert, Signal
+from monitor.signals import PartitionClock
 from monitor.stages.batch_scan import BatchScan, RowScanner
 
 __all__ = ["BatchResult", "Engine", "venue_key"]

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.alerts import Alert
 from monitor.ingest.batch import Batch
-from monitor.signals import SignalRecord
+from monitor.protocol import Alert, SignalRecord
 from monitor.stages.engine import BatchResult, Engine
 from monitor.stages.global_risk.risk import GlobalRisk
 

@@ -74,11 +74,11 @@ from numpy.typing import NDArray
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from monitor.alerts import SEVERITIES, Alert
+from monitor.alerts import SEVERITIES
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch
 from monitor.models.margin import STATUSES
-from monitor.snapshots import RiskSnapshot
+from monitor.protocol import Alert, RiskSnapshot
 from replay.calibration import CalibrationRow
 from replay.report.market import MarketRecorder
 from replay.report.series import Key, SeriesStore

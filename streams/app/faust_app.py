@@ -25,15 +25,14 @@ import orjson
 from mode import CrashingSupervisor
 
 from monitor.config import EngineConfig
-from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
+from monitor.protocol import DeadLetter, InputKind, InputRecord
 from streams import topics
 from streams.app.global_agent import attach_global_agent, set_risk_metrics
 from streams.app.market_agent import PendingSignals, attach_market_agent
 from streams.app.pipes import Pipes, checkpoint_table
 from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.kafka.security import faust_security
-from streams.protocol import InputKind, InputRecord
 from streams.settings import Settings
 
 __all__ = ["PendingSignals", "create_app", "set_risk_metrics"]

@@ -22,8 +22,8 @@ import faust
 from faust.types import TP
 from mode import CrashingSupervisor
 
-from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
+from monitor.protocol import CommandRecord, DeadLetter, GlobalAck, InputRecord, LoadedAck, decode_risk_record, encode
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step
 from streams import topics
@@ -39,7 +39,6 @@ from streams.app.commands import (
 from streams.app.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes, attach_stage_hooks
-from streams.protocol import CommandRecord, GlobalAck, InputRecord, LoadedAck, decode_risk_record, encode_ack
 
 __all__ = ["GLOBAL_AGENT", "GlobalRuntime", "attach_global_agent", "set_risk_metrics"]
 
@@ -180,7 +179,7 @@ class GlobalRuntime:
         ack = GlobalAck(run=run, alerts=state.alerts_in_run, snapshots=state.snapshots_in_run,
                         config_hash=self.pipes.config.config_hash, ack_wall_s=time.time())
         state.alerts_in_run = state.snapshots_in_run = 0
-        await self.pipes.acks.send(key=run.encode(), value=encode_ack(ack))
+        await self.pipes.acks.send(key=run.encode(), value=encode(ack))
         await self.pipes.durable()
         set_risk_metrics(self.pipes.metrics, state.risk)
         self._force = True
@@ -192,7 +191,7 @@ class GlobalRuntime:
             if run is not None:
                 loaded = LoadedAck(run=run, positions=len(state.risk.positions), accounts=len(state.risk.accounts),
                                    alerts=0, config_hash=self.pipes.config.config_hash)
-                await self.pipes.acks.send(key=run.encode(), value=encode_ack(loaded))
+                await self.pipes.acks.send(key=run.encode(), value=encode(loaded))
             return
         if not state.take_input(record):
             return  # forwarded again after a restart: already applied

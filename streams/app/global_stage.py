@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from monitor.config import EngineConfig
+from monitor.protocol import InputRecord, SyncMarker
 from monitor.stages.global_risk.risk import GlobalRisk
-from streams.protocol import InputRecord, SyncMarker
 
 __all__ = ["CHECKPOINT_NAME", "GlobalState"]
 

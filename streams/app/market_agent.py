@@ -25,16 +25,14 @@ from faust.types import TP
 from mode import CrashingSupervisor
 
 from monitor.events import BOOK_BANDS_BPS
-from monitor.ingest.batch import Batch, BatchError, Control, decode_record
-from monitor.ingest.frames import DeadLetter
+from monitor.ingest.batch import Batch, Control, decode_record
 from monitor.metrics import Metrics
-from monitor.signals import Signal, SignalRecord
+from monitor.protocol import DeadLetter, MarketAck, RecordError, Signal, SignalRecord, encode
 from monitor.stages.engine import BatchResult
 from monitor.stages.pipeline import market_step
 from streams import topics
 from streams.app.market_stage import Cadence, MarketPartition, MarketPartitions
 from streams.app.pipes import Pipes, attach_stage_hooks
-from streams.protocol import MarketAck, encode_ack
 
 __all__ = ["MARKET_AGENT", "MarketCounters", "MarketRuntime", "PendingSignals", "attach_market_agent"]
 
@@ -161,7 +159,7 @@ class MarketRuntime:
     async def _process(self, part: MarketPartition, partition: int, value: bytes, counters: MarketCounters) -> None:
         try:
             record = decode_record(value)
-        except BatchError as exc:
+        except RecordError as exc:
             part.deadletters_since_ack += 1
             await self.pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
             return
@@ -229,7 +227,7 @@ class MarketRuntime:
         )
         part.alerts_since_ack = part.deadletters_since_ack = part.events_since_ack = 0
         self._end_seen = True
-        await self.pipes.acks.send(key=ctl.run.encode(), value=encode_ack(ack))
+        await self.pipes.acks.send(key=ctl.run.encode(), value=encode(ack))
         await self.pipes.durable()
 
     # -- signals and checkpoints -------------------------------------------------------

@@ -11,10 +11,8 @@ import faust
 from faust.types import TP
 
 from monitor.config import EngineConfig
-from monitor.ingest.frames import DeadLetter
 from monitor.metrics import Metrics
-from monitor.signals import SignalRecord, encode_signal_record
-from monitor.snapshots import RiskSnapshot
+from monitor.protocol import DeadLetter, RiskSnapshot, SignalRecord, encode
 from streams.app.checkpoint import CheckpointTable, InputCursor, Verdict
 from streams.settings import Settings
 
@@ -77,7 +75,7 @@ class Pipes:
         await self.app.producer.flush()
 
     async def send_signal_record(self, rec: SignalRecord) -> None:
-        await self.signals.send(key=b"", partition=0, value=encode_signal_record(rec))
+        await self.signals.send(key=b"", partition=0, value=encode(rec))
 
 
 def checkpoint_table(table: Any) -> CheckpointTable:

@@ -42,7 +42,6 @@ from typing import IO, Any
 import aiohttp
 import orjson
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.ingest.feed_lag import LagLevel, lag_status_raw
 from monitor.ingest.frames import (
@@ -53,7 +52,6 @@ from monitor.ingest.frames import (
     INSTRUMENTS_CHANNEL,
     SESSION_CHANNEL,
     SESSION_VENUE,
-    DeadLetter,
     Ingest,
     Routed,
     feed_status_raw,
@@ -65,6 +63,7 @@ from monitor.ingest.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.ingest.wire.instruments import InstrumentTable, instruments_raw
 from monitor.ingest.wire.okx import contract_values_raw
 from monitor.metrics import Metrics
+from monitor.protocol import Alert, DeadLetter
 from replay.capture import dumps_line
 from streams.backoff import Backoff
 from streams.feeds.base import Clock, FeedConnection, SystemClock, VenueAdapter

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from monitor.alerts import Alert
-from monitor.ingest.frames import DeadLetter, Routed
+from monitor.ingest.frames import Routed
+from monitor.protocol import Alert, DeadLetter
 from replay.replayer import partition_for
 from streams import topics
 from streams.kafka.security import kafka_client_options

@@ -27,17 +27,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch, Control
-from monitor.ingest.frames import DeadLetter, Ingest
-from monitor.snapshots import RiskSnapshot
+from monitor.ingest.frames import Ingest
+from monitor.protocol import AckCollector, Alert, DeadLetter, MarketAck, RiskSnapshot, SyncMarker
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
 from streams.errors import KafkaReplayError
 from streams.kafka.broker import broker_reachable
 from streams.kafka.security import kafka_client_options, start_admin
-from streams.protocol import AckCollector, MarketAck, SyncMarker
 
 __all__ = ["KafkaReplayError", "KafkaReplayResult", "ReplayHooks", "collect_alerts", "ensure_topics", "replay_kafka"]
 
@@ -203,7 +201,7 @@ class _ReadBack:
                 if tp.topic == topics.RISK_SNAPSHOTS:
                     self.snapshots.add(rec.value)
                 elif tp.topic == topics.ALERTS:
-                    alert = Alert.model_validate_json(rec.value)
+                    alert = Alert.from_json(rec.value)
                     if alert.alert_id not in self.feed_alert_ids:
                         self.raw_alert_records += 1
                         self.take_alert(alert)

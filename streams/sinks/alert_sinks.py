@@ -1,6 +1,6 @@
 """Alert sinks: where liqmon alerts go after the engine emits them.
 
-An alert is a :class:`monitor.alerts.Alert`, the alert JSON contract: ``alert_id`` (deterministic),
+An alert is a :class:`monitor.protocol.Alert`, the alert JSON contract: ``alert_id`` (deterministic),
 ``ts_ms`` (event time), ``kind``, ``severity`` (info|warning|high|critical), ``venue``,
 ``asset``, ``stage``, ``message``, ``evidence`` (``evidence["resolved"] is True`` means the
 condition cleared) and ``config_hash``.
@@ -40,7 +40,8 @@ from typing import Any, Protocol, TextIO
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_none
 
-from monitor.alerts import SEVERITY_RANK, Alert, format_alert_line
+from monitor.alerts import SEVERITY_RANK, format_alert_line
+from monitor.protocol import Alert
 from streams.backoff import BackoffPolicy, JitteredExponential
 
 __all__ = [
@@ -282,7 +283,7 @@ class WebhookSink(_HttpPoster):
         """Deliver one alert and say how it ended; never raises."""
         try:
             headers = {**self._headers, ALERT_ID_HEADER: alert.alert_id, "Idempotency-Key": alert.alert_id}
-            outcome = await self._post_json(self.url, alert.model_dump(mode="json"), headers)
+            outcome = await self._post_json(self.url, alert.as_dict(), headers)
         except Exception:
             log.exception("webhook sink failed for alert %r", alert.alert_id)
             outcome = PostOutcome.REJECTED

@@ -17,10 +17,9 @@ from typing import Any, cast
 
 import faust
 from mode import CrashingSupervisor
-from pydantic import ValidationError
 
-from monitor.alerts import Alert
 from monitor.metrics import Metrics
+from monitor.protocol import Alert, RecordError
 from streams import topics
 from streams.settings import Settings
 from streams.sinks.alert_sinks import AlertmanagerSink, AlertSink, CooldownSink, FanoutSink, StdoutSink, WebhookSink
@@ -111,9 +110,9 @@ def attach_delivery(app: faust.App, settings: Settings, metrics: Metrics) -> boo
             held.append((manual, event))
             value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
             try:
-                alert = Alert.model_validate_json(value)
-            except ValidationError as exc:
-                log.error("undeliverable record on %s: %s", topics.ALERTS, exc.errors()[0]["msg"])
+                alert = Alert.from_json(value)
+            except RecordError as exc:
+                log.error("undeliverable record on %s: %s", topics.ALERTS, exc.detail)
                 metrics.deadletter_total.labels("invalid_alert").inc()
             else:
                 await sink.send(alert)  # sinks never raise; failures are counted

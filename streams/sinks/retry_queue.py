@@ -22,8 +22,8 @@ import random
 from collections import deque
 from typing import Protocol
 
-from monitor.alerts import Alert
 from monitor.metrics import Metrics
+from monitor.protocol import Alert
 from streams.sinks.alert_sinks import PostOutcome, RetryPolicy, Sleep
 
 __all__ = ["DEFAULT_QUEUE_RETRY", "Deliverer", "RetryQueueSink"]

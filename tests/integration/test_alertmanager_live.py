@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.alerts import Alert
+from monitor.protocol import Alert
 from streams.kafka.broker import embedded_broker, free_port
 from streams.kafka.replay import ensure_topics
 from streams.sinks.alert_sinks import CooldownSink, StdoutSink, alert_key, is_resolved
@@ -75,7 +75,7 @@ def expected_active(alerts: list[dict[str, Any]], cooldown_ms: int) -> dict[tupl
     """
     cooldown = CooldownSink(StdoutSink(), cooldown_ms=cooldown_ms)
     active: dict[tuple[Any, ...], str] = {}
-    for alert in (Alert.model_validate(a) for a in alerts):
+    for alert in (Alert.from_obj(a) for a in alerts):
         if not cooldown.should_pass(alert):
             continue
         if is_resolved(alert):
@@ -150,7 +150,7 @@ def test_worker_alerts_fire_resend_and_resolve_in_alertmanager(
                    lambda: f"a re-send of {key} (updatedAt still {first_update})")
 
         # Resolved when the condition cleared: seen firing during the replay, gone at the end.
-        resolved_keys = {alert_key(a) for a in map(Alert.model_validate, alerts) if is_resolved(a)} - set(want)
+        resolved_keys = {alert_key(a) for a in map(Alert.from_obj, alerts) if is_resolved(a)} - set(want)
         assert resolved_keys, "no liqmon alert resolved: the capture lost its recovery"
         for gone in resolved_keys:
             assert gone in seen_active, f"{gone} never seen active in Alertmanager"

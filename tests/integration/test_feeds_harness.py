@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import ServerConnection, serve
 
 from benchmarks.e2e import start_loopback_app
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import MarketEvent
-from monitor.ingest.frames import DeadLetter, Routed
+from monitor.ingest.frames import Routed
 from monitor.metrics import Metrics
+from monitor.protocol import Alert, DeadLetter
 from monitor.stages.engine import Engine
 from streams.backoff import BackoffPolicy
 from streams.feeds.config import LiveConfig, VenueFeed

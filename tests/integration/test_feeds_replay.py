@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.alerts import Alert
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, MarketEvent
 from monitor.ingest.frames import (
     CONTRACT_VALUES_CHANNEL,
@@ -26,9 +25,9 @@ from monitor.ingest.frames import (
     GARBAGE_CHANNEL,
     SESSION_CHANNEL,
     SESSION_VENUE,
-    DeadLetter,
     Ingest,
 )
+from monitor.protocol import Alert, DeadLetter
 from replay.capture import CaptureLine, iter_capture, write_capture
 from replay.replayer import replay_inline, route_capture
 from streams.feeds.config import LiveConfig
@@ -208,7 +207,7 @@ def test_kafka_replay_gives_the_same_feed_alerts(recorded: tuple[Run, Path], tmp
     )
     worker_log = out / "worker.log"
     assert proc.returncode == 0, proc.stderr[-3000:] + (worker_log.read_text()[-3000:] if worker_log.exists() else "")
-    replayed = [Alert.model_validate(orjson.loads(line)) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
+    replayed = [Alert.from_obj(orjson.loads(line)) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
     live = sorted(run.sink.feed_alerts, key=lambda a: (a.ts_ms, a.alert_id))
     assert feed_alerts(replayed) == feed_alerts(live)
     summary = orjson.loads((out / "summary.json").read_bytes())

@@ -18,10 +18,11 @@ from aiohttp import web
 
 from benchmarks.e2e import HOST
 from monitor.config import EngineConfig
-from monitor.ingest.frames import INSTRUMENTS_CHANNEL, DeadLetter, Ingest
+from monitor.ingest.frames import INSTRUMENTS_CHANNEL, Ingest
 from monitor.ingest.wire import WireError
 from monitor.ingest.wire.instrument_sources import okx_instruments
 from monitor.ingest.wire.instruments import KIND_FUTURE, KIND_OPTION, KIND_PERPETUAL, KIND_SPOT, resolve
+from monitor.protocol import DeadLetter
 from replay.capture import CaptureLine, iter_capture
 from streams.feeds.config import InstrumentsConfig, LiveConfig, VenueFeed
 from streams.feeds.instruments import fetch_instruments, wanted_venues

@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch, Control, decode_record
-from monitor.signals import decode_signal_record
+from monitor.protocol import decode_risk_record
 from replay.replayer import partition_for
 from streams import topics
 from streams.cmd.worker import worker_process
@@ -370,7 +370,7 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
         obj = orjson.loads(rec.value)
         if "input" in obj:
             continue
-        sr = decode_signal_record(rec.value)
+        sr = decode_risk_record(rec.value)
         if sr.partition in SILENT_PARTITIONS:
             assert sr.signals == [], "a silent partition sent signals"
         watermarks[sr.partition] = max(watermarks.get(sr.partition, -1), sr.watermark_ms)

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 
 from benchmarks.e2e import start_loopback_app
-from monitor.alerts import Alert, format_alert_line
+from monitor.alerts import format_alert_line
+from monitor.protocol import Alert
 from streams.sinks.alert_sinks import (
     ALERT_ID_HEADER,
     AlertmanagerSink,
@@ -132,7 +133,7 @@ async def test_webhook_delivers_json_with_alert_id_header() -> None:
         await sink.close()
     assert (sink.sent, sink.failures, sink.attempts) == (1, 0, 1)
     headers, body = receiver.requests[0]
-    assert body == alert.model_dump(mode="json")
+    assert body == alert.as_dict()
     assert headers[ALERT_ID_HEADER] == alert.alert_id
     assert headers["Idempotency-Key"] == alert.alert_id
 

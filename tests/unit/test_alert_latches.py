@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
-from monitor.signals import SignalRecord
+from monitor.protocol import Alert, SignalRecord
 from monitor.stages.global_risk.risk import GlobalRisk
 
 T0 = 1_760_130_000_000

@@ -6,12 +6,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_PRICE, KIND_QUOTE, KIND_TRADE, MarketEvent
 from monitor.ingest.batch import MAX_BATCH_VALUES, Batch, Batcher, decode_record
 from monitor.models.peg.asset_peg import AssetPeg
 from monitor.models.peg.bands import PegRules
+from monitor.protocol import Alert
 from monitor.stages.engine import Engine
 
 T0 = 1_760_130_000_000

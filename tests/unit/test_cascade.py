@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from monitor.alerts import Alert
 from monitor.config import CascadeConfig
 from monitor.models.cascade import CascadeDetector
+from monitor.protocol import Alert
 
 T0 = 1_760_000_000_000
 

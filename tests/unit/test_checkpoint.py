@@ -7,11 +7,11 @@ import pickle
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.signals import ReorderBuffer, SignalRecord
+from monitor.protocol import InputRecord, SignalRecord
+from monitor.signals import ReorderBuffer
 from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.checkpoint import CheckpointTable, InputCursor, Verdict, pack_state, same_layout, unpack_state
 from streams.app.global_stage import GlobalState
-from streams.protocol import InputRecord
 
 T0 = 1_760_130_000_000
 
@@ -97,8 +97,8 @@ def test_the_cursor_processes_the_next_record_skips_old_ones_and_rewinds_once() 
 
 
 def test_signals_sent_again_after_a_restart_are_taken_once_whatever_the_merging() -> None:
-    def sig(seq: int) -> list[object]:
-        return [T0 + seq, "USDe", seq, "price", {"key": "USDe@binance", "price": 1 - seq / 1000}]
+    def sig(seq: int) -> tuple[object, ...]:
+        return (T0 + seq, "USDe", seq, "price", {"key": "USDe@binance", "price": 1 - seq / 1000})
 
     once = ReorderBuffer(2)
     once.push(SignalRecord(0, T0 + 10, [sig(s) for s in range(1, 11)]))

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.signals import SignalRecord
+from monitor.protocol import CommandRecord, InputRecord, SignalRecord, decode_risk_record
 from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.commands import (
     CUSTOM_SHOCK,
@@ -21,7 +21,6 @@ from streams.app.commands import (
     encode_request,
     run_spiral_command,
 )
-from streams.protocol import CommandRecord, InputRecord, decode_risk_record
 
 T0 = 1_760_130_000_000
 

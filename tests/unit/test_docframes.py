@@ -17,8 +17,9 @@ import orjson
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.ingest.frames import DeadLetter, Ingest
+from monitor.ingest.frames import Ingest
 from monitor.ingest.wire import is_book_channel, normalize
+from monitor.protocol import DeadLetter
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "docframes" / "docframes.json"
 GROUPS: list[dict[str, Any]] = orjson.loads(FIXTURE.read_bytes())["groups"]

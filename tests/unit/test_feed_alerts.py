@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 import pytest
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, MarketEvent
 from monitor.ingest.frames import (
@@ -22,7 +21,6 @@ from monitor.ingest.frames import (
     GARBAGE_CHANNEL,
     SESSION_CHANNEL,
     SESSION_VENUE,
-    DeadLetter,
     Ingest,
     IngestOutput,
     Routed,
@@ -31,6 +29,7 @@ from monitor.ingest.frames import (
     session_raw,
 )
 from monitor.ingest.wire.okx import BUILTIN_CONTRACT_VALUES, contract_values_raw, parse_contract_values
+from monitor.protocol import Alert, DeadLetter
 from replay.capture import CaptureLine, iter_capture, write_capture
 from replay.replayer import route_capture
 from streams.feeds.config import ContractValue, LiveConfig, split_config

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.ingest.feed_lag import FeedLagThresholds, LagLevel, lag_status_raw
-from monitor.ingest.frames import FEED_STATUS_CHANNEL, DeadLetter, Ingest
+from monitor.ingest.frames import FEED_STATUS_CHANNEL, Ingest
+from monitor.protocol import Alert, DeadLetter
 from streams.feeds.base import FrameRoute
 from streams.feeds.overload import ReaderLag, coalesce
 from streams.feeds.venues.binance import BinanceSpot, BinanceUsdm

@@ -24,10 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, KIND_QUOTE, KIND_TRADE
-from monitor.ingest.frames import DeadLetter, Ingest, Routed
+from monitor.ingest.frames import Ingest, Routed
+from monitor.protocol import Alert, DeadLetter
 from replay.capture import BadLine, CaptureError, CaptureLine, iter_capture
 
 T0 = 1_760_130_000_000

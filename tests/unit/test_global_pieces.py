@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monitor.alerts import Alert
 from monitor.config import LiquidityConfig
+from monitor.protocol import Alert
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.price_book import PriceBook
 from monitor.stages.global_risk.spiral_clock import SpiralClock

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import EngineConfig
 from monitor.metrics import Metrics
-from monitor.signals import SignalRecord
+from monitor.protocol import SignalRecord
 from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.faust_app import create_app, set_risk_metrics
 from streams.settings import Settings

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from monitor.config import EngineConfig, IngestConfig
-from monitor.ingest.batch import BatchError, Control, decode_record
-from monitor.ingest.frames import DeadLetter, Ingest, Routed
+from monitor.ingest.batch import Control, decode_record
+from monitor.ingest.frames import Ingest, Routed
+from monitor.protocol import DeadLetter, RecordError
 from monitor.stages.engine import Engine
 from replay.capture import CaptureError, iter_capture, open_capture, write_capture
 
@@ -172,7 +173,7 @@ def test_decode_record_rejects_garbage() -> None:
         (orjson.dumps({**base, "k": [3]}), "invalid_batch"),  # a book event without its bands
         (orjson.dumps({**base, "src": [["a", "b"]]}), "invalid_batch"),
     ]:
-        with pytest.raises(BatchError) as exc:
+        with pytest.raises(RecordError) as exc:
             decode_record(value)
         assert exc.value.reason == reason
     ctl = decode_record(Control("end", "r1", 3).encode())

@@ -14,7 +14,7 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.events import KIND_LIQUIDATION, KIND_PRICE, KIND_TRADE
-from monitor.ingest.frames import INSTRUMENTS_CHANNEL, DeadLetter, Ingest, Routed
+from monitor.ingest.frames import INSTRUMENTS_CHANNEL, Ingest, Routed
 from monitor.ingest.wire import WireError, normalize, parse_book
 from monitor.ingest.wire.instruments import (
     KIND_FUTURE,
@@ -26,6 +26,7 @@ from monitor.ingest.wire.instruments import (
     parse_instruments,
     resolve,
 )
+from monitor.protocol import DeadLetter
 from monitor.stages.engine import Engine
 
 T0 = 1_760_130_000_000  # 2025-10-10 21:00 UTC

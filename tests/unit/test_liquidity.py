@@ -6,11 +6,11 @@ import asyncio
 import datetime as dt
 from pathlib import Path
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig, LiquidityConfig
 from monitor.events import BOOK_BANDS_BPS
 from monitor.ingest.wire.bookdepth import parse_book_depth
 from monitor.models.liquidity import LiquidityMonitor, ewma_weight
+from monitor.protocol import Alert
 from replay.capture import write_capture
 from replay.importers import iter_book_depth
 from replay.replayer import replay_inline

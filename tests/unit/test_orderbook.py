@@ -10,7 +10,7 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketEvent
-from monitor.ingest.frames import BOOK_RESET_CHANNEL, DeadLetter, Ingest, Routed
+from monitor.ingest.frames import BOOK_RESET_CHANNEL, Ingest, Routed
 from monitor.ingest.orderbook import (
     ACTION_DELTA,
     ACTION_SNAPSHOT,
@@ -26,6 +26,7 @@ from monitor.ingest.orderbook import (
     BookSync,
     L2Book,
 )
+from monitor.protocol import DeadLetter
 
 T0 = 1_760_130_000_000
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.alerts import Alert
 from monitor.config import PegBand, PegConfig
 from monitor.models.peg.asset_peg import AssetPeg
 from monitor.models.peg.bands import PegRules, PegTracker, deviation_bps, weighted_median
+from monitor.protocol import Alert
 
 MIN = 60_000
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.alerts import Alert
 from monitor.config import PegBand, PegConfig, PegSource
 from monitor.models.peg.asset_peg import AssetPeg
 from monitor.models.peg.bands import PegRules, PriceColumns, weighted_median, weighted_median_rows
 from monitor.models.peg.batch import apply_batch
+from monitor.protocol import Alert
 
 T0 = 1_760_130_000_000
 VENUES = ["binance-spot", "bybit-spot", "curve", "okx"]

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from monitor.alerts import Alert
 from monitor.config import EngineConfig, PegConfig, PegSource
 from monitor.events import KIND_QUOTE, MarketEvent
 from monitor.ingest.batch import Batch
@@ -22,6 +21,7 @@ from monitor.ingest.quotes import QuoteHistory
 from monitor.metrics import Metrics
 from monitor.models.peg.asset_peg import AssetPeg
 from monitor.models.peg.bands import PegRules
+from monitor.protocol import Alert
 from monitor.stages.engine import Engine
 
 T0 = 1_678_500_000_000  # 11 Mar 2023 02:00 UTC

@@ -10,7 +10,7 @@ import random
 from typing import Any
 
 from monitor.config import EngineConfig
-from monitor.signals import SignalRecord
+from monitor.protocol import SignalRecord
 from monitor.stages.global_risk.risk import GlobalRisk
 from streams.app.faust_app import PendingSignals
 

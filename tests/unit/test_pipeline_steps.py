@@ -5,7 +5,7 @@ from __future__ import annotations
 from monitor.config import EngineConfig
 from monitor.events import KIND_QUOTE, MarketEvent
 from monitor.ingest.batch import Batch
-from monitor.signals import SignalRecord
+from monitor.protocol import SignalRecord
 from monitor.stages.engine import Engine
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step, market_step

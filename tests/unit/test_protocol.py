@@ -5,18 +5,18 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from monitor.signals import SignalRecord
-from streams.protocol import (
+from monitor.protocol import (
     AckCollector,
     CommandRecord,
     GlobalAck,
     InputRecord,
     LoadedAck,
     MarketAck,
+    SignalRecord,
     SyncMarker,
     decode_ack,
     decode_risk_record,
-    encode_ack,
+    encode,
 )
 
 
@@ -29,7 +29,7 @@ def test_every_ack_round_trips_through_the_codec() -> None:
     acks = [market(3), GlobalAck(run="r1", alerts=5, snapshots=7, config_hash="c", ack_wall_s=3.0),
             LoadedAck(run="r1", alerts=0, positions=9, accounts=4, config_hash="c")]
     for ack in acks:
-        assert decode_ack(encode_ack(ack)) == ack
+        assert decode_ack(encode(ack)) == ack
 
 
 @pytest.mark.parametrize("value", [
@@ -45,13 +45,13 @@ def test_anything_but_an_ack_decodes_to_none(value: bytes) -> None:
 
 def test_the_collector_waits_for_every_partition_and_the_global_stage() -> None:
     collector = AckCollector("r1")
-    for value in (encode_ack(market(0)), encode_ack(market(1, run="other")), b'{"request_id": "q"}'):
+    for value in (encode(market(0)), encode(market(1, run="other")), b'{"request_id": "q"}'):
         collector.take(value)
     assert not collector.ended(2, global_stage=False)
-    collector.take(encode_ack(market(1)))
-    collector.take(encode_ack(market(1)))  # re-sent after a restart: one per partition
+    collector.take(encode(market(1)))
+    collector.take(encode(market(1)))  # re-sent after a restart: one per partition
     assert collector.ended(2, global_stage=False) and not collector.ended(2)
-    collector.take(encode_ack(GlobalAck(run="r1", alerts=5, snapshots=7, config_hash="c", ack_wall_s=3.0)))
+    collector.take(encode(GlobalAck(run="r1", alerts=5, snapshots=7, config_hash="c", ack_wall_s=3.0)))
     assert collector.ended(2)
     assert collector.announced_alerts() == 2 + 2 + 5 and collector.announced_snapshots() == 7
     assert [a.partition for a in collector.in_order()] == [0, 1] and collector.count() == 3
@@ -74,8 +74,12 @@ def test_risk_signals_records_are_told_apart_and_inputs_round_trip() -> None:
 
 
 @pytest.mark.parametrize(("value", "reason"), [
-    (b'{"v": 1, "input": "trade", "raw": {}}', "position or account"),
-    (b'{"v": 1, "input": "account", "raw": [1]}', "JSON object"),
+    (b'{"v": 1, "input": "trade", "raw": {}}', r"invalid_input: Invalid enum value 'trade' - at `\$.input`"),
+    (b'{"v": 1, "input": "account", "raw": [1]}', r"invalid_input: Expected `object`, got `array` - at `\$.raw`"),
+    (b'{"v": 1, "input": "account", "raw": {}, "src": [1]}', r"invalid_input: Expected `array` of length 2"),
+    (b'{"v": 1, "p": "0", "wm": 5, "s": []}', r"invalid_signal: Expected `int`, got `str` - at `\$.p`"),
+    (b'{"v": 1, "p": 0, "wm": 5, "s": [[1, "A", 1, "price"]]}', r"invalid_signal: Expected `array` of length 5"),
+    (b'{"v": 1, "p": 0 "wm": 5}', "invalid_json"),
     (b'{"v": 2, "p": 0, "wm": 5, "s": []}', "not a liqmon signal record"),
 ])
 def test_a_bad_risk_signals_record_names_what_is_wrong(value: bytes, reason: str) -> None:

@@ -6,7 +6,7 @@ import orjson
 
 from monitor.config import EngineConfig
 from monitor.ingest.frames import Ingest, Routed
-from monitor.signals import SignalRecord
+from monitor.protocol import SignalRecord
 from monitor.stages.engine import Engine
 from monitor.stages.global_risk.risk import GlobalRisk
 

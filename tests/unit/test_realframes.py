@@ -27,8 +27,9 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.events import KIND_QUOTE, KIND_TRADE
-from monitor.ingest.frames import CONTRACT_VALUES_CHANNEL, DeadLetter, Ingest
+from monitor.ingest.frames import CONTRACT_VALUES_CHANNEL, Ingest
 from monitor.ingest.wire import is_book_channel, normalize
+from monitor.protocol import DeadLetter
 
 REALFRAMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realframes"
 FILES = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import make_alert
 from monitor.config import EngineConfig
 from monitor.events import (
     BOOK_BANDS_BPS,
@@ -22,7 +22,7 @@ from monitor.events import (
     MarketEvent,
 )
 from monitor.ingest.batch import Batch, decode_record
-from monitor.snapshots import RiskSnapshot
+from monitor.protocol import Alert, RiskSnapshot
 from replay.calibration import CalibrationRow
 from replay.report.recorder import NO_DATA, ReportRecorder, write_report
 

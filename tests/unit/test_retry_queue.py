@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.alerts import Alert
 from monitor.metrics import Metrics
+from monitor.protocol import Alert
 from streams.sinks.alert_sinks import PostOutcome
 from streams.sinks.retry_queue import RetryQueueSink
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from monitor.alerts import Alert
 from monitor.config import load_config_text
+from monitor.protocol import Alert
 from replay.replayer import replay_inline
 from replay.scenario import ScenarioResult, calibrate_scenario, generate
 

@@ -7,7 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.signals import PartitionClock, ReorderBuffer, SignalRecord
+from monitor.protocol import SignalRecord
+from monitor.signals import PartitionClock, ReorderBuffer
 
 
 def _streams(seed: int) -> dict[int, list[SignalRecord]]:

@@ -9,8 +9,8 @@ import pytest
 
 from monitor.config import EngineConfig
 from monitor.models.loops.lending import LoopBook, Position, health_factor
-from monitor.signals import SignalRecord
-from monitor.snapshots import RiskSnapshot, SnapshotClock
+from monitor.protocol import RiskSnapshot, SignalRecord
+from monitor.snapshots import SnapshotClock
 from monitor.stages.global_risk.loop_watch import HF_BANDS
 from monitor.stages.global_risk.risk import GlobalRisk
 from replay.outputs import write_snapshots

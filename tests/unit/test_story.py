@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
-from monitor.alerts import Alert, make_alert
-from monitor.snapshots import RiskSnapshot
+from monitor.alerts import make_alert
+from monitor.protocol import Alert, RiskSnapshot
 from replay.story import build_story, plural, print_story, timeline
 
 T0 = 1_760_130_000_000  # 2025-10-10 21:00:00 UTC

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.alerts import SEVERITIES, Alert, Severity, make_alert
+from monitor.alerts import SEVERITIES, make_alert
 from monitor.models.peg.bands import INDEX_VENUE, PegRules, PegTracker, VenuePrice
+from monitor.protocol import Alert, Severity
 
 __all__ = ["PegAlertWriter"]
 

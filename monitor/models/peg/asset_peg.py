@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.alerts import Alert
 from monitor.config import SignalsConfig
 from monitor.models.peg.alerts import PegAlertWriter
 from monitor.models.peg.bands import INDEX_VENUE, PegRules, PegTracker, VenuePrice, weighted_median
+from monitor.protocol import Alert
 
 __all__ = ["AssetPeg"]
 

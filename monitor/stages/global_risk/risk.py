@@ -21,24 +21,25 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from monitor.accounts.watch import AccountWatch, default_balance_price_key, price_key_units, status_slack_usd
-from monitor.alerts import Alert
 from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
 from monitor.models.loops.lending import Position
 from monitor.models.margin import Account, AccountResult
-from monitor.signals import (
+from monitor.protocol import (
+    Alert,
     BookSignal,
     DepthSignal,
     FlowSignal,
     LiqSignal,
     PegSignal,
     PriceSignal,
-    ReorderBuffer,
+    RiskSnapshot,
     Signal,
     SignalPayload,
     SignalRecord,
 )
-from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, RiskSnapshot, SnapshotClock
+from monitor.signals import ReorderBuffer
+from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, SnapshotClock
 from monitor.stages.global_risk.loop_watch import LoopWatch
 from monitor.stages.global_risk.price_book import PriceBook
 from monitor.stages.global_risk.spiral_clock import SpiralClock

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
+from monitor.protocol import DepthSignal
 from monitor.risk_params import RiskParams
-from monitor.signals import DepthSignal
 from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
 from monitor.stages.spiral import SpiralResult, run_spiral
 

@@ -7,9 +7,9 @@ monitored and ``vacuum_share_ratio`` of them are withdrawn (RISK_MODEL §4).
 
 from __future__ import annotations
 
-from monitor.alerts import Alert, make_alert
+from monitor.alerts import make_alert
 from monitor.config import LiquidityConfig
-from monitor.signals import BookSignal
+from monitor.protocol import Alert, BookSignal
 
 __all__ = ["VacuumWatch"]
 
