@@ -61,7 +61,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.server import ServerConnection, serve
 
 from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worker, stop, wait_acks, worker_env
-from monitor.protocol import MarketAck
+from monitor.protocol import Alert, MarketAck
 from streams import topics
 from streams.kafka.broker import embedded_broker, free_port
 from streams.kafka.replay import collect_alerts, ensure_topics
@@ -355,7 +355,7 @@ async def _drive(
     bootstrap: str, conn: Connection, ws_port: int, rest_port: int, metrics_port: int,
     live_config: Path, workdir: Path, seconds: float,
 ) -> dict[str, Any]:
-    alerts: list[tuple[float, dict[str, Any]]] = []
+    alerts: list[tuple[float, Alert]] = []
     samples: list[tuple[float, float]] = []
     stop = asyncio.Event()
     # A short fetch wait: the reader's own polling must not add to the measured latency.
@@ -416,7 +416,7 @@ async def _drive(
         await consumer.stop()
     with (workdir / "alerts-e2e.jsonl").open("wb") as out:  # for a closer look
         for read_ms, alert in alerts:
-            out.write(orjson.dumps({"read_ms": read_ms, **alert}) + b"\n")
+            out.write(orjson.dumps({"read_ms": read_ms, **alert.as_dict()}) + b"\n")
     page_path = workdir / "worker-metrics-e2e.txt"
     page = page_path.read_text() if page_path.exists() else ""
     return _figures(server, summary, acks, alerts, samples, page)
@@ -424,7 +424,7 @@ async def _drive(
 
 def _figures(
     server: dict[str, Any], summary: re.Match[str], acks: list[MarketAck],
-    alerts: list[tuple[float, dict[str, Any]]], samples: list[tuple[float, float]], page: str,
+    alerts: list[tuple[float, Alert]], samples: list[tuple[float, float]], page: str,
 ) -> dict[str, Any]:
     live_frames, live_events = int(summary[1].replace(",", "")), int(summary[2].replace(",", ""))
     worker_events = sum(a.events for a in acks)
@@ -433,7 +433,7 @@ def _figures(
     pushed = int(server["ticker_frames"]) + int(server["depth_frames"])
     by_kind: dict[str, list[float]] = {}
     for read_ms, alert in alerts:
-        by_kind.setdefault(str(alert.get("kind")), []).append(read_ms - float(alert["ts_ms"]))
+        by_kind.setdefault(alert.kind, []).append(read_ms - alert.ts_ms)
     for values in by_kind.values():
         values.sort()
     latencies = by_kind.get(_PEG_KIND, [])

@@ -51,6 +51,7 @@ from benchmarks.cluster import LATENCY_CONFIG, PARTITIONS, send_end, start_worke
 from benchmarks.e2e import bench_e2e
 from monitor.config import EngineConfig
 from monitor.ingest.frames import Ingest, Routed
+from monitor.protocol import Alert
 from replay.replayer import partition_for
 from streams import topics
 from streams.app.faust_app import EMBEDDED_FETCH_MAX_WAIT_MS
@@ -232,8 +233,8 @@ async def _latency_run(bootstrap: str, rate: float, seconds: float) -> dict[str,
     latencies_ms: list[float] = []
     stop = asyncio.Event()
 
-    def on_alert(read_ms: float, alert: dict[str, Any]) -> None:
-        latencies_ms.append(read_ms - alert["ts_ms"])
+    def on_alert(read_ms: float, alert: Alert) -> None:
+        latencies_ms.append(read_ms - alert.ts_ms)
 
     async def send(item: Routed) -> None:
         parts = range(PARTITIONS) if item.broadcast else (partition_for(item.batch.asset, PARTITIONS),)

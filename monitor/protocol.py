@@ -9,10 +9,10 @@ market.batches    :class:`MarketRecord`: one asset's events in columns, a tick, 
                   end marker (:mod:`monitor.ingest.batch` turns it into numpy columns)
 risk.signals      :class:`SignalRecord` (stage 1's signals, one ``TypedDict`` payload per
                   kind), :class:`InputRecord` (a forwarded position or account, or a
-                  replay's :class:`SyncMarker`), :class:`CommandRecord`; told apart by
-                  :func:`decode_risk_record`
+                  replay's :class:`SyncMarker`), :class:`CommandRecord` (a
+                  :class:`SpiralRequest`); told apart by :func:`decode_risk_record`
 control.acks      :class:`MarketAck`, :class:`GlobalAck`, :class:`LoadedAck` (tagged by
-                  ``stage``), gathered by :class:`AckCollector`; command replies share it
+                  ``stage``), gathered by :class:`AckCollector`; and :class:`CommandReply`
 alerts.cascade    :class:`Alert`
 risk.snapshots    :class:`RiskSnapshot`
 deadletter        :class:`DeadLetter`
@@ -26,12 +26,14 @@ field). Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, TypedDict
 
 import msgspec
 from msgspec import Meta, Struct, field
 
 __all__ = [
+    "COMMAND_VERSION",
     "MARKET_VERSION",
     "SIGNAL_FIELDS",
     "SIGNAL_VERSION",
@@ -39,7 +41,9 @@ __all__ = [
     "AckCollector",
     "Alert",
     "BookSignal",
+    "CommandError",
     "CommandRecord",
+    "CommandReply",
     "DeadLetter",
     "DepthSignal",
     "FlowSignal",
@@ -59,11 +63,15 @@ __all__ = [
     "SignalKind",
     "SignalPayload",
     "SignalRecord",
+    "SpiralRequest",
     "SyncMarker",
     "decode_ack",
+    "decode_command",
     "decode_market",
+    "decode_reply",
     "decode_risk_record",
     "encode",
+    "encode_pretty",
 ]
 
 MARKET_VERSION = 2
@@ -89,6 +97,11 @@ _ANY = msgspec.json.Decoder()
 def encode(record: Struct) -> bytes:
     """A record's bytes on its topic (the same record always gives the same bytes)."""
     return _ENCODER.encode(record)
+
+
+def encode_pretty(record: Struct) -> bytes:
+    """A record's bytes indented for a person (``liqmon spiral`` prints its reply so)."""
+    return msgspec.json.format(encode(record), indent=2)
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], value: bytes, what: str) -> Any:
@@ -287,9 +300,96 @@ class InputRecord(Struct, tag_field="v", tag=INPUT_VERSION, omit_defaults=True, 
 
 
 class CommandRecord(Struct, frozen=True):
-    """A command to the global stage (validated, and answered, by ``streams.app.commands``)."""
+    """A command to the global stage as it arrived: :func:`decode_command` types it (apart, so
+    that a command that does not validate is still answered when it names its request id)."""
 
     obj: dict[str, Any]
+
+
+COMMAND_VERSION: Literal[1] = 1
+
+
+class SpiralRequest(Struct, tag_field="command", tag="spiral", kw_only=True, frozen=True,
+                    forbid_unknown_fields=True, omit_defaults=True):
+    """``{"command": "spiral", "v": 1, "request_id", "shocks"?}``: run the spiral on the live state."""
+
+    v: Literal[1]
+    request_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    #: price key → move ratio (−0.35 = −35 %); None = the configured standard shocks
+    shocks: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.shocks is None:
+            return
+        if not self.shocks:
+            raise ValueError("shocks: must name at least one price key (or be null)")
+        for key, move in self.shocks.items():
+            if not key:
+                raise ValueError("shocks: empty price key")
+            if not math.isfinite(move) or move <= -1.0:
+                raise ValueError(f"shocks.{key}: the move must be finite and above -100%")
+
+
+class CommandError(ValueError):
+    """A command that cannot be run: ``detail`` starts with the field, ``request_id`` when known."""
+
+    def __init__(self, detail: str, request_id: str | None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.request_id = request_id
+
+
+def _field_and_message(exc: msgspec.ValidationError) -> str:
+    """msgspec's message as ``field: what is wrong`` (``record`` when no field is named)."""
+    text = str(exc)
+    if " - at `$." in text:
+        message, _, where = text.partition(" - at `$.")
+        return f"{where.rstrip('`')}: {message}"
+    for marker in ("missing required field `", "unknown field `"):
+        if marker in text:
+            return f"{text.split(marker, 1)[1].split('`', 1)[0]}: {text}"
+    head = text.split(":", 1)[0]
+    return text if head and " " not in head else f"record: {text}"
+
+
+def decode_command(obj: dict[str, Any]) -> SpiralRequest:
+    """The command a :class:`CommandRecord` carries (raises :class:`CommandError` naming the field)."""
+    rid = obj.get("request_id")
+    request_id = rid if isinstance(rid, str) and 0 < len(rid) <= 200 else None
+    try:
+        return msgspec.convert(obj, SpiralRequest)
+    except msgspec.ValidationError as exc:
+        raise CommandError(_field_and_message(exc), request_id) from None
+
+
+class CommandReply(Struct, kw_only=True, omit_defaults=True):
+    """A command's answer on ``control.acks`` (key: request id): ``ok`` with the results, or
+    ``ok: false`` with the error."""
+
+    request_id: str
+    command: str | None = None
+    ok: bool
+    error: str | None = None
+    config_hash: str | None = None
+    #: Event time of the live state the command ran on.
+    state_ts_ms: int | None = None
+    positions: int | None = None
+    accounts: int | None = None
+    price_keys: int | None = None
+    results: dict[str, dict[str, Any]] | None = None
+    #: Standard shocks left out, and the price keys they lack.
+    skipped: dict[str, list[str]] | None = None
+    #: Whether the standard shocks ran again or were reused, and why (the spiral gate).
+    spiral_run: dict[str, Any] | None = None
+
+
+_REPLY = msgspec.json.Decoder(CommandReply)
+
+
+def decode_reply(value: bytes) -> CommandReply:
+    """A command reply from its bytes (raises :class:`RecordError`)."""
+    reply: CommandReply = _decode(_REPLY, value, "reply")
+    return reply
 
 
 def decode_risk_record(value: bytes) -> SignalRecord | InputRecord | CommandRecord:

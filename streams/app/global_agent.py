@@ -23,19 +23,23 @@ from faust.types import TP
 from mode import CrashingSupervisor
 
 from monitor.metrics import Metrics
-from monitor.protocol import CommandRecord, DeadLetter, GlobalAck, InputRecord, LoadedAck, decode_risk_record, encode
+from monitor.protocol import (
+    CommandError,
+    CommandRecord,
+    DeadLetter,
+    GlobalAck,
+    InputRecord,
+    LoadedAck,
+    RecordError,
+    decode_command,
+    decode_risk_record,
+    encode,
+)
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step
 from streams import topics
 from streams.app.checkpoint import InputCursor, same_layout
-from streams.app.commands import (
-    INVALID_COMMAND,
-    CommandError,
-    decode_command,
-    encode_reply,
-    error_reply,
-    run_spiral_command,
-)
+from streams.app.commands import INVALID_COMMAND, encode_reply, error_reply, run_spiral_command
 from streams.app.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes, attach_stage_hooks
@@ -149,6 +153,8 @@ class GlobalRuntime:
         value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
         try:
             await self._process(state, value)
+        except RecordError as exc:  # not a risk.signals record: dead-lettered with its reason
+            await self.pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
         except Exception as exc:  # a bad record must not kill the global stage
             detail = "".join(traceback.format_exception_only(exc)).strip()
             await self.pipes.dead_letter(DeadLetter("processing_error", detail, value[:65536]))

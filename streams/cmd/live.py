@@ -87,16 +87,16 @@ async def print_alerts(bootstrap: str, stop: asyncio.Event) -> int:
     from aiokafka import AIOKafkaConsumer
 
     from monitor.alerts import format_alert_line
+    from monitor.protocol import Alert
     from streams import topics
     from streams.kafka.replay import collect_alerts
     from streams.kafka.security import kafka_client_options
 
     seen: set[str] = set()
 
-    def show(_read_ms: float, alert: dict[str, Any]) -> None:
-        alert_id = str(alert.get("alert_id"))
-        if alert_id not in seen:
-            seen.add(alert_id)
+    def show(_read_ms: float, alert: Alert) -> None:
+        if alert.alert_id not in seen:
+            seen.add(alert.alert_id)
             print(format_alert_line(alert), flush=True)
 
     consumer = AIOKafkaConsumer(topics.ALERTS, bootstrap_servers=bootstrap, auto_offset_reset="earliest",

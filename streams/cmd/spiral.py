@@ -16,13 +16,20 @@ import sys
 import uuid
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from monitor.protocol import (
+    COMMAND_VERSION,
+    CommandReply,
+    RecordError,
+    SpiralRequest,
+    decode_reply,
+    encode,
+    encode_pretty,
+)
 from monitor.stages.stress import StressInputError, parse_shock
 from streams import topics
-from streams.app.commands import COMMAND_VERSION, SpiralRequest, encode_request
 from streams.kafka.security import kafka_client_options
 from streams.settings import Settings
 
@@ -52,7 +59,7 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def request_spiral(bootstrap: str, request: SpiralRequest, timeout_s: float) -> dict[str, Any]:
+async def request_spiral(bootstrap: str, request: SpiralRequest, timeout_s: float) -> CommandReply:
     """Send ``request`` to the global stage and return its reply (raises SpiralCommandError)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_client_options(), enable_auto_commit=False,
                                 request_timeout_ms=max(int(timeout_s * 1000), 1000))
@@ -75,7 +82,7 @@ async def request_spiral(bootstrap: str, request: SpiralRequest, timeout_s: floa
         for tp in acks:  # fix the start before sending: the reply cannot be missed
             await consumer.position(tp)
         key = request.request_id.encode()
-        await producer.send_and_wait(topics.RISK_SIGNALS, encode_request(request), key=key, partition=0)
+        await producer.send_and_wait(topics.RISK_SIGNALS, encode(request), key=key, partition=0)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while (left_s := deadline - loop.time()) > 0:
@@ -84,8 +91,11 @@ async def request_spiral(bootstrap: str, request: SpiralRequest, timeout_s: floa
                 for rec in records:
                     if rec.key != key or rec.value is None:
                         continue
-                    reply: dict[str, Any] = orjson.loads(rec.value)
-                    if reply.get("request_id") == request.request_id:
+                    try:
+                        reply = decode_reply(rec.value)
+                    except RecordError:
+                        continue  # not a reply (the same key on another record)
+                    if reply.request_id == request.request_id:
                         return reply
         raise SpiralCommandError(
             f"no reply within {timeout_s:g} s: is a liqmon worker running against {bootstrap}?"
@@ -111,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     # the client library logs connection retries; the outcome is the one line below
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
-    request = SpiralRequest(v=COMMAND_VERSION, command="spiral", request_id=uuid.uuid4().hex, shocks=shocks)
+    request = SpiralRequest(v=COMMAND_VERSION, request_id=uuid.uuid4().hex, shocks=shocks)
     try:
         reply = asyncio.run(request_spiral(bootstrap, request, args.timeout))
     except SpiralCommandError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if not reply.get("ok"):
-        print(f"{_PROG}: error: the worker refused the request: {reply.get('error')}", file=sys.stderr)
+    if not reply.ok:
+        print(f"{_PROG}: error: the worker refused the request: {reply.error}", file=sys.stderr)
         return EXIT_FAILED
-    sys.stdout.write(orjson.dumps(reply, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.buffer.write(encode_pretty(reply) + b"\n")
     return EXIT_OK

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch, Control
 from monitor.ingest.frames import Ingest
-from monitor.protocol import AckCollector, Alert, DeadLetter, MarketAck, RiskSnapshot, SyncMarker
+from monitor.protocol import AckCollector, Alert, DeadLetter, MarketAck, RecordError, RiskSnapshot, SyncMarker, encode
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
 from streams.errors import KafkaReplayError
@@ -38,6 +39,8 @@ from streams.kafka.broker import broker_reachable
 from streams.kafka.security import kafka_client_options, start_admin
 
 __all__ = ["KafkaReplayError", "KafkaReplayResult", "ReplayHooks", "collect_alerts", "ensure_topics", "replay_kafka"]
+
+log = logging.getLogger("liqmon.replay")
 
 
 #: Seconds without reaching the broker after which a replay gives up.
@@ -118,7 +121,7 @@ class SnapshotCollector:
 
 
 async def collect_alerts(
-    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_alert: Callable[[float, dict[str, Any]], None]
+    consumer: AIOKafkaConsumer, stop: asyncio.Event, on_alert: Callable[[float, Alert], None]
 ) -> None:
     """Hand every alert record to ``on_alert`` with the wall time (ms) it was read, until ``stop``."""
     while not stop.is_set():
@@ -126,7 +129,12 @@ async def collect_alerts(
         read_ms = time.time() * 1000
         for records in batches.values():
             for rec in records:
-                on_alert(read_ms, orjson.loads(rec.value))
+                try:
+                    alert = Alert.from_json(rec.value)
+                except RecordError as exc:
+                    log.warning("skipped a record on %s that is not an alert: %s", topics.ALERTS, exc)
+                    continue
+                on_alert(read_ms, alert)
 
 
 async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
@@ -242,7 +250,7 @@ class _Publisher:
         for topic, parts in sync_parts.items():
             for p in parts:
                 marker = SyncMarker(self.run_id, p, n_sync)
-                await self.producer.send(topic, orjson.dumps(marker.raw()), key=b"", partition=p)
+                await self.producer.send(topic, encode(marker), key=b"", partition=p)
         await self.producer.flush()
 
     async def item(self, item: Any, read_back: _ReadBack, stats: ReplayStats) -> list[asyncio.Future[Any]]:

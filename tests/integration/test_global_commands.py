@@ -169,7 +169,7 @@ def test_spiral_on_demand_from_a_running_worker(tmp_path: Path) -> None:
             ]))
             letters = asyncio.run(dead_letters(broker.bootstrap, "invalid_command", 4))
             details = sorted(d["detail"].split(":")[0] for d in letters)
-            assert details == ["command", "request_id", "shocks", "shocks"], letters
+            assert details == ["command", "request_id", "shocks", "shocks.BTC"], letters
             # the global stage is still there and answers
             proc = liqmon("spiral", "--shock", "BTC=-10%", env=env)
             assert proc.returncode == 0, proc.stderr

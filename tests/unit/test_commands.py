@@ -9,18 +9,20 @@ import orjson
 import pytest
 
 from monitor.config import EngineConfig
-from monitor.protocol import CommandRecord, InputRecord, SignalRecord, decode_risk_record
-from monitor.stages.global_risk.risk import GlobalRisk
-from streams.app.commands import (
-    CUSTOM_SHOCK,
-    MAX_REPLY_BYTES,
+from monitor.protocol import (
     CommandError,
+    CommandRecord,
+    CommandReply,
+    InputRecord,
+    SignalRecord,
     SpiralRequest,
     decode_command,
-    encode_reply,
-    encode_request,
-    run_spiral_command,
+    decode_reply,
+    decode_risk_record,
+    encode,
 )
+from monitor.stages.global_risk.risk import GlobalRisk
+from streams.app.commands import CUSTOM_SHOCK, MAX_REPLY_BYTES, encode_reply, run_spiral_command
 
 T0 = 1_760_130_000_000
 
@@ -52,9 +54,15 @@ def request(**fields: Any) -> dict[str, Any]:
     return {"v": 1, "command": "spiral", "request_id": "r1", **fields}
 
 
+def run(risk: GlobalRisk, record: dict[str, Any]) -> dict[str, Any]:
+    """The reply as the client reads it off control.acks."""
+    reply: dict[str, Any] = orjson.loads(encode_reply(run_spiral_command(risk, decode_command(record))))
+    return reply
+
+
 def test_standard_shocks_run_on_the_live_state_and_feed_the_gauges() -> None:
     risk = live_risk()
-    reply = run_spiral_command(risk, decode_command(request()))
+    reply = run(risk, request())
     assert reply["ok"] and reply["request_id"] == "r1"
     assert (reply["accounts"], reply["positions"], reply["state_ts_ms"]) == (3, 1, T0)
     results = reply["results"]
@@ -80,7 +88,7 @@ def test_standard_shocks_run_on_the_live_state_and_feed_the_gauges() -> None:
 
 def test_a_custom_shock_is_reported_but_kept_out_of_the_gauges() -> None:
     risk = live_risk()
-    reply = run_spiral_command(risk, decode_command(request(shocks={"USDe": -0.5})))
+    reply = run(risk, request(shocks={"USDe": -0.5}))
     assert list(reply["results"]) == [CUSTOM_SHOCK] and reply["skipped"] == {}
     assert reply["results"][CUSTOM_SHOCK]["accounts_liquidated"] == ["acct-2"]
     assert risk.spiral_liquidated_usd() == {}
@@ -92,8 +100,9 @@ def test_a_custom_shock_is_reported_but_kept_out_of_the_gauges() -> None:
 @pytest.mark.parametrize(("record", "field", "request_id"), [
     ({"v": 1, "command": "spiral"}, "request_id", None),
     (request(command="liquidate-everything"), "command", "r1"),
-    (request(shocks={"BTC": -1.0}), "shocks", "r1"),
-    (request(shocks={"BTC": "-0.1"}), "shocks.BTC", "r1"),
+    (request(shocks={"BTC": -1.0}), "shocks.BTC", "r1"),
+    (request(shocks={"BTC": "-0.1"}), "shocks[...]", "r1"),
+    (request(shocks={"BTC": -0.1, "": -0.1}), "shocks", "r1"),
     (request(shocks={}), "shocks", "r1"),
     (request(extra=1), "extra", "r1"),
     (request(v=2), "v", "r1"),
@@ -108,16 +117,17 @@ def test_bad_commands_name_the_field(record: dict[str, Any], field: str, request
 
 
 def test_request_round_trip_and_signal_records_are_not_commands() -> None:
-    req = SpiralRequest(v=1, command="spiral", request_id="abc", shocks={"USDe@binance": -0.35})
-    assert decode_command(orjson.loads(encode_request(req))) == req
-    assert b"shocks" not in encode_request(req.model_copy(update={"shocks": None}))
+    req = SpiralRequest(v=1, request_id="abc", shocks={"USDe@binance": -0.35})
+    assert decode_command(orjson.loads(encode(req))) == req
+    assert isinstance(decode_risk_record(encode(req)), CommandRecord)
+    assert b"shocks" not in encode(SpiralRequest(v=1, request_id="abc"))
     assert isinstance(decode_risk_record(b'{"v": 1, "p": 0, "wm": 0, "s": []}'), SignalRecord)
     assert isinstance(decode_risk_record(b'{"v": 1, "input": "account", "raw": {}}'), InputRecord)
 
 
 def test_an_oversize_reply_becomes_an_error_reply() -> None:
-    reply = {"request_id": "r1", "ok": True, "results": {"x": "y" * MAX_REPLY_BYTES}}
-    out = orjson.loads(encode_reply(reply))
-    assert out["request_id"] == "r1" and out["ok"] is False and "exceeds" in out["error"]
-    small = {"request_id": "r1", "ok": True}
-    assert orjson.loads(encode_reply(small)) == small
+    reply = CommandReply(request_id="r1", ok=True, results={"x": {"y": "z" * MAX_REPLY_BYTES}})
+    out = decode_reply(encode_reply(reply))
+    assert out.request_id == "r1" and out.ok is False and out.error is not None and "exceeds" in out.error
+    small = CommandReply(request_id="r1", ok=True)
+    assert orjson.loads(encode_reply(small)) == {"request_id": "r1", "ok": True}

@@ -7,14 +7,23 @@ import pytest
 
 from monitor.protocol import (
     AckCollector,
+    Alert,
     CommandRecord,
+    CommandReply,
+    DeadLetter,
     GlobalAck,
     InputRecord,
     LoadedAck,
     MarketAck,
+    RecordError,
+    RiskSnapshot,
     SignalRecord,
+    SpiralRequest,
     SyncMarker,
     decode_ack,
+    decode_command,
+    decode_market,
+    decode_reply,
     decode_risk_record,
     encode,
 )
@@ -100,3 +109,43 @@ def test_a_sync_marker_is_checked() -> None:
 def test_a_signal_without_its_kinds_fields_is_refused(signal: list[object], reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         decode_risk_record(orjson.dumps({"v": 1, "p": 0, "wm": 1, "s": [signal]}))
+
+
+def test_every_topics_record_round_trips_through_the_one_codec() -> None:
+    alert = Alert(alert_id="a1", ts_ms=1, kind="peg_deviation", severity="high", venue="binance-spot",
+                  asset="USDe", stage=None, message="m", evidence={"dev_bps": -42.5, "levels": [1, 2]},
+                  config_hash="c")
+    assert Alert.from_json(alert.to_json()) == alert
+    assert alert.to_json() == orjson.dumps(alert.as_dict())  # the alert contract's bytes, key order kept
+    snap = RiskSnapshot(ts_ms=5, hf_bands={"<1": 2}, active_stages=(1, 2), withdrawn_ratio=0.25)
+    assert RiskSnapshot.decode(snap.encode()) == snap
+    letter = DeadLetter("invalid_json", "bad", b"\xff\x00", venue="okx", line_no=7)
+    obj = orjson.loads(letter.encode())
+    assert obj["raw_b64"] == "/wA=" and obj["line"] == 7 and obj["venue"] == "okx"
+    signals = SignalRecord(2, 9, [(9, "USDe", 1, "price", {"key": "USDe@okx", "price": 0.99})], end="r1")
+    assert decode_risk_record(encode(signals)) == signals
+    request = SpiralRequest(v=1, request_id="q1", shocks={"BTC": -0.1})
+    assert decode_command(orjson.loads(encode(request))) == request
+    reply = CommandReply(request_id="q1", ok=False, error="no")
+    assert decode_reply(encode(reply)) == reply and decode_ack(encode(reply)) is None
+    tick = decode_market(b'{"v": 2, "tick": 1000}')
+    assert tick.tick == 1000 and tick.asset is None
+
+
+@pytest.mark.parametrize(("value", "reason", "names"), [
+    (b'{"alert_id": "a", "ts_ms": 1}', "invalid_alert", "kind"),
+    (b'{"alert_id": "a", "ts_ms": 1, "kind": "k", "severity": "grave", "venue": null, "asset": null,'
+     b' "stage": null, "message": "", "evidence": {}, "config_hash": "c"}', "invalid_alert", "$.severity"),
+    (b'{"ts_ms": 1, "colour": "red"}', "invalid_snapshot", "colour"),
+    (b'{"v": 2, "tick": "soon"}', "invalid_batch", "$.tick"),
+    (b"\x89PNG", "invalid_json", ""),
+])
+def test_a_bad_record_is_refused_with_a_reason_naming_the_field(value: bytes, reason: str, names: str) -> None:
+    with pytest.raises(RecordError) as exc:
+        if reason == "invalid_alert":
+            Alert.from_json(value)
+        elif reason == "invalid_snapshot":
+            RiskSnapshot.decode(value)
+        else:
+            decode_market(value)
+    assert exc.value.reason == reason and names in exc.value.detail

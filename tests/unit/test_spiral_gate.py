@@ -3,10 +3,12 @@ beyond the tolerance since the last run, and the decision says so."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from monitor.protocol import decode_command, encode
 from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
-from streams.app.commands import decode_command, run_spiral_command
+from streams.app.commands import run_spiral_command
 from tests.unit.test_commands import live_risk, request
 
 LADDER = [[100.0, 2.0], [99.0, 3.0]]
@@ -56,12 +58,12 @@ def test_tolerance_zero_skips_only_unchanged_inputs() -> None:
 
 def test_the_worker_reuses_its_last_spirals_and_the_reply_says_so() -> None:
     risk = live_risk()
-    first = run_spiral_command(risk, decode_command(request()))
+    first = orjson.loads(encode(run_spiral_command(risk, decode_command(request()))))
     assert first["spiral_run"]["rerun"] and first["spiral_run"]["reasons"] == ["first run"]
-    again = run_spiral_command(risk, decode_command(request()))
+    again = orjson.loads(encode(run_spiral_command(risk, decode_command(request()))))
     assert again["spiral_run"] == {"rerun": False, "reasons": [], "moved_inputs": 0, "tolerance_ratio": 0.001,
                                    "last_run_ms": first["state_ts_ms"]}
     assert again["results"] == first["results"]
     risk.prices["BTC"] *= 0.98
-    moved = run_spiral_command(risk, decode_command(request()))
+    moved = orjson.loads(encode(run_spiral_command(risk, decode_command(request()))))
     assert moved["spiral_run"]["rerun"] and moved["spiral_run"]["reasons"] == ["price BTC -2%"]
