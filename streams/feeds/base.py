@@ -222,6 +222,17 @@ def ms_or_none(value: Any) -> int | None:
     return None
 
 
+def data_ms(msg: Any, *fields: str) -> int | None:
+    """The first of ``fields`` present in a frame's ``data`` object (or its list's first
+    element) as a millisecond timestamp, else None: the event time of most venues' pushes."""
+    data = msg.get("data")
+    if isinstance(data, list):
+        data = data[0] if data else None
+    if not isinstance(data, dict):
+        return None
+    return ms_or_none(next((data[f] for f in fields if f in data), None))
+
+
 @dataclass
 class _Watch:
     timeout_s: float

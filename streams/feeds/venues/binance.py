@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
+from streams.feeds.base import FrameRoute, VenueAdapter, data_ms
 
 __all__ = [
     "SPOT_REST_URL",
@@ -104,10 +104,7 @@ class _Binance(VenueAdapter):
         return _COALESCIBLE.search(route.channel.lower()) is not None
 
     def event_ts_ms(self, msg: Any) -> int | None:
-        data = msg.get("data")
-        if isinstance(data, list):
-            data = data[0] if data else None
-        return ms_or_none(data.get("E", data.get("T"))) if isinstance(data, dict) else None
+        return data_ms(msg, "E", "T")
 
     def book_symbol(self, stream: str) -> str | None:
         m = _DEPTH.match(stream.lower())

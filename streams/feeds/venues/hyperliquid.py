@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
+from streams.feeds.base import FrameRoute, VenueAdapter, data_ms
 
 __all__ = ["WS_URL", "Hyperliquid"]
 
@@ -61,10 +61,7 @@ class Hyperliquid(VenueAdapter):
         return route.channel in ("l2Book", "bbo", "allMids")  # full snapshots on every push
 
     def event_ts_ms(self, msg: Any) -> int | None:
-        data = msg.get("data")
-        if isinstance(data, list):
-            data = data[0] if data else None
-        return ms_or_none(data.get("time")) if isinstance(data, dict) else None
+        return data_ms(msg, "time")
 
     def book_symbol(self, stream: str) -> str | None:
         kind, _, coin = stream.partition(":")

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from streams.feeds.base import FrameRoute, VenueAdapter, ms_or_none
+from streams.feeds.base import FrameRoute, VenueAdapter, data_ms
 
 __all__ = ["WS_URL", "Okx", "okx_arg"]
 
@@ -74,9 +74,7 @@ class Okx(VenueAdapter):
         return route.channel in _COALESCIBLE
 
     def event_ts_ms(self, msg: Any) -> int | None:
-        data = msg.get("data")
-        first = data[0] if isinstance(data, list) and data else None
-        return ms_or_none(first.get("ts")) if isinstance(first, dict) else None
+        return data_ms(msg, "ts")
 
     def book_symbol(self, stream: str) -> str | None:
         channel, _, inst = stream.partition(":")
