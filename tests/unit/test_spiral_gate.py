@@ -23,7 +23,7 @@ def test_moves_within_the_tolerance_keep_the_last_run() -> None:
     gate = SpiralGate(0.01)
     first = gate.check(inputs())
     assert first.rerun and first.reasons == ("first run",) and first.last_run_ms is None
-    gate.ran(inputs(), 5, {})
+    gate.ran(inputs(), 5)
     # 0.5% on the price, the depth 0.3%: within 1%
     same = gate.check(inputs(btc=100.5, ladder=[[100.0, 2.0], [99.0, 3.015]]))
     assert not same.rerun and same.reasons == () and same.last_run_ms == 5
@@ -42,14 +42,14 @@ def test_moves_within_the_tolerance_keep_the_last_run() -> None:
 ])
 def test_a_move_beyond_the_tolerance_runs_again_and_says_why(now: SpiralInputs, reason: str) -> None:
     gate = SpiralGate(0.01)
-    gate.ran(inputs(), 5, {})
+    gate.ran(inputs(), 5)
     decision = gate.check(now)
     assert decision.rerun and decision.reasons == (reason,) and decision.moved == 1
 
 
 def test_tolerance_zero_skips_only_unchanged_inputs() -> None:
     gate = SpiralGate(0.0)
-    gate.ran(inputs(), 5, {})
+    gate.ran(inputs(), 5)
     assert not gate.check(inputs()).rerun
     assert gate.check(inputs(btc=100.0000001)).rerun
     with pytest.raises(ValueError, match="tolerance_ratio"):

@@ -30,6 +30,8 @@ class SpiralClock:
         self.gate = SpiralGate(tolerance_ratio)
         self.ladders: dict[str, list[list[float]]] = {}
         self.spiral_results: dict[str, SpiralResult] = {}
+        #: The shocks of the last run and their results (returned again while the gate holds).
+        self.last_run: dict[str, SpiralResult] = {}
         self.next_spiral_ms: int | None = None
 
     def on_depth(self, p: DepthSignal) -> None:
@@ -78,15 +80,16 @@ class SpiralClock:
         results (``gate.decision`` says which, and why)."""
         inputs = SpiralInputs.of(prices, self.ladders, positions, accounts)
         if not self.gate.check(inputs).rerun:
-            return dict(self.gate.results)
+            return dict(self.last_run)
         ran: dict[str, SpiralResult] = {}
         for shock in self.params.spiral.standard_shocks:
             if all(k in prices for k in shock.moves):
                 ran[shock.name] = self.spiral_results[shock.name] = self.spiral(
                     positions, accounts, prices, shock.moves
                 )
-        self.gate.ran(inputs, now_ms, ran)
-        return ran
+        self.gate.ran(inputs, now_ms)
+        self.last_run = ran
+        return dict(ran)
 
     def liquidated_usd(self) -> dict[str, float]:
         """Notional liquidated (all stages) of the latest run of each standard shock, USD."""

@@ -14,8 +14,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from monitor.stages.spiral import SpiralResult
-
 __all__ = ["SpiralDecision", "SpiralGate", "SpiralInputs"]
 
 #: Reasons listed in a decision at most (the count says how many there were).
@@ -90,8 +88,6 @@ class SpiralGate:
         self._last: SpiralInputs | None = None
         self._last_ms: int | None = None
         self.decision: SpiralDecision | None = None
-        #: The results of the last run, by shock.
-        self.results: dict[str, SpiralResult] = {}
 
     def check(self, now: SpiralInputs) -> SpiralDecision:
         """Whether inputs ``now`` need a new run, against those of the last run."""
@@ -109,6 +105,6 @@ class SpiralGate:
         self.decision = SpiralDecision(bool(reasons), shown, len(reasons), tol, self._last_ms)
         return self.decision
 
-    def ran(self, inputs: SpiralInputs, ts_ms: int, results: Mapping[str, SpiralResult]) -> None:
-        """The spirals ran on ``inputs`` at event time ``ts_ms`` and gave ``results``."""
-        self._last, self._last_ms, self.results = inputs, ts_ms, dict(results)
+    def ran(self, inputs: SpiralInputs, ts_ms: int) -> None:
+        """The spirals ran on ``inputs`` at event time ``ts_ms``."""
+        self._last, self._last_ms = inputs, ts_ms
