@@ -227,8 +227,8 @@ _KIND_OK[sorted(ROW_LENGTHS)] = True
 def _int_column(values: list[int] | None, name: str, n: int | None) -> NDArray[np.int64]:
     if values is None or (n is not None and len(values) != n):
         raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
-    try:
-        return np.asarray(values, dtype=np.int64)
+    try:  # fromiter: the lists are typed by the decoder, and it is faster than asarray on them
+        return np.fromiter(values, dtype=np.int64, count=len(values))
     except OverflowError:
         raise RecordError("invalid_batch", f"column '{name}' is out of range") from None
 
@@ -236,7 +236,7 @@ def _int_column(values: list[int] | None, name: str, n: int | None) -> NDArray[n
 def _float_column(values: list[float] | None, name: str, n: int) -> NDArray[np.float64]:
     if values is None or len(values) != n:
         raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
-    arr = np.asarray(values, dtype=np.float64)
+    arr = np.fromiter(values, dtype=np.float64, count=n)
     if not np.isfinite(arr).all():
         raise RecordError("invalid_batch", f"column '{name}' has non-finite values")
     return arr
