@@ -22,15 +22,10 @@ IntArray = npt.NDArray[np.int64]
 FUNDING_OFFSET_MS = 8 * 3600 * 1000
 
 
-def _envelope(venue: str, channel: str) -> str:
-    """str.format template of a capture line: ts_ms is the first field, raw follows."""
-    return '{{"ts_ms":{},"venue":"' + venue + '","channel":"' + channel + '","raw":'
-
-
-def _head(venue: str, channel: str) -> bytes:
-    """The same as a bytes %-template (``%d`` ts_ms): bytes formatting prints numbers as
-    str.format does and needs no encoding after."""
-    return ('{"ts_ms":%d,"venue":"' + venue + '","channel":"' + channel + '","raw":').encode()
+def _head(venue: str, channel: str) -> str:
+    """%-template of a capture line's start (``%d`` ts_ms, then raw follows); encoded, a
+    bytes template prints numbers as str formatting does and needs no encoding after."""
+    return '{"ts_ms":%d,"venue":"' + venue + '","channel":"' + channel + '","raw":'
 
 
 def simple_tickers(
@@ -49,9 +44,9 @@ def simple_tickers(
     bid = np.maximum(tick, np.floor((p - spread / 2) / tick + 1e-9) * tick)
     ask = np.maximum(bid + tick, np.ceil((p + spread / 2) / tick - 1e-9) * tick)
     usd = 40_000 * lq + 200
-    fmt = _head("binance-spot", f"{sym.lower()}@bookTicker") + (
-        '{"u":%d,"s":"' + sym + '","b":"%.' + pd + 'f","B":"%.2f","a":"%.' + pd
-        + 'f","A":"%.2f"}}').encode()
+    fmt = (_head("binance-spot", f"{sym.lower()}@bookTicker")
+           + '{"u":%d,"s":"' + sym + '","b":"%.' + pd + 'f","B":"%.2f","a":"%.' + pd
+           + 'f","A":"%.2f"}}').encode()
     return [
         fmt % (t0_ms + 1000 * t, 10_000_000 + t, b, bq, a, aq)
         for t, b, bq, a, aq in zip(times.tolist(), bid.tolist(), (usd / bid).tolist(),
@@ -64,10 +59,10 @@ def mark_prices(
 ) -> list[bytes]:
     """markPriceUpdate lines of a USD-M symbol for every second (ts_ms = E)."""
     spec = "%." + str(pd) + "f"
-    fmt = _head("binance-usdm", f"{sym.lower()}@markPrice@1s") + (
-        '{"e":"markPriceUpdate","E":%d,"s":"' + sym + '","p":"' + spec + '","P":"' + spec
-        + '","i":"' + spec + '","r":"0.00010000","T":' + str(t0_ms + FUNDING_OFFSET_MS)
-        + "}}").encode()
+    fmt = (_head("binance-usdm", f"{sym.lower()}@markPrice@1s")
+           + '{"e":"markPriceUpdate","E":%d,"s":"' + sym + '","p":"' + spec + '","P":"' + spec
+           + '","i":"' + spec + '","r":"0.00010000","T":' + str(t0_ms + FUNDING_OFFSET_MS)
+           + "}}").encode()
     first = t0_ms + offset_ms
     out = []
     for t, (m, i) in enumerate(zip(mark.tolist(), index.tolist(), strict=True)):
@@ -84,11 +79,11 @@ def futures_tickers(
     Its best levels are those of ``book.ladder(mark, liq)`` (:meth:`Book.tops`) and its
     update id stays the book's; ts_ms = E = T = t0_ms + 1000·t.
     """
-    fmt = (_envelope("binance-usdm", f"{book.symbol.lower()}@bookTicker")
-           + '{{"e":"bookTicker","u":' + str(book.seq) + ',"s":"' + book.symbol
-           + '","b":"{}","B":"{}","a":"{}","A":"{}","T":{},"E":{}}}}}')
+    fmt = (_head("binance-usdm", f"{book.symbol.lower()}@bookTicker")
+           + '{"e":"bookTicker","u":' + str(book.seq) + ',"s":"' + book.symbol
+           + '","b":"%s","B":"%s","a":"%s","A":"%s","T":%d,"E":%d}}')
     out = []
     for t, (bp, bq, ap, aq) in zip(times.tolist(), book.tops(mark, liq), strict=True):
         ts = t0_ms + 1000 * t
-        out.append(fmt.format(ts, bp, bq, ap, aq, ts, ts).encode())
+        out.append((fmt % (ts, bp, bq, ap, aq, ts, ts)).encode())
     return out
