@@ -156,26 +156,22 @@ def parse_shock(text: str) -> tuple[str, float]:
 
 def check_price_keys(
     positions: Sequence[tuple[int, Position]],
-    accounts: Sequence[tuple[int, Account]],
     prices: Mapping[str, float],
     *,
     positions_source: str,
-    accounts_source: str,
     prices_source: str,
 ) -> None:
-    """Every price key used by an input line must have a price."""
-
-    legs: list[tuple[str, int, str, Sequence[Any]]] = []
+    """Every price key of a position line must have a price (accounts: the columnar book's
+    :meth:`monitor.accounts.lines.AccountLines.first_missing_price`)."""
     for line, pos in positions:
-        legs += [(positions_source, line, "collateral", pos.collateral), (positions_source, line, "debt", pos.debt)]
-    for line, acct in accounts:
-        legs += [(accounts_source, line, "balances", acct.balances), (accounts_source, line, "perps", acct.perps)]
-    for source, line, field, items in legs:
-        for i, item in enumerate(items):
-            if item.price_key not in prices:
-                raise StressInputError(
-                    source, line, f"{field}[{i}].price_key", f"no price for {item.price_key!r} in {prices_source}"
-                )
+        legs: tuple[tuple[str, Sequence[Any]], ...] = (("collateral", pos.collateral), ("debt", pos.debt))
+        for field, items in legs:
+            for i, item in enumerate(items):
+                if item.price_key not in prices:
+                    raise StressInputError(
+                        positions_source, line, f"{field}[{i}].price_key",
+                        f"no price for {item.price_key!r} in {prices_source}",
+                    )
 
 
 def _clean(value: Any) -> Any:

@@ -129,14 +129,7 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
             seen.add(pos.position_id)
             positions.append((line, pos))
     accounts = _read_accounts(args.accounts, params) if args.accounts else None
-    check_price_keys(
-        positions,
-        [],
-        prices,
-        positions_source=args.positions or "",
-        accounts_source=args.accounts or "",
-        prices_source=args.prices,
-    )
+    check_price_keys(positions, prices, positions_source=args.positions or "", prices_source=args.prices)
     missing = accounts.first_missing_price(prices) if accounts is not None else None
     if missing is not None:
         line, field, key = missing

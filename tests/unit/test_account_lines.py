@@ -2,7 +2,7 @@
 against the pydantic path they replace: ``parse_account`` on each line, then
 ``ColumnsBuilder.build`` of the models. Good lines give equal columns and equal models; a bad
 line gives the same error (file, line, field, message); a missing price the same error as
-``check_price_keys``; the stress report is the same document."""
+the scalar price-key check; the stress report is the same document."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from monitor.accounts.columns import AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines, plain_account
 from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
-from monitor.stages.stress import StressInputError, check_price_keys, parse_account, run_stress
+from monitor.stages.stress import StressInputError, parse_account, run_stress
 from streams.cmd import stress as stress_cmd
 
 PARAMS = RiskParams()
@@ -150,12 +150,11 @@ def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad
     _assert_columns_equal(new.columns(), columns)
     assert [new.account(i) for i in range(n)] == accounts
     prices = {k: 1.0 for k in data.draw(st.lists(st.sampled_from(KEYS[:5]), unique=True))}
-    try:
-        check_price_keys([], list(enumerate(accounts, start=1)), prices, positions_source="",
-                         accounts_source="A.jsonl", prices_source="P.json")
-        expected = None
-    except StressInputError as exc:
-        expected = str(exc)
+    expected = next((str(StressInputError("A.jsonl", line, f"{field}[{i}].price_key",
+                                           f"no price for {item.price_key!r} in P.json"))
+                     for line, acct in enumerate(accounts, start=1)
+                     for field, items in (("balances", acct.balances), ("perps", acct.perps))
+                     for i, item in enumerate(items) if item.price_key not in prices), None)
     missing = new.first_missing_price(prices)
     got = None if missing is None else str(StressInputError("A.jsonl", missing[0], missing[1],
                                                              f"no price for {missing[2]!r} in P.json"))

@@ -73,13 +73,11 @@ def test_parse_errors_name_file_line_and_field() -> None:
 
 
 def test_missing_price_is_reported_with_field() -> None:
-    positions, accounts, prices = _inputs()
-    del prices["BNSOL"]
-    with pytest.raises(StressInputError, match=r"A.jsonl:1: balances\[1\].price_key: no price"):
-        check_price_keys(
-            list(enumerate(positions, 1)), list(enumerate(accounts, 1)), prices,
-            positions_source="P.jsonl", accounts_source="A.jsonl", prices_source="prices.json",
-        )
+    positions, _accounts, prices = _inputs()
+    del prices[positions[0].debt[0].price_key]
+    with pytest.raises(StressInputError, match=r"P.jsonl:1: collateral\[0\].price_key: no price for 'USDT'"):
+        check_price_keys(list(enumerate(positions, 1)), prices, positions_source="P.jsonl",
+                         prices_source="prices.json")
 
 
 def test_report_shape_and_values() -> None:
