@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,6 +22,10 @@ from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
 from streams.errors import KafkaReplayError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
+
+if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
+    from monitor.config import EngineConfig
+    from replay.scenario import ScenarioResult
 
 __all__ = ["main"]
 
@@ -134,10 +138,11 @@ class _ReplayInputs:
     """What a replay runs on: the capture, the engine config and the population."""
 
     capture: Path
-    config: Any  # monitor.config.EngineConfig (imported lazily: the CLI starts fast)
-    positions: list[Any] | None
-    accounts: list[Any] | None
-    scenario: Any  # replay.scenario.ScenarioResult | None
+    config: EngineConfig
+    #: The input lines, each checked against its model when read.
+    positions: list[dict[str, Any]] | None
+    accounts: list[dict[str, Any]] | None
+    scenario: ScenarioResult | None
     #: The margin tables in force (a file, or the capture's recorded ones), or None.
     margin_tables: Path | None
 
