@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from monitor.events import BOOK_BANDS_BPS, KIND_BOOK
+from monitor.ingest.batch import Batch, decode_record
 from monitor.protocol import (
     AckCollector,
     Alert,
@@ -149,3 +157,83 @@ def test_a_bad_record_is_refused_with_a_reason_naming_the_field(value: bytes, re
         else:
             decode_market(value)
     assert exc.value.reason == reason and names in exc.value.detail
+
+
+#: Field names of liqmon's own records, so random objects often look like one.
+_RECORD_KEYS = st.sampled_from([
+    "v", "asset", "src", "k", "i", "t", "r", "f", "x", "tick", "ctl", "run", "partition", "p", "wm",
+    "s", "end", "input", "raw", "command", "request_id", "shocks", "stage", "alerts", "config_hash",
+    "alert_id", "ts_ms", "kind", "severity", "evidence", "ok", "error", "of", "sync",
+])
+_SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+            | st.floats() | st.sampled_from(["", "end", "sync", "spiral", "market", "price", "USDe"])
+            | st.text(max_size=8))
+_JSON = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_RECORD_KEYS, inner, max_size=8),
+    max_leaves=30,
+)
+
+
+def _decoders() -> list[Callable[[bytes], object]]:
+    return [decode_record, decode_risk_record, Alert.from_json, RiskSnapshot.decode, decode_reply]
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON, base=st.sampled_from([2, 1]))
+def test_any_json_on_any_topic_is_a_record_or_a_record_error(value: object, base: int) -> None:
+    """Whatever a topic carries, its decoder gives a typed record or a RecordError with a reason."""
+    obj = {"v": base, **value} if isinstance(value, dict) else value
+    raw = json.dumps(obj).encode()  # big integers, NaN and Infinity included (the last two not JSON)
+    for decode in _decoders():
+        try:
+            decode(raw)
+        except RecordError as exc:
+            assert exc.reason.startswith("invalid_"), exc.reason
+    assert decode_ack(raw) is None or isinstance(decode_ack(raw), MarketAck | GlobalAck | LoadedAck)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=64))
+def test_any_bytes_on_any_topic_are_a_record_error(body: bytes) -> None:
+    for decode in _decoders():
+        try:
+            decode(body)
+        except RecordError as exc:
+            assert exc.reason.startswith("invalid_"), exc.reason
+
+
+_INTS = st.integers(min_value=-(2**66), max_value=2**66) | st.sampled_from([0, 1, 3, 6, 7, -1])
+_ODD = st.sampled_from([True, "1", None, 1.5, [1]])
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), n=st.integers(0, 4), n_src=st.integers(0, 2), odd=st.booleans())
+def test_a_batch_with_any_columns_decodes_to_consistent_arrays_or_is_refused(
+    data: st.DataObject, n: int, n_src: int, odd: bool
+) -> None:
+    """Columns of the right lengths (or one off) holding any integers, floats or a wrong type:
+    arrays that agree with each other, or invalid_batch."""
+    value = _INTS | st.floats(allow_nan=False, allow_infinity=False) | (_ODD if odd else _INTS)
+    kinds = data.draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, -1]) | _ODD, min_size=n, max_size=n))
+    books = sum(1 for k in kinds if k == KIND_BOOK)
+    n_bands = books * 2 * len(BOOK_BANDS_BPS)
+    off = data.draw(st.sampled_from([0, 0, 0, 1, -1]))
+    cols = {
+        "k": kinds,
+        "i": data.draw(st.lists(st.integers(-1, 2), min_size=n, max_size=n)),
+        "t": data.draw(st.lists(_INTS, min_size=n, max_size=n)),
+        "r": data.draw(st.lists(_INTS, min_size=n, max_size=n)),
+        "f": data.draw(st.lists(value, min_size=max(4 * n + off, 0), max_size=max(4 * n + off, 0))),
+        "x": data.draw(st.lists(value, min_size=n_bands, max_size=n_bands)),
+    }
+    raw = json.dumps({"v": 2, "asset": "USDe", "src": [["okx", "USDE-USDT", "USDT"]] * n_src, **cols}).encode()
+    try:
+        batch = decode_record(raw)
+    except RecordError as exc:
+        assert exc.reason == "invalid_batch", exc
+        return
+    assert isinstance(batch, Batch)
+    c = batch.columns()
+    assert len(c) == n and c.src.shape == c.ts_ms.shape == c.recv_ts_ms.shape == (n,) and c.f.shape == (n, 4)
+    assert c.bands.shape[0] == books and bool(np.isfinite(c.f).all()) and bool(np.isfinite(c.bands).all())
+    assert bool(((c.src >= 0) & (c.src < n_src)).all())
