@@ -20,11 +20,9 @@ seed, gzip mtime 0).
 
 from __future__ import annotations
 
-import gc
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from pydantic import BaseModel
 
 from replay.calibration import CalibrationRow, calibrate
 from replay.capture import write_chunks
+from replay.gcpause import gc_paused
 from replay.scenario.config import PRESETS, T0_MS, ScenarioKnobs, knobs_for
 from replay.scenario.day.sim import Simulation
 from replay.scenario.weekend.calibration import calibrate_weekend
@@ -100,22 +99,6 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             fh.write(b"\n")
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside the block (re-enabled after, if it was on).
-
-    Generation allocates millions of short-lived frames and no reference cycles; the
-    collector's passes over them cost about a tenth of the run.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def generate(
     name: str, seed: int, out_dir: Path, knobs: dict[str, Any] | None = None
 ) -> ScenarioResult:
@@ -149,7 +132,7 @@ def generate(
                 parts, size = [], 0
         yield b"".join(parts)
 
-    with _gc_paused():
+    with gc_paused():  # generation allocates millions of frames and no cycles
         sim = Simulation(cfg, seed)
         write_chunks(out_dir / "capture.jsonl.gz", chunks(sim), in_child=True)
     total = sum(counts.values())
