@@ -14,6 +14,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from monitor.stages.engine import Engine
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step, market_step
 from replay.capture import BadLine, iter_capture
+from replay.gcpause import gc_paused
 
 __all__ = [
     "InputFileError",
@@ -235,6 +237,36 @@ class _InlineStages:
         self.take_snapshots()
 
 
+async def _inline_loop(
+    items: Iterator[tuple[int, IngestOutput]],
+    speed: float | None,
+    stages: _InlineStages,
+    stats: ReplayStats,
+    on_batch: Callable[[Batch], None] | None,
+    progress: ProgressFn | None,
+    frames: Callable[[], int],
+) -> None:
+    """Route every capture item through the stages (paced at ``speed``) until the end or
+    an interrupt (then ``stats.interrupted``)."""
+    next_progress = time.monotonic()
+    try:
+        async for ts, item in _paced(items, Pacer(speed)):
+            if isinstance(item, DeadLetter):
+                continue
+            if isinstance(item, Alert):
+                stages.emit((item,))
+                continue
+            stats.batches += 1
+            if on_batch is not None:
+                on_batch(item.batch)
+            stages.process(item.batch, item.broadcast)
+            if progress is not None and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + 0.25
+                progress(ts, frames(), len(stages.alerts))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        stats.interrupted = True
+
+
 async def replay_inline(
     path: Path,
     config: EngineConfig,
@@ -255,29 +287,17 @@ async def replay_inline(
     signal clocks as the workers), stage 2 consumes its signals through the same reorder
     buffer, so the alerts equal the Kafka path's byte for byte.
     """
-    stages = _InlineStages(config, partitions, on_alert, on_snapshot)
-    stages.load(positions, accounts)
-    ingest = Ingest(config)
-    stats = ReplayStats()
-    started = time.monotonic()
-    next_progress = started
-    try:
-        async for ts, item in _paced(route_capture(path, ingest, from_ms, to_ms, stats), Pacer(speed)):
-            if isinstance(item, DeadLetter):
-                continue
-            if isinstance(item, Alert):
-                stages.emit((item,))
-                continue
-            stats.batches += 1
-            if on_batch is not None:
-                on_batch(item.batch)
-            stages.process(item.batch, item.broadcast)
-            if progress is not None and time.monotonic() >= next_progress:
-                next_progress = time.monotonic() + 0.25
-                progress(ts, ingest.stats.frames, len(stages.alerts))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        stats.interrupted = True
-    stages.finish()
-    stats.absorb(ingest)
-    stats.wall_s = time.monotonic() - started
+    # At full speed the replay is a batch job: the cyclic collector's passes over the
+    # engines' heap cost it about a quarter of its time (replay/gcpause.py).
+    with gc_paused() if speed is None else nullcontext():
+        stages = _InlineStages(config, partitions, on_alert, on_snapshot)
+        stages.load(positions, accounts)
+        ingest = Ingest(config)
+        stats = ReplayStats()
+        started = time.monotonic()
+        await _inline_loop(route_capture(path, ingest, from_ms, to_ms, stats), speed, stages, stats,
+                           on_batch, progress, lambda: ingest.stats.frames)
+        stages.finish()
+        stats.absorb(ingest)
+        stats.wall_s = time.monotonic() - started
     return InlineResult(alerts=stages.alerts, stats=stats, snapshots=stages.snapshots)
