@@ -267,8 +267,9 @@ class SyncMarker(Struct, tag_field="ctl", tag="sync", frozen=True):
     of: Annotated[int, Meta(ge=1)] = 1
 
     def raw(self) -> dict[str, Any]:
-        """The marker as written to the positions/accounts topic."""
-        return {"ctl": "sync", "run": self.run, "partition": self.partition, "of": self.of}
+        """The marker as written to the positions/accounts topic (its JSON object)."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        return out
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> SyncMarker:

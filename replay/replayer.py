@@ -244,7 +244,7 @@ async def _inline_loop(
     stats: ReplayStats,
     on_batch: Callable[[Batch], None] | None,
     progress: ProgressFn | None,
-    frames: Callable[[], int],
+    ingest: Ingest,
 ) -> None:
     """Route every capture item through the stages (paced at ``speed``) until the end or
     an interrupt (then ``stats.interrupted``)."""
@@ -262,7 +262,7 @@ async def _inline_loop(
             stages.process(item.batch, item.broadcast)
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + 0.25
-                progress(ts, frames(), len(stages.alerts))
+                progress(ts, ingest.stats.frames, len(stages.alerts))
     except (KeyboardInterrupt, asyncio.CancelledError):
         stats.interrupted = True
 
@@ -296,7 +296,7 @@ async def replay_inline(
         stats = ReplayStats()
         started = time.monotonic()
         await _inline_loop(route_capture(path, ingest, from_ms, to_ms, stats), speed, stages, stats,
-                           on_batch, progress, lambda: ingest.stats.frames)
+                           on_batch, progress, ingest)
         stages.finish()
         stats.absorb(ingest)
         stats.wall_s = time.monotonic() - started

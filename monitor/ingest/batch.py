@@ -33,7 +33,6 @@ from monitor.protocol import MARKET_VERSION, MarketRecord, RecordError, decode_m
 
 __all__ = [
     "MAX_BATCH_VALUES",
-    "WIRE_VERSION",
     "Batch",
     "Batcher",
     "Columns",
@@ -41,7 +40,6 @@ __all__ = [
     "decode_record",
 ]
 
-WIRE_VERSION = MARKET_VERSION
 _N_BANDS = 2 * len(BOOK_BANDS_BPS)
 #: Numbers one batch record may carry (8 per event, plus the bands of book events): about
 #: 650 KB of JSON at most, well inside Kafka's default 1 MB message limit whatever the
@@ -169,10 +167,10 @@ class Batch:
     def encode(self) -> bytes:
         """The batch's :class:`monitor.protocol.MarketRecord` (see the module docstring)."""
         if self.tick_ms is not None:
-            return encode(MarketRecord(v=WIRE_VERSION, tick=self.tick_ms))
+            return encode(MarketRecord(v=MARKET_VERSION, tick=self.tick_ms))
         rows = self.rows
         return encode(MarketRecord(
-            v=WIRE_VERSION,
+            v=MARKET_VERSION,
             asset=self.asset,
             src=self.sources,
             k=cast(list[int], [r[0] for r in rows]),  # ints, as add() put them
@@ -216,7 +214,7 @@ class Control:
     partition: int
 
     def encode(self) -> bytes:
-        return encode(MarketRecord(v=WIRE_VERSION, ctl=self.ctl, run=self.run, partition=self.partition))
+        return encode(MarketRecord(v=MARKET_VERSION, ctl=self.ctl, run=self.run, partition=self.partition))
 
 
 #: ``_KIND_OK[k]`` is True for a known event kind (kinds are small non-negative ints).
