@@ -52,9 +52,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 GZIP_LEVEL = 2
 
 
-def _gzip_writer(fh: IO[bytes]) -> igzip.GzipFile:
-    """A gzip stream into ``fh`` at :data:`GZIP_LEVEL`, mtime 0 (same frames, same bytes)."""
-    return igzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=GZIP_LEVEL)
+def _gzip_writer(fh: IO[bytes]) -> IO[bytes]:
+    """A gzip stream into ``fh`` at :data:`GZIP_LEVEL`, mtime 0 (same frames, same bytes).
+
+    ``isal`` ships no type hints for its ``GzipFile``: it is the stdlib's binary file API.
+    """
+    writer = igzip.GzipFile(  # type: ignore[no-untyped-call]
+        filename="", mode="wb", fileobj=fh, mtime=0, compresslevel=GZIP_LEVEL)
+    return cast(IO[bytes], writer)
 
 
 class CaptureError(Exception):
@@ -199,7 +204,7 @@ class _ChunkSink:
 
     def __init__(self, fh: IO[bytes], gzipped: bool, ahead: int = 4) -> None:
         self._fh = fh
-        self._gz: igzip.GzipFile | None = None
+        self._gz: IO[bytes] | None = None
         self._pool: ThreadPoolExecutor | None = None
         if gzipped:
             self._gz = _gzip_writer(fh)
