@@ -38,7 +38,15 @@ from streams.errors import KafkaReplayError
 from streams.kafka.broker import broker_reachable
 from streams.kafka.security import kafka_client_options, start_admin
 
-__all__ = ["KafkaReplayError", "KafkaReplayResult", "ReplayHooks", "collect_alerts", "ensure_topics", "replay_kafka"]
+__all__ = [
+    "KafkaReplayError",
+    "KafkaReplayResult",
+    "ReadBack",
+    "ReplayHooks",
+    "collect_alerts",
+    "ensure_topics",
+    "replay_kafka",
+]
 
 log = logging.getLogger("liqmon.replay")
 
@@ -110,14 +118,15 @@ class SnapshotCollector:
         self._seen: set[bytes] = set()
 
     def add(self, value: bytes) -> None:
+        """Count a record and keep its snapshot the first time; a record that is not a
+        snapshot raises :class:`RecordError` and is not counted."""
+        if value not in self._seen:
+            snap = RiskSnapshot.decode(value)
+            self._seen.add(value)
+            self.snapshots.append(snap)
+            if self.on_snapshot is not None:
+                self.on_snapshot(snap)
         self.records += 1
-        if value in self._seen:
-            return
-        self._seen.add(value)
-        snap = RiskSnapshot.decode(value)
-        self.snapshots.append(snap)
-        if self.on_snapshot is not None:
-            self.on_snapshot(snap)
 
 
 async def collect_alerts(
@@ -181,7 +190,7 @@ class ReplayHooks:
     alive: Callable[[], bool] | None = None
 
 
-class _ReadBack:
+class ReadBack:
     """What the workers send back: alerts, acks and risk snapshots of this run."""
 
     def __init__(self, consumer: AIOKafkaConsumer, run_id: str, hooks: ReplayHooks) -> None:
@@ -192,6 +201,8 @@ class _ReadBack:
         #: Ids of the feed alerts this replay published (not counted in the workers' acks).
         self.feed_alert_ids: set[str] = set()
         self.raw_alert_records = 0
+        #: Records read back that are not liqmon's (skipped, logged).
+        self.malformed = 0
         #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
         self.snapshots = SnapshotCollector(hooks.on_snapshot)
         self.acks = AckCollector(run_id)
@@ -206,15 +217,24 @@ class _ReadBack:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=10_000)
         for tp, records in batches.items():
             for rec in records:
-                if tp.topic == topics.RISK_SNAPSHOTS:
-                    self.snapshots.add(rec.value)
-                elif tp.topic == topics.ALERTS:
-                    alert = Alert.from_json(rec.value)
-                    if alert.alert_id not in self.feed_alert_ids:
-                        self.raw_alert_records += 1
-                        self.take_alert(alert)
-                else:
-                    self.acks.take(rec.value)
+                try:
+                    self._take(tp.topic, rec.value)
+                except RecordError as exc:
+                    # Not a record of liqmon's (another producer on the topic): it counts
+                    # toward nothing, so a run missing a real one still fails on its own.
+                    self.malformed += 1
+                    log.warning("skipped a malformed record on %s at offset %d: %s", tp.topic, rec.offset, exc)
+
+    def _take(self, topic: str, value: bytes) -> None:
+        if topic == topics.RISK_SNAPSHOTS:
+            self.snapshots.add(value)
+        elif topic == topics.ALERTS:
+            alert = Alert.from_json(value)
+            if alert.alert_id not in self.feed_alert_ids:
+                self.raw_alert_records += 1
+                self.take_alert(alert)
+        else:
+            self.acks.take(value)
 
     def complete(self, n_parts: int) -> bool:
         """Every stage acknowledged the end, and every alert and snapshot they announce is read."""
@@ -253,7 +273,7 @@ class _Publisher:
                 await self.producer.send(topic, encode(marker), key=b"", partition=p)
         await self.producer.flush()
 
-    async def item(self, item: Any, read_back: _ReadBack, stats: ReplayStats) -> list[asyncio.Future[Any]]:
+    async def item(self, item: Any, read_back: ReadBack, stats: ReplayStats) -> list[asyncio.Future[Any]]:
         """One routed capture item: a dead letter, a feed alert or a batch (to its partitions)."""
         send = self.producer.send
         if isinstance(item, DeadLetter):
@@ -290,7 +310,7 @@ class _Run:
     group: str
 
 
-async def _await_loaded(read_back: _ReadBack, run: _Run) -> None:
+async def _await_loaded(read_back: ReadBack, run: _Run) -> None:
     waited = time.monotonic()
     while read_back.acks.loaded is None:
         await read_back.drain(200)
@@ -302,7 +322,7 @@ async def _await_loaded(read_back: _ReadBack, run: _Run) -> None:
 
 
 async def _publish_capture(
-    run: _Run, publisher: _Publisher, read_back: _ReadBack, ingest: Ingest, stats: ReplayStats
+    run: _Run, publisher: _Publisher, read_back: ReadBack, ingest: Ingest, stats: ReplayStats
 ) -> None:
     pacer = Pacer(run.speed)
     next_check = time.monotonic()
@@ -325,7 +345,7 @@ async def _publish_capture(
     await asyncio.gather(*pending)
 
 
-async def _await_acks(run: _Run, read_back: _ReadBack, n_parts: int, stats: ReplayStats) -> None:
+async def _await_acks(run: _Run, read_back: ReadBack, n_parts: int, stats: ReplayStats) -> None:
     """Wait for every partition's ack, then for every alert the acks announce."""
     last_progress = time.monotonic()
     seen = read_back.mark()
@@ -365,7 +385,7 @@ async def _replay_kafka(
     await collector.start()
     ingest = Ingest(run.config)
     stats = ReplayStats()
-    read_back = _ReadBack(collector, run_id, hooks)
+    read_back = ReadBack(collector, run_id, hooks)
     started = time.monotonic()
     try:
         publisher = _Publisher(producer, run_id, await _topic_partitions(producer, topics.MARKET))
