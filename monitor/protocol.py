@@ -35,6 +35,7 @@ from msgspec import Meta, Struct, field
 __all__ = [
     "COMMAND_VERSION",
     "MARKET_VERSION",
+    "NO_COLUMN",
     "SIGNAL_FIELDS",
     "SIGNAL_VERSION",
     "Ack",
@@ -53,7 +54,9 @@ __all__ = [
     "LiqSignal",
     "LoadedAck",
     "MarketAck",
+    "MarketHead",
     "MarketRecord",
+    "MarketWire",
     "PegSignal",
     "PriceSignal",
     "RecordError",
@@ -123,7 +126,19 @@ def _convert(obj: object, kind: type[Any], what: str) -> Any:
 # --- market.batches -------------------------------------------------------------------------
 
 
-class MarketRecord(Struct, omit_defaults=True, forbid_unknown_fields=True):
+class MarketHead(Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """The fields of a ``market.batches`` record other than its six columns."""
+
+    v: int
+    asset: str | None = None
+    src: list[tuple[str, str, str]] | None = None
+    tick: int | None = None
+    ctl: str | None = None
+    run: str | None = None
+    partition: int | None = None
+
+
+class MarketRecord(MarketHead):
     """One ``market.batches`` record, in one of three forms (the others' fields left out):
 
     - a batch: ``asset``, ``src`` (the (venue, symbol, quote) table) and the columns ``k``
@@ -131,29 +146,43 @@ class MarketRecord(Struct, omit_defaults=True, forbid_unknown_fields=True):
       per event) and ``x`` (the band depths of each book event);
     - a tick: ``tick``, event time on every stream has reached it;
     - an end marker: ``ctl`` ("end"), ``run`` and ``partition``.
+
+    Written with :func:`encode` (the columns after the other fields); read as a
+    :class:`MarketWire`.
     """
 
-    v: int
-    asset: str | None = None
-    src: list[tuple[str, str, str]] | None = None
     k: list[int] | None = None
     i: list[int] | None = None
     t: list[int] | None = None
     r: list[int] | None = None
     f: list[float] | None = None
     x: list[float] | None = None
-    tick: int | None = None
-    ctl: str | None = None
-    run: str | None = None
-    partition: int | None = None
 
 
-_MARKET = msgspec.json.Decoder(MarketRecord)
+#: A column absent from a record (``MarketWire``'s default: no bytes).
+NO_COLUMN = msgspec.Raw()
 
 
-def decode_market(value: bytes) -> MarketRecord:
-    """A ``market.batches`` record, its fields typed (raises :class:`RecordError`)."""
-    rec: MarketRecord = _decode(_MARKET, value, "batch")
+class MarketWire(MarketHead):
+    """A ``market.batches`` record as read: the fields of :class:`MarketRecord`, its columns
+    kept as their JSON text (syntax checked by the parse, :data:`NO_COLUMN` when absent),
+    which :func:`monitor.ingest.batch.decode_record` reads straight into arrays."""
+
+    k: msgspec.Raw = NO_COLUMN
+    i: msgspec.Raw = NO_COLUMN
+    t: msgspec.Raw = NO_COLUMN
+    r: msgspec.Raw = NO_COLUMN
+    f: msgspec.Raw = NO_COLUMN
+    x: msgspec.Raw = NO_COLUMN
+
+
+_MARKET = msgspec.json.Decoder(MarketWire)
+
+
+def decode_market(value: bytes) -> MarketWire:
+    """A ``market.batches`` record, its fields other than the columns typed (raises
+    :class:`RecordError`)."""
+    rec: MarketWire = _decode(_MARKET, value, "batch")
     if rec.v != MARKET_VERSION:
         raise RecordError("invalid_batch", "not a liqmon batch record (missing or unknown 'v')")
     if rec.ctl is not None:

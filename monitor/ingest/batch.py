@@ -4,8 +4,9 @@ One Kafka record carries the events of one asset, across venues, in arrival orde
 a few hundred milliseconds of event time. Batching per *asset* (not per venue/symbol)
 keeps the exact cross-venue order that the venue-local depeg rule depends on, and puts
 all of one asset's state in one partition. The record is :class:`monitor.protocol.MarketRecord`:
-columnar JSON of plain numbers, which msgspec decodes into typed lists at millions of
-numbers per second and numpy turns into arrays without a per-event Python loop::
+columnar JSON of plain numbers. msgspec checks the record and hands over each column as its
+JSON text (:class:`monitor.protocol.MarketWire`); simdjson reads each column straight into
+a C array that numpy wraps, with no Python number in between::
 
     {"v": 2, "asset": "USDe",
      "src": [["binance-spot", "USDEUSDT", "USDT"], ["uniswap-v3", "USDe/USDT", "USDT"]],
@@ -21,15 +22,18 @@ live feeds alike, so the Kafka path and the inline path see the same batches.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast
 
+import msgspec
 import numpy as np
+import simdjson
 from numpy.typing import NDArray
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, ROW_LENGTHS, MarketEvent
-from monitor.protocol import MARKET_VERSION, MarketRecord, RecordError, decode_market, encode
+from monitor.protocol import MARKET_VERSION, MarketHead, MarketRecord, RecordError, decode_market, encode
 
 __all__ = [
     "MAX_BATCH_VALUES",
@@ -222,20 +226,52 @@ _KIND_OK = np.zeros(max(ROW_LENGTHS) + 1, dtype=np.bool_)
 _KIND_OK[sorted(ROW_LENGTHS)] = True
 
 
-def _int_column(values: list[int] | None, name: str, n: int | None) -> NDArray[np.int64]:
-    if values is None or (n is not None and len(values) != n):
-        raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
-    try:  # fromiter: the lists are typed by the decoder, and it is faster than asarray on them
-        return np.fromiter(values, dtype=np.int64, count=len(values))
-    except OverflowError:
-        raise RecordError("invalid_batch", f"column '{name}' is out of range") from None
+class _Parsers(threading.local):
+    """One simdjson parser per thread (a parser is reused, never shared between threads)."""
+
+    def __init__(self) -> None:
+        self.parser = simdjson.Parser()
 
 
-def _float_column(values: list[float] | None, name: str, n: int) -> NDArray[np.float64]:
-    if values is None or len(values) != n:
+_PARSERS = _Parsers()
+
+
+def _column_buffer(raw: msgspec.Raw, name: str, of_type: Literal["i", "d"]) -> bytes:
+    """The numbers of one column's JSON text as a C array: int64 (``i``) or float64 (``d``).
+
+    simdjson refuses anything else in the array (strings, booleans, null, objects; a float
+    in an int64 column; an int64 column's number beyond its range; a number too large for
+    a float64) and flattens nested arrays, so a column with a second ``[`` is refused first.
+    """
+    text = bytes(raw)
+    flat = bool(text) and text.count(b"[") == 1
+    buffer = None
+    doc = None
+    try:
+        doc = _PARSERS.parser.parse(text) if flat else None
+        if isinstance(doc, simdjson.Array):
+            buffer = doc.as_buffer(of_type=of_type)
+    except (TypeError, ValueError, RuntimeError) as exc:  # INCORRECT_TYPE, NUMBER_OUT_OF_RANGE, BIGINT_ERROR …
+        kind = "integers" if of_type == "i" else "numbers"
+        raise RecordError("invalid_batch", f"column '{name}' is not an array of {kind}: {exc}") from None
+    finally:
+        del doc  # the parser is reused only once no document of it is alive
+    if buffer is None:
+        raise RecordError("invalid_batch", f"column '{name}' missing or not a flat array of numbers")
+    return buffer
+
+
+def _int_column(raw: msgspec.Raw, name: str, n: int | None) -> NDArray[np.int64]:
+    arr = np.frombuffer(_column_buffer(raw, name, "i"), dtype=np.int64)
+    if n is not None and arr.shape[0] != n:
         raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
-    arr = np.fromiter(values, dtype=np.float64, count=n)
-    if not np.isfinite(arr).all():
+    return arr
+
+
+def _finite(arr: NDArray[np.float64], name: str, n: int) -> NDArray[np.float64]:
+    if arr.shape[0] != n:
+        raise RecordError("invalid_batch", f"column '{name}' missing or of the wrong length")
+    if not np.isfinite(arr).all():  # JSON has no NaN or infinity; kept as the arrays' invariant
         raise RecordError("invalid_batch", f"column '{name}' has non-finite values")
     return arr
 
@@ -243,9 +279,18 @@ def _float_column(values: list[float] | None, name: str, n: int) -> NDArray[np.f
 def decode_record(value: bytes) -> Batch | Control:
     """Decode and validate one market-topic record (vectorised: no per-event Python).
 
-    :func:`monitor.protocol.decode_market` types the fields; here the columns become arrays
-    and are checked against each other (raises :class:`monitor.protocol.RecordError`).
+    A plain batch is read in one simdjson pass (:func:`_read_plain_batch`); every other
+    record, and any batch that pass does not accept, by :func:`read_record_exact`, which
+    gives the same batch or names what is wrong (raises :class:`monitor.protocol.RecordError`).
     """
+    batch = _read_plain_batch(value)
+    return batch if batch is not None else read_record_exact(value)
+
+
+def read_record_exact(value: bytes) -> Batch | Control:
+    """The reference decoder: :func:`monitor.protocol.decode_market` types the fields (msgspec,
+    which names the field at fault), then the columns become arrays (read by simdjson, no
+    Python number per value) and are checked against each other."""
     rec = decode_market(value)
     if rec.ctl is not None:
         assert rec.run is not None and rec.partition is not None
@@ -253,21 +298,84 @@ def decode_record(value: bytes) -> Batch | Control:
     if rec.tick is not None:
         return Batch.tick(rec.tick)
     assert rec.asset is not None and rec.src is not None
-    sources = rec.src
     kind = _int_column(rec.k, "k", None)
+    n = int(kind.shape[0])
+    idx = _int_column(rec.i, "i", n)
+    ts = _int_column(rec.t, "t", n)
+    rts = _int_column(rec.r, "r", n)
+    f = np.frombuffer(_column_buffer(rec.f, "f", "d"), dtype=np.float64)
+    x = np.frombuffer(_column_buffer(rec.x, "x", "d"), dtype=np.float64)
+    return _batch(rec.asset, rec.src, kind, idx, ts, rts, f, x)
+
+
+def _batch(asset: str, sources: list[tuple[str, str, str]], kind: NDArray[np.int64], idx: NDArray[np.int64],
+           ts: NDArray[np.int64], rts: NDArray[np.int64], f: NDArray[np.float64], x: NDArray[np.float64]) -> Batch:
+    """A batch of these columns, checked against each other and the source table."""
     n = int(kind.shape[0])
     if n and (int(kind.min()) < 0 or int(kind.max()) >= len(_KIND_OK) or not _KIND_OK[kind].all()):
         raise RecordError("invalid_batch", "unknown event kind")
-    idx = _int_column(rec.i, "i", n)
     if n and (idx.min() < 0 or idx.max() >= len(sources)):
         raise RecordError("invalid_batch", "source index out of range")
-    ts = _int_column(rec.t, "t", n)
-    rts = _int_column(rec.r, "r", n)
-    f = _float_column(rec.f, "f", 4 * n).reshape(n, 4)
     n_books = int(np.count_nonzero(kind == KIND_BOOK))
-    bands = _float_column(rec.x, "x", _N_BANDS * n_books).reshape(n_books, _N_BANDS)
-    cols = Columns(kind=kind, src=idx, ts_ms=ts, recv_ts_ms=rts, f=f, bands=bands)
-    return Batch(asset=rec.asset, sources=sources, columns=cols)
+    cols = Columns(kind=kind, src=idx, ts_ms=ts, recv_ts_ms=rts, f=_finite(f, "f", 4 * n).reshape(n, 4),
+                   bands=_finite(x, "x", _N_BANDS * n_books).reshape(n_books, _N_BANDS))
+    return Batch(asset=asset, sources=sources, columns=cols)
+
+
+#: The columns of a batch and the type simdjson reads each as.
+_COLUMN_TYPES: dict[str, Literal["i", "d"]] = {"k": "i", "i": "i", "t": "i", "r": "i", "f": "d", "x": "d"}
+#: The other fields of a batch.
+_BATCH_HEAD = frozenset({"v", "asset", "src"})
+
+
+def _read_plain_batch(value: bytes) -> Batch | None:
+    """A batch record read in one simdjson pass: the columns straight into arrays, the other
+    fields checked by msgspec. ``None`` for anything else — a tick, an end marker, a record
+    with a fault — which :func:`read_record_exact` then reads (or refuses, naming the fault).
+
+    simdjson flattens nested arrays, so the ``[`` in the record are counted: exactly one per
+    column and one per source table entry plus the table's own, or the exact reader decides.
+    """
+    if value.count(b"[") < len(_COLUMN_TYPES):
+        return None
+    head: dict[str, object] = {}
+    buffers: dict[str, bytes] = {}
+    doc = field = None
+    try:
+        doc = _PARSERS.parser.parse(value)
+        if not isinstance(doc, simdjson.Object):
+            return None
+        for key in doc:
+            field = doc[key]
+            of_type = _COLUMN_TYPES.get(key)
+            if of_type is None:
+                head[key] = field.as_list() if isinstance(field, simdjson.Array) else field
+            elif isinstance(field, simdjson.Array):
+                buffers[key] = field.as_buffer(of_type=of_type)
+        fields = len(doc)  # a repeated key is counted here, not in head or buffers
+    except (TypeError, ValueError, RuntimeError):  # not JSON, a wrong type, a number out of range
+        return None
+    finally:
+        del doc, field
+    if len(buffers) != len(_COLUMN_TYPES) or not head.keys() <= _BATCH_HEAD or fields != len(head) + len(buffers):
+        return None
+    try:
+        rec = msgspec.convert(head, MarketHead)
+    except msgspec.ValidationError:
+        return None
+    sources = rec.src
+    if (rec.v != MARKET_VERSION or rec.asset is None or sources is None
+            or value.count(b"[") != len(_COLUMN_TYPES) + 1 + len(sources)):
+        return None
+    kind, idx, ts, rts = (np.frombuffer(buffers[k], dtype=np.int64) for k in "kitr")
+    n = int(kind.shape[0])
+    if idx.shape[0] != n or ts.shape[0] != n or rts.shape[0] != n:
+        return None
+    try:
+        return _batch(rec.asset, sources, kind, idx, ts, rts, np.frombuffer(buffers["f"], dtype=np.float64),
+                      np.frombuffer(buffers["x"], dtype=np.float64))
+    except RecordError:
+        return None
 
 
 class Batcher:

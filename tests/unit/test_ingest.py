@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
 from monitor.config import EngineConfig, IngestConfig
-from monitor.ingest.batch import Control, decode_record
+from monitor.events import BOOK_BANDS_BPS
+from monitor.ingest.batch import Batch, Control, decode_record
 from monitor.ingest.frames import Ingest, Routed
 from monitor.protocol import DeadLetter, RecordError
 from monitor.stages.engine import Engine
@@ -172,12 +175,73 @@ def test_decode_record_rejects_garbage() -> None:
         (orjson.dumps({**base, "t": ["soon"]}), "invalid_batch"),
         (orjson.dumps({**base, "k": [3]}), "invalid_batch"),  # a book event without its bands
         (orjson.dumps({**base, "src": [["a", "b"]]}), "invalid_batch"),
+        # the columns as simdjson reads them: only flat arrays of the column's numbers
+        (orjson.dumps({**base, "k": [[0], [0]]}), "invalid_batch"),  # flattened would fit
+        (orjson.dumps({**base, "f": [[1.0, 1.0], [1.0, 1.0]]}), "invalid_batch"),
+        (orjson.dumps({**base, "t": [1.0]}), "invalid_batch"),  # a float in an int64 column
+        (orjson.dumps({**base, "t": [2**63]}), "invalid_batch"),
+        (orjson.dumps({**base, "t": [True]}), "invalid_batch"),
+        (orjson.dumps({**base, "t": None}), "invalid_batch"),
+        (orjson.dumps({**base, "t": {"0": 1}}), "invalid_batch"),
+        (orjson.dumps({**base, "f": [1.0, 1.0, 1.0, None]}), "invalid_batch"),
+        (orjson.dumps({**base, "f": 1.0}), "invalid_batch"),
+        (orjson.dumps({k: v for k, v in base.items() if k != "r"}), "invalid_batch"),
+        (orjson.dumps(base).replace(b"[1.0,1.0,1.0,1.0]", b"[1.0,1.0,1.0,1e400]"), "invalid_batch"),
+        (orjson.dumps(base).replace(b"[1.0,1.0,1.0,1.0]", b"[1.0,1.0,1.0,NaN]"), "invalid_json"),
     ]:
         with pytest.raises(RecordError) as exc:
             decode_record(value)
         assert exc.value.reason == reason
     ctl = decode_record(Control("end", "r1", 3).encode())
     assert ctl == Control("end", "r1", 3)
+
+
+def test_a_plain_batch_takes_the_one_pass_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batches liqmon writes are read in one simdjson pass, without the exact reader;
+    ticks and end markers go to the exact reader."""
+    ingest = Ingest(EngineConfig())
+    batches = [item.batch for item in ingest.feed("binance-spot", "usdeusdt@bookTicker", ticker(), T0, b"")
+               if isinstance(item, Routed)] + [r.batch for r in ingest.finish()]
+    assert batches
+
+    def refuse(value: bytes) -> None:
+        raise AssertionError("the exact reader was used")
+
+    monkeypatch.setattr("monitor.ingest.batch.read_record_exact", refuse)
+    for batch in batches:
+        assert decode_record(batch.encode()) == batch
+    with pytest.raises(AssertionError):
+        decode_record(Control("end", "r1", 3).encode())
+
+
+def test_decoded_columns_are_exact_and_outlive_the_next_record() -> None:
+    """The columns read by simdjson equal the numbers written (ints to int64 exactly, floats
+    to the same IEEE doubles, JSON ints in a float column converted), whitespace and all,
+    and one record's arrays are untouched by decoding the next ones (on other threads too)."""
+    floats = [0.1, -0.0, 5e-324, 1.7976931348623157e308, 1e-7, 12345.678901234567, 3, -2**53]
+    text = (b'{ "v": 2, "asset": "USDe", "src": [["a", "b", "c"], ["d", "e", "f"]],\n'
+            b' "k": [ 0 , 0 ], "i": [1, 0], "t": [-9223372036854775808, 9223372036854775807],'
+            b' "r": [0, 1], "f": ' + orjson.dumps(floats) + b', "x": [] }')
+    first = decode_record(text)
+    assert isinstance(first, Batch)
+    c = first.columns()
+    expected_f = np.array(floats, dtype=np.float64)
+
+    def decode_others() -> None:
+        for n in range(50):
+            decode_record(orjson.dumps({"v": 2, "asset": "BTC", "src": [["a", "b", "c"]], "k": [0] * n,
+                                        "i": [0] * n, "t": list(range(n)), "r": list(range(n)),
+                                        "f": [float(n)] * 4 * n, "x": []}))
+
+    threads = [threading.Thread(target=decode_others) for _ in range(3)]
+    for th in threads:
+        th.start()
+    decode_others()
+    for th in threads:
+        th.join()
+    assert c.src.tolist() == [1, 0] and c.ts_ms.tolist() == [-(2**63), 2**63 - 1]
+    assert c.f.ravel().tobytes() == expected_f.tobytes() and c.f.shape == (2, 4)
+    assert c.ts_ms.dtype == np.int64 and c.f.dtype == np.float64 and c.bands.shape == (0, 2 * len(BOOK_BANDS_BPS))
 
 
 def test_capture_round_trip_and_bad_lines(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK
-from monitor.ingest.batch import Batch, decode_record
+from monitor.ingest.batch import Batch, decode_record, read_record_exact
 from monitor.protocol import (
     AckCollector,
     Alert,
@@ -237,3 +238,44 @@ def test_a_batch_with_any_columns_decodes_to_consistent_arrays_or_is_refused(
     assert len(c) == n and c.src.shape == c.ts_ms.shape == c.recv_ts_ms.shape == (n,) and c.f.shape == (n, 4)
     assert c.bands.shape[0] == books and bool(np.isfinite(c.f).all()) and bool(np.isfinite(c.bands).all())
     assert bool(((c.src >= 0) & (c.src < n_src)).all())
+
+
+def _outcome(decode: Any, raw: bytes) -> tuple[Any, ...]:
+    try:
+        batch = decode(raw)
+    except RecordError as exc:
+        return ("error", exc.reason, exc.detail)
+    if not isinstance(batch, Batch):
+        return ("other", batch)
+    c = batch.columns()
+    arrays = tuple((a.dtype.str, a.shape, a.tobytes()) for a in (c.kind, c.src, c.ts_ms, c.recv_ts_ms, c.f, c.bands))
+    return ("batch", batch.asset, batch.sources, arrays)
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data(), n=st.integers(0, 3), odd=st.booleans(),
+       source=st.sampled_from(["okx", "a[b", "x]", "é"]),
+       spacing=st.sampled_from([None, 1]), extra=st.sampled_from([b"", b', "v": 2', b', "k": []', b', "tick": null']))
+def test_the_one_pass_reader_agrees_with_the_exact_one(
+    data: st.DataObject, n: int, odd: bool, source: str, spacing: int | None, extra: bytes
+) -> None:
+    """``decode_record`` (simdjson in one pass, the exact reader when it declines) gives the
+    same batch as ``read_record_exact`` (msgspec first), or the same error: for any columns,
+    brackets inside strings, repeated keys, other spacing."""
+    value = _INTS | st.floats(allow_nan=False, allow_infinity=False) | (_ODD if odd else _INTS)
+    kinds = data.draw(st.lists(st.sampled_from([0, 1, 3, 9]) | (_ODD if odd else _INTS), min_size=n, max_size=n))
+    n_bands = sum(1 for k in kinds if k == KIND_BOOK) * 2 * len(BOOK_BANDS_BPS)
+    cols = {
+        "k": kinds,
+        "i": data.draw(st.lists(st.integers(-1, 1) | value, min_size=n, max_size=n)),
+        "t": data.draw(st.lists(_INTS | value, min_size=n, max_size=n)),
+        "r": data.draw(st.lists(_INTS, min_size=n, max_size=n)),
+        "f": data.draw(st.lists(value, min_size=4 * n, max_size=4 * n)),
+        "x": data.draw(st.lists(value, min_size=n_bands, max_size=n_bands)),
+    }
+    if data.draw(st.booleans()):
+        cols[data.draw(st.sampled_from(sorted(cols)))] = data.draw(_JSON)
+    record = {"v": 2, "asset": "USDe", "src": [[source, "USDE-USDT", "USDT"]], **cols}
+    raw = json.dumps(record, indent=spacing).encode()
+    raw = raw[:-1] + extra + raw[-1:]
+    assert _outcome(decode_record, raw) == _outcome(read_record_exact, raw)
