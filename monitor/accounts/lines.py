@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder
 from monitor.models.margin import Account
@@ -96,9 +97,11 @@ class AccountLines:
     def __len__(self) -> int:
         return len(self.lines)
 
-    def add(self, obj: Any, line: int) -> str:
+    def add(self, obj: Any, line: int, raw: bytes | None = None) -> str:
         """Check one decoded line and add it; its account id (the caller rejects duplicates).
-        A line that is not plain goes to ``validate``, which raises on a bad one."""
+        A line that is not plain goes to ``validate``, which raises on a bad one. With the
+        line's ``raw`` JSON, a plain line keeps only those bytes (decoded again if its
+        :class:`Account` is asked for), not the decoded objects."""
         b = self._builder
         self._columns = None
         if not plain_account(obj):
@@ -116,14 +119,16 @@ class AccountLines:
             mmr, cum = _optional_float(p.get("mmr")), _optional_float(p.get("cum"))
             b.add_perp(p["symbol"], float(p["qty"]), float(p["entry_price"]), p["price_key"],
                        b.perp_table(model, p["symbol"], mmr, cum))
-        self._sources.append(obj)
+        self._sources.append(obj if raw is None else raw)
         self.lines.append(line)
         return str(obj["account_id"])
 
     def account(self, i: int) -> Account:
         """Account ``i`` (in file order) as the model ``Account.model_validate`` gives."""
         source = self._sources[i]
-        return source if isinstance(source, Account) else Account.model_validate(source)
+        if isinstance(source, Account):
+            return source
+        return Account.model_validate(orjson.loads(source) if isinstance(source, bytes) else source)
 
     def columns(self) -> AccountColumns:
         """The columns of the accounts added, in file order."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,11 @@ def _reject_constant(name: str) -> float:
 
 def _load_json(path: str) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise StressInputError(path, 0, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
@@ -81,20 +83,24 @@ def _load_json(path: str) -> Any:
         raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
 
 
-def _load_jsonl(path: str) -> list[tuple[int, Any]]:
+def _iter_jsonl(path: str) -> Iterator[tuple[int, bytes, Any]]:
+    """(line number, the line's bytes, its JSON value) of each non-blank line, one at a time.
+
+    Lines end at ``\n``, ``\r\n`` or ``\r``; strict JSON in UTF-8 (no NaN, no Infinity): a
+    bad line is a :class:`StressInputError` naming it. Nothing decoded is kept here, so a
+    file of a million accounts is never held as Python objects all at once.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
-    out: list[tuple[int, Any]] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            out.append((n, orjson.loads(raw)))  # strict JSON: no NaN, no Infinity
+            yield n, raw, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise StressInputError(path, n, "", f"invalid JSON: {exc}") from None
-    return out
 
 
 def _margin_tables(path: str, params: RiskParams) -> RiskParams:
@@ -107,8 +113,8 @@ def _read_accounts(path: str, params: RiskParams) -> AccountLines:
     a bad line or a repeated id is a :class:`StressInputError` naming line and field."""
     accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
     seen: set[str] = set()
-    for line, obj in _load_jsonl(path):
-        account_id = accounts.add(obj, line)
+    for line, raw, obj in _iter_jsonl(path):
+        account_id = accounts.add(obj, line, raw)
         if account_id in seen:
             raise StressInputError(path, line, "account_id", "duplicate id")
         seen.add(account_id)
@@ -123,7 +129,7 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
     positions: list[tuple[int, Position]] = []
     seen: set[str] = set()
     if args.positions:
-        for line, obj in _load_jsonl(args.positions):
+        for line, _, obj in _iter_jsonl(args.positions):
             pos = parse_position(obj, args.positions, line, params)
             if pos.position_id in seen:
                 raise StressInputError(args.positions, line, "position_id", "duplicate id")

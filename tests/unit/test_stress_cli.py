@@ -83,6 +83,34 @@ def test_input_errors_exit_2_with_one_line(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(("kind", "content", "expected"), [
+    ("accounts", b'{"account_id": "a", "venue": "v", "model": "binance-pm"}\n{"account_id": "\xff"}\n',
+     "A.jsonl:2: invalid JSON"),
+    ("positions", b"\xfe\xff\n", "P.jsonl:1: invalid JSON"),
+    ("prices", b'{"ETH": 1\xff}', "PRICES.json: not UTF-8 text"),
+])
+def test_bytes_that_are_not_utf8_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, content: bytes, expected: str
+) -> None:
+    names = {"positions": "P.jsonl", "accounts": "A.jsonl", "prices": "PRICES.json"}
+    path = tmp_path / names[kind]
+    path.write_bytes(content)
+    rc = stress_cmd.main(_args(**{kind: path}))
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_line_separator_inside_a_string_is_not_a_line_break(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """U+2028 and U+0085 may stand unescaped in a JSON string: the line goes on."""
+    path = tmp_path / "A.jsonl"
+    path.write_bytes('{"account_id": "a\u2028b\x85c", "venue": "v", "model": "binance-pm"}\n'.encode())
+    assert stress_cmd.main(_args(accounts=path)) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [a["account_id"] for a in doc["accounts"]] == ["a\u2028b\x85c"]
+
+
 def test_shock_on_unknown_key_and_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert stress_cmd.main(_args("--shock", "DOGE=-50%")) == 2
     assert "DOGE" in capsys.readouterr().err
