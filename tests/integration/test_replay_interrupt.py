@@ -28,7 +28,13 @@ def test_sigint_writes_partial_outputs(oct10_dir: Path, tmp_path: Path, mode: st
     if mode == "inline":
         cmd.append("--inline")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it: the child starts with SIGINT at its default even when
+    # this run inherited it ignored (a job started in the background by a script).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a caught signal resets on exec
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     time.sleep(8 if mode == "kafka" else 4)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
