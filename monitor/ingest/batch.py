@@ -350,6 +350,8 @@ def _read_plain_batch(value: bytes) -> Batch | None:
         for key in doc:
             field = doc[key]
             of_type = _COLUMN_TYPES.get(key)
+            if isinstance(field, simdjson.Object):
+                return None  # no field of a batch is an object (and no proxy may outlive doc)
             if of_type is None:
                 head[key] = field.as_list() if isinstance(field, simdjson.Array) else field
             elif isinstance(field, simdjson.Array):

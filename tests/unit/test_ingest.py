@@ -185,6 +185,8 @@ def test_decode_record_rejects_garbage() -> None:
         (orjson.dumps({**base, "t": {"0": 1}}), "invalid_batch"),
         (orjson.dumps({**base, "f": [1.0, 1.0, 1.0, None]}), "invalid_batch"),
         (orjson.dumps({**base, "f": 1.0}), "invalid_batch"),
+        (orjson.dumps({**base, "asset": {"x": 1}}), "invalid_batch"),
+        (orjson.dumps({**base, "src": [[{"a": 1}, "b", "c"]]}), "invalid_batch"),
         (orjson.dumps({k: v for k, v in base.items() if k != "r"}), "invalid_batch"),
         (orjson.dumps(base).replace(b"[1.0,1.0,1.0,1.0]", b"[1.0,1.0,1.0,1e400]"), "invalid_batch"),
         (orjson.dumps(base).replace(b"[1.0,1.0,1.0,1.0]", b"[1.0,1.0,1.0,NaN]"), "invalid_json"),
