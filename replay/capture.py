@@ -33,6 +33,7 @@ __all__ = [
     "CaptureLine",
     "can_fork",
     "dumps_line",
+    "gzip_writer",
     "iter_capture",
     "open_capture",
     "write_capture",
@@ -52,7 +53,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 GZIP_LEVEL = 2
 
 
-def _gzip_writer(fh: IO[bytes]) -> IO[bytes]:
+def gzip_writer(fh: IO[bytes]) -> IO[bytes]:
     """A gzip stream into ``fh`` at :data:`GZIP_LEVEL`, mtime 0 (same frames, same bytes).
 
     ``isal`` ships no type hints for its ``GzipFile``: it is the stdlib's binary file API.
@@ -207,7 +208,7 @@ class _ChunkSink:
         self._gz: IO[bytes] | None = None
         self._pool: ThreadPoolExecutor | None = None
         if gzipped:
-            self._gz = _gzip_writer(fh)
+            self._gz = gzip_writer(fh)
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-gzip")
         self._pending: deque[Future[int]] = deque()
         self._ahead = ahead
@@ -249,7 +250,7 @@ def _gzip_child(path: Path, conn: Connection, parent_end: Connection) -> None:
     would never be closed everywhere.
     """
     parent_end.close()
-    with path.open("wb") as fh, _gzip_writer(fh) as gz:
+    with path.open("wb") as fh, gzip_writer(fh) as gz:
         try:
             while chunk := conn.recv_bytes():
                 gz.write(chunk)

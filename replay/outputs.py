@@ -81,6 +81,7 @@ def write_summary(
         "deadletters": deadletters,
         "deadletters_by_reason": dict(sorted(stats.deadletters.items())),
         "worker_deadletters": worker_deadletters,
+        "foreign_records": stats.foreign_records,
         "alerts": len(alerts),
         "alerts_by_kind_severity": dict(sorted(by_kind.items())),
         "first_event_utc": utc(stats.first_ts_ms),

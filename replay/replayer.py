@@ -97,6 +97,8 @@ class ReplayStats:
     last_ts_ms: int | None = None
     wall_s: float = 0.0
     interrupted: bool = False
+    #: Records read back from the workers' topics that are not liqmon's (Kafka path; skipped, logged).
+    foreign_records: int = 0
 
     def absorb(self, ingest: Ingest) -> None:
         self.frames = ingest.stats.frames

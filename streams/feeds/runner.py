@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import logging
 import random
 import zlib
@@ -64,7 +63,7 @@ from monitor.ingest.wire.instruments import InstrumentTable, instruments_raw
 from monitor.ingest.wire.okx import contract_values_raw
 from monitor.metrics import Metrics
 from monitor.protocol import Alert, DeadLetter
-from replay.capture import dumps_line
+from replay.capture import dumps_line, gzip_writer
 from streams.backoff import Backoff
 from streams.feeds.base import Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
@@ -85,7 +84,7 @@ class Recorder:
         self._fh: IO[bytes] = path.open("wb")
         self._out: IO[bytes] = self._fh
         if path.suffix == ".gz":
-            self._out = gzip.GzipFile(filename="", mode="wb", fileobj=self._fh, mtime=0)  # type: ignore[assignment]
+            self._out = gzip_writer(self._fh)
         self.lines = 0
 
     def write(self, ts_ms: int, venue: str, channel: str, raw: Any) -> None:

@@ -201,8 +201,8 @@ class ReadBack:
         #: Ids of the feed alerts this replay published (not counted in the workers' acks).
         self.feed_alert_ids: set[str] = set()
         self.raw_alert_records = 0
-        #: Records read back that are not liqmon's (skipped, logged).
-        self.malformed = 0
+        #: Records read back that are not liqmon's (skipped, logged; the summary's foreign_records).
+        self.foreign_records = 0
         #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
         self.snapshots = SnapshotCollector(hooks.on_snapshot)
         self.acks = AckCollector(run_id)
@@ -222,7 +222,7 @@ class ReadBack:
                 except RecordError as exc:
                     # Not a record of liqmon's (another producer on the topic): it counts
                     # toward nothing, so a run missing a real one still fails on its own.
-                    self.malformed += 1
+                    self.foreign_records += 1
                     log.warning("skipped a malformed record on %s at offset %d: %s", tp.topic, rec.offset, exc)
 
     def _take(self, topic: str, value: bytes) -> None:
@@ -411,6 +411,7 @@ async def _replay_kafka(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.stop(), 5)
     stats.wall_s = time.monotonic() - started
+    stats.foreign_records = read_back.foreign_records
     acks = read_back.acks.in_order()
     return KafkaReplayResult(
         alerts=list(read_back.alerts.values()),

@@ -39,7 +39,7 @@ def _alert(alert_id: str) -> Alert:
                  asset="USDe", stage=None, message="m", evidence={}, config_hash="c")
 
 
-def test_malformed_records_are_skipped_logged_and_not_counted(caplog: pytest.LogCaptureFixture) -> None:
+def test_foreign_records_are_skipped_logged_and_count_toward_nothing(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[str] = []
     snapshot = RiskSnapshot(ts_ms=5, hf_bands={"<1": 2})
     ack = MarketAck(run="r1", config_hash="c", alerts=2, partition=0, deadletters=0, events=10, ack_wall_s=1.0)
@@ -55,7 +55,7 @@ def test_malformed_records_are_skipped_logged_and_not_counted(caplog: pytest.Log
     assert seen == ["a1", "a2"] and sorted(read_back.alerts) == ["a1", "a2"]
     assert read_back.raw_alert_records == 3  # the re-delivered a1 counts, the junk does not
     assert read_back.snapshots.records == 2 and read_back.snapshots.snapshots == [snapshot]
-    assert read_back.malformed == 4
+    assert read_back.foreign_records == 4
     assert read_back.acks.market == {0: ack}
     skipped = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len(skipped) == 4 and any("alerts.cascade" in m and "offset 1" in m for m in skipped)
