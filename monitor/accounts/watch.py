@@ -7,8 +7,12 @@ accounts; pure, time comes with the signals.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from monitor.alerts import make_alert
 from monitor.config import EngineConfig
@@ -16,8 +20,30 @@ from monitor.models.margin import STATUS_RANK, Account, AccountResult, evaluate_
 from monitor.protocol import Alert
 from monitor.risk_params import UnifiedVenueParams
 
-__all__ = ["AccountWatch", "default_balance_price_key", "price_key_units", "status_slack_usd"]
+__all__ = [
+    "AccountWatch",
+    "AlertLatches",
+    "ResultColumns",
+    "account_alert",
+    "account_from_raw",
+    "default_balance_price_key",
+    "price_key_units",
+    "status_slack_usd",
+]
 
+
+
+@dataclass(frozen=True)
+class ResultColumns:
+    """The latest evaluation of every evaluated account, as columns (any order): venue,
+    status code (rank in :data:`monitor.models.margin.STATUSES`), adjusted equity, MM and
+    effective leverage (NaN: none), USD."""
+
+    venue: list[str]
+    status: npt.NDArray[np.int8]
+    adjusted_equity_usd: npt.NDArray[np.float64]
+    maintenance_margin_usd: npt.NDArray[np.float64]
+    effective_leverage: npt.NDArray[np.float64]
 
 
 def price_key_units(account: Account) -> dict[str, float]:
@@ -57,6 +83,100 @@ def default_balance_price_key(asset: str, venue: str, ts_ms: int, config: Engine
     return asset
 
 
+def account_from_raw(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) -> Account:
+    """An account record validated; balances without a price key get their default one."""
+    data = dict(raw)
+    venue = str(data.get("venue", ""))
+    balances = []
+    for bal in data.get("balances", ()):
+        if isinstance(bal, dict) and "price_key" not in bal and "asset" in bal:
+            key = default_balance_price_key(str(bal["asset"]), venue, now_ms, config)
+            bal = {**bal, "price_key": key}  # noqa: PLW2901
+        balances.append(bal)
+    data["balances"] = balances
+    return Account.model_validate(data)
+
+
+def account_alert(
+    ts: int, r: AccountResult, kind: str, severity: Any, account: Account,
+    prices: Mapping[str, float], config_hash: str,
+) -> Alert:
+    """A ``margin_call`` or ``unified_liquidation`` alert of one account (id: account|status)."""
+    ratio = "n/a" if r.venue_ratio is None else f"{r.venue_ratio:.3f}"
+    keys = sorted(account.price_keys())
+    evidence: dict[str, Any] = {
+        "account_id": r.account_id,
+        "model": r.model,
+        "status": r.status,
+        "venue_ratio_name": r.venue_ratio_name,
+        "venue_ratio": r.venue_ratio,
+        "uni_mmr": r.uni_mmr,
+        "adjusted_equity_usd": round(r.adjusted_equity_usd, 2),
+        "maintenance_margin_usd": round(r.maintenance_margin_usd, 2),
+        "effective_leverage": r.effective_leverage,
+        "effective_leverage_change": r.effective_leverage_change,
+        "driving_asset": r.driving_asset,
+        "price_keys": {k: prices.get(k) for k in keys},
+    }
+    if kind == "unified_liquidation":
+        evidence["forced_sells"] = [s.model_dump(mode="json") for s in r.forced_sells]
+        evidence["uncovered_shortfall_usd"] = round(r.uncovered_shortfall_usd, 2)
+    return make_alert(
+        kind=kind,
+        ts_ms=ts,
+        severity=severity,
+        venue=r.venue,
+        asset=r.driving_asset,
+        message=(
+            f"{r.venue} account {r.account_id}: {r.venue_ratio_name} {ratio} → {r.status}"
+            + (f", engine sells {len(r.forced_sells)} holdings" if r.forced_sells else "")
+        ),
+        evidence=evidence,
+        config_hash=config_hash,
+        identity=f"{r.account_id}|{r.status}",
+    )
+
+
+class AlertLatches:
+    """Per account, the highest status rank already alerted (1 margin call … 3 liquidation):
+    one alert per escalation, re-armed only back at normal, so an account hovering around a
+    threshold does not page on every wobble. Also the latches set or released since they
+    were last taken (the caller persists them and restores them after a restart)."""
+
+    def __init__(self) -> None:
+        self.rank: dict[str, int] = {}
+        self._changes: dict[str, int | None] = {}
+
+    def get(self, aid: str) -> int:
+        return self.rank.get(aid, 0)
+
+    def set(self, aid: str, rank: int) -> None:
+        self.rank[aid] = rank
+        self._changes[aid] = rank
+
+    def release(self, aid: str) -> None:
+        if self.rank.pop(aid, None) is not None:
+            self._changes[aid] = None
+
+    def export(self) -> dict[str, int]:
+        """Per account, the highest status rank already alerted."""
+        return dict(self.rank)
+
+    def take_changes(self) -> dict[str, int | None]:
+        """Latches changed since the last call: account id → rank, or None when released."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def restore(self, latches: Mapping[str, int], known: Container[str]) -> None:
+        """Reinstate exported latches (after the accounts): a restart does not re-alert.
+        Latches of unknown accounts or outside ranks 1..3 are ignored."""
+        top = max(STATUS_RANK.values())
+        for aid, rank in latches.items():
+            if aid in known and 0 < rank <= top:
+                self.rank[aid] = rank
+                self._changes.pop(aid, None)
+
+
 class AccountWatch:
     """The accounts of stage 2, their latest evaluation and their alert latches."""
 
@@ -70,9 +190,7 @@ class AccountWatch:
         self._stressed: set[str] = set()
         self._liquidating: set[str] = set()
         #: Highest status rank already alerted per account (reset when back to normal).
-        self._alerted_rank: dict[str, int] = {}
-        #: Latches set (rank) or released (None) since :meth:`take_latch_changes`.
-        self._latch_changes: dict[str, int | None] = {}
+        self.latches = AlertLatches()
         #: Per account: units exposed to each price key, prices at its last evaluation, and
         #: the USD move that could change its status (skip re-evaluation below that).
         self._units: dict[str, dict[str, float]] = {}
@@ -97,22 +215,13 @@ class AccountWatch:
         self.results.pop(aid, None)
         self._stressed.discard(aid)
         self._liquidating.discard(aid)
-        self._release_latch(aid)
+        self.latches.release(aid)
         self._eval_prices.pop(aid, None)
         self._slack_usd.pop(aid, None)
         self._units.pop(aid, None)
         if raw.get("delete"):
             return None
-        data = dict(raw)
-        venue = str(data.get("venue", ""))
-        balances = []
-        for bal in data.get("balances", ()):
-            if isinstance(bal, dict) and "price_key" not in bal and "asset" in bal:
-                key = default_balance_price_key(str(bal["asset"]), venue, now_ms, self.config)
-                bal = {**bal, "price_key": key}  # noqa: PLW2901
-            balances.append(bal)
-        data["balances"] = balances
-        account = Account.model_validate(data)
+        account = account_from_raw(raw, now_ms, self.config)
         self.accounts[aid] = account
         for key in account.price_keys():
             self._by_key.setdefault(key, set()).add(aid)
@@ -156,12 +265,11 @@ class AccountWatch:
                 (self._liquidating.add if rank == 3 else self._liquidating.discard)(aid)
             # Latched alerts: one alert per escalation; re-armed only back at normal, so an
             # account hovering around a threshold does not page on every wobble.
-            latched = self._alerted_rank.get(aid, 0)
+            latched = self.latches.get(aid)
             if rank == 0:
-                self._release_latch(aid)
+                self.latches.release(aid)
             elif rank > latched:
-                self._alerted_rank[aid] = rank
-                self._latch_changes[aid] = rank
+                self.latches.set(aid, rank)
                 if rank == 3:
                     _, sells, uncovered = liquidate_account(account, prices, self.params)
                     for sell in sells:
@@ -177,64 +285,23 @@ class AccountWatch:
                     out.append(self._alert(ts, result, "margin_call", sev, prices))
         return sets_changed, jump
 
-    # -- alert latches (persisted by the caller, restored after a restart) ---------------
-    def _release_latch(self, aid: str) -> None:
-        if self._alerted_rank.pop(aid, None) is not None:
-            self._latch_changes[aid] = None
-
-    def alert_latches(self) -> dict[str, int]:
-        """Per account, the highest status rank already alerted (1 margin call … 3 liquidation)."""
-        return dict(self._alerted_rank)
-
-    def take_latch_changes(self) -> dict[str, int | None]:
-        """Latches changed since the last call: account id → rank, or None when released."""
-        changes, self._latch_changes = self._latch_changes, {}
-        return changes
+    def result_columns(self) -> ResultColumns:
+        """The latest evaluation of each evaluated account (for snapshots and metrics)."""
+        results = list(self.results.values())
+        return ResultColumns(
+            venue=[r.venue for r in results],
+            status=np.array([STATUS_RANK[r.status] for r in results], dtype=np.int8),
+            adjusted_equity_usd=np.array([r.adjusted_equity_usd for r in results], dtype=np.float64),
+            maintenance_margin_usd=np.array([r.maintenance_margin_usd for r in results], dtype=np.float64),
+            effective_leverage=np.array([np.nan if r.effective_leverage is None else r.effective_leverage
+                                         for r in results], dtype=np.float64),
+        )
 
     def restore_alert_latches(self, latches: Mapping[str, int]) -> None:
-        """Reinstate exported latches (after the accounts): a restart does not re-alert.
-
-        Latches of unknown accounts or outside ranks 1..3 are ignored.
-        """
-        top = max(STATUS_RANK.values())
-        for aid, rank in latches.items():
-            if aid in self.accounts and 0 < rank <= top:
-                self._alerted_rank[aid] = rank
-                self._latch_changes.pop(aid, None)
+        """Reinstate exported latches of known accounts (see :meth:`AlertLatches.restore`)."""
+        self.latches.restore(latches, self.accounts)
 
     def _alert(
         self, ts: int, r: AccountResult, kind: str, severity: Any, prices: Mapping[str, float]
     ) -> Alert:
-        ratio = "n/a" if r.venue_ratio is None else f"{r.venue_ratio:.3f}"
-        keys = sorted(self.accounts[r.account_id].price_keys())
-        evidence: dict[str, Any] = {
-            "account_id": r.account_id,
-            "model": r.model,
-            "status": r.status,
-            "venue_ratio_name": r.venue_ratio_name,
-            "venue_ratio": r.venue_ratio,
-            "uni_mmr": r.uni_mmr,
-            "adjusted_equity_usd": round(r.adjusted_equity_usd, 2),
-            "maintenance_margin_usd": round(r.maintenance_margin_usd, 2),
-            "effective_leverage": r.effective_leverage,
-            "effective_leverage_change": r.effective_leverage_change,
-            "driving_asset": r.driving_asset,
-            "price_keys": {k: prices.get(k) for k in keys},
-        }
-        if kind == "unified_liquidation":
-            evidence["forced_sells"] = [s.model_dump(mode="json") for s in r.forced_sells]
-            evidence["uncovered_shortfall_usd"] = round(r.uncovered_shortfall_usd, 2)
-        return make_alert(
-            kind=kind,
-            ts_ms=ts,
-            severity=severity,
-            venue=r.venue,
-            asset=r.driving_asset,
-            message=(
-                f"{r.venue} account {r.account_id}: {r.venue_ratio_name} {ratio} → {r.status}"
-                + (f", engine sells {len(r.forced_sells)} holdings" if r.forced_sells else "")
-            ),
-            evidence=evidence,
-            config_hash=self.config_hash,
-            identity=f"{r.account_id}|{r.status}",
-        )
+        return account_alert(ts, r, kind, severity, self.accounts[r.account_id], prices, self.config_hash)

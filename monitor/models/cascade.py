@@ -14,13 +14,24 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from monitor.alerts import make_alert
 from monitor.config import CascadeConfig
 from monitor.protocol import Alert, Severity
 
-__all__ = ["STAGE_NAMES", "CascadeDetector", "WindowMax"]
+__all__ = ["ACCOUNTS_SHOWN", "STAGE_NAMES", "AccountSet", "CascadeDetector", "WindowMax"]
+
+#: Account ids a stage's evidence lists (the first in id order).
+ACCOUNTS_SHOWN = 20
+
+
+class AccountSet(NamedTuple):
+    """A set of accounts as the cascade sees it: how many, and the first ids in id order
+    (at most :data:`ACCOUNTS_SHOWN`)."""
+
+    size: int
+    first: list[str]
 
 STAGE_NAMES: dict[int, str] = {
     1: "macro shock",
@@ -226,14 +237,14 @@ class CascadeDetector:
         })
 
     def on_accounts(
-        self, ts_ms: int, stressed: list[str], liquidating: list[str], leverage_jump: float
+        self, ts_ms: int, stressed: AccountSet, liquidating: AccountSet, leverage_jump: float
     ) -> None:
-        self._set(6, ts_ms, bool(stressed), {
-            "accounts_below_margin_call": len(stressed), "accounts": stressed[:20],
+        self._set(6, ts_ms, stressed.size > 0, {
+            "accounts_below_margin_call": stressed.size, "accounts": stressed.first[:ACCOUNTS_SHOWN],
             "max_effective_leverage_jump": round(leverage_jump, 3),
         })
-        self._set(7, ts_ms, bool(liquidating), {
-            "accounts_liquidating": len(liquidating), "accounts": liquidating[:20],
+        self._set(7, ts_ms, liquidating.size > 0, {
+            "accounts_liquidating": liquidating.size, "accounts": liquidating.first[:ACCOUNTS_SHOWN],
         })
 
     def on_vacuum(self, ts_ms: int, active: bool, books: list[str], share: float) -> None:

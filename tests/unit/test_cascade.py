@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from monitor.config import CascadeConfig
-from monitor.models.cascade import CascadeDetector
+from monitor.models.cascade import AccountSet, CascadeDetector
 from monitor.protocol import Alert
 
 T0 = 1_760_000_000_000
@@ -32,10 +32,10 @@ def test_october_order_alt_crash_before_depeg_is_reported_out_of_order() -> None
 def test_deescalation_after_hold() -> None:
     det = CascadeDetector(CascadeConfig(hold_ms=60_000), "h")
     out: list[Alert] = []
-    det.on_accounts(T0, ["a"], ["a"], 0.0)
+    det.on_accounts(T0, AccountSet(1, ["a"]), AccountSet(1, ["a"]), 0.0)
     det.step(T0, out)
     assert out[-1].stage == 7 and out[-1].severity == "critical"
-    det.on_accounts(T0 + 10_000, [], [], 0.0)
+    det.on_accounts(T0 + 10_000, AccountSet(0, []), AccountSet(0, []), 0.0)
     det.step(T0 + 30_000, out)
     assert len(out) == 1
     det.step(T0 + 80_000, out)

@@ -48,6 +48,6 @@ def test_derived_key_is_rate_times_base_and_moves_with_either() -> None:
     push(T0 + 2_000, "ETH", 3_000.0, 3)
     risk.flush()
     assert risk.prices["rate:WBETH/ETH*ETH"] == 1.07 * 3_000.0
-    assert "a1" in risk.account_results
-    result = risk.account_results["a1"]
+    result = risk.account_result("a1")
+    assert result is not None
     assert result.equity_by_asset_usd["wBETH"] <= 100 * 1.07 * 3_000.0

@@ -7,6 +7,7 @@ its rate or its base moves. Keys that a newly loaded position or account uses wa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 __all__ = ["PriceBook"]
@@ -41,5 +42,7 @@ class PriceBook:
         prices = self.prices
         for key, (rate, base) in self._derived.items():
             if (rate in changed or base in changed or key in changed) and rate in prices and base in prices:
-                prices[key] = prices[rate] * prices[base]
-                changed.add(key)
+                price = prices[rate] * prices[base]
+                if math.isfinite(price):  # an overflow is not a price
+                    prices[key] = price
+                    changed.add(key)

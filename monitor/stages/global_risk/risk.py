@@ -16,15 +16,19 @@ timer (:mod:`monitor.stages.global_risk.spiral_clock`); the cascade detector see
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from monitor.accounts.watch import AccountWatch, default_balance_price_key, price_key_units, status_slack_usd
+import numpy as np
+import numpy.typing as npt
+
+from monitor.accounts.watch import ResultColumns, default_balance_price_key, price_key_units, status_slack_usd
 from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
 from monitor.models.loops.lending import Position
-from monitor.models.margin import Account, AccountResult
+from monitor.models.margin import STATUSES, Account, AccountResult
 from monitor.protocol import (
     Alert,
     BookSignal,
@@ -40,6 +44,7 @@ from monitor.protocol import (
 )
 from monitor.signals import ReorderBuffer
 from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, SnapshotClock
+from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.loop_watch import LoopWatch
 from monitor.stages.global_risk.price_book import PriceBook
 from monitor.stages.global_risk.spiral_clock import SpiralClock
@@ -85,8 +90,9 @@ class GlobalRisk:
         #: The run whose last end marker the latest push() brought in (else None).
         self.finished_run: str | None = None
         self.price_book = PriceBook(config.ingest.quote_prices_usd)
-        #: Unified accounts: evaluation, status sets, latched alerts (monitor/accounts/watch.py).
-        self.watch = AccountWatch(config)
+        #: Unified accounts on a columnar book: evaluation, status sets, latched alerts
+        #: (monitor/stages/global_risk/account_book.py; the scalar reference is monitor/accounts/watch.py).
+        self.watch = BookWatch(config)
         #: Loop positions and their book (monitor/stages/global_risk/loop_watch.py).
         self.loops = LoopWatch(self.params)
         #: Price keys moved since the accounts were last evaluated, and when that was.
@@ -136,17 +142,17 @@ class GlobalRisk:
     def accounts(self) -> dict[str, Account]:
         return self.watch.accounts
 
-    @property
-    def account_results(self) -> dict[str, AccountResult]:
-        return self.watch.results
+    def account_result(self, account_id: str) -> AccountResult | None:
+        """The latest evaluation of one account (None: unknown or not evaluated yet)."""
+        return self.watch.result(account_id)
 
     def alert_latches(self) -> dict[str, int]:
         """Per account, the highest status rank already alerted (1 margin call … 3 liquidation)."""
-        return self.watch.alert_latches()
+        return self.watch.latches.export()
 
     def take_latch_changes(self) -> dict[str, int | None]:
         """Latches changed since the last call: account id → rank, or None when released."""
-        return self.watch.take_latch_changes()
+        return self.watch.latches.take_changes()
 
     def restore_alert_latches(self, latches: Mapping[str, int]) -> None:
         """Reinstate exported latches (after the accounts): a restart does not re-alert."""
@@ -155,7 +161,7 @@ class GlobalRisk:
     def _evaluate_accounts(self, ts: int, changed: set[str], out: list[Alert]) -> None:
         sets_changed, jump = self.watch.evaluate(ts, changed, self.prices, out)
         if sets_changed or jump > 0.0:
-            self.cascade.on_accounts(ts, self.watch.stressed(), self.watch.liquidating(), jump)
+            self.cascade.on_accounts(ts, self.watch.stressed_set(), self.watch.liquidating_set(), jump)
 
     # -- signals -----------------------------------------------------------------------
     def push(self, rec: SignalRecord) -> list[Alert]:
@@ -215,7 +221,7 @@ class GlobalRisk:
         if kind == "price":
             moved = cast(PriceSignal, p)
             key, price = str(moved["key"]), float(moved["price"])
-            if price > 0:
+            if math.isfinite(price) and price > 0:
                 self.prices[key] = price
                 changed.add(key)
                 if key == asset:
@@ -262,7 +268,7 @@ class GlobalRisk:
 
     def spiral(self, shocks: Mapping[str, float]) -> SpiralResult:
         """Spiral estimate on the live state for one shock (on demand)."""
-        return self.spiral_clock.spiral(self.positions, self.accounts, self.prices, shocks)
+        return self.spiral_clock.spiral(self.positions, self.watch.on_book(self.prices), self.prices, shocks)
 
     @property
     def spiral_gate(self) -> SpiralGate:
@@ -272,7 +278,9 @@ class GlobalRisk:
     def run_standard_shocks(self) -> dict[str, SpiralResult]:
         """The configured standard shocks whose price keys are known (others are skipped), when
         their inputs moved beyond the tolerance since the last run (else that run's results)."""
-        return self.spiral_clock.run_standard_shocks(self.positions, self.accounts, self.prices, self.now_ms)
+        return self.spiral_clock.run_standard_shocks(
+            self.positions, self.accounts, lambda: self.watch.on_book(self.prices), self.prices, self.now_ms
+        )
 
     def spiral_liquidated_usd(self) -> dict[str, float]:
         """Notional liquidated (all stages) of the latest run of each standard shock, USD."""
@@ -282,9 +290,8 @@ class GlobalRisk:
     def snapshot(self) -> RiskSnapshot:
         """The figures of the report at the latest event time (vectorised over loop positions)."""
         hf_bands, ladder, at_risk_usd = self.loops.snapshot_figures()
-        statuses: dict[str, int] = {}
-        for r in self.account_results.values():
-            statuses[r.status] = statuses.get(r.status, 0) + 1
+        counts = np.bincount(self.watch.result_columns().status, minlength=len(STATUSES)).tolist()
+        statuses = {STATUSES[code]: n for code, n in enumerate(counts) if n}
         return RiskSnapshot(
             ts_ms=self.now_ms,
             hf_bands=hf_bands,
@@ -309,28 +316,31 @@ class GlobalRisk:
         """Aggregates for metrics (closed label sets: protocol, asset, venue, bands, ranks)."""
         fig = RiskFigures()
         fig.loops, fig.hf_bands = self.loops.figures(self.prices)
-        by_venue: dict[str, list[AccountResult]] = {}
-        for r in self.account_results.values():
-            by_venue.setdefault(r.venue, []).append(r)
-            k2 = (r.venue, r.status)
-            fig.accounts_by_status[k2] = fig.accounts_by_status.get(k2, 0) + 1
-        for venue, results in by_venue.items():
-            levs = sorted(r.effective_leverage for r in results if r.effective_leverage is not None)
-            if levs:
-                fig.leverage_quantiles[(venue, "0.5")] = levs[(len(levs) - 1) // 2]
-                fig.leverage_quantiles[(venue, "0.9")] = levs[int(0.9 * (len(levs) - 1))]
-                fig.leverage_quantiles[(venue, "max")] = levs[-1]
-            shortfalls = sorted(
-                (max(r.maintenance_margin_usd - r.adjusted_equity_usd, 0.0) for r in results),
-                reverse=True,
-            )
-            for rank in range(5):
-                fig.shortfalls[(venue, str(rank + 1))] = (
-                    shortfalls[rank] if rank < len(shortfalls) else 0.0
-                )
+        results = self.watch.result_columns()
+        venues = np.array(results.venue, dtype=object)
+        for venue in dict.fromkeys(results.venue):
+            _venue_figures(fig, venue, results, venues == venue)
         fig.withdrawn_ratio = self.vacuum.withdrawn_ratio()
         fig.stage = self.cascade.highest
         fig.active_stages = self.cascade.active(self.now_ms)
         fig.spiral_liquidated_usd = self.spiral_liquidated_usd()
         return fig
 
+
+def _venue_figures(fig: RiskFigures, venue: str, results: ResultColumns, mine: npt.NDArray[np.bool_]) -> None:
+    """One venue's accounts by status, effective-leverage quantiles (median, 0.9, max; the
+    lower sample) and its five largest shortfalls max(MM − adjusted equity, 0) (RISK_MODEL §3)."""
+    counts = np.bincount(results.status[mine], minlength=len(STATUSES)).tolist()
+    for code, n in enumerate(counts):
+        if n:
+            fig.accounts_by_status[(venue, STATUSES[code])] = n
+    levs = np.sort(results.effective_leverage[mine])
+    levs = levs[~np.isnan(levs)]
+    if levs.size:
+        fig.leverage_quantiles[(venue, "0.5")] = float(levs[(levs.size - 1) // 2])
+        fig.leverage_quantiles[(venue, "0.9")] = float(levs[int(0.9 * (levs.size - 1))])
+        fig.leverage_quantiles[(venue, "max")] = float(levs[-1])
+    short = np.maximum(results.maintenance_margin_usd[mine] - results.adjusted_equity_usd[mine], 0.0)
+    top = np.sort(short)[::-1][:5].tolist()
+    for rank in range(5):
+        fig.shortfalls[(venue, str(rank + 1))] = top[rank] if rank < len(top) else 0.0

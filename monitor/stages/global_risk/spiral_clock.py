@@ -4,19 +4,21 @@ The depth ladders it sells into come from stage 1's ``depth`` signals; the confi
 standard shocks run on an event-time timer (``spiral_run.interval_ms``) when their inputs
 moved beyond ``spiral_run.tolerance_ratio`` since the last run
 (:class:`monitor.stages.global_risk.spiral_gate.SpiralGate`), and any shock on demand (the
-``spiral`` command). The estimate itself is :func:`monitor.stages.spiral.run_spiral`.
+``spiral`` command). The estimate itself is :func:`monitor.stages.spiral.run_spiral_on_book`
+on the columnar book of the priced accounts (the result of
+:func:`monitor.stages.spiral.run_spiral`, to the last digit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
 from monitor.protocol import DepthSignal
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
-from monitor.stages.spiral import SpiralResult, run_spiral
+from monitor.stages.spiral import BookAccounts, SpiralResult, run_spiral, run_spiral_on_book
 
 __all__ = ["SpiralClock"]
 
@@ -60,33 +62,35 @@ class SpiralClock:
         return False
 
     def spiral(
-        self, positions: Mapping[str, Position], accounts: Mapping[str, Account],
+        self, positions: Mapping[str, Position], accounts: BookAccounts | None,
         prices: Mapping[str, float], shocks: Mapping[str, float],
     ) -> SpiralResult:
-        """Spiral estimate on the live state for one shock (on demand)."""
+        """Spiral estimate on the live state for one shock: the priced positions, and the
+        priced accounts on their book (``None``: no account is priced)."""
         keys = set(prices)
         priced_positions = [p for _, p in sorted(positions.items()) if p.price_keys() <= keys]
-        priced_accounts = [a for _, a in sorted(accounts.items()) if a.price_keys() <= keys]
-        return run_spiral(
-            priced_positions, priced_accounts, prices, self.ladders, shocks=dict(shocks), params=self.params
+        if accounts is None:
+            return run_spiral(priced_positions, [], prices, self.ladders, shocks=dict(shocks), params=self.params)
+        return run_spiral_on_book(
+            priced_positions, accounts, prices, self.ladders, shocks=dict(shocks), params=self.params
         )
 
     def run_standard_shocks(
         self, positions: Mapping[str, Position], accounts: Mapping[str, Account],
-        prices: Mapping[str, float], now_ms: int,
+        on_book: Callable[[], BookAccounts | None], prices: Mapping[str, float], now_ms: int,
     ) -> dict[str, SpiralResult]:
         """The configured standard shocks whose price keys are known (others are skipped),
         when the inputs moved beyond the tolerance since the last run; else that run's
-        results (``gate.decision`` says which, and why)."""
+        results (``gate.decision`` says which, and why). ``on_book`` gives the priced
+        accounts on their book, asked for only when the spirals run."""
         inputs = SpiralInputs.of(prices, self.ladders, positions, accounts)
         if not self.gate.check(inputs).rerun:
             return dict(self.last_run)
         ran: dict[str, SpiralResult] = {}
+        book = on_book()
         for shock in self.params.spiral.standard_shocks:
             if all(k in prices for k in shock.moves):
-                ran[shock.name] = self.spiral_results[shock.name] = self.spiral(
-                    positions, accounts, prices, shock.moves
-                )
+                ran[shock.name] = self.spiral_results[shock.name] = self.spiral(positions, book, prices, shock.moves)
         self.gate.ran(inputs, now_ms)
         self.last_run = ran
         return dict(ran)
