@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
+from monitor.accounts.lines import plain_account
 from monitor.alerts import make_alert
 from monitor.config import EngineConfig
 from monitor.models.margin import STATUS_RANK, Account, AccountResult, evaluate_account, liquidate_account
@@ -25,6 +27,7 @@ __all__ = [
     "AlertLatches",
     "ResultColumns",
     "account_alert",
+    "account_document",
     "account_from_raw",
     "default_balance_price_key",
     "price_key_units",
@@ -83,8 +86,8 @@ def default_balance_price_key(asset: str, venue: str, ts_ms: int, config: Engine
     return asset
 
 
-def account_from_raw(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) -> Account:
-    """An account record validated; balances without a price key get their default one."""
+def _normalised(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) -> dict[str, Any]:
+    """An account record with its balances' default price keys filled in."""
     data = dict(raw)
     venue = str(data.get("venue", ""))
     balances = []
@@ -94,7 +97,26 @@ def account_from_raw(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) 
             bal = {**bal, "price_key": key}  # noqa: PLW2901
         balances.append(bal)
     data["balances"] = balances
-    return Account.model_validate(data)
+    return data
+
+
+def account_from_raw(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) -> Account:
+    """An account record validated; balances without a price key get their default one."""
+    return Account.model_validate(_normalised(raw, now_ms, config))
+
+
+def account_document(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) -> tuple[bytes, frozenset[str]]:
+    """An account record checked, as a JSON document that ``Account.model_validate`` turns
+    into the model :func:`account_from_raw` gives, and its price keys. A record of the plain
+    shape (:func:`monitor.accounts.lines.plain_account`) is checked field by field and kept
+    as it is; any other goes through the model (raising on a bad one) and is kept as the
+    model dumps it."""
+    data = _normalised(raw, now_ms, config)
+    if plain_account(data):
+        keys = [b["price_key"] for b in data["balances"]] + [p["price_key"] for p in data.get("perps", ())]
+        return orjson.dumps(data), frozenset(keys)
+    account = Account.model_validate(data)
+    return orjson.dumps(account.model_dump(mode="json")), frozenset(account.price_keys())
 
 
 def account_alert(

@@ -8,6 +8,7 @@ No tolerance: alerts byte for byte, the leverage jump and every figure with ``==
 from __future__ import annotations
 
 import math
+import pickle
 from typing import Any
 
 import numpy as np
@@ -35,11 +36,13 @@ move = st.dictionaries(st.sampled_from(KEYS), price, min_size=1, max_size=3)
 
 @st.composite
 def step(draw: st.DrawFn) -> tuple[str, Any]:
-    kind = draw(st.sampled_from(["move", "move", "move", "upsert", "delete", "spiral"]))
+    kind = draw(st.sampled_from(["move", "move", "move", "upsert", "delete", "spiral", "restart"]))
     if kind == "move":
         return kind, draw(move)
     if kind == "spiral":
         return kind, draw(shocks)
+    if kind == "restart":
+        return kind, None
     n = draw(st.integers(0, IDS - 1))
     return kind, draw(account(n)) if kind == "upsert" else n
 
@@ -114,6 +117,11 @@ def test_book_watch_equals_the_scalar_watch(
             continue
         if kind == "spiral":
             _same_spiral(book, ref, prices, what, params)
+            continue
+        if kind == "restart":  # from its checkpoint (the book is rebuilt, not pickled)
+            blob = pickle.dumps(book)
+            assert b"AccountBook" not in blob
+            book = pickle.loads(blob)
             continue
         for key, (how, x) in what.items():
             prices[key] = prices.get(key, 100.0) * x if how == "x" else x

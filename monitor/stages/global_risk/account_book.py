@@ -20,16 +20,18 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from monitor.accounts.book import AccountBook
-from monitor.accounts.columns import MODELS, ColumnsBuilder, FloatArray, IntArray
-from monitor.accounts.watch import AlertLatches, ResultColumns, account_alert, account_from_raw, price_key_units
+from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder, FloatArray, IntArray
+from monitor.accounts.lines import AccountLines
+from monitor.accounts.watch import AlertLatches, ResultColumns, account_alert, account_document
 from monitor.config import EngineConfig
 from monitor.models.cascade import ACCOUNTS_SHOWN, AccountSet
 from monitor.models.margin import STATUS_RANK, Account, AccountResult, evaluate_account, liquidate_account
@@ -47,7 +49,7 @@ _REDUCE_ONLY = STATUS_RANK["reduce_only"]
 class _Memory:
     """Per book account (ids sorted): its last evaluation, its prices then (one per
     account-key pair, the pairs of row r in ``pair_start[r]:pair_start[r+1]`` in the order of
-    :func:`price_key_units`), and whether it is in the stressed and liquidating sets and
+    :func:`monitor.accounts.watch.price_key_units`), and whether it is in the stressed and liquidating sets and
     the highest status rank alerted (mirrors of the watch's sets and latches)."""
 
     done: BoolArray
@@ -66,14 +68,9 @@ class _Memory:
     seen: FloatArray
 
     @classmethod
-    def fresh(cls, accounts: Sequence[Account], key_index: Mapping[str, int]) -> _Memory:
-        n = len(accounts)
-        starts, keys, units = [0], [], []
-        for account in accounts:
-            for key, u in price_key_units(account).items():
-                keys.append(key_index[key])
-                units.append(u)
-            starts.append(len(keys))
+    def fresh(cls, columns: AccountColumns) -> _Memory:
+        n = columns.n_accounts
+        pair_start, pair_key, pair_units = key_pairs(columns)
 
         def floats(size: int) -> FloatArray:
             return np.zeros(size, dtype=np.float64)
@@ -82,8 +79,7 @@ class _Memory:
             done=np.zeros(n, dtype=np.bool_), status=np.zeros(n, dtype=np.int8), equity=floats(n),
             mm=floats(n), gross=floats(n), lev=floats(n), slack=floats(n), stressed=np.zeros(n, dtype=np.bool_),
             liquidating=np.zeros(n, dtype=np.bool_), latch=np.zeros(n, dtype=np.int8),
-            pair_start=np.array(starts, dtype=np.int64), pair_key=np.array(keys, dtype=np.int64),
-            pair_units=np.array(units, dtype=np.float64), seen=floats(len(keys)),
+            pair_start=pair_start, pair_key=pair_key, pair_units=pair_units, seen=floats(pair_key.shape[0]),
         )
 
     def pairs_of(self, rows: IntArray) -> IntArray:
@@ -119,6 +115,25 @@ class _Memory:
         return out
 
 
+def key_pairs(columns: AccountColumns) -> tuple[IntArray, IntArray, FloatArray]:
+    """:func:`monitor.accounts.watch.price_key_units` of every account, as (account, key)
+    pairs: Σ|amount| of balances and Σ|qty| of perps per key, keys in order of first
+    appearance, each sum left to right from 0.0 (``ufunc.at`` applies in index order).
+    Returns each account's first pair (and the end), the pairs' key numbers, their units."""
+    n = columns.n_accounts
+    account = np.repeat(np.arange(n, dtype=np.int64), np.diff(columns.entry_start))
+    code = account * max(len(columns.keys), 1) + columns.entry_key
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # pairs by first appearance: accounts ascending
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    units = np.zeros(order.shape[0], dtype=np.float64)
+    np.add.at(units, rank[inverse.ravel()], np.abs(columns.qty))
+    firsts = first[order]
+    starts = np.searchsorted(account[firsts], np.arange(n + 1, dtype=np.int64)).astype(np.int64)
+    return starts, columns.entry_key[firsts].astype(np.int64), units
+
+
 def _thresholds(config: EngineConfig) -> tuple[FloatArray, ...]:
     """Each model's margin-call, reduce-only and liquidation ratios (``MODELS`` order)."""
     venues = [config.risk.unified.venue(m) for m in MODELS]
@@ -145,7 +160,8 @@ class BookWatch:
         self.config = config
         self.config_hash = config.config_hash
         self.params = config.risk
-        self.accounts: dict[str, Account] = {}
+        #: Each account as its checked JSON document (models are built only when needed).
+        self.accounts: dict[str, bytes] = {}
         #: USD of the forced-sell lists of accounts that reached liquidation, per asset.
         self.forced_sell_usd: dict[str, float] = {}
         self._stressed: set[str] = set()
@@ -156,14 +172,27 @@ class BookWatch:
         #: The book's accounts by number (sorted ids), their key numbers, their memory.
         self._ids: list[str] = []
         self._key_index: dict[str, int] = {}
+        self._venues: tuple[list[str], IntArray] = ([], np.zeros(0, dtype=np.int64))
         self._mem: _Memory | None = None
         #: Accounts added or replaced since the book was built (their memory starts afresh).
         self._fresh: set[str] = set()
         self._dirty = False
-        #: Accounts whose prices were not looked at yet, and those waiting for some keys.
-        self._unchecked: set[str] = set()
+        #: Accounts whose prices were not looked at yet (their keys), the keys each account
+        #: still waits for, and the accounts waiting for each key.
+        self._unchecked: dict[str, frozenset[str]] = {}
+        self._missing: dict[str, set[str]] = {}
         self._waiting: dict[str, set[str]] = {}
-        self._missing: dict[str, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A checkpoint holds the accounts and their evaluations, not the book: it is rebuilt
+        from them at the prices of the next evaluation (it depends on nothing else)."""
+        state = dict(self.__dict__)
+        state["_book"] = None
+        state["_dirty"] = self._dirty or bool(self._ids)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def stressed(self) -> list[str]:
         return sorted(self._stressed)
@@ -191,31 +220,33 @@ class BookWatch:
         i = bisect.bisect_left(self._ids, aid)
         return i if i < len(self._ids) and self._ids[i] == aid else None
 
-    def upsert(self, raw: Mapping[str, Any], now_ms: int) -> Account | None:
-        """Add, replace or delete a unified account (None: deleted); balances without a price
-        key get one. The book follows at the next evaluation."""
+    def upsert(self, raw: Mapping[str, Any], now_ms: int) -> frozenset[str] | None:
+        """Add, replace or delete a unified account; its price keys (None: deleted). Balances
+        without a price key get one. The book follows at the next evaluation."""
         aid = str(raw["account_id"])
-        old = self.accounts.pop(aid, None)
-        if old is not None:
-            self._forget(aid, old)
+        if self.accounts.pop(aid, None) is not None:
+            self._forget(aid)
         self._stressed.discard(aid)
         self._liquidating.discard(aid)
         self.latches.release(aid)
         if raw.get("delete"):
             return None
-        account = account_from_raw(raw, now_ms, self.config)
-        self.accounts[aid] = account
-        self._unchecked.add(aid)
+        doc, keys = account_document(raw, now_ms, self.config)
+        self.accounts[aid] = doc
+        self._unchecked[aid] = keys
         self._fresh.add(aid)
-        return account
+        return keys
 
-    def _forget(self, aid: str, old: Account) -> None:
+    def account(self, aid: str) -> Account:
+        """One account's model, from its document."""
+        return Account.model_validate(orjson.loads(self.accounts[aid]))
+
+    def _forget(self, aid: str) -> None:
         """An account replaced or deleted: its evaluation is gone, its book row stale."""
         self._dirty = True
-        self._unchecked.discard(aid)
-        if self._missing.pop(aid, None) is not None:
-            for key in old.price_keys():
-                self._waiting.get(key, set()).discard(aid)
+        self._unchecked.pop(aid, None)
+        for key in self._missing.pop(aid, ()):
+            self._waiting[key].discard(aid)
         row = self._row(aid)
         if row is not None and self._mem is not None:
             m = self._mem
@@ -224,10 +255,10 @@ class BookWatch:
 
     def _check_prices(self, prices: Mapping[str, float]) -> None:
         """Accounts whose keys are all priced join the book (at its next build)."""
-        for aid in self._unchecked:
-            missing = [k for k in self.accounts[aid].price_keys() if k not in prices]
+        for aid, keys in self._unchecked.items():
+            missing = {k for k in keys if k not in prices}
             if missing:
-                self._missing[aid] = len(missing)
+                self._missing[aid] = missing
                 for key in missing:
                     self._waiting.setdefault(key, set()).add(aid)
             else:
@@ -235,8 +266,9 @@ class BookWatch:
         self._unchecked.clear()
         for key in [k for k in self._waiting if k in prices]:
             for aid in self._waiting.pop(key):
-                self._missing[aid] -= 1
-                if self._missing[aid] == 0:
+                waits = self._missing[aid]
+                waits.discard(key)
+                if not waits:
                     del self._missing[aid]
                     self._dirty = True
 
@@ -249,19 +281,26 @@ class BookWatch:
         fresh, self._fresh = self._fresh, set()
         if not ids:
             return
-        models = [self.accounts[a] for a in ids]
-        columns = ColumnsBuilder(self.params).build(models)
+        lines = AccountLines(ColumnsBuilder(self.params), lambda obj, _: Account.model_validate(obj))
+        for i, aid in enumerate(ids):
+            doc = self.accounts[aid]
+            lines.add(orjson.loads(doc), i, doc)
+        columns = lines.columns()
+        del lines  # its entry lists: the columns hold the accounts now
         self._key_index = {k: i for i, k in enumerate(columns.keys)}
         self._book = AccountBook(columns, {k: prices[k] for k in columns.keys}, self.params)
-        mem = self._mem = _Memory.fresh(models, self._key_index)
+        names = list(dict.fromkeys(columns.venues))
+        code_of = {v: i for i, v in enumerate(names)}
+        self._venues = names, np.array([code_of[v] for v in columns.venues], dtype=np.int64)
+        mem = self._mem = _Memory.fresh(columns)
         if old_mem is not None:
             old_row = {aid: i for i, aid in enumerate(old_ids)}
             kept = [(r, old_row[a]) for r, a in enumerate(ids) if a in old_row and a not in fresh]
             if kept:
                 new_rows, old_rows = (np.array(x, dtype=np.int64) for x in zip(*kept, strict=True))
                 mem.carry(old_mem, new_rows, old_rows)
-        for names, flags in ((self._stressed, mem.stressed), (self._liquidating, mem.liquidating)):
-            flags[self._rows([*names])] = True
+        for members, flags in ((self._stressed, mem.stressed), (self._liquidating, mem.liquidating)):
+            flags[self._rows([*members])] = True
         latched = self.latches.rank  # a latch restored for an account still waiting for prices stays out
         mem.latch[self._rows([*latched])] = [rank for a, rank in latched.items() if self._row(a) is not None]
 
@@ -354,7 +393,7 @@ class BookWatch:
             return
         self.latches.set(aid, rank)
         m.latch[row] = rank
-        account = self.accounts[aid]
+        account = self.account(aid)
         result = evaluate_account(account, prices, self.params, self._previous(row, account), with_forced_sells=False)
         if rank == _LIQUIDATION:
             _, sells, uncovered = liquidate_account(account, prices, self.params)
@@ -377,20 +416,19 @@ class BookWatch:
             self._rebuild(prices)
         if self._book is None:
             return None
-        ids, accounts = self._ids, self.accounts
-        return BookAccounts(self._book, lambda i: accounts[ids[i]])
+        ids, account = self._ids, self.account
+        return BookAccounts(self._book, lambda i: account(ids[i]))
 
     # -- results -------------------------------------------------------------------------
     def result_columns(self) -> ResultColumns:
         """The latest evaluation of each evaluated account (for snapshots and metrics)."""
-        m, book = self._mem, self._book
-        if m is None or book is None:
+        m = self._mem
+        if m is None:
             return ResultColumns([], np.zeros(0, np.int8), *(np.zeros(0) for _ in range(3)))
         rows = np.flatnonzero(m.done)
-        names, codes = book.venue_codes
-        venue_of = codes[book.rows_of(rows)]
+        names, codes = self._venues
         return ResultColumns(
-            venue=[names[c] for c in venue_of.tolist()], status=m.status[rows],
+            venue=[names[c] for c in codes[rows].tolist()], status=m.status[rows],
             adjusted_equity_usd=m.equity[rows], maintenance_margin_usd=m.mm[rows],
             effective_leverage=m.lev[rows],
         )
@@ -398,10 +436,9 @@ class BookWatch:
     def result(self, aid: str) -> AccountResult | None:
         """The latest evaluation of one account (None: not evaluated yet)."""
         row = self._row(aid)
-        account = self.accounts.get(aid)
-        if row is None or account is None or aid in self._fresh:
+        if row is None or aid not in self.accounts or aid in self._fresh:
             return None
-        return self._previous(row, account)
+        return self._previous(row, self.account(aid))
 
     def restore_alert_latches(self, latches: Mapping[str, int]) -> None:
         """Reinstate exported latches of known accounts (see

@@ -28,7 +28,7 @@ from monitor.accounts.watch import ResultColumns, default_balance_price_key, pri
 from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
 from monitor.models.loops.lending import Position
-from monitor.models.margin import STATUSES, Account, AccountResult
+from monitor.models.margin import STATUSES, AccountResult
 from monitor.protocol import (
     Alert,
     BookSignal,
@@ -133,13 +133,14 @@ class GlobalRisk:
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
         """Add, replace or delete a unified account; balances without a price key get one."""
-        account = self.watch.upsert(raw, self.now_ms)
-        if account is not None:
-            self.price_book.register_derived(account.price_keys())
-            self.price_book.pending_keys.update(account.price_keys())
+        keys = self.watch.upsert(raw, self.now_ms)
+        if keys is not None:
+            self.price_book.register_derived(keys)
+            self.price_book.pending_keys.update(keys)
 
     @property
-    def accounts(self) -> dict[str, Account]:
+    def accounts(self) -> dict[str, bytes]:
+        """Unified accounts by id, each as its checked JSON document."""
         return self.watch.accounts
 
     def account_result(self, account_id: str) -> AccountResult | None:

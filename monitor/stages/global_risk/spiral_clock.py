@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from monitor.models.loops.lending import Position
-from monitor.models.margin import Account
 from monitor.protocol import DepthSignal
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
@@ -76,7 +75,7 @@ class SpiralClock:
         )
 
     def run_standard_shocks(
-        self, positions: Mapping[str, Position], accounts: Mapping[str, Account],
+        self, positions: Mapping[str, Position], accounts: Mapping[str, object],
         on_book: Callable[[], BookAccounts | None], prices: Mapping[str, float], now_ms: int,
     ) -> dict[str, SpiralResult]:
         """The configured standard shocks whose price keys are known (others are skipped),
