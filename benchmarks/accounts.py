@@ -13,11 +13,13 @@ the same book (``run_spiral_on_book``; 40 levels of bids under each coin). Also 
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,28 @@ import orjson
 
 from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import AccountColumns, CollateralTable, StepTable
+from monitor.config import EngineConfig
 from monitor.models.margin import Account
+from monitor.protocol import SignalRecord
 from monitor.risk_params import RiskParams
+from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.spiral import BookAccounts, run_spiral_on_book
+from streams.app.checkpoint import pack_state, unpack_state
 
-__all__ = ["TICK_KEY", "AccountsFromColumns", "accounts_jsonl", "bench_accounts", "bench_stress", "synthetic_accounts"]
+__all__ = [
+    "TICK_KEY",
+    "AccountsFromColumns",
+    "accounts_jsonl",
+    "bench_accounts",
+    "bench_global_stage",
+    "bench_stress",
+    "synthetic_accounts",
+]
 
 TICK_KEY = "USDe@binance"
+_T0_MS = 1_760_130_000_000
+#: Account records replaced before each tick of the bench's second walk of the global stage.
+_UPDATES = 100
 PRICES_USD: dict[str, float] = {
     "USDe@binance": 1.0, "BTC": 100_000.0, "ETH": 4_000.0, "SOL": 200.0, "BNSOL": 210.0,
     "USDT": 1.0, "USDC": 1.0, "USDe": 1.0,
@@ -211,3 +228,128 @@ def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
             "orjson_parse_s": round(parse_s, 2), "stress_s": round(stress_s, 2),
             "stress_over_parse": round(stress_s / parse_s, 1)}
 
+
+
+class _GlobalFeed:
+    """Signal records for the global stage, one event time a second apart (the accounts'
+    evaluation interval; the spirals' five-minute timer does not fire during the walk)."""
+
+    def __init__(self, risk: GlobalRisk) -> None:
+        self.risk = risk
+        self.seq = 0
+
+    def push(self, kind: str, payloads: list[dict[str, Any]]) -> int:
+        """One event time of signals of ``kind``; the alerts it raised."""
+        self.seq += 1
+        ts = _T0_MS + self.seq * 1_000
+        signals = [(ts, "X", self.seq * 1_000 + i, kind, p) for i, p in enumerate(payloads)]
+        return len(self.risk.push(SignalRecord(0, ts, signals))) + len(self.risk.flush())
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _load_global(n: int, seed: int) -> tuple[GlobalRisk, _GlobalFeed, AccountsFromColumns, float]:
+    """A global stage given ``n`` of the synthetic accounts as account records (one dict
+    each, made as it is sent, as the worker decodes them); the seconds that took."""
+    docs = AccountsFromColumns(synthetic_accounts(n, seed))
+    risk = GlobalRisk(EngineConfig(), partitions=1)
+    t = time.perf_counter()
+    for i in range(n):
+        risk.upsert_account(docs.document(i))
+    return risk, _GlobalFeed(risk), docs, time.perf_counter() - t
+
+
+def _walk(feed: _GlobalFeed, prices: list[float], update: Callable[[int], None] | None = None,
+          ) -> tuple[list[float], list[int]]:
+    """The tick key at each price in turn (``update(i)`` first): ms per tick, alerts per tick."""
+    times_ms, alerts = [], []
+    for i, price in enumerate(prices):
+        if update is not None:
+            update(i)
+        t = time.perf_counter()
+        alerts.append(feed.push("price", [{"key": TICK_KEY, "price": price}]))
+        times_ms.append((time.perf_counter() - t) * 1000)
+    return times_ms, alerts
+
+
+def _updates(risk: GlobalRisk, docs: AccountsFromColumns, n: int) -> Callable[[int], None]:
+    """Before tick i: ``_UPDATES`` account records replaced, their main balance 1% larger."""
+
+    def update(i: int) -> None:
+        for j in range(i * _UPDATES, (i + 1) * _UPDATES):
+            doc = docs.document((j * 7_919) % n)
+            doc["balances"][0]["amount"] *= 1.01
+            risk.upsert_account(doc)
+
+    return update
+
+
+def _p99(values: list[float]) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[int(0.99 * (len(ordered) - 1))], 2) if ordered else None
+
+
+def _depth(key: str, px: float) -> dict[str, Any]:
+    """A depth signal whose ladder is :func:`_bid_books`' depth in the same bands."""
+    level_usd = 5e5 if key.startswith("USDe") else 2e6
+    return {"venue": "binance", "symbol": key, "key": key, "mid": px,
+            "bid_usd": [level_usd * k for k in (1, 10, 20, 40, 100)]}
+
+
+def bench_global_stage(n: int, seed: int = 1) -> dict[str, Any]:
+    """The streaming global stage (``GlobalRisk``) given ``n`` accounts as records: load,
+    first evaluation (the book is built), the tick walk of :func:`bench_accounts` once,
+    the standard shocks' spirals on its live state, its checkpoint, and memory per
+    account (a second stage of n/5 accounts traced with ``tracemalloc``)."""
+    gc.collect()
+    rss0 = _rss_bytes()
+    risk, feed, docs, load_s = _load_global(n, seed)
+    t = time.perf_counter()
+    first_alerts = feed.push("price", [{"key": k, "price": px} for k, px in PRICES_USD.items()])
+    first_s = time.perf_counter() - t
+    rss_bytes = _rss_bytes() - rss0
+    feed.push("depth", [_depth(k, px) for k, px in PRICES_USD.items() if k not in ("USDT", "USDC")])
+    walk = _tick_prices()[: len(_tick_prices()) // 2]
+    times_ms, alerts = _walk(feed, walk)
+    quiet = [ms for ms, a in zip(times_ms, alerts, strict=True) if a == 0]
+    updated_ms, updated_alerts = _walk(feed, walk, _updates(risk, docs, n))
+    t = time.perf_counter()
+    risk.run_standard_shocks()
+    spiral_s = time.perf_counter() - t
+    t = time.perf_counter()
+    blob = pack_state(risk)
+    pack_s = time.perf_counter() - t
+    t = time.perf_counter()
+    unpack_state(blob)
+    unpack_s = time.perf_counter() - t
+    checkpoint_mb = round(len(blob) / 1e6, 1)
+    del risk, feed, blob
+    return {
+        "accounts": n, "load_s": round(load_s, 2), "first_evaluation_s": round(first_s, 2),
+        "first_evaluation_alerts": first_alerts, "ticks": len(walk),
+        "tick_median_ms": round(statistics.median(times_ms), 2), "tick_p99_ms": _p99(times_ms),
+        "ticks_without_alerts": len(quiet), "tick_without_alerts_p99_ms": _p99(quiet),
+        "updates_per_tick": _UPDATES, "tick_with_updates_median_ms": round(statistics.median(updated_ms), 2),
+        "tick_with_updates_p99_ms": _p99(updated_ms), "alerts_with_updates": sum(updated_alerts),
+        "alerts": sum(alerts), "us_per_alert": round(sum(times_ms) * 1000 / max(sum(alerts), 1), 1),
+        "spirals_s": round(spiral_s, 2), "checkpoint_mb": checkpoint_mb,
+        "checkpoint_pack_s": round(pack_s, 2), "checkpoint_restore_s": round(unpack_s, 2),
+        "rss_bytes_per_account": round(rss_bytes / n),
+        "bytes_per_account": _traced_bytes_per_account(max(n // 5, 1), seed),
+    }
+
+
+def _traced_bytes_per_account(n: int, seed: int) -> float:
+    """Bytes the global stage holds per account after its first evaluation (traced)."""
+    gc.collect()
+    tracemalloc.start()
+    risk, feed, _, _ = _load_global(n, seed)
+    feed.push("price", [{"key": k, "price": px} for k, px in PRICES_USD.items()])
+    gc.collect()
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del risk, feed
+    return round(current / n, 1)

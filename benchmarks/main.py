@@ -18,6 +18,8 @@ Sections (``--only`` picks some):
 - ``accounts``: the columnar account book (``benchmarks/accounts.py``): one price key
   held by a fifth of ``--accounts`` portfolio-margin accounts stepping through the status
   lines, p99 per tick and memory per account; the standard-shock spirals on the same book;
+  the streaming global stage given ``--global-accounts`` of them as account records (load,
+  first evaluation, the same walk once, spirals on its live state, checkpoint, memory);
   ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file.
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
 - ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
@@ -406,12 +408,15 @@ def bench_parsers() -> dict[str, Any]:
 
 
 def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from benchmarks.accounts import bench_accounts, bench_stress
+    from benchmarks.accounts import bench_accounts, bench_global_stage, bench_stress
 
     n = int(getattr(args, "accounts", 1_000_000))
     print(f"bench: {n:,} unified accounts: one key ticking, then the standard-shock spirals ...",
           file=sys.stderr, flush=True)
     out = bench_accounts(n)
+    n_global = int(getattr(args, "global_accounts", None) or n)
+    print(f"bench: the global stage given {n_global:,} account records ...", file=sys.stderr, flush=True)
+    out["global_stage"] = bench_global_stage(n_global)
     n_stress = int(getattr(args, "stress_accounts", 200_000))
     print(f"bench: liqmon stress on {n_stress:,} accounts ...", file=sys.stderr, flush=True)
     out["stress"] = bench_stress(n_stress, work)

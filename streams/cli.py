@@ -399,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--e2e-no-shed", action="store_true",
                        help="the e2e run with load shedding off ([live.overload] shed_backlog_frames = 0)")
     bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
+    bench.add_argument("--global-accounts", type=int, default=None,
+                       help="account records given to the global stage in the accounts bench (default --accounts)")
     bench.add_argument("--stress-accounts", type=int, default=200_000,
                        help="accounts of the accounts bench's liqmon stress run")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")

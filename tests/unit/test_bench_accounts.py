@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.accounts import PRICES_USD, TICK_KEY, AccountsFromColumns, accounts_jsonl, synthetic_accounts
+from benchmarks.accounts import (
+    PRICES_USD,
+    TICK_KEY,
+    AccountsFromColumns,
+    accounts_jsonl,
+    bench_global_stage,
+    synthetic_accounts,
+)
 from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import ColumnsBuilder
 from monitor.models.margin import STATUSES, Account, evaluate_account
@@ -46,3 +53,13 @@ def test_accounts_come_back_from_the_clustered_book() -> None:
     assert not np.array_equal(book.order, np.arange(200))  # the book did reorder them
     account_of = AccountsFromColumns(book.columns, book.rows_of(np.arange(200)))
     assert [account_of(i) for i in range(200)] == [Account.model_validate_json(x) for x in lines]
+
+
+def test_the_global_stage_bench_walks_its_accounts_through_the_lines() -> None:
+    """``bench_global_stage`` loads account records into the streaming global stage, which
+    alerts on the walk, runs the spirals on its live state and checkpoints without its book."""
+    out = bench_global_stage(2_000)
+    assert out["accounts"] == 2_000 and out["ticks"] == 120
+    assert out["first_evaluation_alerts"] > 0 and out["alerts"] > 0
+    assert 0 < out["ticks_without_alerts"] < out["ticks"]
+    assert out["checkpoint_mb"] > 0 and 0 < out["bytes_per_account"] < 100_000

@@ -36,7 +36,7 @@ move = st.dictionaries(st.sampled_from(KEYS), price, min_size=1, max_size=3)
 
 @st.composite
 def step(draw: st.DrawFn) -> tuple[str, Any]:
-    kind = draw(st.sampled_from(["move", "move", "move", "upsert", "delete", "spiral", "restart"]))
+    kind = draw(st.sampled_from(["move", "move", "move", "upsert", "upsert", "delete", "spiral", "restart"]))
     if kind == "move":
         return kind, draw(move)
     if kind == "spiral":
@@ -55,7 +55,8 @@ def _raw(acct: Account) -> dict[str, Any]:
 
 def _rows(columns: ResultColumns) -> list[tuple[Any, ...]]:
     lev = [None if math.isnan(x) else x for x in columns.effective_leverage.tolist()]
-    return sorted(zip(columns.venue, columns.status.tolist(), columns.adjusted_equity_usd.tolist(),
+    venues = [columns.venue_names[c] for c in columns.venue_code.tolist()]
+    return sorted(zip(venues, columns.status.tolist(), columns.adjusted_equity_usd.tolist(),
                       columns.maintenance_margin_usd.tolist(), lev, strict=True), key=repr)
 
 
@@ -96,13 +97,15 @@ def _same_spiral(book: BookWatch, ref: AccountWatch, prices: dict[str, float], s
 
 @settings(max_examples=300, deadline=None)
 @given(first=st.lists(st.integers(0, IDS - 1).flatmap(account), min_size=1, max_size=IDS),
-       steps=st.lists(step(), min_size=1, max_size=12), params=risk_params(),
-       priced=st.sets(st.sampled_from(KEYS)))
+       steps=st.lists(step(), min_size=1, max_size=16), params=risk_params(),
+       priced=st.sets(st.sampled_from(KEYS)), side_min=st.sampled_from([0, 2, 1_000, 1_000]))
 def test_book_watch_equals_the_scalar_watch(
-    first: list[Account], steps: list[tuple[str, Any]], params: Any, priced: set[str]
+    first: list[Account], steps: list[tuple[str, Any]], params: Any, priced: set[str], side_min: int
 ) -> None:
+    """``side_min`` 0: every change rebuilds the main book; 1,000: changes stay in the side
+    book until a spiral merges them."""
     config = EngineConfig(risk=params)
-    book, ref = BookWatch(config), AccountWatch(config)
+    book, ref = BookWatch(config, side_min=side_min), AccountWatch(config)
     prices = {k: 1.0 if k in ("USDT", "USDC") else 100.0 for k in priced}
     changed: set[str] = set()
     for ts, (kind, what) in enumerate([("upsert", a) for a in first] + steps):
@@ -133,6 +136,7 @@ def test_book_watch_equals_the_scalar_watch(
         changed = set()
         assert got == want
         event(f"alerts {min(len(out_ref), 3)}")
+        event(f"side book {book.side is not None}")
         event(f"liquidating {bool(ref.liquidating())}, jump {want[1] > 0}")
         assert [encode(a) for a in out_book] == [encode(a) for a in out_ref]
         _same(book, ref)

@@ -318,9 +318,10 @@ class GlobalRisk:
         fig = RiskFigures()
         fig.loops, fig.hf_bands = self.loops.figures(self.prices)
         results = self.watch.result_columns()
-        venues = np.array(results.venue, dtype=object)
-        for venue in dict.fromkeys(results.venue):
-            _venue_figures(fig, venue, results, venues == venue)
+        for code, venue in enumerate(results.venue_names):
+            mine = results.venue_code == code
+            if mine.any():
+                _venue_figures(fig, venue, results, mine)
         fig.withdrawn_ratio = self.vacuum.withdrawn_ratio()
         fig.stage = self.cascade.highest
         fig.active_stages = self.cascade.active(self.now_ms)
