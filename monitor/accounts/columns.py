@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ __all__ = [
     "IntArray",
     "StepTable",
     "cluster_order",
+    "concatenated",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -310,3 +311,52 @@ class ColumnsBuilder:
         for acct in accounts:
             self.add(acct)
         return self.columns()
+
+
+def _table_ident(table: CollateralTable | StepTable) -> tuple[object, ...]:
+    return (type(table).__name__, *(v.tobytes() if isinstance(v, np.ndarray) else v
+                                    for v in dataclasses.astuple(table)))
+
+
+def concatenated(parts: Sequence[AccountColumns]) -> AccountColumns:
+    """The accounts of several columns one after the other, their keys, assets and tables
+    united (equal tables shared), each entry as it was."""
+    keys: dict[str, int] = {}
+    assets: dict[str, int] = {}
+    tables: dict[tuple[object, ...], int] = {}
+    coll: list[CollateralTable] = []
+    steps: list[StepTable] = []
+
+    def code(index: dict[str, int], name: str) -> int:
+        return index.setdefault(name, len(index))
+
+    def table_code(table: CollateralTable | StepTable) -> int:
+        ident = _table_ident(table)
+        if ident not in tables:
+            into: list[Any] = steps if isinstance(table, StepTable) else coll
+            tables[ident] = len(into)
+            into.append(table)
+        return tables[ident]
+
+    key, asset, table, starts = [], [], [], [np.zeros(1, dtype=np.int64)]
+    entries = 0
+    for c in parts:
+        key.append(np.array([code(keys, k) for k in c.keys], dtype=np.int32)[c.entry_key] if c.keys
+                   else c.entry_key)
+        asset.append(np.array([code(assets, a) for a in c.assets], dtype=np.int32)[c.entry_asset] if c.assets
+                     else c.entry_asset)
+        coll_of = np.array([table_code(t) for t in c.collateral_tables] or [0], dtype=np.int32)
+        step_of = np.array([table_code(t) for t in c.step_tables] or [0], dtype=np.int32)
+        table.append(np.where(c.entry_is_perp, step_of[np.minimum(c.entry_table, len(step_of) - 1)],
+                              coll_of[np.minimum(c.entry_table, len(coll_of) - 1)]).astype(np.int32))
+        starts.append(c.entry_start[1:] - c.entry_start[0] + entries)
+        entries += int(c.entry_start[-1] - c.entry_start[0])
+    return AccountColumns(
+        ids=[i for c in parts for i in c.ids], venues=[v for c in parts for v in c.venues],
+        model=np.concatenate([c.model for c in parts]), entry_start=np.concatenate(starts),
+        entry_key=np.concatenate(key), entry_is_perp=np.concatenate([c.entry_is_perp for c in parts]),
+        entry_asset=np.concatenate(asset), qty=np.concatenate([c.qty for c in parts]),
+        entry_price_usd=np.concatenate([c.entry_price_usd for c in parts]),
+        loan_mmr=np.concatenate([c.loan_mmr for c in parts]), entry_table=np.concatenate(table),
+        keys=list(keys), assets=list(assets), collateral_tables=coll, step_tables=steps,
+    )

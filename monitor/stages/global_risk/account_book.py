@@ -175,34 +175,45 @@ class BookWatch:
             self._dirty = True
 
     def _rebuild(self, prices: Mapping[str, float], whole: bool) -> None:
-        """A side book of the accounts ready since the main one, or (``whole``, or the side
-        grown past its share) a new main book of every priced account; memory carried."""
+        """A side book of the accounts ready since the main one; or (``whole``, or the side
+        grown past its share) one main book of every priced account. Memory carried."""
         self._waiting.check(prices)
-        main, side, waiting = self.main, self.side, self._waiting
+        main, side, ready = self.main, self.side, self._waiting.ready
         size = len(main) if main is not None else 0
-        apart = (len(side) if side is not None else 0) + len(waiting.ready) + self._dead
+        apart = (len(side) if side is not None else 0) + len(ready) + self._dead
         whole = whole or self._whole or main is None or apart > max(self.side_min, self.side_share * size)
-        if not (whole or self._dirty or waiting.ready):
-            return
-        if whole:
-            ids = sorted(a for a in self.accounts if a not in waiting.missing and a not in waiting.unchecked)
-            waiting.ready.clear()
-            self._dead = 0
-        else:
+        if self._whole or main is None:  # no books (a restore) or none yet: from the documents
+            self._decode_all(prices)
+        elif self._dirty or ready:  # the side first, then (whole) a merge of the two books
             live = [] if side is None else [a for r, a in enumerate(side.ids) if side.mem.live[r]]
-            ids = sorted({*live, *waiting.ready})
-        part = BookPart(ids, self.accounts, prices, self.params) if ids else None
-        if part is not None:
-            for old in ([main, side] if whole else [side]):
-                if old is not None:
-                    part.carry_from(old, self._fresh)
-            part.mirror(self._stressed, self._liquidating, self.latches.rank)
-        if whole:
-            self.main, self.side = part, None
-        else:
-            self.side = part
+            ids = sorted({*live, *ready})
+            self.side = BookPart.decoded(ids, self.accounts, prices, self.params) if ids else None
+            if self.side is not None and side is not None:
+                self.side.carry_from(side, self._fresh)
+            self._mirror(self.side)
+            ready.clear()
+        if whole and self.main is not None and (self.side is not None or self._dead):
+            self.main = BookPart.merged(self._parts(), prices, self.params)
+            self._mirror(self.main)
+            self.side, self._dead = None, 0  # no account left: no book
         self._fresh.clear()
         self._dirty = self._whole = False
+
+    def _decode_all(self, prices: Mapping[str, float]) -> None:
+        """One main book of every priced account, from the documents."""
+        waiting, old = self._waiting, self._parts()
+        ids = sorted(a for a in self.accounts if a not in waiting.missing)
+        waiting.ready.clear()
+        part = BookPart.decoded(ids, self.accounts, prices, self.params) if ids else None
+        if part is not None:
+            for previous in old:
+                part.carry_from(previous, self._fresh)
+        self._mirror(part)
+        self.main, self.side, self._dead = part, None, 0
+
+    def _mirror(self, part: BookPart | None) -> None:
+        if part is not None:
+            part.mirror(self._stressed, self._liquidating, self.latches.rank)
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(
@@ -253,8 +264,7 @@ class BookWatch:
         """Every priced account on one book, numbered in account-id order, for a spiral
         (:func:`monitor.stages.spiral.run_spiral_on_book` moves the book; the next evaluation
         moves it back to the prices of the day). None: no account is priced."""
-        self._waiting.check(prices)
-        self._rebuild(prices, whole=self.side is not None or self._dead > 0 or bool(self._waiting.ready))
+        self._rebuild(prices, whole=True)
         main = self.main
         if main is None or main.book is None:
             return None

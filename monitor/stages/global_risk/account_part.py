@@ -14,7 +14,8 @@ build is no longer *live* there. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Mapping
+import heapq
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy.typing as npt
 import orjson
 
 from monitor.accounts.book import AccountBook, AccountFigures
-from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder, FloatArray, IntArray
+from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder, FloatArray, IntArray, concatenated
 from monitor.accounts.lines import AccountLines
 from monitor.config import EngineConfig
 from monitor.models.margin import STATUS_RANK, Account, AccountResult, evaluate_account
@@ -165,14 +166,9 @@ class Evaluation:
 class BookPart:
     """Some accounts on one book, numbered in id order, with their evaluation memory."""
 
-    def __init__(self, ids: list[str], docs: Mapping[str, bytes], prices: Mapping[str, float],
-                 params: RiskParams) -> None:
-        lines = AccountLines(ColumnsBuilder(params), lambda obj, _: Account.model_validate(obj))
-        for i, aid in enumerate(ids):
-            lines.add(orjson.loads(docs[aid]), i, docs[aid])
-        columns = lines.columns()
-        del lines  # its entry lists: the columns hold the accounts now
-        self.ids = ids
+    def __init__(self, columns: AccountColumns, prices: Mapping[str, float], params: RiskParams) -> None:
+        """A part of the accounts of ``columns`` (ids ascending, each once)."""
+        self.ids = list(columns.ids)
         self.params = params
         self.key_index = {k: i for i, k in enumerate(columns.keys)}
         self.book: AccountBook | None = AccountBook(columns, {k: prices[k] for k in columns.keys}, params)
@@ -181,6 +177,39 @@ class BookPart:
         self.venues = names, np.array([code_of[v] for v in columns.venues], dtype=np.int64)
         self.model = columns.model.astype(np.int64)
         self.mem = PartMemory.fresh(columns)
+
+    @classmethod
+    def decoded(cls, ids: list[str], docs: Mapping[str, bytes], prices: Mapping[str, float],
+                params: RiskParams) -> BookPart:
+        """A part of the accounts ``ids`` (ascending), decoded from their documents."""
+        lines = AccountLines(ColumnsBuilder(params), lambda obj, _: Account.model_validate(obj))
+        for i, aid in enumerate(ids):
+            lines.add(orjson.loads(docs[aid]), i, docs[aid])
+        return cls(lines.columns(), prices, params)
+
+    @classmethod
+    def merged(cls, parts: Sequence[BookPart], prices: Mapping[str, float], params: RiskParams) -> BookPart | None:
+        """One part of the live accounts of ``parts`` (no id in two), from their books'
+        columns (no document decoded), each account with its memory; None: none is live."""
+        taken = [part.live_columns() for part in parts]
+        offsets = np.cumsum([0, *(c.n_accounts for c, _ in taken)])
+        if offsets[-1] == 0:
+            return None
+        ordered = heapq.merge(*(zip(c.ids, range(int(lo), int(lo) + c.n_accounts), strict=True)
+                                for (c, _), lo in zip(taken, offsets, strict=False)))
+        order = np.fromiter((i for _, i in ordered), dtype=np.int64, count=int(offsets[-1]))
+        part = cls(concatenated([c for c, _ in taken]).permuted(order), prices, params)
+        position = np.empty_like(order)
+        position[order] = np.arange(order.shape[0])
+        for old, (_, rows), lo, hi in zip(parts, taken, offsets[:-1], offsets[1:], strict=True):
+            part.mem.carry(old.mem, position[lo:hi], rows)
+        return part
+
+    def live_columns(self) -> tuple[AccountColumns, IntArray]:
+        """The live accounts' columns in id order, and their rows."""
+        assert self.book is not None
+        rows = np.flatnonzero(self.mem.live)
+        return self.book.columns.permuted(self.book.rows_of(rows)), rows
 
     def __getstate__(self) -> dict[str, Any]:
         """Checkpointed without the book: a new part is built from the accounts instead."""
