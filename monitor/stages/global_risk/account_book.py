@@ -193,9 +193,9 @@ class BookWatch:
             self._mirror(self.side)
             ready.clear()
         if whole and self.main is not None and (self.side is not None or self._dead):
-            self.main = BookPart.merged(self._parts(), prices, self.params)
+            self.main = BookPart.merged(self._parts(), prices, self.params)  # None: no account left
             self._mirror(self.main)
-            self.side, self._dead = None, 0  # no account left: no book
+            self.side, self._dead = None, 0
         self._fresh.clear()
         self._dirty = self._whole = False
 
