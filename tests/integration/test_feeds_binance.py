@@ -275,7 +275,10 @@ async def test_recorded_session_replays_to_identical_alerts(tmp_path: Path) -> N
                         and (b := run.runner.ingest.book("binance-usdm", "BTCUSDT")) is not None and b.valid
                         and b.last_id == 118)
     recorder.close()
-    assert [a.kind for a in run.sink.engine_alerts] == ["peg_deviation"]
+    # Peg alerts only: the depeg, and possibly a second one (the stale-quote alert, when the
+    # BTC frames move event time on before the session stops — it depends on when the wait
+    # below sees its conditions). The replay must give whatever the live run gave.
+    assert {a.kind for a in run.sink.engine_alerts} == {"peg_deviation"}
     replayed_batches: list[Any] = []
     replayed = await replay_inline(path, run.runner.engine_config, on_batch=replayed_batches.append)
     assert [a.alert_id for a in replayed.alerts] == [a.alert_id for a in run.sink.engine_alerts]
