@@ -180,13 +180,18 @@ def bench_accounts(n: int, seed: int = 1) -> dict[str, Any]:
     }
 
 
+def _level_usd(key: str) -> float:
+    """Bids per level under a key: $0.5M for USDe, $2M for the others."""
+    return 5e5 if key.startswith("USDe") else 2e6
+
+
 def _bid_books() -> dict[str, list[list[float]]]:
     """Bids under each non-stable key: 40 levels 0.5% apart, $2M a level ($0.5M for USDe)."""
     books = {}
     for key, px in PRICES_USD.items():
         if key in ("USDT", "USDC"):
             continue
-        level_usd = 5e5 if key.startswith("USDe") else 2e6
+        level_usd = _level_usd(key)
         levels = [px * (1.0 - 0.001 - 0.005 * i) for i in range(40)]
         books[key] = [[lv, level_usd / lv] for lv in levels]
     return books
@@ -294,7 +299,7 @@ def _p99(values: list[float]) -> float | None:
 
 def _depth(key: str, px: float) -> dict[str, Any]:
     """A depth signal whose ladder is :func:`_bid_books`' depth in the same bands."""
-    level_usd = 5e5 if key.startswith("USDe") else 2e6
+    level_usd = _level_usd(key)
     return {"venue": "binance", "symbol": key, "key": key, "mid": px,
             "bid_usd": [level_usd * k for k in (1, 10, 20, 40, 100)]}
 

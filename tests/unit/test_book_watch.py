@@ -158,7 +158,7 @@ def test_a_restored_latch_of_an_account_waiting_for_prices_holds_once_it_is_pric
     assert out == [], "latched before the restart: no second alert"
 
 
-def test_the_global_stage_evaluates_a_hundred_thousand_accounts_by_vector() -> None:
+def test_the_global_stage_holds_a_hundred_thousand_accounts() -> None:
     """One price key held by 100,000 accounts moving through the lines: every account that
     crosses is alerted once, and the stage's figures count them."""
     risk = GlobalRisk(EngineConfig(), partitions=1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,9 @@ def status_lines(config: EngineConfig) -> tuple[FloatArray, ...]:
                  for name in ("margin_call_ratio", "reduce_only_ratio", "liquidation_ratio"))
 
 
-def slack_usd(equity: FloatArray, mm: FloatArray, model: IntArray, lines: tuple[FloatArray, ...]) -> FloatArray:
+def slack_usd(
+    equity: FloatArray, mm: FloatArray, model: npt.NDArray[np.int8], lines: tuple[FloatArray, ...]
+) -> FloatArray:
     """:func:`monitor.accounts.watch.status_slack_usd` of many accounts: |E|, and with MM > 0
     the least |E − t·MM| / (1 + t) over the model's lines t."""
     slack = np.abs(equity)
@@ -124,9 +126,8 @@ class PartMemory:
 
     def carry(self, old: PartMemory, new_rows: IntArray, old_rows: IntArray) -> None:
         """Take the evaluations of accounts unchanged since ``old`` (same pairs, same order)."""
-        for f in fields(self):
-            if f.name in ("done", "status", "equity", "mm", "gross", "lev", "slack"):
-                getattr(self, f.name)[new_rows] = getattr(old, f.name)[old_rows]
+        for name in ("done", "status", "equity", "mm", "gross", "lev", "slack"):
+            getattr(self, name)[new_rows] = getattr(old, name)[old_rows]
         self.seen[self.pairs_of(new_rows)] = old.seen[old.pairs_of(old_rows)]
 
     def moved_usd(self, rows: IntArray, prices: FloatArray) -> FloatArray:
@@ -170,12 +171,13 @@ class BookPart:
         """A part of the accounts of ``columns`` (ids ascending, each once)."""
         self.ids = list(columns.ids)
         self.params = params
-        self.key_index = {k: i for i, k in enumerate(columns.keys)}
+        self.keys = list(columns.keys)
+        self.key_index = {k: i for i, k in enumerate(self.keys)}
         self.book: AccountBook | None = AccountBook(columns, {k: prices[k] for k in columns.keys}, params)
         names = list(dict.fromkeys(columns.venues))
         code_of = {v: i for i, v in enumerate(names)}
         self.venues = names, np.array([code_of[v] for v in columns.venues], dtype=np.int64)
-        self.model = columns.model.astype(np.int64)
+        self.model = columns.model  # by id order (the book's own columns are clustered)
         self.mem = PartMemory.fresh(columns)
 
     @classmethod
@@ -262,7 +264,10 @@ class BookPart:
     def _todo(self, changed: Collection[str]) -> IntArray:
         """Live accounts holding a changed key (ascending)."""
         assert self.book is not None
-        keys = sorted(k for k in changed if k in self.key_index)
+        keys = [k for k in changed if k in self.key_index]
+        if len(keys) == 1:  # the usual tick: no mask over every account
+            rows = self.book.holders(keys[0])
+            return rows[self.mem.live[rows]]
         held = np.zeros(len(self.ids), dtype=np.bool_)
         for key in keys:
             held[self.book.holders(key)] = True
@@ -304,7 +309,7 @@ class BookPart:
         m = self.mem
         if not m.done[row]:
             return None
-        keys = list(self.key_index)
+        keys = self.keys
         lo, hi = int(m.pair_start[row]), int(m.pair_start[row + 1])
         seen = {keys[int(m.pair_key[j])]: float(m.seen[j]) for j in range(lo, hi)}
         return evaluate_account(account, seen, self.params, with_forced_sells=False)
