@@ -6,7 +6,8 @@ BTC, ETH or SOL. Every account has four entries: its main collateral, a second c
 balance (a loan for most) and one perp. The tick is ``USDe@binance`` walking down from 1.00
 to 0.85 and back in 0.25% steps, twice: the USDe accounts pass through the margin-call,
 reduce-only and liquidation lines and back. Then the five standard shocks' spirals run on
-the same book (``run_spiral_on_book``; 40 levels of bids under each coin). Also measured:
+the same book (``run_spirals_on_book`` on the live stage's threads, then on one; 40 levels of bids
+under each coin). Also measured:
 ``liqmon stress`` on a file of these accounts against the time to orjson-parse that file.
 """
 
@@ -29,12 +30,12 @@ import orjson
 
 from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import AccountColumns, CollateralTable, StepTable
-from monitor.config import EngineConfig
+from monitor.config import EngineConfig, SpiralRunConfig
 from monitor.models.margin import Account
 from monitor.protocol import SignalRecord
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.risk import GlobalRisk
-from monitor.stages.spiral import BookAccounts, run_spiral_on_book
+from monitor.stages.spiral import BookAccounts, run_spirals_on_book
 from streams.app.checkpoint import pack_state, unpack_state
 
 __all__ = [
@@ -198,17 +199,22 @@ def _bid_books() -> dict[str, list[list[float]]]:
 
 
 def _spirals(accounts: BookAccounts, params: RiskParams) -> dict[str, Any]:
-    """The standard shocks' spirals (``run_spiral_on_book``) one after the other."""
+    """The standard shocks' spirals (``run_spirals_on_book``) on the threads the live stage
+    uses (``spiral_run.threads``), then on one thread: same results, both times kept."""
     books = _bid_books()
-    rounds, liquidated, per_shock_s = [], [], []
-    for shock in params.spiral.standard_shocks:
+    shocks = [dict(shock.moves) for shock in params.spiral.standard_shocks]
+    threads = SpiralRunConfig().threads
+    timed: dict[int, float] = {}
+    results = []
+    for n in (threads, 1):
         t = time.perf_counter()
-        result = run_spiral_on_book([], accounts, PRICES_USD, books, shocks=shock.moves, params=params)
-        per_shock_s.append(round(time.perf_counter() - t, 2))
-        rounds.append(result.rounds)
-        liquidated.append(len(result.accounts_liquidated))
-    return {"shocks": len(rounds), "rounds": rounds, "accounts_liquidated": liquidated,
-            "per_shock_s": per_shock_s, "s": round(sum(per_shock_s), 2)}
+        results.append(run_spirals_on_book([], accounts, PRICES_USD, books, shocks, params=params, threads=n))
+        timed[n] = round(time.perf_counter() - t, 2)
+    if results[0] != results[-1]:
+        raise AssertionError("the spirals differ with the thread count")
+    return {"shocks": len(shocks), "rounds": [r.rounds for r in results[0]],
+            "accounts_liquidated": [len(r.accounts_liquidated) for r in results[0]],
+            "threads": threads, "s": timed[threads], "one_thread_s": timed[1]}
 
 
 def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:

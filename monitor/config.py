@@ -314,6 +314,11 @@ class SpiralRunConfig(_Frozen):
     #: position or account changed (*assumed*; ``monitor/stages/global_risk/spiral_gate.py``). Left out of the
     #: config hash: alert ids do not depend on it.
     tolerance_ratio: float = Field(default=0.001, ge=0.0, exclude=True)
+    #: Threads the standard shocks' spirals run on, each on its own copy of the accounts'
+    #: book (the results are the same for any count; left out of the config hash). Two for
+    #: the two cores of the machines measured; one copy of the book's figures per thread
+    #: beyond the first (≈ 100 MB at 10⁶ accounts of four entries).
+    threads: int = Field(default=2, ge=1, le=64, exclude=True)
 
 
 class EngineConfig(_Frozen):

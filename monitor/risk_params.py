@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 __all__ = [
     "ASSUMED_DEFAULTS",
     "BYBIT_RISK_LIMITS_SOURCE",
+    "ENGINE_MIN_SALE_USD",
     "HYPERLIQUID_TABLES_SOURCE",
     "OKX_POSITION_TIERS_SOURCE",
     "AaveV3Params",
@@ -232,6 +233,15 @@ def check_continuous_deductions(tiers: Sequence[PerpTier]) -> None:
 def _tier_table(basis: Literal["usd", "qty"], *rows: tuple[float, float, float]) -> PerpTierTable:
     return PerpTierTable(basis=basis, tiers=tuple(
         PerpTier(cap=c, mmr_ratio=m, mm_deduction_usd=d) for c, m, d in rows))
+
+
+#: The liquidation engine's smallest step (RISK_MODEL §3), USD: no collateral sale of this or
+#: less, and no perp close while the MM left to free is this or less. Below a millionth of
+#: a dollar what is left is the rounding of the steps before (the target reached to the
+#: last bit leaves 1e-12 "to sell"), not a trade: venues' minimum order sizes are dollars.
+#: Without it an account "sells" 1e-12 USD again on a later pass, and a spiral counts
+#: that as a round of its own.
+ENGINE_MIN_SALE_USD = 1e-6
 
 
 BYBIT_RISK_LIMITS_SOURCE = (

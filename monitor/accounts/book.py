@@ -13,6 +13,7 @@ they are equal to the scalar figures bit for bit. Statuses are an int8 array (co
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import math
@@ -94,11 +95,16 @@ class _Rows:
         counts = counts[order]
         cuts = [0, *(np.flatnonzero(np.diff(counts)) + 1).tolist(), int(counts.shape[0])]
         self.groups = [(int(counts[lo]), lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
-        self._blocks: list[npt.NDArray[np.integer]] | None = None  # made on the first ``sums``
+        self._blocks: list[npt.NDArray[np.integer] | slice] | None = None  # made on the first ``sums``
 
-    def _block(self, count: int, lo: int, hi: int) -> npt.NDArray[np.integer]:
+    def _block(self, count: int, lo: int, hi: int) -> npt.NDArray[np.integer] | slice:
         """Entry indices of a group, account by account: neighbours in memory are gathered
-        together (int32 while the entries fit: half the memory kept)."""
+        together (int32 while the entries fit: half the memory kept). A group whose entries
+        are one run in memory (accounts in a row, as a book of all its accounts often has)
+        is that run: a view, nothing gathered."""
+        first = int(self.starts[lo]) if hi > lo else 0
+        if np.array_equal(self.starts[lo:hi], first + count * np.arange(hi - lo)):
+            return slice(first, first + count * (hi - lo))
         block = np.repeat(self.starts[lo:hi], count)
         block += np.tile(np.arange(count), hi - lo)
         small = block.size == 0 or int(block.max()) < np.iinfo(np.int32).max
@@ -214,6 +220,18 @@ class AccountBook:
         self._status = np.zeros(n_accounts, dtype=np.int8)
         everyone = _Rows(np.arange(n_accounts, dtype=np.int64), columns)
         self._evaluate(list(range(len(columns.keys))), everyone)
+
+    def copy(self) -> AccountBook:
+        """A book whose prices, figures and statuses move apart from this one's; the columns
+        and the per-key indexes, which no move changes, are shared. A book's figures depend
+        on its prices only, so a copy moved to some prices equals this book moved there."""
+        other = copy.copy(self)
+        other.prices = self.prices.copy()
+        other.parts = tuple(part.copy() for part in self.parts)
+        other.totals = tuple(total.copy() for total in self.totals)
+        other._status = self._status.copy()
+        other._rows_of_keys = dict(self._rows_of_keys)
+        return other
 
     def rows_in_status(self, code: int) -> IntArray:
         """The rows of ``columns`` whose status code is ``code`` (ascending rows)."""

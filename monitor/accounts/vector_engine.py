@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import MODELS, AccountColumns, CollateralTable, FloatArray, IntArray, StepTable
-from monitor.risk_params import RiskParams, UnifiedVenueParams
+from monitor.risk_params import ENGINE_MIN_SALE_USD, RiskParams, UnifiedVenueParams
 
 __all__ = [
     "EngineAction",
@@ -128,7 +128,8 @@ class EngineResult:
     and ``perp`` hold entry indices (−1 pads) in entry order. ``coll_order`` lists balance
     slots in sell order (−1 after the last); ``sold_usd`` is per balance slot,
     ``close_frac`` per perp slot. ``perp_qty``: the perp quantities the engine started
-    from; ``balance_after``, ``perp_qty_after``: balances and quantities after it."""
+    from; ``balance_after``, ``perp_qty_after``: balances and quantities after it.
+    ``uncovered_usd``: each row's shortfall at the end (None: not asked for)."""
 
     rows: IntArray
     balance: IntArray
@@ -140,7 +141,7 @@ class EngineResult:
     perp_qty: FloatArray
     perp_qty_after: FloatArray
     perp_usd: FloatArray
-    uncovered_usd: FloatArray
+    uncovered_usd: FloatArray | None
 
     def acted(self) -> BoolArray:
         """Rows with at least one action (a collateral sale or a perp close)."""
@@ -302,7 +303,7 @@ class _Batch:
                     ok &= gain > 0
                     with np.errstate(divide="ignore", invalid="ignore"):
                         s = np.minimum(s, (t * mm[k] - equity[k]) / gain)
-                ok &= s > 0
+                ok &= s > ENGINE_MIN_SALE_USD  # rounding, not a sale (the scalar's test)
                 k, fc, fj, s, rt, mmr_j = k[ok], fc[ok], fj[ok], s[ok], rt[ok], mmr_j[ok]
                 bal[fc] = bc[ok] - s / pc[ok]
                 bal[fj] = bj[ok] + s / pj[ok]
@@ -333,7 +334,7 @@ class _Batch:
         for k in range(order.shape[1]):
             i = order[:, k]
             pm = self.p_mm[r, i]
-            step = self.p_valid[r, i] & ~(need <= 0) & ~(pm <= 0)
+            step = self.p_valid[r, i] & ~(need <= ENGINE_MIN_SALE_USD) & ~(pm <= 0)  # the scalar's test
             with np.errstate(divide="ignore", invalid="ignore"):
                 f = np.where(equity <= 0, 1.0, np.minimum(1.0, need / pm))
             frac[r, i] = np.where(step, f, 0.0)
@@ -360,16 +361,21 @@ class _Batch:
         debt = moved & (self.bal[r, js] < 0)
         self.repay(np.where(debt, j, -1)[:, None], until_target=False)
 
-    def uncovered_usd(self, frac: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Perp quantities after the engine, and the shortfall at its end: −equity when
-        negative (bad debt), else max(0, T × MM − equity), with the account's figures
-        re-evaluated on the balances and perps left (``monitor.models.margin._figures``, §3)."""
+    def qty_after(self, frac: FloatArray) -> FloatArray:
+        """Perp quantities after the engine (0.0 in the slots closed whole and the pads)."""
         qty = np.where(frac > 0, self.p_qty * (1.0 - frac), self.p_qty)
+        return np.where(self.p_valid & (frac < 1.0), qty, 0.0)
+
+    def uncovered_usd(self, qty_after: FloatArray, frac: FloatArray) -> FloatArray:
+        """The shortfall at the engine's end: −equity when negative (bad debt), else
+        max(0, T × MM − equity), with the account's figures re-evaluated on the balances
+        and perps left (``monitor.models.margin._figures``, §3)."""
         kept = self.p_valid & (frac < 1.0)
-        left = slot_figures(self.cols, self.balance, self.bal, self.px, np.where(kept, self.perp, -1), qty, self.p_px)
+        left = slot_figures(self.cols, self.balance, self.bal, self.px, np.where(kept, self.perp, -1), qty_after,
+                            self.p_px)
         equity, mm = left.equity, left.mm
-        short = np.where(equity < 0, -equity, np.maximum(0.0, self.target * mm - equity))
-        return np.where(kept, qty, 0.0), short
+        short: FloatArray = np.where(equity < 0, -equity, np.maximum(0.0, self.target * mm - equity))
+        return short
 
 
 def _slots_by_table(cols: AccountColumns, entries: IntArray) -> list[tuple[int, IntArray]]:
@@ -438,29 +444,32 @@ def slot_figures(cols: AccountColumns, balance: IntArray, bal: FloatArray, px: F
     return SlotFigures(eq_b, mm_p, equity, mm)
 
 
-def _run(cols: AccountColumns, layout: RowLayout, venue: UnifiedVenueParams) -> EngineResult:
+def _run(cols: AccountColumns, layout: RowLayout, venue: UnifiedVenueParams, shortfall: bool) -> EngineResult:
     """The scalar engine's steps on one model's rows (RISK_MODEL §3)."""
     batch = _Batch(cols, layout, venue)
     with np.errstate(over="ignore", invalid="ignore"):
         batch.repay(batch.loans(), until_target=True)
         frac = batch.close_fractions()
         batch.settle_pnl(frac)
-        qty_after, short = batch.uncovered_usd(frac)
+        qty_after = batch.qty_after(frac)
+        short = batch.uncovered_usd(qty_after, frac) if shortfall else None
         perp_usd = frac * np.abs(batch.p_qty) * batch.p_px
     return EngineResult(rows=layout.rows, balance=batch.balance, perp=batch.perp, coll_order=batch.coll_order,
                         sold_usd=batch.sold, close_frac=frac, balance_after=batch.bal, perp_qty=batch.p_qty,
                         perp_qty_after=qty_after, perp_usd=perp_usd, uncovered_usd=short)
 
 
-def liquidate_layout(cols: AccountColumns, layout: RowLayout, params: RiskParams) -> list[EngineResult]:
+def liquidate_layout(cols: AccountColumns, layout: RowLayout, params: RiskParams, *,
+                     shortfall: bool = True) -> list[EngineResult]:
     """The liquidation engine (:func:`monitor.models.margin.liquidate_account`, RISK_MODEL §3) on
     accounts laid out from ``cols``, one result per model present. Their rows must pass
-    :func:`layout_fits`."""
+    :func:`layout_fits`. ``shortfall``: also each row's uncovered shortfall (one more
+    evaluation of every row; a spiral does not use it)."""
     out: list[EngineResult] = []
     for code, model in enumerate(MODELS):
         mine = layout.model == code
         if mine.all():
-            return [_run(cols, layout, params.unified.venue(model))] if mine.size else []
+            return [_run(cols, layout, params.unified.venue(model), shortfall)] if mine.size else []
         if mine.any():
-            out.append(_run(cols, layout.take(mine), params.unified.venue(model)))
+            out.append(_run(cols, layout.take(mine), params.unified.venue(model), shortfall))
     return out

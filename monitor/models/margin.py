@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.risk_params import (
+    ENGINE_MIN_SALE_USD,
     CollateralTiers,
     HyperliquidParams,
     MarginTable,
@@ -494,7 +495,7 @@ class _EngineRun:
                     if gain <= 0:
                         continue
                     s = min(s, (target * self.mm - self.equity) / gain)
-                if s <= 0:
+                if s <= ENGINE_MIN_SALE_USD:  # rounding, not a sale
                     continue
                 bal[c] -= s / px[c]
                 bal[j] += s / px[j]
@@ -509,7 +510,7 @@ class _EngineRun:
         need = self.mm - max(equity, 0.0) / target if equity < target * self.mm else 0.0
         close_frac = [0.0] * len(perp_mm)
         for i in sorted(range(len(perp_mm)), key=lambda i: (-perp_mm[i], i)):
-            if need <= 0 or perp_mm[i] <= 0:
+            if need <= ENGINE_MIN_SALE_USD or perp_mm[i] <= 0:  # MM left to free: rounding
                 continue
             frac = 1.0 if equity <= 0 else min(1.0, need / perp_mm[i])
             close_frac[i] = frac

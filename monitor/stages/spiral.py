@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import math
+import queue
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +38,7 @@ __all__ = [
     "route_book_key",
     "run_spiral",
     "run_spiral_on_book",
+    "run_spirals_on_book",
     "walk_bids",
 ]
 
@@ -437,10 +440,11 @@ class _BookSpiralRun(_SpiralRun):
         fits = layout_fits(book.columns, main.model, main.balance, main.perp, p)
         actions = _RoundActions(book.venue_codes[0])
         layout, status = self.edited.evaluate(book.prices)  # before this round's rows join it
-        events = self._queue_results(liquidate_layout(book.columns, layout.take(status == LIQUIDATION), p),
-                                     actions, new=False)
+        again_rows = layout.take(status == LIQUIDATION)
+        events = self._queue_results(liquidate_layout(book.columns, again_rows, p, shortfall=False), actions,
+                                     new=False)
         main = main if fits.all() else main.take(fits)
-        events += self._queue_results(liquidate_layout(book.columns, main, p), actions, new=True)
+        events += self._queue_results(liquidate_layout(book.columns, main, p, shortfall=False), actions, new=True)
         again = [i for i, acct in self.changed.items()
                  if evaluate_account(acct, px, p, with_forced_sells=False).status == "liquidation"]
         for i in sorted({*again, *(int(book.order[r]) for r in rows[~fits].tolist())}):
@@ -479,6 +483,43 @@ def run_spiral_on_book(
     round's prices; its accounts are not changed (the engine's results live in the run)."""
     p = params or _default_params()
     return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p))
+
+
+def run_spirals_on_book(
+    positions: Sequence[Position],
+    accounts: BookAccounts,
+    prices: Mapping[str, float],
+    books: Mapping[str, BidBook],
+    shocks: Sequence[Mapping[str, float]],
+    *,
+    params: RiskParams | None = None,
+    threads: int = 1,
+) -> list[SpiralResult]:
+    """:func:`run_spiral_on_book` for each of several shocks, in their order, on up to
+    ``threads`` threads. Each thread runs on a book of its own (the given one, or a
+    :meth:`AccountBook.copy` of it): a book's figures depend on its prices only, so the
+    results are those of one run after the other, whatever the thread count. numpy's loops
+    release the interpreter lock, so two cores run two spirals at once."""
+    n = min(threads, len(shocks))
+    if n <= 1:
+        return [run_spiral_on_book(positions, accounts, prices, books, shocks=s, params=params) for s in shocks]
+    free: queue.SimpleQueue[BookAccounts] = queue.SimpleQueue()
+    free.put(accounts)
+    for _ in range(n - 1):
+        free.put(BookAccounts(accounts.book.copy(), accounts.account))
+
+    def one(shock: Mapping[str, float]) -> SpiralResult:
+        mine = free.get()
+        try:
+            return run_spiral_on_book(positions, mine, prices, books, shocks=shock, params=params)
+        finally:
+            free.put(mine)
+
+    # the largest shocks first (longest-processing-time first: the threads end together)
+    order = sorted(range(len(shocks)), key=lambda i: -sum(abs(m) for m in shocks[i].values()))
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="liqmon-spiral") as pool:
+        done = dict(zip(order, pool.map(one, [shocks[i] for i in order]), strict=True))
+    return [done[i] for i in range(len(shocks))]
 
 
 def _rounds(run: _SpiralRun) -> SpiralResult:

@@ -242,9 +242,11 @@ class _AccountRows:
         fits = layout_fits(book.columns, layout.model, layout.balance, layout.perp, self.params)
         out: dict[int, tuple[list[dict[str, Any]], float]] = {}
         for result in liquidate_layout(book.columns, layout if fits.all() else layout.take(fits), self.params):
+            shortfall = result.uncovered_usd
+            assert shortfall is not None  # asked for (the default)
             for k, row in enumerate(result.rows.tolist()):
                 actions = [a._asdict() for a in result.actions(k, book.columns)]
-                out[int(book.order[row])] = (actions, float(result.uncovered_usd[k]))
+                out[int(book.order[row])] = (actions, float(shortfall[k]))
         for row in rows[~fits].tolist():
             i = int(book.order[row])
             _, sells, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)

@@ -28,7 +28,7 @@ from monitor.risk_params import (
     PerpTierTable,
     RiskParams,
 )
-from monitor.stages.spiral import BookAccounts, run_spiral, run_spiral_on_book
+from monitor.stages.spiral import BookAccounts, run_spiral, run_spiral_on_book, run_spirals_on_book
 from monitor.stages.stress import run_stress
 
 KEYS = ("USDT", "USDC", "BTC", "ETH", "SOL", "USDe@binance", "USDe", "XYZ")
@@ -342,3 +342,39 @@ def test_spirals_one_after_another_on_one_book_equal_the_scalar_spirals(
         got = run_spiral_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shocks=shock,
                                  params=params)
         assert got.model_dump() == want.model_dump()
+
+
+@settings(max_examples=40, deadline=None)
+@given(book_case(), st.lists(shocks, min_size=1, max_size=5), st.integers(1, 4), st.data())
+def test_spirals_on_threads_equal_the_scalar_spirals(
+    case: tuple[list[Account], dict[str, float], RiskParams], shock_list: list[dict[str, float]], threads: int,
+    data: st.DataObject,
+) -> None:
+    """``run_spirals_on_book`` on 1–4 threads (each on its own copy of the book, the largest
+    shocks first) gives each shock's ``run_spiral`` result, in the shocks' order."""
+    accounts, prices, params = case
+    books = data.draw(bid_books(prices))
+    book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
+    got = run_spirals_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shock_list,
+                              params=params, threads=threads)
+    want = [run_spiral([], accounts, prices, books, shocks=shock, params=params) for shock in shock_list]
+    assert [r.model_dump() for r in got] == [r.model_dump() for r in want]
+
+
+def test_a_copy_of_a_book_moves_apart_from_it() -> None:
+    """A copy moved to other prices leaves the book as it was; moved to the same prices, the
+    two agree to the last bit (a book's figures depend on its prices only)."""
+    params = RiskParams()
+    accounts = [Account.model_validate({"account_id": f"a{i}", "venue": "v", "model": "binance-pm", "balances": [
+        {"asset": "BTC", "amount": 1.0 + i / 10, "price_key": "BTC"},
+        {"asset": "USDT", "amount": -80_000.0, "price_key": "USDT"}]}) for i in range(10)]
+    prices = {"BTC": 100_000.0, "USDT": 1.0}
+    book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
+    before = book.figures()
+    other = book.copy()
+    assert other.move({"BTC": 70_000.0}).accounts.size > 0
+    assert book.figures().status.tolist() == before.status.tolist()
+    assert book.figures().adjusted_equity_usd.tolist() == before.adjusted_equity_usd.tolist()
+    book.move({"BTC": 70_000.0})
+    assert book.figures().adjusted_equity_usd.tolist() == other.figures().adjusted_equity_usd.tolist()
+    assert book.figures().status.tolist() == other.figures().status.tolist()

@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 
+from benchmarks.accounts import PRICES_USD, AccountsFromColumns, synthetic_accounts
 from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import ColumnsBuilder
 from monitor.accounts.vector_engine import book_layout, layout_fits, liquidate_layout
 from monitor.models.margin import Account, ForcedSell, liquidate_account
-from monitor.risk_params import RiskParams
+from monitor.risk_params import ENGINE_MIN_SALE_USD, RiskParams
 from tests.unit.test_account_book import book_case, shocks
 
 
@@ -32,11 +33,13 @@ def _check(accounts: list[Account], prices: dict[str, float], params: RiskParams
         assert ok == (not acct.perps or has_settle), acct.account_id
     compared = 0
     for result in liquidate_layout(book.columns, layout.take(fits), params):
+        shortfall = result.uncovered_usd
+        assert shortfall is not None
         for k, row in enumerate(result.rows.tolist()):
             acct = accounts[int(book.order[row])]
             after, actions, short = liquidate_account(acct, prices, params)
             assert [ForcedSell(**a._asdict()) for a in result.actions(k, book.columns)] == actions, acct.account_id
-            assert float(result.uncovered_usd[k]) == short, acct.account_id
+            assert float(shortfall[k]) == short, acct.account_id
             balances = [float(x) for x, e in zip(result.balance_after[k], result.balance[k], strict=True) if e >= 0]
             assert balances == [b.amount for b in after.balances], acct.account_id
             perps = [float(q) for q, e, f in zip(result.perp_qty_after[k], result.perp[k], result.close_frac[k],
@@ -86,3 +89,26 @@ def test_a_holding_whose_value_underflows_is_not_sold() -> None:
     assert _check(accounts, prices, params) == 1
     _, actions, short = liquidate_account(accounts[0], prices, params)
     assert actions == [] and short > 0
+
+
+def test_the_engine_takes_no_step_of_rounding_size() -> None:
+    """The target reached to the last bit leaves 1e-12 USD "to sell" and 1e-12 of MM "to
+    free" (RISK_MODEL §3): the engine makes no sale and no close of ENGINE_MIN_SALE_USD or
+    less, on a first pass or on a second at the same prices — in both engines (a spiral
+    counted such steps as rounds of their own)."""
+    params = RiskParams()
+    columns = synthetic_accounts(3_000, seed=1, params=params)
+    docs = AccountsFromColumns(columns)
+    accounts = [docs(i) for i in range(columns.n_accounts)]
+    for moves in ({"USDe@binance": 0.8}, {"BTC": 0.8, "ETH": 0.8, "SOL": 0.75}):
+        prices = {**PRICES_USD, **{k: PRICES_USD[k] * m for k, m in moves.items()}}
+        after = []
+        for acct in accounts:
+            left, actions, _ = liquidate_account(acct, prices, params)
+            _, again, _ = liquidate_account(left, prices, params)
+            assert all(a.usd > ENGINE_MIN_SALE_USD for a in [*actions, *again]), acct.account_id
+            if actions:
+                after.append(left)
+        assert len(after) > 300
+        assert _check(accounts, prices, params) == len(accounts)
+        assert _check(after, prices, params) == len(after)

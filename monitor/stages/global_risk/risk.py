@@ -99,7 +99,8 @@ class GlobalRisk:
         self._account_keys: set[str] = set()
         self._last_account_eval_ms: int | None = None
         self.vacuum = VacuumWatch(config.liquidity, self.config_hash)
-        self.spiral_clock = SpiralClock(self.params, config.spiral_run.interval_ms, config.spiral_run.tolerance_ratio)
+        run = config.spiral_run
+        self.spiral_clock = SpiralClock(self.params, run.interval_ms, run.tolerance_ratio, run.threads)
         self.now_ms = 0
         self.cascade = CascadeDetector(
             config.cascade,

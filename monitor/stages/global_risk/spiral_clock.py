@@ -17,7 +17,7 @@ from monitor.models.loops.lending import Position
 from monitor.protocol import DepthSignal
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
-from monitor.stages.spiral import BookAccounts, SpiralResult, run_spiral, run_spiral_on_book
+from monitor.stages.spiral import BookAccounts, SpiralResult, run_spiral, run_spiral_on_book, run_spirals_on_book
 
 __all__ = ["SpiralClock"]
 
@@ -25,9 +25,11 @@ __all__ = ["SpiralClock"]
 class SpiralClock:
     """Depth ladders by price key, the event-time timer and the latest standard-shock results."""
 
-    def __init__(self, params: RiskParams, interval_ms: int, tolerance_ratio: float) -> None:
+    def __init__(self, params: RiskParams, interval_ms: int, tolerance_ratio: float, threads: int = 1) -> None:
         self.params = params
         self.interval_ms = interval_ms
+        #: Threads the standard shocks run on (``spiral_run.threads``; same results for any).
+        self.threads = threads
         self.gate = SpiralGate(tolerance_ratio)
         self.ladders: dict[str, list[list[float]]] = {}
         self.spiral_results: dict[str, SpiralResult] = {}
@@ -66,13 +68,18 @@ class SpiralClock:
     ) -> SpiralResult:
         """Spiral estimate on the live state for one shock: the priced positions, and the
         priced accounts on their book (``None``: no account is priced)."""
-        keys = set(prices)
-        priced_positions = [p for _, p in sorted(positions.items()) if p.price_keys() <= keys]
+        priced_positions = self._priced(positions, prices)
         if accounts is None:
             return run_spiral(priced_positions, [], prices, self.ladders, shocks=dict(shocks), params=self.params)
         return run_spiral_on_book(
             priced_positions, accounts, prices, self.ladders, shocks=dict(shocks), params=self.params
         )
+
+    @staticmethod
+    def _priced(positions: Mapping[str, Position], prices: Mapping[str, float]) -> list[Position]:
+        """The positions whose price keys are all known, in id order."""
+        keys = set(prices)
+        return [p for _, p in sorted(positions.items()) if p.price_keys() <= keys]
 
     def run_standard_shocks(
         self, positions: Mapping[str, Position], accounts: Mapping[str, object],
@@ -85,11 +92,16 @@ class SpiralClock:
         inputs = SpiralInputs.of(prices, self.ladders, positions, accounts)
         if not self.gate.check(inputs).rerun:
             return dict(self.last_run)
-        ran: dict[str, SpiralResult] = {}
+        known = [shock for shock in self.params.spiral.standard_shocks if all(k in prices for k in shock.moves)]
         book = on_book()
-        for shock in self.params.spiral.standard_shocks:
-            if all(k in prices for k in shock.moves):
-                ran[shock.name] = self.spiral_results[shock.name] = self.spiral(positions, book, prices, shock.moves)
+        if book is None:
+            results = [self.spiral(positions, None, prices, shock.moves) for shock in known]
+        else:
+            results = run_spirals_on_book(self._priced(positions, prices), book, prices, self.ladders,
+                                          [dict(shock.moves) for shock in known], params=self.params,
+                                          threads=self.threads)
+        ran = {shock.name: result for shock, result in zip(known, results, strict=True)}
+        self.spiral_results.update(ran)
         self.gate.ran(inputs, now_ms)
         self.last_run = ran
         return dict(ran)
