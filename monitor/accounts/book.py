@@ -258,6 +258,9 @@ class AccountBook:
         """The rows in the order of their account ids (as ``sorted`` orders the strings),
         and whether no id repeats."""
         ids = self.columns.ids
+        numbered = list(map(ids.__getitem__, self._row_of.tolist()))  # by account number
+        if all(map(operator.lt, numbered, numbered[1:])):  # numbered in id order (a global stage's book)
+            return self._row_of.copy(), True
         order = sorted(range(len(ids)), key=ids.__getitem__)
         in_order = [ids[i] for i in order]
         unique = not any(map(operator.eq, in_order, in_order[1:]))

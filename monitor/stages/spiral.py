@@ -357,11 +357,14 @@ class _RoundActions:
         if not self._parts:
             return
         account, place, usd, sell, pair, venue = (np.concatenate([q[j] for q in self._parts]) for j in range(6))
-        order = np.lexsort((place, account))
+        if account.size == 0:
+            return
+        # (account, place) pairs are distinct: one sort of a combined key orders them
+        order = np.argsort(account * (int(place.max()) + 1) + place)
         usd, sell, pair, venue = usd[order], sell[order], pair[order], venue[order]
         stage = str(STAGE_UNIFIED)
         run.by_stage[stage] = _sequential_sum(run.by_stage[stage], usd)
-        for code in np.unique(venue).tolist():
+        for code in np.flatnonzero(np.bincount(venue)).tolist():  # few codes: no sort
             name = self.venues[code]
             run.by_venue[name] = _sequential_sum(run.by_venue.get(name, 0.0), usd[venue == code])
         names = list(self.pairs)
@@ -369,12 +372,18 @@ class _RoundActions:
         routes = [route_book_key(a, k, run.levels) for a, k in names]
         usd, pair = usd[sell], pair[sell]
         qty = usd / key_px[pair]
-        for target in sorted({r for r in routes if r is not None}):
-            mine = np.isin(pair, [j for j, r in enumerate(routes) if r == target])
+        # each pair's bin: its book (routed), else its price key (unrouted); a mask per bin
+        routed = sorted({r for r in routes if r is not None})
+        unrouted = sorted({names[j][1] for j, r in enumerate(routes) if r is None})
+        index = {b: i for i, b in enumerate([*(("book", r) for r in routed), *(("key", k) for k in unrouted)])}
+        bin_of = np.array([index[("book", r) if r is not None else ("key", names[j][1])]
+                           for j, r in enumerate(routes)], dtype=np.int64)[pair]
+        for b, target in enumerate(routed):
+            mine = bin_of == b
             if mine.any():
                 run.to_sell[target] = _sequential_sum(run.to_sell.get(target, 0.0), qty[mine])
-        for key in sorted({names[j][1] for j, r in enumerate(routes) if r is None}):
-            mine = np.isin(pair, [j for j, r in enumerate(routes) if r is None and names[j][1] == key])
+        for b, key in enumerate(unrouted, start=len(routed)):
+            mine = bin_of == b
             if mine.any():
                 run.unrouted[key] = _sequential_sum(run.unrouted.get(key, 0.0), usd[mine])
 
