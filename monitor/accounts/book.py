@@ -223,14 +223,16 @@ class AccountBook:
 
     def copy(self) -> AccountBook:
         """A book whose prices, figures and statuses move apart from this one's; the columns
-        and the per-key indexes, which no move changes, are shared. A book's figures depend
-        on its prices only, so a copy moved to some prices equals this book moved there."""
+        and the indexes, which no move changes, are shared (the id order and venue codes
+        are made first, and the accounts of each set of moved keys are found once for
+        both). A book's figures depend on its prices only, so a copy moved to some prices
+        equals this book moved there."""
+        _ = self.rows_by_id, self.venue_codes
         other = copy.copy(self)
         other.prices = self.prices.copy()
         other.parts = tuple(part.copy() for part in self.parts)
         other.totals = tuple(total.copy() for total in self.totals)
         other._status = self._status.copy()
-        other._rows_of_keys = dict(self._rows_of_keys)
         return other
 
     def rows_in_status(self, code: int) -> IntArray:
