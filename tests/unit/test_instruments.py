@@ -255,3 +255,19 @@ def test_dated_future_publishes_its_own_price_key() -> None:
                     keys[payload["key"]] = payload["price"]
     assert keys["BTC-20251226@binance-usdm"] == pytest.approx(101500.5, rel=1e-3)
     assert keys["BTC@binance-usdm"] == pytest.approx(100000.5, rel=1e-3)
+
+
+def test_a_symbol_resolved_again_follows_a_replaced_contract_value_table() -> None:
+    """Fallback instruments are remembered per (venue, symbol), but only with the very
+    aliases and contract values they came from: a new contract-value table (as a
+    ``contract_values`` frame brings) gives the new contract value, and a symbol the table
+    does not know still fails."""
+    first = {"BTC-USDT": (0.01, "BTC")}
+    second = {"BTC-USDT": (0.001, "BTC")}
+    aliases: dict[str, str] = {}
+    one = resolve("okx", "BTC-USDT-SWAP", aliases, first)
+    assert resolve("okx", "BTC-USDT-SWAP", aliases, first) is one and one.contract_value == 0.01
+    assert resolve("okx", "BTC-USDT-SWAP", aliases, second).contract_value == 0.001
+    assert resolve("okx", "BTC-USDT-SWAP", {"BTC": "XBT"}, second).base == "XBT"
+    with pytest.raises(WireError, match="no contract value"):
+        resolve("okx", "ETH-USDT-SWAP", aliases, second)

@@ -256,6 +256,15 @@ def fallback_instrument(
     return Instrument(sym, base, quote, quote, KIND_SPOT)
 
 
+#: Fallback instruments already worked out, by (venue, symbol), with the aliases and
+#: contract values they were worked out from (the same objects, by identity: the ingest
+#: passes its config's aliases and replaces a contract-value table, never edits it). Every
+#: frame names its symbol, and the grammar is the same each time. Bounded: a feed of ever
+#: new symbols empties it rather than growing it.
+_FALLBACKS: dict[tuple[str, str], tuple[Mapping[str, str], ContractValues, Instrument]] = {}
+_FALLBACKS_KEPT = 4096
+
+
 def resolve(
     venue: str, symbol: str, aliases: Mapping[str, str],
     contract_values: ContractValues = BUILTIN_CONTRACT_VALUES,
@@ -267,7 +276,14 @@ def resolve(
     """
     known = instruments.get(symbol.upper())
     if known is None:
-        return fallback_instrument(venue, symbol, aliases, contract_values)
+        seen = _FALLBACKS.get((venue, symbol))
+        if seen is not None and seen[0] is aliases and seen[1] is contract_values:
+            return seen[2]
+        found = fallback_instrument(venue, symbol, aliases, contract_values)
+        if len(_FALLBACKS) >= _FALLBACKS_KEPT:
+            _FALLBACKS.clear()
+        _FALLBACKS[(venue, symbol)] = (aliases, contract_values, found)
+        return found
     if known.kind == KIND_OPTION:
         raise _unsupported(symbol)
     return known
