@@ -25,11 +25,10 @@ A book with a known gap serves nothing until a snapshot re-synchronises it.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-
-from sortedcontainers import SortedDict
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketEvent
 
@@ -47,6 +46,7 @@ __all__ = [
     "RULE_SNAPSHOTS",
     "BookFrame",
     "BookNotice",
+    "BookSide",
     "BookSync",
     "L2Book",
 ]
@@ -109,14 +109,58 @@ class BookNotice:
     received: int = 0
 
 
+class BookSide(Mapping[float, float]):
+    """One side of a book: price → quantity, iterated in ascending price order.
+
+    A dict of the quantities and a sorted list of the prices beside it: a level that
+    appears or goes is one C-level ``bisect`` and a list insert or delete (a book holds
+    hundreds of levels, so the move is a short ``memmove``); a quantity that changes is a
+    dict store."""
+
+    __slots__ = ("prices", "qty")
+
+    def __init__(self) -> None:
+        self.qty: dict[float, float] = {}
+        #: The prices of ``qty``, ascending.
+        self.prices: list[float] = []
+
+    def __getitem__(self, price: float) -> float:
+        return self.qty[price]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.prices)
+
+    def __len__(self) -> int:
+        return len(self.prices)
+
+    def __contains__(self, price: object) -> bool:
+        return price in self.qty
+
+    def clear(self) -> None:
+        self.qty.clear()
+        self.prices.clear()
+
+    def apply(self, levels: Iterable[Level]) -> None:
+        """Absolute quantities: a quantity above 0 sets its level, any other removes it."""
+        qty_of, prices = self.qty, self.prices
+        for price, qty in levels:
+            if qty > 0.0:
+                if price not in qty_of:
+                    insort(prices, price)
+                qty_of[price] = qty
+            elif price in qty_of:
+                del qty_of[price]
+                del prices[bisect_left(prices, price)]
+
+
 class L2Book:
     """Price → quantity on each side; quantity 0 removes a level."""
 
     __slots__ = ("asks", "bids")
 
     def __init__(self) -> None:
-        self.bids: SortedDict = SortedDict()
-        self.asks: SortedDict = SortedDict()
+        self.bids = BookSide()
+        self.asks = BookSide()
 
     def clear(self) -> None:
         self.bids.clear()
@@ -129,23 +173,21 @@ class L2Book:
 
     def update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Apply absolute level quantities (a diff)."""
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for price, qty in levels:
-                if qty > 0.0:
-                    side[price] = qty
-                else:
-                    side.pop(price, None)
+        self.bids.apply(bids)
+        self.asks.apply(asks)
 
     def best_bid(self) -> float | None:
-        return float(self.bids.peekitem(-1)[0]) if self.bids else None
+        prices = self.bids.prices
+        return float(prices[-1]) if prices else None
 
     def best_ask(self) -> float | None:
-        return float(self.asks.peekitem(0)[0]) if self.asks else None
+        prices = self.asks.prices
+        return float(prices[0]) if prices else None
 
     def levels(self) -> tuple[list[Level], list[Level]]:
         """Bids best-first and asks best-first (tests, tooling)."""
-        bids = [(float(p), float(q)) for p, q in reversed(self.bids.items())]
-        asks = [(float(p), float(q)) for p, q in self.asks.items()]
+        bids = [(float(p), float(self.bids.qty[p])) for p in reversed(self.bids.prices)]
+        asks = [(float(p), float(self.asks.qty[p])) for p in self.asks.prices]
         return bids, asks
 
     def depth_bands(self, mid: float, bands_bps: tuple[int, ...]) -> tuple[float, ...]:
@@ -153,12 +195,17 @@ class L2Book:
         widest = max(bands_bps) / 10_000.0
         bid_out = [0.0] * len(bands_bps)
         ask_out = [0.0] * len(bands_bps)
-        for price, qty in ((p, self.bids[p]) for p in self.bids.irange(minimum=mid * (1.0 - widest), reverse=True)):
+        bid_px, bid_qty = self.bids.prices, self.bids.qty
+        for k in range(len(bid_px) - 1, bisect_left(bid_px, mid * (1.0 - widest)) - 1, -1):
+            price = bid_px[k]
+            qty = bid_qty[price]
             dist_bps = (mid - price) / mid * 10_000.0
             for i, band in enumerate(bands_bps):
                 if dist_bps <= band:
                     bid_out[i] += price * qty
-        for price, qty in ((p, self.asks[p]) for p in self.asks.irange(maximum=mid * (1.0 + widest))):
+        ask_px, ask_qty = self.asks.prices, self.asks.qty
+        for price in ask_px[: bisect_right(ask_px, mid * (1.0 + widest))]:
+            qty = ask_qty[price]
             dist_bps = (price - mid) / mid * 10_000.0
             for i, band in enumerate(bands_bps):
                 if dist_bps <= band:

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.config import EngineConfig
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketEvent
@@ -212,3 +214,43 @@ def test_ingest_dead_letters_bad_book_frames() -> None:
     (out,) = feed(ingest, "binance-spot", BOOK_RESET_CHANNEL, {"symbols": "BTC"}, T0)
     assert isinstance(out, DeadLetter)
     assert ingest.books == {}
+
+
+_PRICES = st.sampled_from([round(95.0 + 0.25 * i, 2) for i in range(41)])
+_LEVELS = st.lists(st.tuples(_PRICES, st.sampled_from([0.0, -1.0, 0.5, 1.0, 2.5, 1e-9])), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_LEVELS, _LEVELS), min_size=1, max_size=30), st.sampled_from([99.0, 100.0, 100.3, 101.2]))
+def test_a_book_equals_a_dict_of_its_levels(
+    diffs: list[tuple[list[tuple[float, float]], list[tuple[float, float]]]], mid: float,
+) -> None:
+    """L2Book after any diffs (levels set, changed, removed, removed twice, set again): its
+    sides iterate as the sorted levels of a plain dict, its best prices are the dict's, and
+    its depth bands are the sums over the sorted levels, best first (RISK_MODEL §4)."""
+    book = L2Book()
+    bids: dict[float, float] = {}
+    asks: dict[float, float] = {}
+    for b, a in diffs:
+        book.update(b, a)
+        for side, levels in ((bids, b), (asks, a)):
+            for price, qty in levels:
+                if qty > 0.0:
+                    side[price] = qty
+                else:
+                    side.pop(price, None)
+        assert list(book.bids.items()) == sorted(bids.items()) and list(book.asks.items()) == sorted(asks.items())
+        assert book.best_bid() == (max(bids) if bids else None) and book.best_ask() == (min(asks) if asks else None)
+    want: list[float] = []
+    widest = max(BOOK_BANDS_BPS) / 10_000.0
+    near_bids = sorted((p for p in bids if p >= mid * (1.0 - widest)), reverse=True)
+    near_asks = sorted(p for p in asks if p <= mid * (1.0 + widest))
+    for side, best_first, sign in ((bids, near_bids, 1.0), (asks, near_asks, -1.0)):
+        out = [0.0] * len(BOOK_BANDS_BPS)
+        for price in best_first:
+            dist_bps = sign * (mid - price) / mid * 10_000.0
+            for i, band in enumerate(BOOK_BANDS_BPS):
+                if dist_bps <= band:
+                    out[i] += price * side[price]
+        want.extend(out)
+    assert book.depth_bands(mid, BOOK_BANDS_BPS) == tuple(want)
