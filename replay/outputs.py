@@ -6,12 +6,14 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from monitor.protocol import Alert, RiskSnapshot
-from replay.replayer import ReplayStats
+
+if TYPE_CHECKING:  # the replayer (the engine, aiokafka) is not needed to write its outputs
+    from replay.replayer import ReplayStats
 
 __all__ = ["ordered_alerts", "write_alerts", "write_snapshots", "write_summary"]
 

@@ -31,9 +31,6 @@ from typing import Any
 
 from monitor.config import EngineConfig
 from streams.feeds.config import LiveConfig, split_config
-from streams.feeds.instruments import fetch_instruments
-from streams.feeds.margin_tables import fetch_margin_tables
-from streams.feeds.runner import LiveRunner, Recorder
 from streams.settings import ConfigFileError, Settings, read_config_file
 
 __all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
@@ -121,7 +118,12 @@ async def _run_live(
     args: argparse.Namespace, bootstrap: str, effective: Settings, engine: EngineConfig, live: LiveConfig,
     worker: subprocess.Popen[bytes] | None = None,
 ) -> int:
+    # the feeds (aiohttp, websockets) are imported when a live session starts, not for
+    # every command of the command line
     from streams.cmd.worker import serve_metrics
+    from streams.feeds.instruments import fetch_instruments
+    from streams.feeds.margin_tables import fetch_margin_tables
+    from streams.feeds.runner import LiveRunner, Recorder
     from streams.kafka.publish import KafkaPublisher
     from streams.kafka.replay import ensure_topics
 
