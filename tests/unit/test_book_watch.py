@@ -158,6 +158,37 @@ def test_a_restored_latch_of_an_account_waiting_for_prices_holds_once_it_is_pric
     assert out == [], "latched before the restart: no second alert"
 
 
+def test_dead_rows_are_dropped_once_past_the_share() -> None:
+    """Accounts replaced or deleted leave dead rows: a side book with one is rebuilt at the
+    next evaluation, and the main book is merged once its dead rows and the side together
+    are more than ``side_min`` (here 2): the parts then hold only live accounts."""
+    watch = BookWatch(EngineConfig(), side_min=2, side_share=0.0)
+    prices = {"USDT": 1.0, "USDe@binance": 1.0}
+
+    def raw(i: int, loan: float = -500_000.0) -> dict[str, Any]:
+        return {"account_id": f"a{i}", "venue": "binance", "model": "binance-pm",
+                "balances": [{"asset": "USDe", "amount": 1e6, "price_key": "USDe@binance"},
+                             {"asset": "USDT", "amount": loan, "price_key": "USDT"}]}
+
+    for i in range(5):
+        watch.upsert(raw(i), T0)
+    out: list[Alert] = []
+    watch.evaluate(T0, set(prices), prices, out)
+    assert watch.main is not None and (len(watch.main), watch.main.dead) == (5, 0) and watch.side is None
+    watch.upsert(raw(1, -600_000.0), T0)  # replaced: dead in the main book, live on the side
+    watch.evaluate(T0 + 1, {"USDT"}, prices, out)
+    assert (watch.main.dead, watch.side is not None and len(watch.side)) == (1, 1)
+    watch.upsert({"account_id": "a1", "delete": True}, T0)  # gone from the side too
+    watch.evaluate(T0 + 2, {"USDT"}, prices, out)
+    assert watch.main.dead == 1 and watch.side is None, "the side rebuilt without its dead row"
+    watch.upsert({"account_id": "a2", "delete": True}, T0)  # two dead rows: not more than side_min
+    watch.evaluate(T0 + 3, {"USDT"}, prices, out)
+    assert (len(watch.main), watch.main.dead) == (5, 2)
+    watch.upsert({"account_id": "a3", "delete": True}, T0)  # three: merged
+    watch.evaluate(T0 + 4, {"USDT"}, prices, out)
+    assert watch.main is not None and (watch.main.ids, watch.main.dead) == (["a0", "a4"], 0)
+
+
 def test_the_global_stage_holds_a_hundred_thousand_accounts() -> None:
     """One price key held by 100,000 accounts moving through the lines: every account that
     crosses is alerted once, and the stage's figures count them."""

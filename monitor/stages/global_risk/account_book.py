@@ -105,10 +105,7 @@ class BookWatch:
         self._waiting = _Waiting()
         #: Accounts added or replaced since a part was last built (their memory starts afresh).
         self._fresh: set[str] = set()
-        #: Accounts replaced or deleted since the main book was built (its rows no longer live).
-        self._dead = 0
-        #: Whether the side must be rebuilt, or every part (after a restore: no books).
-        self._dirty = False
+        #: Whether every part must be built from the documents (after a restore: no books).
         self._whole = False
 
     def __getstate__(self) -> dict[str, Any]:
@@ -169,10 +166,8 @@ class BookWatch:
     def _forget(self, aid: str) -> None:
         """An account replaced or deleted: its evaluation is gone, its book row dead."""
         self._waiting.drop(aid)
-        if self.main is not None and self.main.forget(aid):
-            self._dead += 1
-        if self.side is not None and self.side.forget(aid):
-            self._dirty = True
+        for part in self._parts():
+            part.forget(aid)
 
     def _rebuild(self, prices: Mapping[str, float], whole: bool) -> None:
         """A side book of the accounts ready since the main one; or (``whole``, or the side
@@ -180,11 +175,12 @@ class BookWatch:
         self._waiting.check(prices)
         main, side, ready = self.main, self.side, self._waiting.ready
         size = len(main) if main is not None else 0
-        apart = (len(side) if side is not None else 0) + len(ready) + self._dead
+        dead = main.dead if main is not None else 0
+        apart = (len(side) if side is not None else 0) + len(ready) + dead
         whole = whole or self._whole or main is None or apart > max(self.side_min, self.side_share * size)
         if self._whole or main is None:  # no books (a restore) or none yet: from the documents
             self._decode_all(prices)
-        elif self._dirty or ready:  # the side first, then (whole) a merge of the two books
+        elif ready or (side is not None and side.dead):  # the side first, then (whole) a merge
             live = [] if side is None else [a for r, a in enumerate(side.ids) if side.mem.live[r]]
             ids = sorted({*live, *ready})
             self.side = BookPart.decoded(ids, self.accounts, prices, self.params) if ids else None
@@ -192,12 +188,12 @@ class BookWatch:
                 self.side.carry_from(side, self._fresh)
             self._mirror(self.side)
             ready.clear()
-        if whole and self.main is not None and (self.side is not None or self._dead):
+        if whole and self.main is not None and (self.side is not None or self.main.dead):
             self.main = BookPart.merged(self._parts(), prices, self.params)  # None: no account left
             self._mirror(self.main)
-            self.side, self._dead = None, 0
+            self.side = None
         self._fresh.clear()
-        self._dirty = self._whole = False
+        self._whole = False
 
     def _decode_all(self, prices: Mapping[str, float]) -> None:
         """One main book of every priced account, from the documents."""
@@ -209,7 +205,7 @@ class BookWatch:
             for previous in old:
                 part.carry_from(previous, self._fresh)
         self._mirror(part)
-        self.main, self.side, self._dead = part, None, 0
+        self.main, self.side = part, None
 
     def _mirror(self, part: BookPart | None) -> None:
         if part is not None:

@@ -174,9 +174,8 @@ class BookPart:
         self.keys = list(columns.keys)
         self.key_index = {k: i for i, k in enumerate(self.keys)}
         self.book: AccountBook | None = AccountBook(columns, {k: prices[k] for k in columns.keys}, params)
-        names = list(dict.fromkeys(columns.venues))
-        code_of = {v: i for i, v in enumerate(names)}
-        self.venues = names, np.array([code_of[v] for v in columns.venues], dtype=np.int64)
+        names, codes = self.book.venue_codes  # by book row: taken in id order
+        self.venues = names, codes[self.book.rows_of(np.arange(columns.n_accounts))]
         self.model = columns.model  # by id order (the book's own columns are clustered)
         self.mem = PartMemory.fresh(columns)
 
@@ -219,6 +218,11 @@ class BookPart:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def dead(self) -> int:
+        """Accounts replaced or deleted since the part was built."""
+        return len(self.ids) - int(np.count_nonzero(self.mem.live))
 
     def row(self, aid: str) -> int | None:
         """The live row of an account, else None."""
