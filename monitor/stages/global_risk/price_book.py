@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from monitor.protocol import PriceSignal
+
 __all__ = ["PriceBook"]
 
 
@@ -30,6 +32,16 @@ class PriceBook:
                 rate, _, base = key.partition("*")
                 self._derived[key] = (rate, base)
                 self.pending_keys.add(key)
+
+    def apply(self, signal: PriceSignal, changed: set[str]) -> float | None:
+        """A price signal: the key takes its price and is marked changed; the price, or
+        None when it is not one (not finite, or not positive: ignored)."""
+        key, price = str(signal["key"]), float(signal["price"])
+        if not (math.isfinite(price) and price > 0):
+            return None
+        self.prices[key] = price
+        changed.add(key)
+        return price
 
     def take_changed(self, changed: set[str]) -> None:
         """Add the pending keys to ``changed``, then every derived key they move."""

@@ -16,8 +16,7 @@ timer (:mod:`monitor.stages.global_risk.spiral_clock`); the cascade detector see
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -38,15 +37,14 @@ from monitor.protocol import (
     PegSignal,
     PriceSignal,
     RiskSnapshot,
-    Signal,
     SignalPayload,
-    SignalRecord,
 )
-from monitor.signals import ReorderBuffer
 from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS, SnapshotClock
 from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.loop_watch import LoopWatch
+from monitor.stages.global_risk.ordered import AccountCadence, OrderedStage
 from monitor.stages.global_risk.price_book import PriceBook
+from monitor.stages.global_risk.shards import ShardedAccounts
 from monitor.stages.global_risk.spiral_clock import SpiralClock
 from monitor.stages.global_risk.spiral_gate import SpiralGate
 from monitor.stages.global_risk.vacuum_watch import VacuumWatch
@@ -76,39 +74,40 @@ class RiskFigures:
     spiral_liquidated_usd: dict[str, float] = field(default_factory=dict)
 
 
-class GlobalRisk:
-    """Stage 2: apply ordered signals; evaluate loops and accounts; cascade; spiral."""
+class GlobalRisk(OrderedStage):
+    """Stage 2: apply ordered signals; evaluate loops and accounts; cascade; spiral.
+
+    With ``account_shards`` > 0 it is the aggregation stage of a sharded global stage
+    (:mod:`monitor.stages.global_risk.sharded`): the accounts live on that many shards and
+    their evaluations arrive as the shards' reports, merged."""
 
     def __init__(
         self, config: EngineConfig, partitions: int,
-        snapshot_interval_ms: int = DEFAULT_SNAPSHOT_INTERVAL_MS,
+        snapshot_interval_ms: int = DEFAULT_SNAPSHOT_INTERVAL_MS, account_shards: int = 0,
     ) -> None:
+        super().__init__(partitions)
         self.config = config
         self.config_hash = config.config_hash
         self.params = config.risk
-        self.buffer = ReorderBuffer(partitions)
-        #: The run whose last end marker the latest push() brought in (else None).
-        self.finished_run: str | None = None
         self.price_book = PriceBook(config.ingest.quote_prices_usd)
         #: Unified accounts on a columnar book: evaluation, status sets, latched alerts
         #: (monitor/stages/global_risk/account_book.py; the scalar reference is monitor/accounts/watch.py).
         self.watch = BookWatch(config)
         #: Loop positions and their book (monitor/stages/global_risk/loop_watch.py).
         self.loops = LoopWatch(self.params)
-        #: Price keys moved since the accounts were last evaluated, and when that was.
-        self._account_keys: set[str] = set()
-        self._last_account_eval_ms: int | None = None
+        #: When the accounts are evaluated (the same rule on every account shard).
+        self.cadence = AccountCadence(config.signals.account_eval_interval_ms)
+        #: The account shards' merged reports (None: the accounts are evaluated here).
+        self.shard_reports = ShardedAccounts(account_shards) if account_shards else None
         self.vacuum = VacuumWatch(config.liquidity, self.config_hash)
         run = config.spiral_run
         self.spiral_clock = SpiralClock(self.params, run.interval_ms, run.tolerance_ratio, run.threads)
-        self.now_ms = 0
         self.cascade = CascadeDetector(
             config.cascade,
             self.config_hash,
             excluded_assets=frozenset(config.peg.assets) | frozenset(config.ingest.quote_prices_usd),
             peg_assets=config.peg.assets,
         )
-        self.alerts_emitted = 0
         #: Risk snapshots on an event-time interval (see :meth:`take_snapshots`).
         self.snapshot_clock = SnapshotClock(snapshot_interval_ms)
         self._snapshots: list[RiskSnapshot] = []
@@ -133,11 +132,24 @@ class GlobalRisk:
             self.cascade.on_deleverage(self.now_ms, repaid)
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
-        """Add, replace or delete a unified account; balances without a price key get one."""
+        """Add, replace or delete a unified account; balances without a price key get one.
+        (Sharded: the account lives on its shard; here only the accounts' clock hears of it.)"""
+        if self.shard_reports is not None:
+            if not raw.get("delete"):
+                self.cadence.loaded()
+            return
         keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
+            self.cadence.loaded()
             self.price_book.register_derived(keys)
             self.price_book.pending_keys.update(keys)
+
+    @property
+    def has_accounts(self) -> bool:
+        """Whether any unified account is held (here or on the shards)."""
+        if self.shard_reports is not None:
+            return self.shard_reports.accounts > 0
+        return bool(self.watch.accounts)
 
     @property
     def accounts(self) -> dict[str, bytes]:
@@ -160,74 +172,37 @@ class GlobalRisk:
         """Reinstate exported latches (after the accounts): a restart does not re-alert."""
         self.watch.restore_alert_latches(latches)
 
-    def _evaluate_accounts(self, ts: int, changed: set[str], out: list[Alert]) -> None:
+    def _evaluate_accounts(self, ts: int, out: list[Alert]) -> None:
+        changed = self.cadence.take(ts)
+        shards = self.shard_reports
+        if shards is not None:
+            merged = shards.take(ts)
+            if merged.sets_changed or merged.jump > 0.0:
+                self.cascade.on_accounts(ts, merged.stressed, merged.liquidating, merged.jump)
+            return
         sets_changed, jump = self.watch.evaluate(ts, changed, self.prices, out)
         if sets_changed or jump > 0.0:
             self.cascade.on_accounts(ts, self.watch.stressed_set(), self.watch.liquidating_set(), jump)
 
     # -- signals -----------------------------------------------------------------------
-    def push(self, rec: SignalRecord) -> list[Alert]:
-        """Buffer one record; process what the watermarks release (everything at run end)."""
-        buffer = self.buffer
-        buffer.push(rec)
-        finished = rec.end is not None and buffer.run_ended(rec.end)
-        self.finished_run = rec.end if finished else None
-        if rec.end is not None and finished:
-            buffer.reset_run(rec.end)
-        # A finished run releases everything, unless another run is part-way through its
-        # end markers (a redelivered run interleaved with the next): then watermarks rule.
-        flush = finished and not buffer.runs_in_progress
-        out = self.process(buffer.release(flush=flush))
-        if finished:
-            self._finish_run(out)
-        return out
-
-    def flush(self) -> list[Alert]:
-        """Process every buffered signal (end of an inline run)."""
-        out = self.process(self.buffer.release(flush=True))
-        self._finish_run(out)
-        return out
-
     def _finish_run(self, out: list[Alert]) -> None:
         """Evaluate the accounts whose prices moved since their last (throttled) evaluation."""
-        if self.accounts and self._account_keys:
-            self._evaluate_accounts(self.now_ms, self._account_keys, out)
-            self._account_keys = set()
-            self._last_account_eval_ms = self.now_ms
+        if self.cadence.pending:
+            self._evaluate_accounts(self.now_ms, out)
             self.cascade.step(self.now_ms, out)
-        if self.positions or self.accounts:
+        if self.positions or self.has_accounts:
             self._snapshots.append(self.snapshot())
-
-    def process(self, signals: Iterable[Signal]) -> list[Alert]:
-        """Apply ordered signals, evaluating after each distinct event time."""
-        out: list[Alert] = []
-        changed: set[str] = set()
-        current: int | None = None
-        for ts, asset, _seq, kind, payload in signals:
-            if current is not None and ts != current:
-                self._evaluate(current, changed, out)
-                changed = set()
-            current = ts
-            self._apply(ts, asset, kind, payload, changed, out)
-        if current is not None:
-            self._evaluate(current, changed, out)
-        self.alerts_emitted += len(out)
-        return out
 
     def _apply(
         self, ts: int, asset: str, kind: str, p: SignalPayload, changed: set[str],
         out: list[Alert],
     ) -> None:
         """One signal, by kind (its fields were checked when its record was decoded)."""
-        self.now_ms = max(self.now_ms, ts)
         if kind == "price":
             moved = cast(PriceSignal, p)
-            key, price = str(moved["key"]), float(moved["price"])
-            if math.isfinite(price) and price > 0:
-                self.prices[key] = price
-                changed.add(key)
-                if key == asset:
-                    self.cascade.on_index_price(ts, asset, price)
+            price = self.price_book.apply(moved, changed)
+            if price is not None and moved["key"] == asset:
+                self.cascade.on_index_price(ts, asset, price)
         elif kind == "peg":
             peg = cast(PegSignal, p)
             self.cascade.on_peg_level(ts, asset, str(peg["venue"]), int(peg["level"]), float(peg["dev_bps"]))
@@ -247,19 +222,14 @@ class GlobalRisk:
         self.price_book.take_changed(changed)
         if self.positions:
             self.cascade.on_loops(ts, *self.loops.evaluate(changed, self.prices))
-        if self.accounts:
-            self._account_keys |= changed
-            last = self._last_account_eval_ms
-            if self._account_keys and (
-                last is None or ts - last >= self.config.signals.account_eval_interval_ms
-            ):
-                self._evaluate_accounts(ts, self._account_keys, out)
-                self._account_keys = set()
-                self._last_account_eval_ms = ts
+        self.cadence.moved(changed)
+        if self.cadence.due(ts):
+            self._evaluate_accounts(ts, out)
         self.cascade.step(ts, out)
-        if self.spiral_clock.interval_ms and (self.positions or self.accounts) and self.spiral_clock.due(ts):
+        held = bool(self.positions) or self.has_accounts
+        if self.spiral_clock.interval_ms and held and self.spiral_clock.due(ts):
             self.run_standard_shocks()
-        if (self.positions or self.accounts) and self.snapshot_clock.due(ts):
+        if held and self.snapshot_clock.due(ts):
             self._snapshots.append(self.snapshot())
 
     # -- spiral (RISK_MODEL §7) ----------------------------------------------------------
@@ -292,7 +262,12 @@ class GlobalRisk:
     def snapshot(self) -> RiskSnapshot:
         """The figures of the report at the latest event time (vectorised over loop positions)."""
         hf_bands, ladder, at_risk_usd = self.loops.snapshot_figures()
-        counts = np.bincount(self.watch.result_columns().status, minlength=len(STATUSES)).tolist()
+        shards = self.shard_reports
+        if shards is not None:
+            counts, forced_sell_usd = shards.status_counts(), shards.forced_sell_usd()
+        else:
+            counts = np.bincount(self.watch.result_columns().status, minlength=len(STATUSES)).tolist()
+            forced_sell_usd = self.watch.forced_sell_usd
         statuses = {STATUSES[code]: n for code, n in enumerate(counts) if n}
         return RiskSnapshot(
             ts_ms=self.now_ms,
@@ -301,7 +276,7 @@ class GlobalRisk:
             loops_liquidatable=len(self.loops.loops_liquidatable),
             loops_liquidatable_usd=at_risk_usd,
             accounts_by_status=dict(sorted(statuses.items())),
-            forced_sell_usd_by_asset=dict(sorted(self.watch.forced_sell_usd.items())),
+            forced_sell_usd_by_asset=dict(sorted(forced_sell_usd.items())),
             spiral_usd_by_shock=self.spiral_liquidated_usd(),
             stage=self.cascade.highest,
             active_stages=tuple(self.cascade.active(self.now_ms)),

@@ -1,0 +1,134 @@
+"""The global stage over account shards (``ShardedRisk``) against one global stage
+(``GlobalRisk``): random accounts of every model, added, replaced and deleted between
+random price moves and run ends, over 1–4 shards.
+
+The alerts are the same byte for byte (the shards' account alerts and the aggregation's
+cascade alerts together), and so are the snapshots, but for the forced-sell sums, which
+are added shard by shard.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from monitor.config import EngineConfig
+from monitor.models.cascade import AccountSet
+from monitor.models.margin import Account
+from monitor.protocol import Alert, RiskSnapshot, SignalRecord, encode
+from monitor.stages.global_risk.risk import GlobalRisk
+from monitor.stages.global_risk.sharded import ShardedRisk
+from monitor.stages.global_risk.shards import AccountReport, ShardedAccounts, ShardFigures, merge_sets, shard_of
+from tests.unit.test_account_book import KEYS, account, risk_params
+
+T0 = 1_760_130_000_000
+IDS = 12
+
+factor = st.one_of(st.floats(0.98, 1.02), st.floats(0.3, 1.6), st.sampled_from([0.5, 0.9, 1.1]))
+move = st.dictionaries(st.sampled_from(KEYS), factor, min_size=1, max_size=3)
+
+
+@st.composite
+def step(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(["move", "move", "move", "move", "upsert", "upsert", "delete", "end"]))
+    if kind == "move":
+        return kind, (draw(st.integers(100, 2_500)), draw(move))
+    if kind == "end":
+        return kind, None
+    n = draw(st.integers(0, IDS - 1))
+    return kind, draw(account(n)) if kind == "upsert" else n
+
+
+def _raw(acct: Account) -> dict[str, Any]:
+    """An account record as it arrives (venue named after its model: several venues)."""
+    return {**acct.model_dump(mode="json"), "venue": acct.model.split("-")[0]}
+
+
+def _snapshot_dict(snap: RiskSnapshot) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(snap)
+    return {k: v for k, v in out.items() if k != "forced_sell_usd_by_asset"}
+
+
+def _same_snapshots(got: list[RiskSnapshot], want: list[RiskSnapshot]) -> None:
+    assert [_snapshot_dict(s) for s in got] == [_snapshot_dict(s) for s in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.forced_sell_usd_by_asset.keys() == w.forced_sell_usd_by_asset.keys()
+        for asset, usd in w.forced_sell_usd_by_asset.items():
+            assert math.isclose(g.forced_sell_usd_by_asset[asset], usd, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.lists(st.integers(0, IDS - 1).flatmap(account), min_size=1, max_size=IDS),
+       steps=st.lists(step(), min_size=1, max_size=20), params=risk_params(),
+       shards=st.integers(1, 4))
+def test_sharded_stage_equals_one_global_stage(
+    first: list[Account], steps: list[tuple[str, Any]], params: Any, shards: int
+) -> None:
+    config = EngineConfig(risk=params)
+    ref, sharded = GlobalRisk(config, 1, 5_000), ShardedRisk(config, 1, shards, 5_000)
+    prices = {k: 1.0 if k in ("USDT", "USDC") else 100.0 for k in KEYS}
+    ts, seq, runs = T0, 0, 0
+    want: list[Alert] = []
+    got: list[Alert] = []
+    for raw in [_raw(a) for a in first]:
+        ref.upsert_account(raw)
+        sharded.upsert_account(raw)
+    for kind, what in steps:
+        if kind in ("upsert", "delete"):
+            raw = _raw(what) if kind == "upsert" else {"account_id": f"a{what}", "delete": True}
+            ref.upsert_account(raw)
+            sharded.upsert_account(raw)
+            continue
+        if kind == "end":
+            runs += 1
+            rec = SignalRecord(0, ts, [], end=f"run-{runs}")
+        else:
+            gap, moves = what
+            ts += gap
+            sigs: list[list[Any]] = []
+            for key, x in sorted(moves.items()):
+                prices[key] *= x
+                seq += 1
+                sigs.append([ts, key.split("@")[0], seq, "price", {"key": key, "price": prices[key]}])
+            rec = SignalRecord(0, ts, sigs)
+        want += ref.push(rec)
+        got += sharded.push(rec)
+        assert sharded.finished_run == ref.finished_run
+    want += ref.flush()
+    got += sharded.flush()
+    order = lambda a: (a.ts_ms, a.alert_id)  # noqa: E731 - the outputs' order (replay/outputs.py)
+    assert [encode(a) for a in sorted(got, key=order)] == [encode(a) for a in sorted(want, key=order)]
+    _same_snapshots(sharded.take_snapshots(), ref.take_snapshots())
+    assert sharded.accounts == len(ref.accounts)
+    event(f"alerts {min(len(want), 3)}, cascade {any(a.kind.startswith('cascade') for a in want)}")
+
+
+def test_an_account_keeps_its_shard() -> None:
+    """CRC-32 of the id: stable across processes and runs (these are its values)."""
+    assert [shard_of(f"pm-{i}", 4) for i in range(8)] == [shard_of(f"pm-{i}", 4) for i in range(8)]
+    assert shard_of("bn-whale-001", 1) == 0
+    counts = [0] * 4
+    for i in range(4_000):
+        counts[shard_of(f"pm-{i}", 4)] += 1
+    assert min(counts) > 900, counts
+
+
+def test_merged_sets_are_the_union_in_id_order() -> None:
+    merged = merge_sets([AccountSet(3, ["a", "d", "e"]), AccountSet(0, []), AccountSet(2, ["b", "c"])])
+    assert merged == AccountSet(5, ["a", "b", "c", "d", "e"])
+
+
+def test_the_aggregation_refuses_an_evaluation_the_shards_did_not_report() -> None:
+    reports = ShardedAccounts(2)
+    figures = ShardFigures(1, (1, 0, 0, 0), ())
+    with pytest.raises(ValueError, match="one report per shard"):
+        reports.put([AccountReport(0, T0, False, 0.0, None, None, figures)])
+    reports.put([AccountReport(s, T0, False, 0.0, None, None, figures) for s in (1, 0)])
+    with pytest.raises(ValueError, match="not reported the evaluation at"):
+        reports.take(T0 + 1)
+    assert reports.take(T0).ts_ms == T0 and reports.accounts == 2
