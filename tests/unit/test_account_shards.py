@@ -20,10 +20,20 @@ from hypothesis import strategies as st
 from monitor.config import EngineConfig
 from monitor.models.cascade import AccountSet
 from monitor.models.margin import Account
-from monitor.protocol import Alert, RiskSnapshot, SignalRecord, encode
+from monitor.protocol import Alert, RecordError, RiskSnapshot, SignalRecord, encode
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.global_risk.sharded import ShardedRisk
-from monitor.stages.global_risk.shards import AccountReport, ShardedAccounts, ShardFigures, merge_sets, shard_of
+from monitor.stages.global_risk.shards import (
+    AccountReport,
+    ShardedAccounts,
+    ShardFigures,
+    ShardJoin,
+    ShardStep,
+    ShardStepRecord,
+    decode_steps,
+    merge_sets,
+    shard_of,
+)
 from tests.unit.test_account_book import KEYS, account, risk_params
 
 T0 = 1_760_130_000_000
@@ -132,3 +142,23 @@ def test_the_aggregation_refuses_an_evaluation_the_shards_did_not_report() -> No
     with pytest.raises(ValueError, match="not reported the evaluation at"):
         reports.take(T0 + 1)
     assert reports.take(T0).ts_ms == T0 and reports.accounts == 2
+
+
+def test_the_join_hands_out_a_record_once_every_shard_did_it() -> None:
+    """Steps arrive in any order, a restarted shard sends some again, one shard runs ahead:
+    a record is ready once every shard is through it, each step counted once."""
+    figures = ShardFigures(2, (2, 0, 0, 0), ())
+    join = ShardJoin(2)
+    join.add(decode_steps(ShardStepRecord(shard=1, through=5, steps=[ShardStep(3, alerts=2)]).encode()), 0)
+    assert not join.ready(0) and join.lagging(0) == [0]
+    join.add(ShardStepRecord(shard=0, through=3, steps=[ShardStep(1, (), figures), ShardStep(3, alerts=1)]), 1)
+    assert join.ready(3) and not join.ready(4) and join.reports_next == 2
+    # shard 1 restarted from an older checkpoint: what it already sent changes nothing
+    join.add(ShardStepRecord(shard=1, through=4, steps=[ShardStep(3, alerts=2)]), 2)
+    assert [s.figures for s in join.take(1)] == [figures, None]
+    assert [s.alerts for s in join.take(3)] == [1, 2]
+    assert join.take(3) == [ShardStep(3), ShardStep(3)], "taken once"
+    with pytest.raises(RecordError, match="not one of"):
+        join.add(ShardStepRecord(shard=2, through=0, steps=[]), 3)
+    with pytest.raises(RecordError, match=r"Expected `int`"):
+        decode_steps(b'{"shard": "x"}')

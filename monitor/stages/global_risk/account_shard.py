@@ -23,7 +23,7 @@ from monitor.protocol import Alert, PriceSignal, SignalPayload
 from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.ordered import AccountCadence, OrderedStage
 from monitor.stages.global_risk.price_book import PriceBook
-from monitor.stages.global_risk.shards import AccountReport, ShardFigures, shard_of
+from monitor.stages.global_risk.shards import AccountReport, ShardFigures, ShardStep, shard_of
 
 __all__ = ["AccountShard"]
 
@@ -40,8 +40,9 @@ class AccountShard(OrderedStage):
         self.watch = BookWatch(config)
         self.cadence = AccountCadence(config.signals.account_eval_interval_ms)
         self._reports: list[AccountReport] = []
-        #: An account of this shard was loaded or deleted since the last report.
+        #: An account of this shard was loaded or deleted since the last report / step.
         self._sets_touched = False
+        self._figures_due = False
 
     @property
     def prices(self) -> dict[str, float]:
@@ -70,7 +71,7 @@ class AccountShard(OrderedStage):
             if not raw.get("delete"):
                 self.cadence.loaded()
             return False
-        self._sets_touched = True
+        self._sets_touched = self._figures_due = True
         keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
             self.cadence.loaded()
@@ -107,10 +108,16 @@ class AccountShard(OrderedStage):
         ))
 
     # -- outputs -------------------------------------------------------------------------
-    def take_reports(self) -> list[AccountReport]:
-        """The evaluations reported since the last call, oldest first."""
-        taken, self._reports = self._reports, []
-        return taken
+    def take_step(self, offset: int, alerts: int) -> ShardStep | None:
+        """What this shard made of log record ``offset`` (it sent ``alerts`` alerts for it):
+        its evaluations, and its figures after one of its accounts was loaded or deleted;
+        None when there is nothing to say."""
+        reports, self._reports = self._reports, []
+        figures = self.figures() if self._figures_due else None
+        self._figures_due = False
+        if not reports and figures is None and not alerts:
+            return None
+        return ShardStep(offset, tuple(reports), figures, alerts)
 
     def figures(self) -> ShardFigures:
         """Accounts held, evaluated accounts by status, forced sells of the alerts by asset."""

@@ -1,9 +1,11 @@
 """The global stage over account shards, in one process: shards, then the aggregation.
 
-Each input record (a stage-1 signal record, a position, an account) goes to every shard
+Each input record (a stage-1 signal record, a position, an account) is numbered as in the
+log and goes to every shard
 (:class:`monitor.stages.global_risk.account_shard.AccountShard`) and then to the
 aggregation stage (:class:`monitor.stages.global_risk.risk.GlobalRisk` with
-``account_shards``), with the shards' reports of that record in between. The alerts are
+``account_shards``), with the shards' steps on that record in between, through their wire
+records and the join the workers use (:class:`monitor.stages.global_risk.shards.ShardJoin`). The alerts are
 those of one global stage, with the same ids (the account alerts come from the shards,
 the cascade from the aggregation), whatever the shard count: what the Kafka deployment
 splits over workers, run here one after the other.
@@ -19,7 +21,7 @@ from monitor.protocol import Alert, RiskSnapshot, SignalRecord
 from monitor.snapshots import DEFAULT_SNAPSHOT_INTERVAL_MS
 from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.risk import GlobalRisk
-from monitor.stages.global_risk.shards import ShardedAccounts, shard_of
+from monitor.stages.global_risk.shards import ShardedAccounts, ShardJoin, ShardStepRecord, decode_steps
 
 __all__ = ["ShardedRisk"]
 
@@ -36,7 +38,12 @@ class ShardedRisk:
         reports = self.risk.shard_reports
         assert reports is not None
         self.reports: ShardedAccounts = reports
+        self.join = ShardJoin(shards)
         self.finished_run: str | None = None
+        #: The log offset of the next input record.
+        self.offset = 0
+        #: Records written to the reports topic (as the workers number them).
+        self._reports_written = 0
 
     def upsert_position(self, raw: Mapping[str, Any]) -> None:
         """The aggregation stage holds the positions (it refuses a bad one first); the
@@ -44,39 +51,41 @@ class ShardedRisk:
         self.risk.upsert_position(raw)
         for shard in self.shards:
             shard.upsert_position(raw)
+        self._steps([[] for _ in self.shards])
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
-        """The account's shard takes it (and refuses a bad one first); every other reader
-        only hears that an account was loaded."""
-        owner = self.shards[shard_of(str(raw["account_id"]), len(self.shards))]
-        try:
-            owner.upsert_account(raw)
-        finally:
-            self.reports.set_figures(owner.shard, owner.figures())
-        for shard in self.shards:
-            if shard is not owner:
-                shard.upsert_account(raw)
+        """The account's shard takes it (and refuses a bad one: then nobody else hears of
+        it); every other reader only hears that an account was loaded."""
+        for shard in sorted(self.shards, key=lambda s: not s.owns(str(raw["account_id"]))):
+            shard.upsert_account(raw)
+        self._steps([[] for _ in self.shards])
         self.risk.upsert_account(raw)
 
     def push(self, rec: SignalRecord) -> list[Alert]:
         """One stage-1 record through every shard, then the aggregation."""
-        out = [alert for shard in self.shards for alert in shard.push(rec)]
-        self._join()
-        out += self.risk.push(rec)
+        alerts = [shard.push(rec) for shard in self.shards]
+        self._steps(alerts)
+        out = [alert for mine in alerts for alert in mine] + self.risk.push(rec)
         self.finished_run = self.risk.finished_run
         return out
 
     def flush(self) -> list[Alert]:
         """Every buffered signal (end of an inline run)."""
-        out = [alert for shard in self.shards for alert in shard.flush()]
-        self._join()
-        return out + self.risk.flush()
+        alerts = [shard.flush() for shard in self.shards]
+        self._steps(alerts)
+        return [alert for mine in alerts for alert in mine] + self.risk.flush()
 
-    def _join(self) -> None:
-        """The shards' reports, evaluation by evaluation (every shard evaluates at the same times)."""
-        taken = [shard.take_reports() for shard in self.shards]
-        for reports in zip(*taken, strict=True):
-            self.reports.put(list(reports))
+    def _steps(self, alerts: list[list[Alert]]) -> None:
+        """The shards' steps on the current record, over the wire and through the join."""
+        offset = self.offset
+        self.offset += 1
+        for shard, mine in zip(self.shards, alerts, strict=True):
+            step = shard.take_step(offset, len(mine))
+            record = ShardStepRecord(shard=shard.shard, through=offset, steps=[step] if step else [])
+            self.join.add(decode_steps(record.encode()), self._reports_written)
+            self._reports_written += 1
+        assert self.join.ready(offset)
+        self.reports.apply(self.join.take(offset))
 
     def take_snapshots(self) -> list[RiskSnapshot]:
         return self.risk.take_snapshots()

@@ -16,12 +16,28 @@ import heapq
 import itertools
 import zlib
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import msgspec
+from msgspec import Struct
 
 from monitor.models.cascade import ACCOUNTS_SHOWN, AccountSet
 from monitor.models.margin import STATUSES
+from monitor.protocol import RecordError
 
-__all__ = ["AccountReport", "MergedReport", "ShardFigures", "ShardedAccounts", "shard_of"]
+__all__ = [
+    "AccountReport",
+    "MergedReport",
+    "ShardFigures",
+    "ShardJoin",
+    "ShardStep",
+    "ShardStepRecord",
+    "ShardedAccounts",
+    "decode_steps",
+    "merge_sets",
+    "shard_of",
+]
 
 
 def shard_of(account_id: str, shards: int) -> int:
@@ -30,8 +46,7 @@ def shard_of(account_id: str, shards: int) -> int:
     return zlib.crc32(account_id.encode()) % shards
 
 
-@dataclass(frozen=True, slots=True)
-class ShardFigures:
+class ShardFigures(Struct, frozen=True, array_like=True):
     """A shard's figures for the snapshots: accounts held, evaluated accounts per status
     code (``STATUSES`` order) and the forced sells of its liquidation alerts, USD by asset."""
 
@@ -40,8 +55,7 @@ class ShardFigures:
     forced_sell_usd: tuple[tuple[str, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class AccountReport:
+class AccountReport(Struct, frozen=True, array_like=True):
     """One shard's evaluation of its accounts at ``ts_ms``: whether its status sets changed,
     its largest effective-leverage jump, its sets (None: unchanged since its last report)
     and its figures after the evaluation."""
@@ -53,6 +67,40 @@ class AccountReport:
     stressed: AccountSet | None
     liquidating: AccountSet | None
     figures: ShardFigures
+
+
+class ShardStep(Struct, frozen=True, array_like=True):
+    """What one shard made of the log record at ``offset``: its evaluations, its figures
+    when one of its accounts was loaded or deleted, and the alerts it sent."""
+
+    offset: int
+    reports: tuple[AccountReport, ...] = ()
+    figures: ShardFigures | None = None
+    alerts: int = 0
+
+
+class ShardStepRecord(Struct, frozen=True, kw_only=True):
+    """A shard's steps on the reports topic: every log record up to ``through`` is done;
+    ``steps`` lists those it had something to say about."""
+
+    shard: int
+    through: int
+    steps: list[ShardStep]
+
+    def encode(self) -> bytes:
+        return _ENCODER.encode(self)
+
+
+_ENCODER = msgspec.json.Encoder()
+_STEPS = msgspec.json.Decoder(ShardStepRecord)
+
+
+def decode_steps(value: bytes) -> ShardStepRecord:
+    """A shard's steps from the reports topic (:class:`RecordError` when they are not)."""
+    try:
+        return _STEPS.decode(value)
+    except msgspec.DecodeError as exc:
+        raise RecordError("invalid_shard_steps", str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +142,16 @@ class ShardedAccounts:
         """A shard's figures after an account was loaded or deleted."""
         self._figures[shard] = figures
 
+    def apply(self, steps: Sequence[ShardStep]) -> int:
+        """Every shard's step on one log record (in shard order): figures noted, evaluations
+        queued one per shard; the alerts the shards sent for it."""
+        for shard, step in enumerate(steps):
+            if step.figures is not None:
+                self.set_figures(shard, step.figures)
+        for reports in zip(*(step.reports for step in steps), strict=True):
+            self.put(list(reports))
+        return sum(step.alerts for step in steps)
+
     def take(self, ts_ms: int) -> MergedReport:
         """The next evaluation's reports, merged; it must be the evaluation at ``ts_ms``."""
         if not self._queue or self._queue[0][0].ts_ms != ts_ms:
@@ -130,3 +188,43 @@ class ShardedAccounts:
             for asset, usd in f.forced_sell_usd:
                 total[asset] = total.get(asset, 0.0) + usd
         return total
+
+
+class ShardJoin:
+    """The shards' steps as they arrive (any order, again after a shard restarts), handed
+    out one log record at a time once every shard has done it."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        #: Per shard, the last log record it has done.
+        self.through = [-1] * shards
+        self._pending: dict[int, dict[int, ShardStep]] = {}
+        #: Offset of the next record to read from the reports topic (the join holds all before).
+        self.reports_next = 0
+
+    def add(self, record: ShardStepRecord, reports_offset: int) -> None:
+        """A shard's steps; the ones already held (sent again) change nothing."""
+        if not 0 <= record.shard < self.shards:
+            raise RecordError("invalid_shard_steps", f"shard {record.shard} is not one of {self.shards}")
+        done = self.through[record.shard]
+        for step in record.steps:
+            if step.offset > done:
+                self._pending.setdefault(step.offset, {})[record.shard] = step
+        self.through[record.shard] = max(done, record.through)
+        self.reports_next = max(self.reports_next, reports_offset + 1)
+
+    def ready(self, offset: int) -> bool:
+        """Whether every shard has done log record ``offset``."""
+        return min(self.through) >= offset
+
+    def lagging(self, offset: int) -> list[int]:
+        """The shards that have not done log record ``offset`` yet."""
+        return [k for k, done in enumerate(self.through) if done < offset]
+
+    def take(self, offset: int) -> list[ShardStep]:
+        """Every shard's step on log record ``offset``, in shard order (an empty step for a
+        shard with nothing to say); steps of earlier records are dropped."""
+        for old in [o for o in self._pending if o < offset]:
+            del self._pending[old]
+        mine = self._pending.pop(offset, {})
+        return [mine.get(k, ShardStep(offset)) for k in range(self.shards)]
