@@ -34,6 +34,7 @@ from monitor.config import EngineConfig, SpiralRunConfig
 from monitor.models.margin import Account
 from monitor.protocol import SignalRecord
 from monitor.risk_params import RiskParams
+from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.spiral import BookAccounts, run_spirals_on_book
 from streams.app.checkpoint import pack_state, unpack_state
@@ -244,11 +245,15 @@ def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
 
 
 
+#: What the bench feeds: the global stage, or one account shard of a sharded one.
+_Stage = GlobalRisk | AccountShard
+
+
 class _GlobalFeed:
     """Signal records for the global stage, one event time a second apart (the accounts'
     evaluation interval; the spirals' five-minute timer does not fire during the walk)."""
 
-    def __init__(self, risk: GlobalRisk) -> None:
+    def __init__(self, risk: _Stage) -> None:
         self.risk = risk
         self.seq = 0
 
@@ -265,11 +270,13 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _load_global(n: int, seed: int) -> tuple[GlobalRisk, _GlobalFeed, AccountsFromColumns, float]:
-    """A global stage given ``n`` of the synthetic accounts as account records (one dict
-    each, made as it is sent, as the worker decodes them); the seconds that took."""
+def _load_global(n: int, seed: int, stage: _Stage | None = None,
+                 ) -> tuple[_Stage, _GlobalFeed, AccountsFromColumns, float]:
+    """A global stage (or ``stage``: an account shard) given ``n`` of the synthetic accounts
+    as account records (one dict each, made as it is sent, as the worker decodes them);
+    the seconds that took."""
     docs = AccountsFromColumns(synthetic_accounts(n, seed))
-    risk = GlobalRisk(EngineConfig(), partitions=1)
+    risk = stage if stage is not None else GlobalRisk(EngineConfig(), partitions=1)
     t = time.perf_counter()
     for i in range(n):
         risk.upsert_account(docs.document(i))
@@ -289,7 +296,7 @@ def _walk(feed: _GlobalFeed, prices: list[float], update: Callable[[int], None] 
     return times_ms, alerts
 
 
-def _updates(risk: GlobalRisk, docs: AccountsFromColumns, n: int) -> Callable[[int], None]:
+def _updates(risk: _Stage, docs: AccountsFromColumns, n: int) -> Callable[[int], None]:
     """Before tick i: ``_UPDATES`` account records replaced, their main balance 1% larger."""
 
     def update(i: int) -> None:
@@ -321,6 +328,42 @@ def bench_global_stage(n: int, seed: int = 1) -> dict[str, Any]:
     gc.collect()
     rss0 = _rss_bytes()
     risk, feed, docs, load_s = _load_global(n, seed)
+    assert isinstance(risk, GlobalRisk)
+    figures = _stage_walk(risk, feed, docs, n, rss0)
+    t = time.perf_counter()
+    risk.run_standard_shocks()
+    spiral_s = time.perf_counter() - t
+    figures.update(_checkpoint_figures(risk))
+    rss_bytes = figures.pop("rss_bytes")
+    del risk, feed
+    return {
+        "accounts": n, "load_s": round(load_s, 2), **figures, "spirals_s": round(spiral_s, 2),
+        "rss_bytes_per_account": round(rss_bytes / n),
+        "bytes_per_account": _traced_bytes_per_account(max(n // 5, 1), seed),
+    }
+
+
+def bench_account_shard(n: int, shards: int, seed: int = 1) -> dict[str, Any]:
+    """What one worker does for one account shard of ``shards``: shard 0 given all ``n``
+    account records (it keeps its own), then :func:`bench_global_stage`'s first evaluation,
+    tick walks and checkpoint on its share (the spirals stay with the aggregation)."""
+    gc.collect()
+    rss0 = _rss_bytes()
+    shard = AccountShard(EngineConfig(), 1, 0, shards)
+    risk, feed, docs, load_s = _load_global(n, seed, shard)
+    held = len(shard.watch.accounts)
+    figures = _stage_walk(risk, feed, docs, n, rss0)
+    figures.update(_checkpoint_figures(risk))
+    rss_bytes = figures.pop("rss_bytes")
+    del risk, feed, shard
+    return {"accounts": n, "shards": shards, "accounts_held": held, "load_s": round(load_s, 2), **figures,
+            "rss_bytes_per_account_held": round(rss_bytes / max(held, 1))}
+
+
+def _stage_walk(risk: _Stage, feed: _GlobalFeed, docs: AccountsFromColumns, n: int, rss0: int,
+                ) -> dict[str, Any]:
+    """The first evaluation, the tick walk, and the walk with account updates before each
+    tick; ``rss_bytes``: the memory grown since ``rss0`` (before the load) at the first evaluation."""
     t = time.perf_counter()
     first_alerts = feed.push("price", [{"key": k, "price": px} for k, px in PRICES_USD.items()])
     first_s = time.perf_counter() - t
@@ -330,31 +373,28 @@ def bench_global_stage(n: int, seed: int = 1) -> dict[str, Any]:
     times_ms, alerts = _walk(feed, walk)
     quiet = [ms for ms, a in zip(times_ms, alerts, strict=True) if a == 0]
     updated_ms, updated_alerts = _walk(feed, walk, _updates(risk, docs, n))
-    t = time.perf_counter()
-    risk.run_standard_shocks()
-    spiral_s = time.perf_counter() - t
-    t = time.perf_counter()
-    blob = pack_state(risk)
-    pack_s = time.perf_counter() - t
-    t = time.perf_counter()
-    unpack_state(blob)
-    unpack_s = time.perf_counter() - t
-    checkpoint_mb = round(len(blob) / 1e6, 1)
-    del risk, feed, blob
     return {
-        "accounts": n, "load_s": round(load_s, 2), "first_evaluation_s": round(first_s, 2),
-        "first_evaluation_alerts": first_alerts, "ticks": len(walk),
+        "first_evaluation_s": round(first_s, 2), "first_evaluation_alerts": first_alerts, "ticks": len(walk),
         "tick_median_ms": round(statistics.median(times_ms), 2), "tick_p99_ms": _p99(times_ms),
         "ticks_without_alerts": len(quiet), "tick_without_alerts_p99_ms": _p99(quiet),
         "updates_per_tick": _UPDATES, "tick_with_updates_median_ms": round(statistics.median(updated_ms), 2),
         "tick_with_updates_p99_ms": _p99(updated_ms), "tick_with_updates_max_ms": round(max(updated_ms), 2),
         "alerts_with_updates": sum(updated_alerts),
         "alerts": sum(alerts), "us_per_alert": round(sum(times_ms) * 1000 / max(sum(alerts), 1), 1),
-        "spirals_s": round(spiral_s, 2), "checkpoint_mb": checkpoint_mb,
-        "checkpoint_pack_s": round(pack_s, 2), "checkpoint_restore_s": round(unpack_s, 2),
-        "rss_bytes_per_account": round(rss_bytes / n),
-        "bytes_per_account": _traced_bytes_per_account(max(n // 5, 1), seed),
+        "rss_bytes": rss_bytes,
     }
+
+
+def _checkpoint_figures(risk: _Stage) -> dict[str, Any]:
+    """The stage's checkpoint: its size, and the time to write and read it."""
+    t = time.perf_counter()
+    blob = pack_state(risk)
+    pack_s = time.perf_counter() - t
+    t = time.perf_counter()
+    unpack_state(blob)
+    unpack_s = time.perf_counter() - t
+    return {"checkpoint_mb": round(len(blob) / 1e6, 1), "checkpoint_pack_s": round(pack_s, 2),
+            "checkpoint_restore_s": round(unpack_s, 2)}
 
 
 def _traced_bytes_per_account(n: int, seed: int) -> float:

@@ -19,7 +19,9 @@ Sections (``--only`` picks some):
   held by a fifth of ``--accounts`` portfolio-margin accounts stepping through the status
   lines, p99 per tick and memory per account; the standard-shock spirals on the same book;
   the streaming global stage given ``--global-accounts`` of them as account records (load,
-  first evaluation, the same walk once, spirals on its live state, checkpoint, memory);
+  first evaluation, the same walk once, spirals on its live state, checkpoint, memory), and
+  one account shard of ``--account-shards`` given the same records (what one worker does
+  for its shard: load, first evaluation, walks, checkpoint, memory per account held);
   ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file.
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
 - ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
@@ -408,7 +410,7 @@ def bench_parsers() -> dict[str, Any]:
 
 
 def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from benchmarks.accounts import bench_accounts, bench_global_stage, bench_stress
+    from benchmarks.accounts import bench_account_shard, bench_accounts, bench_global_stage, bench_stress
 
     n = int(getattr(args, "accounts", 1_000_000))
     print(f"bench: {n:,} unified accounts: one key ticking, then the standard-shock spirals ...",
@@ -417,6 +419,11 @@ def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, A
     n_global = int(getattr(args, "global_accounts", None) or n)
     print(f"bench: the global stage given {n_global:,} account records ...", file=sys.stderr, flush=True)
     out["global_stage"] = bench_global_stage(n_global)
+    shards = int(getattr(args, "account_shards", 4) or 0)
+    if shards:
+        print(f"bench: one account shard of {shards} given {n_global:,} account records ...", file=sys.stderr,
+              flush=True)
+        out["account_shard"] = bench_account_shard(n_global, shards)
     n_stress = int(getattr(args, "stress_accounts", 200_000))
     print(f"bench: liqmon stress on {n_stress:,} accounts ...", file=sys.stderr, flush=True)
     out["stress"] = bench_stress(n_stress, work)

@@ -214,7 +214,8 @@ def _run_kafka(
     from streams.kafka.replay import ReplayHooks, ensure_topics, replay_kafka
 
     with resolve_bootstrap(settings) as (bootstrap, effective):
-        asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor))
+        asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor,
+                                 effective.account_shards))
         with contextlib.ExitStack() as stack:
             alive: Callable[[], bool] | None = None
             if not args.no_worker:
@@ -401,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
     bench.add_argument("--global-accounts", type=int, default=None,
                        help="account records given to the global stage in the accounts bench (default --accounts)")
+    bench.add_argument("--account-shards", type=int, default=4,
+                       help="the accounts bench also runs one account shard of this many (0: not)")
     bench.add_argument("--stress-accounts", type=int, default=200_000,
                        help="accounts of the accounts bench's liqmon stress run")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")

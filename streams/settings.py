@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     #: The embedded broker's log level (its RUST_LOG: error, warn, info, debug).
     broker_log: str = "warn"
     partitions: int = Field(default=8, ge=1)
+    #: Unified accounts split by id over this many shards, each run by the worker owning
+    #: its partition of ``risk.shards`` (0: the global stage holds them all). Fixed for a
+    #: deployment: the shard of an account is its id's CRC-32 modulo this.
+    account_shards: int = Field(default=0, ge=0, le=256)
     replication_factor: int = Field(default=1, ge=1)
     metrics_addr: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0)

@@ -9,8 +9,10 @@ __all__ = [
     "DEADLETTER",
     "MARKET",
     "POSITIONS",
+    "RISK_SHARDS",
     "RISK_SIGNALS",
     "RISK_SNAPSHOTS",
+    "SHARD_STEPS",
 ]
 
 #: Market data, one record = a batch of one asset's events (key: asset).
@@ -31,3 +33,8 @@ RISK_SIGNALS = "risk.signals"
 POSITIONS = "positions.loops"
 #: Unified accounts, one JSON account per record (key: account id).
 ACCOUNTS = "accounts.unified"
+#: Account shards (LIQMON_ACCOUNT_SHARDS > 0): partition k's owner runs shard k; the
+#: records are the aggregation stage's pokes to a shard it waits for.
+RISK_SHARDS = "risk.shards"
+#: The account shards' steps on the log, for the aggregation stage (one partition).
+SHARD_STEPS = "risk.shard-steps"

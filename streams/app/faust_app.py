@@ -4,6 +4,9 @@
   partition → alerts, dead letters, stage-1 signals on ``risk.signals``;
 - the global risk agent (:mod:`streams.app.global_agent`): ``risk.signals`` → cascade, loops,
   unified accounts, spiral → alerts;
+- with ``LIQMON_ACCOUNT_SHARDS`` > 0, the account shards (:mod:`streams.app.shard_agent`):
+  each reads ``risk.signals`` and holds its share of the unified accounts; the global agent
+  then aggregates their steps (:mod:`streams.app.shard_join`);
 - forwarders of positions and accounts into ``risk.signals``, the dead-letter counter and
   the consumer-lag timer (here).
 
@@ -31,6 +34,7 @@ from streams import topics
 from streams.app.global_agent import attach_global_agent, set_risk_metrics
 from streams.app.market_agent import PendingSignals, attach_market_agent
 from streams.app.pipes import Pipes, checkpoint_table
+from streams.app.shard_agent import attach_shard_agent
 from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.kafka.security import faust_security
 from streams.settings import Settings
@@ -111,7 +115,15 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
         accounts=app.topic(topics.ACCOUNTS, **_RAW),
         market_checkpoints=checkpoint_table(market_table),
         global_checkpoints=checkpoint_table(global_table),
+        bootstrap=bootstrap,
     )
+    shards = settings.account_shards
+    if shards:
+        # Shard k's checkpoint in changelog partition k, co-partitioned with risk.shards.
+        shard_table = _checkpoint_store(app, "shard-checkpoints", shards)
+        pipes.shards = app.topic(topics.RISK_SHARDS, partitions=shards, **_RAW)
+        pipes.shard_steps = app.topic(topics.SHARD_STEPS, partitions=1, **_RAW)
+        app.liqmon_shards = attach_shard_agent(pipes, checkpoint_table(shard_table))  # type: ignore[attr-defined]
     app.liqmon_market = attach_market_agent(pipes)  # type: ignore[attr-defined]
     app.liqmon_global = attach_global_agent(pipes)  # type: ignore[attr-defined]
     _deadletter_agent(pipes)
@@ -190,7 +202,7 @@ def _lag_timer(pipes: Pipes) -> None:
 
 def _assignment_gauge(pipes: Pipes) -> None:
     metrics = pipes.metrics
-    watched = (topics.MARKET, topics.RISK_SIGNALS, topics.POSITIONS, topics.ACCOUNTS)
+    watched = (topics.MARKET, topics.RISK_SIGNALS, topics.POSITIONS, topics.ACCOUNTS, topics.RISK_SHARDS)
 
     # faust calls receivers as (app, partitions, signal=..., ...); mode types them as *args
     @pipes.app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ from streams.app.commands import INVALID_COMMAND, encode_reply, error_reply, run
 from streams.app.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes, attach_stage_hooks
+from streams.app.shard_join import StepsInbox, await_shards
 
 __all__ = ["GLOBAL_AGENT", "GlobalRuntime", "attach_global_agent", "set_risk_metrics"]
 
@@ -122,15 +123,21 @@ class GlobalRuntime:
         self.cadence = Cadence(pipes.settings.checkpoint_interval_s)
         self._metrics_at_s = 0.0
         self._force = False
+        #: The account shards' steps as read (sharded accounts only), and the event that
+        #: tells a wait for them that the partition was revoked.
+        self.inbox: StepsInbox | None = None
+        self.revoked = asyncio.Event()
 
     def get(self) -> tuple[GlobalState, InputCursor]:
         """The stage's state, loaded from its checkpoint the first time it is asked for."""
         if self.state is None or self.cursor is None:
+            settings = self.pipes.settings
             ckpt = self.pipes.global_checkpoints.load(CHECKPOINT_NAME)
-            fresh = GlobalState.fresh(self.pipes.config, self.pipes.settings.partitions)
+            fresh = GlobalState.fresh(self.pipes.config, settings.partitions, settings.account_shards)
             state = ckpt.state if ckpt is not None else None
             if not (isinstance(state, GlobalState) and same_layout(state, fresh)
-                    and state.risk.config_hash == self.pipes.config.config_hash):
+                    and state.risk.config_hash == self.pipes.config.config_hash
+                    and _shards(state) == _shards(fresh)):
                 if ckpt is not None:
                     log.warning("global checkpoint made with other settings or code; starting afresh")
                 state, ckpt = None, None
@@ -138,6 +145,10 @@ class GlobalRuntime:
             self.cursor = InputCursor(ckpt.offset + 1 if ckpt is not None else None)
             self._metrics_at_s = 0.0
             self.pipes.metrics.recoveries_total.labels("global", "checkpoint" if ckpt else "empty").inc()
+            if self.state.join is not None:
+                self.revoked = asyncio.Event()
+                self.inbox = StepsInbox(self.pipes, self.state.join.reports_next)
+                self.inbox.start()
         return self.state, self.cursor
 
     @property
@@ -149,6 +160,8 @@ class GlobalRuntime:
         state, cursor = self.get()
         if not await self.pipes.admit("global", cursor, stream, event):
             return
+        if state.join is not None and not await self._join_shards(state, message.offset):
+            return  # revoked while waiting: the next owner goes on from the checkpoint
         self.held.append((stream, event))
         value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
         try:
@@ -159,6 +172,15 @@ class GlobalRuntime:
             detail = "".join(traceback.format_exception_only(exc)).strip()
             await self.pipes.dead_letter(DeadLetter("processing_error", detail, value[:65536]))
         cursor.advance(message.offset)
+
+    async def _join_shards(self, state: GlobalState, offset: int) -> bool:
+        """Every shard's step on log record ``offset`` into the stage (after waiting for them)."""
+        join, inbox, reports = state.join, self.inbox, state.risk.shard_reports
+        assert join is not None and inbox is not None and reports is not None
+        if not await await_shards(self.pipes, join, inbox, offset, self.revoked):
+            return False
+        state.alerts_in_run += reports.apply(join.take(offset))
+        return True
 
     async def _process(self, state: GlobalState, value: bytes) -> None:
         rec = decode_risk_record(value)
@@ -195,7 +217,7 @@ class GlobalRuntime:
         if marker is not None:  # a sync marker from the replayer: ack once every partition is in
             run = state.sync(record.kind, marker)
             if run is not None:
-                loaded = LoadedAck(run=run, positions=len(state.risk.positions), accounts=len(state.risk.accounts),
+                loaded = LoadedAck(run=run, positions=len(state.risk.positions), accounts=state.risk.account_count,
                                    alerts=0, config_hash=self.pipes.config.config_hash)
                 await self.pipes.acks.send(key=run.encode(), value=encode(loaded))
             return
@@ -261,6 +283,15 @@ class GlobalRuntime:
         clear_risk_metrics(self.pipes.metrics)
         self.state = self.cursor = None
         self.held = []
+        self.revoked.set()
+        inbox, self.inbox = self.inbox, None
+        if inbox is not None:
+            inbox.cancel()
+
+
+def _shards(state: GlobalState) -> int:
+    """The account shards a state was made for (0: not sharded)."""
+    return state.join.shards if state.join is not None else 0
 
 
 def attach_global_agent(pipes: Pipes) -> GlobalRuntime:

@@ -37,6 +37,11 @@ class Pipes:
     accounts: Any
     market_checkpoints: CheckpointTable
     global_checkpoints: CheckpointTable
+    #: Where the workers' own readers connect (the account shards').
+    bootstrap: str = ""
+    #: The account shards' topics (None: the accounts are not sharded).
+    shards: Any = None
+    shard_steps: Any = None
 
     async def dead_letter(self, dl: DeadLetter) -> None:
         # Counted by the dead-letter agent, like every other producer's dead letters.

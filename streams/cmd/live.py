@@ -128,7 +128,7 @@ async def _run_live(
     from streams.kafka.replay import ensure_topics
 
     # The broker (embedded or not) is resolved by the caller, outside this event loop.
-    await ensure_topics(bootstrap, effective.partitions, effective.replication_factor)
+    await ensure_topics(bootstrap, effective.partitions, effective.replication_factor, effective.account_shards)
     printing = asyncio.Event()
     printer = asyncio.ensure_future(print_alerts(bootstrap, printing)) if worker is not None else None
     watcher = asyncio.ensure_future(watch_worker(worker, args.out / "worker.log")) if worker is not None else None

@@ -111,6 +111,7 @@ class _Supervisor:
 
     def broker_ready(self) -> bool:
         """The broker answers and the topics exist (created when missing)."""
+        from streams.errors import KafkaReplayError
         from streams.kafka.replay import ensure_topics
 
         if not asyncio.run(broker_reachable(self.bootstrap)):
@@ -119,7 +120,11 @@ class _Supervisor:
                 self._waiting_said = True
             return False
         try:
-            asyncio.run(ensure_topics(self.bootstrap, self.settings.partitions, self.settings.replication_factor))
+            asyncio.run(ensure_topics(self.bootstrap, self.settings.partitions, self.settings.replication_factor,
+                                     self.settings.account_shards))
+        except KafkaReplayError as exc:  # the topics do not fit the settings: no retry helps
+            _say(str(exc))
+            raise SystemExit(2) from exc
         except KafkaConnectError as exc:
             if not self._ever_ran:
                 raise  # the settings, not the broker: one line, exit 2, at start
@@ -304,6 +309,7 @@ def worker_env(
         "LIQMON_BROKER_KIND": effective.broker_kind,
         "LIQMON_METRICS_PORT": str(metrics_port),
         "LIQMON_PARTITIONS": str(effective.partitions),
+        "LIQMON_ACCOUNT_SHARDS": str(effective.account_shards),
     }
     if config is not None:
         env["LIQMON_CONFIG"] = str(config)

@@ -146,8 +146,9 @@ async def collect_alerts(
                 on_alert(read_ms, alert)
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
-    """Create the pipeline's topics if they do not exist yet."""
+async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, account_shards: int = 0) -> None:
+    """Create the pipeline's topics if they do not exist yet (the account shards' with
+    ``account_shards`` > 0: ``risk.shards`` has one partition per shard)."""
     admin = await start_admin(bootstrap)  # one line naming the settings when it cannot connect
     try:
         existing = set(await admin.list_topics())
@@ -161,12 +162,28 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -
             NewTopic(topics.POSITIONS, partitions, replication),
             NewTopic(topics.ACCOUNTS, partitions, replication),
         ]
+        if account_shards:
+            wanted += [NewTopic(topics.RISK_SHARDS, account_shards, replication),
+                       NewTopic(topics.SHARD_STEPS, 1, replication)]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
+        if account_shards:
+            await _check_shard_topic(admin, account_shards)
     finally:
         await admin.close()
+
+
+async def _check_shard_topic(admin: Any, account_shards: int) -> None:
+    """``risk.shards`` must have one partition per shard (an account's shard is fixed by the
+    shard count, and shard k runs where partition k is owned)."""
+    described = await admin.describe_topics([topics.RISK_SHARDS])
+    found = len(described[0].get("partitions", ())) if described else 0
+    if found != account_shards:
+        raise KafkaReplayError(
+            f"{topics.RISK_SHARDS} has {found} partitions but LIQMON_ACCOUNT_SHARDS is {account_shards}: "
+            "create the topic with one partition per shard (deploy/kafka/topics.conf)")
 
 
 async def _topic_partitions(producer: AIOKafkaProducer, topic: str) -> list[int]:

@@ -83,10 +83,13 @@ class Cluster:
     tmp: Path
     app_id: str
     workers: dict[str, tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
+    #: Unified accounts over this many account shards (0: the global stage holds them).
+    account_shards: int = 0
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "LIQMON_KAFKA_BOOTSTRAP": self.broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
-                "LIQMON_APP_ID": self.app_id, "LIQMON_CHECKPOINT_INTERVAL_S": "0.5"}
+                "LIQMON_APP_ID": self.app_id, "LIQMON_CHECKPOINT_INTERVAL_S": "0.5",
+                "LIQMON_ACCOUNT_SHARDS": str(self.account_shards)}
 
     def start(self, name: str) -> None:
         port = free_port()
@@ -159,6 +162,17 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
             yield c
         finally:
             c.stop()
+
+
+#: Account shards of the sharded runs: more shards than two workers, as many as three.
+SHARDS = 3
+
+
+@pytest.fixture
+def sharded(cluster: Cluster) -> Cluster:
+    """The cluster with its unified accounts over :data:`SHARDS` account shards."""
+    cluster.account_shards = SHARDS
+    return cluster
 
 
 async def _wait_loaded(bootstrap: str, timeout_s: float) -> None:
@@ -393,3 +407,43 @@ def test_a_worker_outlives_its_broker(scenario: Scenario, tmp_path: Path) -> Non
     finally:
         c.stop()
         broker.stop()
+
+
+# -- account shards (LIQMON_ACCOUNT_SHARDS): the same alerts however the shards are spread --
+
+def _shards_by_worker(cluster: Cluster) -> dict[str, int]:
+    return {w: int(cluster.gauge(w, 'liqmon_assigned_partitions{topic="risk.shards"}')) for w in cluster.workers}
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+def test_one_two_or_three_workers_running_the_account_shards(
+    sharded: Cluster, scenario: Scenario, tmp_path: Path, n_workers: int
+) -> None:
+    """The unified accounts on three shards spread over the workers; the alerts are the
+    inline run's (one global stage), byte for byte."""
+    names = tuple(f"w{i}" for i in range(1, n_workers + 1))
+    start_group(sharded, names)
+    spread = _shards_by_worker(sharded)
+    assert sum(spread.values()) == SHARDS, spread
+    assert sum(1 for n in spread.values() if n) == min(n_workers, SHARDS), spread
+    with replaying(sharded, scenario, tmp_path / "out") as proc:
+        pass
+    assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
+
+
+@pytest.mark.parametrize("victim", ["global-owner", "shards-only"])
+def test_a_worker_running_account_shards_killed_in_the_crash_minutes(
+    sharded: Cluster, scenario: Scenario, tmp_path: Path, victim: str
+) -> None:
+    """Killed: the owner of the aggregation (and maybe of shards), or a worker running only
+    shards and market partitions; a replacement joins. No alert lost or invented."""
+    start_group(sharded, ("w1", "w2"))
+    owner = sharded.owner_of_global()
+    name = owner if victim == "global-owner" else next(w for w in sharded.workers if w != owner)
+    assert victim == "global-owner" or _shards_by_worker(sharded)[name] > 0, "the victim runs no shard"
+    with replaying(sharded, scenario, tmp_path / "out") as proc:
+        time.sleep(CRASH_S)
+        sharded.kill(name)
+        time.sleep(3)
+        sharded.replace("w3")
+    assert_same_alerts(proc, tmp_path / "out", scenario, sharded)

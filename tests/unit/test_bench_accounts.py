@@ -11,6 +11,7 @@ from benchmarks.accounts import (
     TICK_KEY,
     AccountsFromColumns,
     accounts_jsonl,
+    bench_account_shard,
     bench_global_stage,
     synthetic_accounts,
 )
@@ -63,3 +64,13 @@ def test_the_global_stage_bench_walks_its_accounts_through_the_lines() -> None:
     assert out["first_evaluation_alerts"] > 0 and out["alerts"] > 0
     assert 0 < out["ticks_without_alerts"] < out["ticks"]
     assert out["checkpoint_mb"] > 0 and 0 < out["bytes_per_account"] < 100_000
+
+
+def test_one_account_shard_holds_its_share_and_alerts_on_it() -> None:
+    """``bench_account_shard``: shard 0 of 4 keeps about a quarter of the records and its
+    accounts alert on the same walk; its alerts are a part of the whole stage's."""
+    whole, shard = bench_global_stage(2_000), bench_account_shard(2_000, 4)
+    assert shard["shards"] == 4 and 350 < shard["accounts_held"] < 650
+    assert 0 < shard["first_evaluation_alerts"] < whole["first_evaluation_alerts"]
+    assert 0 < shard["alerts"] < whole["alerts"] and shard["checkpoint_mb"] < whole["checkpoint_mb"]
+    assert "rss_bytes" not in shard and shard["rss_bytes_per_account_held"] >= 0

@@ -77,6 +77,8 @@ EXPECTED_TOPICS = {
     "positions.loops": 8,
     "accounts.unified": 8,
     "risk.signals": 1,
+    "risk.shards": 8,
+    "risk.shard-steps": 1,
     "control.acks": 1,
     "risk.snapshots": None,
     "alerts.cascade": None,

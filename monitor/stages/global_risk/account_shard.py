@@ -36,6 +36,7 @@ class AccountShard(OrderedStage):
         if not 0 <= shard < shards:
             raise ValueError(f"shard {shard} is not one of {shards}")
         self.shard, self.shards = shard, shards
+        self.config_hash = config.config_hash
         self.price_book = PriceBook(config.ingest.quote_prices_usd)
         self.watch = BookWatch(config)
         self.cadence = AccountCadence(config.signals.account_eval_interval_ms)
@@ -67,14 +68,13 @@ class AccountShard(OrderedStage):
         """Add, replace or delete an account of this shard (the clock hears of every shard's).
         Whether the account is this shard's."""
         aid = str(raw["account_id"])
+        if not raw.get("delete"):
+            self.cadence.loaded()  # before it is checked, as on every reader
         if not self.owns(aid):
-            if not raw.get("delete"):
-                self.cadence.loaded()
             return False
         self._sets_touched = self._figures_due = True
         keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
-            self.cadence.loaded()
             self.price_book.register_derived(keys)
             self.price_book.pending_keys.update(keys)
         return True

@@ -134,22 +134,27 @@ class GlobalRisk(OrderedStage):
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
         """Add, replace or delete a unified account; balances without a price key get one.
         (Sharded: the account lives on its shard; here only the accounts' clock hears of it.)"""
+        str(raw["account_id"])  # a record without one is refused by every reader alike
+        if not raw.get("delete"):
+            self.cadence.loaded()  # before it is checked: every shard hears of it so
         if self.shard_reports is not None:
-            if not raw.get("delete"):
-                self.cadence.loaded()
             return
         keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
-            self.cadence.loaded()
             self.price_book.register_derived(keys)
             self.price_book.pending_keys.update(keys)
 
     @property
+    def account_count(self) -> int:
+        """Unified accounts held (here, or over the shards)."""
+        if self.shard_reports is not None:
+            return self.shard_reports.accounts
+        return len(self.watch.accounts)
+
+    @property
     def has_accounts(self) -> bool:
         """Whether any unified account is held (here or on the shards)."""
-        if self.shard_reports is not None:
-            return self.shard_reports.accounts > 0
-        return bool(self.watch.accounts)
+        return self.account_count > 0
 
     @property
     def accounts(self) -> dict[str, bytes]:

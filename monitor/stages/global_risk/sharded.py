@@ -54,12 +54,19 @@ class ShardedRisk:
         self._steps([[] for _ in self.shards])
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
-        """The account's shard takes it (and refuses a bad one: then nobody else hears of
-        it); every other reader only hears that an account was loaded."""
-        for shard in sorted(self.shards, key=lambda s: not s.owns(str(raw["account_id"]))):
-            shard.upsert_account(raw)
+        """The account's shard takes it (and raises for a bad one, after every reader has
+        heard of it, as the workers go on past it); every other reader only hears that an
+        account was loaded."""
+        refused: Exception | None = None
+        for shard in self.shards:
+            try:
+                shard.upsert_account(raw)
+            except (KeyError, TypeError, ValueError) as exc:
+                refused = exc
         self._steps([[] for _ in self.shards])
         self.risk.upsert_account(raw)
+        if refused is not None:
+            raise refused
 
     def push(self, rec: SignalRecord) -> list[Alert]:
         """One stage-1 record through every shard, then the aggregation."""

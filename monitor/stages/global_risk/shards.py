@@ -148,6 +148,10 @@ class ShardedAccounts:
         for shard, step in enumerate(steps):
             if step.figures is not None:
                 self.set_figures(shard, step.figures)
+        if len({len(step.reports) for step in steps}) > 1:
+            counts = [len(step.reports) for step in steps]
+            raise ValueError(f"the shards evaluated a different number of times on log record "
+                             f"{steps[0].offset}: {counts}")
         for reports in zip(*(step.reports for step in steps), strict=True):
             self.put(list(reports))
         return sum(step.alerts for step in steps)
@@ -211,6 +215,10 @@ class ShardJoin:
             if step.offset > done:
                 self._pending.setdefault(step.offset, {})[record.shard] = step
         self.through[record.shard] = max(done, record.through)
+        self.reports_next = max(self.reports_next, reports_offset + 1)
+
+    def skip(self, reports_offset: int) -> None:
+        """A record of the reports topic that is not a shard's steps (dead-lettered)."""
         self.reports_next = max(self.reports_next, reports_offset + 1)
 
     def ready(self, offset: int) -> bool:

@@ -1,0 +1,96 @@
+"""The aggregation side of the account shards, on the worker owning ``risk.signals``.
+
+Before the global stage takes log record o it waits until every shard is through o
+(:class:`monitor.stages.global_risk.shards.ShardJoin`, part of its checkpointed state). The
+shards' steps are read from ``risk.shard-steps`` by a consumer of its own
+(:class:`StepsInbox`) from the offset the state's join has read up to, and handed to the
+join only inside the stage's record handling, so a checkpoint holds the join and the
+offset it reflects together. A shard the stage waits for is poked on its ``risk.shards``
+partition (its owner starts it then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiokafka import TopicPartition
+
+from monitor.protocol import DeadLetter, RecordError
+from monitor.stages.global_risk.shards import ShardJoin, decode_steps
+from streams import topics
+from streams.app.pipes import Pipes
+from streams.app.shard_agent import LogReader
+
+__all__ = ["POKE_EVERY_S", "StepsInbox", "await_shards"]
+
+#: How often a shard the global stage waits for is poked.
+POKE_EVERY_S = 1.0
+
+
+class StepsInbox:
+    """The shards' step records as read, until the global stage takes them."""
+
+    def __init__(self, pipes: Pipes, offset: int) -> None:
+        self.pipes = pipes
+        self.offset = offset
+        self.records: list[tuple[int, bytes]] = []
+        self.arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        # nothing read yet: from the first record the topic still holds
+        reader = LogReader(self.pipes, TopicPartition(topics.SHARD_STEPS, 0), self.offset or None)
+        await reader.start()
+        try:
+            while True:
+                got = await reader.next(timeout_ms=500, max_records=5_000)
+                if got:
+                    self.records.extend((r.offset, bytes(r.value or b"")) for r in got)
+                    self.arrived.set()
+        finally:
+            await reader.stop()
+
+    def take(self) -> list[tuple[int, bytes]]:
+        taken, self.records = self.records, []
+        self.arrived.clear()
+        return taken
+
+    async def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.arrived.wait(), timeout_s)
+
+    def cancel(self) -> None:
+        """Stop reading (the reader closes its consumer as it ends)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+
+async def await_shards(pipes: Pipes, join: ShardJoin, inbox: StepsInbox, offset: int,
+                       still_mine: asyncio.Event | None = None) -> bool:
+    """Until every shard is through log record ``offset`` (True), or the stage is no longer
+    this worker's (``still_mine`` set: False). Steps records that do not decode are
+    dead-lettered."""
+    poked_s = 0.0
+    while True:
+        for at, value in inbox.take():
+            try:
+                join.add(decode_steps(value), at)
+            except RecordError as exc:
+                join.skip(at)
+                await pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
+        if join.ready(offset):
+            return True
+        if still_mine is not None and still_mine.is_set():
+            return False
+        now = time.monotonic()
+        if now - poked_s >= POKE_EVERY_S:
+            poked_s = now
+            for shard in join.lagging(offset):
+                await pipes.shards.send(key=b"", value=b"poke", partition=shard)
+        await inbox.wait(0.25)
