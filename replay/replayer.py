@@ -28,6 +28,7 @@ from monitor.ingest.frames import CONFIG_CHANNELS, Ingest, IngestOutput
 from monitor.protocol import Alert, DeadLetter, RiskSnapshot
 from monitor.stages.engine import Engine
 from monitor.stages.global_risk.risk import GlobalRisk
+from monitor.stages.global_risk.sharded import ShardedRisk
 from monitor.stages.pipeline import global_step, market_step
 from replay.capture import BadLine, iter_capture
 from replay.gcpause import gc_paused
@@ -190,11 +191,13 @@ class _InlineStages:
         partitions: int,
         on_alert: Callable[[Alert], None] | None,
         on_snapshot: Callable[[RiskSnapshot], None] | None,
+        account_shards: int = 0,
     ) -> None:
         # One engine per market partition, as in the workers: a partition's state is its own
         # (a worker checkpoints and recovers it alone).
         self.engines = [Engine(config) for _ in range(partitions)]
-        self.risk = GlobalRisk(config, partitions)
+        self.risk: GlobalRisk | ShardedRisk = (
+            ShardedRisk(config, partitions, account_shards) if account_shards else GlobalRisk(config, partitions))
         self.partitions = partitions
         self.sent_watermark: dict[int, int] = {}
         self.alerts: list[Alert] = []
@@ -282,17 +285,19 @@ async def replay_inline(
     positions: list[dict[str, Any]] | None = None,
     accounts: list[dict[str, Any]] | None = None,
     on_snapshot: Callable[[RiskSnapshot], None] | None = None,
+    account_shards: int = 0,
 ) -> InlineResult:
     """Replay a capture through the engine in this process (no broker).
 
     Stage 1 runs as if split over ``partitions`` market partitions (same watermarks and
     signal clocks as the workers), stage 2 consumes its signals through the same reorder
-    buffer, so the alerts equal the Kafka path's byte for byte.
+    buffer (over ``account_shards`` account shards when > 0, as the workers split them),
+    so the alerts equal the Kafka path's byte for byte.
     """
     # At full speed the replay is a batch job: the cyclic collector's passes over the
     # engines' heap cost it about a quarter of its time (replay/gcpause.py).
     with gc_paused() if speed is None else nullcontext():
-        stages = _InlineStages(config, partitions, on_alert, on_snapshot)
+        stages = _InlineStages(config, partitions, on_alert, on_snapshot, account_shards)
         stages.load(positions, accounts)
         ingest = Ingest(config)
         stats = ReplayStats()

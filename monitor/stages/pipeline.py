@@ -21,6 +21,7 @@ from monitor.ingest.batch import Batch
 from monitor.protocol import Alert, SignalRecord
 from monitor.stages.engine import BatchResult, Engine
 from monitor.stages.global_risk.risk import GlobalRisk
+from monitor.stages.global_risk.sharded import ShardedRisk
 
 __all__ = ["GlobalStep", "MarketStep", "global_step", "market_step"]
 
@@ -52,7 +53,7 @@ class GlobalStep:
     finished_run: str | None
 
 
-def global_step(risk: GlobalRisk, record: SignalRecord) -> GlobalStep:
-    """Take one stage-1 record into the global stage."""
+def global_step(risk: GlobalRisk | ShardedRisk, record: SignalRecord) -> GlobalStep:
+    """Take one stage-1 record into the global stage (one, or over account shards)."""
     alerts = risk.push(record)
     return GlobalStep(alerts, risk.finished_run)

@@ -415,12 +415,23 @@ def _shards_by_worker(cluster: Cluster) -> dict[str, int]:
     return {w: int(cluster.gauge(w, 'liqmon_assigned_partitions{topic="risk.shards"}')) for w in cluster.workers}
 
 
+@pytest.fixture(scope="module")
+def sharded_inline_snapshots(scenario: Scenario, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The risk snapshots of the inline run over the same account shards."""
+    out = tmp_path_factory.mktemp("sharded-inline")
+    subprocess.run(liqmon_cmd("replay", *scenario.replay_args(), "--inline", "--quiet", "--out", str(out)),
+                   check=True, timeout=300, env={**os.environ, "LIQMON_ACCOUNT_SHARDS": str(SHARDS)})
+    assert (out / "alerts.jsonl").read_bytes() == scenario.inline_alerts, "inline: shards change no alert"
+    return (out / "snapshots.jsonl").read_bytes()
+
+
 @pytest.mark.parametrize("n_workers", [1, 2, 3])
 def test_one_two_or_three_workers_running_the_account_shards(
-    sharded: Cluster, scenario: Scenario, tmp_path: Path, n_workers: int
+    sharded: Cluster, scenario: Scenario, sharded_inline_snapshots: bytes, tmp_path: Path, n_workers: int
 ) -> None:
     """The unified accounts on three shards spread over the workers; the alerts are the
-    inline run's (one global stage), byte for byte."""
+    inline run's (one global stage), byte for byte, and the risk snapshots those of the
+    inline run over the same shards."""
     names = tuple(f"w{i}" for i in range(1, n_workers + 1))
     start_group(sharded, names)
     spread = _shards_by_worker(sharded)
@@ -429,6 +440,7 @@ def test_one_two_or_three_workers_running_the_account_shards(
     with replaying(sharded, scenario, tmp_path / "out") as proc:
         pass
     assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
+    assert (tmp_path / "out" / "snapshots.jsonl").read_bytes() == sharded_inline_snapshots
 
 
 @pytest.mark.parametrize("victim", ["global-owner", "shards-only"])
