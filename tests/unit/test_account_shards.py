@@ -115,6 +115,10 @@ def test_sharded_stage_equals_one_global_stage(
     assert [encode(a) for a in sorted(got, key=order)] == [encode(a) for a in sorted(want, key=order)]
     _same_snapshots(sharded.take_snapshots(), ref.take_snapshots())
     assert sharded.accounts == len(ref.accounts)
+    got_fig, want_fig = sharded.risk.figures(), ref.figures()
+    assert got_fig.accounts_by_status == want_fig.accounts_by_status
+    assert got_fig.shortfalls == want_fig.shortfalls
+    assert got_fig.leverage_quantiles == {k: v for k, v in want_fig.leverage_quantiles.items() if k[1] == "max"}
     event(f"alerts {min(len(want), 3)}, cascade {any(a.kind.startswith('cascade') for a in want)}")
 
 

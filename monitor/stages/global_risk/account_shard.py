@@ -23,7 +23,7 @@ from monitor.protocol import Alert, PriceSignal, SignalPayload
 from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.ordered import AccountCadence, OrderedStage
 from monitor.stages.global_risk.price_book import PriceBook
-from monitor.stages.global_risk.shards import AccountReport, ShardFigures, ShardStep, shard_of
+from monitor.stages.global_risk.shards import AccountReport, ShardFigures, ShardStep, shard_of, venue_figures
 
 __all__ = ["AccountShard"]
 
@@ -120,7 +120,9 @@ class AccountShard(OrderedStage):
         return ShardStep(offset, tuple(reports), figures, alerts)
 
     def figures(self) -> ShardFigures:
-        """Accounts held, evaluated accounts by status, forced sells of the alerts by asset."""
-        counts = np.bincount(self.watch.result_columns().status, minlength=len(STATUSES)).tolist()
+        """Accounts held, evaluated accounts by status, forced sells of the alerts by asset,
+        the venues' figures."""
+        results = self.watch.result_columns()
+        counts = np.bincount(results.status, minlength=len(STATUSES)).tolist()
         forced = tuple(sorted(self.watch.forced_sell_usd.items()))
-        return ShardFigures(len(self.watch.accounts), tuple(counts), forced)
+        return ShardFigures(len(self.watch.accounts), tuple(counts), forced, venue_figures(results))

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-import numpy.typing as npt
 
 from monitor.accounts.watch import ResultColumns, default_balance_price_key, price_key_units, status_slack_usd
 from monitor.config import EngineConfig
@@ -44,7 +43,7 @@ from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.loop_watch import LoopWatch
 from monitor.stages.global_risk.ordered import AccountCadence, OrderedStage
 from monitor.stages.global_risk.price_book import PriceBook
-from monitor.stages.global_risk.shards import ShardedAccounts
+from monitor.stages.global_risk.shards import SHORTFALLS_SHOWN, ShardedAccounts, VenueFigures, venue_figures
 from monitor.stages.global_risk.spiral_clock import SpiralClock
 from monitor.stages.global_risk.spiral_gate import SpiralGate
 from monitor.stages.global_risk.vacuum_watch import VacuumWatch
@@ -295,14 +294,20 @@ class GlobalRisk(OrderedStage):
 
     # -- figures -----------------------------------------------------------------------
     def figures(self) -> RiskFigures:
-        """Aggregates for metrics (closed label sets: protocol, asset, venue, bands, ranks)."""
+        """Aggregates for metrics (closed label sets: protocol, asset, venue, bands, ranks).
+        With account shards, the accounts' per-venue figures are merged from the shards'
+        (no median or 0.9 quantile of leverage: those do not merge)."""
         fig = RiskFigures()
         fig.loops, fig.hf_bands = self.loops.figures(self.prices)
-        results = self.watch.result_columns()
-        for code, venue in enumerate(results.venue_names):
-            mine = results.venue_code == code
-            if mine.any():
-                _venue_figures(fig, venue, results, mine)
+        shards = self.shard_reports
+        if shards is not None:
+            for vf in shards.venues():
+                _add_venue(fig, vf)
+        else:
+            results = self.watch.result_columns()
+            for vf in venue_figures(results):
+                _add_venue(fig, vf)
+                _leverage_quantiles(fig, vf.venue, results)
         fig.withdrawn_ratio = self.vacuum.withdrawn_ratio()
         fig.stage = self.cascade.highest
         fig.active_stages = self.cascade.active(self.now_ms)
@@ -310,20 +315,23 @@ class GlobalRisk(OrderedStage):
         return fig
 
 
-def _venue_figures(fig: RiskFigures, venue: str, results: ResultColumns, mine: npt.NDArray[np.bool_]) -> None:
-    """One venue's accounts by status, effective-leverage quantiles (median, 0.9, max; the
-    lower sample) and its five largest shortfalls max(MM − adjusted equity, 0) (RISK_MODEL §3)."""
-    counts = np.bincount(results.status[mine], minlength=len(STATUSES)).tolist()
-    for code, n in enumerate(counts):
+def _add_venue(fig: RiskFigures, vf: VenueFigures) -> None:
+    """One venue's accounts by status, its largest effective leverage and its five largest
+    shortfalls max(MM − adjusted equity, 0) (RISK_MODEL §3; 0 for ranks beyond its accounts)."""
+    for code, n in enumerate(vf.by_status):
         if n:
-            fig.accounts_by_status[(venue, STATUSES[code])] = n
-    levs = np.sort(results.effective_leverage[mine])
+            fig.accounts_by_status[(vf.venue, STATUSES[code])] = n
+    if vf.leverage_max is not None:
+        fig.leverage_quantiles[(vf.venue, "max")] = vf.leverage_max
+    for rank in range(SHORTFALLS_SHOWN):
+        fig.shortfalls[(vf.venue, str(rank + 1))] = vf.shortfalls_usd[rank] if rank < len(vf.shortfalls_usd) else 0.0
+
+
+def _leverage_quantiles(fig: RiskFigures, venue: str, results: ResultColumns) -> None:
+    """A venue's effective-leverage median and 0.9 quantile (the lower sample)."""
+    code = results.venue_names.index(venue)
+    levs = np.sort(results.effective_leverage[results.venue_code == code])
     levs = levs[~np.isnan(levs)]
     if levs.size:
         fig.leverage_quantiles[(venue, "0.5")] = float(levs[(levs.size - 1) // 2])
         fig.leverage_quantiles[(venue, "0.9")] = float(levs[int(0.9 * (levs.size - 1))])
-        fig.leverage_quantiles[(venue, "max")] = float(levs[-1])
-    short = np.maximum(results.maintenance_margin_usd[mine] - results.adjusted_equity_usd[mine], 0.0)
-    top = np.sort(short)[::-1][:5].tolist()
-    for rank in range(5):
-        fig.shortfalls[(venue, str(rank + 1))] = top[rank] if rank < len(top) else 0.0

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 from msgspec import Struct
 
+from monitor.accounts.watch import ResultColumns
 from monitor.models.cascade import ACCOUNTS_SHOWN, AccountSet
 from monitor.models.margin import STATUSES
 from monitor.protocol import RecordError
@@ -34,9 +36,12 @@ __all__ = [
     "ShardStep",
     "ShardStepRecord",
     "ShardedAccounts",
+    "VenueFigures",
     "decode_steps",
     "merge_sets",
+    "merge_venue_figures",
     "shard_of",
+    "venue_figures",
 ]
 
 
@@ -46,13 +51,61 @@ def shard_of(account_id: str, shards: int) -> int:
     return zlib.crc32(account_id.encode()) % shards
 
 
+#: Shortfalls kept per venue (the metrics' ranks 1-5).
+SHORTFALLS_SHOWN = 5
+
+
+class VenueFigures(Struct, frozen=True, array_like=True):
+    """One venue's evaluated accounts: per status code, the largest effective leverage
+    (None: none has one) and the largest shortfalls max(MM − adjusted equity, 0), USD,
+    largest first (RISK_MODEL §3). All three merge exactly over shards."""
+
+    venue: str
+    by_status: tuple[int, ...]
+    leverage_max: float | None
+    shortfalls_usd: tuple[float, ...]
+
+
+def venue_figures(results: ResultColumns) -> tuple[VenueFigures, ...]:
+    """Each venue's figures from the latest evaluations, in venue order."""
+    out = []
+    for code, venue in enumerate(results.venue_names):
+        mine = results.venue_code == code
+        if not mine.any():
+            continue
+        counts = tuple(np.bincount(results.status[mine], minlength=len(STATUSES)).tolist())
+        levs = results.effective_leverage[mine]
+        levs = levs[~np.isnan(levs)]
+        short = np.maximum(results.maintenance_margin_usd[mine] - results.adjusted_equity_usd[mine], 0.0)
+        top = np.sort(short)[::-1][:SHORTFALLS_SHOWN]
+        out.append(VenueFigures(venue, counts, float(levs.max()) if levs.size else None, tuple(top.tolist())))
+    return tuple(sorted(out, key=lambda v: v.venue))
+
+
+def merge_venue_figures(parts: Sequence[tuple[VenueFigures, ...]]) -> tuple[VenueFigures, ...]:
+    """The venues' figures over shards: counts added, the largest leverage, the largest shortfalls."""
+    by_venue: dict[str, list[VenueFigures]] = {}
+    for part in parts:
+        for vf in part:
+            by_venue.setdefault(vf.venue, []).append(vf)
+    out = []
+    for venue, vfs in sorted(by_venue.items()):
+        counts = tuple(sum(c) for c in zip(*(v.by_status for v in vfs), strict=True))
+        levs = [v.leverage_max for v in vfs if v.leverage_max is not None]
+        short = sorted((x for v in vfs for x in v.shortfalls_usd), reverse=True)[:SHORTFALLS_SHOWN]
+        out.append(VenueFigures(venue, counts, max(levs) if levs else None, tuple(short)))
+    return tuple(out)
+
+
 class ShardFigures(Struct, frozen=True, array_like=True):
-    """A shard's figures for the snapshots: accounts held, evaluated accounts per status
-    code (``STATUSES`` order) and the forced sells of its liquidation alerts, USD by asset."""
+    """A shard's figures for the snapshots and metrics: accounts held, evaluated accounts
+    per status code (``STATUSES`` order), the forced sells of its liquidation alerts (USD by
+    asset) and its venues' figures."""
 
     accounts: int
     by_status: tuple[int, ...]
     forced_sell_usd: tuple[tuple[str, float], ...]
+    venues: tuple[VenueFigures, ...] = ()
 
 
 class AccountReport(Struct, frozen=True, array_like=True):
@@ -184,6 +237,10 @@ class ShardedAccounts:
     def status_counts(self) -> list[int]:
         """Evaluated accounts per status code, over all shards."""
         return [sum(column) for column in zip(*(f.by_status for f in self._figures), strict=True)]
+
+    def venues(self) -> tuple[VenueFigures, ...]:
+        """The venues' figures over all shards."""
+        return merge_venue_figures([f.venues for f in self._figures])
 
     def forced_sell_usd(self) -> dict[str, float]:
         """Forced sells of the liquidation alerts, USD by asset: each shard's, added in shard order."""
