@@ -72,9 +72,9 @@ class StepsInbox:
 
 
 async def await_shards(pipes: Pipes, join: ShardJoin, inbox: StepsInbox, offset: int,
-                       still_mine: asyncio.Event | None = None) -> bool:
+                       revoked: asyncio.Event | None = None) -> bool:
     """Until every shard is through log record ``offset`` (True), or the stage is no longer
-    this worker's (``still_mine`` set: False). Steps records that do not decode are
+    this worker's (``revoked`` set: False). Steps records that do not decode are
     dead-lettered."""
     poked_s = 0.0
     while True:
@@ -86,7 +86,7 @@ async def await_shards(pipes: Pipes, join: ShardJoin, inbox: StepsInbox, offset:
                 await pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
         if join.ready(offset):
             return True
-        if still_mine is not None and still_mine.is_set():
+        if revoked is not None and revoked.is_set():
             return False
         now = time.monotonic()
         if now - poked_s >= POKE_EVERY_S:
