@@ -459,3 +459,20 @@ def test_a_worker_running_account_shards_killed_in_the_crash_minutes(
         time.sleep(3)
         sharded.replace("w3")
     assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
+
+
+def test_a_worker_running_account_shards_stopped_past_its_session_timeout_then_continued(
+    sharded: Cluster, scenario: Scenario, tmp_path: Path
+) -> None:
+    """The stopped worker's shards move; when it wakes its shards may write a step or a
+    checkpoint more before they are stopped: both are the same as the new owners'."""
+    start_group(sharded, ("w1", "w2"))
+    owner = sharded.owner_of_global()
+    zombie = next(w for w in sharded.workers if w != owner)
+    assert _shards_by_worker(sharded)[zombie] > 0, "the stopped worker runs no shard"
+    with replaying(sharded, scenario, tmp_path / "out") as proc:
+        time.sleep(CRASH_S)
+        sharded.signal(zombie, signal.SIGSTOP)
+        time.sleep(12)  # twice the embedded session timeout (6 s): the group moves on
+        sharded.signal(zombie, signal.SIGCONT)
+    assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
