@@ -297,17 +297,22 @@ def test_a_third_worker_joining_mid_run(cluster: Cluster, scenario: Scenario, tm
     assert_same_alerts(proc, tmp_path / "out", scenario, cluster)
 
 
-def test_a_worker_stopped_past_its_session_timeout_then_continued(
-    cluster: Cluster, scenario: Scenario, tmp_path: Path
-) -> None:
-    start_group(cluster, ("w1", "w2"))
-    zombie = cluster.owner_of_global()
-    with replaying(cluster, scenario, tmp_path / "out") as proc:
+def stop_and_continue_in_the_crash(cluster: Cluster, scenario: Scenario, out: Path, zombie: str) -> None:
+    """A replay with ``zombie`` SIGSTOPped in the crash minutes past its session timeout,
+    then continued; the alerts must be the inline run's."""
+    with replaying(cluster, scenario, out) as proc:
         time.sleep(CRASH_S)
         cluster.signal(zombie, signal.SIGSTOP)
         time.sleep(12)  # twice the embedded session timeout (6 s): the group moves on
         cluster.signal(zombie, signal.SIGCONT)
-    assert_same_alerts(proc, tmp_path / "out", scenario, cluster)
+    assert_same_alerts(proc, out, scenario, cluster)
+
+
+def test_a_worker_stopped_past_its_session_timeout_then_continued(
+    cluster: Cluster, scenario: Scenario, tmp_path: Path
+) -> None:
+    start_group(cluster, ("w1", "w2"))
+    stop_and_continue_in_the_crash(cluster, scenario, tmp_path / "out", cluster.owner_of_global())
 
 
 def test_sigterm_stops_a_worker_within_10_s_mid_rebalance(
@@ -470,9 +475,4 @@ def test_a_worker_running_account_shards_stopped_past_its_session_timeout_then_c
     owner = sharded.owner_of_global()
     zombie = next(w for w in sharded.workers if w != owner)
     assert _shards_by_worker(sharded)[zombie] > 0, "the stopped worker runs no shard"
-    with replaying(sharded, scenario, tmp_path / "out") as proc:
-        time.sleep(CRASH_S)
-        sharded.signal(zombie, signal.SIGSTOP)
-        time.sleep(12)  # twice the embedded session timeout (6 s): the group moves on
-        sharded.signal(zombie, signal.SIGCONT)
-    assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
+    stop_and_continue_in_the_crash(sharded, scenario, tmp_path / "out", zombie)
