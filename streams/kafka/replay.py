@@ -178,8 +178,13 @@ async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1, a
 async def _check_shard_topic(admin: Any, account_shards: int) -> None:
     """``risk.shards`` must have one partition per shard (an account's shard is fixed by the
     shard count, and shard k runs where partition k is owned)."""
-    described = await admin.describe_topics([topics.RISK_SHARDS])
-    found = len(described[0].get("partitions", ())) if described else 0
+    found = 0
+    for _ in range(20):  # a topic just created may take a moment to be described
+        described = await admin.describe_topics([topics.RISK_SHARDS])
+        found = len(described[0].get("partitions", ())) if described else 0
+        if found:
+            break
+        await asyncio.sleep(0.25)
     if found != account_shards:
         raise KafkaReplayError(
             f"{topics.RISK_SHARDS} has {found} partitions but LIQMON_ACCOUNT_SHARDS is {account_shards}: "

@@ -133,9 +133,10 @@ class GlobalRisk(OrderedStage):
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
         """Add, replace or delete a unified account; balances without a price key get one.
         (Sharded: the account lives on its shard; here only the accounts' clock hears of it.)"""
-        str(raw["account_id"])  # a record without one is refused by every reader alike
+        if "account_id" not in raw:  # refused by every reader alike
+            raise KeyError("account_id")
         if not raw.get("delete"):
-            self.cadence.loaded()  # before it is checked: every shard hears of it so
+            self.cadence.loaded()  # before the account is checked, as every shard hears of it
         if self.shard_reports is not None:
             return
         keys = self.watch.upsert(raw, self.now_ms)
