@@ -139,7 +139,7 @@ def test_merged_sets_are_the_union_in_id_order() -> None:
 
 def test_the_aggregation_refuses_an_evaluation_the_shards_did_not_report() -> None:
     reports = ShardedAccounts(2)
-    figures = ShardFigures(1, (1, 0, 0, 0), ())
+    figures = ShardFigures(1, ())
     with pytest.raises(ValueError, match="one report per shard"):
         reports.put([AccountReport(0, T0, False, 0.0, None, None, figures)])
     reports.put([AccountReport(s, T0, False, 0.0, None, None, figures) for s in (1, 0)])
@@ -151,7 +151,7 @@ def test_the_aggregation_refuses_an_evaluation_the_shards_did_not_report() -> No
 def test_the_join_hands_out_a_record_once_every_shard_did_it() -> None:
     """Steps arrive in any order, a restarted shard sends some again, one shard runs ahead:
     a record is ready once every shard is through it, each step counted once."""
-    figures = ShardFigures(2, (2, 0, 0, 0), ())
+    figures = ShardFigures(2, ())
     join = ShardJoin(2)
     join.add(decode_steps(ShardStepRecord(shard=1, through=5, steps=[ShardStep(3, alerts=2)]).encode()), 0)
     assert not join.ready(0) and join.lagging(0) == [0]

@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-import numpy as np
 from pydantic import ValidationError
 
 from monitor.config import EngineConfig
 from monitor.models.loops.lending import Position
-from monitor.models.margin import STATUSES
 from monitor.protocol import Alert, PriceSignal, SignalPayload
 from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.ordered import AccountCadence, OrderedStage
@@ -75,8 +73,7 @@ class AccountShard(OrderedStage):
         self._sets_touched = self._figures_due = True
         keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
-            self.price_book.register_derived(keys)
-            self.price_book.pending_keys.update(keys)
+            self.price_book.add_keys(keys)
         return True
 
     # -- signals -------------------------------------------------------------------------
@@ -120,9 +117,6 @@ class AccountShard(OrderedStage):
         return ShardStep(offset, tuple(reports), figures, alerts)
 
     def figures(self) -> ShardFigures:
-        """Accounts held, evaluated accounts by status, forced sells of the alerts by asset,
-        the venues' figures."""
-        results = self.watch.result_columns()
-        counts = np.bincount(results.status, minlength=len(STATUSES)).tolist()
+        """Accounts held, forced sells of the alerts by asset, the venues' figures."""
         forced = tuple(sorted(self.watch.forced_sell_usd.items()))
-        return ShardFigures(len(self.watch.accounts), tuple(counts), forced, venue_figures(results))
+        return ShardFigures(len(self.watch.accounts), forced, venue_figures(self.watch.result_columns()))

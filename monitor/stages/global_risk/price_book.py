@@ -33,6 +33,13 @@ class PriceBook:
                 self._derived[key] = (rate, base)
                 self.pending_keys.add(key)
 
+    def add_keys(self, keys: Iterable[str]) -> None:
+        """A newly loaded account's keys: its derived ones registered, all of them evaluated
+        at the next event time whether or not their price moves."""
+        keys = set(keys)
+        self.register_derived(keys)
+        self.pending_keys |= keys
+
     def apply(self, signal: PriceSignal, changed: set[str]) -> float | None:
         """A price signal: the key takes its price and is marked changed; the price, or
         None when it is not one (not finite, or not positive: ignored)."""

@@ -141,8 +141,7 @@ class GlobalRisk(OrderedStage):
             return
         keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
-            self.price_book.register_derived(keys)
-            self.price_book.pending_keys.update(keys)
+            self.price_book.add_keys(keys)
 
     @property
     def account_count(self) -> int:

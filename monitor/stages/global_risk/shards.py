@@ -98,12 +98,11 @@ def merge_venue_figures(parts: Sequence[tuple[VenueFigures, ...]]) -> tuple[Venu
 
 
 class ShardFigures(Struct, frozen=True, array_like=True):
-    """A shard's figures for the snapshots and metrics: accounts held, evaluated accounts
-    per status code (``STATUSES`` order), the forced sells of its liquidation alerts (USD by
-    asset) and its venues' figures."""
+    """A shard's figures for the snapshots and metrics: accounts held, the forced sells of
+    its liquidation alerts (USD by asset) and its venues' figures (their counts by status
+    are the shard's)."""
 
     accounts: int
-    by_status: tuple[int, ...]
     forced_sell_usd: tuple[tuple[str, float], ...]
     venues: tuple[VenueFigures, ...] = ()
 
@@ -183,7 +182,7 @@ class ShardedAccounts:
         empty = AccountSet(0, [])
         self._stressed = [empty] * shards
         self._liquidating = [empty] * shards
-        self._figures = [ShardFigures(0, (0,) * len(STATUSES), ())] * shards
+        self._figures = [ShardFigures(0, ())] * shards
 
     def put(self, reports: list[AccountReport]) -> None:
         """Every shard's report of one evaluation, one per shard."""
@@ -236,7 +235,10 @@ class ShardedAccounts:
 
     def status_counts(self) -> list[int]:
         """Evaluated accounts per status code, over all shards."""
-        return [sum(column) for column in zip(*(f.by_status for f in self._figures), strict=True)]
+        counts = [0] * len(STATUSES)
+        for venue in self.venues():
+            counts = [a + b for a, b in zip(counts, venue.by_status, strict=True)]
+        return counts
 
     def venues(self) -> tuple[VenueFigures, ...]:
         """The venues' figures over all shards."""
