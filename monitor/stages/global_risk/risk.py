@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from monitor.accounts.watch import ResultColumns, default_balance_price_key, price_key_units, status_slack_usd
+from monitor.accounts.watch import default_balance_price_key, price_key_units, status_slack_usd
 from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
 from monitor.models.loops.lending import Position
@@ -296,7 +296,7 @@ class GlobalRisk(OrderedStage):
     def figures(self) -> RiskFigures:
         """Aggregates for metrics (closed label sets: protocol, asset, venue, bands, ranks).
         With account shards, the accounts' per-venue figures are merged from the shards'
-        (no median or 0.9 quantile of leverage: those do not merge)."""
+        (the same figures: every one of them merges exactly)."""
         fig = RiskFigures()
         fig.loops, fig.hf_bands = self.loops.figures(self.prices)
         shards = self.shard_reports
@@ -304,10 +304,8 @@ class GlobalRisk(OrderedStage):
             for vf in shards.venues():
                 _add_venue(fig, vf)
         else:
-            results = self.watch.result_columns()
-            for vf in venue_figures(results):
+            for vf in venue_figures(self.watch.result_columns()):
                 _add_venue(fig, vf)
-                _leverage_quantiles(fig, vf.venue, results)
         fig.withdrawn_ratio = self.vacuum.withdrawn_ratio()
         fig.stage = self.cascade.highest
         fig.active_stages = self.cascade.active(self.now_ms)
@@ -316,22 +314,18 @@ class GlobalRisk(OrderedStage):
 
 
 def _add_venue(fig: RiskFigures, vf: VenueFigures) -> None:
-    """One venue's accounts by status, its largest effective leverage and its five largest
-    shortfalls max(MM − adjusted equity, 0) (RISK_MODEL §3; 0 for ranks beyond its accounts)."""
+    """One venue's accounts by status, its largest effective leverage, its median and 0.9
+    quantile from the sketch (within a relative 0.5 %, ``leverage_sketch``) and its five
+    largest shortfalls max(MM − adjusted equity, 0) (RISK_MODEL §3; 0 for ranks beyond its
+    accounts)."""
     for code, n in enumerate(vf.by_status):
         if n:
             fig.accounts_by_status[(vf.venue, STATUSES[code])] = n
     if vf.leverage_max is not None:
         fig.leverage_quantiles[(vf.venue, "max")] = vf.leverage_max
+    for q in ("0.5", "0.9"):
+        value = vf.leverage.quantile(float(q))
+        if value is not None:
+            fig.leverage_quantiles[(vf.venue, q)] = value
     for rank in range(SHORTFALLS_SHOWN):
         fig.shortfalls[(vf.venue, str(rank + 1))] = vf.shortfalls_usd[rank] if rank < len(vf.shortfalls_usd) else 0.0
-
-
-def _leverage_quantiles(fig: RiskFigures, venue: str, results: ResultColumns) -> None:
-    """A venue's effective-leverage median and 0.9 quantile (the lower sample)."""
-    code = results.venue_names.index(venue)
-    levs = np.sort(results.effective_leverage[results.venue_code == code])
-    levs = levs[~np.isnan(levs)]
-    if levs.size:
-        fig.leverage_quantiles[(venue, "0.5")] = float(levs[(levs.size - 1) // 2])
-        fig.leverage_quantiles[(venue, "0.9")] = float(levs[int(0.9 * (levs.size - 1))])

@@ -27,6 +27,7 @@ from monitor.accounts.watch import ResultColumns
 from monitor.models.cascade import ACCOUNTS_SHOWN, AccountSet
 from monitor.models.margin import STATUSES
 from monitor.protocol import RecordError
+from monitor.stages.global_risk.leverage_sketch import LeverageSketch, leverage_sketch, merge_sketches
 
 __all__ = [
     "AccountReport",
@@ -57,13 +58,15 @@ SHORTFALLS_SHOWN = 5
 
 class VenueFigures(Struct, frozen=True, array_like=True):
     """One venue's evaluated accounts: per status code, the largest effective leverage
-    (None: none has one) and the largest shortfalls max(MM − adjusted equity, 0), USD,
-    largest first (RISK_MODEL §3). All three merge exactly over shards."""
+    (None: none has one), the largest shortfalls max(MM − adjusted equity, 0), USD,
+    largest first (RISK_MODEL §3), and the sketch of their effective leverage. All four
+    merge exactly over shards."""
 
     venue: str
     by_status: tuple[int, ...]
     leverage_max: float | None
     shortfalls_usd: tuple[float, ...]
+    leverage: LeverageSketch = LeverageSketch()
 
 
 def venue_figures(results: ResultColumns) -> tuple[VenueFigures, ...]:
@@ -75,15 +78,17 @@ def venue_figures(results: ResultColumns) -> tuple[VenueFigures, ...]:
             continue
         counts = tuple(np.bincount(results.status[mine], minlength=len(STATUSES)).tolist())
         levs = results.effective_leverage[mine]
-        levs = levs[~np.isnan(levs)]
+        sketch = leverage_sketch(levs)
         short = np.maximum(results.maintenance_margin_usd[mine] - results.adjusted_equity_usd[mine], 0.0)
         top = np.sort(short)[::-1][:SHORTFALLS_SHOWN]
-        out.append(VenueFigures(venue, counts, float(levs.max()) if levs.size else None, tuple(top.tolist())))
+        lev_max = float(np.nanmax(levs)) if sketch.count else None
+        out.append(VenueFigures(venue, counts, lev_max, tuple(top.tolist()), sketch))
     return tuple(sorted(out, key=lambda v: v.venue))
 
 
 def merge_venue_figures(parts: Sequence[tuple[VenueFigures, ...]]) -> tuple[VenueFigures, ...]:
-    """The venues' figures over shards: counts added, the largest leverage, the largest shortfalls."""
+    """The venues' figures over shards: counts added, the largest leverage, the largest
+    shortfalls, the leverage sketches' counts added."""
     by_venue: dict[str, list[VenueFigures]] = {}
     for part in parts:
         for vf in part:
@@ -93,7 +98,8 @@ def merge_venue_figures(parts: Sequence[tuple[VenueFigures, ...]]) -> tuple[Venu
         counts = tuple(sum(c) for c in zip(*(v.by_status for v in vfs), strict=True))
         levs = [v.leverage_max for v in vfs if v.leverage_max is not None]
         short = sorted((x for v in vfs for x in v.shortfalls_usd), reverse=True)[:SHORTFALLS_SHOWN]
-        out.append(VenueFigures(venue, counts, max(levs) if levs else None, tuple(short)))
+        sketch = merge_sketches(v.leverage for v in vfs)
+        out.append(VenueFigures(venue, counts, max(levs) if levs else None, tuple(short), sketch))
     return tuple(out)
 
 
