@@ -77,6 +77,14 @@ class Metrics:
             ["stage", "source"], registry=r)
         self.rewinds_total = Counter(
             "liqmon_rewinds", "Seeks back to a checkpoint's offset, by stage", ["stage"], registry=r)
+        # Account shards (streams/app/shard_join.py): what the global stage waits for
+        self.shard_behind_records = Gauge(
+            "liqmon_shard_behind_records",
+            "Log records an account shard has yet to report while the global stage waits for it (0: not waited for)",
+            ["shard"], registry=r)
+        self.shard_wait_seconds_total = Counter(
+            "liqmon_shard_wait_seconds", "Time the global stage has spent waiting for the account shards, seconds",
+            registry=r)
         # Alert delivery (streams/sinks/retry_queue.py): per sink, closed set (webhook, alertmanager)
         self.alerts_dropped_total = Counter(
             "liqmon_alerts_dropped",

@@ -649,7 +649,7 @@ def _pipeline() -> Dashboard:
 
 
 def _pipeline_panels() -> tuple[Panel, ...]:
-    """Workers, throughput, consumer lag, latency, dead letters."""
+    """Workers, throughput, consumer lag, latency, dead letters, the account shards' wait."""
     return (
         Panel(
             "Workers up",
@@ -706,6 +706,17 @@ def _pipeline_panels() -> tuple[Panel, ...]:
             ),
             unit="dateTimeAsIso",
             width=12,
+        ),
+        Panel(
+            "Account shards: waited for",
+            "timeseries",
+            (
+                Target("max by (shard) (liqmon_shard_behind_records)", "shard {{shard}} records behind"),
+                Target("sum(rate(liqmon_shard_wait_seconds_total[1m]))", "global stage waiting (s/s)"),
+            ),
+            width=12,
+            description="With LIQMON_ACCOUNT_SHARDS: log records each shard had yet to report while the "
+            "global stage waited for it, and the share of time it waited. Empty without shards.",
         ),
     )
 

@@ -75,22 +75,39 @@ async def await_shards(pipes: Pipes, join: ShardJoin, inbox: StepsInbox, offset:
                        revoked: asyncio.Event | None = None) -> bool:
     """Until every shard is through log record ``offset`` (True), or the stage is no longer
     this worker's (``revoked`` set: False). Steps records that do not decode are
-    dead-lettered."""
+    dead-lettered. While it waits, each shard's distance from ``offset`` is exported
+    (``liqmon_shard_behind_records``) and the time waited counted."""
+    await _take_steps(pipes, join, inbox)  # the common case: nothing to wait for
+    if join.ready(offset):
+        return True
+    metrics, started = pipes.metrics, time.monotonic()
     poked_s = 0.0
-    while True:
-        for at, value in inbox.take():
-            try:
-                join.add(decode_steps(value), at)
-            except RecordError as exc:
-                join.skip(at)
-                await pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
-        if join.ready(offset):
-            return True
-        if revoked is not None and revoked.is_set():
-            return False
-        now = time.monotonic()
-        if now - poked_s >= POKE_EVERY_S:
-            poked_s = now
-            for shard in join.lagging(offset):
-                await pipes.shards.send(key=b"", value=b"poke", partition=shard)
-        await inbox.wait(0.25)
+    try:
+        while True:
+            for shard, done in enumerate(join.through):
+                metrics.shard_behind_records.labels(str(shard)).set(max(offset - done, 0))
+            if revoked is not None and revoked.is_set():
+                return False
+            now = time.monotonic()
+            if now - poked_s >= POKE_EVERY_S:
+                poked_s = now
+                for shard in join.lagging(offset):
+                    await pipes.shards.send(key=b"", value=b"poke", partition=shard)
+            await inbox.wait(0.25)
+            await _take_steps(pipes, join, inbox)
+            if join.ready(offset):
+                return True
+    finally:
+        metrics.shard_wait_seconds_total.inc(time.monotonic() - started)
+        for shard in range(join.shards):
+            metrics.shard_behind_records.labels(str(shard)).set(0)
+
+
+async def _take_steps(pipes: Pipes, join: ShardJoin, inbox: StepsInbox) -> None:
+    """The steps read so far into the join; a record that does not decode is dead-lettered."""
+    for at, value in inbox.take():
+        try:
+            join.add(decode_steps(value), at)
+        except RecordError as exc:
+            join.skip(at)
+            await pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))

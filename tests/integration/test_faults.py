@@ -446,6 +446,9 @@ def test_one_two_or_three_workers_running_the_account_shards(
         pass
     assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
     assert (tmp_path / "out" / "snapshots.jsonl").read_bytes() == sharded_inline_snapshots
+    # the shards start on the global stage's pokes: it has waited for them, and waits no more
+    assert sum(sharded.gauge(w, "liqmon_shard_wait_seconds_total") for w in names) > 0
+    assert sum(sharded.gauge(w, "liqmon_shard_behind_records") for w in names) == 0
 
 
 @pytest.mark.parametrize("victim", ["global-owner", "shards-only"])

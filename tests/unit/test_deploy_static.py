@@ -48,6 +48,8 @@ CATALOGUE: dict[str, str] = {
     "liqmon_checkpoint_bytes": "gauge",
     "liqmon_recoveries_total": "counter",
     "liqmon_rewinds_total": "counter",
+    "liqmon_shard_behind_records": "gauge",
+    "liqmon_shard_wait_seconds_total": "counter",
     "liqmon_loops_liquidatable_usd": "gauge",
     "liqmon_loops_ladder_usd": "gauge",
     "liqmon_loops_collateral_illusion_ratio": "gauge",
@@ -88,6 +90,7 @@ SEVERITIES = {"info", "warning", "high", "critical"}
 ALERT_LABEL_KEYS = {"severity", "kind", "job"}
 # Labels a rule may keep in its output: closed sets only, never instance/account/position.
 STABLE_LABELS = {
+    "shard",
     "asset",
     "venue",
     "channel",
