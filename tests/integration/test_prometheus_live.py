@@ -53,7 +53,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.e2e import start_loopback_app
-from replay.scenario import generate
+from replay.scenario import ScenarioResult, generate
 from replay.scenario.config import hhmm
 from streams.kafka.broker import embedded_broker, free_port
 from streams.kafka.replay import ensure_topics
@@ -96,7 +96,10 @@ MUST_FIRE: dict[str, dict[str, str]] = {
 #: Catalogue metrics (monitor/metrics.py) that no process sets, with the module that owns
 #: the gap. A panel that reads one of these cannot have data, so it is expected empty — and the
 #: test fails as soon as it has data, so this list cannot hide a regression or go stale.
-NOT_EXPORTED: dict[str, str] = {}
+NOT_EXPORTED: dict[str, str] = {
+    "liqmon_shard_behind_records": "exported only by a global stage waiting for account shards "
+    "(LIQMON_ACCOUNT_SHARDS > 0); test_faults.py's sharded runs check it",
+}
 #: Grafana's built-in interval variables, as Grafana would resolve them at a 1 s scrape.
 BUILTIN_VARS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -426,6 +429,20 @@ def firing(alerts: list[dict[str, Any]]) -> dict[str, list[dict[str, str]]]:
     return out
 
 
+@dataclass
+class FiringLog:
+    """The alerts seen firing, and when each first fired (seconds since ``started``)."""
+
+    started: float
+    seen: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    first_s: dict[str, float] = field(default_factory=dict)
+
+    def note(self, prom: Prom) -> None:
+        for name, labels in firing(prom.alerts()).items():
+            self.seen.setdefault(name, []).extend(labels)
+            self.first_s.setdefault(name, time.monotonic() - self.started)
+
+
 def missing_alerts(seen: dict[str, list[dict[str, str]]]) -> list[str]:
     missing = []
     for name, labels in MUST_FIRE.items():
@@ -441,6 +458,72 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: Callable[[], s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what()}")
         time.sleep(interval_s)
+
+
+def start_live_and_prometheus(stack: ExitStack, tmp_path: Path, binance: FakeBinance,
+                              ports: tuple[int, int, int]) -> subprocess.Popen[bytes]:
+    """`liqmon live` on ``binance`` and Prometheus scraping it and the worker; the live process.
+
+    `liqmon live` runs as its module (the sub-command is not registered in streams/cli.py),
+    on a broker of its own (its embedded-broker fallback cannot start inside its event
+    loop): wall-clock live data must not reach the replay's worker."""
+    worker_port, live_port, prom_port = ports
+    live_broker = stack.enter_context(embedded_broker(log_path=tmp_path / "live-broker.log"))
+    live_env = clean_env(LIQMON_KAFKA_BOOTSTRAP=live_broker.bootstrap, LIQMON_BROKER_KIND="tansu",
+                         LIQMON_LIVE_METRICS_PORT=str(live_port))
+    live = stack.enter_context(process(
+        [sys.executable, "-m", "streams.cmd.live", "--config", str(live_config(tmp_path / "live.toml", binance))],
+        tmp_path / "live.log", live_env))
+    rules = rules_for_test(tmp_path / "rules.yml")
+    config = prometheus_config(tmp_path / "prometheus.yml", rules, worker_port, live_port)
+    stack.enter_context(process(
+        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address={HOST}:{prom_port}"],
+        tmp_path / "prometheus.log"))
+    return live
+
+
+def replay_watched(stack: ExitStack, tmp_path: Path, run: tuple[ScenarioResult, dict[str, str]],
+                   worker: subprocess.Popen[bytes], prom: Prom, alerts: FiringLog) -> None:
+    """The scenario replayed through the worker at ``SPEED`` while the firing alerts are
+    noted; it must end in time with the depeg, cascade and liquidation alerts."""
+    scenario, worker_env = run
+    replay_log = tmp_path / "replay.log"
+    replay = stack.enter_context(process(
+        liqmon_cmd("replay", "--capture", str(scenario.capture_path),
+                   "--positions", str(scenario.positions_path),
+                   "--accounts", str(scenario.accounts_path),
+                   "--speed", SPEED, "--no-worker", "--quiet", "--out", str(tmp_path / "out")),
+        replay_log, worker_env))
+    while replay.poll() is None:
+        alerts.note(prom)
+        assert worker.poll() is None, "worker died\n" + tail(tmp_path / "worker.log")
+        assert time.monotonic() - alerts.started < 270, "replay too slow\n" + tail(replay_log)
+        time.sleep(0.5)
+    assert replay.returncode == 0, tail(replay_log) + tail(tmp_path / "worker.log")
+    summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
+    kinds = {k.split(":")[0] for k in summary["alerts_by_kind_severity"]}
+    assert {"venue_local_depeg", "cascade_stage", "unified_liquidation"} <= kinds, summary
+
+
+def failing_rules(prom: Prom) -> list[str]:
+    """Rules Prometheus could not evaluate, with their errors."""
+    return [
+        f"{rule['name']}: {rule.get('lastError')}"
+        for group in prom.get("/api/v1/rules")["data"]["groups"]
+        for rule in group["rules"]
+        if rule.get("health") != "ok"
+    ]
+
+
+def empty_variables(prom: Prom) -> list[str]:
+    """Dashboard template variables without values (or without their default)."""
+    problems = []
+    for uid, metric, label, default in variable_queries():
+        values = prom.get(f"/api/v1/label/{label}/values", **{"match[]": metric})["data"]
+        if not values or (default and default not in values):
+            problems.append(f"{uid}: label_values({metric}, {label}) = {values}, default {default!r}")
+    return problems
 
 
 # --- the test -------------------------------------------------------------------------
@@ -469,22 +552,7 @@ def test_every_panel_has_data_and_depeg_and_cascade_alerts_fire(tmp_path: Path) 
         worker_env = clean_env(LIQMON_KAFKA_BOOTSTRAP=broker.bootstrap, LIQMON_BROKER_KIND="tansu",
                                LIQMON_PARTITIONS=str(PARTITIONS), LIQMON_METRICS_PORT=str(worker_port))
         worker = stack.enter_context(process(liqmon_cmd("worker"), tmp_path / "worker.log", worker_env))
-        # `liqmon live` as its module (the sub-command is not registered in streams/cli.py),
-        # on a broker of its own (its embedded-broker fallback cannot start inside its event
-        # loop): wall-clock live data must not reach the replay's worker.
-        live_broker = stack.enter_context(embedded_broker(log_path=tmp_path / "live-broker.log"))
-        live_env = clean_env(LIQMON_KAFKA_BOOTSTRAP=live_broker.bootstrap, LIQMON_BROKER_KIND="tansu",
-                             LIQMON_LIVE_METRICS_PORT=str(live_port))
-        live = stack.enter_context(process(
-            [sys.executable, "-m", "streams.cmd.live",
-             "--config", str(live_config(tmp_path / "live.toml", binance))],
-            tmp_path / "live.log", live_env))
-        rules = rules_for_test(tmp_path / "rules.yml")
-        config = prometheus_config(tmp_path / "prometheus.yml", rules, worker_port, live_port)
-        stack.enter_context(process(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address={HOST}:{prom_port}"],
-            tmp_path / "prometheus.log"))
+        live = start_live_and_prometheus(stack, tmp_path, binance, (worker_port, live_port, prom_port))
 
         scenario = generate("oct10", 1, tmp_path / "scenario", knobs=KNOBS)
         timeline["scenario generated"] = time.monotonic() - started
@@ -501,64 +569,35 @@ def test_every_panel_has_data_and_depeg_and_cascade_alerts_fire(tmp_path: Path) 
 
         early = firing(prom.alerts())
         assert not set(early) & set(MUST_FIRE), f"paging before the replay: {early}"
-        replay_log = tmp_path / "replay.log"
-        replay = stack.enter_context(process(
-            liqmon_cmd("replay", "--capture", str(scenario.capture_path),
-                       "--positions", str(scenario.positions_path),
-                       "--accounts", str(scenario.accounts_path),
-                       "--speed", SPEED, "--no-worker", "--quiet", "--out", str(tmp_path / "out")),
-            replay_log, worker_env))
-        seen: dict[str, list[dict[str, str]]] = {}
-        first_firing: dict[str, float] = {}
-        while replay.poll() is None:
-            for name, labels in firing(prom.alerts()).items():
-                seen.setdefault(name, []).extend(labels)
-                first_firing.setdefault(name, time.monotonic() - started)
-            assert worker.poll() is None, "worker died\n" + tail(tmp_path / "worker.log")
-            assert time.monotonic() - started < 270, "replay too slow\n" + tail(replay_log)
-            time.sleep(0.5)
+        alerts = FiringLog(started)
+        replay_watched(stack, tmp_path, (scenario, worker_env), worker, prom, alerts)
         timeline["replay done"] = time.monotonic() - started
-        assert replay.returncode == 0, tail(replay_log) + tail(tmp_path / "worker.log")
-        summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
-        kinds = {k.split(":")[0] for k in summary["alerts_by_kind_severity"]}
-        assert {"venue_local_depeg", "cascade_stage", "unified_liquidation"} <= kinds, summary
 
         # Wait until the last values are scraped and recorded, then judge once.
         problems: list[str] = []
 
         def settled() -> bool:
             nonlocal problems
-            for name, labels in firing(prom.alerts()).items():
-                seen.setdefault(name, []).extend(labels)
-                first_firing.setdefault(name, time.monotonic() - started)
+            alerts.note(prom)
             problems = evaluate_panels(prom, queries, recorded)
-            return not problems and not missing_alerts(seen)
+            return not problems and not missing_alerts(alerts.seen)
 
         deadline = time.monotonic() + 45
         while not settled() and time.monotonic() < deadline:
             time.sleep(1)
         timeline["checked"] = time.monotonic() - started
 
-        rule_errors = [
-            f"{rule['name']}: {rule.get('lastError')}"
-            for group in prom.get("/api/v1/rules")["data"]["groups"]
-            for rule in group["rules"]
-            if rule.get("health") != "ok"
-        ]
-        variable_problems = []
-        for uid, metric, label, default in variable_queries():
-            values = prom.get(f"/api/v1/label/{label}/values", **{"match[]": metric})["data"]
-            if not values or (default and default not in values):
-                variable_problems.append(f"{uid}: label_values({metric}, {label}) = {values}, default {default!r}")
+        rule_errors, variable_problems = failing_rules(prom), empty_variables(prom)
         assert live.poll() is None, "live feed died\n" + tail(tmp_path / "live.log")
         print(f"\ntimeline (s): { {k: round(v, 1) for k, v in timeline.items()} }")
-        print(f"first firing (s): { {k: round(v, 1) for k, v in sorted(first_firing.items())} }")
+        print(f"first firing (s): { {k: round(v, 1) for k, v in sorted(alerts.first_s.items())} }")
         print(f"{len(queries)} panel queries; expected empty (not exported): {NOT_EXPORTED}")
 
     assert not problems, "dashboard queries without data:\n" + "\n".join(problems)
-    assert not missing_alerts(seen), f"alerts never fired: {missing_alerts(seen)}; fired: {sorted(seen)}"
-    late = {name: round(first_firing[name], 1) for name in MUST_FIRE
-            if first_firing[name] > timeline["replay done"]}
+    missing = missing_alerts(alerts.seen)
+    assert not missing, f"alerts never fired: {missing}; fired: {sorted(alerts.seen)}"
+    late = {name: round(alerts.first_s[name], 1) for name in MUST_FIRE
+            if alerts.first_s[name] > timeline["replay done"]}
     assert not late, f"fired only after the replay ended at {timeline['replay done']:.1f} s: {late}"
     assert not rule_errors, "rules failing to evaluate:\n" + "\n".join(rule_errors)
     assert not variable_problems, "template variables without values:\n" + "\n".join(variable_problems)

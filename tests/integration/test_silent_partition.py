@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,29 @@ def test_global_stage_alerts_while_partitions_stay_silent(tmp_path: Path) -> Non
         asyncio.run(silent_partition_run(broker.bootstrap, tmp_path))
 
 
+async def wait_for_calm(ticker: UsdeTicker, reader: AlertReader, metrics_port: int,
+                        running: Callable[[], bool], context: Callable[[], str]) -> None:
+    """Calm: the global stage loads the account and evaluates it at the calm price while
+    three partitions get nothing but ticks (``running``: the worker and liqmon live are)."""
+    setup_deadline = time.monotonic() + 60 + SILENCE_BEFORE_MOVE_S
+    accounts: dict[str, float] = {}
+    next_scrape = 0.0
+    while not (
+        ticker.first_frame_ms is not None
+        and now_ms() - ticker.first_frame_ms >= SILENCE_BEFORE_MOVE_S * 1000
+        and reader.loaded is not None
+        and accounts.get("normal") == 1.0
+    ):
+        assert time.monotonic() < setup_deadline, (
+            f"calm phase not reached: frames {ticker.frames}, loaded {reader.loaded}, "
+            f"accounts {accounts}" + context())
+        assert running(), "the worker or liqmon live exited" + context()
+        await reader.poll()
+        if time.monotonic() >= next_scrape:
+            next_scrape = time.monotonic() + 0.5
+            accounts = await asyncio.to_thread(unified_accounts, metrics_port)
+
+
 async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
     config = EngineConfig()
     deadline_s = alert_deadline_s(config)
@@ -274,26 +298,8 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
                         stdout=live_log, stderr=live_log, stdin=asyncio.subprocess.DEVNULL,
                     )
                 try:
-                    # Calm: the global stage loads the account and evaluates it at the calm
-                    # price while three partitions get nothing but ticks.
-                    setup_deadline = time.monotonic() + 60 + SILENCE_BEFORE_MOVE_S
-                    accounts: dict[str, float] = {}
-                    next_scrape = 0.0
-                    while not (
-                        ticker.first_frame_ms is not None
-                        and now_ms() - ticker.first_frame_ms >= SILENCE_BEFORE_MOVE_S * 1000
-                        and reader.loaded is not None
-                        and accounts.get("normal") == 1.0
-                    ):
-                        assert time.monotonic() < setup_deadline, (
-                            f"calm phase not reached: frames {ticker.frames}, loaded {reader.loaded}, "
-                            f"accounts {accounts}" + context())
-                        assert worker.poll() is None, "worker exited" + context()
-                        assert live.returncode is None, "liqmon live exited" + context()
-                        await reader.poll()
-                        if time.monotonic() >= next_scrape:
-                            next_scrape = time.monotonic() + 0.5
-                            accounts = await asyncio.to_thread(unified_accounts, metrics_port)
+                    await wait_for_calm(ticker, reader, metrics_port,
+                                        lambda: worker.poll() is None and live.returncode is None, context)
                     assert reader.loaded is not None and reader.loaded["accounts"] == 1
                     assert reader.liquidation() is None, "liquidated before the move"
 
@@ -333,10 +339,14 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
     # Event time of the alert: the receive time of the first moved quote at liqmon live.
     assert move_ms <= alert["ts_ms"] <= move_ms + 2_000
 
-    market = await read_topic(bootstrap, topics.MARKET)
-    signals = await read_topic(bootstrap, topics.RISK_SIGNALS)
+    check_silent_partitions(await read_topic(bootstrap, topics.MARKET), config, alert)
+    check_watermarks(await read_topic(bootstrap, topics.RISK_SIGNALS), alert, move_ms,
+                     reader.written_ms[alert["alert_id"]])
 
-    # The silent partitions got ticks and nothing else, for the whole run.
+
+def check_silent_partitions(market: list[Read], config: EngineConfig, alert: dict[str, Any]) -> None:
+    """The silent partitions got ticks and nothing else, for the whole run, each trailing
+    its receive time by the live tick lag."""
     decoded: dict[int, list[Batch]] = {p: [] for p in range(PARTITIONS)}
     for rec in market:
         batch = decode_record(rec.value)
@@ -360,9 +370,11 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
             trail_ms = rec.timestamp_ms - tick.tick_ms
             assert lag_ms <= trail_ms < config.ingest.batch_max_span_ms, trail_ms
 
-    # Contrapositive, on the global stage's input: every silent partition's watermark passed
-    # the alert's event time, through ticks sent after the move, and the alert was written
-    # no earlier than the record that lifted the minimum watermark past it.
+
+def check_watermarks(signals: list[Read], alert: dict[str, Any], move_ms: int, written_ms: int) -> None:
+    """Contrapositive, on the global stage's input: every silent partition's watermark passed
+    the alert's event time, through ticks sent after the move, and the alert was written
+    (at ``written_ms``) no earlier than the record that lifted the minimum watermark past it."""
     watermarks: dict[int, int] = {}
     released: Read | None = None
     passed_at: dict[int, Read] = {}
@@ -382,4 +394,4 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
     for p in SILENT_PARTITIONS:
         assert passed_at[p].timestamp_ms > move_ms, "a watermark past the move can only come from a later tick"
     assert released is not None
-    assert reader.written_ms[alert["alert_id"]] >= released.timestamp_ms
+    assert written_ms >= released.timestamp_ms
