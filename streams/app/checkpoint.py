@@ -26,6 +26,7 @@ import hashlib
 import logging
 import pickle
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -144,6 +145,19 @@ class CheckpointTable:
             log.error("checkpoint %s does not match its digest; re-reading the input", name)
             return None
         return Checkpoint(int(header["offset"]), unpack_state(blob), len(blob))
+
+    def load_usable(self, name: str, fresh: object, fits: Callable[[Any], bool]) -> Checkpoint | None:
+        """The newest checkpoint of ``name`` if this code can go on from it: its state has the
+        type and layout of ``fresh`` (a state this code builds, :func:`same_layout`) and
+        ``fits`` it (made with the same settings); else None, and a checkpoint refused is
+        logged (the stage starts afresh and re-reads its input from the start)."""
+        ckpt = self.load(name)
+        if ckpt is None:
+            return None
+        if type(ckpt.state) is type(fresh) and same_layout(ckpt.state, fresh) and fits(ckpt.state):
+            return ckpt
+        log.warning("checkpoint %s made with other settings or code; starting afresh", name)
+        return None
 
     async def save(self, name: str, partition: int, offset: int, state: object) -> int:
         """Write a checkpoint (chunks first, header last); returns its size in bytes."""

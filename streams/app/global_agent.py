@@ -38,7 +38,7 @@ from monitor.protocol import (
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step
 from streams import topics
-from streams.app.checkpoint import InputCursor, same_layout
+from streams.app.checkpoint import InputCursor
 from streams.app.commands import INVALID_COMMAND, encode_reply, error_reply, run_spiral_command
 from streams.app.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.app.market_stage import Cadence
@@ -132,16 +132,11 @@ class GlobalRuntime:
         """The stage's state, loaded from its checkpoint the first time it is asked for."""
         if self.state is None or self.cursor is None:
             settings = self.pipes.settings
-            ckpt = self.pipes.global_checkpoints.load(CHECKPOINT_NAME)
             fresh = GlobalState.fresh(self.pipes.config, settings.partitions, settings.account_shards)
-            state = ckpt.state if ckpt is not None else None
-            if not (isinstance(state, GlobalState) and same_layout(state, fresh)
-                    and state.risk.config_hash == self.pipes.config.config_hash
-                    and _shards(state) == _shards(fresh)):
-                if ckpt is not None:
-                    log.warning("global checkpoint made with other settings or code; starting afresh")
-                state, ckpt = None, None
-            self.state = state or fresh
+            ckpt = self.pipes.global_checkpoints.load_usable(
+                CHECKPOINT_NAME, fresh,
+                lambda s: s.risk.config_hash == fresh.risk.config_hash and _shards(s) == _shards(fresh))
+            self.state = ckpt.state if ckpt is not None else fresh
             self.cursor = InputCursor(ckpt.offset + 1 if ckpt is not None else None)
             self._metrics_at_s = 0.0
             self.pipes.metrics.recoveries_total.labels("global", "checkpoint" if ckpt else "empty").inc()

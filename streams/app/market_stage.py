@@ -13,7 +13,6 @@ their sequence numbers, so the global stage takes each once
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,10 @@ from typing import Any
 from monitor.config import EngineConfig
 from monitor.metrics import Metrics
 from monitor.stages.engine import Engine
-from streams.app.checkpoint import Checkpoint, CheckpointTable, InputCursor, same_layout
+from streams.app.checkpoint import CheckpointTable, InputCursor
 
 __all__ = ["Cadence", "MarketPartition", "MarketPartitions", "checkpoint_name"]
 
-log = logging.getLogger("liqmon.worker")
 
 
 def checkpoint_name(partition: int) -> str:
@@ -76,26 +74,17 @@ class MarketPartitions:
         self.held: dict[int, list[tuple[Any, Any]]] = {}
 
     def get(self, partition: int) -> tuple[MarketPartition, InputCursor]:
-        """The partition's state, loaded from its checkpoint the first time it is asked for."""
+        """The partition's state, loaded from its checkpoint the first time it is asked for
+        (refused when made with other thresholds or another version of the code)."""
         part = self.parts.get(partition)
         if part is None:
-            ckpt = self._checkpoints.load(checkpoint_name(partition))
-            part, cursor = self._from_checkpoint(ckpt)
-            self.parts[partition] = part
-            self.cursors[partition] = cursor
+            fresh = MarketPartition(Engine(self._config))
+            ckpt = self._checkpoints.load_usable(checkpoint_name(partition), fresh,
+                                                 lambda s: s.engine.config_hash == self._config.config_hash)
+            part = self.parts[partition] = ckpt.state if ckpt is not None else fresh
+            self.cursors[partition] = InputCursor(ckpt.offset + 1 if ckpt is not None else None)
             self._metrics.recoveries_total.labels("market", "checkpoint" if ckpt else "empty").inc()
         return part, self.cursors[partition]
-
-    def _from_checkpoint(self, ckpt: Checkpoint | None) -> tuple[MarketPartition, InputCursor]:
-        if ckpt is None:
-            return MarketPartition(Engine(self._config)), InputCursor(None)
-        part = ckpt.state
-        fresh = MarketPartition(Engine(self._config))
-        if not same_layout(part, fresh) or part.engine.config_hash != self._config.config_hash:
-            # Other thresholds, or another version of the code: not ours to go on with.
-            log.warning("market checkpoint made with other settings or code; starting that partition afresh")
-            return fresh, InputCursor(None)
-        return part, InputCursor(ckpt.offset + 1)
 
     def hold(self, partition: int, stream: Any, event: Any) -> None:
         self.held.setdefault(partition, []).append((stream, event))

@@ -34,7 +34,7 @@ from monitor.protocol import Alert, CommandRecord, DeadLetter, InputRecord, Reco
 from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.shards import ShardStep, ShardStepRecord
 from streams import topics
-from streams.app.checkpoint import CheckpointTable, same_layout
+from streams.app.checkpoint import CheckpointTable
 from streams.app.global_stage import InputLedger
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes
@@ -173,20 +173,15 @@ class ShardRunner:
         pipes, k = self.pipes, self.shard
         shards = pipes.settings.account_shards
         fresh = ShardState(AccountShard(pipes.config, pipes.settings.partitions, k, shards))
-        ckpt = self.checkpoints.load(checkpoint_name(k))
-        state = ckpt.state if ckpt is not None else None
-        if ckpt is not None and not (isinstance(state, ShardState) and same_layout(state, fresh)
-                                     and state.shard.shards == shards and state.shard.config_hash
-                                     == pipes.config.config_hash):
-            log.warning("shard %d checkpoint made with other settings or code; starting afresh", k)
-            ckpt = None
+        ckpt = self.checkpoints.load_usable(
+            checkpoint_name(k), fresh,
+            lambda s: s.shard.shards == shards and s.shard.config_hash == pipes.config.config_hash)
         pipes.metrics.recoveries_total.labels("shard", "checkpoint" if ckpt else "empty").inc()
         if ckpt is None:
             log.info("shard %d of %d starts from the beginning of the log", k, shards)
             return fresh, None
-        assert isinstance(state, ShardState)
         log.info("shard %d of %d starts from its checkpoint at log offset %d", k, shards, ckpt.offset)
-        return state, ckpt.offset + 1
+        return ckpt.state, ckpt.offset + 1
 
     async def run(self) -> None:
         state, offset = self._load()

@@ -6,7 +6,9 @@
   starts the faust worker;
 - the faust worker probes its broker every second (``liqmon_broker_connected``, and
   ``/ready`` next to ``/metrics``); when the broker has been unreachable for
-  ``LIQMON_BROKER_LOST_S`` it exits with :data:`BROKER_LOST_EXIT`, and the supervisor waits
+  ``LIQMON_BROKER_LOST_S``, or answers again sooner but without the pipeline's topics (an
+  in-memory broker restarted empty: the offsets the worker's state reflects went with
+  them), it exits with :data:`BROKER_LOST_EXIT`, and the supervisor waits
   for a broker at the same address, re-creates the topics (an in-memory broker comes back
   empty) and starts a new faust worker, which goes on from the checkpoints (or, on an
   empty broker, from nothing). Meanwhile the supervisor serves ``/metrics`` with
@@ -38,10 +40,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from monitor.metrics import Metrics
+from streams import topics
 from streams.app.health import HealthServer, Readiness
 from streams.backoff import Backoff, BackoffPolicy
 from streams.kafka.broker import broker_reachable, die_with_parent, embedded_broker
-from streams.kafka.security import KafkaConnectError
+from streams.kafka.security import KafkaConnectError, topic_exists
 from streams.settings import Settings, load_engine_config
 from streams.sinks.delivery import attach_delivery
 
@@ -211,13 +214,24 @@ def run_worker(settings: Settings) -> int:
 
 
 # -- the faust worker ------------------------------------------------------------------
-def attach_broker_watch(app: Any, bootstrap: str, metrics: Metrics, readiness: Readiness, lost_after_s: float) -> None:
-    """Probe the broker every second; exit with :data:`BROKER_LOST_EXIT` once it is gone."""
+def attach_broker_watch(app: Any, bootstrap: str, settings: Settings, metrics: Metrics, readiness: Readiness,
+                        ) -> None:
+    """Probe the broker every second; exit with :data:`BROKER_LOST_EXIT` once it is gone,
+    or as soon as it answers again without the pipeline's topics (restarted empty: the
+    offsets this worker's state reflects are gone with them, and no topic is there to
+    consume; the supervisor re-creates the topics and starts a new faust worker)."""
+    lost_after_s = settings.broker_lost_s
     lost_since: list[float] = []
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def probe_broker() -> None:
         ok = await broker_reachable(bootstrap)
+        if ok and lost_since:  # back: the same broker, or one restarted empty?
+            present = await topic_exists(bootstrap, topics.RISK_SIGNALS, settings)
+            if present is False:
+                _say(f"broker at {bootstrap} came back without the pipeline's topics; restarting")
+                os._exit(BROKER_LOST_EXIT)
+            ok = present is True  # not asked yet: still lost
         metrics.broker_connected.set(1 if ok else 0)
         readiness.broker_connected = ok
         if ok:
@@ -273,7 +287,7 @@ def run_faust_worker(settings: Settings) -> int:
     metrics.broker_connected.set(1 if readiness.broker_connected else 0)
     app = create_app(settings, config, bootstrap, metrics)
     attach_delivery(app, settings, metrics)
-    attach_broker_watch(app, bootstrap, metrics, readiness, settings.broker_lost_s)
+    attach_broker_watch(app, bootstrap, settings, metrics, readiness)
     level = settings.log_level.lower()
     logging.basicConfig(level=logging.WARNING)
     if level not in {"crit", "error", "warn", "info", "debug"}:

@@ -29,7 +29,7 @@ from aiokafka.errors import KafkaError
 
 from streams.settings import ConfigFileError, Settings
 
-__all__ = ["KafkaConnectError", "faust_security", "kafka_client_options", "ssl_context", "start_admin"]
+__all__ = ["KafkaConnectError", "faust_security", "kafka_client_options", "ssl_context", "start_admin", "topic_exists"]
 
 #: How long the diagnosis of a failed connection may take (one TLS handshake).
 _PROBE_TIMEOUT_S = 5.0
@@ -119,6 +119,21 @@ async def start_admin(bootstrap: str, settings: Settings | None = None, **option
     finally:
         client_log.setLevel(level)
     return admin
+
+
+async def topic_exists(bootstrap: str, topic: str, settings: Settings | None = None) -> bool | None:
+    """Whether the broker lists ``topic`` (None: it could not be asked)."""
+    try:
+        admin = await start_admin(bootstrap, settings, request_timeout_ms=2000)
+    except KafkaConnectError:
+        return None
+    try:
+        return topic in await admin.list_topics()
+    except KafkaError:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 async def _diagnose(bootstrap: str, settings: Settings) -> str:

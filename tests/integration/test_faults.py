@@ -403,6 +403,8 @@ def test_a_worker_outlives_its_broker(scenario: Scenario, tmp_path: Path) -> Non
         c.broker = broker
         _wait_for("the worker is ready again", lambda: _ready(metrics_port)[0] == 200, 120)
         assert c.gauge("w1", "liqmon_broker_connected") == 1
+        # back within LIQMON_BROKER_LOST_S but empty: a new faust worker on re-created topics
+        assert "came back without the pipeline's topics; restarting" in (tmp_path / "w1.log").read_text()
         out = tmp_path / "out"
         proc = subprocess.run(liqmon_cmd("replay", *scenario.replay_args(), "--no-worker", "--quiet",
                                          "--out", str(out)), check=False, env=c.env(), capture_output=True,

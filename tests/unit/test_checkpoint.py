@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 
 import pytest
 
@@ -157,3 +158,32 @@ def test_a_checkpoint_of_another_code_version_is_recognised() -> None:
     newer.risk.extra_field = 1  # a field the writer had and this code has not
     assert not same_layout(newer, fresh)
     assert not same_layout({"risk": None}, fresh)
+
+
+@dataclass
+class _Stage:
+    config_hash: str
+    seq: int = 0
+
+
+@dataclass
+class _OtherStage:
+    config_hash: str
+
+
+async def test_a_checkpoint_of_other_code_or_settings_is_refused_and_said_so(caplog: pytest.LogCaptureFixture) -> None:
+    log = Changelog()
+    table = CheckpointTable(log.data, log.send)
+    assert table.load_usable("global", _Stage("a"), lambda s: True) is None  # none yet: nothing said
+    await table.save("global", 0, 7, _Stage("a", 3))
+    ckpt = table.load_usable("global", _Stage("a"), lambda s: s.config_hash == "a")
+    assert ckpt is not None and ckpt.offset == 7 and ckpt.state == _Stage("a", 3)
+    assert not caplog.records
+    assert table.load_usable("global", _Stage("b"), lambda s: s.config_hash == "b") is None  # other settings
+    assert table.load_usable("global", _OtherStage("a"), lambda s: True) is None  # another type
+    older = _Stage("a")
+    del older.seq  # as a version of the code without that field wrote it
+    await table.save("global", 0, 8, older)
+    assert table.load_usable("global", _Stage("a"), lambda s: True) is None  # another layout
+    assert [r.getMessage() for r in caplog.records] == [
+        "checkpoint global made with other settings or code; starting afresh"] * 3
