@@ -25,7 +25,6 @@ from streams.app.checkpoint import CheckpointTable, InputCursor
 __all__ = ["Cadence", "MarketPartition", "MarketPartitions", "checkpoint_name"]
 
 
-
 def checkpoint_name(partition: int) -> str:
     return f"market:{partition}"
 
