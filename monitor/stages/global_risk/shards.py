@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from msgspec import Struct
 
 from monitor.accounts.watch import ResultColumns
@@ -70,20 +71,40 @@ class VenueFigures(Struct, frozen=True, array_like=True):
 
 
 def venue_figures(results: ResultColumns) -> tuple[VenueFigures, ...]:
-    """Each venue's figures from the latest evaluations, in venue order."""
+    """Each venue's figures from the latest evaluations, in venue order. The accounts are
+    grouped by venue with one stable sort; each figure is of the group as a multiset."""
+    # few venues: as int16, numpy's stable sort is a radix sort (a quarter of the time)
+    code = results.venue_code.astype(np.int16) if len(results.venue_names) < 2**15 else results.venue_code
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(len(results.venue_names) + 1)).tolist()
+    status, leverage = results.status[order], results.effective_leverage[order]
+    short = np.maximum(results.maintenance_margin_usd[order] - results.adjusted_equity_usd[order], 0.0)
     out = []
-    for code, venue in enumerate(results.venue_names):
-        mine = results.venue_code == code
-        if not mine.any():
+    for v, venue in enumerate(results.venue_names):
+        lo, hi = bounds[v], bounds[v + 1]
+        if lo == hi:
             continue
-        counts = tuple(np.bincount(results.status[mine], minlength=len(STATUSES)).tolist())
-        levs = results.effective_leverage[mine]
+        counts = tuple(np.bincount(status[lo:hi], minlength=len(STATUSES)).tolist())
+        levs = leverage[lo:hi]
         sketch = leverage_sketch(levs)
-        short = np.maximum(results.maintenance_margin_usd[mine] - results.adjusted_equity_usd[mine], 0.0)
-        top = np.sort(short)[::-1][:SHORTFALLS_SHOWN]
         lev_max = float(np.nanmax(levs)) if sketch.count else None
+        top = _largest(short[lo:hi], SHORTFALLS_SHOWN)
         out.append(VenueFigures(venue, counts, lev_max, tuple(top.tolist()), sketch))
     return tuple(sorted(out, key=lambda v: v.venue))
+
+
+def _largest(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:
+    """The ``k`` largest of ``values`` (shortfalls: ≥ 0, mostly 0), largest first: equal to
+    ``np.sort(values)[::-1][:k]``, in linear time (the positive ones partitioned, then
+    zeros to make up k, or the size). NaN sorts last, so first here: the sort then."""
+    if np.isnan(values).any():
+        return np.sort(values)[::-1][:k]
+    positive = values[values > 0.0]
+    if positive.size > k:
+        positive = np.partition(positive, positive.size - k)[positive.size - k:]
+    top = np.sort(positive)[::-1]
+    fill = min(k, values.size) - top.size
+    return np.concatenate([top, np.zeros(fill)]) if fill > 0 else top
 
 
 def merge_venue_figures(parts: Sequence[tuple[VenueFigures, ...]]) -> tuple[VenueFigures, ...]:
