@@ -376,7 +376,8 @@ def _stage_walk(risk: _Stage, feed: _GlobalFeed, docs: AccountsFromColumns, n: i
     return {
         "first_evaluation_s": round(first_s, 2), "first_evaluation_alerts": first_alerts, "ticks": len(walk),
         "tick_median_ms": round(statistics.median(times_ms), 2), "tick_p99_ms": _p99(times_ms),
-        "ticks_without_alerts": len(quiet), "tick_without_alerts_p99_ms": _p99(quiet),
+        "ticks_without_alerts": len(quiet), "tick_without_alerts_median_ms": round(statistics.median(quiet), 2),
+        "tick_without_alerts_p99_ms": _p99(quiet),
         "updates_per_tick": _UPDATES, "tick_with_updates_median_ms": round(statistics.median(updated_ms), 2),
         "tick_with_updates_p99_ms": _p99(updated_ms), "tick_with_updates_max_ms": round(max(updated_ms), 2),
         "alerts_with_updates": sum(updated_alerts),
