@@ -411,6 +411,8 @@ class CommandReply(Struct, kw_only=True, omit_defaults=True):
     skipped: dict[str, list[str]] | None = None
     #: Whether the standard shocks ran again or were reused, and why (the spiral gate).
     spiral_run: dict[str, Any] | None = None
+    #: Unified accounts the spiral left out: held by account shards (README "Account shards").
+    accounts_left_out: int | None = None
 
 
 _REPLY = msgspec.json.Decoder(CommandReply)

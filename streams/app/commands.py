@@ -69,7 +69,9 @@ def spiral_reply(
     """``{"request_id", "command", "ok": true, "state_ts_ms", "results": {shock: …}, "skipped"}``.
 
     ``state_ts_ms`` is the event time of the live state the spiral ran on; ``skipped`` names
-    the standard shocks left out and the price keys they lack.
+    the standard shocks left out and the price keys they lack; ``accounts_left_out`` (with
+    account shards only) the unified accounts the spiral did not cover, which live on the
+    shards (``accounts`` counts those it covered).
     """
     return CommandReply(
         request_id=request.request_id,
@@ -82,6 +84,7 @@ def spiral_reply(
         price_keys=len(risk.prices),
         results={name: _result_body(moves, result, risk.prices) for name, (moves, result) in results.items()},
         skipped={name: list(keys) for name, keys in skipped.items()},
+        accounts_left_out=risk.account_count if risk.shard_reports is not None else None,
     )
 
 

@@ -131,4 +131,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{_PROG}: error: the worker refused the request: {reply.error}", file=sys.stderr)
         return EXIT_FAILED
     sys.stdout.buffer.write(encode_pretty(reply) + b"\n")
+    if reply.accounts_left_out:
+        print(f"{_PROG}: note: {reply.accounts_left_out:,} unified accounts live on account shards and are not "
+              "in this spiral (README \"Account shards\")", file=sys.stderr)
     return EXIT_OK

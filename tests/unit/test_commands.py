@@ -22,6 +22,7 @@ from monitor.protocol import (
     encode,
 )
 from monitor.stages.global_risk.risk import GlobalRisk
+from monitor.stages.global_risk.sharded import ShardedRisk
 from streams.app.commands import CUSTOM_SHOCK, MAX_REPLY_BYTES, encode_reply, run_spiral_command
 
 T0 = 1_760_130_000_000
@@ -131,3 +132,20 @@ def test_an_oversize_reply_becomes_an_error_reply() -> None:
     assert out.request_id == "r1" and out.ok is False and out.error is not None and "exceeds" in out.error
     small = CommandReply(request_id="r1", ok=True)
     assert orjson.loads(encode_reply(small)) == {"request_id": "r1", "ok": True}
+
+
+def test_with_account_shards_the_reply_names_the_accounts_left_out() -> None:
+    """The spiral covers the loop positions only when the accounts are sharded: it says so."""
+    sharded = ShardedRisk(EngineConfig(), 1, 2)
+    for i in range(3):
+        sharded.upsert_account({
+            "account_id": f"acct-{i}", "venue": "binance", "model": "binance-pm",
+            "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": "USDe@binance"},
+                         {"asset": "USDT", "amount": -700_000.0, "price_key": "USDT"}],
+        })
+    sharded.push(SignalRecord(0, T0 + 1, [[T0, "USDe", 1, "price", {"key": "USDe@binance", "price": 1.0}]]))
+    sharded.flush()
+    reply = run(sharded.risk, request(shocks={"USDe@binance": -0.35}))
+    assert reply["ok"] and reply["accounts"] == 0 and reply["accounts_left_out"] == 3
+    assert reply["results"][CUSTOM_SHOCK]["accounts_liquidated"] == []
+    assert "accounts_left_out" not in run(live_risk(), request())  # one stage: every account is in
