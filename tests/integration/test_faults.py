@@ -387,10 +387,14 @@ def _wait_for(what: str, check: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def test_a_worker_outlives_its_broker(scenario: Scenario, tmp_path: Path) -> None:
+@pytest.mark.parametrize("account_shards", [0, SHARDS])
+def test_a_worker_outlives_its_broker(scenario: Scenario, tmp_path: Path, account_shards: int) -> None:
+    """The broker stopped, then started again empty at the same address: the worker lives
+    on, starts a new faust worker on re-created topics, and a replay gives the inline alerts
+    (with the accounts on shards too: their readers and steps start again with it)."""
     port = free_port()
     broker = start_broker(port, log_path=tmp_path / "tansu.log")
-    c = Cluster(broker, tmp_path, "liqmon-faults-outlive")
+    c = Cluster(broker, tmp_path, "liqmon-faults-outlive", account_shards=account_shards)
     try:
         start_group(c, ("w1",))
         metrics_port = c.workers["w1"][1]
