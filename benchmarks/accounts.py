@@ -32,12 +32,13 @@ from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import AccountColumns, CollateralTable, StepTable
 from monitor.config import EngineConfig, SpiralRunConfig
 from monitor.models.margin import Account
-from monitor.protocol import SignalRecord
+from monitor.protocol import InputRecord, SignalRecord
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.spiral import BookAccounts, run_spirals_on_book
 from streams.app.checkpoint import pack_state, unpack_state
+from streams.app.shard_agent import ShardState, shard_step
 
 __all__ = [
     "TICK_KEY",
@@ -347,6 +348,7 @@ def bench_account_shard(n: int, shards: int, seed: int = 1) -> dict[str, Any]:
     """What one worker does for one account shard of ``shards``: shard 0 given all ``n``
     account records (it keeps its own), then :func:`bench_global_stage`'s first evaluation,
     tick walks and checkpoint on its share (the spirals stay with the aggregation)."""
+    log_load_s = _shard_load_from_log(n, shards, seed)
     gc.collect()
     rss0 = _rss_bytes()
     shard = AccountShard(EngineConfig(), 1, 0, shards)
@@ -356,8 +358,23 @@ def bench_account_shard(n: int, shards: int, seed: int = 1) -> dict[str, Any]:
     figures.update(_checkpoint_figures(risk))
     rss_bytes = figures.pop("rss_bytes")
     del risk, feed, shard
-    return {"accounts": n, "shards": shards, "accounts_held": held, "load_s": round(load_s, 2), **figures,
+    return {"accounts": n, "shards": shards, "accounts_held": held, "load_s": round(load_s, 2),
+            "load_from_log_s": round(log_load_s, 2), **figures,
             "rss_bytes_per_account_held": round(rss_bytes / max(held, 1))}
+
+
+def _shard_load_from_log(n: int, shards: int, seed: int) -> float:
+    """Seconds for shard 0 of ``shards`` to read ``n`` account records as the worker reads
+    them off the log (``shard_step``: bytes in, another shard's account by its head only)."""
+    docs = AccountsFromColumns(synthetic_accounts(n, seed))
+    records = [InputRecord(kind="account", raw=docs.document(i), src=(0, i)).encode() for i in range(n)]
+    del docs
+    state = ShardState(AccountShard(EngineConfig(), 1, 0, shards))
+    gc.collect()
+    t = time.perf_counter()
+    for offset, value in enumerate(records):
+        shard_step(state, offset, value)
+    return time.perf_counter() - t
 
 
 def _stage_walk(risk: _Stage, feed: _GlobalFeed, docs: AccountsFromColumns, n: int, rss0: int,

@@ -38,6 +38,7 @@ __all__ = [
     "NO_COLUMN",
     "SIGNAL_FIELDS",
     "SIGNAL_VERSION",
+    "AccountHead",
     "Ack",
     "AckCollector",
     "Alert",
@@ -68,6 +69,7 @@ __all__ = [
     "SignalRecord",
     "SpiralRequest",
     "SyncMarker",
+    "decode_account_head",
     "decode_ack",
     "decode_command",
     "decode_market",
@@ -327,6 +329,39 @@ class InputRecord(Struct, tag_field="v", tag=INPUT_VERSION, omit_defaults=True, 
     def sync(self) -> SyncMarker | None:
         """The replay's sync marker this record carries, if it is one."""
         return SyncMarker.from_raw(self.raw) if "ctl" in self.raw else None
+
+
+class _AccountIdentity(Struct, frozen=True):
+    """What a reader needs of an account record that is not its own: the id, whether it is
+    a deletion, and whether it is a replay marker (``ctl`` present, even null)."""
+
+    account_id: str
+    delete: bool = False
+    ctl: Any = msgspec.UNSET
+
+
+class AccountHead(Struct, tag_field="v", tag=INPUT_VERSION, frozen=True):
+    """A forwarded account record decoded only as far as :class:`_AccountIdentity` (the
+    envelope checked as :class:`InputRecord` checks it), so that an account shard skips the
+    accounts of other shards without building their documents."""
+
+    kind: Literal["account"] = field(name="input")
+    raw: _AccountIdentity
+    src: tuple[int, int] | None = None
+
+
+_ACCOUNT_HEAD = msgspec.json.Decoder(AccountHead)
+
+
+def decode_account_head(value: bytes) -> AccountHead | None:
+    """The head of a plain account record: None for anything else (a position, a command,
+    a replay marker, an id that is not a string, a ``delete`` that is not a boolean, bad
+    JSON) — :func:`decode_risk_record` then says what it is."""
+    try:
+        head = _ACCOUNT_HEAD.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return head if head.raw.ctl is msgspec.UNSET else None
 
 
 class CommandRecord(Struct, frozen=True):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from monitor.config import EngineConfig
-from monitor.protocol import InputRecord, SyncMarker
+from monitor.protocol import AccountHead, InputRecord, SyncMarker
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.global_risk.shards import ShardJoin
 
@@ -31,7 +31,7 @@ class InputLedger:
 
     taken: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def take(self, record: InputRecord) -> bool:
+    def take(self, record: InputRecord | AccountHead) -> bool:
         """False for a forwarded input already taken (sent again after a restart)."""
         if record.src is None:
             return True  # unnumbered (written by hand): always applied

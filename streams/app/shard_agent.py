@@ -30,7 +30,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.types import TP
 from mode import CrashingSupervisor
 
-from monitor.protocol import Alert, CommandRecord, DeadLetter, InputRecord, RecordError, decode_risk_record
+from monitor.protocol import (
+    Alert,
+    CommandRecord,
+    DeadLetter,
+    InputRecord,
+    RecordError,
+    SignalRecord,
+    decode_account_head,
+    decode_risk_record,
+)
 from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.shards import ShardStep, ShardStepRecord
 from streams import topics
@@ -66,13 +75,21 @@ def shard_step(state: ShardState, offset: int, value: bytes) -> tuple[list[Alert
     account of this shard that does not check out (the aggregation stage dead-letters
     every other bad record, as the global stage does)."""
     shard = state.shard
+    head = decode_account_head(value)
+    if head is not None and not shard.owns(head.raw.account_id):  # another shard's: only its id
+        if state.inputs.take(head):
+            shard.heard_of_account(deleted=head.raw.delete)
+        return [], shard.take_step(offset, 0), None
     alerts: list[Alert] = []
     dead: DeadLetter | None = None
+    rec: SignalRecord | InputRecord | CommandRecord | None
     try:
         rec = decode_risk_record(value)
-    except RecordError:
+        if isinstance(rec, InputRecord) and rec.sync is not None:
+            rec = None  # a replay marker: the aggregation stage's
+    except RecordError:  # a marker that does not check out too: dead-lettered there, ignored here
         rec = None
-    if isinstance(rec, InputRecord) and rec.sync is None and state.inputs.take(rec):
+    if isinstance(rec, InputRecord) and state.inputs.take(rec):
         if rec.kind == "position":
             shard.upsert_position(rec.raw)
         else:

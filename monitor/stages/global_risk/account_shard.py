@@ -66,8 +66,7 @@ class AccountShard(OrderedStage):
         """Add, replace or delete an account of this shard (the clock hears of every shard's).
         Whether the account is this shard's."""
         aid = str(raw["account_id"])
-        if not raw.get("delete"):
-            self.cadence.loaded()  # before it is checked, as on every reader
+        self.heard_of_account(deleted=bool(raw.get("delete")))  # before it is checked, as on every reader
         if not self.owns(aid):
             return False
         self._sets_touched = self._figures_due = True
@@ -75,6 +74,12 @@ class AccountShard(OrderedStage):
         if keys is not None:
             self.price_book.add_keys(keys)
         return True
+
+    def heard_of_account(self, deleted: bool) -> None:
+        """An account record read, this shard's or another's: the accounts' clock hears of
+        every one but a deletion (:meth:`AccountCadence.loaded`)."""
+        if not deleted:
+            self.cadence.loaded()
 
     # -- signals -------------------------------------------------------------------------
     def _apply(self, ts: int, asset: str, kind: str, p: SignalPayload, changed: set[str],
