@@ -187,7 +187,35 @@ async def _wait_loaded(bootstrap: str, timeout_s: float) -> None:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 if any(orjson.loads(r.value).get("stage") == "loaded" for r in records):
                     return
-        raise AssertionError("positions and accounts were never acknowledged")
+        raise AssertionError(f"positions and accounts were never acknowledged: {await _load_trail(bootstrap)}")
+    finally:
+        await consumer.stop()
+
+
+async def _load_trail(bootstrap: str) -> str:
+    """Where the load stopped: the replay's sync markers on the input topics, and those the
+    forwarders put on risk.signals (all there: the global stage did not ack; some missing:
+    a forwarder did not forward them)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in (topics.POSITIONS, topics.ACCOUNTS, topics.RISK_SIGNALS)
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        markers: dict[str, list[str]] = {}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for r in records:
+                    obj = orjson.loads(r.value)
+                    raw = obj.get("raw", obj) if isinstance(obj, dict) else {}
+                    if isinstance(raw, dict) and raw.get("ctl") == "sync":
+                        where = f"{obj.get('input', '')}:{obj['src'][0]}" if "src" in obj else f"{tp.partition}"
+                        markers.setdefault(tp.topic, []).append(where)
+        return f"records {dict((f'{tp.topic}:{tp.partition}', n) for tp, n in ends.items() if n)}, markers {markers}"
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        return f"(no trail: {exc!r})"
     finally:
         await consumer.stop()
 
