@@ -47,6 +47,7 @@ from streams.app.checkpoint import CheckpointTable
 from streams.app.global_stage import InputLedger
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes
+from streams.kafka.offset_order import OffsetOrder
 from streams.kafka.security import kafka_client_options
 
 __all__ = ["SHARD_AGENT", "LogReader", "ShardRunners", "ShardState", "attach_shard_agent", "shard_step"]
@@ -125,12 +126,21 @@ class LogReader:
     def __init__(self, pipes: Pipes, tp: TopicPartition, offset: int | None) -> None:
         self.pipes = pipes
         self.tp = tp
-        #: The offset of the next record to hand out (None: the first the log still holds).
-        self.expected = offset
+        self._start = offset
         self._consumer: AIOKafkaConsumer | None = None
+        self._order: OffsetOrder | None = None
+
+    @property
+    def expected(self) -> int | None:
+        """The offset of the next record to hand out (None: the first the log still holds)."""
+        return self._order.expected.get(self.tp, self._start) if self._order is not None else self._start
 
     async def start(self) -> None:
-        self._consumer = await log_reader(self.pipes, self.tp, self.expected)
+        consumer = self._consumer = await log_reader(self.pipes, self.tp, self._start)
+        rewinds = self.pipes.metrics.rewinds_total.labels("shard-reader")
+        self._order = OffsetOrder(consumer.seek, rewinds.inc)
+        if self._start is not None:
+            self._order.expected[self.tp] = self._start
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -139,23 +149,10 @@ class LogReader:
 
     async def next(self, timeout_ms: int, max_records: int) -> list[ConsumerRecord[Any, Any]]:
         """The next records in offset order (none: nothing new within ``timeout_ms``)."""
-        consumer = self._consumer
-        assert consumer is not None, "start() first"
+        consumer, order = self._consumer, self._order
+        assert consumer is not None and order is not None, "start() first"
         got = (await consumer.getmany(self.tp, timeout_ms=timeout_ms, max_records=max_records)).get(self.tp, [])
-        out: list[ConsumerRecord[Any, Any]] = []
-        for rec in got:
-            if self.expected is None:
-                self.expected = int(rec.offset)
-            if rec.offset < self.expected:
-                continue
-            if rec.offset > self.expected:  # a record skipped: read again from it
-                log.warning("%s: fetched offset %d, expected %d; reading again", self.tp, rec.offset, self.expected)
-                self.pipes.metrics.rewinds_total.labels("shard-reader").inc()
-                consumer.seek(self.tp, self.expected)
-                break
-            out.append(rec)
-            self.expected += 1
-        return out
+        return order.take(self.tp, got)
 
 
 async def log_reader(pipes: Pipes, tp: TopicPartition, offset: int | None) -> AIOKafkaConsumer:

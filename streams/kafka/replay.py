@@ -36,6 +36,7 @@ from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route
 from streams import topics
 from streams.errors import KafkaReplayError
 from streams.kafka.broker import broker_reachable
+from streams.kafka.offset_order import OffsetOrder
 from streams.kafka.security import kafka_client_options, start_admin
 
 __all__ = [
@@ -228,10 +229,11 @@ class ReadBack:
         #: The global stage's risk snapshots (a re-delivered record is dropped by its bytes).
         self.snapshots = SnapshotCollector(hooks.on_snapshot)
         self.acks = AckCollector(run_id)
-        #: Per partition read, the offset of the next record to take (set where reading starts).
-        self.expected: dict[TopicPartition, int] = {}
-        #: Per partition, the offset a skip was already read again from (a gap seen twice stands).
-        self._reread: dict[TopicPartition, int] = {}
+        #: Each partition taken in offset order from where reading starts (``order.expected``).
+        self.order = OffsetOrder(self._seek)
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        self.consumer.seek(tp, offset)
 
     def take_alert(self, alert: Alert) -> None:
         if alert.alert_id not in self.alerts:
@@ -242,7 +244,7 @@ class ReadBack:
     async def drain(self, timeout_ms: int) -> None:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=10_000)
         for tp, records in batches.items():
-            for rec in self._in_order(tp, records):
+            for rec in self.order.take(tp, records):
                 try:
                     self._take(tp.topic, rec.value)
                 except RecordError as exc:
@@ -250,27 +252,6 @@ class ReadBack:
                     # toward nothing, so a run missing a real one still fails on its own.
                     self.foreign_records += 1
                     log.warning("skipped a malformed record on %s at offset %d: %s", tp.topic, rec.offset, exc)
-
-    def _in_order(self, tp: TopicPartition, records: list[Any]) -> list[Any]:
-        """The records of a fetch from the expected offset on. A fetch that skips a record
-        (seen on the embedded broker: a LoadedAck the workers had sent never reached a
-        replay) is read again from the missing one; a gap that is there again is taken as
-        the log's (nothing lives at that offset any more)."""
-        expected = self.expected.get(tp)
-        out = []
-        for rec in records:
-            if expected is not None and rec.offset < expected:
-                continue  # read again after a skip: taken already
-            if expected is not None and rec.offset > expected and self._reread.get(tp) != expected:
-                log.warning("%s: fetched offset %d, expected %d; reading again", tp, rec.offset, expected)
-                self._reread[tp] = expected
-                self.consumer.seek(tp, expected)
-                break
-            out.append(rec)
-            expected = rec.offset + 1
-        if expected is not None:
-            self.expected[tp] = expected
-        return out
 
     def _take(self, topic: str, value: bytes) -> None:
         if topic == topics.RISK_SNAPSHOTS:
@@ -444,7 +425,7 @@ async def _replay_kafka(
         collector.assign(watch)
         await collector.seek_to_end(*watch)
         for tp in watch:
-            read_back.expected[tp] = await collector.position(tp)
+            read_back.order.expected[tp] = await collector.position(tp)
         if positions or accounts:
             await publisher.population(positions or [], accounts or [])
             await _await_loaded(read_back, run)

@@ -85,11 +85,11 @@ def test_a_fetch_that_skips_a_record_is_read_again_from_it(again: bool, caplog: 
     ids = ["a0", "a1", "a2", "a3", "a4"]
     consumer = _SkippingConsumer([_alert(i).to_json() for i in ids], skip=2, again=again)
     read_back = ReadBack(consumer, "r1", ReplayHooks(on_alert=lambda a: seen.append(a.alert_id)))  # type: ignore[arg-type]
-    read_back.expected[consumer.tp] = 0
+    read_back.order.expected[consumer.tp] = 0
     with caplog.at_level(logging.WARNING, logger="liqmon.replay"):
         for _ in range(4):
             asyncio.run(read_back.drain(0))
     # read again from the missing offset; a gap there again is the log's and is passed
     assert seen == (ids if again else ["a0", "a1", "a3", "a4"]) and consumer.seeks[0] == 2
-    assert read_back.raw_alert_records == len(seen) and read_back.expected[consumer.tp] == 5
+    assert read_back.raw_alert_records == len(seen) and read_back.order.expected[consumer.tp] == 5
     assert any("fetched offset 3, expected 2" in r.getMessage() for r in caplog.records)
