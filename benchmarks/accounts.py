@@ -22,7 +22,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,7 @@ from monitor.accounts.book import AccountBook
 from monitor.accounts.columns import AccountColumns, CollateralTable, StepTable
 from monitor.config import EngineConfig, SpiralRunConfig
 from monitor.models.margin import Account
-from monitor.protocol import InputRecord, SignalRecord
+from monitor.protocol import DepthSignal, InputRecord, SignalRecord
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.risk import GlobalRisk
@@ -361,6 +361,41 @@ def bench_account_shard(n: int, shards: int, seed: int = 1) -> dict[str, Any]:
     return {"accounts": n, "shards": shards, "accounts_held": held, "load_s": round(load_s, 2),
             "load_from_log_s": round(log_load_s, 2), **figures,
             "rss_bytes_per_account_held": round(rss_bytes / max(held, 1))}
+
+
+def bench_aggregation_copy(n: int, shards: int, seed: int = 1) -> dict[str, Any]:
+    """What the aggregation stage of ``shards`` account shards does with ``n`` account
+    records when it keeps their copy for the spirals (``spiral_run.copy_sharded_accounts``):
+    the load, the standard shocks' spirals the first time (the book built from the
+    documents) and again after the tick key moved, memory and its checkpoint. The prices
+    and ladders are set as the signals would set them (no shard reports here: the shards
+    evaluate, not this stage)."""
+    gc.collect()
+    rss0 = _rss_bytes()
+    docs = AccountsFromColumns(synthetic_accounts(n, seed))
+    risk = GlobalRisk(EngineConfig(), partitions=1, account_shards=shards)
+    t = time.perf_counter()
+    for i in range(n):
+        risk.upsert_account(docs.document(i))
+    load_s = time.perf_counter() - t
+    del docs
+    for key, px in PRICES_USD.items():
+        risk.price_book.apply({"key": key, "price": px}, set())
+        if key not in ("USDT", "USDC"):
+            risk.spiral_clock.on_depth(cast(DepthSignal, _depth(key, px)))
+    t = time.perf_counter()
+    first = risk.run_standard_shocks()
+    first_s = time.perf_counter() - t
+    rss_bytes = _rss_bytes() - rss0
+    risk.price_book.apply({"key": TICK_KEY, "price": PRICES_USD[TICK_KEY] * 0.99}, set())
+    t = time.perf_counter()
+    risk.run_standard_shocks()
+    again_s = time.perf_counter() - t
+    assert risk.spiral_gate.decision is not None and risk.spiral_gate.decision.rerun
+    liquidated = sorted(len(r.accounts_liquidated) for r in first.values())
+    return {"accounts": n, "shards": shards, "load_s": round(load_s, 2), "first_spirals_s": round(first_s, 2),
+            "spirals_again_s": round(again_s, 2), "accounts_liquidated_per_shock": liquidated,
+            "rss_bytes_per_account": round(rss_bytes / n), **_checkpoint_figures(risk)}
 
 
 def _shard_load_from_log(n: int, shards: int, seed: int) -> float:

@@ -21,7 +21,8 @@ Sections (``--only`` picks some):
   the streaming global stage given ``--global-accounts`` of them as account records (load,
   first evaluation, the same walk once, spirals on its live state, checkpoint, memory), and
   one account shard of ``--account-shards`` given the same records (what one worker does
-  for its shard: load, first evaluation, walks, checkpoint, memory per account held);
+  for its shard: load, first evaluation, walks, checkpoint, memory per account held) and
+  the aggregation stage's copy of them for the spirals (load, spirals, memory, checkpoint);
   ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file.
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
 - ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
@@ -410,7 +411,13 @@ def bench_parsers() -> dict[str, Any]:
 
 
 def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from benchmarks.accounts import bench_account_shard, bench_accounts, bench_global_stage, bench_stress
+    from benchmarks.accounts import (
+        bench_account_shard,
+        bench_accounts,
+        bench_aggregation_copy,
+        bench_global_stage,
+        bench_stress,
+    )
 
     n = int(getattr(args, "accounts", 1_000_000))
     print(f"bench: {n:,} unified accounts: one key ticking, then the standard-shock spirals ...",
@@ -424,6 +431,9 @@ def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, A
         print(f"bench: one account shard of {shards} given {n_global:,} account records ...", file=sys.stderr,
               flush=True)
         out["account_shard"] = bench_account_shard(n_global, shards)
+        print(f"bench: the aggregation's copy of {n_global:,} sharded accounts for the spirals ...",
+              file=sys.stderr, flush=True)
+        out["aggregation_copy"] = bench_aggregation_copy(n_global, shards)
     n_stress = int(getattr(args, "stress_accounts", 200_000))
     print(f"bench: liqmon stress on {n_stress:,} accounts ...", file=sys.stderr, flush=True)
     out["stress"] = bench_stress(n_stress, work)

@@ -319,6 +319,13 @@ class SpiralRunConfig(_Frozen):
     #: the two cores of the machines measured; one copy of the book's figures per thread
     #: beyond the first (≈ 100 MB at 10⁶ accounts of four entries).
     threads: int = Field(default=2, ge=1, le=64, exclude=True)
+    #: With account shards (``LIQMON_ACCOUNT_SHARDS``), whether the aggregation stage keeps
+    #: a copy of every account's checked document for the spirals (the shards alone
+    #: evaluate them): the spirals then cover every account, as one global stage's do, for
+    #: ≈ 1.3 KB per account and the accounts' load on the aggregation worker. False: the
+    #: spirals cover the loop positions only and ``liqmon spiral`` names the accounts left
+    #: out. Left out of the config hash: alert ids do not depend on it.
+    copy_sharded_accounts: bool = Field(default=True, exclude=True)
 
 
 class EngineConfig(_Frozen):

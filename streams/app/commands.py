@@ -70,8 +70,9 @@ def spiral_reply(
 
     ``state_ts_ms`` is the event time of the live state the spiral ran on; ``skipped`` names
     the standard shocks left out and the price keys they lack; ``accounts_left_out`` (with
-    account shards only) the unified accounts the spiral did not cover, which live on the
-    shards (``accounts`` counts those it covered).
+    account shards and ``spiral_run.copy_sharded_accounts`` false only) the unified
+    accounts the spiral did not cover, which live on the shards (``accounts`` counts those
+    it covered).
     """
     return CommandReply(
         request_id=request.request_id,
@@ -84,7 +85,7 @@ def spiral_reply(
         price_keys=len(risk.prices),
         results={name: _result_body(moves, result, risk.prices) for name, (moves, result) in results.items()},
         skipped={name: list(keys) for name, keys in skipped.items()},
-        accounts_left_out=risk.account_count if risk.shard_reports is not None else None,
+        accounts_left_out=risk.accounts_left_out_of_spirals,
     )
 
 

@@ -133,5 +133,5 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(encode_pretty(reply) + b"\n")
     if reply.accounts_left_out:
         print(f"{_PROG}: note: {reply.accounts_left_out:,} unified accounts live on account shards and are not "
-              "in this spiral (README \"Account shards\")", file=sys.stderr)
+              "in this spiral: spiral_run.copy_sharded_accounts is false (README \"Account shards\")", file=sys.stderr)
     return EXIT_OK

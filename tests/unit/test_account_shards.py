@@ -17,7 +17,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import EngineConfig
+from monitor.config import EngineConfig, SpiralRunConfig
 from monitor.models.cascade import AccountSet
 from monitor.models.margin import Account
 from monitor.protocol import Alert, RecordError, RiskSnapshot, SignalRecord, encode
@@ -75,16 +75,24 @@ def _same_snapshots(got: list[RiskSnapshot], want: list[RiskSnapshot]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(first=st.lists(st.integers(0, IDS - 1).flatmap(account), min_size=1, max_size=IDS),
        steps=st.lists(step(), min_size=1, max_size=20), params=risk_params(),
-       shards=st.integers(1, 4))
+       shards=st.integers(1, 4), spiral_ms=st.sampled_from([0, 1_000, 300_000]), priced=st.booleans())
 def test_sharded_stage_equals_one_global_stage(
-    first: list[Account], steps: list[tuple[str, Any]], params: Any, shards: int
+    first: list[Account], steps: list[tuple[str, Any]], params: Any, shards: int, spiral_ms: int,
+    priced: bool,
 ) -> None:
-    config = EngineConfig(risk=params)
+    """``spiral_ms``: the standard shocks' interval (0: on demand only); ``priced``: every
+    key priced before the first account (the standard shocks can run from the start)."""
+    config = EngineConfig(risk=params, spiral_run=SpiralRunConfig(interval_ms=spiral_ms))
     ref, sharded = GlobalRisk(config, 1, 5_000), ShardedRisk(config, 1, shards, 5_000)
     prices = {k: 1.0 if k in ("USDT", "USDC") else 100.0 for k in KEYS}
     ts, seq, runs = T0, 0, 0
     want: list[Alert] = []
     got: list[Alert] = []
+    if priced:
+        sigs = [[ts, k.split("@")[0], i + 1, "price", {"key": k, "price": px}]
+                for i, (k, px) in enumerate(prices.items())]
+        seq = len(sigs)
+        assert ref.push(SignalRecord(0, ts, sigs)) == sharded.push(SignalRecord(0, ts, sigs)) == []
     for raw in [_raw(a) for a in first]:
         ref.upsert_account(raw)
         sharded.upsert_account(raw)
@@ -119,6 +127,11 @@ def test_sharded_stage_equals_one_global_stage(
     assert got_fig.accounts_by_status == want_fig.accounts_by_status
     assert got_fig.shortfalls == want_fig.shortfalls
     assert got_fig.leverage_quantiles == want_fig.leverage_quantiles
+    # the spirals cover every account (the aggregation's copy): the standard shocks' last
+    # results, and one on demand on the state at the end
+    assert sharded.risk.spiral_results == ref.spiral_results
+    shock = {"USDe@binance": -0.35, "BTC": -0.2} if {"USDe@binance", "BTC"} <= ref.prices.keys() else {}
+    assert sharded.risk.spiral(shock) == ref.spiral(shock)
     event(f"alerts {min(len(want), 3)}, cascade {any(a.kind.startswith('cascade') for a in want)}")
 
 

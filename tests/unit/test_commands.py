@@ -134,18 +134,34 @@ def test_an_oversize_reply_becomes_an_error_reply() -> None:
     assert orjson.loads(encode_reply(small)) == {"request_id": "r1", "ok": True}
 
 
-def test_with_account_shards_the_reply_names_the_accounts_left_out() -> None:
-    """The spiral covers the loop positions only when the accounts are sharded: it says so."""
-    sharded = ShardedRisk(EngineConfig(), 1, 2)
+def _loaded(stage: GlobalRisk | ShardedRisk) -> GlobalRisk:
+    """Three leveraged USDe accounts, priced: the aggregation stage when sharded."""
     for i in range(3):
-        sharded.upsert_account({
+        stage.upsert_account({
             "account_id": f"acct-{i}", "venue": "binance", "model": "binance-pm",
             "balances": [{"asset": "USDe", "amount": 1_000_000.0, "price_key": "USDe@binance"},
                          {"asset": "USDT", "amount": -700_000.0, "price_key": "USDT"}],
         })
-    sharded.push(SignalRecord(0, T0 + 1, [[T0, "USDe", 1, "price", {"key": "USDe@binance", "price": 1.0}]]))
-    sharded.flush()
-    reply = run(sharded.risk, request(shocks={"USDe@binance": -0.35}))
+    stage.push(SignalRecord(0, T0 + 1, [[T0, "USDe", 1, "price", {"key": "USDe@binance", "price": 1.0}]]))
+    stage.flush()
+    return stage.risk if isinstance(stage, ShardedRisk) else stage
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_with_account_shards_the_spiral_covers_every_account(shards: int) -> None:
+    """The aggregation stage's copy of the accounts: the spiral of one global stage."""
+    want = run(_loaded(GlobalRisk(EngineConfig(), 1)), request(shocks={"USDe@binance": -0.35}))
+    got = run(_loaded(ShardedRisk(EngineConfig(), 1, shards)), request(shocks={"USDe@binance": -0.35}))
+    assert got["ok"] and got["accounts"] == 3 and "accounts_left_out" not in got
+    assert got["results"] == want["results"]
+    assert len(got["results"][CUSTOM_SHOCK]["accounts_liquidated"]) == 3
+
+
+def test_without_the_copy_the_reply_names_the_accounts_left_out() -> None:
+    """``spiral_run.copy_sharded_accounts`` false: the spiral covers the loop positions only
+    when the accounts are sharded, and says so."""
+    config = EngineConfig.model_validate({"spiral_run": {"copy_sharded_accounts": False}})
+    reply = run(_loaded(ShardedRisk(config, 1, 2)), request(shocks={"USDe@binance": -0.35}))
     assert reply["ok"] and reply["accounts"] == 0 and reply["accounts_left_out"] == 3
     assert reply["results"][CUSTOM_SHOCK]["accounts_liquidated"] == []
     assert "accounts_left_out" not in run(live_risk(), request())  # one stage: every account is in

@@ -132,16 +132,29 @@ class GlobalRisk(OrderedStage):
 
     def upsert_account(self, raw: Mapping[str, Any]) -> None:
         """Add, replace or delete a unified account; balances without a price key get one.
-        (Sharded: the account lives on its shard; here only the accounts' clock hears of it.)"""
+        (Sharded: the account lives on its shard; here the accounts' clock hears of it and,
+        unless ``spiral_run.copy_sharded_accounts`` is false, the spirals' copy takes it.)"""
         if "account_id" not in raw:  # refused by every reader alike
             raise KeyError("account_id")
         if not raw.get("delete"):
             self.cadence.loaded()  # before the account is checked, as every shard hears of it
-        if self.shard_reports is not None:
+        if self.shard_reports is None:
+            keys = self.watch.upsert(raw, self.now_ms)
+        elif self.config.spiral_run.copy_sharded_accounts:
+            keys = self._copy_account(raw)
+        else:
             return
-        keys = self.watch.upsert(raw, self.now_ms)
         if keys is not None:
             self.price_book.add_keys(keys)
+
+    def _copy_account(self, raw: Mapping[str, Any]) -> frozenset[str] | None:
+        """Sharded: the aggregation's copy of an account, for the spirals only (never
+        evaluated here). A record the account's shard refuses (and dead-letters) is refused
+        here alike, silently: any earlier version is gone on both."""
+        try:
+            return self.watch.upsert(raw, self.now_ms)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @property
     def account_count(self) -> int:
@@ -149,6 +162,15 @@ class GlobalRisk(OrderedStage):
         if self.shard_reports is not None:
             return self.shard_reports.accounts
         return len(self.watch.accounts)
+
+    @property
+    def accounts_left_out_of_spirals(self) -> int | None:
+        """Sharded without the aggregation's copy of the accounts
+        (``spiral_run.copy_sharded_accounts`` false): the accounts the spirals leave out,
+        all of them; else None (the spirals cover every priced account)."""
+        if self.shard_reports is None or self.config.spiral_run.copy_sharded_accounts:
+            return None
+        return self.account_count
 
     @property
     def has_accounts(self) -> bool:
