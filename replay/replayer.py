@@ -154,6 +154,15 @@ class Pacer:
         self._origin_ts: int | None = None
         self._origin_wall = 0.0
 
+    def delay_s(self, ts_ms: int) -> float:
+        """Seconds :meth:`wait` would sleep before ``ts_ms`` (0: none; full speed, the first
+        frame, or behind real time)."""
+        if self.speed is None or self._origin_ts is None:
+            return 0.0
+        due = self._origin_wall + (ts_ms - self._origin_ts) / 1000.0 / self.speed
+        delay = due - time.monotonic()
+        return delay if delay > 0.0005 else 0.0
+
     async def wait(self, ts_ms: int) -> None:
         if self.speed is None:
             return
@@ -161,9 +170,8 @@ class Pacer:
             self._origin_ts = ts_ms
             self._origin_wall = time.monotonic()
             return
-        due = self._origin_wall + (ts_ms - self._origin_ts) / 1000.0 / self.speed
-        delay = due - time.monotonic()
-        if delay > 0.0005:
+        delay = self.delay_s(ts_ms)
+        if delay > 0.0:
             await asyncio.sleep(delay)
 
 

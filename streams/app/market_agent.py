@@ -5,7 +5,9 @@ processed when it is the next one the state expects, skipped when the state alre
 reflects it, and the consumer is sought back when it is past it. A record that fails
 validation (or makes the engine raise) is dead-lettered with the reason; a failure of the
 agent itself (a Kafka send failing) crashes the worker with a non-zero exit instead of
-leaving a silent, dead agent.
+leaving a silent, dead agent. A Kafka record may be a pack of market records (a replay
+sends them so, :mod:`monitor.ingest.pack`): its records are processed one after the other,
+and the pack is judged, checkpointed and acknowledged as one record.
 
 Order of durability, per checkpoint: the pending signals are sent, every output so far is
 flushed to the broker, the partitions' checkpoints are written and flushed, and only then
@@ -26,6 +28,7 @@ from mode import CrashingSupervisor
 
 from monitor.events import BOOK_BANDS_BPS
 from monitor.ingest.batch import Batch, Control, decode_record
+from monitor.ingest.pack import unpack
 from monitor.metrics import Metrics
 from monitor.protocol import DeadLetter, MarketAck, RecordError, Signal, SignalRecord, encode
 from monitor.stages.engine import BatchResult
@@ -149,12 +152,24 @@ class MarketRuntime:
         self.parts.hold(partition, stream, event)
         self.pending.count_record()
         value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-        counters.records_in.inc()
         self.first_wall_s.setdefault(partition, time.time())
-        await self._process(part, partition, value, counters)
+        for one in await self._records(part, value):
+            counters.records_in.inc()
+            await self._process(part, partition, one, counters)
         cursor.advance(offset)
         if message.timestamp:
             counters.latency.observe(max(time.time() - float(message.timestamp), 0.0))
+
+    async def _records(self, part: MarketPartition, value: bytes) -> list[bytes]:
+        """The market records of one Kafka record: a pack's, in order, or the record itself;
+        none when a pack does not frame out (then dead-lettered whole)."""
+        try:
+            records = unpack(value)
+        except RecordError as exc:
+            part.deadletters_since_ack += 1
+            await self.pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
+            return []
+        return [value] if records is None else records
 
     async def _process(self, part: MarketPartition, partition: int, value: bytes, counters: MarketCounters) -> None:
         try:

@@ -6,6 +6,11 @@ control record to every partition of the market topic; each worker acknowledges 
 emitted. The replayer then reads ``alerts.cascade`` until it has at least that many
 records and de-duplicates by ``alert_id`` (at-least-once delivery may repeat one).
 
+Each partition's batches go out in packs (:mod:`monitor.ingest.pack`): up to 256 records
+in one Kafka record, sent when full, when the pace would make the replayer wait, and
+before the end markers; a worker takes a pack's records one by one, as if they had come
+so.
+
 The feed alerts ingest raises (``book_gap``, ``feed_stale``) are published to
 ``alerts.cascade`` by the replayer itself, as ``liqmon live`` publishes them; they are
 not part of the workers' counts.
@@ -31,6 +36,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch, Control
 from monitor.ingest.frames import Ingest
+from monitor.ingest.pack import Packer
 from monitor.protocol import AckCollector, Alert, DeadLetter, MarketAck, RecordError, RiskSnapshot, SyncMarker, encode
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
 from streams import topics
@@ -284,6 +290,8 @@ class _Publisher:
         self.producer = producer
         self.run_id = run_id
         self.partitions = partitions
+        #: Each partition's market records go out in packs (monitor/ingest/pack.py).
+        self.packer = Packer()
 
     async def population(self, positions: list[dict[str, Any]], accounts: list[dict[str, Any]]) -> None:
         """Positions and accounts, then a sync marker on every partition of both topics."""
@@ -312,12 +320,17 @@ class _Publisher:
             return [await send(topics.ALERTS, item.to_json(), key=item.alert_id.encode())]
         if read_back.hooks.on_batch is not None:
             read_back.hooks.on_batch(item.batch)
-        value, key = item.batch.encode(), item.batch.asset.encode()
+        value = item.batch.encode()
         stats.batches += 1
-        if item.broadcast:
-            return [await send(topics.MARKET, value, key=key, partition=p) for p in self.partitions]
-        part = self.partitions[partition_for(item.batch.asset, len(self.partitions))]
-        return [await send(topics.MARKET, value, key=key, partition=part)]
+        parts = self.partitions if item.broadcast else [
+            self.partitions[partition_for(item.batch.asset, len(self.partitions))]]
+        return [await send(topics.MARKET, out, key=b"", partition=p)
+                for p in parts for out in self.packer.add(p, value)]
+
+    async def flush_packs(self) -> list[asyncio.Future[Any]]:
+        """Every partition's waiting market records, sent (before a pause, and at the end)."""
+        return [await self.producer.send(topics.MARKET, value, key=b"", partition=p)
+                for p, value in self.packer.drain()]
 
     async def end_markers(self) -> None:
         for p in self.partitions:
@@ -358,6 +371,8 @@ async def _publish_capture(
     progress = read_back.hooks.progress
     try:
         for ts, item in route_capture(run.path, ingest, run.from_ms, run.to_ms, stats):
+            if pacer.delay_s(ts) > 0.0:  # caught up with the pace: what waits goes now
+                pending.extend(await publisher.flush_packs())
             await pacer.wait(ts)
             pending.extend(await publisher.item(item, read_back, stats))
             if len(pending) > 5_000:
@@ -370,6 +385,7 @@ async def _publish_capture(
                     progress(ts, ingest.stats.frames, len(read_back.alerts))
     except (KeyboardInterrupt, asyncio.CancelledError):
         stats.interrupted = True
+    pending.extend(await publisher.flush_packs())
     await asyncio.gather(*pending)
 
 
