@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import random
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from monitor.ingest.batch import Batch, Control, decode_record
 from monitor.ingest.frames import Ingest, Routed
 from monitor.protocol import DeadLetter, RecordError
 from monitor.stages.engine import Engine
-from replay.capture import CaptureError, iter_capture, open_capture, write_capture
+from replay.capture import BadLine, CaptureError, iter_capture, open_capture, write_capture
 
 T0 = 1_760_130_000_000  # 2025-10-10 21:00 UTC
 
@@ -278,3 +280,26 @@ def test_not_a_capture(tmp_path: Path, content: bytes | None, message: str) -> N
         path.write_bytes(content)
     with pytest.raises(CaptureError, match=message):
         open_capture(path)
+
+
+@pytest.mark.parametrize("keep", [0.02, 0.5, 0.999])
+def test_a_cut_off_gzip_capture_gives_every_line_before_the_cut(tmp_path: Path, keep: float) -> None:
+    """The threaded reader drops the last block of a cut-off file: the lines it did not
+    give are read again by the stdlib's, as far as the stdlib's reader gets, then the cut."""
+    rng = random.Random(7)  # numbers that do not compress: the file spans several blocks
+    lines = [(1_760_000_000_000 + i, "binance-spot", "btcusdt@trade", {"p": rng.random(), "q": rng.random()})
+             for i in range(60_000)]
+    whole = tmp_path / "whole.jsonl.gz"
+    write_capture(whole, lines)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    want = 0
+    with gzip.open(cut, "rb") as fh, contextlib.suppress(EOFError):
+        while fh.readline():
+            want += 1
+    items = list(iter_capture(cut))
+    assert [item.line_no for item in items] == list(range(1, want + 2))
+    assert all(not isinstance(item, BadLine) for item in items[:-1])
+    last = items[-1]
+    assert isinstance(last, BadLine) and last.reason == "truncated_file" and "end-of-stream" in last.detail
