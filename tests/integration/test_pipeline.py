@@ -14,11 +14,18 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from monitor.config import EngineConfig
+from monitor.ingest.batch import decode_record
+from monitor.ingest.frames import Ingest, Routed
+from monitor.ingest.pack import PACK_MAGIC, pack
+from monitor.protocol import RecordError
 from replay.capture import write_capture
 from replay.importers import import_file, iter_file, merge_captures
+from streams import topics
 from streams.kafka.broker import embedded_broker, free_port
+from streams.kafka.replay import ensure_topics
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -219,3 +226,51 @@ def test_bad_population_file_is_one_clear_error(tmp_path: Path, real_usde_captur
                   "--out", str(tmp_path / "o"), timeout=60)
     assert proc.returncode == 2
     assert f"{bad}:1: collateral.0.amount" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def _send_market(bootstrap: str, values: list[bytes]) -> None:
+    await ensure_topics(bootstrap, 8)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topics.MARKET, value, partition=0)
+    finally:
+        await producer.stop()
+
+
+def test_a_worker_takes_a_packs_records_one_by_one(tmp_path: Path) -> None:
+    """A pack's good records are processed, its bad one dead-lettered alone with its own
+    reason; a pack that does not frame out is dead-lettered whole; the worker goes on."""
+    ingest = Ingest(EngineConfig())
+    frames = [{"u": i, "s": "USDEUSDT", "b": "0.9990", "B": "1000", "a": "0.9992", "A": "1000"} for i in range(5)]
+    routed = [out for i, raw in enumerate(frames)
+              for out in ingest.feed("binance-spot", "usdeusdt@bookTicker", raw, T0 + i * 100, orjson.dumps(raw), i)]
+    routed += list(ingest.finish())
+    good = [r.batch.encode() for r in routed if isinstance(r, Routed) and not r.broadcast and len(r.batch)]
+    assert sum(len(decode_record(v)) for v in good) == 5  # type: ignore[arg-type]
+    bad = b'{"v": 1, "asset": 7}'
+    with pytest.raises(RecordError) as refused:
+        decode_record(bad)
+    expected = {refused.value.reason: 1, "invalid_pack": 1}
+    port = free_port()
+    with embedded_broker() as broker:
+        env = {"LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
+               "LIQMON_METRICS_PORT": str(port)}
+        asyncio.run(_send_market(broker.bootstrap, [pack([good[0], bad, *good[1:]]), PACK_MAGIC + b"\x00\x00"]))
+        log = (tmp_path / "worker.log").open("wb")
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log,
+                                  env={**os.environ, **env})
+        try:
+            records = asyncio.run(read_topic(broker.bootstrap, "deadletter", 2, timeout_s=90))
+            assert {orjson.loads(r.value)["reason"]: 1 for r in records} == expected
+            deadline, text = time.monotonic() + 30, ""
+            while time.monotonic() < deadline and 'liqmon_events_total{source="binance-spot"} 5.0' not in text:
+                text = scrape(port)
+                time.sleep(0.5)
+            assert 'liqmon_events_total{source="binance-spot"} 5.0' in text
+            assert worker.poll() is None, "the worker must survive a bad pack"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=20)
+            log.close()
