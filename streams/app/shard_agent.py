@@ -41,7 +41,7 @@ from monitor.protocol import (
     decode_risk_record,
 )
 from monitor.stages.global_risk.account_shard import AccountShard
-from monitor.stages.global_risk.shards import ShardStep, ShardStepRecord
+from monitor.stages.global_risk.shards import STEP_RECORD_BYTES, ShardStep, step_records
 from streams import topics
 from streams.app.checkpoint import CheckpointTable
 from streams.app.global_stage import InputLedger
@@ -232,8 +232,8 @@ class ShardRunner:
                 steps.append(step)
         last = int(records[-1].offset)
         await pipes.durable()
-        record = ShardStepRecord(shard=self.shard, through=last, steps=steps)
-        await pipes.shard_steps.send(key=str(self.shard).encode(), value=record.encode(), partition=0)
+        for record in step_records(self.shard, last, steps, STEP_RECORD_BYTES):
+            await pipes.shard_steps.send(key=str(self.shard).encode(), value=record.encode(), partition=0)
         return last
 
     async def _checkpoint(self, state: ShardState, offset: int) -> None:

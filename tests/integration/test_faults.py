@@ -221,11 +221,12 @@ async def _load_trail(bootstrap: str) -> str:
 
 
 @contextlib.contextmanager
-def replaying(cluster: Cluster, scenario: Scenario, out: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A paced replay against the running workers; yields once market data flows."""
+def replaying(cluster: Cluster, scenario: Scenario, out: Path, speed: str = str(SPEED),
+              ) -> Iterator[subprocess.Popen[bytes]]:
+    """A paced replay (``speed``) against the running workers; yields once market data flows."""
     log = (cluster.tmp / "replay.log").open("ab")
     proc = subprocess.Popen(
-        liqmon_cmd("replay", *scenario.replay_args(), "--no-worker", "--quiet", "--speed", str(SPEED),
+        liqmon_cmd("replay", *scenario.replay_args(), "--no-worker", "--quiet", "--speed", speed,
                    "--out", str(out)),
         env=cluster.env(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
@@ -470,13 +471,14 @@ def test_one_two_or_three_workers_running_the_account_shards(
 ) -> None:
     """The unified accounts on three shards spread over the workers; the alerts are the
     inline run's (one global stage), byte for byte, and the risk snapshots those of the
-    inline run over the same shards."""
+    inline run over the same shards. One worker takes the replay at full speed (full packs,
+    signal records spanning minutes of event time: the shards' largest steps)."""
     names = tuple(f"w{i}" for i in range(1, n_workers + 1))
     start_group(sharded, names)
     spread = _shards_by_worker(sharded)
     assert sum(spread.values()) == SHARDS, spread
     assert sum(1 for n in spread.values() if n) == min(n_workers, SHARDS), spread
-    with replaying(sharded, scenario, tmp_path / "out") as proc:
+    with replaying(sharded, scenario, tmp_path / "out", "max" if n_workers == 1 else str(SPEED)) as proc:
         pass
     assert_same_alerts(proc, tmp_path / "out", scenario, sharded)
     assert (tmp_path / "out" / "snapshots.jsonl").read_bytes() == sharded_inline_snapshots

@@ -33,6 +33,7 @@ from monitor.stages.global_risk.shards import (
     decode_steps,
     merge_sets,
     shard_of,
+    step_records,
 )
 from tests.unit.test_account_book import KEYS, account, risk_params
 
@@ -179,3 +180,53 @@ def test_the_join_hands_out_a_record_once_every_shard_did_it() -> None:
         join.add(ShardStepRecord(shard=2, through=0, steps=[]), 3)
     with pytest.raises(RecordError, match=r"Expected `int`"):
         decode_steps(b'{"shard": "x"}')
+
+
+@st.composite
+def steps_of_a_shard(draw: st.DrawFn) -> list[ShardStep]:
+    """Steps on increasing log records, each with a random number of evaluations."""
+    offsets = sorted(draw(st.sets(st.integers(0, 60), max_size=12)))
+    out = []
+    for offset in offsets:
+        n = draw(st.integers(0, 30))
+        ids = [f"acct-{i}" for i in range(draw(st.integers(0, 6)))]
+        reports = tuple(
+            AccountReport(0, T0 + offset * 1000 + i, draw(st.booleans()), float(i),
+                          AccountSet(len(ids), ids) if draw(st.booleans()) else None, None,
+                          ShardFigures(len(ids), (("USDe", float(i)),)))
+            for i in range(n))
+        figures = ShardFigures(n, ()) if draw(st.booleans()) else None
+        out.append(ShardStep(offset, reports, figures, draw(st.integers(0, 3))))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=steps_of_a_shard(), max_bytes=st.sampled_from([200, 600, 2_000, 50_000]), extra=st.integers(0, 5))
+def test_steps_cut_into_records_come_out_of_the_join_whole(steps: list[ShardStep], max_bytes: int, extra: int) -> None:
+    """However a shard's steps are cut into records of at most ``max_bytes`` (a lone
+    evaluation may exceed it), the join gives back each step whole, once, and the records
+    sent again after a restart change nothing."""
+    through = (steps[-1].offset if steps else 0) + extra
+    records = step_records(0, through, steps, max_bytes)
+    assert step_records(0, through, steps, max_bytes) == records, "the same steps, the same records"
+    for record in records:
+        one_report = len(record.steps) == 1 and len(record.steps[0].reports) <= 1
+        assert len(record.encode()) <= max_bytes or one_report
+    assert [r.through for r in records] == sorted(r.through for r in records) and records[-1].through == through
+    join = ShardJoin(1)
+    for i, record in enumerate(records + records[: len(records) // 2]):  # half sent again
+        join.add(decode_steps(record.encode()), i)
+    by_offset = {step.offset: step for step in steps}
+    for offset in range(through + 1):
+        assert join.ready(offset)
+        assert join.take(offset) == [by_offset.get(offset, ShardStep(offset))]
+
+
+def test_a_step_whose_parts_did_not_all_arrive_is_refused() -> None:
+    reports = tuple(AccountReport(0, T0 + i, False, 0.0, None, None, ShardFigures(1, ())) for i in range(40))
+    records = step_records(0, 7, [ShardStep(7, reports, alerts=1)], 1_000)
+    assert len(records) > 2 and records[0].through == 6
+    join = ShardJoin(1)
+    join.add(records[-1], 0)
+    with pytest.raises(RecordError, match="lacks parts"):
+        join.take(7)

@@ -31,6 +31,7 @@ from monitor.protocol import RecordError
 from monitor.stages.global_risk.leverage_sketch import LeverageSketch, leverage_sketch, merge_sketches
 
 __all__ = [
+    "STEP_RECORD_BYTES",
     "AccountReport",
     "MergedReport",
     "ShardFigures",
@@ -43,6 +44,7 @@ __all__ = [
     "merge_sets",
     "merge_venue_figures",
     "shard_of",
+    "step_records",
     "venue_figures",
 ]
 
@@ -154,12 +156,16 @@ class AccountReport(Struct, frozen=True, array_like=True):
 
 class ShardStep(Struct, frozen=True, array_like=True):
     """What one shard made of the log record at ``offset``: its evaluations, its figures
-    when one of its accounts was loaded or deleted, and the alerts it sent."""
+    when one of its accounts was loaded or deleted, and the alerts it sent. A step too
+    large for one record goes in ``parts`` parts (:func:`step_records`): part ``part``
+    holds the next of its evaluations, the last part its figures and alerts."""
 
     offset: int
     reports: tuple[AccountReport, ...] = ()
     figures: ShardFigures | None = None
     alerts: int = 0
+    part: int = 0
+    parts: int = 1
 
 
 class ShardStepRecord(Struct, frozen=True, kw_only=True):
@@ -176,6 +182,53 @@ class ShardStepRecord(Struct, frozen=True, kw_only=True):
 
 _ENCODER = msgspec.json.Encoder()
 _STEPS = msgspec.json.Decoder(ShardStepRecord)
+#: Bytes of a steps record beyond its steps' own (the envelope, separators), a bound.
+_ENVELOPE_BYTES = 64
+#: Largest steps record a shard sends: well inside Kafka's default 1 MB message size (a
+#: record of a thousand log records, each spanning minutes of event time, can reach MBs).
+STEP_RECORD_BYTES = 512 * 1024
+
+
+def step_records(shard: int, through: int, steps: Sequence[ShardStep], max_bytes: int) -> list[ShardStepRecord]:
+    """A shard's steps on the log records up to ``through`` as reports-topic records of at
+    most ``max_bytes`` each (but a lone evaluation larger than that, which goes alone):
+    steps in order, a large step cut into parts by its evaluations. A record that ends
+    inside a cut step is through the record before that step; the others are through their
+    last step, the last record through ``through``. The same steps give the same records."""
+    out: list[ShardStepRecord] = []
+    batch: list[ShardStep] = []
+    size = _ENVELOPE_BYTES
+    for step in steps:
+        for piece in _parts(step, max_bytes):
+            n = len(_ENCODER.encode(piece)) + 1
+            if batch and size + n > max_bytes:
+                last = batch[-1]
+                done = last.offset if last.part == last.parts - 1 else last.offset - 1
+                out.append(ShardStepRecord(shard=shard, through=done, steps=batch))
+                batch, size = [], _ENVELOPE_BYTES
+            batch.append(piece)
+            size += n
+    out.append(ShardStepRecord(shard=shard, through=through, steps=batch))
+    return out
+
+
+def _parts(step: ShardStep, max_bytes: int) -> list[ShardStep]:
+    """The step whole when it fits in ``max_bytes``, else its evaluations cut into parts that
+    do (as many each as fit; figures and alerts in the last part)."""
+    if len(_ENCODER.encode(step)) + _ENVELOPE_BYTES <= max_bytes or len(step.reports) < 2:
+        return [step]
+    cuts: list[list[AccountReport]] = [[]]
+    size = _ENVELOPE_BYTES
+    for report in step.reports:
+        n = len(_ENCODER.encode(report)) + 1
+        if cuts[-1] and size + n > max_bytes // 2:  # half: the last part carries the figures too
+            cuts.append([])
+            size = _ENVELOPE_BYTES
+        cuts[-1].append(report)
+        size += n
+    k = len(cuts)
+    return [ShardStep(step.offset, tuple(cut), step.figures if i == k - 1 else None,
+                      step.alerts if i == k - 1 else 0, i, k) for i, cut in enumerate(cuts)]
 
 
 def decode_steps(value: bytes) -> ShardStepRecord:
@@ -292,7 +345,8 @@ class ShardJoin:
         self.shards = shards
         #: Per shard, the last log record it has done.
         self.through = [-1] * shards
-        self._pending: dict[int, dict[int, ShardStep]] = {}
+        #: Per log record, per shard, the parts of its step by part number.
+        self._pending: dict[int, dict[int, dict[int, ShardStep]]] = {}
         #: Offset of the next record to read from the reports topic (the join holds all before).
         self.reports_next = 0
 
@@ -303,7 +357,7 @@ class ShardJoin:
         done = self.through[record.shard]
         for step in record.steps:
             if step.offset > done:
-                self._pending.setdefault(step.offset, {})[record.shard] = step
+                self._pending.setdefault(step.offset, {}).setdefault(record.shard, {})[step.part] = step
         self.through[record.shard] = max(done, record.through)
         self.reports_next = max(self.reports_next, reports_offset + 1)
 
@@ -325,4 +379,18 @@ class ShardJoin:
         for old in [o for o in self._pending if o < offset]:
             del self._pending[old]
         mine = self._pending.pop(offset, {})
-        return [mine.get(k, ShardStep(offset)) for k in range(self.shards)]
+        return [_whole(offset, mine.get(k, {})) for k in range(self.shards)]
+
+
+def _whole(offset: int, parts: dict[int, ShardStep]) -> ShardStep:
+    """One shard's step on log record ``offset`` from its parts (none: an empty step)."""
+    if not parts:
+        return ShardStep(offset)
+    last = parts[max(parts)]
+    if sorted(parts) != list(range(last.parts)):
+        raise RecordError("invalid_shard_steps", f"the step on log record {offset} lacks parts: "
+                                                 f"has {sorted(parts)} of {last.parts}")
+    if last.parts == 1:
+        return last
+    reports = tuple(r for i in range(last.parts) for r in parts[i].reports)
+    return ShardStep(offset, reports, last.figures, last.alerts)
