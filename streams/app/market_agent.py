@@ -103,9 +103,14 @@ class PendingSignals:
         self._signals.setdefault(partition, []).extend(signals)
         self._n_signals += len(signals)
 
+    @property
+    def full(self) -> bool:
+        """Whether ``max_signals`` are held (sent before another record adds to them)."""
+        return self._n_signals >= self.max_signals
+
     def due(self, now_s: float) -> bool:
         return (
-            self._n_signals >= self.max_signals
+            self.full
             or self._records >= self.max_records
             or (self._since_s is not None and now_s - self._since_s >= self.max_age_s)
         )
@@ -156,6 +161,8 @@ class MarketRuntime:
         for one in await self._records(part, value):
             counters.records_in.inc()
             await self._process(part, partition, one, counters)
+            if self.pending.full:  # inside a pack too: a signal record stays well under 1 MB
+                await self.send_signals()
         cursor.advance(offset)
         if message.timestamp:
             counters.latency.observe(max(time.time() - float(message.timestamp), 0.0))

@@ -33,8 +33,9 @@ def test_pending_signals_merge_per_partition_and_say_when_to_send() -> None:
     assert pending.drain() == [] and not pending.due(1e9)
     for seq in range(3):
         pending.add(2, T0 + seq, [[T0 + seq, "BTC", seq, "price", {"key": "BTC", "price": 1.0}]], 200.0)
-    assert pending.due(200.0)  # max_signals
+    assert pending.due(200.0) and pending.full  # max_signals (the agent sends them, even inside a pack)
     pending.drain()
+    assert not pending.full
     for _ in range(3):
         pending.count_record()
     assert not pending.due(200.0)
