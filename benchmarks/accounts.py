@@ -367,35 +367,49 @@ def bench_aggregation_copy(n: int, shards: int, seed: int = 1) -> dict[str, Any]
     """What the aggregation stage of ``shards`` account shards does with ``n`` account
     records when it keeps their copy for the spirals (``spiral_run.copy_sharded_accounts``):
     the load, the standard shocks' spirals the first time (the book built from the
-    documents) and again after the tick key moved, memory and its checkpoint. The prices
-    and ladders are set as the signals would set them (no shard reports here: the shards
-    evaluate, not this stage)."""
-    gc.collect()
-    rss0 = _rss_bytes()
-    docs = AccountsFromColumns(synthetic_accounts(n, seed))
-    risk = GlobalRisk(EngineConfig(), partitions=1, account_shards=shards)
-    t = time.perf_counter()
-    for i in range(n):
-        risk.upsert_account(docs.document(i))
-    load_s = time.perf_counter() - t
-    del docs
-    for key, px in PRICES_USD.items():
-        risk.price_book.apply({"key": key, "price": px}, set())
-        if key not in ("USDT", "USDC"):
-            risk.spiral_clock.on_depth(cast(DepthSignal, _depth(key, px)))
+    documents) and again after the tick key moved, its checkpoint, and memory per account
+    (traced on a fifth of them). The prices and ladders are set as the signals would set
+    them (no shard reports here: the shards evaluate, not this stage)."""
+    risk, load_s = _aggregation_with_copy(n, shards, seed)
     t = time.perf_counter()
     first = risk.run_standard_shocks()
     first_s = time.perf_counter() - t
-    rss_bytes = _rss_bytes() - rss0
     risk.price_book.apply({"key": TICK_KEY, "price": PRICES_USD[TICK_KEY] * 0.99}, set())
     t = time.perf_counter()
     risk.run_standard_shocks()
     again_s = time.perf_counter() - t
     assert risk.spiral_gate.decision is not None and risk.spiral_gate.decision.rerun
     liquidated = sorted(len(r.accounts_liquidated) for r in first.values())
+    figures = _checkpoint_figures(risk)
+    del risk
+    small = max(n // 5, 1)  # memory traced on a fifth of the accounts: the documents and the book
+    gc.collect()
+    tracemalloc.start()
+    risk, _ = _aggregation_with_copy(small, shards, seed)
+    assert risk.watch.on_book(risk.prices) is not None
+    gc.collect()
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     return {"accounts": n, "shards": shards, "load_s": round(load_s, 2), "first_spirals_s": round(first_s, 2),
             "spirals_again_s": round(again_s, 2), "accounts_liquidated_per_shock": liquidated,
-            "rss_bytes_per_account": round(rss_bytes / n), **_checkpoint_figures(risk)}
+            "bytes_per_account": round(held / small), **figures}
+
+
+def _aggregation_with_copy(n: int, shards: int, seed: int) -> tuple[GlobalRisk, float]:
+    """The aggregation stage of ``shards`` shards given ``n`` account records (one dict
+    each, made as it is sent), its prices and ladders set as the signals would set them;
+    the seconds the records took."""
+    docs = AccountsFromColumns(synthetic_accounts(n, seed))
+    risk = GlobalRisk(EngineConfig(), partitions=1, account_shards=shards)
+    t = time.perf_counter()
+    for i in range(n):
+        risk.upsert_account(docs.document(i))
+    load_s = time.perf_counter() - t
+    for key, px in PRICES_USD.items():
+        risk.price_book.apply({"key": key, "price": px}, set())
+        if key not in ("USDT", "USDC"):
+            risk.spiral_clock.on_depth(cast(DepthSignal, _depth(key, px)))
+    return risk, load_s
 
 
 def _shard_load_from_log(n: int, shards: int, seed: int) -> float:
