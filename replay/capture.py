@@ -89,8 +89,9 @@ class BadLine:
     raw_bytes: bytes
 
 
-def open_capture(path: Path) -> IO[bytes]:
-    """Open a capture for binary reading, transparently gunzipping; validate the head.
+def open_capture(path: Path, threaded: bool = True) -> IO[bytes]:
+    """Open a capture for binary reading, transparently gunzipping (``threaded``: see
+    :func:`_open_binary`); validate the head.
 
     Raises :class:`CaptureError` for a missing path, a directory, an empty file, or a
     file whose first line is not a JSON object with the envelope keys.
@@ -130,7 +131,7 @@ def open_capture(path: Path) -> IO[bytes]:
         )
     # Re-open so the caller reads from the first line.
     stream.close()
-    return _open_binary(path, head == _GZIP_MAGIC)
+    return _open_binary(path, head == _GZIP_MAGIC, threaded)
 
 
 def _open_binary(path: Path, gzipped: bool, threaded: bool = True) -> IO[bytes]:
@@ -177,13 +178,10 @@ def iter_capture(path: Path) -> Iterator[CaptureLine | BadLine]:
     if cut is None:
         return
     line_no, error = cut
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == _GZIP_MAGIC
-    if gzipped:
-        with _open_binary(path, gzipped=True, threaded=False) as slow:
-            cut = yield from _lines(slow, line_no, line_no)
-        if cut is not None:
-            line_no, error = cut
+    with open_capture(path, threaded=False) as slow:
+        cut = yield from _lines(slow, line_no, line_no)
+    if cut is not None:
+        line_no, error = cut
     yield BadLine(line_no + 1, "truncated_file", error, b"")
 
 

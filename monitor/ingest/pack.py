@@ -68,31 +68,30 @@ class Packer:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self._waiting: dict[int, list[bytes]] = {}
+        #: Per partition, the bytes of the pack its waiting records would make.
         self._bytes: dict[int, int] = {}
 
     def add(self, partition: int, value: bytes) -> list[bytes]:
-        """``value`` for ``partition``: what must go out now, in order (a full pack, or the
-        waiting records when ``value`` would overflow theirs; empty: it waits)."""
-        out: list[bytes] = []
+        """``value`` for ``partition``: what must go out now, in order (the waiting records
+        when ``value`` would take their pack past ``max_bytes``, and the pack ``value``
+        fills; empty: it waits)."""
+        n = _LENGTH_BYTES + len(value)
+        waited = self._bytes.get(partition)  # None: nothing waits
+        out = [self._take(partition)] if waited is not None and waited + n > self.max_bytes else []
         waiting = self._waiting.setdefault(partition, [])
-        size = self._bytes.get(partition, 0) + _LENGTH_BYTES + len(value)
-        if waiting and size > self.max_bytes - len(PACK_MAGIC):
-            out.append(self._take(partition))
-            size = _LENGTH_BYTES + len(value)
-            waiting = self._waiting.setdefault(partition, [])
         waiting.append(value)
-        self._bytes[partition] = size
-        if len(waiting) >= self.max_records or size >= self.max_bytes - len(PACK_MAGIC):
+        self._bytes[partition] = self._bytes.get(partition, len(PACK_MAGIC)) + n
+        if len(waiting) >= self.max_records or self._bytes[partition] >= self.max_bytes:
             out.append(self._take(partition))
         return out
 
     def drain(self) -> list[tuple[int, bytes]]:
         """Every partition's waiting records, as (partition, pack or lone record)."""
-        return [(p, self._take(p)) for p in sorted(self._waiting) if self._waiting[p]]
+        return [(p, self._take(p)) for p in sorted(self._waiting)]
 
     def _take(self, partition: int) -> bytes:
         """The waiting records as one pack; a lone one as it is, unless it would read as a pack."""
         waiting = self._waiting.pop(partition)
-        self._bytes.pop(partition, None)
+        del self._bytes[partition]
         lone = len(waiting) == 1 and not waiting[0].startswith(PACK_MAGIC)
         return waiting[0] if lone else pack(waiting)

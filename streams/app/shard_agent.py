@@ -233,7 +233,7 @@ class ShardRunner:
         last = int(records[-1].offset)
         await pipes.durable()
         for record in step_records(self.shard, last, steps, STEP_RECORD_BYTES):
-            await pipes.shard_steps.send(key=str(self.shard).encode(), value=record.encode(), partition=0)
+            await pipes.shard_steps.send(key=str(self.shard).encode(), value=record, partition=0)
         return last
 
     async def _checkpoint(self, state: ShardState, offset: int) -> None:

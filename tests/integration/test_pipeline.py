@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +150,31 @@ def scrape(port: int) -> str:
         return resp.read().decode()
 
 
+@contextlib.contextmanager
+def running_worker(tmp_path: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``liqmon worker`` with ``env`` (log in ``worker.log``), stopped at the end."""
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log,
+                              env={**os.environ, **env})
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+        log.close()
+
+
+def scrape_until(port: int, lines: list[str], timeout_s: float = 30) -> str:
+    """The worker's /metrics once it holds every one of ``lines`` (or at the timeout)."""
+    deadline, text = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        text = scrape(port)
+        if all(line in text for line in lines):
+            break
+        time.sleep(0.5)
+    return text
+
+
 def test_bad_input_is_dead_lettered_counted_and_the_run_goes_on(tmp_path: Path) -> None:
     capture = tmp_path / "bad.jsonl"
     expected = bad_capture(capture)
@@ -154,10 +182,7 @@ def test_bad_input_is_dead_lettered_counted_and_the_run_goes_on(tmp_path: Path) 
     with embedded_broker() as broker:
         env = {"LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
                "LIQMON_METRICS_PORT": str(port), **ONE_WITNESS}  # binance-spot and curve only
-        log = (tmp_path / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log,
-                                  env={**os.environ, **env})
-        try:
+        with running_worker(tmp_path, env) as worker:
             proc = liqmon("replay", "--capture", str(capture), "--out", str(tmp_path / "out"),
                           "--no-worker", "--quiet", env=env)
             assert proc.returncode == 0, proc.stderr
@@ -174,23 +199,14 @@ def test_bad_input_is_dead_lettered_counted_and_the_run_goes_on(tmp_path: Path) 
                 assert body["raw_b64"] and body["detail"]
                 reasons[body["reason"]] = reasons.get(body["reason"], 0) + 1
             assert reasons == expected
-            deadline = time.monotonic() + 30
-            text = ""
-            while time.monotonic() < deadline:
-                text = scrape(port)
-                if all(f'liqmon_deadletter_total{{reason="{r}"}} {float(n)}' in text for r, n in expected.items()):
-                    break
-                time.sleep(0.5)
+            text = scrape_until(port, [f'liqmon_deadletter_total{{reason="{r}"}} {float(n)}'
+                                       for r, n in expected.items()])
             for reason, n in expected.items():
                 assert f'liqmon_deadletter_total{{reason="{reason}"}} {float(n)}' in text
             assert 'liqmon_peg_deviation_bps{asset="USDe",venue="binance-spot"}' in text
             assert 'liqmon_events_total{source="binance-spot"} 400.0' in text
             assert 'liqmon_alerts_total{kind="venue_local_depeg",severity="critical"} 1.0' in text
             assert worker.poll() is None, "the worker must survive bad input"
-        finally:
-            worker.terminate()
-            worker.wait(timeout=20)
-            log.close()
 
 
 @pytest.mark.parametrize("content", [None, b"", b"\x89PNG\r\n\x1a\n\x00\x00"])
@@ -258,19 +274,9 @@ def test_a_worker_takes_a_packs_records_one_by_one(tmp_path: Path) -> None:
         env = {"LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
                "LIQMON_METRICS_PORT": str(port)}
         asyncio.run(_send_market(broker.bootstrap, [pack([good[0], bad, *good[1:]]), PACK_MAGIC + b"\x00\x00"]))
-        log = (tmp_path / "worker.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log,
-                                  env={**os.environ, **env})
-        try:
+        with running_worker(tmp_path, env) as worker:
             records = asyncio.run(read_topic(broker.bootstrap, "deadletter", 2, timeout_s=90))
-            assert {orjson.loads(r.value)["reason"]: 1 for r in records} == expected
-            deadline, text = time.monotonic() + 30, ""
-            while time.monotonic() < deadline and 'liqmon_events_total{source="binance-spot"} 5.0' not in text:
-                text = scrape(port)
-                time.sleep(0.5)
-            assert 'liqmon_events_total{source="binance-spot"} 5.0' in text
+            assert Counter(orjson.loads(r.value)["reason"] for r in records) == expected
+            counted = 'liqmon_events_total{source="binance-spot"} 5.0'
+            assert counted in scrape_until(port, [counted])
             assert worker.poll() is None, "the worker must survive a bad pack"
-        finally:
-            worker.terminate()
-            worker.wait(timeout=20)
-            log.close()

@@ -36,8 +36,7 @@ class ShardedRisk:
     """``shards`` account shards and the aggregation stage behind them."""
 
     def __init__(self, config: EngineConfig, partitions: int, shards: int,
-                 snapshot_interval_ms: int = DEFAULT_SNAPSHOT_INTERVAL_MS,
-                 max_record_bytes: int = STEP_RECORD_BYTES) -> None:
+                 snapshot_interval_ms: int = DEFAULT_SNAPSHOT_INTERVAL_MS) -> None:
         if shards < 1:
             raise ValueError(f"a sharded stage needs at least one shard, got {shards}")
         self.shards = [AccountShard(config, partitions, k, shards) for k in range(shards)]
@@ -46,8 +45,6 @@ class ShardedRisk:
         assert reports is not None
         self.reports: ShardedAccounts = reports
         self.join = ShardJoin(shards)
-        #: Largest steps record (a step past it is cut into parts, as the workers cut it).
-        self.max_record_bytes = max_record_bytes
         self.finished_run: str | None = None
         #: The log offset of the next input record.
         self.offset = 0
@@ -97,8 +94,8 @@ class ShardedRisk:
         self.offset += 1
         for shard, mine in zip(self.shards, alerts, strict=True):
             step = shard.take_step(offset, len(mine))
-            for record in step_records(shard.shard, offset, [step] if step else [], self.max_record_bytes):
-                self.join.add(decode_steps(record.encode()), self._reports_written)
+            for record in step_records(shard.shard, offset, [step] if step else [], STEP_RECORD_BYTES):
+                self.join.add(decode_steps(record), self._reports_written)
                 self._reports_written += 1
         assert self.join.ready(offset)
         self.reports.apply(self.join.take(offset))

@@ -189,34 +189,39 @@ _ENVELOPE_BYTES = 64
 STEP_RECORD_BYTES = 512 * 1024
 
 
-def step_records(shard: int, through: int, steps: Sequence[ShardStep], max_bytes: int) -> list[ShardStepRecord]:
-    """A shard's steps on the log records up to ``through`` as reports-topic records of at
-    most ``max_bytes`` each (but a lone evaluation larger than that, which goes alone):
-    steps in order, a large step cut into parts by its evaluations. A record that ends
-    inside a cut step is through the record before that step; the others are through their
-    last step, the last record through ``through``. The same steps give the same records."""
-    out: list[ShardStepRecord] = []
+def step_records(shard: int, through: int, steps: Sequence[ShardStep], max_bytes: int) -> list[bytes]:
+    """A shard's steps on the log records up to ``through`` as encoded reports-topic records
+    of at most ``max_bytes`` each (but a lone evaluation larger than that, which goes
+    alone): one record when they fit, else steps in order, a large step cut into parts by
+    its evaluations. A record that ends inside a cut step is through the record before that
+    step; the others are through their last step, the last record through ``through``. The
+    same steps give the same records."""
+    whole = _ENCODER.encode(ShardStepRecord(shard=shard, through=through, steps=list(steps)))
+    if len(whole) <= max_bytes:
+        return [whole]
+    out: list[bytes] = []
     batch: list[ShardStep] = []
     size = _ENVELOPE_BYTES
     for step in steps:
-        for piece in _parts(step, max_bytes):
-            n = len(_ENCODER.encode(piece)) + 1
+        for piece, n in _parts(step, max_bytes):
             if batch and size + n > max_bytes:
                 last = batch[-1]
                 done = last.offset if last.part == last.parts - 1 else last.offset - 1
-                out.append(ShardStepRecord(shard=shard, through=done, steps=batch))
+                out.append(_ENCODER.encode(ShardStepRecord(shard=shard, through=done, steps=batch)))
                 batch, size = [], _ENVELOPE_BYTES
             batch.append(piece)
             size += n
-    out.append(ShardStepRecord(shard=shard, through=through, steps=batch))
+    out.append(_ENCODER.encode(ShardStepRecord(shard=shard, through=through, steps=batch)))
     return out
 
 
-def _parts(step: ShardStep, max_bytes: int) -> list[ShardStep]:
+def _parts(step: ShardStep, max_bytes: int) -> list[tuple[ShardStep, int]]:
     """The step whole when it fits in ``max_bytes``, else its evaluations cut into parts that
-    do (as many each as fit; figures and alerts in the last part)."""
-    if len(_ENCODER.encode(step)) + _ENVELOPE_BYTES <= max_bytes or len(step.reports) < 2:
-        return [step]
+    do (as many each as fit; figures and alerts in the last part); each with its encoded
+    size and a separator."""
+    size = len(_ENCODER.encode(step)) + 1
+    if size + _ENVELOPE_BYTES <= max_bytes or len(step.reports) < 2:
+        return [(step, size)]
     cuts: list[list[AccountReport]] = [[]]
     size = _ENVELOPE_BYTES
     for report in step.reports:
@@ -227,8 +232,9 @@ def _parts(step: ShardStep, max_bytes: int) -> list[ShardStep]:
         cuts[-1].append(report)
         size += n
     k = len(cuts)
-    return [ShardStep(step.offset, tuple(cut), step.figures if i == k - 1 else None,
-                      step.alerts if i == k - 1 else 0, i, k) for i, cut in enumerate(cuts)]
+    parts = [ShardStep(step.offset, tuple(cut), step.figures if i == k - 1 else None,
+                       step.alerts if i == k - 1 else 0, i, k) for i, cut in enumerate(cuts)]
+    return [(part, len(_ENCODER.encode(part)) + 1) for part in parts]
 
 
 def decode_steps(value: bytes) -> ShardStepRecord:
