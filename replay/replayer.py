@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,14 +23,15 @@ from pydantic import BaseModel, ValidationError
 
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch
-from monitor.ingest.frames import CONFIG_CHANNELS, Ingest, IngestOutput
+from monitor.ingest.frames import Ingest, IngestOutput
 from monitor.protocol import Alert, DeadLetter, RiskSnapshot
 from monitor.stages.engine import Engine
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.global_risk.sharded import ShardedRisk
 from monitor.stages.pipeline import global_step, market_step
-from replay.capture import BadLine, iter_capture
 from replay.gcpause import gc_paused
+from replay.ingest_process import IngestProcess
+from replay.routing import ReplayStats, route_capture
 
 __all__ = [
     "InputFileError",
@@ -83,67 +83,6 @@ def load_jsonl(path: Path, model: type[BaseModel] | None = None) -> list[dict[st
 def partition_for(asset: str, partitions: int) -> int:
     """Partition of an asset's batches: crc32 of the asset name (stable across processes)."""
     return zlib.crc32(asset.encode()) % partitions
-
-
-@dataclass
-class ReplayStats:
-    """What a replay read, routed and produced."""
-
-    frames: int = 0
-    events: int = 0
-    batches: int = 0
-    deadletters: Counter[str] = field(default_factory=Counter)
-    events_by_source: Counter[str] = field(default_factory=Counter)
-    first_ts_ms: int | None = None
-    last_ts_ms: int | None = None
-    wall_s: float = 0.0
-    interrupted: bool = False
-    #: Records read back from the workers' topics that are not liqmon's (Kafka path; skipped, logged).
-    foreign_records: int = 0
-
-    def absorb(self, ingest: Ingest) -> None:
-        self.frames = ingest.stats.frames
-        self.events = ingest.stats.events
-        self.deadletters = Counter(ingest.stats.deadletters)
-        self.events_by_source = Counter(ingest.stats.events_by_source)
-
-
-def route_capture(
-    path: Path,
-    ingest: Ingest,
-    from_ms: int | None = None,
-    to_ms: int | None = None,
-    stats: ReplayStats | None = None,
-) -> Iterator[tuple[int, IngestOutput]]:
-    """Yield (receive_ts_ms, routed batch, dead letter or feed alert) for every line of a capture.
-
-    Configuration frames before ``from_ms`` (``session``, ``contract_values``) still apply:
-    they configure what follows.
-    Raises :class:`replay.capture.CaptureError` before yielding anything when the file is
-    not a capture.
-    """
-    last_ts = 0
-    for item in iter_capture(path):
-        if isinstance(item, BadLine):
-            yield last_ts, ingest.reject(item.reason, item.detail, item.raw_bytes, item.line_no)
-            continue
-        ts = item.ts_ms
-        if from_ms is not None and ts < from_ms:
-            if item.channel in CONFIG_CHANNELS:
-                for out in ingest.feed(item.venue, item.channel, item.raw, ts, item.raw_bytes, item.line_no):
-                    yield ts, out
-            continue
-        if to_ms is not None and ts >= to_ms:
-            continue
-        if stats is not None:
-            if stats.first_ts_ms is None:
-                stats.first_ts_ms = ts
-            stats.last_ts_ms = max(stats.last_ts_ms or ts, ts)
-        last_ts = ts
-        for out in ingest.feed(item.venue, item.channel, item.raw, ts, item.raw_bytes, item.line_no):
-            yield ts, out
-    for routed in ingest.finish():
-        yield last_ts, routed
 
 
 class Pacer:
@@ -257,7 +196,7 @@ async def _inline_loop(
     stats: ReplayStats,
     on_batch: Callable[[Batch], None] | None,
     progress: ProgressFn | None,
-    ingest: Ingest,
+    frames: Callable[[], int],
 ) -> None:
     """Route every capture item through the stages (paced at ``speed``) until the end or
     an interrupt (then ``stats.interrupted``)."""
@@ -275,7 +214,7 @@ async def _inline_loop(
             stages.process(item.batch, item.broadcast)
             if progress is not None and time.monotonic() >= next_progress:
                 next_progress = time.monotonic() + 0.25
-                progress(ts, ingest.stats.frames, len(stages.alerts))
+                progress(ts, frames(), len(stages.alerts))
     except (KeyboardInterrupt, asyncio.CancelledError):
         stats.interrupted = True
 
@@ -294,8 +233,13 @@ async def replay_inline(
     accounts: list[dict[str, Any]] | None = None,
     on_snapshot: Callable[[RiskSnapshot], None] | None = None,
     account_shards: int = 0,
+    ingest_process: bool = True,
 ) -> InlineResult:
-    """Replay a capture through the engine in this process (no broker).
+    """Replay a capture through the engine without a broker.
+
+    The stages run in this process; the capture is routed beside them in a child process
+    (:class:`replay.ingest_process.IngestProcess`, two cores at work), or here with
+    ``ingest_process=False``. Either way they see the same items in the same order.
 
     Stage 1 runs as if split over ``partitions`` market partitions (same watermarks and
     signal clocks as the workers), stage 2 consumes its signals through the same reorder
@@ -307,12 +251,20 @@ async def replay_inline(
     with gc_paused() if speed is None else nullcontext():
         stages = _InlineStages(config, partitions, on_alert, on_snapshot, account_shards)
         stages.load(positions, accounts)
-        ingest = Ingest(config)
         stats = ReplayStats()
         started = time.monotonic()
-        await _inline_loop(route_capture(path, ingest, from_ms, to_ms, stats), speed, stages, stats,
-                           on_batch, progress, ingest)
+        if ingest_process:
+            with IngestProcess(path, config, from_ms, to_ms, gc_pause=speed is None) as child:
+                await _inline_loop(child.items(), speed, stages, stats, on_batch, progress,
+                                   lambda: child.stats.frames)
+            ingest_stats = child.stats
+            stats.first_ts_ms, stats.last_ts_ms = child.span.first_ts_ms, child.span.last_ts_ms
+        else:
+            ingest = Ingest(config)
+            await _inline_loop(route_capture(path, ingest, from_ms, to_ms, stats), speed, stages, stats,
+                               on_batch, progress, lambda: ingest.stats.frames)
+            ingest_stats = ingest.stats
         stages.finish()
-        stats.absorb(ingest)
+        stats.absorb(ingest_stats)
         stats.wall_s = time.monotonic() - started
     return InlineResult(alerts=stages.alerts, stats=stats, snapshots=stages.snapshots)

@@ -447,7 +447,7 @@ async def _replay_kafka(
             await _await_loaded(read_back, run)
         await _publish_capture(run, publisher, read_back, ingest, stats)
         await publisher.end_markers()
-        stats.absorb(ingest)
+        stats.absorb(ingest.stats)
         await _await_acks(run, read_back, len(publisher.partitions), stats)
     finally:
         # A lost broker must not hold the exit: bounded waits for the clients to close.

@@ -1,0 +1,184 @@
+"""A capture routed in a child process, beside the stages.
+
+An inline replay spends about half its time in ingest (read, parse, books, batches) and
+half in the stages. :class:`IngestProcess` runs :func:`replay.routing.route_capture` in a
+child process and hands its output to the caller in capture order, so the two halves run
+on two cores and the replay's output is the one in-process routing gives, item for item.
+
+The child sends its items in pickled chunks of ``chunk_items`` over a pipe; the pipe's
+buffer holds it back when the caller is slower (a paced replay), so it never reads far
+ahead. Dead letters are not sent (the inline replay only counts them; the counts come
+with the child's final message). The child ignores SIGINT: an interrupt is the parent's
+to handle, and the child is stopped when the parent closes it. An error in the child
+(a file that is not a capture, a bug) is raised again in the parent, and a child that
+dies without a word is an :class:`IngestProcessError` naming its exit code.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+from collections.abc import Iterator
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+
+from monitor.config import EngineConfig
+from monitor.ingest.frames import Ingest, IngestOutput, IngestStats
+from monitor.protocol import DeadLetter
+from replay.gcpause import gc_paused
+from replay.routing import ReplayStats, route_capture
+
+__all__ = ["IngestProcess", "IngestProcessError"]
+
+#: Items per message: large enough that a message's cost is small against its items'.
+CHUNK_ITEMS = 256
+#: Seconds to wait for the child to end on its own before it is terminated.
+_JOIN_S = 5.0
+
+
+class IngestProcessError(RuntimeError):
+    """The ingest process ended without finishing the capture, or its error cannot be carried."""
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Items routed, with the ingest's counts and the span of event time routed so far."""
+
+    stats: IngestStats
+    first_ts_ms: int | None
+    last_ts_ms: int | None
+    items: list[tuple[int, IngestOutput]]
+    #: The last chunk: the capture is routed to its end.
+    end: bool = False
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """An exception raised in the child."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the child routes: ``route_capture``'s arguments, and whether to pause the collector."""
+
+    path: Path
+    config: EngineConfig
+    from_ms: int | None
+    to_ms: int | None
+    gc_pause: bool
+
+
+def _send_failure(conn: Connection, exc: BaseException) -> None:
+    try:
+        message = pickle.dumps(_Failed(exc), protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(message)  # an exception whose arguments do not rebuild it goes as text
+    except Exception:
+        message = pickle.dumps(_Failed(IngestProcessError(f"{type(exc).__name__}: {exc}")))
+    conn.send_bytes(message)
+
+
+def _route(conn: Connection, job: _Job) -> None:
+    """Route the capture and send its items in chunks, then the counts."""
+    ingest, span = Ingest(job.config), ReplayStats()
+
+    def send(items: list[tuple[int, IngestOutput]], end: bool = False) -> None:
+        chunk = _Chunk(ingest.stats, span.first_ts_ms, span.last_ts_ms, items, end)
+        conn.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+
+    items: list[tuple[int, IngestOutput]] = []
+    for ts, item in route_capture(job.path, ingest, job.from_ms, job.to_ms, span):
+        if isinstance(item, DeadLetter):
+            continue
+        items.append((ts, item))
+        if len(items) >= CHUNK_ITEMS:
+            send(items)
+            items = []
+    send(items, end=True)
+
+
+def _child_main(conn: Connection, job: _Job) -> None:
+    """The child process: route, report a failure; a parent gone is the end of the job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with gc_paused() if job.gc_pause else nullcontext():
+            _route(conn, job)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent stopped reading (an interrupt, an error): nothing to tell
+    except BaseException as exc:  # every failure is carried to the parent
+        with suppress(BrokenPipeError, ConnectionResetError):
+            _send_failure(conn, exc)
+    finally:
+        conn.close()
+
+
+class IngestProcess:
+    """``route_capture`` of a capture in a child process; iterate :meth:`items`, then read
+    :attr:`stats` and :attr:`span`. Use as a context manager: leaving it stops the child."""
+
+    def __init__(self, path: Path, config: EngineConfig, from_ms: int | None = None, to_ms: int | None = None,
+                 *, gc_pause: bool = False) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no copy of the parent's threads or loop
+        self._conn, child_end = ctx.Pipe(duplex=False)
+        job = _Job(path, config, from_ms, to_ms, gc_pause)
+        self._proc = ctx.Process(target=_child_main, args=(child_end, job), name="liqmon-ingest", daemon=True)
+        self._proc.start()
+        child_end.close()
+        #: The ingest's counts when the child sent the latest items (final once :attr:`done`).
+        self.stats = IngestStats()
+        #: The span of event time routed (``route_capture``'s ``stats``).
+        self.span = ReplayStats()
+        #: The capture has been routed to its end.
+        self.done = False
+
+    def items(self) -> Iterator[tuple[int, IngestOutput]]:
+        """(receive time, batch or feed alert) in capture order, as ``route_capture`` yields
+        them (dead letters left out); raises the child's error where it happened."""
+        while True:
+            try:
+                message = pickle.loads(self._conn.recv_bytes())
+            except EOFError:
+                self._proc.join(_JOIN_S)
+                raise IngestProcessError(
+                    f"the ingest process ended before the end of the capture (exit code {self._proc.exitcode})"
+                ) from None
+            if isinstance(message, _Failed):
+                raise message.error
+            self.stats, self.span.first_ts_ms, self.span.last_ts_ms = (
+                message.stats, message.first_ts_ms, message.last_ts_ms)
+            yield from message.items
+            if message.end:
+                self.done = True
+                return
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        assert self._proc.pid is not None  # started in __init__
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        """Whether the child process is running."""
+        return self._proc.is_alive()
+
+    def close(self) -> None:
+        """Stop the child (at once if it is still routing) and wait for it."""
+        self._conn.close()
+        if self._proc.is_alive() and not self.done:
+            self._proc.terminate()
+        self._proc.join(_JOIN_S)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+    def __enter__(self) -> IngestProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,106 @@
+"""Ingest in a child process (``replay.ingest_process``): the inline replay gives the same
+alerts, snapshots and counts as with ingest in its own process; the child's errors reach
+the parent as they would have been raised in it; a child that dies is a clear error, and
+leaving early stops the child."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from monitor.config import EngineConfig, load_config_text
+from replay.capture import CaptureError
+from replay.ingest_process import IngestProcess, IngestProcessError
+from replay.replayer import InlineResult, replay_inline
+from replay.scenario import ScenarioResult, generate
+
+
+@pytest.fixture(scope="module")
+def weekend(tmp_path_factory: pytest.TempPathFactory) -> ScenarioResult:
+    return generate("stablecoin-weekend", 1, tmp_path_factory.mktemp("weekend"))
+
+
+@pytest.fixture(scope="module")
+def with_bad_lines(weekend: ScenarioResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The weekend's capture, plain, with lines that fail validation here and there."""
+    lines = gzip.decompress(weekend.capture_path.read_bytes()).splitlines(keepends=True)
+    bad = [b"not json\n", b'{"ts_ms": 1, "venue": "kraken", "channel": "ticker"}\n', b"[1, 2]\n"]
+    for n, line in zip((10, 20_000, 40_000), bad, strict=True):
+        lines.insert(n, line)
+    out = tmp_path_factory.mktemp("bad") / "capture.jsonl"
+    out.write_bytes(b"".join(lines))
+    return out
+
+
+def _config(weekend: ScenarioResult) -> EngineConfig:
+    assert weekend.config_path is not None
+    return load_config_text(weekend.config_path.read_text())
+
+
+def _replay(path: Path, config: EngineConfig, *, child: bool, **kw: object) -> InlineResult:
+    return asyncio.run(replay_inline(path, config, ingest_process=child, **kw))  # type: ignore[arg-type]
+
+
+def _counts(result: InlineResult) -> dict[str, object]:
+    return {k: v for k, v in dataclasses.asdict(result.stats).items() if k != "wall_s"}
+
+
+@pytest.mark.parametrize("window", [{}, {"from_ms": 1_678_550_000_000, "to_ms": 1_678_650_000_000}])
+def test_the_child_gives_what_routing_here_gives(
+        weekend: ScenarioResult, with_bad_lines: Path, window: dict[str, int]) -> None:
+    config = _config(weekend)
+    batches: dict[bool, list[object]] = {True: [], False: []}
+    runs = {child: _replay(with_bad_lines, config, child=child, on_batch=batches[child].append, **window)
+            for child in (True, False)}
+    here, there = runs[False], runs[True]
+    assert here.alerts, "the weekend raises alerts"
+    assert there.alerts == here.alerts
+    assert there.snapshots == here.snapshots
+    assert batches[True] == batches[False]
+    assert _counts(there) == _counts(here)
+    assert here.stats.deadletters.total() == 3  # bad lines are counted, in the window or not
+
+
+def test_a_file_that_is_not_a_capture_raises_the_same_error(tmp_path: Path) -> None:
+    path = tmp_path / "image.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    errors = []
+    for child in (True, False):
+        with pytest.raises(CaptureError) as caught:
+            _replay(path, EngineConfig(), child=child)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+
+
+def test_a_missing_capture_raises_the_same_error(tmp_path: Path) -> None:
+    errors = []
+    for child in (True, False):
+        with pytest.raises(Exception) as caught:  # the same type either way
+            _replay(tmp_path / "none.jsonl.gz", EngineConfig(), child=child)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+
+
+def test_a_child_that_dies_is_a_clear_error(weekend: ScenarioResult) -> None:
+    with IngestProcess(weekend.capture_path, _config(weekend)) as child:
+        items = child.items()
+        next(items)  # the child is at work, held back by the pipe
+        os.kill(child.pid, signal.SIGKILL)
+        with pytest.raises(IngestProcessError, match="exit code -9"):
+            for _ in items:
+                pass
+        assert not child.done
+
+
+def test_leaving_early_stops_the_child(weekend: ScenarioResult) -> None:
+    with IngestProcess(weekend.capture_path, _config(weekend)) as child:
+        next(child.items())
+        assert child.alive()
+    assert not child.alive()
+    assert not child.done
