@@ -5,12 +5,13 @@ half in the stages. :class:`IngestProcess` runs :func:`replay.routing.route_capt
 child process and hands its output to the caller in capture order, so the two halves run
 on two cores and the replay's output is the one in-process routing gives, item for item.
 
-The child sends its items in pickled chunks of ``CHUNK_ITEMS`` over a pipe; the pipe's
-buffer holds it back when the caller is slower (a paced replay), so it never reads far
-ahead. Dead letters are not sent: the inline replay only counts them, and the counts come
-with every message. The child ignores SIGINT: an interrupt is the parent's to handle, and
-the child is stopped when the parent closes it. An error in the child (a file that is not
-a capture, a bug) is raised again in the parent, and a child that dies without a word is
+The child sends its items in pickled chunks of ``CHUNK_ITEMS`` over a pipe, from a
+thread that keeps up to ``AHEAD_MESSAGES`` of them ready; when the caller is slower (a
+paced replay) the full queue holds the child back, so it never reads far ahead. Dead
+letters are not sent: the inline replay only counts them, and the counts come with every
+message. The child ignores SIGINT: an interrupt is the parent's to handle, and the child
+is stopped when the parent closes it. An error in the child (a file that is not a
+capture, a bug) is raised again in the parent, and a child that dies without a word is
 an :class:`IngestProcessError` naming its exit code.
 
 Not used by the Kafka replayer: there the worker's stages already run beside the
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import queue
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
@@ -40,6 +43,9 @@ __all__ = ["IngestProcess", "IngestProcessError"]
 
 #: Items per message: large enough that a message's cost is small against its items'.
 CHUNK_ITEMS = 256
+#: Messages the child holds ready beyond what the pipe holds (a message of the synthetic
+#: day is ≈ 220 KB: a few MB ahead at most).
+AHEAD_MESSAGES = 16
 #: Seconds to wait for the child to end on its own before it is terminated.
 _JOIN_S = 5.0
 
@@ -78,22 +84,66 @@ class _Job:
     gc_pause: bool
 
 
-def _send_failure(conn: Connection, exc: BaseException) -> None:
+class _ParentGone(Exception):
+    """The pipe to the parent broke: it stopped reading (an interrupt, an error)."""
+
+
+class _Sender:
+    """The child's messages, sent from a thread of their own up to ``AHEAD_MESSAGES`` ahead
+    of the parent. The pipe holds less than one message: without the queue, routing would
+    stop each time the parent is in the middle of one."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=AHEAD_MESSAGES)
+        self._gone = False
+        self._thread = threading.Thread(target=self._run, name="liqmon-ingest-send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (message := self._queue.get()) is not None:
+            try:
+                self._conn.send_bytes(message)
+            except OSError:
+                self._gone = True
+                return
+
+    def send(self, message: bytes | None) -> None:
+        """Queue a message (None: the last has been queued); raises :class:`_ParentGone`."""
+        while True:
+            if self._gone:
+                raise _ParentGone
+            try:
+                self._queue.put(message, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Send what is queued, then stop the thread; raises :class:`_ParentGone`."""
+        self.send(None)
+        self._thread.join()
+        if self._gone:
+            raise _ParentGone
+
+
+def _failure(exc: BaseException) -> bytes:
+    """A :class:`_Failed` message; an exception whose arguments do not rebuild it goes as text."""
     try:
         message = pickle.dumps(_Failed(exc), protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(message)  # an exception whose arguments do not rebuild it goes as text
+        pickle.loads(message)
     except Exception:
         message = pickle.dumps(_Failed(IngestProcessError(f"{type(exc).__name__}: {exc}")))
-    conn.send_bytes(message)
+    return message
 
 
-def _route(conn: Connection, job: _Job) -> None:
-    """Route the capture and send its items in chunks, then the counts."""
+def _route(sender: _Sender, job: _Job) -> None:
+    """Route the capture and send its items in chunks, each with the counts so far."""
     ingest, span = Ingest(job.config), ReplayStats()
 
     def send(items: list[tuple[int, IngestOutput]], end: bool = False) -> None:
         chunk = _Chunk(ingest.stats, span.first_ts_ms, span.last_ts_ms, items, end)
-        conn.send_bytes(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        sender.send(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
 
     items: list[tuple[int, IngestOutput]] = []
     for ts, item in route_capture(job.path, ingest, job.from_ms, job.to_ms, span):
@@ -109,14 +159,17 @@ def _route(conn: Connection, job: _Job) -> None:
 def _child_main(conn: Connection, job: _Job) -> None:
     """The child process: route, report a failure; a parent gone is the end of the job."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sender = _Sender(conn)
     try:
         with gc_paused() if job.gc_pause else nullcontext():
-            _route(conn, job)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the parent stopped reading (an interrupt, an error): nothing to tell
+            _route(sender, job)
+        sender.close()
+    except _ParentGone:
+        pass  # nothing to tell
     except BaseException as exc:  # every failure is carried to the parent
-        with suppress(BrokenPipeError, ConnectionResetError):
-            _send_failure(conn, exc)
+        with suppress(_ParentGone):
+            sender.send(_failure(exc))
+            sender.close()
     finally:
         conn.close()
 
