@@ -7,7 +7,7 @@ receive time where the venue sends none) and our receive timestamp (``recv_ts_ms
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "BOOK_BANDS_BPS",
@@ -52,8 +52,7 @@ ROW_LENGTHS: dict[int, int] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class MarketEvent:
+class MarketEvent(NamedTuple):
     """One normalised market event for ``base``/``quote`` on ``venue``."""
 
     kind: int

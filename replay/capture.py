@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import orjson
 from isal import igzip, igzip_threaded
@@ -67,8 +67,7 @@ class CaptureError(Exception):
     """The file is not a readable capture (missing, empty, binary, not JSON Lines)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CaptureLine:
+class CaptureLine(NamedTuple):
     """One line of a capture, already split into its envelope fields."""
 
     line_no: int

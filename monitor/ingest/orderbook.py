@@ -29,6 +29,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketEvent
 
@@ -75,8 +76,7 @@ _SNAPSHOT = 1  # Binance: snapshot loaded, waiting for the diff that bridges it
 _LIVE = 2  # valid book
 
 
-@dataclass(frozen=True, slots=True)
-class BookFrame:
+class BookFrame(NamedTuple):
     """One decoded book message: a full snapshot or a delta with its sequence ids.
 
     ``last_id`` is Binance ``u`` / snapshot ``lastUpdateId``, Bybit ``u``, OKX ``seqId``;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import queue
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -194,10 +194,18 @@ class _SpiralRun:
         # books are quoted in units of the asset, whatever key valued the collateral
         self.to_sell[book_key] = self.to_sell.get(book_key, 0.0) + qty
 
+    def positions_to_check(self) -> Iterable[int]:
+        """The positions stage 5 looks at this round, in order: every one (the reference)."""
+        return range(len(self.pos_state))
+
+    def position_changed(self, i: int) -> None:
+        """Stage 5 has just liquidated position ``i`` (the reference keeps no note of it)."""
+
     def liquidate_positions(self) -> int:
         """Stage 5: liquidators repay and seize; the seized collateral is queued for sale."""
         p, px, events = self.p, self.px, 0
-        for i, pos in enumerate(self.pos_state):
+        for i in self.positions_to_check():
+            pos = self.pos_state[i]
             debt = math.fsum(d.amount * px[d.price_key] for d in pos.debt)
             if debt <= _DUST_USD or health_factor(pos, px, p) >= 1.0:
                 continue
@@ -206,6 +214,7 @@ class _SpiralRun:
                 continue
             events += 1
             self.pos_state[i] = after
+            self.position_changed(i)
             self.liq_pos.add(pos.position_id)
             self.repaid_total += repaid
             for asset, key, qty, usd in seized:
@@ -388,6 +397,15 @@ class _RoundActions:
                 run.unrouted[key] = _sequential_sum(run.unrouted.get(key, 0.0), usd[mine])
 
 
+def position_holders(positions: Sequence[Position]) -> dict[str, list[int]]:
+    """The positions (by index) valued on each price key, collateral or debt."""
+    out: dict[str, list[int]] = {}
+    for i, pos in enumerate(positions):
+        for key in pos.price_keys():
+            out.setdefault(key, []).append(i)
+    return out
+
+
 class _BookSpiralRun(_SpiralRun):
     """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
     is evaluated there (only those holding a moved key are re-evaluated). The engine is the
@@ -396,12 +414,45 @@ class _BookSpiralRun(_SpiralRun):
     (:class:`monitor.accounts.changed.ChangedAccounts`) and is re-evaluated there each
     round. Accounts the batch engine does not lay out go through the scalar engine and are
     evaluated by ``evaluate_account`` from then on. Actions are queued in account order, as
-    :func:`run_spiral` queues them, so every sum runs in the same order."""
+    :func:`run_spiral` queues them, so every sum runs in the same order.
+
+    Stage 5 looks again, after its first round, only at the positions it liquidated in the
+    last round and those holding a key the last sales moved: any other has the prices and
+    the amounts it had when it was found healthy (or too small to liquidate), so it still is.
+    """
+
+    #: Positions stage 5 looks at next round (None: all, in the first).
+    recheck: set[int] | None
+    _holders: Mapping[str, Sequence[int]] | None
+
+    def positions_to_check(self) -> Iterable[int]:
+        look, self.recheck = self.recheck, set()
+        return range(len(self.pos_state)) if look is None else sorted(look)
+
+    def position_changed(self, i: int) -> None:
+        assert self.recheck is not None  # set by positions_to_check
+        self.recheck.add(i)
+
+    def sell_queued(self) -> None:
+        """:meth:`_SpiralRun.sell_queued`; the holders of each key it moved are looked at again."""
+        px = self.px
+        before = [(key, px[key]) for key in self.to_sell]
+        super().sell_queued()
+        moved = [key for key, was in before if px[key] != was]
+        if moved and self.pos_state:
+            if self._holders is None:
+                self._holders = position_holders(self.pos_state)
+            assert self.recheck is not None
+            for key in moved:
+                self.recheck.update(self._holders.get(key, ()))
 
     def __init__(self, positions: Sequence[Position], accounts: BookAccounts, prices: Mapping[str, float],
-                 books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams) -> None:
+                 books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams,
+                 holders: Mapping[str, Sequence[int]] | None = None) -> None:
         super().__init__(positions, (), prices, books, shocks, p)
         self.accounts = accounts
+        self.recheck = None
+        self._holders = holders
         self.changed: dict[int, Account] = {}
         book = accounts.book
         self.edited = ChangedAccounts(book.columns, ModelLines.from_params(p))
@@ -485,13 +536,16 @@ def run_spiral_on_book(
     *,
     shocks: Mapping[str, float] | None = None,
     params: RiskParams | None = None,
+    holders: Mapping[str, Sequence[int]] | None = None,
 ) -> SpiralResult:
     """:func:`run_spiral` with the unified accounts of a columnar book (RISK_MODEL §7): the
     same result; each round re-evaluates only the accounts holding a key that moved and
-    runs the engine only on the accounts in liquidation. The book is left at the last
-    round's prices; its accounts are not changed (the engine's results live in the run)."""
+    runs the engine only on the accounts in liquidation, and looks again only at the
+    positions whose prices or amounts moved. The book is left at the last round's prices;
+    its accounts are not changed (the engine's results live in the run). ``holders``:
+    :func:`position_holders` of ``positions``, when several runs share it."""
     p = params or _default_params()
-    return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p))
+    return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p, holders))
 
 
 def run_spirals_on_book(
@@ -510,8 +564,10 @@ def run_spirals_on_book(
     results are those of one run after the other, whatever the thread count. numpy's loops
     release the interpreter lock, so two cores run two spirals at once."""
     n = min(threads, len(shocks))
+    holders = position_holders(positions)
     if n <= 1:
-        return [run_spiral_on_book(positions, accounts, prices, books, shocks=s, params=params) for s in shocks]
+        return [run_spiral_on_book(positions, accounts, prices, books, shocks=s, params=params, holders=holders)
+                for s in shocks]
     free: queue.SimpleQueue[BookAccounts] = queue.SimpleQueue()
     free.put(accounts)
     for _ in range(n - 1):
@@ -520,7 +576,7 @@ def run_spirals_on_book(
     def one(shock: Mapping[str, float]) -> SpiralResult:
         mine = free.get()
         try:
-            return run_spiral_on_book(positions, mine, prices, books, shocks=shock, params=params)
+            return run_spiral_on_book(positions, mine, prices, books, shocks=shock, params=params, holders=holders)
         finally:
             free.put(mine)
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from monitor.accounts.attribution import AssetSlots
 from monitor.accounts.book import AccountBook, AccountFigures
 from monitor.accounts.columns import ColumnsBuilder
+from monitor.models.loops.lending import CollateralEntry, DebtEntry, Position
 from monitor.models.margin import STATUSES, Account, AccountResult, Balance, Perp, evaluate_account
 from monitor.risk_params import (
     CollateralTiers,
@@ -304,18 +305,40 @@ def bid_books(draw: st.DrawFn, prices: dict[str, float]) -> dict[str, list[list[
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@st.composite
+def loop_positions(draw: st.DrawFn, prices: dict[str, float]) -> list[Position]:
+    """0–6 loops of one collateral and one debt on the keys (some with bid books, some
+    not), from deep under water to healthy, on Aave v3 or Morpho."""
+    out = []
+    for n in range(draw(st.integers(0, 6))):
+        coll_key, debt_key = draw(st.sampled_from(KEYS)), draw(st.sampled_from(("USDT", "USDC", "ETH")))
+        coll_usd = draw(st.floats(1_000.0, 5e6))
+        lt = draw(st.floats(0.5, 0.97))
+        out.append(Position(
+            position_id=f"p{n}", protocol=draw(st.sampled_from(["aave-v3", "morpho-blue"])),
+            collateral=(CollateralEntry(asset=ASSET_OF.get(coll_key, coll_key), amount=coll_usd / prices[coll_key],
+                                        liquidation_threshold=lt, price_key=coll_key),),
+            debt=(DebtEntry(asset=debt_key, amount=coll_usd * lt * draw(st.floats(0.5, 1.3)) / prices[debt_key],
+                            price_key=debt_key),),
+        ))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
 @given(book_case(), shocks, st.data())
 def test_spiral_on_the_book_equals_the_scalar_spiral(
     case: tuple[list[Account], dict[str, float], RiskParams], shock: dict[str, float], data: st.DataObject
 ) -> None:
     """``run_spiral_on_book`` gives ``run_spiral``'s result to the last digit: rounds,
-    liquidated USD by stage and venue, accounts, sold quantities, final prices."""
+    liquidated USD by stage and venue, accounts, positions, sold quantities, final prices.
+    With loop positions beside the accounts, the book's run looks again only at the
+    positions whose prices or amounts moved, the reference at every one, each round."""
     accounts, prices, params = case
     books = data.draw(bid_books(prices))
-    want = run_spiral([], accounts, prices, books, shocks=shock, params=params)
+    positions = data.draw(loop_positions(prices))
+    want = run_spiral(positions, accounts, prices, books, shocks=shock, params=params)
     book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
-    got = run_spiral_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shocks=shock,
+    got = run_spiral_on_book(positions, BookAccounts(book, accounts.__getitem__), prices, books, shocks=shock,
                              params=params)
     assert got.model_dump() == want.model_dump()
 
@@ -351,13 +374,15 @@ def test_spirals_on_threads_equal_the_scalar_spirals(
     data: st.DataObject,
 ) -> None:
     """``run_spirals_on_book`` on 1–4 threads (each on its own copy of the book, the largest
-    shocks first) gives each shock's ``run_spiral`` result, in the shocks' order."""
+    shocks first) gives each shock's ``run_spiral`` result, in the shocks' order (the loop
+    positions' index by price key made once for all of them)."""
     accounts, prices, params = case
     books = data.draw(bid_books(prices))
+    positions = data.draw(loop_positions(prices))
     book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
-    got = run_spirals_on_book([], BookAccounts(book, accounts.__getitem__), prices, books, shock_list,
+    got = run_spirals_on_book(positions, BookAccounts(book, accounts.__getitem__), prices, books, shock_list,
                               params=params, threads=threads)
-    want = [run_spiral([], accounts, prices, books, shocks=shock, params=params) for shock in shock_list]
+    want = [run_spiral(positions, accounts, prices, books, shocks=shock, params=params) for shock in shock_list]
     assert [r.model_dump() for r in got] == [r.model_dump() for r in want]
 
 
@@ -378,3 +403,23 @@ def test_a_copy_of_a_book_moves_apart_from_it() -> None:
     book.move({"BTC": 70_000.0})
     assert book.figures().adjusted_equity_usd.tolist() == other.figures().adjusted_equity_usd.tolist()
     assert book.figures().status.tolist() == other.figures().status.tolist()
+
+
+def test_a_loop_liquidated_round_after_round_on_a_key_no_sale_moves() -> None:
+    """A loop with a high threshold under water on a key with no bid book: each round's
+    liquidation leaves it under water at the same prices, so the next round must look at it
+    again although none of its keys moved (4 rounds); the book's run equals the reference."""
+    params = RiskParams()
+    prices = {"XYZ": 1.0, "USDC": 1.0, "BTC": 100_000.0, "USDT": 1.0}
+    loop = Position(position_id="p", protocol="aave-v3",
+                    collateral=(CollateralEntry(asset="XYZ", amount=1e7, liquidation_threshold=0.95,
+                                                price_key="XYZ"),),
+                    debt=(DebtEntry(asset="USDC", amount=1e7 * 0.95 / 0.99, price_key="USDC"),))
+    accounts = [Account(account_id="a", venue="v", model="binance-pm",
+                        balances=(Balance(asset="BTC", amount=1.0, price_key="BTC"),
+                                  Balance(asset="USDT", amount=-20_000.0, price_key="USDT")))]
+    want = run_spiral([loop], accounts, prices, {}, shocks={}, params=params)
+    assert want.rounds == 4 and want.positions_liquidated == ["p"]
+    book = AccountBook(ColumnsBuilder(params).build(accounts), prices, params)
+    got = run_spiral_on_book([loop], BookAccounts(book, accounts.__getitem__), prices, {}, shocks={}, params=params)
+    assert got.model_dump() == want.model_dump()

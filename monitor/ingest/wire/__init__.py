@@ -21,6 +21,7 @@ events of the others.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -91,16 +92,37 @@ _BOOK_PARSERS: list[tuple[str, re.Pattern[str], VenueBookParser]] = [
 ]
 
 
-def _book_parser(venue: str, chan: str) -> VenueBookParser | None:
+#: Distinct (venue, channel) pairs whose parser is remembered (a stream has a few dozen;
+#: the bound keeps a stream of made-up channels from growing the cache).
+_ROUTES_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=_ROUTES_KEPT)
+def _book_parser(venue: str, channel: str) -> VenueBookParser | None:
+    """The book parser of a channel (found once per pair: every frame asked again)."""
+    chan = channel.lower()
     for prefix, pattern, parser in _BOOK_PARSERS:
         if venue.startswith(prefix) and pattern.search(chan):
             return parser
     return None
 
 
+@functools.lru_cache(maxsize=_ROUTES_KEPT)
+def _frame_parser(venue: str, channel: str) -> tuple[VenueParser | None, Parser | None]:
+    """The venue parser of a channel, else its generic parser (found once per pair)."""
+    chan = channel.lower()
+    for prefix, pattern, venue_parser in _VENUE_PARSERS:
+        if venue.startswith(prefix) and pattern.search(chan):
+            return venue_parser, None
+    for prefix, pattern, parser in _PARSERS:
+        if (prefix == "*" or venue.startswith(prefix)) and pattern.search(chan):
+            return None, parser
+    return None, None
+
+
 def is_book_channel(venue: str, channel: str) -> bool:
     """True when ``channel`` of ``venue`` carries order-book snapshots or diffs."""
-    return _book_parser(venue, channel.lower()) is not None
+    return _book_parser(venue, channel) is not None
 
 
 def parse_book(
@@ -114,7 +136,7 @@ def parse_book(
     instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[BookFrame] | None:
     """Book frames carried by one frame, or None when ``channel`` is not a book channel."""
-    parser = _book_parser(venue, channel.lower())
+    parser = _book_parser(venue, channel)
     if parser is None:
         return None
     return parser(venue, channel, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
@@ -131,15 +153,13 @@ def normalize(
     instruments: InstrumentTable = NO_INSTRUMENTS,
 ) -> list[MarketEvent]:
     """Events carried by one frame (empty for control frames such as subscription acks)."""
-    chan = channel.lower()
-    for prefix, pattern, venue_parser in _VENUE_PARSERS:
-        if venue.startswith(prefix) and pattern.search(chan):
-            events = venue_parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
-            return events if isinstance(events, list) else [events]
-    for prefix, pattern, parser in _PARSERS:
-        if (prefix == "*" or venue.startswith(prefix)) and pattern.search(chan):
-            out = parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms)
-            if out is None:
-                return []
-            return out if isinstance(out, list) else [out]
+    venue_parser, parser = _frame_parser(venue, channel)
+    if venue_parser is not None:
+        events = venue_parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms, contract_values, instruments)
+        return events if isinstance(events, list) else [events]
+    if parser is not None:
+        out = parser(venue, raw, recv_ts_ms, aliases, max_future_skew_ms)
+        if out is None:
+            return []
+        return out if isinstance(out, list) else [out]
     raise WireError("unknown_channel", f"no parser for venue {venue!r} channel {channel!r}")

@@ -251,19 +251,19 @@ def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     it does not accept is judged again, with the exact error, by the checked path.
     """
     out: list[tuple[float, float]] = []
-    numeric = _NUMERIC_TYPES
+    append, numeric = out.append, _NUMERIC_TYPES
     try:
         for level in value:
-            if type(level) is not list or len(level) < 2:
+            if type(level) is not list:
                 return None
-            price_raw, qty_raw = level[0], level[1]
+            price_raw, qty_raw = level[0], level[1]  # IndexError: fewer than two
             if type(price_raw) not in numeric or type(qty_raw) not in numeric:
                 return None
             price, qty = float(price_raw), float(qty_raw)
             if not (0.0 < price <= MAX_WIRE_NUMBER and 0.0 <= qty <= MAX_WIRE_NUMBER):
                 return None
-            out.append((price, qty))
-    except (ValueError, OverflowError):
+            append((price, qty))
+    except (ValueError, OverflowError, IndexError):
         return None
     return tuple(out)
 
