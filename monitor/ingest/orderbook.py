@@ -153,6 +153,25 @@ class BookSide(Mapping[float, float]):
                 del prices[bisect_left(prices, price)]
 
 
+def _band_sums(best_first: list[float], qty: dict[float, float], mid: float, bands_bps: tuple[int, ...],
+               sign: float) -> list[float]:
+    """Σ price × qty of the levels within each band of ``mid`` (distance ``sign × (mid −
+    price) / mid`` in bps), the levels best first and the bands rising."""
+    out = [0.0] * len(bands_bps)
+    band, total, n = 0, 0.0, len(bands_bps)
+    for price in best_first:
+        dist_bps = sign * (mid - price) / mid * 10_000.0
+        while band < n and dist_bps > bands_bps[band]:
+            out[band] = total
+            band += 1
+        if band == n:
+            break
+        total += price * qty[price]
+    for i in range(band, n):
+        out[i] = total
+    return out
+
+
 class L2Book:
     """Price → quantity on each side; quantity 0 removes a level."""
 
@@ -191,26 +210,19 @@ class L2Book:
         return bids, asks
 
     def depth_bands(self, mid: float, bands_bps: tuple[int, ...]) -> tuple[float, ...]:
-        """Cumulative Σ price × qty within each band of mid, bids then asks (RISK_MODEL §4)."""
+        """Cumulative Σ price × qty within each band of mid, bids then asks (RISK_MODEL §4).
+
+        ``bands_bps`` rise, so each band's levels are the first ones best first: one running
+        sum, read off where the distance passes each band, is each band's sum added in the
+        same order."""
         widest = max(bands_bps) / 10_000.0
-        bid_out = [0.0] * len(bands_bps)
-        ask_out = [0.0] * len(bands_bps)
         bid_px, bid_qty = self.bids.prices, self.bids.qty
-        for k in range(len(bid_px) - 1, bisect_left(bid_px, mid * (1.0 - widest)) - 1, -1):
-            price = bid_px[k]
-            qty = bid_qty[price]
-            dist_bps = (mid - price) / mid * 10_000.0
-            for i, band in enumerate(bands_bps):
-                if dist_bps <= band:
-                    bid_out[i] += price * qty
+        near_bids = bid_px[bisect_left(bid_px, mid * (1.0 - widest)):]
+        near_bids.reverse()
         ask_px, ask_qty = self.asks.prices, self.asks.qty
-        for price in ask_px[: bisect_right(ask_px, mid * (1.0 + widest))]:
-            qty = ask_qty[price]
-            dist_bps = (price - mid) / mid * 10_000.0
-            for i, band in enumerate(bands_bps):
-                if dist_bps <= band:
-                    ask_out[i] += price * qty
-        return (*bid_out, *ask_out)
+        near_asks = ask_px[: bisect_right(ask_px, mid * (1.0 + widest))]
+        return (*_band_sums(near_bids, bid_qty, mid, bands_bps, 1.0),
+                *_band_sums(near_asks, ask_qty, mid, bands_bps, -1.0))
 
 
 @dataclass(slots=True)

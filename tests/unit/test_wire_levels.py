@@ -1,4 +1,5 @@
-"""Book levels: the plain fast path accepts exactly what the checked path accepts."""
+"""Book levels: the plain fast path (lists, and Hyperliquid's dicts) accepts exactly what the
+checked path accepts."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ VALUES = st.one_of(
 LEVEL = st.one_of(
     st.lists(VALUES, min_size=0, max_size=4),
     st.fixed_dictionaries({"px": VALUES, "sz": VALUES, "n": st.integers(0, 5)}),
+    st.dictionaries(st.sampled_from(["px", "sz", "n"]), VALUES),  # keys missing
     VALUES,
 )
 

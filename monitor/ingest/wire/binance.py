@@ -254,16 +254,19 @@ def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     append, numeric = out.append, _NUMERIC_TYPES
     try:
         for level in value:
-            if type(level) is not list:
+            if type(level) is list:
+                price_raw, qty_raw = level[0], level[1]  # IndexError: fewer than two
+            elif type(level) is dict:
+                price_raw, qty_raw = level["px"], level["sz"]  # Hyperliquid's levels
+            else:
                 return None
-            price_raw, qty_raw = level[0], level[1]  # IndexError: fewer than two
             if type(price_raw) not in numeric or type(qty_raw) not in numeric:
                 return None
             price, qty = float(price_raw), float(qty_raw)
             if not (0.0 < price <= MAX_WIRE_NUMBER and 0.0 <= qty <= MAX_WIRE_NUMBER):
                 return None
             append((price, qty))
-    except (ValueError, OverflowError, IndexError):
+    except (ValueError, OverflowError, IndexError, KeyError):
         return None
     return tuple(out)
 
