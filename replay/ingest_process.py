@@ -5,14 +5,17 @@ half in the stages. :class:`IngestProcess` runs :func:`replay.routing.route_capt
 child process and hands its output to the caller in capture order, so the two halves run
 on two cores and the replay's output is the one in-process routing gives, item for item.
 
-The child sends its items in pickled chunks of ``CHUNK_ITEMS`` over a pipe, from a
-thread that keeps up to ``AHEAD_MESSAGES`` of them ready; when the caller is slower (a
-paced replay) the full queue holds the child back, so it never reads far ahead. Dead
-letters are not sent: the inline replay only counts them, and the counts come with every
-message. The child ignores SIGINT: an interrupt is the parent's to handle, and the child
-is stopped when the parent closes it. An error in the child (a file that is not a
-capture, a bug) is raised again in the parent, and a child that dies without a word is
-an :class:`IngestProcessError` naming its exit code.
+The child is a fresh interpreter (``sys.executable`` on this process's ``sys.path``) that
+imports liqmon's modules only, never the caller's main module: it starts the same from
+``liqmon replay``, a test, or a script read from stdin. It sends its items in pickled
+chunks of ``CHUNK_ITEMS`` over a pipe, from a thread that keeps up to ``AHEAD_MESSAGES``
+of them ready; when the caller is slower (a paced replay) the full queue holds the child
+back, so it never reads far ahead. Dead letters are not sent: the inline replay only
+counts them, and the counts come with every message. The child ignores SIGINT: an
+interrupt is the parent's to handle, and the child is stopped when the parent closes it.
+An error in the child (a file that is not a capture, a bug) is raised again in the
+parent, and a child that dies without a word is an :class:`IngestProcessError` naming
+its exit code.
 
 Not used by the Kafka replayer: there the worker's stages already run beside the
 replayer's ingest, and routing in a child measured no faster (29.9–30.7 s against
@@ -21,10 +24,12 @@ replayer's ingest, and routing in a child measured no faster (29.9–30.7 s agai
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import nullcontext, suppress
@@ -156,9 +161,20 @@ def _route(sender: _Sender, job: _Job) -> None:
     send(items, end=True)
 
 
-def _child_main(conn: Connection, job: _Job) -> None:
-    """The child process: route, report a failure; a parent gone is the end of the job."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+#: What the child runs: this module imported by its name (so that what it pickles names
+#: this module's classes), then :func:`child_main` on the pipe's descriptor.
+_CHILD_CODE = "import sys; from replay.ingest_process import child_main; child_main(int(sys.argv[1]))"
+
+
+def child_main(fd: int) -> None:
+    """The child process: the job from stdin, the items to the pipe's write end ``fd``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the parent's to handle
+    job = pickle.load(sys.stdin.buffer)
+    _run_job(Connection(fd, readable=False), job)
+
+
+def _run_job(conn: Connection, job: _Job) -> None:
+    """Route, report a failure; a parent gone is the end of the job."""
     sender = _Sender(conn)
     try:
         with gc_paused() if job.gc_pause else nullcontext():
@@ -180,12 +196,20 @@ class IngestProcess:
 
     def __init__(self, path: Path, config: EngineConfig, from_ms: int | None = None, to_ms: int | None = None,
                  *, gc_pause: bool = False) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no copy of the parent's threads or loop
-        self._conn, child_end = ctx.Pipe(duplex=False)
-        job = _Job(path, config, from_ms, to_ms, gc_pause)
-        self._proc = ctx.Process(target=_child_main, args=(child_end, job), name="liqmon-ingest", daemon=True)
-        self._proc.start()
-        child_end.close()
+        read_fd, write_fd = os.pipe()
+        try:
+            self._proc = subprocess.Popen(  # a fresh interpreter: no copy of this one's threads or loop
+                [sys.executable, "-c", _CHILD_CODE, str(write_fd)], stdin=subprocess.PIPE, pass_fds=(write_fd,),
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)})
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self._conn = Connection(read_fd, writable=False)
+        assert self._proc.stdin is not None
+        with self._proc.stdin as job:
+            job.write(pickle.dumps(_Job(path, config, from_ms, to_ms, gc_pause), protocol=pickle.HIGHEST_PROTOCOL))
         #: The ingest's counts when the child sent the latest items (final once :attr:`done`).
         self.stats = IngestStats()
         #: The span of event time routed (``route_capture``'s ``stats``).
@@ -204,9 +228,9 @@ class IngestProcess:
         try:
             message = pickle.loads(self._conn.recv_bytes())
         except (EOFError, OSError):  # no message, or the child gone in the middle of one
-            self._proc.join(_JOIN_S)
+            code = self._wait(_JOIN_S)
             raise IngestProcessError(
-                f"the ingest process ended before the end of the capture (exit code {self._proc.exitcode})"
+                f"the ingest process ended before the end of the capture (exit code {code})"
             ) from None
         if isinstance(message, _Failed):
             raise message.error
@@ -219,22 +243,27 @@ class IngestProcess:
     @property
     def pid(self) -> int:
         """The child's process id."""
-        assert self._proc.pid is not None  # started in __init__
         return self._proc.pid
 
     def alive(self) -> bool:
         """Whether the child process is running."""
-        return self._proc.is_alive()
+        return self._proc.poll() is None
+
+    def _wait(self, timeout_s: float) -> int | None:
+        """The child's exit code (negative: the signal that ended it); None if still running."""
+        try:
+            return self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def close(self) -> None:
         """Stop the child (at once if it is still routing) and wait for it."""
         self._conn.close()
-        if self._proc.is_alive() and not self.done:
+        if self.alive() and not self.done:
             self._proc.terminate()
-        self._proc.join(_JOIN_S)
-        if self._proc.is_alive():
+        if self._wait(_JOIN_S) is None:
             self._proc.kill()
-            self._proc.join()
+            self._proc.wait()
 
     def __enter__(self) -> IngestProcess:
         return self

@@ -10,6 +10,8 @@ import dataclasses
 import gzip
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,22 @@ def test_leaving_early_stops_the_child(weekend: ScenarioResult) -> None:
         assert child.alive()
     assert not child.alive()
     assert not child.done
+
+
+def test_a_replay_from_a_script_on_stdin(weekend: ScenarioResult) -> None:
+    """The child is a fresh interpreter that imports only liqmon's modules, never the
+    caller's main module: a script read from stdin (no file to import) replays too."""
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from monitor.config import load_config_text\n"
+        "from replay.replayer import replay_inline\n"
+        f"config = load_config_text(Path({str(weekend.config_path)!r}).read_text())\n"
+        f"result = asyncio.run(replay_inline(Path({str(weekend.capture_path)!r}), config))\n"
+        "print(len(result.alerts), result.stats.frames)\n"
+    )
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    here = _replay(weekend.capture_path, _config(weekend), child=False)
+    assert done.stdout.split() == [str(len(here.alerts)), str(here.stats.frames)]
