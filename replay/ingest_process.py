@@ -208,7 +208,8 @@ class IngestProcess:
             os.close(write_fd)
         self._conn = Connection(read_fd, writable=False)
         assert self._proc.stdin is not None
-        with self._proc.stdin as job:
+        # a child that died at its start is reported by items(), with its exit code
+        with suppress(BrokenPipeError), self._proc.stdin as job:
             job.write(pickle.dumps(_Job(path, config, from_ms, to_ms, gc_pause), protocol=pickle.HIGHEST_PROTOCOL))
         #: The ingest's counts when the child sent the latest items (final once :attr:`done`).
         self.stats = IngestStats()
