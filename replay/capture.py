@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import multiprocessing as mp
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -28,6 +28,7 @@ from isal import igzip, igzip_threaded
 __all__ = [
     "GZIP_LEVEL",
     "MAX_LINE_BYTES",
+    "AheadWriter",
     "BadLine",
     "CaptureError",
     "CaptureLine",
@@ -219,39 +220,54 @@ def dumps_line(ts_ms: int, venue: str, channel: str, raw: Any) -> bytes:
     return orjson.dumps({"ts_ms": ts_ms, "venue": venue, "channel": channel, "raw": raw})
 
 
-class _ChunkSink:
-    """Writes byte chunks in order; gzip (when asked) is done on a worker thread.
+class AheadWriter:
+    """Calls ``write`` on each chunk, in order, on a worker thread of its own, with at most
+    ``ahead`` chunks queued (:meth:`write` waits beyond that); a failed write is raised on
+    the next :meth:`write` or on :meth:`close`, which waits for the rest."""
 
-    The compressor (ISA-L) and crc32 release the GIL on large buffers, so compressing one
-    chunk overlaps with building the next. At most ``ahead`` chunks are queued; a failed write is raised on the
-    next :meth:`write` or on :meth:`close`.
-    """
-
-    def __init__(self, fh: IO[bytes], gzipped: bool, ahead: int = 4) -> None:
-        self._fh = fh
-        self._gz: IO[bytes] | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        if gzipped:
-            self._gz = gzip_writer(fh)
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-gzip")
-        self._pending: deque[Future[int]] = deque()
+    def __init__(self, write: Callable[[bytes], object], ahead: int, name: str) -> None:
+        self._write = write
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: deque[Future[object]] = deque()
         self._ahead = ahead
 
     def write(self, chunk: bytes) -> None:
-        if self._gz is None or self._pool is None:
-            self._fh.write(chunk)
-            return
         while len(self._pending) >= self._ahead:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._gz.write, chunk))
+        self._pending.append(self._pool.submit(self._write, chunk))
 
     def close(self) -> None:
         try:
             while self._pending:
                 self._pending.popleft().result()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _ChunkSink:
+    """Writes byte chunks in order; gzip (when asked) is done on a worker thread
+    (:class:`AheadWriter`, 4 chunks ahead).
+
+    The compressor (ISA-L) and crc32 release the GIL on large buffers, so compressing one
+    chunk overlaps with building the next.
+    """
+
+    def __init__(self, fh: IO[bytes], gzipped: bool) -> None:
+        self._fh = fh
+        self._gz = gzip_writer(fh) if gzipped else None
+        self._ahead = AheadWriter(self._gz.write, 4, "capture-gzip") if self._gz is not None else None
+
+    def write(self, chunk: bytes) -> None:
+        if self._ahead is None:
+            self._fh.write(chunk)
+        else:
+            self._ahead.write(chunk)
+
+    def close(self) -> None:
+        try:
+            if self._ahead is not None:
+                self._ahead.close()
+        finally:
             if self._gz is not None:
                 self._gz.close()
 

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from types import TracebackType
 from monitor.config import EngineConfig
 from monitor.ingest.frames import Ingest, IngestOutput, IngestStats
 from monitor.protocol import DeadLetter
+from replay.capture import AheadWriter
 from replay.gcpause import gc_paused
 from replay.routing import ReplayStats, route_capture
 
@@ -64,8 +63,8 @@ class _Chunk:
     """Items routed, with the ingest's counts and the span of event time routed so far."""
 
     stats: IngestStats
-    first_ts_ms: int | None
-    last_ts_ms: int | None
+    #: ``route_capture``'s ``stats``: the first and last receive times routed.
+    span: ReplayStats
     items: list[tuple[int, IngestOutput]]
     #: The last chunk: the capture is routed to its end.
     end: bool = False
@@ -93,43 +92,18 @@ class _ParentGone(Exception):
     """The pipe to the parent broke: it stopped reading (an interrupt, an error)."""
 
 
-class _Sender:
+def _sender(conn: Connection) -> AheadWriter:
     """The child's messages, sent from a thread of their own up to ``AHEAD_MESSAGES`` ahead
     of the parent. The pipe holds less than one message: without the queue, routing would
     stop each time the parent is in the middle of one."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=AHEAD_MESSAGES)
-        self._gone = False
-        self._thread = threading.Thread(target=self._run, name="liqmon-ingest-send", daemon=True)
-        self._thread.start()
+    def send(message: bytes) -> None:
+        try:
+            conn.send_bytes(message)
+        except OSError as exc:
+            raise _ParentGone from exc
 
-    def _run(self) -> None:
-        while (message := self._queue.get()) is not None:
-            try:
-                self._conn.send_bytes(message)
-            except OSError:
-                self._gone = True
-                return
-
-    def send(self, message: bytes | None) -> None:
-        """Queue a message (None: the last has been queued); raises :class:`_ParentGone`."""
-        while True:
-            if self._gone:
-                raise _ParentGone
-            try:
-                self._queue.put(message, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def close(self) -> None:
-        """Send what is queued, then stop the thread; raises :class:`_ParentGone`."""
-        self.send(None)
-        self._thread.join()
-        if self._gone:
-            raise _ParentGone
+    return AheadWriter(send, AHEAD_MESSAGES, "liqmon-ingest-send")
 
 
 def _failure(exc: BaseException) -> bytes:
@@ -142,13 +116,13 @@ def _failure(exc: BaseException) -> bytes:
     return message
 
 
-def _route(sender: _Sender, job: _Job) -> None:
+def _route(sender: AheadWriter, job: _Job) -> None:
     """Route the capture and send its items in chunks, each with the counts so far."""
     ingest, span = Ingest(job.config), ReplayStats()
 
     def send(items: list[tuple[int, IngestOutput]], end: bool = False) -> None:
-        chunk = _Chunk(ingest.stats, span.first_ts_ms, span.last_ts_ms, items, end)
-        sender.send(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
+        chunk = _Chunk(ingest.stats, span, items, end)
+        sender.write(pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL))
 
     items: list[tuple[int, IngestOutput]] = []
     for ts, item in route_capture(job.path, ingest, job.from_ms, job.to_ms, span):
@@ -175,7 +149,7 @@ def child_main(fd: int) -> None:
 
 def _run_job(conn: Connection, job: _Job) -> None:
     """Route, report a failure; a parent gone is the end of the job."""
-    sender = _Sender(conn)
+    sender = _sender(conn)
     try:
         with gc_paused() if job.gc_pause else nullcontext():
             _route(sender, job)
@@ -184,7 +158,7 @@ def _run_job(conn: Connection, job: _Job) -> None:
         pass  # nothing to tell
     except BaseException as exc:  # every failure is carried to the parent
         with suppress(_ParentGone):
-            sender.send(_failure(exc))
+            sender.write(_failure(exc))
             sender.close()
     finally:
         conn.close()
@@ -235,8 +209,7 @@ class IngestProcess:
             ) from None
         if isinstance(message, _Failed):
             raise message.error
-        self.stats, self.span.first_ts_ms, self.span.last_ts_ms = (
-            message.stats, message.first_ts_ms, message.last_ts_ms)
+        self.stats, self.span = message.stats, message.span
         self.done = message.end
         items: list[tuple[int, IngestOutput]] = message.items
         return items

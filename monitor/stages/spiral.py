@@ -426,10 +426,12 @@ class _BookSpiralRun(_SpiralRun):
     _holders: Mapping[str, Sequence[int]] | None
 
     def positions_to_check(self) -> Iterable[int]:
+        """Every position in the first round, then those noted in the last (and a new note begins)."""
         look, self.recheck = self.recheck, set()
         return range(len(self.pos_state)) if look is None else sorted(look)
 
     def position_changed(self, i: int) -> None:
+        """Noted: looked at again next round."""
         assert self.recheck is not None  # set by positions_to_check
         self.recheck.add(i)
 
