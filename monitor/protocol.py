@@ -10,7 +10,9 @@ market.batches    :class:`MarketRecord`: one asset's events in columns, a tick, 
 risk.signals      :class:`SignalRecord` (stage 1's signals, one ``TypedDict`` payload per
                   kind), :class:`InputRecord` (a forwarded position or account, or a
                   replay's :class:`SyncMarker`), :class:`CommandRecord` (a
-                  :class:`SpiralRequest`); told apart by :func:`decode_risk_record`
+                  :class:`SpiralRequest`); told apart by :func:`decode_risk_record`;
+                  forwarded inputs also travel many to a record (:func:`bundle_inputs`,
+                  split again by :func:`split_input_bundle`)
 control.acks      :class:`MarketAck`, :class:`GlobalAck`, :class:`LoadedAck` (tagged by
                   ``stage``), gathered by :class:`AckCollector`; and :class:`CommandReply`
 alerts.cascade    :class:`Alert`
@@ -34,6 +36,7 @@ from msgspec import Meta, Struct, field
 
 __all__ = [
     "COMMAND_VERSION",
+    "INPUT_BUNDLE_MAX_BYTES",
     "MARKET_VERSION",
     "NO_COLUMN",
     "SIGNAL_FIELDS",
@@ -50,6 +53,7 @@ __all__ = [
     "DepthSignal",
     "FlowSignal",
     "GlobalAck",
+    "InputBundle",
     "InputKind",
     "InputRecord",
     "LiqSignal",
@@ -69,6 +73,7 @@ __all__ = [
     "SignalRecord",
     "SpiralRequest",
     "SyncMarker",
+    "bundle_inputs",
     "decode_account_head",
     "decode_ack",
     "decode_command",
@@ -77,6 +82,7 @@ __all__ = [
     "decode_risk_record",
     "encode",
     "encode_pretty",
+    "split_input_bundle",
 ]
 
 MARKET_VERSION = 2
@@ -329,6 +335,55 @@ class InputRecord(Struct, tag_field="v", tag=INPUT_VERSION, omit_defaults=True, 
     def sync(self) -> SyncMarker | None:
         """The replay's sync marker this record carries, if it is one."""
         return SyncMarker.from_raw(self.raw) if "ctl" in self.raw else None
+
+
+#: A bundle of forwarded inputs stays well under Kafka's default 1 MB record limit.
+INPUT_BUNDLE_MAX_BYTES = 256 * 1024
+
+_BUNDLE_HEAD = b'{"inputs":['
+
+
+class InputBundle(Struct, frozen=True, forbid_unknown_fields=True):
+    """Forwarded inputs in one ``risk.signals`` record: each element is one
+    :class:`InputRecord`'s bytes, in the order forwarded (kept raw: a reader decodes each
+    as it would a record of its own)."""
+
+    inputs: list[msgspec.Raw]
+
+
+_BUNDLE = msgspec.json.Decoder(InputBundle)
+
+
+def bundle_inputs(records: list[bytes], max_bytes: int = INPUT_BUNDLE_MAX_BYTES) -> list[bytes]:
+    """Encoded :class:`InputRecord` s as few ``risk.signals`` records as keep each under
+    ``max_bytes``, in order. A record alone in its group goes as it is."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    empty = size = len(_BUNDLE_HEAD) + 1  # with each record's comma: the head, and "]}" less a comma
+    for record in records:
+        if group and size + len(record) + 1 > max_bytes:
+            out.append(_bundle(group))
+            group, size = [], empty
+        group.append(record)
+        size += len(record) + 1
+    if group:
+        out.append(_bundle(group))
+    return out
+
+
+def _bundle(group: list[bytes]) -> bytes:
+    return group[0] if len(group) == 1 else _BUNDLE_HEAD + b",".join(group) + b"]}"
+
+
+def split_input_bundle(value: bytes) -> list[bytes]:
+    """The records in a ``risk.signals`` record: a bundle's elements, or the record itself.
+
+    Raises :class:`RecordError` (``invalid_bundle``) for a bundle that does not check out.
+    """
+    if not value.startswith(_BUNDLE_HEAD):
+        return [value]
+    bundle: InputBundle = _decode(_BUNDLE, value, "bundle")
+    return [bytes(element) for element in bundle.inputs]
 
 
 class _AccountIdentity(Struct, frozen=True):

@@ -3,7 +3,8 @@ batches, dead letters and feed alerts both replay paths consume, and the counts 
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,11 @@ from pathlib import Path
 from monitor.ingest.frames import CONFIG_CHANNELS, Ingest, IngestOutput, IngestStats
 from replay.capture import BadLine, iter_capture
 
-__all__ = ["ReplayStats", "route_capture"]
+__all__ = ["ROUTE_AHEAD_ITEMS", "ReplayStats", "RouteAhead", "route_capture"]
+
+#: At most this many routed items wait in a :class:`RouteAhead` (the synthetic day routes
+#: ~70k items in all, ~5k a second; a batch item holds a few KB of columns).
+ROUTE_AHEAD_ITEMS = 32_768
 
 
 @dataclass
@@ -74,3 +79,49 @@ def route_capture(
             yield ts, out
     for routed in ingest.finish():
         yield last_ts, routed
+
+
+class RouteAhead:
+    """A routed capture that can be read ahead while its consumer is not ready yet.
+
+    The Kafka replay waits seconds for its worker to join the group and load the
+    population; :meth:`fill_until` routes the capture meanwhile, on a thread of its own.
+    Iterating gives the items read ahead, then the rest of the capture, in the order
+    :func:`route_capture` gives them. An error met while reading ahead (a file that is not a
+    capture, say) is raised by the iteration, where the items before it end.
+    """
+
+    def __init__(self, routed: Iterator[tuple[int, IngestOutput]], limit: int = ROUTE_AHEAD_ITEMS) -> None:
+        self._routed = routed
+        self._ahead: deque[tuple[int, IngestOutput]] = deque()
+        self._limit = limit
+        self._exhausted = False
+        self._error: BaseException | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Items read ahead and not taken yet."""
+        return len(self._ahead)
+
+    def fill_until(self, stop: threading.Event) -> None:
+        """Route ahead until ``stop`` is set, the limit is reached or the capture ends.
+
+        Call it on one thread at a time, and iterate only once it has returned.
+        """
+        try:
+            while not self._exhausted and len(self._ahead) < self._limit and not stop.is_set():
+                item = next(self._routed, None)
+                if item is None:
+                    self._exhausted = True
+                else:
+                    self._ahead.append(item)
+        except BaseException as exc:
+            self._error, self._exhausted = exc, True
+
+    def __iter__(self) -> Iterator[tuple[int, IngestOutput]]:
+        while self._ahead:
+            yield self._ahead.popleft()
+        if self._error is not None:
+            raise self._error
+        if not self._exhausted:
+            yield from self._routed

@@ -211,8 +211,11 @@ def _run_kafka(
     args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path,
     progress: ReplayProgress | None,
 ) -> _ReplayRun:
-    from streams.cmd.worker import resolve_bootstrap, worker_env, worker_process
+    from streams.cmd.worker import LONE_WORKER_REBALANCE_S, resolve_bootstrap, worker_env, worker_process
     from streams.kafka.replay import ReplayHooks, ensure_topics, replay_kafka
+
+    # On the broker this command starts, its worker is the group's only member.
+    lone = not settings.kafka_bootstrap and settings.rebalance_timeout_s is None
 
     with resolve_bootstrap(settings) as (bootstrap, effective):
         asyncio.run(ensure_topics(bootstrap, effective.partitions, effective.replication_factor,
@@ -224,6 +227,7 @@ def _run_kafka(
                     bootstrap, effective, config=args.config or settings.config, margin_tables=inputs.margin_tables,
                     # The replay's worker serves the replay's /metrics (9466 unless told).
                     metrics_port=args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port,
+                    rebalance_timeout_s=LONE_WORKER_REBALANCE_S if lone else None,
                 )
                 proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))
                 alive = lambda: proc.poll() is None  # noqa: E731

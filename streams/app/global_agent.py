@@ -34,6 +34,7 @@ from monitor.protocol import (
     decode_command,
     decode_risk_record,
     encode,
+    split_input_bundle,
 )
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.pipeline import global_step
@@ -160,13 +161,23 @@ class GlobalRuntime:
         self.held.append((stream, event))
         value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
         try:
+            records = split_input_bundle(value)
+        except RecordError as exc:  # a bundle that does not check out: dead-lettered whole
+            await self.pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
+            records = []
+        for record in records:
+            await self._process_guarded(state, record)
+        cursor.advance(message.offset)
+
+    async def _process_guarded(self, state: GlobalState, value: bytes) -> None:
+        """One record through the stage; a bad one dead-lettered with its reason, never raised."""
+        try:
             await self._process(state, value)
         except RecordError as exc:  # not a risk.signals record: dead-lettered with its reason
             await self.pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
         except Exception as exc:  # a bad record must not kill the global stage
             detail = "".join(traceback.format_exception_only(exc)).strip()
             await self.pipes.dead_letter(DeadLetter("processing_error", detail, value[:65536]))
-        cursor.advance(message.offset)
 
     async def _join_shards(self, state: GlobalState, offset: int) -> bool:
         """Every shard's step on log record ``offset`` into the stage (after waiting for them)."""

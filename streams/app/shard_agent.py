@@ -39,6 +39,7 @@ from monitor.protocol import (
     SignalRecord,
     decode_account_head,
     decode_risk_record,
+    split_input_bundle,
 )
 from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.shards import STEP_RECORD_BYTES, ShardStep, step_records
@@ -71,16 +72,33 @@ def checkpoint_name(shard: int) -> str:
     return f"shard-{shard}"
 
 
-def shard_step(state: ShardState, offset: int, value: bytes) -> tuple[list[Alert], ShardStep | None, DeadLetter | None]:
-    """One log record through a shard: its alerts, its step, and the dead letter of an
-    account of this shard that does not check out (the aggregation stage dead-letters
-    every other bad record, as the global stage does)."""
+def shard_step(
+    state: ShardState, offset: int, value: bytes
+) -> tuple[list[Alert], ShardStep | None, list[DeadLetter]]:
+    """One log record through a shard: its alerts, its step, and the dead letters of the
+    accounts of this shard that do not check out (the aggregation stage dead-letters every
+    other bad record, as the global stage does). A bundle of inputs is its records in order."""
+    try:
+        records = split_input_bundle(value)
+    except RecordError:  # dead-lettered by the aggregation stage, ignored here
+        records = []
+    alerts: list[Alert] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        record_alerts, record_dead = _shard_record(state, record)
+        alerts.extend(record_alerts)
+        if record_dead is not None:
+            dead.append(record_dead)
+    return alerts, state.shard.take_step(offset, len(alerts)), dead
+
+
+def _shard_record(state: ShardState, value: bytes) -> tuple[list[Alert], DeadLetter | None]:
     shard = state.shard
     head = decode_account_head(value)
     if head is not None and not shard.owns(head.raw.account_id):  # another shard's: only its id
         if state.inputs.take(head):
             shard.heard_of_account(deleted=head.raw.delete)
-        return [], shard.take_step(offset, 0), None
+        return [], None
     alerts: list[Alert] = []
     dead: DeadLetter | None = None
     rec: SignalRecord | InputRecord | CommandRecord | None
@@ -97,7 +115,7 @@ def shard_step(state: ShardState, offset: int, value: bytes) -> tuple[list[Alert
             dead = _take_account(shard, rec.raw, value)
     elif rec is not None and not isinstance(rec, (InputRecord, CommandRecord)):
         alerts = shard.push(rec)
-    return alerts, shard.take_step(offset, len(alerts)), dead
+    return alerts, dead
 
 
 def _take_account(shard: AccountShard, raw: dict[str, Any], value: bytes) -> DeadLetter | None:
@@ -226,8 +244,8 @@ class ShardRunner:
         for rec in records:
             alerts, step, dead = shard_step(state, rec.offset, bytes(rec.value or b""))
             await pipes.send_alerts(alerts)
-            if dead is not None:
-                await pipes.dead_letter(dead)
+            for letter in dead:
+                await pipes.dead_letter(letter)
             if step is not None:
                 steps.append(step)
         last = int(records[-1].offset)

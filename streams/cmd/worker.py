@@ -48,12 +48,26 @@ from streams.kafka.security import KafkaConnectError, topic_exists
 from streams.settings import Settings, load_engine_config
 from streams.sinks.delivery import attach_delivery
 
-__all__ = ["BROKER_LOST_EXIT", "resolve_bootstrap", "run_faust_worker", "run_worker", "serve_metrics", "worker_process"]
+__all__ = [
+    "BROKER_LOST_EXIT",
+    "LONE_WORKER_REBALANCE_S",
+    "resolve_bootstrap",
+    "run_faust_worker",
+    "run_worker",
+    "serve_metrics",
+    "worker_process",
+]
 
 log = logging.getLogger("liqmon.worker")
 
 #: Exit code of a faust worker that lost its broker (EX_TEMPFAIL): the supervisor restarts it.
 BROKER_LOST_EXIT = 75
+
+#: The group timeouts of the one worker a replay starts on the embedded broker it started:
+#: that broker holds a group's first join for half the session timeout (DESIGN, "embedded
+#: broker quirks"), so 2 s instead of the 6 s default starts the replay 2 s sooner. No
+#: other member can join that group; faust's heartbeats run on its consumer thread.
+LONE_WORKER_REBALANCE_S = 2.0
 
 
 def serve_metrics(addr: str, port: int, readiness: Readiness | None = None) -> Metrics:
@@ -314,10 +328,12 @@ def _exit_after(timeout_s: float) -> None:
 
 
 def worker_env(
-    bootstrap: str, effective: Settings, *, metrics_port: int, config: Path | None, margin_tables: Path | None = None
+    bootstrap: str, effective: Settings, *, metrics_port: int, config: Path | None, margin_tables: Path | None = None,
+    rebalance_timeout_s: float | None = None,
 ) -> dict[str, str]:
     """The environment of a worker a command starts beside it (``replay``, ``live``): its broker,
-    metrics port, partitions, and the config file (the worker reads its engine part)."""
+    metrics port, partitions, the config file (the worker reads its engine part), and a
+    group timeout when the command wants one (:data:`LONE_WORKER_REBALANCE_S`)."""
     env = {
         "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
         "LIQMON_BROKER_KIND": effective.broker_kind,
@@ -329,6 +345,8 @@ def worker_env(
         env["LIQMON_CONFIG"] = str(config)
     if margin_tables is not None:
         env["LIQMON_MARGIN_TABLES"] = str(margin_tables)
+    if rebalance_timeout_s is not None:
+        env["LIQMON_REBALANCE_TIMEOUT_S"] = str(rebalance_timeout_s)
     return env
 
 

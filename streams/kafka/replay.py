@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from monitor.ingest.frames import Ingest
 from monitor.ingest.pack import Packer
 from monitor.protocol import AckCollector, Alert, DeadLetter, MarketAck, RecordError, RiskSnapshot, SyncMarker, encode
 from replay.replayer import Pacer, ProgressFn, ReplayStats, partition_for, route_capture
+from replay.routing import RouteAhead
 from streams import topics
 from streams.errors import KafkaReplayError
 from streams.kafka.broker import broker_reachable
@@ -362,15 +364,27 @@ async def _await_loaded(read_back: ReadBack, run: _Run) -> None:
             raise KafkaReplayError("the global stage did not acknowledge positions/accounts")
 
 
+async def _await_loaded_routing(read_back: ReadBack, run: _Run, routed: RouteAhead) -> None:
+    """Wait for the global stage's ack of the population, routing the capture meanwhile on a
+    thread: the worker's group join and loading take seconds the routing would otherwise add."""
+    stop = threading.Event()
+    reading = asyncio.ensure_future(asyncio.to_thread(routed.fill_until, stop))
+    try:
+        await _await_loaded(read_back, run)
+    finally:
+        stop.set()
+        await reading
+
+
 async def _publish_capture(
-    run: _Run, publisher: _Publisher, read_back: ReadBack, ingest: Ingest, stats: ReplayStats
+    run: _Run, publisher: _Publisher, read_back: ReadBack, routed: RouteAhead, ingest: Ingest, stats: ReplayStats
 ) -> None:
     pacer = Pacer(run.speed)
     next_check = time.monotonic()
     pending: list[asyncio.Future[Any]] = []
     progress = read_back.hooks.progress
     try:
-        for ts, item in route_capture(run.path, ingest, run.from_ms, run.to_ms, stats):
+        for ts, item in routed:
             if pacer.delay_s(ts) > 0.0:  # caught up with the pace: what waits goes now
                 pending.extend(await publisher.flush_packs())
             await pacer.wait(ts)
@@ -442,10 +456,11 @@ async def _replay_kafka(
         await collector.seek_to_end(*watch)
         for tp in watch:
             read_back.order.expected[tp] = await collector.position(tp)
+        routed = RouteAhead(route_capture(run.path, ingest, run.from_ms, run.to_ms, stats))
         if positions or accounts:
             await publisher.population(positions or [], accounts or [])
-            await _await_loaded(read_back, run)
-        await _publish_capture(run, publisher, read_back, ingest, stats)
+            await _await_loaded_routing(read_back, run, routed)
+        await _publish_capture(run, publisher, read_back, routed, ingest, stats)
         await publisher.end_markers()
         stats.absorb(ingest.stats)
         await _await_acks(run, read_back, len(publisher.partitions), stats)

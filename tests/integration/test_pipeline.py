@@ -23,7 +23,7 @@ from monitor.config import EngineConfig
 from monitor.ingest.batch import decode_record
 from monitor.ingest.frames import Ingest, Routed
 from monitor.ingest.pack import PACK_MAGIC, pack
-from monitor.protocol import RecordError
+from monitor.protocol import InputRecord, RecordError, decode_risk_record, split_input_bundle
 from replay.capture import write_capture
 from replay.importers import import_file, iter_file, merge_captures
 from streams import topics
@@ -280,3 +280,50 @@ def test_a_worker_takes_a_packs_records_one_by_one(tmp_path: Path) -> None:
             counted = 'liqmon_events_total{source="binance-spot"} 5.0'
             assert counted in scrape_until(port, [counted])
             assert worker.poll() is None, "the worker must survive a bad pack"
+
+
+def _loop_position(i: int) -> bytes:
+    collateral = 368_928.0 + 1_000 * i
+    return orjson.dumps({
+        "position_id": f"loop-{i}", "protocol": "aave-v3", "e_mode": "usde-stablecoin",
+        "collateral": [{"asset": "USDe", "amount": collateral, "liquidation_threshold": 0.93, "price_key": "USDT"}],
+        "debt": [{"asset": "USDT", "amount": collateral * 0.72, "price_key": "USDT"}],
+    })
+
+
+async def _send_records(bootstrap: str, records: list[tuple[str, bytes]]) -> None:
+    await ensure_topics(bootstrap, 8)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic, value in records:
+            await producer.send_and_wait(topic, value, partition=0)
+    finally:
+        await producer.stop()
+
+
+def test_forwarded_inputs_travel_many_to_a_record_and_bad_ones_are_dead_lettered_alone(tmp_path: Path) -> None:
+    """Positions reach ``risk.signals`` many to a record, each once; a bad one, and a bad
+    element of a bundle written by hand, are dead-lettered alone with their reasons, a bundle
+    that does not parse whole; the worker goes on."""
+    by_hand = InputRecord("position", orjson.loads(_loop_position(99))).encode()
+    records = [(topics.POSITIONS, _loop_position(i)) for i in range(60)]
+    records += [(topics.POSITIONS, b"{not json"), (topics.POSITIONS, b"[1]")]
+    records += [(topics.RISK_SIGNALS, b'{"inputs":[' + by_hand + b",1]}"), (topics.RISK_SIGNALS, b'{"inputs":[1')]
+    expected = {"invalid_json": 2, "wrong_type": 1, "invalid_signal": 1}
+    with embedded_broker() as broker:
+        env = {"LIQMON_KAFKA_BOOTSTRAP": broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
+               "LIQMON_METRICS_PORT": str(free_port())}
+        asyncio.run(_send_records(broker.bootstrap, records))
+        with running_worker(tmp_path, env) as worker:
+            dead = asyncio.run(read_topic(broker.bootstrap, "deadletter", 4, timeout_s=90))
+            assert Counter(orjson.loads(r.value)["reason"] for r in dead) == expected
+            # the 60 positions forwarded, after the two records written by hand
+            deadline, ids, signals = time.monotonic() + 60, [], []
+            while len(ids) < 60 and time.monotonic() < deadline:
+                signals = asyncio.run(read_topic(broker.bootstrap, topics.RISK_SIGNALS, 62, timeout_s=2))
+                forwarded = [decode_risk_record(v) for s in signals[2:] for v in split_input_bundle(s.value)]
+                ids = [r.raw["position_id"] for r in forwarded if isinstance(r, InputRecord)]
+            assert ids == [f"loop-{i}" for i in range(60)]
+            assert len(signals) - 2 < 60, "forwarded one to a record"
+            assert worker.poll() is None, "the worker must survive bad inputs"

@@ -29,12 +29,14 @@ from monitor.protocol import (
     SignalRecord,
     SpiralRequest,
     SyncMarker,
+    bundle_inputs,
     decode_ack,
     decode_command,
     decode_market,
     decode_reply,
     decode_risk_record,
     encode,
+    split_input_bundle,
 )
 
 
@@ -281,3 +283,38 @@ def test_the_one_pass_reader_agrees_with_the_exact_one(
     raw = json.dumps(record, indent=spacing).encode()
     raw = raw[:-1] + extra + raw[-1:]
     assert _outcome(decode_record, raw) == _outcome(read_record_exact, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(st.text(max_size=40), max_size=30), max_bytes=st.integers(1, 600))
+def test_forwarded_inputs_bundle_and_split_back_in_order(ids: list[str], max_bytes: int) -> None:
+    records = [InputRecord("account", {"account_id": i}, (0, n)).encode() for n, i in enumerate(ids)]
+    bundles = bundle_inputs(records, max_bytes)
+    assert [r for b in bundles for r in split_input_bundle(b)] == records
+    for b in bundles:
+        parts = split_input_bundle(b)
+        assert len(b) <= max_bytes or len(parts) == 1  # only a record bigger than the bound goes over it
+        assert (parts == [b]) == (len(parts) == 1)  # a lone record goes as it is
+        assert all(isinstance(decode_risk_record(r), InputRecord) for r in parts)
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b'{"inputs":[1', "invalid_json"),
+    (b'{"inputs":[{"v":1}],"more":1}', "invalid_bundle"),
+    (b'{"inputs":["x"]} and more', "invalid_json"),
+])
+def test_a_bundle_that_does_not_check_out_is_refused_whole(value: bytes, reason: str) -> None:
+    with pytest.raises(RecordError) as refused:
+        split_input_bundle(value)
+    assert refused.value.reason == reason
+
+
+def test_a_bundles_bad_element_is_left_to_its_reader() -> None:
+    good = InputRecord("position", {"position_id": "p"}).encode()
+    assert split_input_bundle(b'{"inputs":[' + good + b',1,"x"]}') == [good, b"1", b'"x"']
+    with pytest.raises(RecordError):
+        decode_risk_record(b"1")
+    # what does not open as a bundle is a record of its own, refused by the record's reader
+    assert split_input_bundle(b'{"inputs":{}}') == [b'{"inputs":{}}']
+    with pytest.raises(RecordError):
+        decode_risk_record(b'{"inputs":{}}')

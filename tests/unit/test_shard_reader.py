@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from monitor.config import EngineConfig
 from monitor.models.margin import Account
-from monitor.protocol import InputRecord, SignalRecord, encode
+from monitor.protocol import InputRecord, SignalRecord, bundle_inputs, encode
 from monitor.stages.global_risk.account_shard import AccountShard
 from streams.app import shard_agent
 from streams.app.checkpoint import pack_state
@@ -57,7 +57,7 @@ def _read(records: list[bytes], shard: int) -> tuple[list[bytes], bytes]:
         alerts, step, dead = shard_step(state, offset, value)
         out += [encode(a) for a in alerts]
         out.append(b"" if step is None else encode(step))
-        out.append(b"" if dead is None else encode(dead))
+        out += [encode(letter) for letter in dead]
     return out, pack_state(state)
 
 
@@ -90,5 +90,37 @@ def test_a_replay_marker_that_does_not_check_out_is_left_to_the_aggregation_stag
     state = ShardState(AccountShard(EngineConfig(), 1, 0, SHARDS))
     bad = InputRecord(kind="account", raw={"account_id": "a1", "ctl": None}, src=(0, 1)).encode()
     alerts, step, dead = shard_step(state, 0, bad)
-    assert (alerts, step, dead) == ([], None, None)
+    assert (alerts, step, dead) == ([], None, [])
     assert state.inputs.taken == {} and not state.shard.cadence.pending
+
+
+def _read_bundled(records: list[bytes], sizes: list[int], shard: int) -> tuple[list[bytes], list[bytes], bytes]:
+    """The log with its records bundled ``sizes`` at a time (one offset per bundle)."""
+    state = ShardState(AccountShard(EngineConfig(), 1, shard, SHARDS))
+    alerts_out: list[bytes] = []
+    dead_out: list[bytes] = []
+    groups, at = [], 0
+    for size in [*sizes, len(records)]:
+        if records[at:at + size]:
+            groups.append(records[at:at + size])
+        at += size
+    for offset, group in enumerate(groups):
+        alerts, _step, dead = shard_step(state, offset, bundle_inputs(group, max_bytes=1 << 30)[0])
+        alerts_out += [encode(a) for a in alerts]
+        dead_out += [encode(letter) for letter in dead]
+    return alerts_out, dead_out, pack_state(state)
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(log_record(), min_size=1, max_size=30), sizes=st.lists(st.integers(1, 8), max_size=10),
+       shard=st.integers(0, SHARDS - 1))
+def test_a_bundle_of_inputs_is_read_as_its_records_one_by_one(
+    records: list[bytes], sizes: list[int], shard: int
+) -> None:
+    assert _read_bundled(records, sizes, shard) == _read_bundled(records, [1] * len(records), shard)
+
+
+def test_a_bundle_that_does_not_parse_is_left_to_the_aggregation_stage() -> None:
+    state = ShardState(AccountShard(EngineConfig(), 1, 0, SHARDS))
+    alerts, _step, dead = shard_step(state, 0, b'{"inputs":[1')
+    assert (alerts, dead) == ([], []) and state.inputs.taken == {}
