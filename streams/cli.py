@@ -396,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=3,
                        help="pipeline runs per worker count (each on a fresh broker) and generation runs;"
                        " medians are reported")
+    bench.add_argument("--scenario-repeats", type=int, default=1,
+                       help="replays of the synthetic day per mode, taking turns, each against the floor"
+                       " timed just before it; the median run is reported and every run's ratio listed")
     bench.add_argument("--latency-seconds", type=float, default=30.0)
     bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
     bench.add_argument("--only", default=None,

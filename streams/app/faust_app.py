@@ -18,6 +18,7 @@ leaving a silent, dead agent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 from pathlib import Path
@@ -146,9 +147,10 @@ def _deadletter_agent(pipes: Pipes) -> None:
             metrics.topic_records_total.labels(topics.DEADLETTER, "in").inc()
 
 
-#: Forwarded inputs are sent together: up to this many, gathered for at most this long.
+#: Forwarded inputs are sent together: those that reach the forwarder with no pause of
+#: more than ``FORWARD_WAIT_S`` between them, up to ``FORWARD_BATCH``.
 FORWARD_BATCH = 1000
-FORWARD_WITHIN_S = 0.05
+FORWARD_WAIT_S = 0.005
 
 
 def _forward_agents(pipes: Pipes) -> None:
@@ -158,8 +160,12 @@ def _forward_agents(pipes: Pipes) -> None:
     when a restarted forwarder sends it again. They go many to a record
     (:func:`monitor.protocol.bundle_inputs`): one record each, on a broker whose producer
     writes one record per request, would cost a round trip each (2,300 inputs took 2 s).
-    Their source offsets are committed only after the bundle holding them was sent
-    (faust's ``take_events`` acknowledges its events after the block that takes them).
+    A forwarder sends what it holds when its queue of fetched records stays empty for
+    :data:`FORWARD_WAIT_S` (faust hands over a fetch a few records at a time), or at
+    :data:`FORWARD_BATCH` records, so a lone record waits 5 ms. It acknowledges the records
+    only then: their source offsets are committed only once their inputs are sent.
+    (faust's ``take_events`` batches too, but with it a forwarder held up the global
+    stage's evaluations: ``test_global_stage_alerts_while_partitions_stay_silent``.)
     """
 
     async def input_record(kind: InputKind, event: Any) -> bytes | None:
@@ -176,10 +182,23 @@ def _forward_agents(pipes: Pipes) -> None:
         return InputRecord(kind, raw, (message.partition, message.offset)).encode()
 
     async def forward(kind: InputKind, stream: faust.StreamT[bytes]) -> None:
-        async for events in cast(faust.Stream[bytes], stream).take_events(FORWARD_BATCH, FORWARD_WITHIN_S):
-            records = [record for event in events if (record := await input_record(kind, event)) is not None]
-            for value in bundle_inputs(records):
-                await pipes.signals.send(key=b"", partition=0, value=value)
+        manual = cast(faust.Stream[bytes], stream).noack()
+        queue = cast(faust.ChannelT[bytes], manual.channel).queue
+        held: list[Any] = []
+        records: list[bytes] = []
+        async for event in manual.events():
+            held.append(event)
+            record = await input_record(kind, event)
+            if record is not None:
+                records.append(record)
+            if queue.empty():  # the consumer's turn: records fetched together come a few at a time
+                await asyncio.sleep(FORWARD_WAIT_S)
+            if queue.empty() or len(held) >= FORWARD_BATCH:
+                for value in bundle_inputs(records):
+                    await pipes.signals.send(key=b"", partition=0, value=value)
+                for taken in held:  # their offsets may be committed now: their inputs are sent
+                    await manual.ack(taken)
+                held, records = [], []
 
     @pipes.app.agent(pipes.positions, name="positions", supervisor_strategy=CrashingSupervisor)
     async def forward_positions(stream: faust.StreamT[bytes]) -> None:

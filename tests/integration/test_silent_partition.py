@@ -380,7 +380,7 @@ def check_watermarks(signals: list[Read], alert: dict[str, Any], move_ms: int, w
     passed_at: dict[int, Read] = {}
     for rec in signals:
         obj = orjson.loads(rec.value)
-        if "input" in obj:
+        if "input" in obj or "inputs" in obj:  # forwarded inputs, alone or many to a record
             continue
         sr = decode_risk_record(rec.value)
         if sr.partition in SILENT_PARTITIONS:
