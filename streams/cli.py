@@ -342,6 +342,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return code
 
 
+def _add_bench_parser(sub: Any) -> None:
+    """``liqmon bench`` and its options (each section's sizes and runs)."""
+    bench = sub.add_parser("bench", help="measure throughput and latency")
+    bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
+    bench.add_argument("--workers", default="1,2",
+                       help="worker processes for the pipeline section, comma-separated counts")
+    bench.add_argument("--repeats", type=int, default=3,
+                       help="pipeline runs per worker count (each on a fresh broker) and generation runs;"
+                       " medians are reported")
+    bench.add_argument("--scenario-repeats", type=int, default=1,
+                       help="replays of the synthetic day per mode, taking turns, each against the floor"
+                       " timed just before it; the median run is reported and every run's ratio listed")
+    bench.add_argument("--latency-seconds", type=float, default=30.0)
+    bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
+    bench.add_argument("--only", default=None,
+                       help="comma list: pipeline,latency,loops,accounts,parsers,e2e,scenario,generation")
+    bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
+    bench.add_argument("--e2e-seconds", type=float, default=10.0)
+    bench.add_argument("--e2e-no-shed", action="store_true",
+                       help="the e2e run with load shedding off ([live.overload] shed_backlog_frames = 0)")
+    bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
+    bench.add_argument("--global-accounts", type=int, default=None,
+                       help="account records given to the global stage in the accounts bench (default --accounts)")
+    bench.add_argument("--account-shards", type=int, default=4,
+                       help="the accounts bench also runs one account shard of this many (0: not)")
+    bench.add_argument("--stress-accounts", type=int, default=200_000,
+                       help="accounts of the accounts bench's liqmon stress run")
+    bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    bench.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="liqmon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -389,33 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--port", type=int, default=None)
     bp.set_defaults(func=cmd_broker)
 
-    bench = sub.add_parser("bench", help="measure throughput and latency")
-    bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
-    bench.add_argument("--workers", default="1,2",
-                       help="worker processes for the pipeline section, comma-separated counts")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="pipeline runs per worker count (each on a fresh broker) and generation runs;"
-                       " medians are reported")
-    bench.add_argument("--scenario-repeats", type=int, default=1,
-                       help="replays of the synthetic day per mode, taking turns, each against the floor"
-                       " timed just before it; the median run is reported and every run's ratio listed")
-    bench.add_argument("--latency-seconds", type=float, default=30.0)
-    bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
-    bench.add_argument("--only", default=None,
-                       help="comma list: pipeline,latency,loops,accounts,parsers,e2e,scenario,generation")
-    bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
-    bench.add_argument("--e2e-seconds", type=float, default=10.0)
-    bench.add_argument("--e2e-no-shed", action="store_true",
-                       help="the e2e run with load shedding off ([live.overload] shed_backlog_frames = 0)")
-    bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
-    bench.add_argument("--global-accounts", type=int, default=None,
-                       help="account records given to the global stage in the accounts bench (default --accounts)")
-    bench.add_argument("--account-shards", type=int, default=4,
-                       help="the accounts bench also runs one account shard of this many (0: not)")
-    bench.add_argument("--stress-accounts", type=int, default=200_000,
-                       help="accounts of the accounts bench's liqmon stress run")
-    bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
-    bench.set_defaults(func=cmd_bench)
+    _add_bench_parser(sub)
 
     # Commands with their own modules (imported here, so `liqmon --help` lists them all).
     from replay.importers import add_import_parser
