@@ -413,8 +413,9 @@ def bench_scenario(workdir: Path, seed: int = 1, repeats: int = 1) -> dict[str, 
     figures are then those of its median run, and every run's ratio is listed.
     """
     result, out = bench_generation(workdir, seed)
+    reps = range(max(1, repeats))
     runs: dict[str, list[dict[str, Any]]] = {"kafka": [], "inline": []}
-    for rep in range(max(1, repeats)):
+    for rep in reps:
         for mode, done in runs.items():
             done.append(_scenario_run(result, mode, workdir / f"replay-{mode}-{rep}"))
     for mode, done in runs.items():
@@ -425,7 +426,7 @@ def bench_scenario(workdir: Path, seed: int = 1, repeats: int = 1) -> dict[str, 
     out["kafka_equals_inline"] = all(
         (workdir / f"replay-kafka-{rep}" / "alerts.jsonl").read_bytes()
         == (workdir / f"replay-inline-{rep}" / "alerts.jsonl").read_bytes()
-        for rep in range(max(1, repeats))
+        for rep in reps
     )
     return out
 

@@ -191,9 +191,10 @@ def _forward_agents(pipes: Pipes) -> None:
             record = await input_record(kind, event)
             if record is not None:
                 records.append(record)
-            if queue.empty():  # the consumer's turn: records fetched together come a few at a time
+            full = len(held) >= FORWARD_BATCH
+            if not full and queue.empty():  # the consumer's turn: a fetch comes a few records at a time
                 await asyncio.sleep(FORWARD_WAIT_S)
-            if queue.empty() or len(held) >= FORWARD_BATCH:
+            if full or queue.empty():
                 for value in bundle_inputs(records):
                     await pipes.signals.send(key=b"", partition=0, value=value)
                 for taken in held:  # their offsets may be committed now: their inputs are sent
