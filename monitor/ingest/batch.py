@@ -222,9 +222,8 @@ class Control:
         return encode(MarketRecord(v=MARKET_VERSION, ctl=self.ctl, run=self.run, partition=self.partition))
 
 
-#: ``_KIND_OK[k]`` is True for a known event kind (kinds are small non-negative ints).
-_KIND_OK = np.zeros(max(ROW_LENGTHS) + 1, dtype=np.bool_)
-_KIND_OK[sorted(ROW_LENGTHS)] = True
+#: The known event kinds.
+_KINDS = frozenset(ROW_LENGTHS)
 
 
 class _Parsers(threading.local):
@@ -313,11 +312,15 @@ def _batch(asset: str, sources: list[tuple[str, str, str]], kind: NDArray[np.int
            ts: NDArray[np.int64], rts: NDArray[np.int64], f: NDArray[np.float64], x: NDArray[np.float64]) -> Batch:
     """A batch of these columns, checked against each other and the source table."""
     n = int(kind.shape[0])
-    if n and (int(kind.min()) < 0 or int(kind.max()) >= len(_KIND_OK) or not _KIND_OK[kind].all()):
+    # As Python lists: a batch holds tens of events, and a numpy call on so few costs more
+    # than a C-level pass over the list.
+    kinds = kind.tolist()
+    if not _KINDS.issuperset(kinds):
         raise RecordError("invalid_batch", "unknown event kind")
-    if n and (idx.min() < 0 or idx.max() >= len(sources)):
+    src_ids = idx.tolist()
+    if n and (min(src_ids) < 0 or max(src_ids) >= len(sources)):
         raise RecordError("invalid_batch", "source index out of range")
-    n_books = int(np.count_nonzero(kind == KIND_BOOK))
+    n_books = kinds.count(KIND_BOOK)
     cols = Columns(kind=kind, src=idx, ts_ms=ts, recv_ts_ms=rts, f=_finite(f, "f", 4 * n).reshape(n, 4),
                    bands=_finite(x, "x", _N_BANDS * n_books).reshape(n_books, _N_BANDS))
     return Batch(asset=asset, sources=sources, columns=cols)

@@ -151,23 +151,39 @@ class CascadeDetector:
             asset not in self.excluded_assets
         )
 
+    #: (len(prices) when it was built, the alts among the priced assets in price order).
+    _alts_seen: tuple[int, list[str]] = (-1, [])
+
+    def _alts(self) -> list[str]:
+        """The priced assets that are alts, in the order they were first priced (assets are
+        only ever added to ``prices``, so its length dates the list)."""
+        seen, alts = self._alts_seen
+        if seen != len(self.prices):
+            alts = [a for a in self.prices if self._is_alt(a)]
+            self._alts_seen = (len(self.prices), alts)
+        return alts
+
     def _alt_breadth(self, ts_ms: int) -> None:
+        """Stage 2's alt drawdown share and stage 9's crashed alts (RISK_MODEL §6): every alt's
+        price against its trailing-window high, each high pushed again at ``ts_ms``."""
         c = self.cfg
-        alts = [a for a in self.prices if self._is_alt(a)]
+        alts = self._alts()
         if not alts:
             return
-        down = sorted(
-            a for a in alts
-            if 100.0 * (1 - self.prices[a] / self.highs[a].push(ts_ms, self.prices[a]))
-            >= c.alt_drawdown_pct
-        )
+        prices, highs, limit_pct = self.prices, self.highs, c.alt_drawdown_pct
+        down = []
+        for a in alts:
+            price = prices[a]
+            if 100.0 * (1 - price / highs[a].push(ts_ms, price)) >= limit_pct:
+                down.append(a)
+        down.sort()
         share = len(down) / len(alts)
         self._alt_share = (share, down)
         self._stage2(ts_ms)
+        refs, crash_pct = self.references, c.alt_crash_pct
         crashed = sorted(
             a for a in alts
-            if a in self.references
-            and 100.0 * (1 - self.prices[a] / self.references[a]) >= c.alt_crash_pct
+            if a in refs and 100.0 * (1 - prices[a] / refs[a]) >= crash_pct
         )
         self._set(9, ts_ms, bool(crashed), {
             "assets": crashed,

@@ -25,6 +25,7 @@ from monitor.models.loops.lending import (
     health_factor,
     liquidation_bonus_ratio,
 )
+from monitor.models.loops.screen import PositionScreen
 from monitor.models.margin import Account, ForcedSell, evaluate_account, liquidate_account
 from monitor.risk_params import RiskParams
 
@@ -419,16 +420,23 @@ class _BookSpiralRun(_SpiralRun):
     Stage 5 looks again, after its first round, only at the positions it liquidated in the
     last round and those holding a key the last sales moved: any other has the prices and
     the amounts it had when it was found healthy (or too small to liquidate), so it still is.
+    In the first round a :class:`monitor.models.loops.screen.PositionScreen` rules out at
+    once the positions that pass the check with room to spare.
     """
 
     #: Positions stage 5 looks at next round (None: all, in the first).
     recheck: set[int] | None
     _holders: Mapping[str, Sequence[int]] | None
+    _screen: PositionScreen | None
 
     def positions_to_check(self) -> Iterable[int]:
-        """Every position in the first round, then those noted in the last (and a new note begins)."""
+        """In the first round every position the screen leaves, then those noted in the last
+        (and a new note begins)."""
         look, self.recheck = self.recheck, set()
-        return range(len(self.pos_state)) if look is None else sorted(look)
+        if look is not None:
+            return sorted(look)
+        found = self._screen.candidates(self.px, _DUST_USD) if self._screen is not None else None
+        return range(len(self.pos_state)) if found is None else found
 
     def position_changed(self, i: int) -> None:
         """Noted: looked at again next round."""
@@ -450,11 +458,12 @@ class _BookSpiralRun(_SpiralRun):
 
     def __init__(self, positions: Sequence[Position], accounts: BookAccounts, prices: Mapping[str, float],
                  books: Mapping[str, BidBook], shocks: Mapping[str, float], p: RiskParams,
-                 holders: Mapping[str, Sequence[int]] | None = None) -> None:
+                 holders: Mapping[str, Sequence[int]] | None = None, screen: PositionScreen | None = None) -> None:
         super().__init__(positions, (), prices, books, shocks, p)
         self.accounts = accounts
         self.recheck = None
         self._holders = holders
+        self._screen = screen if screen is not None or not positions else PositionScreen.of(positions, p)
         self.changed: dict[int, Account] = {}
         book = accounts.book
         self.edited = ChangedAccounts(book.columns, ModelLines.from_params(p))
@@ -539,15 +548,17 @@ def run_spiral_on_book(
     shocks: Mapping[str, float] | None = None,
     params: RiskParams | None = None,
     holders: Mapping[str, Sequence[int]] | None = None,
+    screen: PositionScreen | None = None,
 ) -> SpiralResult:
     """:func:`run_spiral` with the unified accounts of a columnar book (RISK_MODEL §7): the
     same result; each round re-evaluates only the accounts holding a key that moved and
     runs the engine only on the accounts in liquidation, and looks again only at the
     positions whose prices or amounts moved. The book is left at the last round's prices;
     its accounts are not changed (the engine's results live in the run). ``holders``:
-    :func:`position_holders` of ``positions``, when several runs share it."""
+    :func:`position_holders` of ``positions``, and ``screen``: their
+    :class:`monitor.models.loops.screen.PositionScreen`, when several runs share them."""
     p = params or _default_params()
-    return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p, holders))
+    return _rounds(_BookSpiralRun(positions, accounts, prices, books, shocks or {}, p, holders, screen))
 
 
 def run_spirals_on_book(
@@ -567,8 +578,10 @@ def run_spirals_on_book(
     release the interpreter lock, so two cores run two spirals at once."""
     n = min(threads, len(shocks))
     holders = position_holders(positions)
+    screen = PositionScreen.of(positions, params or _default_params()) if positions else None
     if n <= 1:
-        return [run_spiral_on_book(positions, accounts, prices, books, shocks=s, params=params, holders=holders)
+        return [run_spiral_on_book(positions, accounts, prices, books, shocks=s, params=params, holders=holders,
+                                   screen=screen)
                 for s in shocks]
     free: queue.SimpleQueue[BookAccounts] = queue.SimpleQueue()
     free.put(accounts)
@@ -578,7 +591,8 @@ def run_spirals_on_book(
     def one(shock: Mapping[str, float]) -> SpiralResult:
         mine = free.get()
         try:
-            return run_spiral_on_book(positions, mine, prices, books, shocks=shock, params=params, holders=holders)
+            return run_spiral_on_book(positions, mine, prices, books, shocks=shock, params=params, holders=holders,
+                                      screen=screen)
         finally:
             free.put(mine)
 

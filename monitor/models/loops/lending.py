@@ -24,6 +24,7 @@ __all__ = [
     "PROTOCOLS",
     "CollateralEntry",
     "DebtEntry",
+    "LegLists",
     "LoopBook",
     "Position",
     "Protocol",
@@ -36,6 +37,7 @@ __all__ = [
     "effective_liquidation_threshold",
     "health_factor",
     "is_liquidatable",
+    "leg_lists",
     "liquidation_bonus_ratio",
     "liquidation_drop_pct",
     "liquidation_price",
@@ -124,6 +126,43 @@ def collateral_usd(position: Position, prices: Mapping[str, float]) -> float:
 def debt_usd(position: Position, prices: Mapping[str, float]) -> float:
     """Σ debt amount × price."""
     return math.fsum(d.amount * prices[d.price_key] for d in position.debt)
+
+
+class LegLists(NamedTuple):
+    """The legs of a list of positions, flat: per leg its position, price key index, side,
+    amount, effective liquidation threshold (0 on debt) and asset index."""
+
+    keys: dict[str, int]
+    assets: dict[str, int]
+    position: list[int]
+    key: list[int]
+    is_collateral: list[bool]
+    amount: list[float]
+    lt: list[float]
+    asset: list[int]
+
+
+def leg_lists(positions: Sequence[Position], params: RiskParams) -> LegLists:
+    """Every position's collateral legs then its debt legs, in position order; the keys and
+    assets numbered as first met. Raises ``ValueError`` for an unknown e-mode."""
+    out = LegLists({}, {}, [], [], [], [], [], [])
+    keys, assets = out.keys, out.assets
+    for i, pos in enumerate(positions):
+        for c in pos.collateral:
+            out.lt.append(effective_liquidation_threshold(pos, c, params.aave_v3))
+            out.position.append(i)
+            out.key.append(keys.setdefault(c.price_key, len(keys)))
+            out.is_collateral.append(True)
+            out.amount.append(c.amount)
+            out.asset.append(assets.setdefault(c.asset, len(assets)))
+        for d in pos.debt:
+            out.lt.append(0.0)
+            out.position.append(i)
+            out.key.append(keys.setdefault(d.price_key, len(keys)))
+            out.is_collateral.append(False)
+            out.amount.append(d.amount)
+            out.asset.append(assets.setdefault(d.asset, len(assets)))
+    return out
 
 
 def health_factor(
@@ -378,33 +417,13 @@ class LoopBook:
     ) -> LoopBook:
         """Index pydantic positions (prices must cover every key they use)."""
         p = params or _default_params()
-        keys: dict[str, int] = {}
-        assets: dict[str, int] = {}
-        e_pos: list[int] = []
-        e_key: list[int] = []
-        e_coll: list[bool] = []
-        e_amt: list[float] = []
-        e_lt: list[float] = []
-        e_asset: list[int] = []
-        ids: list[str] = []
-        protos: list[int] = []
-        for i, pos in enumerate(positions):
-            ids.append(pos.position_id)
-            protos.append(PROTOCOLS.index(pos.protocol))
-            for c in pos.collateral:
-                e_pos.append(i)
-                e_key.append(keys.setdefault(c.price_key, len(keys)))
-                e_coll.append(True)
-                e_amt.append(c.amount)
-                e_lt.append(effective_liquidation_threshold(pos, c, p.aave_v3))
-                e_asset.append(assets.setdefault(c.asset, len(assets)))
-            for d in pos.debt:
-                e_pos.append(i)
-                e_key.append(keys.setdefault(d.price_key, len(keys)))
-                e_coll.append(False)
-                e_amt.append(d.amount)
-                e_lt.append(0.0)
-                e_asset.append(assets.setdefault(d.asset, len(assets)))
+        positions = list(positions)
+        legs = leg_lists(positions, p)
+        keys, assets = legs.keys, legs.assets
+        e_pos, e_key, e_coll, e_amt, e_lt, e_asset = (
+            legs.position, legs.key, legs.is_collateral, legs.amount, legs.lt, legs.asset)
+        ids = [pos.position_id for pos in positions]
+        protos = [PROTOCOLS.index(pos.protocol) for pos in positions]
         key_list = list(keys)
         missing = [k for k in key_list if k not in prices]
         if missing:
