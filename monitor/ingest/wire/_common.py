@@ -59,14 +59,28 @@ def field(obj: Mapping[str, Any], name: str) -> Any:
         raise WireError("missing_field", f"field '{name}' is missing") from None
 
 
+#: The exact types a JSON parser gives numbers and strings (bool is not int here).
+_PLAIN_NUMERIC = frozenset((str, float, int))
+
+
 def finite_float(value: Any, name: str) -> float:
     """A finite float from a JSON number or numeric string (venues send both)."""
+    if type(value) in _PLAIN_NUMERIC:  # the common case, in one test; NaN and ±inf fail the range
+        try:
+            out = float(value)
+        except (ValueError, OverflowError):
+            pass  # judged below, with its error
+        else:
+            if -MAX_WIRE_NUMBER <= out <= MAX_WIRE_NUMBER:
+                return out
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise WireError("wrong_type", f"field '{name}' must be a number, got {type(value).__name__}")
     try:
         out = float(value)
     except ValueError:
         raise WireError("wrong_type", f"field '{name}' is not numeric: {value!r:.40}") from None
+    except OverflowError:  # an integer past a float's range
+        raise WireError("out_of_range", f"field '{name}' is beyond ±{MAX_WIRE_NUMBER:.0e}") from None
     if not math.isfinite(out):
         raise WireError("non_finite", f"field '{name}' is {value!r}")
     if abs(out) > MAX_WIRE_NUMBER:
