@@ -29,7 +29,7 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -192,10 +192,17 @@ class IngestProcess:
         #: The capture has been routed to its end.
         self.done = False
 
-    def items(self) -> Iterator[tuple[int, IngestOutput]]:
+    def items(self, on_idle: Callable[[], bool] | None = None) -> Iterator[tuple[int, IngestOutput]]:
         """(receive time, batch or feed alert) in capture order, as ``route_capture`` yields
-        them (dead letters left out); raises the child's error where it happened."""
+        them (dead letters left out); raises the child's error where it happened.
+
+        ``on_idle`` is called, again and again, while the child's next message is not there
+        yet, until it returns False (it had nothing to do): work that may wait (a report's
+        pending figures) is then done in time the caller would spend waiting."""
         while not self.done:
+            if on_idle is not None:
+                while not self._conn.poll() and on_idle():
+                    pass
             yield from self._take()
 
     def _take(self) -> list[tuple[int, IngestOutput]]:

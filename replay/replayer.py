@@ -234,6 +234,7 @@ async def replay_inline(
     on_snapshot: Callable[[RiskSnapshot], None] | None = None,
     account_shards: int = 0,
     ingest_process: bool = True,
+    on_idle: Callable[[], bool] | None = None,
 ) -> InlineResult:
     """Replay a capture through the engine without a broker.
 
@@ -244,7 +245,8 @@ async def replay_inline(
     Stage 1 runs as if split over ``partitions`` market partitions (same watermarks and
     signal clocks as the workers), stage 2 consumes its signals through the same reorder
     buffer (over ``account_shards`` account shards when > 0, as the workers split them),
-    so the alerts equal the Kafka path's byte for byte.
+    so the alerts equal the Kafka path's byte for byte. ``on_idle``: called while the
+    stages wait for the child's next items (:meth:`IngestProcess.items`).
     """
     # At full speed the replay is a batch job: the cyclic collector's passes over the
     # engines' heap cost it about a quarter of its time (replay/gcpause.py).
@@ -255,7 +257,7 @@ async def replay_inline(
         started = time.monotonic()
         if ingest_process:
             with IngestProcess(path, config, from_ms, to_ms, gc_pause=speed is None) as child:
-                await _inline_loop(child.items(), speed, stages, stats, on_batch, progress,
+                await _inline_loop(child.items(on_idle), speed, stages, stats, on_batch, progress,
                                    lambda: child.stats.frames)
             ingest_stats = child.stats
             stats.first_ts_ms, stats.last_ts_ms = child.span.first_ts_ms, child.span.last_ts_ms

@@ -201,7 +201,7 @@ def _run_inline(
             inputs.capture, inputs.config, args.speed, args.from_ms, args.to_ms, progress,
             on_alert=recorder.on_alert, on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot,
             partitions=settings.partitions, positions=inputs.positions, accounts=inputs.accounts,
-            account_shards=settings.account_shards,
+            account_shards=settings.account_shards, on_idle=recorder.idle,
         )
     )
     return _ReplayRun(inline.alerts, inline.stats, "inline", inline.snapshots)

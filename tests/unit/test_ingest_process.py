@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import gzip
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,10 +17,16 @@ from pathlib import Path
 
 import pytest
 
+import replay.report.recorder as recorder_module
 from monitor.config import EngineConfig, load_config_text
+from monitor.ingest.batch import Batch
+from monitor.ingest.frames import Ingest, Routed
+from monitor.protocol import DeadLetter
 from replay.capture import CaptureError
 from replay.ingest_process import IngestProcess, IngestProcessError
 from replay.replayer import InlineResult, replay_inline
+from replay.report.recorder import ReportRecorder
+from replay.routing import route_capture
 from replay.scenario import ScenarioResult, generate
 
 
@@ -125,3 +132,54 @@ def test_a_replay_from_a_script_on_stdin(weekend: ScenarioResult) -> None:
     assert done.returncode == 0, done.stderr
     here = _replay(weekend.capture_path, _config(weekend), child=False)
     assert done.stdout.split() == [str(len(here.alerts)), str(here.stats.frames)]
+
+
+def _series(rec: ReportRecorder) -> dict[object, tuple[list[int], list[float]]]:
+    return {key: (rec.series(key)[0].tolist(), rec.series(key)[1].tolist()) for key in rec.series_keys()}
+
+
+def test_work_done_while_the_caller_waits_changes_no_item_and_no_series(
+        weekend: ScenarioResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that takes items faster than the child routes them waits: ``on_idle`` runs
+    then, here the report's pending chunk (any chunk, down to one event). The items are
+    those of routing here, and the series those of a report recorded in order."""
+    config = _config(weekend)
+    monkeypatch.setattr(recorder_module, "IDLE_CHUNK_EVENTS", 1)
+    ref, rec = ReportRecorder(config), ReportRecorder(config)
+    want = [(ts, item) for ts, item in route_capture(weekend.capture_path, Ingest(config))
+            if not isinstance(item, DeadLetter)]
+    for _, item in want:
+        if isinstance(item, Routed):
+            ref.on_batch(item.batch)
+    calls: list[bool] = []
+
+    def idle() -> bool:
+        calls.append(rec.idle())
+        return calls[-1]
+
+    got = []
+    with IngestProcess(weekend.capture_path, config) as child:
+        for ts, item in child.items(idle):
+            got.append((ts, item))
+            if isinstance(item, Routed):
+                rec.on_batch(item.batch)
+    assert got == want
+    assert True in calls, "the caller waited with a chunk pending at least once"
+    assert _series(rec) == _series(ref)
+
+
+def test_a_report_cut_into_chunks_anywhere_has_the_same_series(weekend: ScenarioResult) -> None:
+    config = _config(weekend)
+    batches: list[Batch] = []
+    _replay(weekend.capture_path, config, child=False, on_batch=batches.append)
+    ref = ReportRecorder(config)
+    for b in batches:
+        ref.on_batch(b)
+    cuts = random.Random(7)
+    for _ in range(3):
+        rec = ReportRecorder(config)
+        for b in batches:
+            rec.on_batch(b)
+            if cuts.random() < 0.05:
+                rec.flush()
+        assert _series(rec) == _series(ref)
