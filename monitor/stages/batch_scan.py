@@ -129,7 +129,8 @@ class RowScanner:
             elif kind == KIND_PRICE:
                 self._price(scan, on_price, out, i, t, row[4] * q, row[5] * q)
             elif kind == KIND_BOOK:
-                px, depth = self.take_book(scan, i, asset, row, t, q, out)
+                st = self._book(scan, i, asset)
+                px, depth = self._on_book(scan, st, row, t, q, out)
                 self._price(scan, on_price, out, i, t, px, depth)
             elif kind == KIND_TRADE:
                 self._on_trade(scan, i, row, t, q, flow_asset)
@@ -151,13 +152,6 @@ class RowScanner:
         if on_price is not None:
             on_price(scan.sources[i][0], t, px, depth, out)
         scan.note_price(i, t, px, depth)
-
-    def take_book(
-        self, scan: BatchScan, i: int, asset: str, row: list[float], t: int, q: float, out: list[Alert]
-    ) -> tuple[float, float]:
-        """A book row of source ``i`` into its book state (made on the source's first book
-        row); returns its USD mid and the depth in the withdrawal band."""
-        return self._on_book(scan, self._book(scan, i, asset), row, t, q, out)
 
     def _book(self, scan: BatchScan, i: int, asset: str) -> BookState:
         st = scan.books[i]

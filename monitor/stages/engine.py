@@ -17,7 +17,6 @@ from numpy.typing import NDArray
 
 from monitor.config import EngineConfig
 from monitor.events import (
-    KIND_BOOK,
     KIND_PRICE,
     KIND_QUOTE,
     ROW_LENGTHS,
@@ -38,9 +37,6 @@ __all__ = ["BatchResult", "Engine", "venue_key"]
 #: these skips the row loop). Kinds are validated small non-negative ints.
 _IS_PRICE_KIND = np.zeros(max(ROW_LENGTHS) + 1, dtype=np.bool_)
 _IS_PRICE_KIND[[KIND_QUOTE, KIND_PRICE]] = True
-#: ``_IS_VECTOR_KIND[kind]``: the kinds it handles off the peg assets (books too).
-_IS_VECTOR_KIND = _IS_PRICE_KIND.copy()
-_IS_VECTOR_KIND[KIND_BOOK] = True
 #: Smallest batch worth the vectorised path (measured: numpy's per-call cost dominates below).
 _MIN_VECTOR_EVENTS = 24
 
@@ -199,11 +195,10 @@ class Engine:
         quote_usd = [self.quote_usd.get(s[2]) for s in batch.sources]
         scan = BatchScan.of(batch.sources)
         flow_asset = asset in self._flow_assets
-        fast = self._vector_prices(batch, quote_usd, peg, scan, result.alerts)
+        fast = self._vector_prices(batch, quote_usd, peg)
         if fast is not None:
-            # Vectorised path (quotes, prices and, off the peg assets, books): same state as the row loop.
+            # Vectorised path (only quotes/prices, no peg level change): same state as the row loop.
             scan.take_vector(fast, counts)
-            result.books_touched.update(scan.books_touched)
         else:
             on_price = peg.on_price if peg is not None else None
             result.unpriced += self._rows.scan(batch, scan, quote_usd, on_price, flow_asset, counts, result.alerts)
@@ -312,50 +307,33 @@ class Engine:
             }))
 
     def _vector_prices(
-        self, batch: Batch, quote_usd: list[float | None], peg: AssetPeg | None, scan: BatchScan, out: list[Alert]
+        self, batch: Batch, quote_usd: list[float | None], peg: AssetPeg | None
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]] | None:
         """(src, ts_ms, price_usd, depth_usd) when the batch can skip the row loop, else None.
 
-        Possible when every event is a quote, a price or — off the peg assets — a book, with a
-        USD-priced quote currency, and, for a peg asset, when the peg monitor applied the
-        whole batch at once (:func:`monitor.models.peg.batch.apply_batch`, exactly the
-        per-event result). Book rows still go one by one, in order, through the liquidity
-        monitor (:meth:`_vector_books`); the rest of the batch is columns. Each row's price
-        and depth are the row loop's floats (same operations, same order).
+        Possible when every event is a quote or a price with a USD-priced quote currency,
+        and — for a peg asset — the peg monitor applied the whole batch at once
+        (:func:`monitor.models.peg.batch.apply_batch`, exactly the per-event result).
         """
         if len(batch) < _MIN_VECTOR_EVENTS or None in quote_usd:
             return None  # numpy's fixed cost per call beats the row loop on tiny batches
         if any(s[0] in self._rate_venues for s in batch.sources):
             return None
         cols = batch.columns()
-        if not (_IS_PRICE_KIND if peg is not None else _IS_VECTOR_KIND)[cols.kind].all():
+        if not _IS_PRICE_KIND[cols.kind].all():
             return None
         q = self.quote_history.as_of_rows(
             [s[2] for s in batch.sources], cols.src, cols.ts_ms,
             np.asarray(quote_usd, dtype=np.float64)[cols.src],
         )
         f = cols.f
-        is_quote, is_book = cols.kind == KIND_QUOTE, cols.kind == KIND_BOOK
-        price = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, np.where(is_book, f[:, 2], f[:, 0])) * q
+        is_quote = cols.kind == KIND_QUOTE
+        price = np.where(is_quote, (f[:, 0] + f[:, 1]) * 0.5, f[:, 0]) * q
         depth = np.where(is_quote, f[:, 0] * f[:, 2] + f[:, 1] * f[:, 3], f[:, 1]) * q
-        if peg is None and is_book.any():
-            self._vector_books(batch, np.flatnonzero(is_book), q, depth, scan, out)
         venues = [s[0] for s in batch.sources]
         if peg is not None and not apply_batch(peg, PriceColumns(venues, cols.src, cols.ts_ms, price, depth)):
             return None
         return cols.src, cols.ts_ms, price, depth
-
-    def _vector_books(self, batch: Batch, book_rows: NDArray[np.int64], q: NDArray[np.float64],
-                      depth: NDArray[np.float64], scan: BatchScan, out: list[Alert]) -> None:
-        """The batch's book rows (``book_rows``, ascending) through the liquidity monitor in
-        order, as the row loop takes them; each one's withdrawal-band depth into ``depth``."""
-        cols = batch.columns()
-        src, ts, recv = (cols.src[book_rows].tolist(), cols.ts_ms[book_rows].tolist(),
-                         cols.recv_ts_ms[book_rows].tolist())
-        f, bands, usd = cols.f[book_rows].tolist(), cols.bands.tolist(), q[book_rows].tolist()
-        for b, k in enumerate(book_rows.tolist()):
-            row = [KIND_BOOK, src[b], ts[b], recv[b], *f[b], *bands[b]]
-            _, depth[k] = self._rows.take_book(scan, src[b], batch.asset, row, ts[b], usd[b], out)
 
     def _index_price(self, asset: str, peg: AssetPeg | None, ts_ms: int) -> float | None:
         """Consolidated ``ASSET`` key: depth-weighted median of fresh venues (RISK_MODEL §1)."""

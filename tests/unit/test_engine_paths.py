@@ -1,7 +1,8 @@
 """The partition engine's two paths give the same results: batches of quotes, prices and
 books (an alt's books, a peg asset's quotes, a quote currency's moves between them) through
-an engine that vectorises what it can and one held to the row loop. Compared with ``==``:
-alerts, signals, counts, books touched, watermarks, then every book state and mid."""
+an engine that vectorises what it can (batches of 24 events or more, of quotes and prices
+only) and one held to the row loop. Compared with ``==``: alerts, signals, counts, books
+touched, watermarks, then every book state and mid."""
 
 from __future__ import annotations
 
