@@ -250,7 +250,9 @@ async def wait_for_calm(ticker: UsdeTicker, reader: AlertReader, metrics_port: i
                         running: Callable[[], bool], context: Callable[[], str]) -> None:
     """Calm: the global stage loads the account and evaluates it at the calm price while
     three partitions get nothing but ticks (``running``: the worker and liqmon live are)."""
-    setup_deadline = time.monotonic() + 60 + SILENCE_BEFORE_MOVE_S
+    # Generous: on a loaded machine (two other processes busy) the calm phase has taken
+    # over 60 s once, where it takes ≈ 25 s on a quiet one.
+    setup_deadline = time.monotonic() + 150 + SILENCE_BEFORE_MOVE_S
     accounts: dict[str, float] = {}
     next_scrape = 0.0
     while not (
