@@ -234,7 +234,7 @@ def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
         parsed = sum(1 for line in fh if orjson.loads(line))
     parse_s = time.perf_counter() - t
     gc.collect()
-    cmd = [sys.executable, "-m", "streams.cli", "stress", "--accounts", str(path), "--prices", str(prices),
+    cmd = [sys.executable, "-m", "streams.entry", "stress", "--accounts", str(path), "--prices", str(prices),
            "--shock", f"{TICK_KEY}=-35%"]
     t = time.perf_counter()
     with (workdir / "stress.json").open("wb") as out:

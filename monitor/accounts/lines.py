@@ -1,84 +1,86 @@
 """``liqmon stress`` account lines decoded straight into columns (RISK_MODEL.md §3 inputs).
 
-A decoded JSON line whose shape is the plain one (known keys only, strings non-empty,
-numbers finite ints or floats within the :class:`monitor.models.margin.Account` bounds, no
-``collateral_rates`` override) is checked here field by field and written to a
-:class:`monitor.accounts.columns.ColumnsBuilder` without building a pydantic model. Every
-other line goes through ``Account.model_validate`` (``monitor.stages.stress.parse_account``), which
-either accepts it or raises the error the command has always printed: the fast check
-accepts only lines the model accepts, with the same values, so a bad line gives the same
-message and the same line number as before. The :class:`Account` of a line is built only
-when asked for (the liquidation engine needs it).
+A JSON line whose shape is the plain one (known keys only, strings non-empty, numbers
+finite ints or floats within ±2**53 and the :class:`monitor.models.margin.Account` bounds,
+no ``collateral_rates`` override) is decoded and checked in one pass by msgspec into the
+structs below, and written to a :class:`monitor.accounts.columns.ColumnsBuilder` without
+building a pydantic model. Every other line is parsed with orjson and goes through
+``Account.model_validate`` (``monitor.stages.stress.parse_account``), which either accepts it
+or raises the error the command has always printed: the fast check accepts only lines the
+model accepts, with the same values, so a bad line gives the same message and the same
+line number as before. The :class:`Account` of a line is built only when asked for (the
+liquidation engine needs it).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 import orjson
+from msgspec import Meta
 
-from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder
-from monitor.models.margin import Account
+from monitor.accounts.columns import AccountColumns, ColumnsBuilder
+from monitor.models.margin import Account, AccountModel
 
-__all__ = ["AccountLines"]
+__all__ = ["AccountLines", "plain_account"]
 
-_ACCOUNT_KEYS = frozenset({"account_id", "venue", "model", "balances", "perps", "collateral_rates"})
-_BALANCE_KEYS = frozenset({"asset", "amount", "price_key", "loan_mmr"})
-_PERP_KEYS = frozenset({"symbol", "qty", "entry_price", "price_key", "mmr", "cum"})
-#: Ints beyond this are left to pydantic (float conversion, its bounds and messages).
-_EXACT_INT = 2**53
-
-
-def _text(value: Any) -> bool:
-    return type(value) is str and len(value) > 0
+#: Numbers beyond this magnitude are left to pydantic (its float conversion, bounds and
+#: messages): every int up to it is exact as a float, and the bound rejects NaN and ±inf.
+_EXACT = float(2**53 - 1)
+_Number = Annotated[float, Meta(ge=-_EXACT, le=_EXACT)]
+_Text = Annotated[str, Meta(min_length=1)]
 
 
-def _number(value: Any) -> bool:
-    if type(value) is float:
-        return math.isfinite(value)
-    return type(value) is int and -_EXACT_INT <= value <= _EXACT_INT
+class _Balance(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A plain ``Balance`` (``monitor.models.margin``): its fields, types and bounds."""
+
+    asset: _Text
+    amount: _Number
+    price_key: _Text
+    loan_mmr: Annotated[float, Meta(ge=0.0, lt=1.0)] | None = None
 
 
-def _optional_in(value: Any, low: float, low_inclusive: bool, high: float) -> bool:
-    """None, or a number in [low, high) / (low, high) (``Field(ge|gt=low, lt=high)``)."""
-    if value is None:
-        return True
-    if not _number(value):
-        return False
-    return bool((value >= low if low_inclusive else value > low) and value < high)
+class _Perp(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A plain ``Perp``: its fields, types and bounds (finite, within ±2**53)."""
+
+    symbol: _Text
+    qty: _Number
+    entry_price: Annotated[float, Meta(gt=0.0, le=_EXACT)]
+    price_key: _Text
+    mmr: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
+    cum: Annotated[float, Meta(ge=0.0, le=_EXACT)] | None = None
 
 
-def _plain_balance(b: Any) -> bool:
-    return bool(type(b) is dict and b.keys() <= _BALANCE_KEYS and _text(b.get("asset"))
-            and _text(b.get("price_key")) and _number(b.get("amount"))
-            and _optional_in(b.get("loan_mmr"), 0.0, True, 1.0))
+class _Account(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A plain ``Account``: lists of plain balances and perps, no collateral-rate override."""
+
+    account_id: _Text
+    venue: _Text
+    model: AccountModel
+    balances: list[_Balance] = msgspec.field(default_factory=list)
+    perps: list[_Perp] = msgspec.field(default_factory=list)
+    collateral_rates: None = None
 
 
-def _plain_perp(p: Any) -> bool:
-    return bool(type(p) is dict and p.keys() <= _PERP_KEYS and _text(p.get("symbol"))
-            and _text(p.get("price_key")) and _number(p.get("qty"))
-            and _number(p.get("entry_price")) and p["entry_price"] > 0
-            and _optional_in(p.get("mmr"), 0.0, False, 1.0)
-            and _optional_in(p.get("cum"), 0.0, True, math.inf))
+_DECODER = msgspec.json.Decoder(_Account)
+
+
+def _plain(obj: Any) -> _Account | None:
+    """A decoded line in the plain shape, checked in C (msgspec), else None (the model decides)."""
+    try:
+        return msgspec.convert(obj, _Account)
+    except msgspec.ValidationError:
+        return None
 
 
 def plain_account(obj: Any) -> bool:
     """Whether a decoded line has the plain shape that ``Account.model_validate`` accepts
-    unchanged (lists of balances and perps, no collateral-rate override)."""
-    if type(obj) is not dict or not obj.keys() <= _ACCOUNT_KEYS or obj.get("collateral_rates") is not None:
-        return False
-    if not (_text(obj.get("account_id")) and _text(obj.get("venue")) and obj.get("model") in MODELS):
-        return False
-    balances, perps = obj.get("balances", []), obj.get("perps", [])
-    return (type(balances) is list and type(perps) is list
-            and all(_plain_balance(b) for b in balances) and all(_plain_perp(p) for p in perps))
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    unchanged (balances and perps with known keys, strings non-empty, numbers finite and
+    within ±2**53 and the model's bounds, no collateral-rate override)."""
+    return _plain(obj) is not None
 
 
 class AccountLines:
@@ -102,26 +104,39 @@ class AccountLines:
         A line that is not plain goes to ``validate``, which raises on a bad one. With the
         line's ``raw`` JSON, a plain line keeps only those bytes (decoded again if its
         :class:`Account` is asked for), not the decoded objects."""
-        b = self._builder
-        self._columns = None
-        if not plain_account(obj):
+        plain = _plain(obj)
+        if plain is None:
             acct = self._validate(obj, line)
-            b.add(acct)
+            self._columns = None
+            self._builder.add(acct)
             self._sources.append(acct)
             self.lines.append(line)
             return acct.account_id
-        model = obj["model"]
-        b.start_account(obj["account_id"], obj["venue"], model)
-        for bal in obj.get("balances", ()):
-            b.add_balance(bal["asset"], float(bal["amount"]), bal["price_key"],
-                          _optional_float(bal.get("loan_mmr")), b.venue_balance_table(model, bal["asset"]))
-        for p in obj.get("perps", ()):
-            mmr, cum = _optional_float(p.get("mmr")), _optional_float(p.get("cum"))
-            b.add_perp(p["symbol"], float(p["qty"]), float(p["entry_price"]), p["price_key"],
-                       b.perp_table(model, p["symbol"], mmr, cum))
-        self._sources.append(obj if raw is None else raw)
+        return self._add_plain(plain, line, obj if raw is None else raw)
+
+    def add_line(self, raw: bytes, line: int) -> str:
+        """One JSON line, decoded and checked in one pass when it is plain; any other line is
+        parsed with orjson (``orjson.JSONDecodeError`` on bad JSON) and goes to :meth:`add`.
+        Its account id."""
+        try:
+            plain = _DECODER.decode(raw)
+        except msgspec.MsgspecError:
+            return self.add(orjson.loads(raw), line, raw)
+        return self._add_plain(plain, line, raw)
+
+    def _add_plain(self, acct: _Account, line: int, source: Any) -> str:
+        b = self._builder
+        self._columns = None
+        model = acct.model
+        b.start_account(acct.account_id, acct.venue, model)
+        for bal in acct.balances:
+            b.add_balance(bal.asset, bal.amount, bal.price_key, bal.loan_mmr,
+                          b.venue_balance_table(model, bal.asset))
+        for p in acct.perps:
+            b.add_perp(p.symbol, p.qty, p.entry_price, p.price_key, b.perp_table(model, p.symbol, p.mmr, p.cum))
+        self._sources.append(source)
         self.lines.append(line)
-        return str(obj["account_id"])
+        return acct.account_id
 
     def account(self, i: int) -> Account:
         """Account ``i`` (in file order) as the model ``Account.model_validate`` gives."""

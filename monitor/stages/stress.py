@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from monitor.accounts.attribution import AssetSlots
 from monitor.accounts.book import AccountBook, AccountFigures
-from monitor.accounts.columns import MODELS, ColumnsBuilder
+from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines
-from monitor.accounts.vector_engine import book_layout, layout_fits, liquidate_layout
+from monitor.accounts.vector_engine import EngineResult, book_layout, layout_fits, liquidate_layout
 from monitor.accounts.vector_margin import LIQUIDATION
 from monitor.models.loops.lending import (
     LoopBook,
@@ -207,6 +207,25 @@ def _finite(values: Any) -> list[float | None]:
     return [x if math.isfinite(x) else None for x in values.tolist()]
 
 
+def _action_rows(result: EngineResult, columns: AccountColumns) -> list[list[dict[str, Any]]]:
+    """Each engine row's actions as fresh ``ForcedSell`` dicts, in the order and with the
+    values of :meth:`EngineResult.actions` (collateral sells in sell order, then perp
+    closes), built from :meth:`EngineResult.flat_actions` for all rows at once."""
+    flat = result.flat_actions()
+    order = np.lexsort((flat.place, flat.k))
+    entry = flat.entry[order]
+    assets = [columns.assets[a] for a in columns.entry_asset[entry].tolist()]
+    keys = [columns.keys[k] for k in columns.entry_key[entry].tolist()]
+    actions = [
+        {"asset": asset, "price_key": key, "side": "sell" if sale else "buy", "usd": usd,
+         "kind": "perp" if is_perp else "collateral"}
+        for asset, key, sale, usd, is_perp in zip(assets, keys, flat.sale[order].tolist(), flat.usd[order].tolist(),
+                                                  flat.is_perp[order].tolist(), strict=True)
+    ]
+    bounds = np.searchsorted(flat.k[order], np.arange(result.rows.shape[0] + 1)).tolist()
+    return [actions[bounds[r]:bounds[r + 1]] for r in range(result.rows.shape[0])]
+
+
 class _AccountRows:
     """The report's account rows from the columnar book (RISK_MODEL §3): figures at the
     shocked prices, leverage change and driving asset against the unshocked ones, and the
@@ -244,9 +263,9 @@ class _AccountRows:
         for result in liquidate_layout(book.columns, layout if fits.all() else layout.take(fits), self.params):
             shortfall = result.uncovered_usd
             assert shortfall is not None  # asked for (the default)
-            for k, row in enumerate(result.rows.tolist()):
-                actions = [a._asdict() for a in result.actions(k, book.columns)]
-                out[int(book.order[row])] = (actions, float(shortfall[k]))
+            for row, actions, short in zip(result.rows.tolist(), _action_rows(result, book.columns),
+                                           shortfall.tolist(), strict=True):
+                out[int(book.order[row])] = (actions, short)
         for row in rows[~fits].tolist():
             i = int(book.order[row])
             _, sells, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
@@ -255,35 +274,32 @@ class _AccountRows:
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per account, in input order, with the keys and the JSON-safe values
-        (non-finite figures null) of the scalar report."""
+        (non-finite figures null) of the scalar report; the engine's forced sells go into
+        the rows of the accounts in liquidation, in account order."""
         f = self.after
-        columns = zip(_finite(f.uni_mmr), _finite(f.venue_ratio), _finite(f.adjusted_equity_usd),
-                      _finite(f.maintenance_margin_usd), f.status.tolist(), f.backstop.tolist(),
-                      _finite(f.gross_notional_usd), _finite(f.effective_leverage), self.leverage_change,
-                      self.driver, strict=True)
-        out: list[dict[str, Any]] = []
-        engine = self._engine()
-        for i, (ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver) in enumerate(
-                columns):
-            sells: list[dict[str, Any]] = []
-            uncovered: float | None = 0.0
-            if status == LIQUIDATION:
-                sells, short = engine[i]  # fresh dicts of str fields and one float: cleaned in place
-                uncovered = short if math.isfinite(short) else None
-                for s in sells:
-                    usd = s["usd"]
-                    if s["side"] == "sell":
-                        self.sells_by_asset[s["asset"]] = self.sells_by_asset.get(s["asset"], 0.0) + usd
-                    if not math.isfinite(usd):
-                        s["usd"] = None
-            out.append({
-                "account_id": self.ids[i], "venue": self.venues[i], "model": self.models[i], "uni_mmr": ratio,
-                "venue_ratio_name": VENUE_RATIO_NAMES[self.models[i]], "venue_ratio": venue_ratio,
-                "adjusted_equity_usd": equity, "maintenance_margin_usd": mm, "status": STATUSES[status],
-                "backstop": backstop, "gross_notional_usd": gross, "effective_leverage": lev,
-                "effective_leverage_change": change, "driving_asset": driver, "forced_sells": sells,
-                "uncovered_shortfall_usd": uncovered,
-            })
+        out = [
+            {"account_id": aid, "venue": venue, "model": model, "uni_mmr": ratio,
+             "venue_ratio_name": VENUE_RATIO_NAMES[model], "venue_ratio": venue_ratio,
+             "adjusted_equity_usd": equity, "maintenance_margin_usd": mm, "status": STATUSES[status],
+             "backstop": backstop, "gross_notional_usd": gross, "effective_leverage": lev,
+             "effective_leverage_change": change, "driving_asset": driver, "forced_sells": [],
+             "uncovered_shortfall_usd": 0.0}
+            for aid, venue, model, ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver
+            in zip(self.ids, self.venues, self.models, _finite(f.uni_mmr), _finite(f.venue_ratio),
+                   _finite(f.adjusted_equity_usd), _finite(f.maintenance_margin_usd), f.status.tolist(),
+                   f.backstop.tolist(), _finite(f.gross_notional_usd), _finite(f.effective_leverage),
+                   self.leverage_change, self.driver, strict=True)
+        ]
+        for i, (sells, short) in sorted(self._engine().items()):
+            row = out[i]
+            row["forced_sells"] = sells  # fresh dicts of str fields and one float: cleaned in place
+            row["uncovered_shortfall_usd"] = short if math.isfinite(short) else None
+            for sale in sells:
+                usd = sale["usd"]
+                if sale["side"] == "sell":
+                    self.sells_by_asset[sale["asset"]] = self.sells_by_asset.get(sale["asset"], 0.0) + usd
+                if not math.isfinite(usd):
+                    sale["usd"] = None
         return out
 
 

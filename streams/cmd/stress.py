@@ -83,22 +83,24 @@ def _load_json(path: str) -> Any:
         raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
 
 
-def _iter_jsonl(path: str) -> Iterator[tuple[int, bytes, Any]]:
-    """(line number, the line's bytes, its JSON value) of each non-blank line, one at a time.
-
-    Lines end at ``\n``, ``\r\n`` or ``\r``; strict JSON in UTF-8 (no NaN, no Infinity): a
-    bad line is a :class:`StressInputError` naming it. Nothing decoded is kept here, so a
-    file of a million accounts is never held as Python objects all at once.
-    """
+def _jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, the line's bytes) of each non-blank line, one at a time: lines end at
+    ``\n``, ``\r\n`` or ``\r``."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
     for n, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
+        if raw.strip():
+            yield n, raw
+
+
+def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    """(line number, its JSON value) of each non-blank line, one at a time. Strict JSON in
+    UTF-8 (no NaN, no Infinity): a bad line is a :class:`StressInputError` naming it."""
+    for n, raw in _jsonl_lines(path):
         try:
-            yield n, raw, orjson.loads(raw)
+            yield n, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise StressInputError(path, n, "", f"invalid JSON: {exc}") from None
 
@@ -109,12 +111,16 @@ def _margin_tables(path: str, params: RiskParams) -> RiskParams:
 
 
 def _read_accounts(path: str, params: RiskParams) -> AccountLines:
-    """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``);
+    """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``),
+    one at a time, so a file of a million accounts is never held as Python objects at once;
     a bad line or a repeated id is a :class:`StressInputError` naming line and field."""
     accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
     seen: set[str] = set()
-    for line, raw, obj in _iter_jsonl(path):
-        account_id = accounts.add(obj, line, raw)
+    for line, raw in _jsonl_lines(path):
+        try:
+            account_id = accounts.add_line(raw, line)
+        except orjson.JSONDecodeError as exc:
+            raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
         if account_id in seen:
             raise StressInputError(path, line, "account_id", "duplicate id")
         seen.add(account_id)
@@ -129,7 +135,7 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
     positions: list[tuple[int, Position]] = []
     seen: set[str] = set()
     if args.positions:
-        for line, _, obj in _iter_jsonl(args.positions):
+        for line, obj in _iter_jsonl(args.positions):
             pos = parse_position(obj, args.positions, line, params)
             if pos.position_id in seen:
                 raise StressInputError(args.positions, line, "position_id", "duplicate id")
@@ -160,19 +166,29 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``liqmon stress``; print the JSON report; 0 on success, 2 on bad input."""
-    try:
-        with gc_paused():  # millions of decoded lines and report rows, no reference cycles
+    # Millions of decoded lines and report rows, no reference cycles: the collector stays off
+    # until the report is written and freed (switched on over that heap, its first full
+    # pass would cost a tenth of a second for nothing).
+    with gc_paused():
+        try:
             report = _build_report(args)
-    except StressInputError as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    # orjson writes the same document as json.dump(indent=2) many times faster; it spells
-    # small and large floats without an exponent sign (4.2e-05 → 0.000042) and writes
-    # non-ASCII characters as UTF-8, not \u escapes
-    sys.stdout.flush()
-    sys.stdout.buffer.write(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    sys.stdout.buffer.flush()
+        except StressInputError as exc:
+            print(f"{_PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+        _write_report(report)
+        del report
     return EXIT_OK
+
+
+def _write_report(report: dict[str, Any]) -> None:
+    """The report on stdout. orjson writes the same document as json.dump(indent=2) many
+    times faster; it spells small and large floats without an exponent sign (4.2e-05 →
+    0.000042) and writes non-ASCII characters as UTF-8, not \\u escapes."""
+    sys.stdout.flush()
+    out = sys.stdout.buffer
+    out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))  # not copied to add the newline
+    out.write(b"\n")
+    out.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,8 @@ global stage (``monitor.signals.ReorderBuffer``) releases a signal only once eve
 partition's watermark is past it, so without those ticks it would hold everything back.
 
 One Binance portfolio-margin account (1M USDe valued on Binance's own book, 700k USDT
-borrowed) is loaded through ``accounts.unified``. After at least ``SILENCE_BEFORE_MOVE_S``
+borrowed) is loaded through ``accounts.unified``, and ``liqmon live`` starts once the global
+stage has acknowledged it (the replayer's order: accounts before the market). After at least ``SILENCE_BEFORE_MOVE_S``
 of streaming, during which the global stage must have evaluated the account as normal
 (its ``liqmon_unified_accounts`` gauge), USDe's quote moves from 1.00 to 0.65 and the
 account must come back as a ``unified_liquidation`` alert on ``alerts.cascade`` within
@@ -246,13 +247,26 @@ def test_global_stage_alerts_while_partitions_stay_silent(tmp_path: Path) -> Non
         asyncio.run(silent_partition_run(broker.bootstrap, tmp_path))
 
 
+async def wait_for_loaded(reader: AlertReader, running: Callable[[], bool], context: Callable[[], str]) -> None:
+    """The global stage has applied the account (its ``loaded`` ack) before any quote exists.
+
+    The stage evaluates its accounts at the event times it releases, and a calm quote gives
+    it only the first one: an account forwarded after that first price would wait for the
+    next move (by design: the cadence reads only the log). ``liqmon live`` starts only once
+    the account is in, as the replayer sends accounts before the market; starting both at
+    once made this a race the worker lost on a loaded machine (no evaluation for minutes)."""
+    deadline = time.monotonic() + 120
+    while reader.loaded is None:
+        assert time.monotonic() < deadline, "the account was never acknowledged as loaded" + context()
+        assert running(), "the worker exited" + context()
+        await reader.poll()
+
+
 async def wait_for_calm(ticker: UsdeTicker, reader: AlertReader, metrics_port: int,
                         running: Callable[[], bool], context: Callable[[], str]) -> None:
     """Calm: the global stage loads the account and evaluates it at the calm price while
     three partitions get nothing but ticks (``running``: the worker and liqmon live are)."""
-    # Generous: on a loaded machine (two other processes busy) the calm phase has taken
-    # over 60 s once, where it takes ≈ 25 s on a quiet one.
-    setup_deadline = time.monotonic() + 150 + SILENCE_BEFORE_MOVE_S
+    setup_deadline = time.monotonic() + 60 + SILENCE_BEFORE_MOVE_S
     accounts: dict[str, float] = {}
     next_scrape = 0.0
     while not (
@@ -292,6 +306,7 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
         async with ws_server([ticker.script]) as server:
             with worker_process(worker_env, logs[0]) as worker:
                 await load_account(bootstrap)
+                await wait_for_loaded(reader, lambda: worker.poll() is None, context)
                 with logs[1].open("wb") as live_log:
                     live = await asyncio.create_subprocess_exec(
                         sys.executable, "-m", "streams.cli", "live",

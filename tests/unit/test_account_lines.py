@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,11 +110,16 @@ def _old_path(objs: list[Any], source: str) -> tuple[list[Account], AccountColum
     return accounts, ColumnsBuilder(PARAMS).build(accounts)
 
 
-def _new_path(objs: list[Any], source: str) -> AccountLines | str:
+def _new_path(objs: list[Any], source: str, as_json: bool = False) -> AccountLines | str:
+    """The decoder under test: each decoded line (``add``), or each line's JSON text, as the
+    command reads it (``add_line``: msgspec's one-pass check, else orjson and ``add``)."""
     lines = AccountLines(ColumnsBuilder(PARAMS), lambda obj, line: parse_account(obj, source, line))
     try:
         for n, obj in enumerate(objs, start=1):
-            lines.add(obj, n)
+            if as_json:
+                lines.add_line(orjson.dumps(obj), n)
+            else:
+                lines.add(obj, n)
     except StressInputError as exc:
         return str(exc)
     return lines
@@ -135,13 +141,13 @@ def _assert_columns_equal(a: AccountColumns, b: AccountColumns) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(data=st.data(), n=st.integers(1, 5), bad=st.booleans())
-def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad: bool) -> None:
+@given(data=st.data(), n=st.integers(1, 5), bad=st.booleans(), as_json=st.booleans())
+def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad: bool, as_json: bool) -> None:
     objs: list[Any] = [data.draw(account_doc(i)) for i in range(n)]
     if bad:
         i = data.draw(st.integers(0, n - 1))
         objs[i] = data.draw(mutated(objs[i]))
-    old, new = _old_path(objs, "A.jsonl"), _new_path(objs, "A.jsonl")
+    old, new = _old_path(objs, "A.jsonl"), _new_path(objs, "A.jsonl", as_json)
     if isinstance(old, str):
         assert new == old
         return
@@ -162,7 +168,7 @@ def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad
 
 
 def test_plain_shape_is_only_what_the_model_accepts_unchanged() -> None:
-    doc = {"account_id": "a", "venue": "v", "model": "okx-mc",
+    doc: dict[str, Any] = {"account_id": "a", "venue": "v", "model": "okx-mc",
            "balances": [{"asset": "BTC", "amount": 2, "price_key": "BTC", "loan_mmr": 0}], "perps": []}
     assert plain_account(doc)
     for key, value in (("amount", "2"), ("amount", True), ("amount", 2**60), ("loan_mmr", 1), ("zz", 0)):
@@ -170,7 +176,12 @@ def test_plain_shape_is_only_what_the_model_accepts_unchanged() -> None:
         odd["balances"][0][key] = value
         assert not plain_account(odd), (key, value)
     assert not plain_account({**doc, "collateral_rates": {}})
-    assert not plain_account({**doc, "balances": tuple(doc["balances"])})
+    assert plain_account({**doc, "collateral_rates": None})
+    for bound in (2**53 - 1, -(2**53 - 1), float(2**53 - 1)):
+        assert plain_account({**doc, "balances": [{**doc["balances"][0], "amount": bound}]}), bound
+    for beyond in (2**53, 2**53 + 1, -(2**53), 1e300, float("inf"), float("nan")):
+        assert not plain_account({**doc, "balances": [{**doc["balances"][0], "amount": beyond}]}), beyond
+
 
 
 def _stress(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

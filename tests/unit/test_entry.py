@@ -1,0 +1,54 @@
+"""The ``liqmon`` entry point: ``liqmon stress`` starts from its own module, without the
+rest of the command line; every other command goes to ``streams.cli``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.accounts import PRICES_USD, accounts_jsonl, synthetic_accounts
+from streams import entry
+
+#: Modules the stress command must not pay for at start.
+HEAVY = ("streams.cli", "streams.settings", "pydantic_settings", "aiokafka", "asyncio", "rich", "faust")
+
+
+def test_stress_runs_without_the_rest_of_the_command_line(tmp_path: Path) -> None:
+    accounts, prices = tmp_path / "A.jsonl", tmp_path / "P.json"
+    accounts.write_bytes(accounts_jsonl(synthetic_accounts(50, seed=2)))
+    prices.write_text(json.dumps(PRICES_USD))
+    script = (
+        "import sys\nfrom streams.entry import main\n"
+        f"code = main(['stress', '--accounts', {str(accounts)!r}, '--prices', {str(prices)!r}, "
+        "'--shock', 'USDe@binance=-35%'])\n"
+        f"loaded = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(code, loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "0 []", done.stderr
+    report = json.loads(done.stdout)
+    assert report["aggregates"]["accounts"] == 50
+
+
+def test_stress_help_and_errors_are_the_sub_command_s(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_help:
+        entry.main(["stress", "--help"])
+    assert exit_help.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: liqmon stress ")
+    missing = tmp_path / "none.json"
+    assert entry.main(["stress", "--prices", str(missing)]) == 2
+    assert capsys.readouterr().err.startswith(f"liqmon stress: error: {missing}")
+
+
+def test_other_commands_go_to_the_full_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_help:
+        entry.main(["replay", "--help"])
+    assert exit_help.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: liqmon replay ")
+    with pytest.raises(SystemExit) as exit_bad:
+        entry.main(["no-such-command"])
+    assert exit_bad.value.code == 2
