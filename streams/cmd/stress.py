@@ -30,7 +30,6 @@ from monitor.stages.stress import (
     run_stress,
 )
 from replay.gcpause import gc_paused
-from replay.margin_tables import load_margin_tables
 
 __all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
 
@@ -106,7 +105,10 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _margin_tables(path: str, params: RiskParams) -> RiskParams:
-    """Risk parameters with the venue tables of ``--margin-tables`` (RISK_MODEL §3)."""
+    """Risk parameters with the venue tables of ``--margin-tables`` (RISK_MODEL §3). The
+    reader (and the capture reader under it) is imported only when asked for."""
+    from replay.margin_tables import load_margin_tables
+
     return load_margin_tables(Path(path), params)
 
 

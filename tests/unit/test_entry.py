@@ -14,7 +14,8 @@ from benchmarks.accounts import PRICES_USD, accounts_jsonl, synthetic_accounts
 from streams import entry
 
 #: Modules the stress command must not pay for at start.
-HEAVY = ("streams.cli", "streams.settings", "pydantic_settings", "aiokafka", "asyncio", "rich", "faust")
+HEAVY = ("streams.cli", "streams.settings", "pydantic_settings", "aiokafka", "asyncio", "rich", "faust",
+         "replay.margin_tables", "replay.capture")
 
 
 def test_stress_runs_without_the_rest_of_the_command_line(tmp_path: Path) -> None:
