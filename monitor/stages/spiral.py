@@ -34,6 +34,7 @@ __all__ = [
     "STAGE_UNIFIED",
     "BidBook",
     "BookAccounts",
+    "PositionLayout",
     "SpiralResult",
     "apply_shocks",
     "route_book_key",
@@ -407,6 +408,30 @@ def position_holders(positions: Sequence[Position]) -> dict[str, list[int]]:
     return out
 
 
+@dataclass(frozen=True)
+class PositionLayout:
+    """What every spiral over the same positions shares: :func:`position_holders` and the
+    :class:`monitor.models.loops.screen.PositionScreen` (both depend on the positions and
+    the parameters only, never on prices)."""
+
+    positions: tuple[Position, ...]
+    holders: dict[str, list[int]]
+    screen: PositionScreen | None
+
+    @classmethod
+    def of(cls, positions: Sequence[Position], params: RiskParams) -> PositionLayout:
+        """The layout of ``positions``, in their order."""
+        return cls(tuple(positions), position_holders(positions),
+                   PositionScreen.of(positions, params) if positions else None)
+
+    def lays_out(self, positions: Sequence[Position]) -> bool:
+        """Whether this is the layout of ``positions``: the same objects in the same order
+        (positions are immutable models; an upsert replaces the object). The parameters
+        are the caller's to keep the same."""
+        mine = self.positions
+        return len(mine) == len(positions) and all(a is b for a, b in zip(mine, positions, strict=True))
+
+
 class _BookSpiralRun(_SpiralRun):
     """A spiral whose stage 7 runs on a columnar book. An account the engine has not touched
     is evaluated there (only those holding a moved key are re-evaluated). The engine is the
@@ -570,15 +595,18 @@ def run_spirals_on_book(
     *,
     params: RiskParams | None = None,
     threads: int = 1,
+    layout: PositionLayout | None = None,
 ) -> list[SpiralResult]:
     """:func:`run_spiral_on_book` for each of several shocks, in their order, on up to
     ``threads`` threads. Each thread runs on a book of its own (the given one, or a
     :meth:`AccountBook.copy` of it): a book's figures depend on its prices only, so the
     results are those of one run after the other, whatever the thread count. numpy's loops
-    release the interpreter lock, so two cores run two spirals at once."""
+    release the interpreter lock, so two cores run two spirals at once. ``layout``: the
+    positions' :class:`PositionLayout`, when the caller keeps one between runs."""
     n = min(threads, len(shocks))
-    holders = position_holders(positions)
-    screen = PositionScreen.of(positions, params or _default_params()) if positions else None
+    if layout is None or not layout.lays_out(positions):
+        layout = PositionLayout.of(positions, params or _default_params())
+    holders, screen = layout.holders, layout.screen
     if n <= 1:
         return [run_spiral_on_book(positions, accounts, prices, books, shocks=s, params=params, holders=holders,
                                    screen=screen)

@@ -5,6 +5,7 @@ check (None) when it cannot judge."""
 from __future__ import annotations
 
 import math
+import pickle
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 from monitor.models.loops.lending import CollateralEntry, DebtEntry, Position, debt_usd, health_factor
 from monitor.models.loops.screen import PositionScreen
 from monitor.risk_params import RiskParams
+from monitor.stages.global_risk.spiral_clock import SpiralClock
+from monitor.stages.spiral import PositionLayout
 
 PARAMS = RiskParams()
 KEYS = ("BTC", "ETH", "USDe@binance", "USDT", "sUSDe")
@@ -106,3 +109,21 @@ def test_the_screen_defers_to_the_exact_check_when_it_cannot_judge() -> None:
     unknown = loop.model_copy(update={"e_mode": "no-such-mode"})
     assert PositionScreen.of([loop, unknown], PARAMS) is None
     assert PositionScreen.of([], PARAMS) is not None and PositionScreen.of([], PARAMS).candidates({}, DUST_USD) == []
+
+
+def test_a_layout_serves_the_same_positions_only() -> None:
+    """``PositionLayout`` (the spirals' shared holders and screen) is reused only for the
+    same position objects in the same order; the spiral clock's copy is not checkpointed."""
+    debt = (DebtEntry(asset="USDT", amount=10.0, price_key="USDT"),)
+    book = [Position(position_id=f"p{i}", protocol="generic", collateral=book_coll(), debt=debt) for i in range(3)]
+    layout = PositionLayout.of(book, PARAMS)
+    assert layout.holders == {"ETH": [0, 1, 2], "USDT": [0, 1, 2]} and layout.screen is not None
+    assert layout.lays_out(list(book))
+    assert not layout.lays_out(book[:2]) and not layout.lays_out(book[::-1])
+    assert not layout.lays_out([book[0], book[1].model_copy(), book[2]])  # an equal model, a new object
+    assert PositionLayout.of([], PARAMS).screen is None
+
+    clock = SpiralClock(PARAMS, interval_ms=60_000, tolerance_ratio=0.001)
+    clock.layout = layout
+    restored = pickle.loads(pickle.dumps(clock))
+    assert restored.layout is None and restored.params == clock.params

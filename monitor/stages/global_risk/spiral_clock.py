@@ -17,13 +17,24 @@ from monitor.models.loops.lending import Position
 from monitor.protocol import DepthSignal
 from monitor.risk_params import RiskParams
 from monitor.stages.global_risk.spiral_gate import SpiralGate, SpiralInputs
-from monitor.stages.spiral import BookAccounts, SpiralResult, run_spiral, run_spiral_on_book, run_spirals_on_book
+from monitor.stages.spiral import (
+    BookAccounts,
+    PositionLayout,
+    SpiralResult,
+    run_spiral,
+    run_spiral_on_book,
+    run_spirals_on_book,
+)
 
 __all__ = ["SpiralClock"]
 
 
 class SpiralClock:
     """Depth ladders by price key, the event-time timer and the latest standard-shock results."""
+
+    #: The priced positions' layout of the last run, kept for the next while they stay the
+    #: same objects (derived: not checkpointed, rebuilt on the first run after a restore).
+    layout: PositionLayout | None = None
 
     def __init__(self, params: RiskParams, interval_ms: int, tolerance_ratio: float, threads: int = 1) -> None:
         self.params = params
@@ -36,6 +47,12 @@ class SpiralClock:
         #: The shocks of the last run and their results (returned again while the gate holds).
         self.last_run: dict[str, SpiralResult] = {}
         self.next_spiral_ms: int | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        """The checkpointed state: everything but the derived position layout."""
+        state = dict(self.__dict__)
+        state.pop("layout", None)
+        return state
 
     def on_depth(self, p: DepthSignal) -> None:
         """A book's cumulative bid depth at 10…500 bps below mid, as (price, quantity) levels."""
@@ -97,9 +114,12 @@ class SpiralClock:
         if book is None:
             results = [self.spiral(positions, None, prices, shock.moves) for shock in known]
         else:
-            results = run_spirals_on_book(self._priced(positions, prices), book, prices, self.ladders,
+            priced = self._priced(positions, prices)
+            if self.layout is None or not self.layout.lays_out(priced):
+                self.layout = PositionLayout.of(priced, self.params)
+            results = run_spirals_on_book(priced, book, prices, self.ladders,
                                           [dict(shock.moves) for shock in known], params=self.params,
-                                          threads=self.threads)
+                                          threads=self.threads, layout=self.layout)
         ran = {shock.name: result for shock, result in zip(known, results, strict=True)}
         self.spiral_results.update(ran)
         self.gate.ran(inputs, now_ms)
