@@ -43,7 +43,7 @@ from replay.capture import AheadWriter
 from replay.gcpause import gc_paused
 from replay.routing import ReplayStats, route_capture
 
-__all__ = ["IngestProcess", "IngestProcessError"]
+__all__ = ["CHUNK_ITEMS", "IngestProcess", "IngestProcessError"]
 
 #: Items per message: large enough that a message's cost is small against its items'.
 CHUNK_ITEMS = 256
@@ -185,7 +185,9 @@ class IngestProcess:
         # a child that died at its start is reported by items(), with its exit code
         with suppress(BrokenPipeError), self._proc.stdin as job:
             job.write(pickle.dumps(_Job(path, config, from_ms, to_ms, gc_pause), protocol=pickle.HIGHEST_PROTOCOL))
-        #: The ingest's counts when the child sent the latest items (final once :attr:`done`).
+        #: The ingest's counts when the child sent the items handed out so far, counted once
+        #: the caller has taken every item of a message (final once :attr:`done`): a replay
+        #: interrupted in the middle of a message reports what its stages were given.
         self.stats = IngestStats()
         #: The span of event time routed (``route_capture``'s ``stats``).
         self.span = ReplayStats()
@@ -203,10 +205,13 @@ class IngestProcess:
             if on_idle is not None:
                 while not self._conn.poll() and on_idle():
                     pass
-            yield from self._take()
+            message = self._take()
+            yield from message.items
+            self.stats, self.span = message.stats, message.span
+            self.done = message.end
 
-    def _take(self) -> list[tuple[int, IngestOutput]]:
-        """The items of the child's next message (waits for it)."""
+    def _take(self) -> _Chunk:
+        """The child's next message (waits for it)."""
         try:
             message = pickle.loads(self._conn.recv_bytes())
         except (EOFError, OSError):  # no message, or the child gone in the middle of one
@@ -216,10 +221,8 @@ class IngestProcess:
             ) from None
         if isinstance(message, _Failed):
             raise message.error
-        self.stats, self.span = message.stats, message.span
-        self.done = message.end
-        items: list[tuple[int, IngestOutput]] = message.items
-        return items
+        chunk: _Chunk = message
+        return chunk
 
     @property
     def pid(self) -> int:

@@ -23,7 +23,7 @@ from monitor.ingest.batch import Batch
 from monitor.ingest.frames import Ingest, Routed
 from monitor.protocol import DeadLetter
 from replay.capture import CaptureError
-from replay.ingest_process import IngestProcess, IngestProcessError
+from replay.ingest_process import CHUNK_ITEMS, IngestProcess, IngestProcessError
 from replay.replayer import InlineResult, replay_inline
 from replay.report.recorder import ReportRecorder
 from replay.routing import route_capture
@@ -113,6 +113,27 @@ def test_leaving_early_stops_the_child(weekend: ScenarioResult) -> None:
         assert child.alive()
     assert not child.alive()
     assert not child.done
+
+
+def test_the_counts_are_those_of_the_items_taken(weekend: ScenarioResult) -> None:
+    """The child's counts move on only once every item of a message was taken: a replay
+    interrupted in the middle of one reports the frames its stages were given, not more."""
+    with IngestProcess(weekend.capture_path, _config(weekend)) as child:
+        items = child.items()
+        taken = 0
+        while child.stats.frames == 0:
+            next(items)
+            taken += 1
+        assert taken >= 2 and taken % CHUNK_ITEMS == 1  # counted on taking the next message's first item
+        counted = child.stats.frames
+        for _ in range(CHUNK_ITEMS - 1):
+            next(items)
+        assert child.stats.frames == counted
+        rest = sum(1 for _ in items)
+        assert child.done and child.stats.frames > counted
+    here = Ingest(_config(weekend))
+    routed = [item for _, item in route_capture(weekend.capture_path, here) if not isinstance(item, DeadLetter)]
+    assert taken + CHUNK_ITEMS - 1 + rest == len(routed) and child.stats == here.stats
 
 
 def test_a_replay_from_a_script_on_stdin(weekend: ScenarioResult) -> None:
