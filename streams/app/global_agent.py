@@ -44,7 +44,7 @@ from streams.app.commands import INVALID_COMMAND, encode_reply, error_reply, run
 from streams.app.global_stage import CHECKPOINT_NAME, GlobalState
 from streams.app.market_stage import Cadence
 from streams.app.pipes import Pipes, attach_stage_hooks
-from streams.app.shard_join import StepsInbox, await_shards
+from streams.app.shard_join import StepsInbox, await_shards, take_joined
 
 __all__ = ["GLOBAL_AGENT", "GlobalRuntime", "attach_global_agent", "set_risk_metrics"]
 
@@ -185,7 +185,7 @@ class GlobalRuntime:
         assert join is not None and inbox is not None and reports is not None
         if not await await_shards(self.pipes, join, inbox, offset, self.revoked):
             return False
-        state.alerts_in_run += reports.apply(join.take(offset))
+        state.alerts_in_run += reports.apply(await take_joined(self.pipes, join, offset))
         return True
 
     async def _process(self, state: GlobalState, value: bytes) -> None:

@@ -18,12 +18,12 @@ import time
 from aiokafka import TopicPartition
 
 from monitor.protocol import DeadLetter, RecordError
-from monitor.stages.global_risk.shards import ShardJoin, decode_steps
+from monitor.stages.global_risk.shards import ShardJoin, ShardStep, decode_steps
 from streams import topics
 from streams.app.pipes import Pipes
 from streams.app.shard_agent import LogReader
 
-__all__ = ["POKE_EVERY_S", "StepsInbox", "await_shards"]
+__all__ = ["POKE_EVERY_S", "StepsInbox", "await_shards", "take_joined"]
 
 #: How often a shard the global stage waits for is poked.
 POKE_EVERY_S = 1.0
@@ -111,3 +111,15 @@ async def _take_steps(pipes: Pipes, join: ShardJoin, inbox: StepsInbox) -> None:
         except RecordError as exc:
             join.skip(at)
             await pipes.dead_letter(DeadLetter(exc.reason, exc.detail, value[:65536]))
+
+
+async def take_joined(pipes: Pipes, join: ShardJoin, offset: int) -> list[ShardStep]:
+    """Every shard's step on log record ``offset`` (:meth:`ShardJoin.take`, once
+    :func:`await_shards` is through). A step that lacks a part whose record did not decode
+    (and was dead-lettered) is dead-lettered too, with the shard and the parts it has, and
+    counts as empty: the stage goes on, where it would fail on that record at every restart."""
+    incomplete: list[RecordError] = []
+    steps = join.take(offset, incomplete)
+    for exc in incomplete:
+        await pipes.dead_letter(DeadLetter(exc.reason, exc.detail, b""))
+    return steps

@@ -9,8 +9,9 @@ are added shard by shard.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from monitor.config import EngineConfig, SpiralRunConfig
 from monitor.models.cascade import AccountSet
 from monitor.models.margin import Account
-from monitor.protocol import Alert, RecordError, RiskSnapshot, SignalRecord, encode
+from monitor.protocol import Alert, DeadLetter, RecordError, RiskSnapshot, SignalRecord, encode
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.global_risk.sharded import ShardedRisk
 from monitor.stages.global_risk.shards import (
@@ -35,6 +36,7 @@ from monitor.stages.global_risk.shards import (
     shard_of,
     step_records,
 )
+from streams.app.shard_join import take_joined
 from tests.unit.test_account_book import KEYS, account, risk_params
 
 T0 = 1_760_130_000_000
@@ -231,3 +233,36 @@ def test_a_step_whose_parts_did_not_all_arrive_is_refused() -> None:
     join.add(records[-1], 0)
     with pytest.raises(RecordError, match="lacks parts"):
         join.take(7)
+
+
+def _parts_of_a_step(shard: int) -> list[ShardStepRecord]:
+    reports = tuple(AccountReport(0, T0 + i, False, 0.0, None, None, ShardFigures(1, ())) for i in range(40))
+    return [decode_steps(v) for v in step_records(shard, 7, [ShardStep(7, reports, alerts=1)], 1_000)]
+
+
+def test_a_worker_dead_letters_a_step_that_lacks_parts_and_goes_on() -> None:
+    """The aggregation worker's join (``streams.app.shard_join``): shard 1's step on log
+    record 7 arrives without its first record of parts (it did not decode and was
+    dead-lettered); shard 0's arrives whole. The stage takes shard 0's step, an empty one
+    for shard 1, and dead-letters the incomplete step naming the shard, where the strict
+    join would fail on that record again at every restart."""
+    whole, cut = _parts_of_a_step(0), _parts_of_a_step(1)
+    join = ShardJoin(2)
+    for at, record in enumerate([*whole, *cut[1:]]):
+        join.add(record, at)
+    letters: list[DeadLetter] = []
+
+    class Pipes:
+        async def dead_letter(self, dl: DeadLetter) -> None:
+            letters.append(dl)
+
+    assert join.ready(7)
+    steps = asyncio.run(take_joined(cast(Any, Pipes()), join, 7))
+    assert steps == [ShardStep(7, _steps_reports(whole), whole[-1].steps[-1].figures, 1), ShardStep(7)]
+    assert [(d.reason, d.raw) for d in letters] == [("invalid_shard_steps", b"")]
+    assert letters[0].detail.startswith("shard 1: the step on log record 7 lacks parts: has [")
+    assert "[0" not in letters[0].detail
+
+
+def _steps_reports(records: list[ShardStepRecord]) -> tuple[AccountReport, ...]:
+    return tuple(r for record in records for step in record.steps for r in step.reports)

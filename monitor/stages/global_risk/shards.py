@@ -379,13 +379,25 @@ class ShardJoin:
         """The shards that have not done log record ``offset`` yet."""
         return [k for k, done in enumerate(self.through) if done < offset]
 
-    def take(self, offset: int) -> list[ShardStep]:
+    def take(self, offset: int, incomplete: list[RecordError] | None = None) -> list[ShardStep]:
         """Every shard's step on log record ``offset``, in shard order (an empty step for a
-        shard with nothing to say); steps of earlier records are dropped."""
+        shard with nothing to say); steps of earlier records are dropped. A step that lacks
+        some of its parts (a part's record did not decode and was dead-lettered) raises
+        :class:`RecordError`; given ``incomplete``, the error is appended there instead and
+        the shard's step is empty (its reports are lost; the stage goes on)."""
         for old in [o for o in self._pending if o < offset]:
             del self._pending[old]
         mine = self._pending.pop(offset, {})
-        return [_whole(offset, mine.get(k, {})) for k in range(self.shards)]
+        steps: list[ShardStep] = []
+        for k in range(self.shards):
+            try:
+                steps.append(_whole(offset, mine.get(k, {})))
+            except RecordError as exc:
+                if incomplete is None:
+                    raise
+                incomplete.append(RecordError(exc.reason, f"shard {k}: {exc.detail}"))
+                steps.append(ShardStep(offset))
+        return steps
 
 
 def _whole(offset: int, parts: dict[int, ShardStep]) -> ShardStep:
