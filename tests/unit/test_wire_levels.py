@@ -56,3 +56,29 @@ def test_the_venues_plain_levels_and_each_rejection_reason() -> None:
                         ([["nan", "1"]], "non_finite"), ([["1e19", "1"]], "out_of_range"),
                         ([[True, "1"]], "wrong_type"), ([["1"]], "wrong_type")):
         assert outcome(levels, bad)[1][0] == reason, bad
+
+
+#: Numeric strings as venues write them, and as they might: long mantissas, exponents,
+#: signs, leading zeros, halfway cases of float rounding.
+DECIMALS = st.one_of(
+    st.from_regex(r"\A[+-]?[0-9]{1,25}(\.[0-9]{0,25})?([eE][+-]?[0-9]{1,3})?\Z"),
+    st.floats(min_value=0.0, max_value=1e18).map(repr),
+    st.floats(min_value=0.0, max_value=1e18).map(lambda x: f"{x:.17g}"),
+    st.sampled_from(["9007199254740993", "0.1", "1e-400", "2.2250738585072011e-308", "4.9e-324",
+                     "1e18", "1.0000000000000001e18", "00012.50", "-0.0", "+1"]),
+)
+PAIR = st.lists(st.one_of(DECIMALS, st.floats(0.0, 1e18), st.integers(0, 10**18)), min_size=2, max_size=2)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(PAIR, min_size=1, max_size=30))
+def test_price_quantity_pairs_read_as_float_reads_them(value: list[Any]) -> None:
+    """``[[price, qty], ...]`` (Binance, Bybit) goes through msgspec's conversion: the same
+    levels, to the bit, and the same errors as the checked path that reads each with float().
+    The one difference is the sign of a zero quantity ("-0" is 0.0 there, -0.0 here): a
+    quantity that is not above 0 removes its level either way (``BookSide.apply``)."""
+    got, want = outcome(levels, value), outcome(checked_levels, value)
+    if got[0] == want[0] == "ok":
+        got = "ok", tuple((p, q + 0.0) for p, q in got[1])  # x + 0.0: -0.0 becomes 0.0, all else stays
+        want = "ok", tuple((p, q + 0.0) for p, q in want[1])
+    assert repr(got) == repr(want)  # repr tells every float by its bits

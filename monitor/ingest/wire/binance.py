@@ -11,7 +11,10 @@ shared by the other venue modules.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
 
 from monitor.events import KIND_LIQUIDATION, KIND_PRICE, KIND_QUOTE, KIND_TRADE, MarketEvent
 from monitor.ingest.orderbook import (
@@ -271,13 +274,34 @@ def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     return tuple(out)
 
 
+#: ``[[price, qty], ...]`` with the bounds of :func:`_plain_levels`, numbers or numeric strings.
+_PAIR_LEVELS = list[tuple[Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)],
+                          Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)]]]
+
+
+def _pair_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
+    """The commonest case, ``[[price, qty], ...]`` (Binance, Bybit), converted and checked in
+    C by msgspec (lax: a numeric string becomes its float, as ``float()`` reads it); None
+    sends anything it does not take to :func:`_plain_levels`. It takes a subset of what that
+    takes, with the same values to the bit (property test) but for the sign of a zero
+    quantity ("-0" reads as 0.0, where ``float()`` gives -0.0): a quantity not above 0
+    removes its level either way, so the books never depend on which path took a frame."""
+    try:
+        return tuple(msgspec.convert(value, _PAIR_LEVELS, strict=False))
+    except msgspec.ValidationError:
+        return None
+
+
 def levels(value: Any, name: str, max_levels: int = 10_000) -> tuple[tuple[float, float], ...]:
     """Book levels ``[[price, qty, ...], ...]`` or ``[{px, sz, n}, ...]`` as (price, qty)."""
     if not isinstance(value, list):
         raise WireError("wrong_type", f"field '{name}' must be a list of levels")
     if len(value) > max_levels:
         raise WireError("too_many_levels", f"field '{name}' has {len(value)} levels")
-    plain = _plain_levels(value)
+    pairs = value and type(value[0]) is list and len(value[0]) == 2
+    plain = _pair_levels(value) if pairs else None
+    if plain is None:
+        plain = _plain_levels(value)
     return plain if plain is not None else checked_levels(value, name)
 
 
