@@ -67,13 +67,17 @@ DECIMALS = st.one_of(
     st.sampled_from(["9007199254740993", "0.1", "1e-400", "2.2250738585072011e-308", "4.9e-324",
                      "1e18", "1.0000000000000001e18", "00012.50", "-0.0", "+1"]),
 )
-PAIR = st.lists(st.one_of(DECIMALS, st.floats(0.0, 1e18), st.integers(0, 10**18)), min_size=2, max_size=2)
+NUMBER = st.one_of(DECIMALS, st.floats(0.0, 1e18), st.integers(0, 10**18))
+PAIR = st.lists(NUMBER, min_size=2, max_size=2)
+QUAD = st.tuples(NUMBER, NUMBER, VALUES, VALUES).map(list)  # OKX: [price, qty, "0", orders]
 
 
 @settings(max_examples=800, deadline=None)
-@given(st.lists(PAIR, min_size=1, max_size=30))
+@given(st.one_of(st.lists(PAIR, min_size=1, max_size=30), st.lists(QUAD, min_size=1, max_size=30),
+                 st.lists(st.one_of(PAIR, QUAD), min_size=1, max_size=6)))
 def test_price_quantity_pairs_read_as_float_reads_them(value: list[Any]) -> None:
-    """``[[price, qty], ...]`` (Binance, Bybit) goes through msgspec's conversion: the same
+    """``[[price, qty], ...]`` (Binance, Bybit) and ``[[price, qty, _, _], ...]`` (OKX) go
+    through msgspec's conversion: the same
     levels, to the bit, and the same errors as the checked path that reads each with float().
     The one difference is the sign of a zero quantity ("-0" is 0.0 there, -0.0 here): a
     quantity that is not above 0 removes its level either way (``BookSide.apply``)."""

@@ -279,6 +279,21 @@ _PAIR_LEVELS = list[tuple[Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)],
                           Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)]]]
 
 
+#: OKX's ``[[price, qty, "0", orders], ...]``: the same two numbers, two fields left as they are.
+_QUAD_LEVELS = list[tuple[Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)],
+                          Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)], Any, Any]]
+
+
+def _quad_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
+    """:func:`_pair_levels` for levels of four fields (OKX), the last two ignored as
+    :func:`_plain_levels` ignores them."""
+    try:
+        quads = msgspec.convert(value, _QUAD_LEVELS, strict=False)
+    except msgspec.ValidationError:
+        return None
+    return tuple([(price, qty) for price, qty, _, _ in quads])
+
+
 def _pair_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     """The commonest case, ``[[price, qty], ...]`` (Binance, Bybit), converted and checked in
     C by msgspec (lax: a numeric string becomes its float, as ``float()`` reads it); None
@@ -298,8 +313,8 @@ def levels(value: Any, name: str, max_levels: int = 10_000) -> tuple[tuple[float
         raise WireError("wrong_type", f"field '{name}' must be a list of levels")
     if len(value) > max_levels:
         raise WireError("too_many_levels", f"field '{name}' has {len(value)} levels")
-    pairs = value and type(value[0]) is list and len(value[0]) == 2
-    plain = _pair_levels(value) if pairs else None
+    width = len(value[0]) if value and type(value[0]) is list else 0
+    plain = _pair_levels(value) if width == 2 else _quad_levels(value) if width == 4 else None
     if plain is None:
         plain = _plain_levels(value)
     return plain if plain is not None else checked_levels(value, name)
