@@ -202,8 +202,6 @@ class AccountBook:
         if missing:
             raise KeyError(f"no price for {missing[0]!r}")
         self.prices = np.array([_checked_price(k, prices[k]) for k in columns.keys], dtype=np.float64)
-        #: ``prices`` as Python floats: a move compares a key's price with it (no numpy scalar).
-        self._price_list: list[float] = self.prices.tolist()
         counts = np.diff(columns.entry_start)
         self.entry_account = np.repeat(np.arange(columns.n_accounts, dtype=np.int64), counts)
         order = np.argsort(columns.entry_key, kind="stable")
@@ -232,7 +230,6 @@ class AccountBook:
         _ = self.rows_by_id, self.venue_codes
         other = copy.copy(self)
         other.prices = self.prices.copy()
-        other._price_list = list(self._price_list)
         other.parts = tuple(part.copy() for part in self.parts)
         other.totals = tuple(total.copy() for total in self.totals)
         other._status = self._status.copy()
@@ -298,13 +295,13 @@ class AccountBook:
         """Set new prices of some keys; re-evaluate the accounts holding them (RISK_MODEL §3).
         A key no account holds is ignored; a price that is not finite and positive raises
         ValueError before anything moves."""
-        index, current = self._key_index, self._price_list
+        index, current = self._key_index, self.prices.tolist()  # Python floats: no numpy scalars
         # only a price that differs is checked: an equal one is the valid price already held
         new = {i: _checked_price(k, px) for k, px in prices.items()
                if (i := index.get(k)) is not None and px != current[i]}
         keys = sorted(k for k, px in new.items() if px != current[k])
         for k in keys:
-            self.prices[k] = current[k] = new[k]
+            self.prices[k] = new[k]
         if not keys:
             return StatusChanges(np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int8))
         if len(keys) == 1:

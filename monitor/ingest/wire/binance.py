@@ -274,37 +274,26 @@ def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     return tuple(out)
 
 
-#: ``[[price, qty], ...]`` with the bounds of :func:`_plain_levels`, numbers or numeric strings.
-_PAIR_LEVELS = list[tuple[Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)],
-                          Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)]]]
+_Price = Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)]
+_Qty = Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)]
+#: Levels msgspec converts, by their width: ``[[price, qty], ...]`` (Binance, Bybit) and
+#: OKX's ``[[price, qty, "0", orders], ...]`` (the last two fields ignored, as
+#: :func:`_plain_levels` ignores them); numbers or numeric strings, its bounds.
+_TYPED_LEVELS: dict[int, Any] = {2: list[tuple[_Price, _Qty]], 4: list[tuple[_Price, _Qty, Any, Any]]}
 
 
-#: OKX's ``[[price, qty, "0", orders], ...]``: the same two numbers, two fields left as they are.
-_QUAD_LEVELS = list[tuple[Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)],
-                          Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)], Any, Any]]
-
-
-def _quad_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
-    """:func:`_pair_levels` for levels of four fields (OKX), the last two ignored as
-    :func:`_plain_levels` ignores them."""
+def _typed_levels(value: list[Any], width: int) -> tuple[tuple[float, float], ...] | None:
+    """Levels of ``width`` fields converted and checked in C by msgspec (lax: a numeric
+    string becomes its float, as ``float()`` reads it); None sends anything it does not
+    take to :func:`_plain_levels`. It takes a subset of what that takes, with the same
+    values to the bit (property test) but for the sign of a zero quantity ("-0" reads as
+    0.0, where ``float()`` gives -0.0): a quantity not above 0 removes its level either
+    way, so the books never depend on which path took a frame."""
     try:
-        quads = msgspec.convert(value, _QUAD_LEVELS, strict=False)
+        rows = msgspec.convert(value, _TYPED_LEVELS[width], strict=False)
     except msgspec.ValidationError:
         return None
-    return tuple([(price, qty) for price, qty, _, _ in quads])
-
-
-def _pair_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
-    """The commonest case, ``[[price, qty], ...]`` (Binance, Bybit), converted and checked in
-    C by msgspec (lax: a numeric string becomes its float, as ``float()`` reads it); None
-    sends anything it does not take to :func:`_plain_levels`. It takes a subset of what that
-    takes, with the same values to the bit (property test) but for the sign of a zero
-    quantity ("-0" reads as 0.0, where ``float()`` gives -0.0): a quantity not above 0
-    removes its level either way, so the books never depend on which path took a frame."""
-    try:
-        return tuple(msgspec.convert(value, _PAIR_LEVELS, strict=False))
-    except msgspec.ValidationError:
-        return None
+    return tuple(rows) if width == 2 else tuple([(row[0], row[1]) for row in rows])
 
 
 def levels(value: Any, name: str, max_levels: int = 10_000) -> tuple[tuple[float, float], ...]:
@@ -314,7 +303,7 @@ def levels(value: Any, name: str, max_levels: int = 10_000) -> tuple[tuple[float
     if len(value) > max_levels:
         raise WireError("too_many_levels", f"field '{name}' has {len(value)} levels")
     width = len(value[0]) if value and type(value[0]) is list else 0
-    plain = _pair_levels(value) if width == 2 else _quad_levels(value) if width == 4 else None
+    plain = _typed_levels(value, width) if width in _TYPED_LEVELS else None
     if plain is None:
         plain = _plain_levels(value)
     return plain if plain is not None else checked_levels(value, name)
