@@ -15,7 +15,8 @@ import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from operator import attrgetter
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,9 @@ __all__ = [
     "ColumnsBuilder",
     "FloatArray",
     "IntArray",
+    "PlainAccount",
+    "PlainBalance",
+    "PlainPerp",
     "StepTable",
     "cluster_order",
     "concatenated",
@@ -180,6 +184,195 @@ def cluster_order(columns: AccountColumns) -> IntArray:
     return order
 
 
+class PlainBalance(Protocol):
+    """A balance's checked fields (``monitor.accounts.lines``), read-only."""
+
+    @property
+    def asset(self) -> str: ...
+    @property
+    def amount(self) -> float: ...
+    @property
+    def price_key(self) -> str: ...
+    @property
+    def loan_mmr(self) -> float | None: ...
+
+
+class PlainPerp(Protocol):
+    """A perp's checked fields, read-only."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def qty(self) -> float: ...
+    @property
+    def entry_price(self) -> float: ...
+    @property
+    def price_key(self) -> str: ...
+    @property
+    def mmr(self) -> float | None: ...
+    @property
+    def cum(self) -> float | None: ...
+
+
+class PlainAccount(Protocol):
+    """An account without a collateral-rate override, its fields checked, read-only."""
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def venue(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def balances(self) -> Sequence[PlainBalance]: ...
+    @property
+    def perps(self) -> Sequence[PlainPerp]: ...
+
+
+_ACCOUNT_ID, _VENUE, _MODEL = attrgetter("account_id"), attrgetter("venue"), attrgetter("model")
+_BALANCES, _PERPS = attrgetter("balances"), attrgetter("perps")
+_ASSET, _AMOUNT, _LOAN_MMR = attrgetter("asset"), attrgetter("amount"), attrgetter("loan_mmr")
+_SYMBOL, _QTY, _ENTRY_PRICE = attrgetter("symbol"), attrgetter("qty"), attrgetter("entry_price")
+_PRICE_KEY, _MMR, _CUM = attrgetter("price_key"), attrgetter("mmr"), attrgetter("cum")
+_MODEL_CODE = {m: i for i, m in enumerate(MODELS)}
+
+
+@dataclass(frozen=True)
+class _Entries:
+    """Entry columns of some accounts, in entry order (see :class:`AccountColumns`)."""
+
+    key: npt.NDArray[np.int32]
+    is_perp: npt.NDArray[np.bool_]
+    asset: npt.NDArray[np.int32]
+    qty: FloatArray
+    entry_px: FloatArray
+    loan: FloatArray
+    table: npt.NDArray[np.int32]
+
+
+def _first_seen(keys: npt.NDArray[Any]) -> tuple[IntArray, IntArray]:
+    """(index of the first row of each distinct row of ``keys``, in order of that first row;
+    each row's number in that order). Rows of a 2-D array are told apart by their bytes
+    (each row one opaque value: far faster than ``np.unique(axis=0)``), so equal numbers with
+    different bits (0.0 and -0.0) count as two rows."""
+    if keys.ndim == 2:
+        rows = np.ascontiguousarray(keys)
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return first[order], rank[inverse.reshape(-1)]
+
+
+#: Stands for an absent MMR or cum (both are ≥ 0 when given) in :meth:`_PlainEntries.tables`.
+_ABSENT = -1.0
+
+
+class _PlainEntries:
+    """The entries of plain accounts in entry order (each account's balances, then its
+    perps), each column gathered from the accounts' balances and perps in C-level passes
+    and put in place by position (``balance_at``, ``perp_at``)."""
+
+    def __init__(self, accounts: Sequence[PlainAccount]) -> None:
+        n = len(accounts)
+        balance_lists, perp_lists = list(map(_BALANCES, accounts)), list(map(_PERPS, accounts))
+        self.balances: list[PlainBalance] = list(itertools.chain.from_iterable(balance_lists))
+        self.perps: list[PlainPerp] = list(itertools.chain.from_iterable(perp_lists))
+        n_balances = np.fromiter(map(len, balance_lists), dtype=np.int64, count=n)
+        n_perps = np.fromiter(map(len, perp_lists), dtype=np.int64, count=n)
+        self.model = np.fromiter(map(_MODEL_CODE.__getitem__, map(_MODEL, accounts)), dtype=np.int8, count=n)
+        bounds = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(n_balances + n_perps, out=bounds[1:])
+        #: Each account's first entry, counted from the first of these accounts.
+        self.first = bounds[:-1]
+        self.size = int(bounds[-1])
+        before_balances = np.cumsum(n_balances) - n_balances
+        before_perps = np.cumsum(n_perps) - n_perps
+        self.balance_at = (np.repeat(self.first - before_balances, n_balances)
+                           + np.arange(len(self.balances), dtype=np.int64))
+        self.perp_at = (np.repeat(self.first + n_balances - before_perps, n_perps)
+                        + np.arange(len(self.perps), dtype=np.int64))
+        self.is_perp = np.zeros(self.size, dtype=np.bool_)
+        self.is_perp[self.perp_at] = True
+        self.balance_model = np.repeat(self.model, n_balances)
+        self.perp_model = np.repeat(self.model, n_perps)
+
+    def codes(self, index: dict[str, int], of_balance: Callable[[Any], str],
+              of_perp: Callable[[Any], str]) -> npt.NDArray[np.int32]:
+        """Each entry's name coded by ``index``, new names numbered in order of first entry."""
+        out = np.empty(self.size, dtype=np.int32)
+        for _ in range(2):  # again once the new names are numbered
+            out[self.balance_at] = np.fromiter(map(index.get, map(of_balance, self.balances), itertools.repeat(-1)),
+                                               dtype=np.int32, count=len(self.balances))
+            out[self.perp_at] = np.fromiter(map(index.get, map(of_perp, self.perps), itertools.repeat(-1)),
+                                            dtype=np.int32, count=len(self.perps))
+            if out.size == 0 or out.min() >= 0:
+                break
+            names = np.empty(self.size, dtype=object)
+            names[self.balance_at] = np.array([*map(of_balance, self.balances), None], dtype=object)[:-1]
+            names[self.perp_at] = np.array([*map(of_perp, self.perps), None], dtype=object)[:-1]
+            for name in dict.fromkeys(names[out < 0].tolist()):
+                index.setdefault(name, len(index))
+        return out
+
+    def floats(self, of_balance: Callable[[Any], float] | None,
+               of_perp: Callable[[Any], float]) -> FloatArray:
+        """A number of each entry (0.0 for balances without ``of_balance``)."""
+        out = np.zeros(self.size, dtype=np.float64)
+        if of_balance is not None:
+            out[self.balance_at] = np.fromiter(map(of_balance, self.balances), dtype=np.float64,
+                                               count=len(self.balances))
+        out[self.perp_at] = np.fromiter(map(of_perp, self.perps), dtype=np.float64, count=len(self.perps))
+        return out
+
+    def loan_mmr(self, venue_mmr_by_model: FloatArray) -> FloatArray:
+        """A balance's margin-loan MMR, else its venue's (RISK_MODEL §3); 0.0 for perps."""
+        out = np.zeros(self.size, dtype=np.float64)
+        own = _with_nan(list(map(_LOAN_MMR, self.balances)))
+        out[self.balance_at] = np.where(np.isnan(own), venue_mmr_by_model[self.balance_model], own)
+        return out
+
+    def tables(self, asset_codes: npt.NDArray[np.int32], balance_table: Callable[[str, str], int],
+               perp_table: Callable[[str, str, float | None, float | None], int]) -> npt.NDArray[np.int32]:
+        """Each entry's table: the builder's methods called once per distinct input (model and
+        asset; model, symbol, MMR and cum), with the first entry's values and in order of first
+        entry, so tables are made in the order the entry-by-entry path makes them."""
+        out = np.zeros(self.size, dtype=np.int32)
+        if self.balances:
+            first, rank = _first_seen(_model_and_name(self.balance_model, asset_codes[self.balance_at]))
+            made = [balance_table(MODELS[self.balance_model[i]], self.balances[i].asset) for i in first.tolist()]
+            out[self.balance_at] = np.array(made, dtype=np.int32)[rank]
+        if self.perps:
+            key = _model_and_name(self.perp_model, asset_codes[self.perp_at])
+            mmr = list(map(_MMR, self.perps))
+            if mmr.count(None) < len(mmr):  # without an MMR the table is the venue's (cum unused)
+                cum = _with_nan(list(map(_CUM, self.perps)))
+                key = np.stack([key.astype(np.float64), _with_nan(mmr), cum], axis=1)
+                key[np.isnan(key)] = _ABSENT
+            first, rank = _first_seen(key)
+            made = [perp_table(MODELS[self.perp_model[i]], p.symbol, p.mmr, p.cum)
+                    for i, p in ((i, self.perps[i]) for i in first.tolist())]
+            out[self.perp_at] = np.array(made, dtype=np.int32)[rank]
+        return out
+
+
+def _model_and_name(model: npt.NDArray[np.int8], name: npt.NDArray[np.int32]) -> IntArray:
+    """One integer per (model code, name code) pair."""
+    return (model.astype(np.int64) << 32) | name.astype(np.int64)
+
+
+def _with_nan(values: list[float | None]) -> FloatArray:
+    """Optional numbers as floats, NaN for None (no per-value Python step when none or all
+    are None)."""
+    absent = values.count(None)
+    if absent == len(values):
+        return np.full(len(values), np.nan)
+    if absent == 0:
+        return np.fromiter(values, dtype=np.float64, count=len(values))
+    return np.array(values, dtype=np.float64).reshape(-1)  # None → NaN
+
+
 class ColumnsBuilder:
     """Turns accounts into :class:`AccountColumns`, sharing identical tables: whole
     :class:`Account` models (``add``, ``build``) or an account's checked fields one entry at a
@@ -200,6 +393,9 @@ class ColumnsBuilder:
         self._venues: list[str] = []
         self._model: list[int] = []
         self._start = [0]
+        #: Entries added in bulk (:meth:`add_plain`), before the ones in the lists below.
+        self._parts: list[_Entries] = []
+        self._parted = 0
         self._key: list[int] = []
         self._is_perp: list[bool] = []
         self._asset: list[int] = []
@@ -258,7 +454,7 @@ class ColumnsBuilder:
     def start_account(self, account_id: str, venue: str, model: str) -> None:
         """Begin an account; its entries follow (balances, then perps)."""
         if len(self._ids) > 0:
-            self._start.append(len(self._key))
+            self._start.append(self._parted + len(self._key))
         self._ids.append(account_id)
         self._venues.append(venue)
         self._model.append(MODELS.index(model))
@@ -292,17 +488,57 @@ class ColumnsBuilder:
             self.add_perp(p.symbol, p.qty, p.entry_price, p.price_key,
                           self.perp_table(acct.model, p.symbol, p.mmr, p.cum))
 
+    def _pending(self) -> _Entries:
+        return _Entries(
+            key=np.array(self._key, dtype=np.int32), is_perp=np.array(self._is_perp, dtype=np.bool_),
+            asset=np.array(self._asset, dtype=np.int32), qty=np.array(self._qty, dtype=np.float64),
+            entry_px=np.array(self._entry_px, dtype=np.float64), loan=np.array(self._loan, dtype=np.float64),
+            table=np.array(self._table, dtype=np.int32))
+
+    def _add_part(self, part: _Entries) -> None:
+        """Entries in bulk, after the ones added one at a time so far."""
+        if self._key:
+            self._parts.append(self._pending())
+            self._parted += len(self._key)
+            for column in (self._key, self._is_perp, self._asset, self._qty, self._entry_px, self._loan,
+                           self._table):
+                column.clear()
+        self._parts.append(part)
+        self._parted += int(part.key.shape[0])
+
+    def add_plain(self, accounts: Sequence[PlainAccount]) -> None:
+        """Plain accounts (no collateral-rate override) in bulk: the same columns, keys, assets
+        and tables, in the same order, as :meth:`start_account`, :meth:`add_balance` and
+        :meth:`add_perp` give them one entry at a time."""
+        if not accounts:
+            return
+        plain = _PlainEntries(accounts)
+        self._start.extend((self._parted + len(self._key) + plain.first).tolist()[0 if self._ids else 1:])
+        self._ids.extend(map(_ACCOUNT_ID, accounts))
+        self._venues.extend(map(_VENUE, accounts))
+        self._model.extend(plain.model.tolist())
+        assets = plain.codes(self._assets, _ASSET, _SYMBOL)
+        self._add_part(_Entries(
+            key=plain.codes(self._keys, _PRICE_KEY, _PRICE_KEY), is_perp=plain.is_perp, asset=assets,
+            qty=plain.floats(_AMOUNT, _QTY), entry_px=plain.floats(None, _ENTRY_PRICE),
+            loan=plain.loan_mmr(np.array([self._loan_mmr[m] for m in MODELS], dtype=np.float64)),
+            table=plain.tables(assets, self.venue_balance_table, self.perp_table)))
+
     def columns(self) -> AccountColumns:
         """Columns of the accounts added so far, in their order."""
-        start = [*self._start, len(self._key)] if self._ids else [0]
+        n_entries = self._parted + len(self._key)
+        start = [*self._start, n_entries] if self._ids else [0]
+        parts = [*self._parts, self._pending()]
+
+        def joined(name: str) -> Any:
+            return np.concatenate([getattr(p, name) for p in parts])
+
         return AccountColumns(
             ids=list(self._ids), venues=list(self._venues),
             model=np.array(self._model, dtype=np.int8), entry_start=np.array(start, dtype=np.int64),
-            entry_key=np.array(self._key, dtype=np.int32), entry_is_perp=np.array(self._is_perp, dtype=np.bool_),
-            entry_asset=np.array(self._asset, dtype=np.int32), qty=np.array(self._qty, dtype=np.float64),
-            entry_price_usd=np.array(self._entry_px, dtype=np.float64),
-            loan_mmr=np.array(self._loan, dtype=np.float64),
-            entry_table=np.array(self._table, dtype=np.int32), keys=list(self._keys), assets=list(self._assets),
+            entry_key=joined("key"), entry_is_perp=joined("is_perp"), entry_asset=joined("asset"),
+            qty=joined("qty"), entry_price_usd=joined("entry_px"), loan_mmr=joined("loan"),
+            entry_table=joined("table"), keys=list(self._keys), assets=list(self._assets),
             collateral_tables=list(self.collateral_tables), step_tables=list(self.step_tables),
         )
 

@@ -82,16 +82,33 @@ def _load_json(path: str) -> Any:
         raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
 
 
-def _jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
-    """(line number, the line's bytes) of each non-blank line, one at a time: lines end at
-    ``\n``, ``\r\n`` or ``\r``."""
+#: Lines read together: account lines are decoded a batch at a time
+#: (``AccountLines.add_plain_lines``); a batch with a line that is not plain is read line by
+#: line, so a few such lines cost little.
+_BATCH_LINES = 2048
+
+
+def _jsonl_batches(path: str) -> Iterator[tuple[list[int], list[bytes]]]:
+    """(line numbers, the lines' bytes) of the non-blank lines, up to :data:`_BATCH_LINES`
+    lines of the file at a time: lines end at ``\n``, ``\r\n`` or ``\r``."""
     try:
-        data = Path(path).read_bytes()
+        lines = Path(path).read_bytes().splitlines()
     except OSError as exc:
         raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
-    for n, raw in enumerate(data.splitlines(), start=1):
-        if raw.strip():
-            yield n, raw
+    for start in range(0, len(lines), _BATCH_LINES):
+        batch = lines[start:start + _BATCH_LINES]
+        numbers = range(start + 1, start + 1 + len(batch))
+        if all(map(bytes.strip, batch)):
+            yield list(numbers), batch
+        else:
+            kept = [n for n, raw in zip(numbers, batch, strict=True) if raw.strip()]
+            yield kept, [lines[n - 1] for n in kept]
+
+
+def _jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """(line number, the line's bytes) of each non-blank line, one at a time."""
+    for numbers, raws in _jsonl_batches(path):
+        yield from zip(numbers, raws, strict=True)
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
@@ -112,13 +129,19 @@ def _margin_tables(path: str, params: RiskParams) -> RiskParams:
     return load_margin_tables(Path(path), params)
 
 
-def _read_accounts(path: str, params: RiskParams) -> AccountLines:
-    """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``),
-    one at a time, so a file of a million accounts is never held as Python objects at once;
-    a bad line or a repeated id is a :class:`StressInputError` naming line and field."""
-    accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
-    seen: set[str] = set()
-    for line, raw in _jsonl_lines(path):
+def _first_repeat(lines: Sequence[int], ids: Sequence[str], seen: set[str]) -> int:
+    """The line of the first of ``ids`` seen before them or earlier among them."""
+    known = set(seen)
+    for line, account_id in zip(lines, ids, strict=True):
+        if account_id in known:
+            return line
+        known.add(account_id)
+    raise AssertionError("no repeated id in the batch")
+
+
+def _add_one_by_one(accounts: AccountLines, lines: Sequence[int], raws: Sequence[bytes], seen: set[str],
+                    path: str) -> None:
+    for line, raw in zip(lines, raws, strict=True):
         try:
             account_id = accounts.add_line(raw, line)
         except orjson.JSONDecodeError as exc:
@@ -126,6 +149,24 @@ def _read_accounts(path: str, params: RiskParams) -> AccountLines:
         if account_id in seen:
             raise StressInputError(path, line, "account_id", "duplicate id")
         seen.add(account_id)
+
+
+def _read_accounts(path: str, params: RiskParams) -> AccountLines:
+    """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``),
+    a batch at a time, so a file of a million accounts is never held as Python objects at
+    once; the first bad line or repeated id in the file is a :class:`StressInputError`
+    naming line and field."""
+    accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
+    seen: set[str] = set()
+    for lines, raws in _jsonl_batches(path):
+        ids = accounts.add_plain_lines(raws, lines)
+        if ids is None:
+            _add_one_by_one(accounts, lines, raws, seen, path)
+            continue
+        fresh = set(ids)
+        if len(fresh) != len(ids) or not seen.isdisjoint(fresh):
+            raise StressInputError(path, _first_repeat(lines, ids, seen), "account_id", "duplicate id")
+        seen |= fresh
     return accounts
 
 

@@ -125,6 +125,23 @@ def _new_path(objs: list[Any], source: str, as_json: bool = False) -> AccountLin
     return lines
 
 
+def _batch_path(objs: list[Any], source: str, cut: int) -> AccountLines | str:
+    """The decoder under test in batches, as the command reads a file: lines before ``cut``
+    one by one, then the rest together (``add_plain_lines``), or one by one again when one
+    of them is not plain."""
+    lines = AccountLines(ColumnsBuilder(PARAMS), lambda obj, line: parse_account(obj, source, line))
+    numbered = [(n, orjson.dumps(obj)) for n, obj in enumerate(objs, start=1)]
+    try:
+        for n, raw in numbered[:cut]:
+            lines.add_line(raw, n)
+        if lines.add_plain_lines([raw for _, raw in numbered[cut:]], [n for n, _ in numbered[cut:]]) is None:
+            for n, raw in numbered[cut:]:
+                lines.add_line(raw, n)
+    except StressInputError as exc:
+        return str(exc)
+    return lines
+
+
 def _assert_columns_equal(a: AccountColumns, b: AccountColumns) -> None:
     for field in ("ids", "venues", "keys", "assets"):
         assert list(getattr(a, field)) == list(getattr(b, field)), field
@@ -140,14 +157,16 @@ def _assert_columns_equal(a: AccountColumns, b: AccountColumns) -> None:
         assert np.array_equal(sa.rates, sb.rates) and np.array_equal(sa.deductions_usd, sb.deductions_usd)
 
 
-@settings(max_examples=300, deadline=None)
-@given(data=st.data(), n=st.integers(1, 5), bad=st.booleans(), as_json=st.booleans())
-def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad: bool, as_json: bool) -> None:
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), n=st.integers(1, 5), bad=st.booleans(), how=st.sampled_from(["add", "add_line", "batch"]))
+def test_lines_decode_as_the_pydantic_models_do(data: st.DataObject, n: int, bad: bool, how: str) -> None:
     objs: list[Any] = [data.draw(account_doc(i)) for i in range(n)]
     if bad:
         i = data.draw(st.integers(0, n - 1))
         objs[i] = data.draw(mutated(objs[i]))
-    old, new = _old_path(objs, "A.jsonl"), _new_path(objs, "A.jsonl", as_json)
+    old = _old_path(objs, "A.jsonl")
+    new = (_batch_path(objs, "A.jsonl", data.draw(st.integers(0, n))) if how == "batch"
+           else _new_path(objs, "A.jsonl", how == "add_line"))
     if isinstance(old, str):
         assert new == old
         return
@@ -222,3 +241,54 @@ def test_a_bad_line_is_one_clear_error(
     rc, out, err = _stress(tmp_path, "\n".join([*good, line]) + "\n", capsys)
     assert rc == 2 and out == ""
     assert err.startswith(f"liqmon stress: error: {tmp_path / expected}")
+
+
+def _numbered_file(n: int) -> list[str]:
+    return accounts_jsonl(synthetic_accounts(n, seed=5)).decode().splitlines()
+
+
+@pytest.mark.parametrize(("edits", "expected"), [
+    ({6: "dup:2"}, "A.jsonl:6: account_id: duplicate id"),  # of a line in an earlier batch
+    ({7: "dup:6"}, "A.jsonl:7: account_id: duplicate id"),  # within one batch
+    ({6: "dup:2", 7: "{"}, "A.jsonl:6: account_id: duplicate id"),  # before a bad line of its batch
+    ({6: "{", 7: "dup:2"}, "A.jsonl:6: invalid JSON"),
+    ({5: "override", 8: "dup:5"}, "A.jsonl:8: account_id: duplicate id"),  # a batch read line by line
+])
+def test_the_first_bad_line_of_the_file_is_the_error_whatever_the_batches(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        edits: dict[int, str], expected: str) -> None:
+    monkeypatch.setattr(stress_cmd, "_BATCH_LINES", 4)
+    lines = _numbered_file(12)
+    for n, edit in edits.items():
+        if edit.startswith("dup:"):
+            doc = orjson.loads(lines[n - 1])
+            doc["account_id"] = orjson.loads(lines[int(edit[4:]) - 1])["account_id"]
+            lines[n - 1] = orjson.dumps(doc).decode()
+        elif edit == "override":
+            doc = orjson.loads(lines[n - 1])
+            doc["collateral_rates"] = {"BTC": {"basis": "usd", "tiers": [[0, 0.5]]}}
+            lines[n - 1] = orjson.dumps(doc).decode()
+        else:
+            lines[n - 1] = edit
+    rc, out, err = _stress(tmp_path, "\n".join(lines) + "\n", capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith(f"liqmon stress: error: {tmp_path / expected}"), err
+
+
+def test_a_file_read_in_batches_some_not_plain_gives_the_model_paths_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blank lines, CRLF ends and accounts with their own collateral rates among plain
+    ones: batches read in bulk and batches read line by line give the report of the models."""
+    monkeypatch.setattr(stress_cmd, "_BATCH_LINES", 16)
+    lines = _numbered_file(300)
+    for n in range(0, 300, 37):
+        doc = orjson.loads(lines[n])
+        doc["collateral_rates"] = {"USDe": {"basis": "usd", "tiers": [[0, 0.8], [1000, 0.3]]}}
+        lines[n] = orjson.dumps(doc).decode()
+    text = "\r\n".join(line + ("\n" if i % 50 == 7 else "") for i, line in enumerate(lines)) + "\n"
+    rc, out, err = _stress(tmp_path, text, capsys)
+    assert rc == 0 and err == ""
+    models = [Account.model_validate_json(line) for line in lines]
+    expected = run_stress([], models, PRICES_USD, shocks={"USDe@binance": -0.35}, params=PARAMS)
+    assert json.loads(out) == json.loads(json.dumps(expected))
+    assert sum(1 for row in expected["accounts"] if row["status"] == "liquidation") > 0
