@@ -89,7 +89,7 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "LIQMON_KAFKA_BOOTSTRAP": self.broker.bootstrap, "LIQMON_BROKER_KIND": "tansu",
                 "LIQMON_APP_ID": self.app_id, "LIQMON_CHECKPOINT_INTERVAL_S": "0.5",
-                "LIQMON_ACCOUNT_SHARDS": str(self.account_shards)}
+                "LIQMON_ACCOUNT_SHARDS": str(self.account_shards), "LIQMON_LOG_LEVEL": "info"}
 
     def start(self, name: str) -> None:
         port = free_port()
@@ -237,8 +237,31 @@ def replaying(cluster: Cluster, scenario: Scenario, out: Path, speed: str = str(
             proc.wait(timeout=240)
 
 
+#: The workers' metrics a failed replay's message quotes: who owns what, where the shards
+#: and the stages stand.
+_DIAGNOSIS = ("liqmon_assigned_partitions", "liqmon_shard_behind_records", "liqmon_shard_wait_seconds_total",
+              "liqmon_recoveries_total", "liqmon_rewinds_total", "liqmon_checkpoints_total", "liqmon_consumer_lag")
+
+
+def workers_state(cluster: Cluster) -> str:
+    """Each live worker's metrics of :data:`_DIAGNOSIS` (non-zero samples), for a failure's message."""
+    out = []
+    for name, (_, port) in cluster.workers.items():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError as exc:
+            out.append(f"{name}: no metrics ({exc})")
+            continue
+        samples = [line for line in text.splitlines() if line.startswith(_DIAGNOSIS)
+                   and not line.endswith((" 0.0", " 0"))]
+        out.append(f"{name}: " + "; ".join(samples))
+    return "\n".join(out)
+
+
 def assert_same_alerts(proc: subprocess.Popen[bytes], out: Path, scenario: Scenario, cluster: Cluster) -> None:
-    assert proc.returncode == 0, (cluster.tmp / "replay.log").read_text()[-2000:]
+    replay_log = (cluster.tmp / "replay.log").read_text()[-2000:]
+    assert proc.returncode == 0, f"{replay_log}\nworkers (logs in {cluster.tmp}):\n{workers_state(cluster)}"
     got = (out / "alerts.jsonl").read_bytes()
     want = scenario.inline_alerts
     missing = set(want.splitlines()) - set(got.splitlines())
