@@ -109,6 +109,11 @@ class ReorderBuffer:
             out.append(heapq.heappop(heap))
         return out
 
+    def schedule(self, ts_ms: int, kind: str, seq: int) -> None:
+        """A signal of the reader's own (no market partition sends it, its asset is empty),
+        released in order with the others once every watermark passed ``ts_ms``."""
+        heapq.heappush(self._heap, (ts_ms, "", seq, kind, {}))
+
     def reset_run(self, run: str) -> None:
         """Forget the end markers of a finished run."""
         self.ended.pop(run, None)

@@ -48,9 +48,11 @@ move = st.dictionaries(st.sampled_from(KEYS), factor, min_size=1, max_size=3)
 
 @st.composite
 def step(draw: st.DrawFn) -> tuple[str, Any]:
-    kind = draw(st.sampled_from(["move", "move", "move", "move", "upsert", "upsert", "delete", "end"]))
+    kind = draw(st.sampled_from(["move", "move", "move", "move", "upsert", "upsert", "delete", "end", "idle"]))
     if kind == "move":
         return kind, (draw(st.integers(100, 2_500)), draw(move))
+    if kind == "idle":  # the watermark moves, no price does (a quiet market)
+        return kind, draw(st.integers(1, 6_000))
     if kind == "end":
         return kind, None
     n = draw(st.integers(0, IDS - 1))
@@ -108,6 +110,9 @@ def test_sharded_stage_equals_one_global_stage(
         if kind == "end":
             runs += 1
             rec = SignalRecord(0, ts, [], end=f"run-{runs}")
+        elif kind == "idle":
+            ts += what
+            rec = SignalRecord(0, ts, [])
         else:
             gap, moves = what
             ts += gap
@@ -266,3 +271,38 @@ def test_a_worker_dead_letters_a_step_that_lacks_parts_and_goes_on() -> None:
 
 def _steps_reports(records: list[ShardStepRecord]) -> tuple[AccountReport, ...]:
     return tuple(r for record in records for step in record.steps for r in step.reports)
+
+
+def _underwater(account_id: str) -> dict[str, Any]:
+    """A portfolio-margin account in liquidation at BTC 100,000: 1 BTC against 99,000 USDT borrowed."""
+    return {"account_id": account_id, "venue": "binance", "model": "binance-pm",
+            "balances": [{"asset": "BTC", "amount": 1.0, "price_key": "BTC"},
+                         {"asset": "USDT", "amount": -99_000.0, "price_key": "USDT"}]}
+
+
+@pytest.mark.parametrize("shards", [0, 1, 3])
+def test_an_account_loaded_into_a_quiet_market_is_evaluated_without_a_price_move(shards: int) -> None:
+    """The market runs (prices released, one evaluation of the accounts there were), then an
+    account arrives and no price moves again: the watermarks alone bring its evaluation, at
+    the first event time the accounts' cadence allows, and its liquidation alert."""
+    config = EngineConfig()
+    interval_ms = config.signals.account_eval_interval_ms
+    stage: GlobalRisk | ShardedRisk = ShardedRisk(config, 1, shards) if shards else GlobalRisk(config, 1)
+    stage.upsert_account({"account_id": "early", "venue": "binance", "model": "binance-pm",
+                          "balances": [{"asset": "USDT", "amount": 1_000.0, "price_key": "USDT"}]})
+    prices = [[T0, "BTC", 1, "price", {"key": "BTC", "price": 100_000.0}],
+              [T0, "USDT", 2, "price", {"key": "USDT", "price": 1.0}]]
+    out = stage.push(SignalRecord(0, T0, prices)) + stage.push(SignalRecord(0, T0 + 1, []))
+    assert out == []
+    stage.upsert_account(_underwater("late"))
+    ts = T0 + 1
+    while ts < T0 + interval_ms:  # watermarks only, up to the cadence's interval
+        ts += 250
+        out += stage.push(SignalRecord(0, ts, []))
+        if out:
+            break
+    out += stage.push(SignalRecord(0, ts + 1, []))
+    assert [(a.kind, a.ts_ms) for a in out if a.kind.startswith("unified")] == [
+        ("unified_liquidation", T0 + interval_ms)]
+    risk = stage.risk if isinstance(stage, ShardedRisk) else stage
+    assert risk.figures().accounts_by_status == {("binance", "normal"): 1, ("binance", "liquidation"): 1}

@@ -80,6 +80,7 @@ class AccountShard(OrderedStage):
         every one but a deletion (:meth:`AccountCadence.loaded`)."""
         if not deleted:
             self.cadence.loaded()
+            self.wake(self.cadence)
 
     # -- signals -------------------------------------------------------------------------
     def _apply(self, ts: int, asset: str, kind: str, p: SignalPayload, changed: set[str],

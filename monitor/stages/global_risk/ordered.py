@@ -15,7 +15,10 @@ from collections.abc import Iterable
 from monitor.protocol import Alert, Signal, SignalPayload, SignalRecord
 from monitor.signals import ReorderBuffer
 
-__all__ = ["AccountCadence", "OrderedStage"]
+__all__ = ["WAKE", "AccountCadence", "OrderedStage"]
+
+#: Kind of the reader's own signal that evaluates newly loaded accounts (:meth:`OrderedStage.wake`).
+WAKE = "wake"
 
 
 class AccountCadence:
@@ -59,6 +62,12 @@ class AccountCadence:
         last = self.last_ms
         return self.pending and (last is None or ts_ms - last >= self.interval_ms)
 
+    def wake_ms(self, now_ms: int) -> int:
+        """The event time at which an account loaded at ``now_ms`` is evaluated if nothing
+        moves: the first after now once ``interval_ms`` has passed since the last evaluation."""
+        after = now_ms + 1
+        return after if self.last_ms is None else max(after, self.last_ms + self.interval_ms)
+
     def take(self, ts_ms: int) -> set[str]:
         """The keys moved since the last evaluation; the evaluation happens at ``ts_ms``."""
         keys, self.keys = self.keys, set()
@@ -70,6 +79,11 @@ class AccountCadence:
 class OrderedStage(ABC):
     """Signal records in, through the reorder buffer; each released event time applied and
     then evaluated (:meth:`_apply`, :meth:`_evaluate`); a run's end evaluated last."""
+
+    #: The event time of the latest wake-up scheduled, and how many were (class defaults:
+    #: a stage restored from a checkpoint written before wake-ups has none pending).
+    wake_at_ms: int | None = None
+    wakes = 0
 
     def __init__(self, partitions: int) -> None:
         self.buffer = ReorderBuffer(partitions)
@@ -93,6 +107,23 @@ class OrderedStage(ABC):
         if finished:
             self._finish_run(out)
         return out
+
+    def wake(self, cadence: AccountCadence) -> None:
+        """An account was loaded: once the market runs, evaluate it at the first event time
+        the cadence allows after now (:meth:`AccountCadence.wake_ms`) even if no price moves
+        (a quiet market may move none for hours). The wake-up is a signal of the reader's
+        own in the reorder buffer, released once every watermark passed it, so every reader
+        of the log wakes at the same event time, whatever records the signals came in.
+        Accounts loaded before the market (as replays load them) are evaluated with the
+        first prices: nothing is scheduled before an event time was released."""
+        if self.now_ms <= 0:
+            return
+        at = cadence.wake_ms(self.now_ms)
+        if at == self.wake_at_ms:
+            return  # a burst of accounts: one wake-up
+        self.wake_at_ms = at
+        self.wakes += 1
+        self.buffer.schedule(at, WAKE, self.wakes)
 
     def flush(self) -> list[Alert]:
         """Process every buffered signal (end of an inline run)."""

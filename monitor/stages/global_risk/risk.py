@@ -138,6 +138,7 @@ class GlobalRisk(OrderedStage):
             raise KeyError("account_id")
         if not raw.get("delete"):
             self.cadence.loaded()  # before the account is checked, as every shard hears of it
+            self.wake(self.cadence)
         if self.shard_reports is None:
             keys = self.watch.upsert(raw, self.now_ms)
         elif self.config.spiral_run.copy_sharded_accounts:
