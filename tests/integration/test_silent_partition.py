@@ -9,12 +9,13 @@ global stage (``monitor.signals.ReorderBuffer``) releases a signal only once eve
 partition's watermark is past it, so without those ticks it would hold everything back.
 
 One Binance portfolio-margin account (1M USDe valued on Binance's own book, 700k USDT
-borrowed) is loaded through ``accounts.unified``, and ``liqmon live`` starts once the global
-stage has acknowledged it (the replayer's order: accounts before the market). After at least ``SILENCE_BEFORE_MOVE_S``
-of streaming, during which the global stage must have evaluated the account as normal
-(its ``liqmon_unified_accounts`` gauge), USDe's quote moves from 1.00 to 0.65 and the
-account must come back as a ``unified_liquidation`` alert on ``alerts.cascade`` within
-``alert_deadline_s()`` of the move.
+borrowed) is loaded through ``accounts.unified`` once the calm quote has streamed for
+``LOAD_AFTER_S``: the market's first (and, while calm, only) price signals are long
+released, so only the account's own wake-up (``OrderedStage.wake``) can have it evaluated.
+After at least ``SILENCE_BEFORE_MOVE_S`` of streaming, during which the global stage must
+have evaluated the account as normal (its ``liqmon_unified_accounts`` gauge), USDe's quote
+moves from 1.00 to 0.65 and the account must come back as a ``unified_liquidation`` alert
+on ``alerts.cascade`` within ``alert_deadline_s()`` of the move.
 
 ``ingest.tick_interval_ms`` cannot be switched off, so the contrapositive is shown on the
 logs instead: the silent partitions' only records on ``market.batches`` are ticks, their
@@ -60,6 +61,9 @@ SILENT_PARTITIONS = [p for p in range(PARTITIONS) if p != DATA_PARTITION]
 #: Wall time the live feed streams the calm quote before the move (the silent partitions
 #: have received nothing for at least this long when USDe moves).
 SILENCE_BEFORE_MOVE_S = 20.0
+#: Wall time the calm quote streams before the account is loaded (its price released long
+#: before: a calm quote signals only its first price).
+LOAD_AFTER_S = 4.0
 #: Frames per second of the USDe book ticker.
 FRAMES_PER_S = 10
 CALM_QUOTE = ("0.9999", "1.0001")
@@ -248,18 +252,24 @@ def test_global_stage_alerts_while_partitions_stay_silent(tmp_path: Path) -> Non
 
 
 async def wait_for_loaded(reader: AlertReader, running: Callable[[], bool], context: Callable[[], str]) -> None:
-    """The global stage has applied the account (its ``loaded`` ack) before any quote exists.
-
-    The stage evaluates its accounts at the event times it releases, and a calm quote gives
-    it only the first one: an account forwarded after that first price would wait for the
-    next move (by design: the cadence reads only the log). ``liqmon live`` starts only once
-    the account is in, as the replayer sends accounts before the market; starting both at
-    once made this a race the worker lost on a loaded machine (no evaluation for minutes)."""
+    """The global stage has applied the account (its ``loaded`` ack)."""
     deadline = time.monotonic() + 120
     while reader.loaded is None:
         assert time.monotonic() < deadline, "the account was never acknowledged as loaded" + context()
         assert running(), "the worker exited" + context()
         await reader.poll()
+
+
+async def load_into_the_calm(ticker: UsdeTicker, bootstrap: str, reader: AlertReader,
+                             running: Callable[[], bool], context: Callable[[], str]) -> None:
+    """The account, once the calm quote has streamed for :data:`LOAD_AFTER_S`."""
+    deadline = time.monotonic() + 60
+    while ticker.first_frame_ms is None or now_ms() - ticker.first_frame_ms < LOAD_AFTER_S * 1000:
+        assert time.monotonic() < deadline, f"the feed did not stream: frames {ticker.frames}" + context()
+        assert running(), "the worker or liqmon live exited" + context()
+        await asyncio.sleep(0.1)
+    await load_account(bootstrap)
+    await wait_for_loaded(reader, running, context)
 
 
 async def wait_for_calm(ticker: UsdeTicker, reader: AlertReader, metrics_port: int,
@@ -305,8 +315,6 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
     try:
         async with ws_server([ticker.script]) as server:
             with worker_process(worker_env, logs[0]) as worker:
-                await load_account(bootstrap)
-                await wait_for_loaded(reader, lambda: worker.poll() is None, context)
                 with logs[1].open("wb") as live_log:
                     live = await asyncio.create_subprocess_exec(
                         sys.executable, "-m", "streams.cli", "live",
@@ -315,8 +323,9 @@ async def silent_partition_run(bootstrap: str, tmp_path: Path) -> None:
                         stdout=live_log, stderr=live_log, stdin=asyncio.subprocess.DEVNULL,
                     )
                 try:
-                    await wait_for_calm(ticker, reader, metrics_port,
-                                        lambda: worker.poll() is None and live.returncode is None, context)
+                    running = lambda: worker.poll() is None and live.returncode is None  # noqa: E731
+                    await load_into_the_calm(ticker, bootstrap, reader, running, context)
+                    await wait_for_calm(ticker, reader, metrics_port, running, context)
                     assert reader.loaded is not None and reader.loaded["accounts"] == 1
                     assert reader.liquidation() is None, "liquidated before the move"
 
