@@ -310,8 +310,9 @@ class _PlainEntries:
             if out.size == 0 or out.min() >= 0:
                 break
             names = np.empty(self.size, dtype=object)
-            names[self.balance_at] = np.array([*map(of_balance, self.balances), None], dtype=object)[:-1]
-            names[self.perp_at] = np.array([*map(of_perp, self.perps), None], dtype=object)[:-1]
+            names[self.balance_at] = np.fromiter(map(of_balance, self.balances), dtype=object,
+                                                 count=len(self.balances))
+            names[self.perp_at] = np.fromiter(map(of_perp, self.perps), dtype=object, count=len(self.perps))
             for name in dict.fromkeys(names[out < 0].tolist()):
                 index.setdefault(name, len(index))
         return out
