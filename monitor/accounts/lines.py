@@ -26,7 +26,7 @@ from msgspec import Meta
 from monitor.accounts.columns import AccountColumns, ColumnsBuilder
 from monitor.models.margin import Account, AccountModel
 
-__all__ = ["AccountLines", "plain_account"]
+__all__ = ["BATCH_LINES", "AccountLines", "plain_account"]
 
 #: Numbers beyond this magnitude are left to pydantic (its float conversion, bounds and
 #: messages): every int up to it is exact as a float, and the bound rejects NaN and ±inf.
@@ -67,6 +67,8 @@ class _Account(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Account)
+#: Lines decoded together by :meth:`AccountLines.add_lines` (and ``liqmon stress``'s reader).
+BATCH_LINES = 2048
 _ACCOUNT_ID = attrgetter("account_id")
 
 
@@ -140,6 +142,16 @@ class AccountLines:
         self._sources.extend(raws)
         self.lines.extend(lines)
         return list(map(_ACCOUNT_ID, plain))
+
+    def add_lines(self, raws: Sequence[bytes], lines: Sequence[int]) -> None:
+        """JSON lines in order, as :meth:`add_line` adds them one by one: :data:`BATCH_LINES`
+        at a time through :meth:`add_plain_lines`, a batch with a line that is not plain line
+        by line (for lines whose ids are known to differ: nothing is checked between them)."""
+        for start in range(0, len(raws), BATCH_LINES):
+            batch, numbers = raws[start:start + BATCH_LINES], lines[start:start + BATCH_LINES]
+            if self.add_plain_lines(batch, numbers) is None:
+                for raw, line in zip(batch, numbers, strict=True):
+                    self.add_line(raw, line)
 
     def _add_plain(self, acct: _Account, line: int, source: Any) -> str:
         b = self._builder

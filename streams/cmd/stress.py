@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from monitor.accounts.columns import ColumnsBuilder
-from monitor.accounts.lines import AccountLines
+from monitor.accounts.lines import BATCH_LINES, AccountLines
 from monitor.models.loops.lending import Position
 from monitor.risk_params import RiskParams
 from monitor.stages.stress import (
@@ -85,7 +85,7 @@ def _load_json(path: str) -> Any:
 #: Lines read together: account lines are decoded a batch at a time
 #: (``AccountLines.add_plain_lines``); a batch with a line that is not plain is read line by
 #: line, so a few such lines cost little.
-_BATCH_LINES = 2048
+_BATCH_LINES = BATCH_LINES
 
 
 def _jsonl_batches(path: str) -> Iterator[tuple[list[int], list[bytes]]]:

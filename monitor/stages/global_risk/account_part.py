@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from monitor.accounts.book import AccountBook, AccountFigures
 from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder, FloatArray, IntArray, concatenated
@@ -184,8 +183,7 @@ class BookPart:
                 params: RiskParams) -> BookPart:
         """A part of the accounts ``ids`` (ascending), decoded from their documents."""
         lines = AccountLines(ColumnsBuilder(params), lambda obj, _: Account.model_validate(obj))
-        for i, aid in enumerate(ids):
-            lines.add(orjson.loads(docs[aid]), i, docs[aid])
+        lines.add_lines([docs[aid] for aid in ids], range(len(ids)))
         return cls(lines.columns(), prices, params)
 
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from monitor.protocol import Alert, Signal, SignalPayload, SignalRecord
 from monitor.signals import ReorderBuffer
 
-__all__ = ["WAKE", "AccountCadence", "OrderedStage"]
+__all__ = ["AccountCadence", "OrderedStage"]
 
 #: Kind of the reader's own signal that evaluates newly loaded accounts (:meth:`OrderedStage.wake`).
 WAKE = "wake"
