@@ -6,8 +6,9 @@ Pure: takes already-decoded JSON values; file reading lives in ``streams.cmd.str
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,16 @@ from monitor.risk_params import ASSUMED_DEFAULTS, RiskParams
 from monitor.stages.spiral import BookAccounts, apply_shocks, run_spiral, run_spiral_on_book
 
 __all__ = [
+    "ROWS_PER_CHUNK",
     "StressInputError",
+    "StressReport",
     "check_price_keys",
     "parse_account",
     "parse_books",
     "parse_position",
     "parse_prices",
     "parse_shock",
-    "run_stress",
+    "stress_report",
 ]
 
 
@@ -231,7 +234,9 @@ class _AccountRows:
     shocked prices, leverage change and driving asset against the unshocked ones, and the
     engine's forced sells for the accounts in liquidation only: the batch engine of
     :mod:`monitor.accounts.vector_engine` (equal to :func:`monitor.models.margin.liquidate_account`), the
-    scalar one for the accounts it does not lay out."""
+    scalar one for the accounts it does not lay out. The forced sells and their sums by
+    asset are settled when the rows are laid out; the rows themselves are built a slice at a
+    time (:meth:`rows`), so a writer need not hold them all."""
 
     def __init__(self, accounts: AccountLines, prices: Mapping[str, float],
                  shocked: Mapping[str, float], params: RiskParams) -> None:
@@ -250,33 +255,45 @@ class _AccountRows:
         self.models = [MODELS[m] for m in columns.model.tolist()]
         self.leverage_change = _finite(self.after.effective_leverage - before.effective_leverage)
         self.accounts, self.shocked, self.params = accounts, shocked, params
-        #: Σ USD of the engine's sells by asset, in account order (filled by ``rows``).
-        self.sells_by_asset: dict[str, float] = {}
+        #: (forced sells, uncovered shortfall) of each account in liquidation, by account number.
+        self.liquidated = self._engine()
+        self._liquidated_at = list(self.liquidated)  # account numbers, ascending
+        #: Σ USD of the engine's sells by asset, in account order.
+        self.sells_by_asset = _sells_by_asset(self.liquidated)
 
-    def _engine(self) -> dict[int, tuple[list[dict[str, Any]], float]]:
-        """(actions, uncovered shortfall) of each account in liquidation, by account number."""
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def by_status(self) -> dict[str, int]:
+        """Accounts by status name at the shocked prices (every status named, 0 included)."""
+        counts = np.bincount(self.after.status, minlength=len(STATUSES)).tolist()
+        return dict(zip(STATUSES, counts, strict=True))
+
+    def _engine(self) -> dict[int, tuple[list[dict[str, Any]], float | None]]:
+        """(actions, uncovered shortfall) of each account in liquidation, by account number,
+        JSON-safe (non-finite figures null)."""
         book = self.book
         rows = book.rows_of(np.flatnonzero(self.after.status == LIQUIDATION))
         layout = book_layout(book, rows)  # laid out once: the fit test and the engine share it
         fits = layout_fits(book.columns, layout.model, layout.balance, layout.perp, self.params)
-        out: dict[int, tuple[list[dict[str, Any]], float]] = {}
+        out: dict[int, tuple[list[dict[str, Any]], float | None]] = {}
         for result in liquidate_layout(book.columns, layout if fits.all() else layout.take(fits), self.params):
             shortfall = result.uncovered_usd
             assert shortfall is not None  # asked for (the default)
             for row, actions, short in zip(result.rows.tolist(), _action_rows(result, book.columns),
-                                           shortfall.tolist(), strict=True):
+                                           _finite(shortfall), strict=True):
                 out[int(book.order[row])] = (actions, short)
         for row in rows[~fits].tolist():
             i = int(book.order[row])
             _, sells, short = liquidate_account(self.accounts.account(i), self.shocked, self.params)
-            out[i] = ([s.model_dump() for s in sells], short)
-        return out
+            out[i] = ([s.model_dump() for s in sells], short if math.isfinite(short) else None)
+        return dict(sorted(out.items()))
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per account, in input order, with the keys and the JSON-safe values
-        (non-finite figures null) of the scalar report; the engine's forced sells go into
-        the rows of the accounts in liquidation, in account order."""
-        f = self.after
+    def rows(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """One row per account of ``start:stop``, in input order, with the keys and the
+        JSON-safe values (non-finite figures null) of the scalar report; the engine's
+        forced sells in the rows of the accounts in liquidation."""
+        f, cut = self.after, slice(start, stop)
         out = [
             {"account_id": aid, "venue": venue, "model": model, "uni_mmr": ratio,
              "venue_ratio_name": VENUE_RATIO_NAMES[model], "venue_ratio": venue_ratio,
@@ -285,22 +302,34 @@ class _AccountRows:
              "effective_leverage_change": change, "driving_asset": driver, "forced_sells": [],
              "uncovered_shortfall_usd": 0.0}
             for aid, venue, model, ratio, venue_ratio, equity, mm, status, backstop, gross, lev, change, driver
-            in zip(self.ids, self.venues, self.models, _finite(f.uni_mmr), _finite(f.venue_ratio),
-                   _finite(f.adjusted_equity_usd), _finite(f.maintenance_margin_usd), f.status.tolist(),
-                   f.backstop.tolist(), _finite(f.gross_notional_usd), _finite(f.effective_leverage),
-                   self.leverage_change, self.driver, strict=True)
+            in zip(self.ids[cut], self.venues[cut], self.models[cut], _finite(f.uni_mmr[cut]),
+                   _finite(f.venue_ratio[cut]), _finite(f.adjusted_equity_usd[cut]),
+                   _finite(f.maintenance_margin_usd[cut]), f.status[cut].tolist(), f.backstop[cut].tolist(),
+                   _finite(f.gross_notional_usd[cut]), _finite(f.effective_leverage[cut]),
+                   self.leverage_change[cut], self.driver[cut], strict=True)
         ]
-        for i, (sells, short) in sorted(self._engine().items()):
-            row = out[i]
-            row["forced_sells"] = sells  # fresh dicts of str fields and one float: cleaned in place
-            row["uncovered_shortfall_usd"] = short if math.isfinite(short) else None
-            for sale in sells:
-                usd = sale["usd"]
-                if sale["side"] == "sell":
-                    self.sells_by_asset[sale["asset"]] = self.sells_by_asset.get(sale["asset"], 0.0) + usd
-                if not math.isfinite(usd):
-                    sale["usd"] = None
+        first = range(len(self))[cut].start
+        at = self._liquidated_at
+        for i in at[bisect.bisect_left(at, first):bisect.bisect_left(at, first + len(out))]:
+            sells, short = self.liquidated[i]
+            row = out[i - first]
+            row["forced_sells"] = [dict(sale) for sale in sells]  # a row's own dicts
+            row["uncovered_shortfall_usd"] = short
         return out
+
+
+def _sells_by_asset(liquidated: Mapping[int, tuple[list[dict[str, Any]], float | None]]) -> dict[str, float]:
+    """Σ USD of the sells by asset, added in account order; a non-finite sale's ``usd`` is
+    made null (JSON-safe) once it is added."""
+    sums: dict[str, float] = {}
+    for sells, _short in liquidated.values():
+        for sale in sells:
+            usd = sale["usd"]
+            if sale["side"] == "sell":
+                sums[sale["asset"]] = sums.get(sale["asset"], 0.0) + usd
+            if not math.isfinite(usd):
+                sale["usd"] = None
+    return sums
 
 
 def account_lines(accounts: Sequence[Account] | AccountLines, params: RiskParams) -> AccountLines:
@@ -313,7 +342,35 @@ def account_lines(accounts: Sequence[Account] | AccountLines, params: RiskParams
     return lines
 
 
-def run_stress(
+#: Account rows built and handed out together by :meth:`StressReport.account_chunks`.
+ROWS_PER_CHUNK = 4096
+
+
+class StressReport:
+    """A stress report as its document without the account rows (``"accounts": []``) and
+    the rows, built a chunk at a time for a writer that streams them
+    (:meth:`account_chunks`), or all at once in the document (:meth:`document`)."""
+
+    def __init__(self, head: dict[str, Any], accounts: _AccountRows | None) -> None:
+        #: The report with ``"accounts": []``: every other key, JSON-safe.
+        self.head = head
+        self._accounts = accounts
+
+    def account_chunks(self, size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """The account rows in input order, ``size`` (default :data:`ROWS_PER_CHUNK`) at a time."""
+        if self._accounts is None:
+            return
+        step = size or ROWS_PER_CHUNK
+        for start in range(0, len(self._accounts), step):
+            yield self._accounts.rows(start, start + step)
+
+    def document(self) -> dict[str, Any]:
+        """The whole report, the account rows in it."""
+        rows = self._accounts.rows() if self._accounts is not None else []
+        return {**self.head, "accounts": rows}
+
+
+def stress_report(
     positions: Sequence[Position],
     accounts: Sequence[Account] | AccountLines,
     prices: Mapping[str, float],
@@ -321,7 +378,7 @@ def run_stress(
     shocks: Mapping[str, float] | None = None,
     books: Mapping[str, Sequence[Sequence[float]]] | None = None,
     params: RiskParams | None = None,
-) -> dict[str, Any]:
+) -> StressReport:
     """One stress report: positions and accounts at shocked prices, aggregates, spiral.
     ``accounts`` as :class:`AccountLines` must have been decoded with the same ``params``."""
     p = params or RiskParams()
@@ -329,14 +386,9 @@ def run_stress(
     shocks = dict(shocks or {})
     shocked = apply_shocks(prices, shocks)
     pos_rows = [_position_row(pos, shocked, p) for pos in positions]
-    acct_rows: list[dict[str, Any]] = []
-    sells_by_asset: dict[str, float] = {}
     evaluated = _AccountRows(lines, prices, shocked, p) if len(lines) else None
-    if evaluated is not None:
-        acct_rows, sells_by_asset = evaluated.rows(), evaluated.sells_by_asset
-    by_status: dict[str, int] = {"normal": 0, "margin_call": 0, "reduce_only": 0, "liquidation": 0}
-    for row in acct_rows:
-        by_status[row["status"]] += 1
+    by_status = evaluated.by_status() if evaluated is not None else dict.fromkeys(STATUSES, 0)
+    sells_by_asset = evaluated.sells_by_asset if evaluated is not None else {}
     lending = LoopBook.from_positions(positions, shocked, p).aggregates() if positions else []
     report: dict[str, Any] = {
         "config_id": p.config_id(),
@@ -357,7 +409,7 @@ def run_stress(
                 r["debt_usd"] for r in pos_rows if r["liquidatable"]
             ),
             "lending": lending,
-            "accounts": len(acct_rows),
+            "accounts": len(evaluated) if evaluated is not None else 0,
             "accounts_by_status": by_status,
             "forced_sells_usd_by_asset": dict(sorted(sells_by_asset.items())),
         },
@@ -369,6 +421,5 @@ def run_stress(
             on_book = BookAccounts(evaluated.book, lines.account)
             spiral = run_spiral_on_book(positions, on_book, prices, books, shocks=shocks, params=p)
         report["spiral"] = spiral.model_dump()
-    cleaned: dict[str, Any] = _clean(report)
-    cleaned["accounts"] = acct_rows  # JSON-safe as built
-    return cleaned
+    return StressReport(_clean(report), evaluated)
+

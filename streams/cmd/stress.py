@@ -21,13 +21,14 @@ from monitor.models.loops.lending import Position
 from monitor.risk_params import RiskParams
 from monitor.stages.stress import (
     StressInputError,
+    StressReport,
     check_price_keys,
     parse_account,
     parse_books,
     parse_position,
     parse_prices,
     parse_shock,
-    run_stress,
+    stress_report,
 )
 from replay.gcpause import gc_paused
 
@@ -170,7 +171,7 @@ def _read_accounts(path: str, params: RiskParams) -> AccountLines:
     return accounts
 
 
-def _build_report(args: argparse.Namespace) -> dict[str, Any]:
+def _build_report(args: argparse.Namespace) -> StressReport:
     params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
     if getattr(args, "margin_tables", None):
         params = _margin_tables(args.margin_tables, params)
@@ -197,7 +198,7 @@ def _build_report(args: argparse.Namespace) -> dict[str, Any]:
             raise StressInputError("--shock", 0, key, f"no price for this key in {args.prices}")
         shocks[key] = move
     books = parse_books(_load_json(args.books), args.books) if args.books else None
-    return run_stress(
+    return stress_report(
         [p for _, p in positions],
         accounts if accounts is not None else [],
         prices,
@@ -223,13 +224,33 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_report(report: dict[str, Any]) -> None:
-    """The report on stdout. orjson writes the same document as json.dump(indent=2) many
-    times faster; it spells small and large floats without an exponent sign (4.2e-05 →
-    0.000042) and writes non-ASCII characters as UTF-8, not \\u escapes."""
+#: Where the account rows go in the report's head as orjson indents it: the top-level key's
+#: empty list (rows and their keys sit deeper, behind more spaces).
+_ROWS_AT = b'\n  "accounts": []'
+
+
+def _write_report(report: StressReport) -> None:
+    """The report on stdout, the account rows streamed a chunk at a time, never all held as
+    dicts or as text. The bytes are those of ``orjson.dumps(report.document(),
+    option=OPT_INDENT_2)`` and a newline: each chunk is dumped as a list, its lines indented
+    one level more (orjson escapes the newlines inside strings, so every newline byte is
+    layout) and its brackets dropped. orjson writes the same document as
+    json.dump(indent=2) many times faster; it spells small and large floats without an
+    exponent sign (4.2e-05 → 0.000042) and writes non-ASCII characters as UTF-8."""
+    head = orjson.dumps(report.head, option=orjson.OPT_INDENT_2)
+    at = head.index(_ROWS_AT) + len(_ROWS_AT) - 1  # between the brackets of the empty list
     sys.stdout.flush()
     out = sys.stdout.buffer
-    out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))  # not copied to add the newline
+    out.write(head[:at])
+    sep = b""
+    for chunk in report.account_chunks():
+        text = orjson.dumps(chunk, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
+        del chunk
+        out.write(sep)
+        out.write(memoryview(text)[1:-4])  # without "[" and "\n  ]"
+        sep = b","
+    out.write(b"\n  " if sep else b"")
+    out.write(head[at:])
     out.write(b"\n")
     out.flush()
 

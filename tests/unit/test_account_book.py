@@ -30,7 +30,7 @@ from monitor.risk_params import (
     RiskParams,
 )
 from monitor.stages.spiral import BookAccounts, run_spiral, run_spiral_on_book, run_spirals_on_book
-from monitor.stages.stress import run_stress
+from monitor.stages.stress import stress_report
 
 KEYS = ("USDT", "USDC", "BTC", "ETH", "SOL", "USDe@binance", "USDe", "XYZ")
 ASSET_OF = {"USDe@binance": "USDe"}
@@ -260,10 +260,10 @@ def _scalar_row(acct: Account, prices: dict[str, float], shocked: dict[str, floa
 def test_stress_rows_equal_the_scalar_rows(
     case: tuple[list[Account], dict[str, float], RiskParams], shock: dict[str, float]
 ) -> None:
-    """``run_stress``'s account rows and sell totals, now from the book (forced sells only
+    """``stress_report``'s account rows and sell totals, now from the book (forced sells only
     for accounts in liquidation), equal those of the scalar evaluation."""
     accounts, prices, params = case
-    report = run_stress([], accounts, prices, shocks=shock, params=params)
+    report = stress_report([], accounts, prices, shocks=shock, params=params).document()
     shocked = {**prices, **{k: prices[k] * (1.0 + m) for k, m in shock.items()}}
     rows = [_scalar_row(a, prices, shocked, params) for a in accounts]
     assert report["accounts"] == rows

@@ -22,7 +22,7 @@ from monitor.accounts.columns import AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines, plain_account
 from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
-from monitor.stages.stress import StressInputError, parse_account, run_stress
+from monitor.stages.stress import StressInputError, parse_account, stress_report
 from streams.cmd import stress as stress_cmd
 
 PARAMS = RiskParams()
@@ -220,7 +220,7 @@ def test_stress_report_on_a_generated_file_equals_the_model_path(
     assert rc == 0 and err == ""
     models = [Account.model_validate_json(line) for line in text.splitlines()]
     shocks = {"USDe@binance": -0.35}
-    expected = run_stress([], models, PRICES_USD, shocks=shocks, params=PARAMS)
+    expected = stress_report([], models, PRICES_USD, shocks=shocks, params=PARAMS).document()
     assert json.loads(out) == json.loads(json.dumps(expected))
     assert expected["aggregates"]["accounts_by_status"]["liquidation"] > 0
 
@@ -289,6 +289,6 @@ def test_a_file_read_in_batches_some_not_plain_gives_the_model_paths_report(
     rc, out, err = _stress(tmp_path, text, capsys)
     assert rc == 0 and err == ""
     models = [Account.model_validate_json(line) for line in lines]
-    expected = run_stress([], models, PRICES_USD, shocks={"USDe@binance": -0.35}, params=PARAMS)
+    expected = stress_report([], models, PRICES_USD, shocks={"USDe@binance": -0.35}, params=PARAMS).document()
     assert json.loads(out) == json.loads(json.dumps(expected))
     assert sum(1 for row in expected["accounts"] if row["status"] == "liquidation") > 0

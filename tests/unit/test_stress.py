@@ -20,7 +20,7 @@ from monitor.stages.stress import (
     parse_position,
     parse_prices,
     parse_shock,
-    run_stress,
+    stress_report,
 )
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "stress"
@@ -82,8 +82,8 @@ def test_missing_price_is_reported_with_field() -> None:
 
 def test_report_shape_and_values() -> None:
     positions, accounts, prices = _inputs()
-    report = run_stress(positions, accounts, prices,
-                        shocks={"USDe@binance": -0.35, "ETH": -0.10}, books=None, params=PARAMS)
+    shocks = {"USDe@binance": -0.35, "ETH": -0.10}
+    report = stress_report(positions, accounts, prices, shocks=shocks, books=None, params=PARAMS).document()
     assert "spiral" not in report
     rows = {r["position_id"]: r for r in report["positions"]}
     assert rows["supply-only"]["health_factor"] is None
@@ -105,8 +105,8 @@ def test_report_shape_and_values() -> None:
 def test_report_with_books_has_spiral() -> None:
     positions, accounts, prices = _inputs()
     books = parse_books(json.loads((FIX / "books.json").read_text()), "books.json")
-    report = run_stress(positions, accounts, prices, shocks={"USDe@binance": -0.35},
-                        books=books, params=PARAMS)
+    report = stress_report(positions, accounts, prices, shocks={"USDe@binance": -0.35},
+                           books=books, params=PARAMS).document()
     spiral = report["spiral"]
     assert spiral["converged"]
     assert spiral["liquidated_usd_by_stage"]["7"] > 0

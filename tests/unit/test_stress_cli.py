@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
+from monitor.stages import stress as stress_report_module
 from streams.cmd import stress as stress_cmd
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "stress"
@@ -133,3 +135,33 @@ def test_subprocess_module_entry_point() -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 4096])
+def test_streamed_report_is_the_documents_indented_dump(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch,
+    rows_per_chunk: int,
+) -> None:
+    """The account rows are written a chunk at a time; the bytes are orjson's indented dump
+    of the whole document, whatever the chunk size: ids with a newline, quotes and
+    non-ASCII, accounts in liquidation (forced sells) among them, and the spiral after."""
+    accounts = tmp_path / "A.jsonl"
+    lines = (FIX / "accounts.jsonl").read_text().splitlines()
+    odd = json.loads(lines[0]) | {"account_id": 'a\n  "accounts": []\u00e9'}
+    accounts.write_text("\n".join([*lines, json.dumps(odd), lines[1].replace('"pm-borrower"', '"b2"')]) + "\n")
+    monkeypatch.setattr(stress_report_module, "ROWS_PER_CHUNK", rows_per_chunk)
+    assert stress_cmd.main(_args("--shock", "USDe@binance=-35%", "--books", str(FIX / "books.json"),
+                                 accounts=accounts)) == 0
+    out = capsysbinary.readouterr().out
+    doc = orjson.loads(out)
+    assert out == orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+    assert [a["account_id"] for a in doc["accounts"]][3:] == [odd["account_id"], "b2"]
+    assert any(a["forced_sells"] for a in doc["accounts"]) and "spiral" in doc
+    assert doc["aggregates"]["accounts"] == 5
+
+
+def test_streamed_report_without_accounts(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    rc = stress_cmd.main(["--positions", str(FIX / "positions.jsonl"), "--prices", str(FIX / "prices.json")])
+    out = capsysbinary.readouterr().out
+    assert rc == 0 and out == orjson.dumps(orjson.loads(out), option=orjson.OPT_INDENT_2) + b"\n"
+    assert b'"accounts": []' in out
