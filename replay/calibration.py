@@ -61,15 +61,24 @@ class CaptureStats:
     )
     pools: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     btc_perp_bids5_usd: list[tuple[int, float]] = field(default_factory=list)
+    #: Frames read of the channels scanned (others are skipped unparsed).
     frames: int = 0
 
 
+def _may_be_scanned(line: bytes) -> bool:
+    """False only for a line that cannot be of a scanned channel: it spells none of their
+    names as JSON spells them without escapes (bookTicker, the pools' "price", the BTCUSDT
+    perp's depth) and has no ``\\u`` escape (the one way JSON spells a letter or ``@`` otherwise)."""
+    return b"bookTicker" in line or b'"price"' in line or b"btcusdt@depth" in line or b"\\u" in line
+
+
 def scan_capture(path: Path) -> CaptureStats:
-    """Read bookTicker mids, pool prices and the rebuilt BTCUSDT perp book from a capture."""
+    """Read bookTicker mids, pool prices and the rebuilt BTCUSDT perp book from a capture
+    (the lines of other channels are skipped unparsed)."""
     stats = CaptureStats()
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
-    for line in iter_capture(path):
+    for line in iter_capture(path, keep=_may_be_scanned):
         if not isinstance(line, CaptureLine):
             continue
         stats.frames += 1

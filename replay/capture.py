@@ -169,17 +169,19 @@ def _split(line_no: int, line: bytes) -> CaptureLine | BadLine:
     return CaptureLine(line_no, ts_ms, venue, channel, obj["raw"], line)
 
 
-def iter_capture(path: Path) -> Iterator[CaptureLine | BadLine]:
+def iter_capture(path: Path, keep: Callable[[bytes], bool] | None = None) -> Iterator[CaptureLine | BadLine]:
     """Yield every non-blank line of a capture as a CaptureLine or a BadLine. A gzip
     capture cut off mid-stream ends with a ``truncated_file`` BadLine after every line
-    before the cut (read again past the threaded reader's last block by the stdlib's)."""
+    before the cut (read again past the threaded reader's last block by the stdlib's).
+    ``keep``: a test of a line's bytes; a line it refuses is skipped unparsed (its number
+    still counts)."""
     with open_capture(path) as stream:
-        cut = yield from _lines(stream, 0, 0)
+        cut = yield from _lines(stream, 0, 0, keep)
     if cut is None:
         return
     line_no, error = cut
     with open_capture(path, threaded=False) as slow:
-        cut = yield from _lines(slow, line_no, line_no)
+        cut = yield from _lines(slow, line_no, line_no, keep)
     if cut is not None:
         line_no, error = cut
     yield BadLine(line_no + 1, "truncated_file", error, b"")
@@ -188,7 +190,8 @@ def iter_capture(path: Path) -> Iterator[CaptureLine | BadLine]:
 _Cut = tuple[int, str] | None
 
 
-def _lines(stream: IO[bytes], skip: int, line_no: int) -> Generator[CaptureLine | BadLine, None, _Cut]:
+def _lines(stream: IO[bytes], skip: int, line_no: int,
+           keep: Callable[[bytes], bool] | None = None) -> Generator[CaptureLine | BadLine, None, _Cut]:
     """The lines of ``stream`` after its first ``skip`` (numbered on from ``line_no``);
     returns (lines read, error) when the stream is cut off, None at its end."""
     seen = 0
@@ -211,7 +214,7 @@ def _lines(stream: IO[bytes], skip: int, line_no: int) -> Generator[CaptureLine 
             yield BadLine(line_no, "oversize", f"line longer than {MAX_LINE_BYTES} bytes", line[:4096])
             continue
         stripped = line.strip()
-        if stripped:
+        if stripped and (keep is None or keep(stripped)):
             yield _split(line_no, stripped)
 
 

@@ -223,3 +223,39 @@ def test_generation_without_a_child_process_gives_the_same_bytes(
     monkeypatch.setattr("replay.scenario.day.feed.can_fork", lambda: False)
     monkeypatch.setattr("replay.capture.can_fork", lambda: False)
     assert _digests(generate("oct10", 7, tmp_path / "g", SHORT)) == GOLDEN_SHORT_SEED_7
+
+
+def _ticker(ts_ms: int, venue: str, channel: str, bid: str, ask: str) -> bytes:
+    return orjson.dumps({"ts_ms": ts_ms, "venue": venue, "channel": channel,
+                         "raw": {"s": "BTCUSDT", "b": bid, "a": ask}})
+
+
+def test_calibration_scan_reads_every_line_of_its_channels_however_spelled(tmp_path: Path) -> None:
+    """Lines of other channels are skipped unparsed; a scanned channel spelled with \\u
+    escapes is still read, and a bad line among them is passed over as before."""
+    escaped = (b'{"ts_ms":2,"venue":"binance-spot","channel":"btcusdt@book\\u0054icker",'
+               b'"raw":{"s":"BTCUSDT","b":"104","a":"106"}}')
+    pool = b'{"ts_ms":5,"venue":"curve","channel":"pr\\u0069ce","raw":{"price":0.998}}'
+    lines = [
+        _ticker(1, "binance-spot", "btcusdt@bookTicker", "100", "102"),
+        escaped,
+        orjson.dumps({"ts_ms": 3, "venue": "binance-usdm", "channel": "btcusdt@markPrice@1s",
+                      "raw": {"s": "BTCUSDT", "p": "1"}}),
+        b'{"ts_ms": 4, "venue": "binance-spot", "channel": "x@bookTicker"',  # cut short: a BadLine
+        pool,
+        orjson.dumps({"ts_ms": 6, "venue": "binance-usdm", "channel": "btcusdt@depthSnapshot",
+                      "raw": {"bids": [["100", "2"], ["90", "1"]], "asks": [["101", "1"]]}}),
+        orjson.dumps({"ts_ms": 7, "venue": "binance-usdm", "channel": "btcusdt@depth@100ms",
+                      "raw": {"b": [["99", "1"], ["90", "0"]], "a": []}}),
+        _ticker(8, "binance-usdm", "btcusdt@bookTicker", "100", "101"),
+    ]
+    path = tmp_path / "capture.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    stats = scan_capture(path)
+    assert stats.mids[("binance-spot", "BTCUSDT")] == [(1, 101.0), (2, 105.0)]
+    assert stats.mids[("binance-usdm", "BTCUSDT")] == [(8, 100.5)]
+    assert stats.pools == {"curve": [(5, 0.998)]}
+    assert stats.btc_perp_bids5_usd == [(6, 200.0), (7, 299.0)]
+    assert stats.frames == 6  # the mark price skipped, the bad line not a frame
+    kept = [line.line_no for line in iter_capture(path, keep=lambda raw: b"depth" in raw)]
+    assert kept == [6, 7]  # numbered as in the file
