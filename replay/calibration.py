@@ -65,11 +65,9 @@ class CaptureStats:
     frames: int = 0
 
 
-def _may_be_scanned(line: bytes) -> bool:
-    """False only for a line that cannot be of a scanned channel: it spells none of their
-    names as JSON spells them without escapes (bookTicker, the pools' "price", the BTCUSDT
-    perp's depth) and has no ``\\u`` escape (the one way JSON spells a letter or ``@`` otherwise)."""
-    return b"bookTicker" in line or b'"price"' in line or b"btcusdt@depth" in line or b"\\u" in line
+#: What every line of a scanned channel spells: bookTicker, the pools' "price", the BTCUSDT
+#: perp's depth (the other lines are skipped unparsed).
+_SCANNED = (b"bookTicker", b'"price"', b"btcusdt@depth")
 
 
 def scan_capture(path: Path) -> CaptureStats:
@@ -78,7 +76,7 @@ def scan_capture(path: Path) -> CaptureStats:
     stats = CaptureStats()
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
-    for line in iter_capture(path, keep=_may_be_scanned):
+    for line in iter_capture(path, spelling=_SCANNED):
         if not isinstance(line, CaptureLine):
             continue
         stats.frames += 1

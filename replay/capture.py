@@ -169,19 +169,20 @@ def _split(line_no: int, line: bytes) -> CaptureLine | BadLine:
     return CaptureLine(line_no, ts_ms, venue, channel, obj["raw"], line)
 
 
-def iter_capture(path: Path, keep: Callable[[bytes], bool] | None = None) -> Iterator[CaptureLine | BadLine]:
+def iter_capture(path: Path, spelling: tuple[bytes, ...] = ()) -> Iterator[CaptureLine | BadLine]:
     """Yield every non-blank line of a capture as a CaptureLine or a BadLine. A gzip
     capture cut off mid-stream ends with a ``truncated_file`` BadLine after every line
     before the cut (read again past the threaded reader's last block by the stdlib's).
-    ``keep``: a test of a line's bytes; a line it refuses is skipped unparsed (its number
-    still counts)."""
+    ``spelling``: when given, only the lines that may hold one of these texts (a channel's
+    name, say) in a JSON string; the others are skipped unparsed, their numbers still
+    counted (:func:`_may_spell`)."""
     with open_capture(path) as stream:
-        cut = yield from _lines(stream, 0, 0, keep)
+        cut = yield from _lines(stream, 0, 0, spelling)
     if cut is None:
         return
     line_no, error = cut
     with open_capture(path, threaded=False) as slow:
-        cut = yield from _lines(slow, line_no, line_no, keep)
+        cut = yield from _lines(slow, line_no, line_no, spelling)
     if cut is not None:
         line_no, error = cut
     yield BadLine(line_no + 1, "truncated_file", error, b"")
@@ -190,8 +191,18 @@ def iter_capture(path: Path, keep: Callable[[bytes], bool] | None = None) -> Ite
 _Cut = tuple[int, str] | None
 
 
+def _may_spell(line: bytes, texts: tuple[bytes, ...]) -> bool:
+    """False only for a JSON line that cannot hold any of ``texts`` (none holding a quote or
+    backslash) in a string: it spells none of them and has no ``\\u`` escape, the one way
+    JSON spells a character otherwise."""
+    for text in texts:
+        if text in line:
+            return True
+    return b"\\u" in line
+
+
 def _lines(stream: IO[bytes], skip: int, line_no: int,
-           keep: Callable[[bytes], bool] | None = None) -> Generator[CaptureLine | BadLine, None, _Cut]:
+           spelling: tuple[bytes, ...] = ()) -> Generator[CaptureLine | BadLine, None, _Cut]:
     """The lines of ``stream`` after its first ``skip`` (numbered on from ``line_no``);
     returns (lines read, error) when the stream is cut off, None at its end."""
     seen = 0
@@ -214,7 +225,7 @@ def _lines(stream: IO[bytes], skip: int, line_no: int,
             yield BadLine(line_no, "oversize", f"line longer than {MAX_LINE_BYTES} bytes", line[:4096])
             continue
         stripped = line.strip()
-        if stripped and (keep is None or keep(stripped)):
+        if stripped and (not spelling or _may_spell(stripped, spelling)):
             yield _split(line_no, stripped)
 
 

@@ -356,11 +356,11 @@ class StressReport:
         self.head = head
         self._accounts = accounts
 
-    def account_chunks(self, size: int | None = None) -> Iterator[list[dict[str, Any]]]:
-        """The account rows in input order, ``size`` (default :data:`ROWS_PER_CHUNK`) at a time."""
+    def account_chunks(self) -> Iterator[list[dict[str, Any]]]:
+        """The account rows in input order, :data:`ROWS_PER_CHUNK` at a time."""
         if self._accounts is None:
             return
-        step = size or ROWS_PER_CHUNK
+        step = ROWS_PER_CHUNK  # read when called: tests make chunks small
         for start in range(0, len(self._accounts), step):
             yield self._accounts.rows(start, start + step)
 

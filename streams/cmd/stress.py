@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
+from monitor.accounts import lines as account_lines
 from monitor.accounts.columns import ColumnsBuilder
-from monitor.accounts.lines import BATCH_LINES, AccountLines
+from monitor.accounts.lines import AccountLines
 from monitor.models.loops.lending import Position
 from monitor.risk_params import RiskParams
 from monitor.stages.stress import (
@@ -83,21 +84,18 @@ def _load_json(path: str) -> Any:
         raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
 
 
-#: Lines read together: account lines are decoded a batch at a time
-#: (``AccountLines.add_plain_lines``); a batch with a line that is not plain is read line by
-#: line, so a few such lines cost little.
-_BATCH_LINES = BATCH_LINES
-
-
 def _jsonl_batches(path: str) -> Iterator[tuple[list[int], list[bytes]]]:
-    """(line numbers, the lines' bytes) of the non-blank lines, up to :data:`_BATCH_LINES`
-    lines of the file at a time: lines end at ``\n``, ``\r\n`` or ``\r``."""
+    """(line numbers, the lines' bytes) of the non-blank lines, up to
+    :data:`monitor.accounts.lines.BATCH_LINES` lines of the file at a time (account lines
+    are decoded a batch at a time, and a batch with a line that is not plain line by line):
+    lines end at ``\n``, ``\r\n`` or ``\r``."""
     try:
         lines = Path(path).read_bytes().splitlines()
     except OSError as exc:
         raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
-    for start in range(0, len(lines), _BATCH_LINES):
-        batch = lines[start:start + _BATCH_LINES]
+    size = account_lines.BATCH_LINES  # read when called: tests make batches small
+    for start in range(0, len(lines), size):
+        batch = lines[start:start + size]
         numbers = range(start + 1, start + 1 + len(batch))
         if all(map(bytes.strip, batch)):
             yield list(numbers), batch

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.accounts import PRICES_USD, accounts_jsonl, synthetic_accounts
+from monitor.accounts import lines as account_lines_module
 from monitor.accounts.columns import AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines, plain_account
 from monitor.models.margin import Account
@@ -257,7 +258,7 @@ def _numbered_file(n: int) -> list[str]:
 def test_the_first_bad_line_of_the_file_is_the_error_whatever_the_batches(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         edits: dict[int, str], expected: str) -> None:
-    monkeypatch.setattr(stress_cmd, "_BATCH_LINES", 4)
+    monkeypatch.setattr(account_lines_module, "BATCH_LINES", 4)
     lines = _numbered_file(12)
     for n, edit in edits.items():
         if edit.startswith("dup:"):
@@ -279,7 +280,7 @@ def test_a_file_read_in_batches_some_not_plain_gives_the_model_paths_report(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Blank lines, CRLF ends and accounts with their own collateral rates among plain
     ones: batches read in bulk and batches read line by line give the report of the models."""
-    monkeypatch.setattr(stress_cmd, "_BATCH_LINES", 16)
+    monkeypatch.setattr(account_lines_module, "BATCH_LINES", 16)
     lines = _numbered_file(300)
     for n in range(0, 300, 37):
         doc = orjson.loads(lines[n])

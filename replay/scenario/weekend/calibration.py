@@ -35,17 +35,11 @@ def _clock(ts_ms: int | None) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%a %H:%M")
 
 
-def _may_be_price(line: bytes) -> bool:
-    """False only for a line that cannot be of the "price" channel: it does not spell
-    ``"price"`` and has no ``\\u`` escape (the one way JSON spells a letter otherwise)."""
-    return b'"price"' in line or b"\\u" in line
-
-
 def _series(path: Path, asset: str) -> dict[str, Series]:
     """Per venue, the asset's USD prices; ``usdt`` is the USDT/USD feed."""
     raw_series: dict[str, Series] = defaultdict(list)
     usdt: Series = []
-    for line in iter_capture(path, keep=_may_be_price):
+    for line in iter_capture(path, spelling=(b'"price"',)):  # the price channel's lines, and few others
         if not isinstance(line, CaptureLine) or line.channel != "price":
             continue
         raw = line.raw
