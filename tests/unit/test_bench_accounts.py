@@ -4,7 +4,11 @@ evaluation agrees with it (so the bench times the maths the reference defines)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import orjson
+import pytest
 
 from benchmarks.accounts import (
     PRICES_USD,
@@ -13,6 +17,7 @@ from benchmarks.accounts import (
     accounts_jsonl,
     bench_account_shard,
     bench_global_stage,
+    bench_stress,
     synthetic_accounts,
 )
 from monitor.accounts.book import AccountBook
@@ -74,3 +79,18 @@ def test_one_account_shard_holds_its_share_and_alerts_on_it() -> None:
     assert 0 < shard["first_evaluation_alerts"] < whole["first_evaluation_alerts"]
     assert 0 < shard["alerts"] < whole["alerts"] and shard["checkpoint_mb"] < whole["checkpoint_mb"]
     assert "rss_bytes" not in shard and shard["rss_bytes_per_account_held"] >= 0
+
+
+def test_the_stress_bench_times_the_command_against_three_parses(tmp_path: Path) -> None:
+    """``bench_stress`` writes the accounts, runs ``liqmon stress`` on them and reports it
+    against each way of parsing the file, every ratio from the figures beside it."""
+    out = bench_stress(3000, tmp_path)
+    assert out["accounts"] == 3000
+    report = orjson.loads((tmp_path / "stress.json").read_bytes())
+    assert len(report["accounts"]) == 3000
+    assert report["shocks_pct"] == {TICK_KEY: -35.0}
+    for floor, ratio in (("orjson_parse_s", "stress_over_parse"),
+                         ("orjson_load_collector_paused_s", "stress_over_load_collector_paused"),
+                         ("orjson_load_plain_s", "stress_over_load_plain")):
+        assert out[floor] > 0
+        assert out[ratio] == pytest.approx(out["stress_s"] / out[floor], rel=0.2, abs=0.1)
