@@ -23,7 +23,8 @@ Sections (``--only`` picks some):
   one account shard of ``--account-shards`` given the same records (what one worker does
   for its shard: load, first evaluation, walks, checkpoint, memory per account held) and
   the aggregation stage's copy of them for the spirals (load, spirals, memory, checkpoint);
-  ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file.
+  ``liqmon stress`` on ``--stress-accounts`` of them against orjson-parsing their file
+  (each line dropped as parsed, and all kept in a list with the collector paused and on).
 - ``parsers``: frames/s of each venue parser (single core), when the feeds are present.
 - ``e2e``: local websocket server → ``liqmon live`` → Kafka → worker, frames/s and
   receive-to-alert latency (``benchmarks/e2e.py``).
