@@ -273,11 +273,11 @@ def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
         subprocess.run(cmd, check=True, stdout=out, stdin=subprocess.DEVNULL)
     stress_s = time.perf_counter() - t
     return {"accounts": parsed, "file_mb": round(path.stat().st_size / 1e6, 1),
-            "orjson_parse_s": round(parse_s, 3), "stress_s": round(stress_s, 2),
+            "orjson_parse_s": round(parse_s, 4), "stress_s": round(stress_s, 2),
             "stress_over_parse": round(stress_s / parse_s, 1),
-            "orjson_load_collector_paused_s": round(load_paused_s, 3),
+            "orjson_load_collector_paused_s": round(load_paused_s, 4),
             "stress_over_load_collector_paused": round(stress_s / load_paused_s, 1),
-            "orjson_load_plain_s": round(load_plain_s, 3),
+            "orjson_load_plain_s": round(load_plain_s, 4),
             "stress_over_load_plain": round(stress_s / load_plain_s, 1)}
 
 
