@@ -232,10 +232,10 @@ def _parse_s(path: Path) -> float:
     return time.perf_counter() - t
 
 
-def _load_s(path: Path, collector: bool) -> float:
+def _load_s(path: Path, collector: bool) -> tuple[float, int]:
     """Seconds to read ``path`` into a list of its lines orjson-parsed, kept in memory as a
-    program that goes on to use them holds them; with Python's cyclic collector on (a plain
-    script) or paused (as ``liqmon stress`` reads its accounts)."""
+    program that goes on to use them holds them, and the lines parsed; with Python's cyclic
+    collector on (a plain script) or paused (as ``liqmon stress`` reads its accounts)."""
     gc.collect()
     if not collector:
         gc.disable()
@@ -246,9 +246,10 @@ def _load_s(path: Path, collector: bool) -> float:
         load_s = time.perf_counter() - t
     finally:
         gc.enable()
+    parsed = len(loaded)
     del loaded
     gc.collect()
-    return load_s
+    return load_s, parsed
 
 
 def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
@@ -261,9 +262,7 @@ def bench_stress(n: int, workdir: Path, seed: int = 1) -> dict[str, Any]:
     path.write_bytes(accounts_jsonl(synthetic_accounts(n, seed)))
     prices = workdir / "prices.json"
     prices.write_bytes(orjson.dumps(PRICES_USD))
-    with path.open("rb") as fh:
-        parsed = sum(1 for line in fh if line.strip())
-    load_plain_s, load_paused_s = _load_s(path, collector=True), _load_s(path, collector=False)
+    (load_plain_s, parsed), (load_paused_s, _) = _load_s(path, collector=True), _load_s(path, collector=False)
     parse_s = _parse_s(path)
     gc.collect()
     cmd = [sys.executable, "-m", "streams.entry", "stress", "--accounts", str(path), "--prices", str(prices),
