@@ -51,6 +51,19 @@ pytestmark = [
 
 OUTAGE_S = float(os.environ.get("LIQMON_TEST_SINK_OUTAGE_S", "5"))
 
+#: Worker log lines that tell the group's and the consumer's story (the workers log at info).
+STORY_MARKERS = ("Joined group", "Revoking", "(Re-)joining", "Recovery", "Fetcher", "Signal received",
+                 "kept for retry", "receiver back", "dropped", "ERROR", "Traceback", "wait_empty")
+
+
+def story(path: Path) -> str:
+    """A failing wait's account of a worker: its group and recovery lines, then its log's end."""
+    if not path.exists():
+        return f"{path.name}: no log\n"
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = [line[:200] for line in text.splitlines() if any(marker in line for marker in STORY_MARKERS)]
+    return f"--- {path.name}: story\n" + "\n".join(lines[-80:]) + f"\n--- {path.name}: end\n" + text[-3000:]
+
 
 def children(pid: int) -> list[int]:
     """Processes whose parent is ``pid`` (from /proc)."""
@@ -91,7 +104,8 @@ def test_every_alert_arrives_after_the_webhook_and_alertmanager_come_back(
         env = clean_env(LIQMON_KAFKA_BOOTSTRAP=broker.bootstrap, LIQMON_BROKER_KIND="tansu",
                         LIQMON_METRICS_PORT=str(metrics_port), LIQMON_WEBHOOK_URL=hook.url("/hook"),
                         LIQMON_ALERTMANAGER_URL=am.url, LIQMON_ALERT_COOLDOWN_MS="0",
-                        LIQMON_ALERTMANAGER_RESEND_S="2")
+                        # info: a failing wait shows the workers' group and recovery story
+                        LIQMON_ALERTMANAGER_RESEND_S="2", LIQMON_LOG_LEVEL="info")
         worker = stack.enter_context(process(liqmon("worker"), tmp_path / "worker.log", env))
         replay = stack.enter_context(process(
             liqmon("replay", "--capture", str(real_usde_capture), *WINDOW, "--no-worker", "--quiet",
@@ -124,7 +138,8 @@ def test_every_alert_arrives_after_the_webhook_and_alertmanager_come_back(
             worker_log_path = tmp_path / "worker-after-crash.log"
             worker = stack.enter_context(process(liqmon("worker"), worker_log_path, env))
             wait_until(lambda: (queued("webhook") or 0) >= waiting, 120,
-                       lambda: f"the new worker queued {queued('webhook')}\n" + tail(worker_log_path))
+                       lambda: f"the new worker queued {queued('webhook')} of {waiting}\n"
+                       + story(tmp_path / "worker.log") + story(worker_log_path))
         hook.start()  # same ports: the worker's settings do not change
         am.start()
 
@@ -133,7 +148,7 @@ def test_every_alert_arrives_after_the_webhook_and_alertmanager_come_back(
 
         wait_until(lambda: delivered() >= set(expected), 120,
                    lambda: f"{len(expected) - len(delivered() & set(expected))} alerts still missing\n"
-                   + tail(worker_log_path))
+                   + story(worker_log_path))
         want_active = expected_active(alerts, cooldown_ms=0)
         wait_until(lambda: {k: a["labels"]["severity"] for k, a in liqmon_active(am).items()} == want_active, 60,
                    lambda: f"Alertmanager active {sorted(liqmon_active(am))} != {want_active}")
