@@ -24,6 +24,13 @@ it to faust's recovery to resume it after the queues are emptied, so nothing is 
 the agents in that window; records fetched meanwhile are dropped by faust *and* the
 partition is sought back to its committed offset, so they are read again.
 
+"Sought back" needs one more step than faust takes: aiokafka's ``seek_to_committed`` seeks
+only partitions whose committed offset is above 0. A partition with no commit yet (or one
+at 0) kept its position past the dropped records, which were then never read: a worker
+started after a crash, with every alert still unacknowledged because the receivers were
+down, handed the first alert to its sinks and never the rest. :meth:`_Consumer.seek_to_committed`
+sends those partitions back to their first offset (the worker's offset reset is ``earliest``).
+
 The app's table manager starts without faust's fixed one-second pause, which waits for
 tables still to be declared: liqmon declares its tables with the app (:class:`PromptTableManager`).
 """
@@ -31,15 +38,20 @@ tables still to be declared: liqmon declares its tables with the app (:class:`Pr
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiokafka
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TransportT
+from faust.types import TP, TransportT
 
-__all__ = ["FAUST_FETCH_MAX_WAIT_MS", "LiqmonApp"]
+__all__ = ["FAUST_FETCH_MAX_WAIT_MS", "LiqmonApp", "uncommitted_stream_partitions"]
+
+log = logging.getLogger(__name__)
 
 #: faust's own value, kept for production Kafka.
 FAUST_FETCH_MAX_WAIT_MS = 1500
@@ -54,9 +66,36 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def uncommitted_stream_partitions(
+    committed: Mapping[TP, int | None], changelogs: set[str], offset_reset: str
+) -> list[TP]:
+    """The partitions aiokafka's ``seek_to_committed`` leaves where they are, and that belong at
+    their first offset: a commit at 0, or none when the offset reset is ``earliest``. Changelog
+    partitions are faust's recovery's to place."""
+    return [
+        tp for tp, offset in committed.items()
+        if tp.topic not in changelogs and (offset == 0 or (offset is None and offset_reset == "earliest"))
+    ]
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every partition to its committed offset, those aiokafka skips included (see
+        the module docstring): a partition with no commit, or one at 0, goes to offset 0 (a log
+        that starts later answers out of range, and the reset policy takes it to its start)."""
+        committed: Mapping[TP, int] = await super().seek_to_committed()
+        behind = uncommitted_stream_partitions(
+            committed, self.app.tables.changelog_topics, str(self.app.conf.consumer_auto_offset_reset)
+        )
+        if behind:
+            try:
+                await self.seek_wait({tp: 0 for tp in behind})
+            except IllegalStateError as exc:  # revoked meanwhile: the next assignment starts them over
+                log.info("partitions revoked during the seek back: %s", exc)
+        return committed
 
     async def perform_seek(self) -> None:
         """Seek to the committed offsets with the flow stopped (see the module docstring).

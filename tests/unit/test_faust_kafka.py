@@ -1,5 +1,6 @@
 """The worker's faust consumer: the fetch wait it passes to aiokafka, and its seek at the
-end of a recovery (no record lost between the seek and faust emptying the agent queues)."""
+end of a recovery (no record lost between the seek and faust emptying the agent queues, on
+partitions with a commit and on those without)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 from prometheus_client import CollectorRegistry
@@ -15,7 +17,7 @@ from monitor.config import EngineConfig
 from monitor.metrics import Metrics
 from streams import topics
 from streams.app.faust_app import EMBEDDED_FETCH_MAX_WAIT_MS, create_app
-from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS
+from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, uncommitted_stream_partitions
 from streams.settings import Settings
 
 
@@ -98,3 +100,43 @@ async def test_a_failed_seek_restores_the_flow(tmp_path: Path) -> None:
     with pytest.raises(TimeoutError):
         await consumer.perform_seek()
     assert consumer.flow_active is False
+
+
+def test_partitions_aiokafka_does_not_seek_are_those_without_a_commit_above_0() -> None:
+    """aiokafka's ``seek_to_committed`` seeks only commits above 0 (the premise is checked on
+    the embedded broker in tests/integration/test_consumer_seek.py)."""
+    market, alerts, changelog = TP(topics.MARKET, 0), TP(topics.ALERTS, 0), TP("liqmon-x-changelog", 0)
+    committed = {market: 12, TP(topics.MARKET, 1): 0, alerts: None, changelog: None}
+    assert uncommitted_stream_partitions(committed, {changelog.topic}, "earliest") == [TP(topics.MARKET, 1), alerts]
+    # With "latest", a partition with no commit starts at the end anyway: nothing to read again.
+    assert uncommitted_stream_partitions(committed, {changelog.topic}, "latest") == [TP(topics.MARKET, 1)]
+
+
+async def test_the_seek_sends_partitions_without_a_commit_back_to_offset_0(tmp_path: Path) -> None:
+    """A worker whose alerts all wait for a receiver has no commit on ``alerts.cascade``: the
+    records its fetches dropped while the flow was stopped must be read again."""
+    consumer = _consumer(tmp_path)
+    changelogs = consumer.app.tables.changelog_topics
+    assert changelogs  # the checkpoint tables' changelogs: faust's recovery places those
+    changelog = TP(sorted(changelogs)[0], 0)
+    alerts, market0, market1 = TP(topics.ALERTS, 0), TP(topics.MARKET, 0), TP(topics.MARKET, 1)
+    committed = {market0: 12, market1: 0, alerts: None, changelog: None}
+    sought: list[dict[TP, int]] = []
+
+    class Thread:
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return committed
+
+    async def seek_wait(partitions: dict[TP, int]) -> None:
+        sought.append(dict(partitions))
+
+    consumer._thread = Thread()
+    consumer.seek_wait = seek_wait
+    assert await consumer.seek_to_committed() == committed
+    assert sought == [{market1: 0, alerts: 0}]
+
+    async def revoked(partitions: dict[TP, int]) -> None:
+        raise IllegalStateError("not assigned")
+
+    consumer.seek_wait = revoked  # revoked meanwhile: the next assignment starts them over
+    assert await consumer.seek_to_committed() == committed
