@@ -51,7 +51,8 @@ pytestmark = [
 
 OUTAGE_S = float(os.environ.get("LIQMON_TEST_SINK_OUTAGE_S", "5"))
 
-#: Worker log lines that tell the group's and the consumer's story (the workers log at info).
+#: Worker log lines that tell the group's and the consumer's story: the test's workers log at
+#: info, so a failing wait shows both workers' joins, recoveries and sink retries.
 STORY_MARKERS = ("Joined group", "Revoking", "(Re-)joining", "Recovery", "Fetcher", "Signal received",
                  "kept for retry", "receiver back", "dropped", "ERROR", "Traceback", "wait_empty")
 
@@ -104,7 +105,6 @@ def test_every_alert_arrives_after_the_webhook_and_alertmanager_come_back(
         env = clean_env(LIQMON_KAFKA_BOOTSTRAP=broker.bootstrap, LIQMON_BROKER_KIND="tansu",
                         LIQMON_METRICS_PORT=str(metrics_port), LIQMON_WEBHOOK_URL=hook.url("/hook"),
                         LIQMON_ALERTMANAGER_URL=am.url, LIQMON_ALERT_COOLDOWN_MS="0",
-                        # info: a failing wait shows the workers' group and recovery story
                         LIQMON_ALERTMANAGER_RESEND_S="2", LIQMON_LOG_LEVEL="info")
         worker = stack.enter_context(process(liqmon("worker"), tmp_path / "worker.log", env))
         replay = stack.enter_context(process(
