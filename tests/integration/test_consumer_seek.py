@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from streams.kafka.broker import embedded_broker
 from streams.kafka.faust_kafka import uncommitted_stream_partitions
+from streams.kafka.security import start_admin
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
@@ -23,8 +24,7 @@ RECORDS = 8
 
 
 async def _fill(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    admin = await start_admin(bootstrap)
     try:
         await admin.create_topics([NewTopic(TOPIC, 1, 1)])
     finally:

@@ -59,11 +59,9 @@ STORY_MARKERS = ("Joined group", "Revoking", "(Re-)joining", "Recovery", "Fetche
 
 def story(path: Path) -> str:
     """A failing wait's account of a worker: its group and recovery lines, then its log's end."""
-    if not path.exists():
-        return f"{path.name}: no log\n"
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
     lines = [line[:200] for line in text.splitlines() if any(marker in line for marker in STORY_MARKERS)]
-    return f"--- {path.name}: story\n" + "\n".join(lines[-80:]) + f"\n--- {path.name}: end\n" + text[-3000:]
+    return f"--- {path.name}: story\n" + "\n".join(lines[-80:]) + f"\n--- {path.name}: end\n" + tail(path)
 
 
 def children(pid: int) -> list[int]:
