@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import ValidationError
@@ -206,8 +206,12 @@ def _position_row(pos: Position, prices: Mapping[str, float], params: RiskParams
 
 
 def _finite(values: Any) -> list[float | None]:
-    """A figure column as JSON values: NaN (no figure) and infinities become null."""
-    return [x if math.isfinite(x) else None for x in values.tolist()]
+    """A figure column as JSON values: NaN (no figure) and infinities become null (a
+    column with none of them is handed over as it is, without a step per value)."""
+    numbers: list[float] = values.tolist()
+    if np.isfinite(values).all():
+        return cast("list[float | None]", numbers)
+    return [x if math.isfinite(x) else None for x in numbers]
 
 
 def _action_rows(result: EngineResult, columns: AccountColumns) -> list[list[dict[str, Any]]]:
