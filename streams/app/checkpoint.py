@@ -210,10 +210,24 @@ class InputCursor:
             return Verdict.PROCESS
         if offset < self.expected:
             return Verdict.SKIP
-        if self._rewound_at_s is not None and now_s - self._rewound_at_s < self.retry_s:
+        if self._rewound_at_s is not None and not self.overdue(now_s):
             return Verdict.DROP
         self._rewound_at_s = now_s
         return Verdict.REWIND
+
+    def overdue(self, now_s: float) -> bool:
+        """Whether a seek back was asked for and its first record has not come for
+        ``retry_s``: ask again without waiting for a record (the partition's last records
+        may all have been dropped while the seek was under way, and none may follow)."""
+        return self._rewound_at_s is not None and now_s - self._rewound_at_s >= self.retry_s
+
+    def rewinding(self) -> bool:
+        """Whether a seek back was asked for and its first record has not come yet."""
+        return self._rewound_at_s is not None
+
+    def rewound(self, now_s: float) -> None:
+        """A seek back was asked for again at ``now_s``."""
+        self._rewound_at_s = now_s
 
     def advance(self, offset: int) -> None:
         self.expected = offset + 1

@@ -34,7 +34,7 @@ from monitor.protocol import DeadLetter, InputKind, InputRecord, bundle_inputs
 from streams import topics
 from streams.app.global_agent import attach_global_agent, set_risk_metrics
 from streams.app.market_agent import PendingSignals, attach_market_agent
-from streams.app.pipes import Pipes, checkpoint_table
+from streams.app.pipes import Pipes, attach_rewind_retry, checkpoint_table
 from streams.app.shard_agent import attach_shard_agent
 from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.kafka.security import faust_security
@@ -130,6 +130,7 @@ def create_app(settings: Settings, config: EngineConfig, bootstrap: str, metrics
     _deadletter_agent(pipes)
     _forward_agents(pipes)
     _lag_timer(pipes)
+    attach_rewind_retry(pipes)
     _assignment_gauge(pipes)
     return app
 

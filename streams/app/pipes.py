@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from monitor.config import EngineConfig
@@ -16,7 +18,45 @@ from monitor.protocol import DeadLetter, RiskSnapshot, SignalRecord, encode
 from streams.app.checkpoint import CheckpointTable, InputCursor, Verdict
 from streams.settings import Settings
 
-__all__ = ["CheckpointedStage", "Pipes", "attach_stage_hooks", "checkpoint_table"]
+__all__ = ["CheckpointedStage", "Pipes", "Rewinds", "attach_rewind_retry", "attach_stage_hooks", "checkpoint_table"]
+
+log = logging.getLogger("liqmon.pipes")
+
+
+class Rewinds:
+    """The seeks back the stages asked for whose first record has not come yet, by
+    partition, so that a timer can ask again for those overdue (:meth:`InputCursor.overdue`)
+    when no record comes to ask: a seek issued while the consumer is still handing over a
+    batch fetched before it can be undone (faust sets its read offset past the rest of that
+    batch and drops the records read again below it), and if those were the partition's
+    last records, nothing else would ever ask."""
+
+    def __init__(self) -> None:
+        self._asked: dict[TP, tuple[str, InputCursor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._asked)
+
+    def asked(self, stage: str, tp: TP, cursor: InputCursor) -> None:
+        """``stage``'s cursor of ``tp`` asked for a seek back to its expected offset."""
+        self._asked[tp] = (stage, cursor)
+
+    def overdue(self, now_s: float) -> list[tuple[str, TP, int]]:
+        """(stage, partition, expected offset) of each seek back overdue at ``now_s``, marked
+        as asked again; those whose first record came are forgotten."""
+        out: list[tuple[str, TP, int]] = []
+        for tp, (stage, cursor) in list(self._asked.items()):
+            if not cursor.rewinding() or cursor.expected is None:
+                del self._asked[tp]
+            elif cursor.overdue(now_s):
+                cursor.rewound(now_s)
+                out.append((stage, tp, cursor.expected))
+        return out
+
+    def forget(self, partitions: set[TP]) -> None:
+        """Partitions this worker no longer owns (their next owner starts its own cursor)."""
+        for tp in partitions:
+            self._asked.pop(tp, None)
 
 
 @dataclass
@@ -42,6 +82,8 @@ class Pipes:
     #: The account shards' topics (None: the accounts are not sharded).
     shards: Any = None
     shard_steps: Any = None
+    #: Seeks back asked for and not yet seen through (:meth:`retry_rewinds`).
+    rewinds: Rewinds = field(default_factory=Rewinds)
 
     async def dead_letter(self, dl: DeadLetter) -> None:
         # Counted by the dead-letter agent, like every other producer's dead letters.
@@ -71,9 +113,23 @@ class Pipes:
         if verdict is Verdict.SKIP:
             await stream.ack(event)
         elif verdict is Verdict.REWIND:
-            self.metrics.rewinds_total.labels(stage).inc()
-            await self.app.consumer.seek(TP(message.topic, message.partition), cast(int, cursor.expected))
+            tp = TP(message.topic, message.partition)
+            self.rewinds.asked(stage, tp, cursor)
+            await self._rewind(stage, tp, cast(int, cursor.expected))
         return False
+
+    async def _rewind(self, stage: str, tp: TP, offset: int) -> None:
+        self.metrics.rewinds_total.labels(stage).inc()
+        await self.app.consumer.seek(tp, offset)
+
+    async def retry_rewinds(self) -> None:
+        """Ask again for the seeks back that are overdue (:class:`Rewinds`)."""
+        for stage, tp, offset in self.rewinds.overdue(time.monotonic()):
+            log.info("%s: seeking %s back to %d again (nothing at that offset came)", stage, tp, offset)
+            try:
+                await self._rewind(stage, tp, offset)
+            except IllegalStateError:  # revoked meanwhile: its next owner starts over
+                self.rewinds.forget({tp})
 
     async def durable(self) -> None:
         """Wait until everything sent so far is acknowledged by the broker."""
@@ -116,3 +172,20 @@ def attach_stage_hooks(pipes: Pipes, stage: CheckpointedStage) -> None:
     @pipes.app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: faust.App, revoked: set[Any], **_: Any) -> None:
         stage.on_revoked(revoked)
+
+
+def attach_rewind_retry(pipes: Pipes) -> None:
+    """A timer that asks again for overdue seeks back (:class:`Rewinds`), and the rebalance
+    handler that forgets those of partitions revoked."""
+
+    @pipes.app.timer(interval=_REWIND_TIMER_S)  # type: ignore[untyped-decorator]
+    async def retry_overdue_rewinds() -> None:
+        await pipes.retry_rewinds()
+
+    @pipes.app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_rewinds(sender: faust.App, revoked: set[Any], **_: Any) -> None:
+        pipes.rewinds.forget(revoked)
+
+
+#: How often overdue seeks back are looked for (a cursor's ``retry_s`` is 1 s).
+_REWIND_TIMER_S = 0.5

@@ -97,6 +97,19 @@ def test_the_cursor_processes_the_next_record_skips_old_ones_and_rewinds_once() 
     assert cursor.judge(101, 1.8) is Verdict.PROCESS
 
 
+def test_a_seek_back_whose_first_record_never_comes_is_overdue_after_retry_s() -> None:
+    cursor = InputCursor(100, retry_s=1.0)
+    assert not cursor.rewinding() and not cursor.overdue(50.0)  # nothing asked
+    assert cursor.judge(105, 0.0) is Verdict.REWIND
+    assert cursor.judge(106, 0.2) is Verdict.DROP  # the partition's last record, dropped
+    assert cursor.rewinding() and not cursor.overdue(0.9)
+    assert cursor.overdue(1.0)  # no record follows: only a timer can ask again
+    cursor.rewound(1.0)
+    assert not cursor.overdue(1.5) and cursor.overdue(2.0)
+    assert cursor.judge(100, 2.1) is Verdict.PROCESS
+    assert not cursor.rewinding() and not cursor.overdue(99.0)
+
+
 def test_signals_sent_again_after_a_restart_are_taken_once_whatever_the_merging() -> None:
     def sig(seq: int) -> tuple[object, ...]:
         return (T0 + seq, "USDe", seq, "price", {"key": "USDe@binance", "price": 1 - seq / 1000})
