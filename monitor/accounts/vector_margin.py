@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.accounts.columns import MODELS, CollateralTable, FloatArray, StepTable
+from monitor.models.margin import STATUSES
 from monitor.risk_params import RiskParams
 
 __all__ = [
@@ -24,11 +25,19 @@ __all__ = [
     "collateral_equity_usd",
     "perp_mm_usd",
     "status_codes",
+    "status_counts",
     "tier_slices",
 ]
 
 # Status codes of ``AccountBook.status``: the index into monitor.models.margin.STATUSES.
 LIQUIDATION = 3
+
+
+def status_counts(status: npt.NDArray[np.int8]) -> list[int]:
+    """The number of accounts with each status code, one count per status of
+    ``STATUSES`` (0 included), in their order."""
+    counts: list[int] = np.bincount(status, minlength=len(STATUSES)).tolist()
+    return counts
 
 
 def tier_slices(sorted_size: FloatArray, bounds: FloatArray) -> list[tuple[int, int, int]]:

@@ -19,7 +19,7 @@ from monitor.accounts.book import AccountBook, AccountFigures
 from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines
 from monitor.accounts.vector_engine import EngineResult, book_layout, layout_fits, liquidate_layout
-from monitor.accounts.vector_margin import LIQUIDATION
+from monitor.accounts.vector_margin import LIQUIDATION, status_counts
 from monitor.models.loops.lending import (
     LoopBook,
     Position,
@@ -270,7 +270,7 @@ class _AccountRows:
 
     def by_status(self) -> dict[str, int]:
         """Accounts by status name at the shocked prices (every status named, 0 included)."""
-        counts = np.bincount(self.after.status, minlength=len(STATUSES)).tolist()
+        counts = status_counts(self.after.status)
         return dict(zip(STATUSES, counts, strict=True))
 
     def _engine(self) -> dict[int, tuple[list[dict[str, Any]], float | None]]:

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
-
+from monitor.accounts.vector_margin import status_counts
 from monitor.accounts.watch import default_balance_price_key, price_key_units, status_slack_usd
 from monitor.config import EngineConfig
 from monitor.models.cascade import CascadeDetector
@@ -293,7 +292,7 @@ class GlobalRisk(OrderedStage):
         if shards is not None:
             counts, forced_sell_usd = shards.status_counts(), shards.forced_sell_usd()
         else:
-            counts = np.bincount(self.watch.result_columns().status, minlength=len(STATUSES)).tolist()
+            counts = status_counts(self.watch.result_columns().status)
             forced_sell_usd = self.watch.forced_sell_usd
         statuses = {STATUSES[code]: n for code, n in enumerate(counts) if n}
         return RiskSnapshot(

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from msgspec import Struct
 
+from monitor.accounts.vector_margin import status_counts
 from monitor.accounts.watch import ResultColumns
 from monitor.models.cascade import ACCOUNTS_SHOWN, AccountSet
 from monitor.models.margin import STATUSES
@@ -90,7 +91,7 @@ def venue_figures(results: ResultColumns) -> tuple[VenueFigures, ...]:
         lo, hi = bounds[v], bounds[v + 1]
         if lo == hi:
             continue
-        counts = tuple(np.bincount(status[lo:hi], minlength=len(STATUSES)).tolist())
+        counts = tuple(status_counts(status[lo:hi]))
         levs = leverage[lo:hi]
         sketch = leverage_sketch(levs)
         lev_max = float(np.nanmax(levs)) if sketch.count else None
