@@ -199,8 +199,9 @@ class InputCursor:
         #: None: no checkpoint, take the first record the consumer hands over (offsets are
         #: committed only with a checkpoint, so none means nothing was committed either).
         self.expected = expected
-        #: A seek back not yet visible after this long is asked for again (a seek of the
-        #: consumer's own, e.g. at the end of a recovery, may have overtaken it).
+        #: A seek back not yet visible after this long is asked for again, by the next record
+        #: or by a timer (``streams.app.pipes.Rewinds``): a seek of the consumer's own, or the
+        #: rest of a batch fetched before it, may have overtaken it.
         self.retry_s = retry_s
         self._rewound_at_s: float | None = None
 
