@@ -405,6 +405,14 @@ class ColumnsBuilder:
         self._loan: list[float] = []
         self._table: list[int] = []
 
+    def __len__(self) -> int:
+        """Accounts added so far."""
+        return len(self._ids)
+
+    def fresh(self) -> ColumnsBuilder:
+        """An empty builder with the same risk parameters."""
+        return ColumnsBuilder(self._params)
+
     def _collateral_table(self, tiers: CollateralTiers) -> int:
         ident = (tiers.basis, tiers.tiers)
         if ident not in self._coll:

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 from msgspec import Meta
 
-from monitor.accounts.columns import AccountColumns, ColumnsBuilder
+from monitor.accounts.columns import AccountColumns, ColumnsBuilder, concatenated
 from monitor.models.margin import Account, AccountModel
 
 __all__ = ["BATCH_LINES", "AccountLines", "plain_account"]
@@ -96,7 +96,8 @@ class AccountLines:
         self._validate = validate
         self._sources: list[Any] = []
         self._columns: AccountColumns | None = None
-        self._ids: set[str] = set()
+        #: Columns of the accounts before the builder's, in order (see :meth:`extend`).
+        self._done: list[AccountColumns] = []
         #: The input line of each account.
         self.lines: list[int] = []
 
@@ -167,6 +168,22 @@ class AccountLines:
         self.lines.append(line)
         return acct.account_id
 
+    def extend(self, columns: AccountColumns, raws: Sequence[bytes], lines: Sequence[int]) -> None:
+        """Accounts decoded elsewhere (another process of the same file, the same parameters)
+        after those added so far: their columns, each one's JSON line (its :class:`Account`
+        is built from it when asked for) and line number. The columns of all are then
+        :func:`~monitor.accounts.columns.concatenated`: each entry as it was, equal tables
+        shared."""
+        if len(raws) != columns.n_accounts or len(lines) != columns.n_accounts:
+            raise ValueError(f"{columns.n_accounts} accounts, {len(raws)} lines, {len(lines)} line numbers")
+        if len(self._builder):
+            self._done.append(self._builder.columns())
+            self._builder = self._builder.fresh()
+        self._done.append(columns)
+        self._columns = None
+        self._sources.extend(raws)
+        self.lines.extend(lines)
+
     def account(self, i: int) -> Account:
         """Account ``i`` (in file order) as the model ``Account.model_validate`` gives."""
         source = self._sources[i]
@@ -177,7 +194,10 @@ class AccountLines:
     def columns(self) -> AccountColumns:
         """The columns of the accounts added, in file order."""
         if self._columns is None:
-            self._columns = self._builder.columns()
+            if not self._done:
+                self._columns = self._builder.columns()
+            else:
+                self._columns = concatenated([*self._done, *([self._builder.columns()] if len(self._builder) else [])])
         return self._columns
 
     def first_missing_price(self, prices: Mapping[str, float]) -> tuple[int, str, str] | None:

@@ -360,12 +360,24 @@ class StressReport:
         self.head = head
         self._accounts = accounts
 
-    def account_chunks(self) -> Iterator[list[dict[str, Any]]]:
-        """The account rows in input order, :data:`ROWS_PER_CHUNK` at a time."""
+    @property
+    def n_accounts(self) -> int:
+        """Account rows in the report."""
+        return len(self._accounts) if self._accounts is not None else 0
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks :meth:`account_chunks` hands out in all."""
+        return -(-self.n_accounts // ROWS_PER_CHUNK)
+
+    def account_chunks(self, first: int = 0, every: int = 1) -> Iterator[list[dict[str, Any]]]:
+        """The account rows in input order, :data:`ROWS_PER_CHUNK` at a time: the chunks
+        ``first``, ``first + every``, … (all by default; writers in several processes take
+        turns)."""
         if self._accounts is None:
             return
         step = ROWS_PER_CHUNK  # read when called: tests make chunks small
-        for start in range(0, len(self._accounts), step):
+        for start in range(first * step, len(self._accounts), every * step):
             yield self._accounts.rows(start, start + step)
 
     def document(self) -> dict[str, Any]:

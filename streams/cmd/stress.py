@@ -15,16 +15,12 @@ from typing import Any
 
 import orjson
 
-from monitor.accounts import lines as account_lines
-from monitor.accounts.columns import ColumnsBuilder
-from monitor.accounts.lines import AccountLines
 from monitor.models.loops.lending import Position
 from monitor.risk_params import RiskParams
 from monitor.stages.stress import (
     StressInputError,
     StressReport,
     check_price_keys,
-    parse_account,
     parse_books,
     parse_position,
     parse_prices,
@@ -32,10 +28,13 @@ from monitor.stages.stress import (
     stress_report,
 )
 from replay.gcpause import gc_paused
+from streams.cmd.forked import ForkedError, ForkedStream, cores
+from streams.cmd.stress_accounts import line_batches, read_accounts, read_lines
 
-__all__ = ["EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
+__all__ = ["EXIT_FAILED", "EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_INPUT_ERROR = 2
 _PROG = "liqmon stress"
 
@@ -85,23 +84,8 @@ def _load_json(path: str) -> Any:
 
 
 def _jsonl_batches(path: str) -> Iterator[tuple[list[int], list[bytes]]]:
-    """(line numbers, the lines' bytes) of the non-blank lines, up to
-    :data:`monitor.accounts.lines.BATCH_LINES` lines of the file at a time (account lines
-    are decoded a batch at a time, and a batch with a line that is not plain line by line):
-    lines end at ``\n``, ``\r\n`` or ``\r``."""
-    try:
-        lines = Path(path).read_bytes().splitlines()
-    except OSError as exc:
-        raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
-    size = account_lines.BATCH_LINES  # read when called: tests make batches small
-    for start in range(0, len(lines), size):
-        batch = lines[start:start + size]
-        numbers = range(start + 1, start + 1 + len(batch))
-        if all(map(bytes.strip, batch)):
-            yield list(numbers), batch
-        else:
-            kept = [n for n, raw in zip(numbers, batch, strict=True) if raw.strip()]
-            yield kept, [lines[n - 1] for n in kept]
+    """:func:`~streams.cmd.stress_accounts.line_batches` of the whole file."""
+    return line_batches(read_lines(path))
 
 
 def _jsonl_lines(path: str) -> Iterator[tuple[int, bytes]]:
@@ -128,47 +112,6 @@ def _margin_tables(path: str, params: RiskParams) -> RiskParams:
     return load_margin_tables(Path(path), params)
 
 
-def _first_repeat(lines: Sequence[int], ids: Sequence[str], seen: set[str]) -> int:
-    """The line of the first of ``ids`` seen before them or earlier among them."""
-    known = set(seen)
-    for line, account_id in zip(lines, ids, strict=True):
-        if account_id in known:
-            return line
-        known.add(account_id)
-    raise AssertionError("no repeated id in the batch")
-
-
-def _add_one_by_one(accounts: AccountLines, lines: Sequence[int], raws: Sequence[bytes], seen: set[str],
-                    path: str) -> None:
-    for line, raw in zip(lines, raws, strict=True):
-        try:
-            account_id = accounts.add_line(raw, line)
-        except orjson.JSONDecodeError as exc:
-            raise StressInputError(path, line, "", f"invalid JSON: {exc}") from None
-        if account_id in seen:
-            raise StressInputError(path, line, "account_id", "duplicate id")
-        seen.add(account_id)
-
-
-def _read_accounts(path: str, params: RiskParams) -> AccountLines:
-    """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``),
-    a batch at a time, so a file of a million accounts is never held as Python objects at
-    once; the first bad line or repeated id in the file is a :class:`StressInputError`
-    naming line and field."""
-    accounts = AccountLines(ColumnsBuilder(params), lambda obj, line: parse_account(obj, path, line))
-    seen: set[str] = set()
-    for lines, raws in _jsonl_batches(path):
-        ids = accounts.add_plain_lines(raws, lines)
-        if ids is None:
-            _add_one_by_one(accounts, lines, raws, seen, path)
-            continue
-        fresh = set(ids)
-        if len(fresh) != len(ids) or not seen.isdisjoint(fresh):
-            raise StressInputError(path, _first_repeat(lines, ids, seen), "account_id", "duplicate id")
-        seen |= fresh
-    return accounts
-
-
 def _build_report(args: argparse.Namespace) -> StressReport:
     params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
     if getattr(args, "margin_tables", None):
@@ -183,7 +126,7 @@ def _build_report(args: argparse.Namespace) -> StressReport:
                 raise StressInputError(args.positions, line, "position_id", "duplicate id")
             seen.add(pos.position_id)
             positions.append((line, pos))
-    accounts = _read_accounts(args.accounts, params) if args.accounts else None
+    accounts = read_accounts(args.accounts, params) if args.accounts else None
     check_price_keys(positions, prices, positions_source=args.positions or "", prices_source=args.prices)
     missing = accounts.first_missing_price(prices) if accounts is not None else None
     if missing is not None:
@@ -207,17 +150,21 @@ def _build_report(args: argparse.Namespace) -> StressReport:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Execute ``liqmon stress``; print the JSON report; 0 on success, 2 on bad input."""
+    """Execute ``liqmon stress``; print the JSON report; 0 on success, 2 on bad input, 1 when
+    a process reading or writing a part failed (the report, if begun, is cut short)."""
     # Millions of decoded lines and report rows, no reference cycles: the collector stays off
     # until the report is written and freed (switched on over that heap, its first full
     # pass would cost a tenth of a second for nothing).
     with gc_paused():
         try:
             report = _build_report(args)
+            _write_report(report)
         except StressInputError as exc:
             print(f"{_PROG}: error: {exc}", file=sys.stderr)
             return EXIT_INPUT_ERROR
-        _write_report(report)
+        except ForkedError as exc:  # a part's process killed (out of memory) or a defect
+            print(f"{_PROG}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         del report
     return EXIT_OK
 
@@ -225,27 +172,58 @@ def run(args: argparse.Namespace) -> int:
 #: Where the account rows go in the report's head as orjson indents it: the top-level key's
 #: empty list (rows and their keys sit deeper, behind more spaces).
 _ROWS_AT = b'\n  "accounts": []'
+#: Fewest account rows a process is given to write: below two processes' worth, the rows
+#: are written by the command alone.
+PART_ROWS = 40_000
+
+
+def _rows_text(rows: list[dict[str, Any]]) -> memoryview:
+    """Account rows as they sit in the report: dumped as a list, its lines indented one
+    level more (orjson escapes the newlines inside strings, so every newline byte is
+    layout), its brackets dropped."""
+    text = orjson.dumps(rows, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
+    return memoryview(text)[1:-4]  # without "[" and "\n  ]"
+
+
+def _chunk_texts(report: StressReport, first: int, every: int) -> Iterator[memoryview]:
+    """:func:`_rows_text` of the report's chunks ``first``, ``first + every``, …"""
+    for chunk in report.account_chunks(first, every):
+        yield _rows_text(chunk)
+
+
+def _row_texts(report: StressReport) -> Iterator[bytes | memoryview]:
+    """The text of the report's account chunks in order, written by the command and by
+    forked children taking turns, chunk by chunk (``streams.cmd.forked``), when the
+    report has rows enough for more than one process (:data:`PART_ROWS` each)."""
+    n_chunks = report.n_chunks
+    writers = max(1, min(cores(), report.n_accounts // max(1, PART_ROWS), n_chunks))
+    children = [ForkedStream(_chunk_texts, report, k, writers, what=f"writing account rows (part {k + 1} of {writers})")
+                for k in range(1, writers)]
+    try:
+        own = _chunk_texts(report, 0, writers)
+        for j in range(n_chunks):
+            yield next(own) if j % writers == 0 else next(children[j % writers - 1])
+    finally:
+        for child in children:
+            child.cancel()
 
 
 def _write_report(report: StressReport) -> None:
     """The report on stdout, the account rows streamed a chunk at a time, never all held as
     dicts or as text. The bytes are those of ``orjson.dumps(report.document(),
-    option=OPT_INDENT_2)`` and a newline: each chunk is dumped as a list, its lines indented
-    one level more (orjson escapes the newlines inside strings, so every newline byte is
-    layout) and its brackets dropped. orjson writes the same document as
-    json.dump(indent=2) many times faster; it spells small and large floats without an
-    exponent sign (4.2e-05 → 0.000042) and writes non-ASCII characters as UTF-8."""
+    option=OPT_INDENT_2)`` and a newline, the chunks (:func:`_rows_text`) joined by commas.
+    orjson writes the same document as json.dump(indent=2) many times faster; it spells
+    small and large floats without an exponent sign (4.2e-05 → 0.000042) and writes
+    non-ASCII characters as UTF-8."""
     head = orjson.dumps(report.head, option=orjson.OPT_INDENT_2)
     at = head.index(_ROWS_AT) + len(_ROWS_AT) - 1  # between the brackets of the empty list
     sys.stdout.flush()
     out = sys.stdout.buffer
     out.write(head[:at])
     sep = b""
-    for chunk in report.account_chunks():
-        text = orjson.dumps(chunk, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
-        del chunk
+    for text in _row_texts(report):
         out.write(sep)
-        out.write(memoryview(text)[1:-4])  # without "[" and "\n  ]"
+        out.write(text)
         sep = b","
     out.write(b"\n  " if sep else b"")
     out.write(head[at:])

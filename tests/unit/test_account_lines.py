@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from monitor.accounts.columns import AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines, plain_account
 from monitor.models.margin import Account
 from monitor.risk_params import RiskParams
+from monitor.stages import stress as stress_stage
 from monitor.stages.stress import StressInputError, parse_account, stress_report
 from streams.cmd import stress as stress_cmd
+from streams.cmd import stress_accounts
 
 PARAMS = RiskParams()
 MODELS = ["binance-pm", "bybit-uta", "okx-mc", "hyperliquid", "ftx"]
@@ -244,21 +248,101 @@ def test_a_bad_line_is_one_clear_error(
     assert err.startswith(f"liqmon stress: error: {tmp_path / expected}")
 
 
+def test_the_report_is_the_same_bytes_in_any_number_of_parts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    text = accounts_jsonl(synthetic_accounts(600, seed=11)).decode()
+    forked: list[str] = []
+
+    class Reader(stress_accounts.Forked):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, what: str) -> None:
+            forked.append("read")
+            super().__init__(*args, what=what)
+
+    class Writer(stress_cmd.ForkedStream):
+        def __init__(self, *args: Any, what: str) -> None:
+            forked.append("write")
+            super().__init__(*args, what=what)
+
+    monkeypatch.setattr(stress_accounts, "Forked", Reader)
+    monkeypatch.setattr(stress_cmd, "ForkedStream", Writer)
+    outs = []
+    for parts in (1, 2, 3):
+        _in_parts(monkeypatch, parts, 100)
+        rc, out, err = _stress(tmp_path, text, capsys)
+        assert rc == 0 and err == ""
+        outs.append(out)
+    assert forked == ["read", "write", "read", "read", "write", "write"]  # children: none, one, two
+    assert outs[1] == outs[0] and outs[2] == outs[0]
+    assert json.loads(outs[0])["aggregates"]["accounts_by_status"]["liquidation"] > 0
+
+
+@pytest.mark.parametrize("stage", ["read", "write"])
+def test_a_part_whose_process_is_killed_is_one_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """A child killed (the kernel's out-of-memory killer, say) reading lines or writing rows:
+    exit code 1 and one line naming the signal, not a traceback nor a report that looks whole."""
+    parent = os.getpid()
+
+    def killed_in_a_child(original: Any) -> Any:
+        def run(*args: Any) -> Any:
+            if os.getpid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args)
+        return run
+
+    if stage == "read":
+        monkeypatch.setattr(stress_accounts, "_read_child_part", killed_in_a_child(stress_accounts._read_child_part))
+    else:
+        monkeypatch.setattr(stress_cmd, "_chunk_texts", killed_in_a_child(stress_cmd._chunk_texts))
+    _in_parts(monkeypatch, 2, 100)
+    rc, out, err = _stress(tmp_path, accounts_jsonl(synthetic_accounts(400, seed=3)).decode(), capsys)
+    assert rc == stress_cmd.EXIT_FAILED
+    what = (f"reading lines 201-400 of {tmp_path / 'A.jsonl'} ended without a result" if stage == "read"
+            else "writing account rows (part 2 of 2) ended without its end")
+    assert err == f"liqmon stress: error: the process {what} (killed by signal {int(signal.SIGKILL)})\n"
+    if stage == "write":  # the rows before the lost part, and no more: not a whole document
+        assert out.startswith("{")
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(out)
+
+
 def _numbered_file(n: int) -> list[str]:
     return accounts_jsonl(synthetic_accounts(n, seed=5)).decode().splitlines()
 
 
+def _in_parts(monkeypatch: pytest.MonkeyPatch, parts: int, lines_per_part: int) -> None:
+    """``liqmon stress`` reads its accounts file and writes its account rows in ``parts``
+    processes (forked children), the rows in chunks of 64."""
+    monkeypatch.setattr(stress_accounts, "PART_LINES", lines_per_part)
+    monkeypatch.setattr(stress_accounts, "cores", lambda: parts)
+    monkeypatch.setattr(stress_cmd, "PART_ROWS", lines_per_part)
+    monkeypatch.setattr(stress_cmd, "cores", lambda: parts)
+    monkeypatch.setattr(stress_stage, "ROWS_PER_CHUNK", 64)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
 @pytest.mark.parametrize(("edits", "expected"), [
     ({6: "dup:2"}, "A.jsonl:6: account_id: duplicate id"),  # of a line in an earlier batch
     ({7: "dup:6"}, "A.jsonl:7: account_id: duplicate id"),  # within one batch
     ({6: "dup:2", 7: "{"}, "A.jsonl:6: account_id: duplicate id"),  # before a bad line of its batch
     ({6: "{", 7: "dup:2"}, "A.jsonl:6: invalid JSON"),
     ({5: "override", 8: "dup:5"}, "A.jsonl:8: account_id: duplicate id"),  # a batch read line by line
+    # In three parts (lines 1-4, 5-8, 9-12): ids repeated across parts, before or after a
+    # part's own bad line or its own repeated id, in a part read in bulk or line by line.
+    ({10: "dup:2"}, "A.jsonl:10: account_id: duplicate id"),
+    ({9: "dup:2", 10: "{"}, "A.jsonl:9: account_id: duplicate id"),
+    ({9: "{", 10: "dup:2"}, "A.jsonl:9: invalid JSON"),
+    ({6: "dup:1", 7: "dup:5"}, "A.jsonl:6: account_id: duplicate id"),
+    ({7: "dup:5", 8: "dup:1"}, "A.jsonl:7: account_id: duplicate id"),
+    ({9: "override", 11: "dup:3"}, "A.jsonl:11: account_id: duplicate id"),
+    ({2: "{", 11: "dup:1"}, "A.jsonl:2: invalid JSON"),
+    ({12: "dup:9", 11: "[1]"}, "A.jsonl:11: (line): expected a JSON object"),
 ])
 def test_the_first_bad_line_of_the_file_is_the_error_whatever_the_batches(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        edits: dict[int, str], expected: str) -> None:
+        edits: dict[int, str], expected: str, parts: int) -> None:
     monkeypatch.setattr(account_lines_module, "BATCH_LINES", 4)
+    _in_parts(monkeypatch, parts, 4)
     lines = _numbered_file(12)
     for n, edit in edits.items():
         if edit.startswith("dup:"):
@@ -276,11 +360,14 @@ def test_the_first_bad_line_of_the_file_is_the_error_whatever_the_batches(
     assert err.startswith(f"liqmon stress: error: {tmp_path / expected}"), err
 
 
+@pytest.mark.parametrize("parts", [1, 2, 3])
 def test_a_file_read_in_batches_some_not_plain_gives_the_model_paths_report(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, parts: int) -> None:
     """Blank lines, CRLF ends and accounts with their own collateral rates among plain
-    ones: batches read in bulk and batches read line by line give the report of the models."""
+    ones: batches read in bulk and batches read line by line, in one process or in parts
+    on forked children, give the report of the models."""
     monkeypatch.setattr(account_lines_module, "BATCH_LINES", 16)
+    _in_parts(monkeypatch, parts, 50)
     lines = _numbered_file(300)
     for n in range(0, 300, 37):
         doc = orjson.loads(lines[n])
