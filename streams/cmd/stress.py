@@ -29,7 +29,7 @@ from monitor.stages.stress import (
 )
 from replay.gcpause import gc_paused
 from streams.cmd.forked import ForkedError, ForkedStream, cores
-from streams.cmd.stress_accounts import line_batches, read_accounts, read_lines
+from streams.cmd.stress_accounts import PART_LINES, line_batches, read_accounts, read_lines
 
 __all__ = ["EXIT_FAILED", "EXIT_INPUT_ERROR", "EXIT_OK", "add_parser", "main", "run"]
 
@@ -48,6 +48,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multiply KEY by (1 + PCT), e.g. USDe@binance=-35%% (repeatable)")
     parser.add_argument("--books", metavar="BOOKS.json",
                         help='bids {"PRICE_KEY": [[price, qty], ...]}; enables the spiral')
+    parser.add_argument("--jobs", type=_jobs_count, metavar="N",
+                        help="processes reading the accounts and writing their rows (default: "
+                             "every core this process may use; a file is cut only in parts of "
+                             f"{PART_LINES:,} lines or more)")
     parser.add_argument("--margin-tables", metavar="TABLES",
                         help='venue margin tables instead of the built-in ones: a JSON document '
                              '{"hyperliquid": meta, "bybit": ..., "okx": ...} or a capture '
@@ -63,6 +67,22 @@ def add_parser(subparsers: Any) -> None:
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _jobs_count(text: str) -> int:
+    """``--jobs``: a whole number of processes, at least 1."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 process, not {jobs}")
+    return jobs
+
+
+def _jobs(args: argparse.Namespace) -> int | None:
+    jobs: int | None = getattr(args, "jobs", None)  # Namespaces built by callers may lack it
+    return jobs
 
 
 def _reject_constant(name: str) -> float:
@@ -126,7 +146,7 @@ def _build_report(args: argparse.Namespace) -> StressReport:
                 raise StressInputError(args.positions, line, "position_id", "duplicate id")
             seen.add(pos.position_id)
             positions.append((line, pos))
-    accounts = read_accounts(args.accounts, params) if args.accounts else None
+    accounts = read_accounts(args.accounts, params, _jobs(args)) if args.accounts else None
     check_price_keys(positions, prices, positions_source=args.positions or "", prices_source=args.prices)
     missing = accounts.first_missing_price(prices) if accounts is not None else None
     if missing is not None:
@@ -158,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     with gc_paused():
         try:
             report = _build_report(args)
-            _write_report(report)
+            _write_report(report, _jobs(args))
         except StressInputError as exc:
             print(f"{_PROG}: error: {exc}", file=sys.stderr)
             return EXIT_INPUT_ERROR
@@ -191,12 +211,13 @@ def _chunk_texts(report: StressReport, first: int, every: int) -> Iterator[memor
         yield _rows_text(chunk)
 
 
-def _row_texts(report: StressReport) -> Iterator[bytes | memoryview]:
+def _row_texts(report: StressReport, jobs: int | None = None) -> Iterator[bytes | memoryview]:
     """The text of the report's account chunks in order, written by the command and by
     forked children taking turns, chunk by chunk (``streams.cmd.forked``), when the
-    report has rows enough for more than one process (:data:`PART_ROWS` each)."""
+    report has rows enough for more than one process (:data:`PART_ROWS` each): up to
+    ``jobs`` processes (every core if None)."""
     n_chunks = report.n_chunks
-    writers = max(1, min(cores(), report.n_accounts // max(1, PART_ROWS), n_chunks))
+    writers = max(1, min(jobs or cores(), report.n_accounts // max(1, PART_ROWS), n_chunks))
     children = [ForkedStream(_chunk_texts, report, k, writers, what=f"writing account rows (part {k + 1} of {writers})")
                 for k in range(1, writers)]
     try:
@@ -208,7 +229,7 @@ def _row_texts(report: StressReport) -> Iterator[bytes | memoryview]:
             child.cancel()
 
 
-def _write_report(report: StressReport) -> None:
+def _write_report(report: StressReport, jobs: int | None = None) -> None:
     """The report on stdout, the account rows streamed a chunk at a time, never all held as
     dicts or as text. The bytes are those of ``orjson.dumps(report.document(),
     option=OPT_INDENT_2)`` and a newline, the chunks (:func:`_rows_text`) joined by commas.
@@ -221,7 +242,7 @@ def _write_report(report: StressReport) -> None:
     out = sys.stdout.buffer
     out.write(head[:at])
     sep = b""
-    for text in _row_texts(report):
+    for text in _row_texts(report, jobs):
         out.write(sep)
         out.write(text)
         sep = b","

@@ -2,7 +2,8 @@
 the machine's cores.
 
 A file of at least two parts' worth of lines (:data:`PART_LINES` each) is cut into
-contiguous parts, one per core (:func:`streams.cmd.forked.cores`): forked children decode
+contiguous parts, one per process: one per core (:func:`streams.cmd.forked.cores`) unless
+``--jobs`` says how many. Forked children decode
 the later parts while the command decodes the first, and their columns come back to be
 joined in file order (:meth:`monitor.accounts.lines.AccountLines.extend`). Whatever the
 parts, the accounts, their columns' values and the error are those of reading the file
@@ -145,19 +146,20 @@ def _first_seen_line(part: _Part, seen: set[str]) -> int:
     return next(line for line, account_id in zip(part.lines, part.ids, strict=True) if account_id in seen)
 
 
-def _bounds(n_lines: int) -> list[int]:
-    """Where the parts of a file of ``n_lines`` lines start, and its end."""
-    n_parts = max(1, min(cores(), n_lines // max(1, PART_LINES)))
+def _bounds(n_lines: int, jobs: int | None) -> list[int]:
+    """Where the parts of a file of ``n_lines`` lines start, and its end: ``jobs`` parts
+    (every core if None) of at least :data:`PART_LINES` lines, at least one."""
+    n_parts = max(1, min(jobs or cores(), n_lines // max(1, PART_LINES)))
     return [n_lines * k // n_parts for k in range(n_parts + 1)]
 
 
-def read_accounts(path: str, params: RiskParams) -> AccountLines:
+def read_accounts(path: str, params: RiskParams, jobs: int | None = None) -> AccountLines:
     """The ``--accounts`` lines checked straight into columns (``monitor.accounts.lines``),
     a batch at a time, so a file of a million accounts is never held as Python objects at
-    once; in parts on the machine's cores (module docstring). The first bad line or
+    once; in parts, up to ``jobs`` processes (module docstring). The first bad line or
     repeated id in the file is a :class:`StressInputError` naming line and field."""
     lines = read_lines(path)
-    bounds = _bounds(len(lines))
+    bounds = _bounds(len(lines), jobs)
     children = [Forked(_read_child_part, path, params, lines, start, stop,
                        what=f"reading lines {start + 1}-{stop} of {path}")
                 for start, stop in itertools.pairwise(bounds[1:])]

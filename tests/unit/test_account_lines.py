@@ -208,12 +208,13 @@ def test_plain_shape_is_only_what_the_model_accepts_unchanged() -> None:
 
 
 
-def _stress(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def _stress(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str], *more: str) -> tuple[int, str, str]:
     accounts = tmp_path / "A.jsonl"
     accounts.write_text(text)
     prices = tmp_path / "P.json"
     prices.write_text(json.dumps(PRICES_USD))
-    rc = stress_cmd.main(["--accounts", str(accounts), "--prices", str(prices), "--shock", "USDe@binance=-35%"])
+    rc = stress_cmd.main(["--accounts", str(accounts), "--prices", str(prices), "--shock", "USDe@binance=-35%",
+                          *more])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -248,9 +249,8 @@ def test_a_bad_line_is_one_clear_error(
     assert err.startswith(f"liqmon stress: error: {tmp_path / expected}")
 
 
-def test_the_report_is_the_same_bytes_in_any_number_of_parts(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    text = accounts_jsonl(synthetic_accounts(600, seed=11)).decode()
+def _count_forks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The children ``liqmon stress`` forks from now on ("read", "write"), in order."""
     forked: list[str] = []
 
     class Reader(stress_accounts.Forked):  # type: ignore[type-arg]
@@ -265,6 +265,13 @@ def test_the_report_is_the_same_bytes_in_any_number_of_parts(
 
     monkeypatch.setattr(stress_accounts, "Forked", Reader)
     monkeypatch.setattr(stress_cmd, "ForkedStream", Writer)
+    return forked
+
+
+def test_the_report_is_the_same_bytes_in_any_number_of_parts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    text = accounts_jsonl(synthetic_accounts(600, seed=11)).decode()
+    forked = _count_forks(monkeypatch)
     outs = []
     for parts in (1, 2, 3):
         _in_parts(monkeypatch, parts, 100)
@@ -274,6 +281,21 @@ def test_the_report_is_the_same_bytes_in_any_number_of_parts(
     assert forked == ["read", "write", "read", "read", "write", "write"]  # children: none, one, two
     assert outs[1] == outs[0] and outs[2] == outs[0]
     assert json.loads(outs[0])["aggregates"]["accounts_by_status"]["liquidation"] > 0
+
+
+@pytest.mark.parametrize(("jobs", "children"), [(1, []), (2, ["read", "write"]), (4, ["read"] * 3 + ["write"] * 3)])
+def test_jobs_sets_the_number_of_processes_whatever_the_cores(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        jobs: int, children: list[str]) -> None:
+    text = accounts_jsonl(synthetic_accounts(600, seed=11)).decode()
+    _in_parts(monkeypatch, 1, 100)
+    rc, expected, _ = _stress(tmp_path, text, capsys)
+    assert rc == 0
+    _in_parts(monkeypatch, 3, 100)
+    forked = _count_forks(monkeypatch)
+    rc, out, err = _stress(tmp_path, text, capsys, "--jobs", str(jobs))
+    assert (rc, err) == (0, "") and out == expected
+    assert forked == children
 
 
 @pytest.mark.parametrize("stage", ["read", "write"])

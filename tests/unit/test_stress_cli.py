@@ -165,3 +165,16 @@ def test_streamed_report_without_accounts(capsysbinary: pytest.CaptureFixture[by
     out = capsysbinary.readouterr().out
     assert rc == 0 and out == orjson.dumps(orjson.loads(out), option=orjson.OPT_INDENT_2) + b"\n"
     assert b'"accounts": []' in out
+
+
+@pytest.mark.parametrize(("jobs", "message"), [
+    ("0", "argument --jobs: at least 1 process, not 0"),
+    ("-2", "argument --jobs: at least 1 process, not -2"),
+    ("two", "argument --jobs: not a whole number: 'two'"),
+])
+def test_jobs_that_is_not_a_count_of_processes_exits_2_with_one_line(
+        capsys: pytest.CaptureFixture[str], jobs: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        stress_cmd.main(_args("--jobs", jobs))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"liqmon stress: error: {message}"
