@@ -197,7 +197,8 @@ class AccountLines:
             if not self._done:
                 self._columns = self._builder.columns()
             else:
-                self._columns = concatenated([*self._done, *([self._builder.columns()] if len(self._builder) else [])])
+                after = [self._builder.columns()] if len(self._builder) else []
+                self._columns = concatenated([*self._done, *after])
         return self._columns
 
     def first_missing_price(self, prices: Mapping[str, float]) -> tuple[int, str, str] | None:

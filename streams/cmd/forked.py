@@ -103,6 +103,11 @@ class _Child:
         return ForkedError(f"the process {self.name} ended without {what} "
                            f"({_exit_text(self.reap())})")
 
+    def raised(self, text: str) -> ForkedError:
+        """The error of a child whose function raised (``text``: its traceback), reaped."""
+        self.reap()
+        return ForkedError(f"the process {self.name} raised:\n{text}")
+
     def cancel(self) -> None:
         """Stop the child (SIGKILL) and reap it, whatever it has not sent unread."""
         if self._status is None:
@@ -145,7 +150,7 @@ class Forked(Generic[T]):
             raise ForkedError(f"the process {self._child.name} sent a broken result "
                               f"({_exit_text(status)}: {exc})") from None
         if not ok:
-            raise ForkedError(f"the process {self._child.name} raised:\n{value}")
+            raise self._child.raised(value)
         return value  # type: ignore[no-any-return]
 
     def cancel(self) -> None:
@@ -195,8 +200,7 @@ class ForkedStream:
             self._child.reap()
             raise StopIteration
         if tag == _ERROR:
-            self._child.reap()
-            raise ForkedError(f"the process {self._child.name} raised:\n{data.decode()}")
+            raise self._child.raised(data.decode())
         return data
 
     def cancel(self) -> None:

@@ -42,7 +42,7 @@ def read_lines(path: str) -> list[bytes]:
         raise StressInputError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
 
 
-def line_batches(lines: Sequence[bytes], start: int = 0, stop: int | None = None
+def line_batches(lines: list[bytes], start: int = 0, stop: int | None = None
                  ) -> Iterator[tuple[list[int], list[bytes]]]:
     """(line numbers, the lines' bytes) of the non-blank lines of ``lines[start:stop]``, up
     to :data:`monitor.accounts.lines.BATCH_LINES` lines at a time (account lines are decoded
@@ -54,7 +54,7 @@ def line_batches(lines: Sequence[bytes], start: int = 0, stop: int | None = None
         batch = lines[first:min(first + size, end)]
         numbers = range(first + 1, first + 1 + len(batch))
         if all(map(bytes.strip, batch)):
-            yield list(numbers), list(batch)
+            yield list(numbers), batch
         else:
             kept = [n for n, raw in zip(numbers, batch, strict=True) if raw.strip()]
             yield kept, [lines[n - 1] for n in kept]
@@ -120,7 +120,7 @@ class _Part:
     error: tuple[str, int, str, str] | None
 
 
-def _read_child_part(path: str, params: RiskParams, lines: Sequence[bytes], start: int, stop: int) -> _Part:
+def _read_child_part(path: str, params: RiskParams, lines: list[bytes], start: int, stop: int) -> _Part:
     """:func:`_read_part` of ``lines[start:stop]`` in a forked child, in a picklable form."""
     accounts = _new_accounts(path, params)
     ids, error = _read_part(accounts, line_batches(lines, start, stop), path)
