@@ -20,6 +20,7 @@ from monitor.config import EngineConfig, load_config_text
 __all__ = [
     "ConfigFileError",
     "KafkaSecurityProtocol",
+    "LogLevel",
     "SaslMechanism",
     "Settings",
     "load_engine_config",
@@ -31,6 +32,8 @@ T = TypeVar("T")
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+#: The worker's log levels (faust's names), ``LIQMON_LOG_LEVEL`` in any case.
+LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 _ENV_PREFIX = "LIQMON_"
 
 
@@ -45,7 +48,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = None
     #: "tansu" when the bootstrap points at the embedded broker (enables its workarounds).
-    broker_kind: str = "kafka"
+    broker_kind: Literal["kafka", "tansu"] = "kafka"
     config: Path | None = None
     #: Venue margin tables (a JSON document or a recording) over the config's built-ins.
     margin_tables: Path | None = None
@@ -76,7 +79,8 @@ class Settings(BaseSettings):
     alert_stdout: bool = False
     #: Per-(kind, venue, asset) cooldown of the delivery sinks, event time.
     alert_cooldown_ms: int = Field(default=300_000, ge=0)
-    log_level: str = "warn"
+    #: The worker's log level.
+    log_level: LogLevel = "warn"
     #: Seconds between checkpoints of a stage's state (the global stage waits longer when a
     #: checkpoint is costly: at least 20x its last write). Records since the last checkpoint
     #: are what a crash makes a worker read again.
@@ -98,6 +102,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.broker_kind == "tansu"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("webhook_url", "alertmanager_url")
     @classmethod

@@ -302,11 +302,8 @@ def run_faust_worker(settings: Settings) -> int:
     app = create_app(settings, config, bootstrap, metrics)
     attach_delivery(app, settings, metrics)
     attach_broker_watch(app, bootstrap, settings, metrics, readiness)
-    level = settings.log_level.lower()
     logging.basicConfig(level=logging.WARNING)
-    if level not in {"crit", "error", "warn", "info", "debug"}:
-        level = "warn"
-    worker = QuietWorker(app, loglevel=level, quiet=True)
+    worker = QuietWorker(app, loglevel=settings.log_level, quiet=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         worker.execute_from_commandline()

@@ -390,6 +390,23 @@ def test_real_compose_workers_can_scale(files: tuple[Path, ...]) -> None:
     assert worker["command"] == ["worker"] and worker.get("scale", 1) == 1
 
 
+@pytest.mark.parametrize("factor", ["1", "3"])
+def test_real_compose_replicates_liqmon_s_own_topics_as_kafka_init_s(tmp_path: Path, factor: str) -> None:
+    # faust creates topics of its own (and a worker or liqmon live the pipeline's when
+    # missing): on a cluster they must be replicated as the topics kafka-init creates.
+    env = tmp_path / "cluster.env"
+    env.write_text(re.sub(r"^KAFKA_REPLICATION_FACTOR=.*$", f"KAFKA_REPLICATION_FACTOR={factor}",
+                          ENV_EXAMPLE.read_text(encoding="utf-8"), flags=re.MULTILINE), encoding="utf-8")
+    proc = run_compose("config", "--format", "json", env_file=env, profiles=("replay",))
+    assert proc.returncode == 0, proc.stderr
+    svc = json.loads(proc.stdout)["services"]
+    assert svc["kafka-init"]["environment"]["KAFKA_REPLICATION_FACTOR"] == factor
+    liqmon = [name for name in svc if name.startswith("liqmon-")]
+    assert len(liqmon) >= 3, liqmon
+    for name in liqmon:
+        assert svc[name]["environment"]["LIQMON_REPLICATION_FACTOR"] == factor, name
+
+
 def test_real_compose_refuses_to_start_without_the_required_secrets(tmp_path: Path) -> None:
     empty = tmp_path / "empty.env"
     empty.write_text("", encoding="utf-8")

@@ -1,0 +1,48 @@
+"""Settings with a closed set of values refuse anything else in one line (exit code 2 on
+the command line), instead of running on a value the user did not mean."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import Settings, settings_error_line
+
+
+def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
+    for key in [k for k in os.environ if k.startswith("LIQMON_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+@pytest.mark.parametrize(("value", "level"), [("debug", "debug"), ("INFO", "info"), ("Warn", "warn"), ("crit", "crit")])
+def test_the_log_level_is_taken_in_any_case(monkeypatch: pytest.MonkeyPatch, value: str, level: str) -> None:
+    assert _settings(monkeypatch, LIQMON_LOG_LEVEL=value).log_level == level
+
+
+@pytest.mark.parametrize(("name", "value", "allowed"), [
+    ("LIQMON_LOG_LEVEL", "verbose", "'crit', 'error', 'warn', 'info' or 'debug'"),
+    ("LIQMON_LOG_LEVEL", "warning", "'crit', 'error', 'warn', 'info' or 'debug'"),
+    ("LIQMON_BROKER_KIND", "tanzu", "'kafka' or 'tansu'"),
+])
+def test_a_value_outside_the_set_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                                       allowed: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _settings(monkeypatch, **{name: value})
+    assert settings_error_line(caught.value) == f"invalid setting: {name}: Input should be {allowed}"
+
+
+def test_the_worker_refuses_an_unknown_log_level_and_exits_2() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    proc = subprocess.run([sys.executable, "-m", "streams.cli", "worker", "--once"],
+                          env={**clean, "LIQMON_LOG_LEVEL": "verbose"}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["liqmon: error: invalid setting: LIQMON_LOG_LEVEL: Input should be "
+                                        "'crit', 'error', 'warn', 'info' or 'debug'"]
