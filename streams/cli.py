@@ -21,6 +21,7 @@ from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
 from streams.errors import KafkaReplayError
+from streams.kafka.broker import BrokerError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
 if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
@@ -417,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     wp.set_defaults(func=cmd_worker)
 
     bp = sub.add_parser("broker", help="run the embedded broker in the foreground")
-    bp.add_argument("--port", type=int, default=None)
+    bp.add_argument("--port", type=int, default=None,
+                    help="port on 127.0.0.1 to listen on (default: a free one); in use: one line, exit 2")
     bp.set_defaults(func=cmd_broker)
 
     _add_bench_parser(sub)
@@ -436,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (UsageError, ConfigFileError, CaptureError) as exc:
+    except (UsageError, ConfigFileError, CaptureError, BrokerError) as exc:
         print(f"liqmon: error: {exc}", file=sys.stderr)
         return 2
     except KafkaReplayError as exc:  # the pipeline, not the user: one line, exit 1

