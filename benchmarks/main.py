@@ -61,6 +61,7 @@ from monitor.protocol import Alert
 from replay.replayer import partition_for
 from streams import topics
 from streams.app.faust_app import EMBEDDED_FETCH_MAX_WAIT_MS
+from streams.cli import BENCH_DEFAULT_SECTIONS
 from streams.kafka.broker import embedded_broker
 from streams.kafka.replay import collect_alerts, ensure_topics
 from streams.kafka.security import kafka_client_options
@@ -472,14 +473,13 @@ def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, A
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    sections = set((args.only or "pipeline,latency,loops,accounts,parsers,e2e,scenario").split(","))
+    sections = set(args.only or BENCH_DEFAULT_SECTIONS)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     with tempfile.TemporaryDirectory(prefix="liqmon-bench-") as tmp:
         work = Path(tmp)
         if "pipeline" in sections:
             print(f"bench: pipeline with {args.events:,} events ...", file=sys.stderr, flush=True)
-            counts = tuple(int(x) for x in str(getattr(args, "workers", "1,2")).split(","))
-            results["pipeline"] = bench_pipeline(args.events, work, counts, int(getattr(args, "repeats", 3)))
+            results["pipeline"] = bench_pipeline(args.events, work, args.workers, args.repeats)
         if "latency" in sections:
             print(f"bench: latency at {args.latency_rate:,.0f} events/s ...", file=sys.stderr, flush=True)
             results["latency"] = bench_latency(args.latency_rate, args.latency_seconds, work)

@@ -675,7 +675,7 @@ def detect_kind(path: Path) -> str:
         return "binance_aggtrades"
     raise ImporterError(
         f"{path.name} line 1: unknown format (header {','.join(first[:8])!r}); "
-        f"pass kind= one of {', '.join(KINDS)}"
+        f"name it with --kind (kind= in Python): one of {', '.join(KINDS)}"
     )
 
 

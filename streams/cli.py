@@ -20,6 +20,7 @@ from rich.table import Table
 from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
+from streams.cmd.arguments import count, positive_count, positive_counts, positive_number, section_names
 from streams.errors import KafkaReplayError
 from streams.kafka.broker import BrokerError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
@@ -44,6 +45,13 @@ def _parse_speed(text: str) -> float | None:
     if not speed > 0:
         raise argparse.ArgumentTypeError("speed must be > 0")
     return speed
+
+
+def _utc(ms: int) -> str:
+    """Milliseconds since the epoch as an ISO 8601 UTC time."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _parse_time(text: str) -> int:
@@ -114,8 +122,32 @@ def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
             print(f"liqmon: scenario {'from the cache' if hit else 'generated'}: {result.out_dir}",
                   file=sys.stderr, flush=True)
         return result
+    except ValidationError as exc:
+        reason = _knob_errors(exc)
+        if reason is None:
+            raise
+        raise UsageError(f"scenario {args.scenario!r}: {reason}") from None
     except (ValueError, KeyError) as exc:
         raise UsageError(f"scenario {args.scenario!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _knob_errors(exc: ValidationError) -> str | None:
+    """The ``--knob`` values a scenario refused, each named with the reason (None: the
+    error is not about a scenario's knobs)."""
+    from replay.scenario.config import ScenarioKnobs
+    from replay.scenario.weekend.scenario import WeekendKnobs
+
+    model = {knobs.__name__: knobs for knobs in (ScenarioKnobs, WeekendKnobs)}.get(exc.title)
+    if model is None:
+        return None
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parts.append(f"unknown knob {name!r} (knobs: {', '.join(model.model_fields)})")
+        else:
+            parts.append(f"knob {name}: {error['msg']}")
+    return "; ".join(parts)
 
 
 def _margin_tables_path(args: argparse.Namespace, settings: Settings, capture: Path) -> Path | None:
@@ -266,6 +298,8 @@ def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.from_ms is not None and args.to_ms is not None and args.from_ms >= args.to_ms:
+        raise UsageError(f"--from {_utc(args.from_ms)} is not before --to {_utc(args.to_ms)}: the window is empty")
     settings = Settings()
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -343,32 +377,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return code
 
 
+#: ``liqmon bench``'s sections (``--only``), and those it runs without ``--only``.
+BENCH_SECTIONS = ("pipeline", "latency", "loops", "accounts", "parsers", "e2e", "scenario", "generation")
+BENCH_DEFAULT_SECTIONS = BENCH_SECTIONS[:-1]
+
+
 def _add_bench_parser(sub: Any) -> None:
     """``liqmon bench`` and its options (each section's sizes and runs)."""
     bench = sub.add_parser("bench", help="measure throughput and latency")
-    bench.add_argument("--events", type=int, default=2_000_000, help="market events to produce")
-    bench.add_argument("--workers", default="1,2",
-                       help="worker processes for the pipeline section, comma-separated counts")
-    bench.add_argument("--repeats", type=int, default=3,
+    bench.add_argument("--events", type=positive_count, default=2_000_000, help="market events to produce")
+    bench.add_argument("--workers", type=positive_counts, default=(1, 2),
+                       help="worker processes for the pipeline section, comma-separated counts (default 1,2)")
+    bench.add_argument("--repeats", type=positive_count, default=3,
                        help="pipeline runs per worker count (each on a fresh broker) and generation runs;"
                        " medians are reported")
-    bench.add_argument("--scenario-repeats", type=int, default=1,
+    bench.add_argument("--scenario-repeats", type=positive_count, default=1,
                        help="replays of the synthetic day per mode, taking turns, each against the floor"
                        " timed just before it; the median run is reported and every run's ratio listed")
-    bench.add_argument("--latency-seconds", type=float, default=30.0)
-    bench.add_argument("--latency-rate", type=float, default=10_000.0, help="events/s for the latency run")
-    bench.add_argument("--only", default=None,
-                       help="comma list: pipeline,latency,loops,accounts,parsers,e2e,scenario,generation")
-    bench.add_argument("--e2e-rate", type=float, default=20_000.0, help="frames/s of the e2e websocket run")
-    bench.add_argument("--e2e-seconds", type=float, default=10.0)
+    bench.add_argument("--latency-seconds", type=positive_number, default=30.0,
+                       help="seconds of the latency run's steady stream")
+    bench.add_argument("--latency-rate", type=positive_number, default=10_000.0, help="events/s for the latency run")
+    bench.add_argument("--only", type=section_names(BENCH_SECTIONS), default=None,
+                       help=f"comma list: {','.join(BENCH_SECTIONS)} (default: all but generation)")
+    bench.add_argument("--e2e-rate", type=positive_number, default=20_000.0, help="frames/s of the e2e websocket run")
+    bench.add_argument("--e2e-seconds", type=positive_number, default=10.0, help="seconds of the e2e run")
     bench.add_argument("--e2e-no-shed", action="store_true",
                        help="the e2e run with load shedding off ([live.overload] shed_backlog_frames = 0)")
-    bench.add_argument("--accounts", type=int, default=1_000_000, help="unified accounts of the accounts bench")
-    bench.add_argument("--global-accounts", type=int, default=None,
+    bench.add_argument("--accounts", type=positive_count, default=1_000_000,
+                       help="unified accounts of the accounts bench")
+    bench.add_argument("--global-accounts", type=positive_count, default=None,
                        help="account records given to the global stage in the accounts bench (default --accounts)")
-    bench.add_argument("--account-shards", type=int, default=4,
+    bench.add_argument("--account-shards", type=count, default=4,
                        help="the accounts bench also runs one account shard of this many (0: not)")
-    bench.add_argument("--stress-accounts", type=int, default=200_000,
+    bench.add_argument("--stress-accounts", type=positive_count, default=200_000,
                        help="accounts of the accounts bench's liqmon stress run")
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     bench.set_defaults(func=cmd_bench)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.config import EngineConfig
+from streams.cmd.arguments import positive_number
 from streams.feeds.config import LiveConfig, split_config
 from streams.settings import ConfigFileError, Settings, read_config_file
 
@@ -57,7 +58,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a venue's websocket base URL (repeatable)")
     parser.add_argument("--rest-url", type=parse_venue_url, action="append", default=[], metavar="VENUE=URL",
                         help="override a venue's REST base URL (repeatable)")
-    parser.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    parser.add_argument("--duration", type=positive_number, default=None, metavar="S", help="stop after S seconds")
     parser.add_argument("--no-worker", action="store_true",
                         help="on the embedded broker, start no worker and print no alerts (default: start "
                              "one and print its alerts as they come)")

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from monitor.models.loops.lending import Position
 from monitor.models.margin import Account
@@ -16,7 +17,8 @@ from replay.calibration import calibrate, format_table, scan_capture
 from replay.capture import CaptureLine, iter_capture
 from replay.scenario import DEFAULT_SEED, PRESETS, ScenarioResult, generate
 from replay.scenario.cache import cache_key, generate_cached, generator_version
-from replay.scenario.config import knobs_for
+from replay.scenario.config import ScenarioKnobs, knobs_for
+from replay.scenario.day.market import ALTS
 
 SHORT = {"duration_s": 1800}  # 20:00-20:30: the shock has not started yet
 
@@ -173,6 +175,31 @@ def test_knobs_are_validated() -> None:
         knobs_for("oct11")
     with pytest.raises(ValueError, match="duration_sec"):
         knobs_for("oct10", {"duration_sec": 10})
+
+
+@pytest.mark.parametrize(("knob", "value", "reason"), [
+    ("n_alts", -3, "greater than or equal to 3"),
+    ("n_alts", 2, "greater than or equal to 3"),  # market makers hold three alts each
+    ("n_alts", 35, "less than or equal to 34"),
+    ("n_binance_whales", -1, "greater than or equal to 0"),
+    ("book_interval_s", 0, "greater than 0"),
+    ("duration_s", 0, "greater than 0"),
+    ("usde_impact_depth_usd", 0.0, "greater than 0"),
+    ("usde_impact_depth_usd", float("inf"), "finite number"),
+    ("engine_usde_usd_per_s", float("nan"), "finite number"),
+])
+def test_a_knob_out_of_its_range_is_refused(knob: str, value: float, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        knobs_for("oct10", {knob: value})
+
+
+def test_the_alt_count_spans_what_the_generator_can_make(tmp_path: Path) -> None:
+    field = ScenarioKnobs.model_fields["n_alts"]
+    bounds = {type(m).__name__: m for m in field.metadata}
+    assert bounds["Le"].le == len(ALTS)
+    for n_alts in (bounds["Ge"].ge, len(ALTS)):  # both ends generate (the market makers draw three)
+        result = generate("oct10", DEFAULT_SEED, tmp_path / str(n_alts), {"n_alts": n_alts, "duration_s": 600})
+        assert result.frames > 0
 
 
 def test_cache_reuses_a_scenario_keyed_by_name_seed_knobs_and_generator(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ WEEKEND_FACTS: dict[str, str] = {
 class WeekendKnobs(BaseModel):
     """What the ``stablecoin-weekend`` scenario can change (all sampling values *assumed*)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     asset: str = "USDC"
     #: Window simulated, seconds after Fri 10 Mar 2023 20:00 UTC (72 h: to Mon 20:00).

@@ -1,0 +1,84 @@
+"""Command-line values out of range are one line naming the option and exit code 2, before
+anything runs: no bench that measures nothing, no endless ``liqmon live``, no traceback,
+no scenario generated from a knob the user mistyped."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from streams import cli
+from streams.cmd.arguments import count, positive_count, positive_counts, positive_number, section_names
+from streams.cmd.live import main as live_main
+
+
+def _error(capsys: pytest.CaptureFixture[str], run: object, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as stopped:
+        run(argv)  # type: ignore[operator]
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    return lines[-1]
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["bench", "--only", "nothing"],
+     "argument --only: unknown 'nothing'; one or more of "
+     "pipeline,latency,loops,accounts,parsers,e2e,scenario,generation"),
+    (["bench", "--only", "accounts,e2e,foo"], "argument --only: unknown 'foo'; one or more of"),
+    (["bench", "--events", "-5"], "argument --events: must be 1 or more, not -5"),
+    (["bench", "--workers", "1,0"], "argument --workers: must be 1 or more, not 0"),
+    (["bench", "--workers", "1,x"], "argument --workers: not a whole number: 'x'"),
+    (["bench", "--latency-seconds", "nan"], "argument --latency-seconds: must be a finite number > 0, not nan"),
+    (["bench", "--e2e-rate", "0"], "argument --e2e-rate: must be a finite number > 0, not 0"),
+    (["bench", "--account-shards", "-1"], "argument --account-shards: must be 0 or more, not -1"),
+    (["live", "--duration", "-5"], "argument --duration: must be a finite number > 0, not -5"),
+    (["live", "--duration", "inf"], "argument --duration: must be a finite number > 0, not inf"),
+    (["broker", "--port", "x"], "argument --port: invalid int value: 'x'"),
+])
+def test_a_value_out_of_range_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                     line: str) -> None:
+    assert line in _error(capsys, cli.main, argv)
+
+
+def test_live_on_its_own_refuses_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _error(capsys, live_main, ["--duration", "0"]).endswith(
+        "argument --duration: must be a finite number > 0, not 0")
+
+
+def test_the_types_give_the_values() -> None:
+    assert positive_number("2.5") == 2.5 and count("0") == 0 and positive_count("3") == 3
+    assert positive_counts("1, 2,4") == (1, 2, 4)
+    assert section_names(("a", "b"))("b,a") == ("b", "a")
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_number("1e999")  # inf
+
+
+@pytest.mark.parametrize(("scenario", "knob", "line"), [
+    ("oct10", "foo=1", "scenario 'oct10': unknown knob 'foo' (knobs: duration_s, shock, "),
+    ("oct10", "n_alts=-3", "scenario 'oct10': knob n_alts: Input should be greater than or equal to 3"),
+    ("oct10", "n_alts=x", "scenario 'oct10': knob n_alts: Input should be a valid integer"),
+    ("stablecoin-weekend", "foo=1", "scenario 'stablecoin-weekend': unknown knob 'foo' (knobs: asset, duration_s, "),
+    ("stablecoin-weekend", "noise_bps=-1", "scenario 'stablecoin-weekend': knob noise_bps: Input should be greater"),
+])
+def test_a_refused_knob_is_named_with_its_reason(capsys: pytest.CaptureFixture[str], tmp_path: Path, scenario: str,
+                                                 knob: str, line: str) -> None:
+    code = cli.main(["replay", "--scenario", scenario, "--knob", knob, "--inline", "--quiet",
+                     "--out", str(tmp_path / "out"), "--scenario-cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"liqmon: error: {line}"), err
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize(("start", "end"), [("2025-10-11T00:00", "2025-10-10T00:00"),
+                                            ("1760140800000", "1760140800000")])
+def test_a_replay_window_that_is_empty_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path, start: str,
+                                                  end: str) -> None:
+    code = cli.main(["replay", "--capture", str(tmp_path / "never-read.jsonl"), "--inline", "--quiet",
+                     "--out", str(tmp_path / "out"), "--from", start, "--to", end])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("liqmon: error: --from ") and err[0].endswith(
+        "Z: the window is empty"), err
