@@ -20,8 +20,8 @@ from rich.table import Table
 from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
-from streams.cmd.arguments import count, positive_count, positive_counts, positive_number, section_names
-from streams.errors import KafkaReplayError
+from streams.cmd.arguments import count, port_number, positive_count, positive_counts, positive_number, section_names
+from streams.errors import KafkaReplayError, UsageError
 from streams.kafka.broker import BrokerError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
@@ -30,9 +30,6 @@ if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
     from replay.scenario import ScenarioResult
 
 __all__ = ["main"]
-
-class UsageError(Exception):
-    """A user error worth one line and exit code 2."""
 
 
 def _parse_speed(text: str) -> float | None:
@@ -268,14 +265,31 @@ def _run_kafka(
                 progress=progress, on_alert=recorder.on_alert,
                 on_batch=recorder.on_batch, on_snapshot=recorder.on_risk_snapshot, alive=alive,
             )
-            kafka = asyncio.run(
-                replay_kafka(
-                    inputs.capture, inputs.config, bootstrap, speed=args.speed, from_ms=args.from_ms,
-                    to_ms=args.to_ms, positions=inputs.positions, accounts=inputs.accounts,
-                    group=effective.app_id, idle_timeout_s=args.idle_timeout, hooks=hooks,
+            try:
+                kafka = asyncio.run(
+                    replay_kafka(
+                        inputs.capture, inputs.config, bootstrap, speed=args.speed, from_ms=args.from_ms,
+                        to_ms=args.to_ms, positions=inputs.positions, accounts=inputs.accounts,
+                        group=effective.app_id, idle_timeout_s=args.idle_timeout, hooks=hooks,
+                    )
                 )
-            )
+            except KafkaReplayError as exc:
+                said = _worker_error(out_dir / "worker.log") if alive is not None and not alive() else None
+                if said is None:
+                    raise
+                raise KafkaReplayError(f"{exc}; it said: {said}") from None
     return _ReplayRun(kafka.alerts, kafka.stats, "kafka", kafka.snapshots, kafka.worker_deadletters)
+
+
+def _worker_error(log_path: Path) -> str | None:
+    """The one-line error a worker printed before it exited (its last), if any."""
+    prefix = "liqmon: error: "
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    said = [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+    return said[-1] if said else None
 
 
 def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[dict[str, Any], Table | None, str]:
@@ -433,10 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", dest="to_ms", type=_parse_time, default=None, help="end (UTC, exclusive)")
     rp.add_argument("--inline", action="store_true", help="no broker: call the engine directly")
     rp.add_argument("--config", type=Path, default=None, help="engine config TOML")
-    rp.add_argument("--idle-timeout", type=float, default=180.0, metavar="S",
+    rp.add_argument("--idle-timeout", type=positive_number, default=180.0, metavar="S",
                     help="give up (exit 1, one line naming what is missing) after S seconds without progress")
     rp.add_argument("--no-worker", action="store_true", help="use workers already running")
-    rp.add_argument("--metrics-port", type=int, default=None,
+    rp.add_argument("--metrics-port", type=port_number, default=None,
                     help="/metrics port of the replay's worker (default LIQMON_REPLAY_METRICS_PORT, 0 = off)")
     rp.add_argument("--quiet", action="store_true", help="no progress and no timeline")
     rp.add_argument("--verbose", action="store_true", help="also print every alert, one line each")
@@ -459,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     wp.set_defaults(func=cmd_worker)
 
     bp = sub.add_parser("broker", help="run the embedded broker in the foreground")
-    bp.add_argument("--port", type=int, default=None,
+    bp.add_argument("--port", type=port_number, default=None,
                     help="port on 127.0.0.1 to listen on (default: a free one); in use: one line, exit 2")
     bp.set_defaults(func=cmd_broker)
 

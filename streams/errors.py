@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["KafkaReplayError"]
+__all__ = ["KafkaReplayError", "UsageError"]
 
 
 class KafkaReplayError(RuntimeError):
     """The replay could not be completed: one line saying what is missing."""
+
+
+class UsageError(Exception):
+    """A user error worth one line and exit code 2."""

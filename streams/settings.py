@@ -62,9 +62,9 @@ class Settings(BaseSettings):
     account_shards: int = Field(default=0, ge=0, le=256)
     replication_factor: int = Field(default=1, ge=1)
     metrics_addr: str = "127.0.0.1"
-    metrics_port: int = Field(default=9464, ge=0)
-    live_metrics_port: int = Field(default=9465, ge=0)
-    replay_metrics_port: int = Field(default=9466, ge=0)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    live_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    replay_metrics_port: int = Field(default=9466, ge=0, le=65535)
     data_dir: Path | None = None
     rebalance_timeout_s: float | None = None
     #: How long the broker may hold a worker's fetch (None: 50 ms embedded, 1,500 ms Kafka).

@@ -7,7 +7,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 
-__all__ = ["count", "positive_count", "positive_counts", "positive_number", "section_names"]
+__all__ = ["count", "port_number", "positive_count", "positive_counts", "positive_number", "section_names"]
 
 
 def positive_number(text: str) -> float:
@@ -41,6 +41,14 @@ def positive_count(text: str) -> int:
     value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: the command's meaning of none, a free one or off)."""
+    value = _whole(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value} (0-65535)")
     return value
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from monitor.config import EngineConfig
 from streams.cmd.arguments import positive_number
+from streams.errors import UsageError
 from streams.feeds.config import LiveConfig, split_config
 from streams.settings import ConfigFileError, Settings, read_config_file
 
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except ConfigFileError as exc:
+    except (ConfigFileError, UsageError) as exc:
         print(f"liqmon: error: {exc}", file=sys.stderr)
         return 2
 

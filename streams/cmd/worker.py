@@ -43,6 +43,7 @@ from monitor.metrics import Metrics
 from streams import topics
 from streams.app.health import HealthServer, Readiness
 from streams.backoff import Backoff, BackoffPolicy
+from streams.errors import UsageError
 from streams.kafka.broker import broker_reachable, die_with_parent, embedded_broker
 from streams.kafka.security import KafkaConnectError, topic_exists
 from streams.settings import Settings, load_engine_config
@@ -75,10 +76,14 @@ def serve_metrics(addr: str, port: int, readiness: Readiness | None = None) -> M
     with ``/ready`` next to it when a readiness is given."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    if port and readiness is not None:
-        HealthServer(addr, port, registry, readiness)
-    elif port:
-        start_http_server(port, addr=addr, registry=registry)
+    try:
+        if port and readiness is not None:
+            HealthServer(addr, port, registry, readiness)
+        elif port:
+            start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:  # the port taken (another worker, exporter), an address not ours
+        raise UsageError(f"cannot serve /metrics on {addr}:{port}: {exc.strerror or exc} "
+                         "(choose another port, or 0 to turn /metrics off)") from None
     return metrics
 
 
@@ -277,7 +282,8 @@ def run_faust_worker(settings: Settings) -> int:
 
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
-        raise ValueError("liqmon worker --once needs LIQMON_KAFKA_BOOTSTRAP")
+        raise UsageError("liqmon worker --once needs LIQMON_KAFKA_BOOTSTRAP (without it, `liqmon worker` starts "
+                         "an embedded broker)")
     stop_timeout_s = settings.stop_timeout_s
 
     class QuietWorker(Worker):

@@ -35,7 +35,9 @@ def _error(capsys: pytest.CaptureFixture[str], run: object, argv: list[str]) -> 
     (["bench", "--account-shards", "-1"], "argument --account-shards: must be 0 or more, not -1"),
     (["live", "--duration", "-5"], "argument --duration: must be a finite number > 0, not -5"),
     (["live", "--duration", "inf"], "argument --duration: must be a finite number > 0, not inf"),
-    (["broker", "--port", "x"], "argument --port: invalid int value: 'x'"),
+    (["broker", "--port", "x"], "argument --port: not a whole number: 'x'"),
+    (["replay", "--scenario", "oct10", "--metrics-port", "70000"], "argument --metrics-port: not a TCP port: 70000"),
+    (["replay", "--scenario", "oct10", "--idle-timeout", "-1"], "argument --idle-timeout: must be a finite number > 0"),
 ])
 def test_a_value_out_of_range_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
                                                      line: str) -> None:

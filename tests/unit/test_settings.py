@@ -1,5 +1,5 @@
-"""Settings with a closed set of values refuse anything else in one line (exit code 2 on
-the command line), instead of running on a value the user did not mean."""
+"""Settings with a closed set or range of values refuse anything else in one line (exit
+code 2 on the command line), instead of running on a value the user did not mean."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def test_the_log_level_is_taken_in_any_case(monkeypatch: pytest.MonkeyPatch, val
     ("LIQMON_LOG_LEVEL", "verbose", "'crit', 'error', 'warn', 'info' or 'debug'"),
     ("LIQMON_LOG_LEVEL", "warning", "'crit', 'error', 'warn', 'info' or 'debug'"),
     ("LIQMON_BROKER_KIND", "tanzu", "'kafka' or 'tansu'"),
+    ("LIQMON_METRICS_PORT", "99999", "less than or equal to 65535"),
+    ("LIQMON_LIVE_METRICS_PORT", "65536", "less than or equal to 65535"),
+    ("LIQMON_REPLAY_METRICS_PORT", "-1", "greater than or equal to 0"),
 ])
 def test_a_value_outside_the_set_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
                                                        allowed: str) -> None:
