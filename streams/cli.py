@@ -126,6 +126,8 @@ def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
         raise UsageError(f"scenario {args.scenario!r}: {reason}") from None
     except (ValueError, KeyError) as exc:
         raise UsageError(f"scenario {args.scenario!r}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:  # the cache or the output directory cannot be written
+        raise UsageError(f"scenario {args.scenario!r}: cannot write {exc.filename}: {exc.strerror or exc}") from None
 
 
 def _knob_errors(exc: ValidationError) -> str | None:
@@ -316,7 +318,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UsageError(f"--from {_utc(args.from_ms)} is not before --to {_utc(args.to_ms)}: the window is empty")
     settings = Settings()
     out_dir: Path = args.out
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file: outputs go to a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write outputs to --out {out_dir}: {exc.strerror or exc}") from None
     phases = Phases()
     inputs = _replay_inputs(args, settings, out_dir, phases)
     config = inputs.config

@@ -27,13 +27,16 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.config import EngineConfig
 from streams.cmd.arguments import positive_number
 from streams.errors import UsageError
 from streams.feeds.config import LiveConfig, split_config
 from streams.settings import ConfigFileError, Settings, read_config_file
+
+if TYPE_CHECKING:  # the feeds are imported when a session starts
+    from streams.feeds.runner import Recorder
 
 __all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
 
@@ -118,14 +121,14 @@ async def watch_worker(worker: subprocess.Popen[bytes], log_path: Path) -> None:
 
 async def _run_live(
     args: argparse.Namespace, bootstrap: str, effective: Settings, engine: EngineConfig, live: LiveConfig,
-    worker: subprocess.Popen[bytes] | None = None,
+    recorder: Recorder | None = None, worker: subprocess.Popen[bytes] | None = None,
 ) -> int:
     # the feeds (aiohttp, websockets) are imported when a live session starts, not for
     # every command of the command line
     from streams.cmd.worker import serve_metrics
     from streams.feeds.instruments import fetch_instruments
     from streams.feeds.margin_tables import fetch_margin_tables
-    from streams.feeds.runner import LiveRunner, Recorder
+    from streams.feeds.runner import LiveRunner
     from streams.kafka.publish import KafkaPublisher
     from streams.kafka.replay import ensure_topics
 
@@ -138,7 +141,6 @@ async def _run_live(
     publisher = await KafkaPublisher.start(bootstrap)
     tables = await fetch_margin_tables(live)
     instruments = await fetch_instruments(live)
-    recorder = Recorder(args.record) if args.record is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if sys.platform != "win32":  # no loop signal handlers there; Ctrl-C still interrupts
@@ -153,8 +155,6 @@ async def _run_live(
         stats = await runner.run(args.duration, stop)
     finally:
         await publisher.stop()
-        if recorder is not None:
-            recorder.close()
         if printer is not None:
             await asyncio.sleep(ALERT_GRACE_S)  # alerts of the last batches are on their way
             printing.set()
@@ -171,6 +171,18 @@ async def _run_live(
     return 0
 
 
+def _open_recorder(path: Path | None) -> Recorder | None:
+    """The ``--record`` file opened for writing, or a :class:`UsageError` saying why not."""
+    if path is None:
+        return None
+    from streams.feeds.runner import Recorder
+
+    try:
+        return Recorder(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write --record {path}: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``liqmon live``; returns the exit code."""
     settings = Settings()
@@ -182,7 +194,11 @@ def run(args: argparse.Namespace) -> int:
     from streams.cmd.worker import resolve_bootstrap, worker_env, worker_process
 
     try:
-        with resolve_bootstrap(settings) as (bootstrap, effective), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
+            recorder = _open_recorder(args.record)  # before anything starts: a path it cannot write is one line
+            if recorder is not None:
+                stack.callback(recorder.close)
+            bootstrap, effective = stack.enter_context(resolve_bootstrap(settings))
             worker = None
             if not settings.kafka_bootstrap and not args.no_worker:
                 log_path = args.out / "worker.log"
@@ -191,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 ), log_path))
                 print(f"liqmon: worker started (log {log_path}); alerts print here as they come",
                       file=sys.stderr, flush=True)
-            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, worker))
+            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, recorder, worker))
     except KeyboardInterrupt:
         return 130
 

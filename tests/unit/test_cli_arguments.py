@@ -84,3 +84,42 @@ def test_a_replay_window_that_is_empty_is_refused(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("liqmon: error: --from ") and err[0].endswith(
         "Z: the window is empty"), err
+
+
+def test_a_replay_out_that_cannot_be_a_directory_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for out, said in ((a_file, f"--out {a_file} is a file: outputs go to a directory"),
+                      (a_file / "below", f"cannot write outputs to --out {a_file / 'below'}: Not a directory")):
+        code = cli.main(["replay", "--capture", str(tmp_path / "never-read.jsonl"), "--inline", "--quiet",
+                         "--out", str(out)])
+        assert code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"liqmon: error: {said}"]
+
+
+def test_a_scenario_cache_that_cannot_be_written_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    code = cli.main(["replay", "--scenario", "calm", "--inline", "--quiet", "--out", str(tmp_path / "out"),
+                     "--scenario-cache", str(a_file / "cache")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"liqmon: error: scenario 'calm': cannot write {a_file / 'cache'}: Not a directory"]
+
+
+def test_a_live_record_that_cannot_be_written_is_one_line_before_anything_starts(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # Loopback only, whatever happens: one venue, its URL on 127.0.0.1, no margin tables.
+    config = tmp_path / "live.toml"
+    config.write_text('[live.venues."binance-spot"]\nstreams = ["usdeusdt@bookTicker"]\n'
+                      "[live.margin_tables]\nenabled = false\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    code = live_main(["--config", str(config), "--ws-url", "binance-spot=ws://127.0.0.1:9", "--no-worker",
+                      "--duration", "1", "--record", str(a_file / "x.jsonl.gz")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"liqmon: error: cannot write --record {a_file / 'x.jsonl.gz'}: "), err
+    assert len(err) == 1, err  # no broker, worker or connection was started
