@@ -40,12 +40,17 @@ from streams.kafka.faust_kafka import FAUST_FETCH_MAX_WAIT_MS, LiqmonApp
 from streams.kafka.security import faust_security
 from streams.settings import Settings
 
-__all__ = ["PendingSignals", "create_app", "set_risk_metrics"]
+__all__ = ["PendingSignals", "create_app", "data_dir", "set_risk_metrics"]
 
 log = logging.getLogger("liqmon.worker")
 
 #: The embedded broker holds a fetch for the whole wait while any partition is empty.
 EMBEDDED_FETCH_MAX_WAIT_MS = 50
+
+
+def data_dir(settings: Settings) -> Path:
+    """The worker's faust data directory (``LIQMON_DATA_DIR``, else one under the temp dir)."""
+    return settings.data_dir or Path(tempfile.gettempdir()) / "liqmon-faust"
 
 
 def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
@@ -66,7 +71,7 @@ def _faust_settings(settings: Settings, bootstrap: str) -> dict[str, Any]:
         # A rebalance never waits for records in flight: their offsets are committed only
         # with a checkpoint, and a partition's next owner goes on from that (streams/app/checkpoint.py).
         "stream_wait_empty": False,
-        "datadir": str(settings.data_dir or Path(tempfile.gettempdir()) / "liqmon-faust"),
+        "datadir": str(data_dir(settings)),
         "consumer_auto_offset_reset": "earliest",
         # Batch records are ~10 KB: fetch in large chunks (measured by `liqmon bench`).
         "stream_buffer_maxsize": 4096,

@@ -274,16 +274,27 @@ def attach_broker_watch(app: Any, bootstrap: str, settings: Settings, metrics: M
         readiness.assigned = False
 
 
+def _check_writable(directory: Path) -> None:
+    """The faust data directory made if missing; a :class:`UsageError` when it cannot be."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot use LIQMON_DATA_DIR {directory}: {exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot use LIQMON_DATA_DIR {directory}: not writable")
+
+
 def run_faust_worker(settings: Settings) -> int:
     """``liqmon worker --once``: one faust worker against ``LIQMON_KAFKA_BOOTSTRAP``."""
     from faust.worker import Worker
 
-    from streams.app.faust_app import create_app
+    from streams.app.faust_app import create_app, data_dir
 
     bootstrap = settings.kafka_bootstrap
     if not bootstrap:
         raise UsageError("liqmon worker --once needs LIQMON_KAFKA_BOOTSTRAP (without it, `liqmon worker` starts "
                          "an embedded broker)")
+    _check_writable(data_dir(settings))
     stop_timeout_s = settings.stop_timeout_s
 
     class QuietWorker(Worker):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -49,3 +50,15 @@ def test_the_worker_refuses_an_unknown_log_level_and_exits_2() -> None:
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == ["liqmon: error: invalid setting: LIQMON_LOG_LEVEL: Input should be "
                                         "'crit', 'error', 'warn', 'info' or 'debug'"]
+
+
+def test_a_data_dir_the_worker_cannot_make_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streams.cmd.worker import run_faust_worker
+    from streams.errors import UsageError
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for data_dir in (a_file, a_file / "below"):
+        settings = _settings(monkeypatch, LIQMON_KAFKA_BOOTSTRAP="127.0.0.1:9", LIQMON_DATA_DIR=str(data_dir))
+        with pytest.raises(UsageError, match=rf"^cannot use LIQMON_DATA_DIR {data_dir}: "):
+            run_faust_worker(settings)  # before any faust app or connection
