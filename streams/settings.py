@@ -174,7 +174,11 @@ def read_config_file(path: Path, parse: Callable[[str], T]) -> T:
         raise ConfigFileError(f"cannot read config {path}: {exc.strerror}") from None
     try:
         return parse(text)
-    except Exception as exc:  # tomllib or pydantic: both worth one clear line
+    except ValidationError as exc:  # each refused value: where it is in the file, and why
+        detail = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                           for error in exc.errors(include_url=False))
+        raise ConfigFileError(f"invalid config {path}: {detail}") from None
+    except Exception as exc:  # tomllib and the parsers' own checks: worth one clear line too
         detail = "; ".join(line.strip() for line in str(exc).splitlines()[:4])
         raise ConfigFileError(f"invalid config {path}: {detail}") from None
 

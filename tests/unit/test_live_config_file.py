@@ -28,3 +28,13 @@ def test_a_typo_in_the_engine_part_still_fails(tmp_path: Path) -> None:
     path.write_text("[peg]\nclear_duration_msec = 0\n" + LIVE)
     with pytest.raises(ConfigFileError, match="invalid config"):
         load_engine_config(path)
+
+
+def test_every_refused_value_is_named_in_the_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "engine.toml"
+    path.write_text("[peg]\nclear_duration_ms = -1\nfoo = 2\n[spiral_run]\nthreads = 0\n")
+    with pytest.raises(ConfigFileError) as caught:
+        load_engine_config(path)
+    assert str(caught.value) == (
+        f"invalid config {path}: peg.clear_duration_ms: Input should be greater than or equal to 0; "
+        "peg.foo: Extra inputs are not permitted; spiral_run.threads: Input should be greater than or equal to 1")
