@@ -52,11 +52,13 @@ class InputFileError(ValueError):
     """A positions/accounts file line that is not a JSON object (names file and line)."""
 
 
-def load_jsonl(path: Path, model: type[BaseModel] | None = None) -> list[dict[str, Any]]:
+def load_jsonl(path: Path, model: type[BaseModel] | None = None,
+               check: Callable[[dict[str, Any]], object] | None = None) -> list[dict[str, Any]]:
     """Records of a JSON-lines file (positions or accounts); blank lines are skipped.
 
-    With ``model``, every line is validated up front, so a bad record is one clear error
-    naming the file, line and field (both replay paths), not a failure mid-replay.
+    With ``model`` (and ``check``, which raises pydantic's ``ValidationError`` on a record
+    the stages would refuse), every line is validated up front, so a bad record is one clear
+    error naming the file, line and field (both replay paths), not a failure mid-replay.
     """
     out: list[dict[str, Any]] = []
     with path.open("rb") as fh:
@@ -69,13 +71,15 @@ def load_jsonl(path: Path, model: type[BaseModel] | None = None) -> list[dict[st
                 raise InputFileError(f"{path}:{n}: not JSON ({exc})") from None
             if not isinstance(obj, dict):
                 raise InputFileError(f"{path}:{n}: each line must be a JSON object")
-            if model is not None:
-                try:
+            try:
+                if model is not None:
                     model.model_validate(obj)
-                except ValidationError as exc:
-                    err = exc.errors()[0]
-                    where = ".".join(str(x) for x in err["loc"]) or "record"
-                    raise InputFileError(f"{path}:{n}: {where}: {err['msg']}") from None
+                if check is not None:
+                    check(obj)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "record"
+                raise InputFileError(f"{path}:{n}: {where}: {err['msg']}") from None
             out.append(obj)
     return out
 

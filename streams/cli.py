@@ -211,12 +211,16 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
         raise UsageError(str(exc)) from None
     tables = _margin_tables_path(args, settings, capture)
     config = load_engine_config(args.config or settings.config, tables)
+    from monitor.accounts.watch import account_document
     from monitor.models.loops.lending import Position
     from replay.replayer import InputFileError, load_jsonl
 
+    def as_the_stage_takes_it(raw: dict[str, Any]) -> object:  # its model, default price keys filled in
+        return account_document(raw, 0, config)
+
     try:
         positions = load_jsonl(args.positions, Position) if args.positions else None
-        accounts = load_jsonl(args.accounts, _AccountInput) if args.accounts else None
+        accounts = load_jsonl(args.accounts, _AccountInput, as_the_stage_takes_it) if args.accounts else None
     except (OSError, InputFileError) as exc:
         raise UsageError(str(exc)) from None
     phases.done("inputs")

@@ -244,6 +244,27 @@ def test_bad_population_file_is_one_clear_error(tmp_path: Path, real_usde_captur
     assert f"{bad}:1: collateral.0.amount" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("mode", ["--inline", "--no-worker"])
+@pytest.mark.parametrize(("line", "field"), [
+    ('{"account_id": "a", "venue": "binance", "model": "binance-pm", "balances": '
+     '[{"asset": "USDe", "amount": "x", "price_key": "USDe@binance"}]}', "balances.0.amount"),
+    ('{"account_id": "a", "venue": "binance", "model": "binance-pm", "balances": '
+     '[{"asset": "USDe", "amount": 10}], "perps": [{"symbol": "BTCUSDT", "qty": 1, "entry_price": -5, '
+     '"price_key": "BTC"}]}', "perps.0.entry_price"),  # a balance without its price key is fine
+])
+def test_an_account_the_stages_would_refuse_is_one_clear_error_before_the_replay(
+        tmp_path: Path, real_usde_capture: Path, mode: str, line: str, field: str) -> None:
+    # Both paths refuse the file up front: inline, the stage would have raised mid-replay;
+    # through Kafka (no worker even asked for), the worker would have dead-lettered it.
+    bad = tmp_path / "accounts.jsonl"
+    bad.write_text("\n" + line + "\n")
+    proc = liqmon("replay", "--capture", str(real_usde_capture), "--accounts", str(bad), mode,
+                  "--out", str(tmp_path / "o"), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"liqmon: error: {bad}:2: {field}: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 async def _send_market(bootstrap: str, values: list[bytes]) -> None:
     await ensure_topics(bootstrap, 8)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
