@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 import uuid
 from typing import Any
@@ -111,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     except StressInputError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if not args.timeout > 0:
-        print(f"{_PROG}: error: --timeout must be > 0", file=sys.stderr)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"{_PROG}: error: --timeout must be a finite number > 0", file=sys.stderr)
         return EXIT_FAILED
     bootstrap = Settings().kafka_bootstrap
     if not bootstrap:
