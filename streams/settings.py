@@ -44,7 +44,7 @@ class ConfigFileError(Exception):
 class Settings(BaseSettings):
     """Environment settings, prefix ``LIQMON_``."""
 
-    model_config = SettingsConfigDict(env_prefix="LIQMON_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="LIQMON_", extra="ignore", frozen=True, allow_inf_nan=False)
 
     kafka_bootstrap: str | None = None
     #: "tansu" when the bootstrap points at the embedded broker (enables its workarounds).
@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     config: Path | None = None
     #: Venue margin tables (a JSON document or a recording) over the config's built-ins.
     margin_tables: Path | None = None
-    app_id: str = "liqmon"
+    app_id: str = Field(default="liqmon", min_length=1)
     #: The embedded broker's log level (its RUST_LOG: error, warn, info, debug).
     broker_log: str = "warn"
     partitions: int = Field(default=8, ge=1)
@@ -61,12 +61,13 @@ class Settings(BaseSettings):
     #: deployment: the shard of an account is its id's CRC-32 modulo this.
     account_shards: int = Field(default=0, ge=0, le=256)
     replication_factor: int = Field(default=1, ge=1)
-    metrics_addr: str = "127.0.0.1"
+    #: Where /metrics listens (an explicit 0.0.0.0 for every interface, never by an empty value).
+    metrics_addr: str = Field(default="127.0.0.1", min_length=1)
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     live_metrics_port: int = Field(default=9465, ge=0, le=65535)
     replay_metrics_port: int = Field(default=9466, ge=0, le=65535)
     data_dir: Path | None = None
-    rebalance_timeout_s: float | None = None
+    rebalance_timeout_s: float | None = Field(default=None, gt=0)
     #: How long the broker may hold a worker's fetch (None: 50 ms embedded, 1,500 ms Kafka).
     fetch_max_wait_ms: int | None = Field(default=None, ge=0)
     webhook_url: str | None = None
