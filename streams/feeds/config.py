@@ -54,7 +54,7 @@ ADAPTERS: dict[str, type[VenueAdapter]] = {
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # TOML spells inf and nan
 
 
 class VenueFeed(_Frozen):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cluster import LATENCY_CONFIG
+from streams.cmd.live import load_configs
 from streams.feeds.config import split_config
 from streams.settings import ConfigFileError, load_engine_config
 
@@ -38,3 +39,15 @@ def test_every_refused_value_is_named_in_the_one_line(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f"invalid config {path}: peg.clear_duration_ms: Input should be greater than or equal to 0; "
         "peg.foo: Extra inputs are not permitted; spiral_run.threads: Input should be greater than or equal to 1")
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("[spiral_run]\ntolerance_ratio = inf\n", "spiral_run.tolerance_ratio"),
+    ("[[peg.bands]]\nseverity = \"info\"\nthreshold_bps = inf\nmin_duration_ms = 0\n", "peg.bands.0.threshold_bps"),
+    ("[live.margin_tables]\ntimeout_s = nan\n", "margin_tables.timeout_s"),
+])
+def test_toml_s_inf_and_nan_are_refused(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "live.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError, match=rf"invalid config .*: {where}: Input should be a finite number"):
+        load_configs(path)
