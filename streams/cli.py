@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--scenario", default=None,
                     help="generate and replay a synthetic scenario: oct10, oct10-post-fix-index, oct10-aave-mtm, "
                          "calm, stablecoin-weekend")
-    rp.add_argument("--seed", type=int, default=1, help="scenario seed (same seed, same bytes)")
+    rp.add_argument("--seed", type=count, default=1, help="scenario seed, 0 or more (same seed, same bytes)")
     rp.add_argument("--knob", action="append", default=None, metavar="NAME=VALUE",
                     help="scenario knob, e.g. duration_s=3600 (repeatable)")
     rp.add_argument("--speed", type=_parse_speed, default=None, help="'max' (default) or N× real time")

@@ -37,6 +37,7 @@ def _error(capsys: pytest.CaptureFixture[str], run: object, argv: list[str]) -> 
     (["live", "--duration", "inf"], "argument --duration: must be a finite number > 0, not inf"),
     (["broker", "--port", "x"], "argument --port: not a whole number: 'x'"),
     (["replay", "--scenario", "oct10", "--metrics-port", "70000"], "argument --metrics-port: not a TCP port: 70000"),
+    (["replay", "--scenario", "oct10", "--seed", "-1"], "argument --seed: must be 0 or more, not -1"),
     (["replay", "--scenario", "oct10", "--idle-timeout", "-1"], "argument --idle-timeout: must be a finite number > 0"),
 ])
 def test_a_value_out_of_range_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
