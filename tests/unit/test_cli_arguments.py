@@ -5,6 +5,7 @@ no scenario generated from a knob the user mistyped."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,9 @@ from streams.cmd.arguments import count, positive_count, positive_counts, positi
 from streams.cmd.live import main as live_main
 
 
-def _error(capsys: pytest.CaptureFixture[str], run: object, argv: list[str]) -> str:
+def _error(capsys: pytest.CaptureFixture[str], run: Callable[[list[str]], int], argv: list[str]) -> str:
     with pytest.raises(SystemExit) as stopped:
-        run(argv)  # type: ignore[operator]
+        run(argv)
     assert stopped.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     return lines[-1]
