@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from monitor.config import EngineConfig
 from monitor.ingest.batch import Batch
@@ -52,13 +52,13 @@ class InputFileError(ValueError):
     """A positions/accounts file line that is not a JSON object (names file and line)."""
 
 
-def load_jsonl(path: Path, model: type[BaseModel] | None = None,
-               check: Callable[[dict[str, Any]], object] | None = None) -> list[dict[str, Any]]:
+def load_jsonl(path: Path, check: Callable[[dict[str, Any]], object] | None = None) -> list[dict[str, Any]]:
     """Records of a JSON-lines file (positions or accounts); blank lines are skipped.
 
-    With ``model`` (and ``check``, which raises pydantic's ``ValidationError`` on a record
-    the stages would refuse), every line is validated up front, so a bad record is one clear
-    error naming the file, line and field (both replay paths), not a failure mid-replay.
+    With ``check`` (raising pydantic's ``ValidationError`` on a record the stages would
+    refuse, e.g. a model's ``model_validate``), every line is validated up front, so a bad
+    record is one clear error naming the file, line and field (both replay paths), not a
+    failure mid-replay.
     """
     out: list[dict[str, Any]] = []
     with path.open("rb") as fh:
@@ -72,8 +72,6 @@ def load_jsonl(path: Path, model: type[BaseModel] | None = None,
             if not isinstance(obj, dict):
                 raise InputFileError(f"{path}:{n}: each line must be a JSON object")
             try:
-                if model is not None:
-                    model.model_validate(obj)
                 if check is not None:
                     check(obj)
             except ValidationError as exc:

@@ -23,7 +23,7 @@ from replay.progress import ReplayProgress
 from streams.cmd.arguments import count, port_number, positive_count, positive_counts, positive_number, section_names
 from streams.errors import KafkaReplayError, UsageError
 from streams.kafka.broker import BrokerError
-from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
+from streams.settings import ConfigFileError, Settings, error_place, load_engine_config, settings_error_line
 
 if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
     from monitor.config import EngineConfig
@@ -141,7 +141,7 @@ def _knob_errors(exc: ValidationError) -> str | None:
         return None
     parts = []
     for error in exc.errors(include_url=False):
-        name = ".".join(str(part) for part in error["loc"])
+        name = error_place(error)
         if error["type"] == "extra_forbidden":
             parts.append(f"unknown knob {name!r} (knobs: {', '.join(model.model_fields)})")
         else:
@@ -215,12 +215,14 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
     from monitor.models.loops.lending import Position
     from replay.replayer import InputFileError, load_jsonl
 
-    def as_the_stage_takes_it(raw: dict[str, Any]) -> object:  # its model, default price keys filled in
+    def as_the_stage_takes_it(raw: dict[str, Any]) -> object:
+        """The envelope (the normaliser needs lists), then the model with default price keys."""
+        _AccountInput.model_validate(raw)
         return account_document(raw, 0, config)
 
     try:
-        positions = load_jsonl(args.positions, Position) if args.positions else None
-        accounts = load_jsonl(args.accounts, _AccountInput, as_the_stage_takes_it) if args.accounts else None
+        positions = load_jsonl(args.positions, Position.model_validate) if args.positions else None
+        accounts = load_jsonl(args.accounts, as_the_stage_takes_it) if args.accounts else None
     except (OSError, InputFileError) as exc:
         raise UsageError(str(exc)) from None
     phases.done("inputs")

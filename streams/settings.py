@@ -7,9 +7,9 @@ validated by :class:`monitor.config.EngineConfig`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -23,6 +23,7 @@ __all__ = [
     "LogLevel",
     "SaslMechanism",
     "Settings",
+    "error_place",
     "load_engine_config",
     "read_config_file",
     "settings_error_line",
@@ -32,6 +33,8 @@ T = TypeVar("T")
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+#: A TCP port, 0 meaning off.
+Port = Annotated[int, Field(ge=0, le=65535)]
 #: The worker's log levels (faust's names), ``LIQMON_LOG_LEVEL`` in any case.
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 _ENV_PREFIX = "LIQMON_"
@@ -63,9 +66,9 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     #: Where /metrics listens (an explicit 0.0.0.0 for every interface, never by an empty value).
     metrics_addr: str = Field(default="127.0.0.1", min_length=1)
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
-    live_metrics_port: int = Field(default=9465, ge=0, le=65535)
-    replay_metrics_port: int = Field(default=9466, ge=0, le=65535)
+    metrics_port: Port = 9464
+    live_metrics_port: Port = 9465
+    replay_metrics_port: Port = 9466
     data_dir: Path | None = None
     rebalance_timeout_s: float | None = Field(default=None, gt=0)
     #: How long the broker may hold a worker's fetch (None: 50 ms embedded, 1,500 ms Kafka).
@@ -141,11 +144,16 @@ class Settings(BaseSettings):
         return self
 
 
+def error_place(error: Mapping[str, Any]) -> str:
+    """Where one of pydantic's errors is, dotted (``peg.bands.0.threshold_bps``; "" for the whole)."""
+    return ".".join(str(part) for part in error["loc"])
+
+
 def settings_error_line(exc: ValidationError) -> str:
     """One line naming the offending environment variable(s), never the secret values."""
     parts: list[str] = []
     for error in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in error["loc"])
+        where = error_place(error)
         message = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{_ENV_PREFIX}{where.upper()}: {message}" if where else message)
     return "invalid setting: " + "; ".join(parts)
@@ -176,8 +184,7 @@ def read_config_file(path: Path, parse: Callable[[str], T]) -> T:
     try:
         return parse(text)
     except ValidationError as exc:  # each refused value: where it is in the file, and why
-        detail = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                           for error in exc.errors(include_url=False))
+        detail = "; ".join(f"{error_place(error)}: {error['msg']}" for error in exc.errors(include_url=False))
         raise ConfigFileError(f"invalid config {path}: {detail}") from None
     except Exception as exc:  # tomllib and the parsers' own checks: worth one clear line too
         detail = "; ".join(line.strip() for line in str(exc).splitlines()[:4])

@@ -28,6 +28,7 @@ from monitor.stages.stress import (
     stress_report,
 )
 from replay.gcpause import gc_paused
+from streams.cmd.arguments import positive_count
 from streams.cmd.forked import ForkedError, ForkedStream, cores
 from streams.cmd.stress_accounts import PART_LINES, line_batches, read_accounts, read_lines
 
@@ -48,7 +49,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multiply KEY by (1 + PCT), e.g. USDe@binance=-35%% (repeatable)")
     parser.add_argument("--books", metavar="BOOKS.json",
                         help='bids {"PRICE_KEY": [[price, qty], ...]}; enables the spiral')
-    parser.add_argument("--jobs", type=_jobs_count, metavar="N",
+    parser.add_argument("--jobs", type=positive_count, metavar="N",
                         help="processes reading the accounts and writing their rows (default: "
                              "every core this process may use; a file is cut only in parts of "
                              f"{PART_LINES:,} lines or more)")
@@ -67,17 +68,6 @@ def add_parser(subparsers: Any) -> None:
     )
     _add_arguments(parser)
     parser.set_defaults(func=run)
-
-
-def _jobs_count(text: str) -> int:
-    """``--jobs``: a whole number of processes, at least 1."""
-    try:
-        jobs = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"at least 1 process, not {jobs}")
-    return jobs
 
 
 def _jobs(args: argparse.Namespace) -> int | None:

@@ -130,6 +130,5 @@ def test_a_live_record_that_cannot_be_written_is_one_line_before_anything_starts
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan", "1e999"])
 def test_a_spiral_timeout_that_is_not_a_finite_positive_number_is_one_line(
         capsys: pytest.CaptureFixture[str], timeout: str) -> None:
-    assert cli.main(["spiral", "--timeout", timeout]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "liqmon spiral: error: --timeout must be a finite number > 0"]
+    assert _error(capsys, cli.main, ["spiral", "--timeout", timeout]) == (
+        f"liqmon spiral: error: argument --timeout: must be a finite number > 0, not {timeout}")

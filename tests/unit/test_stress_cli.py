@@ -168,8 +168,8 @@ def test_streamed_report_without_accounts(capsysbinary: pytest.CaptureFixture[by
 
 
 @pytest.mark.parametrize(("jobs", "message"), [
-    ("0", "argument --jobs: at least 1 process, not 0"),
-    ("-2", "argument --jobs: at least 1 process, not -2"),
+    ("0", "argument --jobs: must be 1 or more, not 0"),
+    ("-2", "argument --jobs: must be 1 or more, not -2"),
     ("two", "argument --jobs: not a whole number: 'two'"),
 ])
 def test_jobs_that_is_not_a_count_of_processes_exits_2_with_one_line(
