@@ -28,11 +28,12 @@ field). Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal, TypedDict
 
 import msgspec
 from msgspec import Meta, Struct, field
+
+from monitor.limits import MAX_SHOCK_MOVE
 
 __all__ = [
     "COMMAND_VERSION",
@@ -446,8 +447,8 @@ class SpiralRequest(Struct, tag_field="command", tag="spiral", kw_only=True, fro
         for key, move in self.shocks.items():
             if not key:
                 raise ValueError("shocks: empty price key")
-            if not math.isfinite(move) or move <= -1.0:
-                raise ValueError(f"shocks.{key}: the move must be finite and above -100%")
+            if not -1.0 < move <= MAX_SHOCK_MOVE:
+                raise ValueError(f"shocks.{key}: the move must be above -100% and at most +{MAX_SHOCK_MOVE * 100:.0e}%")
 
 
 class CommandError(ValueError):

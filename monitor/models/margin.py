@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from monitor.limits import MAX_INPUT_NUMBER
 from monitor.risk_params import (
     ENGINE_MIN_SALE_USD,
     CollateralTiers,
@@ -84,7 +85,7 @@ class Balance(_Model):
     """Net balance of one asset; negative = borrowed (margin loan)."""
 
     asset: str = Field(min_length=1)
-    amount: float
+    amount: float = Field(ge=-MAX_INPUT_NUMBER, le=MAX_INPUT_NUMBER)
     price_key: str = Field(min_length=1)
     loan_mmr: float | None = Field(default=None, ge=0, lt=1)
 
@@ -93,11 +94,11 @@ class Perp(_Model):
     """A perpetual position; negative qty = short."""
 
     symbol: str = Field(min_length=1)
-    qty: float
-    entry_price: float = Field(gt=0)
+    qty: float = Field(ge=-MAX_INPUT_NUMBER, le=MAX_INPUT_NUMBER)
+    entry_price: float = Field(gt=0, le=MAX_INPUT_NUMBER)
     price_key: str = Field(min_length=1)
     mmr: float | None = Field(default=None, gt=0, lt=1)
-    cum: float | None = Field(default=None, ge=0)
+    cum: float | None = Field(default=None, ge=0, le=MAX_INPUT_NUMBER)
 
 
 class Account(_Model):
@@ -542,8 +543,11 @@ class _EngineRun:
         ]
 
     def balances(self, account: Account) -> tuple[Balance, ...]:
+        """The balances after the run: figures derived from a checked account, beyond the
+        input bounds a :class:`Balance` is read with (a settled PnL can be larger than any
+        input), so built without them."""
         return tuple(
-            Balance(
+            Balance.model_construct(
                 asset=self.assets[i],
                 amount=self.bal[i],
                 price_key=self.keys[i],

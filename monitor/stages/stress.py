@@ -20,6 +20,7 @@ from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines
 from monitor.accounts.vector_engine import EngineResult, book_layout, layout_fits, liquidate_layout
 from monitor.accounts.vector_margin import LIQUIDATION, status_counts
+from monitor.limits import MAX_INPUT_NUMBER, MAX_SHOCK_MOVE, within_input_bound
 from monitor.models.loops.lending import (
     LoopBook,
     Position,
@@ -100,29 +101,22 @@ def parse_account(obj: Any, source: str, line: int) -> Account:
         raise _from_validation(exc, source, line) from None
 
 
-def _finite_positive(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
 def parse_prices(obj: Any, source: str) -> dict[str, float]:
-    """Validate {"PRICE_KEY": price_usd} with finite positive prices."""
+    """Validate {"PRICE_KEY": price_usd}: numbers > 0 and at most
+    :data:`~monitor.limits.MAX_INPUT_NUMBER`."""
     if not isinstance(obj, dict):
         raise StressInputError(source, 0, "(file)", "expected a JSON object of prices")
     out: dict[str, float] = {}
     for key, value in obj.items():
-        if not _finite_positive(value):
-            raise StressInputError(source, 0, key, "price must be a finite number > 0")
+        if not within_input_bound(value, positive=True):
+            raise StressInputError(source, 0, key, f"price must be a number > 0 and at most {MAX_INPUT_NUMBER:.0e}")
         out[key] = float(value)
     return out
 
 
 def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
-    """Validate {"PRICE_KEY": [[price, qty], ...]} bids with finite positive numbers."""
+    """Validate {"PRICE_KEY": [[price, qty], ...]} bids: numbers > 0 and at most
+    :data:`~monitor.limits.MAX_INPUT_NUMBER`."""
     if not isinstance(obj, dict):
         raise StressInputError(source, 0, "(file)", "expected a JSON object of bid ladders")
     out: dict[str, list[list[float]]] = {}
@@ -133,9 +127,9 @@ def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
         for i, lvl in enumerate(levels):
             if not (isinstance(lvl, list) and len(lvl) == 2):
                 raise StressInputError(source, 0, f"{key}[{i}]", "expected [price, qty]")
-            if not (_finite_positive(lvl[0]) and _finite_positive(lvl[1])):
+            if not (within_input_bound(lvl[0], positive=True) and within_input_bound(lvl[1], positive=True)):
                 raise StressInputError(
-                    source, 0, f"{key}[{i}]", "price and qty must be finite numbers > 0"
+                    source, 0, f"{key}[{i}]", f"price and qty must be numbers > 0 and at most {MAX_INPUT_NUMBER:.0e}"
                 )
             rows.append([float(lvl[0]), float(lvl[1])])
         out[key] = rows
@@ -152,8 +146,8 @@ def parse_shock(text: str) -> tuple[str, float]:
         value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError:
         raise StressInputError("--shock", 0, key, f"not a number: {raw!r}") from None
-    if not math.isfinite(value) or value <= -1.0:
-        raise StressInputError("--shock", 0, key, "move must be finite and above -100%")
+    if not -1.0 < value <= MAX_SHOCK_MOVE:
+        raise StressInputError("--shock", 0, key, f"move must be above -100% and at most +{MAX_SHOCK_MOVE * 100:.0e}%")
     return key, value
 
 

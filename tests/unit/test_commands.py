@@ -102,6 +102,7 @@ def test_a_custom_shock_is_reported_but_kept_out_of_the_gauges() -> None:
     ({"v": 1, "command": "spiral"}, "request_id", None),
     (request(command="liquidate-everything"), "command", "r1"),
     (request(shocks={"BTC": -1.0}), "shocks.BTC", "r1"),
+    (request(shocks={"BTC": 1e306}), "shocks.BTC", "r1"),  # past +1e8 %: the shocked price overflows
     (request(shocks={"BTC": "-0.1"}), "shocks[...]", "r1"),
     (request(shocks={"BTC": -0.1, "": -0.1}), "shocks", "r1"),
     (request(shocks={}), "shocks", "r1"),

@@ -111,3 +111,59 @@ def test_report_with_books_has_spiral() -> None:
     assert spiral["converged"]
     assert spiral["liquidated_usd_by_stage"]["7"] > 0
     assert spiral["final_prices"]["USDe@binance"] < 0.65
+
+
+#: Figures the report leaves null where they are undefined (a ratio over equity ≤ 0, no
+#: maintenance margin, no debt, no close factor): every other is a number.
+_UNDEFINED_AT_TIMES = {"effective_leverage", "effective_leverage_change", "venue_ratio", "uni_mmr",
+                       "close_factor_ratio", "collateral_illusion_ratio", "health_factor"}
+
+
+def _bound_inputs() -> tuple[list[Position], list[Account], dict[str, float], dict[str, Any]]:
+    """Every number at the input bound (1e18): long and short perps, a loan, each model, a
+    loop, books."""
+    size = 1e18
+    accounts = [parse_account(o, "a", i) for i, o in enumerate([
+        {"account_id": "long", "venue": "binance", "model": "binance-pm",
+         "balances": [{"asset": "USDe", "amount": size, "price_key": "USDe@binance"},
+                      {"asset": "USDT", "amount": -size, "price_key": "USDT"}],
+         "perps": [{"symbol": "ETHUSDT", "qty": size, "entry_price": size, "price_key": "ETH", "cum": size}]},
+        {"account_id": "short", "venue": "bybit", "model": "bybit-uta",
+         "balances": [{"asset": "USDC", "amount": size, "price_key": "USDC"}],
+         "perps": [{"symbol": "BTCUSDT", "qty": -size, "entry_price": 1e-9, "price_key": "BTC"}]},
+        {"account_id": "hl", "venue": "hyperliquid", "model": "hyperliquid",
+         "balances": [{"asset": "USDC", "amount": size, "price_key": "USDC"}],
+         "perps": [{"symbol": "BTC", "qty": size, "entry_price": size, "price_key": "BTC"}]},
+        {"account_id": "okx", "venue": "okx", "model": "okx-mc",
+         "balances": [{"asset": "ETH", "amount": size, "price_key": "ETH"},
+                      {"asset": "USDT", "amount": -size, "price_key": "USDT"}]},
+    ])]
+    positions = [parse_position({"position_id": "loop", "protocol": "aave-v3", "collateral": [
+        {"asset": "ETH", "amount": size, "liquidation_threshold": 0.83, "price_key": "ETH"}],
+        "debt": [{"asset": "USDT", "amount": size, "price_key": "USDT"}]}, "p", 1, PARAMS)]
+    prices = parse_prices({"USDe@binance": size, "USDT": 1.0, "USDC": 1.0, "ETH": size, "BTC": size}, "prices")
+    books = parse_books({k: [[size, size]] * 3 for k in ("USDe@binance", "ETH", "BTC")}, "books")
+    return positions, accounts, prices, books
+
+
+def _null_places(doc: Any, place: str = "") -> set[str]:
+    """The names of the report's null figures."""
+    if isinstance(doc, dict):
+        return set().union(*(({k} if v is None else _null_places(v, k)) for k, v in doc.items()))
+    if isinstance(doc, list):
+        return set().union(*(_null_places(v, place) for v in doc))
+    return set()
+
+
+@pytest.mark.parametrize("shocks", [{}, {"ETH": 1e6}, {"ETH": -0.999999}, {"USDT": 1e6}, {"USDT": -0.9999999}])
+def test_at_the_input_bounds_every_figure_stays_a_number(shocks: dict[str, float]) -> None:
+    """Accounts, positions, prices and books at 1e18 with the largest shocks: every money
+    figure is a number (a null only for a ratio undefined there). A perp of 1e308 before
+    the bound crashed the liquidation (a forced sell of inf USD); a settled PnL past the
+    input bound must not."""
+    positions, accounts, prices, books = _bound_inputs()
+    doc = stress_report(positions, accounts, prices, shocks=shocks, books=books, params=PARAMS).document()
+    assert _null_places(doc) <= _UNDEFINED_AT_TIMES
+    assert any(a["forced_sells"] for a in doc["accounts"])
+    assert all(math.isfinite(s["usd"]) for a in doc["accounts"] for s in a["forced_sells"])
+    assert all(math.isfinite(a["adjusted_equity_usd"]) for a in doc["accounts"])

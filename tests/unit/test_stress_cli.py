@@ -70,14 +70,29 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
          "A.jsonl:1: model:"),
         ("prices", '{"ETH": Infinity}', "PRICES.json: invalid JSON"),
         ("prices", '{"ETH": -4}', "PRICES.json: ETH: price must be"),
+        # Past the input bound (1e18): a traceback (an int past a float's range), a report of
+        # nulls (1e300), or a crash mid-liquidation (a forced sell of 1e308 × price) before
+        ("prices", '{"ETH": 1' + "0" * 400 + "}", "PRICES.json: ETH: price must be a number > 0 and at most 1e+18"),
+        ("prices", '{"ETH": 1e300}', "PRICES.json: ETH: price must be a number > 0 and at most 1e+18"),
+        ("books", '{"ETH": [[4000, 1' + "0" * 400 + "]]}", "BOOKS.json: ETH[0]: price and qty must be numbers > 0 "
+         "and at most 1e+18"),
+        ("accounts", '{"account_id": "a", "venue": "v", "model": "binance-pm", "balances": [], "perps": '
+         '[{"symbol": "ETHUSDT", "qty": 1e308, "entry_price": 4000, "price_key": "ETH"}]}\n',
+         "A.jsonl:1: perps[0].qty: Input should be less than or equal to 1000000000000000000"),
+        ("accounts", '{"account_id": "a", "venue": "v", "model": "binance-pm", "balances": '
+         '[{"asset": "ETH", "amount": -2e18, "price_key": "ETH"}]}\n', "A.jsonl:1: balances[0].amount:"),
+        ("positions", '{"position_id": "x", "protocol": "aave-v3", "collateral": '
+         '[{"asset": "ETH", "amount": 1e300, "liquidation_threshold": 0.8, "price_key": "ETH"}]}\n',
+         "P.jsonl:1: collateral[0].amount: Input should be less than or equal to 1000000000000000000"),
     ],
 )
 def test_input_errors_exit_2_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, content: str, expected: str
 ) -> None:
-    names = {"positions": "P.jsonl", "accounts": "A.jsonl", "prices": "PRICES.json"}
+    names = {"positions": "P.jsonl", "accounts": "A.jsonl", "prices": "PRICES.json", "books": "BOOKS.json"}
     path = _write(tmp_path, names[kind], content)
-    rc = stress_cmd.main(_args(**{kind: path}))
+    args = _args("--books", str(path)) if kind == "books" else _args(**{kind: path})
+    rc = stress_cmd.main(args)
     err = capsys.readouterr().err
     assert rc == 2
     assert expected in err
@@ -111,6 +126,15 @@ def test_a_line_separator_inside_a_string_is_not_a_line_break(
     assert stress_cmd.main(_args(accounts=path)) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [a["account_id"] for a in doc["accounts"]] == ["a\u2028b\x85c"]
+
+
+@pytest.mark.parametrize("shock", ["ETH=1e306", "ETH=+1e9%", "ETH=-100%", "ETH=nan"])
+def test_a_shock_past_its_bounds_exits_2_with_one_line(shock: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A shock of 1e306 was a traceback (the shocked price infinite); moves are bounded at
+    +1e8 % (a price × 1,000,001 stays far from overflow)."""
+    assert stress_cmd.main(_args("--shock", shock)) == 2
+    err = capsys.readouterr().err
+    assert err == "liqmon stress: error: --shock: ETH: move must be above -100% and at most +1e+08%\n"
 
 
 def test_shock_on_unknown_key_and_missing_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from monitor.events import MarketEvent
+from monitor.limits import MAX_INPUT_NUMBER
 
 __all__ = [
     "MAX_TS_MS",
@@ -21,10 +22,9 @@ __all__ = [
     "timestamp_ms",
 ]
 
-#: Largest magnitude of a price, size or contract value read from the wire: far above any
-#: real one (a 1e9-unit contract at 1e6), small enough that products and sums over a book
-#: stay finite (1e18 × 1e18 × 10,000 levels < 1e308).
-MAX_WIRE_NUMBER = 1e18
+#: Largest magnitude of a price, size or contract value read from the wire: every input's
+#: bound (:data:`monitor.limits.MAX_INPUT_NUMBER`).
+MAX_WIRE_NUMBER = MAX_INPUT_NUMBER
 #: 2009-01-01 and 2100-01-01 in ms: anything outside is not a market timestamp.
 MIN_TS_MS = 1_230_768_000_000
 MAX_TS_MS = 4_102_444_800_000

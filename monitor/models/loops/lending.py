@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.limits import MAX_INPUT_NUMBER
 from monitor.models.loops.aggregates import group_aggregates
 from monitor.models.loops.index import DrivingKeyIndex
 from monitor.models.loops.legs import AnyIntArray, FloatArray, LoopLegs
@@ -64,7 +65,7 @@ class CollateralEntry(_Model):
     """Supplied collateral valued with ``price_key``."""
 
     asset: str = Field(min_length=1)
-    amount: float = Field(ge=0)
+    amount: float = Field(ge=0, le=MAX_INPUT_NUMBER)
     liquidation_threshold: float = Field(gt=0, le=1)
     price_key: str = Field(min_length=1)
 
@@ -73,7 +74,7 @@ class DebtEntry(_Model):
     """Borrowed asset valued with ``price_key``."""
 
     asset: str = Field(min_length=1)
-    amount: float = Field(ge=0)
+    amount: float = Field(ge=0, le=MAX_INPUT_NUMBER)
     price_key: str = Field(min_length=1)
 
 
