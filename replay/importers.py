@@ -71,6 +71,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
+from monitor.limits import MAX_INPUT_NUMBER
 from replay.capture import write_capture
 
 __all__ = [
@@ -130,6 +131,10 @@ _BINANCE_TARDIS_VENUES = {
     "binance-delivery": "binance-coinm",
 }
 
+#: Largest magnitude of a number cell (every input's bound, ``monitor.limits``) and of an
+#: integer cell (exact as a float, and in a capture's 64-bit integers even as ms × 1000).
+_MAX_NUMBER = Decimal(MAX_INPUT_NUMBER)
+_MAX_INT = 2**53
 _KLINE_HEADER = ("open_time", "open", "high", "low", "close", "volume", "close_time")
 _MINUTE_HEADER = ("minute_utc", "open", "high", "low", "close", "volume")
 _POOL_HEADER = ("ts_s", "block", "tick", "usde_price_usdt", "tvl_usd")
@@ -194,15 +199,18 @@ class _Rows:
             raise self.fail(f"column {name!r}: not a number: {text!r}") from None
         if not value.is_finite():
             raise self.fail(f"column {name!r}: not a finite number: {text!r}")
+        if abs(value) > _MAX_NUMBER:
+            raise self.fail(f"column {name!r}: beyond ±{MAX_INPUT_NUMBER:.0e}: {text:.40}")
         return value
 
     def num(self, row: list[str], idx: int, name: str) -> float:
         return float(self.dec(row, idx, name))
 
     def int_(self, row: list[str], idx: int, name: str) -> int:
+        """An integer cell (``12`` or ``12.0``) within ±2**53 (a timestamp in µs, an id)."""
         text = self.cell(row, idx, name)
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             try:
                 f = float(text)
@@ -210,7 +218,10 @@ class _Rows:
                 raise self.fail(f"column {name!r}: not an integer: {text!r}") from None
             if not f.is_integer():
                 raise self.fail(f"column {name!r}: not an integer: {text!r}") from None
-            return int(f)
+            value = int(f)
+        if abs(value) > _MAX_INT:
+            raise self.fail(f"column {name!r}: beyond ±2**53: {text:.40}")
+        return value
 
     def cell(self, row: list[str], idx: int, name: str) -> str:
         if idx >= len(row):
@@ -556,10 +567,7 @@ def iter_tardis_trades(path: Path, *, venue: str | None = None) -> Iterator[Capt
         prev = local_ms
         binance_venue = _BINANCE_TARDIS_VENUES.get(exchange)
         if binance_venue is not None:
-            try:
-                tid: int | str = int(trade_id_text)
-            except ValueError:
-                raise rows.fail(f"column 'id': not an integer: {trade_id_text!r}") from None
+            tid = rows.int_(row, 4, "id")
             yield (
                 local_ms,
                 venue or binance_venue,

@@ -275,3 +275,30 @@ def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     missing = _parse(["import", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o.jsonl")])
     assert run_import(missing) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    # an integer past 64 bits went into the capture and orjson raised as it was written
+    ("pool.csv", "ts_s,block,tick,usde_price_usdt,tvl_usd\n10,99999999999999999999,0,1.0,5\n",
+     "pool.csv line 2: column 'block': beyond ±2**53: 99999999999999999999"),
+    ("pool.csv", "ts_s,block,tick,usde_price_usdt,tvl_usd\n1e300,1,0,1.0,5\n",
+     "pool.csv line 2: column 'ts_s': beyond ±2**53: 1e300"),
+    ("ENA-USD_trades.csv", "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+     "binance-futures,ENAUSDT,1760054410664489,1760054410706582,1" + "0" * 30 + ",buy,0.5472,2.1\n",
+     "line 2: column 'id': beyond ±2**53"),
+    # a percentage past a float's range was a traceback (OverflowError sorting the bands)
+    ("btcusdt_binance_bookdepth.csv", "timestamp,percentage,depth,notional,weighted_avg_price\n"
+     "2025-10-10 00:00:07,1" + "0" * 400 + ",8243.012,979983314.2,118886.5\n",
+     "line 2: column 'percentage': beyond ±1e+18"),
+    # a price of 1e400 was imported (exit 0); for a symbol without a known tick, a traceback
+    ("usde_usdt_binance_1m.csv", "minute_utc,open,high,low,close,volume\n2025-10-10 00:00:00,1e400,1e400,1.0,1.0,1\n",
+     "usde_usdt_binance_1m.csv line 2: column 'open': beyond ±1e+18: 1e400"),
+])
+def test_numbers_past_the_input_bounds_are_one_line_exit_2(
+    name: str, text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / name, text)
+    kind = ["--kind", "tardis_trades"] if "trades" in name else []
+    assert run_import(_parse(["import", str(path), "--out", str(tmp_path / "o.jsonl"), *kind])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
