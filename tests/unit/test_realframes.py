@@ -223,3 +223,22 @@ def test_every_real_frame_has_its_expected_outcome_fields_and_book(name: str) ->
                 _check_prints(ingest, frame, ct)
         assert ingest.stats.frames == len(segment["frames"]) + (1 if name.startswith("cryptofeed-okx") else 0)
     assert counted > 0
+
+
+@pytest.mark.parametrize("previous_id", ["1" + "0" * 400, "18446744073709551616", "-9223372036854775809"])
+def test_an_update_id_beyond_64_bits_is_refused_not_a_crash(previous_id: str) -> None:
+    """Found by a mutation pass over these sessions: a USDⓈ-M diff whose ``pu`` is a decimal
+    string of 400 digits broke the book's gap event (an int past a float's range), a
+    traceback out of the replay. Ids are 64-bit on every venue: past that, a dead letter (a
+    JSON integer past 64 bits is a float to orjson, refused as an id already)."""
+    frames = _load("cryptofeed-binance-usdm-2021-07.json")["segments"][0]["frames"][:300]
+    at = next(i for i, f in enumerate(frames) if f["channel"] == "ctkusdt@depth@100ms" and i > 200)
+    bad = {**frames[at], "raw": {**frames[at]["raw"], "data": {**frames[at]["raw"]["data"], "pu": previous_id}}}
+    ingest = Ingest(EngineConfig())
+    dead = []
+    for f in [*frames[:at], bad, *frames[at + 1:]]:
+        outs = list(ingest.feed(f["venue"], f["channel"], f["raw"], f["recv_ts_ms"], orjson.dumps(f["raw"])))
+        dead += [o for o in outs if isinstance(o, DeadLetter)]
+    list(ingest.finish())
+    assert [(d.reason, d.channel) for d in dead] == [("out_of_range", "ctkusdt@depth@100ms")]
+    assert "'pu' is beyond a 64-bit integer" in dead[0].detail

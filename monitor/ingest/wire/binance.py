@@ -222,16 +222,25 @@ def parse_depth_snapshot(
 # -- field helpers shared by the venue modules ----------------------------------------
 
 
+#: The integers a venue's id or timestamp may take: signed or unsigned 64-bit (orjson's range).
+_MIN_INT, _MAX_INT = -(2**63), 2**64
+
+
 def int_field(value: Any, name: str) -> int:
-    """An integer id or timestamp sent as a JSON integer or a decimal string (OKX)."""
+    """An integer id or timestamp sent as a JSON integer or a decimal string (OKX), within
+    64 bits (a JSON integer orjson gives as an int is; a string of any length may not be)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+        out = value
+    elif isinstance(value, str):
         try:
-            return int(value)
+            out = int(value)
         except ValueError:
-            pass
-    raise WireError("wrong_type", f"field '{name}' must be an integer, got {value!r:.40}")
+            raise WireError("wrong_type", f"field '{name}' must be an integer, got {value!r:.40}") from None
+    else:
+        raise WireError("wrong_type", f"field '{name}' must be an integer, got {value!r:.40}")
+    if not _MIN_INT <= out < _MAX_INT:
+        raise WireError("out_of_range", f"field '{name}' is beyond a 64-bit integer: {value!r:.40}")
+    return out
 
 
 def text_field(obj: Mapping[str, Any], name: str) -> str:
