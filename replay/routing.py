@@ -70,7 +70,7 @@ def route_capture(
             continue
         if to_ms is not None and ts >= to_ms:
             continue
-        if stats is not None:
+        if stats is not None and ingest.time_refusal(ts) is None:  # the span of frames taken
             if stats.first_ts_ms is None:
                 stats.first_ts_ms = ts
             stats.last_ts_ms = max(stats.last_ts_ms or ts, ts)

@@ -337,6 +337,17 @@ class Ingest:
         self.stats.frames += 1
         return self._dead(reason, detail, raw, line_no=line_no)
 
+    def time_refusal(self, recv_ts_ms: int) -> tuple[str, str] | None:
+        """(reason, detail) of a market or configuration frame received at ``recv_ts_ms``
+        that :meth:`feed` refuses for its time alone, now (outside 2009-2100, or jumping
+        past the stream's watermark by more than the configured jump); else None."""
+        if not MIN_TS_MS <= recv_ts_ms <= MAX_TS_MS:
+            return "timestamp_out_of_range", f"receive time {recv_ts_ms}"
+        wm = self.watermark_ms
+        if wm is not None and recv_ts_ms - wm > self.max_jump_ms:
+            return "timestamp_future", f"receive time jumps {(recv_ts_ms - wm) / 1000:.0f} s past the stream"
+        return None
+
     def feed(
         self,
         venue: str,
@@ -362,16 +373,12 @@ class Ingest:
                 "oversize", f"frame of {len(raw_bytes)} bytes > {self.max_frame_bytes}",
                 raw_bytes[: self.max_frame_bytes], **where)
             return
-        if not MIN_TS_MS <= recv_ts_ms <= MAX_TS_MS:
-            yield self._dead("timestamp_out_of_range", f"receive time {recv_ts_ms}", raw_bytes, **where)
+        refused = self.time_refusal(recv_ts_ms)
+        if refused is not None:
+            reason, detail = refused
+            yield self._dead(reason, detail, raw_bytes, **where)
             return
         wm = self.watermark_ms
-        if wm is not None and recv_ts_ms - wm > self.max_jump_ms:
-            yield self._dead(
-                "timestamp_future",
-                f"receive time jumps {(recv_ts_ms - wm) / 1000:.0f} s past the stream",
-                raw_bytes, **where)
-            return
         alerts: list[Alert] = []
         try:
             if channel in CONFIG_CHANNELS:
