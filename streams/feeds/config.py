@@ -229,8 +229,15 @@ def build_adapter(venue: str, feed: VenueFeed) -> VenueAdapter:
     return cls(**kwargs)
 
 
+class _LiveTable(_Frozen):
+    """The ``[live]`` table of a config file, validated where it sits: a refused value is
+    placed as ``live.margin_tables.timeout_s``, as the file spells it."""
+
+    live: LiveConfig
+
+
 def split_config(text: str) -> tuple[EngineConfig, LiveConfig]:
     """Parse a TOML file: the ``[live]`` table is the LiveConfig, the rest the EngineConfig."""
     data = tomllib.loads(text)
     live = data.pop("live", {})
-    return EngineConfig.model_validate(data), LiveConfig.model_validate(live)
+    return EngineConfig.model_validate(data), _LiveTable.model_validate({"live": live}).live
