@@ -451,14 +451,14 @@ def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, A
         bench_stress,
     )
 
-    n = int(getattr(args, "accounts", 1_000_000))
+    n = args.accounts
     print(f"bench: {n:,} unified accounts: one key ticking, then the standard-shock spirals ...",
           file=sys.stderr, flush=True)
     out = bench_accounts(n)
-    n_global = int(getattr(args, "global_accounts", None) or n)
+    n_global = args.global_accounts or n
     print(f"bench: the global stage given {n_global:,} account records ...", file=sys.stderr, flush=True)
     out["global_stage"] = bench_global_stage(n_global)
-    shards = int(getattr(args, "account_shards", 4) or 0)
+    shards = args.account_shards
     if shards:
         print(f"bench: one account shard of {shards} given {n_global:,} account records ...", file=sys.stderr,
               flush=True)
@@ -466,7 +466,7 @@ def _bench_accounts_section(args: argparse.Namespace, work: Path) -> dict[str, A
         print(f"bench: the aggregation's copy of {n_global:,} sharded accounts for the spirals ...",
               file=sys.stderr, flush=True)
         out["aggregation_copy"] = bench_aggregation_copy(n_global, shards)
-    n_stress = int(getattr(args, "stress_accounts", 200_000))
+    n_stress = args.stress_accounts
     print(f"bench: liqmon stress on {n_stress:,} accounts ...", file=sys.stderr, flush=True)
     out["stress"] = bench_stress(n_stress, work)
     return out
@@ -491,19 +491,19 @@ def run_bench(args: argparse.Namespace) -> int:
         if "parsers" in sections:
             results["parsers"] = bench_parsers()
         if "e2e" in sections:
-            e2e_rate = float(getattr(args, "e2e_rate", 20_000.0))
+            e2e_rate = args.e2e_rate
             print(f"bench: e2e websocket → live → worker at {e2e_rate:,.0f} frames/s ...", file=sys.stderr, flush=True)
-            results["e2e"] = bench_e2e(e2e_rate, float(getattr(args, "e2e_seconds", 10.0)), workdir=work,
-                                       shed=not getattr(args, "e2e_no_shed", False))
+            results["e2e"] = bench_e2e(e2e_rate, args.e2e_seconds, workdir=work,
+                                       shed=not args.e2e_no_shed)
         if "generation" in sections and "scenario" not in sections:
             print("bench: synthetic six hours: generate, then gunzip and parse ...", file=sys.stderr, flush=True)
-            results["generation"] = bench_generation(work, repeats=int(getattr(args, "repeats", 3)))[1]
+            results["generation"] = bench_generation(work, repeats=args.repeats)[1]
         if "scenario" in sections:
             print("bench: synthetic six hours: generate, replay through Kafka and inline ...",
                   file=sys.stderr, flush=True)
-            results["scenario"] = bench_scenario(work, repeats=int(getattr(args, "scenario_repeats", 1)))
+            results["scenario"] = bench_scenario(work, repeats=args.scenario_repeats)
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     print(text)
-    if getattr(args, "json", None):
+    if args.json:
         Path(args.json).write_text(text + "\n")
     return 0
