@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -64,17 +64,6 @@ def _parse_time(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
-
-
-class _AccountInput(BaseModel):
-    """Envelope check of an account line; balances may omit ``price_key`` (venue default)."""
-
-    model_config = ConfigDict(extra="allow")
-    account_id: str
-    venue: str
-    model: str
-    balances: list[dict[str, Any]] = []
-    perps: list[dict[str, Any]] = []
 
 
 class Phases:
@@ -216,8 +205,7 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
     from replay.replayer import InputFileError, load_jsonl
 
     def as_the_stage_takes_it(raw: dict[str, Any]) -> object:
-        """The envelope (the normaliser needs lists), then the model with default price keys."""
-        _AccountInput.model_validate(raw)
+        """The account as the global stage takes it: the model, default price keys filled in."""
         return account_document(raw, 0, config)
 
     try:

@@ -88,11 +88,15 @@ def default_balance_price_key(asset: str, venue: str, ts_ms: int, config: Engine
 
 
 def _normalised(raw: Mapping[str, Any], now_ms: int, config: EngineConfig) -> dict[str, Any]:
-    """An account record with its balances' default price keys filled in."""
+    """An account record with its balances' default price keys filled in; balances that
+    are not a list are left as they are, for the model to refuse by name."""
     data = dict(raw)
+    given = data.get("balances", ())
+    if not isinstance(given, list | tuple):
+        return data
     venue = str(data.get("venue", ""))
     balances = []
-    for bal in data.get("balances", ()):
+    for bal in given:
         if isinstance(bal, dict) and "price_key" not in bal and "asset" in bal:
             key = default_balance_price_key(str(bal["asset"]), venue, now_ms, config)
             bal = {**bal, "price_key": key}  # noqa: PLW2901

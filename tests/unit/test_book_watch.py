@@ -12,10 +12,12 @@ import pickle
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from monitor.accounts.watch import AccountWatch, ResultColumns
+from monitor.accounts.watch import AccountWatch, ResultColumns, account_document
 from monitor.config import EngineConfig
 from monitor.models.cascade import ACCOUNTS_SHOWN, AccountSet
 from monitor.models.margin import Account
@@ -207,3 +209,18 @@ def test_the_global_stage_holds_a_hundred_thousand_accounts() -> None:
     statuses = risk.snapshot().accounts_by_status
     assert sum(statuses.values()) == 100_000
     assert len(liquidations) == statuses["liquidation"] > 0
+
+
+@pytest.mark.parametrize(("fields", "place"), [
+    ({"balances": 5}, ("balances",)), ({"balances": None}, ("balances",)), ({"balances": {"x": 1}}, ("balances",)),
+    ({"perps": 3}, ("perps",)), ({"balances": ["x"]}, ("balances", 0)),
+])
+def test_an_account_whose_lists_are_not_lists_is_refused_by_name(fields: dict[str, Any], place: tuple[Any, ...]
+                                                                  ) -> None:
+    """The record's default price keys are filled in before the model checks it: balances
+    that were not a list were iterated first (a TypeError, or a dict's keys taken for
+    balances); now the model refuses them, naming the field."""
+    raw = {"account_id": "a", "venue": "binance", "model": "binance-pm", **fields}
+    with pytest.raises(ValidationError) as err:
+        account_document(raw, T0, EngineConfig())
+    assert err.value.errors()[0]["loc"] == place
