@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal, TypedDict
 import msgspec
 from msgspec import Meta, Struct, field
 
-from monitor.limits import MAX_SHOCK_MOVE
+from monitor.limits import SHOCK_RANGE, shock_move_allowed
 
 __all__ = [
     "COMMAND_VERSION",
@@ -447,8 +447,8 @@ class SpiralRequest(Struct, tag_field="command", tag="spiral", kw_only=True, fro
         for key, move in self.shocks.items():
             if not key:
                 raise ValueError("shocks: empty price key")
-            if not -1.0 < move <= MAX_SHOCK_MOVE:
-                raise ValueError(f"shocks.{key}: the move must be above -100% and at most +{MAX_SHOCK_MOVE * 100:.0e}%")
+            if not shock_move_allowed(move):
+                raise ValueError(f"shocks.{key}: {SHOCK_RANGE}")
 
 
 class CommandError(ValueError):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from monitor.limits import SHOCK_RANGE, shock_move_allowed
+
 __all__ = [
     "ASSUMED_DEFAULTS",
     "BYBIT_RISK_LIMITS_SOURCE",
@@ -559,8 +561,8 @@ class ShockSpec(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> ShockSpec:
-        if any(m <= -1 for m in self.moves.values()):
-            raise ValueError("a move must be greater than -100%")
+        if not all(map(shock_move_allowed, self.moves.values())):
+            raise ValueError(f"a {SHOCK_RANGE}")
         return self
 
 

@@ -20,7 +20,7 @@ from monitor.accounts.columns import MODELS, AccountColumns, ColumnsBuilder
 from monitor.accounts.lines import AccountLines
 from monitor.accounts.vector_engine import EngineResult, book_layout, layout_fits, liquidate_layout
 from monitor.accounts.vector_margin import LIQUIDATION, status_counts
-from monitor.limits import MAX_INPUT_NUMBER, MAX_SHOCK_MOVE, within_input_bound
+from monitor.limits import MAX_INPUT_NUMBER, MIN_INPUT_PRICE, SHOCK_RANGE, shock_move_allowed, within_input_bound
 from monitor.models.loops.lending import (
     LoopBook,
     Position,
@@ -101,22 +101,28 @@ def parse_account(obj: Any, source: str, line: int) -> Account:
         raise _from_validation(exc, source, line) from None
 
 
+#: What a price of the prices or books file must be.
+_PRICE_RANGE = f"price must be a number from {MIN_INPUT_PRICE:.0e} to {MAX_INPUT_NUMBER:.0e}"
+#: What a book level's quantity must be.
+_QTY_RANGE = f"qty must be a number > 0 and at most {MAX_INPUT_NUMBER:.0e}"
+
+
 def parse_prices(obj: Any, source: str) -> dict[str, float]:
-    """Validate {"PRICE_KEY": price_usd}: numbers > 0 and at most
-    :data:`~monitor.limits.MAX_INPUT_NUMBER`."""
+    """Validate {"PRICE_KEY": price_usd}: numbers within [:data:`~monitor.limits.MIN_INPUT_PRICE`,
+    :data:`~monitor.limits.MAX_INPUT_NUMBER`]."""
     if not isinstance(obj, dict):
         raise StressInputError(source, 0, "(file)", "expected a JSON object of prices")
     out: dict[str, float] = {}
     for key, value in obj.items():
-        if not within_input_bound(value, positive=True):
-            raise StressInputError(source, 0, key, f"price must be a number > 0 and at most {MAX_INPUT_NUMBER:.0e}")
+        if not within_input_bound(value, low=MIN_INPUT_PRICE):
+            raise StressInputError(source, 0, key, _PRICE_RANGE)
         out[key] = float(value)
     return out
 
 
 def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
-    """Validate {"PRICE_KEY": [[price, qty], ...]} bids: numbers > 0 and at most
-    :data:`~monitor.limits.MAX_INPUT_NUMBER`."""
+    """Validate {"PRICE_KEY": [[price, qty], ...]} bids: prices as :func:`parse_prices` takes
+    them, quantities > 0 and at most :data:`~monitor.limits.MAX_INPUT_NUMBER`."""
     if not isinstance(obj, dict):
         raise StressInputError(source, 0, "(file)", "expected a JSON object of bid ladders")
     out: dict[str, list[list[float]]] = {}
@@ -127,10 +133,10 @@ def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
         for i, lvl in enumerate(levels):
             if not (isinstance(lvl, list) and len(lvl) == 2):
                 raise StressInputError(source, 0, f"{key}[{i}]", "expected [price, qty]")
-            if not (within_input_bound(lvl[0], positive=True) and within_input_bound(lvl[1], positive=True)):
-                raise StressInputError(
-                    source, 0, f"{key}[{i}]", f"price and qty must be numbers > 0 and at most {MAX_INPUT_NUMBER:.0e}"
-                )
+            if not within_input_bound(lvl[0], low=MIN_INPUT_PRICE):
+                raise StressInputError(source, 0, f"{key}[{i}]", _PRICE_RANGE)
+            if not within_input_bound(lvl[1], positive=True):
+                raise StressInputError(source, 0, f"{key}[{i}]", _QTY_RANGE)
             rows.append([float(lvl[0]), float(lvl[1])])
         out[key] = rows
     return out
@@ -146,8 +152,8 @@ def parse_shock(text: str) -> tuple[str, float]:
         value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError:
         raise StressInputError("--shock", 0, key, f"not a number: {raw!r}") from None
-    if not -1.0 < value <= MAX_SHOCK_MOVE:
-        raise StressInputError("--shock", 0, key, f"move must be above -100% and at most +{MAX_SHOCK_MOVE * 100:.0e}%")
+    if not shock_move_allowed(value):
+        raise StressInputError("--shock", 0, key, SHOCK_RANGE)
     return key, value
 
 

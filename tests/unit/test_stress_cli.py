@@ -72,10 +72,13 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
         ("prices", '{"ETH": -4}', "PRICES.json: ETH: price must be"),
         # Past the input bound (1e18): a traceback (an int past a float's range), a report of
         # nulls (1e300), or a crash mid-liquidation (a forced sell of 1e308 × price) before
-        ("prices", '{"ETH": 1' + "0" * 400 + "}", "PRICES.json: ETH: price must be a number > 0 and at most 1e+18"),
-        ("prices", '{"ETH": 1e300}', "PRICES.json: ETH: price must be a number > 0 and at most 1e+18"),
-        ("books", '{"ETH": [[4000, 1' + "0" * 400 + "]]}", "BOOKS.json: ETH[0]: price and qty must be numbers > 0 "
+        ("prices", '{"ETH": 1' + "0" * 400 + "}", "PRICES.json: ETH: price must be a number from 1e-18 to 1e+18"),
+        ("prices", '{"ETH": 1e300}', "PRICES.json: ETH: price must be a number from 1e-18 to 1e+18"),
+        # a settlement asset at 1e-301: a PnL settled in it overflowed to a null shortfall
+        ("prices", '{"ETH": 1e-301}', "PRICES.json: ETH: price must be a number from 1e-18 to 1e+18"),
+        ("books", '{"ETH": [[4000, 1' + "0" * 400 + "]]}", "BOOKS.json: ETH[0]: qty must be a number > 0 "
          "and at most 1e+18"),
+        ("books", '{"ETH": [[1e-20, 1]]}', "BOOKS.json: ETH[0]: price must be a number from 1e-18 to 1e+18"),
         ("accounts", '{"account_id": "a", "venue": "v", "model": "binance-pm", "balances": [], "perps": '
          '[{"symbol": "ETHUSDT", "qty": 1e308, "entry_price": 4000, "price_key": "ETH"}]}\n',
          "A.jsonl:1: perps[0].qty: Input should be less than or equal to 1000000000000000000"),
@@ -128,13 +131,19 @@ def test_a_line_separator_inside_a_string_is_not_a_line_break(
     assert [a["account_id"] for a in doc["accounts"]] == ["a\u2028b\x85c"]
 
 
-@pytest.mark.parametrize("shock", ["ETH=1e306", "ETH=+1e9%", "ETH=-100%", "ETH=nan"])
+@pytest.mark.parametrize("shock", ["ETH=1e306", "ETH=+1e9%", "ETH=-100%", "ETH=-99.99999%", "ETH=nan"])
 def test_a_shock_past_its_bounds_exits_2_with_one_line(shock: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A shock of 1e306 was a traceback (the shocked price infinite); moves are bounded at
-    +1e8 % (a price × 1,000,001 stays far from overflow)."""
+    +1e8 % (a price × 1,000,001 stays far from overflow) and −99.9999 % (far from zero)."""
     assert stress_cmd.main(_args("--shock", shock)) == 2
     err = capsys.readouterr().err
-    assert err == "liqmon stress: error: --shock: ETH: move must be above -100% and at most +1e+08%\n"
+    assert err == "liqmon stress: error: --shock: ETH: move must be from -99.9999% to +1e+08%\n"
+
+
+@pytest.mark.parametrize("shock", ["ETH=-99.9999%", "ETH=+1e8%"])
+def test_a_shock_at_its_bounds_runs(shock: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert stress_cmd.main(_args("--shock", shock, "--books", str(FIX / "books.json"))) == 0
+    assert json.loads(capsys.readouterr().out)["accounts"]
 
 
 def test_shock_on_unknown_key_and_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
