@@ -13,9 +13,15 @@ price by ``1 + move``, the move within [:data:`MIN_SHOCK_MOVE`, :data:`MAX_SHOCK
 
 from __future__ import annotations
 
-__all__ = ["MAX_INPUT_NUMBER", "MAX_SHOCK_MOVE", "MIN_INPUT_PRICE", "MIN_SHOCK_MOVE", "SHOCK_RANGE",
-           "shock_move_allowed",
-           "within_input_bound"]
+__all__ = [
+    "MAX_INPUT_NUMBER",
+    "MAX_SHOCK_MOVE",
+    "MIN_INPUT_PRICE",
+    "MIN_SHOCK_MOVE",
+    "SHOCK_RANGE",
+    "shock_move_allowed",
+    "within_input_bound",
+]
 
 #: Largest magnitude of a number read as input (see the module docstring).
 MAX_INPUT_NUMBER = 1e18

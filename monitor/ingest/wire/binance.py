@@ -10,6 +10,7 @@ shared by the other venue modules.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -229,14 +230,13 @@ _MIN_INT, _MAX_INT = -(2**63), 2**64
 def int_field(value: Any, name: str) -> int:
     """An integer id or timestamp sent as a JSON integer or a decimal string (OKX), within
     64 bits (a JSON integer orjson gives as an int is; a string of any length may not be)."""
+    out: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         out = value
     elif isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             out = int(value)
-        except ValueError:
-            raise WireError("wrong_type", f"field '{name}' must be an integer, got {value!r:.40}") from None
-    else:
+    if out is None:
         raise WireError("wrong_type", f"field '{name}' must be an integer, got {value!r:.40}")
     if not _MIN_INT <= out < _MAX_INT:
         raise WireError("out_of_range", f"field '{name}' is beyond a 64-bit integer: {value!r:.40}")
