@@ -201,15 +201,19 @@ def _replay_inputs(args: argparse.Namespace, settings: Settings, out_dir: Path, 
     tables = _margin_tables_path(args, settings, capture)
     config = load_engine_config(args.config or settings.config, tables)
     from monitor.accounts.watch import account_document
-    from monitor.models.loops.lending import Position
+    from monitor.models.loops.lending import checked_position
     from replay.replayer import InputFileError, load_jsonl
 
     def as_the_stage_takes_it(raw: dict[str, Any]) -> object:
         """The account as the global stage takes it: the model, default price keys filled in."""
         return account_document(raw, 0, config)
 
+    def as_the_stage_takes_position(raw: dict[str, Any]) -> object:
+        """The position as the global stage takes it: the model, an e-mode the config knows."""
+        return checked_position(raw, config.risk.aave_v3)
+
     try:
-        positions = load_jsonl(args.positions, Position.model_validate) if args.positions else None
+        positions = load_jsonl(args.positions, as_the_stage_takes_position) if args.positions else None
         accounts = load_jsonl(args.accounts, as_the_stage_takes_it) if args.accounts else None
     except (OSError, InputFileError) as exc:
         raise UsageError(str(exc)) from None

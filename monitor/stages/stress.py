@@ -24,6 +24,7 @@ from monitor.limits import MAX_INPUT_NUMBER, MIN_INPUT_PRICE, SHOCK_RANGE, shock
 from monitor.models.loops.lending import (
     LoopBook,
     Position,
+    checked_position,
     close_factor_ratio,
     collateral_usd,
     debt_usd,
@@ -82,13 +83,9 @@ def parse_position(obj: Any, source: str, line: int, params: RiskParams) -> Posi
     if not isinstance(obj, dict):
         raise StressInputError(source, line, "(line)", "expected a JSON object")
     try:
-        pos = Position.model_validate(obj)
+        return checked_position(obj, params.aave_v3)
     except ValidationError as exc:
         raise _from_validation(exc, source, line) from None
-    if pos.e_mode is not None and pos.e_mode not in params.aave_v3.e_modes:
-        known = ", ".join(sorted(params.aave_v3.e_modes))
-        raise StressInputError(source, line, "e_mode", f"unknown e-mode (known: {known})")
-    return pos
 
 
 def parse_account(obj: Any, source: str, line: int) -> Account:

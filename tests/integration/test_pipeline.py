@@ -245,6 +245,21 @@ def test_bad_population_file_is_one_clear_error(tmp_path: Path, real_usde_captur
 
 
 @pytest.mark.parametrize("mode", ["--inline", "--no-worker"])
+def test_a_position_with_an_e_mode_the_config_does_not_know_is_one_clear_error(
+        tmp_path: Path, real_usde_capture: Path, mode: str) -> None:
+    # Found by a fuzz of the population files: it passed the model, then every loop
+    # evaluation of the inline replay raised (a traceback mid-replay).
+    bad = tmp_path / "positions.jsonl"
+    bad.write_text('{"position_id": "p1", "protocol": "aave-v3", "e_mode": "nope", "collateral": '
+                   '[{"asset": "USDe", "amount": 5, "liquidation_threshold": 0.9, "price_key": "USDT"}]}\n')
+    proc = liqmon("replay", "--capture", str(real_usde_capture), "--positions", str(bad), mode,
+                  "--out", str(tmp_path / "o"), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"liqmon: error: {bad}:1: e_mode: unknown e-mode 'nope' (known: susde-stablecoins, usde-stablecoin)")
+
+
+@pytest.mark.parametrize("mode", ["--inline", "--no-worker"])
 @pytest.mark.parametrize(("line", "field"), [
     ('{"account_id": "a", "venue": "binance", "model": "binance-pm", "balances": '
      '[{"asset": "USDe", "amount": "x", "price_key": "USDe@binance"}]}', "balances.0.amount"),

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from monitor.config import EngineConfig
 from monitor.protocol import (
@@ -21,6 +22,7 @@ from monitor.protocol import (
     decode_risk_record,
     encode,
 )
+from monitor.stages.global_risk.account_shard import AccountShard
 from monitor.stages.global_risk.risk import GlobalRisk
 from monitor.stages.global_risk.sharded import ShardedRisk
 from streams.app.commands import CUSTOM_SHOCK, MAX_REPLY_BYTES, encode_reply, run_spiral_command
@@ -166,3 +168,29 @@ def test_without_the_copy_the_reply_names_the_accounts_left_out() -> None:
     assert reply["ok"] and reply["accounts"] == 0 and reply["accounts_left_out"] == 3
     assert reply["results"][CUSTOM_SHOCK]["accounts_liquidated"] == []
     assert "accounts_left_out" not in run(live_risk(), request())  # one stage: every account is in
+
+
+def test_a_position_with_an_unknown_e_mode_is_refused_and_the_state_goes_on() -> None:
+    """Found by a fuzz of `liqmon replay --positions`: a position whose e-mode the config does
+    not know was stored, and every loop evaluation after it raised (its rates unknown): the
+    replay ended in a traceback, and a worker would have dead-lettered every signal batch
+    after it. Now the record is refused by name, nothing is stored, and the stage goes on;
+    an account shard registers nothing for it either."""
+    risk = live_risk()
+    bad = {"position_id": "loop-x", "protocol": "aave-v3", "e_mode": "ééé",
+           "collateral": [{"asset": "USDe", "amount": 1.0, "liquidation_threshold": 0.9, "price_key": "USDT"}]}
+    with pytest.raises(ValidationError) as err:
+        risk.upsert_position(bad)
+    (error,) = err.value.errors()
+    assert error["loc"] == ("e_mode",)
+    assert error["msg"] == "unknown e-mode 'ééé' (known: susde-stablecoins, usde-stablecoin)"
+    assert "loop-x" not in risk.loops.positions
+    risk.push(SignalRecord(0, T0 + 2, [[T0 + 2, "USDe", 9, "price", {"key": "USDT", "price": 0.999}]]))
+    risk.flush()
+    assert run(risk, request())["ok"]
+    derived = [{**bad["collateral"][0], "price_key": "rate:sUSDe/USDe*USDe"}]
+    shard = AccountShard(EngineConfig(), 1, 0, 1)
+    shard.upsert_position({**bad, "collateral": derived})
+    assert not shard.price_book.pending_keys
+    shard.upsert_position({**bad, "collateral": derived, "e_mode": "usde-stablecoin"})  # a known one registers
+    assert shard.price_book.pending_keys == {"rate:sUSDe/USDe*USDe"}

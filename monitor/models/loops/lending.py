@@ -13,7 +13,8 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from monitor.limits import MAX_INPUT_NUMBER
 from monitor.models.loops.aggregates import group_aggregates
@@ -30,6 +31,7 @@ __all__ = [
     "Position",
     "Protocol",
     "TickResult",
+    "checked_position",
     "close_factor_ratio",
     "collateral_seized",
     "collateral_usd",
@@ -88,6 +90,17 @@ class Position(_Model):
     liquidation_bonus: float | None = Field(default=None, ge=0, le=1)
     e_mode: str | None = None
 
+    @field_validator("e_mode")
+    @classmethod
+    def _known_e_mode(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """With the parameters' e-modes in the context (:func:`checked_position`), an e-mode
+        they do not name is refused here: its rates would be unknown to every evaluation."""
+        known = info.context.get("e_modes") if isinstance(info.context, dict) else None
+        if value is not None and known is not None and value not in known:
+            raise PydanticCustomError("unknown_e_mode", "unknown e-mode {e_mode} (known: {known})",
+                                      {"e_mode": repr(value), "known": ", ".join(sorted(known))})
+        return value
+
     @model_validator(mode="after")
     def _morpho_single_market(self) -> Position:
         if self.protocol == "morpho-blue" and (len(self.collateral) > 1 or len(self.debt) > 1):
@@ -97,6 +110,12 @@ class Position(_Model):
     def price_keys(self) -> set[str]:
         """All price keys this position needs."""
         return {c.price_key for c in self.collateral} | {d.price_key for d in self.debt}
+
+
+def checked_position(raw: Any, aave: AaveV3Params) -> Position:
+    """A position record as the stages take it: the model, its e-mode one of ``aave``'s
+    (pydantic's ValidationError otherwise, naming the field)."""
+    return Position.model_validate(raw, context={"e_modes": aave.e_modes})
 
 
 # --------------------------------------------------------------------------- single position

@@ -16,7 +16,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from monitor.config import EngineConfig
-from monitor.models.loops.lending import Position
+from monitor.models.loops.lending import checked_position
 from monitor.protocol import Alert, PriceSignal, SignalPayload
 from monitor.stages.global_risk.account_book import BookWatch
 from monitor.stages.global_risk.ordered import AccountCadence, OrderedStage
@@ -35,6 +35,7 @@ class AccountShard(OrderedStage):
             raise ValueError(f"shard {shard} is not one of {shards}")
         self.shard, self.shards = shard, shards
         self.config_hash = config.config_hash
+        self._aave = config.risk.aave_v3
         self.price_book = PriceBook(config.ingest.quote_prices_usd)
         self.watch = BookWatch(config)
         self.cadence = AccountCadence(config.signals.account_eval_interval_ms)
@@ -57,7 +58,7 @@ class AccountShard(OrderedStage):
         if raw.get("delete"):
             return
         try:
-            keys = Position.model_validate(raw).price_keys()
+            keys = checked_position(raw, self._aave).price_keys()
         except ValidationError:
             return  # the global stage dead-letters it
         self.price_book.register_derived(keys)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.models.loops.lending import LoopBook, Position, health_factor
+from monitor.models.loops.lending import LoopBook, Position, checked_position, health_factor
 from monitor.risk_params import RiskParams
 
 __all__ = ["HF_BANDS", "LoopWatch"]
@@ -48,7 +48,7 @@ class LoopWatch:
             self.positions.pop(pid, None)
             new = None
         else:
-            new = self.positions[pid] = Position.model_validate(raw)
+            new = self.positions[pid] = checked_position(raw, self.params.aave_v3)
         self._book_dirty = True
         repaid = 0.0
         if old is not None:
