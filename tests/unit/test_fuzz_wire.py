@@ -189,4 +189,3 @@ def test_a_size_beyond_any_real_one_is_refused_not_summed_to_infinity(size: Any)
     ingest = Ingest(EngineConfig())
     (dead,) = [o for o in _feed(ingest, "okx", "books", book, 1_597_026_383_100) if isinstance(o, DeadLetter)]
     assert dead.reason == "out_of_range"
-
