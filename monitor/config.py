@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,6 +33,7 @@ __all__ = [
     "SpiralRunConfig",
     "VenueMarkedAsset",
     "config_hash",
+    "error_place",
     "load_config_text",
 ]
 
@@ -349,6 +351,11 @@ class EngineConfig(_Frozen):
     @property
     def config_hash(self) -> str:
         return config_hash(self)
+
+
+def error_place(error: Mapping[str, Any]) -> str:
+    """Where one of pydantic's errors is, dotted (``peg.bands.0.threshold_bps``; "" for the whole)."""
+    return ".".join(str(part) for part in error["loc"])
 
 
 def config_hash(config: BaseModel) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from monitor.config import EngineConfig
+from monitor.config import EngineConfig, error_place
 from monitor.ingest.batch import Batch
 from monitor.ingest.frames import Ingest, IngestOutput
 from monitor.protocol import Alert, DeadLetter, RiskSnapshot
@@ -76,8 +76,7 @@ def load_jsonl(path: Path, check: Callable[[dict[str, Any]], object] | None = No
                     check(obj)
             except ValidationError as exc:
                 err = exc.errors()[0]
-                where = ".".join(str(x) for x in err["loc"]) or "record"
-                raise InputFileError(f"{path}:{n}: {where}: {err['msg']}") from None
+                raise InputFileError(f"{path}:{n}: {error_place(err) or 'record'}: {err['msg']}") from None
             out.append(obj)
     return out
 

@@ -17,13 +17,14 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from monitor.config import error_place
 from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
 from streams.cmd.arguments import count, port_number, positive_count, positive_counts, positive_number, section_names
 from streams.errors import KafkaReplayError, UsageError
 from streams.kafka.broker import BrokerError
-from streams.settings import ConfigFileError, Settings, error_place, load_engine_config, settings_error_line
+from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
 if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
     from monitor.config import EngineConfig

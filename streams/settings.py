@@ -7,15 +7,15 @@ validated by :class:`monitor.config.EngineConfig`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.config import EngineConfig, load_config_text
+from monitor.config import EngineConfig, error_place, load_config_text
 
 __all__ = [
     "ConfigFileError",
@@ -23,7 +23,6 @@ __all__ = [
     "LogLevel",
     "SaslMechanism",
     "Settings",
-    "error_place",
     "load_engine_config",
     "read_config_file",
     "settings_error_line",
@@ -142,11 +141,6 @@ class Settings(BaseSettings):
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("LIQMON_KAFKA_SSL_CERTFILE and LIQMON_KAFKA_SSL_KEYFILE go together")
         return self
-
-
-def error_place(error: Mapping[str, Any]) -> str:
-    """Where one of pydantic's errors is, dotted (``peg.bands.0.threshold_bps``; "" for the whole)."""
-    return ".".join(str(part) for part in error["loc"])
 
 
 def settings_error_line(exc: ValidationError) -> str:
