@@ -33,18 +33,13 @@ MAX_SHOCK_MOVE = 1e6
 MIN_SHOCK_MOVE = -0.999999
 
 
-def within_input_bound(value: object, *, positive: bool = False, low: float | None = None) -> bool:
-    """Whether ``value`` is a JSON number (int or float, not bool) within
-    ±:data:`MAX_INPUT_NUMBER`: within (0, :data:`MAX_INPUT_NUMBER`] when ``positive``, within
-    [``low``, :data:`MAX_INPUT_NUMBER`] with ``low``. An int of any size is compared exactly
-    (no overflow); NaN and ±inf are outside."""
+def within_input_bound(value: object, low: float = -MAX_INPUT_NUMBER) -> bool:
+    """Whether ``value`` is a JSON number (int or float, not bool) within [``low``,
+    :data:`MAX_INPUT_NUMBER`] (±:data:`MAX_INPUT_NUMBER` unless ``low`` says otherwise). An
+    int of any size is compared exactly (no overflow); NaN and ±inf are outside."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    if low is not None:
-        low_ok = value >= low
-    else:
-        low_ok = value > 0 if positive else value >= -MAX_INPUT_NUMBER
-    return bool(low_ok and value <= MAX_INPUT_NUMBER)
+    return bool(low <= value <= MAX_INPUT_NUMBER)
 
 
 #: What a shock's move must be, as an error says it.

@@ -132,7 +132,7 @@ def parse_books(obj: Any, source: str) -> dict[str, list[list[float]]]:
                 raise StressInputError(source, 0, f"{key}[{i}]", "expected [price, qty]")
             if not within_input_bound(lvl[0], low=MIN_INPUT_PRICE):
                 raise StressInputError(source, 0, f"{key}[{i}]", _PRICE_RANGE)
-            if not within_input_bound(lvl[1], positive=True):
+            if not (within_input_bound(lvl[1]) and lvl[1] > 0):
                 raise StressInputError(source, 0, f"{key}[{i}]", _QTY_RANGE)
             rows.append([float(lvl[0]), float(lvl[1])])
         out[key] = rows

@@ -78,6 +78,8 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
         ("prices", '{"ETH": 1e-301}', "PRICES.json: ETH: price must be a number from 1e-18 to 1e+18"),
         ("books", '{"ETH": [[4000, 1' + "0" * 400 + "]]}", "BOOKS.json: ETH[0]: qty must be a number > 0 "
          "and at most 1e+18"),
+        ("books", '{"ETH": [[4000, 0]]}', "BOOKS.json: ETH[0]: qty must be a number > 0 and at most 1e+18"),
+        ("books", '{"ETH": [[4000, true]]}', "BOOKS.json: ETH[0]: qty must be a number > 0 and at most 1e+18"),
         ("books", '{"ETH": [[1e-20, 1]]}', "BOOKS.json: ETH[0]: price must be a number from 1e-18 to 1e+18"),
         ("accounts", '{"account_id": "a", "venue": "v", "model": "binance-pm", "balances": [], "perps": '
          '[{"symbol": "ETHUSDT", "qty": 1e308, "entry_price": 4000, "price_key": "ETH"}]}\n',
