@@ -43,7 +43,14 @@ from monitor.config import EngineConfig
 from monitor.events import MarketEvent
 from monitor.ingest.batch import Batch, Batcher
 from monitor.ingest.feed_lag import FEED_STATUS_LAG, LAG_LEVELS
-from monitor.ingest.orderbook import NOTICE_GAP, NOTICE_RESYNCED, BookFrame, BookNotice, BookSync
+from monitor.ingest.orderbook import (
+    DEFAULT_SNAPSHOT_RETRY_MS,
+    NOTICE_GAP,
+    NOTICE_RESYNCED,
+    BookFrame,
+    BookNotice,
+    BookSync,
+)
 from monitor.ingest.venue_tables import MARGIN_TABLES_CHANNEL
 from monitor.ingest.wire import PartialWireError, WireError, normalize, parse_book
 from monitor.ingest.wire._common import MAX_TS_MS, MIN_TS_MS, finite_float
@@ -158,6 +165,7 @@ class Ingest:
     def __init__(
         self, config: EngineConfig, book_throttle_ms: int = DEFAULT_BOOK_THROTTLE_MS,
         tick_lag_ms: int | None = None, batch_max_events: int | None = None,
+        snapshot_retry_ms: int = DEFAULT_SNAPSHOT_RETRY_MS,
     ) -> None:
         cfg = config.ingest
         self.max_frame_bytes = cfg.max_frame_bytes
@@ -174,6 +182,8 @@ class Ingest:
         self._next_tick_ms: int | None = None
         self.stats = IngestStats()
         self.book_throttle_ms = book_throttle_ms
+        #: A book's snapshot asked for and not come is asked for again after this much receive time.
+        self.snapshot_retry_ms = snapshot_retry_ms
         self.books: dict[tuple[str, str], BookSync] = {}
         self._notices: list[BookNotice] = []
         self.config_hash = config.config_hash
@@ -200,7 +210,8 @@ class Ingest:
             key = (venue, frame.symbol)
             sync = self.books.get(key)
             if sync is None:
-                sync = BookSync(venue, frame.symbol, frame.base, frame.quote, frame.rule, self.book_throttle_ms)
+                sync = BookSync(venue, frame.symbol, frame.base, frame.quote, frame.rule, self.book_throttle_ms,
+                                snapshot_retry_ms=self.snapshot_retry_ms)
                 self.books[key] = sync
             sync.apply(frame, recv_ts_ms, events, notices)
         for notice in notices:

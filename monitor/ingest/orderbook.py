@@ -20,7 +20,9 @@ Sequence rules (venue documentation, summarised in FEEDS.md):
   (always 0 since 2026-06-23).
 * ``snapshots`` (Hyperliquid ``l2Book``): every frame is a full book.
 
-A book with a known gap serves nothing until a snapshot re-synchronises it.
+A book with a known gap serves nothing until a snapshot re-synchronises it. A snapshot asked
+for and not come (refused as malformed, or never sent) is asked for again after
+``snapshot_retry_ms`` of receive time.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from monitor.events import BOOK_BANDS_BPS, KIND_BOOK, KIND_BOOK_INVALID, MarketE
 __all__ = [
     "ACTION_DELTA",
     "ACTION_SNAPSHOT",
+    "DEFAULT_SNAPSHOT_RETRY_MS",
     "NOTICE_GAP",
     "NOTICE_NEED_SNAPSHOT",
     "NOTICE_RESYNCED",
@@ -68,6 +71,12 @@ NOTICE_NEED_SNAPSHOT = "need_snapshot"
 NOTICE_GAP = "gap"
 #: The book became valid again after a snapshot.
 NOTICE_RESYNCED = "resynced"
+
+#: Receive time after which a book still without the snapshot it asked for asks again
+#: (``[live] snapshot_retry_ms``): at most one REST depth request per book per 10 s (Binance
+#: spot API, REST limits: ``GET /api/v3/depth`` of 501–1,000 levels weighs 50 of the 6,000
+#: request weight an IP may use a minute).
+DEFAULT_SNAPSHOT_RETRY_MS = 10_000
 
 Level = tuple[float, float]
 
@@ -240,7 +249,12 @@ class BookSync:
     state: int = _NO_BOOK
     last_id: int = 0
     buffer: deque[BookFrame] = field(default_factory=deque)
-    snapshot_requested: bool = False
+    #: A snapshot requested and not yet come is asked for again after this much receive
+    #: time: the one answered may have been refused (a malformed REST body or venue
+    #: frame goes to the dead letters, never to the book), or a resubscription ignored.
+    snapshot_retry_ms: int = DEFAULT_SNAPSHOT_RETRY_MS
+    #: Receive time of the pending snapshot request (None: none pending).
+    requested_recv_ms: int | None = None
     last_summary_ts_ms: int | None = None
     gaps: int = 0
     resyncs: int = 0
@@ -282,7 +296,7 @@ class BookSync:
         if self.state == _LIVE:
             events.append(self._invalid(ts_ms, recv_ts_ms, 0, 0))
         self._discard()
-        self.snapshot_requested = False
+        self.requested_recv_ms = None
 
     # -- summary ----------------------------------------------------------------------
     def summary(self, ts_ms: int, recv_ts_ms: int) -> MarketEvent | None:
@@ -319,11 +333,13 @@ class BookSync:
         events.append(self._invalid(frame.ts_ms, recv_ts_ms, expected, received))
         notices.append(BookNotice(NOTICE_GAP, self.venue, self.symbol, frame.ts_ms, expected, received))
         self._discard()
-        self._request(frame, notices)
+        self._request(frame, recv_ts_ms, notices)
 
-    def _request(self, frame: BookFrame, notices: list[BookNotice]) -> None:
-        if not self.snapshot_requested:
-            self.snapshot_requested = True
+    def _request(self, frame: BookFrame, recv_ts_ms: int, notices: list[BookNotice]) -> None:
+        """Ask for a snapshot, unless one was asked for less than ``snapshot_retry_ms`` ago."""
+        asked = self.requested_recv_ms
+        if asked is None or abs(recv_ts_ms - asked) >= self.snapshot_retry_ms:
+            self.requested_recv_ms = recv_ts_ms
             notices.append(BookNotice(NOTICE_NEED_SNAPSHOT, self.venue, self.symbol, frame.ts_ms))
 
     # -- Bybit / OKX ------------------------------------------------------------------
@@ -335,10 +351,10 @@ class BookSync:
             self.book.load(frame.bids, frame.asks)
             self.last_id = frame.last_id
             self.state = _LIVE
-            self.snapshot_requested = False
+            self.requested_recv_ms = None
             return
         if self.state != _LIVE:
-            self._request(frame, notices)
+            self._request(frame, recv_ts_ms, notices)
             return
         if okx:
             expected, received = self.last_id, frame.prev_id
@@ -356,7 +372,7 @@ class BookSync:
     ) -> None:
         futures = self.rule == RULE_BINANCE_USDM
         if frame.action == ACTION_SNAPSHOT:
-            self.snapshot_requested = False
+            self.requested_recv_ms = None
             if self.state == _LIVE:
                 return  # an unrequested snapshot: the live book is already ahead of it
             self.book.load(frame.bids, frame.asks)
@@ -377,7 +393,7 @@ class BookSync:
             self.buffer.append(diff)
             if len(self.buffer) > self.max_buffer:
                 self.buffer.popleft()
-            self._request(diff, notices)
+            self._request(diff, recv_ts_ms, notices)
             return
         last = self.last_id
         if self.state == _SNAPSHOT:
@@ -393,7 +409,7 @@ class BookSync:
             # The snapshot is older than the stream: not a gap in the data, fetch another.
             self._discard()
             self.buffer.append(diff)
-            self._request(diff, notices)
+            self._request(diff, recv_ts_ms, notices)
             return
         if diff.last_id <= last:
             return  # already applied (duplicate or overlap)

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from monitor.config import EngineConfig
+from monitor.ingest.orderbook import DEFAULT_SNAPSHOT_RETRY_MS
 from monitor.ingest.wire.okx import BUILTIN_CONTRACT_VALUES, ContractValues
 from streams.backoff import BackoffPolicy
 from streams.feeds.base import VenueAdapter
@@ -173,6 +174,9 @@ class LiveConfig(_Frozen):
     #: receive time): how long a silent partition can hold global-stage alerts back.
     #: Recorded in the session frame so a replay of the recording ticks the same.
     tick_lag_ms: int = Field(default=2_000, ge=0)
+    #: A book's depth snapshot asked for and not come (a REST body or a venue frame refused
+    #: as malformed, a resubscription unanswered) is asked for again after this much time.
+    snapshot_retry_ms: int = Field(default=DEFAULT_SNAPSHOT_RETRY_MS, ge=1_000)
     #: Watchdog and gauge period.
     watchdog_tick_s: float = Field(default=1.0, gt=0)
     #: Seed of the backoff jitter (deterministic tests).

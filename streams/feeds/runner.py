@@ -144,7 +144,8 @@ class LiveRunner:
         self.clock: Clock = clock or SystemClock()
         self.ingest = Ingest(engine_config, book_throttle_ms=live_config.book_throttle_ms,
                              tick_lag_ms=live_config.tick_lag_ms,
-                             batch_max_events=live_config.batch_max_events)
+                             batch_max_events=live_config.batch_max_events,
+                             snapshot_retry_ms=live_config.snapshot_retry_ms)
         self.stats = LiveStats()
         self.adapters: dict[str, VenueAdapter] = {}
         self.connections: list[FeedConnection] = []

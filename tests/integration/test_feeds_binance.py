@@ -152,6 +152,35 @@ async def test_dropped_mid_frame_reconnects_and_restarts_from_fresh_snapshot() -
     assert run.runner.connections[0].endings[0].startswith("closed")
 
 
+async def test_a_malformed_rest_snapshot_is_dead_lettered_and_fetched_again() -> None:
+    """A depth snapshot answered 200 with a body the parser refuses is a dead letter; the
+    book asks again after ``snapshot_retry_ms`` and the second snapshot syncs it (before, the
+    book waited for the refused snapshot for the rest of the session)."""
+    diffs = diffs_from(101, 40)
+
+    async def script(conn: Conn) -> None:
+        await ack(conn)
+        for first, last, b, a in diffs:
+            await conn.send(diff(first, last, b, a))
+            await asyncio.sleep(0.05)
+        await conn.idle()
+
+    bad = {"lastUpdateId": 105, "bids": [["100.0", "five"]], "asks": []}
+    snaps = {"BTCUSDT": [bad, snapshot(130, SNAP_A)]}
+    async with ws_server([script]) as ws, rest_server(snaps) as rest:
+        cfg = live_config("binance-spot", ws.url, ("btcusdt@depth@100ms",), rest.url).model_copy(
+            update={"snapshot_retry_ms": 1_000})
+        run = make_runner(cfg)
+        final_u = diffs[-1][1]
+        await run_until(run, lambda: (b := run.runner.ingest.book("binance-spot", "BTCUSDT")) is not None
+                        and b.valid and b.last_id == final_u)
+    assert [d.reason for d in run.sink.deadletters] == ["wrong_type"]
+    assert len(rest.requests) == 2
+    assert book_levels(run) == reference_book(SNAP_A, [(b, a) for _f, u, b, a in diffs if u > 130])
+    assert run.metric("liqmon_feed_resyncs_total", venue="binance-spot") == 1
+    assert ws.connections and len(ws.connections) == 1  # no reconnect: the stream was never at fault
+
+
 async def test_silent_market_endpoint_is_stale_and_reconnected() -> None:
     paths: list[str] = []
 

@@ -77,6 +77,43 @@ async def test_session_gap_resubscribe_and_restart_snapshot() -> None:
     assert len(ws.connections) == 1
 
 
+async def send_deltas(conn: Conn, ids: range) -> None:
+    for u in ids:
+        await conn.send(book("delta", u, DELTAS[1]))
+        await asyncio.sleep(0.05)
+
+
+async def test_a_malformed_snapshot_after_a_gap_is_resubscribed_again() -> None:
+    """The snapshot a resubscription brings is refused (a dead letter): the book resubscribes
+    again once ``snapshot_retry_ms`` has passed, and the next snapshot syncs it (before, it
+    waited for the refused one for the rest of the session)."""
+    async def script(conn: Conn) -> None:
+        await subscribed(conn)
+        await conn.send(book("snapshot", 10, SNAP))
+        await conn.send(book("delta", 20, DELTAS[0]))  # 11..19 lost: a gap, a resubscription
+        assert (await conn.recv_json()) == {"op": "unsubscribe", "args": [TOPIC]}
+        await subscribed(conn)
+        await conn.send(book("snapshot", 30, ([["x", "1"]], [])))
+        deltas = asyncio.ensure_future(send_deltas(conn, range(31, 90)))  # 50 ms apart
+        assert (await conn.recv_json()) == {"op": "unsubscribe", "args": [TOPIC]}  # after 1 s of them
+        deltas.cancel()
+        await subscribed(conn)
+        await conn.send(book("snapshot", 70, SNAP))
+        await conn.send(book("delta", 71, DELTAS[2]))
+        await conn.idle()
+
+    async with ws_server([script]) as ws:
+        cfg = live_config("bybit-linear", ws.url, (TOPIC,)).model_copy(update={"snapshot_retry_ms": 1_000})
+        run = make_runner(cfg)
+        await run_until(run, lambda: (b := run.runner.ingest.book("bybit-linear", "BTCUSDT")) is not None
+                        and b.valid and b.last_id == 71)
+    assert [d.reason for d in run.sink.deadletters] == ["wrong_type"]
+    assert [m["op"] for m in ws.connections[0].received] == [
+        "subscribe", "unsubscribe", "subscribe", "unsubscribe", "subscribe"]
+    assert run.runner.ingest.book("bybit-linear", "BTCUSDT").book.levels() == reference_book(SNAP, [DELTAS[2]])
+    assert len(ws.connections) == 1
+
+
 async def test_garbage_and_silence() -> None:
     async def script(conn: Conn) -> None:
         await subscribed(conn)

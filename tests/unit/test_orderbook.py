@@ -206,6 +206,41 @@ def test_ingest_books_through_capture_channels_and_reset() -> None:
     assert book is not None and not book.valid
 
 
+def test_a_snapshot_asked_for_and_refused_is_asked_for_again() -> None:
+    """A Binance depth snapshot that fails validation goes to the dead letters and never
+    reaches the book: the book asks again once ``snapshot_retry_ms`` of receive time has
+    passed since it asked (before, it never asked again: invalid for the whole session)."""
+    ingest = Ingest(EngineConfig(), snapshot_retry_ms=10_000)
+    feed(ingest, "binance-spot", "btcusdt@depth@100ms", depth(11, 12, [["100", "1"]], [], T0), T0)
+    assert [n.kind for n in ingest.drain_notices()] == [NOTICE_NEED_SNAPSHOT]
+    bad = {"lastUpdateId": 11, "bids": [["100", "x"]], "asks": []}
+    (out,) = feed(ingest, "binance-spot", "btcusdt@depthSnapshot", bad, T0 + 5)
+    assert isinstance(out, DeadLetter) and out.reason == "wrong_type"
+    for u, recv in ((13, T0 + 5_000), (14, T0 + 9_999)):
+        feed(ingest, "binance-spot", "btcusdt@depth@100ms", depth(u, u, [], [], recv), recv)
+    assert ingest.drain_notices() == []
+    feed(ingest, "binance-spot", "btcusdt@depth@100ms", depth(15, 15, [], [], T0 + 10_000), T0 + 10_000)
+    feed(ingest, "binance-spot", "btcusdt@depth@100ms", depth(16, 16, [], [], T0 + 10_050), T0 + 10_050)
+    assert [n.kind for n in ingest.drain_notices()] == [NOTICE_NEED_SNAPSHOT]  # once per retry
+    good = {"lastUpdateId": 14, "bids": [["100", "5"]], "asks": [["101", "1"]]}
+    feed(ingest, "binance-spot", "btcusdt@depthSnapshot", good, T0 + 10_100)
+    assert [n.kind for n in ingest.drain_notices()] == [NOTICE_RESYNCED]
+    book = ingest.book("binance-spot", "BTCUSDT")
+    assert book is not None and book.valid and book.last_id == 16
+
+
+def test_a_resubscription_unanswered_is_made_again_after_the_retry() -> None:
+    """Bybit and OKX resubscribe for a snapshot: deltas while it has not come ask once,
+    then once more per ``snapshot_retry_ms`` of receive time; a snapshot ends the asking."""
+    sync = BookSync("bybit-linear", "BTCUSDT", "BTC", "USDT", RULE_BYBIT, snapshot_retry_ms=2_000)
+    deltas = [frame(RULE_BYBIT, ACTION_DELTA, T0 + ms, [(99.0, 1.0)], [], last=5 + i)
+              for i, ms in enumerate((0, 1_000, 1_999, 2_000, 3_000, 4_000))]
+    asked = [bool(run(sync, d)[1]) for d in deltas]
+    assert asked == [True, False, False, True, False, True]
+    _, no = run(sync, frame(RULE_BYBIT, ACTION_SNAPSHOT, T0 + 4_100, [(98.0, 1.0)], [(99.0, 1.0)], last=20))
+    assert [n.kind for n in no] == [NOTICE_RESYNCED] and sync.requested_recv_ms is None
+
+
 def test_ingest_dead_letters_bad_book_frames() -> None:
     ingest = Ingest(EngineConfig())
     bad = depth(11, 12, [["100", "x"]], [], T0)
