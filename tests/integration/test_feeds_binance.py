@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,18 @@ async def ack(conn: Conn) -> None:
     await conn.send({"result": None, "id": sub["id"]})
 
 
+def diffs_script(diffs: list[tuple[int, int, Levels, Levels]], pause_s: float) -> Callable[[Conn], Awaitable[None]]:
+    """A server script: acknowledge the subscription, send ``diffs`` ``pause_s`` apart, idle."""
+    async def script(conn: Conn) -> None:
+        await ack(conn)
+        for first, last, b, a in diffs:
+            await conn.send(diff(first, last, b, a))
+            await asyncio.sleep(pause_s)
+        await conn.idle()
+
+    return script
+
+
 def book_levels(run: Any, venue: str = "binance-spot") -> Any:
     book = run.runner.ingest.book(venue, "BTCUSDT")
     return None if book is None or not book.valid else book.book.levels()
@@ -66,15 +79,7 @@ def book_levels(run: Any, venue: str = "binance-spot") -> Any:
 
 async def test_normal_session_book_equals_rebuild() -> None:
     diffs = diffs_from(101, 12)  # u = 103, 106, ...; the snapshot at 105 bridges with 104..106
-
-    async def script(conn: Conn) -> None:
-        await ack(conn)
-        for first, last, b, a in diffs:
-            await conn.send(diff(first, last, b, a))
-            await asyncio.sleep(0.01)
-        await conn.idle()
-
-    async with ws_server([script]) as ws, rest_server({"BTCUSDT": [snapshot(105, SNAP_A)]}) as rest:
+    async with ws_server([diffs_script(diffs, 0.01)]) as ws, rest_server({"BTCUSDT": [snapshot(105, SNAP_A)]}) as rest:
         run = make_runner(live_config("binance-spot", ws.url, ("btcusdt@depth@100ms",), rest.url))
         final_u = diffs[-1][1]
         await run_until(run, lambda: (b := run.runner.ingest.book("binance-spot", "BTCUSDT")) is not None
@@ -157,17 +162,9 @@ async def test_a_malformed_rest_snapshot_is_dead_lettered_and_fetched_again() ->
     book asks again after ``snapshot_retry_ms`` and the second snapshot syncs it (before, the
     book waited for the refused snapshot for the rest of the session)."""
     diffs = diffs_from(101, 40)
-
-    async def script(conn: Conn) -> None:
-        await ack(conn)
-        for first, last, b, a in diffs:
-            await conn.send(diff(first, last, b, a))
-            await asyncio.sleep(0.05)
-        await conn.idle()
-
     bad = {"lastUpdateId": 105, "bids": [["100.0", "five"]], "asks": []}
     snaps = {"BTCUSDT": [bad, snapshot(130, SNAP_A)]}
-    async with ws_server([script]) as ws, rest_server(snaps) as rest:
+    async with ws_server([diffs_script(diffs, 0.05)]) as ws, rest_server(snaps) as rest:
         cfg = live_config("binance-spot", ws.url, ("btcusdt@depth@100ms",), rest.url).model_copy(
             update={"snapshot_retry_ms": 1_000})
         run = make_runner(cfg)
