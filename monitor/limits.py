@@ -5,8 +5,9 @@ account, a prices or books file is at most :data:`MAX_INPUT_NUMBER` in magnitude
 any real one (a 1e9-unit contract at 1e6; a memecoin's whole supply is below 1e16 units),
 small enough that products and sums stay finite (1e18 × 1e18 × 10,000 levels, or a million
 accounts of a thousand entries each, is far below the largest float, 1.8e308). A price
-given to ``liqmon stress`` is at least :data:`MIN_INPUT_PRICE` (no asset trades below it), so
-a PnL settled in an asset, divided by its price, stays finite too. A shock multiplies a
+read from a venue or given to ``liqmon stress`` is at least :data:`MIN_INPUT_PRICE` (no
+asset trades below it), so a PnL settled in an asset, divided by its price, stays finite
+too. A shock multiplies a
 price by ``1 + move``, the move within [:data:`MIN_SHOCK_MOVE`, :data:`MAX_SHOCK_MOVE`]
 (−99.9999 % to +1e8 %), which keeps a shocked price as far from overflow and from zero.
 """
@@ -25,7 +26,8 @@ __all__ = [
 
 #: Largest magnitude of a number read as input (see the module docstring).
 MAX_INPUT_NUMBER = 1e18
-#: Smallest price ``liqmon stress`` takes, in USD.
+#: Smallest price read as input, in USD (or in its quote): a venue's on the wire, one given
+#: to ``liqmon stress``.
 MIN_INPUT_PRICE = 1e-18
 #: Largest upward shock move, as a ratio: +1e6 = +100,000,000 % (a price × 1,000,001).
 MAX_SHOCK_MOVE = 1e6

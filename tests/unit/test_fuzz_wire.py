@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from monitor.config import EngineConfig
 from monitor.events import KIND_BOOK, KIND_LIQUIDATION, KIND_QUOTE, KIND_TRADE
 from monitor.ingest.frames import Ingest, Routed
+from monitor.limits import MIN_INPUT_PRICE
 from monitor.protocol import Alert, DeadLetter
 from replay.capture import BadLine, CaptureError, CaptureLine, iter_capture
 
@@ -64,6 +65,7 @@ JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dict
 HOSTILE = st.sampled_from([
     "-1", -1, "-0.5", "0", 0, "nan", "NaN", "inf", "-inf", "1e400", 1e308, -1e308, None, "", [], {}, True,
     "abc", [[]], [["1"]], [["-1", "1"]], [["1", "-1"]], [["nan", "1"]], 2**63, -(2**63),
+    "1e-300", 5e-324, [["1e-300", "1"]],
 ])
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "docframes" / "docframes.json"
 REAL: list[dict[str, Any]] = [f for g in orjson.loads(FIXTURE.read_bytes())["groups"] for f in g["frames"]]
@@ -82,11 +84,11 @@ def _check(outputs: list[Any]) -> None:
             kind, f1, f2, f3, f4 = row[0], row[4], row[5], row[6], row[7]
             assert all(math.isfinite(x) for x in row), row
             if kind in (KIND_TRADE, KIND_LIQUIDATION):
-                assert f1 > 0 and f2 >= 0, row
+                assert f1 >= MIN_INPUT_PRICE and f2 >= 0, row
             elif kind == KIND_QUOTE:
-                assert 0 < f1 <= f2 and f3 >= 0 and f4 >= 0, row
+                assert MIN_INPUT_PRICE <= f1 <= f2 and f3 >= 0 and f4 >= 0, row
             elif kind == KIND_BOOK:
-                assert 0 < f1 < f2, row
+                assert MIN_INPUT_PRICE <= f1 < f2, row
 
 
 def _bytes(raw: Any) -> bytes:
@@ -178,6 +180,41 @@ def test_the_mutation_corpus_is_not_empty() -> None:
     assert len(REAL) >= 10
     with pytest.raises(KeyError):
         _mutate({"a": 1}, ("b", "c"), 1, False)
+
+
+_BINANCE_LIQUIDATION = {"e": "forceOrder", "E": T0, "o": {"s": "BTCUSDT", "S": "SELL", "o": "LIMIT", "f": "IOC",
+                                                       "q": "0.014", "p": "9910", "ap": "9910", "X": "FILLED",
+                                                       "l": "0.014", "z": "0.014", "T": T0}}
+
+
+@pytest.mark.parametrize(("venue", "channel", "raw"), [
+    # a price read by positive_price (bookTicker), the one path of every print and quote
+    ("binance-spot", "btcusdt@bookTicker",
+     {"u": 1, "s": "BTCUSDT", "b": "1e-300", "B": "1", "a": "100", "A": "1"}),
+    # a liquidation's average fill price, read apart from its order price
+    ("binance-usdm", "btcusdt@forceOrder",
+     _BINANCE_LIQUIDATION | {"o": _BINANCE_LIQUIDATION["o"] | {"ap": "1e-300"}}),
+    # book levels: the msgspec path (two fields), the plain path (a level of three), the checked path
+    ("bybit-linear", "orderbook.50.BTCUSDT",
+     {"topic": "orderbook.50.BTCUSDT", "type": "snapshot", "ts": T0,
+      "data": {"s": "BTCUSDT", "b": [["1e-300", "1"]], "a": [["101", "1"]], "u": 1, "seq": 1}}),
+    ("bybit-linear", "orderbook.50.BTCUSDT",
+     {"topic": "orderbook.50.BTCUSDT", "type": "snapshot", "ts": T0,
+      "data": {"s": "BTCUSDT", "b": [["1e-300", "1", "x"]], "a": [["101", "1", "x"]], "u": 1, "seq": 1}}),
+    ("okx", "books",
+     {"arg": {"channel": "books", "instId": "BTC-USDT"}, "action": "snapshot",
+      "data": [{"asks": [["101", "1", "0", "1"]], "bids": [[1e-300, "1", "0", "1"]],
+                "ts": str(T0), "checksum": 0, "prevSeqId": -1, "seqId": 1}]}),
+])
+def test_a_price_below_the_wire_floor_is_refused(venue: str, channel: str, raw: dict[str, Any]) -> None:
+    """A price below 1e-18 (no asset trades there) is an ``out_of_range`` dead letter on every
+    path a price is read by: before, 1e-300 went on, and a value settled in the asset and
+    divided by its price could overflow to a null figure."""
+    (dead,) = [o for o in _feed(Ingest(EngineConfig()), venue, channel, raw, T0 + 10) if isinstance(o, DeadLetter)]
+    assert dead.reason == "out_of_range" and "below 1e-18" in dead.detail
+    at_floor = orjson.loads(orjson.dumps(raw).replace(b"1e-300", b"1e-18"))
+    assert not [o for o in _feed(Ingest(EngineConfig()), venue, channel, at_floor, T0 + 10)
+                if isinstance(o, DeadLetter)]
 
 
 @pytest.mark.parametrize("size", ["1e308", 1e19, "-1e19"])

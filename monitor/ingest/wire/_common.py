@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from monitor.events import MarketEvent
-from monitor.limits import MAX_INPUT_NUMBER
+from monitor.limits import MAX_INPUT_NUMBER, MIN_INPUT_PRICE
 
 __all__ = [
     "MAX_TS_MS",
     "MAX_WIRE_NUMBER",
     "MIN_TS_MS",
+    "MIN_WIRE_PRICE",
     "PartialWireError",
     "WireError",
     "field",
@@ -25,6 +26,9 @@ __all__ = [
 #: Largest magnitude of a price, size or contract value read from the wire: every input's
 #: bound (:data:`monitor.limits.MAX_INPUT_NUMBER`).
 MAX_WIRE_NUMBER = MAX_INPUT_NUMBER
+#: Smallest price read from the wire: every input's (:data:`monitor.limits.MIN_INPUT_PRICE`),
+#: so a value settled in an asset and divided by its price stays finite.
+MIN_WIRE_PRICE = MIN_INPUT_PRICE
 #: 2009-01-01 and 2100-01-01 in ms: anything outside is not a market timestamp.
 MIN_TS_MS = 1_230_768_000_000
 MAX_TS_MS = 4_102_444_800_000
@@ -89,10 +93,12 @@ def finite_float(value: Any, name: str) -> float:
 
 
 def positive_price(value: Any, name: str) -> float:
-    """A finite price > 0."""
+    """A finite price > 0, at least :data:`MIN_WIRE_PRICE`."""
     out = finite_float(value, name)
     if out <= 0.0:
         raise WireError("non_positive_price", f"field '{name}' is {out}")
+    if out < MIN_WIRE_PRICE:
+        raise WireError("out_of_range", f"field '{name}' is {out:.3g}, below {MIN_WIRE_PRICE:.0e}")
     return out
 
 

@@ -27,6 +27,7 @@ from monitor.ingest.orderbook import (
 )
 from monitor.ingest.wire._common import (
     MAX_WIRE_NUMBER,
+    MIN_WIRE_PRICE,
     WireError,
     field,
     non_negative,
@@ -152,7 +153,7 @@ def parse_force_order(
     filled = non_negative(order.get("z", 0), "z")
     qty = filled if filled > 0.0 else non_negative(field(order, "q"), "q")
     avg = non_negative(order.get("ap", 0), "ap")
-    price = avg if avg > 0.0 else positive_price(field(order, "p"), "p")
+    price = positive_price(avg, "ap") if avg > 0.0 else positive_price(field(order, "p"), "p")
     ts = timestamp_ms(field(order, "T"), "T", recv_ts_ms, max_future_skew_ms)
     inst = resolve(venue, symbol, aliases, contract_values, instruments)
     qty = inst.base_qty(qty, price)
@@ -258,8 +259,8 @@ _NUMERIC_TYPES = frozenset((str, float, int))
 def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     """The common case: ``[[price, qty, ...], ...]`` all valid; None sends it to :func:`levels`.
 
-    Same acceptance as the checked path (finite, 0 < price, 0 <= qty, both within
-    ``MAX_WIRE_NUMBER``; NaN fails every comparison), without its per-value calls: any level
+    Same acceptance as the checked path (finite, ``MIN_WIRE_PRICE`` <= price, 0 <= qty,
+    both within ``MAX_WIRE_NUMBER``; NaN fails every comparison), without its per-value calls: any level
     it does not accept is judged again, with the exact error, by the checked path.
     """
     out: list[tuple[float, float]] = []
@@ -275,7 +276,7 @@ def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
             if type(price_raw) not in numeric or type(qty_raw) not in numeric:
                 return None
             price, qty = float(price_raw), float(qty_raw)
-            if not (0.0 < price <= MAX_WIRE_NUMBER and 0.0 <= qty <= MAX_WIRE_NUMBER):
+            if not (MIN_WIRE_PRICE <= price <= MAX_WIRE_NUMBER and 0.0 <= qty <= MAX_WIRE_NUMBER):
                 return None
             append((price, qty))
     except (ValueError, OverflowError, IndexError, KeyError):
@@ -283,7 +284,7 @@ def _plain_levels(value: list[Any]) -> tuple[tuple[float, float], ...] | None:
     return tuple(out)
 
 
-_Price = Annotated[float, Meta(gt=0.0, le=MAX_WIRE_NUMBER)]
+_Price = Annotated[float, Meta(ge=MIN_WIRE_PRICE, le=MAX_WIRE_NUMBER)]
 _Qty = Annotated[float, Meta(ge=0.0, le=MAX_WIRE_NUMBER)]
 
 
