@@ -100,7 +100,7 @@ class Metrics:
         self._risk_metrics(r)
 
     def _feed_metrics(self, r: CollectorRegistry) -> None:
-        """Live feeds (streams/feeds): staleness, book gaps, resyncs, reconnects, lag, shedding."""
+        """Live feeds (streams/feeds): staleness, book gaps, resyncs, reconnects, lag, shedding, recording."""
         self.feed_last_event_age_seconds = Gauge(
             "liqmon_feed_last_event_age_seconds",
             "Receive-time age of the newest frame on a subscribed channel, seconds",
@@ -122,6 +122,10 @@ class Metrics:
             "Frames coalesced away while the reader was behind (an older quote or book snapshot "
             "of the same channel superseded by a newer one), by venue and channel",
             ["venue", "channel"], registry=r)
+        self.recording_failed = Gauge(
+            "liqmon_recording_failed",
+            "1 once liqmon live's --record file could not be written: the recording stopped, the "
+            "session goes on", registry=r)
 
     def _risk_metrics(self, r: CollectorRegistry) -> None:
         """The risk engine's figures: liquidity, cascade, loops, unified accounts, spiral."""

@@ -14,6 +14,10 @@ and prints every alert on ``alerts.cascade`` as it comes (the worker's and the f
 line each on stdout. ``--no-worker`` starts none (workers of your own read the broker).
 With ``LIQMON_KAFKA_BOOTSTRAP`` set it only publishes: the workers are yours.
 
+A recording that cannot be written (a full disk) stops, logged once and in
+``liqmon_recording_failed``, while the session goes on; the exit summary says where it
+stopped, and the exit code is then 1.
+
 Run standalone: ``python -m streams.cmd.live --duration 60 --record out/live.jsonl.gz``.
 """
 
@@ -39,6 +43,9 @@ if TYPE_CHECKING:  # the feeds are imported when a session starts
     from streams.feeds.runner import Recorder
 
 __all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
+
+#: The session ran, but its recording stopped early (the file ends where it stopped).
+EXIT_FAILED = 1
 
 #: After the feeds stop, how long alerts of the last batches still get to be printed.
 ALERT_GRACE_S = 2.0
@@ -166,9 +173,18 @@ async def _run_live(
     print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
           f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
           f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
-          + (f"; recorded {args.record}" if recorder else ""),
-          file=sys.stderr)
-    return 0
+          + _recording_summary(args.record, recorder), file=sys.stderr)
+    return EXIT_FAILED if recorder is not None and recorder.error is not None else 0
+
+
+def _recording_summary(path: Path | None, recorder: Recorder | None) -> str:
+    """The exit summary's word on ``--record``: where it went, or where and why it stopped."""
+    if recorder is None:
+        return ""
+    if recorder.error is None:
+        return f"; recorded {path}"
+    return (f"; the recording {path} STOPPED after {recorder.lines:,} lines "
+            f"({recorder.error.strerror or recorder.error}): it ends there")
 
 
 def _open_recorder(path: Path | None) -> Recorder | None:

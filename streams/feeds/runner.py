@@ -76,7 +76,12 @@ log = logging.getLogger(__name__)
 
 
 class Recorder:
-    """Appends frames to a capture file (gzip when the name ends in .gz, mtime 0)."""
+    """Appends frames to a capture file (gzip when the name ends in .gz, mtime 0).
+
+    The recording serves the monitor, never the other way round: the first write, flush or
+    close that fails (a full disk, a file system gone read-only) stops it for good and is
+    logged once, and :attr:`error` says why; the frames go on to ingest as before. The file
+    keeps what reached it before (its last line, or a gzip file's end, may be cut short)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,21 +90,48 @@ class Recorder:
         self._out: IO[bytes] = self._fh
         if path.suffix == ".gz":
             self._out = gzip_writer(self._fh)
+        #: Lines handed to the file (the last of them may not have reached the disk after a failure).
         self.lines = 0
+        #: Why the recording stopped before the session did (None: it has not).
+        self.error: OSError | None = None
 
     def write(self, ts_ms: int, venue: str, channel: str, raw: Any) -> None:
-        self._out.write(dumps_line(ts_ms, venue, channel, raw) + b"\n")
+        if self.error is not None:
+            return
+        try:
+            self._out.write(dumps_line(ts_ms, venue, channel, raw) + b"\n")
+        except OSError as exc:
+            self._stop(exc)
+            return
         self.lines += 1
 
     def flush(self) -> None:
-        self._out.flush()
-        if self._out is not self._fh:
-            self._fh.flush()
+        if self.error is not None:
+            return
+        try:
+            self._out.flush()
+            if self._out is not self._fh:
+                self._fh.flush()
+        except OSError as exc:
+            self._stop(exc)
 
     def close(self) -> None:
-        if self._out is not self._fh:
-            self._out.close()
-        self._fh.close()
+        if self.error is not None:
+            return
+        try:
+            if self._out is not self._fh:
+                self._out.close()
+            self._fh.close()
+        except OSError as exc:
+            self._stop(exc)
+
+    def _stop(self, exc: OSError) -> None:
+        self.error = exc
+        log.error("recording to %s stopped after %d lines: %s; the session goes on unrecorded",
+                  self.path, self.lines, exc.strerror or exc)
+        for handle in (self._out, self._fh):  # the file descriptor is released even if a flush fails
+            with contextlib.suppress(OSError, ValueError):
+                handle.close()
 
 
 @dataclass
@@ -356,8 +388,15 @@ class LiveRunner:
             await asyncio.sleep(self.live.flush_interval_s)
             for routed in self.ingest.finish():
                 self._queue.put_nowait(routed)
-            if self.recorder is not None:
-                self.recorder.flush()
+            self._flush_recording()
+
+    def _flush_recording(self) -> None:
+        """Flush the recording; once it has stopped (:class:`Recorder`), say so in ``liqmon_recording_failed``."""
+        if self.recorder is None:
+            return
+        self.recorder.flush()
+        if self.recorder.error is not None and self.metrics is not None:
+            self.metrics.recording_failed.set(1)
 
     async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveStats:
         """Run until ``duration_s`` passes or ``stop`` is set; then flush everything."""
@@ -386,6 +425,5 @@ class LiveRunner:
             await self.sink.flush()
             if self._http is not None:
                 await self._http.close()
-            if self.recorder is not None:
-                self.recorder.flush()
+            self._flush_recording()
         return self.stats

@@ -5,6 +5,7 @@ handler errors, and a recorded session replayed to identical alerts."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -176,6 +177,31 @@ async def test_a_malformed_rest_snapshot_is_dead_lettered_and_fetched_again() ->
     assert book_levels(run) == reference_book(SNAP_A, [(b, a) for _f, u, b, a in diffs if u > 130])
     assert run.metric("liqmon_feed_resyncs_total", venue="binance-spot") == 1
     assert ws.connections and len(ws.connections) == 1  # no reconnect: the stream was never at fault
+
+
+@pytest.mark.parametrize("name", ["full.jsonl", "full.jsonl.gz"])
+async def test_a_recording_that_cannot_be_written_stops_and_the_session_goes_on(
+        tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``--record`` onto a full disk (``/dev/full``): before, every frame's write raised in
+    the frame handler, so no frame reached ingest (the monitor went blind), and the last
+    flush raised out of the run. Now the recording stops at the first failure, once, and
+    every frame still reaches the book."""
+    (tmp_path / name).symlink_to("/dev/full")
+    recorder = Recorder(tmp_path / name)
+    diffs = diffs_from(101, 300)  # ≈ 50 KB of frames: past the file's buffers
+    async with ws_server([diffs_script(diffs, 0.002)]) as ws, \
+            rest_server({"BTCUSDT": [snapshot(105, SNAP_A)]}) as rest:
+        run = make_runner(live_config("binance-spot", ws.url, ("btcusdt@depth@100ms",), rest.url), recorder=recorder)
+        final_u = diffs[-1][1]
+        await run_until(run, lambda: (b := run.runner.ingest.book("binance-spot", "BTCUSDT")) is not None
+                        and b.valid and b.last_id == final_u)
+    assert book_levels(run) == reference_book(SNAP_A, [(b, a) for _f, u, b, a in diffs if u > 105])
+    assert run.runner.stats.handler_errors == 0
+    assert recorder.error is not None and recorder.error.errno == errno.ENOSPC
+    assert run.metric("liqmon_recording_failed") == 1
+    stopped = [r for r in caplog.records if "recording to" in r.getMessage()]
+    assert len(stopped) == 1 and "No space left on device" in stopped[0].getMessage()
+    recorder.close()  # after the stop: nothing more to do, no error
 
 
 async def test_silent_market_endpoint_is_stale_and_reconnected() -> None:

@@ -95,6 +95,22 @@ async def test_no_worker_starts_none_and_prints_nothing(tmp_path: Path) -> None:
     assert "liqmon: live on 1 connections to binance-spot" in err.decode()
 
 
+async def test_a_recording_onto_a_full_disk_stops_the_session_goes_on_and_exits_1(tmp_path: Path) -> None:
+    """``--record`` onto a full disk: the session runs its course, the exit summary says where
+    the recording stopped, and the exit code is 1 (before: every frame a handler error, then
+    a traceback out of the last flush)."""
+    record = tmp_path / "session.jsonl.gz"
+    record.symlink_to("/dev/full")
+    async with ws_server([quotes]) as server, \
+            live(tmp_path, server, "--duration", "4", "--no-worker", "--record", str(record)) as proc:
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    stderr = err.decode()
+    assert proc.returncode == 1, stderr[-2000:]
+    assert f"recording to {record} stopped after" in stderr and "No space left on device" in stderr
+    assert f"; the recording {record} STOPPED after" in stderr and "Traceback" not in stderr
+    assert "frame handler failed" not in stderr
+
+
 async def test_a_worker_that_exits_is_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     worker = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     await asyncio.wait_for(watch_worker(worker, tmp_path / "worker.log"), timeout=30)

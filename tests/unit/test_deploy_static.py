@@ -69,6 +69,7 @@ CATALOGUE: dict[str, str] = {
     "liqmon_feed_reconnects_total": "counter",
     "liqmon_feed_lag_seconds": "gauge",
     "liqmon_feed_shed_frames_total": "counter",
+    "liqmon_recording_failed": "gauge",
 }
 EXPORTER_PORTS = {"liqmon-worker": 9464, "liqmon-live": 9465, "liqmon-replay": 9466}
 # Partition counts the code relies on (streams/kafka/replay.py ensure_topics, streams/app/faust_app.py):
