@@ -22,12 +22,13 @@ from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
 from streams.cmd.arguments import count, port_number, positive_count, positive_counts, positive_number, section_names
-from streams.errors import KafkaReplayError, UsageError
+from streams.errors import KafkaReplayError, OutputError, UsageError, run_writing_outputs
 from streams.kafka.broker import BrokerError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
 if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
     from monitor.config import EngineConfig
+    from monitor.protocol import Alert
     from replay.scenario import ScenarioResult
 
 __all__ = ["main"]
@@ -312,6 +313,32 @@ def _calibration(inputs: _ReplayInputs, recorder: Any, phases: Phases) -> tuple[
     return extra, calibration_table(rows), figures_of
 
 
+def _write_outputs(out_dir: Path, run: _ReplayRun, inputs: _ReplayInputs, recorder: Any, extra: dict[str, Any],
+                   ) -> tuple[list[Alert], dict[str, Any]]:
+    """``alerts.jsonl``, ``snapshots.jsonl``, ``summary.json`` and ``report.html`` in ``out_dir``;
+    (the alerts in order, the summary). A file that cannot be written (a full disk) is an
+    :class:`OutputError` naming it."""
+    from replay.report.recorder import write_report
+
+    config_hash = inputs.config.config_hash
+    path = out_dir / "alerts.jsonl"
+    try:
+        ordered = write_alerts(path, run.alerts)
+        path = out_dir / "snapshots.jsonl"
+        write_snapshots(path, run.snapshots)
+        path = out_dir / "summary.json"
+        summary = write_summary(
+            path, capture=inputs.capture, mode=run.mode, config_hash=config_hash,
+            stats=run.stats, alerts=ordered, worker_deadletters=run.worker_deadletters, extra=extra,
+        )
+        path = out_dir / "report.html"
+        write_report(recorder, path, title=f"liqmon replay: {inputs.capture.name}", config_hash=config_hash,
+                     summary=summary)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return ordered, summary
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.from_ms is not None and args.to_ms is not None and args.from_ms >= args.to_ms:
         raise UsageError(f"--from {_utc(args.from_ms)} is not before --to {_utc(args.to_ms)}: the window is empty")
@@ -326,7 +353,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     phases = Phases()
     inputs = _replay_inputs(args, settings, out_dir, phases)
     config = inputs.config
-    from replay.report.recorder import ReportRecorder, write_report
+    from replay.report.recorder import ReportRecorder
 
     recorder = ReportRecorder(config)
     progress = None if args.quiet else ReplayProgress()
@@ -339,15 +366,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     phases.done("replay")
-    ordered = write_alerts(out_dir / "alerts.jsonl", run.alerts)
-    write_snapshots(out_dir / "snapshots.jsonl", run.snapshots)
     extra, calibration, figures_of = _calibration(inputs, recorder, phases)
-    summary = write_summary(
-        out_dir / "summary.json", capture=inputs.capture, mode=run.mode, config_hash=config.config_hash,
-        stats=run.stats, alerts=ordered, worker_deadletters=run.worker_deadletters, extra=extra,
-    )
-    write_report(recorder, out_dir / "report.html", title=f"liqmon replay: {inputs.capture.name}",
-                 config_hash=config.config_hash, summary=summary)
+    ordered, summary = _write_outputs(out_dir, run, inputs, recorder, extra)
     phases.done("report")
     if not args.quiet:
         from replay.story import build_story, print_story
@@ -505,6 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KafkaReplayError as exc:  # the pipeline, not the user: one line, exit 1
         print(f"liqmon: replay failed: {exc}", file=sys.stderr)
         return 1
+    except OutputError as exc:  # the machine (a full disk), not the user: one line, exit 1
+        print(f"liqmon: error: {exc}", file=sys.stderr)
+        return 1
     except ValidationError as exc:
         if exc.title != Settings.__name__:
             raise
@@ -517,4 +540,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_writing_outputs(main))

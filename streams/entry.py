@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from streams.errors import run_writing_outputs
+
 __all__ = ["main"]
 
 #: Sub-commands served by their own module's ``main(argv)``; their ``--help`` and errors
@@ -20,8 +22,13 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``liqmon`` with ``argv`` (default: the process's arguments); its exit code."""
+    """Run ``liqmon`` with ``argv`` (default: the process's arguments); its exit code (an
+    output that cannot be written: :func:`streams.errors.run_writing_outputs`)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    return run_writing_outputs(lambda: _run(args))
+
+
+def _run(args: list[str]) -> int:
     module = LIGHT_COMMANDS.get(args[0]) if args else None
     if module is None:
         from streams.cli import main as full_main

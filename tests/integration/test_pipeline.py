@@ -233,6 +233,34 @@ def test_import_then_replay_cli(oct10_dir: Path, tmp_path: Path) -> None:
     assert summary["last_event_utc"] < "2025-10-10 22:00:00"
 
 
+@pytest.mark.parametrize("name", ["alerts.jsonl", "summary.json", "report.html"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_1(
+        tmp_path: Path, real_usde_capture: Path, name: str) -> None:
+    """An output onto a full disk (the file a link to ``/dev/full``): one line naming the
+    file and why, exit code 1 (before: a traceback)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / name).symlink_to("/dev/full")
+    proc = liqmon("replay", "--capture", str(real_usde_capture), "--inline", "--quiet", "--out", str(out),
+                  timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"liqmon: error: cannot write {out / name}: No space left on device"
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_story_onto_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, real_usde_capture: Path) -> None:
+    """The printed story onto a full disk (``> /dev/full``): before, a traceback out of rich."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "replay", "--capture", str(real_usde_capture), "--inline",
+             "--out", str(tmp_path / "o")],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "liqmon: error: cannot write its output: No space left on device"
+    assert "Traceback" not in proc.stderr and (tmp_path / "o" / "report.html").exists()
+
+
 def test_bad_population_file_is_one_clear_error(tmp_path: Path, real_usde_capture: Path) -> None:
     bad = tmp_path / "positions.jsonl"
     bad.write_text('{"position_id": "p1", "protocol": "aave-v3", "collateral": '

@@ -53,3 +53,33 @@ def test_other_commands_go_to_the_full_command_line(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as exit_bad:
         entry.main(["no-such-command"])
     assert exit_bad.value.code == 2
+
+
+def _stress_command(tmp_path: Path, n_accounts: int) -> list[str]:
+    accounts, prices = tmp_path / "A.jsonl", tmp_path / "P.json"
+    accounts.write_bytes(accounts_jsonl(synthetic_accounts(n_accounts, seed=2)))
+    prices.write_text(json.dumps(PRICES_USD))
+    return [sys.executable, "-m", "streams.entry", "stress", "--accounts", str(accounts), "--prices", str(prices),
+            "--shock", "USDe@binance=-35%"]
+
+
+def test_a_full_disk_under_standard_output_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """The report onto a full disk (``> /dev/full``): before, a traceback."""
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(_stress_command(tmp_path, 50), check=False, stdout=full, stderr=subprocess.PIPE,
+                              text=True,
+                              timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == "liqmon: error: cannot write its output: No space left on device\n"
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``liqmon stress … | head -c 100``: the command ends, exit 1, nothing on stderr (before:
+    a BrokenPipeError traceback)."""
+    proc = subprocess.Popen(_stress_command(tmp_path, 3_000), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert len(proc.stdout.read(100)) == 100  # the report is megabytes: far past the pipe's buffer
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 1
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
