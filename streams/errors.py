@@ -12,8 +12,8 @@ __all__ = ["EXIT_OUTPUT_FAILED", "KafkaReplayError", "OutputError", "UsageError"
 
 #: An output could not be written (its reader gone, a full disk).
 EXIT_OUTPUT_FAILED = 1
-#: Errors of the storage under an output, not of liqmon: one line, never a traceback.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
+#: Errors only a write meets, of the storage under it (not of liqmon): one line, never a traceback.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 class KafkaReplayError(RuntimeError):

@@ -73,9 +73,9 @@ NOTICE_GAP = "gap"
 NOTICE_RESYNCED = "resynced"
 
 #: Receive time after which a book still without the snapshot it asked for asks again
-#: (``[live] snapshot_retry_ms``): at most one REST depth request per book per 10 s (Binance
-#: spot API, REST limits: ``GET /api/v3/depth`` of 501–1,000 levels weighs 50 of the 6,000
-#: request weight an IP may use a minute).
+#: (``[live] snapshot_retry_ms``): a book whose snapshot never comes asks once per 10 s, not
+#: once per diff (Binance spot API, REST limits: ``GET /api/v3/depth`` of 501–1,000 levels
+#: weighs 50 of the 6,000 request weight an IP may use a minute).
 DEFAULT_SNAPSHOT_RETRY_MS = 10_000
 
 Level = tuple[float, float]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor.config import EngineConfig
 from streams.cmd.arguments import positive_number
-from streams.errors import UsageError
+from streams.errors import EXIT_OUTPUT_FAILED, UsageError
 from streams.feeds.config import LiveConfig, split_config
 from streams.settings import ConfigFileError, Settings, read_config_file
 
@@ -43,9 +43,6 @@ if TYPE_CHECKING:  # the feeds are imported when a session starts
     from streams.feeds.runner import Recorder
 
 __all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
-
-#: The session ran, but its recording stopped early (the file ends where it stopped).
-EXIT_FAILED = 1
 
 #: After the feeds stop, how long alerts of the last batches still get to be printed.
 ALERT_GRACE_S = 2.0
@@ -174,7 +171,7 @@ async def _run_live(
           f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
           f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
           + _recording_summary(args.record, recorder), file=sys.stderr)
-    return EXIT_FAILED if recorder is not None and recorder.error is not None else 0
+    return EXIT_OUTPUT_FAILED if recorder is not None and recorder.error is not None else 0  # the file ends early
 
 
 def _recording_summary(path: Path | None, recorder: Recorder | None) -> str:
