@@ -122,6 +122,14 @@ class Metrics:
             "Frames coalesced away while the reader was behind (an older quote or book snapshot "
             "of the same channel superseded by a newer one), by venue and channel",
             ["venue", "channel"], registry=r)
+        self.publish_backlog_items = Gauge(
+            "liqmon_publish_backlog_items",
+            "Batches, alerts and dead letters liqmon live holds for the broker (grows while it is away)",
+            registry=r)
+        self.publish_dropped_total = Counter(
+            "liqmon_publish_dropped",
+            "Items liqmon live never handed to the broker (shed from a full backlog, refused, left at the end), "
+            "by kind", ["kind"], registry=r)
         self.recording_failed = Gauge(
             "liqmon_recording_failed",
             "1 once liqmon live's --record file could not be written: the recording stopped, the "

@@ -40,12 +40,15 @@ from streams.feeds.config import LiveConfig, split_config
 from streams.settings import ConfigFileError, Settings, read_config_file
 
 if TYPE_CHECKING:  # the feeds are imported when a session starts
-    from streams.feeds.runner import Recorder
+    from streams.feeds.runner import LiveStats, Recorder
+    from streams.kafka.publish import KafkaPublisher
 
-__all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "run"]
+__all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "publish_summary", "run"]
 
 #: After the feeds stop, how long alerts of the last batches still get to be printed.
 ALERT_GRACE_S = 2.0
+#: How long the producer gets to stop after the session's own drain (``[live] publish_drain_s``).
+PUBLISHER_STOP_S = 10.0
 
 
 def parse_venue_url(text: str) -> tuple[str, str]:
@@ -158,7 +161,7 @@ async def _run_live(
     try:
         stats = await runner.run(args.duration, stop)
     finally:
-        await publisher.stop()
+        await _stop_publisher(publisher)
         if printer is not None:
             await asyncio.sleep(ALERT_GRACE_S)  # alerts of the last batches are on their way
             printing.set()
@@ -170,8 +173,28 @@ async def _run_live(
     print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
           f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
           f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
-          + _recording_summary(args.record, recorder), file=sys.stderr)
-    return EXIT_OUTPUT_FAILED if recorder is not None and recorder.error is not None else 0  # the file ends early
+          + publish_summary(stats) + _recording_summary(args.record, recorder), file=sys.stderr)
+    lost = stats.unpublished or stats.unconfirmed or (recorder is not None and recorder.error is not None)
+    return EXIT_OUTPUT_FAILED if lost else 0
+
+
+async def _stop_publisher(publisher: KafkaPublisher) -> None:
+    """Stop the producer, for at most :data:`PUBLISHER_STOP_S` (a broker away may not answer)."""
+    try:
+        await asyncio.wait_for(publisher.stop(), PUBLISHER_STOP_S)
+    except Exception as exc:  # whatever the producer raises (TimeoutError too): said, not a traceback
+        print(f"liqmon: the producer did not stop cleanly: {type(exc).__name__} {exc}".rstrip(), file=sys.stderr)
+
+
+def publish_summary(stats: LiveStats) -> str:
+    """The exit summary's word on what the broker never got (nothing when it got everything)."""
+    out = ""
+    if stats.unpublished:
+        kinds = ", ".join(f"{n:,} {kind}" for kind, n in sorted(stats.unpublished.items()))
+        out += f"; {sum(stats.unpublished.values()):,} items NOT published ({kinds}): the broker was away"
+    if stats.unconfirmed:
+        out += f"; the broker did not confirm the last records ({stats.unconfirmed})"
+    return out
 
 
 def _recording_summary(path: Path | None, recorder: Recorder | None) -> str:

@@ -177,6 +177,12 @@ class LiveConfig(_Frozen):
     #: A book's depth snapshot asked for and not come (a REST body or a venue frame refused
     #: as malformed, a resubscription unanswered) is asked for again after this much time.
     snapshot_retry_ms: int = Field(default=DEFAULT_SNAPSHOT_RETRY_MS, ge=1_000)
+    #: Items (batches, alerts, dead letters) waiting for the broker at most: past it, the
+    #: oldest are shed and counted (``streams/feeds/backlog.py``). A batch holds at most
+    #: ``batch_max_events`` events of ≈ 100 bytes: ≈ 400 MB for the default at its fullest.
+    publish_backlog_items: int = Field(default=4_096, ge=1)
+    #: At the end of a session, how long the broker gets to take and confirm what is left.
+    publish_drain_s: float = Field(default=10.0, gt=0)
     #: Watchdog and gauge period.
     watchdog_tick_s: float = Field(default=1.0, gt=0)
     #: Seed of the backoff jitter (deterministic tests).

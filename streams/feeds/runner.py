@@ -65,12 +65,13 @@ from monitor.metrics import Metrics
 from monitor.protocol import Alert, DeadLetter
 from replay.capture import dumps_line, gzip_writer
 from streams.backoff import Backoff
+from streams.feeds.backlog import PublishBacklog
 from streams.feeds.base import Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
 from streams.feeds.overload import LagSample
-from streams.kafka.publish import Sink
+from streams.kafka.publish import Sink, item_kind
 
-__all__ = ["LiveRunner", "Recorder"]
+__all__ = ["LiveRunner", "LiveStats", "Recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,11 @@ class LiveStats:
     #: Frames coalesced away while a reader was behind, by venue.
     shed: Counter[str] = field(default_factory=Counter)
     alerts: list[Alert] = field(default_factory=list)
+    #: Items never handed to the broker (shed from a full backlog, refused by the producer,
+    #: left at the end), by kind (:func:`streams.kafka.publish.item_kind`).
+    unpublished: Counter[str] = field(default_factory=Counter)
+    #: Why the producer could not confirm what it was handed at the end (None: it did).
+    unconfirmed: str | None = None
 
 
 class LiveRunner:
@@ -193,7 +199,10 @@ class LiveRunner:
                     stale_after_s=feed.stale_after_s, liquidation_stale_after_s=feed.liquidation_stale_after_s,
                     tick_s=live_config.watchdog_tick_s, overload=live_config.overload,
                 ))
-        self._queue: asyncio.Queue[Routed | DeadLetter | Alert | None] = asyncio.Queue()
+        self._backlog: PublishBacklog[Routed | DeadLetter | Alert] = PublishBacklog(live_config.publish_backlog_items)
+        self._shedding = False  # the backlog is full: its oldest items are being shed
+        self._sending: str | None = None  # the kind of the item the pump is handing to the sink
+        self._failed_seen: Counter[str] = Counter()  # the sink's failures counted so far
         self._inflight: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -209,7 +218,7 @@ class LiveRunner:
             if isinstance(out, Alert):
                 self._alert(out)
             else:
-                self._queue.put_nowait(out)
+                self._publish(out)
         for notice in self.ingest.drain_notices():
             self._on_notice(notice)
 
@@ -219,7 +228,7 @@ class LiveRunner:
         if self.recorder is not None:
             self.recorder.write(recv_ts_ms, venue, GARBAGE_CHANNEL, raw)
         for out in self.ingest.feed(venue, GARBAGE_CHANNEL, raw, recv_ts_ms, orjson.dumps(raw)):
-            self._queue.put_nowait(out)
+            self._publish(out)
             if isinstance(out, DeadLetter) and self.metrics is not None:
                 self.metrics.deadletter_total.labels(reason=out.reason).inc()
 
@@ -267,7 +276,7 @@ class LiveRunner:
         """A backlog was taken at once: publish its batches now. The next frames of the same
         assets are a backlog away, and batch boundaries are not part of a recording."""
         for routed in self.ingest.finish():
-            self._queue.put_nowait(routed)
+            self._publish(routed)
 
     def on_handler_error(self, venue: str, exc: BaseException) -> None:
         self.stats.handler_errors += 1
@@ -276,7 +285,7 @@ class LiveRunner:
     # -- notices ----------------------------------------------------------------------------
     def _alert(self, alert: Alert) -> None:
         self.stats.alerts.append(alert)
-        self._queue.put_nowait(alert)
+        self._publish(alert)
         if self.metrics is not None:
             self.metrics.alerts_total.labels(kind=alert.kind, severity=alert.severity).inc()
 
@@ -370,25 +379,86 @@ class LiveRunner:
             self.on_frame(SESSION_VENUE, MARGIN_TABLES_CHANNEL, raw, orjson.dumps(raw), self.clock.wall_ms())
 
     # -- running ----------------------------------------------------------------------------
+    @property
+    def backlog_items(self) -> int:
+        """Items waiting for the pump to hand them to the sink."""
+        return len(self._backlog)
+
+    def _publish(self, item: Routed | DeadLetter | Alert | None) -> None:
+        """Queue ``item`` for the pump (None: the last); a full backlog sheds its oldest item."""
+        shed = self._backlog.put(item)
+        if shed is not None:
+            self._unpublished(shed, 1)
+            if not self._shedding:
+                self._shedding = True
+                log.error("the broker is not taking records: %d wait to be published; the oldest are shed "
+                          "(liqmon_publish_dropped_total) until it does", len(self._backlog))
+        if self.metrics is not None:
+            self.metrics.publish_backlog_items.set(self.backlog_items)
+
+    def _count_failed(self) -> None:
+        """Count the items the sink sent and the broker did not take since the last call."""
+        failed = self.sink.failed
+        for kind, count in failed.items():
+            if count > self._failed_seen[kind]:
+                self._unpublished(kind, count - self._failed_seen[kind])
+        self._failed_seen = Counter(failed)
+
+    def _unpublished(self, kind: str, count: int) -> None:
+        self.stats.unpublished[kind] += count
+        if self.metrics is not None:
+            self.metrics.publish_dropped_total.labels(kind=kind).inc(count)
+
     async def _pump(self) -> None:
         while True:
-            item = await self._queue.get()
+            item = await self._backlog.get()
             if item is None:
                 return
+            self._sending = item_kind(item)
             try:
                 if isinstance(item, Alert):
                     await self.sink.send_alert(item)
                 else:
                     await self.sink.send(item)
             except Exception as exc:  # the broker is down or a sink bug: report, keep the feeds
+                self._unpublished(self._sending, 1)
                 self.on_handler_error("sink", exc)
+            self._sending = None
+            if self._shedding and not len(self._backlog):
+                self._shedding = False
+                log.warning("publishing caught up; %s shed meanwhile", dict(self.stats.unpublished))
+            if self.metrics is not None:
+                self.metrics.publish_backlog_items.set(self.backlog_items)
+
+    async def _drain(self, pump: asyncio.Future[None]) -> None:
+        """Let the pump publish what is left and the producer confirm it, for at most
+        ``publish_drain_s`` together (the broker may be away); what is left is then counted
+        as not published, and a producer that cannot confirm is said so in the stats."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.live.publish_drain_s
+        try:
+            await asyncio.wait_for(pump, self.live.publish_drain_s)
+        except TimeoutError:
+            left = self._backlog.left()
+            if self._sending is not None:
+                left[self._sending] += 1
+            for kind, count in left.items():
+                self._unpublished(kind, count)
+            log.error("the broker took nothing for %.0f s: %s left unpublished", self.live.publish_drain_s, dict(left))
+        try:
+            await asyncio.wait_for(self.sink.flush(), max(0.1, end - loop.time()))
+        except Exception as exc:  # whatever the producer raises (TimeoutError too), the session ends saying it
+            self.stats.unconfirmed = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.error("the broker did not confirm the last records: %s", self.stats.unconfirmed)
+        self._count_failed()
 
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(self.live.flush_interval_s)
             for routed in self.ingest.finish():
-                self._queue.put_nowait(routed)
+                self._publish(routed)
             self._flush_recording()
+            self._count_failed()
 
     def _flush_recording(self) -> None:
         """Flush the recording; once it has stopped (:class:`Recorder`), say so in ``liqmon_recording_failed``."""
@@ -419,10 +489,9 @@ class LiveRunner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             for routed in self.ingest.finish():
-                self._queue.put_nowait(routed)
-            self._queue.put_nowait(None)
-            await pump
-            await self.sink.flush()
+                self._publish(routed)
+            self._publish(None)
+            await self._drain(pump)
             if self._http is not None:
                 await self._http.close()
             self._flush_recording()

@@ -9,6 +9,7 @@ alerts go to ``alerts.cascade`` keyed by ``alert_id``.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -19,11 +20,23 @@ from replay.replayer import partition_for
 from streams import topics
 from streams.kafka.security import kafka_client_options
 
-__all__ = ["KafkaPublisher", "Sink", "topic_partitions"]
+__all__ = ["KafkaPublisher", "Sink", "item_kind", "topic_partitions"]
+
+
+def item_kind(item: object) -> str:
+    """``alert``, ``deadletter`` or ``batch``: the kind of a published item (a metric's label)."""
+    if isinstance(item, Alert):
+        return "alert"
+    if isinstance(item, DeadLetter):
+        return "deadletter"
+    return "batch"
 
 
 class Sink(Protocol):
     """Where the live runner sends its output (Kafka in production, a list in tests)."""
+
+    #: Items the broker did not take after they were sent (the producer's error), by :func:`item_kind`.
+    failed: Counter[str]
 
     async def send(self, item: Routed | DeadLetter) -> None: ...
 
@@ -42,8 +55,26 @@ async def topic_partitions(producer: AIOKafkaProducer, topic: str, tries: int = 
     raise RuntimeError(f"topic {topic} has no partitions")
 
 
+class _Delivery:
+    """The records of one item: the item counts once in ``failed`` when any of them fails."""
+
+    __slots__ = ("counted", "failed", "kind")
+
+    def __init__(self, kind: str, failed: Counter[str]) -> None:
+        self.kind = kind
+        self.failed = failed
+        self.counted = False
+
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        if not self.counted and not future.cancelled() and future.exception() is not None:
+            self.counted = True
+            self.failed[self.kind] += 1
+
+
 class KafkaPublisher:
-    """Routes batches, dead letters and alerts to their topics on one producer."""
+    """Routes batches, dead letters and alerts to their topics on one producer. A record the
+    broker does not take (the producer's error, once its retries are spent) is counted in
+    :attr:`failed` by the kind of its item, never raised: the session goes on."""
 
     def __init__(self, producer: AIOKafkaProducer, partitions: list[int], max_pending: int = 5_000) -> None:
         self.producer = producer
@@ -51,6 +82,7 @@ class KafkaPublisher:
         self.max_pending = max_pending
         self._pending: list[asyncio.Future[Any]] = []
         self.records = 0
+        self.failed: Counter[str] = Counter()
 
     @classmethod
     async def start(cls, bootstrap: str) -> KafkaPublisher:
@@ -66,32 +98,38 @@ class KafkaPublisher:
             raise
         return cls(producer, partitions)
 
-    async def _send(self, topic: str, value: bytes, key: bytes, partition: int | None = None) -> None:
-        self._pending.append(await self.producer.send(topic, value, key=key, partition=partition))
+    async def _send(self, delivery: _Delivery, topic: str, value: bytes, key: bytes, partition: int | None = None,
+                    ) -> None:
+        future = await self.producer.send(topic, value, key=key, partition=partition)
+        future.add_done_callback(delivery)
+        self._pending.append(future)
         self.records += 1
         if len(self._pending) > self.max_pending:
             await self.flush()
 
     async def send(self, item: Routed | DeadLetter) -> None:
+        delivery = _Delivery(item_kind(item), self.failed)
         if isinstance(item, DeadLetter):
-            await self._send(topics.DEADLETTER, item.encode(), item.reason.encode())
+            await self._send(delivery, topics.DEADLETTER, item.encode(), item.reason.encode())
             return
         value = item.batch.encode()
         key = item.batch.asset.encode()
         if item.broadcast:
             for p in self.partitions:
-                await self._send(topics.MARKET, value, key, p)
+                await self._send(delivery, topics.MARKET, value, key, p)
         else:
             part = self.partitions[partition_for(item.batch.asset, len(self.partitions))]
-            await self._send(topics.MARKET, value, key, part)
+            await self._send(delivery, topics.MARKET, value, key, part)
 
     async def send_alert(self, alert: Alert) -> None:
-        await self._send(topics.ALERTS, alert.to_json(), alert.alert_id.encode())
+        await self._send(_Delivery(item_kind(alert), self.failed), topics.ALERTS, alert.to_json(),
+                         alert.alert_id.encode())
 
     async def flush(self) -> None:
+        """Wait until the broker has answered for every record sent (failures are counted in :attr:`failed`)."""
         pending, self._pending = self._pending, []
         if pending:
-            await asyncio.gather(*pending)
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def stop(self) -> None:
         try:

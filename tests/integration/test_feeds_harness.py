@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -184,6 +185,7 @@ class EngineSink:
 
     def __init__(self, config: EngineConfig) -> None:
         self.engine = Engine(config)
+        self.failed: Counter[str] = Counter()  # nothing fails: the items are kept in lists
         self.batches: list[Routed] = []
         self.deadletters: list[DeadLetter] = []
         self.feed_alerts: list[Alert] = []

@@ -79,9 +79,9 @@ async def burst_session(shed_backlog_frames: int) -> tuple[Any, list[dict[str, A
         taken = run.runner.on_backlog_taken
 
         def spy(venue: str) -> None:
-            queued = run.runner._queue.qsize()
+            queued = run.runner.backlog_items
             taken(venue)
-            published_at_once.append(run.runner._queue.qsize() - queued)
+            published_at_once.append(run.runner.backlog_items - queued)
 
         run.runner.on_backlog_taken = spy  # type: ignore[method-assign]
         await run_until(run, lambda: sum(e.kind == KIND_TRADE for e in run.sink.events()) >= ROUNDS

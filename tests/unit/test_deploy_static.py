@@ -70,6 +70,8 @@ CATALOGUE: dict[str, str] = {
     "liqmon_feed_lag_seconds": "gauge",
     "liqmon_feed_shed_frames_total": "counter",
     "liqmon_recording_failed": "gauge",
+    "liqmon_publish_backlog_items": "gauge",
+    "liqmon_publish_dropped_total": "counter",
 }
 EXPORTER_PORTS = {"liqmon-worker": 9464, "liqmon-live": 9465, "liqmon-replay": 9466}
 # Partition counts the code relies on (streams/kafka/replay.py ensure_topics, streams/app/faust_app.py):
