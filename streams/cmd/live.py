@@ -171,7 +171,7 @@ async def _run_live(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
     print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
-          f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {len(stats.alerts)} feed alerts, "
+          f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {sum(stats.alerts.values())} feed alerts, "
           f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
           + publish_summary(stats) + _recording_summary(args.record, recorder), file=sys.stderr)
     lost = stats.unpublished or stats.unconfirmed or (recorder is not None and recorder.error is not None)

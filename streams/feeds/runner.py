@@ -146,7 +146,9 @@ class LiveStats:
     resubscribes: int = 0
     #: Frames coalesced away while a reader was behind, by venue.
     shed: Counter[str] = field(default_factory=Counter)
-    alerts: list[Alert] = field(default_factory=list)
+    #: Feed alerts raised (``book_gap``, ``feed_stale``, ``feed_lag``), by kind: counted, not
+    #: kept (a session may run for months; the alerts themselves are published).
+    alerts: Counter[str] = field(default_factory=Counter)
     #: Items never handed to the broker (shed from a full backlog, refused by the producer,
     #: left at the end), by kind (:func:`streams.kafka.publish.item_kind`).
     unpublished: Counter[str] = field(default_factory=Counter)
@@ -284,7 +286,7 @@ class LiveRunner:
 
     # -- notices ----------------------------------------------------------------------------
     def _alert(self, alert: Alert) -> None:
-        self.stats.alerts.append(alert)
+        self.stats.alerts[alert.kind] += 1
         self._publish(alert)
         if self.metrics is not None:
             self.metrics.alerts_total.labels(kind=alert.kind, severity=alert.severity).inc()
