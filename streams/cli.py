@@ -243,7 +243,13 @@ def _run_kafka(
     args: argparse.Namespace, settings: Settings, inputs: _ReplayInputs, recorder: Any, out_dir: Path,
     progress: ReplayProgress | None,
 ) -> _ReplayRun:
-    from streams.cmd.worker import LONE_WORKER_REBALANCE_S, resolve_bootstrap, worker_env, worker_process
+    from streams.cmd.worker import (
+        LONE_WORKER_REBALANCE_S,
+        replay_metrics_port,
+        resolve_bootstrap,
+        worker_env,
+        worker_process,
+    )
     from streams.kafka.replay import ReplayHooks, ensure_topics, replay_kafka
 
     # On the broker this command starts, its worker is the group's only member.
@@ -257,8 +263,8 @@ def _run_kafka(
             if not args.no_worker:
                 env = worker_env(
                     bootstrap, effective, config=args.config or settings.config, margin_tables=inputs.margin_tables,
-                    # The replay's worker serves the replay's /metrics (9466 unless told).
-                    metrics_port=args.metrics_port if args.metrics_port is not None else effective.replay_metrics_port,
+                    # The replay's worker serves the replay's /metrics (9466 unless told or taken).
+                    metrics_port=replay_metrics_port(args.metrics_port, settings),
                     rebalance_timeout_s=LONE_WORKER_REBALANCE_S if lone else None,
                 )
                 proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))

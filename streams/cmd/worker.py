@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +53,7 @@ from streams.sinks.delivery import attach_delivery
 __all__ = [
     "BROKER_LOST_EXIT",
     "LONE_WORKER_REBALANCE_S",
+    "replay_metrics_port",
     "resolve_bootstrap",
     "run_faust_worker",
     "run_worker",
@@ -85,6 +87,34 @@ def serve_metrics(addr: str, port: int, readiness: Readiness | None = None) -> M
         raise UsageError(f"cannot serve /metrics on {addr}:{port}: {exc.strerror or exc} "
                          "(choose another port, or 0 to turn /metrics off)") from None
     return metrics
+
+
+def _listening(addr: str, port: int) -> bool:
+    """Whether another process listens on ``addr:port`` (an address in TIME_WAIT is free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((addr, port))
+        except OSError:
+            return True
+    return False
+
+
+def replay_metrics_port(given: int | None, settings: Settings) -> int:
+    """The /metrics port of the worker a replay starts: ``given`` (``--metrics-port``), else
+    ``LIQMON_REPLAY_METRICS_PORT`` when set; else 9466, or a free port when 9466 is taken (a
+    replay already running: two replays side by side), said on stderr."""
+    if given is not None:
+        return given
+    port = settings.replay_metrics_port
+    if "replay_metrics_port" in settings.model_fields_set or not port or not _listening(settings.metrics_addr, port):
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((settings.metrics_addr, 0))
+        other = int(sock.getsockname()[1])
+    print(f"liqmon: /metrics of the replay's worker on {settings.metrics_addr}:{other} ({port} is taken: "
+          "another replay?)", file=sys.stderr)
+    return other
 
 
 @contextlib.contextmanager

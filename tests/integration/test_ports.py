@@ -77,6 +77,23 @@ def test_a_replay_whose_worker_cannot_serve_metrics_says_what_the_worker_said(tm
         f"(see worker.log); it said: {_metrics_line(port)}"), proc.stderr
 
 
+def test_a_replay_beside_another_takes_a_free_metrics_port(tmp_path: Path, oct10_dir: Path) -> None:
+    """Two replays side by side: the second's worker finds 9466, the replays' default, taken
+    (here by this test) and serves /metrics on a free port, said on stderr (before: the
+    worker exited and so did the replay). A port asked for is still refused when taken
+    (above)."""
+    capture = tmp_path / "usde.jsonl.gz"
+    assert _liqmon("import", str(oct10_dir / "usde_usdt_binance_1m.csv"), "--out", str(capture)).returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        with contextlib.suppress(OSError):  # already taken by another process: as good
+            held.bind(("127.0.0.1", 9466))
+            held.listen()
+        proc = _liqmon("replay", "--capture", str(capture), "--quiet", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert "liqmon: /metrics of the replay's worker on 127.0.0.1:" in proc.stderr
+    assert "(9466 is taken: another replay?)" in proc.stderr
+
+
 def test_worker_once_without_a_bootstrap_is_one_line_and_exit_2() -> None:
     proc = _liqmon("worker", "--once")
     assert proc.returncode == 2
