@@ -261,10 +261,11 @@ def _run_kafka(
         with contextlib.ExitStack() as stack:
             alive: Callable[[], bool] | None = None
             if not args.no_worker:
+                # The replay's worker serves the replay's /metrics (9466 unless told, or taken).
+                port, fallback = replay_metrics_port(args.metrics_port, settings)
                 env = worker_env(
                     bootstrap, effective, config=args.config or settings.config, margin_tables=inputs.margin_tables,
-                    # The replay's worker serves the replay's /metrics (9466 unless told or taken).
-                    metrics_port=replay_metrics_port(args.metrics_port, settings),
+                    metrics_port=port, metrics_port_fallback=fallback,
                     rebalance_timeout_s=LONE_WORKER_REBALANCE_S if lone else None,
                 )
                 proc = stack.enter_context(worker_process(env, out_dir / "worker.log"))

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     metrics_port: Port = 9464
     live_metrics_port: Port = 9465
     replay_metrics_port: Port = 9466
+    #: A metrics port found taken is replaced by a free one, said in the log (the worker a
+    #: replay starts on the replays' default port: another replay may hold it).
+    metrics_port_fallback: bool = False
     data_dir: Path | None = None
     rebalance_timeout_s: float | None = Field(default=None, gt=0)
     #: How long the broker may hold a worker's fetch (None: 50 ms embedded, 1,500 ms Kafka).

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -73,48 +73,40 @@ BROKER_LOST_EXIT = 75
 LONE_WORKER_REBALANCE_S = 2.0
 
 
-def serve_metrics(addr: str, port: int, readiness: Readiness | None = None) -> Metrics:
+def serve_metrics(addr: str, port: int, readiness: Readiness | None = None, *, fallback: bool = False) -> Metrics:
     """Build the metric catalogue on a fresh registry and serve it on addr:port (0 = off),
-    with ``/ready`` next to it when a readiness is given."""
+    with ``/ready`` next to it when a readiness is given; with ``fallback``, a port found
+    taken is replaced by a free one, said on stderr."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    if not port:
+        return metrics
     try:
-        if port and readiness is not None:
-            HealthServer(addr, port, registry, readiness)
-        elif port:
-            start_http_server(port, addr=addr, registry=registry)
+        _serve(addr, port, registry, readiness)
     except OSError as exc:  # the port taken (another worker, exporter), an address not ours
-        raise UsageError(f"cannot serve /metrics on {addr}:{port}: {exc.strerror or exc} "
-                         "(choose another port, or 0 to turn /metrics off)") from None
+        if not (fallback and exc.errno == errno.EADDRINUSE):
+            raise UsageError(f"cannot serve /metrics on {addr}:{port}: {exc.strerror or exc} "
+                             "(choose another port, or 0 to turn /metrics off)") from None
+        other = _serve(addr, 0, registry, readiness)
+        print(f"liqmon: /metrics on {addr}:{other} ({port} is taken: another replay?)", file=sys.stderr, flush=True)
     return metrics
 
 
-def _listening(addr: str, port: int) -> bool:
-    """Whether another process listens on ``addr:port`` (an address in TIME_WAIT is free)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((addr, port))
-        except OSError:
-            return True
-    return False
+def _serve(addr: str, port: int, registry: CollectorRegistry, readiness: Readiness | None) -> int:
+    """Serve ``registry`` on addr:port (0: a free port); the port it listens on."""
+    if readiness is not None:
+        return HealthServer(addr, port, registry, readiness).port
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return int(server.server_address[1])
 
 
-def replay_metrics_port(given: int | None, settings: Settings) -> int:
-    """The /metrics port of the worker a replay starts: ``given`` (``--metrics-port``), else
-    ``LIQMON_REPLAY_METRICS_PORT`` when set; else 9466, or a free port when 9466 is taken (a
-    replay already running: two replays side by side), said on stderr."""
+def replay_metrics_port(given: int | None, settings: Settings) -> tuple[int, bool]:
+    """The /metrics port of the worker a replay starts and whether it may fall back to a free
+    one: ``given`` (``--metrics-port``) or ``LIQMON_REPLAY_METRICS_PORT`` when set, held to;
+    else 9466, replaced by a free port when taken (two replays side by side)."""
     if given is not None:
-        return given
-    port = settings.replay_metrics_port
-    if "replay_metrics_port" in settings.model_fields_set or not port or not _listening(settings.metrics_addr, port):
-        return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((settings.metrics_addr, 0))
-        other = int(sock.getsockname()[1])
-    print(f"liqmon: /metrics of the replay's worker on {settings.metrics_addr}:{other} ({port} is taken: "
-          "another replay?)", file=sys.stderr)
-    return other
+        return given, False
+    return settings.replay_metrics_port, "replay_metrics_port" not in settings.model_fields_set
 
 
 @contextlib.contextmanager
@@ -343,7 +335,8 @@ def run_faust_worker(settings: Settings) -> int:
     config = load_engine_config(settings.config, settings.margin_tables)
     readiness = Readiness()
     readiness.broker_connected = asyncio.run(broker_reachable(bootstrap))  # until the probe timer runs
-    metrics = serve_metrics(settings.metrics_addr, settings.metrics_port, readiness)
+    metrics = serve_metrics(settings.metrics_addr, settings.metrics_port, readiness,
+                            fallback=settings.metrics_port_fallback)
     metrics.worker_up.set(1)
     metrics.broker_connected.set(1 if readiness.broker_connected else 0)
     app = create_app(settings, config, bootstrap, metrics)
@@ -373,7 +366,7 @@ def _exit_after(timeout_s: float) -> None:
 
 def worker_env(
     bootstrap: str, effective: Settings, *, metrics_port: int, config: Path | None, margin_tables: Path | None = None,
-    rebalance_timeout_s: float | None = None,
+    rebalance_timeout_s: float | None = None, metrics_port_fallback: bool = False,
 ) -> dict[str, str]:
     """The environment of a worker a command starts beside it (``replay``, ``live``): its broker,
     metrics port, partitions, the config file (the worker reads its engine part), and a
@@ -382,6 +375,7 @@ def worker_env(
         "LIQMON_KAFKA_BOOTSTRAP": bootstrap,
         "LIQMON_BROKER_KIND": effective.broker_kind,
         "LIQMON_METRICS_PORT": str(metrics_port),
+        "LIQMON_METRICS_PORT_FALLBACK": "1" if metrics_port_fallback else "0",
         "LIQMON_PARTITIONS": str(effective.partitions),
         "LIQMON_ACCOUNT_SHARDS": str(effective.account_shards),
     }

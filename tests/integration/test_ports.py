@@ -79,7 +79,7 @@ def test_a_replay_whose_worker_cannot_serve_metrics_says_what_the_worker_said(tm
 
 def test_a_replay_beside_another_takes_a_free_metrics_port(tmp_path: Path, oct10_dir: Path) -> None:
     """Two replays side by side: the second's worker finds 9466, the replays' default, taken
-    (here by this test) and serves /metrics on a free port, said on stderr (before: the
+    (here by this test) and serves /metrics on a free port, said in its log (before: the
     worker exited and so did the replay). A port asked for is still refused when taken
     (above)."""
     capture = tmp_path / "usde.jsonl.gz"
@@ -90,8 +90,8 @@ def test_a_replay_beside_another_takes_a_free_metrics_port(tmp_path: Path, oct10
             held.listen()
         proc = _liqmon("replay", "--capture", str(capture), "--quiet", "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    assert "liqmon: /metrics of the replay's worker on 127.0.0.1:" in proc.stderr
-    assert "(9466 is taken: another replay?)" in proc.stderr
+    said = (tmp_path / "out" / "worker.log").read_text()
+    assert "liqmon: /metrics on 127.0.0.1:" in said and "(9466 is taken: another replay?)" in said
 
 
 def test_worker_once_without_a_bootstrap_is_one_line_and_exit_2() -> None:
