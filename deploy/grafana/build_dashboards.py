@@ -769,6 +769,19 @@ def _feed_panels() -> tuple[Panel, ...]:
             description="Live reader behind its venue (event-time lag or socket backlog) and "
             "the book/quote frames it coalesced away; trades and liquidations are never shed.",
         ),
+        Panel(
+            "Live publishing and recording",
+            "timeseries",
+            (
+                Target("max(liqmon_publish_backlog_items)", "waiting for the broker"),
+                Target("sum by (kind) (increase(liqmon_publish_dropped_total[5m]))", "{{kind}} not published (5m)"),
+                Target("max(liqmon_recording_failed)", "recording stopped (1)"),
+            ),
+            width=24,
+            description="What liqmon live holds for the broker (grows while it is away, up to "
+            "[live] publish_backlog_items), what never reached it, and whether its --record file "
+            "stopped (a full disk). The recording holds what was not published.",
+        ),
     )
 
 

@@ -69,7 +69,7 @@ from streams.feeds.backlog import PublishBacklog
 from streams.feeds.base import Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
 from streams.feeds.overload import LagSample
-from streams.kafka.publish import Sink, item_kind
+from streams.kafka.publish import ITEM_KINDS, Sink, item_kind
 
 __all__ = ["LiveRunner", "LiveStats", "Recorder"]
 
@@ -210,6 +210,9 @@ class LiveRunner:
         self._http: aiohttp.ClientSession | None = None
         self._lag_samples: dict[int, LagSample] = {}
         self._lag_levels = {venue: LagLevel(live_config.overload.lag) for venue in self.adapters}
+        if self.metrics is not None:  # each kind's series from the start: an increase counts the first drop
+            for kind in ITEM_KINDS:
+                self.metrics.publish_dropped_total.labels(kind=kind)
 
     # -- FeedHandler ----------------------------------------------------------------------
     def on_frame(self, venue: str, channel: str, raw: Any, raw_bytes: bytes, recv_ts_ms: int) -> None:

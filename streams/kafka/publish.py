@@ -20,7 +20,11 @@ from replay.replayer import partition_for
 from streams import topics
 from streams.kafka.security import kafka_client_options
 
-__all__ = ["KafkaPublisher", "Sink", "item_kind", "topic_partitions"]
+__all__ = ["ITEM_KINDS", "KafkaPublisher", "Sink", "item_kind", "topic_partitions"]
+
+
+#: The kinds of published item (:func:`item_kind`).
+ITEM_KINDS = ("alert", "batch", "deadletter")
 
 
 def item_kind(item: object) -> str:
