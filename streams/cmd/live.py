@@ -151,7 +151,7 @@ async def _run_live(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if sys.platform != "win32":  # no loop signal handlers there; Ctrl-C still interrupts
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _stop_signals():
             with contextlib.suppress(RuntimeError):  # not the main thread (embedded use)
                 loop.add_signal_handler(sig, stop.set)
     runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics, margin_tables=tables,
@@ -176,6 +176,16 @@ async def _run_live(
           + publish_summary(stats) + _recording_summary(args.record, recorder), file=sys.stderr)
     lost = stats.unpublished or stats.unconfirmed or (recorder is not None and recorder.error is not None)
     return EXIT_OUTPUT_FAILED if lost else 0
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """Signals that end a session the way its ``--duration`` does (published, recorded,
+    closed): Ctrl-C, a service manager's stop, and the terminal closing (SIGHUP) unless
+    ``nohup`` started the session to outlive its terminal (it stays ignored then)."""
+    out = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        out.append(signal.SIGHUP)
+    return out
 
 
 async def _stop_publisher(publisher: KafkaPublisher) -> None:

@@ -6,6 +6,7 @@ starts none and prints none; a worker that exits is reported once."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 import subprocess
@@ -109,6 +110,30 @@ async def test_a_recording_onto_a_full_disk_stops_the_session_goes_on_and_exits_
     assert f"recording to {record} stopped after" in stderr and "No space left on device" in stderr
     assert f"; the recording {record} STOPPED after" in stderr and "Traceback" not in stderr
     assert "frame handler failed" not in stderr
+
+
+async def test_the_terminal_closing_ends_the_session_with_its_recording_whole(tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed) ends a session as ``--duration`` does: published, its
+    recording closed whole, the summary said, exit 0 (before: killed mid-write, the gzip
+    recording without its end)."""
+    record = tmp_path / "session.jsonl.gz"
+    async with ws_server([quotes]) as server, \
+            live(tmp_path, server, "--duration", "600", "--no-worker", "--record", str(record)) as proc:
+        assert proc.stderr is not None
+
+        async def started() -> None:
+            while b"liqmon: live on " not in await proc.stderr.readline():  # type: ignore[union-attr]
+                pass
+
+        await asyncio.wait_for(started(), timeout=120)
+        await asyncio.sleep(2.0)  # some quotes recorded
+        proc.send_signal(signal.SIGHUP)
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert f"; recorded {record}" in err.decode()
+    with gzip.open(record, "rb") as fh:  # a gzip stream cut short raises EOFError here
+        lines = fh.read().splitlines()
+    assert sum(b"usdeusdt@bookTicker" in line for line in lines) >= 5
 
 
 async def test_a_worker_that_exits_is_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
