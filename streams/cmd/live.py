@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the feeds are imported when a session starts
     from streams.feeds.runner import LiveStats, Recorder
     from streams.kafka.publish import KafkaPublisher
 
-__all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "publish_summary", "run"]
+__all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "publish_summary", "run", "stop_signals"]
 
 #: After the feeds stop, how long alerts of the last batches still get to be printed.
 ALERT_GRACE_S = 2.0
@@ -151,7 +151,7 @@ async def _run_live(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if sys.platform != "win32":  # no loop signal handlers there; Ctrl-C still interrupts
-        for sig in _stop_signals():
+        for sig in stop_signals():
             with contextlib.suppress(RuntimeError):  # not the main thread (embedded use)
                 loop.add_signal_handler(sig, stop.set)
     runner = LiveRunner(engine, live, publisher, recorder=recorder, metrics=metrics, margin_tables=tables,
@@ -178,7 +178,7 @@ async def _run_live(
     return EXIT_OUTPUT_FAILED if lost else 0
 
 
-def _stop_signals() -> list[signal.Signals]:
+def stop_signals() -> list[signal.Signals]:
     """Signals that end a session the way its ``--duration`` does (published, recorded,
     closed): Ctrl-C, a service manager's stop, and the terminal closing (SIGHUP) unless
     ``nohup`` started the session to outlive its terminal (it stays ignored then)."""
