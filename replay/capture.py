@@ -296,31 +296,39 @@ def can_fork() -> bool:
     return "fork" in mp.get_all_start_methods() and not mp.current_process().daemon
 
 
-def _gzip_child(path: Path, conn: Connection, parent_end: Connection) -> None:
+def _gzip_child(path: Path, conn: Connection, parent_end: Connection, errors: Connection) -> None:
     """Child: gzip every chunk received into ``path`` until an empty one arrives.
 
     A pipe closed before that means the parent stopped (it raises its own error), so the
     child just ends. The child's copy of the parent's end is closed first, or that end
-    would never be closed everywhere.
+    would never be closed everywhere. A file that cannot be written (a full disk) is sent
+    back on ``errors`` as (errno, message), for the parent to raise as its own OSError.
     """
     parent_end.close()
-    with path.open("wb") as fh, gzip_writer(fh) as gz:
-        try:
+    try:
+        with path.open("wb") as fh, gzip_writer(fh) as gz:
             while chunk := conn.recv_bytes():
                 gz.write(chunk)
-        except EOFError:
-            pass
-        finally:
-            conn.close()
+    except EOFError:
+        pass
+    except OSError as exc:
+        errors.send((exc.errno, exc.strerror or str(exc)))
+        raise SystemExit(1) from None  # said to the parent: no traceback of its own
+    finally:
+        conn.close()
+        errors.close()
 
 
 def _write_in_child(path: Path, chunks: Iterable[bytes]) -> None:
-    """:func:`write_chunks`' gzip in a forked child process, fed through a pipe."""
+    """:func:`write_chunks`' gzip in a forked child process, fed through a pipe; the
+    child's OSError (a full disk) is raised here as it was raised there."""
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_gzip_child, args=(path, recv, send), daemon=True, name="capture-gzip")
+    errors_recv, errors_send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_gzip_child, args=(path, recv, send, errors_send), daemon=True, name="capture-gzip")
     proc.start()
     recv.close()
+    errors_send.close()
     try:
         for chunk in chunks:
             if chunk:
@@ -331,6 +339,10 @@ def _write_in_child(path: Path, chunks: Iterable[bytes]) -> None:
     finally:
         send.close()
         proc.join()
+    with errors_recv:
+        error = errors_recv.recv() if proc.exitcode != 0 and errors_recv.poll() else None
+    if error is not None:
+        raise OSError(error[0], error[1], str(path))
     if proc.exitcode != 0:
         raise RuntimeError(f"writing {path} failed in the gzip process (exit code {proc.exitcode})")
 

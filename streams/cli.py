@@ -22,7 +22,7 @@ from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
 from streams.cmd.arguments import count, port_number, positive_count, positive_counts, positive_number, section_names
-from streams.errors import KafkaReplayError, OutputError, UsageError, run_writing_outputs
+from streams.errors import STORAGE_ERRNOS, KafkaReplayError, OutputError, UsageError, run_writing_outputs
 from streams.kafka.broker import BrokerError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 
@@ -118,7 +118,11 @@ def _scenario(args: argparse.Namespace, out_dir: Path) -> Any:
     except (ValueError, KeyError) as exc:
         raise UsageError(f"scenario {args.scenario!r}: {str(exc).splitlines()[0]}") from None
     except OSError as exc:  # the cache or the output directory cannot be written
-        raise UsageError(f"scenario {args.scenario!r}: cannot write {exc.filename}: {exc.strerror or exc}") from None
+        where = exc.filename or (out_dir / "scenario" if args.no_scenario_cache else args.scenario_cache)
+        said = f"scenario {args.scenario!r}: cannot write {where}: {exc.strerror or exc}"
+        if exc.errno in STORAGE_ERRNOS:  # a full disk: the machine's, not the user's
+            raise OutputError(said) from None
+        raise UsageError(said) from None
 
 
 def _knob_errors(exc: ValidationError) -> str | None:

@@ -8,7 +8,14 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["EXIT_OUTPUT_FAILED", "KafkaReplayError", "OutputError", "UsageError", "run_writing_outputs"]
+__all__ = [
+    "EXIT_OUTPUT_FAILED",
+    "STORAGE_ERRNOS",
+    "KafkaReplayError",
+    "OutputError",
+    "UsageError",
+    "run_writing_outputs",
+]
 
 #: An output could not be written (its reader gone, a full disk).
 EXIT_OUTPUT_FAILED = 1

@@ -248,6 +248,21 @@ def test_an_output_that_cannot_be_written_is_one_line_and_exit_1(
     assert "Traceback" not in proc.stderr
 
 
+def test_a_scenario_generated_onto_a_full_disk_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """The synthetic day's capture written onto a full disk (by the generator's gzip child
+    process): before, a RuntimeError traceback ("failed in the gzip process") after the
+    child's own OSError traceback; now one line naming the file, exit 1."""
+    out = tmp_path / "o"
+    (out / "scenario").mkdir(parents=True)
+    (out / "scenario" / "capture.jsonl.gz").symlink_to("/dev/full")
+    proc = liqmon("replay", "--scenario", "oct10", "--inline", "--quiet", "--no-scenario-cache", "--out", str(out),
+                  timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"liqmon: error: scenario 'oct10': cannot write {out / 'scenario' / 'capture.jsonl.gz'}: "
+        "No space left on device"]
+
+
 def test_a_story_onto_a_full_disk_is_one_line_and_exit_1(tmp_path: Path, real_usde_capture: Path) -> None:
     """The printed story onto a full disk (``> /dev/full``): before, a traceback out of rich."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIQMON_")}

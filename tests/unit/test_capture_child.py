@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,18 @@ def test_an_error_while_generating_is_raised(tmp_path: Path) -> None:
 
 
 def test_a_failed_child_is_reported(tmp_path: Path) -> None:
+    """The child's OSError is raised in the parent as it was raised there (the caller says
+    "cannot write FILE: why" in one line, as for a file written in process)."""
     target = tmp_path / "d.jsonl.gz"
     target.mkdir()  # the child cannot open a directory for writing
-    with pytest.raises(RuntimeError, match="gzip process"):
+    with pytest.raises(IsADirectoryError) as raised:
         write_chunks(target, _chunks(), in_child=True)
+    assert raised.value.filename == str(target) and raised.value.strerror == "Is a directory"
+
+
+def test_a_full_disk_under_the_child_is_its_oserror(tmp_path: Path) -> None:
+    target = tmp_path / "full.jsonl.gz"
+    target.symlink_to("/dev/full")
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        write_chunks(target, _chunks(), in_child=True)
+    assert raised.value.errno == errno.ENOSPC
