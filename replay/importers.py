@@ -73,6 +73,7 @@ from typing import IO, Any
 
 from monitor.limits import MAX_INPUT_NUMBER
 from replay.capture import write_capture
+from replay.storage import STORAGE_ERRNOS
 
 __all__ = [
     "DEFAULT_NOMINAL_QTY",
@@ -756,7 +757,8 @@ def add_import_parser(
 
 
 def run_import(args: argparse.Namespace) -> int:
-    """Run `liqmon import`; errors print one line to stderr and return 2."""
+    """Run `liqmon import`; errors print one line to stderr and return 2 (1 when the output's
+    storage fails: a full disk)."""
     try:
         streams: list[Iterator[CaptureTuple]] = []
         for path in args.inputs:
@@ -770,7 +772,8 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"liqmon import: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"liqmon import: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
-        return 2
+        print(f"liqmon import: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        # the storage's failure (a full disk) is the machine's, not the user's: exit 1 as for every output
+        return 1 if exc.errno in STORAGE_ERRNOS else 2
     print(f"wrote {count} lines to {args.out}")
     return 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sys
 from collections.abc import Callable
+
+from replay.storage import STORAGE_ERRNOS
 
 __all__ = [
     "EXIT_OUTPUT_FAILED",
@@ -19,8 +20,6 @@ __all__ = [
 
 #: An output could not be written (its reader gone, a full disk).
 EXIT_OUTPUT_FAILED = 1
-#: Errors only a write meets, of the storage under it (not of liqmon): one line, never a traceback.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 class KafkaReplayError(RuntimeError):

@@ -277,6 +277,17 @@ def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "file not found" in capsys.readouterr().err
 
 
+@needs_data
+@pytest.mark.parametrize("name", ["full.jsonl", "full.jsonl.gz"])
+def test_a_capture_onto_a_full_disk_is_one_line_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        name: str) -> None:
+    """The machine's failure, not the user's: exit 1 as for every output (2 before)."""
+    out = tmp_path / name
+    out.symlink_to("/dev/full")
+    assert run_import(_parse(["import", str(DATA / "usde_usdt_binance_1m.csv"), "--out", str(out)])) == 1
+    assert capsys.readouterr().err == f"liqmon import: cannot write {out}: No space left on device\n"
+
+
 @pytest.mark.parametrize(("name", "text", "message"), [
     # an integer past 64 bits went into the capture and orjson raised as it was written
     ("pool.csv", "ts_s,block,tick,usde_price_usdt,tvl_usd\n10,99999999999999999999,0,1.0,5\n",
