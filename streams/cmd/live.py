@@ -41,9 +41,20 @@ from streams.settings import ConfigFileError, Settings, read_config_file
 
 if TYPE_CHECKING:  # the feeds are imported when a session starts
     from streams.feeds.runner import LiveStats, Recorder
+    from streams.kafka.broker import EmbeddedBroker
     from streams.kafka.publish import KafkaPublisher
 
-__all__ = ["add_parser", "main", "parse_venue_url", "print_alerts", "publish_summary", "run", "stop_signals"]
+__all__ = [
+    "add_parser",
+    "main",
+    "parse_venue_url",
+    "print_alerts",
+    "publish_summary",
+    "run",
+    "stop_signals",
+    "watch_broker",
+    "watch_worker",
+]
 
 #: After the feeds stop, how long alerts of the last batches still get to be printed.
 ALERT_GRACE_S = 2.0
@@ -126,9 +137,20 @@ async def watch_worker(worker: subprocess.Popen[bytes], log_path: Path) -> None:
           file=sys.stderr, flush=True)
 
 
+async def watch_broker(broker: EmbeddedBroker) -> None:
+    """Say once, on stderr, when the embedded broker has exited (killed, out of memory): the
+    session goes on reading and recording its venues, but publishes nothing from then on
+    (each item shed is counted, and the exit summary says how many)."""
+    while broker.process.poll() is None:
+        await asyncio.sleep(1.0)
+    print(f"liqmon: the embedded broker exited with code {broker.process.returncode}: nothing is published "
+          "or alerted from now on; the recording (--record) goes on", file=sys.stderr, flush=True)
+
+
 async def _run_live(
     args: argparse.Namespace, bootstrap: str, effective: Settings, engine: EngineConfig, live: LiveConfig,
     recorder: Recorder | None = None, worker: subprocess.Popen[bytes] | None = None,
+    broker: EmbeddedBroker | None = None,
 ) -> int:
     # the feeds (aiohttp, websockets) are imported when a live session starts, not for
     # every command of the command line
@@ -136,14 +158,17 @@ async def _run_live(
     from streams.feeds.instruments import fetch_instruments
     from streams.feeds.margin_tables import fetch_margin_tables
     from streams.feeds.runner import LiveRunner
+    from streams.kafka.client_log import quiet_client_logs
     from streams.kafka.publish import KafkaPublisher
     from streams.kafka.replay import ensure_topics
 
+    quiet_client_logs()  # a broker away: the client's per-attempt errors once per 30 s, not 100 a second
     # The broker (embedded or not) is resolved by the caller, outside this event loop.
     await ensure_topics(bootstrap, effective.partitions, effective.replication_factor, effective.account_shards)
     printing = asyncio.Event()
     printer = asyncio.ensure_future(print_alerts(bootstrap, printing)) if worker is not None else None
     watcher = asyncio.ensure_future(watch_worker(worker, args.out / "worker.log")) if worker is not None else None
+    broker_watcher = asyncio.ensure_future(watch_broker(broker)) if broker is not None else None
     metrics = serve_metrics(effective.metrics_addr, effective.live_metrics_port)
     publisher = await KafkaPublisher.start(bootstrap)
     tables = await fetch_margin_tables(live)
@@ -166,10 +191,11 @@ async def _run_live(
             await asyncio.sleep(ALERT_GRACE_S)  # alerts of the last batches are on their way
             printing.set()
             await printer
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        for task in (watcher, broker_watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     print(f"liqmon: {stats.frames:,} frames, {runner.ingest.stats.events:,} events, "
           f"{sum(runner.ingest.stats.deadletters.values())} dead letters, {sum(stats.alerts.values())} feed alerts, "
           f"{stats.reconnects} reconnects, {sum(stats.shed.values()):,} frames shed"
@@ -237,14 +263,14 @@ def run(args: argparse.Namespace) -> int:
         live = live.with_urls(dict(args.ws_url), dict(args.rest_url))
     except ValueError as exc:
         raise ConfigFileError(str(exc)) from None
-    from streams.cmd.worker import resolve_bootstrap, worker_env, worker_process
+    from streams.cmd.worker import resolve_broker, worker_env, worker_process
 
     try:
         with contextlib.ExitStack() as stack:
             recorder = _open_recorder(args.record)  # before anything starts: a path it cannot write is one line
             if recorder is not None:
                 stack.callback(recorder.close)
-            bootstrap, effective = stack.enter_context(resolve_bootstrap(settings))
+            bootstrap, effective, broker = stack.enter_context(resolve_broker(settings))
             worker = None
             if not settings.kafka_bootstrap and not args.no_worker:
                 log_path = args.out / "worker.log"
@@ -253,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
                 ), log_path))
                 print(f"liqmon: worker started (log {log_path}); alerts print here as they come",
                       file=sys.stderr, flush=True)
-            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, recorder, worker))
+            return asyncio.run(_run_live(args, bootstrap, effective, engine, live, recorder, worker, broker))
     except KeyboardInterrupt:
         return 130
 

@@ -45,7 +45,7 @@ from streams import topics
 from streams.app.health import HealthServer, Readiness
 from streams.backoff import Backoff, BackoffPolicy
 from streams.errors import UsageError
-from streams.kafka.broker import broker_reachable, die_with_parent, embedded_broker
+from streams.kafka.broker import EmbeddedBroker, broker_reachable, die_with_parent, embedded_broker
 from streams.kafka.security import KafkaConnectError, topic_exists
 from streams.settings import Settings, load_engine_config
 from streams.sinks.delivery import attach_delivery
@@ -55,6 +55,7 @@ __all__ = [
     "LONE_WORKER_REBALANCE_S",
     "replay_metrics_port",
     "resolve_bootstrap",
+    "resolve_broker",
     "run_faust_worker",
     "run_worker",
     "serve_metrics",
@@ -110,14 +111,21 @@ def replay_metrics_port(given: int | None, settings: Settings) -> tuple[int, boo
 
 
 @contextlib.contextmanager
-def resolve_bootstrap(settings: Settings) -> Iterator[tuple[str, Settings]]:
-    """The configured bootstrap, or an embedded broker started for the block."""
+def resolve_broker(settings: Settings) -> Iterator[tuple[str, Settings, EmbeddedBroker | None]]:
+    """The configured bootstrap, or an embedded broker started for the block (and its process)."""
     if settings.kafka_bootstrap:
-        yield settings.kafka_bootstrap, settings
+        yield settings.kafka_bootstrap, settings, None
         return
     with embedded_broker(log_level=settings.broker_log) as broker:
         print(f"liqmon: embedded broker on {broker.bootstrap}", file=sys.stderr)
-        yield broker.bootstrap, settings.model_copy(update={"broker_kind": "tansu"})
+        yield broker.bootstrap, settings.model_copy(update={"broker_kind": "tansu"}), broker
+
+
+@contextlib.contextmanager
+def resolve_bootstrap(settings: Settings) -> Iterator[tuple[str, Settings]]:
+    """The configured bootstrap, or an embedded broker started for the block."""
+    with resolve_broker(settings) as (bootstrap, effective, _broker):
+        yield bootstrap, effective
 
 
 def _say(text: str) -> None:

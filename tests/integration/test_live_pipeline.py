@@ -6,6 +6,7 @@ starts none and prints none; a worker that exits is reported once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import signal
@@ -141,3 +142,40 @@ async def test_a_worker_that_exits_is_reported_once(tmp_path: Path, capsys: pyte
     await asyncio.wait_for(watch_worker(worker, tmp_path / "worker.log"), timeout=30)
     err = capsys.readouterr().err
     assert err == f"liqmon: the worker exited with code 3: no more alerts; see {tmp_path / 'worker.log'}\n"
+
+
+def _children(pid: int, name: str) -> list[int]:
+    """Processes whose name starts with ``name`` and whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)
+            comm = fields[0].split("(", 1)[1]
+            if comm.startswith(name) and int(fields[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
+async def test_the_embedded_broker_exiting_is_said_once_and_the_session_goes_on(tmp_path: Path) -> None:
+    """The embedded broker killed mid-session (out of memory, say): said once on stderr;
+    the session goes on reading and recording, and its end says what the broker never got,
+    exit 1 (before: nothing said, and the client's errors at ≈ 100 lines a second)."""
+    record = tmp_path / "session.jsonl.gz"
+    async with ws_server([quotes]) as server, \
+            live(tmp_path, server, "--duration", "12", "--no-worker", "--record", str(record)) as proc:
+        assert proc.stderr is not None
+        while b"liqmon: live on " not in await asyncio.wait_for(proc.stderr.readline(), 120):
+            pass
+        await asyncio.sleep(1.0)
+        (broker,) = _children(proc.pid, "tansu")
+        os.kill(broker, signal.SIGKILL)
+        _out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    stderr = err.decode()
+    assert proc.returncode == 1, stderr[-2000:]
+    assert stderr.count("liqmon: the embedded broker exited with code -9: nothing is published") == 1
+    assert ("items NOT published" in stderr or "the broker did not confirm the last records" in stderr)
+    assert "Traceback" not in stderr
+    # the client's per-attempt errors once per 30 s each (before: ≈ 100 lines a second)
+    assert len(stderr.splitlines()) < 40, stderr[-3000:]
+    with gzip.open(record, "rb") as fh:  # recorded to the end, closed whole
+        assert sum(b"usdeusdt@bookTicker" in line for line in fh.read().splitlines()) >= 50
