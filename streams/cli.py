@@ -254,8 +254,10 @@ def _run_kafka(
         worker_env,
         worker_process,
     )
+    from streams.kafka.client_log import quiet_client_logs
     from streams.kafka.replay import ReplayHooks, ensure_topics, replay_kafka
 
+    quiet_client_logs()  # a broker lost: the client's per-attempt errors once per 30 s, not 100 a second
     # On the broker this command starts, its worker is the group's only member.
     lone = not settings.kafka_bootstrap and settings.rebalance_timeout_s is None
 
