@@ -21,8 +21,9 @@ from monitor.config import error_place
 from replay.capture import CaptureError, open_capture
 from replay.outputs import write_alerts, write_snapshots, write_summary
 from replay.progress import ReplayProgress
+from replay.storage import STORAGE_ERRNOS
 from streams.cmd.arguments import count, port_number, positive_count, positive_counts, positive_number, section_names
-from streams.errors import STORAGE_ERRNOS, KafkaReplayError, OutputError, UsageError, run_writing_outputs
+from streams.errors import KafkaReplayError, OutputError, UsageError, run_writing_outputs
 from streams.kafka.broker import BrokerError
 from streams.settings import ConfigFileError, Settings, load_engine_config, settings_error_line
 

@@ -11,7 +11,6 @@ from replay.storage import STORAGE_ERRNOS
 
 __all__ = [
     "EXIT_OUTPUT_FAILED",
-    "STORAGE_ERRNOS",
     "KafkaReplayError",
     "OutputError",
     "UsageError",

@@ -30,22 +30,16 @@ class PublishBacklog(Generic[T]):
         if limit < 1:
             raise ValueError(f"a backlog holds at least one item, not {limit}")
         self._queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize=limit)
-        #: Items shed to make room, by :func:`streams.kafka.publish.item_kind`.
-        self.shed: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return self._queue.qsize()
 
     def put(self, item: T | None) -> str | None:
-        """Append ``item``; the kind of the oldest item it pushed out (None: there was room)."""
-        shed = None
-        if self._queue.full():
-            oldest = self._queue.get_nowait()
-            if oldest is not None:
-                shed = item_kind(oldest)
-                self.shed[shed] += 1
+        """Append ``item``; the kind (:func:`streams.kafka.publish.item_kind`) of the oldest item
+        it pushed out, for the caller to count (None: there was room)."""
+        oldest = self._queue.get_nowait() if self._queue.full() else None
         self._queue.put_nowait(item)
-        return shed
+        return None if oldest is None else item_kind(oldest)
 
     async def get(self) -> T | None:
         return await self._queue.get()

@@ -33,7 +33,7 @@ import logging
 import random
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -107,22 +107,27 @@ class Recorder:
         self.lines += 1
 
     def flush(self) -> None:
-        if self.error is not None:
-            return
-        try:
-            self._out.flush()
-            if self._out is not self._fh:
-                self._fh.flush()
-        except OSError as exc:
-            self._stop(exc)
+        self._guarded(self._flush)
 
     def close(self) -> None:
+        self._guarded(self._close)
+
+    def _flush(self) -> None:
+        self._out.flush()
+        if self._out is not self._fh:
+            self._fh.flush()
+
+    def _close(self) -> None:
+        if self._out is not self._fh:
+            self._out.close()
+        self._fh.close()
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """``step()`` unless the recording has stopped; its OSError stops it."""
         if self.error is not None:
             return
         try:
-            if self._out is not self._fh:
-                self._out.close()
-            self._fh.close()
+            step()
         except OSError as exc:
             self._stop(exc)
 
