@@ -48,6 +48,10 @@ class Sink(Protocol):
 
     async def flush(self) -> None: ...
 
+    def unconfirmed(self) -> Counter[str]:
+        """Items sent whose records the broker has not yet answered for, by :func:`item_kind`."""
+        ...
+
 
 async def topic_partitions(producer: AIOKafkaProducer, topic: str, tries: int = 100) -> list[int]:
     """The partitions of ``topic`` (waits for metadata, up to ``tries`` × 0.1 s)."""
@@ -70,7 +74,8 @@ class _Delivery:
         self.counted = False
 
     def __call__(self, future: asyncio.Future[Any]) -> None:
-        if not self.counted and not future.cancelled() and future.exception() is not None:
+        # Every record's error is read (else asyncio logs it as never retrieved); the item counts once.
+        if not future.cancelled() and future.exception() is not None and not self.counted:
             self.counted = True
             self.failed[self.kind] += 1
 
@@ -84,7 +89,7 @@ class KafkaPublisher:
         self.producer = producer
         self.partitions = partitions
         self.max_pending = max_pending
-        self._pending: list[asyncio.Future[Any]] = []
+        self._pending: list[tuple[asyncio.Future[Any], _Delivery]] = []
         self.records = 0
         self.failed: Counter[str] = Counter()
 
@@ -106,7 +111,7 @@ class KafkaPublisher:
                     ) -> None:
         future = await self.producer.send(topic, value, key=key, partition=partition)
         future.add_done_callback(delivery)
-        self._pending.append(future)
+        self._pending.append((future, delivery))
         self.records += 1
         if len(self._pending) > self.max_pending:
             await self.flush()
@@ -130,10 +135,18 @@ class KafkaPublisher:
                          alert.alert_id.encode())
 
     async def flush(self) -> None:
-        """Wait until the broker has answered for every record sent (failures are counted in :attr:`failed`)."""
-        pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        """Wait until the broker has answered for every record sent (failures are counted in
+        :attr:`failed`). A flush given up on (cancelled, timed out) leaves the records it
+        waited for in :meth:`unconfirmed` until they are answered."""
+        if self._pending:
+            await asyncio.wait([future for future, _ in self._pending])  # never cancels them
+            self._pending = [(future, item) for future, item in self._pending if not future.done()]
+
+    def unconfirmed(self) -> Counter[str]:
+        """Items sent with a record the broker has not answered for yet, by kind (a broadcast
+        batch once, whatever its partitions)."""
+        waiting = dict.fromkeys(item for future, item in self._pending if not future.done())
+        return Counter(item.kind for item in waiting)
 
     async def stop(self) -> None:
         try:

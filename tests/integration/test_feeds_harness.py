@@ -205,6 +205,9 @@ class EngineSink:
     async def flush(self) -> None:
         return None
 
+    def unconfirmed(self) -> Counter[str]:
+        return Counter()  # every item is taken as it is sent
+
     def events(self) -> list[MarketEvent]:
         return [ev for r in self.batches for ev in r.batch.events()]
 
