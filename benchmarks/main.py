@@ -505,5 +505,9 @@ def run_bench(args: argparse.Namespace) -> int:
     text = orjson.dumps(results, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        try:
+            Path(args.json).write_text(text + "\n")
+        except OSError as exc:  # a write's own error names no file: the one-line error names it
+            exc.filename = exc.filename or args.json
+            raise
     return 0

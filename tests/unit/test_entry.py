@@ -83,3 +83,12 @@ def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path: Path) -> None:
     assert proc.wait(timeout=120) == 1
     assert proc.stderr.read() == b""
     proc.stderr.close()
+
+
+def test_bench_json_onto_a_full_disk_names_the_file() -> None:
+    """``liqmon bench --json F`` onto a full disk: the line names F (before: "its output")."""
+    done = subprocess.run([sys.executable, "-m", "streams.entry", "bench", "--only", "accounts", "--accounts", "300",
+                           "--stress-accounts", "300", "--json", "/dev/full"], check=False,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == "liqmon: error: cannot write /dev/full: No space left on device"
