@@ -261,7 +261,7 @@ async def replay_inline(
                 await _inline_loop(child.items(on_idle), speed, stages, stats, on_batch, progress,
                                    lambda: child.stats.frames)
             ingest_stats = child.stats
-            stats.first_ts_ms, stats.last_ts_ms = child.span.first_ts_ms, child.span.last_ts_ms
+            stats.take_span(child.span)
         else:
             ingest = Ingest(config)
             await _inline_loop(route_capture(path, ingest, from_ms, to_ms, stats), speed, stages, stats,

@@ -34,6 +34,24 @@ class ReplayStats:
     interrupted: bool = False
     #: Records read back from the workers' topics that are not liqmon's (Kafka path; skipped, logged).
     foreign_records: int = 0
+    #: Frames of the capture outside ``--from``/``--to`` (not replayed), and their span.
+    outside_frames: int = 0
+    outside_first_ts_ms: int | None = None
+    outside_last_ts_ms: int | None = None
+
+    def outside(self, ts_ms: int) -> None:
+        """A frame at ``ts_ms`` was outside the window."""
+        self.outside_frames += 1
+        if self.outside_first_ts_ms is None or ts_ms < self.outside_first_ts_ms:
+            self.outside_first_ts_ms = ts_ms
+        if self.outside_last_ts_ms is None or ts_ms > self.outside_last_ts_ms:
+            self.outside_last_ts_ms = ts_ms
+
+    def take_span(self, other: ReplayStats) -> None:
+        """The span of frames taken and of frames outside the window, as ``other`` (a routing's) saw them."""
+        self.first_ts_ms, self.last_ts_ms = other.first_ts_ms, other.last_ts_ms
+        self.outside_frames = other.outside_frames
+        self.outside_first_ts_ms, self.outside_last_ts_ms = other.outside_first_ts_ms, other.outside_last_ts_ms
 
     def absorb(self, ingest: IngestStats) -> None:
         """The ingest's counts of frames, events and dead letters, as the replay's."""
@@ -67,8 +85,12 @@ def route_capture(
             if item.channel in CONFIG_CHANNELS:
                 for out in ingest.feed(item.venue, item.channel, item.raw, ts, item.raw_bytes, item.line_no):
                     yield ts, out
+            if stats is not None:
+                stats.outside(ts)
             continue
         if to_ms is not None and ts >= to_ms:
+            if stats is not None:
+                stats.outside(ts)
             continue
         if stats is not None and ingest.time_refusal(ts) is None:  # the span of frames taken
             if stats.first_ts_ms is None:

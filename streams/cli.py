@@ -30,6 +30,7 @@ from streams.settings import ConfigFileError, Settings, load_engine_config, sett
 if TYPE_CHECKING:  # the scenario package is imported when a replay asks for one
     from monitor.config import EngineConfig
     from monitor.protocol import Alert
+    from replay.routing import ReplayStats
     from replay.scenario import ScenarioResult
 
 __all__ = ["main"]
@@ -353,6 +354,20 @@ def _write_outputs(out_dir: Path, run: _ReplayRun, inputs: _ReplayInputs, record
     return ordered, summary
 
 
+def _check_window(args: argparse.Namespace, stats: ReplayStats, capture: Path) -> None:
+    """A ``--from``/``--to`` window that held no frame of the capture is the user's error,
+    said with the span the capture's frames do cover (before: an empty report, exit 0)."""
+    if stats.first_ts_ms is not None or stats.deadletters or not stats.outside_frames:
+        return  # a frame was taken, or refused (its dead letter says why)
+    first_ms, last_ms = stats.outside_first_ts_ms, stats.outside_last_ts_ms
+    if (args.from_ms is None and args.to_ms is None) or first_ms is None or last_ms is None:
+        return
+    window = " ".join(f"{flag} {_utc(ms)}" for flag, ms in (("--from", args.from_ms), ("--to", args.to_ms))
+                      if ms is not None)
+    raise UsageError(f"no frame of {capture.name} is in the window {window}: its {stats.outside_frames:,} frames "
+                     f"span {_utc(first_ms)} to {_utc(last_ms)}")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.from_ms is not None and args.to_ms is not None and args.from_ms >= args.to_ms:
         raise UsageError(f"--from {_utc(args.from_ms)} is not before --to {_utc(args.to_ms)}: the window is empty")
@@ -380,6 +395,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.close()
     phases.done("replay")
+    _check_window(args, run.stats, inputs.capture)
     extra, calibration, figures_of = _calibration(inputs, recorder, phases)
     ordered, summary = _write_outputs(out_dir, run, inputs, recorder, extra)
     phases.done("report")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from replay.capture import dumps_line
 from streams import cli
 from streams.cmd.arguments import count, positive_count, positive_counts, positive_number, section_names
 from streams.cmd.live import main as live_main
@@ -132,3 +133,21 @@ def test_a_spiral_timeout_that_is_not_a_finite_positive_number_is_one_line(
         capsys: pytest.CaptureFixture[str], timeout: str) -> None:
     assert _error(capsys, cli.main, ["spiral", "--timeout", timeout]) == (
         f"liqmon spiral: error: argument --timeout: must be a finite number > 0, not {timeout}")
+
+
+def test_a_replay_window_that_holds_no_frame_of_the_capture_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                                       tmp_path: Path) -> None:
+    """A window beside the capture's span: said with the span, exit 2, no outputs (before: an
+    empty report, exit 0)."""
+    capture = tmp_path / "day.jsonl"
+    frame = {"base": "USDe", "quote": "USDT", "price": 0.999, "depth_usd": 1e6}
+    capture.write_bytes(b"".join(dumps_line(1_760_140_800_000 + 1_000 * i, "binance-spot", "price", frame) + b"\n"
+                                 for i in range(3)))
+    args = ["replay", "--capture", str(capture), "--inline", "--quiet", "--out", str(tmp_path / "out")]
+    assert cli.main([*args, "--from", "2025-10-11T00:00:01"]) == 0  # a window holding a frame replays it
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "none"), "--from", "2025-10-12"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "liqmon: error: no frame of day.jsonl is in the window --from 2025-10-12T00:00:00.000Z: its 3 frames span "
+        "2025-10-11T00:00:00.000Z to 2025-10-11T00:00:02.000Z"]
+    assert not (tmp_path / "none" / "alerts.jsonl").exists()
