@@ -70,11 +70,6 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _jobs(args: argparse.Namespace) -> int | None:
-    jobs: int | None = getattr(args, "jobs", None)  # Namespaces built by callers may lack it
-    return jobs
-
-
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
 
@@ -123,9 +118,7 @@ def _margin_tables(path: str, params: RiskParams) -> RiskParams:
 
 
 def _build_report(args: argparse.Namespace) -> StressReport:
-    params: RiskParams = getattr(args, "risk_params", None) or RiskParams()
-    if getattr(args, "margin_tables", None):
-        params = _margin_tables(args.margin_tables, params)
+    params = _margin_tables(args.margin_tables, RiskParams()) if args.margin_tables else RiskParams()
     prices = parse_prices(_load_json(args.prices), args.prices)
     positions: list[tuple[int, Position]] = []
     seen: set[str] = set()
@@ -136,7 +129,7 @@ def _build_report(args: argparse.Namespace) -> StressReport:
                 raise StressInputError(args.positions, line, "position_id", "duplicate id")
             seen.add(pos.position_id)
             positions.append((line, pos))
-    accounts = read_accounts(args.accounts, params, _jobs(args)) if args.accounts else None
+    accounts = read_accounts(args.accounts, params, args.jobs) if args.accounts else None
     check_price_keys(positions, prices, positions_source=args.positions or "", prices_source=args.prices)
     missing = accounts.first_missing_price(prices) if accounts is not None else None
     if missing is not None:
@@ -168,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     with gc_paused():
         try:
             report = _build_report(args)
-            _write_report(report, _jobs(args))
+            _write_report(report, args.jobs)
         except StressInputError as exc:
             print(f"{_PROG}: error: {exc}", file=sys.stderr)
             return EXIT_INPUT_ERROR
