@@ -69,6 +69,7 @@ from streams.feeds.backlog import PublishBacklog
 from streams.feeds.base import Clock, FeedConnection, SystemClock, VenueAdapter
 from streams.feeds.config import LiveConfig, build_adapter
 from streams.feeds.overload import LagSample
+from streams.feeds.rest import RATE_LIMITED, RateLimitHolds
 from streams.kafka.publish import ITEM_KINDS, Sink, item_kind
 
 __all__ = ["LiveRunner", "LiveStats", "Recorder"]
@@ -187,6 +188,7 @@ class LiveRunner:
         self.recorder = recorder
         self.metrics = metrics
         self.clock: Clock = clock or SystemClock()
+        self._holds = RateLimitHolds(self.clock)
         self.ingest = Ingest(engine_config, book_throttle_ms=live_config.book_throttle_ms,
                              tick_lag_ms=live_config.tick_lag_ms,
                              batch_max_events=live_config.batch_max_events,
@@ -340,17 +342,15 @@ class LiveRunner:
         backoff = Backoff(self.live.backoff, random.Random(zlib.crc32(f"{venue}|{symbol}".encode())))
         try:
             while True:
+                held_s = self._holds.remaining_s(url)  # the venue's rate limit, whichever book met it
+                if held_s > 0:
+                    await self.clock.sleep(held_s)
+                    continue
                 try:
-                    if self._http is None:
-                        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-                    async with self._http.get(url, params=params) as resp:
-                        body = await resp.read()
-                        if resp.status != 200:
-                            raise aiohttp.ClientResponseError(
-                                resp.request_info, (), status=resp.status, message=body[:200].decode(errors="replace"))
+                    body = await self._get(venue, url, params)
                     raw = orjson.loads(body)
                 except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-                    delay = backoff.next_delay()
+                    delay = max(backoff.next_delay(), self._holds.remaining_s(url))
                     log.warning("%s %s: depth snapshot failed (%s); retry in %.1f s", venue, symbol, exc, delay)
                     await self.clock.sleep(delay)
                     continue
@@ -363,6 +363,20 @@ class LiveRunner:
                 return
         finally:
             self._inflight.discard((venue, symbol))
+
+    async def _get(self, venue: str, url: str, params: dict[str, str]) -> bytes:
+        """The body of a 200 answer to ``GET url``; any other raises ClientResponseError (a
+        rate limit's ``Retry-After`` held on the host first)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        async with self._http.get(url, params=params) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                if resp.status in RATE_LIMITED:
+                    self._holds.hold(url, resp.status, resp.headers, venue)
+                raise aiohttp.ClientResponseError(
+                    resp.request_info, (), status=resp.status, message=body[:200].decode(errors="replace"))
+        return body
 
     def _announce_session(self) -> None:
         """Feed (and record) the ingest settings a replay needs to match this session."""

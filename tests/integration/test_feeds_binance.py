@@ -340,3 +340,24 @@ async def test_recorded_session_replays_to_identical_alerts(tmp_path: Path) -> N
     assert [e for _b, _i, e in live_events] == [e for _b, _i, e in replay_events]
     assert any(e.kind == KIND_BOOK for e in run.sink.events())
     assert replayed.stats.deadletters == {}
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(429, "7"), (418, "20")])
+async def test_a_rate_limited_snapshot_waits_what_retry_after_asks(status: int, retry_after: str,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Binance's 429 (and 418, a ban) carries ``Retry-After``: the seconds to wait before the
+    host is asked again. The snapshot is asked again only then, and the book syncs (before:
+    asked again after the backoff's first 0.05 s, the way to a ban)."""
+    diffs = diffs_from(101, 40)
+    limited = {"status": status, "headers": {"Retry-After": retry_after}}
+    async with ws_server([diffs_script(diffs, 0.05)]) as ws, \
+            rest_server({"BTCUSDT": [limited, snapshot(105, SNAP_A)]}) as rest:
+        run = make_runner(live_config("binance-spot", ws.url, ("btcusdt@depth@100ms",), rest.url))
+        final_u = diffs[-1][1]
+        await run_until(run, lambda: (b := run.runner.ingest.book("binance-spot", "BTCUSDT")) is not None
+                        and b.valid and b.last_id == final_u)
+    assert len(rest.requests) == 2
+    assert max(run.clock.sleeps) >= float(retry_after) - 1.0
+    assert book_levels(run) == reference_book(SNAP_A, [(b, a) for _f, u, b, a in diffs if u > 105])
+    said = [r.getMessage() for r in caplog.records if "Retry-After" in r.getMessage()]
+    assert len(said) == 1 and f"answered {status}" in said[0], said

@@ -131,7 +131,8 @@ async def ws_server(scripts: list[Script]) -> AsyncIterator[WsServer]:
 
 @dataclass
 class RestServer:
-    """Serves depth snapshots from a queue per symbol (the last one repeats)."""
+    """Serves depth snapshots from a queue per symbol (the last one repeats); an entry
+    ``{"status": S, "headers": {...}}`` is answered with that status and headers instead."""
 
     snapshots: dict[str, list[dict[str, Any]]]
     requests: list[dict[str, str]] = field(default_factory=list)
@@ -148,6 +149,9 @@ class RestServer:
         if not queue:
             return web.Response(status=404, text="unknown symbol")
         body = queue.pop(0) if len(queue) > 1 else queue[0]
+        if "status" in body:
+            return web.json_response({"code": -1003, "msg": "Too many requests."}, status=body["status"],
+                                     headers=body.get("headers", {}))
         return web.json_response(body)
 
 
