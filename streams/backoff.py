@@ -3,17 +3,21 @@
 Every wait in liqmon uses it: the feeds' reconnects, the HTTP sinks' retries (through
 tenacity's retry loop) and the worker supervisor's wait for a broker. Jitter draws from an
 injected ``random.Random`` so tests replay the same delays; sleeps are injected by callers.
+A server's own ``Retry-After`` (:func:`retry_after_s`) is read here too, for the venues' REST
+rate limits and the HTTP sinks' receivers.
 """
 
 from __future__ import annotations
 
+import email.utils
 import random
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState
 from tenacity.wait import wait_base
 
-__all__ = ["Backoff", "BackoffPolicy", "JitteredExponential"]
+__all__ = ["Backoff", "BackoffPolicy", "JitteredExponential", "retry_after_s"]
 
 
 class BackoffPolicy(BaseModel):
@@ -69,3 +73,20 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def retry_after_s(headers: Mapping[str, str], wall_ms: int) -> float | None:
+    """Seconds a response's ``Retry-After`` asks to wait (RFC 9110 §10.2.3: a number of
+    seconds or an HTTP date); None when it is absent or unreadable."""
+    value = headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - wall_ms / 1000)

@@ -10,7 +10,6 @@ futures). The limits are per IP, so the hold is on the host, whichever book aske
 
 from __future__ import annotations
 
-import email.utils
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -19,9 +18,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from streams.backoff import retry_after_s
 from streams.feeds.base import Clock
 
-__all__ = ["RATE_LIMITED", "RateLimitHolds", "fetch_json", "retry_after_s"]
+__all__ = ["RATE_LIMITED", "RateLimitHolds", "fetch_json"]
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +38,6 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, post_json: Any = Non
             raise aiohttp.ClientResponseError(
                 resp.request_info, (), status=resp.status, message=body[:200].decode(errors="replace"))
     return orjson.loads(body)
-
-
-def retry_after_s(headers: Mapping[str, str], wall_ms: int) -> float | None:
-    """Seconds a response's ``Retry-After`` asks to wait (RFC 9110 §10.2.3: a number of
-    seconds or an HTTP date); None when it is absent or unreadable."""
-    value = headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - wall_ms / 1000)
 
 
 class RateLimitHolds:

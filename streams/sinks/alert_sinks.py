@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_
 
 from monitor.alerts import SEVERITY_RANK, format_alert_line
 from monitor.protocol import Alert
-from streams.backoff import BackoffPolicy, JitteredExponential
+from streams.backoff import BackoffPolicy, JitteredExponential, retry_after_s
 
 __all__ = [
     "ALERT_ID_HEADER",
@@ -68,6 +69,8 @@ Sleep = Callable[[float], Awaitable[None]]
 ALERT_ID_HEADER = "X-Liqmon-Alert-Id"
 _EVIDENCE_ANNOTATION_MAX_CHARS = 4000
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
+#: The longest ``Retry-After`` a receiver is obeyed for (its alerts wait in the retry queue meanwhile).
+MAX_RETRY_AFTER_S = 600.0
 
 
 class PostOutcome(Enum):
@@ -182,6 +185,8 @@ class _HttpPoster:
         # Jitter only needs to differ between processes, not to be reproducible.
         self._rng = rng if rng is not None else random.Random()
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
+        #: What the receiver's last ``Retry-After`` asks to wait before its next POST (0: nothing).
+        self._asked_wait_s = 0.0
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -206,6 +211,9 @@ class _HttpPoster:
 
     async def _post_once(self, url: str, body: bytes, headers: Mapping[str, str]) -> _Attempt:
         """One POST: delivered, rejected (a 4xx not worth retrying), or an error to retry."""
+        if self._asked_wait_s > 0:  # whichever retry comes next (this sink's or its queue's)
+            wait_s, self._asked_wait_s = self._asked_wait_s, 0.0
+            await self._sleep(wait_s)
         self.attempts += 1
         try:
             async with self._client().post(url, data=body, headers=headers, timeout=self._timeout) as response:
@@ -216,9 +224,18 @@ class _HttpPoster:
                 if response.status < 500 and response.status not in _RETRYABLE_STATUS:
                     log.warning("POST %s refused: %s", url, error)
                     return _Attempt(PostOutcome.REJECTED)
+                self._obey_retry_after(url, response.headers)
                 return _Attempt(None, error)
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _Attempt(None, f"{type(exc).__name__}: {exc}")
+
+    def _obey_retry_after(self, url: str, headers: Mapping[str, str]) -> None:
+        """A 429 or 503 (or any retryable answer) with ``Retry-After`` (RFC 9110 §10.2.3): the
+        next POST waits what it asks, up to :data:`MAX_RETRY_AFTER_S`, on top of the backoff."""
+        asked_s = retry_after_s(headers, time.time_ns() // 1_000_000)
+        if asked_s is not None and asked_s > 0:
+            self._asked_wait_s = min(asked_s, MAX_RETRY_AFTER_S)
+            log.warning("POST %s: the receiver asks to wait %.0f s (Retry-After)", url, asked_s)
 
     async def close(self) -> None:
         """Close the HTTP session if this sink created it."""

@@ -7,9 +7,12 @@ import io
 import json
 import random
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -29,6 +32,7 @@ from streams.sinks.alert_sinks import (
     WebhookSink,
     alert_key,
 )
+from streams.sinks.retry_queue import RetryQueueSink
 
 T0_MS = 1_760_130_000_000  # 2025-10-10 21:00:00 UTC
 
@@ -62,6 +66,8 @@ class Receiver:
     #: What a GET answers (Alertmanager's firing alerts), and the GETs' query strings.
     firing: list[dict[str, Any]] = field(default_factory=list)
     queries: list[list[tuple[str, str]]] = field(default_factory=list)
+    #: Headers of every answer that is not a 200 (``Retry-After``).
+    refusal_headers: dict[str, str] = field(default_factory=dict)
 
     async def handle_get(self, request: web.Request) -> web.Response:
         self.queries.append(list(request.query.items()))
@@ -73,7 +79,7 @@ class Receiver:
         if self.hang:
             await self.release.wait()
         status = self.statuses.pop(0) if self.statuses else 200
-        return web.json_response({}, status=status)
+        return web.json_response({}, status=status, headers=self.refusal_headers if status != 200 else None)
 
 
 @asynccontextmanager
@@ -136,6 +142,38 @@ async def test_webhook_delivers_json_with_alert_id_header() -> None:
     assert body == alert.as_dict()
     assert headers[ALERT_ID_HEADER] == alert.alert_id
     assert headers["Idempotency-Key"] == alert.alert_id
+
+
+@pytest.mark.parametrize(("retry_after", "asked_s"), [("12", 12.0), ("86400", 600.0)])
+async def test_webhook_waits_what_retry_after_asks(retry_after: str, asked_s: float) -> None:
+    """A receiver's 429 with ``Retry-After`` (Slack's and Discord's webhooks answer so): the
+    next POST waits what it asks (up to ten minutes) on top of the backoff; before, the
+    backoff's first quarter second, hammering a receiver that asked for quiet."""
+    receiver = Receiver(statuses=[429, 429], refusal_headers={"Retry-After": retry_after})
+    sleep = RecordingSleep()
+    async with serve(receiver) as base:
+        sink = WebhookSink(f"{base}/hook", retry=RetryPolicy(max_attempts=5, base_delay_s=1.0, max_delay_s=3.0),
+                           rng=random.Random(7), sleep=sleep)
+        await sink.send(make_alert())
+        await sink.close()
+    assert (sink.sent, sink.failures, len(receiver.requests)) == (1, 0, 3)
+    asked = [d for d in sleep.delays if d >= 3.0 + 1e-9]
+    assert asked == [asked_s, asked_s] and len(sleep.delays) == 4  # two backoff delays, two asked waits
+
+
+async def test_an_alertmanager_503_with_an_http_date_retry_after_is_obeyed_through_the_retry_queue() -> None:
+    """A 503 whose ``Retry-After`` is an HTTP date, met by the retry queue's outer retry too."""
+    when = datetime.fromtimestamp(time.time() + 45, tz=UTC)
+    receiver = Receiver(statuses=[503], refusal_headers={"Retry-After": format_datetime(when, usegmt=True)})
+    sleep = RecordingSleep()
+    async with serve(receiver) as base:
+        inner = AlertmanagerSink(base, retry=RetryPolicy(max_attempts=1), sleep=sleep)
+        queue = RetryQueueSink(inner, name="alertmanager", max_queued=10, sleep=sleep, rng=random.Random(1))
+        await queue.send(make_alert())
+        await asyncio.wait_for(queue.join(), 10)
+        await queue.close()
+    assert len(receiver.requests) == 2 and inner.sent == 1
+    assert any(40.0 <= d <= 46.0 for d in sleep.delays), sleep.delays
 
 
 async def test_webhook_retries_500_with_capped_jittered_backoff_then_succeeds() -> None:

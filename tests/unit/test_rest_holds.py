@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.feeds.rest import RateLimitHolds, retry_after_s
+from streams.backoff import retry_after_s
+from streams.feeds.rest import RateLimitHolds
 
 WALL_MS = 1_760_140_800_000  # 2025-10-11T00:00:00Z
 
