@@ -144,8 +144,8 @@ class KafkaPublisher:
 
     def unconfirmed(self) -> Counter[str]:
         """Items sent with a record the broker has not answered for yet, by kind (a broadcast
-        batch once, whatever its partitions)."""
-        waiting = dict.fromkeys(item for future, item in self._pending if not future.done())
+        batch once, whatever its partitions; an item already counted in :attr:`failed`, not)."""
+        waiting = dict.fromkeys(item for future, item in self._pending if not future.done() and not item.counted)
         return Counter(item.kind for item in waiting)
 
     async def stop(self) -> None:

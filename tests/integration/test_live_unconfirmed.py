@@ -57,9 +57,13 @@ async def test_unconfirmed_counts_items_once_and_a_given_up_flush_keeps_them() -
     assert not any(f.cancelled() for f in producer.futures)  # giving up never cancels the producer's
     producer.answer(2)  # two of the broadcast's three records: the item still waits
     assert publisher.unconfirmed() == Counter({"batch": 2, "deadletter": 1})
+    producer.futures[3].set_exception(RuntimeError("refused"))  # the BTC batch: failed, counted there only
+    await asyncio.sleep(0)  # its done-callback
+    assert publisher.unconfirmed() == Counter({"batch": 1, "deadletter": 1}) and publisher.failed == Counter(
+        {"batch": 1})
     producer.answer(5)
     await asyncio.wait_for(publisher.flush(), 1)
-    assert publisher.unconfirmed() == Counter() and publisher.failed == Counter()
+    assert publisher.unconfirmed() == Counter() and publisher.failed == Counter({"batch": 1})
 
 
 async def test_a_session_ending_unconfirmed_counts_what_the_broker_did_not_answer_for() -> None:
