@@ -149,6 +149,11 @@ class VenueAdapter(ABC):
     def ping_message(self) -> str | None:
         return None
 
+    def refusal(self, msg: Any) -> str | None:
+        """The venue's own words when a control frame refuses a request (a subscription to a
+        stream it does not have, a malformed one); None for every other frame."""
+        return None
+
     def is_control_text(self, text: str) -> bool:
         """Non-JSON control text a venue sends (OKX ``pong``)."""
         return False
@@ -466,6 +471,10 @@ class FeedConnection:
             self._safe(self.handler.on_garbage, self.venue, raw_bytes, "unroutable", str(exc), recv_ms)
             return None
         if route is None:
+            said = self.adapter.refusal(raw)
+            if said is not None:  # the stream asked for never comes: said, and dead-lettered with the venue's words
+                log.error("%s: the venue refused a request: %s", self.venue, said)
+                self._safe(self.handler.on_garbage, self.venue, raw_bytes, "subscription_refused", said, recv_ms)
             return None
         venue_ts_ms = None
         with contextlib.suppress(Exception):  # a timestamp is a measurement, never a reason to drop

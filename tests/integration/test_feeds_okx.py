@@ -94,3 +94,31 @@ async def test_dropped_connection_resets_book_and_resubscribes() -> None:
     assert [d.reason for d in run.sink.deadletters] == ["invalid_json"]
     assert [(e.f1, e.f2) for e in run.sink.events() if e.kind == KIND_BOOK_INVALID] == [(0.0, 0.0)]
     assert run.metric("liqmon_feed_reconnects_total", venue="okx") == 1
+
+
+async def test_a_refused_subscription_is_said_and_dead_lettered_with_the_venues_words(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """OKX answers a subscription to an instrument it does not have with an ``error`` event;
+    before, that frame was taken for an ack and dropped, and the stream asked for never came
+    without a word. Now it is logged and dead-lettered (``subscription_refused``) with the
+    venue's code and message, and the streams it did take go on."""
+    refused = {"event": "error", "code": "60018",
+               "msg": "Wrong URL or channel:books,instId:NOPE-USDT-SWAP doesn't exist. Please use the correct URL, "
+                      "channel and parameters referring to API document.", "connId": "a"}
+
+    async def script(conn: Conn) -> None:
+        msg = await conn.recv_json()
+        assert msg["op"] == "subscribe"
+        await conn.send({"event": "subscribe", "arg": msg["args"][0], "connId": "a"})
+        await conn.send(refused)
+        await conn.send(books("snapshot", 1, -1, [["100", "1"]], [["101", "1"]]))
+        await conn.idle()
+
+    async with ws_server([script]) as ws:
+        run = make_runner(live_config("okx", ws.url, (f"books:{INST}", "books:NOPE-USDT-SWAP")))
+        await run_until(run, lambda: (s := run.runner.ingest.book("okx", INST)) is not None and s.valid)
+    (dead,) = run.sink.deadletters
+    assert dead.reason == "subscription_refused" and dead.detail.startswith("okx: 60018 Wrong URL or channel:books,")
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(said) == 1 and "NOPE-USDT-SWAP doesn't exist" in said[0]
+    assert len(ws.connections) == 1  # the connection and its other stream go on

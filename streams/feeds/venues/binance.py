@@ -89,6 +89,13 @@ class _Binance(VenueAdapter):
                 return None  # subscription ack / error reply
         raise ValueError("not a combined-stream frame")
 
+    def refusal(self, msg: Any) -> str | None:
+        # {"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":3}
+        error = msg.get("error") if isinstance(msg, dict) else None
+        if isinstance(error, dict):
+            return f"{error.get('code', '')} {error.get('msg', '')}".strip()
+        return None
+
     def peek_route(self, raw_bytes: bytes) -> FrameRoute | None:
         # Binance writes the stream name first: {"stream":"btcusdt@bookTicker","data":{...}}
         if not raw_bytes.startswith(_STREAM_PREFIX):

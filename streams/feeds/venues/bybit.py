@@ -48,6 +48,12 @@ class _Bybit(VenueAdapter):
                 return None  # subscribe ack, pong
         raise ValueError("not a Bybit topic frame")
 
+    def refusal(self, msg: Any) -> str | None:
+        # {"success":false,"ret_msg":"error:handler not found,topic:orderbook.50.X","conn_id":"c","op":"subscribe"}
+        if isinstance(msg, dict) and msg.get("success") is False:
+            return f"{msg.get('op', '')}: {msg.get('ret_msg', '')}"
+        return None
+
     def event_ts_ms(self, msg: Any) -> int | None:
         return ms_or_none(msg.get("ts"))
 

@@ -57,6 +57,12 @@ class Hyperliquid(VenueAdapter):
                 return FrameRoute("trades", f"trades:{coin}")
         raise ValueError("not a Hyperliquid data frame")
 
+    def refusal(self, msg: Any) -> str | None:
+        # {"channel":"error","data":"Invalid subscription {...}"}
+        if isinstance(msg, dict) and msg.get("channel") == "error":
+            return str(msg.get("data", ""))
+        return None
+
     def coalescible(self, route: FrameRoute) -> bool:
         return route.channel in ("l2Book", "bbo", "allMids")  # full snapshots on every push
 

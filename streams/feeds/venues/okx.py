@@ -70,6 +70,12 @@ class Okx(VenueAdapter):
                 return None  # subscribe / unsubscribe / error event
         raise ValueError("not an OKX push frame")
 
+    def refusal(self, msg: Any) -> str | None:
+        # {"event":"error","code":"60018","msg":"Wrong URL or channel:books,instId:X doesn't exist ...","connId":"a"}
+        if isinstance(msg, dict) and msg.get("event") == "error":
+            return f"{msg.get('code', '')} {msg.get('msg', '')}".strip()
+        return None
+
     def coalescible(self, route: FrameRoute) -> bool:
         return route.channel in _COALESCIBLE
 
