@@ -154,6 +154,10 @@ class VenueAdapter(ABC):
         stream it does not have, a malformed one); None for every other frame."""
         return None
 
+    def refused_stream(self, said: str) -> str | None:
+        """The stream (as configured) a refusal's words name, None when they name none."""
+        return None
+
     def is_control_text(self, text: str) -> bool:
         """Non-JSON control text a venue sends (OKX ``pong``)."""
         return False
@@ -360,6 +364,16 @@ class FeedConnection:
             with contextlib.suppress(Exception):
                 self.handler.on_handler_error(self.venue, exc)
 
+    def _refused(self, said: str, raw_bytes: bytes, recv_ms: int) -> None:
+        """A refusal: the stream it names never comes on this connection, so it is no longer
+        watched (its silence would re-open the connection, and every stream on it, again
+        and again); said, and dead-lettered with the venue's words."""
+        stream = self.adapter.refused_stream(said)
+        unwatched = stream is not None and self._watches.pop(stream, None) is not None
+        note = f" ({stream} is not watched for staleness on this connection)" if unwatched else ""
+        log.error("%s: the venue refused a request: %s%s", self.venue, said, note)
+        self._safe(self.handler.on_garbage, self.venue, raw_bytes, "subscription_refused", said, recv_ms)
+
     def _housekeeping(self, ws: Any, now: float, started: float) -> str | None:
         frames, waiting_bytes = socket_backlog(ws)
         self._safe(self.handler.on_lag, self, self._lag.sample(now, frames, waiting_bytes))
@@ -472,9 +486,8 @@ class FeedConnection:
             return None
         if route is None:
             said = self.adapter.refusal(raw)
-            if said is not None:  # the stream asked for never comes: said, and dead-lettered with the venue's words
-                log.error("%s: the venue refused a request: %s", self.venue, said)
-                self._safe(self.handler.on_garbage, self.venue, raw_bytes, "subscription_refused", said, recv_ms)
+            if said is not None:
+                self._refused(said, raw_bytes, recv_ms)
             return None
         venue_ts_ms = None
         with contextlib.suppress(Exception):  # a timestamp is a measurement, never a reason to drop

@@ -3,6 +3,8 @@ a break, resubscribe), text ping/pong, liquidations in contracts, garbage, dropp
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -99,9 +101,10 @@ async def test_dropped_connection_resets_book_and_resubscribes() -> None:
 async def test_a_refused_subscription_is_said_and_dead_lettered_with_the_venues_words(
         caplog: pytest.LogCaptureFixture) -> None:
     """OKX answers a subscription to an instrument it does not have with an ``error`` event;
-    before, that frame was taken for an ack and dropped, and the stream asked for never came
-    without a word. Now it is logged and dead-lettered (``subscription_refused``) with the
-    venue's code and message, and the streams it did take go on."""
+    before, that frame was taken for an ack and dropped: the stream asked for never came,
+    without a word, and its silence re-opened the connection every ``stale_after_s``. Now it
+    is logged and dead-lettered (``subscription_refused``) with the venue's code and message,
+    no longer watched on that connection, and the streams it did take go on undisturbed."""
     refused = {"event": "error", "code": "60018",
                "msg": "Wrong URL or channel:books,instId:NOPE-USDT-SWAP doesn't exist. Please use the correct URL, "
                       "channel and parameters referring to API document.", "connId": "a"}
@@ -112,13 +115,20 @@ async def test_a_refused_subscription_is_said_and_dead_lettered_with_the_venues_
         await conn.send({"event": "subscribe", "arg": msg["args"][0], "connId": "a"})
         await conn.send(refused)
         await conn.send(books("snapshot", 1, -1, [["100", "1"]], [["101", "1"]]))
+        for _ in range(40):  # the stream taken keeps coming (OKX's heartbeats: seqId = prevSeqId) for 4 s
+            await asyncio.sleep(0.1)
+            await conn.send(books("update", 1, 1, [], []))
         await conn.idle()
 
+    start = time.monotonic()
     async with ws_server([script]) as ws:
-        run = make_runner(live_config("okx", ws.url, (f"books:{INST}", "books:NOPE-USDT-SWAP")))
-        await run_until(run, lambda: (s := run.runner.ingest.book("okx", INST)) is not None and s.valid)
+        cfg = live_config("okx", ws.url, (f"books:{INST}", "books:NOPE-USDT-SWAP"), stale_after_s=1.0)
+        run = make_runner(cfg)
+        await run_until(run, lambda: time.monotonic() - start > 3.0)
     (dead,) = run.sink.deadletters
     assert dead.reason == "subscription_refused" and dead.detail.startswith("okx: 60018 Wrong URL or channel:books,")
     said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert len(said) == 1 and "NOPE-USDT-SWAP doesn't exist" in said[0]
-    assert len(ws.connections) == 1  # the connection and its other stream go on
+    assert len(said) == 1 and "NOPE-USDT-SWAP doesn't exist" in said[0] and "not watched" in said[0]
+    # The refused stream's silence never re-opens the connection (before: every stale_after_s,
+    # and the stream taken with it, books resynced, each time).
+    assert len(ws.connections) == 1 and run.metric("liqmon_feed_reconnects_total", venue="okx") == 0

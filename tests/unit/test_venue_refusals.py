@@ -38,3 +38,18 @@ def test_a_refusal_is_told_from_acks_and_pongs(adapter: VenueAdapter, frame: str
     msg: Any = orjson.loads(frame)
     assert adapter.route(msg) is None  # a control frame either way: never data
     assert adapter.refusal(msg) == said
+
+
+@pytest.mark.parametrize(("adapter", "said", "stream"), [
+    (Okx(), "60018 Wrong URL or channel:books,instId:NOPE-USDT-SWAP doesn't exist. Please use the correct URL",
+     "books:NOPE-USDT-SWAP"),
+    (Okx(), "60018 Wrong URL or channel:liquidation-orders,instType:NOPE doesn't exist", "liquidation-orders:NOPE"),
+    (Okx(), "60012 Invalid request: {\"op\": \"subscribe\"}", None),
+    (BybitLinear(), "subscribe: error:handler not found,topic:orderbook.50.NOPEUSDT", "orderbook.50.NOPEUSDT"),
+    (BybitLinear(), "subscribe: error:too many requests", None),
+    (Hyperliquid(), 'Invalid subscription {"type":"l2Book","coin":"NOPE"}', "l2Book:NOPE"),
+    (Hyperliquid(), "Invalid subscription {not json", None),
+    (BinanceSpot(), "2 Invalid request: invalid stream", None),  # Binance's words name no stream
+], ids=lambda x: getattr(x, "venue", None))
+def test_the_stream_a_refusal_names(adapter: VenueAdapter, said: str, stream: str | None) -> None:
+    assert adapter.refused_stream(said) == stream

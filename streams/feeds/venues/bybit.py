@@ -6,6 +6,7 @@ Bybit asks for an application ping ``{"op": "ping"}`` every 20 s.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ __all__ = ["LINEAR_WS_URL", "SPOT_WS_URL", "BybitLinear", "BybitSpot"]
 
 LINEAR_WS_URL = "wss://stream.bybit.com/v5/public/linear"
 SPOT_WS_URL = "wss://stream.bybit.com/v5/public/spot"
+#: The topic a Bybit refusal names: ``error:handler not found,topic:orderbook.50.BTCUSDT``.
+_REFUSED_TOPIC = re.compile(r"topic:([^,\s]+)")
 
 
 class _Bybit(VenueAdapter):
@@ -53,6 +56,11 @@ class _Bybit(VenueAdapter):
         if isinstance(msg, dict) and msg.get("success") is False:
             return f"{msg.get('op', '')}: {msg.get('ret_msg', '')}"
         return None
+
+    def refused_stream(self, said: str) -> str | None:
+        # "subscribe: error:handler not found,topic:orderbook.50.NOPEUSDT" names that topic
+        named = _REFUSED_TOPIC.search(said)
+        return named[1] if named else None
 
     def event_ts_ms(self, msg: Any) -> int | None:
         return ms_or_none(msg.get("ts"))

@@ -63,6 +63,17 @@ class Hyperliquid(VenueAdapter):
             return str(msg.get("data", ""))
         return None
 
+    def refused_stream(self, said: str) -> str | None:
+        # 'Invalid subscription {"type":"l2Book","coin":"NOPE"}' names the stream l2Book:NOPE
+        _, brace, rest = said.partition("{")
+        try:
+            sub = orjson.loads(brace + rest) if brace else None
+        except orjson.JSONDecodeError:
+            return None
+        if isinstance(sub, dict) and isinstance(sub.get("type"), str) and isinstance(sub.get("coin"), str):
+            return f"{sub['type']}:{sub['coin']}"
+        return None
+
     def coalescible(self, route: FrameRoute) -> bool:
         return route.channel in ("l2Book", "bbo", "allMids")  # full snapshots on every push
 

@@ -7,6 +7,7 @@ Streams are written ``channel:instId`` (``books:BTC-USDT-SWAP``) or ``channel:in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ WS_URL = "wss://ws.okx.com:8443/ws/v5/public"
 _BY_TYPE = {"liquidation-orders"}
 #: Channels whose every push is a whole state (best bid/ask, 5-level snapshots, tickers, marks).
 _COALESCIBLE = frozenset({"bbo-tbt", "books5", "tickers", "mark-price", "index-tickers"})
+#: The subscription an OKX refusal names: ``channel:books,instId:BTC-USDT`` (or instType, instFamily).
+_REFUSED = re.compile(r"channel:([\w-]+),inst(?:Id|Type|Family):([\w-]+)")
 
 
 def okx_arg(stream: str) -> dict[str, str]:
@@ -75,6 +78,11 @@ class Okx(VenueAdapter):
         if isinstance(msg, dict) and msg.get("event") == "error":
             return f"{msg.get('code', '')} {msg.get('msg', '')}".strip()
         return None
+
+    def refused_stream(self, said: str) -> str | None:
+        # "... channel:books,instId:NOPE-USDT doesn't exist ..." names the stream books:NOPE-USDT
+        named = _REFUSED.search(said)
+        return f"{named[1]}:{named[2]}" if named else None
 
     def coalescible(self, route: FrameRoute) -> bool:
         return route.channel in _COALESCIBLE
