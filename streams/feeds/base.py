@@ -7,7 +7,9 @@ messages, how to tell a data frame's channel, app-level ping, limits); a
 * subscribe at most ``max_msgs_per_s`` messages per second (Binance: 10 incoming
   messages/s per connection, so we stay well under it);
 * a staleness watchdog per subscribed channel on *receive* time: a channel with no frame
-  for its timeout is reported (``feed_stale``) and the connection is re-opened;
+  for its timeout is reported (``feed_stale``) and the connection is re-opened, unless it
+  sent nothing on the last connection either while other channels deliver on this one (a
+  stream the venue took and never serves), and never for a stream the venue refused;
 * a planned reconnect before the venue's connection-life limit (Binance: 24 h);
 * capped exponential backoff with jitter between attempts, reset after a healthy period;
 * a failure in the downstream handler is reported and the loop goes on: it is never
@@ -247,6 +249,8 @@ class _Watch:
     timeout_s: float
     last_rx: float
     stale: bool = False
+    #: A frame came on this connection.
+    delivered: bool = False
 
 
 @dataclass
@@ -271,6 +275,8 @@ class FeedConnection:
     _ws: Any = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watches: dict[str, _Watch] = field(default_factory=dict)
+    #: Streams that went stale on the last connection without a single frame on it.
+    _silent_before: frozenset[str] = frozenset()
     _last_send: float = -1e18
     _lag: ReaderLag = field(default_factory=lambda: ReaderLag(0.0))
     #: Channel → coalescible (the adapter's answer, cached: the hot path under load).
@@ -314,6 +320,7 @@ class FeedConnection:
                 reason = f"error: {type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
+                self._silent_before = frozenset(k for k, w in self._watches.items() if w.stale and not w.delivered)
             self.endings.append(reason)
             if self.connects:
                 self._safe(self.handler.on_disconnected, self, reason, self.clock.wall_ms())
@@ -374,6 +381,18 @@ class FeedConnection:
         log.error("%s: the venue refused a request: %s%s", self.venue, said, note)
         self._safe(self.handler.on_garbage, self.venue, raw_bytes, "subscription_refused", said, recv_ms)
 
+    def _reopen_for(self, key: str, watch: _Watch) -> bool:
+        """Whether a stream gone stale re-opens the connection: yes, unless it sent nothing on
+        the last connection either while other streams on this one deliver (a stream the
+        venue took and never serves, as Binance does an unlisted symbol's: a new connection
+        does not bring it, and re-opening costs every other stream its books). It is still
+        reported stale; its first frame makes it a reason again."""
+        if key not in self._silent_before or watch.delivered or not any(w.delivered for w in self._watches.values()):
+            return True
+        log.error("%s: %s has sent nothing on two connections in a row: reported stale, no longer a reason "
+                  "to re-open the connection its other streams share", self.venue, key)
+        return False
+
     def _housekeeping(self, ws: Any, now: float, started: float) -> str | None:
         frames, waiting_bytes = socket_backlog(ws)
         self._safe(self.handler.on_lag, self, self._lag.sample(now, frames, waiting_bytes))
@@ -383,7 +402,7 @@ class FeedConnection:
             self._safe(self.handler.on_age, self.venue, key, age)
             if age > watch.timeout_s and not watch.stale:
                 watch.stale = True
-                stale_now = True
+                stale_now = stale_now or self._reopen_for(key, watch)
                 self._safe(self.handler.on_stale, self.venue, key, age, self.clock.wall_ms())
         if stale_now:
             return "stale"
@@ -497,4 +516,5 @@ class FeedConnection:
         if watch is not None:
             watch.last_rx = self.clock.monotonic()
             watch.stale = False
+            watch.delivered = True
         return route, raw, raw_bytes

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -361,3 +362,30 @@ async def test_a_rate_limited_snapshot_waits_what_retry_after_asks(status: int, 
     assert book_levels(run) == reference_book(SNAP_A, [(b, a) for _f, u, b, a in diffs if u > 105])
     said = [r.getMessage() for r in caplog.records if "Retry-After" in r.getMessage()]
     assert len(said) == 1 and f"answered {status}" in said[0], said
+
+
+async def test_a_stream_the_venue_never_serves_stops_reopening_the_connection(caplog: pytest.LogCaptureFixture,
+                                                                              ) -> None:
+    """Binance takes a subscription to an unlisted symbol (``result: null``) and never sends
+    on it. Its silence re-opens the connection once; when the new connection brings nothing
+    on it either while the other stream delivers, it is reported stale and no longer
+    re-opens the connection (before: every ``stale_after_s``, with every other stream's
+    books resynced each time)."""
+    async def quotes(conn: Conn) -> None:
+        await ack(conn)
+        for i in range(100):
+            await conn.send({"stream": "btcusdt@bookTicker", "data": {
+                "u": i, "s": "BTCUSDT", "b": "100", "B": "1", "a": "100.1", "A": "1"}})
+            await asyncio.sleep(0.05)
+        await conn.idle()
+
+    async with ws_server([quotes]) as ws:
+        cfg = live_config("binance-spot", ws.url, ("btcusdt@bookTicker", "nopeusdt@bookTicker"), stale_after_s=0.5)
+        run = make_runner(cfg)
+        started = time.monotonic()
+        await run_until(run, lambda: time.monotonic() - started > 3.5)
+    assert len(ws.connections) == 2, run.runner.connections[0].endings
+    stale = [a.evidence["channel"] for a in run.sink.feed_alerts if a.kind == "feed_stale"]
+    assert stale == ["nopeusdt@bookTicker", "nopeusdt@bookTicker"]  # reported on each connection
+    said = [r.getMessage() for r in caplog.records if "sent nothing on two connections" in r.getMessage()]
+    assert len(said) == 1 and "nopeusdt@bookTicker" in said[0]
