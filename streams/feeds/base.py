@@ -7,9 +7,9 @@ messages, how to tell a data frame's channel, app-level ping, limits); a
 * subscribe at most ``max_msgs_per_s`` messages per second (Binance: 10 incoming
   messages/s per connection, so we stay well under it);
 * a staleness watchdog per subscribed channel on *receive* time: a channel with no frame
-  for its timeout is reported (``feed_stale``) and the connection is re-opened, unless it
-  sent nothing on the last connection either while other channels deliver on this one (a
-  stream the venue took and never serves), and never for a stream the venue refused;
+  for its timeout is reported (``feed_stale``) and the connection is re-opened, unless the
+  venue refused it, or it sent nothing on the last connection either while other channels
+  deliver on this one (a stream the venue took and never serves);
 * a planned reconnect before the venue's connection-life limit (Binance: 24 h);
 * capped exponential backoff with jitter between attempts, reset after a healthy period;
 * a failure in the downstream handler is reported and the loop goes on: it is never
@@ -251,6 +251,8 @@ class _Watch:
     stale: bool = False
     #: A frame came on this connection.
     delivered: bool = False
+    #: The venue refused its subscription on this connection.
+    refused: bool = False
 
 
 @dataclass
@@ -372,21 +374,25 @@ class FeedConnection:
                 self.handler.on_handler_error(self.venue, exc)
 
     def _refused(self, said: str, raw_bytes: bytes, recv_ms: int) -> None:
-        """A refusal: the stream it names never comes on this connection, so it is no longer
-        watched (its silence would re-open the connection, and every stream on it, again
+        """A refusal: the stream it names never comes on this connection, so its silence is
+        reported but never re-opens the connection (it would, and every stream on it, again
         and again); said, and dead-lettered with the venue's words."""
         stream = self.adapter.refused_stream(said)
-        unwatched = stream is not None and self._watches.pop(stream, None) is not None
-        note = f" ({stream} is not watched for staleness on this connection)" if unwatched else ""
+        watch = self._watches.get(stream) if stream is not None else None
+        if watch is not None:
+            watch.refused = True
+        note = f" ({stream}: reported stale, never a reason to re-open the connection)" if watch is not None else ""
         log.error("%s: the venue refused a request: %s%s", self.venue, said, note)
         self._safe(self.handler.on_garbage, self.venue, raw_bytes, "subscription_refused", said, recv_ms)
 
     def _reopen_for(self, key: str, watch: _Watch) -> bool:
-        """Whether a stream gone stale re-opens the connection: yes, unless it sent nothing on
-        the last connection either while other streams on this one deliver (a stream the
+        """Whether a stream gone stale re-opens the connection: yes, unless the venue refused
+        it, or it sent nothing on the last connection either while other streams on this one deliver (a stream the
         venue took and never serves, as Binance does an unlisted symbol's: a new connection
         does not bring it, and re-opening costs every other stream its books). It is still
         reported stale; its first frame makes it a reason again."""
+        if watch.refused:
+            return False
         if key not in self._silent_before or watch.delivered or not any(w.delivered for w in self._watches.values()):
             return True
         log.error("%s: %s has sent nothing on two connections in a row: reported stale, no longer a reason "

@@ -128,7 +128,9 @@ async def test_a_refused_subscription_is_said_and_dead_lettered_with_the_venues_
     (dead,) = run.sink.deadletters
     assert dead.reason == "subscription_refused" and dead.detail.startswith("okx: 60018 Wrong URL or channel:books,")
     said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert len(said) == 1 and "NOPE-USDT-SWAP doesn't exist" in said[0] and "not watched" in said[0]
-    # The refused stream's silence never re-opens the connection (before: every stale_after_s,
-    # and the stream taken with it, books resynced, each time).
+    assert len(said) == 1 and "NOPE-USDT-SWAP doesn't exist" in said[0] and "never a reason to re-open" in said[0]
+    # The refused stream's silence is reported (its alert, its age) but never re-opens the
+    # connection (before: every stale_after_s, the stream taken with it resynced each time).
     assert len(ws.connections) == 1 and run.metric("liqmon_feed_reconnects_total", venue="okx") == 0
+    assert [a.evidence["channel"] for a in run.sink.feed_alerts if a.kind == "feed_stale"] == ["books:NOPE-USDT-SWAP"]
+    assert run.metric("liqmon_feed_last_event_age_seconds", venue="okx", channel="books:NOPE-USDT-SWAP") > 1.0
