@@ -387,10 +387,10 @@ class FeedConnection:
 
     def _reopen_for(self, key: str, watch: _Watch) -> bool:
         """Whether a stream gone stale re-opens the connection: yes, unless the venue refused
-        it, or it sent nothing on the last connection either while other streams on this one deliver (a stream the
-        venue took and never serves, as Binance does an unlisted symbol's: a new connection
-        does not bring it, and re-opening costs every other stream its books). It is still
-        reported stale; its first frame makes it a reason again."""
+        it, or it sent nothing on the last connection either while other streams deliver on
+        this one (a stream the venue took and never serves, as Binance does an unlisted
+        symbol's: a new connection does not bring it, and re-opening costs every other stream
+        its books). It is still reported stale; its first frame makes it a reason again."""
         if watch.refused:
             return False
         if key not in self._silent_before or watch.delivered or not any(w.delivered for w in self._watches.values()):
