@@ -10,7 +10,8 @@ messages, how to tell a data frame's channel, app-level ping, limits); a
   for its timeout is reported (``feed_stale``) and the connection is re-opened, unless the
   venue refused it, or it sent nothing on the last connection either while other channels
   deliver on this one (a stream the venue took and never serves);
-* a planned reconnect before the venue's connection-life limit (Binance: 24 h);
+* a planned reconnect before the venue's connection-life limit (Binance: 24 h), and when
+  the venue announces it will close the connection (OKX's ``64008`` notice);
 * capped exponential backoff with jitter between attempts, reset after a healthy period;
 * a failure in the downstream handler is reported and the loop goes on: it is never
   turned into a reconnect;
@@ -160,6 +161,11 @@ class VenueAdapter(ABC):
         """The stream (as configured) a refusal's words name, None when they name none."""
         return None
 
+    def closing_notice(self, msg: Any) -> str | None:
+        """The venue's words when a control frame announces it will close this connection
+        soon (a service upgrade); None for every other frame."""
+        return None
+
     def is_control_text(self, text: str) -> bool:
         """Non-JSON control text a venue sends (OKX ``pong``)."""
         return False
@@ -279,6 +285,8 @@ class FeedConnection:
     _watches: dict[str, _Watch] = field(default_factory=dict)
     #: Streams that went stale on the last connection without a single frame on it.
     _silent_before: frozenset[str] = frozenset()
+    #: The venue's notice that it will close this connection (re-opened at the next tick).
+    _closing: str | None = None
     _last_send: float = -1e18
     _lag: ReaderLag = field(default_factory=lambda: ReaderLag(0.0))
     #: Channel → coalescible (the adapter's answer, cached: the hot path under load).
@@ -305,6 +313,7 @@ class FeedConnection:
                     compression=None, max_queue=self.overload.max_queue_frames,
                 ) as ws:
                     self._ws = ws
+                    self._closing = None
                     self.connects += 1
                     self._safe(self.handler.on_connected, self)
                     await self._send_all(ws, self.adapter.subscribe_messages(self.plan.streams))
@@ -413,7 +422,7 @@ class FeedConnection:
         if stale_now:
             return "stale"
         life = self.adapter.max_connection_life_s
-        if life is not None and now - started >= life:
+        if (life is not None and now - started >= life) or self._closing is not None:
             return "planned"
         return None
 
@@ -513,6 +522,10 @@ class FeedConnection:
             said = self.adapter.refusal(raw)
             if said is not None:
                 self._refused(said, raw_bytes, recv_ms)
+            notice = self.adapter.closing_notice(raw)
+            if notice is not None and self._closing is None:
+                log.warning("%s: the venue will close the connection (%s): re-opening it now", self.venue, notice)
+                self._closing = notice
             return None
         venue_ts_ms = None
         with contextlib.suppress(Exception):  # a timestamp is a measurement, never a reason to drop

@@ -12,6 +12,9 @@ import pytest
 from monitor.events import KIND_BOOK_INVALID, KIND_LIQUIDATION
 from tests.integration.test_feeds_harness import (
     Conn,
+    Run,
+    Script,
+    WsServer,
     live_config,
     make_runner,
     now_ms,
@@ -40,6 +43,23 @@ async def subscribed(conn: Conn) -> None:
     assert msg["op"] == "subscribe"
     for arg in msg["args"]:
         await conn.send({"event": "subscribe", "arg": arg, "connId": "a"})
+
+
+async def fresh_snapshot(conn: Conn) -> None:
+    """The next connection: subscribed, a snapshot at seqId 50, then quiet."""
+    await subscribed(conn)
+    await conn.send(books("snapshot", 50, -1, [["200", "1"]], [["201", "1"]]))
+    await conn.idle()
+
+
+async def reconnected(first: Script) -> tuple[WsServer, Run]:
+    """A session whose first connection runs ``first`` and the next :func:`fresh_snapshot`,
+    run until the book stands on the fresh snapshot."""
+    async with ws_server([first, fresh_snapshot]) as ws:
+        run = make_runner(live_config("okx", ws.url, (f"books:{INST}",)))
+        await run_until(run, lambda: (s := run.runner.ingest.book("okx", INST)) is not None and s.valid
+                        and s.last_id == 50)
+    return ws, run
 
 
 async def test_session_heartbeat_gap_and_resubscribe() -> None:
@@ -83,15 +103,7 @@ async def test_dropped_connection_resets_book_and_resubscribes() -> None:
         await conn.send("garbage")
         conn.drop_mid_frame()
 
-    async def fresh(conn: Conn) -> None:
-        await subscribed(conn)
-        await conn.send(books("snapshot", 50, -1, [["200", "1"]], [["201", "1"]]))
-        await conn.idle()
-
-    async with ws_server([drops, fresh]) as ws:
-        run = make_runner(live_config("okx", ws.url, (f"books:{INST}",)))
-        await run_until(run, lambda: (s := run.runner.ingest.book("okx", INST)) is not None and s.valid
-                        and s.last_id == 50)
+    ws, run = await reconnected(drops)
     assert len(ws.connections) == 2
     assert [d.reason for d in run.sink.deadletters] == ["invalid_json"]
     assert [(e.f1, e.f2) for e in run.sink.events() if e.kind == KIND_BOOK_INVALID] == [(0.0, 0.0)]
@@ -134,3 +146,25 @@ async def test_a_refused_subscription_is_said_and_dead_lettered_with_the_venues_
     assert len(ws.connections) == 1 and run.metric("liqmon_feed_reconnects_total", venue="okx") == 0
     assert [a.evidence["channel"] for a in run.sink.feed_alerts if a.kind == "feed_stale"] == ["books:NOPE-USDT-SWAP"]
     assert run.metric("liqmon_feed_last_event_age_seconds", venue="okx", channel="books:NOPE-USDT-SWAP") > 1.0
+
+
+async def test_a_service_upgrade_notice_reopens_the_connection_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    """OKX sends ``{"event":"notice","code":"64008"}`` about 60 s before it closes a
+    connection for a service upgrade, and asks the client to reconnect. The connection is
+    re-opened at once as a planned one (no backoff), and the book starts again from the new
+    connection's snapshot (before: the notice was taken for an ack, and the venue's close
+    came as an error a minute later)."""
+    notice = {"event": "notice", "code": "64008", "msg": "The connection will soon be closed for a service "
+              "upgrade. Please reconnect.", "connId": "a"}
+
+    async def first(conn: Conn) -> None:
+        await subscribed(conn)
+        await conn.send(books("snapshot", 1, -1, [["100", "1"]], [["101", "1"]]))
+        await conn.send(notice)
+        await conn.idle()
+
+    ws, run = await reconnected(first)
+    assert len(ws.connections) == 2 and run.runner.connections[0].endings == ["planned"]
+    assert run.runner.connections[0].backoff.attempt == 0  # no backoff before a planned re-opening
+    said = [r.getMessage() for r in caplog.records if "will close the connection" in r.getMessage()]
+    assert len(said) == 1 and "64008" in said[0]

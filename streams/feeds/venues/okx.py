@@ -79,6 +79,13 @@ class Okx(VenueAdapter):
             return f"{msg.get('code', '')} {msg.get('msg', '')}".strip()
         return None
 
+    def closing_notice(self, msg: Any) -> str | None:
+        # {"event":"notice","code":"64008","msg":"The connection will soon be closed for a service upgrade. ..."}:
+        # sent about 60 s ahead (OKX v5 docs, "Notification"); the client is to reconnect.
+        if isinstance(msg, dict) and msg.get("event") == "notice" and msg.get("code") == "64008":
+            return f"64008 {msg.get('msg', '')}".strip()
+        return None
+
     def refused_stream(self, said: str) -> str | None:
         # "... channel:books,instId:NOPE-USDT doesn't exist ..." names the stream books:NOPE-USDT
         named = _REFUSED.search(said)
