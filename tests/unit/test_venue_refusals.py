@@ -47,6 +47,7 @@ def test_a_refusal_is_told_from_acks_and_pongs(adapter: VenueAdapter, frame: str
     (Okx(), "60012 Invalid request: {\"op\": \"subscribe\"}", None),
     (BybitLinear(), "subscribe: error:handler not found,topic:orderbook.50.NOPEUSDT", "orderbook.50.NOPEUSDT"),
     (BybitLinear(), "subscribe: error:too many requests", None),
+    (BybitLinear(), "subscribe: error:already subscribed,topic:orderbook.50.BTCUSDT", None),
     (Hyperliquid(), 'Invalid subscription {"type":"l2Book","coin":"NOPE"}', "l2Book:NOPE"),
     (Hyperliquid(), "Invalid subscription {not json", None),
     (BinanceSpot(), "2 Invalid request: invalid stream", None),  # Binance's words name no stream

@@ -58,8 +58,9 @@ class _Bybit(VenueAdapter):
         return None
 
     def refused_stream(self, said: str) -> str | None:
-        # "subscribe: error:handler not found,topic:orderbook.50.NOPEUSDT" names that topic
-        named = _REFUSED_TOPIC.search(said)
+        # "subscribe: error:handler not found,topic:orderbook.50.NOPEUSDT" names that topic; an
+        # "already subscribed" names one that is served
+        named = _REFUSED_TOPIC.search(said) if "already subscribed" not in said else None
         return named[1] if named else None
 
     def event_ts_ms(self, msg: Any) -> int | None:
