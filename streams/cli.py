@@ -357,11 +357,9 @@ def _write_outputs(out_dir: Path, run: _ReplayRun, inputs: _ReplayInputs, record
 def _check_window(args: argparse.Namespace, stats: ReplayStats, capture: Path) -> None:
     """A ``--from``/``--to`` window that held no frame of the capture is the user's error,
     said with the span the capture's frames do cover (before: an empty report, exit 0)."""
-    if stats.first_ts_ms is not None or stats.deadletters or not stats.outside_frames:
-        return  # a frame was taken, or refused (its dead letter says why)
     first_ms, last_ms = stats.outside_first_ts_ms, stats.outside_last_ts_ms
-    if (args.from_ms is None and args.to_ms is None) or first_ms is None or last_ms is None:
-        return
+    if first_ms is None or last_ms is None or stats.first_ts_ms is not None or stats.deadletters:
+        return  # no frame outside the window; or one was taken, or refused (its dead letter says why)
     window = " ".join(f"{flag} {_utc(ms)}" for flag, ms in (("--from", args.from_ms), ("--to", args.to_ms))
                       if ms is not None)
     raise UsageError(f"no frame of {capture.name} is in the window {window}: its {stats.outside_frames:,} frames "

@@ -285,8 +285,8 @@ class FeedConnection:
     _watches: dict[str, _Watch] = field(default_factory=dict)
     #: Streams that went stale on the last connection without a single frame on it.
     _silent_before: frozenset[str] = frozenset()
-    #: The venue's notice that it will close this connection (re-opened at the next tick).
-    _closing: str | None = None
+    #: The venue announced it will close this connection (re-opened at the next tick).
+    _closing: bool = False
     _last_send: float = -1e18
     _lag: ReaderLag = field(default_factory=lambda: ReaderLag(0.0))
     #: Channel → coalescible (the adapter's answer, cached: the hot path under load).
@@ -313,7 +313,7 @@ class FeedConnection:
                     compression=None, max_queue=self.overload.max_queue_frames,
                 ) as ws:
                     self._ws = ws
-                    self._closing = None
+                    self._closing = False
                     self.connects += 1
                     self._safe(self.handler.on_connected, self)
                     await self._send_all(ws, self.adapter.subscribe_messages(self.plan.streams))
@@ -422,7 +422,7 @@ class FeedConnection:
         if stale_now:
             return "stale"
         life = self.adapter.max_connection_life_s
-        if (life is not None and now - started >= life) or self._closing is not None:
+        if (life is not None and now - started >= life) or self._closing:
             return "planned"
         return None
 
@@ -523,9 +523,9 @@ class FeedConnection:
             if said is not None:
                 self._refused(said, raw_bytes, recv_ms)
             notice = self.adapter.closing_notice(raw)
-            if notice is not None and self._closing is None:
+            if notice is not None and not self._closing:
                 log.warning("%s: the venue will close the connection (%s): re-opening it now", self.venue, notice)
-                self._closing = notice
+                self._closing = True
             return None
         venue_ts_ms = None
         with contextlib.suppress(Exception):  # a timestamp is a measurement, never a reason to drop

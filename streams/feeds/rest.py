@@ -62,13 +62,12 @@ class RateLimitHolds:
         seconds = retry_after_s(headers, self._clock.wall_ms())
         if seconds is None:
             return
-        host = self.host(url)
-        until = self._clock.monotonic() + seconds
-        if until <= self._until.get(host, 0.0):
+        host, now = self.host(url), self._clock.monotonic()
+        held_until = self._until.get(host, 0.0)
+        if now + seconds <= held_until:
             return
-        held = self.remaining_s(url) > 0
-        self._until[host] = until
-        if not held:
+        self._until[host] = now + seconds
+        if held_until <= now:  # a new hold, not one extended
             ban = " (banned)" if status == 418 else ""
             log.error("%s: %s answered %d%s: no request to it for %.0f s, as its Retry-After asks",
                       what, host, status, ban, seconds)

@@ -473,8 +473,7 @@ class LiveRunner:
             await asyncio.wait_for(self.sink.flush(), max(0.1, end - loop.time()))
         except Exception as exc:  # whatever the producer raises (TimeoutError too), the session ends saying it
             self.stats.unconfirmed = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._count_failed()
-            waiting = self.sink.unconfirmed()
+            waiting = self.sink.unconfirmed()  # an item refused is in failed, counted below, not here
             for kind, count in waiting.items():
                 self._unpublished(kind, count)
             log.error("the broker did not confirm the last records (%s): %s counted as not published",
